@@ -1,0 +1,1 @@
+"""quant-tui's front ends: the Textual app and the command line."""

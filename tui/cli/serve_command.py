@@ -1,0 +1,19 @@
+"""The `quant-tui serve` subcommand (being built)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from engine.errors import QuantTuiError
+
+
+def register(subparsers: Any) -> None:
+    """Adds the `serve` parser."""
+    parser = subparsers.add_parser("serve", help="(being built)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Not built yet."""
+    raise QuantTuiError("`quant-tui serve` is not built yet")
