@@ -169,10 +169,7 @@ def runtime_overhead(
     mlp = 2 * max(model.intermediate_size, 1) // tensor_parallel_size
     activations = max_num_batched_tokens * (hidden_states + mlp) * dtype_bytes
     logits = max_num_seqs * model.vocab_size * 4
-    if cpu:
-        runtime = 2 * GIB
-    else:
-        runtime = int(1.5 * GIB) + (GIB // 2 if tensor_parallel_size > 1 else 0)
+    runtime = 2 * GIB if cpu else int(1.5 * GIB) + (GIB // 2 if tensor_parallel_size > 1 else 0)
     return Overhead(activations + logits, runtime)
 
 

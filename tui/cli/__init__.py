@@ -7,8 +7,14 @@ import sys
 from collections.abc import Sequence
 
 from engine.errors import QuantTuiError
-from tui.cli import app_command, bench_command, monitor_command, quantize_command, recommend_command
-from tui.cli import serve_command
+from tui.cli import (
+    app_command,
+    bench_command,
+    monitor_command,
+    quantize_command,
+    recommend_command,
+    serve_command,
+)
 
 # Each subcommand module provides ``register(subparsers)`` which adds its parser and sets
 # ``func`` to a ``run(args) -> int``; heavy imports stay inside ``run`` so ``--help`` is instant.
@@ -41,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QuantTuiError as error:
         print(f"quant-tui: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away: not an error worth a traceback.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("quant-tui: interrupted", file=sys.stderr)
         return 130
