@@ -12,6 +12,11 @@ else
 fi
 if [ "${1:-}" = "dev" ]; then
     extras="$extras,dev"
+    # One test drives the real app inside tmux.
+    if ! command -v tmux >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "quant-tui: installing tmux for the terminal test" >&2
+        (apt-get update -qq && apt-get install -y -qq tmux >/dev/null) || echo "quant-tui: could not install tmux; its test will be skipped" >&2
+    fi
 fi
 
 python="${PYTHON:-python3}"
