@@ -107,12 +107,13 @@ def _gpu(
     )
 
 
-# Memory sizes: what NVML (and nvidia-smi) reports as the device's total memory, because that is the
-# number the planner compares with on a real box. It is a little below the marketing size: an "80GB"
-# H100 reports 81559 MiB (79.6 GiB), a "24GB" RTX 4090 24564 MiB, ECC-on parts like the A40/L40S
-# 46068 MiB for "48GB". Where a part's NVML total is not known to us we store the nominal size in
-# GiB (DRAM comes in power-of-two GiB, so "16GB" GDDR6X is 16 GiB of chips), marked "nominal".
-# Bandwidth is the vendor's figure for the SXM/full-power variant where one name covers several.
+# Memory sizes: the total NVML (and so nvidia-smi) reports for the device, because that is the number
+# the planner meets on a real box; each was checked against published nvidia-smi output. It is below
+# the marketing size, which is really GiB of DRAM chips: an "80GB" H100 reports 81559 MiB (79.6 GiB),
+# a "24GB" RTX 4090 24564 MiB, a "180GB" B200 183359 MiB, and parts with ECC on by default lose more
+# (A40/L40S: 46068 MiB of "48GB"; a T4 reports 15109 MiB rather than 15360 with ECC on and older
+# drivers). GB10 has no device memory of its own: its entry holds the nominal 128 GiB it shares with
+# the CPU. Bandwidth is the vendor's figure for the SXM/full-power variant where a name covers several.
 # fmt: off
 CATALOG: tuple[GpuModel, ...] = (
     #    name                      architecture    cc       memory (NVML)  GB/s  segment
@@ -155,8 +156,8 @@ CATALOG: tuple[GpuModel, ...] = (
          nvml=r"l40s", aliases=("L40S-48GB",)),
     _gpu("RTX-6000-Ada",           "Ada Lovelace", (8, 9),  _mib(49140),    960, "workstation",
          nvml=r"rtx6000ada(generation)?", aliases=("RTX6000Ada", "6000Ada", "RTX-6000-Ada-Generation")),
-    _gpu("RTX-4080",               "Ada Lovelace", (8, 9),  16 * _GIB,      717, "consumer",
-         nvml=r"rtx4080(super)?", aliases=("4080", "RTX-4080-Super", "4080Super")),  # memory nominal
+    _gpu("RTX-4080",               "Ada Lovelace", (8, 9),  _mib(16376),    717, "consumer",
+         nvml=r"rtx4080(super)?", aliases=("4080", "RTX-4080-Super", "4080Super")),
     _gpu("RTX-4090",               "Ada Lovelace", (8, 9),  _mib(24564),   1008, "consumer",
          nvml=r"rtx4090d?", aliases=("4090", "RTX-4090D", "4090D")),
     # Hopper (9.0).
@@ -173,22 +174,22 @@ CATALOG: tuple[GpuModel, ...] = (
          nvml=r"h200nvl", aliases=("H200-NVL-141GB",)),
     # GH200's NVML name carries the Grace CPU's LPDDR5X size ("480GB"); its GPU has 96 GB of HBM3.
     _gpu("GH200",                  "Hopper",       (9, 0),  _mib(97871),   4000, "data-centre",
-         nvml=r"gh200(480gb)?", aliases=("GH200-96GB", "GH200-480GB")),
-    _gpu("GH200-144GB",            "Hopper",       (9, 0),  144 * _GIB,    4900, "data-centre",
-         nvml=r"gh200(624gb|144gb)(hbm3e)?", aliases=("GH200-HBM3e",)),  # memory nominal
+         nvml=r"gh200(120gb|480gb)?", aliases=("GH200-96GB", "GH200-480GB")),
+    _gpu("GH200-144GB",            "Hopper",       (9, 0),  _mib(146831),  4900, "data-centre",
+         nvml=r"gh200(624gb|144gb)(hbm3e)?", aliases=("GH200-HBM3e",)),
     # Blackwell: B200/GB200 (10.0), Blackwell Ultra B300 (10.3), RTX 50 / RTX PRO (12.0), GB10 (12.1).
     _gpu("B200",                   "Blackwell",    (10, 0), _mib(183359),  8000, "data-centre",
          nvml=r"b200", aliases=("B200-180GB", "B200-192GB", "HGX-B200")),
-    _gpu("GB200",                  "Blackwell",    (10, 0), 186 * _GIB,    8000, "data-centre",
-         nvml=r"gb200", aliases=("GB200-186GB", "GB200-NVL72")),  # memory nominal
+    _gpu("GB200",                  "Blackwell",    (10, 0), _mib(189471),  8000, "data-centre",
+         nvml=r"gb200", aliases=("GB200-186GB", "GB200-NVL72")),
     _gpu("B300",                   "Blackwell",    (10, 3), _mib(275040),  8000, "data-centre",
          nvml=r"b300[a-z0-9]*", aliases=("B300-288GB", "B300-SXM6", "HGX-B300")),
     _gpu("RTX-PRO-6000-Blackwell", "Blackwell",    (12, 0), _mib(97887),   1792, "workstation",
          nvml=r"rtxpro6000blackwell[a-z0-9]*",
          aliases=("RTX-PRO-6000", "PRO-6000", "RTX-6000-Pro", "RTX-PRO-6000-96GB", "RTX-PRO-6000-Max-Q",
                   "RTX-PRO-6000-Blackwell-Server-Edition", "RTX-PRO-6000-Blackwell-Workstation-Edition")),
-    _gpu("RTX-5080",               "Blackwell",    (12, 0), 16 * _GIB,      960, "consumer",
-         nvml=r"rtx5080", aliases=("5080", "RTX-5080-16GB")),  # memory nominal
+    _gpu("RTX-5080",               "Blackwell",    (12, 0), _mib(16303),    960, "consumer",
+         nvml=r"rtx5080", aliases=("5080", "RTX-5080-16GB")),
     _gpu("RTX-5090",               "Blackwell",    (12, 0), _mib(32607),   1792, "consumer",
          nvml=r"rtx5090d?", aliases=("5090", "RTX-5090-32GB")),
     # GB10 (DGX Spark) shares 128 GB of LPDDR5X with its CPU; NVML reports no device memory for it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import sys
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ __all__ = [
     "HardwareTarget",
     "HostInfo",
     "detect_hardware",
+    "parse_cpuinfo",
     "sample_gpus",
     "sample_host",
     "target_from_snapshot",
@@ -332,24 +334,39 @@ def _compute_capability(value: Any) -> tuple[int, int] | None:
 
 
 def _cpu_identity() -> tuple[str, frozenset[str]]:
-    """CPU model name and backend-relevant flags, from the first processor block of /proc/cpuinfo."""
-    fields: dict[str, str] = {}
+    """CPU model name and backend-relevant flags of this machine."""
+    model, flags = None, frozenset[str]()
     if sys.platform.startswith("linux"):
-        try:
-            with _PROC_CPUINFO.open(encoding="utf-8", errors="replace") as cpuinfo:
-                for line in cpuinfo:
-                    if not line.strip():
-                        if fields:
-                            break  # one processor is enough: all cores of a host share a model
-                        continue
-                    key, _, value = line.partition(":")
-                    fields.setdefault(key.strip().lower(), value.strip())
-        except OSError:
-            fields = {}
-    # x86 says "model name" and "flags"; Arm says "Features" and often has no model name at all.
-    model = fields.get("model name") or fields.get("hardware") or platform.processor() or platform.machine()
+        with contextlib.suppress(OSError):
+            model, flags = parse_cpuinfo(_first_processor_block(_PROC_CPUINFO))
+    return model or platform.processor() or platform.machine() or "unknown CPU", flags
+
+
+def _first_processor_block(path: Path) -> str:
+    # All cores of a host share one model, and a many-core /proc/cpuinfo is large: read one block.
+    lines: list[str] = []
+    with path.open(encoding="utf-8", errors="replace") as cpuinfo:
+        for line in cpuinfo:
+            if not line.strip() and lines:
+                break
+            lines.append(line)
+    return "".join(lines)
+
+
+def parse_cpuinfo(text: str) -> tuple[str | None, frozenset[str]]:
+    """The CPU model and the :data:`CPU_BACKEND_FLAGS` present, from Linux ``/proc/cpuinfo`` text.
+
+    x86 names the model in ``model name`` and lists ``flags``; Arm lists ``Features`` and often names
+    no model at all (then the model is ``None``). Only the first processor's fields are read.
+    """
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, separator, value = line.partition(":")
+        if separator:
+            fields.setdefault(key.strip().lower(), value.strip())
+    model = fields.get("model name") or fields.get("hardware") or None
     flags = set((fields.get("flags") or fields.get("features") or "").split())
-    return model or "unknown CPU", frozenset(flags & CPU_BACKEND_FLAGS)
+    return model, frozenset(flags & CPU_BACKEND_FLAGS)
 
 
 def _as_text(value: Any) -> str | None:
