@@ -1,0 +1,163 @@
+"""Per-layer reconstruction error, quality figures, and the README.md model card written next to the weights."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.quantize.request import LayerError, QuantizeReport
+
+WORST_LAYERS_SHOWN = 5
+_QUALITY_SECTION = re.compile(r"## Quality\n.*?(?=\n## |\Z)", re.DOTALL)
+
+
+def layer_error(name: str, weight_square_sum: float, error_square_sum: float) -> LayerError:
+    """The relative error and SNR of a layer from the sums of squares of its weight and its error."""
+    if weight_square_sum <= 0.0:
+        relative = 0.0 if error_square_sum <= 0.0 else math.inf
+    else:
+        relative = math.sqrt(error_square_sum / weight_square_sum)
+    snr_db = math.inf if relative == 0.0 else -20.0 * math.log10(relative)
+    return LayerError(name, relative, snr_db)
+
+
+def worst_first(errors: list[LayerError]) -> tuple[LayerError, ...]:
+    """Layer errors sorted by relative error, highest first (name breaks ties)."""
+    return tuple(sorted(errors, key=lambda error: (-error.relative_error, error.name)))
+
+
+@dataclass(frozen=True)
+class QualityFigures:
+    """The quantized model measured against the original through the served engine.
+
+    Attributes:
+        baseline_perplexity: perplexity of the original model on held-out text.
+        quantized_perplexity: perplexity of the quantized model on the same text.
+        top1_agreement: fraction of positions where both models' most likely next token agree.
+        tokens: how many token positions were scored.
+    """
+
+    baseline_perplexity: float
+    quantized_perplexity: float
+    top1_agreement: float
+    tokens: int
+
+    @property
+    def perplexity_increase(self) -> float:
+        """Relative perplexity change, e.g. 0.012 for +1.2 %."""
+        return self.quantized_perplexity / self.baseline_perplexity - 1.0
+
+
+def format_bytes(count: int) -> str:
+    """``1.23 GB`` / ``45.6 MB`` / ``789 kB`` (decimal units, as disks are sold)."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:.2f} {unit}" if unit == "GB" else f"{count / size:.1f} {unit}"
+    return f"{count} B"
+
+
+def error_summary(errors: tuple[LayerError, ...]) -> str:
+    """One line: median relative error and SNR, and the worst layer."""
+    if not errors:
+        return "no per-layer error measured"
+    ordered = sorted(error.relative_error for error in errors)
+    median = ordered[len(ordered) // 2]
+    worst = errors[0]
+    median_snr = math.inf if median == 0 else -20 * math.log10(median)
+    return (
+        f"median relative error {median:.4f} ({median_snr:.1f} dB SNR); "
+        f"worst {worst.name} {worst.relative_error:.4f} ({worst.snr_db:.1f} dB)"
+    )
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
+def _quality_markdown(quality: QualityFigures | None) -> str:
+    if quality is None:
+        return (
+            "## Quality\n\nNot measured yet. The perplexity and next-token agreement against the original "
+            "model, measured through vLLM, are added here when the quality check runs.\n"
+        )
+    return (
+        "## Quality\n\nMeasured through vLLM on held-out text "
+        f"({quality.tokens} token positions), original vs this checkpoint:\n\n"
+        "| perplexity (original) | perplexity (quantized) | change | top-1 next-token agreement |\n"
+        "|---:|---:|---:|---:|\n"
+        f"| {quality.baseline_perplexity:.3f} | {quality.quantized_perplexity:.3f} | "
+        f"{quality.perplexity_increase * 100:+.2f} % | {quality.top1_agreement * 100:.1f} % |\n"
+    )
+
+
+def model_card(
+    report: QuantizeReport,
+    scheme_description: str,
+    quantization_format: str,
+    unquantized: tuple[str, ...],
+    quality: QualityFigures | None = None,
+) -> str:
+    """The README.md of a quantized model: method, source, scheme, sizes, layer errors, quality."""
+    lines = [
+        "---",
+        "library_name: vllm",
+        "tags:",
+        "- compressed-tensors",
+        f"- {report.method}",
+        "- quant-tui",
+        "---",
+        "",
+        f"# {report.output.name}",
+        "",
+        f"`{report.source.name}` quantized with quant-tui, method **{report.method}**: {scheme_description}.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Source | `{report.source}` |",
+        f"| Format | compressed-tensors `{quantization_format}` (loads directly in vLLM) |",
+        f"| Layers quantized | {report.tensors_quantized} Linear weights |",
+        f"| Left in 16-bit | {', '.join(f'`{name}`' for name in unquantized) or 'nothing'} |",
+        f"| Size | {format_bytes(report.input_bytes)} → {format_bytes(report.output_bytes)} "
+        f"({report.ratio:.2f}× smaller) |",
+        f"| Time | {report.seconds:.1f} s, peak memory {format_bytes(report.peak_rss_bytes)} |",
+        "",
+        "## Weight reconstruction error",
+        "",
+    ]
+    if report.layer_errors:
+        lines += [
+            _sentence(error_summary(report.layer_errors)),
+            "",
+            "| worst layers | relative error | SNR |",
+            "|---|---:|---:|",
+        ]
+        lines += [
+            f"| `{error.name}` | {error.relative_error:.4f} | {error.snr_db:.1f} dB |"
+            for error in report.layer_errors[:WORST_LAYERS_SHOWN]
+        ]
+    else:
+        lines.append("Not measured for this method.")
+    lines += [
+        "",
+        _quality_markdown(quality),
+        "## Serving",
+        "",
+        "```",
+        f"vllm serve {report.output}",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def update_quality(folder: Path, quality: QualityFigures) -> None:
+    """Replaces the Quality section of a model card written by ``model_card``."""
+    card = folder / "README.md"
+    text = card.read_text(encoding="utf-8")
+    section = _quality_markdown(quality).rstrip("\n")
+    updated, count = _QUALITY_SECTION.subn(lambda _: section, text, count=1)
+    if not count:
+        updated = text.rstrip("\n") + "\n\n" + section + "\n"
+    card.write_text(updated, encoding="utf-8")

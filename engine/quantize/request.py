@@ -1,0 +1,134 @@
+"""What a quantization run is asked to do, what it reports while running, and what it reports at the end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# Data-free methods first (written by quant-tui itself), then the calibrated ones (llm-compressor).
+METHODS = ("fp8", "int8-w8a8", "w4a16", "gptq-w4a16", "awq-w4a16")
+DATA_FREE_METHODS = ("fp8", "int8-w8a8", "w4a16")
+CALIBRATED_METHODS = ("gptq-w4a16", "awq-w4a16")
+
+# The suffix llm-compressor's examples give the output folder, e.g. Llama-3-8B-FP8-Dynamic.
+FOLDER_SUFFIXES = {
+    "fp8": "FP8-Dynamic",
+    "int8-w8a8": "W8A8-INT8",
+    "w4a16": "W4A16",
+    "gptq-w4a16": "W4A16-GPTQ",
+    "awq-w4a16": "W4A16-AWQ",
+}
+
+
+@dataclass(frozen=True)
+class QuantizeRequest:
+    """One quantization run.
+
+    Attributes:
+        source: the model folder (config.json and safetensors weights).
+        method: one of METHODS.
+        output: the folder to create; None picks ``default_output_dir(source, method)``.
+        ignore: extra Linear layers to leave unquantized: module names, shell globs
+            (``*.down_proj``) or ``re:`` regular expressions, as compressed-tensors writes them.
+        calibration: a text or JSONL file of calibration samples (calibrated methods only).
+        workers: threads quantizing in parallel; None uses the CPU count (at most 8).
+    """
+
+    source: Path
+    method: str
+    output: Path | None = None
+    ignore: tuple[str, ...] = ()
+    calibration: Path | None = None
+    workers: int | None = None
+
+
+@dataclass(frozen=True)
+class QuantizeProgress:
+    """A snapshot of a running quantization, sent to the progress callback.
+
+    Attributes:
+        tensors_done: input tensors fully written.
+        tensors_total: input tensors in the model.
+        bytes_done: input bytes processed so far.
+        bytes_total: input bytes in the model.
+        rate_bytes_per_s: input bytes processed per second since the start.
+        eta_s: estimated seconds left, None until there is a rate.
+        current_tensor: the tensor being worked on.
+        peak_rss_bytes: the highest resident memory of this process seen during the run.
+        stage: "preflight", "planning", "quantizing", "finishing", "calibrating", "installing" or "done".
+        message: a human sentence about the stage, when there is one.
+    """
+
+    tensors_done: int
+    tensors_total: int
+    bytes_done: int
+    bytes_total: int
+    rate_bytes_per_s: float
+    eta_s: float | None
+    current_tensor: str
+    peak_rss_bytes: int
+    stage: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """How far a layer's dequantized weight is from the original.
+
+    Attributes:
+        name: the module name, e.g. ``model.layers.0.mlp.down_proj``.
+        relative_error: ``||W - dequant(quant(W))|| / ||W||`` (Frobenius norms).
+        snr_db: signal-to-noise ratio of the dequantized weight, ``-20 log10(relative_error)``.
+    """
+
+    name: str
+    relative_error: float
+    snr_db: float
+
+
+@dataclass(frozen=True)
+class QuantizeReport:
+    """The result of a finished run.
+
+    Attributes:
+        layer_errors: every quantized layer, worst (highest relative error) first; empty when
+            the quantizer does not expose the weights (calibrated methods).
+    """
+
+    source: Path
+    output: Path
+    method: str
+    input_bytes: int
+    output_bytes: int
+    tensors_quantized: int
+    tensors_copied: int
+    seconds: float
+    peak_rss_bytes: int
+    layer_errors: tuple[LayerError, ...]
+
+    @property
+    def ratio(self) -> float:
+        """Input size divided by output size (how many times smaller the weights got)."""
+        return self.input_bytes / self.output_bytes if self.output_bytes else 0.0
+
+
+def default_output_dir(source: Path, method: str) -> Path:
+    """The folder a run writes to when none is named: next to the source, named after it and the method.
+
+    A model inside the Hugging Face cache (``.../models--org--name/snapshots/<rev>``) is written to
+    quant-tui's cache folder instead, as ``quantized/<name>-<suffix>``, so nothing lands in the hub cache.
+
+    Raises:
+        ValueError: ``method`` is not one of METHODS.
+    """
+    if method not in FOLDER_SUFFIXES:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    source = Path(source).expanduser().absolute()
+    parts = source.parts
+    if "snapshots" in parts and parts[parts.index("snapshots") - 1].startswith("models--"):
+        from engine.paths import cache_dir
+
+        repo_folder = parts[parts.index("snapshots") - 1]
+        name = repo_folder.removeprefix("models--").split("--", 1)[-1]
+        return cache_dir() / "quantized" / f"{name}-{FOLDER_SUFFIXES[method]}"
+    return source.parent / f"{source.name}-{FOLDER_SUFFIXES[method]}"

@@ -1,0 +1,472 @@
+"""Runs a quantization: pre-flight, the streaming data-free converter, and the hand-off to llm-compressor."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import QuantTuiError
+from engine.quantize.config import quantized_model_config
+from engine.quantize.plan import PARTIAL_MARKER, QuantizePlan, SourceTensor, build_plan
+from engine.quantize.report import layer_error, model_card, worst_first
+from engine.quantize.request import (
+    CALIBRATED_METHODS,
+    QuantizeProgress,
+    QuantizeReport,
+    QuantizeRequest,
+)
+from engine.quantize.writer import (
+    ShardFile,
+    ShardLayout,
+    group_into_shards,
+    index_json,
+    layout_shard,
+    shard_filename,
+)
+
+ProgressCallback = Callable[[QuantizeProgress], None]
+
+DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
+# Elements of a weight handled by one work item: small enough that a worker's temporaries stay
+# around a hundred MB, large enough that per-item overhead does not show.
+CHUNK_ELEMENTS = 1 << 21
+MAX_WORKERS = 8
+_RSS_SAMPLE_SECONDS = 0.05
+_PROGRESS_INTERVAL_SECONDS = 0.1
+
+
+class QuantizeCancelled(QuantTuiError):
+    """The run was cancelled; nothing was left on disk."""
+
+
+@dataclass(frozen=True)
+class _WorkItem:
+    tensor: SourceTensor
+    row_start: int
+    row_stop: int
+
+    @property
+    def nbytes(self) -> int:
+        rows = self.tensor.shape[0] if self.tensor.shape else 1
+        return self.tensor.nbytes * (self.row_stop - self.row_start) // max(rows, 1)
+
+
+@dataclass(frozen=True)
+class _ItemResult:
+    weight_square_sum: float
+    error_square_sum: float
+
+
+class _PeakRss:
+    """Samples this process's resident memory in a background thread and keeps the highest value."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self.peak = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="quantize-rss", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(_RSS_SAMPLE_SECONDS):
+            self.sample()
+
+    def sample(self) -> int:
+        """Reads the current RSS, updating and returning the peak."""
+        with contextlib.suppress(Exception):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+        return self.peak
+
+    def __enter__(self) -> _PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+def preflight(request: QuantizeRequest) -> None:
+    """Checks a request without writing anything.
+
+    Raises:
+        QuantTuiError: one line naming the first problem: unreadable source, no config.json,
+            already quantized, unsupported architecture or shape, output exists, not enough disk
+            or memory.
+    """
+    if request.method in CALIBRATED_METHODS:
+        from engine.quantize.calibrated import preflight_calibrated
+
+        preflight_calibrated(request)
+        return
+    plan = build_plan(request)
+    _check_memory(plan, _worker_count(request))
+
+
+def _worker_count(request: QuantizeRequest) -> int:
+    if request.workers is not None:
+        if request.workers < 1:
+            raise QuantTuiError(f"workers must be at least 1, not {request.workers}")
+        return request.workers
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
+
+def _working_bytes_per_item(plan: QuantizePlan) -> int:
+    # Source rows, float32 copies for the error, scaled/clamped temporaries and the output rows.
+    return CHUNK_ELEMENTS * 24 if plan.tensors else 0
+
+
+def _check_memory(plan: QuantizePlan, workers: int) -> None:
+    import psutil
+
+    needed = _working_bytes_per_item(plan) * (workers + 1)
+    available = psutil.virtual_memory().available
+    if available < needed:
+        raise QuantTuiError(
+            f"not enough free memory: quantizing with {workers} workers needs about {needed / 1e9:.1f} GB, "
+            f"{available / 1e9:.1f} GB is available; close programs or pass fewer workers"
+        )
+
+
+def quantize_model(
+    request: QuantizeRequest,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    *,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+) -> QuantizeReport:
+    """Quantizes a model folder into a compressed-tensors checkpoint vLLM loads directly.
+
+    The data-free methods stream: each weight is read from the memory-mapped source a block of
+    rows at a time, quantized by a pool of threads and written straight to its place in the
+    output shard, so memory stays a small multiple of one block whatever the model size. The
+    output is assembled in a hidden temporary folder next to the target and renamed at the end;
+    a failure or cancellation removes it, and the source is only read.
+
+    Args:
+        request: what to quantize, how, and where.
+        on_progress: called from the calling thread with progress snapshots.
+        cancel: set it to stop the run; ``QuantizeCancelled`` is raised and nothing is left.
+        max_shard_bytes: the largest output shard (tensors of one weight stay together).
+
+    Raises:
+        QuantTuiError: a pre-flight failure, a full disk, or ``QuantizeCancelled``.
+    """
+    if request.method in CALIBRATED_METHODS:
+        from engine.quantize.calibrated import quantize_calibrated
+
+        return quantize_calibrated(request, on_progress=on_progress, cancel=cancel)
+    started = time.monotonic()
+    workers = _worker_count(request)
+    plan = build_plan(request)
+    _check_memory(plan, workers)
+    cancel = cancel or threading.Event()
+    with _PeakRss() as rss, _staging_folder(plan.output) as staging, _torch_threads(workers):
+        converter = _Converter(plan, staging, workers, on_progress, cancel, rss, started)
+        layouts, errors = converter.run(max_shard_bytes)
+        converter.emit("finishing", "writing config, tokenizer and model card", force=True)
+        output_bytes = sum((staging / layout.filename).stat().st_size for layout in layouts)
+        report = QuantizeReport(
+            source=plan.source,
+            output=plan.output,
+            method=plan.method,
+            input_bytes=plan.input_bytes,
+            output_bytes=output_bytes,
+            tensors_quantized=sum(1 for tensor in plan.tensors if tensor.action == "quantize"),
+            tensors_copied=sum(1 for tensor in plan.tensors if tensor.action == "copy"),
+            seconds=0.0,
+            peak_rss_bytes=rss.sample(),
+            layer_errors=errors,
+        )
+        _write_metadata(plan, staging, layouts)
+        report = _finish_report(report, started, rss.sample())
+        (staging / "README.md").write_text(
+            model_card(report, plan.scheme.description, plan.scheme.format, plan.unquantized_linear),
+            encoding="utf-8",
+        )
+        if cancel.is_set():
+            raise QuantizeCancelled("quantization cancelled; nothing was written")
+        _publish(staging, plan.output)
+    converter.emit("done", f"wrote {plan.output}", force=True)
+    return _finish_report(report, started, rss.peak)
+
+
+def _finish_report(report: QuantizeReport, started: float, peak: int) -> QuantizeReport:
+    from dataclasses import replace
+
+    return replace(report, seconds=time.monotonic() - started, peak_rss_bytes=peak)
+
+
+class _Converter:
+    """Feeds work items to the thread pool, writes their results, and reports progress."""
+
+    def __init__(
+        self,
+        plan: QuantizePlan,
+        staging: Path,
+        workers: int,
+        on_progress: ProgressCallback | None,
+        cancel: threading.Event,
+        rss: _PeakRss,
+        started: float,
+    ) -> None:
+        self.plan = plan
+        self.staging = staging
+        self.workers = workers
+        self.on_progress = on_progress
+        self.cancel = cancel
+        self.rss = rss
+        self.started = started
+        self.bytes_total = plan.input_bytes
+        self.bytes_done = 0
+        self.tensors_done = 0
+        self.current = ""
+        self._last_emit = 0.0
+        self._handles: dict[Path, Any] = {}
+        self._shards: dict[str, ShardFile] = {}
+
+    def emit(self, stage: str, message: str = "", force: bool = False) -> None:
+        """Sends a progress snapshot, at most every 0.1 s unless ``force``."""
+        now = time.monotonic()
+        if self.on_progress is None or (not force and now - self._last_emit < _PROGRESS_INTERVAL_SECONDS):
+            return
+        self._last_emit = now
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.bytes_done / elapsed
+        remaining = self.bytes_total - self.bytes_done
+        eta = remaining / rate if rate > 0 and self.bytes_done else None
+        self.on_progress(
+            QuantizeProgress(
+                tensors_done=self.tensors_done,
+                tensors_total=len(self.plan.tensors),
+                bytes_done=self.bytes_done,
+                bytes_total=self.bytes_total,
+                rate_bytes_per_s=rate,
+                eta_s=eta,
+                current_tensor=self.current,
+                peak_rss_bytes=self.rss.peak,
+                stage=stage,
+                message=message,
+            )
+        )
+
+    def _items(self) -> Iterator[_WorkItem]:
+        for tensor in self.plan.tensors:
+            if not tensor.shape:
+                yield _WorkItem(tensor, 0, 1)
+                continue
+            rows = tensor.shape[0]
+            row_elements = max(1, tensor.nbytes // max(rows, 1) // _item_bytes(tensor.dtype))
+            step = max(1, CHUNK_ELEMENTS // row_elements)
+            if rows == 0:
+                yield _WorkItem(tensor, 0, 0)
+            for start in range(0, rows, step):
+                yield _WorkItem(tensor, start, min(rows, start + step))
+
+    def run(self, max_shard_bytes: int) -> tuple[list[ShardLayout], tuple[Any, ...]]:
+        """Writes every shard; returns their layouts and the layer errors, worst first."""
+        from safetensors import safe_open
+
+        groups = [list(tensor.outputs) for tensor in self.plan.tensors]
+        shards = group_into_shards(groups, max_shard_bytes)
+        layouts = [layout_shard(shard_filename(i, len(shards)), specs) for i, specs in enumerate(shards)]
+        self.emit("planning", f"{len(self.plan.tensors)} tensors into {len(layouts)} shard(s)", force=True)
+        sums: dict[str, list[float]] = {}
+        chunks_left: dict[str, int] = {}
+        for item in self._items():
+            chunks_left[item.tensor.name] = chunks_left.get(item.tensor.name, 0) + 1
+        try:
+            for layout in layouts:
+                shard = ShardFile(self.staging, layout)
+                for name in layout.specs:
+                    self._shards[name] = shard
+            for path in {tensor.file for tensor in self.plan.tensors}:
+                self._handles[path] = safe_open(str(path), framework="pt")
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="quantize") as pool:
+                pending: deque[tuple[_WorkItem, Future[_ItemResult]]] = deque()
+                try:
+                    for item in self._items():
+                        if self.cancel.is_set():
+                            raise QuantizeCancelled("quantization cancelled; nothing was written")
+                        pending.append((item, pool.submit(self._work, item)))
+                        while len(pending) > self.workers:
+                            self._finish(*pending.popleft(), sums, chunks_left)
+                    while pending:
+                        self._finish(*pending.popleft(), sums, chunks_left)
+                except BaseException:
+                    for _, future in pending:
+                        future.cancel()
+                    raise
+            for shard in {id(shard): shard for shard in self._shards.values()}.values():
+                shard.close()
+        except OSError as error:
+            if error.errno == errno.ENOSPC:
+                raise QuantTuiError(
+                    f"the disk filled up while writing {self.plan.output.name}; free some space and run again "
+                    "(the partial output was removed)"
+                ) from None
+            raise
+        finally:
+            for shard in self._shards.values():
+                shard.close(sync=False)
+            self._handles.clear()
+        errors = [layer_error(name.removesuffix(".weight"), *values) for name, values in sums.items()]
+        return layouts, worst_first(errors)
+
+    def _finish(
+        self,
+        item: _WorkItem,
+        future: Future[_ItemResult],
+        sums: dict[str, list[float]],
+        chunks_left: dict[str, int],
+    ) -> None:
+        self.current = item.tensor.name
+        result = future.result()
+        name = item.tensor.name
+        if item.tensor.action == "quantize":
+            totals = sums.setdefault(name, [0.0, 0.0])
+            totals[0] += result.weight_square_sum
+            totals[1] += result.error_square_sum
+        self.bytes_done += item.nbytes
+        chunks_left[name] -= 1
+        if chunks_left[name] == 0:
+            self.tensors_done += 1
+        if self.cancel.is_set():
+            raise QuantizeCancelled("quantization cancelled; nothing was written")
+        self.emit("quantizing", force=self.tensors_done == len(self.plan.tensors))
+
+    def _work(self, item: _WorkItem) -> _ItemResult:
+        """Reads a block of rows, quantizes or copies it, and writes it in place (in a pool thread)."""
+        if self.cancel.is_set():
+            return _ItemResult(0.0, 0.0)
+        tensor = item.tensor
+        handle = self._handles[tensor.file]
+        if not tensor.shape:
+            rows = handle.get_tensor(tensor.name)
+        else:
+            rows = handle.get_slice(tensor.name)[item.row_start : item.row_stop]
+        if tensor.action == "copy":
+            self._write_rows(tensor.name, rows, item.row_start, tensor.shape)
+            return _ItemResult(0.0, 0.0)
+        from engine.quantize.schemes import quantize_rows
+
+        scheme = self.plan.scheme
+        quantized = quantize_rows(rows, scheme)
+        weight_spec, scale_spec = tensor.outputs[0], tensor.outputs[1]
+        self._write_rows(weight_spec.name, quantized.weight, item.row_start, weight_spec.shape)
+        self._write_rows(scale_spec.name, quantized.scale, item.row_start, scale_spec.shape)
+        if scheme.packed and item.row_start == 0:
+            shape_spec = tensor.outputs[2]
+            self._shards[shape_spec.name].write(shape_spec.name, struct.pack("<2q", *tensor.shape))
+        return _ItemResult(quantized.weight_square_sum, quantized.error_square_sum)
+
+    def _write_rows(self, name: str, rows: Any, row_start: int, shape: tuple[int, ...]) -> None:
+        import torch
+
+        data = rows.contiguous().reshape(-1).view(torch.uint8).numpy()
+        row_bytes = data.nbytes // max(1, rows.shape[0]) if rows.ndim else 0
+        self._shards[name].write(name, memoryview(data), row_start * row_bytes)
+
+
+def _item_bytes(dtype: str) -> int:
+    from engine.quantize.writer import ITEM_BYTES
+
+    return ITEM_BYTES[dtype]
+
+
+def _write_metadata(plan: QuantizePlan, staging: Path, layouts: list[ShardLayout]) -> None:
+    """Index (when sharded), config.json with quantization_config, and the copied small files."""
+    if len(layouts) > 1:
+        (staging / "model.safetensors.index.json").write_text(
+            json.dumps(index_json(layouts), indent=2) + "\n", encoding="utf-8"
+        )
+    for path in plan.files_to_copy:
+        shutil.copyfile(path, staging / path.name)
+    config = quantized_model_config(plan.config, plan.scheme, plan.unquantized_linear)
+    (staging / "config.json").write_text(
+        json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+
+
+@contextlib.contextmanager
+def _torch_threads(workers: int) -> Iterator[None]:
+    """Gives each pool thread one intra-op thread while the pool runs, so cores are not oversubscribed."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if workers > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def partial_folder(output: Path) -> Path:
+    """The hidden folder a run writing ``output`` stages its files in."""
+    return output.parent / f".{output.name}{PARTIAL_MARKER}{os.getpid()}"
+
+
+def remove_stale_partials(output: Path) -> list[Path]:
+    """Deletes staging folders left next to ``output`` by runs that were killed; returns them."""
+    import psutil
+
+    removed: list[Path] = []
+    if not output.parent.is_dir():
+        return removed
+    for candidate in output.parent.glob(f".{output.name}{PARTIAL_MARKER}*"):
+        pid_text = candidate.name.rsplit(PARTIAL_MARKER, 1)[-1]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not psutil.pid_exists(int(pid_text)):
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+    return removed
+
+
+@contextlib.contextmanager
+def _staging_folder(output: Path) -> Iterator[Path]:
+    """A hidden folder next to ``output``, removed (with any parents it created) unless published."""
+    created: list[Path] = []
+    parent = output.parent
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    output.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(output)
+    staging = partial_folder(output)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _publish(staging: Path, output: Path) -> None:
+    """Renames the finished staging folder to its final name (atomic on one filesystem)."""
+    if output.exists():
+        raise QuantTuiError(f"output folder {output} appeared while quantizing; remove it or pass --out")
+    os.rename(staging, output)
+    with contextlib.suppress(OSError):
+        fd = os.open(output.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
