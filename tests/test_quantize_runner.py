@@ -107,7 +107,9 @@ def test_every_linear_weight_is_replaced_by_compressed_tensors_values(
 
 
 @pytest.mark.parametrize(("method", "dtype"), CASES)
-def test_config_index_and_side_files(quantized: dict, tiny_sources: dict[str, Path], method: str, dtype: str) -> None:
+def test_config_index_and_side_files(
+    quantized: dict, tiny_sources: dict[str, Path], method: str, dtype: str
+) -> None:
     report, _, _ = quantized[(method, dtype)]
     source_config = json.loads((tiny_sources[dtype] / "config.json").read_text())
     config = json.loads((report.output / "config.json").read_text())
@@ -209,7 +211,10 @@ def test_worker_count_does_not_change_a_byte(tiny_sources: dict[str, Path], tmp_
             ("model.layers.0.self_attn.q_proj",),
             {f"model.layers.0.self_attn.{p}_proj" for p in "qkv"},
         ),
-        (("re:model\\.layers\\.1\\.mlp\\.up_proj$",), {"model.layers.1.mlp.up_proj", "model.layers.1.mlp.gate_proj"}),
+        (
+            ("re:model\\.layers\\.1\\.mlp\\.up_proj$",),
+            {"model.layers.1.mlp.up_proj", "model.layers.1.mlp.gate_proj"},
+        ),
     ],
 )
 def test_ignored_layers_stay_16_bit_with_their_fused_siblings(
@@ -274,4 +279,6 @@ def test_default_output_for_a_hub_cache_snapshot_goes_to_quant_tui_cache(
 ) -> None:
     monkeypatch.setenv("QUANT_TUI_CACHE", str(tmp_path / "cache"))
     snapshot = tmp_path / "hub" / "models--meta-llama--Llama-3.2-1B" / "snapshots" / "abc123"
-    assert default_output_dir(snapshot, "fp8") == tmp_path / "cache" / "quantized" / "Llama-3.2-1B-FP8-Dynamic"
+    assert (
+        default_output_dir(snapshot, "fp8") == tmp_path / "cache" / "quantized" / "Llama-3.2-1B-FP8-Dynamic"
+    )

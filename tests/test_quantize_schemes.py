@@ -56,7 +56,9 @@ def same_bits(left: torch.Tensor, right: torch.Tensor) -> bool:
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_scale_and_values_match_compressed_tensors_bit_for_bit(method: str, dtype: torch.dtype, seed: int) -> None:
+def test_scale_and_values_match_compressed_tensors_bit_for_bit(
+    method: str, dtype: torch.dtype, seed: int
+) -> None:
     scheme = SCHEMES[method]
     weight = sample_weight(dtype, seed)
     expected_scale, expected_values = reference(weight, scheme)

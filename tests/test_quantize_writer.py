@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import struct
@@ -77,7 +78,9 @@ def test_shard_filled_in_random_row_blocks_reads_back_exactly(tmp_path: Path, se
         for spec in SPECS:
             loaded = handle.get_tensor(spec.name)
             assert loaded.dtype == tensors[spec.name].dtype
-            assert torch.equal(loaded.reshape(-1).view(torch.uint8), tensors[spec.name].reshape(-1).view(torch.uint8))
+            assert torch.equal(
+                loaded.reshape(-1).view(torch.uint8), tensors[spec.name].reshape(-1).view(torch.uint8)
+            )
 
 
 def test_layout_aligns_every_tensor_to_its_element_size() -> None:
@@ -87,7 +90,7 @@ def test_layout_aligns_every_tensor_to_its_element_size() -> None:
     header = json.loads(layout.header[8:])
     spans = sorted(tuple(entry["data_offsets"]) for name, entry in header.items() if name != "__metadata__")
     assert spans[0][0] == 0
-    assert all(left[1] == right[0] for left, right in zip(spans, spans[1:], strict=False))
+    assert all(left[1] == right[0] for left, right in itertools.pairwise(spans))
     for spec in SPECS:
         assert layout.offsets[spec.name] % ITEM_BYTES[spec.dtype] == 0
 
@@ -127,7 +130,9 @@ def test_a_weight_and_its_scale_stay_in_one_shard() -> None:
     assert [len(shard) for shard in shards] == [2, 2, 2]
 
 
-@pytest.mark.parametrize(("index", "count", "name"), [(0, 1, "model.safetensors"), (1, 3, "model-00002-of-00003.safetensors")])
+@pytest.mark.parametrize(
+    ("index", "count", "name"), [(0, 1, "model.safetensors"), (1, 3, "model-00002-of-00003.safetensors")]
+)
 def test_shard_names_follow_hugging_face(index: int, count: int, name: str) -> None:
     assert shard_filename(index, count) == name
 
