@@ -1,19 +1,177 @@
-"""The `quant-tui quantize` subcommand (being built)."""
+"""The `quant-tui quantize` subcommand: turn a model folder into a compressed-tensors checkpoint vLLM loads."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import json
+import math
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from engine.errors import QuantTuiError
+from engine.quantize.request import METHODS
+
+if TYPE_CHECKING:
+    from engine.quantize import QuantizeProgress, QuantizeReport
+
+WORST_LAYERS_PRINTED = 5
 
 
 def register(subparsers: Any) -> None:
-    """Adds the `quantize` parser."""
-    parser = subparsers.add_parser("quantize", help="(being built)")
+    """Adds the ``quantize`` parser."""
+    parser = subparsers.add_parser(
+        "quantize",
+        help="quantize a model into a checkpoint vLLM serves directly",
+        description=(
+            "Writes a compressed-tensors checkpoint next to the model (or to --out). fp8, int8-w8a8 and "
+            "w4a16 need no data and stream tensor by tensor, so the model never has to fit in memory. "
+            "gptq-w4a16 and awq-w4a16 calibrate on sample text with llm-compressor, which quant-tui "
+            "installs into its own environment on first use (it cannot share vLLM's)."
+        ),
+    )
+    parser.add_argument(
+        "--model",
+        default="demo",
+        help="model folder, a repo id in the local Hugging Face cache, or 'demo' (default)",
+    )
+    parser.add_argument("--method", required=True, choices=METHODS, help="quantization method")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: <model>-<METHOD>)")
+    parser.add_argument(
+        "--ignore",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PATTERN",
+        help="Linear layers to keep in 16-bit: names, globs ('*.down_proj') or 're:<regex>'",
+    )
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="FILE",
+        help="calibration text (.txt, one sample per paragraph) or JSONL with a 'text' field (calibrated methods)",
+    )
+    parser.add_argument(
+        "--workers", type=int, metavar="N", help="quantizing threads (default: CPU count, ≤8)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Not built yet."""
-    raise QuantTuiError("`quant-tui quantize` is not built yet")
+    """Quantizes with a live progress bar on stderr and prints a summary (or the JSON report)."""
+    from engine.model_ref import resolve_model
+    from engine.quantize import QuantizeRequest, preflight, quantize_model
+
+    source = resolve_model(args.model)
+    request = QuantizeRequest(
+        source=source,
+        method=args.method,
+        output=args.out,
+        ignore=tuple(args.ignore),
+        calibration=args.calibration,
+        workers=args.workers,
+    )
+    preflight(request)  # header-only checks, so a bad request fails before the bar appears
+    with _ProgressBar() as bar:
+        report = quantize_model(request, on_progress=bar.update)
+    if args.json:
+        json.dump(report_to_json(report), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        _print_summary(report)
+    return 0
+
+
+def report_to_json(report: QuantizeReport) -> dict[str, Any]:
+    """The report as JSON-ready data: paths as strings, infinite SNRs (exact layers) as null."""
+    data = asdict(report)
+    data["source"] = str(report.source)
+    data["output"] = str(report.output)
+    data["ratio"] = round(report.ratio, 4)
+    for error in data["layer_errors"]:
+        for key in ("relative_error", "snr_db"):
+            if not math.isfinite(error[key]):
+                error[key] = None
+    return data
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr fed by QuantizeProgress events."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description:<10}"),
+            BarColumn(bar_width=24),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("[dim]{task.fields[detail]}"),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._task = self._progress.add_task("starting", total=None, detail="")
+        self._last_stage = ""
+
+    def __enter__(self) -> _ProgressBar:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def update(self, event: QuantizeProgress) -> None:
+        """Shows one progress event."""
+        if event.message and event.stage != self._last_stage:
+            self._progress.console.print(f"[bold]{event.stage}[/]: {event.message}")
+        self._last_stage = event.stage
+        detail = f"{event.tensors_done}/{event.tensors_total} tensors" if event.tensors_total else ""
+        self._progress.update(
+            self._task,
+            description=event.stage,
+            completed=event.bytes_done,
+            total=event.bytes_total or None,
+            detail=detail,
+        )
+
+
+def _print_summary(report: QuantizeReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from engine.quantize.report import error_summary, format_bytes
+
+    console = Console()
+    console.print(
+        f"[bold green]Quantized[/] {report.source.name} with [bold]{report.method}[/] → {report.output}"
+    )
+    console.print(
+        f"  size {format_bytes(report.input_bytes)} → {format_bytes(report.output_bytes)} "
+        f"({report.ratio:.2f}× smaller) · {report.seconds:.1f} s · peak memory {format_bytes(report.peak_rss_bytes)}"
+    )
+    console.print(
+        f"  {report.tensors_quantized} Linear weights quantized, {report.tensors_copied} tensors copied as they were"
+    )
+    if report.layer_errors:
+        console.print(f"  {error_summary(report.layer_errors)}")
+        table = Table(title="worst layers (weight reconstruction)", title_justify="left")
+        table.add_column("layer")
+        table.add_column("relative error", justify="right")
+        table.add_column("SNR", justify="right")
+        for error in report.layer_errors[:WORST_LAYERS_PRINTED]:
+            table.add_row(error.name, f"{error.relative_error:.4f}", f"{error.snr_db:.1f} dB")
+        console.print(table)
+    console.print(f"Serve it with: quant-tui serve --model {report.output}")
