@@ -1,19 +1,280 @@
-"""The `quant-tui monitor` subcommand (being built)."""
+"""The ``quant-tui monitor`` subcommand: live telemetry of any running vLLM server, as text or JSON lines."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import json
+import os
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import QuantTuiError
 
+if TYPE_CHECKING:
+    from engine.telemetry import TelemetryPoller, TelemetrySnapshot
+
+# Consecutive failed polls after a good one before the monitor gives up on the server.
+LOST_AFTER_FAILURES = 5
+API_KEY_ENV = "VLLM_API_KEY"
+
 
 def register(subparsers: Any) -> None:
-    """Adds the `monitor` parser."""
-    parser = subparsers.add_parser("monitor", help="(being built)")
+    """Adds the ``monitor`` parser."""
+    parser = subparsers.add_parser(
+        "monitor",
+        help="watch a running vLLM server's throughput, queue, KV cache and latency",
+        description=(
+            "Attach to a running vLLM server (local, or through an SSH tunnel) and show its live "
+            "telemetry from /metrics, plus this machine's GPUs and CPU. Nothing is launched."
+        ),
+    )
+    parser.add_argument("url", metavar="URL", help="the server's base URL, e.g. http://127.0.0.1:8000")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get(API_KEY_ENV),
+        help=f"the server's API key, sent as a Bearer token (default: ${API_KEY_ENV})",
+    )
+    parser.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between polls (1)")
+    parser.add_argument("--json", action="store_true", help="print each snapshot as one JSON line")
+    parser.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    parser.add_argument("--count", type=int, default=None, metavar="N", help="exit after N snapshots")
+    parser.add_argument("--plain", action="store_true", help="one text line per snapshot, even on a terminal")
+    parser.add_argument(
+        "--server-pid",
+        type=int,
+        default=None,
+        metavar="PID",
+        help="also sample this server process tree's memory",
+    )
+    parser.add_argument(
+        "--export", default=None, metavar="FILE", help="on exit, save the history as FILE (.csv or .json)"
+    )
     parser.set_defaults(func=run)
 
 
+def snapshot_record(snapshot: TelemetrySnapshot) -> dict[str, Any]:
+    """The flat JSON object printed for one snapshot: derived figures at the top level."""
+    record: dict[str, Any] = {
+        "time": round(snapshot.wall_time, 3),
+        "url": snapshot.url,
+        "error": snapshot.error,
+    }
+    if snapshot.metrics is not None:
+        figures = snapshot.metrics.to_dict()
+        record.update(figures)
+    record["server_rss_bytes"] = snapshot.server_rss_bytes
+    data = snapshot.to_dict()
+    record["gpus"] = data["gpus"]
+    host = data["host"]
+    if host is not None:
+        record["host"] = {
+            "cpu_percent": host["cpu_percent"],
+            "memory_total_bytes": host["memory_total_bytes"],
+            "memory_available_bytes": host["memory_available_bytes"],
+        }
+    return record
+
+
+def _number(value: float | None, digits: int = 1, scale: float = 1.0, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    return f"{value * scale:.{digits}f}{unit}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f} ms"
+
+
+def _bytes(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return "-"
+
+
+def plain_line(snapshot: TelemetrySnapshot) -> str:
+    """One compact text line for one snapshot."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(snapshot.wall_time))
+    metrics = snapshot.metrics
+    if metrics is None:
+        return f"{stamp}  no data: {snapshot.error}"
+    parts = [
+        stamp,
+        f"gen {_number(metrics.generation_tokens_per_s)} tok/s",
+        f"prompt {_number(metrics.prompt_tokens_per_s)} tok/s",
+        f"running {_number(metrics.requests_running, 0)}",
+        f"waiting {_number(metrics.requests_waiting, 0)}",
+        f"kv {_number(metrics.kv_cache_usage, 1, 100, '%')}",
+        f"ttft p50 {_ms(metrics.ttft_p50_s)}",
+        f"itl p50 {_ms(metrics.itl_p50_s)}",
+        f"tokens {_number(metrics.generation_tokens_total, 0)}",
+    ]
+    if snapshot.server_rss_bytes is not None:
+        parts.append(f"server {_bytes(snapshot.server_rss_bytes)}")
+    return "  ".join(parts)
+
+
+def _view(snapshot: TelemetrySnapshot, lost: int) -> Any:
+    """The live rich view of one snapshot."""
+    from rich.table import Table
+
+    table = Table(title=f"vLLM at {snapshot.url}", show_header=False, expand=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    metrics = snapshot.metrics
+    if snapshot.error:
+        table.add_row("[red]poll failed[/red]", f"{snapshot.error} ({lost} in a row)")
+    if metrics is not None:
+        table.add_row(
+            "throughput",
+            f"generation {_number(metrics.generation_tokens_per_s)} tok/s · "
+            f"prompt {_number(metrics.prompt_tokens_per_s)} tok/s",
+        )
+        table.add_row(
+            "tokens",
+            f"generated {_number(metrics.generation_tokens_total, 0)} · "
+            f"prompt {_number(metrics.prompt_tokens_total, 0)}",
+        )
+        table.add_row(
+            "requests",
+            f"running {_number(metrics.requests_running, 0)} · waiting {_number(metrics.requests_waiting, 0)}",
+        )
+        capacity = metrics.kv_cache_capacity_tokens
+        table.add_row(
+            "KV cache",
+            f"{_number(metrics.kv_cache_usage, 2, 100, '%')} of "
+            f"{'-' if capacity is None else f'{capacity:,}'} tokens · "
+            f"prefix hit {_number(metrics.prefix_cache_hit_rate, 1, 100, '%')}",
+        )
+        table.add_row(
+            "latency p50/p95",
+            f"TTFT {_ms(metrics.ttft_p50_s)}/{_ms(metrics.ttft_p95_s)} · "
+            f"ITL {_ms(metrics.itl_p50_s)}/{_ms(metrics.itl_p95_s)} · "
+            f"E2E {_ms(metrics.e2e_p50_s)}/{_ms(metrics.e2e_p95_s)}",
+        )
+        finished = ", ".join(
+            f"{reason} {value:.0f}" for reason, value in metrics.finished_requests.items() if value
+        )
+        table.add_row(
+            "finished", f"{finished or 'none'} · preemptions {_number(metrics.preemptions_total, 0)}"
+        )
+    if snapshot.server_rss_bytes is not None:
+        table.add_row("server memory", _bytes(snapshot.server_rss_bytes))
+    if snapshot.host is not None:
+        host = snapshot.host
+        used = host.memory_total_bytes - host.memory_available_bytes
+        table.add_row(
+            "host",
+            f"CPU {_number(host.cpu_percent, 0, unit='%')} · RAM {_bytes(used)} of {_bytes(host.memory_total_bytes)}",
+        )
+    for gpu in snapshot.gpus:
+        table.add_row(
+            f"GPU {gpu.index}",
+            f"{gpu.name} · {_bytes(gpu.memory_used_bytes)} of {_bytes(gpu.memory_total_bytes)} · "
+            f"util {_number(gpu.utilization_percent, 0, unit='%')} · {_number(gpu.power_w, 0, unit=' W')} · "
+            f"{_number(gpu.temperature_c, 0, unit=' °C')}",
+        )
+    return table
+
+
+class _Monitor:
+    """Prints snapshots and decides when the server is lost."""
+
+    def __init__(self, args: argparse.Namespace, poller: TelemetryPoller, live: Any | None) -> None:
+        self.args = args
+        self.poller = poller
+        self.live = live
+        self.shown = 0
+        self.failures_in_row = 0
+        self.stop = threading.Event()
+        self.fatal: str | None = None
+
+    def on_snapshot(self, snapshot: TelemetrySnapshot) -> None:
+        if snapshot.ok:
+            self.failures_in_row = 0
+        else:
+            self.failures_in_row += 1
+        if self.args.json:
+            print(json.dumps(snapshot_record(snapshot)), flush=True)
+        elif self.live is not None:
+            self.live.update(_view(snapshot, self.failures_in_row))
+        else:
+            print(plain_line(snapshot), flush=True)
+        self.shown += 1
+        if snapshot.server_alive is False:
+            self.fatal = f"the server process (pid {self.poller.server_pid}) has exited"
+        elif self.failures_in_row >= LOST_AFTER_FAILURES:
+            self.fatal = f"lost the server after {self.failures_in_row} failed polls: {snapshot.error}"
+        if self.fatal is not None or (self.args.count is not None and self.shown >= self.args.count):
+            self.stop.set()
+
+
+def _first_snapshot(poller: TelemetryPoller, once: bool) -> TelemetrySnapshot:
+    """The first good snapshot, or a fatal error; with ``--once`` two polls so rates are real."""
+    snapshot = poller.poll_once()
+    if not snapshot.ok:
+        raise QuantTuiError(snapshot.error or "the first poll failed")
+    if once:
+        time.sleep(poller.interval_s)
+        snapshot = poller.poll_once()
+        if not snapshot.ok:
+            raise QuantTuiError(snapshot.error or "the second poll failed")
+    return snapshot
+
+
 def run(args: argparse.Namespace) -> int:
-    """Not built yet."""
-    raise QuantTuiError("`quant-tui monitor` is not built yet")
+    """Polls the server until Ctrl-C, ``--count`` or ``--once``; 2 when the server cannot be read."""
+    from engine.telemetry import TelemetryPoller
+
+    if args.count is not None and args.count < 1:
+        raise QuantTuiError(f"--count must be at least 1, not {args.count}")
+    if args.export is not None and not args.export.lower().endswith((".csv", ".json")):
+        raise QuantTuiError(f"--export takes a .csv or .json file name, not {args.export!r}")
+    poller = TelemetryPoller(
+        args.url, interval_s=args.interval, api_key=args.api_key, server_pid=args.server_pid
+    )
+    use_live = not args.json and not args.plain and not args.once and sys.stdout.isatty()
+    try:
+        first = _first_snapshot(poller, args.once)
+        if args.once:
+            print(json.dumps(snapshot_record(first)) if args.json else plain_line(first))
+            return 0
+        return _follow(args, poller, first, use_live)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if args.export and args.export.lower().endswith(".json"):
+            poller.export_json(args.export)
+        elif args.export:
+            poller.export_csv(args.export)
+        poller.close()
+
+
+def _follow(
+    args: argparse.Namespace, poller: TelemetryPoller, first: TelemetrySnapshot, use_live: bool
+) -> int:
+    """Shows the first snapshot, then polls until stopped."""
+    if use_live:
+        from rich.live import Live
+
+        with Live(_view(first, 0), refresh_per_second=4) as live:
+            return _poll_until_stopped(args, poller, first, live)
+    return _poll_until_stopped(args, poller, first, None)
+
+
+def _poll_until_stopped(
+    args: argparse.Namespace, poller: TelemetryPoller, first: TelemetrySnapshot, live: Any | None
+) -> int:
+    monitor = _Monitor(args, poller, live)
+    monitor.on_snapshot(first)
+    if not monitor.stop.is_set():
+        time.sleep(max(0.0, first.taken_at + poller.interval_s - time.monotonic()))
+        poller.run(monitor.on_snapshot, monitor.stop)
+    if monitor.fatal is not None:
+        raise QuantTuiError(monitor.fatal)
+    return 0
