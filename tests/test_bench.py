@@ -1,0 +1,124 @@
+"""Tests for engine.bench and `quant-tui bench`: methods, the trade-off table, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.bench import BenchError, BenchRequest, BenchResult, VariantResult, parse_methods, run_bench
+from engine.errors import QuantTuiError
+from engine.loadgen import LoadSpec
+from tui.cli.bench_command import format_table
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("bf16,int8-w8a8,w4a16,fp8", ("bf16", "int8-w8a8", "w4a16", "fp8")),
+        (" bf16 , fp8 ", ("bf16", "fp8")),
+        ("w4a16,bf16", ("w4a16", "bf16")),
+        ("fp8", ("fp8",)),
+    ],
+)
+def test_parse_methods(text: str, expected: tuple[str, ...]) -> None:
+    assert parse_methods(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "at least one"),
+        (" , ", "at least one"),
+        ("bf16,int3", "unknown method 'int3'"),
+        ("fp8,fp8", "twice"),
+    ],
+)
+def test_parse_methods_rejects(text: str, message: str) -> None:
+    with pytest.raises(BenchError, match=message) as caught:
+        parse_methods(text)
+    assert isinstance(caught.value, QuantTuiError)
+
+
+def variant(
+    method: str, tokens_per_s: float | None, weights: int, rss: int, ppl: float | None
+) -> VariantResult:
+    load = (
+        None
+        if tokens_per_s is None
+        else {"output_tokens_per_s": tokens_per_s, "ttft_p50_s": 0.05, "itl_p50_s": 0.01}
+    )
+    return VariantResult(
+        method=method,
+        model_dir=Path(f"/models/{method}"),
+        weights_bytes=weights,
+        load=load,
+        server_peak_rss_bytes=rss,
+        perplexity=ppl,
+        top1_agreement=None if ppl is None else 0.9,
+    )
+
+
+RESULT = BenchResult(
+    variants=(
+        variant("bf16", 100.0, 2_000_000, 4_000_000_000, 10.0),
+        variant("int8-w8a8", 150.0, 1_000_000, 3_000_000_000, 10.5),
+        VariantResult(method="fp8", model_dir=None, error="fp8 needs a GPU of compute capability 8.9"),
+    ),
+    load=LoadSpec(concurrency=4, requests=32),
+    hardware="CPU only: test",
+)
+
+
+@pytest.mark.parametrize(
+    ("row", "key", "expected"),
+    [
+        (0, "relative_tokens_per_s", 1.0),
+        (1, "relative_tokens_per_s", 1.5),
+        (1, "relative_weights", 0.5),
+        (1, "relative_server_memory", 0.75),
+        (1, "perplexity_change", 0.05),
+        (0, "perplexity_change", 0.0),
+        (2, "relative_tokens_per_s", None),
+        (2, "error", "fp8 needs a GPU of compute capability 8.9"),
+    ],
+)
+def test_trade_off_rows(row: int, key: str, expected: object) -> None:
+    value = RESULT.rows()[row][key]
+    assert value == (pytest.approx(expected) if isinstance(expected, float) else expected)
+
+
+def test_table_and_json() -> None:
+    text = format_table(RESULT)
+    assert "1.50×" in text and "+5.00%" in text and "failed" in text
+    assert "fp8: fp8 needs a GPU" in text
+    data = json.loads(json.dumps(RESULT.to_dict()))
+    assert data["baseline"] == "bf16" and len(data["table"]) == 3
+
+
+def test_bench_needs_a_model_folder(tmp_path: Path) -> None:
+    with pytest.raises(BenchError, match=r"config\.json"):
+        run_bench(BenchRequest(model=tmp_path))
+
+
+def test_bench_rejects_a_bad_load(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(QuantTuiError, match="concurrency"):
+        run_bench(BenchRequest(model=tmp_path, load=LoadSpec(concurrency=0)))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--methods", "bf16,nope"], "unknown method"),
+        (["--model", "/no/such/folder"], "does not exist"),
+        (["--model", "demo", "--concurrency", "0"], "concurrency"),
+    ],
+)
+def test_bench_cli_bad_input(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from tui.cli import main
+
+    assert main(["bench", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("quant-tui: error: ") and message in err and len(err.strip().splitlines()) == 1
