@@ -236,7 +236,6 @@ class _Converter:
         self.tensors_done = 0
         self.current = ""
         self._last_emit = 0.0
-        self._handles: dict[Path, Any] = {}
         self._shards: dict[str, ShardFile] = {}
 
     def emit(self, stage: str, message: str = "", force: bool = False) -> None:
@@ -279,8 +278,6 @@ class _Converter:
 
     def run(self, max_shard_bytes: int) -> tuple[list[ShardLayout], tuple[Any, ...]]:
         """Writes every shard; returns their layouts and the layer errors, worst first."""
-        from safetensors import safe_open
-
         groups = [list(tensor.outputs) for tensor in self.plan.tensors]
         shards = group_into_shards(groups, max_shard_bytes)
         layouts = [layout_shard(shard_filename(i, len(shards)), specs) for i, specs in enumerate(shards)]
@@ -294,8 +291,6 @@ class _Converter:
                 shard = ShardFile(self.staging, layout)
                 for name in layout.specs:
                     self._shards[name] = shard
-            for path in {tensor.file for tensor in self.plan.tensors}:
-                self._handles[path] = safe_open(str(path), framework="pt")
             with ThreadPoolExecutor(self.workers, thread_name_prefix="quantize") as pool:
                 pending: deque[tuple[_WorkItem, Future[_ItemResult]]] = deque()
                 try:
@@ -323,7 +318,6 @@ class _Converter:
         finally:
             for shard in self._shards.values():
                 shard.close(sync=False)
-            self._handles.clear()
         errors = [layer_error(name.removesuffix(".weight"), *values) for name, values in sums.items()]
         return layouts, worst_first(errors)
 
@@ -353,12 +347,16 @@ class _Converter:
         """Reads a block of rows, quantizes or copies it, and writes it in place (in a pool thread)."""
         if self.cancel.is_set():
             return _ItemResult(0.0, 0.0)
+        from safetensors import safe_open
+
         tensor = item.tensor
-        handle = self._handles[tensor.file]
-        if not tensor.shape:
-            rows = handle.get_tensor(tensor.name)
-        else:
-            rows = handle.get_slice(tensor.name)[item.row_start : item.row_stop]
+        # A handle per item: safe_open memory-maps the whole file and every page read stays in this
+        # process's RSS while the handle lives, so a long-lived handle would grow to the shard's size.
+        with safe_open(str(tensor.file), framework="pt") as handle:
+            if not tensor.shape:
+                rows = handle.get_tensor(tensor.name)
+            else:
+                rows = handle.get_slice(tensor.name)[item.row_start : item.row_stop]
         if tensor.action == "copy":
             self._write_rows(tensor.name, rows, item.row_start, tensor.shape)
             return _ItemResult(0.0, 0.0)
