@@ -37,7 +37,11 @@ def calibration(tmp_path: Path) -> Path:
     [
         ("a.txt", "first one\n\nsecond one\n\n\nthird", ["first one", "second one", "third"]),
         ("b.jsonl", '{"text": "alpha"}\n\n{"text": "beta"}\n', ["alpha", "beta"]),
-        ("c.txt", " ".join(["w"] * 450), [" ".join(["w"] * 200), " ".join(["w"] * 200), " ".join(["w"] * 50)]),
+        (
+            "c.txt",
+            " ".join(["w"] * 450),
+            [" ".join(["w"] * 200), " ".join(["w"] * 200), " ".join(["w"] * 50)],
+        ),
     ],
 )
 def test_worker_reads_paragraphs_jsonl_or_cuts_long_text(
@@ -88,7 +92,7 @@ def test_a_model_that_does_not_fit_in_memory_is_refused(
     import psutil
 
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Memory(10**6, 10**5))
-    with pytest.raises(QuantTuiError, match="loads the whole model.*streaming w4a16"):
+    with pytest.raises(QuantTuiError, match=r"loads the whole model.*streaming w4a16"):
         preflight(QuantizeRequest(tiny, "gptq-w4a16", output=tmp_path / "out", calibration=calibration))
 
 
@@ -124,7 +128,9 @@ def test_gptq_layer_errors_read_packed_layers_like_the_data_free_report(tiny: Pa
         assert measured[name] == pytest.approx(value, rel=1e-5)
 
 
-RUN_LLMCOMPRESSOR = llmcompressor_python() is not None or os.environ.get("QUANT_TUI_TEST_LLMCOMPRESSOR") == "1"
+RUN_LLMCOMPRESSOR = (
+    llmcompressor_python() is not None or os.environ.get("QUANT_TUI_TEST_LLMCOMPRESSOR") == "1"
+)
 
 
 @pytest.mark.e2e
@@ -134,10 +140,14 @@ RUN_LLMCOMPRESSOR = llmcompressor_python() is not None or os.environ.get("QUANT_
     "(or create it once with `quant-tui quantize --method gptq-w4a16 ...`)",
 )
 @pytest.mark.parametrize("method", ["gptq-w4a16", "awq-w4a16"])
-def test_llmcompressor_quantizes_the_demo_model_and_vllm_loads_it(demo_model: Path, tmp_path: Path, method: str) -> None:
+def test_llmcompressor_quantizes_the_demo_model_and_vllm_loads_it(
+    demo_model: Path, tmp_path: Path, method: str
+) -> None:
     events: list[QuantizeProgress] = []
     started = time.monotonic()
-    report = quantize_model(QuantizeRequest(demo_model, method, output=tmp_path / "out"), on_progress=events.append)
+    report = quantize_model(
+        QuantizeRequest(demo_model, method, output=tmp_path / "out"), on_progress=events.append
+    )
     print(f"\n{method}: {time.monotonic() - started:.0f} s including any environment install")
     stages = [event.stage for event in events]
     assert "calibrating" in stages and stages[-1] == "done"

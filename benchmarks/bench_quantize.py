@@ -1,0 +1,243 @@
+"""Benchmark of the streaming quantizer on a several-GB Llama-shaped checkpoint built locally.
+
+Prints ratios measured in one run: peak RSS / model size, output throughput vs a plain copy of the
+same checkpoint on the same disk, and (when quant-tui's llm-compressor environment exists) time and
+peak-RSS ratios vs llm-compressor's ``model_free_ptq`` on the same model and scheme.
+
+Run it under the heavy-job lock::
+
+    flock /tmp/quant-tui-heavy.lock .venv/bin/python benchmarks/bench_quantize.py --size-gb 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, VOCAB = 4096, 11008, 32, 8, 32000
+HEAD_DIM = HIDDEN // HEADS
+BUILT_MARKER = ".bench-complete"
+LLMCOMPRESSOR_SCHEMES = {"fp8": "FP8_DYNAMIC", "int8-w8a8": "W8A8", "w4a16": "W4A16"}
+
+
+def layer_shapes(layer: int) -> dict[str, tuple[int, ...]]:
+    """The tensors of one Llama-7B-like decoder layer (grouped-query attention)."""
+    prefix = f"model.layers.{layer}"
+    return {
+        f"{prefix}.input_layernorm.weight": (HIDDEN,),
+        f"{prefix}.self_attn.q_proj.weight": (HEADS * HEAD_DIM, HIDDEN),
+        f"{prefix}.self_attn.k_proj.weight": (KV_HEADS * HEAD_DIM, HIDDEN),
+        f"{prefix}.self_attn.v_proj.weight": (KV_HEADS * HEAD_DIM, HIDDEN),
+        f"{prefix}.self_attn.o_proj.weight": (HIDDEN, HEADS * HEAD_DIM),
+        f"{prefix}.post_attention_layernorm.weight": (HIDDEN,),
+        f"{prefix}.mlp.gate_proj.weight": (INTERMEDIATE, HIDDEN),
+        f"{prefix}.mlp.up_proj.weight": (INTERMEDIATE, HIDDEN),
+        f"{prefix}.mlp.down_proj.weight": (HIDDEN, INTERMEDIATE),
+    }
+
+
+def numel(shape: tuple[int, ...]) -> int:
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
+
+
+def build_checkpoint(folder: Path, size_gb: float) -> tuple[int, int]:
+    """Writes a random bf16 Llama of about ``size_gb`` GB, one shard at a time; returns (bytes, largest tensor bytes)."""
+    import torch
+    from safetensors.torch import save_file
+
+    per_layer = sum(numel(shape) for shape in layer_shapes(0).values()) * 2
+    embeddings = 2 * VOCAB * HIDDEN * 2
+    layers = max(1, round((size_gb * 1e9 - embeddings) / per_layer))
+    if (folder / BUILT_MARKER).is_file():
+        total = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
+        return total, VOCAB * HIDDEN * 2
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(0)
+    shards: list[dict[str, tuple[int, ...]]] = [
+        {"model.embed_tokens.weight": (VOCAB, HIDDEN)},
+        *(
+            {**layer_shapes(2 * i), **(layer_shapes(2 * i + 1) if 2 * i + 1 < layers else {})}
+            for i in range((layers + 1) // 2)
+        ),
+        {"model.norm.weight": (HIDDEN,), "lm_head.weight": (VOCAB, HIDDEN)},
+    ]
+    weight_map = {}
+    for index, shapes in enumerate(shards):
+        name = f"model-{index + 1:05d}-of-{len(shards):05d}.safetensors"
+        tensors = {
+            key: (
+                torch.ones(shape) if len(shape) == 1 else torch.randn(shape, generator=generator) * 0.02
+            ).to(torch.bfloat16)
+            for key, shape in shapes.items()
+        }
+        save_file(tensors, str(folder / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(tensors, name))
+        del tensors
+    total = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map})
+    )
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": HIDDEN,
+        "intermediate_size": INTERMEDIATE,
+        "num_hidden_layers": layers,
+        "num_attention_heads": HEADS,
+        "num_key_value_heads": KV_HEADS,
+        "head_dim": HEAD_DIM,
+        "vocab_size": VOCAB,
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "hidden_act": "silu",
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    (folder / BUILT_MARKER).write_text("ok")
+    return total, VOCAB * HIDDEN * 2
+
+
+def plain_copy(source: Path, target: Path) -> float:
+    """Copies the checkpoint's shards (fsynced, like the quantizer's) and returns the seconds it took."""
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir()
+    started = time.monotonic()
+    for path in sorted(source.glob("*.safetensors")):
+        shutil.copyfile(path, target / path.name)
+        fd = os.open(target / path.name, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    seconds = time.monotonic() - started
+    shutil.rmtree(target)
+    return seconds
+
+
+QUANTIZE_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+import torch, safetensors  # imported before measuring the baseline
+baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+from engine.quantize import QuantizeRequest, quantize_model
+started = time.monotonic()
+report = quantize_model(QuantizeRequest(Path(sys.argv[1]), sys.argv[2], output=Path(sys.argv[3])))
+print(json.dumps({
+    "seconds": time.monotonic() - started,
+    "output_bytes": report.output_bytes,
+    "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    "sampled_peak_rss": report.peak_rss_bytes,
+    "baseline_rss": baseline,
+}))
+"""
+
+LLMCOMPRESSOR_CHILD = """
+import json, resource, sys, time
+import torch, safetensors
+baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+from llmcompressor import model_free_ptq
+started = time.monotonic()
+model_free_ptq(model_stub=sys.argv[1], save_directory=sys.argv[3], scheme=sys.argv[2], ignore=["lm_head"],
+               max_workers=int(sys.argv[4]), device="cpu")
+print(json.dumps({
+    "seconds": time.monotonic() - started,
+    "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    "baseline_rss": baseline,
+}))
+"""
+
+
+def run_child(python: str, code: str, *args: str) -> dict[str, float]:
+    result = subprocess.run(
+        [python, "-c", code, *args], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"child failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.glob("*.safetensors"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-gb", type=float, default=4.0, help="checkpoint size to build (default 4)")
+    parser.add_argument("--methods", default="fp8,int8-w8a8,w4a16", help="comma-separated data-free methods")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "quant-tui-bench")
+    parser.add_argument("--keep", action="store_true", help="keep the built checkpoint for the next run")
+    args = parser.parse_args()
+
+    from engine.quantize.calibrated import llmcompressor_python
+
+    source = args.workdir / "bench-llama"
+    started = time.monotonic()
+    model_bytes, largest = build_checkpoint(source, args.size_gb)
+    print(
+        f"checkpoint: {model_bytes / 1e9:.2f} GB bf16 in {source} (built in {time.monotonic() - started:.0f} s)"
+    )
+    print(f"largest tensor: {largest / 1e6:.0f} MB; CPUs: {os.cpu_count()}")
+    copy_seconds = plain_copy(source, args.workdir / "plain-copy")
+    copy_rate = model_bytes / copy_seconds
+    print(f"plain copy: {copy_seconds:.1f} s, {copy_rate / 1e6:.0f} MB/s written\n")
+
+    compressor = llmcompressor_python()
+    header = (
+        f"{'method':<10} {'seconds':>8} {'in MB/s':>8} {'out MB/s':>8} {'out/copy':>8} "
+        f"{'peak RSS':>9} {'RSS/model':>9} {'(RSS-import)/largest':>21}"
+    )
+    print(header)
+    rows = []
+    for method in args.methods.split(","):
+        output = args.workdir / f"out-{method}"
+        shutil.rmtree(output, ignore_errors=True)
+        ours = run_child(sys.executable, QUANTIZE_CHILD, str(source), method, str(output))
+        out_rate = ours["output_bytes"] / ours["seconds"]
+        own = ours["peak_rss"] - ours["baseline_rss"]
+        print(
+            f"{method:<10} {ours['seconds']:>8.1f} {model_bytes / ours['seconds'] / 1e6:>8.0f} {out_rate / 1e6:>8.0f} "
+            f"{out_rate / copy_rate:>8.2f} {ours['peak_rss'] / 1e9:>7.2f}GB {ours['peak_rss'] / model_bytes:>9.3f} "
+            f"{own / largest:>21.2f}"
+        )
+        shutil.rmtree(output, ignore_errors=True)
+        rows.append((method, ours))
+    if compressor is None:
+        print("\nllm-compressor environment not found (run a calibrated method once to create it); skipped.")
+    else:
+        print(f"\nvs llm-compressor model_free_ptq ({compressor}):")
+        for method, ours in rows:
+            output = args.workdir / f"llmc-{method}"
+            shutil.rmtree(output, ignore_errors=True)
+            theirs = run_child(
+                str(compressor),
+                LLMCOMPRESSOR_CHILD,
+                str(source),
+                LLMCOMPRESSOR_SCHEMES[method],
+                str(output),
+                str(os.cpu_count() or 1),
+            )
+            print(
+                f"{method:<10} llm-compressor {theirs['seconds']:.1f} s, peak RSS {theirs['peak_rss'] / 1e9:.2f} GB; "
+                f"time ratio (ours/theirs) {ours['seconds'] / theirs['seconds']:.2f}, "
+                f"peak RSS ratio {ours['peak_rss'] / theirs['peak_rss']:.2f}, "
+                f"output {folder_bytes(output) / 1e9:.2f} GB"
+            )
+            shutil.rmtree(output, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(source, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
