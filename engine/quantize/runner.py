@@ -179,36 +179,26 @@ def quantize_model(
         converter = _Converter(plan, staging, workers, on_progress, cancel, rss, started)
         layouts, errors = converter.run(max_shard_bytes)
         converter.emit("finishing", "writing config, tokenizer and model card", force=True)
-        output_bytes = sum((staging / layout.filename).stat().st_size for layout in layouts)
+        _write_metadata(plan, staging, layouts)
         report = QuantizeReport(
             source=plan.source,
             output=plan.output,
             method=plan.method,
             input_bytes=plan.input_bytes,
-            output_bytes=output_bytes,
+            output_bytes=sum((staging / layout.filename).stat().st_size for layout in layouts),
             tensors_quantized=sum(1 for tensor in plan.tensors if tensor.action == "quantize"),
             tensors_copied=sum(1 for tensor in plan.tensors if tensor.action == "copy"),
-            seconds=0.0,
+            seconds=time.monotonic() - started,
             peak_rss_bytes=rss.sample(),
             layer_errors=errors,
         )
-        _write_metadata(plan, staging, layouts)
-        report = _finish_report(report, started, rss.sample())
-        (staging / "README.md").write_text(
-            model_card(report, plan.scheme.description, plan.scheme.format, plan.unquantized_linear),
-            encoding="utf-8",
-        )
+        card = model_card(report, plan.scheme.description, plan.scheme.format, plan.unquantized_linear)
+        (staging / "README.md").write_text(card, encoding="utf-8")
         if cancel.is_set():
             raise QuantizeCancelled("quantization cancelled; nothing was written")
         _publish(staging, plan.output)
     converter.emit("done", f"wrote {plan.output}", force=True)
-    return _finish_report(report, started, rss.peak)
-
-
-def _finish_report(report: QuantizeReport, started: float, peak: int) -> QuantizeReport:
-    from dataclasses import replace
-
-    return replace(report, seconds=time.monotonic() - started, peak_rss_bytes=peak)
+    return report
 
 
 class _Converter:
