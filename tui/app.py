@@ -1,0 +1,290 @@
+"""The quant-tui Textual app: the guided flow from hardware to a served, quantized model, and the dashboard."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.reactive import reactive
+from textual.screen import Screen
+
+from tui.screens.error_dialog import ErrorDialog, describe_error
+from tui.screens.quit_dialog import QuitDialog
+from tui.state import Selection
+from tui.widgets.step_bar import STEPS
+
+if TYPE_CHECKING:
+    from engine.hardware import HardwareSnapshot
+
+
+class StoppableServer(Protocol):
+    """What the app needs of a server it started: a way to stop it."""
+
+    def stop(self) -> Any:
+        """Stops the server and its process tree."""
+
+
+class QuantTuiApp(App[int]):
+    """The guided app: Hardware → Model → Plan → Quantize → Serve → Dashboard, one key per step.
+
+    State that several screens share lives in :attr:`selection`; what runs in the background (a
+    server, a quantization) is registered here so quitting can ask first and stop it cleanly.
+    """
+
+    CSS_PATH = "app.tcss"
+    TITLE = "quant-tui"
+    ENABLE_COMMAND_PALETTE = True
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("question_mark,f1", "help", "Help"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        *[Binding(key, f"go('{mode}')", f"Go to {label}", show=False) for mode, key, label in STEPS],
+    ]
+
+    selection: reactive[Selection] = reactive(Selection, always_update=True)
+    """What has been chosen so far (hardware, target, model, plan, what to serve)."""
+    done_steps: reactive[frozenset[str]] = reactive(frozenset)
+    """The steps finished, ticked in the step bar."""
+    server_url: reactive[str | None] = reactive(None)
+    """The base URL of the server the dashboard watches."""
+
+    def __init__(
+        self,
+        model: str = "demo",
+        gpu: str | None = None,
+        hardware: HardwareSnapshot | None = None,
+        *,
+        steps: tuple[tuple[str, str, str], ...] = STEPS,
+        server_url: str | None = None,
+        api_key: str | None = None,
+        interval: float = 1.0,
+    ) -> None:
+        """Creates the app; nothing is detected or loaded until the screens are shown.
+
+        Args:
+            model: The model to start with: ``demo``, a folder or a cached repo id.
+            gpu: Plan for a catalogued GPU (``"H100x2"``) instead of this machine's.
+            hardware: A fixed hardware snapshot to use instead of detecting (tests, demos).
+            steps: The steps this app offers, ``(mode, key, label)`` each.
+            server_url: A server to watch from the start (the monitor).
+            api_key: The server's API key, for the dashboard's polls and load.
+            interval: Seconds between dashboard polls.
+        """
+        self.steps = steps
+        self.gpu_spec = gpu
+        self.api_key = api_key
+        self.poll_interval = interval
+        self.server: StoppableServer | None = None
+        self.server_pid: int | None = None
+        self.quantize_cancel: threading.Event | None = None
+        self.quantize_finished = threading.Event()
+        super().__init__()
+        self.set_reactive(QuantTuiApp.selection, Selection(hardware=hardware, model_reference=model))
+        self.set_reactive(QuantTuiApp.server_url, server_url)
+        for mode, screen_type in self.step_screens().items():
+            self.add_mode(mode, screen_type)
+
+    def step_screens(self) -> dict[str, type[Screen[Any]]]:
+        """The screen class of each step this app offers, by mode name."""
+        from tui.screens.dashboard import DashboardScreen
+        from tui.screens.hardware import HardwareScreen
+        from tui.screens.model import ModelScreen
+        from tui.screens.plan import PlanScreen
+        from tui.screens.quantize import QuantizeScreen
+        from tui.screens.serve import ServeScreen
+
+        every: dict[str, type[Screen[Any]]] = {
+            "hardware": HardwareScreen,
+            "model": ModelScreen,
+            "plan": PlanScreen,
+            "quantize": QuantizeScreen,
+            "serve": ServeScreen,
+            "dashboard": DashboardScreen,
+        }
+        return {mode: every[mode] for mode, _, _ in self.steps}
+
+    def on_mount(self) -> None:
+        """Opens the first step."""
+        self.switch_mode(self.steps[0][0])
+
+    def action_go(self, mode: str) -> None:
+        """Shows a step of the flow.
+
+        Args:
+            mode: The step's mode name.
+        """
+        if mode in self.step_screens() and mode != self.current_mode:
+            self.switch_mode(mode)
+
+    def complete_step(self, mode: str) -> None:
+        """Ticks a step in the step bar.
+
+        Args:
+            mode: The step's mode name.
+        """
+        self.done_steps = self.done_steps | {mode}
+
+    def update_selection(self, **changes: Any) -> None:
+        """Replaces fields of the selection; screens watching it redraw.
+
+        Args:
+            **changes: New values of :class:`Selection` fields.
+        """
+        from dataclasses import replace
+
+        self.selection = replace(self.selection, **changes)
+
+    def action_help(self) -> None:
+        """Opens the help screen listing every key."""
+        from tui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.key_sections()))
+
+    def key_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """Every key of the app and of each screen, with what it does, for the help screen."""
+        from tui.screens.base import StepScreen
+
+        sections: list[tuple[str, list[tuple[str, str]]]] = []
+        everywhere = [(binding_keys(binding), binding_description(binding)) for binding in _bindings(self)]
+        everywhere.append(("ctrl+p", "Command palette: the actions of the current screen"))
+        sections.append(("Everywhere", everywhere))
+        for mode, factory in self.step_screens().items():
+            if issubclass(factory, StepScreen):
+                keys = [(binding_keys(b), binding_description(b)) for b in _class_bindings(factory)]
+                sections.append((factory.HELP_TITLE or mode.title(), keys))
+        return sections
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """The command palette: the current screen's actions first, then the app's own commands."""
+        for binding in _class_bindings(type(screen)):
+            action = binding.action
+            yield SystemCommand(
+                binding_description(binding),
+                f"key: {binding_keys(binding)}",
+                partial(screen.run_action, action),
+            )
+        for mode, key, label in self.steps:
+            yield SystemCommand(f"Go to {label}", f"key: {key}", partial(self.action_go, mode))
+        yield SystemCommand("Help", "Every key of every screen (key: ?)", self.action_help)
+        yield from super().get_system_commands(screen)
+
+    def show_error(self, title: str, error: BaseException) -> None:
+        """Shows an error dialog with cause and fix; the app keeps running.
+
+        Args:
+            title: What was being done.
+            error: What was raised.
+        """
+        self.push_screen(ErrorDialog(describe_error(title, error)))
+
+    def running_work(self) -> list[str]:
+        """What runs in the background and would be stopped by quitting."""
+        running = []
+        if self.server is not None:
+            pid = f" (pid {self.server_pid})" if self.server_pid else ""
+            running.append(f"the vLLM server{pid}")
+        if self.quantize_cancel is not None and not self.quantize_finished.is_set():
+            running.append("a quantization")
+        return running
+
+    async def action_quit(self) -> None:
+        """Quits, asking first when a server or a quantization is running."""
+        running = self.running_work()
+        if not running:
+            self.exit(0)
+            return
+
+        def answered(confirmed: bool | None) -> None:
+            if confirmed:
+                self.notify("Stopping what runs, then quitting…", timeout=30)
+                self._stop_and_exit()
+
+        self.push_screen(QuitDialog(running), answered)
+
+    def _stop_and_exit(self) -> None:
+        def stop_all() -> None:
+            self.stop_background_work()
+            self.call_from_thread(self.exit, 0)
+
+        self.run_worker(stop_all, thread=True, name="stop-all", description="Stopping", exit_on_error=False)
+
+    def stop_background_work(self) -> None:
+        """Stops the server and cancels a quantization, waiting for both (call from a thread)."""
+        server, self.server = self.server, None
+        if self.quantize_cancel is not None:
+            self.quantize_cancel.set()
+        if server is not None:
+            server.stop()
+        if self.quantize_cancel is not None:
+            self.quantize_finished.wait(timeout=60)
+
+    def on_unmount(self) -> None:
+        """A server this app started never outlives it, whatever way the app ends."""
+        self.stop_background_work()
+
+
+def binding_keys(binding: Binding) -> str:
+    """The keys of a binding as the footer writes them (``?``, ``ctrl+q``, ``n``)."""
+    names = []
+    for key in binding.key.split(","):
+        key = key.strip()
+        names.append(
+            {
+                "question_mark": "?",
+                "plus": "+",
+                "minus": "-",
+                "equals_sign": "=",
+                "left_square_bracket": "[",
+                "right_square_bracket": "]",
+            }.get(key, key)
+        )
+    return " / ".join(names)
+
+
+def binding_description(binding: Binding) -> str:
+    """What a binding does, in words."""
+    return binding.tooltip or binding.description or binding.action
+
+
+def _class_bindings(node_type: type) -> list[Binding]:
+    bindings: list[Binding] = []
+    for item in getattr(node_type, "BINDINGS", []):
+        if isinstance(item, Binding):
+            bindings.append(item)
+        elif isinstance(item, tuple):
+            bindings.append(Binding(*item))
+    return bindings
+
+
+def _bindings(app: App[Any]) -> list[Binding]:
+    return _class_bindings(type(app))
+
+
+def create_app(
+    model: str = "demo", gpu: str | None = None, hardware: HardwareSnapshot | None = None
+) -> QuantTuiApp:
+    """The guided app, as ``quant-tui`` opens it and as tests build it.
+
+    Args:
+        model: The model to start with: ``demo`` (default), a folder or a cached repo id.
+        gpu: Plan for a catalogued GPU (``"H100x2"``) instead of this machine's.
+        hardware: A fixed hardware snapshot instead of detecting this machine's (deterministic tests).
+    """
+    return QuantTuiApp(model=model, gpu=gpu, hardware=hardware)
+
+
+def create_monitor_app(url: str, api_key: str | None = None, interval: float = 1.0) -> QuantTuiApp:
+    """The dashboard alone, watching a server this app did not start (``quant-tui monitor URL``).
+
+    Args:
+        url: The server's base URL, e.g. ``http://127.0.0.1:8000``.
+        api_key: The server's API key, when it needs one.
+        interval: Seconds between polls.
+    """
+    dashboard_only = tuple(step for step in STEPS if step[0] == "dashboard")
+    return QuantTuiApp(steps=dashboard_only, server_url=url, api_key=api_key, interval=interval)

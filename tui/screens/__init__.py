@@ -1,0 +1,1 @@
+"""The screens of the quant-tui app, one per module."""

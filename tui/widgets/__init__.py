@@ -1,0 +1,1 @@
+"""Reusable widgets of the quant-tui app, one per module."""
