@@ -62,6 +62,7 @@ class QuantTuiApp(App[int]):
         server_url: str | None = None,
         api_key: str | None = None,
         interval: float = 1.0,
+        sample_hardware: bool = True,
     ) -> None:
         """Creates the app; nothing is detected or loaded until the screens are shown.
 
@@ -73,11 +74,14 @@ class QuantTuiApp(App[int]):
             server_url: A server to watch from the start (the monitor).
             api_key: The server's API key, for the dashboard's polls and load.
             interval: Seconds between dashboard polls.
+            sample_hardware: Whether the dashboard samples GPUs and host with each poll.
         """
         self.steps = steps
         self.gpu_spec = gpu
         self.api_key = api_key
         self.poll_interval = interval
+        self.sample_hardware = sample_hardware
+        self.background_stops: list[threading.Event] = []
         self.server: StoppableServer | None = None
         self.server_pid: int | None = None
         self.quantize_cancel: threading.Event | None = None
@@ -216,6 +220,8 @@ class QuantTuiApp(App[int]):
     def stop_background_work(self) -> None:
         """Stops the server and cancels a quantization, waiting for both (call from a thread)."""
         server, self.server = self.server, None
+        for stop in self.background_stops:
+            stop.set()
         if self.quantize_cancel is not None:
             self.quantize_cancel.set()
         if server is not None:
@@ -278,13 +284,31 @@ def create_app(
     return QuantTuiApp(model=model, gpu=gpu, hardware=hardware)
 
 
-def create_monitor_app(url: str, api_key: str | None = None, interval: float = 1.0) -> QuantTuiApp:
+def create_monitor_app(
+    url: str, api_key: str | None = None, interval: float = 1.0, *, sample_hardware: bool = True
+) -> QuantTuiApp:
     """The dashboard alone, watching a server this app did not start (``quant-tui monitor URL``).
 
     Args:
         url: The server's base URL, e.g. ``http://127.0.0.1:8000``.
         api_key: The server's API key, when it needs one.
         interval: Seconds between polls.
+        sample_hardware: Whether to sample this machine's GPUs and host with each poll.
+
+    Raises:
+        engine.errors.QuantTuiError: The URL or the interval cannot work (checked before the app opens).
     """
+    from engine.errors import QuantTuiError
+    from engine.telemetry import MIN_INTERVAL_S, metrics_url
+
+    metrics_url(url)
+    if not interval >= MIN_INTERVAL_S:
+        raise QuantTuiError(f"the poll interval must be at least {MIN_INTERVAL_S} s, not {interval}")
     dashboard_only = tuple(step for step in STEPS if step[0] == "dashboard")
-    return QuantTuiApp(steps=dashboard_only, server_url=url, api_key=api_key, interval=interval)
+    return QuantTuiApp(
+        steps=dashboard_only,
+        server_url=url,
+        api_key=api_key,
+        interval=interval,
+        sample_hardware=sample_hardware,
+    )
