@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from textual.app import App, SystemCommand
@@ -63,6 +64,7 @@ class QuantTuiApp(App[int]):
         api_key: str | None = None,
         interval: float = 1.0,
         sample_hardware: bool = True,
+        hf_cache: Path | None = None,
     ) -> None:
         """Creates the app; nothing is detected or loaded until the screens are shown.
 
@@ -75,12 +77,14 @@ class QuantTuiApp(App[int]):
             api_key: The server's API key, for the dashboard's polls and load.
             interval: Seconds between dashboard polls.
             sample_hardware: Whether the dashboard samples GPUs and host with each poll.
+            hf_cache: The Hugging Face hub cache to list and resolve models from (default: the usual one).
         """
         self.steps = steps
         self.gpu_spec = gpu
         self.api_key = api_key
         self.poll_interval = interval
         self.sample_hardware = sample_hardware
+        self.hf_cache = hf_cache
         self.background_stops: list[threading.Event] = []
         self.server: StoppableServer | None = None
         self.server_pid: int | None = None
@@ -247,6 +251,7 @@ def binding_keys(binding: Binding) -> str:
                 "equals_sign": "=",
                 "left_square_bracket": "[",
                 "right_square_bracket": "]",
+                "slash": "/",
             }.get(key, key)
         )
     return " / ".join(names)
@@ -272,7 +277,10 @@ def _bindings(app: App[Any]) -> list[Binding]:
 
 
 def create_app(
-    model: str = "demo", gpu: str | None = None, hardware: HardwareSnapshot | None = None
+    model: str = "demo",
+    gpu: str | None = None,
+    hardware: HardwareSnapshot | None = None,
+    hf_cache: Path | None = None,
 ) -> QuantTuiApp:
     """The guided app, as ``quant-tui`` opens it and as tests build it.
 
@@ -280,8 +288,9 @@ def create_app(
         model: The model to start with: ``demo`` (default), a folder or a cached repo id.
         gpu: Plan for a catalogued GPU (``"H100x2"``) instead of this machine's.
         hardware: A fixed hardware snapshot instead of detecting this machine's (deterministic tests).
+        hf_cache: The Hugging Face hub cache to look in (default: huggingface_hub's own).
     """
-    return QuantTuiApp(model=model, gpu=gpu, hardware=hardware)
+    return QuantTuiApp(model=model, gpu=gpu, hardware=hardware, hf_cache=hf_cache)
 
 
 def create_monitor_app(

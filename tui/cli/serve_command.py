@@ -1,19 +1,385 @@
-"""The `quant-tui serve` subcommand (being built)."""
+"""The ``quant-tui serve`` subcommand: runs a vLLM server for a model in the foreground until Ctrl-C."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import os
+import shlex
+import signal
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any, TextIO
 
 from engine.errors import QuantTuiError
 
+if TYPE_CHECKING:
+    from engine.launcher import VllmServer
+    from engine.server_log import StartupFacts
+
+API_KEY_ENV = "VLLM_API_KEY"
+# Start-up milestones worth a line in the compact log, and what the status line says meanwhile.
+_PHASES = (
+    ("Initializing a V1 LLM engine", "configuring the engine"),
+    ("Starting to load model", "loading the weights"),
+    ("Loading weights took", "weights loaded"),
+    ("Model loading took", "weights loaded"),
+    ("Warming up model", "compiling"),
+    ("torch.compile", "compiling"),
+    ("KV cache for", "allocating the KV cache"),
+    ("KV cache size", "KV cache ready"),
+    ("init engine", "engine ready"),
+    ("Starting vLLM", "starting the API server"),
+    ("Application startup complete", "API server up"),
+)
+
 
 def register(subparsers: Any) -> None:
-    """Adds the `serve` parser."""
-    parser = subparsers.add_parser("serve", help="(being built)")
+    """Adds the ``serve`` parser."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a model with vLLM in the foreground (Ctrl-C stops it)",
+        description=(
+            "Start a local vLLM server for a model folder (or 'demo'), wait until it is healthy, print "
+            "its URL and keep it running until Ctrl-C or SIGTERM. It binds 127.0.0.1 on a free port "
+            "unless told otherwise; anything after -- goes to vLLM unchanged."
+        ),
+    )
+    parser.add_argument("--model", required=True, help="model folder, a repo id in the HF cache, or 'demo'")
+    parser.add_argument("--port", type=int, default=None, help="port to bind (default: a free one)")
+    parser.add_argument(
+        "--host",
+        default=None,
+        help="address to bind (default 127.0.0.1); any other address needs --api-key",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get(API_KEY_ENV),
+        help=f"clients must send this key (default: ${API_KEY_ENV})",
+    )
+    parser.add_argument("--served-model-name", default=None, help="the name clients use for the model")
+    parser.add_argument("--max-model-len", type=int, default=None, help="longest request in tokens")
+    parser.add_argument("--dtype", default="auto", help="activation dtype (auto, bfloat16, float16)")
+    parser.add_argument(
+        "--quantization", default=None, help="vLLM --quantization (default: the checkpoint's)"
+    )
+    parser.add_argument("--kv-cache-dtype", default="auto", help="KV cache dtype (auto, fp8, ...)")
+    parser.add_argument(
+        "--gpu-memory-utilization", type=float, default=None, help="share of GPU memory vLLM may use"
+    )
+    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs per pipeline stage")
+    parser.add_argument("--pipeline-parallel-size", type=int, default=1, help="pipeline stages (machines)")
+    parser.add_argument(
+        "--ray", action="store_true", help="use Ray to span several machines (start Ray on each first)"
+    )
+    parser.add_argument(
+        "--cpu-kvcache-gib",
+        type=float,
+        default=None,
+        help="KV cache space on the CPU backend (default: a quarter of free RAM, 1-4 GiB)",
+    )
+    parser.add_argument(
+        "--enforce-eager", action="store_true", help="skip compilation and graph capture (starts faster)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds to wait for the server to be healthy (900)"
+    )
+    parser.add_argument("--log-file", default=None, help="where to keep the full server log")
+    parser.add_argument("--verbose", action="store_true", help="print every server log line")
+    parser.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave the server running after this command exits and print how to attach",
+    )
+    parser.add_argument(
+        "vllm_args", nargs=argparse.REMAINDER, metavar="-- VLLM_ARGS", help="extra flags for vLLM, after --"
+    )
     parser.set_defaults(func=run)
 
 
+def _extra_args(values: list[str]) -> tuple[str, ...]:
+    if values and values[0] == "--":
+        values = values[1:]
+    elif values:
+        raise QuantTuiError(f"unexpected argument {values[0]!r}; put extra vLLM flags after --")
+    return tuple(values)
+
+
+class _Console:
+    """Prints the compact log or a one-line live status on stderr, and results on stdout."""
+
+    def __init__(self, verbose: bool, stream: TextIO = sys.stderr) -> None:
+        self.verbose = verbose
+        self.stream = stream
+        self.live = stream.isatty() and not verbose
+        self.phase = "starting"
+        self._lock = threading.Lock()
+        self._status_shown = False
+
+    def on_log(self, line: str) -> None:
+        from engine.server_log import strip_log_prefix
+
+        level, message = strip_log_prefix(line)
+        for needle, phase in _PHASES:
+            if needle in message:
+                self.phase = phase
+        if self.verbose:
+            self.print(line)
+        elif level in ("WARNING", "ERROR", "CRITICAL") and not self.live:
+            self.print(f"vllm {level.lower()}: {message[:200]}")
+
+    def print(self, text: str) -> None:
+        with self._lock:
+            self._clear()
+            print(text, file=self.stream, flush=True)
+
+    def status(self, text: str) -> None:
+        if not self.live:
+            return
+        with self._lock:
+            columns = _terminal_columns()
+            self.stream.write("\r\x1b[2K" + text[: columns - 1])
+            self.stream.flush()
+            self._status_shown = True
+
+    def done(self) -> None:
+        with self._lock:
+            self._clear()
+
+    def _clear(self) -> None:
+        if self._status_shown:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+            self._status_shown = False
+
+
+def _terminal_columns() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((100, 24)).columns
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGHUP end the foreground wait like Ctrl-C does."""
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, handler)
+
+
+def _facts_lines(facts: StartupFacts) -> list[str]:
+    lines = []
+    if facts.kv_cache_tokens is not None:
+        kv = f"KV cache:   {facts.kv_cache_tokens:,} tokens"
+        if facts.kv_cache_bytes is not None:
+            kv += f" ({_size(facts.kv_cache_bytes)})"
+        if facts.max_concurrency is not None and facts.max_concurrency_at_tokens is not None:
+            kv += f", {facts.max_concurrency:.2f} requests of {facts.max_concurrency_at_tokens:,} tokens at once"
+        lines.append(kv)
+    details = []
+    if facts.weights_memory_bytes is not None:
+        details.append(f"weights {_size(facts.weights_memory_bytes)}")
+    if facts.dtype:
+        details.append(f"dtype {facts.dtype}")
+    if facts.quantization:
+        details.append(f"quantization {facts.quantization}")
+    if facts.linear_kernel:
+        details.append(f"kernel {facts.linear_kernel}")
+    if facts.warmup_seconds is not None:
+        details.append(f"engine start-up {facts.warmup_seconds:.1f} s")
+    if details:
+        lines.append("engine:     " + ", ".join(details))
+    return lines
+
+
+def _size(count: int) -> str:
+    if count >= 1024**3:
+        return f"{count / 1024**3:.2f} GiB"
+    return f"{count / 1024**2:.1f} MiB"
+
+
+def _status_text(server: VllmServer, started: float, poller: Any) -> str:
+    up = _duration(time.monotonic() - started)
+    text = f"serving {server.url} · up {up}"
+    if poller is None:
+        return text + " · Ctrl-C to stop"
+    snapshot = poller.poll_once()
+    metrics = snapshot.metrics
+    if metrics is not None:
+        parts = []
+        if metrics.generation_tokens_per_s is not None:
+            parts.append(f"{metrics.generation_tokens_per_s:.1f} tok/s")
+        if metrics.requests_running is not None:
+            parts.append(f"running {metrics.requests_running:.0f}")
+        if metrics.requests_waiting is not None:
+            parts.append(f"waiting {metrics.requests_waiting:.0f}")
+        if metrics.kv_cache_usage is not None:
+            parts.append(f"KV {100 * metrics.kv_cache_usage:.1f}%")
+        if parts:
+            text += " · " + " · ".join(parts)
+    return text + " · Ctrl-C to stop"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 def run(args: argparse.Namespace) -> int:
-    """Not built yet."""
-    raise QuantTuiError("`quant-tui serve` is not built yet")
+    """Serves until Ctrl-C/SIGTERM; 0 after a clean stop, 1 when the server fails (with the diagnosis)."""
+    from pathlib import Path
+
+    from engine.launcher import ServerConfig, ServerFailed, VllmServer, detect_backend
+    from engine.model_ref import resolve_model
+
+    extra = _extra_args(args.vllm_args)
+    console = _Console(args.verbose)
+    model = resolve_model(
+        args.model, on_demo_progress=lambda p: console.status(f"building the demo model: {p.message}")
+    )
+    console.done()
+    host = args.host if args.host is not None else "127.0.0.1"
+    config = ServerConfig(
+        model=model,
+        served_model_name=args.served_model_name,
+        host=host,
+        port=args.port,
+        dtype=args.dtype,
+        quantization=args.quantization,
+        kv_cache_dtype=args.kv_cache_dtype,
+        max_model_len=args.max_model_len,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        tensor_parallel_size=args.tensor_parallel_size,
+        pipeline_parallel_size=args.pipeline_parallel_size,
+        enforce_eager=args.enforce_eager,
+        api_key=args.api_key,
+        cpu_kvcache_gib=args.cpu_kvcache_gib,
+        extra_args=extra,
+        allow_remote=args.host is not None,  # naming the address is the explicit opt-in
+        distributed_executor_backend="ray" if args.ray else None,
+    )
+    backend = detect_backend()
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    server = VllmServer(
+        config,
+        log_path=Path(args.log_file) if args.log_file else None,
+        on_log=console.on_log,
+        keep_running=args.keep_running,
+    )
+    started = time.monotonic()
+    try:
+        server.start()
+        console.print(
+            f"quant-tui: starting vLLM ({'GPU' if backend == 'cuda' else 'CPU'} build) for {model}\n"
+            f"quant-tui: log: {server.log_path}"
+        )
+        waiter = threading.Thread(target=_show_progress, args=(console, server, started, stop), daemon=True)
+        waiter.start()
+        facts = server.wait_healthy(timeout=args.timeout, cancel=stop)
+    except ServerFailed as failure:
+        console.done()
+        if stop.is_set():
+            print("quant-tui: stopped before the server was ready", file=sys.stderr)
+            return 130
+        _print_failure(failure)
+        return 1
+    except KeyboardInterrupt:
+        console.done()
+        server.stop()
+        print("quant-tui: stopped before the server was ready", file=sys.stderr)
+        return 130
+    console.done()
+    _print_ready(server, facts, time.monotonic() - started)
+    if args.keep_running:
+        _print_attach(server)
+        return 0
+    return _serve_until_stopped(server, console, stop)
+
+
+def _show_progress(console: _Console, server: VllmServer, started: float, stop: threading.Event) -> None:
+    while server.facts is None and not stop.is_set() and server.is_running():
+        console.status(f"starting vLLM: {console.phase} ({time.monotonic() - started:.0f} s)")
+        stop.wait(0.25)
+
+
+def _print_failure(failure: Any) -> None:
+    print(f"quant-tui: the vLLM server failed: {failure.diagnosis.cause}", file=sys.stderr)
+    print(f"quant-tui: fix: {failure.diagnosis.fix}", file=sys.stderr)
+    if failure.log_path is not None:
+        print(f"quant-tui: full log: {failure.log_path}", file=sys.stderr)
+
+
+def _print_ready(server: VllmServer, facts: StartupFacts, seconds: float) -> None:
+    import json
+
+    name = _model_name(server)
+    print(f"vLLM is serving {name} at {server.url} (ready in {seconds:.0f} s)")
+    for line in _facts_lines(facts):
+        print("  " + line)
+    body = json.dumps({"model": name, "prompt": "Hello", "max_tokens": 16})
+    auth = " -H 'Authorization: Bearer $VLLM_API_KEY'" if server.config.api_key else ""
+    print(
+        f"  try:       curl {server.url}/v1/completions -H 'Content-Type: application/json'{auth} -d {shlex.quote(body)}"
+    )
+    key = " --api-key $VLLM_API_KEY" if server.config.api_key else ""
+    print(f"  watch:     quant-tui monitor {server.url}{key}")
+    sys.stdout.flush()
+
+
+def _model_name(server: VllmServer) -> str:
+    if server.config.served_model_name:
+        return server.config.served_model_name
+    from engine.loadgen import served_model_name
+
+    try:
+        return served_model_name(server.url, server.config.api_key)
+    except QuantTuiError:
+        return str(server.config.model)
+
+
+def _print_attach(server: VllmServer) -> None:
+    print(f"  the server keeps running (pid {server.pid}); attach with: quant-tui monitor {server.url}")
+    print(f"  stop it with: kill -INT -- -{server.pid}")
+    sys.stdout.flush()
+
+
+def _serve_until_stopped(server: VllmServer, console: _Console, stop: threading.Event) -> int:
+    from engine.telemetry import TelemetryPoller
+
+    poller: Any = None
+    if console.live:
+        poller = TelemetryPoller(
+            server.url, interval_s=1.0, api_key=server.config.api_key, sample_hardware=False
+        )
+    print("Press Ctrl-C to stop.", flush=True)
+    served_since = time.monotonic()
+    try:
+        while not stop.is_set():
+            if not server.is_running():
+                console.done()
+                from engine.server_log import diagnose_failure
+
+                diagnosis = diagnose_failure(server.log_tail, server.returncode)
+                cause = diagnosis.cause if diagnosis else f"it exited with status {server.returncode}"
+                print(f"quant-tui: the vLLM server stopped on its own: {cause}", file=sys.stderr)
+                if diagnosis:
+                    print(f"quant-tui: fix: {diagnosis.fix}", file=sys.stderr)
+                print(f"quant-tui: full log: {server.log_path}", file=sys.stderr)
+                server.stop()
+                return 1
+            console.status(_status_text(server, served_since, poller))
+            stop.wait(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if poller is not None:
+            poller.close()
+    console.done()
+    print("quant-tui: stopping the server…", file=sys.stderr, flush=True)
+    server.stop()
+    print("quant-tui: stopped", file=sys.stderr)
+    return 0

@@ -78,7 +78,7 @@ class ModelScreen(StepScreen):
         """Path input and cached models on top, the build progress and summary below."""
         with Horizontal(id="model-top"):
             with Vertical(id="model-path"):
-                yield Label("Model folder, cached repo id, or demo (Enter loads):")
+                yield Label("Folder, cached repo id or demo:")
                 yield Input(placeholder="demo", id="path", suggester=PathSuggester())
                 yield Label("", id="model-status")
                 yield ProgressBar(id="build-progress", show_eta=False)
@@ -108,7 +108,7 @@ class ModelScreen(StepScreen):
         description="Listing the models in the Hugging Face cache",
     )
     def _list_cached(self) -> None:
-        cached = list_cached_models()
+        cached = list_cached_models(self.quant_app.hf_cache)
         self.app.call_from_thread(self._show_cached, cached)
 
     def _show_cached(self, cached: list[CachedModel]) -> None:
@@ -135,7 +135,7 @@ class ModelScreen(StepScreen):
     @work(thread=True, exclusive=True, group="load", exit_on_error=False, description="Loading the model")
     def _resolve_and_inspect(self, reference: str) -> None:
         try:
-            folder = resolve_model(reference, on_demo_progress=self._report_build)
+            folder = resolve_model(reference, self.quant_app.hf_cache, on_demo_progress=self._report_build)
             model = inspect_model(folder)
         except Exception:
             self.app.call_from_thread(self._failed)

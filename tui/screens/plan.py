@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Static
 
 from engine.errors import QuantTuiError
 from engine.recommender import GOALS, Candidate, PlanRequest, Recommendation, recommend
-from tui.format import gib, home_path
+from tui.format import gib, home_path, size
 from tui.screens.base import StepScreen
 from tui.widgets.memory_bar import MemoryBar, Segment
 
@@ -148,7 +148,7 @@ class PlanScreen(StepScreen):
                 candidate.method,
                 candidate.execution,
                 "yes" if candidate.fits else "NO",
-                gib(candidate.weights.total),
+                size(candidate.weights.total),
                 candidate.kv_cache_dtype,
                 str(candidate.tensor_parallel_size),
                 f"{candidate.max_concurrency:.1f}",

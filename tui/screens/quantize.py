@@ -102,6 +102,8 @@ class QuantizeScreen(StepScreen):
         """Shows what the chosen plan asks for."""
         super().on_mount()
         self.running = False
+        self.query_one("#quantize-progress", ProgressBar).display = False
+        self.query_one("#quantize-log", Log).border_title = "log"
         self.watch(self.quant_app, "selection", self._show_info, init=True)
 
     def request(self) -> QuantizeRequest | None:
@@ -162,6 +164,9 @@ class QuantizeScreen(StepScreen):
         self.quant_app.quantize_cancel = cancel
         self.quant_app.quantize_finished.clear()
         self.running = True
+        bar = self.query_one("#quantize-progress", ProgressBar)
+        bar.update(total=None, progress=0)
+        bar.display = True
         self.query_one("#quantize-result", Static).update("")
         self.query_one("#quantize-log", Log).write_line(
             f"starting {request.method} → {home_path(request.output or '')}"

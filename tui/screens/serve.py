@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -20,6 +21,7 @@ from tui.screens.base import StepScreen
 from tui.screens.error_dialog import describe_error
 
 if TYPE_CHECKING:
+    from engine.launcher import ServerConfig
     from tui.state import Selection
 
 
@@ -31,6 +33,22 @@ def serve_folder(selection: Selection) -> Path | None:
     if selection.model is not None and (candidate is None or not candidate.needs_quantization):
         return selection.model.path
     return None
+
+
+def startup_text(facts: Any) -> Text:
+    """What the server said about itself while starting (KV cache size, concurrency...), one per line."""
+    text = Text("Started. ", style="bold")
+    if dataclasses.is_dataclass(facts) and not isinstance(facts, type):
+        known = {field.name: getattr(facts, field.name) for field in dataclasses.fields(facts)}
+        text.append(
+            ", ".join(
+                f"{name.replace('_', ' ')}: {value}"
+                for name, value in known.items()
+                if value not in (None, (), "")
+            )
+        )
+    text.append("\nPress n for the dashboard.")
+    return text
 
 
 class ServeScreen(StepScreen):
@@ -82,12 +100,20 @@ class ServeScreen(StepScreen):
         self.cancel_start = threading.Event()
         self.quant_app.background_stops.append(self.cancel_start)
         self.watch(self.quant_app, "selection", self._show_info, init=True)
+        self.query_one("#serve-log", Log).border_title = "server log"
+        self.watch_state(self.state)
 
     def _show_info(self, _selection: object = None) -> None:
         folder = serve_folder(self.selection)
         info = self.query_one("#serve-info", Static)
         if folder is None:
-            info.update("Nothing to serve yet: choose a plan (3) and quantize (4), or load a model (2).")
+            candidate = self.selection.candidate
+            if candidate is not None:
+                info.update(
+                    f"The chosen plan ({candidate.method}) needs its checkpoint: quantize it first (4)."
+                )
+            else:
+                info.update("Nothing to serve yet: load a model (2) and choose a plan (3).")
             return
         text = Text()
         text.append("Serve ", style="bold")
@@ -116,7 +142,7 @@ class ServeScreen(StepScreen):
             "stopping": "[~] stopping…",
             "failed": "[X] failed (see below)",
         }
-        if self.is_mounted:
+        if self.is_attached:
             self.query_one("#serve-state", Static).update(
                 Text(f"State: {marks.get(state, state)}", style="bold")
             )
@@ -135,31 +161,49 @@ class ServeScreen(StepScreen):
         self.cancel_start = threading.Event()
         self.quant_app.background_stops.append(self.cancel_start)
         self.state = "starting"
-        self._serve(folder, self._max_model_len(), self.cancel_start)
+        self._serve(self._server_config(folder), self.cancel_start)
+
+    def _server_config(self, folder: Path) -> ServerConfig:
+        """How to run the server here, from the chosen plan."""
+        from engine.launcher import ServerConfig
+
+        selection = self.selection
+        candidate = selection.candidate
+        target = selection.target
+        has_gpu = bool(selection.hardware and selection.hardware.gpus)
+        # A plan made for a catalogued box says nothing about this machine's GPU count.
+        tensor_parallel = (
+            candidate.tensor_parallel_size if candidate and target and target.source == "detected" else 1
+        )
+        return ServerConfig(
+            model=folder,
+            max_model_len=self._max_model_len() or None,
+            kv_cache_dtype=candidate.kv_cache_dtype if candidate is not None else "auto",
+            tensor_parallel_size=tensor_parallel,
+            # The CPU backend gains nothing from graph capture and starts much faster without it.
+            enforce_eager=not has_gpu,
+            api_key=self.quant_app.api_key,
+        )
 
     @work(thread=True, exclusive=True, group="serve", exit_on_error=False, description="Starting the server")
-    def _serve(self, folder: Path, max_model_len: int, cancel: threading.Event) -> None:
-        from engine import launcher
+    def _serve(self, config: ServerConfig, cancel: threading.Event) -> None:
+        from engine.launcher import VllmServer
 
-        candidate = self.selection.candidate
-        kv_cache_dtype = candidate.kv_cache_dtype if candidate is not None else "auto"
-        config = launcher.ServerConfig(
-            model=folder, max_model_len=max_model_len or None, kv_cache_dtype=kv_cache_dtype
-        )
-        server = launcher.VllmServer(
-            config, on_log=lambda line: self.post_message(self.LogLine(line)) and None
-        )
+        server = VllmServer(config, on_log=self._report_log)
         self.quant_app.server = server
         try:
             server.start()
-            self.quant_app.server_pid = getattr(server, "pid", None)
+            self.quant_app.server_pid = server.pid
             facts = server.wait_healthy(cancel=cancel)
         except BaseException as error:
             server.stop()
             self.quant_app.server = None
             self.post_message(self.Failed(error))
             return
-        self.post_message(self.Healthy(str(getattr(server, "url", "")), facts))
+        self.post_message(self.Healthy(server.url, facts))
+
+    def _report_log(self, line: str) -> None:
+        self.post_message(self.LogLine(line))
 
     def on_serve_screen_log_line(self, message: LogLine) -> None:
         """Appends a server log line."""
@@ -170,9 +214,7 @@ class ServeScreen(StepScreen):
         self.quant_app.server_url = message.url
         self.state = "healthy"
         self.quant_app.complete_step("serve")
-        facts = message.facts
-        if facts is not None:
-            self.query_one("#serve-diagnosis", Static).update(Text(f"Started: {facts}", style="dim"))
+        self.query_one("#serve-diagnosis", Static).update(startup_text(message.facts))
 
     def on_serve_screen_failed(self, message: Failed) -> None:
         """Shows the diagnosis in plain words, with the fix."""

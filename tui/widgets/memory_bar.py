@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from tui.format import gib
+from tui.format import size
 
 FREE_CHAR = "·"
 
@@ -70,10 +70,10 @@ class MemoryBar(Widget):
         for segment in self.segments:
             total += segment.size_bytes
             legend.append(segment.char * 2, style=segment.style)
-            legend.append(f" {segment.label} {gib(segment.size_bytes)}  ")
-        legend.append(f"{FREE_CHAR * 2} free {gib(max(self.capacity_bytes - total, 0))}", style="dim")
+            legend.append(f" {segment.label} {size(segment.size_bytes)}  ")
+        legend.append(f"{FREE_CHAR * 2} free {size(max(self.capacity_bytes - total, 0))}", style="dim")
         if total > self.capacity_bytes:
-            legend.append(f"  OVER by {gib(total - self.capacity_bytes)}", style="bold")
+            legend.append(f"  OVER by {size(total - self.capacity_bytes)}", style="bold")
         lines: list[RenderableType] = [bar, legend]
         if self.caption:
             lines.append(Text(self.caption, style="dim"))
