@@ -1,0 +1,442 @@
+"""Reads a vLLM server's start-up log: the facts it reports (KV cache, kernels, timings) and why it failed."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["Diagnosis", "StartupFacts", "diagnose_failure", "parse_startup_log", "strip_log_prefix"]
+
+_GIB = 1024**3
+_GB = 1000**3
+
+
+@dataclass(frozen=True)
+class StartupFacts:
+    """What the server said about itself while starting; ``None`` where the log did not say.
+
+    Attributes:
+        weights_memory_bytes: memory the weights took (the GPU runner reports it; the CPU one does not).
+        kv_cache_tokens: how many tokens the KV cache holds.
+        kv_cache_bytes: the memory given to the KV cache.
+        max_concurrency: how many requests of ``max_concurrency_at_tokens`` tokens fit at once.
+        max_concurrency_at_tokens: the request length that figure is for (the max model length).
+        linear_kernel: the first quantized linear kernel vLLM selected (e.g. ``MarlinLinearKernel``).
+        dtype: the activation dtype (``bfloat16`` ...).
+        warmup_seconds: the engine's profile + KV cache + warm-up time.
+        linear_kernels: every quantized linear kernel selected, in order.
+        compile_seconds: torch.compile time, when it ran.
+        load_seconds: time to load the weights.
+        vllm_version: the server's version.
+        quantization: the quantization method in use (``None`` for none).
+        kv_cache_dtype: the KV cache dtype (``auto`` follows the model's dtype).
+        max_model_len: the maximum sequence length served.
+        device: where the KV cache lives (``GPU``, ``CPU`` ...).
+        attention_backend: the attention backend selected.
+        ready_url: the address the API server said it listens on.
+    """
+
+    weights_memory_bytes: int | None = None
+    kv_cache_tokens: int | None = None
+    kv_cache_bytes: int | None = None
+    max_concurrency: float | None = None
+    max_concurrency_at_tokens: int | None = None
+    linear_kernel: str | None = None
+    dtype: str | None = None
+    warmup_seconds: float | None = None
+    linear_kernels: tuple[str, ...] = ()
+    compile_seconds: float | None = None
+    load_seconds: float | None = None
+    vllm_version: str | None = None
+    quantization: str | None = None
+    kv_cache_dtype: str | None = None
+    max_model_len: int | None = None
+    device: str | None = None
+    attention_backend: str | None = None
+    ready_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Why a server did not start, and what to do about it (one or two plain lines)."""
+
+    cause: str
+    fix: str
+
+
+# vLLM's log prefix: "(APIServer pid=12) INFO 11-23 20:51:02 [file.py:123] message"; older builds
+# have no process tag, and lines from a worker process carry "(EngineCore pid=34)".
+_PREFIX = re.compile(
+    r"^(?:\x1b\[[0-9;]*m)*(?:\((?P<proc>[\w\s]+?)(?: pid=\d+)?\)\s+)?"
+    r"(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+\d\d-\d\d\s+[\d:.]+\s+\[[^\]]*\]\s?"
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def strip_log_prefix(line: str) -> tuple[str | None, str]:
+    """Splits a vLLM log line into its level (``None`` when it has none) and the message."""
+    line = line.rstrip("\n")
+    match = _PREFIX.match(line)
+    if match is None:
+        return None, _ANSI.sub("", line)
+    return match.group("level"), _ANSI.sub("", line[match.end() :])
+
+
+def _number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def _size(value: str, unit: str) -> int:
+    scale = _GIB if unit.lower() in ("gib", "gi") else _GB if unit.lower() == "gb" else 1024**2
+    return round(float(value) * scale)
+
+
+_KV_TOKENS = re.compile(r"\b(?P<device>[A-Z]+(?: \+ host)?) KV cache size: (?P<tokens>[\d,]+) tokens")
+_CONCURRENCY = re.compile(r"Maximum concurrency for (?P<len>[\d,]+) tokens per request: (?P<x>[\d.]+)x")
+_KV_BYTES_GPU = re.compile(r"Available KV cache memory: (?P<v>[\d.]+) ?(?P<u>GiB|GB)")
+_KV_BYTES_CPU = re.compile(r"(?:Explicitly|Auto) set \((?P<v>[\d.]+)/[\d.]+\) GiB for KV cache")
+_OLD_BLOCKS = re.compile(r"# (?:GPU|CPU) blocks: (?P<gpu>\d+)")
+_WEIGHTS = re.compile(
+    r"(?:Model loading took|Loading model weights took) (?P<v>[\d.]+) ?(?P<u>GiB|GB)(?: memory)?"
+    r"(?: and (?P<s>[\d.]+) seconds)?"
+)
+_LOAD_TIME = re.compile(r"Loading weights took (?P<s>[\d.]+) seconds")
+_KERNEL = re.compile(
+    r"(?:Selected|Using) (?P<k>[A-Z]\w*(?:Kernel|Linear\w*|MM\w*)) for (?P<what>[\w\s-]+?)\.?$"
+)
+_WARMUP = re.compile(
+    r"init engine \(profile, create kv cache, warmup model\) took (?P<s>[\d.]+) (?:s|seconds)"
+    r"(?: \(compilation: (?P<c>[\d.]+) s)?"
+)
+_COMPILE = re.compile(r"torch\.compile takes? (?P<c>[\d.]+) s in total")
+_VERSION = re.compile(r"(?:vLLM API server version |LLM engine \(v)(?P<v>[\w.+-]+)")
+_CONFIG_FIELD = {
+    "dtype": re.compile(r"\bdtype=(?:torch\.)?(?P<v>\w+)"),
+    "quantization": re.compile(r"\bquantization=(?P<v>[\w-]+)"),
+    "kv_cache_dtype": re.compile(r"\bkv_cache_dtype=(?P<v>[\w-]+)"),
+    "max_model_len": re.compile(r"\bmax_seq_len=(?P<v>\d+)"),
+}
+_ATTENTION = re.compile(r"Using (?P<b>[\w ]+?) (?:attention )?backend\b(?! for)")
+_READY = re.compile(r"(?:Starting vLLM (?:API )?server on|Uvicorn running on) (?P<url>https?://\S+)")
+
+
+def parse_startup_log(lines: Iterable[str]) -> StartupFacts:
+    """Reads the start-up facts from a vLLM log (any mix of API server and engine lines).
+
+    Later lines win where a fact is repeated (a restarted engine reports again), except the
+    kernels, which are collected in order.
+    """
+    facts: dict[str, object] = {}
+    kernels: list[str] = []
+    for raw in lines:
+        _, message = strip_log_prefix(raw)
+        if not message:
+            continue
+        if match := _KV_TOKENS.search(message):
+            facts["kv_cache_tokens"] = int(_number(match["tokens"]))
+            facts["device"] = match["device"]
+        if match := _CONCURRENCY.search(message):
+            facts["max_concurrency"] = _number(match["x"])
+            facts["max_concurrency_at_tokens"] = int(_number(match["len"]))
+        if match := _KV_BYTES_GPU.search(message):
+            facts["kv_cache_bytes"] = _size(match["v"], match["u"])
+        elif match := _KV_BYTES_CPU.search(message):
+            facts["kv_cache_bytes"] = _size(match["v"], "GiB")
+        if match := _WEIGHTS.search(message):
+            facts["weights_memory_bytes"] = _size(match["v"], match["u"])
+            if match["s"]:
+                facts["load_seconds"] = float(match["s"])
+        if match := _LOAD_TIME.search(message):
+            facts.setdefault("load_seconds", float(match["s"]))
+        if (match := _KERNEL.search(message)) and match["k"] not in kernels:
+            kernels.append(match["k"])
+        if match := _WARMUP.search(message):
+            facts["warmup_seconds"] = float(match["s"])
+            if match["c"]:
+                facts["compile_seconds"] = float(match["c"])
+        if match := _COMPILE.search(message):
+            facts.setdefault("compile_seconds", float(match["c"]))
+        if "vllm_version" not in facts and (match := _VERSION.search(message)):
+            facts["vllm_version"] = match["v"]
+        if "with config:" in message:
+            for name, pattern in _CONFIG_FIELD.items():
+                if match := pattern.search(message):
+                    value = match["v"]
+                    facts[name] = int(value) if name == "max_model_len" else value
+        if match := _ATTENTION.search(message):
+            facts["attention_backend"] = match["b"]
+        if match := _READY.search(message):
+            facts["ready_url"] = match["url"].rstrip(".,")
+    if facts.get("quantization") == "None":
+        facts["quantization"] = None
+    return StartupFacts(
+        linear_kernel=kernels[0] if kernels else None,
+        linear_kernels=tuple(kernels),
+        **facts,  # type: ignore[arg-type]
+    )
+
+
+# --- failure diagnosis --------------------------------------------------------------------------
+
+_Rule = tuple[re.Pattern[str], Callable[[re.Match[str]], Diagnosis]]
+
+
+def _kv_too_small(match: re.Match[str]) -> Diagnosis:
+    fits = match["fits"]
+    shorter = f"--max-model-len {fits} (what fits)" if fits else "a smaller --max-model-len"
+    return Diagnosis(
+        f"the KV cache is too small for the max length: {match['len']} tokens need {match['need']} GiB, "
+        f"only {match['have']} GiB is available",
+        f"use {shorter}, give the KV cache more memory (--gpu-memory-utilization on GPU, "
+        "VLLM_CPU_KVCACHE_SPACE on CPU) or --kv-cache-dtype fp8",
+    )
+
+
+def _longer_than_model(match: re.Match[str]) -> Diagnosis:
+    return Diagnosis(
+        f"--max-model-len {match['asked']} is longer than the model supports ({match['limit']} tokens)",
+        f"use --max-model-len {match['limit']} or less",
+    )
+
+
+def _cpu_kv_over_ram(match: re.Match[str]) -> Diagnosis:
+    return Diagnosis(
+        f"out of memory: the CPU KV cache asks for {match['asked']} GiB but only {match['free']} GiB of RAM is free",
+        "give a smaller CPU KV cache space (VLLM_CPU_KVCACHE_SPACE) or free some RAM",
+    )
+
+
+def _cpu_util_over_ram(match: re.Match[str]) -> Diagnosis:
+    return Diagnosis(
+        f"out of memory: only {match['free']} GiB of RAM is free, less than --gpu-memory-utilization reserves",
+        "lower --gpu-memory-utilization (it sets the RAM share on CPU) or free some RAM",
+    )
+
+
+def _port_taken(match: re.Match[str]) -> Diagnosis:
+    return Diagnosis(
+        "the port is already in use by another program",
+        "pick another --port, or leave --port out to use a free one",
+    )
+
+
+def _missing_module(match: re.Match[str]) -> Diagnosis:
+    module = match["module"].split(".")[0]
+    return Diagnosis(
+        f"a Python package the server needs is missing (module '{match['module']}')",
+        f"install it into the same environment as vLLM (pip install {module}) and start again",
+    )
+
+
+def _please_install(match: re.Match[str]) -> Diagnosis:
+    return Diagnosis(
+        f"a package the server needs is missing: {match['what'].strip().rstrip('.')}",
+        f"pip install {match['pkg']} into the same environment as vLLM and start again",
+    )
+
+
+def _quant_not_on_platform(match: re.Match[str]) -> Diagnosis:
+    return Diagnosis(
+        f"{match['method']} quantization is not supported on this hardware ({match['device']})",
+        "serve a checkpoint quantized ahead of time (quant-tui quantize) or drop --quantization",
+    )
+
+
+def _quant_capability(match: re.Match[str]) -> Diagnosis:
+    need, have = int(match["need"]), int(match["have"])
+    return Diagnosis(
+        f"{match['method']} needs a GPU of compute capability {need // 10}.{need % 10}; "
+        f"this one is {have // 10}.{have % 10}",
+        "pick a method this GPU supports (quant-tui recommend lists them), e.g. w4a16 or int8-w8a8",
+    )
+
+
+def _quant_mismatch(match: re.Match[str]) -> Diagnosis:
+    return Diagnosis(
+        f"the checkpoint is already quantized as {match['ckpt']}, not {match['asked']}",
+        "drop --quantization (vLLM reads it from the checkpoint)",
+    )
+
+
+def _unknown_quant(match: re.Match[str]) -> Diagnosis:
+    return Diagnosis(
+        f"vLLM does not know the quantization method {match['method']!r}",
+        "check the spelling of --quantization, or drop it to use the checkpoint's own",
+    )
+
+
+def _no_kv_memory(match: re.Match[str]) -> Diagnosis:
+    return Diagnosis(
+        "out of memory: nothing is left for the KV cache after loading the weights",
+        "raise --gpu-memory-utilization, serve a quantized or smaller model, or add GPUs (--tensor-parallel-size)",
+    )
+
+
+def _gpu_oom(match: re.Match[str]) -> Diagnosis:
+    return Diagnosis(
+        "out of GPU memory while loading or warming up the model",
+        "serve a quantized or smaller model, lower --max-model-len, or add GPUs (--tensor-parallel-size)",
+    )
+
+
+def _bad_folder(match: re.Match[str]) -> Diagnosis:
+    return Diagnosis(
+        "the model folder is not a usable Hugging Face model (no readable config.json)",
+        "pass the folder that holds config.json and the *.safetensors weights",
+    )
+
+
+def _bad_config(match: re.Match[str]) -> Diagnosis:
+    return Diagnosis(
+        "the model's config.json is not valid JSON",
+        "fix or re-create config.json in the model folder",
+    )
+
+
+def _no_weights(match: re.Match[str]) -> Diagnosis:
+    return Diagnosis(
+        "the model folder has no weights vLLM can load",
+        "put the model's *.safetensors (or *.bin) files in the folder",
+    )
+
+
+def _unsupported_arch(match: re.Match[str]) -> Diagnosis:
+    return Diagnosis(
+        f"vLLM does not support the model architecture {match['arch']}",
+        "serve a model with an architecture this vLLM supports, or upgrade vLLM",
+    )
+
+
+def _bad_argument(match: re.Match[str]) -> Diagnosis:
+    return Diagnosis(
+        f"vLLM rejected its arguments: {match['msg'].strip()}",
+        "check the extra vLLM flags passed after --",
+    )
+
+
+def _max_len_for_device(match: re.Match[str]) -> Diagnosis:
+    return Diagnosis(
+        f"--max-model-len {match['asked']} is not allowed here: {match['why'].strip()}",
+        "use a smaller --max-model-len",
+    )
+
+
+# First match wins, so the specific rules come before the general ones.
+_RULES: Sequence[_Rule] = (
+    (
+        re.compile(
+            r"max seq len \((?P<len>\d+)\), \((?P<need>[\d.]+) GiB KV cache is needed, which is larger than "
+            r"the available KV cache memory \((?P<have>[\d.]+) GiB\)\.(?: Based on the available memory, "
+            r"the estimated maximum model length is (?P<fits>\d+)\.)?"
+        ),
+        _kv_too_small,
+    ),
+    (
+        re.compile(
+            r"User-specified max_model_len \((?P<asked>\d+)\) is greater than the derived max_model_len "
+            r"\(\w+=(?P<limit>\d+)"
+        ),
+        _longer_than_model,
+    ),
+    (
+        re.compile(
+            r"Available memory on node \d+ \((?P<free>[\d.]+)/[\d.]+ GiB\) on kv cache allocation is less than "
+            r"requested memory for kv \((?P<asked>[\d.]+)"
+        ),
+        _cpu_kv_over_ram,
+    ),
+    (
+        re.compile(
+            r"Available memory on node \d+ \((?P<free>[\d.]+)/[\d.]+ GiB\) on startup is less than desired CPU"
+        ),
+        _cpu_util_over_ram,
+    ),
+    (re.compile(r"No available memory for the cache blocks"), _no_kv_memory),
+    (re.compile(r"\[Errno 98\]|Address already in use|address already in use"), _port_taken),
+    (
+        re.compile(r"(?P<method>[\w-]+) quantization is currently not supported in (?P<device>\w+)"),
+        _quant_not_on_platform,
+    ),
+    (
+        re.compile(
+            r"quantization method (?P<method>[\w-]+) is not supported for the current GPU\. Minimum "
+            r"capability: (?P<need>\d+)\. Current capability: (?P<have>\d+)"
+        ),
+        _quant_capability,
+    ),
+    (
+        re.compile(
+            r"Quantization method specified in the model config \((?P<ckpt>[\w-]+)\) does not match the "
+            r"quantization method specified in the `quantization` argument \((?P<asked>[\w-]+)\)"
+        ),
+        _quant_mismatch,
+    ),
+    (re.compile(r"Unknown quantization method: (?P<method>[\w-]+)"), _unknown_quant),
+    (
+        re.compile(
+            r"CUDA out of memory|torch\.OutOfMemoryError|OutOfMemoryError|not enough GPU memory|"
+            r"HIP out of memory"
+        ),
+        _gpu_oom,
+    ),
+    (re.compile(r"ModuleNotFoundError: No module named '(?P<module>[\w.]+)'"), _missing_module),
+    (
+        re.compile(
+            r"(?P<what>[^:]*?)[Pp]lease install (?:it with |with )?`?(?:pip install )?(?P<pkg>[\w.\-\[\]>=<]+)"
+        ),
+        _please_install,
+    ),
+    (re.compile(r"Model architectures \[(?P<arch>[^\]]*)\] are not supported"), _unsupported_arch),
+    (re.compile(r"Cannot find any model weights"), _no_weights),
+    (
+        re.compile(
+            r"JSONDecodeError|config\.json.*(?:is not a valid JSON|Expecting)|Expecting property name"
+        ),
+        _bad_config,
+    ),
+    (
+        re.compile(
+            r"does not appear to have a file named config\.json|Invalid repository ID or local directory|"
+            r"No config file found|Can't load the configuration|is not a local folder and is not a valid model"
+            r"|Unrecognized model in"
+        ),
+        _bad_folder,
+    ),
+    (re.compile(r"(?:api_server\.py|vllm serve|vllm): error: (?P<msg>.+)"), _bad_argument),
+    (re.compile(r"max_model_len \((?P<asked>\d+)\)(?P<why>.*exceeds.*)"), _max_len_for_device),
+)
+
+_EXCEPTION = re.compile(r"^(?P<type>(?:[\w.]+\.)?\w*(?:Error|Exception)): (?P<msg>.+)$")
+
+
+def diagnose_failure(lines: Iterable[str], returncode: int | None) -> Diagnosis | None:
+    """Names why a server failed to start and the fix, from its log; ``None`` when nothing explains it.
+
+    Args:
+        lines: the log (the tail is enough when it holds the error).
+        returncode: the server's exit status (negative: killed by that signal), ``None`` if it still runs.
+    """
+    messages = [strip_log_prefix(line)[1] for line in lines]
+    for pattern, explain in _RULES:
+        for message in messages:
+            if match := pattern.search(message):
+                return explain(match)
+    if returncode in (-9, 137):
+        return Diagnosis(
+            "the server was killed (SIGKILL), most likely by the system's out-of-memory killer",
+            "free some RAM, or serve a smaller or quantized model with a smaller KV cache",
+        )
+    # Otherwise the last exception the log shows is the best description there is.
+    for message in reversed(messages):
+        if match := _EXCEPTION.match(message.strip()):
+            return Diagnosis(
+                f"{match['type'].rsplit('.', 1)[-1]}: {_shorten(match['msg'])}",
+                "see the server log for the full trace",
+            )
+    return None
+
+
+def _shorten(text: str, limit: int = 240) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

