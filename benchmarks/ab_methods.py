@@ -1,0 +1,74 @@
+"""A/B of quantization methods on this machine: tokens/s, memory and quality relative to bf16, in one run.
+
+Usage: ``python benchmarks/ab_methods.py [--model demo] [--methods bf16,int8-w8a8,w4a16,fp8]
+[--requests 32] [--concurrency 4] [--json-out results.json]``. Wrap it in
+``flock /tmp/quant-tui-heavy.lock`` on shared machines: it quantizes and starts vLLM servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from engine.bench import BenchProgress, BenchRequest, parse_methods, run_bench
+from engine.errors import QuantTuiError
+from engine.loadgen import LoadSpec
+from engine.model_ref import resolve_model
+from tui.cli.bench_command import DEFAULT_METHODS_TEXT, _heldout_texts, format_table
+
+
+def main() -> int:
+    """Runs the comparison and prints the table (and writes JSON when asked)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--methods", default=DEFAULT_METHODS_TEXT)
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--prompt-tokens", type=int, default=64)
+    parser.add_argument("--output-tokens", type=int, default=64)
+    parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--json-out", type=Path, default=None)
+    args = parser.parse_args()
+
+    def progress(update: BenchProgress) -> None:
+        detail = f": {update.message}" if update.message else ""
+        print(f"[{update.index + 1}/{update.total} {update.method}] {update.stage}{detail}", file=sys.stderr)
+
+    try:
+        methods = parse_methods(args.methods)
+        load = LoadSpec(
+            concurrency=args.concurrency,
+            prompt_tokens=args.prompt_tokens,
+            output_tokens=args.output_tokens,
+            requests=args.requests,
+        )
+        load.check()  # bad input fails before the demo model is built
+        request = BenchRequest(
+            model=resolve_model(args.model),
+            methods=methods,
+            load=load,
+            quality_texts=_heldout_texts(),
+            work_dir=args.work_dir,
+        )
+        result = run_bench(request, on_progress=progress)
+    except QuantTuiError as error:
+        print(f"ab_methods: error: {error}", file=sys.stderr)
+        return 2
+    print(format_table(result))
+    for variant in result.variants:
+        if variant.error is None and variant.load is not None:
+            print(
+                f"{variant.method}: client counted {variant.load['generated_tokens']} tokens, "
+                f"server counter rose by {variant.server_generation_tokens:.0f}; "
+                f"TTFT p95 {1000 * (variant.load['ttft_p95_s'] or 0):.0f} ms, "
+                f"latency p95 {variant.load['latency_p95_s']:.2f} s, startup {variant.startup_s:.0f} s"
+            )
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(result.to_dict(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
