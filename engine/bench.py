@@ -5,16 +5,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import QuantTuiError
 from engine.loadgen import LoadResult, LoadSpec, run_load, served_model_name
 
 if TYPE_CHECKING:
-    from engine.quantize.quality import ScoredText
+    from engine.launcher import VllmServer
+    from engine.quality import QualityResult
     from engine.telemetry import TelemetrySnapshot
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "BenchProgress",
     "BenchRequest",
     "BenchResult",
-    "ServedModel",
     "VariantResult",
     "parse_methods",
     "run_bench",
@@ -41,20 +40,6 @@ class BenchError(QuantTuiError):
     """The benchmark cannot run as asked."""
 
 
-class ServedModel(Protocol):
-    """A running server the benchmark can send load to (``engine.launcher.VllmServer``)."""
-
-    @property
-    def url(self) -> str: ...
-
-    @property
-    def pid(self) -> int | None: ...
-
-
-# Starts a server for a model folder and stops it on exit; the default is engine.launcher's VllmServer.
-ServeModel = Callable[[Path], AbstractContextManager[ServedModel]]
-
-
 @dataclass(frozen=True)
 class BenchRequest:
     """What to compare.
@@ -66,6 +51,10 @@ class BenchRequest:
         quality_texts: Held-out texts for the perplexity check; empty skips the quality check.
         work_dir: Where quantized variants are written; next to the model by default.
         reuse: Reuse a variant folder already written by an earlier run instead of quantizing again.
+        enforce_eager: Serve without graph capture / compilation (much faster start-up on CPU).
+        max_model_len: ``--max-model-len`` for every server (``None``: the model's own).
+        cpu_kvcache_gib: KV cache space on the CPU backend (``None``: the launcher's default).
+        startup_timeout_s: How long a server may take to become healthy.
     """
 
     model: Path
@@ -76,6 +65,10 @@ class BenchRequest:
     quality_texts: tuple[str, ...] = ()
     work_dir: Path | None = None
     reuse: bool = True
+    enforce_eager: bool = True
+    max_model_len: int | None = None
+    cpu_kvcache_gib: float | None = None
+    startup_timeout_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -107,6 +100,9 @@ class VariantResult:
         error: Why the variant could not be measured, else ``None``.
         weights_bytes: Size of the checkpoint's safetensors files.
         startup_s: Seconds from launch to healthy.
+        kv_cache_tokens: KV cache capacity the server reported at start-up.
+        linear_kernel: The quantized linear kernel vLLM selected (``None`` when unquantized).
+        weights_memory_bytes: Memory the weights took as the server reported it (GPU runner only).
         load: The load generator's summary (tokens/s, latency percentiles, outcomes).
         server_peak_rss_bytes: Highest resident memory of the server's process tree during the load.
         gpu_peak_memory_bytes: Highest GPU memory in use (all GPUs) during the load; ``None`` without NVML.
@@ -120,6 +116,9 @@ class VariantResult:
     error: str | None = None
     weights_bytes: int | None = None
     startup_s: float | None = None
+    kv_cache_tokens: int | None = None
+    linear_kernel: str | None = None
+    weights_memory_bytes: int | None = None
     load: dict[str, Any] | None = None
     server_peak_rss_bytes: int | None = None
     gpu_peak_memory_bytes: int | None = None
@@ -219,11 +218,17 @@ def weights_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.glob("*.safetensors"))
 
 
-def _default_serve(model_dir: Path) -> AbstractContextManager[ServedModel]:
+def _server(request: BenchRequest, model_dir: Path) -> VllmServer:
+    """A launcher for one variant, with the same settings for all."""
     from engine.launcher import ServerConfig, VllmServer
 
-    server: AbstractContextManager[ServedModel] = VllmServer(ServerConfig(model=str(model_dir)))
-    return server
+    config = ServerConfig(
+        model=model_dir,
+        enforce_eager=request.enforce_eager,
+        max_model_len=request.max_model_len,
+        cpu_kvcache_gib=request.cpu_kvcache_gib,
+    )
+    return VllmServer(config)
 
 
 def _variant_dir(request: BenchRequest, method: str) -> Path:
@@ -255,20 +260,6 @@ def _prepare_variant(
     return quantize_model(QuantizeRequest(request.model, method, output=output), on_progress, cancel).output
 
 
-def _score(url: str, model: str, texts: Sequence[str]) -> list[ScoredText]:
-    from engine.quantize.quality import score_texts
-
-    return score_texts(url, model, texts)
-
-
-def _compare(baseline: list[ScoredText], candidate: list[ScoredText]) -> tuple[float, float, float]:
-    """Baseline perplexity, candidate perplexity, top-1 agreement."""
-    from engine.quantize.quality import compare
-
-    figures = compare(baseline, candidate)
-    return figures.baseline_perplexity, figures.quantized_perplexity, figures.top1_agreement
-
-
 def _peak(snapshots: Sequence[TelemetrySnapshot], name: str) -> float | None:
     values = [snapshot.series_values()[name] for snapshot in snapshots]
     known = [value for value in values if value is not None]
@@ -276,7 +267,7 @@ def _peak(snapshots: Sequence[TelemetrySnapshot], name: str) -> float | None:
 
 
 def _measure_load(
-    server: ServedModel, spec: LoadSpec, cancel: threading.Event
+    server: VllmServer, spec: LoadSpec, cancel: threading.Event
 ) -> tuple[LoadResult, list[TelemetrySnapshot], float | None]:
     """Runs the load while the telemetry watches; returns the load, the snapshots and the server's token count."""
     from engine.telemetry import TelemetryPoller
@@ -315,7 +306,6 @@ def run_bench(
     request: BenchRequest,
     on_progress: Callable[[BenchProgress], None] | None = None,
     cancel: threading.Event | None = None,
-    serve: ServeModel | None = None,
 ) -> BenchResult:
     """Quantizes, serves, loads and scores each method in turn, one server at a time.
 
@@ -327,7 +317,6 @@ def run_bench(
         on_progress: Called at each stage of each variant.
         cancel: Set it to stop; the current load is cancelled, the server stopped, and
             :class:`BenchError` raised.
-        serve: Starts a server for a folder; ``engine.launcher.VllmServer`` by default.
 
     Returns:
         Every variant's measurements.
@@ -341,9 +330,8 @@ def run_bench(
         raise BenchError(f"{request.model} has no config.json; pass a model folder or `demo`")
     request.load.check()
     cancel = cancel or threading.Event()
-    start_server = serve or _default_serve
     variants: list[VariantResult] = []
-    baseline_scores: list[ScoredText] | None = None
+    baseline_quality: QualityResult | None = None
     for index, method in enumerate(request.methods):
 
         def report(stage: str, message: str, method: str = method, index: int = index) -> None:
@@ -354,16 +342,14 @@ def run_bench(
         try:
             model_dir = _prepare_variant(request, method, cancel, report)
             variant = replace(variant, model_dir=model_dir, weights_bytes=weights_bytes(model_dir))
-            variant, scores = _serve_and_measure(
-                request, variant, start_server, cancel, report, baseline_scores
-            )
+            variant, quality = _serve_and_measure(request, variant, cancel, report, baseline_quality)
             if index == 0:
-                baseline_scores = scores
+                baseline_quality = quality
         except QuantTuiError as error:
             if cancel.is_set():
                 raise BenchError("benchmark cancelled") from error
-            variant = replace(variant, error=str(error))
-            report("failed", str(error))
+            variant = replace(variant, error=" ".join(str(error).split()))
+            report("failed", variant.error or "")
         if cancel.is_set():
             raise BenchError("benchmark cancelled")
         variants.append(variant)
@@ -374,16 +360,20 @@ def run_bench(
 def _serve_and_measure(
     request: BenchRequest,
     variant: VariantResult,
-    start_server: ServeModel,
     cancel: threading.Event,
     report: Callable[[str, str], None],
-    baseline_scores: list[ScoredText] | None,
-) -> tuple[VariantResult, list[ScoredText] | None]:
-    """Serves one variant, warms it up, runs the load and the quality check, stops it."""
+    baseline_quality: QualityResult | None,
+) -> tuple[VariantResult, QualityResult | None]:
+    """Serves one variant, warms it up, runs the load and the quality check, stops the server."""
+    from engine.quality import compare_quality, measure_quality
+
     assert variant.model_dir is not None
     report("starting", f"serving {variant.model_dir}")
+    server = _server(request, variant.model_dir)
     started = time.monotonic()
-    with start_server(variant.model_dir) as server:
+    try:
+        server.start()
+        facts = server.wait_healthy(timeout=request.startup_timeout_s, cancel=cancel)
         startup_s = time.monotonic() - started
         model = served_model_name(server.url)
         report("warming up", f"healthy after {startup_s:.0f} s")
@@ -397,18 +387,23 @@ def _serve_and_measure(
             raise BenchError(
                 f"{result.failed_requests} of {len(result.records)} requests failed: {first_error}"
             )
-        scores = None
+        quality = None
         perplexity = agreement = None
         if request.quality_texts and not cancel.is_set():
             report("quality", f"scoring {len(request.quality_texts)} held-out texts")
-            scores = _score(server.url, model, request.quality_texts)
-            baseline = baseline_scores if baseline_scores is not None else scores
-            _, perplexity, agreement = _compare(baseline, scores)
+            quality = measure_quality(server.url, model, request.quality_texts, cancel=cancel)
+            comparison = compare_quality(baseline_quality or quality, quality)
+            perplexity, agreement = comparison.candidate_perplexity, comparison.top1_agreement
+    finally:
+        server.stop()
     rss = _peak(snapshots, "server_rss_bytes")
     gpu = _peak(snapshots, "gpu_memory_used_bytes")
     measured = replace(
         variant,
         startup_s=startup_s,
+        kv_cache_tokens=facts.kv_cache_tokens,
+        linear_kernel=facts.linear_kernel,
+        weights_memory_bytes=facts.weights_memory_bytes,
         load=result.summary(),
         server_peak_rss_bytes=None if rss is None else int(rss),
         gpu_peak_memory_bytes=None if gpu is None else int(gpu),
@@ -416,4 +411,4 @@ def _serve_and_measure(
         perplexity=perplexity,
         top1_agreement=agreement,
     )
-    return measured, scores
+    return measured, quality

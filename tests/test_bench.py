@@ -122,3 +122,37 @@ def test_bench_cli_bad_input(argv: list[str], message: str, capsys: pytest.Captu
     assert main(["bench", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("quant-tui: error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.e2e
+def test_e2e_bench_baseline_against_int8(demo_model: Path, tmp_path: Path) -> None:
+    from engine.bench import BenchProgress
+    from engine.demo_model import demo_corpus_path
+    from engine.quantize.quality import heldout_samples
+
+    stages: list[BenchProgress] = []
+    request = BenchRequest(
+        model=demo_model,
+        methods=("bf16", "int8-w8a8"),
+        load=LoadSpec(concurrency=2, prompt_tokens=32, output_tokens=32, requests=8),
+        quality_texts=tuple(heldout_samples(demo_corpus_path("heldout"), samples=2)),
+        work_dir=tmp_path,
+        max_model_len=1024,
+        cpu_kvcache_gib=1,
+    )
+    result = run_bench(request, on_progress=stages.append)
+    baseline, int8 = result.variants
+    assert baseline.error is None and int8.error is None, (baseline.error, int8.error)
+    for measured in (baseline, int8):
+        assert measured.load is not None and measured.load["outcomes"]["ok"] == 8
+        assert measured.server_generation_tokens == measured.load["generated_tokens"] == 8 * 32
+        assert measured.server_peak_rss_bytes and measured.kv_cache_tokens
+        assert measured.perplexity is not None and measured.perplexity > 1.0
+    assert baseline.top1_agreement == 1.0
+    assert int8.top1_agreement is not None and 0.5 < int8.top1_agreement <= 1.0
+    assert int8.model_dir is not None and int8.model_dir.parent == tmp_path
+    rows = result.rows()
+    assert rows[1]["relative_weights"] < 0.8
+    assert rows[1]["relative_tokens_per_s"] > 0
+    assert {"quantizing", "starting", "load", "quality", "done"} <= {stage.stage for stage in stages}
+    assert "int8-w8a8" in format_table(result)

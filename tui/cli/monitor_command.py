@@ -40,7 +40,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print each snapshot as one JSON line")
     parser.add_argument("--once", action="store_true", help="print one snapshot and exit")
     parser.add_argument("--count", type=int, default=None, metavar="N", help="exit after N snapshots")
-    parser.add_argument("--plain", action="store_true", help="one text line per snapshot, even on a terminal")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="one text line per snapshot instead of the dashboard on a terminal",
+    )
     parser.add_argument(
         "--server-pid",
         type=int,
@@ -119,76 +123,12 @@ def plain_line(snapshot: TelemetrySnapshot) -> str:
     return "  ".join(parts)
 
 
-def _view(snapshot: TelemetrySnapshot, lost: int) -> Any:
-    """The live rich view of one snapshot."""
-    from rich.table import Table
-
-    table = Table(title=f"vLLM at {snapshot.url}", show_header=False, expand=False)
-    table.add_column("what", style="bold")
-    table.add_column("value")
-    metrics = snapshot.metrics
-    if snapshot.error:
-        table.add_row("[red]poll failed[/red]", f"{snapshot.error} ({lost} in a row)")
-    if metrics is not None:
-        table.add_row(
-            "throughput",
-            f"generation {_number(metrics.generation_tokens_per_s)} tok/s · "
-            f"prompt {_number(metrics.prompt_tokens_per_s)} tok/s",
-        )
-        table.add_row(
-            "tokens",
-            f"generated {_number(metrics.generation_tokens_total, 0)} · "
-            f"prompt {_number(metrics.prompt_tokens_total, 0)}",
-        )
-        table.add_row(
-            "requests",
-            f"running {_number(metrics.requests_running, 0)} · waiting {_number(metrics.requests_waiting, 0)}",
-        )
-        capacity = metrics.kv_cache_capacity_tokens
-        table.add_row(
-            "KV cache",
-            f"{_number(metrics.kv_cache_usage, 2, 100, '%')} of "
-            f"{'-' if capacity is None else f'{capacity:,}'} tokens · "
-            f"prefix hit {_number(metrics.prefix_cache_hit_rate, 1, 100, '%')}",
-        )
-        table.add_row(
-            "latency p50/p95",
-            f"TTFT {_ms(metrics.ttft_p50_s)}/{_ms(metrics.ttft_p95_s)} · "
-            f"ITL {_ms(metrics.itl_p50_s)}/{_ms(metrics.itl_p95_s)} · "
-            f"E2E {_ms(metrics.e2e_p50_s)}/{_ms(metrics.e2e_p95_s)}",
-        )
-        finished = ", ".join(
-            f"{reason} {value:.0f}" for reason, value in metrics.finished_requests.items() if value
-        )
-        table.add_row(
-            "finished", f"{finished or 'none'} · preemptions {_number(metrics.preemptions_total, 0)}"
-        )
-    if snapshot.server_rss_bytes is not None:
-        table.add_row("server memory", _bytes(snapshot.server_rss_bytes))
-    if snapshot.host is not None:
-        host = snapshot.host
-        used = host.memory_total_bytes - host.memory_available_bytes
-        table.add_row(
-            "host",
-            f"CPU {_number(host.cpu_percent, 0, unit='%')} · RAM {_bytes(used)} of {_bytes(host.memory_total_bytes)}",
-        )
-    for gpu in snapshot.gpus:
-        table.add_row(
-            f"GPU {gpu.index}",
-            f"{gpu.name} · {_bytes(gpu.memory_used_bytes)} of {_bytes(gpu.memory_total_bytes)} · "
-            f"util {_number(gpu.utilization_percent, 0, unit='%')} · {_number(gpu.power_w, 0, unit=' W')} · "
-            f"{_number(gpu.temperature_c, 0, unit=' °C')}",
-        )
-    return table
-
-
 class _Monitor:
     """Prints snapshots and decides when the server is lost."""
 
-    def __init__(self, args: argparse.Namespace, poller: TelemetryPoller, live: Any | None) -> None:
+    def __init__(self, args: argparse.Namespace, poller: TelemetryPoller) -> None:
         self.args = args
         self.poller = poller
-        self.live = live
         self.shown = 0
         self.failures_in_row = 0
         self.stop = threading.Event()
@@ -201,8 +141,6 @@ class _Monitor:
             self.failures_in_row += 1
         if self.args.json:
             print(json.dumps(snapshot_record(snapshot)), flush=True)
-        elif self.live is not None:
-            self.live.update(_view(snapshot, self.failures_in_row))
         else:
             print(plain_line(snapshot), flush=True)
         self.shown += 1
@@ -227,8 +165,18 @@ def _first_snapshot(poller: TelemetryPoller, once: bool) -> TelemetrySnapshot:
     return snapshot
 
 
+def _wants_dashboard(args: argparse.Namespace) -> bool:
+    """The Textual dashboard on a terminal, unless a text-only option was asked for."""
+    text_only = args.json or args.plain or args.once or args.count or args.export or args.server_pid
+    return not text_only and sys.stdin.isatty() and sys.stdout.isatty()
+
+
 def run(args: argparse.Namespace) -> int:
-    """Polls the server until Ctrl-C, ``--count`` or ``--once``; 2 when the server cannot be read."""
+    """Polls the server until Ctrl-C, ``--count`` or ``--once``; 2 when the server cannot be read.
+
+    On a terminal (and without text-only options) the live dashboard opens after a first good poll;
+    otherwise one text line or JSON object per snapshot is printed.
+    """
     from engine.telemetry import TelemetryPoller
 
     if args.count is not None and args.count < 1:
@@ -238,13 +186,18 @@ def run(args: argparse.Namespace) -> int:
     poller = TelemetryPoller(
         args.url, interval_s=args.interval, api_key=args.api_key, server_pid=args.server_pid
     )
-    use_live = not args.json and not args.plain and not args.once and sys.stdout.isatty()
     try:
         first = _first_snapshot(poller, args.once)
         if args.once:
             print(json.dumps(snapshot_record(first)) if args.json else plain_line(first))
             return 0
-        return _follow(args, poller, first, use_live)
+        if _wants_dashboard(args):
+            poller.close()
+            from tui.app import create_monitor_app
+
+            create_monitor_app(args.url, api_key=args.api_key, interval=args.interval).run()
+            return 0
+        return _poll_until_stopped(args, poller, first)
     except KeyboardInterrupt:
         return 0
     finally:
@@ -255,22 +208,9 @@ def run(args: argparse.Namespace) -> int:
         poller.close()
 
 
-def _follow(
-    args: argparse.Namespace, poller: TelemetryPoller, first: TelemetrySnapshot, use_live: bool
-) -> int:
-    """Shows the first snapshot, then polls until stopped."""
-    if use_live:
-        from rich.live import Live
-
-        with Live(_view(first, 0), refresh_per_second=4) as live:
-            return _poll_until_stopped(args, poller, first, live)
-    return _poll_until_stopped(args, poller, first, None)
-
-
-def _poll_until_stopped(
-    args: argparse.Namespace, poller: TelemetryPoller, first: TelemetrySnapshot, live: Any | None
-) -> int:
-    monitor = _Monitor(args, poller, live)
+def _poll_until_stopped(args: argparse.Namespace, poller: TelemetryPoller, first: TelemetrySnapshot) -> int:
+    """Prints the first snapshot, then polls until stopped; a lost server is fatal."""
+    monitor = _Monitor(args, poller)
     monitor.on_snapshot(first)
     if not monitor.stop.is_set():
         time.sleep(max(0.0, first.taken_at + poller.interval_s - time.monotonic()))
