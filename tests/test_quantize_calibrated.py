@@ -76,9 +76,12 @@ def test_calibration_input_is_checked(tiny: Path, tmp_path: Path, write: str | N
 
 
 def test_the_demo_model_calibrates_on_the_shipped_corpus(tmp_path: Path) -> None:
-    from engine.demo_model import DEMO_MODEL_NAME, demo_corpus_path
+    from engine.demo_model import COMPLETE_MARKER, demo_corpus_path
 
-    request = QuantizeRequest(tmp_path / DEMO_MODEL_NAME, "awq-w4a16")
+    demo = tmp_path / "demo-model"
+    demo.mkdir()
+    (demo / COMPLETE_MARKER).write_text("")
+    request = QuantizeRequest(demo, "awq-w4a16")
     assert calibration_file(request) == demo_corpus_path("calibration")
     assert demo_corpus_path("calibration").stat().st_size > 1000
 

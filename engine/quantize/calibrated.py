@@ -209,9 +209,9 @@ def calibration_file(request: QuantizeRequest) -> Path:
                 f"calibration file {path} is nearly empty; give it a few hundred words of typical text"
             )
         return path
-    from engine.demo_model import DEMO_MODEL_NAME, demo_corpus_path
+    from engine.demo_model import demo_corpus_path, is_demo_model_complete
 
-    if request.source.name == DEMO_MODEL_NAME:
+    if is_demo_model_complete(request.source):
         return demo_corpus_path("calibration")
     raise QuantTuiError(
         f"{request.method} calibrates on sample text: pass --calibration FILE (.txt paragraphs or .jsonl with "
