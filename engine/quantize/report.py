@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.quantize.request import LayerError, QuantizeReport
+
+if TYPE_CHECKING:
+    from engine.quality import QualityComparison
 
 WORST_LAYERS_SHOWN = 5
 _QUALITY_SECTION = re.compile(r"## Quality\n.*?(?=\n## |\Z)", re.DOTALL)
@@ -26,28 +29,6 @@ def layer_error(name: str, weight_square_sum: float, error_square_sum: float) ->
 def worst_first(errors: list[LayerError]) -> tuple[LayerError, ...]:
     """Layer errors sorted by relative error, highest first (name breaks ties)."""
     return tuple(sorted(errors, key=lambda error: (-error.relative_error, error.name)))
-
-
-@dataclass(frozen=True)
-class QualityFigures:
-    """The quantized model measured against the original through the served engine.
-
-    Attributes:
-        baseline_perplexity: perplexity of the original model on held-out text.
-        quantized_perplexity: perplexity of the quantized model on the same text.
-        top1_agreement: fraction of positions where both models' most likely next token agree.
-        tokens: how many token positions were scored.
-    """
-
-    baseline_perplexity: float
-    quantized_perplexity: float
-    top1_agreement: float
-    tokens: int
-
-    @property
-    def perplexity_increase(self) -> float:
-        """Relative perplexity change, e.g. 0.012 for +1.2 %."""
-        return self.quantized_perplexity / self.baseline_perplexity - 1.0
 
 
 def format_bytes(count: int) -> str:
@@ -76,7 +57,7 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + "."
 
 
-def _quality_markdown(quality: QualityFigures | None) -> str:
+def _quality_markdown(quality: QualityComparison | None) -> str:
     if quality is None:
         return (
             "## Quality\n\nNot measured yet. The perplexity and next-token agreement against the original "
@@ -84,11 +65,11 @@ def _quality_markdown(quality: QualityFigures | None) -> str:
         )
     return (
         "## Quality\n\nMeasured through vLLM on held-out text "
-        f"({quality.tokens} token positions), original vs this checkpoint:\n\n"
+        f"({quality.positions} token positions), original vs this checkpoint:\n\n"
         "| perplexity (original) | perplexity (quantized) | change | top-1 next-token agreement |\n"
         "|---:|---:|---:|---:|\n"
-        f"| {quality.baseline_perplexity:.3f} | {quality.quantized_perplexity:.3f} | "
-        f"{quality.perplexity_increase * 100:+.2f} % | {quality.top1_agreement * 100:.1f} % |\n"
+        f"| {quality.baseline_perplexity:.3f} | {quality.candidate_perplexity:.3f} | "
+        f"{(quality.perplexity_ratio - 1) * 100:+.2f} % | {quality.top1_agreement_percent:.1f} % |\n"
     )
 
 
@@ -97,7 +78,7 @@ def model_card(
     scheme_description: str,
     quantization_format: str,
     unquantized: tuple[str, ...],
-    quality: QualityFigures | None = None,
+    quality: QualityComparison | None = None,
 ) -> str:
     """The README.md of a quantized model: method, source, scheme, sizes, layer errors, quality."""
     lines = [
@@ -152,7 +133,7 @@ def model_card(
     return "\n".join(lines)
 
 
-def update_quality(folder: Path, quality: QualityFigures) -> None:
+def update_quality(folder: Path, quality: QualityComparison) -> None:
     """Replaces the Quality section of a model card written by ``model_card``."""
     card = folder / "README.md"
     text = card.read_text(encoding="utf-8")
