@@ -6,6 +6,7 @@ import io
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -38,7 +39,7 @@ def fixed_hardware(with_gpu: bool = False) -> HardwareSnapshot:
         cpu_flags=frozenset({"avx2", "avx512f", "amx_bf16"}),
         cpu_percent=3.0,
     )
-    gpus = ()
+    gpus: tuple[GpuInfo, ...] = ()
     if with_gpu:
         gpus = tuple(
             GpuInfo(
@@ -67,7 +68,7 @@ def fixed_hardware(with_gpu: bool = False) -> HardwareSnapshot:
     )
 
 
-async def wait_for(pilot: Pilot[object], condition: Callable[[], bool], timeout: float = 600.0) -> None:
+async def wait_for(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 600.0) -> None:
     """Lets the app run until ``condition`` holds (the demo model's first build takes minutes)."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -125,7 +126,8 @@ async def test_hardware_screen_detects_this_machine() -> None:
         await wait_for(pilot, lambda: app.selection.target is not None, timeout=30)
         assert app.selection.hardware is not None
         assert len(app.selection.hardware.gpus) == len(expected.gpus)
-        assert app.selection.target.kind == ("gpu" if expected.gpus else "cpu")
+        target = app.selection.target
+        assert target is not None and target.kind == ("gpu" if expected.gpus else "cpu")
 
 
 async def test_unknown_gpu_name_shows_the_error_dialog_and_the_app_keeps_running() -> None:

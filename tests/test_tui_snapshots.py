@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from tui.screens.error_dialog import ErrorDialog
 from tui.screens.help import HelpScreen
 
 SIZES = [(80, 24), (120, 40)]
-TINY_CONFIG = {
+TINY_CONFIG: dict[str, Any] = {
     "architectures": ["LlamaForCausalLM"],
     "model_type": "llama",
     "hidden_size": 128,
@@ -87,10 +88,10 @@ def guided_app(tiny_model: str, tmp_path: Path) -> QuantTuiApp:
 
 def walk(
     *keys: str, until: Callable[[QuantTuiApp], bool] | None = None
-) -> Callable[[Pilot[object]], Awaitable[None]]:
+) -> Callable[[Pilot[Any]], Awaitable[None]]:
     """A ``run_before`` that presses ``keys`` one by one, then waits for ``until``."""
 
-    async def run_before(pilot: Pilot[object]) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
         app = pilot.app
         assert isinstance(app, QuantTuiApp)
         await wait_for(pilot, lambda: app.selection.target is not None, timeout=30)
@@ -167,7 +168,7 @@ def test_monitor_dashboard_when_the_server_is_unreachable(
 ) -> None:
     app = create_monitor_app("http://127.0.0.1:9", sample_hardware=False)
 
-    async def run_before(pilot: Pilot[object]) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
         screen = pilot.app.screen
         await wait_for(
             pilot, lambda: getattr(screen, "poll_status", "").startswith("POLL FAILED"), timeout=30
@@ -191,7 +192,7 @@ def test_help_screen(snap_compare: Callable[..., bool], size: tuple[int, int]) -
 def test_error_dialog(snap_compare: Callable[..., bool], size: tuple[int, int]) -> None:
     app = create_app(gpu="H999", hardware=fixed_hardware())
 
-    async def run_before(pilot: Pilot[object]) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, ErrorDialog), timeout=30)
         await pilot.pause(0.2)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from engine.errors import QuantTuiError
 
 if TYPE_CHECKING:
-    from engine.launcher import VllmServer
+    from engine.launcher import ServerConfig, VllmServer
     from engine.server_log import StartupFacts
 
 API_KEY_ENV = "VLLM_API_KEY"
@@ -108,10 +108,10 @@ def _extra_args(values: list[str]) -> tuple[str, ...]:
 class _Console:
     """Prints the compact log or a one-line live status on stderr, and results on stdout."""
 
-    def __init__(self, verbose: bool, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, verbose: bool, stream: TextIO | None = None) -> None:
         self.verbose = verbose
-        self.stream = stream
-        self.live = stream.isatty() and not verbose
+        self.stream: TextIO = stream if stream is not None else sys.stderr
+        self.live = self.stream.isatty() and not verbose
         self.phase = "starting"
         self._lock = threading.Lock()
         self._status_shown = False
@@ -159,14 +159,13 @@ def _terminal_columns() -> int:
     return shutil.get_terminal_size((100, 24)).columns
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
-    """SIGTERM and SIGHUP end the foreground wait like Ctrl-C does."""
+def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:
+    """SIGTERM and SIGHUP end the foreground wait like Ctrl-C does; returns the handlers they replace."""
 
     def handler(signum: int, frame: object) -> None:
         stop.set()
 
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, handler)
+    return {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGHUP)}
 
 
 def _facts_lines(facts: StartupFacts) -> list[str]:
@@ -230,9 +229,7 @@ def _duration(seconds: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Serves until Ctrl-C/SIGTERM; 0 after a clean stop, 1 when the server fails (with the diagnosis)."""
-    from pathlib import Path
-
-    from engine.launcher import ServerConfig, ServerFailed, VllmServer, detect_backend
+    from engine.launcher import ServerConfig, detect_backend
     from engine.model_ref import resolve_model
 
     extra = _extra_args(args.vllm_args)
@@ -263,7 +260,22 @@ def run(args: argparse.Namespace) -> int:
     )
     backend = detect_backend()
     stop = threading.Event()
-    _stop_on_signals(stop)
+    previous = _stop_on_signals(stop)
+    try:
+        return _serve(args, config, backend, console, stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _serve(
+    args: argparse.Namespace, config: ServerConfig, backend: str, console: _Console, stop: threading.Event
+) -> int:
+    from pathlib import Path
+
+    from engine.launcher import ServerFailed, VllmServer
+
+    model = config.model
     server = VllmServer(
         config,
         log_path=Path(args.log_file) if args.log_file else None,

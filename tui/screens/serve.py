@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.console import Group
 from rich.text import Text
@@ -16,12 +15,13 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Log, Static
 
-from tui.format import home_path
+from tui.format import home_path, size
 from tui.screens.base import StepScreen
 from tui.screens.error_dialog import describe_error
 
 if TYPE_CHECKING:
     from engine.launcher import ServerConfig
+    from engine.server_log import StartupFacts
     from tui.state import Selection
 
 
@@ -35,18 +35,25 @@ def serve_folder(selection: Selection) -> Path | None:
     return None
 
 
-def startup_text(facts: Any) -> Text:
-    """What the server said about itself while starting (KV cache size, concurrency...), one per line."""
+def startup_text(facts: StartupFacts) -> Text:
+    """What the server said about itself while starting: KV cache, concurrency, kernels, timings."""
     text = Text("Started. ", style="bold")
-    if dataclasses.is_dataclass(facts) and not isinstance(facts, type):
-        known = {field.name: getattr(facts, field.name) for field in dataclasses.fields(facts)}
-        text.append(
-            ", ".join(
-                f"{name.replace('_', ' ')}: {value}"
-                for name, value in known.items()
-                if value not in (None, (), "")
-            )
-        )
+    parts = []
+    if facts.kv_cache_tokens is not None:
+        kv_bytes = f" ({size(facts.kv_cache_bytes)})" if facts.kv_cache_bytes else ""
+        parts.append(f"KV cache {facts.kv_cache_tokens:,} tokens{kv_bytes}")
+    if facts.max_concurrency is not None:
+        at = f" at {facts.max_concurrency_at_tokens:,} tokens" if facts.max_concurrency_at_tokens else ""
+        parts.append(f"{facts.max_concurrency:.1f}x concurrency{at}")
+    if facts.quantization:
+        parts.append(f"quantization {facts.quantization}")
+    if facts.linear_kernel:
+        parts.append(f"kernel {facts.linear_kernel}")
+    if facts.dtype:
+        parts.append(f"dtype {facts.dtype}")
+    if facts.load_seconds is not None:
+        parts.append(f"weights loaded in {facts.load_seconds:.1f} s")
+    text.append("; ".join(parts) or "vLLM said nothing about its memory")
     text.append("\nPress n for the dashboard.")
     return text
 
@@ -75,7 +82,7 @@ class ServeScreen(StepScreen):
     class Healthy(Message):
         """The server answers its health check."""
 
-        def __init__(self, url: str, facts: Any) -> None:
+        def __init__(self, url: str, facts: StartupFacts) -> None:
             self.url = url
             self.facts = facts
             super().__init__()
