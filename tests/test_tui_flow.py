@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from textual.binding import Binding
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
@@ -227,3 +228,25 @@ async def test_every_step_opens_from_its_key(key: str, tmp_path: Path) -> None:
         await pilot.pause()
         mode = next(mode for mode, step_key, _ in app.steps if step_key == key)
         assert app.current_mode == mode
+
+
+async def test_command_palette_offers_the_current_screens_actions(tmp_path: Path) -> None:
+    app = create_app(model=str(tmp_path / "missing"), gpu="H100", hardware=fixed_hardware())
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.selection.target is not None)
+        await pilot.press("3")
+        await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen))
+        plan = app.screen
+        assert isinstance(plan, PlanScreen)
+        titles = [command.title for command in app.get_system_commands(plan)]
+        assert titles[: len(PlanScreen.BINDINGS)] == [
+            binding.tooltip for binding in PlanScreen.BINDINGS if isinstance(binding, Binding)
+        ]
+        goal = plan.request.goal
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        for character in "Cycle the goal":
+            await pilot.press(character if character != " " else "space")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen) and plan.request.goal != goal)

@@ -16,6 +16,7 @@ from tests.test_tui_flow import fixed_hardware, wait_for
 from tui.app import QuantTuiApp, create_app, create_monitor_app
 from tui.screens.error_dialog import ErrorDialog
 from tui.screens.help import HelpScreen
+from tui.screens.quit_dialog import QuitDialog
 
 SIZES = [(80, 24), (120, 40)]
 TINY_CONFIG: dict[str, Any] = {
@@ -194,6 +195,19 @@ def test_error_dialog(snap_compare: Callable[..., bool], size: tuple[int, int]) 
 
     async def run_before(pilot: Pilot[Any]) -> None:
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, ErrorDialog), timeout=30)
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_quit_dialog(snap_compare: Callable[..., bool], size: tuple[int, int]) -> None:
+    app = create_app(gpu="H100", hardware=fixed_hardware())
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await wait_for(pilot, lambda: app.selection.target is not None, timeout=30)
+        app.push_screen(QuitDialog(["the vLLM server (pid 4242)", "a quantization"]))
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitDialog))
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)

@@ -181,9 +181,11 @@ class DashboardScreen(StepScreen):
         device = panel("device")
         if snapshot.gpus:
             device.border_title = "GPU memory / util"
-            used = sum(gpu.memory_used_bytes or 0 for gpu in snapshot.gpus)
-            utilization = series["gpu_utilization_percent"][-1] if series["gpu_utilization_percent"] else None
-            device.show(f"{gib(used)}, {number(utilization, 0, '%')}", series["gpu_memory_used_bytes"])
+            per_gpu = [
+                f"{gpu.index}: {gib(gpu.memory_used_bytes)} {number(gpu.utilization_percent, 0, '%')}"
+                for gpu in snapshot.gpus
+            ]
+            device.show("\n".join(per_gpu), series["gpu_memory_used_bytes"])
         else:
             device.border_title = "Host RAM / CPU"
             host = snapshot.host

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar
 
 from rich.console import Group, RenderableType
@@ -11,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Label, OptionList, Static
-from textual.widgets.option_list import Option
+from textual.widgets.option_list import Option, OptionDoesNotExist
 
 from engine.errors import HardwareError
 from engine.gpu_catalog import CATALOG
@@ -176,6 +177,10 @@ class HardwareScreen(StepScreen):
         cards.mount_all(Static(renderable, classes="card") for renderable in renderables)
         target = self.selection.target
         self.query_one("#target-line", Static).update(describe_target(target))
+        picker = self.query_one("#targets", OptionList)
+        option_id = target.name if target.source == "catalogue" else THIS_MACHINE
+        with contextlib.suppress(OptionDoesNotExist):
+            picker.highlighted = picker.get_option_index(option_id)
         self.query_one("#gpu-count", Label).update(f"GPUs: {self.gpu_count}   (+/- to change)")
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:

@@ -21,7 +21,8 @@ class MetricPanel(Vertical):
     }
     MetricPanel > .value {
         width: 1fr;
-        height: 1;
+        height: auto;
+        max-height: 4;
     }
     MetricPanel > Sparkline {
         height: 1fr;
