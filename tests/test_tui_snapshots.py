@@ -167,7 +167,8 @@ def test_dashboard_without_a_server(snap_compare: Callable[..., bool], size: tup
 def test_monitor_dashboard_when_the_server_is_unreachable(
     snap_compare: Callable[..., bool], size: tuple[int, int]
 ) -> None:
-    app = create_monitor_app("http://127.0.0.1:9", sample_hardware=False)
+    # One poll only (a long interval): each further tick would add a point to the sparklines.
+    app = create_monitor_app("http://127.0.0.1:9", interval=60.0, sample_hardware=False)
 
     async def run_before(pilot: Pilot[Any]) -> None:
         screen = pilot.app.screen
