@@ -134,7 +134,7 @@ def cpu_percent(pid: int, window_s: float) -> float:
     return (total() - before) / (time.perf_counter() - started) * 100
 
 
-def bench_dashboard_cpu(model_dir: Path, window_s: float, intervals: list[float]) -> None:
+def bench_dashboard_cpu(model_dir: Path, window_s: float, intervals: list[float], show_screen: bool) -> None:
     """CPU of the dashboard vs a bare poller, polling a real idle vLLM server."""
     from engine.launcher import ServerConfig, VllmServer
 
@@ -147,6 +147,11 @@ def bench_dashboard_cpu(model_dir: Path, window_s: float, intervals: list[float]
                 terminal.wait_for("watching", timeout=60, poll_s=0.1)
                 time.sleep(2 * interval + 1)  # past the first ticks
                 dashboard = cpu_percent(terminal.pid(), window_s)
+                if show_screen:
+                    print(
+                        f"dashboard screen after {window_s:g} s at {interval:g} s polls:\n{terminal.screen()}"
+                    )
+                    show_screen = False
             finally:
                 terminal.close()
             poller = subprocess.Popen(
@@ -174,6 +179,7 @@ def main() -> int:
         "--intervals", default="1,0.25", help="poll intervals to measure, comma-separated (1,0.25)"
     )
     parser.add_argument("--no-server", action="store_true", help="skip the dashboard CPU figures")
+    parser.add_argument("--show-dashboard", action="store_true", help="print the dashboard's screen once")
     args = parser.parse_args()
 
     from engine.demo_model import ensure_demo_model
@@ -181,7 +187,8 @@ def main() -> int:
     demo = ensure_demo_model()
     bench_first_frame(args.runs, str(demo))
     if not args.no_server:
-        bench_dashboard_cpu(demo, args.window, [float(value) for value in args.intervals.split(",")])
+        intervals = [float(value) for value in args.intervals.split(",")]
+        bench_dashboard_cpu(demo, args.window, intervals, show_screen=args.show_dashboard)
     return 0
 
 
