@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from engine.errors import QuantTuiError
 from engine.server_log import Diagnosis, StartupFacts, diagnose_failure, parse_startup_log
+from engine.watchdog import group_alive
 
 __all__ = [
     "LOG_TAIL_LINES",
@@ -298,24 +299,14 @@ def _port_of(argv: list[str]) -> int:
     return int(argv[argv.index("--port") + 1])
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _wait_group_gone(pgid: int, process: subprocess.Popen[bytes], deadline: float) -> bool:
     while time.monotonic() < deadline:
         process.poll()  # reap the leader so it does not linger as a zombie
-        if not _group_alive(pgid):
+        if not group_alive(pgid):
             return True
         time.sleep(0.1)
     process.poll()
-    return not _group_alive(pgid)
+    return not group_alive(pgid)
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -368,7 +359,8 @@ class VllmServer:
         self._tail_lock = threading.Lock()
         self._tailer: threading.Thread | None = None
         self._tailer_stop = threading.Event()
-        self._stop_lock = threading.Lock()
+        # Re-entrant: a SIGTERM may arrive while this thread is already inside stop().
+        self._stop_lock = threading.RLock()
         self._stopped = False
         self._previous_handlers: dict[int, Any] = {}
 
@@ -420,6 +412,10 @@ class VllmServer:
         """
         if self._process is not None:
             raise QuantTuiError("this server was already started; create a new VllmServer")
+        if not self.config.model.is_dir():
+            raise QuantTuiError(
+                f"model folder {self.config.model} does not exist; pass the folder holding config.json"
+            )
         if self.config.port is not None and not port_is_free(self.config.connect_host, self.config.port):
             raise PortInUseError(
                 f"port {self.config.port} on {self.config.host} is already in use; "
@@ -512,12 +508,12 @@ class VllmServer:
             tree = _descendants(pgid)
             # SIGINT is vLLM's clean shutdown; SIGTERM for what ignores it; SIGKILL for the rest.
             for signum, share in ((signal.SIGINT, 0.6), (signal.SIGTERM, 0.4)):
-                if not _group_alive(pgid):
+                if not group_alive(pgid):
                     break
                 _signal_group(pgid, signum)
                 if _wait_group_gone(pgid, process, time.monotonic() + timeout * share):
                     break
-            if _group_alive(pgid):
+            if group_alive(pgid):
                 _signal_group(pgid, signal.SIGKILL)
                 _wait_group_gone(pgid, process, time.monotonic() + 5)
             # Anything that moved to its own group is still ours to end.

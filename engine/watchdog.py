@@ -29,14 +29,26 @@ def parent_alive(pid: int, create_time: float | None) -> bool:
 
 
 def group_alive(pgid: int) -> bool:
-    """Whether any process is left in the group."""
+    """Whether any live (not zombie) process is left in the group.
+
+    Zombies count as gone: an orphan's zombie waits for init to reap it, which some container
+    inits never do, and it holds no memory or port.
+    """
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    import psutil
+
+    for process in psutil.process_iter(["status"]):
+        try:
+            if process.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(process.pid) == pgid:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
 
 
 def kill_group(pgid: int, grace_s: float = GRACE_S) -> None:

