@@ -229,6 +229,7 @@ def serve_and_measure(
     on_log: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
     startup_timeout_s: float = 600.0,
+    log_path: Path | None = None,
 ) -> QualityResult:
     """Starts a server for ``model_dir``, measures the texts on it and stops it.
 
@@ -239,6 +240,7 @@ def serve_and_measure(
         on_log: receives the server's log lines.
         cancel: stops start-up or scoring when set.
         startup_timeout_s: how long the server may take to become healthy.
+        log_path: where to keep the server's log (default: quant-tui's cache folder).
 
     Raises:
         QuantTuiError: the server did not start (``ServerFailed`` with the diagnosis) or scoring failed.
@@ -246,7 +248,7 @@ def serve_and_measure(
     from engine.launcher import ServerConfig, VllmServer
 
     config = replace(config, model=model_dir) if config is not None else ServerConfig(model=model_dir)
-    server = VllmServer(config, on_log=on_log)
+    server = VllmServer(config, log_path=log_path, on_log=on_log)
     try:
         server.start()
         server.wait_healthy(timeout=startup_timeout_s, cancel=cancel)

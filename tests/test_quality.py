@@ -150,13 +150,13 @@ def _heldout_texts(count: int = 4, words: int = 60) -> list[str]:
 
 
 @pytest.mark.e2e
-def test_serve_and_measure_the_demo_model(demo_model: Path) -> None:
+def test_serve_and_measure_the_demo_model(demo_model: Path, tmp_path: Path) -> None:
     """A real server on the demo model: a trained model's perplexity is finite and far below its vocabulary."""
     from engine.launcher import ServerConfig
 
     texts = _heldout_texts()
     config = ServerConfig(model=demo_model, max_model_len=512, cpu_kvcache_gib=1, enforce_eager=True)
-    result = serve_and_measure(demo_model, texts, config=config)
+    result = serve_and_measure(demo_model, texts, config=config, log_path=tmp_path / "server.log")
     assert len(result.texts) == len(texts)
     assert result.positions == sum(len(text.tokens) for text in result.texts) > 100
     assert 1.0 < result.perplexity < 2048 / 4  # well under a uniform guess over the 2048-token vocabulary
@@ -166,12 +166,12 @@ def test_serve_and_measure_the_demo_model(demo_model: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_measure_quality_text_too_long_is_clear(demo_model: Path) -> None:
+def test_measure_quality_text_too_long_is_clear(demo_model: Path, tmp_path: Path) -> None:
     """A text longer than the max model length: the server's refusal comes back as one line."""
     from engine.launcher import ServerConfig, VllmServer
 
     config = ServerConfig(model=demo_model, max_model_len=64, cpu_kvcache_gib=1, enforce_eager=True)
-    with VllmServer(config) as server:
+    with VllmServer(config, log_path=tmp_path / "server.log") as server:
         name = server.argv[server.argv.index("--model") + 1]
         with pytest.raises(QuantTuiError, match="refused to score a text") as caught:
             measure_quality(server.url, name, [" ".join(["word"] * 500)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import signal
 import sys
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from engine.server_log import StartupFacts
 
 API_KEY_ENV = "VLLM_API_KEY"
+_EXCEPTION_LINE = re.compile(r"^[\w.]*(?:Error|Exception): ")
 # Start-up milestones worth a line in the compact log, and what the status line says meanwhile.
 _PHASES = (
     ("Initializing a V1 LLM engine", "configuring the engine"),
@@ -120,13 +122,17 @@ class _Console:
         from engine.server_log import strip_log_prefix
 
         level, message = strip_log_prefix(line)
-        for needle, phase in _PHASES:
-            if needle in message:
-                self.phase = phase
+        phase = next((phase for needle, phase in _PHASES if needle in message), None)
         if self.verbose:
             self.print(line)
-        elif level in ("WARNING", "ERROR", "CRITICAL") and not self.live:
-            self.print(f"vllm {level.lower()}: {message[:200]}")
+        elif self.live:
+            pass  # the status line shows the phase
+        elif phase is not None and phase != self.phase:
+            self.print(f"quant-tui: vLLM: {phase}")
+        elif level in ("ERROR", "CRITICAL") and _EXCEPTION_LINE.match(message):
+            self.print(f"vllm: {message[:200]}")  # the exception itself, not its traceback
+        if phase is not None:
+            self.phase = phase
 
     def print(self, text: str) -> None:
         with self._lock:
@@ -292,6 +298,7 @@ def _serve(
         waiter = threading.Thread(target=_show_progress, args=(console, server, started, stop), daemon=True)
         waiter.start()
         facts = server.wait_healthy(timeout=args.timeout, cancel=stop)
+        waiter.join(2)
     except ServerFailed as failure:
         console.done()
         if stop.is_set():
