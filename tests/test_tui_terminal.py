@@ -74,8 +74,8 @@ def terminal_factory() -> Iterator[type[Terminal]]:
 def test_quant_tui_walks_hardware_model_plan_and_quits_in_tmux(
     tmp_path: Path, terminal_factory: type[Terminal]
 ) -> None:
-    model = write_tiny_llama(tmp_path / "tiny-llama")
-    command = shlex.join([str(QUANT_TUI), "--gpu", "H100x2", "--model", str(model)])
+    write_tiny_llama(tmp_path / "tiny-llama")
+    command = shlex.join([str(QUANT_TUI), "--gpu", "H100x2", "--model", "tiny-llama"])
     terminal = terminal_factory(f"cd {shlex.quote(str(tmp_path))} && {command}; echo EXITED:$?; sleep 30")
 
     screen = terminal.wait_for("Planning for: 2× H100-SXM")
@@ -86,8 +86,9 @@ def test_quant_tui_walks_hardware_model_plan_and_quits_in_tmux(
     assert "2 KV heads" in screen and "[2 Model]" in screen
 
     terminal.send("n")
-    screen = terminal.wait_for("vllm serve")
-    assert "tiny-llama on 2× H100-SXM" in screen and "fp8" in screen and "FITS" in screen
+    screen = terminal.wait_for("FITS")
+    assert "tiny-llama on 2× H100-SXM" in screen and "fp8" in screen
+    assert "quant-tui quantize --model tiny-llama --method fp8" in screen
 
     terminal.send("]")
     terminal.wait_for("ctx 8,192")
@@ -96,7 +97,7 @@ def test_quant_tui_walks_hardware_model_plan_and_quits_in_tmux(
     screen = terminal.wait_for("Keys (Esc closes)")
     assert "Go to Dashboard" in screen
     terminal.send("Escape")
-    terminal.wait_for("Use plan")
+    terminal.wait_for("Ctx×2")
 
     terminal.send("C-q")
     terminal.wait_for("EXITED:0")

@@ -44,7 +44,7 @@ class StepScreen(Screen[None]):
         """Step bar, body, footer."""
         yield StepBar(steps=self.quant_app.steps)
         yield from self.compose_body()
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def compose_body(self) -> ComposeResult:
         """The screen's own widgets."""

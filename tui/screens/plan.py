@@ -69,7 +69,7 @@ class PlanScreen(StepScreen):
     MODE = "plan"
     HELP_TITLE = "3 Plan"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("n", "use", "Use plan", tooltip="Use the highlighted plan: quantize if needed, then serve"),
+        Binding("n", "use", "Use", tooltip="Use the highlighted plan: quantize if needed, then serve"),
         Binding("right_square_bracket", "context(1)", "Ctx×2", tooltip="Double the context length"),
         Binding("left_square_bracket", "context(-1)", "Ctx÷2", tooltip="Halve the context length"),
         Binding("plus,equals_sign", "concurrency(1)", "Seqs+", tooltip="More concurrent sequences"),
