@@ -250,3 +250,27 @@ async def test_command_palette_offers_the_current_screens_actions(tmp_path: Path
         await pilot.pause(0.5)
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen) and plan.request.goal != goal)
+
+
+async def test_a_plan_quant_tui_cannot_make_says_where_to_make_it(tmp_path: Path) -> None:
+    from tests.test_tui_snapshots import write_tiny_llama
+
+    model = write_tiny_llama(tmp_path / "tiny-llama")
+    app = create_app(model=str(model), gpu="H100", hardware=fixed_hardware(), hf_cache=tmp_path / "no-hub")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await wait_for(pilot, lambda: app.selection.model is not None)
+        await pilot.press("3")
+        await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen))
+        plan = app.screen
+        assert isinstance(plan, PlanScreen) and plan.recommendation is not None
+        methods = [candidate.method for candidate in plan.recommendation.candidates]
+        for _ in range(methods.index("nvfp4")):
+            await pilot.press("down")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuantizeScreen))
+        assert app.selection.candidate is not None and app.selection.candidate.method == "nvfp4"
+        assert "llm-compressor" in screen_text(app, "#quantize-info")
+        await pilot.press("s")  # nothing to start: the app says so and stays put
+        await pilot.pause()
+        assert app.running_work() == [] and isinstance(app.screen, QuantizeScreen)
