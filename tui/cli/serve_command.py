@@ -382,7 +382,7 @@ def _serve_until_stopped(server: VllmServer, console: _Console, stop: threading.
                 console.done()
                 from engine.server_log import diagnose_failure
 
-                diagnosis = diagnose_failure(server.log_tail, server.returncode)
+                diagnosis = diagnose_failure(server.read_log(), server.returncode)
                 cause = diagnosis.cause if diagnosis else f"it exited with status {server.returncode}"
                 print(f"quant-tui: the vLLM server stopped on its own: {cause}", file=sys.stderr)
                 if diagnosis:

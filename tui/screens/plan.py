@@ -24,6 +24,7 @@ T = TypeVar("T")
 
 CONTEXT_STEPS = (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 CONCURRENCY_STEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+CONTEXTS_SHOWN = 5
 KV_CHOICES: tuple[str | None, ...] = (None, "auto", "fp8")
 TP_CHOICES: tuple[int | None, ...] = (None, 1, 2, 4, 8)
 
@@ -212,6 +213,7 @@ class PlanScreen(StepScreen):
                 style="bold",
             )
         )
+        lines.append(Text(f"Max sequences by context: {self._fits_by_context(candidate)}"))
         lines.append(Text(f"Trade-off: {candidate.trade_off}"))
         lines.extend(Text(f"+ {reason}") for reason in candidate.reasons)
         lines.extend(Text(f"! {warning}", style="bold") for warning in candidate.warnings)
@@ -222,6 +224,22 @@ class PlanScreen(StepScreen):
         lines.append(Text("Serve it:", style="bold underline"))
         lines.append(Text(home_command(candidate)))
         text.update(Group(*lines))
+
+    def _fits_by_context(self, candidate: Candidate) -> str:
+        """How many sequences of each context length the same method fits (the recommender, re-run)."""
+        assert self.recommendation is not None
+        model, target = self.recommendation.model, self.recommendation.hardware
+        lengths = [length for length in CONTEXT_STEPS if length <= model.max_context][-CONTEXTS_SHOWN:]
+        figures = []
+        for length in lengths:
+            request = replace(self.request, max_model_len=length)
+            same = [c for c in recommend(model, target, request).candidates if c.method == candidate.method]
+            if same:
+                figures.append(
+                    f"{length // 1024 if length >= 1024 else length}{'k' if length >= 1024 else ''}"
+                    f" {same[0].max_concurrency:,.1f}"
+                )
+        return " · ".join(figures)
 
     def action_context(self, direction: int) -> None:
         """Halves or doubles the context length.
