@@ -20,18 +20,18 @@ from tui.screens.base import StepScreen
 if TYPE_CHECKING:
     from engine.quantize import QuantizeProgress, QuantizeReport, QuantizeRequest
 
-WORST_LAYERS_SHOWN = 3
+WORST_LAYERS_SHOWN = 2
 
 
 def progress_figures(event: QuantizeProgress) -> Text:
-    """Tensors, bytes, rate, ETA, peak memory and the current tensor, in two lines."""
+    """Tensors, bytes, rate and ETA on one line; peak memory and the current tensor on the next."""
     line = Text()
     line.append(f"{event.stage}: ", style="bold")
     line.append(
-        f"tensors {event.tensors_done}/{event.tensors_total}  {size(event.bytes_done)} of {size(event.bytes_total)}"
-        f"  {size(event.rate_bytes_per_s)}/s  ETA {seconds(event.eta_s)}  peak RAM {size(event.peak_rss_bytes)}\n"
+        f"{event.tensors_done}/{event.tensors_total} tensors, {size(event.bytes_done)}/{size(event.bytes_total)}"
+        f" at {size(event.rate_bytes_per_s)}/s, ETA {seconds(event.eta_s)}\n"
     )
-    line.append(f"now: {event.current_tensor or '-'}", style="dim")
+    line.append(f"peak RAM {size(event.peak_rss_bytes)}  now: {event.current_tensor or '-'}", style="dim")
     return line
 
 
