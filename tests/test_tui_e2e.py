@@ -140,3 +140,42 @@ def _alive(pid: int | None) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+async def test_cancelling_or_quitting_a_quantization_leaves_nothing_half_written(tmp_path: Path) -> None:
+    # Big enough (about 190 MB) that the run is still going when the keys arrive.
+    model = write_tiny_llama(
+        tmp_path / "mid-llama",
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=8,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+    )
+    app = create_app(model=str(model), gpu="H100", hardware=fixed_hardware(), hf_cache=tmp_path / "no-hub")
+
+    def quantizing() -> bool:
+        return "quantizing:" in screen_text(app, "#quantize-figures")
+
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await wait_for(pilot, lambda: app.selection.model is not None, timeout=60)
+        await pilot.press("3")
+        await pilot.pause()
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuantizeScreen))
+        await pilot.press("s")
+        await wait_for(pilot, quantizing, timeout=120)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: "STOPPED" in screen_text(app, "#quantize-figures"), timeout=120)
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["mid-llama"]
+
+        await pilot.press("s")
+        await wait_for(pilot, quantizing, timeout=120)
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitDialog))
+        assert app.running_work() == ["a quantization"]
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.return_code is not None or not app.is_running, timeout=120)
+    assert app.quantize_finished.is_set()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mid-llama"]

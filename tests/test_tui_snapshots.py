@@ -35,22 +35,19 @@ TINY_CONFIG: dict[str, Any] = {
 }
 
 
-def write_tiny_llama(folder: Path) -> Path:
-    """Writes a two-layer random Llama (float16 safetensors and config.json) into ``folder``."""
+def write_tiny_llama(folder: Path, **overrides: Any) -> Path:
+    """Writes a random Llama (float16 safetensors and config.json; two layers unless overridden) into ``folder``."""
+    config = {**TINY_CONFIG, **overrides}
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps(TINY_CONFIG), encoding="utf-8")
-    hidden, mlp, vocab = (
-        TINY_CONFIG["hidden_size"],
-        TINY_CONFIG["intermediate_size"],
-        TINY_CONFIG["vocab_size"],
-    )
-    kv = hidden // TINY_CONFIG["num_attention_heads"] * TINY_CONFIG["num_key_value_heads"]
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    hidden, mlp, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    kv = hidden // config["num_attention_heads"] * config["num_key_value_heads"]
     shapes = {
         "model.embed_tokens.weight": (vocab, hidden),
         "model.norm.weight": (hidden,),
         "lm_head.weight": (vocab, hidden),
     }
-    for layer in range(TINY_CONFIG["num_hidden_layers"]):
+    for layer in range(config["num_hidden_layers"]):
         prefix = f"model.layers.{layer}"
         shapes |= {
             f"{prefix}.self_attn.q_proj.weight": (hidden, hidden),
