@@ -492,7 +492,7 @@ class VllmServer:
                 else:
                     time.sleep(_HEALTH_POLL_S)
         self._drain_log()
-        self.facts = parse_startup_log(self._read_log())
+        self.facts = parse_startup_log(self.read_log())
         return self.facts
 
     def stop(self, timeout: float = 20) -> None:
@@ -590,7 +590,8 @@ class VllmServer:
             return
         time.sleep(_TAIL_POLL_S * 2)
 
-    def _read_log(self) -> list[str]:
+    def read_log(self) -> list[str]:
+        """The whole log so far (the file; the in-memory tail if the file cannot be read)."""
         if self.log_path is None:
             return self.log_tail
         try:
@@ -602,7 +603,7 @@ class VllmServer:
     def _fail(self, returncode: int | None, timeout: float | None = None) -> None:
         if self._tailer is not None and returncode is not None:
             self._tailer.join(5)
-        lines = self._read_log()
+        lines = self.read_log()
         diagnosis = diagnose_failure(lines, returncode)
         if diagnosis is None:
             if returncode is None:

@@ -182,11 +182,13 @@ _Rule = tuple[re.Pattern[str], Callable[[re.Match[str]], Diagnosis]]
 def _kv_too_small(match: re.Match[str]) -> Diagnosis:
     fits = match["fits"]
     shorter = f"--max-model-len {fits} (what fits)" if fits else "a smaller --max-model-len"
+    sizes = ""
+    if float(match["need"]) > 0:  # vLLM rounds to 0.01 GiB: tiny caches read "0.0"
+        sizes = f": {match['need']} GiB needed, {match['have']} GiB available"
     return Diagnosis(
-        f"the KV cache is too small for the max length: {match['len']} tokens need {match['need']} GiB, "
-        f"only {match['have']} GiB is available",
+        f"the KV cache is too small for the max length of {match['len']} tokens{sizes}",
         f"use {shorter}, give the KV cache more memory (--gpu-memory-utilization on GPU, "
-        "VLLM_CPU_KVCACHE_SPACE on CPU) or --kv-cache-dtype fp8",
+        "--cpu-kvcache-gib / VLLM_CPU_KVCACHE_SPACE on CPU) or --kv-cache-dtype fp8",
     )
 
 
@@ -200,7 +202,7 @@ def _longer_than_model(match: re.Match[str]) -> Diagnosis:
 def _cpu_kv_over_ram(match: re.Match[str]) -> Diagnosis:
     return Diagnosis(
         f"out of memory: the CPU KV cache asks for {match['asked']} GiB but only {match['free']} GiB of RAM is free",
-        "give a smaller CPU KV cache space (VLLM_CPU_KVCACHE_SPACE) or free some RAM",
+        "give a smaller CPU KV cache space (--cpu-kvcache-gib / VLLM_CPU_KVCACHE_SPACE) or free some RAM",
     )
 
 
@@ -266,8 +268,8 @@ def _unknown_quant(match: re.Match[str]) -> Diagnosis:
 def _no_kv_memory(match: re.Match[str]) -> Diagnosis:
     return Diagnosis(
         "out of memory: no memory is left for the KV cache",
-        "give the KV cache more memory (--gpu-memory-utilization on GPU, the CPU KV cache space on CPU), "
-        "or serve a smaller or quantized model",
+        "give the KV cache more memory (--gpu-memory-utilization on GPU, --cpu-kvcache-gib / "
+        "VLLM_CPU_KVCACHE_SPACE on CPU), or serve a smaller or quantized model",
     )
 
 
