@@ -115,6 +115,10 @@ _CONFIG_FIELD = {
     "max_model_len": re.compile(r"\bmax_seq_len=(?P<v>\d+)"),
 }
 _ATTENTION = re.compile(r"Using (?P<b>\w+) attention backend")
+_TIMESTAMP = re.compile(r"\b(?:INFO|WARNING|DEBUG)\s+\d\d-\d\d (?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)")
+# The CPU runner reports no compile time, only these two lines around its compiling warm-up.
+_CPU_COMPILE_START = "Warming up model for the compilation"
+_CPU_COMPILE_END = "Warming up done."
 _READY = re.compile(r"(?:Starting vLLM (?:API )?server on|Uvicorn running on) (?P<url>https?://\S+)")
 
 
@@ -126,10 +130,17 @@ def parse_startup_log(lines: Iterable[str]) -> StartupFacts:
     """
     facts: dict[str, object] = {}
     kernels: list[str] = []
+    compile_started: int | None = None
     for raw in lines:
         _, message = strip_log_prefix(raw)
         if not message:
             continue
+        if message.startswith((_CPU_COMPILE_START, _CPU_COMPILE_END)) and (stamp := _TIMESTAMP.search(raw)):
+            seconds = int(stamp["h"]) * 3600 + int(stamp["m"]) * 60 + int(stamp["s"])
+            if message.startswith(_CPU_COMPILE_START):
+                compile_started = seconds
+            elif compile_started is not None:
+                facts.setdefault("compile_seconds", float((seconds - compile_started) % 86400))
         if match := _KV_TOKENS.search(message):
             facts["kv_cache_tokens"] = int(_number(match["tokens"]))
             facts["device"] = match["device"]

@@ -584,7 +584,7 @@ def test_server_that_never_becomes_healthy(demo_model: Path, tmp_path: Path, set
         model.mkdir()
         (model / "config.json").write_text("{not json")
     elif setup == "kv-too-small":
-        kwargs = {"cpu_kvcache_gib": 0.0001}
+        kwargs = {"cpu_kvcache_gib": 0.001, "max_model_len": 2048}  # 1 MiB for 4 MiB of KV
     elif setup == "too-long":
         kwargs = {"max_model_len": 1_000_000}
     server = VllmServer(_config(model, **kwargs), log_path=tmp_path / "server.log")

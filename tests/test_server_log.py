@@ -44,6 +44,17 @@ def _lines(name: str) -> list[str]:
             },
         ),
         (
+            # Without --enforce-eager: torch.compile during the warm-up (timed from the log's clock).
+            "log_cpu_ok_compiled.log",
+            {
+                "kv_cache_tokens": 1_048_576,
+                "max_concurrency_at_tokens": 1024,
+                "warmup_seconds": 34.37,
+                "compile_seconds": 33.0,
+                "ready_url": "http://127.0.0.1:42413",
+            },
+        ),
+        (
             "log_cpu_online_fp8.log",
             {"kv_cache_tokens": None, "quantization": "fp8", "max_model_len": 1024, "vllm_version": "0.32.0"},
         ),
