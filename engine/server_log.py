@@ -6,7 +6,14 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Diagnosis", "StartupFacts", "diagnose_failure", "parse_startup_log", "strip_log_prefix"]
+__all__ = [
+    "Diagnosis",
+    "StartupFacts",
+    "diagnose_failure",
+    "is_root_exception",
+    "parse_startup_log",
+    "strip_log_prefix",
+]
 
 _GIB = 1024**3
 _GB = 1000**3
@@ -449,6 +456,11 @@ _EXCEPTION = re.compile(r"^(?P<type>(?:[\w.]+\.)?\w*(?:Error|Exception)): (?P<ms
 _WRAPPERS = re.compile(
     r"EngineDeadError|Engine core initialization failed|Worker failed with error|See (?:the )?(?:stack trace|root cause)"
 )
+
+
+def is_root_exception(message: str) -> bool:
+    """Whether a log message is an exception line that is not just a wrapper pointing elsewhere."""
+    return bool(_EXCEPTION.match(message.strip())) and not _WRAPPERS.search(message)
 
 
 def diagnose_failure(lines: Iterable[str], returncode: int | None) -> Diagnosis | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shlex
 import signal
 import sys
@@ -19,7 +18,6 @@ if TYPE_CHECKING:
     from engine.server_log import StartupFacts
 
 API_KEY_ENV = "VLLM_API_KEY"
-_EXCEPTION_LINE = re.compile(r"^[\w.]*(?:Error|Exception): ")
 # Start-up milestones worth a line in the compact log, and what the status line says meanwhile.
 _PHASES = (
     ("Initializing a V1 LLM engine", "configuring the engine"),
@@ -27,7 +25,6 @@ _PHASES = (
     ("Loading weights took", "weights loaded"),
     ("Model loading took", "weights loaded"),
     ("Warming up model", "compiling"),
-    ("torch.compile", "compiling"),
     ("KV cache for", "allocating the KV cache"),
     ("KV cache size", "KV cache ready"),
     ("init engine", "engine ready"),
@@ -119,7 +116,7 @@ class _Console:
         self._status_shown = False
 
     def on_log(self, line: str) -> None:
-        from engine.server_log import strip_log_prefix
+        from engine.server_log import is_root_exception, strip_log_prefix
 
         level, message = strip_log_prefix(line)
         phase = next((phase for needle, phase in _PHASES if needle in message), None)
@@ -129,7 +126,7 @@ class _Console:
             pass  # the status line shows the phase
         elif phase is not None and phase != self.phase:
             self.print(f"quant-tui: vLLM: {phase}")
-        elif level in ("ERROR", "CRITICAL") and _EXCEPTION_LINE.match(message):
+        elif level in ("ERROR", "CRITICAL") and is_root_exception(message):
             self.print(f"vllm: {message[:200]}")  # the exception itself, not its traceback
         if phase is not None:
             self.phase = phase
