@@ -153,8 +153,10 @@ class DashboardScreen(StepScreen):
             poller.run(on_snapshot, stop)
 
     def on_dashboard_screen_tick(self, message: Tick) -> None:
-        """Redraws every panel from the history."""
+        """Redraws every panel from the history (only while the dashboard is on screen)."""
         snapshot, series = message.snapshot, message.series
+        if not self.is_current:
+            return
         metrics = snapshot.metrics
         interval = self.poller.interval_s if self.poller is not None else self.quant_app.poll_interval
         if snapshot.ok:
@@ -207,6 +209,10 @@ class DashboardScreen(StepScreen):
             self.quant_app.complete_step("dashboard")
 
     def _show_status(self) -> None:
+        shown = (self.poll_status, self.load_status)
+        if shown == getattr(self, "_shown_status", None):
+            return
+        self._shown_status = shown
         line = Text(self.poll_status, style="bold")
         line.append(f"\n{self.load_status}")
         self.query_one("#dashboard-status", Static).update(line)

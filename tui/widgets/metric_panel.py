@@ -8,6 +8,9 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Label, Sparkline
 
+# Ticks plotted: two minutes at the default 1 s polls; the sparkline squeezes them into its width.
+HISTORY_POINTS = 120
+
 
 class MetricPanel(Vertical):
     """A bordered panel: the latest value in words and numbers, and the recent history as a sparkline."""
@@ -39,6 +42,8 @@ class MetricPanel(Vertical):
         """
         super().__init__(id=id)
         self.border_title = title
+        self._shown_value: str | None = None
+        self._shown_points: list[float] | None = None
 
     def compose(self) -> ComposeResult:
         """A value line above the sparkline."""
@@ -46,11 +51,18 @@ class MetricPanel(Vertical):
         yield Sparkline([])
 
     def show(self, value: str, history: Sequence[float | None]) -> None:
-        """Shows the latest value and the history (unknown ticks plot as zero).
+        """Shows the latest value and the recent history (unknown ticks plot as zero).
+
+        Only what changed is redrawn: a dashboard ticking every second should cost next to nothing.
 
         Args:
             value: The current figure(s) as text.
-            history: The series, oldest first.
+            history: The series, oldest first; the last :data:`HISTORY_POINTS` are plotted.
         """
-        self.query_one(".value", Label).update(value)
-        self.query_one(Sparkline).data = [point if point is not None else 0.0 for point in history]
+        if value != self._shown_value:
+            self._shown_value = value
+            self.query_one(".value", Label).update(value)
+        points = [point if point is not None else 0.0 for point in history[-HISTORY_POINTS:]]
+        if points != self._shown_points:
+            self._shown_points = points
+            self.query_one(Sparkline).data = points
