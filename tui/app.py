@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Iterable
 from functools import partial
@@ -93,27 +94,14 @@ class QuantTuiApp(App[int]):
         super().__init__()
         self.set_reactive(QuantTuiApp.selection, Selection(hardware=hardware, model_reference=model))
         self.set_reactive(QuantTuiApp.server_url, server_url)
-        for mode, screen_type in self.step_screens().items():
-            self.add_mode(mode, screen_type)
+        for mode, _, _ in self.steps:
+            # A step's module (and the Textual widgets it needs) is imported when the step is first
+            # shown, so the first frame pays for the first screen only.
+            self.add_mode(mode, partial(_new_step_screen, mode))
 
     def step_screens(self) -> dict[str, type[Screen[Any]]]:
-        """The screen class of each step this app offers, by mode name."""
-        from tui.screens.dashboard import DashboardScreen
-        from tui.screens.hardware import HardwareScreen
-        from tui.screens.model import ModelScreen
-        from tui.screens.plan import PlanScreen
-        from tui.screens.quantize import QuantizeScreen
-        from tui.screens.serve import ServeScreen
-
-        every: dict[str, type[Screen[Any]]] = {
-            "hardware": HardwareScreen,
-            "model": ModelScreen,
-            "plan": PlanScreen,
-            "quantize": QuantizeScreen,
-            "serve": ServeScreen,
-            "dashboard": DashboardScreen,
-        }
-        return {mode: every[mode] for mode, _, _ in self.steps}
+        """The screen class of each step this app offers, by mode name (imports them all)."""
+        return {mode: step_screen(mode) for mode, _, _ in self.steps}
 
     def on_mount(self) -> None:
         """Opens the first step."""
@@ -125,7 +113,7 @@ class QuantTuiApp(App[int]):
         Args:
             mode: The step's mode name.
         """
-        if mode in self.step_screens() and mode != self.current_mode:
+        if any(mode == step for step, _, _ in self.steps) and mode != self.current_mode:
             self.switch_mode(mode)
 
     def complete_step(self, mode: str) -> None:
@@ -236,6 +224,31 @@ class QuantTuiApp(App[int]):
     def on_unmount(self) -> None:
         """A server this app started never outlives it, whatever way the app ends."""
         self.stop_background_work()
+
+
+STEP_SCREENS = {
+    "hardware": ("tui.screens.hardware", "HardwareScreen"),
+    "model": ("tui.screens.model", "ModelScreen"),
+    "plan": ("tui.screens.plan", "PlanScreen"),
+    "quantize": ("tui.screens.quantize", "QuantizeScreen"),
+    "serve": ("tui.screens.serve", "ServeScreen"),
+    "dashboard": ("tui.screens.dashboard", "DashboardScreen"),
+}
+
+
+def step_screen(mode: str) -> type[Screen[Any]]:
+    """The screen class of a step, imported on first use.
+
+    Args:
+        mode: The step's mode name.
+    """
+    module_name, class_name = STEP_SCREENS[mode]
+    screen_type: type[Screen[Any]] = getattr(importlib.import_module(module_name), class_name)
+    return screen_type
+
+
+def _new_step_screen(mode: str) -> Screen[Any]:
+    return step_screen(mode)()
 
 
 def binding_keys(binding: Binding) -> str:
