@@ -14,7 +14,7 @@ from textual.binding import Binding, BindingType
 from textual.reactive import reactive
 from textual.screen import Screen
 
-from tui.screens.error_dialog import ErrorDialog, describe_error
+from tui.screens.error_dialog import ErrorDialog, ErrorReport, describe_error
 from tui.screens.quit_dialog import QuitDialog
 from tui.state import Selection
 from tui.widgets.step_bar import STEPS
@@ -169,14 +169,18 @@ class QuantTuiApp(App[int]):
         yield SystemCommand("Help", "Every key of every screen (key: ?)", self.action_help)
         yield from super().get_system_commands(screen)
 
-    def show_error(self, title: str, error: BaseException) -> None:
+    def show_error(self, title: str, error: BaseException, fix: str | None = None) -> None:
         """Shows an error dialog with cause and fix; the app keeps running.
 
         Args:
             title: What was being done.
             error: What was raised.
+            fix: What to do, when the screen knows better than the error message.
         """
-        self.push_screen(ErrorDialog(describe_error(title, error)))
+        report = describe_error(title, error)
+        if fix is not None:
+            report = ErrorReport(report.title, report.cause, fix)
+        self.push_screen(ErrorDialog(report))
 
     def running_work(self) -> list[str]:
         """What runs in the background and would be stopped by quitting."""

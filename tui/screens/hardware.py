@@ -27,6 +27,7 @@ from tui.format import gib
 from tui.screens.base import StepScreen
 
 THIS_MACHINE = "detected"
+PICK_A_GPU = "Pick a GPU from the list on the right (Enter), or start again with --gpu and a name from it."
 BAR_CELLS = 24
 
 
@@ -125,7 +126,7 @@ class HardwareScreen(StepScreen):
             try:
                 target = target_from_spec(spec)
             except HardwareError as error:
-                self.quant_app.show_error("Choosing the GPU to plan for", error)
+                self.quant_app.show_error("Choosing the GPU to plan for", error, fix=PICK_A_GPU)
             else:
                 self.gpu_count = target.count
                 self.quant_app.update_selection(target=target)
