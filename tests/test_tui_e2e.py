@@ -97,7 +97,7 @@ async def test_guided_flow_quantizes_serves_and_watches_the_demo_model(
         await pilot.press("minus")  # slower polling
         assert dashboard.poller is not None and dashboard.poller.interval_s == 2.0
         await pilot.press("l")
-        await wait_for(pilot, lambda: dashboard.load_status.startswith("load: off; last run"), timeout=120)
+        await wait_for(pilot, lambda: dashboard.load_status.startswith("load: off; last:"), timeout=120)
         await pilot.press("e")
         await wait_for(pilot, lambda: bool(list(tmp_path.glob("quant-tui-run-*.csv"))), timeout=30)
         exported = next(tmp_path.glob("quant-tui-run-*.csv")).read_text(encoding="utf-8").splitlines()
@@ -143,12 +143,12 @@ def _alive(pid: int | None) -> bool:
 
 
 async def test_cancelling_or_quitting_a_quantization_leaves_nothing_half_written(tmp_path: Path) -> None:
-    # Big enough (about 190 MB) that the run is still going when the keys arrive.
+    # Big enough (about 380 MB) that the run is still going when the keys arrive.
     model = write_tiny_llama(
         tmp_path / "mid-llama",
         hidden_size=1024,
         intermediate_size=2816,
-        num_hidden_layers=8,
+        num_hidden_layers=16,
         num_attention_heads=16,
         num_key_value_heads=8,
     )
@@ -174,8 +174,13 @@ async def test_cancelling_or_quitting_a_quantization_leaves_nothing_half_written
         await wait_for(pilot, quantizing, timeout=120)
         await pilot.press("ctrl+q")
         await wait_for(pilot, lambda: isinstance(app.screen, QuitDialog))
-        assert app.running_work() == ["a quantization"]
+        dialog = app.screen
+        assert isinstance(dialog, QuitDialog) and dialog.running == ["a quantization"]
         await pilot.press("y")
         await wait_for(pilot, lambda: app.return_code is not None or not app.is_running, timeout=120)
     assert app.quantize_finished.is_set()
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["mid-llama"]
+    # Cancelled in time: nothing; finished just before the answer: the complete checkpoint. Never a partial one.
+    left = sorted(path.name for path in tmp_path.iterdir())
+    assert left in (["mid-llama"], ["mid-llama", "mid-llama-FP8-Dynamic"])
+    if len(left) == 2:
+        assert (tmp_path / "mid-llama-FP8-Dynamic" / "config.json").is_file()

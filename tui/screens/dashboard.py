@@ -289,11 +289,14 @@ class DashboardScreen(StepScreen):
 
     def on_dashboard_screen_load_done(self, message: LoadDone) -> None:
         """Sums up the load that ran."""
+        from engine.loadgen import Outcome
+
         result = message.result
-        rate = result.output_tokens_per_s
+        cancelled = sum(1 for record in result.records if record.outcome == Outcome.CANCELLED)
+        failed = sum(1 for record in result.records if record.outcome not in (Outcome.OK, Outcome.CANCELLED))
         self.load_status = (
-            f"load: off; last run {result.ok_requests} ok, {result.failed_requests} failed, "
-            f"{number(rate)} tok/s out (l starts it again)"
+            f"load: off; last: {result.ok_requests} ok, {failed} failed, {cancelled} cut by stop, "
+            f"{number(result.output_tokens_per_s)} tok/s (l restarts)"
         )
         self._show_status()
 
