@@ -584,6 +584,46 @@ def test_watchdog_reaps_the_server_when_the_app_is_killed(demo_model: Path, tmp_
             os.kill(pid, signal.SIGKILL)
 
 
+_KEEP_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from engine.launcher import ServerConfig, VllmServer
+
+    server = VllmServer(ServerConfig(model=Path(sys.argv[1]), max_model_len=512, cpu_kvcache_gib=1,
+                                     enforce_eager=True), log_path=Path(sys.argv[2]), keep_running=True)
+    server.start()
+    server.wait_healthy(timeout=300)
+    print(server.pid, server.url, flush=True)
+    """
+)
+
+
+@pytest.mark.e2e
+def test_keep_running_outlives_the_app_on_purpose(demo_model: Path, tmp_path: Path) -> None:
+    """keep_running: no watchdog, no exit hook; the server still answers after its app has exited."""
+    import httpx
+
+    done = subprocess.run(
+        [sys.executable, "-c", _KEEP_SCRIPT, str(demo_model), str(tmp_path / "server.log")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    pid_text, url = done.stdout.split()
+    pid = int(pid_text)
+    tree = _tree(pid)
+    try:
+        time.sleep(2)  # long enough for a watchdog, had there been one, to act
+        assert _alive(tree) == tree
+        assert httpx.get(url + "/health", timeout=5).status_code == 200
+    finally:
+        os.killpg(pid, signal.SIGKILL)
+    assert _wait_gone(tree, 10) == []
+
+
 @pytest.mark.e2e
 def test_vllm_port_clash_is_diagnosed(demo_model: Path, tmp_path: Path) -> None:
     """vLLM itself finds its port taken (forced through the pass-through flags): the cause is named."""
@@ -655,8 +695,10 @@ def test_health_timeout_stops_the_server(demo_model: Path, tmp_path: Path) -> No
 
 
 @pytest.mark.e2e
-def test_cli_serve_runs_until_sigterm(demo_model: Path, tmp_path: Path) -> None:
-    """`quant-tui serve`: prints the URL once healthy, SIGTERM stops it cleanly, the tree is gone."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_cli_serve_runs_until_signalled(demo_model: Path, tmp_path: Path, signum: int) -> None:
+    """`quant-tui serve`: prints the URL once healthy; SIGTERM, or SIGHUP as when the SSH session
+    drops, stops it cleanly and the whole tree is gone."""
     import httpx
 
     cli = subprocess.Popen(
@@ -685,10 +727,15 @@ def test_cli_serve_runs_until_sigterm(demo_model: Path, tmp_path: Path) -> None:
         first = cli.stdout.readline()
         assert first.startswith("vLLM is serving"), first
         url = first.split(" at ")[1].split()[0]
+        # Read up to the prompt through the same buffered reader (communicate() would skip its buffer).
+        shown = [first]
+        while not shown[-1].startswith("Press Ctrl-C") and shown[-1]:
+            shown.append(cli.stdout.readline())
         assert httpx.get(url + "/health", timeout=5).status_code == 200
         tree = _tree(cli.pid)
-        cli.send_signal(signal.SIGTERM)
-        out, err = cli.communicate(timeout=60)
+        cli.send_signal(signum)
+        _, err = cli.communicate(timeout=60)
+        out = "".join(shown)
     finally:
         if cli.poll() is None:
             cli.kill()
