@@ -22,7 +22,7 @@ from engine.paths import cache_dir
 DEMO_MODEL_NAME = "quant-tui-demo"
 # Bump whenever the corpus, tokenizer, architecture or training settings change: a new version is
 # built into a new folder, so an old cache never passes for the current model.
-DEMO_MODEL_VERSION = 1
+DEMO_MODEL_VERSION = 2
 COMPLETE_MARKER = ".quant-tui-complete"
 _CANCELLED = "demo model build cancelled; run it again to build the demo model"
 
