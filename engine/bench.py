@@ -292,6 +292,18 @@ def _measure_load(
     return result, snapshots, counted
 
 
+def _failure_message(server: VllmServer, result: LoadResult, stage: str) -> str:
+    """One line on failed requests, with the server log's diagnosis when it names a cause."""
+    from engine.server_log import diagnose_failure
+
+    failed = f"{result.failed_requests} of {len(result.records)} {stage} requests failed"
+    diagnosis = diagnose_failure(server.read_log(), server.returncode)
+    if diagnosis is not None:
+        return f"{failed}: {diagnosis.cause}; {diagnosis.fix}"
+    first_error = next((record.error for record in result.records if record.error), "unknown error")
+    return f"{failed} ({first_error}); see the server log {server.log_path}"
+
+
 def _hardware_line() -> str:
     from engine.hardware import sample_gpus, sample_host
 
@@ -377,16 +389,15 @@ def _serve_and_measure(
         startup_s = time.monotonic() - started
         model = served_model_name(server.url)
         report("warming up", f"healthy after {startup_s:.0f} s")
-        run_load(server.url, replace(_WARMUP, model=model), stop_event=cancel)
+        warmup = run_load(server.url, replace(_WARMUP, model=model), stop_event=cancel)
+        if warmup.failed_requests and not cancel.is_set():
+            raise BenchError(_failure_message(server, warmup, "warm-up"))
         report(
             "load", f"{request.load.requests or 'timed'} requests at concurrency {request.load.concurrency}"
         )
         result, snapshots, counted = _measure_load(server, replace(request.load, model=model), cancel)
-        if result.failed_requests:
-            first_error = next(record.error for record in result.records if record.error)
-            raise BenchError(
-                f"{result.failed_requests} of {len(result.records)} requests failed: {first_error}"
-            )
+        if result.failed_requests and not cancel.is_set():
+            raise BenchError(_failure_message(server, result, "load"))
         quality = None
         perplexity = agreement = None
         if request.quality_texts and not cancel.is_set():
