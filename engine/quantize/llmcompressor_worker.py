@@ -100,6 +100,10 @@ def main() -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if not torch.cuda.is_available():
+        # llm-compressor 0.14's AWQ pins cached activations for a host-to-device copy that never
+        # happens without an accelerator, and torch refuses pin_memory there: pinning is moot on CPU.
+        torch.Tensor.pin_memory = lambda self, *args, **kwargs: self  # type: ignore[method-assign]
     model = AutoModelForCausalLM.from_pretrained(args.source, dtype="auto")
     tokenizer = AutoTokenizer.from_pretrained(args.source)
     samples = read_samples(args.calibration, args.samples)
