@@ -151,7 +151,7 @@ def _heldout_texts(count: int = 4, words: int = 60) -> list[str]:
 
 @pytest.mark.e2e
 def test_serve_and_measure_the_demo_model(demo_model: Path, tmp_path: Path) -> None:
-    """A real server on the demo model: a trained model's perplexity is finite and far below its vocabulary."""
+    """A real server on the demo model: a trained model's perplexity is finite and well below its vocabulary."""
     from engine.launcher import ServerConfig
 
     texts = _heldout_texts()
@@ -159,7 +159,8 @@ def test_serve_and_measure_the_demo_model(demo_model: Path, tmp_path: Path) -> N
     result = serve_and_measure(demo_model, texts, config=config, log_path=tmp_path / "server.log")
     assert len(result.texts) == len(texts)
     assert result.positions == sum(len(text.tokens) for text in result.texts) > 100
-    assert 1.0 < result.perplexity < 2048 / 4  # well under a uniform guess over the 2048-token vocabulary
+    vocab = json.loads((demo_model / "config.json").read_text())["vocab_size"]
+    assert 1.0 < result.perplexity < vocab / 2  # a uniform guess scores the vocabulary size
     itself = compare_quality(result, result)
     assert itself.top1_agreement == 1.0
     assert itself.perplexity_ratio == 1.0
