@@ -147,6 +147,8 @@ class HardwareTarget:
         compute_capability: CUDA compute capability; ``None`` for the CPU.
         source: ``"detected"`` on this machine or from the ``"catalogue"``.
         catalog_entry: The catalogue entry for the GPU, also for detected GPUs when the name is known.
+        cpu_flags: For the CPU backend, the host's instruction-set flags (vLLM's CPU kernels differ
+            between its AVX2 and AVX-512 builds).
     """
 
     kind: Literal["gpu", "cpu"]
@@ -156,6 +158,7 @@ class HardwareTarget:
     compute_capability: tuple[int, int] | None
     source: Literal["detected", "catalogue"]
     catalog_entry: GpuModel | None
+    cpu_flags: frozenset[str] = frozenset()
 
 
 def detect_hardware(nvml: NvmlLibrary | None = None) -> HardwareSnapshot:
@@ -215,6 +218,7 @@ def target_from_snapshot(snapshot: HardwareSnapshot) -> HardwareTarget:
             compute_capability=None,
             source="detected",
             catalog_entry=None,
+            cpu_flags=snapshot.host.cpu_flags,
         )
     first = snapshot.gpus[0]
     same_model = [gpu for gpu in snapshot.gpus if gpu.name == first.name]

