@@ -269,7 +269,6 @@ def build(corpus_dir: Path, out: Path, settings: TrainSettings) -> dict[str, Any
         betas=(0.9, 0.95),
     )
     generator = torch.Generator().manual_seed(settings.seed)
-    report_every = max(1, settings.steps // 50)
     loss_value = float("nan")
     for step in range(settings.steps):
         for group in optimizer.param_groups:
@@ -282,8 +281,7 @@ def build(corpus_dir: Path, out: Path, settings: TrainSettings) -> dict[str, Any
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         loss_value = float(loss)
-        if (step + 1) % report_every == 0 or step + 1 == settings.steps:
-            _emit("train", step + 1, settings.steps, loss_value, "training")
+        _emit("train", step + 1, settings.steps, loss_value, "training")
 
     _remove_training_dropout(model, dropout_hooks)
     _emit("evaluate", 0, 1, message="measuring held-out perplexity")
