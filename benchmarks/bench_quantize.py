@@ -125,37 +125,51 @@ def plain_copy(source: Path, target: Path) -> float:
     return seconds
 
 
-QUANTIZE_CHILD = """
-import json, resource, sys, time
+# VmHWM is the process's own peak RSS; ru_maxrss would carry the parent's peak over the fork.
+PEAK_RSS = """
+def peak_rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+"""
+
+QUANTIZE_CHILD = (
+    PEAK_RSS
+    + """
+import json, sys, time
 from pathlib import Path
 import torch, safetensors  # imported before measuring the baseline
-baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+baseline = peak_rss()
 from engine.quantize import QuantizeRequest, quantize_model
 started = time.monotonic()
 report = quantize_model(QuantizeRequest(Path(sys.argv[1]), sys.argv[2], output=Path(sys.argv[3])))
 print(json.dumps({
     "seconds": time.monotonic() - started,
     "output_bytes": report.output_bytes,
-    "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    "peak_rss": peak_rss(),
     "sampled_peak_rss": report.peak_rss_bytes,
     "baseline_rss": baseline,
 }))
 """
+)
 
-LLMCOMPRESSOR_CHILD = """
-import json, resource, sys, time
+LLMCOMPRESSOR_CHILD = (
+    PEAK_RSS
+    + """
+import json, sys, time
 import torch, safetensors
-baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+baseline = peak_rss()
 from llmcompressor import model_free_ptq
 started = time.monotonic()
 model_free_ptq(model_stub=sys.argv[1], save_directory=sys.argv[3], scheme=sys.argv[2], ignore=["lm_head"],
                max_workers=int(sys.argv[4]), device="cpu")
 print(json.dumps({
     "seconds": time.monotonic() - started,
-    "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    "peak_rss": peak_rss(),
     "baseline_rss": baseline,
 }))
 """
+)
 
 
 def run_child(python: str, code: str, *args: str) -> dict[str, float]:

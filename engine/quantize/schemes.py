@@ -204,10 +204,16 @@ def dequantize(quantized: torch.Tensor, scale: torch.Tensor, scheme: Scheme) -> 
     """Float32 reconstruction of unpacked quantized rows (for measuring error)."""
     import torch
 
-    values = quantized.to(torch.float32)
+    if quantized.dtype == torch.float8_e4m3fn:
+        # torch's FP8 -> float32 cast is scalar code; a 256-entry table lookup gives the same values
+        # several times faster.
+        table = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).to(torch.float32)
+        values = torch.take(table, quantized.view(torch.uint8).to(torch.int64))
+    else:
+        values = quantized.to(torch.float32)
     if scheme.group_size is None:
-        return values * scale.to(torch.float32)
-    grouped = values.unflatten(-1, (-1, scheme.group_size)) * scale.to(torch.float32).unsqueeze(-1)
+        return values.mul_(scale.to(torch.float32))
+    grouped = values.unflatten(-1, (-1, scheme.group_size)).mul_(scale.to(torch.float32).unsqueeze(-1))
     return grouped.flatten(start_dim=-2)
 
 
@@ -215,7 +221,8 @@ def quantize_rows(weight: torch.Tensor, scheme: Scheme, measure_error: bool = Tr
     """Quantizes a block of whole rows of a Linear weight with ``scheme``.
 
     Rows are independent under per-channel and per-group scales, so quantizing a weight block by
-    block gives exactly the tensors quantizing it whole would.
+    block gives exactly the tensors quantizing it whole would. Blocks of about 128k elements are
+    fastest on CPU: larger temporaries cost more in fresh-page faults than the arithmetic.
 
     Args:
         weight: ``[rows, in_features]`` in bf16, fp16 or fp32.
@@ -228,9 +235,9 @@ def quantize_rows(weight: torch.Tensor, scheme: Scheme, measure_error: bool = Tr
     quantized = quantize_with_scale(weight, scale, scheme)
     weight_sq = error_sq = 0.0
     if measure_error:
-        original = weight.to(torch.float32)
-        difference = original - dequantize(quantized, scale, scheme)
-        weight_sq = float(torch.sum(torch.square(original), dtype=torch.float64))
-        error_sq = float(torch.sum(torch.square(difference), dtype=torch.float64))
+        original = weight.to(torch.float32, copy=True).reshape(-1)
+        weight_sq = float(torch.dot(original, original))
+        difference = original.sub_(dequantize(quantized, scale, scheme).reshape(-1))
+        error_sq = float(torch.dot(difference, difference))
     stored = pack_int4(quantized) if scheme.packed else quantized
     return QuantizedRows(stored, scale, weight_sq, error_sq)
