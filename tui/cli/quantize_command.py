@@ -138,7 +138,12 @@ class _ProgressBar:
         if event.message and event.stage != self._last_stage:
             self._progress.console.print(f"[bold]{event.stage}[/]: {event.message}")
         self._last_stage = event.stage
-        detail = f"{event.tensors_done}/{event.tensors_total} tensors" if event.tensors_total else ""
+        # Calibrated runs report layers and batches in words rather than tensors and bytes.
+        detail = (
+            f"{event.tensors_done}/{event.tensors_total} tensors"
+            if event.tensors_total
+            else event.message[-60:]
+        )
         self._progress.update(
             self._task,
             description=event.stage,
