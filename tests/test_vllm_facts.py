@@ -62,7 +62,7 @@ def test_facts_are_for_the_installed_vllm() -> None:
 @pytest.mark.parametrize(("module", "name", "expected"), CHECKS)
 def test_min_capability_matches_vllm(module: str, name: str, expected: int | None) -> None:
     cls = getattr(importlib.import_module(module), name, None)
-    if cls is None:  # the class was renamed: find the scheme by its module's only get_min_capability
+    if cls is None:  # renamed or removed upstream
         pytest.fail(f"{module}.{name} is gone: update engine/vllm_facts.py for this vLLM")
     assert cls.get_min_capability() == expected
 
