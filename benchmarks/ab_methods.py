@@ -12,10 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-from engine.bench import BenchProgress, BenchRequest, parse_methods, run_bench
+from engine.bench.ab_runner import BenchProgress, BenchRequest, parse_methods, run_bench
+from engine.bench.loadgen import LoadSpec
 from engine.errors import QuantTuiError
-from engine.loadgen import LoadSpec
-from engine.model_ref import resolve_model
+from engine.model.reference import resolve_model
 from tui.cli.bench_command import DEFAULT_METHODS_TEXT, _heldout_texts, format_table
 
 

@@ -45,7 +45,7 @@ BARE_APP = textwrap.dedent(
 BARE_POLLER = textwrap.dedent(
     """
     import sys, threading
-    from engine.telemetry import TelemetryPoller
+    from engine.telemetry.poller import TelemetryPoller
 
     stop = threading.Event()
     threading.Timer(float(sys.argv[3]), stop.set).start()
@@ -136,7 +136,7 @@ def cpu_percent(pid: int, window_s: float) -> float:
 
 def bench_dashboard_cpu(model_dir: Path, window_s: float, intervals: list[float], show_screen: bool) -> None:
     """CPU of the dashboard vs a bare poller, polling a real idle vLLM server."""
-    from engine.launcher import ServerConfig, VllmServer
+    from engine.serve.launcher import ServerConfig, VllmServer
 
     config = ServerConfig(model=model_dir, max_model_len=512, enforce_eager=True, cpu_kvcache_gib=1)
     with VllmServer(config) as server:
@@ -182,7 +182,7 @@ def main() -> int:
     parser.add_argument("--show-dashboard", action="store_true", help="print the dashboard's screen once")
     args = parser.parse_args()
 
-    from engine.demo_model import ensure_demo_model
+    from engine.model.demo import ensure_demo_model
 
     demo = ensure_demo_model()
     bench_first_frame(args.runs, str(demo))

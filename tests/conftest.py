@@ -10,6 +10,6 @@ import pytest
 @pytest.fixture(scope="session")
 def demo_model() -> Path:
     """The embedded demo model, built once into quant-tui's cache folder (a few minutes the first time)."""
-    from engine.demo_model import ensure_demo_model
+    from engine.model.demo import ensure_demo_model
 
     return ensure_demo_model()

@@ -20,7 +20,7 @@ from tui.state import Selection
 from tui.widgets.step_bar import STEPS
 
 if TYPE_CHECKING:
-    from engine.hardware import HardwareSnapshot
+    from engine.hardware.detect import HardwareSnapshot
 
 
 class StoppableServer(Protocol):
@@ -325,7 +325,7 @@ def create_monitor_app(
         engine.errors.QuantTuiError: The URL or the interval cannot work (checked before the app opens).
     """
     from engine.errors import QuantTuiError
-    from engine.telemetry import MIN_INTERVAL_S, metrics_url
+    from engine.telemetry.poller import MIN_INTERVAL_S, metrics_url
 
     metrics_url(url)
     if not interval >= MIN_INTERVAL_S:

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.hardware import HardwareSnapshot, HardwareTarget
-    from engine.model_info import ModelInfo
-    from engine.recommender import Candidate, PlanRequest
+    from engine.hardware.detect import HardwareSnapshot, HardwareTarget
+    from engine.model.inspect_model import ModelInfo
+    from engine.plan.recommender import Candidate, PlanRequest
 
 
 @dataclass(frozen=True, slots=True)

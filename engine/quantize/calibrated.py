@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.errors import QuantTuiError
-from engine.quantize.plan import build_plan, check_disk_space, check_output, check_source
 from engine.quantize.request import (
     LayerError,
     QuantizeProgress,
@@ -31,6 +30,7 @@ from engine.quantize.request import (
     QuantizeRequest,
     default_output_dir,
 )
+from engine.quantize.tensor_plan import build_plan, check_disk_space, check_output, check_source
 
 ProgressCallback = Callable[[QuantizeProgress], None]
 
@@ -209,7 +209,7 @@ def calibration_file(request: QuantizeRequest) -> Path:
                 f"calibration file {path} is nearly empty; give it a few hundred words of typical text"
             )
         return path
-    from engine.demo_model import demo_corpus_path, is_demo_model_complete
+    from engine.model.demo import demo_corpus_path, is_demo_model_complete
 
     if is_demo_model_complete(request.source):
         return demo_corpus_path("calibration")
@@ -352,8 +352,8 @@ def _last_error_line(log_path: Path) -> str:
 def _calibrated_report(
     request: QuantizeRequest, output: Path, staging: Path, started: float, peak: int
 ) -> QuantizeReport:
-    from engine.model_info import read_safetensors_headers
-    from engine.quantize.plan import source_weight_files
+    from engine.model.inspect_model import read_safetensors_headers
+    from engine.quantize.tensor_plan import source_weight_files
 
     source_headers = read_safetensors_headers(source_weight_files(request.source))
     output_files = sorted(staging.glob("*.safetensors"))
@@ -395,8 +395,8 @@ def gptq_layer_errors(source: Path, output: Path) -> tuple[LayerError, ...]:
     from compressed_tensors.quantization.lifecycle.forward import dequantize
     from safetensors import safe_open
 
-    from engine.quantize.plan import source_weight_files
     from engine.quantize.report import layer_error, worst_first
+    from engine.quantize.tensor_plan import source_weight_files
 
     originals = _tensor_files(source_weight_files(source))
     written = _tensor_files(sorted(output.glob("*.safetensors")))

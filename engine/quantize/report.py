@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from engine.quantize.request import LayerError, QuantizeReport
 
 if TYPE_CHECKING:
-    from engine.quality import QualityComparison
+    from engine.bench.quality import QualityComparison
 
 WORST_LAYERS_SHOWN = 5
 _QUALITY_SECTION = re.compile(r"## Quality\n.*?(?=\n## |\Z)", re.DOTALL)

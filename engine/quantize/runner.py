@@ -19,7 +19,6 @@ from typing import Any
 
 from engine.errors import QuantTuiError
 from engine.quantize.config import quantized_model_config
-from engine.quantize.plan import PARTIAL_MARKER, QuantizePlan, SourceTensor, build_plan
 from engine.quantize.report import layer_error, model_card, worst_first
 from engine.quantize.request import (
     CALIBRATED_METHODS,
@@ -27,6 +26,7 @@ from engine.quantize.request import (
     QuantizeReport,
     QuantizeRequest,
 )
+from engine.quantize.tensor_plan import PARTIAL_MARKER, QuantizePlan, SourceTensor, build_plan
 from engine.quantize.writer import (
     ShardFile,
     ShardLayout,

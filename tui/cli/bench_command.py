@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import QuantTuiError
 
 if TYPE_CHECKING:
-    from engine.bench import BenchProgress, BenchResult
+    from engine.bench.ab_runner import BenchProgress, BenchResult
 
 DEFAULT_METHODS_TEXT = "bf16,int8-w8a8,w4a16,fp8"
 
@@ -136,9 +136,9 @@ def _progress_printer(progress: BenchProgress) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the benchmark, printing progress on stderr and the table (or JSON) on stdout."""
-    from engine.bench import BenchRequest, parse_methods, run_bench
-    from engine.loadgen import LoadSpec
-    from engine.model_ref import resolve_model
+    from engine.bench.ab_runner import BenchRequest, parse_methods, run_bench
+    from engine.bench.loadgen import LoadSpec
+    from engine.model.reference import resolve_model
 
     methods = parse_methods(args.methods)
     load = LoadSpec(
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _heldout_texts() -> tuple[str, ...]:
     """The demo corpus' held-out text, cut into samples (English; fine for any English model)."""
-    from engine.demo_model import demo_corpus_path
-    from engine.quantize.quality import heldout_samples
+    from engine.bench.heldout_text import heldout_samples
+    from engine.model.demo import demo_corpus_path
 
     return tuple(heldout_samples(demo_corpus_path("heldout")))

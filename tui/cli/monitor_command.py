@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import QuantTuiError
 
 if TYPE_CHECKING:
-    from engine.telemetry import TelemetryPoller, TelemetrySnapshot
+    from engine.telemetry.poller import TelemetryPoller, TelemetrySnapshot
 
 # Consecutive failed polls after a good one before the monitor gives up on the server.
 LOST_AFTER_FAILURES = 5
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     On a terminal (and without text-only options) the live dashboard opens after a first good poll;
     otherwise one text line or JSON object per snapshot is printed.
     """
-    from engine.telemetry import TelemetryPoller
+    from engine.telemetry.poller import TelemetryPoller
 
     if args.count is not None and args.count < 1:
         raise QuantTuiError(f"--count must be at least 1, not {args.count}")

@@ -60,7 +60,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Quantizes with a live progress bar on stderr and prints a summary (or the JSON report)."""
-    from engine.model_ref import resolve_model
+    from engine.model.reference import resolve_model
     from engine.quantize import QuantizeRequest, preflight, quantize_model
 
     source = resolve_model(args.model)

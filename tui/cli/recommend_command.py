@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from engine.recommender import GOALS, Candidate, Recommendation
+from engine.plan.recommender import GOALS, Candidate, Recommendation
 
 
 def register(subparsers: Any) -> None:
@@ -69,10 +69,10 @@ def _positive_int(text: str) -> int:
 
 def build_recommendation(args: argparse.Namespace) -> Recommendation:
     """Resolves the model and the target from parsed options and runs the recommender."""
-    from engine.hardware import detect_hardware, target_from_snapshot, target_from_spec
-    from engine.model_info import inspect_model
-    from engine.model_ref import resolve_model
-    from engine.recommender import PlanRequest, recommend
+    from engine.hardware.detect import detect_hardware, target_from_snapshot, target_from_spec
+    from engine.model.inspect_model import inspect_model
+    from engine.model.reference import resolve_model
+    from engine.plan.recommender import PlanRequest, recommend
 
     target = target_from_spec(args.gpu) if args.gpu else target_from_snapshot(detect_hardware())
     model = inspect_model(resolve_model(args.model))
@@ -97,7 +97,7 @@ def _list_gpus() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from engine.gpu_catalog import CATALOG
+    from engine.hardware.gpu_catalog import CATALOG
 
     table = Table(title="GPUs --gpu accepts (add xN for N of them)")
     for column in ("name", "architecture", "compute", "memory", "FP8", "also known as"):
@@ -186,7 +186,7 @@ def _print_table(recommendation: Recommendation) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from engine.model_info import human_params
+    from engine.model.inspect_model import human_params
 
     console = Console()
     target, model = recommendation.hardware, recommendation.model

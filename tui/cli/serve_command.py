@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 from engine.errors import QuantTuiError
 
 if TYPE_CHECKING:
-    from engine.launcher import ServerConfig, VllmServer
-    from engine.server_log import StartupFacts
+    from engine.serve.launcher import ServerConfig, VllmServer
+    from engine.serve.server_log import StartupFacts
 
 API_KEY_ENV = "VLLM_API_KEY"
 # Start-up milestones worth a line in the compact log, and what the status line says meanwhile.
@@ -116,7 +116,7 @@ class _Console:
         self._status_shown = False
 
     def on_log(self, line: str) -> None:
-        from engine.server_log import is_root_exception, strip_log_prefix
+        from engine.serve.server_log import is_root_exception, strip_log_prefix
 
         level, message = strip_log_prefix(line)
         phase = next((phase for needle, phase in _PHASES if needle in message), None)
@@ -232,8 +232,8 @@ def _duration(seconds: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Serves until Ctrl-C/SIGTERM; 0 after a clean stop, 1 when the server fails (with the diagnosis)."""
-    from engine.launcher import ServerConfig, detect_backend
-    from engine.model_ref import resolve_model
+    from engine.model.reference import resolve_model
+    from engine.serve.launcher import ServerConfig, detect_backend
 
     extra = _extra_args(args.vllm_args)
     console = _Console(args.verbose)
@@ -276,7 +276,7 @@ def _serve(
 ) -> int:
     from pathlib import Path
 
-    from engine.launcher import ServerFailed, VllmServer
+    from engine.serve.launcher import ServerFailed, VllmServer
 
     model = config.model
     server = VllmServer(
@@ -349,7 +349,7 @@ def _print_ready(server: VllmServer, facts: StartupFacts, seconds: float) -> Non
 def _model_name(server: VllmServer) -> str:
     if server.config.served_model_name:
         return server.config.served_model_name
-    from engine.loadgen import served_model_name
+    from engine.bench.loadgen import served_model_name
 
     try:
         return served_model_name(server.url, server.config.api_key)
@@ -364,7 +364,7 @@ def _print_attach(server: VllmServer) -> None:
 
 
 def _serve_until_stopped(server: VllmServer, console: _Console, stop: threading.Event) -> int:
-    from engine.telemetry import TelemetryPoller
+    from engine.telemetry.poller import TelemetryPoller
 
     poller: Any = None
     if console.live:
@@ -377,7 +377,7 @@ def _serve_until_stopped(server: VllmServer, console: _Console, stop: threading.
         while not stop.is_set():
             if not server.is_running():
                 console.done()
-                from engine.server_log import diagnose_failure
+                from engine.serve.server_log import diagnose_failure
 
                 diagnosis = diagnose_failure(server.read_log(), server.returncode)
                 cause = diagnosis.cause if diagnosis else f"it exited with status {server.returncode}"

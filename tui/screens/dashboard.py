@@ -20,8 +20,8 @@ from tui.screens.base import StepScreen
 from tui.widgets.metric_panel import MetricPanel
 
 if TYPE_CHECKING:
-    from engine.loadgen import LoadProgress, LoadResult
-    from engine.telemetry import TelemetryPoller, TelemetrySnapshot
+    from engine.bench.loadgen import LoadProgress, LoadResult
+    from engine.telemetry.poller import TelemetryPoller, TelemetrySnapshot
 
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0)
 # The built-in load: a steady stream of streamed completions until stopped (or ten minutes).
@@ -130,7 +130,7 @@ class DashboardScreen(StepScreen):
 
     @work(thread=True, exclusive=True, group="poll", exit_on_error=False, description="Polling the server")
     def _poll(self, url: str, stop: threading.Event) -> None:
-        from engine.telemetry import TelemetryPoller
+        from engine.telemetry.poller import TelemetryPoller
 
         app = self.quant_app
         poller = TelemetryPoller(
@@ -252,7 +252,7 @@ class DashboardScreen(StepScreen):
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False, description="Sending load")
     def _load(self, url: str, stop: threading.Event) -> None:
-        from engine.loadgen import LoadSpec, run_load
+        from engine.bench.loadgen import LoadSpec, run_load
 
         spec = LoadSpec(
             concurrency=LOAD_CONCURRENCY,
@@ -289,7 +289,7 @@ class DashboardScreen(StepScreen):
 
     def on_dashboard_screen_load_done(self, message: LoadDone) -> None:
         """Sums up the load that ran."""
-        from engine.loadgen import Outcome
+        from engine.bench.loadgen import Outcome
 
         result = message.result
         cancelled = sum(1 for record in result.records if record.outcome == Outcome.CANCELLED)

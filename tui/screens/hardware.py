@@ -15,14 +15,14 @@ from textual.widgets import Label, OptionList, Static
 from textual.widgets.option_list import Option, OptionDoesNotExist
 
 from engine.errors import HardwareError
-from engine.gpu_catalog import CATALOG
-from engine.hardware import (
+from engine.hardware.detect import (
     HardwareSnapshot,
     HardwareTarget,
     detect_hardware,
     target_from_snapshot,
     target_from_spec,
 )
+from engine.hardware.gpu_catalog import CATALOG
 from tui.format import gib
 from tui.screens.base import StepScreen
 

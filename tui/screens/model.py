@@ -13,15 +13,15 @@ from textual.message import Message
 from textual.widgets import Input, Label, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
-from engine.model_info import ModelInfo, human_params, inspect_model
-from engine.model_ref import DEMO, list_cached_models, resolve_model
+from engine.model.inspect_model import ModelInfo, human_params, inspect_model
+from engine.model.reference import DEMO, list_cached_models, resolve_model
 from tui.format import home_path, size
 from tui.screens.base import StepScreen
 from tui.widgets.path_suggester import PathSuggester
 
 if TYPE_CHECKING:
-    from engine.demo_model import DemoBuildProgress
-    from engine.model_ref import CachedModel
+    from engine.model.demo import DemoBuildProgress
+    from engine.model.reference import CachedModel
 
 
 def model_summary(model: ModelInfo) -> Table:

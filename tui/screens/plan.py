@@ -15,7 +15,7 @@ from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
 from engine.errors import QuantTuiError
-from engine.recommender import GOALS, Candidate, PlanRequest, Recommendation, recommend
+from engine.plan.recommender import GOALS, Candidate, PlanRequest, Recommendation, recommend
 from tui.format import gib, home_path, size
 from tui.screens.base import StepScreen
 from tui.widgets.memory_bar import MemoryBar, Segment

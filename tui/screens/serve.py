@@ -20,8 +20,8 @@ from tui.screens.base import StepScreen
 from tui.screens.error_dialog import describe_error
 
 if TYPE_CHECKING:
-    from engine.launcher import ServerConfig
-    from engine.server_log import StartupFacts
+    from engine.serve.launcher import ServerConfig
+    from engine.serve.server_log import StartupFacts
     from tui.state import Selection
 
 
@@ -172,7 +172,7 @@ class ServeScreen(StepScreen):
 
     def _server_config(self, folder: Path) -> ServerConfig:
         """How to run the server here, from the chosen plan."""
-        from engine.launcher import ServerConfig
+        from engine.serve.launcher import ServerConfig
 
         selection = self.selection
         candidate = selection.candidate
@@ -194,7 +194,7 @@ class ServeScreen(StepScreen):
 
     @work(thread=True, exclusive=True, group="serve", exit_on_error=False, description="Starting the server")
     def _serve(self, config: ServerConfig, cancel: threading.Event) -> None:
-        from engine.launcher import VllmServer
+        from engine.serve.launcher import VllmServer
 
         server = VllmServer(config, on_log=self._report_log)
         self.quant_app.server = server

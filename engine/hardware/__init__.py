@@ -1,0 +1,1 @@
+"""Hardware: NVML, host detection, and the GPU catalogue for planning a box you are not on."""

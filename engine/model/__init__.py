@@ -1,0 +1,1 @@
+"""Models: inspecting a checkpoint, resolving --model references, and the embedded demo model."""

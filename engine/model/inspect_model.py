@@ -1,0 +1,526 @@
+"""Reads a Hugging Face model folder (config.json and safetensors headers only) into a ModelInfo."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.errors import ModelError
+
+# Bytes per element of each safetensors dtype.
+DTYPE_BYTES: dict[str, float] = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "F8_E8M0": 1,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F4": 0.5,
+}
+
+# Architectures whose config class defaults tie_word_embeddings to False (PretrainedConfig says True).
+_UNTIED_BY_DEFAULT = {
+    "llama",
+    "mistral",
+    "mixtral",
+    "qwen2",
+    "qwen3",
+    "qwen2_moe",
+    "qwen3_moe",
+    "phi3",
+    "granite",
+    "olmo2",
+    "deepseek_v3",
+}
+
+TensorRole = Literal["linear", "embedding", "lm_head", "router", "norm", "bias", "vision", "other"]
+
+_VISION_PARTS = ("vision_tower", "vision_model", "visual.", "multi_modal_projector", "mm_projector", "audio")
+_ROUTER_SUFFIXES = (
+    ".mlp.gate.weight",
+    ".block_sparse_moe.gate.weight",
+    ".router.weight",
+    ".mlp.router.weight",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingQuantization:
+    """A quantization the checkpoint already carries.
+
+    Attributes:
+        method: the format: "compressed-tensors", "gptq", "awq", "fp8", "bitsandbytes", "gguf", ...
+        scheme: a short human description, e.g. "FP8 W8A8" or "4-bit, group 128".
+        recommend_as: the quant-tui method name it corresponds to, when there is one.
+    """
+
+    method: str
+    scheme: str
+    recommend_as: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What quant-tui knows about a model, read without loading any tensor data.
+
+    Attributes:
+        params: parameter count (exact from safetensors headers, else estimated from config.json).
+        params_source: "safetensors" when counted from the weights, "estimate" from the config.
+        linear_params: parameters in the Linear layers a quantizer would target.
+        linear_out_features: the sum of output features over those layers (one scale per row).
+        unquantized_params: embeddings, lm_head, norms, biases, routers, vision tower: what stays 16-bit.
+        weight_bytes: bytes the tensors take on disk (0 when only config.json is there).
+        dtype_params: parameters per safetensors dtype.
+    """
+
+    path: Path
+    architecture: str
+    model_type: str
+    params: int
+    params_source: Literal["safetensors", "estimate"]
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    max_context: int
+    tie_word_embeddings: bool
+    torch_dtype: str
+    linear_params: int
+    linear_out_features: int
+    unquantized_params: int
+    weight_bytes: int
+    dtype_params: dict[str, int] = field(default_factory=dict)
+    num_experts: int | None = None
+    experts_per_token: int | None = None
+    is_multimodal: bool = False
+    quantization: ExistingQuantization | None = None
+
+    @property
+    def name(self) -> str:
+        """The folder name, or the repo name for a Hugging Face cache snapshot."""
+        parts = self.path.parts
+        if "snapshots" in parts:
+            repo_folder = parts[parts.index("snapshots") - 1]
+            if repo_folder.startswith("models--"):
+                return repo_folder.removeprefix("models--").split("--", 1)[-1]
+        return self.path.name
+
+    @property
+    def is_moe(self) -> bool:
+        """Whether the model routes tokens to experts."""
+        return bool(self.num_experts and self.num_experts > 1)
+
+
+def load_config(folder: Path) -> dict[str, Any]:
+    """Loads ``config.json``; a missing or malformed file is a ModelError saying what is wrong."""
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise ModelError(
+            f"no config.json in {folder}; point --model at a Hugging Face model folder (or use 'demo')"
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelError(f"{config_path} is not valid JSON ({error}); re-download or fix the file") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{config_path} does not hold a JSON object; re-download or fix the file")
+    return config
+
+
+def text_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The language model's part of a (possibly multimodal) config, merged over its parent."""
+    for key in ("text_config", "llm_config", "language_config", "thinker_config"):
+        nested = config.get(key)
+        if isinstance(nested, dict):
+            inner = text_config(nested) if key == "thinker_config" else nested
+            return {**{k: v for k, v in config.items() if not isinstance(v, dict)}, **inner}
+    return config
+
+
+def _first(config: dict[str, Any], *keys: str, default: Any = None) -> Any:
+    for key in keys:
+        value = config.get(key)
+        if value is not None:
+            return value
+    return default
+
+
+@dataclass(frozen=True, slots=True)
+class _Architecture:
+    """The shape numbers read from a config, before counting parameters."""
+
+    architecture: str
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    max_context: int
+    tie_word_embeddings: bool
+    torch_dtype: str
+    num_experts: int | None
+    experts_per_token: int | None
+    moe_intermediate_size: int | None
+    shared_expert_intermediate_size: int
+    attention_bias: bool
+    qk_norm: bool
+    is_multimodal: bool
+
+
+def read_architecture(config: dict[str, Any], folder: Path) -> _Architecture:
+    """Pulls the shape numbers out of a config, whatever the model family calls them."""
+    text = text_config(config)
+    architectures = config.get("architectures") or text.get("architectures") or []
+    architecture = str(architectures[0]) if architectures else str(text.get("model_type", "unknown"))
+    model_type = str(text.get("model_type") or config.get("model_type") or "unknown")
+    try:
+        num_layers = int(_first(text, "num_hidden_layers", "n_layer", "num_layers", "n_layers"))
+        hidden_size = int(_first(text, "hidden_size", "n_embd", "d_model", "dim"))
+        heads = int(_first(text, "num_attention_heads", "n_head", "num_heads", "n_heads"))
+    except (TypeError, ValueError):
+        raise ModelError(
+            f"{folder / 'config.json'} lacks num_hidden_layers/hidden_size/num_attention_heads; "
+            "quant-tui supports decoder-only transformer language models"
+        ) from None
+    kv_heads = int(_first(text, "num_key_value_heads", "num_kv_heads", "n_head_kv", default=heads))
+    if text.get("multi_query"):
+        kv_heads = 1
+    head_dim = int(_first(text, "head_dim", default=hidden_size // heads))
+    intermediate = int(
+        _first(text, "intermediate_size", "ffn_hidden_size", "n_inner", default=4 * hidden_size)
+    )
+    num_experts = _first(text, "num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+    tie_default = model_type not in _UNTIED_BY_DEFAULT
+    dtype = _first(
+        text, "torch_dtype", "dtype", default=_first(config, "torch_dtype", "dtype", default="bfloat16")
+    )
+    return _Architecture(
+        architecture=architecture,
+        model_type=model_type,
+        num_layers=num_layers,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate,
+        num_attention_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        vocab_size=int(_first(text, "vocab_size", "padded_vocab_size", default=32000)),
+        max_context=int(
+            _first(
+                text,
+                "max_position_embeddings",
+                "max_sequence_length",
+                "n_positions",
+                "seq_length",
+                default=2048,
+            )
+        ),
+        tie_word_embeddings=bool(
+            _first(
+                text,
+                "tie_word_embeddings",
+                default=_first(config, "tie_word_embeddings", default=tie_default),
+            )
+        ),
+        torch_dtype=str(dtype),
+        num_experts=int(num_experts) if num_experts else None,
+        experts_per_token=int(_first(text, "num_experts_per_tok", "moe_topk", "top_k", default=0)) or None,
+        moe_intermediate_size=_first(text, "moe_intermediate_size"),
+        shared_expert_intermediate_size=int(
+            _first(text, "shared_expert_intermediate_size", default=0)
+            or int(_first(text, "n_shared_experts", default=0) or 0)
+            * int(_first(text, "moe_intermediate_size", default=0) or 0)
+        ),
+        attention_bias=bool(_first(text, "attention_bias", default=model_type in {"qwen2", "qwen2_moe"})),
+        qk_norm=model_type in {"qwen3", "qwen3_moe", "olmo2", "gemma3_text", "gemma3"},
+        is_multimodal=text is not config,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ParamCounts:
+    """Parameter counts by role, from safetensors headers or an architectural estimate."""
+
+    total: int
+    linear: int
+    linear_out_features: int
+    embedding: int
+    lm_head: int
+    other: int
+
+
+def estimate_params(arch: _Architecture) -> ParamCounts:
+    """Counts parameters from the architecture alone (Llama-like dense and Mixtral/Qwen-style MoE)."""
+    h, layers = arch.hidden_size, arch.num_layers
+    q_out = arch.num_attention_heads * arch.head_dim
+    kv_out = arch.num_kv_heads * arch.head_dim
+    attention_linear = h * q_out + 2 * h * kv_out + q_out * h
+    attention_out_features = q_out + 2 * kv_out + h
+    other = 2 * h  # input and post-attention norms
+    if arch.attention_bias:
+        other += q_out + 2 * kv_out
+    if arch.qk_norm:
+        other += 2 * arch.head_dim
+    if arch.num_experts and arch.num_experts > 1:
+        expert_inner = int(arch.moe_intermediate_size or arch.intermediate_size)
+        mlp_linear = arch.num_experts * 3 * h * expert_inner
+        mlp_out_features = arch.num_experts * (2 * expert_inner + h)
+        if arch.shared_expert_intermediate_size:
+            mlp_linear += 3 * h * arch.shared_expert_intermediate_size
+            mlp_out_features += 2 * arch.shared_expert_intermediate_size + h
+        other += h * arch.num_experts  # the router stays unquantized
+    else:
+        mlp_linear = 3 * h * arch.intermediate_size
+        mlp_out_features = 2 * arch.intermediate_size + h
+    linear = layers * (attention_linear + mlp_linear)
+    embedding = arch.vocab_size * h
+    lm_head = 0 if arch.tie_word_embeddings else arch.vocab_size * h
+    other_total = layers * other + h  # plus the final norm
+    return ParamCounts(
+        total=linear + embedding + lm_head + other_total,
+        linear=linear,
+        linear_out_features=layers * (attention_out_features + mlp_out_features),
+        embedding=embedding,
+        lm_head=lm_head,
+        other=other_total,
+    )
+
+
+def classify_tensor(name: str, shape: list[int]) -> TensorRole:
+    """Says what a checkpoint tensor is, which decides whether a quantizer touches it."""
+    if any(part in name for part in _VISION_PARTS):
+        return "vision"
+    if "embed_tokens" in name or name.endswith(("wte.weight", "word_embeddings.weight", "embed.weight")):
+        return "embedding"
+    if name.startswith("lm_head") or name.endswith(("lm_head.weight", "output.weight")):
+        return "lm_head"
+    if name.endswith(_ROUTER_SUFFIXES):
+        return "router"
+    if name.endswith(".bias"):
+        return "bias"
+    if "norm" in name or len(shape) == 1:
+        return "norm"
+    if len(shape) >= 2 and name.endswith(".weight"):
+        return "linear"
+    return "other"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorHeader:
+    """One tensor's name, dtype and shape, as a safetensors header lists it."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        """How many elements the tensor has."""
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        return count
+
+    @property
+    def nbytes(self) -> int:
+        """How many bytes the tensor's data takes."""
+        return int(self.numel * DTYPE_BYTES.get(self.dtype, 2))
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The folder's ``*.safetensors`` files, in shard order."""
+    return sorted(folder.glob("*.safetensors"))
+
+
+def read_safetensors_headers(files: list[Path]) -> list[TensorHeader]:
+    """Reads every tensor's name, dtype and shape without reading tensor data."""
+    from safetensors import SafetensorError, safe_open
+
+    headers: list[TensorHeader] = []
+    for path in files:
+        try:
+            with safe_open(str(path), framework="numpy") as handle:
+                for name in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
+                    tensor = handle.get_slice(name)
+                    headers.append(TensorHeader(name, str(tensor.get_dtype()), tuple(tensor.get_shape())))
+        except (SafetensorError, OSError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ModelError(
+                f"{path.name} is not a readable safetensors file ({reason}); re-download or re-export it"
+            ) from None
+    return headers
+
+
+def count_from_headers(headers: list[TensorHeader]) -> ParamCounts:
+    """Counts parameters by role from tensor headers (packed 4-bit weights counted as unpacked)."""
+    linear = linear_out = embedding = lm_head = other = 0
+    for header in headers:
+        if header.name.endswith(
+            ("_scale", "_zero_point", "_shape", ".g_idx", ".scales", ".qzeros", "_scale_2")
+        ):
+            continue  # quantization metadata, not parameters
+        numel = header.numel
+        if header.name.endswith(("weight_packed", ".qweight")) and header.dtype == "I32":
+            numel *= 8  # eight 4-bit values per int32
+        role = classify_tensor(header.name, list(header.shape))
+        if role == "linear":
+            linear += numel
+            out_features = header.shape[0] if not header.name.endswith(".qweight") else header.shape[1]
+            linear_out += out_features * (header.shape[0] if len(header.shape) == 3 else 1)
+        elif role == "embedding":
+            embedding += numel
+        elif role == "lm_head":
+            lm_head += numel
+        else:
+            other += numel
+    return ParamCounts(linear + embedding + lm_head + other, linear, linear_out, embedding, lm_head, other)
+
+
+_SCHEME_NAMES = {
+    ("float", 8, True): ("FP8 W8A8", "fp8"),
+    ("float", 8, False): ("FP8 weight-only", "fp8"),
+    ("int", 8, True): ("INT8 W8A8", "int8-w8a8"),
+    ("int", 8, False): ("INT8 weight-only (W8A16)", "w8a16"),
+    ("int", 4, False): ("INT4 weight-only (W4A16)", "w4a16"),
+    ("float", 4, True): ("FP4 W4A4", "nvfp4"),
+    ("float", 4, False): ("FP4 weight-only", "nvfp4"),
+}
+
+
+def _compressed_tensors_scheme(quant_config: dict[str, Any]) -> tuple[str, str | None]:
+    for group in (quant_config.get("config_groups") or {}).values():
+        weights = group.get("weights") or {}
+        kind = str(weights.get("type", "int"))
+        bits = int(weights.get("num_bits", 8))
+        has_activations = bool(group.get("input_activations"))
+        scheme, method = _SCHEME_NAMES.get((kind, bits, has_activations), (f"{kind}{bits}", None))
+        if weights.get("group_size"):
+            scheme += f", group {weights['group_size']}"
+        return scheme, method
+    return str(quant_config.get("format", "unknown scheme")), None
+
+
+def detect_quantization(
+    config: dict[str, Any], folder: Path, headers: list[TensorHeader]
+) -> ExistingQuantization | None:
+    """Recognises a checkpoint that is already quantized, from its config, files or tensor dtypes."""
+    quant_config = (
+        text_config(config).get("quantization_config")
+        or config.get("quantization_config")
+        or config.get("compression_config")
+    )
+    if isinstance(quant_config, dict):
+        method = str(quant_config.get("quant_method", "compressed-tensors")).lower()
+        if method == "compressed-tensors" or "config_groups" in quant_config:
+            scheme, recommend_as = _compressed_tensors_scheme(quant_config)
+            return ExistingQuantization("compressed-tensors", scheme, recommend_as)
+        bits = quant_config.get("bits") or quant_config.get("w_bit")
+        group = quant_config.get("group_size") or quant_config.get("q_group_size")
+        if method in {"gptq", "awq"}:
+            detail = f"{bits}-bit" + (f", group {group}" if group else "")
+            return ExistingQuantization(method, detail, "w4a16" if bits == 4 else "w8a16")
+        if method == "bitsandbytes":
+            four_bit = quant_config.get("load_in_4bit") or quant_config.get("_load_in_4bit")
+            return ExistingQuantization(
+                method, "4-bit" if four_bit else "8-bit", "bnb-4bit" if four_bit else "bnb-8bit"
+            )
+        if method in {"fp8", "fbgemm_fp8"}:
+            return ExistingQuantization(method, "FP8", "fp8")
+        if method in {"modelopt", "modelopt_fp4"}:
+            algo = str(quant_config.get("quant_algo", "")).upper()
+            return ExistingQuantization("modelopt", algo or "ModelOpt", "nvfp4" if "FP4" in algo else "fp8")
+        if method == "mxfp4":
+            return ExistingQuantization(method, "MXFP4", "mxfp4")
+        return ExistingQuantization(method, method, None)
+    if (folder / "hf_quant_config.json").is_file():
+        return ExistingQuantization("modelopt", "ModelOpt (hf_quant_config.json)", None)
+    if any(folder.glob("*.gguf")):
+        return ExistingQuantization("gguf", "GGUF file", "gguf")
+    low_precision = Counter(h.dtype for h in headers if h.dtype in {"F8_E4M3", "F8_E5M2", "I8", "U8", "I32"})
+    if low_precision:
+        dtype = low_precision.most_common(1)[0][0]
+        return ExistingQuantization("unknown", f"{dtype} tensors without a quantization_config", None)
+    return None
+
+
+def inspect_model(folder: Path) -> ModelInfo:
+    """Reads config.json and the safetensors headers of a local model folder.
+
+    Args:
+        folder: a Hugging Face model folder (use ``engine.model.reference.resolve_model`` for ids).
+
+    Returns:
+        What the model is, with exact counts when weights are present, estimates otherwise.
+
+    Raises:
+        ModelError: the folder, its config or a weights file cannot be used.
+    """
+    if not folder.is_dir():
+        raise ModelError(f"model folder {folder} does not exist; pass a Hugging Face model folder or 'demo'")
+    config = load_config(folder)
+    arch = read_architecture(config, folder)
+    headers = read_safetensors_headers(weight_files(folder))
+    quantization = detect_quantization(config, folder, headers)
+    if headers:
+        counts = count_from_headers(headers)
+        source: Literal["safetensors", "estimate"] = "safetensors"
+        dtype_params = Counter[str]()
+        for header in headers:
+            dtype_params[header.dtype] += header.numel
+        weight_bytes = sum(header.nbytes for header in headers)
+    else:
+        counts = estimate_params(arch)
+        source = "estimate"
+        dtype_params = Counter()
+        weight_bytes = 0
+    tied = arch.tie_word_embeddings if not headers else counts.lm_head == 0
+    return ModelInfo(
+        path=folder,
+        architecture=arch.architecture,
+        model_type=arch.model_type,
+        params=counts.total,
+        params_source=source,
+        num_layers=arch.num_layers,
+        hidden_size=arch.hidden_size,
+        intermediate_size=arch.intermediate_size,
+        num_attention_heads=arch.num_attention_heads,
+        num_kv_heads=arch.num_kv_heads,
+        head_dim=arch.head_dim,
+        vocab_size=arch.vocab_size,
+        max_context=arch.max_context,
+        tie_word_embeddings=tied,
+        torch_dtype=arch.torch_dtype,
+        linear_params=counts.linear,
+        linear_out_features=counts.linear_out_features,
+        unquantized_params=counts.total - counts.linear,
+        weight_bytes=weight_bytes,
+        dtype_params=dict(dtype_params),
+        num_experts=arch.num_experts,
+        experts_per_token=arch.experts_per_token,
+        is_multimodal=arch.is_multimodal,
+        quantization=quantization,
+    )
+
+
+def human_params(count: int) -> str:
+    """Formats a parameter count the way model cards do: 8.03B, 494M, 5.2M."""
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if count >= scale:
+            value = count / scale
+            return f"{value:.3g}{suffix}" if value < 100 else f"{value:.0f}{suffix}"
+    return str(count)

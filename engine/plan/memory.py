@@ -1,0 +1,250 @@
+"""Memory math for serving with vLLM: weight bytes per method, KV cache bytes, and what fits."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from engine.model.inspect_model import ModelInfo
+from engine.plan.vllm_facts import (
+    CPU_BLOCK_SIZE,
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    GIB,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WeightFormat:
+    """How a method stores the Linear layers' weights.
+
+    Attributes:
+        bits: bits per quantized weight.
+        group_size: weights sharing one scale; None means one scale per output row.
+        scale_bytes: bytes per scale as vLLM keeps it in memory.
+        zero_point_bytes: bytes per group for asymmetric formats (0 when symmetric).
+        quantizes_embeddings: whether embeddings and lm_head are quantized too (GGUF).
+    """
+
+    bits: float
+    group_size: int | None
+    scale_bytes: float
+    zero_point_bytes: float = 0.0
+    quantizes_embeddings: bool = False
+
+
+# The layouts quant-tui produces or vLLM loads. Scales: compressed-tensors' per-channel FP8/INT8
+# scales are loaded as float32; group scales of W4A16/W8A16 are 16-bit; NVFP4 keeps an FP8 scale
+# per 16 weights, MXFP4 an E8M0 scale per 32; bitsandbytes NF4 an absmax per 64 (fp32, no double
+# quantization); GGUF Q4_K_M averages about 4.85 bits per weight, Q6_K on the embeddings.
+WEIGHT_FORMATS: dict[str, WeightFormat] = {
+    "bf16": WeightFormat(16, None, 0),
+    "fp8": WeightFormat(8, None, 4),
+    "int8-w8a8": WeightFormat(8, None, 4),
+    "w8a16": WeightFormat(8, 128, 2),
+    "w4a16": WeightFormat(4, 128, 2),
+    "nvfp4": WeightFormat(4, 16, 1),
+    "mxfp4": WeightFormat(4, 32, 1),
+    "bnb-4bit": WeightFormat(4, 64, 4),
+    "bnb-8bit": WeightFormat(8, None, 4),
+    "gguf": WeightFormat(4.85, None, 0, quantizes_embeddings=True),
+}
+GGUF_EMBEDDING_BITS = 6.5625
+
+
+@dataclass(frozen=True, slots=True)
+class WeightBytes:
+    """Bytes of weights once loaded, split by what was quantized."""
+
+    quantized: int
+    scales: int
+    unquantized: int
+
+    @property
+    def total(self) -> int:
+        """All weight bytes."""
+        return self.quantized + self.scales + self.unquantized
+
+
+def weight_bytes(model: ModelInfo, method: str, dtype_bytes: int = 2) -> WeightBytes:
+    """Weight bytes of ``model`` served with ``method``.
+
+    Counts what stays unquantized (embeddings, lm_head, norms, biases, routers) at the serving dtype
+    and the per-channel or per-group scales and zero points of the quantized layers.
+    """
+    fmt = WEIGHT_FORMATS[method]
+    if method == "bf16":
+        return WeightBytes(0, 0, model.params * dtype_bytes)
+    quantized = math.ceil(model.linear_params * fmt.bits / 8)
+    groups = model.linear_params / fmt.group_size if fmt.group_size else model.linear_out_features
+    scales = math.ceil(groups * (fmt.scale_bytes + fmt.zero_point_bytes))
+    unquantized_params = model.unquantized_params
+    if fmt.quantizes_embeddings:
+        embedding_params = model.vocab_size * model.hidden_size * (1 if model.tie_word_embeddings else 2)
+        embedding_params = min(embedding_params, unquantized_params)
+        quantized += math.ceil(embedding_params * GGUF_EMBEDDING_BITS / 8)
+        unquantized_params -= embedding_params
+    return WeightBytes(quantized, scales, unquantized_params * dtype_bytes)
+
+
+def kv_bytes_per_token(model: ModelInfo, kv_dtype_bytes: int = 2, tensor_parallel_size: int = 1) -> int:
+    """KV cache bytes one token takes on one device: 2 (K and V) × layers × KV heads × head dim × bytes.
+
+    With tensor parallelism each device holds its share of the KV heads, but never less than one
+    head: vLLM replicates KV heads when there are fewer of them than devices.
+    """
+    heads_per_device = max(1, math.ceil(model.num_kv_heads / tensor_parallel_size))
+    return 2 * model.num_layers * heads_per_device * model.head_dim * kv_dtype_bytes
+
+
+def kv_cache_bytes(model: ModelInfo, context_tokens: int, sequences: int, kv_dtype_bytes: int = 2) -> int:
+    """KV cache bytes for ``sequences`` concurrent sequences of ``context_tokens`` tokens each (one device)."""
+    return kv_bytes_per_token(model, kv_dtype_bytes) * context_tokens * sequences
+
+
+@dataclass(frozen=True, slots=True)
+class KvCapacity:
+    """The KV cache vLLM would allocate, in its own units."""
+
+    num_blocks: int
+    block_size: int
+    tokens: int
+    max_concurrency: float
+
+    @property
+    def fits_one_sequence(self) -> bool:
+        """Whether one request at the full context fits: vLLM refuses to start otherwise."""
+        return self.max_concurrency >= 1.0
+
+
+def kv_capacity(
+    kv_budget_bytes: int, bytes_per_token: int, max_model_len: int, block_size: int
+) -> KvCapacity:
+    """Turns a KV budget into vLLM's block count, token capacity and max concurrency.
+
+    Mirrors vLLM's ``get_kv_cache_config``/``get_max_concurrency_for_kv_cache_config``: the budget
+    is cut into whole blocks of ``block_size`` tokens, and one request at ``max_model_len`` takes
+    ``ceil(max_model_len / block_size)`` blocks.
+    """
+    if kv_budget_bytes <= 0:
+        return KvCapacity(0, block_size, 0, 0.0)
+    num_blocks = kv_budget_bytes // (bytes_per_token * block_size)
+    blocks_per_request = math.ceil(max_model_len / block_size)
+    max_concurrency = num_blocks / blocks_per_request
+    # vLLM reports its token capacity as max_concurrency × max_model_len.
+    return KvCapacity(num_blocks, block_size, int(max_concurrency * max_model_len), max_concurrency)
+
+
+@dataclass(frozen=True, slots=True)
+class Overhead:
+    """Memory vLLM needs besides weights and KV cache, on one device."""
+
+    activations: int
+    runtime: int
+
+    @property
+    def total(self) -> int:
+        """All of it."""
+        return self.activations + self.runtime
+
+
+def runtime_overhead(
+    model: ModelInfo,
+    max_num_batched_tokens: int,
+    max_num_seqs: int,
+    tensor_parallel_size: int = 1,
+    cpu: bool = False,
+    dtype_bytes: int = 2,
+) -> Overhead:
+    """Estimates the activation peak of vLLM's profiling run plus the runtime's own memory.
+
+    The profile run pushes ``max_num_batched_tokens`` through one layer at a time: the widest
+    activations are the hidden states (a few copies) and the MLP's gate/up output on this device's
+    shard; the sampler holds float32 logits for up to ``max_num_seqs`` sequences. On a GPU the
+    runtime part is the CUDA context, cuBLAS workspaces and CUDA graphs (about 1.5 GiB; more with
+    NCCL buffers under tensor parallelism); on the CPU backend it is the API server and engine
+    processes with torch loaded (about 2 GiB).
+    """
+    hidden_states = 4 * model.hidden_size
+    mlp = 2 * max(model.intermediate_size, 1) // tensor_parallel_size
+    activations = max_num_batched_tokens * (hidden_states + mlp) * dtype_bytes
+    logits = max_num_seqs * model.vocab_size * 4
+    runtime = 2 * GIB if cpu else int(1.5 * GIB) + (GIB // 2 if tensor_parallel_size > 1 else 0)
+    return Overhead(activations + logits, runtime)
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePlan:
+    """How one device's memory splits when serving, and what that allows."""
+
+    device_memory_bytes: int
+    memory_utilization: float
+    weights_bytes: int
+    overhead: Overhead
+    kv_budget_bytes: int
+    kv_bytes_per_token: int
+    capacity: KvCapacity
+
+    @property
+    def usable_bytes(self) -> int:
+        """The share of device memory vLLM allows itself."""
+        return int(self.device_memory_bytes * self.memory_utilization)
+
+
+def plan_gpu(
+    model: ModelInfo,
+    weights: WeightBytes,
+    device_memory_bytes: int,
+    max_model_len: int,
+    kv_dtype_bytes: int,
+    tensor_parallel_size: int,
+    pipeline_parallel_size: int,
+    max_num_batched_tokens: int,
+    max_num_seqs: int,
+    memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
+) -> DevicePlan:
+    """Plans one GPU's memory: budget × utilization − weight shard − overhead → KV cache.
+
+    Weights split evenly over tensor- and pipeline-parallel ranks; with pipeline parallelism each
+    device holds the KV cache of its own layers only.
+    """
+    shards = tensor_parallel_size * pipeline_parallel_size
+    weights_per_device = math.ceil(weights.total / shards)
+    overhead = runtime_overhead(model, max_num_batched_tokens, max_num_seqs, tensor_parallel_size)
+    budget = int(device_memory_bytes * memory_utilization) - weights_per_device - overhead.total
+    per_token = math.ceil(
+        kv_bytes_per_token(model, kv_dtype_bytes, tensor_parallel_size) / pipeline_parallel_size
+    )
+    capacity = kv_capacity(budget, per_token, max_model_len, DEFAULT_BLOCK_SIZE)
+    return DevicePlan(
+        device_memory_bytes,
+        memory_utilization,
+        weights_per_device,
+        overhead,
+        max(budget, 0),
+        per_token,
+        capacity,
+    )
+
+
+def plan_cpu(
+    model: ModelInfo,
+    weights: WeightBytes,
+    host_memory_bytes: int,
+    max_model_len: int,
+    kv_dtype_bytes: int,
+    kv_cache_gib: int | None = None,
+) -> DevicePlan:
+    """Plans the CPU backend: the KV cache is a fixed ``VLLM_CPU_KVCACHE_SPACE`` (whole GiB).
+
+    Without an explicit size, the KV space is what is left of host RAM after weights and runtime,
+    rounded down to whole GiB, and capped so the host keeps a quarter of its RAM for everything else.
+    """
+    overhead = runtime_overhead(model, 2048, 128, cpu=True)
+    spare = int(host_memory_bytes * 0.75) - weights.total - overhead.total
+    if kv_cache_gib is None:
+        kv_cache_gib = max(0, spare // GIB)
+    budget = kv_cache_gib * GIB
+    per_token = kv_bytes_per_token(model, kv_dtype_bytes)
+    capacity = kv_capacity(budget, per_token, max_model_len, CPU_BLOCK_SIZE)
+    return DevicePlan(host_memory_bytes, 0.75, weights.total, overhead, budget, per_token, capacity)

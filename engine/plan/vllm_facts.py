@@ -1,0 +1,84 @@
+"""What the targeted vLLM release can run where, and its defaults, read from vLLM 0.32's own checks.
+
+The app process must not import vLLM (it takes seconds and pulls in torch), so these facts are
+kept here as data; ``tests/plan/test_vllm_facts.py`` compares every one of them with the installed
+vLLM's ``get_min_capability`` methods and default values, so a vLLM upgrade that changes them fails
+the tests instead of silently making the recommender wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+VLLM_VERSION = "0.32.0"
+
+# CacheConfig.gpu_memory_utilization's default.
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.92
+# CacheConfig.block_size as the CUDA and CPU attention backends use it for standard attention.
+DEFAULT_BLOCK_SIZE = 16
+CPU_BLOCK_SIZE = 128
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True, slots=True)
+class MethodCapability:
+    """Where a quantization method runs in vLLM, as (major*10 + minor) compute capabilities.
+
+    Attributes:
+        w8a8_min: lowest capability that runs the method with low-precision activations
+            (real W8A8/W4A4 matmuls); None when the method is weight-only everywhere.
+        weight_only_min: lowest capability that runs it at all, as weight-only (Marlin and
+            friends dequantize inside the kernel); None when it only runs as W8A8.
+        cpu: whether vLLM's CPU backend loads such a checkpoint.
+        vllm_source: the vLLM class whose ``get_min_capability`` these numbers come from.
+    """
+
+    w8a8_min: int | None
+    weight_only_min: int | None
+    cpu: bool
+    vllm_source: str
+
+
+# Keys are quant-tui's method names (the `method` field of a recommendation).
+CAPABILITIES: dict[str, MethodCapability] = {
+    "bf16": MethodCapability(None, 0, True, "unquantized"),
+    # compressed-tensors FP8: W8A8 from Ada (8.9); below, the same checkpoint runs as
+    # weight-only FP8 through Marlin (CompressedTensorsW8A16Fp8), from Turing in 0.32.
+    "fp8": MethodCapability(89, 75, True, "CompressedTensorsW8A8Fp8 / CompressedTensorsW8A16Fp8"),
+    "int8-w8a8": MethodCapability(75, None, True, "CompressedTensorsW8A8Int8"),
+    "w8a16": MethodCapability(None, 75, True, "CompressedTensorsWNA16"),
+    "w4a16": MethodCapability(None, 75, True, "CompressedTensorsWNA16"),
+    # NVFP4: native W4A4 on Blackwell's FP4 tensor cores (10.0+), Marlin weight-only from 7.5.
+    "nvfp4": MethodCapability(100, 75, False, "CompressedTensorsW4A4Fp4 / ModelOptNvFp4Config"),
+    "mxfp4": MethodCapability(100, 80, False, "Mxfp4Config / CompressedTensorsW4A4MXFp4"),
+}
+
+# Methods vLLM 0.32 no longer ships: their checkpoints need an out-of-tree plugin.
+PLUGIN_ONLY_METHODS: dict[str, str] = {
+    "bnb-4bit": "bitsandbytes",
+    "bnb-8bit": "bitsandbytes",
+    "gguf": "GGUF",
+}
+
+
+def default_max_num_batched_tokens(device_memory_bytes: int, device_name: str, cpu: bool) -> int:
+    """The API server's default ``max_num_batched_tokens`` (EngineArgs' per-hardware table)."""
+    if cpu:
+        return 2048
+    if device_memory_bytes >= 160 * GIB:
+        return 16384
+    if device_memory_bytes >= 70 * GIB and "a100" not in device_name.lower():
+        return 8192
+    return 2048
+
+
+def default_max_num_seqs(device_memory_bytes: int, device_name: str, cpu: bool) -> int:
+    """The API server's default ``max_num_seqs`` (EngineArgs' per-hardware table)."""
+    if cpu:
+        return 128
+    if device_memory_bytes >= 160 * GIB or (
+        device_memory_bytes >= 70 * GIB and "a100" not in device_name.lower()
+    ):
+        return 1024
+    return 256

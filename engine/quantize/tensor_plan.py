@@ -1,0 +1,379 @@
+"""Decides what a data-free run does: which tensors to quantize or copy, the output layout, and the pre-flight checks."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.errors import ModelError, QuantTuiError
+from engine.model.inspect_model import (
+    classify_tensor,
+    detect_quantization,
+    load_config,
+    read_architecture,
+    read_safetensors_headers,
+)
+from engine.quantize.request import CALIBRATED_METHODS, METHODS, QuantizeRequest, default_output_dir
+from engine.quantize.schemes import FLOAT_DTYPES, SCHEMES, Scheme
+from engine.quantize.writer import ITEM_BYTES, TensorSpec
+
+# Model types whose checkpoints are plain per-layer Linear weights vLLM loads with compressed-tensors.
+SUPPORTED_MODEL_TYPES = (
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "phi3",
+    "granite",
+    "mixtral",
+    "qwen2_moe",
+    "qwen3_moe",
+)
+# Checkpoint tensors vLLM loads into one fused Linear: all or none of them may be quantized.
+FUSED_SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+_EXPERT_PATTERN = re.compile(r"^(?P<block>.+\.experts)\.\d+\.[^.]+$")
+# Files that are weights in another format, or that the run rewrites: never copied.
+_NOT_COPIED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx")
+_REWRITTEN_FILES = ("config.json", "README.md", "model.safetensors.index.json", "recipe.yaml")
+# Free space kept on top of the estimate: headers, filesystem slack, copied small files.
+DISK_MARGIN_BYTES = 64 * 1024 * 1024
+PARTIAL_MARKER = ".partial-"
+
+
+@dataclass(frozen=True)
+class SourceTensor:
+    """One tensor of the source checkpoint and what the run does with it.
+
+    Attributes:
+        action: "quantize" replaces the weight with the scheme's tensors; "copy" keeps it as is.
+        outputs: the output tensors it becomes (itself, for a copy).
+    """
+
+    name: str
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    action: Literal["quantize", "copy"]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the source tensor's data."""
+        return TensorSpec(self.name, self.dtype, self.shape).nbytes
+
+    @property
+    def output_bytes(self) -> int:
+        """Bytes of the tensors it becomes."""
+        return sum(spec.nbytes for spec in self.outputs)
+
+
+@dataclass(frozen=True)
+class QuantizePlan:
+    """Everything a data-free run will do, decided before any byte is written.
+
+    Attributes:
+        config: the source config.json.
+        tensors: the source tensors in reading order (file, then position in the file).
+        unquantized_linear: module names of Linear-like weights left unquantized (the
+            ``ignore`` list of quantization_config): lm_head, MoE routers, the user's ``--ignore``.
+        files_to_copy: tokenizer, generation config and other small files copied verbatim.
+        estimated_output_bytes: tensor data plus copied files.
+    """
+
+    source: Path
+    output: Path
+    method: str
+    scheme: Scheme
+    config: dict[str, Any]
+    model_type: str
+    tensors: tuple[SourceTensor, ...]
+    unquantized_linear: tuple[str, ...]
+    files_to_copy: tuple[Path, ...]
+    estimated_output_bytes: int
+
+    @property
+    def input_bytes(self) -> int:
+        """Bytes of source tensor data."""
+        return sum(tensor.nbytes for tensor in self.tensors)
+
+
+def source_weight_files(folder: Path) -> list[Path]:
+    """The safetensors files holding the model: those the index names, else every ``*.safetensors``.
+
+    Raises:
+        ModelError: no safetensors weights, or the index names a missing file.
+    """
+    import json
+
+    index_path = folder / "model.safetensors.index.json"
+    if index_path.is_file():
+        try:
+            weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+            names = sorted(set(weight_map.values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise ModelError(
+                f"{index_path} is not a valid safetensors index; re-download the model"
+            ) from None
+        missing = [name for name in names if not (folder / name).is_file()]
+        if missing:
+            raise ModelError(
+                f"{folder} lacks {missing[0]} named by model.safetensors.index.json; re-download the model"
+            )
+        return [folder / name for name in names]
+    files = sorted(path for path in folder.glob("*.safetensors") if PARTIAL_MARKER not in path.name)
+    if len(files) > 1:
+        # Mistral repos ship consolidated.safetensors beside the Hugging Face shards.
+        files = [path for path in files if not path.name.startswith("consolidated")] or files
+    if not files:
+        other = sorted({path.suffix for path in folder.iterdir() if path.suffix in _NOT_COPIED_SUFFIXES})
+        hint = f" (found {', '.join(other)} files; convert them to safetensors first)" if other else ""
+        raise ModelError(f"no *.safetensors weights in {folder}{hint}")
+    return files
+
+
+def compile_ignore(patterns: tuple[str, ...]) -> list[tuple[str, re.Pattern[str] | None]]:
+    """Checks the user's ignore patterns: ``re:`` regular expressions, else shell globs or exact names.
+
+    Raises:
+        QuantTuiError: a ``re:`` pattern is not a valid regular expression.
+    """
+    compiled: list[tuple[str, re.Pattern[str] | None]] = []
+    for pattern in patterns:
+        if pattern.startswith("re:"):
+            try:
+                compiled.append((pattern, re.compile(pattern[3:])))
+            except re.error as error:
+                raise QuantTuiError(f"--ignore {pattern}: not a valid regular expression ({error})") from None
+        else:
+            compiled.append((pattern, None))
+    return compiled
+
+
+def _matches(module: str, pattern: str, regex: re.Pattern[str] | None) -> bool:
+    if regex is not None:
+        return regex.match(module) is not None
+    return module == pattern or fnmatch.fnmatchcase(module, pattern)
+
+
+def resolve_ignored(linear_modules: list[str], patterns: tuple[str, ...]) -> set[str]:
+    """The Linear modules the user's patterns leave unquantized, widened to whole fused layers.
+
+    Raises:
+        QuantTuiError: a pattern matches no Linear layer, or selects single MoE experts.
+    """
+    ignored: set[str] = set()
+    for pattern, regex in compile_ignore(patterns):
+        hits = {module for module in linear_modules if _matches(module, pattern, regex)}
+        if not hits:
+            example = linear_modules[0] if linear_modules else "model.layers.0.mlp.down_proj"
+            raise QuantTuiError(
+                f"--ignore {pattern} matches no Linear layer; names look like {example} "
+                "(use a glob such as '*.down_proj' or 're:<regex>')"
+            )
+        ignored |= hits
+    experts = {match["block"] for module in ignored if (match := _EXPERT_PATTERN.match(module))}
+    if experts:
+        raise QuantTuiError(
+            f"--ignore selects MoE expert weights in {sorted(experts)[0]}; vLLM quantizes a layer's "
+            "experts together, so leave experts out of --ignore"
+        )
+    present = set(linear_modules)
+    for module in list(ignored):
+        parent, _, leaf = module.rpartition(".")
+        for group in FUSED_SIBLINGS:
+            if leaf in group:
+                ignored |= {f"{parent}.{sibling}" for sibling in group} & present
+    return ignored
+
+
+def _data_positions(path: Path) -> dict[str, int]:
+    """Each tensor's data offset in a safetensors file, from its header (safe_open does not expose it)."""
+    import json
+    import struct
+
+    with path.open("rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    return {name: entry["data_offsets"][0] for name, entry in header.items() if name != "__metadata__"}
+
+
+def _files_to_copy(source: Path) -> list[Path]:
+    copied = []
+    for path in sorted(source.iterdir()):
+        if path.name.startswith(".") or path.name in _REWRITTEN_FILES:
+            continue
+        if path.suffix in _NOT_COPIED_SUFFIXES or path.name.endswith(".safetensors.index.json"):
+            continue
+        if path.is_file():
+            copied.append(path)
+    return copied
+
+
+def _check_source_folder(source: Path) -> None:
+    if not source.exists():
+        raise ModelError(f"model folder {source} does not exist; pass a Hugging Face model folder or 'demo'")
+    if not source.is_dir():
+        raise ModelError(f"{source} is a file; pass the model's folder (the one holding config.json)")
+    if not os.access(source, os.R_OK | os.X_OK):
+        raise ModelError(f"cannot read {source} (permission denied); check its permissions")
+
+
+def check_output(source: Path, output: Path) -> None:
+    """Refuses an output folder that exists or lies inside the source.
+
+    Raises:
+        QuantTuiError: the output cannot be created there.
+    """
+    if output.exists():
+        raise QuantTuiError(f"output folder {output} already exists; remove it or pass --out NEW_FOLDER")
+    if output.resolve().is_relative_to(source.resolve()):
+        raise QuantTuiError(f"output folder {output} is inside the source model; pass --out outside {source}")
+    parent = output.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise QuantTuiError(f"cannot write to {parent} (permission denied); pass --out somewhere writable")
+
+
+def check_disk_space(output: Path, needed_bytes: int) -> None:
+    """Refuses to start when the output's filesystem has less free space than the run will write.
+
+    Raises:
+        QuantTuiError: not enough free space, with the figures.
+    """
+    anchor = output.parent
+    while not anchor.exists():
+        anchor = anchor.parent
+    free = shutil.disk_usage(anchor).free
+    if free < needed_bytes + DISK_MARGIN_BYTES:
+        raise QuantTuiError(
+            f"not enough disk space in {anchor}: the output needs about {needed_bytes / 1e9:.2f} GB, "
+            f"{free / 1e9:.2f} GB is free; free some space or pass --out on another disk"
+        )
+
+
+def check_source(request: QuantizeRequest) -> tuple[dict[str, Any], str, list[Path]]:
+    """The checks shared by every method: readable folder, config, supported text model, not quantized.
+
+    Returns:
+        The config, its model type and the weight files.
+
+    Raises:
+        QuantTuiError: the first problem found, in one line.
+    """
+    if request.method not in METHODS:
+        raise QuantTuiError(f"unknown method {request.method!r}; choose one of {', '.join(METHODS)}")
+    source = request.source
+    _check_source_folder(source)
+    config = load_config(source)
+    arch = read_architecture(config, source)
+    if arch.is_multimodal:
+        raise ModelError(
+            f"{source.name} is a multimodal model ({arch.architecture}); quant-tui quantizes text-only models"
+        )
+    if arch.model_type not in SUPPORTED_MODEL_TYPES:
+        raise ModelError(
+            f"architecture {arch.architecture} (model_type {arch.model_type}) is not supported for "
+            f"quantization; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    files = source_weight_files(source)
+    headers = read_safetensors_headers(files)
+    existing = detect_quantization(config, source, headers)
+    if existing is not None:
+        raise ModelError(
+            f"{source.name} is already quantized ({existing.method}: {existing.scheme}); "
+            "quantize the original 16-bit model instead"
+        )
+    return config, arch.model_type, files
+
+
+def build_plan(request: QuantizeRequest) -> QuantizePlan:
+    """Runs the pre-flight checks and decides every tensor's fate, reading only headers.
+
+    Raises:
+        QuantTuiError: the first problem found, in one line, before anything is written.
+    """
+    if request.method in CALIBRATED_METHODS:
+        raise QuantTuiError(f"{request.method} is a calibrated method; it does not use the data-free planner")
+    config, model_type, files = check_source(request)
+    scheme = SCHEMES[request.method]
+    source = request.source
+    output = request.output or default_output_dir(source, request.method)
+
+    from safetensors import safe_open
+
+    entries: list[tuple[str, Path, str, tuple[int, ...]]] = []
+    seen: dict[str, Path] = {}
+    for path in files:
+        position = _data_positions(path)
+        with safe_open(str(path), framework="pt") as handle:
+            # Read in file order so a memory-mapped shard is swept front to back.
+            for name in sorted(handle.keys(), key=lambda key: position.get(key, 0)):
+                if name in seen:
+                    raise ModelError(
+                        f"tensor {name} is in both {seen[name].name} and {path.name}; fix the checkpoint"
+                    )
+                seen[name] = path
+                view = handle.get_slice(name)
+                entries.append((name, path, str(view.get_dtype()), tuple(view.get_shape())))
+
+    def quantizable(name: str, dtype: str, shape: tuple[int, ...]) -> bool:
+        return len(shape) == 2 and name.endswith(".weight") and classify_tensor(name, list(shape)) == "linear"
+
+    linear_modules = [
+        name.removesuffix(".weight") for name, _, dtype, shape in entries if quantizable(name, dtype, shape)
+    ]
+    if not linear_modules:
+        raise ModelError(f"{source.name} has no Linear layer weights to quantize")
+    ignored = resolve_ignored(linear_modules, request.ignore)
+
+    tensors: list[SourceTensor] = []
+    unquantized = {"lm_head"}
+    for name, path, dtype, shape in entries:
+        if dtype not in ITEM_BYTES:
+            raise ModelError(f"tensor {name} in {path.name} has dtype {dtype}, which quant-tui cannot copy")
+        module = name.removesuffix(".weight")
+        role = classify_tensor(name, list(shape))
+        if quantizable(name, dtype, shape) and module not in ignored:
+            if dtype not in FLOAT_DTYPES:
+                raise ModelError(
+                    f"weight {name} is {dtype}, not 16/32-bit float; quantize the original model"
+                )
+            if scheme.group_size is not None and shape[1] % scheme.group_size:
+                raise ModelError(
+                    f"{request.method} needs input sizes divisible by {scheme.group_size}, but {name} has "
+                    f"{shape[1]}; pass --ignore {module} or use fp8/int8-w8a8"
+                )
+            outputs = tuple(TensorSpec(*spec) for spec in scheme.output_tensors(name, shape, dtype))
+            tensors.append(SourceTensor(name, path, dtype, shape, "quantize", outputs))
+            continue
+        if name.endswith(".weight") and len(shape) == 2 and role in ("linear", "lm_head", "router"):
+            unquantized.add(module)
+        tensors.append(SourceTensor(name, path, dtype, shape, "copy", (TensorSpec(name, dtype, shape),)))
+
+    files_to_copy = _files_to_copy(source)
+    check_output(source, output)
+    estimate = sum(tensor.output_bytes for tensor in tensors) + sum(
+        path.stat().st_size for path in files_to_copy
+    )
+    check_disk_space(output, estimate)
+    return QuantizePlan(
+        source=source,
+        output=output,
+        method=request.method,
+        scheme=scheme,
+        config=config,
+        model_type=model_type,
+        tensors=tuple(tensors),
+        unquantized_linear=tuple(sorted(unquantized)),
+        files_to_copy=tuple(files_to_copy),
+        estimated_output_bytes=estimate,
+    )

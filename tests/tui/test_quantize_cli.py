@@ -1,0 +1,66 @@
+"""`quant-tui quantize`: JSON report, human summary, one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.quantize.test_quantize_support import build_tiny_llama
+from tui.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("cli") / "tiny-llama")
+
+
+@pytest.mark.parametrize("method", ["fp8", "int8-w8a8", "w4a16"])
+def test_json_report_describes_the_written_checkpoint(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], method: str
+) -> None:
+    out = tmp_path / "out"
+    status = main(["quantize", "--model", str(tiny), "--method", method, "--out", str(out), "--json"])
+    captured = capsys.readouterr()
+    assert status == 0
+    report = json.loads(captured.out)
+    assert report["output"] == str(out) and report["method"] == method
+    assert report["output_bytes"] == sum(path.stat().st_size for path in out.glob("*.safetensors"))
+    assert report["ratio"] == pytest.approx(report["input_bytes"] / report["output_bytes"], rel=1e-3)
+    assert len(report["layer_errors"]) == report["tensors_quantized"] == 14
+    assert "quantizing" in captured.err or "done" in captured.err, "no progress on stderr"
+
+
+def test_summary_names_size_ratio_and_worst_layers(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main(["quantize", "--model", str(tiny), "--method", "w4a16", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "smaller" in text and "worst layers" in text and "model.layers." in text and str(out) in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--ignore", "*.nope"], "matches no Linear layer"),
+        (["--out", "EXISTING"], "already exists"),
+    ],
+)
+def test_bad_requests_exit_2_with_one_line(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    (tmp_path / "EXISTING").mkdir()
+    extra = [str(tmp_path / "EXISTING") if item == "EXISTING" else item for item in extra]
+    status = main(["quantize", "--model", str(tiny), "--method", "fp8", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert err[-1].startswith("quant-tui: error: ") and message in err[-1]
+    assert len([line for line in err if line.startswith("quant-tui")]) == 1
+
+
+def test_unknown_method_is_an_argparse_error(tiny: Path) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["quantize", "--model", str(tiny), "--method", "int3"])
+    assert caught.value.code == 2

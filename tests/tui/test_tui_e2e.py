@@ -1,0 +1,186 @@
+"""End-to-end runs of the app with the real quantizer and a real vLLM server (slow: marked e2e)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import psutil
+import pytest
+from textual.widgets import Log, Static
+
+from tests.tui.test_tui_flow import fixed_hardware, screen_text, wait_for
+from tests.tui.test_tui_snapshots import write_tiny_llama
+from tui.app import create_app
+from tui.screens.dashboard import DashboardScreen
+from tui.screens.plan import PlanScreen
+from tui.screens.quantize import QuantizeScreen
+from tui.screens.quit_dialog import QuitDialog
+from tui.screens.serve import ServeScreen
+
+pytestmark = pytest.mark.e2e
+SIZE = (80, 24)
+
+
+async def test_quantize_screen_makes_the_planned_checkpoint(tmp_path: Path) -> None:
+    model = write_tiny_llama(tmp_path / "tiny-llama")
+    app = create_app(model=str(model), gpu="H100", hardware=fixed_hardware(), hf_cache=tmp_path / "no-hub")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await wait_for(pilot, lambda: app.selection.model is not None, timeout=60)
+        await pilot.press("3")
+        await pilot.pause()
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuantizeScreen))
+        candidate = app.selection.candidate
+        assert candidate is not None and candidate.method == "fp8" and candidate.needs_quantization
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.selection.serve_dir is not None, timeout=300)
+        output = tmp_path / "tiny-llama-FP8-Dynamic"
+        assert app.selection.serve_dir == output
+        assert (output / "config.json").is_file() and list(output.glob("*.safetensors"))
+        await pilot.pause()
+        result = screen_text(app, "#quantize-result")
+        assert "DONE: fp8 checkpoint" in result and "smaller" in result
+        assert "quantizing" in str(
+            app.screen.query_one("#quantize-figures", Static).content
+        ) or "done" in str(app.screen.query_one("#quantize-figures", Static).content)
+        assert app.quantize_finished.is_set() and app.running_work() == []
+        assert "quantize" in app.done_steps
+
+
+async def test_guided_flow_quantizes_serves_and_watches_the_demo_model(
+    demo_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A copy of the demo model, so the checkpoint is written here and never meets an earlier run's.
+    model = tmp_path / "demo"
+    shutil.copytree(demo_model, model)
+    monkeypatch.chdir(tmp_path)
+    app = create_app(model=str(model), hf_cache=tmp_path / "no-hub")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.selection.target is not None, timeout=30)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: app.selection.model is not None, timeout=60)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen))
+        await pilot.pause()
+        await pilot.press("n")
+        candidate = app.selection.candidate
+        assert candidate is not None
+        if candidate.needs_quantization:
+            await wait_for(pilot, lambda: isinstance(app.screen, QuantizeScreen))
+            await pilot.press("s")
+            await wait_for(pilot, lambda: app.selection.serve_dir is not None, timeout=600)
+            await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, ServeScreen))
+        serve = app.screen
+        assert isinstance(serve, ServeScreen)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: serve.state in ("healthy", "failed"), timeout=600)
+        assert serve.state == "healthy", screen_text(app, "#serve-diagnosis")
+        assert app.server_url is not None and app.server_pid is not None
+        assert "Started." in screen_text(app, "#serve-diagnosis")
+        assert serve.query_one("#serve-log", Log).line_count > 0
+
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        dashboard = app.screen
+        assert isinstance(dashboard, DashboardScreen)
+        await wait_for(pilot, lambda: dashboard.poll_status.startswith("watching"), timeout=60)
+        await pilot.press("l")
+        await wait_for(pilot, lambda: "requests done" in dashboard.load_status, timeout=300)
+
+        def generating() -> bool:
+            return any((value or 0) > 0 for value in dashboard.poller.series()["generation_tokens_per_s"])  # type: ignore[union-attr]
+
+        await wait_for(pilot, generating, timeout=120)
+        await pilot.press("minus")  # slower polling
+        assert dashboard.poller is not None and dashboard.poller.interval_s == 2.0
+        await pilot.press("l")
+        await wait_for(pilot, lambda: dashboard.load_status.startswith("load: off; last:"), timeout=120)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: bool(list(tmp_path.glob("quant-tui-run-*.csv"))), timeout=30)
+        exported = next(tmp_path.glob("quant-tui-run-*.csv")).read_text(encoding="utf-8").splitlines()
+        assert exported[0].startswith("wall_time,error,generation_tokens_per_s") and len(exported) > 2
+
+        # Quitting with the server up asks first, then stops it.
+        pid = app.server_pid
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitDialog))
+        assert "vLLM server" in str(app.screen.query_one(Static).content) or app.running_work()
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.return_code is not None or not app.is_running, timeout=120)
+    assert not _alive(pid)
+
+
+async def test_a_server_that_cannot_start_shows_the_diagnosis(tmp_path: Path) -> None:
+    # Random weights without a tokenizer: vLLM refuses to load it, and the screen says why.
+    model = write_tiny_llama(tmp_path / "no-tokenizer")
+    app = create_app(model=str(model), hf_cache=tmp_path / "no-hub")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.selection.target is not None, timeout=30)
+        await pilot.press("2")
+        await wait_for(pilot, lambda: app.selection.model is not None, timeout=60)
+        await pilot.press("5")
+        await wait_for(pilot, lambda: isinstance(app.screen, ServeScreen))
+        serve = app.screen
+        assert isinstance(serve, ServeScreen)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: serve.state in ("healthy", "failed"), timeout=600)
+        assert serve.state == "failed"
+        diagnosis = screen_text(app, "#serve-diagnosis")
+        assert diagnosis.startswith("Cause: ") and "\nFix: " in diagnosis
+        assert app.server is None and app.running_work() == []
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def test_cancelling_or_quitting_a_quantization_leaves_nothing_half_written(tmp_path: Path) -> None:
+    # Big enough (about 380 MB) that the run is still going when the keys arrive.
+    model = write_tiny_llama(
+        tmp_path / "mid-llama",
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=16,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+    )
+    app = create_app(model=str(model), gpu="H100", hardware=fixed_hardware(), hf_cache=tmp_path / "no-hub")
+
+    def quantizing() -> bool:
+        return "quantizing:" in screen_text(app, "#quantize-figures")
+
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await wait_for(pilot, lambda: app.selection.model is not None, timeout=60)
+        await pilot.press("3")
+        await pilot.pause()
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuantizeScreen))
+        await pilot.press("s")
+        await wait_for(pilot, quantizing, timeout=120)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: "STOPPED" in screen_text(app, "#quantize-figures"), timeout=120)
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["mid-llama"]
+
+        await pilot.press("s")
+        await wait_for(pilot, quantizing, timeout=120)
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitDialog))
+        dialog = app.screen
+        assert isinstance(dialog, QuitDialog) and dialog.running == ["a quantization"]
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.return_code is not None or not app.is_running, timeout=120)
+    assert app.quantize_finished.is_set()
+    # Cancelled in time: nothing; finished just before the answer: the complete checkpoint. Never a partial one.
+    left = sorted(path.name for path in tmp_path.iterdir())
+    assert left in (["mid-llama"], ["mid-llama", "mid-llama-FP8-Dynamic"])
+    if len(left) == 2:
+        assert (tmp_path / "mid-llama-FP8-Dynamic" / "config.json").is_file()

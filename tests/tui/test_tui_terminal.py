@@ -1,0 +1,103 @@
+"""The real ``quant-tui`` in a real terminal (tmux, 100×30): keys in, screen text out, a clean exit."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.tui.test_tui_snapshots import write_tiny_llama
+
+QUANT_TUI = Path(sys.executable).parent / "quant-tui"
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)")
+
+
+class Terminal:
+    """A detached tmux session running one command."""
+
+    def __init__(self, command: str, width: int = 100, height: int = 30) -> None:
+        self.name = f"quant-tui-test-{uuid.uuid4().hex[:8]}"
+        subprocess.run(
+            ["tmux", "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height), command],
+            check=True,
+        )
+
+    def screen(self) -> str:
+        """The visible text of the pane."""
+        return subprocess.run(
+            ["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True, check=True
+        ).stdout
+
+    def send(self, *keys: str) -> None:
+        """Sends keys by tmux name (``Escape``, ``C-q``) or as text."""
+        for key in keys:
+            subprocess.run(["tmux", "send-keys", "-t", self.name, key], check=True)
+            time.sleep(0.2)
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> str:
+        """Waits until ``text`` is on screen; returns the screen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} never appeared; the screen shows:\n{screen}")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        """Ends the session."""
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True, check=False)
+
+
+@pytest.fixture
+def terminal_factory() -> Iterator[type[Terminal]]:
+    opened: list[Terminal] = []
+
+    class Opened(Terminal):
+        def __init__(self, command: str, width: int = 100, height: int = 30) -> None:
+            super().__init__(command, width, height)
+            opened.append(self)
+
+    yield Opened
+    for terminal in opened:
+        terminal.close()
+
+
+def test_quant_tui_walks_hardware_model_plan_and_quits_in_tmux(
+    tmp_path: Path, terminal_factory: type[Terminal]
+) -> None:
+    write_tiny_llama(tmp_path / "tiny-llama")
+    command = shlex.join([str(QUANT_TUI), "--gpu", "H100x2", "--model", "tiny-llama"])
+    terminal = terminal_factory(f"cd {shlex.quote(str(tmp_path))} && {command}; echo EXITED:$?; sleep 30")
+
+    screen = terminal.wait_for("Planning for: 2× H100-SXM")
+    assert "[1 Hardware]" in screen and "Next: model" in screen
+
+    terminal.send("n")
+    screen = terminal.wait_for("Loaded tiny-llama")
+    assert "2 KV heads" in screen and "[2 Model]" in screen
+
+    terminal.send("n")
+    screen = terminal.wait_for("FITS")
+    assert "tiny-llama on 2× H100-SXM" in screen and "fp8" in screen
+    assert "quant-tui quantize --model tiny-llama --method fp8" in screen
+
+    terminal.send("]")
+    terminal.wait_for("ctx 8,192")
+
+    terminal.send("?")
+    screen = terminal.wait_for("Keys (Esc closes)")
+    assert "Go to Dashboard" in screen
+    terminal.send("Escape")
+    terminal.wait_for("Ctx×2")
+
+    terminal.send("C-q")
+    terminal.wait_for("EXITED:0")
