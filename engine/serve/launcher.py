@@ -23,6 +23,7 @@ from types import FrameType, TracebackType
 from typing import Any, Literal
 
 from engine.errors import QuantTuiError
+from engine.serve.amx_permission import ENTRY_POINT_NAME as AMX_PLUGIN
 from engine.serve.server_log import Diagnosis, StartupFacts, diagnose_failure, parse_startup_log
 from engine.serve.watchdog import group_alive
 
@@ -285,6 +286,10 @@ def build_command(config: ServerConfig, backend: str) -> tuple[list[str], dict[s
     env = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
     if config.api_key:
         env[API_KEY_ENV] = config.api_key  # not on argv, where `ps` shows it to every user
+    allowed_plugins = os.environ.get("VLLM_PLUGINS")
+    if allowed_plugins is not None and AMX_PLUGIN not in allowed_plugins.split(","):
+        # A user's plugin allow-list would otherwise drop the AMX permission (see amx_permission).
+        env["VLLM_PLUGINS"] = ",".join(filter(None, [allowed_plugins, AMX_PLUGIN]))
     if backend == "cpu":
         gib = config.cpu_kvcache_gib if config.cpu_kvcache_gib is not None else default_cpu_kvcache_gib()
         if float(gib).is_integer():
