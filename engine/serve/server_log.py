@@ -354,6 +354,39 @@ def _max_len_for_device(match: re.Match[str]) -> Diagnosis:
     )
 
 
+_WORKER_SIGNALS = {
+    4: (
+        "an illegal instruction, SIGILL",
+        "a vLLM CPU kernel ran an instruction this process may not use; on an Intel AMX host run `bash scripts/bootstrap.sh` so quant-tui's AMX plugin is installed next to vLLM, or serve without --enforce-eager",
+    ),
+    6: ("an abort, SIGABRT", "restart the server; the server log has the native error that aborted it"),
+    7: (
+        "a bus error, SIGBUS",
+        "free space in /dev/shm (vLLM passes tensors through it), then restart the server",
+    ),
+    9: (
+        "SIGKILL, most likely the out-of-memory killer",
+        "free some RAM, or serve a smaller or quantized model with a smaller KV cache",
+    ),
+    11: (
+        "a segmentation fault, SIGSEGV",
+        "restart the server; if it happens again, report it to vLLM with the server log",
+    ),
+}
+
+
+def _engine_died(match: re.Match[str]) -> Diagnosis:
+    code = match["code"]
+    if code.lstrip("-").isdigit() and int(code) < 0 and -int(code) in _WORKER_SIGNALS:
+        how, fix = _WORKER_SIGNALS[-int(code)]
+        return Diagnosis(f"the vLLM engine process died ({how})", fix)
+    detail = f"signal {-int(code)}" if code.startswith("-") else f"exit status {code}"
+    return Diagnosis(
+        f"the vLLM engine process died ({detail})",
+        "restart the server; the server log has the error that ended the engine",
+    )
+
+
 # First match wins, so the specific rules come before the general ones.
 _RULES: Sequence[_Rule] = (
     (
@@ -448,6 +481,8 @@ _RULES: Sequence[_Rule] = (
     ),
     (re.compile(r"(?:api_server\.py|vllm serve|vllm): error: (?P<msg>.+)"), _bad_argument),
     (re.compile(r"max_model_len \((?P<asked>\d+)\)(?P<why>.*exceeds.*)"), _max_len_for_device),
+    # Last: a failed start-up also ends its worker, and the rules above name that cause better.
+    (re.compile(r"Worker proc \S+ died unexpectedly \(exit code: (?P<code>-?\d+|None)\)"), _engine_died),
 )
 
 _NOT_ERRORS = frozenset({"DEBUG", "INFO", "WARNING"})

@@ -234,6 +234,13 @@ def test_strip_log_prefix(line: str, level: str | None, message: str) -> None:
         ),
         ("log_unsupported_architecture.log", 1, "architecture", "architecture"),
         ("log_no_weights.log", 1, "no weights", "safetensors"),
+        # An eager server on an AMX host without the AMX plugin: a 2-token first request.
+        (
+            "log_cpu_engine_died_sigill.log",
+            0,
+            "the vLLM engine process died (an illegal instruction, SIGILL)",
+            "AMX",
+        ),
     ],
 )
 def test_diagnose_real_failures(fixture: str, returncode: int, cause: str, fix: str) -> None:
@@ -249,6 +256,12 @@ def test_healthy_log_has_no_diagnosis() -> None:
     assert diagnose_failure(_lines("log_cpu_ok_eager.log"), 0) is None
 
 
+_WORKER_DIED = (
+    "(EngineCore pid=7) ERROR 12-01 21:18:47 [multiproc_executor.py:315] Worker proc VllmWorker-0 died "
+    "unexpectedly (exit code: {code}), shutting down executor."
+)
+
+
 @pytest.mark.parametrize(
     ("lines", "returncode", "expected"),
     [
@@ -260,6 +273,18 @@ def test_healthy_log_has_no_diagnosis() -> None:
             None,
         ),
         (["INFO:     Started server process [1]"], -9, "killed (SIGKILL)"),
+        (
+            [_WORKER_DIED.format(code="-9")],
+            0,
+            "the vLLM engine process died (SIGKILL, most likely the out-of-memory killer)",
+        ),
+        (
+            [_WORKER_DIED.format(code="-11")],
+            0,
+            "the vLLM engine process died (a segmentation fault, SIGSEGV)",
+        ),
+        ([_WORKER_DIED.format(code="-15")], 0, "the vLLM engine process died (signal 15)"),
+        ([_WORKER_DIED.format(code="1")], 1, "the vLLM engine process died (exit status 1)"),
         (["INFO:     Started server process [1]"], 137, "out-of-memory killer"),
         (["torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"], 1, "out of GPU memory"),
         (
