@@ -42,8 +42,12 @@ class QuantTuiApp(App[int]):
     ENABLE_COMMAND_PALETTE = True
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("question_mark,f1", "help", "Help"),
-        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("question_mark,f1", "help", "Help", tooltip="Every key of every screen"),
+        # q as in htop and nvitop; not a priority binding, so a focused text field still gets the letter.
+        Binding(
+            "q", "quit", "Quit", show=False, tooltip="Quit (asks first while a server or quantization runs)"
+        ),
+        Binding("ctrl+q", "quit", "Quit", priority=True, tooltip="Quit, also while typing in a text field"),
         *[Binding(key, f"go('{mode}')", f"Go to {label}", show=False) for mode, key, label in STEPS],
     ]
 
@@ -194,6 +198,8 @@ class QuantTuiApp(App[int]):
 
     async def action_quit(self) -> None:
         """Quits, asking first when a server or a quantization is running."""
+        if isinstance(self.screen, QuitDialog):
+            return  # already asking
         running = self.running_work()
         if not running:
             self.exit(0)
