@@ -9,24 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.errors import ModelError
-
-# Bytes per element of each safetensors dtype.
-DTYPE_BYTES: dict[str, float] = {
-    "F64": 8,
-    "F32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-    "F8_E8M0": 1,
-    "I64": 8,
-    "I32": 4,
-    "I16": 2,
-    "I8": 1,
-    "U8": 1,
-    "BOOL": 1,
-    "F4": 0.5,
-}
+from engine.model.safetensors_headers import TensorHeader, read_safetensors_headers, weight_files
 
 # Architectures whose config class defaults tie_word_embeddings to False (PretrainedConfig says True).
 _UNTIED_BY_DEFAULT = {
@@ -318,52 +301,6 @@ def classify_tensor(name: str, shape: list[int]) -> TensorRole:
     if len(shape) >= 2 and name.endswith(".weight"):
         return "linear"
     return "other"
-
-
-@dataclass(frozen=True, slots=True)
-class TensorHeader:
-    """One tensor's name, dtype and shape, as a safetensors header lists it."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-
-    @property
-    def numel(self) -> int:
-        """How many elements the tensor has."""
-        count = 1
-        for dim in self.shape:
-            count *= dim
-        return count
-
-    @property
-    def nbytes(self) -> int:
-        """How many bytes the tensor's data takes."""
-        return int(self.numel * DTYPE_BYTES.get(self.dtype, 2))
-
-
-def weight_files(folder: Path) -> list[Path]:
-    """The folder's ``*.safetensors`` files, in shard order."""
-    return sorted(folder.glob("*.safetensors"))
-
-
-def read_safetensors_headers(files: list[Path]) -> list[TensorHeader]:
-    """Reads every tensor's name, dtype and shape without reading tensor data."""
-    from safetensors import SafetensorError, safe_open
-
-    headers: list[TensorHeader] = []
-    for path in files:
-        try:
-            with safe_open(str(path), framework="numpy") as handle:
-                for name in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
-                    tensor = handle.get_slice(name)
-                    headers.append(TensorHeader(name, str(tensor.get_dtype()), tuple(tensor.get_shape())))
-        except (SafetensorError, OSError) as error:
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise ModelError(
-                f"{path.name} is not a readable safetensors file ({reason}); re-download or re-export it"
-            ) from None
-    return headers
 
 
 def count_from_headers(headers: list[TensorHeader]) -> ParamCounts:

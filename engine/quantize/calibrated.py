@@ -352,7 +352,7 @@ def _last_error_line(log_path: Path) -> str:
 def _calibrated_report(
     request: QuantizeRequest, output: Path, staging: Path, started: float, peak: int
 ) -> QuantizeReport:
-    from engine.model.inspect_model import read_safetensors_headers
+    from engine.model.safetensors_headers import read_safetensors_headers
     from engine.quantize.tensor_plan import source_weight_files
 
     source_headers = read_safetensors_headers(source_weight_files(request.source))

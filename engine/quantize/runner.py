@@ -379,9 +379,9 @@ class _Converter:
 
 
 def _item_bytes(dtype: str) -> int:
-    from engine.quantize.writer import ITEM_BYTES
+    from engine.model.safetensors_headers import DTYPE_BYTES
 
-    return ITEM_BYTES[dtype]
+    return int(DTYPE_BYTES[dtype])
 
 
 def _write_metadata(plan: QuantizePlan, staging: Path, layouts: list[ShardLayout]) -> None:

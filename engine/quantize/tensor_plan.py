@@ -16,11 +16,10 @@ from engine.model.inspect_model import (
     detect_quantization,
     load_config,
     read_architecture,
-    read_safetensors_headers,
 )
+from engine.model.safetensors_headers import DTYPE_BYTES, TensorHeader, read_safetensors_headers
 from engine.quantize.request import CALIBRATED_METHODS, METHODS, QuantizeRequest, default_output_dir
 from engine.quantize.schemes import FLOAT_DTYPES, SCHEMES, Scheme
-from engine.quantize.writer import ITEM_BYTES, TensorSpec
 
 # Model types whose checkpoints are plain per-layer Linear weights vLLM loads with compressed-tensors.
 SUPPORTED_MODEL_TYPES = (
@@ -62,12 +61,12 @@ class SourceTensor:
     dtype: str
     shape: tuple[int, ...]
     action: Literal["quantize", "copy"]
-    outputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorHeader, ...]
 
     @property
     def nbytes(self) -> int:
         """Bytes of the source tensor's data."""
-        return TensorSpec(self.name, self.dtype, self.shape).nbytes
+        return TensorHeader(self.name, self.dtype, self.shape).nbytes
 
     @property
     def output_bytes(self) -> int:
@@ -338,7 +337,7 @@ def build_plan(request: QuantizeRequest) -> QuantizePlan:
     tensors: list[SourceTensor] = []
     unquantized = {"lm_head"}
     for name, path, dtype, shape in entries:
-        if dtype not in ITEM_BYTES:
+        if dtype not in DTYPE_BYTES:
             raise ModelError(f"tensor {name} in {path.name} has dtype {dtype}, which quant-tui cannot copy")
         module = name.removesuffix(".weight")
         role = classify_tensor(name, list(shape))
@@ -352,12 +351,12 @@ def build_plan(request: QuantizeRequest) -> QuantizePlan:
                     f"{request.method} needs input sizes divisible by {scheme.group_size}, but {name} has "
                     f"{shape[1]}; pass --ignore {module} or use fp8/int8-w8a8"
                 )
-            outputs = tuple(TensorSpec(*spec) for spec in scheme.output_tensors(name, shape, dtype))
+            outputs = tuple(TensorHeader(*spec) for spec in scheme.output_tensors(name, shape, dtype))
             tensors.append(SourceTensor(name, path, dtype, shape, "quantize", outputs))
             continue
         if name.endswith(".weight") and len(shape) == 2 and role in ("linear", "lm_head", "router"):
             unquantized.add(module)
-        tensors.append(SourceTensor(name, path, dtype, shape, "copy", (TensorSpec(name, dtype, shape),)))
+        tensors.append(SourceTensor(name, path, dtype, shape, "copy", (TensorHeader(name, dtype, shape),)))
 
     files_to_copy = _files_to_copy(source)
     check_output(source, output)

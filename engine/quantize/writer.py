@@ -9,39 +9,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-# Bytes per element of the safetensors dtypes this writer lays out.
-ITEM_BYTES = {
-    "F64": 8,
-    "I64": 8,
-    "F32": 4,
-    "I32": 4,
-    "BF16": 2,
-    "F16": 2,
-    "I16": 2,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-    "I8": 1,
-    "U8": 1,
-    "BOOL": 1,
-}
+from engine.model.safetensors_headers import DTYPE_BYTES, TensorHeader
+
 HEADER_ALIGNMENT = 8
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """A tensor an output shard will hold: name, safetensors dtype and shape."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of data the tensor takes."""
-        count = 1
-        for dim in self.shape:
-            count *= dim
-        return count * ITEM_BYTES[self.dtype]
 
 
 @dataclass(frozen=True)
@@ -59,18 +29,18 @@ class ShardLayout:
     filename: str
     header: bytes
     offsets: dict[str, int]
-    specs: dict[str, TensorSpec]
+    specs: dict[str, TensorHeader]
     size: int
 
 
-def layout_shard(filename: str, specs: Iterable[TensorSpec]) -> ShardLayout:
+def layout_shard(filename: str, specs: Iterable[TensorHeader]) -> ShardLayout:
     """Lays out a safetensors file so every tensor is aligned to its element size.
 
     Tensors are ordered by element size, largest first (as the safetensors library does), so
     with a header padded to 8 bytes every offset is a multiple of its tensor's element size and
     memory-mapped readers can view the data in place.
     """
-    ordered = sorted(specs, key=lambda spec: -ITEM_BYTES[spec.dtype])
+    ordered = sorted(specs, key=lambda spec: -DTYPE_BYTES[spec.dtype])
     entries: dict[str, object] = {"__metadata__": {"format": "pt"}}
     relative: dict[str, int] = {}
     cursor = 0
@@ -142,10 +112,10 @@ def shard_filename(index: int, count: int) -> str:
     return f"model-{index + 1:05d}-of-{count:05d}.safetensors"
 
 
-def group_into_shards(groups: list[list[TensorSpec]], max_shard_bytes: int) -> list[list[TensorSpec]]:
+def group_into_shards(groups: list[list[TensorHeader]], max_shard_bytes: int) -> list[list[TensorHeader]]:
     """Splits tensor groups (kept together) into shards of at most ``max_shard_bytes`` where possible."""
-    shards: list[list[TensorSpec]] = []
-    current: list[TensorSpec] = []
+    shards: list[list[TensorHeader]] = []
+    current: list[TensorHeader] = []
     current_bytes = 0
     for group in groups:
         group_bytes = sum(spec.nbytes for spec in group)

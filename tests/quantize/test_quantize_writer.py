@@ -12,10 +12,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from engine.model.safetensors_headers import DTYPE_BYTES, TensorHeader
 from engine.quantize.writer import (
-    ITEM_BYTES,
     ShardFile,
-    TensorSpec,
     group_into_shards,
     index_json,
     layout_shard,
@@ -34,7 +33,7 @@ TORCH_DTYPES = {
 }
 
 
-def random_tensor(spec: TensorSpec, seed: int) -> torch.Tensor:
+def random_tensor(spec: TensorHeader, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     raw = torch.randint(0, 256, (spec.nbytes,), dtype=torch.uint8, generator=generator)
     if spec.dtype in ("BF16", "F16", "F32", "F8_E4M3"):
@@ -44,14 +43,14 @@ def random_tensor(spec: TensorSpec, seed: int) -> torch.Tensor:
 
 
 SPECS = [
-    TensorSpec("a.weight", "F8_E4M3", (7, 33)),
-    TensorSpec("a.weight_scale", "BF16", (7, 1)),
-    TensorSpec("b.weight_packed", "I32", (5, 16)),
-    TensorSpec("b.weight_shape", "I64", (2,)),
-    TensorSpec("norm.weight", "F16", (3,)),
-    TensorSpec("c.weight", "I8", (9, 3)),
-    TensorSpec("scalar", "F32", ()),
-    TensorSpec("empty", "BF16", (0, 4)),
+    TensorHeader("a.weight", "F8_E4M3", (7, 33)),
+    TensorHeader("a.weight_scale", "BF16", (7, 1)),
+    TensorHeader("b.weight_packed", "I32", (5, 16)),
+    TensorHeader("b.weight_shape", "I64", (2,)),
+    TensorHeader("norm.weight", "F16", (3,)),
+    TensorHeader("c.weight", "I8", (9, 3)),
+    TensorHeader("scalar", "F32", ()),
+    TensorHeader("empty", "BF16", (0, 4)),
 ]
 
 
@@ -92,7 +91,7 @@ def test_layout_aligns_every_tensor_to_its_element_size() -> None:
     assert spans[0][0] == 0
     assert all(left[1] == right[0] for left, right in itertools.pairwise(spans))
     for spec in SPECS:
-        assert layout.offsets[spec.name] % ITEM_BYTES[spec.dtype] == 0
+        assert layout.offsets[spec.name] % DTYPE_BYTES[spec.dtype] == 0
 
 
 def test_writing_past_a_tensor_is_refused(tmp_path: Path) -> None:
@@ -119,13 +118,13 @@ def test_an_existing_file_is_never_overwritten(tmp_path: Path) -> None:
     ],
 )
 def test_groups_fill_shards_up_to_the_limit(sizes: list[int], limit: int, expected: list[list[int]]) -> None:
-    groups = [[TensorSpec(f"t{i}", "U8", (size,))] for i, size in enumerate(sizes)]
+    groups = [[TensorHeader(f"t{i}", "U8", (size,))] for i, size in enumerate(sizes)]
     shards = group_into_shards(groups, limit)
     assert [[spec.nbytes for spec in shard] for shard in shards] == expected
 
 
 def test_a_weight_and_its_scale_stay_in_one_shard() -> None:
-    groups = [[TensorSpec("a.weight", "I8", (10,)), TensorSpec("a.weight_scale", "BF16", (5,))]] * 3
+    groups = [[TensorHeader("a.weight", "I8", (10,)), TensorHeader("a.weight_scale", "BF16", (5,))]] * 3
     shards = group_into_shards(groups, 25)
     assert [len(shard) for shard in shards] == [2, 2, 2]
 
