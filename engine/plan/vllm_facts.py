@@ -40,26 +40,20 @@ class MethodCapability:
     vllm_source: str
 
 
-# Keys are quant-tui's method names (the `method` field of a recommendation).
-CAPABILITIES: dict[str, MethodCapability] = {
-    "bf16": MethodCapability(None, 0, True, "unquantized"),
-    # compressed-tensors FP8: W8A8 from Ada (8.9); below, the same checkpoint runs as
-    # weight-only FP8 through Marlin (CompressedTensorsW8A16Fp8), from Turing in 0.32.
-    "fp8": MethodCapability(89, 75, True, "CompressedTensorsW8A8Fp8 / CompressedTensorsW8A16Fp8"),
-    "int8-w8a8": MethodCapability(75, None, True, "CompressedTensorsW8A8Int8"),
-    "w8a16": MethodCapability(None, 75, True, "CompressedTensorsWNA16"),
-    "w4a16": MethodCapability(None, 75, True, "CompressedTensorsWNA16"),
-    # NVFP4: native W4A4 on Blackwell's FP4 tensor cores (10.0+), Marlin weight-only from 7.5.
-    "nvfp4": MethodCapability(100, 75, False, "CompressedTensorsW4A4Fp4 / ModelOptNvFp4Config"),
-    "mxfp4": MethodCapability(100, 80, False, "Mxfp4Config / CompressedTensorsW4A4MXFp4"),
-}
-
-# Methods vLLM 0.32 no longer ships: their checkpoints need an out-of-tree plugin.
-PLUGIN_ONLY_METHODS: dict[str, str] = {
-    "bnb-4bit": "bitsandbytes",
-    "bnb-8bit": "bitsandbytes",
-    "gguf": "GGUF",
-}
+# Capabilities per vLLM scheme family; the method registry (engine/plan/methods.py) points each
+# method at one of these, and tests/plan/test_vllm_facts.py checks them against vLLM's classes.
+UNQUANTIZED = MethodCapability(None, 0, True, "unquantized")
+# compressed-tensors FP8: W8A8 from Ada (8.9); below, the same checkpoint runs as weight-only FP8
+# through Marlin (CompressedTensorsW8A16Fp8), from Turing in 0.32.
+CT_FP8 = MethodCapability(89, 75, True, "CompressedTensorsW8A8Fp8 / CompressedTensorsW8A16Fp8")
+CT_INT8_W8A8 = MethodCapability(75, None, True, "CompressedTensorsW8A8Int8")
+CT_WNA16 = MethodCapability(None, 75, True, "CompressedTensorsWNA16")
+# NVFP4: native W4A4 on Blackwell's FP4 tensor cores (10.0+), Marlin weight-only from 7.5.
+CT_NVFP4 = MethodCapability(100, 75, False, "CompressedTensorsW4A4Fp4 / ModelOptNvFp4Config")
+MXFP4 = MethodCapability(100, 80, False, "Mxfp4Config / CompressedTensorsW4A4MXFp4")
+# Formats vLLM 0.32 no longer ships (bitsandbytes, GGUF): weight-only through an out-of-tree
+# plugin on any GPU, never on the CPU backend.
+PLUGIN_WEIGHT_ONLY = MethodCapability(None, 0, False, "out-of-tree plugin")
 
 
 def default_max_num_batched_tokens(device_memory_bytes: int, device_name: str, cpu: bool) -> int:

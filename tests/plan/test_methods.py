@@ -1,0 +1,69 @@
+"""The method registry: one record per name, consistent with compressed-tensors' own preset schemes."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.plan import methods
+
+# Expected layout per method, from the format's own definition (compressed-tensors presets,
+# NVIDIA's NVFP4 spec, the OCP MX spec, bitsandbytes' NF4 blocks): (bits, group, activations quantized).
+EXPECTED_LAYOUT = [
+    ("bf16", 16, None, False),
+    ("fp8", 8, None, True),
+    ("int8-w8a8", 8, None, True),
+    ("w8a16", 8, 128, False),
+    ("w4a16", 4, 128, False),
+    ("gptq-w4a16", 4, 128, False),
+    ("awq-w4a16", 4, 128, False),
+    ("nvfp4", 4, 16, True),
+    ("mxfp4", 4, 32, False),
+    ("bnb-4bit", 4, 64, False),
+]
+
+
+def test_every_name_has_exactly_one_record() -> None:
+    names = [m.name for m in methods.METHODS]
+    assert len(names) == len(set(names))
+    assert set(names) == set(methods.METHOD_NAMES)
+
+
+@pytest.mark.parametrize(("name", "bits", "group", "activations"), EXPECTED_LAYOUT)
+def test_weight_layout(name: str, bits: int, group: int | None, activations: bool) -> None:
+    layout = methods.method(name).weights
+    assert (layout.bits, layout.group_size, layout.quantizes_activations) == (bits, group, activations)
+
+
+@pytest.mark.parametrize("record", [m for m in methods.METHODS if m.ct_scheme], ids=lambda m: m.name)
+def test_compressed_tensors_scheme_matches_the_layout(record: methods.Method) -> None:
+    from compressed_tensors.quantization.quant_scheme import PRESET_SCHEMES
+
+    preset = PRESET_SCHEMES[record.ct_scheme]
+    assert preset["weights"].num_bits == record.weights.bits
+    assert preset["weights"].group_size == record.weights.group_size
+    assert (preset.get("input_activations") is not None) == record.weights.quantizes_activations
+    assert preset["weights"].symmetric == (record.weights.zero_point_bytes == 0)
+
+
+def test_folder_suffixes_are_unique_for_what_quant_tui_writes() -> None:
+    suffixes = [methods.method(name).folder_suffix for name in methods.quantizable()]
+    assert None not in suffixes
+    assert len(suffixes) == len(set(suffixes))
+
+
+def test_quantizable_lists_data_free_before_calibrated() -> None:
+    made = methods.quantizable()
+    producers = [methods.method(name).producer for name in made]
+    assert producers == sorted(producers, key=lambda p: p != "data-free")
+    assert {"fp8", "int8-w8a8", "w4a16", "gptq-w4a16", "awq-w4a16"} <= set(made)
+
+
+@pytest.mark.parametrize("record", methods.METHODS, ids=lambda m: m.name)
+def test_record_is_consistent(record: methods.Method) -> None:
+    assert (record.producer == "other-runtime") == (record.plugin is not None)
+    if record.serves_as is not None:
+        served = methods.method(record.serves_as)
+        assert served.weights.bits == record.weights.bits
+        assert served.serves_as is None
+    assert record.trade_off
+    assert not methods.is_method(record.name.upper()) or record.name == record.name.upper()
