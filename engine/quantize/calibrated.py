@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.errors import QuantTuiError
+from engine.plan.methods import method
 from engine.quantize.request import (
+    CALIBRATED_METHODS,
     LayerError,
     QuantizeProgress,
     QuantizeReport,
@@ -42,10 +44,7 @@ ENVIRONMENT_BYTES = 3 * 10**9
 # The model in memory in its dtype, plus llm-compressor's Hessians, activations and a copy on save.
 MEMORY_FACTOR = 2.5
 CALIBRATION_SAMPLES = 128
-SCHEME_DESCRIPTIONS = {
-    "gptq-w4a16": "INT4 symmetric weights, group 128, GPTQ on calibration text (llm-compressor); activations 16-bit",
-    "awq-w4a16": "INT4 asymmetric weights, group 128, AWQ scaling on calibration text (llm-compressor); activations 16-bit",
-}
+SCHEME_DESCRIPTIONS = {name: method(name).description for name in CALIBRATED_METHODS}
 
 
 def llmcompressor_env_dir() -> Path:

@@ -5,19 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-# Data-free methods first (written by quant-tui itself), then the calibrated ones (llm-compressor).
-METHODS = ("fp8", "int8-w8a8", "w4a16", "gptq-w4a16", "awq-w4a16")
-DATA_FREE_METHODS = ("fp8", "int8-w8a8", "w4a16")
-CALIBRATED_METHODS = ("gptq-w4a16", "awq-w4a16")
+from engine.plan.methods import method, names, quantizable
+
+# Data-free methods first (written by quant-tui itself), then the calibrated ones (llm-compressor);
+# all derived from the method registry.
+METHODS: tuple[str, ...] = quantizable()
+DATA_FREE_METHODS: tuple[str, ...] = names("data-free")
+CALIBRATED_METHODS: tuple[str, ...] = names("llm-compressor")
 
 # The suffix llm-compressor's examples give the output folder, e.g. Llama-3-8B-FP8-Dynamic.
-FOLDER_SUFFIXES = {
-    "fp8": "FP8-Dynamic",
-    "int8-w8a8": "W8A8-INT8",
-    "w4a16": "W4A16",
-    "gptq-w4a16": "W4A16-GPTQ",
-    "awq-w4a16": "W4A16-AWQ",
-}
+FOLDER_SUFFIXES: dict[str, str] = {name: method(name).folder_suffix or name.upper() for name in METHODS}
 
 
 @dataclass(frozen=True)
