@@ -129,7 +129,7 @@ class VariantResult:
     @property
     def tokens_per_s(self) -> float | None:
         """Client-side generated tokens per second under the load."""
-        return None if self.load is None else self.load.get("output_tokens_per_s")
+        return None if self.load is None else self.load.get("output_throughput")
 
 
 @dataclass(frozen=True)
@@ -163,8 +163,8 @@ class BenchResult:
                         variant.server_peak_rss_bytes, base.server_peak_rss_bytes
                     ),
                     "gpu_peak_memory_bytes": variant.gpu_peak_memory_bytes,
-                    "ttft_p50_s": None if variant.load is None else variant.load.get("ttft_p50_s"),
-                    "itl_p50_s": None if variant.load is None else variant.load.get("itl_p50_s"),
+                    "median_ttft_ms": None if variant.load is None else variant.load.get("median_ttft_ms"),
+                    "median_tpot_ms": None if variant.load is None else variant.load.get("median_tpot_ms"),
                     "perplexity": variant.perplexity,
                     "perplexity_change": None
                     if variant.perplexity is None or not base.perplexity

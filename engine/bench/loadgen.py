@@ -1,22 +1,24 @@
-"""A bounded async load generator for an OpenAI-compatible server: streamed completions, every outcome counted."""
+"""An async load generator for an OpenAI-compatible server, measuring as ``vllm bench serve`` does; every outcome counted."""
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import json
 import math
 import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
 
+from engine.bench.arrivals import arrival_offsets
+from engine.bench.metrics import DEFAULT_PERCENTILES, Outcome, RequestRecord, ServeSummary, summarize
 from engine.errors import QuantTuiError
+from engine.serve import client as server_client
 
 __all__ = [
     "LoadError",
@@ -27,6 +29,7 @@ __all__ = [
     "RequestRecord",
     "api_base_url",
     "generate_load",
+    "length_for",
     "make_prompt",
     "run_load",
     "served_model_name",
@@ -48,31 +51,27 @@ class LoadError(QuantTuiError):
     """The load cannot be run as asked (bad settings, or no server to send it to)."""
 
 
-class Outcome(str, enum.Enum):
-    """How one request ended."""
-
-    OK = "ok"
-    HTTP_ERROR = "http_error"
-    TIMEOUT = "timeout"
-    CONNECTION_ERROR = "connection_error"
-    CANCELLED = "cancelled"
-    BAD_RESPONSE = "bad_response"
-
-
 @dataclass(frozen=True, slots=True)
 class LoadSpec:
     """What load to send.
 
     Attributes:
-        concurrency: Requests in flight at once.
+        concurrency: Most requests in flight at once (vLLM ``--max-concurrency``).
         prompt_tokens: Prompt length, in tokens (approximate: built from common words).
         output_tokens: ``max_tokens`` of each request; with ``ignore_eos`` every request generates exactly this many.
         requests: How many requests to send in all (``None``: until ``duration_s``).
-        duration_s: Stop starting requests after this many seconds (``None``: until ``requests``).
+        duration_s: Stop releasing requests after this many seconds (``None``: until ``requests``).
         model: The served model name; ``None`` asks the server's ``/v1/models``.
         timeout_s: Give up on one request after this many seconds in all.
         ignore_eos: Ask vLLM to ignore the end-of-sequence token so output lengths are exact.
-        seed: Seed for the prompt words, so the same spec sends the same prompts.
+        seed: Seed for prompts, lengths and arrivals, so the same spec sends the same load.
+        request_rate: Mean requests per second of the arrival process; ``inf`` releases all at once
+            and the concurrency alone paces them (a closed loop).
+        burstiness: Gamma shape of the arrival gaps (1: Poisson), as vLLM's ``--burstiness``.
+        prompt_range: Prompt lengths are drawn uniformly from ``prompt_tokens * (1 ± prompt_range)``.
+        output_range: The same for output lengths (vLLM ``--random-range-ratio``).
+        num_warmups: Requests sent before the timed run, left out of every figure.
+        temperature: Sampling temperature sent; ``None`` sends none, so the server's default applies (as vLLM).
     """
 
     concurrency: int = 4
@@ -84,6 +83,12 @@ class LoadSpec:
     timeout_s: float = 120.0
     ignore_eos: bool = True
     seed: int = 0
+    request_rate: float = math.inf
+    burstiness: float = 1.0
+    prompt_range: float = 0.0
+    output_range: float = 0.0
+    num_warmups: int = 0
+    temperature: float | None = None
 
     def check(self) -> None:
         """Raises :class:`LoadError` with a one-line reason when the settings cannot work."""
@@ -99,48 +104,17 @@ class LoadSpec:
             raise LoadError(f"the duration must be a positive number of seconds, not {self.duration_s}")
         if not self.timeout_s > 0:
             raise LoadError(f"the request timeout must be positive, not {self.timeout_s}")
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """One request and how it went.
-
-    Attributes:
-        index: Order in which the request was started.
-        outcome: How it ended.
-        started_s: Seconds from the start of the load to the request's start.
-        latency_s: Seconds from its start to its end (whatever the outcome).
-        ttft_s: Seconds to the first streamed token, when one came.
-        prompt_tokens: Prompt tokens as the server counted them (usage), when reported.
-        generated_tokens: Generated tokens: from the usage chunk, else the number of streamed chunks.
-        tokens_from_usage: Whether ``generated_tokens`` is the server's own count.
-        last_token_s: Seconds from its start to the last streamed token, when one came.
-        status_code: The HTTP status, when an answer came.
-        error: One line on what went wrong, else ``None``.
-    """
-
-    index: int
-    outcome: Outcome
-    started_s: float
-    latency_s: float
-    ttft_s: float | None = None
-    prompt_tokens: int | None = None
-    generated_tokens: int = 0
-    tokens_from_usage: bool = False
-    last_token_s: float | None = None
-    status_code: int | None = None
-    error: str | None = None
-
-    @property
-    def time_per_output_token_s(self) -> float | None:
-        """Mean gap between this request's tokens after the first (client side), ``None`` under 2 tokens.
-
-        Measured from first to last token rather than chunk by chunk: chunks that arrive together in
-        one network read would otherwise count as zero-second gaps.
-        """
-        if self.ttft_s is None or self.last_token_s is None or self.generated_tokens < 2:
-            return None
-        return (self.last_token_s - self.ttft_s) / (self.generated_tokens - 1)
+        if not self.request_rate > 0:
+            raise LoadError(f"the request rate must be positive (or inf), not {self.request_rate}")
+        if not self.burstiness > 0:
+            raise LoadError(f"burstiness must be positive, not {self.burstiness}")
+        for name, ratio in (("prompt", self.prompt_range), ("output", self.output_range)):
+            if not 0.0 <= ratio < 1.0:
+                raise LoadError(f"the {name} length range must be in [0, 1), not {ratio}")
+        if self.num_warmups < 0:
+            raise LoadError(f"the number of warm-up requests cannot be negative, not {self.num_warmups}")
+        if self.temperature is not None and not self.temperature >= 0:
+            raise LoadError(f"the temperature must be 0 or more, not {self.temperature}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,27 +138,17 @@ class LoadProgress:
     elapsed_s: float
 
 
-def _percentile(values: Sequence[float], q: float) -> float | None:
-    """The ``q`` (0..1) percentile with linear interpolation between closest ranks; ``None`` if empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = q * (len(ordered) - 1)
-    lower = math.floor(position)
-    upper = min(lower + 1, len(ordered) - 1)
-    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
-
-
 @dataclass(frozen=True)
 class LoadResult:
-    """Everything a load run measured; ``records`` holds every request started, whatever its outcome.
+    """Everything a load run measured; ``records`` holds every timed request released, whatever its outcome.
 
     Attributes:
         spec: The load that was asked for.
         model: The model name the requests used.
-        duration_s: Seconds from the first request's start to the last one's end.
-        records: One record per request started, in start order.
+        duration_s: Seconds from the first dispatch to the end of the last request (vLLM ``duration``).
+        records: One record per timed request, in release order (warm-ups are not in it).
         stopped: Whether the stop event ended the load early.
+        warmup_outcomes: Outcomes of the warm-up requests.
     """
 
     spec: LoadSpec
@@ -192,6 +156,7 @@ class LoadResult:
     duration_s: float
     records: tuple[RequestRecord, ...]
     stopped: bool = False
+    warmup_outcomes: Mapping[str, int] = field(default_factory=dict)
     outcomes: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -199,9 +164,6 @@ class LoadResult:
         object.__setattr__(
             self, "outcomes", {outcome.value: counts.get(outcome.value, 0) for outcome in Outcome}
         )
-
-    def _ok(self) -> list[RequestRecord]:
-        return [record for record in self.records if record.outcome is Outcome.OK]
 
     @property
     def ok_requests(self) -> int:
@@ -215,7 +177,7 @@ class LoadResult:
 
     @property
     def generated_tokens(self) -> int:
-        """Tokens generated over all requests (partial streams included)."""
+        """Tokens generated over all requests (partial streams of failed ones included)."""
         return sum(record.generated_tokens for record in self.records)
 
     @property
@@ -225,52 +187,43 @@ class LoadResult:
 
     @property
     def output_tokens_per_s(self) -> float | None:
-        """Generated tokens per second of wall time, over the whole load."""
-        return self.generated_tokens / self.duration_s if self.duration_s > 0 else None
+        """Output tokens of completed requests per second of wall time (vLLM ``output_throughput``)."""
+        return self.serve_summary().output_throughput
 
-    @property
-    def requests_per_s(self) -> float | None:
-        """Completed requests per second."""
-        return self.ok_requests / self.duration_s if self.duration_s > 0 else None
+    def serve_summary(
+        self, percentiles: Sequence[float] = DEFAULT_PERCENTILES, slo_ms: Mapping[str, float] | None = None
+    ) -> ServeSummary:
+        """The figures of ``vllm bench serve``, from these records."""
+        return summarize(self.records, self.duration_s, percentiles, slo_ms)
 
-    def ttft_s(self, q: float) -> float | None:
-        """Client-side time-to-first-token percentile over completed requests."""
-        return _percentile([r.ttft_s for r in self._ok() if r.ttft_s is not None], q)
+    def summary(self, slo_ms: Mapping[str, float] | None = None) -> dict[str, Any]:
+        """The headline figures under vLLM's result keys, plus the outcomes (no per-request records)."""
+        data = {
+            "model_id": self.model,
+            "max_concurrency": self.spec.concurrency,
+            "request_rate": self.spec.request_rate,
+            "num_prompts": len(self.records),
+            **self.serve_summary(slo_ms=slo_ms).to_vllm_json(),
+        }
+        data["outcomes"] = dict(self.outcomes)
+        data["stopped"] = self.stopped
+        return data
 
-    def inter_token_s(self, q: float) -> float | None:
-        """Client-side time per output token after the first, percentile over completed requests."""
-        values = [record.time_per_output_token_s for record in self._ok()]
-        return _percentile([value for value in values if value is not None], q)
-
-    def latency_s(self, q: float) -> float | None:
-        """End-to-end request latency percentile over completed requests."""
-        return _percentile([record.latency_s for record in self._ok()], q)
-
-    def summary(self) -> dict[str, Any]:
-        """The headline figures as a JSON-ready dict (no per-request records)."""
+    def detailed(self) -> dict[str, list[Any]]:
+        """vLLM's ``--save-detailed`` lists (seconds), one entry per request in release order."""
         return {
-            "model": self.model,
-            "concurrency": self.spec.concurrency,
-            "prompt_tokens_requested": self.spec.prompt_tokens,
-            "output_tokens_requested": self.spec.output_tokens,
-            "requests": len(self.records),
-            "outcomes": dict(self.outcomes),
-            "stopped": self.stopped,
-            "duration_s": self.duration_s,
-            "generated_tokens": self.generated_tokens,
-            "prompt_tokens": self.prompt_tokens,
-            "output_tokens_per_s": self.output_tokens_per_s,
-            "requests_per_s": self.requests_per_s,
-            "ttft_p50_s": self.ttft_s(0.5),
-            "ttft_p95_s": self.ttft_s(0.95),
-            "itl_p50_s": self.inter_token_s(0.5),
-            "itl_p95_s": self.inter_token_s(0.95),
-            "latency_p50_s": self.latency_s(0.5),
-            "latency_p95_s": self.latency_s(0.95),
+            "input_lens": [record.prompt_tokens for record in self.records],
+            "output_lens": [record.generated_tokens if record.ok else 0 for record in self.records],
+            "ttfts": [record.ttft_s for record in self.records],
+            "itls": [list(record.itl_s) for record in self.records],
+            "latencies": [record.e2el_s for record in self.records],
+            "start_times": [record.started_s for record in self.records],
+            "queue_times": [record.queue_s for record in self.records],
+            "errors": [record.error or "" for record in self.records],
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """The summary plus every request record."""
+        """The summary plus the spec and every request record."""
         data = self.summary()
         data["spec"] = asdict(self.spec)
         data["records"] = [{**asdict(record), "outcome": record.outcome.value} for record in self.records]
@@ -283,26 +236,10 @@ def api_base_url(url: str) -> str:
     Raises:
         LoadError: The URL is empty or not http(s).
     """
-    text = url.strip().rstrip("/")
-    if not text:
-        raise LoadError("no server URL given; pass one like http://127.0.0.1:8000")
-    if "://" not in text:
-        text = "http://" + text
     try:
-        parsed = httpx.URL(text)
-    except (httpx.InvalidURL, ValueError) as error:
-        raise LoadError(f"{url!r} is not a URL; pass one like http://127.0.0.1:8000") from error
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise LoadError(f"{url!r} is not an http(s) URL; pass one like http://127.0.0.1:8000")
-    path = parsed.path.rstrip("/")
-    for suffix in ("/metrics", "/v1"):
-        if path.endswith(suffix):
-            path = path[: -len(suffix)]
-    return str(parsed.copy_with(path=path or "/", query=None)).rstrip("/")
-
-
-def _headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        return server_client.base_url(url)
+    except server_client.ServerClientError as error:
+        raise LoadError(str(error)) from error
 
 
 def served_model_name(base_url: str, api_key: str | None = None, timeout_s: float = 10.0) -> str:
@@ -311,20 +248,10 @@ def served_model_name(base_url: str, api_key: str | None = None, timeout_s: floa
     Raises:
         LoadError: The server cannot be reached or lists no model.
     """
-    url = api_base_url(base_url) + "/v1/models"
     try:
-        response = httpx.get(url, headers=_headers(api_key), timeout=timeout_s)
-        response.raise_for_status()
-        models = response.json().get("data") or []
-        return str(models[0]["id"])
-    except httpx.HTTPStatusError as error:
-        raise LoadError(
-            f"{url} answered HTTP {error.response.status_code}; check the URL and --api-key"
-        ) from error
-    except httpx.HTTPError as error:
-        raise LoadError(f"cannot reach {url} ({type(error).__name__}); is the server running?") from error
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
-        raise LoadError(f"{url} lists no model; is this an OpenAI-compatible server?") from error
+        return server_client.served_model_name(base_url, api_key, timeout_s)
+    except server_client.ServerClientError as error:
+        raise LoadError(str(error)) from error
 
 
 def make_prompt(prompt_tokens: int, index: int, seed: int = 0) -> str:
@@ -340,16 +267,27 @@ def make_prompt(prompt_tokens: int, index: int, seed: int = 0) -> str:
     return " ".join(chooser.choice(words) for _ in range(prompt_tokens))
 
 
+def length_for(length: int, range_ratio: float, index: int, seed: int, salt: int) -> int:
+    """One request's length, uniform over vLLM's ``[floor(L(1-r)), ceil(L(1+r))]`` (at least 1)."""
+    if range_ratio <= 0:
+        return length
+    low = max(1, math.floor(length * (1 - range_ratio)))
+    high = max(low, math.ceil(length * (1 + range_ratio)))
+    return random.Random((seed * 1_000_003 + index) * 4 + salt).randint(low, high)
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())[:_HTTP_ERROR_EXCERPT_CHARS]
 
 
 class _StreamState:
-    """What has arrived on one stream so far."""
+    """What has arrived on one stream so far, stamped as vLLM's request function stamps it."""
 
     def __init__(self) -> None:
         self.first_token_at: float | None = None
         self.last_token_at: float | None = None
+        self.first_text_at: float | None = None
+        self.gaps: list[float] = []
         self.chunks = 0
         self.usage: dict[str, Any] | None = None
         self.status: int | None = None
@@ -369,16 +307,22 @@ class _StreamState:
             return _one_line(str(detail))
         if isinstance(message.get("usage"), dict):
             self.usage = message["usage"]
-        if any(choice.get("text") for choice in message.get("choices") or []):
+        choices = message.get("choices")
+        if choices:
+            # Any message with choices is a token, even with empty text (special tokens), as in vLLM.
             if self.first_token_at is None:
                 self.first_token_at = now
+            else:
+                self.gaps.append(now - (self.last_token_at or now))
             self.last_token_at = now
             self.chunks += 1
+            if self.first_text_at is None and any(choice.get("text") for choice in choices):
+                self.first_text_at = now
         return None
 
 
 class _LoadRun:
-    """One run of :func:`generate_load`: shared counters of the worker coroutines."""
+    """One run of :func:`generate_load`: the dispatcher, the requests in flight and their records."""
 
     def __init__(
         self,
@@ -391,41 +335,35 @@ class _LoadRun:
         self.completions_url = base_url + "/v1/completions"
         self.spec = spec
         self.model = model
-        self.headers = _headers(api_key)
+        self.headers = server_client.auth_headers(api_key)
+        self.api_key = api_key
         self.on_progress = on_progress
         self.records: list[RequestRecord] = []
-        self.next_index = 0
-        self.started = time.monotonic()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.started = time.perf_counter()
         self.stopping = False
-
-    def take_index(self) -> int | None:
-        """The next request's index, or ``None`` when the load is complete."""
-        spec = self.spec
-        if self.stopping:
-            return None
-        if spec.requests is not None and self.next_index >= spec.requests:
-            return None
-        if spec.duration_s is not None and time.monotonic() - self.started >= spec.duration_s:
-            return None
-        index = self.next_index
-        self.next_index += 1
-        return index
+        self.timed = True
 
     def body(self, index: int) -> dict[str, Any]:
         spec = self.spec
-        return {
+        if not self.timed:
+            index = 0  # warm-ups are copies of request 0 (vLLM --num-warmups)
+        prompt_length = length_for(spec.prompt_tokens, spec.prompt_range, index, spec.seed, 1)
+        body: dict[str, Any] = {
             "model": self.model,
-            "prompt": make_prompt(spec.prompt_tokens, index, spec.seed),
-            "max_tokens": spec.output_tokens,
+            "prompt": make_prompt(prompt_length, index, spec.seed),
+            "max_tokens": length_for(spec.output_tokens, spec.output_range, index, spec.seed, 2),
             "ignore_eos": spec.ignore_eos,
-            "temperature": 0.0,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if spec.temperature is not None:
+            body["temperature"] = spec.temperature
+        return body
 
     def record(self, record: RequestRecord) -> None:
         self.records.append(record)
-        if self.on_progress is not None:
+        if self.on_progress is not None and self.timed:
             ok = sum(1 for item in self.records if item.outcome is Outcome.OK)
             self.on_progress(
                 LoadProgress(
@@ -434,7 +372,7 @@ class _LoadRun:
                     ok=ok,
                     failed=len(self.records) - ok,
                     generated_tokens=sum(item.generated_tokens for item in self.records),
-                    elapsed_s=time.monotonic() - self.started,
+                    elapsed_s=time.perf_counter() - self.started,
                 )
             )
 
@@ -452,21 +390,25 @@ class _LoadRun:
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
                     continue
-                server_error = state.on_data(line[len("data:") :].strip(), time.monotonic())
+                server_error = state.on_data(line[len("data:") :].strip(), time.perf_counter())
                 if server_error is not None:
                     return Outcome.HTTP_ERROR, f"server error in stream: {server_error}"
         if not state.done:
             return Outcome.CONNECTION_ERROR, "the stream ended before [DONE]"
+        if state.first_token_at is None:
+            return Outcome.BAD_RESPONSE, "the stream carried no token"
         return Outcome.OK, None
 
-    async def send(self, client: httpx.AsyncClient, index: int) -> None:
-        """Sends one request and records its outcome, whatever happens (cancellation included)."""
-        started = time.monotonic()
+    async def send(
+        self, client: httpx.AsyncClient, index: int, arrival: float, slot: asyncio.Semaphore
+    ) -> None:
+        """Sends one request (its slot already taken) and records its outcome, whatever happens."""
+        started = time.perf_counter()
         state = _StreamState()
         try:
             outcome, error = await asyncio.wait_for(self._stream(client, index, state), self.spec.timeout_s)
         except asyncio.CancelledError:
-            self.record(self._make_record(index, started, state, Outcome.CANCELLED, "cancelled"))
+            self.record(self._make_record(index, arrival, started, state, Outcome.CANCELLED, "cancelled"))
             raise
         except (asyncio.TimeoutError, httpx.TimeoutException):
             outcome, error = Outcome.TIMEOUT, f"no complete answer within {self.spec.timeout_s:g} s"
@@ -475,11 +417,14 @@ class _LoadRun:
             outcome, error = Outcome.CONNECTION_ERROR, f"{type(failure).__name__}: {detail}"
         except (ValueError, KeyError, TypeError, AttributeError) as failure:
             outcome, error = Outcome.BAD_RESPONSE, _one_line(f"unreadable stream chunk: {failure}")
-        self.record(self._make_record(index, started, state, outcome, error))
+        finally:
+            slot.release()
+        self.record(self._make_record(index, arrival, started, state, outcome, error))
 
     def _make_record(
         self,
         index: int,
+        arrival: float,
         started: float,
         state: _StreamState,
         outcome: Outcome,
@@ -490,32 +435,83 @@ class _LoadRun:
         prompt_tokens = usage.get("prompt_tokens")
         from_usage = isinstance(completion_tokens, int)
         generated = completion_tokens if isinstance(completion_tokens, int) else state.chunks
+
+        def since_start(stamp: float | None) -> float | None:
+            return None if stamp is None else stamp - started
+
         return RequestRecord(
             index=index,
             outcome=outcome,
             started_s=started - self.started,
-            latency_s=time.monotonic() - started,
-            ttft_s=state.first_token_at - started if state.first_token_at is not None else None,
+            latency_s=time.perf_counter() - started,
+            ttft_s=since_start(state.first_token_at),
             prompt_tokens=prompt_tokens if isinstance(prompt_tokens, int) else None,
             generated_tokens=generated,
             tokens_from_usage=from_usage,
-            last_token_s=state.last_token_at - started if state.last_token_at is not None else None,
+            last_token_s=since_start(state.last_token_at),
             status_code=state.status,
-            error=error,
+            error=None if error is None else server_client.redact(error, [self.api_key]),
+            arrival_s=arrival,
+            itl_s=tuple(state.gaps),
+            first_text_s=since_start(state.first_text_at),
         )
 
-    async def worker(self, client: httpx.AsyncClient) -> None:
-        while (index := self.take_index()) is not None:
-            await self.send(client, index)
+    async def dispatch(self, client: httpx.AsyncClient, count: int | None, offsets: Sequence[float]) -> None:
+        """Releases requests at their arrival times, each once a slot is free, then waits for them all."""
+        spec = self.spec
+        slot = asyncio.Semaphore(spec.concurrency)
+        index = 0
+        while not self.stopping and (count is None or index < count):
+            arrival = offsets[index] if index < len(offsets) else 0.0
+            if spec.duration_s is not None and self.timed and arrival >= spec.duration_s:
+                break
+            delay = self.started + arrival - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await slot.acquire()
+            elapsed = time.perf_counter() - self.started
+            if self.stopping or (spec.duration_s is not None and self.timed and elapsed >= spec.duration_s):
+                slot.release()
+                break
+            self.tasks.append(asyncio.create_task(self.send(client, index, arrival, slot)))
+            index += 1
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-async def _watch_stop(stop_event: threading.Event, workers: list[asyncio.Task[None]], run: _LoadRun) -> None:
-    """Cancels the workers (their in-flight requests are recorded as cancelled) once the event is set."""
+async def _watch_stop(stop_event: threading.Event, run: _LoadRun, dispatcher: asyncio.Task[None]) -> None:
+    """Stops the dispatcher and cancels requests in flight (recorded as cancelled) once the event is set."""
     while not stop_event.is_set():
         await asyncio.sleep(_STOP_CHECK_S)
     run.stopping = True
-    for task in workers:
+    dispatcher.cancel()
+    for task in run.tasks:
         task.cancel()
+
+
+async def _run_phase(
+    run: _LoadRun,
+    client: httpx.AsyncClient,
+    count: int | None,
+    offsets: Sequence[float],
+    stop_event: threading.Event | None,
+) -> None:
+    dispatcher = asyncio.create_task(run.dispatch(client, count, offsets))
+    watcher = asyncio.create_task(_watch_stop(stop_event, run, dispatcher)) if stop_event else None
+    await asyncio.gather(dispatcher, return_exceptions=True)
+    await asyncio.gather(*run.tasks, return_exceptions=True)
+    if watcher is not None:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+
+
+def _timed_offsets(spec: LoadSpec) -> list[float]:
+    """Arrival times of the timed requests; a duration-bound open loop draws enough to fill the duration."""
+    if math.isinf(spec.request_rate):
+        return []
+    count = spec.requests
+    if count is None:
+        count = max(1, math.ceil((spec.duration_s or 0.0) * spec.request_rate))
+    return arrival_offsets(count, spec.request_rate, spec.burstiness, spec.seed)
 
 
 async def generate_load(
@@ -525,17 +521,20 @@ async def generate_load(
     on_progress: Callable[[LoadProgress], None] | None = None,
     stop_event: threading.Event | None = None,
 ) -> LoadResult:
-    """Sends streamed ``/v1/completions`` requests, at most ``spec.concurrency`` at a time.
+    """Sends streamed ``/v1/completions`` requests at the spec's arrival rate, at most ``spec.concurrency`` at a time.
+
+    Warm-up requests (copies of request 0) go first and are left out of the result's figures; the
+    clock of the timed run starts just before its first dispatch, as in vLLM.
 
     Args:
         base_url: The server's URL (``http://host:port``, with or without ``/v1``).
         spec: What load to send.
-        api_key: Sent as ``Authorization: Bearer <key>``.
-        on_progress: Called after every finished request.
+        api_key: Sent as ``Authorization: Bearer <key>``; never written into a record.
+        on_progress: Called after every finished timed request.
         stop_event: Set it to stop: no new requests, in-flight ones are cancelled and counted so.
 
     Returns:
-        The measurements, with one record per request started.
+        The measurements, with one record per timed request released.
 
     Raises:
         LoadError: Bad settings, or (when ``spec.model`` is not given) the server cannot be asked
@@ -547,16 +546,21 @@ async def generate_load(
     run = _LoadRun(root, spec, model, api_key, on_progress)
     limits = httpx.Limits(max_connections=spec.concurrency, max_keepalive_connections=spec.concurrency)
     timeout = httpx.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 10.0))
+    warmup_outcomes: dict[str, int] = {}
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-        workers = [asyncio.create_task(run.worker(client)) for _ in range(spec.concurrency)]
-        watcher = asyncio.create_task(_watch_stop(stop_event, workers, run)) if stop_event else None
-        await asyncio.gather(*workers, return_exceptions=True)
-        if watcher is not None:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+        if spec.num_warmups:
+            run.timed = False
+            await _run_phase(run, client, spec.num_warmups, [], stop_event)
+            warmup_outcomes = dict(Counter(record.outcome.value for record in run.records))
+            run.records, run.tasks, run.timed = [], [], True
+        if not run.stopping:
+            run.started = time.perf_counter()
+            await _run_phase(run, client, spec.requests, _timed_offsets(spec), stop_event)
+        duration = time.perf_counter() - run.started
+        if not run.timed:
+            duration = 0.0
     records = tuple(sorted(run.records, key=lambda record: record.index))
-    duration = max((r.started_s + r.latency_s for r in records), default=0.0)
-    return LoadResult(spec, model, duration, records, stopped=run.stopping)
+    return LoadResult(spec, model, duration, records, stopped=run.stopping, warmup_outcomes=warmup_outcomes)
 
 
 def run_load(

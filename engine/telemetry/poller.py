@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from engine.errors import QuantTuiError
+from engine.serve import client as server_client
 from engine.telemetry.metrics import DerivedMetrics, MetricsError, MetricsSample, derive, parse_metrics
+from engine.telemetry.processes import ProcessSample, ProcessTreeSampler, gpu_memory_by_pid, vllm_pids
 
 if TYPE_CHECKING:
     from engine.hardware.detect import GpuInfo, HostInfo
@@ -31,6 +33,7 @@ __all__ = [
     "TelemetrySnapshot",
     "metrics_url",
     "process_tree_rss",
+    "series_of",
 ]
 
 DEFAULT_INTERVAL_S = 1.0
@@ -46,7 +49,10 @@ SERIES_NAMES = (
     "requests_running",
     "requests_waiting",
     "kv_cache_usage",
+    "kv_cache_capacity_tokens",
     "prefix_cache_hit_rate",
+    "preemptions_total",
+    "preemptions_per_s",
     "ttft_p50_s",
     "ttft_p95_s",
     "itl_p50_s",
@@ -79,23 +85,10 @@ def metrics_url(url: str) -> str:
     Raises:
         TelemetryError: The URL is empty or not http(s).
     """
-    text = url.strip()
-    if not text:
-        raise TelemetryError("no server URL given; pass one like http://127.0.0.1:8000")
-    if "://" not in text:
-        text = "http://" + text
     try:
-        parsed = httpx.URL(text)
-    except (httpx.InvalidURL, ValueError) as error:
-        raise TelemetryError(f"{url!r} is not a URL; pass one like http://127.0.0.1:8000") from error
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise TelemetryError(f"{url!r} is not an http(s) URL; pass one like http://127.0.0.1:8000")
-    path = parsed.path.rstrip("/")
-    if path.endswith("/metrics"):
-        return str(parsed.copy_with(path=path))
-    if path.endswith("/v1"):
-        path = path[: -len("/v1")]
-    return str(parsed.copy_with(path=path + "/metrics", query=None))
+        return server_client.metrics_url(url)
+    except server_client.ServerClientError as error:
+        raise TelemetryError(str(error)) from error
 
 
 def process_tree_rss(pid: int) -> int | None:
@@ -179,6 +172,10 @@ class TelemetrySnapshot:
         server_rss_bytes: Resident memory of the server's process tree when its pid is known.
         server_alive: Whether the server process still runs; ``None`` when no pid was given.
         error: One line saying why the poll failed, else ``None``.
+        server_processes: The server's process tree (root first) when its pid is known.
+        server_gpu_memory_bytes: Per GPU (as ``gpus``), the memory the server's processes hold there;
+            ``None`` where NVML does not list processes.
+        engine_died: Whether the server's main process or its engine core ended while watched.
     """
 
     url: str
@@ -191,6 +188,9 @@ class TelemetrySnapshot:
     server_rss_bytes: int | None = None
     server_alive: bool | None = None
     error: str | None = None
+    server_processes: tuple[ProcessSample, ...] = ()
+    server_gpu_memory_bytes: tuple[int | None, ...] = ()
+    engine_died: bool = False
 
     @property
     def ok(self) -> bool:
@@ -228,6 +228,9 @@ class TelemetrySnapshot:
             "host": _jsonable(self.host),
             "server_rss_bytes": self.server_rss_bytes,
             "server_alive": self.server_alive,
+            "server_processes": _jsonable(self.server_processes),
+            "server_gpu_memory_bytes": list(self.server_gpu_memory_bytes),
+            "engine_died": self.engine_died,
         }
 
 
@@ -254,16 +257,7 @@ class _History:
 
 def _describe_http_failure(error: Exception, url: str, timeout_s: float) -> str:
     """One line for a failed HTTP request."""
-    if isinstance(error, httpx.ConnectError):
-        return f"cannot reach {url} (connection refused or no route); is the server running?"
-    if isinstance(error, httpx.TimeoutException):
-        return f"no answer from {url} within {timeout_s:g} s; the server is stuck or the URL is wrong"
-    if isinstance(error, httpx.HTTPStatusError):
-        status = error.response.status_code
-        if status in (401, 403):
-            return f"{url} refused the request (HTTP {status}); pass the server's key with --api-key"
-        return f"{url} answered HTTP {status}; is this a vLLM server?"
-    return f"reading {url} failed: {' '.join(str(error).split()) or type(error).__name__}"
+    return server_client.describe_http_failure(error, url, timeout_s)
 
 
 class TelemetryPoller:
@@ -306,12 +300,14 @@ class TelemetryPoller:
         self.server_pid = server_pid
         self.sample_hardware = sample_hardware
         self.timeout_s = timeout_s if timeout_s is not None else min(max(interval_s, 2.0), 10.0)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(headers=headers, timeout=self.timeout_s, follow_redirects=True)
+        self._client = httpx.Client(
+            headers=server_client.auth_headers(api_key), timeout=self.timeout_s, follow_redirects=True
+        )
         self._poll_lock = threading.Lock()
         self._history_lock = threading.Lock()
         self._history = _History(history)
         self._previous: MetricsSample | None = None
+        self._tree = ProcessTreeSampler(server_pid) if server_pid is not None else None
 
     @staticmethod
     def _checked_interval(interval_s: float) -> float:
@@ -353,12 +349,23 @@ class TelemetryPoller:
         self._previous = sample
         return derived, None
 
-    def _sample_hardware(self) -> tuple[tuple[GpuInfo, ...], HostInfo | None]:
+    def _sample_hardware(self) -> tuple[tuple[GpuInfo, ...], HostInfo | None, tuple[int | None, ...]]:
         if not self.sample_hardware:
-            return (), None
+            return (), None, ()
         from engine.hardware.detect import sample_gpus, sample_host
+        from engine.hardware.nvml import default_library
 
-        return tuple(sample_gpus()), sample_host()
+        gpus = tuple(sample_gpus())
+        server_memory: tuple[int | None, ...] = ()
+        if gpus:
+            # A server quant-tui started is its process tree; one it did not is whatever runs vLLM here.
+            pids = self._tree.pids() if self._tree is not None else vllm_pids()
+            by_pid = gpu_memory_by_pid(default_library(), len(gpus))
+            server_memory = tuple(
+                sum(used for pid, used in on_gpu.items() if pid in pids) if on_gpu or pids else None
+                for on_gpu in by_pid
+            )
+        return gpus, sample_host(), server_memory
 
     def poll_once(self) -> TelemetrySnapshot:
         """Polls now (waiting for a poll already under way) and records the snapshot in the history.
@@ -370,13 +377,15 @@ class TelemetryPoller:
         with self._poll_lock:
             wall_time, started = time.time(), time.monotonic()
             metrics, error = self._read_metrics(started)
-            rss = process_tree_rss(self.server_pid) if self.server_pid is not None else None
-            alive = None if self.server_pid is None else rss is not None
-            if alive is False:
-                error = f"the server process (pid {self.server_pid}) has exited" + (
-                    f"; {error}" if error else ""
-                )
-            gpus, host = self._sample_hardware()
+            tree = self._tree.sample() if self._tree is not None else None
+            rss = tree.rss_bytes if tree is not None else None
+            alive = tree.root_alive if tree is not None else None
+            died = tree is not None and tree.engine_died
+            if died:
+                # Said first and plainly: whatever the HTTP side answers now (refused, 500) follows from it.
+                how = "exited" if not alive else "still runs without it"
+                error = f"the vLLM engine process died (the server process, pid {self.server_pid}, {how})"
+            gpus, host, server_gpu_memory = self._sample_hardware()
             snapshot = TelemetrySnapshot(
                 url=self.url,
                 wall_time=wall_time,
@@ -388,6 +397,9 @@ class TelemetryPoller:
                 server_rss_bytes=rss,
                 server_alive=alive,
                 error=error,
+                server_processes=tree.processes if tree is not None else (),
+                server_gpu_memory_bytes=server_gpu_memory,
+                engine_died=died,
             )
             with self._history_lock:
                 self._history.append(snapshot)
@@ -456,6 +468,20 @@ class TelemetryPoller:
                 writer.writerow(row)
 
         return _write_atomically(Path(path), write)
+
+
+def series_of(snapshots: list[TelemetrySnapshot]) -> dict[str, list[float | None]]:
+    """The series a poller would hold after taking ``snapshots`` (as :meth:`TelemetryPoller.series`).
+
+    Args:
+        snapshots: Oldest first.
+    """
+    history = _History(max(1, len(snapshots)))
+    for snapshot in snapshots:
+        history.append(snapshot)
+    data: dict[str, list[float | None]] = {"wall_time": list(history.times)}
+    data.update({name: list(values) for name, values in history.series.items()})
+    return data
 
 
 def _scalar_metric_fields() -> list[str]:

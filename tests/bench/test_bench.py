@@ -54,7 +54,7 @@ def variant(
     load = (
         None
         if tokens_per_s is None
-        else {"output_tokens_per_s": tokens_per_s, "ttft_p50_s": 0.05, "itl_p50_s": 0.01}
+        else {"output_throughput": tokens_per_s, "median_ttft_ms": 50.0, "median_tpot_ms": 10.0}
     )
     return VariantResult(
         method=method,
@@ -99,6 +99,7 @@ def test_trade_off_rows(row: int, key: str, expected: object) -> None:
 def test_table_and_json() -> None:
     text = format_table(RESULT)
     assert "1.50×" in text and "+5.00%" in text and "failed" in text
+    assert "50 ms" in text and "10.0 ms" in text
     assert "fp8: fp8 needs a GPU" in text
     data = json.loads(json.dumps(RESULT.to_dict()))
     assert data["baseline"] == "bf16" and len(data["table"]) == 3
@@ -152,7 +153,7 @@ def test_e2e_bench_baseline_against_int8(demo_model: Path, tmp_path: Path) -> No
     assert baseline.error is None and int8.error is None, (baseline.error, int8.error)
     for measured in (baseline, int8):
         assert measured.load is not None and measured.load["outcomes"]["ok"] == 8
-        assert measured.server_generation_tokens == measured.load["generated_tokens"] == 8 * 32
+        assert measured.server_generation_tokens == measured.load["total_output_tokens"] == 8 * 32
         assert measured.server_peak_rss_bytes and measured.kv_cache_tokens
         assert measured.perplexity is not None and measured.perplexity > 1.0
     assert baseline.top1_agreement == 1.0

@@ -190,9 +190,13 @@ def test_ok_load_counts_tokens_and_sends_the_right_request(fake: tuple[FakeCompl
     assert [item.finished for item in progress] == list(range(1, 10))
     assert progress[-1].generated_tokens == 108
     summary = result.summary()
-    assert summary["ttft_p50_s"] > 0 and summary["itl_p50_s"] > 0
-    assert summary["latency_p95_s"] >= summary["latency_p50_s"]
+    assert summary["median_ttft_ms"] > 0 and summary["median_tpot_ms"] > 0 and summary["median_itl_ms"] > 0
+    assert summary["p95_e2el_ms"] >= summary["median_e2el_ms"]
+    assert summary["completed"] == 9 and summary["failed"] == 0 and summary["total_output_tokens"] == 108
     assert result.output_tokens_per_s == pytest.approx(108 / result.duration_s)
+    assert "temperature" not in body  # as vLLM: the server's default sampling applies
+    # 12 messages with choices per request: 11 gaps each, pooled into ITL.
+    assert all(len(record.itl_s) == 11 for record in result.records)
     assert json.loads(json.dumps(result.to_dict()))["outcomes"]["ok"] == 9
 
 

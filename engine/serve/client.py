@@ -1,0 +1,168 @@
+"""The one way quant-tui talks to a vLLM server it did not necessarily start: URLs, the Bearer key, the model name, errors."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import httpx
+
+from engine.errors import QuantTuiError
+
+__all__ = [
+    "API_KEY_ENV",
+    "ServerClientError",
+    "auth_headers",
+    "base_url",
+    "describe_http_failure",
+    "metrics_url",
+    "read_api_key",
+    "redact",
+    "redact_argv",
+    "redact_environment",
+    "served_model_name",
+]
+
+# quant-tui's own variable for a server's key (vLLM's server reads VLLM_API_KEY; clients read this one first).
+API_KEY_ENV = "QUANT_TUI_API_KEY"
+_EXAMPLE = "pass one like http://127.0.0.1:8000"
+_REDACTED = "<redacted>"
+# Values of these environment variables or options never leave the process in a result or an error.
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
+
+
+class ServerClientError(QuantTuiError):
+    """The server cannot be addressed or asked as given (bad URL, unreachable, no model, refused key)."""
+
+
+def base_url(url: str) -> str:
+    """The server's root URL (no trailing ``/``, no ``/v1`` or ``/metrics``) from whatever form the user typed.
+
+    Args:
+        url: ``http://host:port``, ``host:port``, ``.../v1`` or ``.../metrics``.
+
+    Raises:
+        ServerClientError: The URL is empty or not http(s).
+    """
+    text = url.strip()
+    if not text.rstrip("/"):
+        raise ServerClientError(f"no server URL given; {_EXAMPLE}")
+    if "://" not in text:
+        text = "http://" + text
+    try:
+        parsed = httpx.URL(text)
+    except (httpx.InvalidURL, ValueError) as error:
+        raise ServerClientError(f"{url!r} is not a URL; {_EXAMPLE}") from error
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ServerClientError(f"{url!r} is not an http(s) URL; {_EXAMPLE}")
+    path = parsed.path.rstrip("/")
+    for suffix in ("/metrics", "/v1"):
+        if path.endswith(suffix):
+            path = path[: -len(suffix)]
+    return str(parsed.copy_with(path=path or "/", query=None)).rstrip("/")
+
+
+def metrics_url(url: str) -> str:
+    """The server's ``/metrics`` address from its base URL, ``/v1`` URL or ``/metrics`` URL.
+
+    Raises:
+        ServerClientError: The URL is empty or not http(s).
+    """
+    return base_url(url) + "/metrics"
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """``Authorization: Bearer <key>`` when there is a key, else no header."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def read_api_key(
+    key_file: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The API key from a file (first line), else from ``$QUANT_TUI_API_KEY``, else ``None``.
+
+    A key is never taken from the command line, where ``ps`` and shell history would show it.
+
+    Raises:
+        ServerClientError: The file cannot be read or is empty.
+    """
+    if key_file is not None:
+        try:
+            key = Path(key_file).read_text(encoding="utf-8").strip().splitlines()
+        except OSError as error:
+            raise ServerClientError(f"cannot read the API key file {key_file} ({error.strerror})") from error
+        if not key or not key[0].strip():
+            raise ServerClientError(f"the API key file {key_file} is empty; put the key on its first line")
+        return key[0].strip()
+    value = (environ if environ is not None else os.environ).get(API_KEY_ENV, "").strip()
+    return value or None
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with every secret replaced by ``<redacted>`` (keys must never reach a result or an error)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+def redact_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """A copy of an environment with the values of key-, token- and password-like variables redacted."""
+    return {name: _REDACTED if _SECRET_NAME.search(name) else value for name, value in environ.items()}
+
+
+def redact_argv(argv: Iterable[str]) -> list[str]:
+    """A command line with the value after ``--api-key`` (or ``--api-key=...``) and similar options redacted."""
+    result: list[str] = []
+    hide_next = False
+    for part in argv:
+        if hide_next:
+            result.append(_REDACTED)
+            hide_next = False
+            continue
+        name, equals, _ = part.partition("=")
+        if part.startswith("--") and _SECRET_NAME.search(name):
+            if equals:
+                result.append(f"{name}={_REDACTED}")
+            else:
+                result.append(part)
+                hide_next = True
+            continue
+        result.append(part)
+    return result
+
+
+def describe_http_failure(error: Exception, url: str, timeout_s: float) -> str:
+    """One line for a failed HTTP request to the server, saying what to check."""
+    if isinstance(error, httpx.ConnectError):
+        return f"cannot reach {url} (connection refused or no route); is the server running?"
+    if isinstance(error, httpx.TimeoutException):
+        return f"no answer from {url} within {timeout_s:g} s; the server is stuck or the URL is wrong"
+    if isinstance(error, httpx.HTTPStatusError):
+        status = error.response.status_code
+        if status in (401, 403):
+            return f"{url} refused the request (HTTP {status}); pass the server's key (--api-key or --api-key-file)"
+        return f"{url} answered HTTP {status}; is this a vLLM server?"
+    return f"reading {url} failed: {' '.join(str(error).split()) or type(error).__name__}"
+
+
+def served_model_name(url: str, api_key: str | None = None, timeout_s: float = 10.0) -> str:
+    """The first model the server lists at ``/v1/models``.
+
+    Raises:
+        ServerClientError: The server cannot be reached, refuses the key or lists no model.
+    """
+    models_url = base_url(url) + "/v1/models"
+    try:
+        response = httpx.get(models_url, headers=auth_headers(api_key), timeout=timeout_s)
+        response.raise_for_status()
+        models = response.json().get("data") or []
+        return str(models[0]["id"])
+    except httpx.HTTPError as error:
+        raise ServerClientError(describe_http_failure(error, models_url, timeout_s)) from error
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
+        raise ServerClientError(
+            f"{models_url} lists no model; is this an OpenAI-compatible server?"
+        ) from error
