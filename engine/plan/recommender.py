@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from engine.hardware.detect import HardwareTarget
 from engine.model.inspect_model import ModelInfo, human_params
-from engine.plan.memory import DevicePlan, WeightBytes, plan_cpu, plan_gpu, weight_bytes
+from engine.plan.memory import DevicePlan, KvCapacity, WeightBytes, plan_cpu, plan_gpu, weight_bytes
 from engine.plan.methods import method as method_record
+from engine.plan.server_plan import (
+    CalibrationKey,
+    CpuKvSpace,
+    available_ram_bytes,
+    cpu_kv_space,
+    load_calibration,
+)
 from engine.plan.vllm_facts import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
     GIB,
     VLLM_VERSION,
     default_max_num_batched_tokens,
     default_max_num_seqs,
 )
+from engine.serve.server_config import Prediction, ServerConfig
 
 Goal = Literal["quality", "balanced", "memory", "throughput"]
 GOALS: tuple[Goal, ...] = ("quality", "balanced", "memory", "throughput")
@@ -43,6 +53,11 @@ class PlanRequest:
         concurrency: sequences that must fit at that context at once.
         kv_cache_dtype: "auto" or "fp8"; None lets the recommender choose per candidate.
         tensor_parallel_size: force a TP size; None picks the smallest that fits.
+        cpu_kvcache_gib: force the CPU backend's KV space; None applies ``server_plan.cpu_kv_space``.
+        available_ram_bytes: RAM available on the CPU host; None reads it now (psutil).
+        gpu_memory_utilization: vLLM's ``--gpu-memory-utilization``; None is its default.
+        calibration_file: GPU calibrations to apply; None reads the user's cache, and a path
+            that does not exist applies none.
     """
 
     max_model_len: int | None = None
@@ -50,11 +65,18 @@ class PlanRequest:
     goal: Goal = "balanced"
     kv_cache_dtype: str | None = None
     tensor_parallel_size: int | None = None
+    cpu_kvcache_gib: int | None = None
+    available_ram_bytes: int | None = None
+    gpu_memory_utilization: float | None = None
+    calibration_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """One way to serve the model, with its memory plan and the reasoning behind it."""
+    """One way to serve the model, with its memory plan and the reasoning behind it.
+
+    ``server`` is the one server plan; ``vllm_args`` and ``env`` are its rendering for display.
+    """
 
     method: str
     execution: Execution
@@ -68,6 +90,7 @@ class Candidate:
     kv_cache_tokens: int
     plan: DevicePlan
     model_dir: str
+    server: ServerConfig
     vllm_args: tuple[str, ...]
     env: tuple[tuple[str, str], ...]
     reasons: tuple[str, ...]
@@ -188,6 +211,7 @@ class _Fit:
     kv_cache_dtype: str
     # When the box is too small: machines like it that would fit as pipeline stages.
     machines_needed: int | None = None
+    cpu_space: CpuKvSpace | None = None
 
 
 def _fit(
@@ -201,21 +225,57 @@ def _fit(
     """Finds the smallest TP size on this box that fits; if none does, the largest, and how many boxes would."""
     kv_bytes = _kv_dtype_bytes(kv_cache_dtype)
     if target.kind == "cpu":
-        plan = plan_cpu(model, weights, target.memory_bytes, max_model_len, kv_bytes)
-        return _Fit(plan, 1, kv_cache_dtype)
+        return _fit_cpu(model, target, weights, max_model_len, request, kv_cache_dtype)
     batched = default_max_num_batched_tokens(target.memory_bytes, target.name, cpu=False)
     seqs = default_max_num_seqs(target.memory_bytes, target.name, cpu=False)
+    util = request.gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION
     options = [request.tensor_parallel_size] if request.tensor_parallel_size else _tp_options(target, model)
     for tp in options:
-        plan = plan_gpu(model, weights, target.memory_bytes, max_model_len, kv_bytes, tp, 1, batched, seqs)
+        plan = plan_gpu(
+            model, weights, target.memory_bytes, max_model_len, kv_bytes, tp, 1, batched, seqs, util
+        )
         if plan.capacity.max_concurrency >= request.concurrency:
             return _Fit(plan, tp, kv_cache_dtype)
     # Several boxes of this GPU: pipeline stages across boxes, tensor parallel within each.
     for pp in (2, 3, 4, 6, 8):
-        staged = plan_gpu(model, weights, target.memory_bytes, max_model_len, kv_bytes, tp, pp, batched, seqs)
+        staged = plan_gpu(
+            model, weights, target.memory_bytes, max_model_len, kv_bytes, tp, pp, batched, seqs, util
+        )
         if staged.capacity.max_concurrency >= request.concurrency:
             return _Fit(plan, tp, kv_cache_dtype, machines_needed=pp)
     return _Fit(plan, tp, kv_cache_dtype)
+
+
+def _fit_cpu(
+    model: ModelInfo,
+    target: HardwareTarget,
+    weights: WeightBytes,
+    max_model_len: int,
+    request: PlanRequest,
+    kv_cache_dtype: str,
+) -> _Fit:
+    """Sizes VLLM_CPU_KVCACHE_SPACE with the one CPU rule (or the size asked for) and plans with it."""
+    kv_bytes = _kv_dtype_bytes(kv_cache_dtype)
+    if request.cpu_kvcache_gib is not None:
+        plan = plan_cpu(model, weights, target.memory_bytes, max_model_len, kv_bytes, request.cpu_kvcache_gib)
+        return _Fit(plan, 1, kv_cache_dtype)
+    # Capacity grows linearly with the KV space: one GiB's worth says what the request needs.
+    per_gib = plan_cpu(model, weights, target.memory_bytes, max_model_len, kv_bytes, 1).capacity
+    needed = math.ceil(request.concurrency * GIB / per_gib.max_concurrency) if per_gib.max_concurrency else 0
+    available = request.available_ram_bytes
+    if available is None:
+        available = available_ram_bytes()
+    space = cpu_kv_space(needed, available, weights.total)
+    plan = plan_cpu(model, weights, target.memory_bytes, max_model_len, kv_bytes, space.gib)
+    # Whole blocks and vLLM's null block can make the rounded size one GiB short.
+    while not _enough(plan.capacity, request.concurrency) and space.gib < max(space.limit_gib, 1):
+        space = replace(space, gib=space.gib + 1)
+        plan = plan_cpu(model, weights, target.memory_bytes, max_model_len, kv_bytes, space.gib)
+    return _Fit(plan, 1, kv_cache_dtype, cpu_space=space)
+
+
+def _enough(capacity: KvCapacity, concurrency: int) -> bool:
+    return capacity.fits_one_sequence and capacity.max_concurrency >= concurrency
 
 
 def quantized_dir(model: ModelInfo, method: str) -> Path:
@@ -227,28 +287,64 @@ def quantized_dir(model: ModelInfo, method: str) -> Path:
     return model.path.parent / f"{model.name}-{method.upper()}"
 
 
-def _serve_args(
+def _server_config(
+    model: ModelInfo,
     target: HardwareTarget,
     model_dir: str,
     fit: _Fit,
     max_model_len: int,
     method: str,
-) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
-    env: tuple[tuple[str, str], ...] = ()
-    if target.kind == "cpu":
-        args = ["python", "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir]
-        env = (("VLLM_CPU_KVCACHE_SPACE", str(max(1, fit.plan.kv_budget_bytes // GIB))),)
-    else:
-        args = ["vllm", "serve", model_dir]
-    args += ["--max-model-len", str(max_model_len)]
-    if fit.tensor_parallel_size > 1:
-        args += ["--tensor-parallel-size", str(fit.tensor_parallel_size)]
-    if fit.kv_cache_dtype != "auto":
-        args += ["--kv-cache-dtype", fit.kv_cache_dtype]
+    request: PlanRequest,
+) -> ServerConfig:
+    """The one server plan for a candidate: what recommend prints and serve, the app and bench run."""
+    plan = fit.plan
+    cpu = target.kind == "cpu"
     plugin = method_record(method).plugin
-    if plugin:
-        args += ["--quantization", plugin.lower()]
-    return tuple(args), env
+    prediction = Prediction(
+        kv_cache_tokens=plan.capacity.tokens,
+        max_concurrency=plan.capacity.max_concurrency,
+        max_model_len=max_model_len,
+        kv_cache_bytes=plan.kv_budget_bytes,
+        weights_bytes=plan.weights_bytes,
+        kv_bytes_per_token=plan.kv_bytes_per_token,
+        backend="cpu" if cpu else "cuda",
+        computed_kv_cache_tokens=plan.capacity.tokens,
+        calibration_key=None if cpu else (target.name, VLLM_VERSION, model.architecture),
+    )
+    return ServerConfig(
+        model=Path(model_dir),
+        backend="cpu" if cpu else "cuda",
+        max_model_len=max_model_len,
+        kv_cache_dtype=fit.kv_cache_dtype,
+        tensor_parallel_size=fit.tensor_parallel_size,
+        gpu_memory_utilization=None if cpu else request.gpu_memory_utilization,
+        quantization=plugin.lower() if plugin else None,
+        cpu_kvcache_gib=plan.kv_budget_bytes // GIB if cpu else None,
+        # The CPU backend gains nothing from graph capture and starts much faster without it.
+        enforce_eager=cpu,
+        prediction=prediction,
+        method=method,
+    )
+
+
+def _calibrated(server: ServerConfig, request: PlanRequest) -> tuple[ServerConfig, str | None]:
+    """Applies a calibration recorded for the same GPU, vLLM version and architecture, if any."""
+    prediction = server.prediction
+    if prediction is None or prediction.calibration_key is None:
+        return server, None
+    path = request.calibration_file
+    calibration = load_calibration(CalibrationKey(*prediction.calibration_key), path)
+    if calibration is None:
+        return server, None
+    sentence = calibration.sentence()
+    calibrated = replace(
+        prediction,
+        kv_cache_tokens=int(prediction.kv_cache_tokens * calibration.kv_ratio),
+        max_concurrency=prediction.max_concurrency * calibration.kv_ratio,
+        kv_cache_bytes=int(prediction.kv_cache_bytes * calibration.kv_ratio),
+        calibration=sentence,
+    )
+    return replace(server, prediction=calibrated), sentence
 
 
 def _size(value: int | float) -> str:
@@ -278,12 +374,18 @@ def _candidate(
             if with_fp8.plan.capacity.max_concurrency > fit.plan.capacity.max_concurrency:
                 reasons.append("an FP8 KV cache halves KV memory per token: more sequences fit")
                 fit = with_fp8
-    fits = fit.plan.capacity.max_concurrency >= request.concurrency
     needs_quantization = method != "bf16" and (model.quantization is None)
     model_dir = str(model.path)
     if needs_quantization:
         model_dir = str(quantized_dir(model, method))
-    vllm_args, env = _serve_args(target, model_dir, fit, max_model_len, method)
+    server, calibration_note = _calibrated(
+        _server_config(model, target, model_dir, fit, max_model_len, method, request), request
+    )
+    if fit.cpu_space is not None:
+        reasons.append(fit.cpu_space.reason)
+    if calibration_note:
+        reasons.append(calibration_note)
+    assert server.prediction is not None
     plan = fit.plan
     if plan.weights_bytes + plan.overhead.total > plan.usable_bytes:
         warnings.append(
@@ -295,10 +397,15 @@ def _candidate(
             f"the KV cache ({_size(plan.kv_budget_bytes)}) cannot hold one {max_model_len}-token sequence: "
             "vLLM refuses to start; lower --max-model-len"
         )
-    elif fit.plan.capacity.max_concurrency < request.concurrency:
+    elif server.prediction.max_concurrency < request.concurrency:
         warnings.append(
-            f"only {plan.capacity.max_concurrency:.1f} sequences of {max_model_len} tokens fit, "
+            f"only {server.prediction.max_concurrency:.1f} sequences of {max_model_len} tokens fit, "
             f"not the {request.concurrency} asked for"
+        )
+    if fit.cpu_space is not None and fit.cpu_space.capped:
+        warnings.append(
+            f"the RAM available now allows {fit.cpu_space.limit_gib} GiB of KV cache, not the "
+            f"{fit.cpu_space.wanted_gib} GiB the context × concurrency wants"
         )
     if fit.tensor_parallel_size > 1:
         reasons.append(f"needs {fit.tensor_parallel_size} GPUs (tensor parallel) to fit")
@@ -342,6 +449,7 @@ def _candidate(
         reasons.append(f"make the checkpoint with {how}")
     speed = CPU_SPEED_NOTE[execution] if target.kind == "cpu" else SPEED_NOTE[execution]
     trade_off = f"{record.trade_off}; {speed}; weights {_size(weights.total)}"
+    fits = server.prediction.max_concurrency >= request.concurrency and plan.capacity.fits_one_sequence
     return Candidate(
         method=method,
         execution=execution,
@@ -351,12 +459,13 @@ def _candidate(
         fits=fits,
         tensor_parallel_size=fit.tensor_parallel_size,
         machines_needed=fit.machines_needed,
-        max_concurrency=round(fit.plan.capacity.max_concurrency, 2),
-        kv_cache_tokens=fit.plan.capacity.tokens,
+        max_concurrency=round(server.prediction.max_concurrency, 2),
+        kv_cache_tokens=server.prediction.kv_cache_tokens,
         plan=fit.plan,
         model_dir=model_dir,
-        vllm_args=vllm_args,
-        env=env,
+        server=server,
+        vllm_args=tuple(server.vllm_args()),
+        env=tuple(server.environment().items()),
         reasons=tuple(reasons),
         warnings=tuple(warnings),
         trade_off=trade_off,
