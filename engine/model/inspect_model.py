@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from engine.errors import ModelError
+from engine.model.architecture import (
+    Architecture,
+    AttentionLayout,
+    MoeLayout,
+    load_config,
+    read_architecture,
+    text_config,
+)
 from engine.model.safetensors_headers import TensorHeader, read_safetensors_headers, weight_files
-
-# Architectures whose config class defaults tie_word_embeddings to False (PretrainedConfig says True).
-_UNTIED_BY_DEFAULT = {
-    "llama",
-    "mistral",
-    "mixtral",
-    "qwen2",
-    "qwen3",
-    "qwen2_moe",
-    "qwen3_moe",
-    "phi3",
-    "granite",
-    "olmo2",
-    "deepseek_v3",
-}
 
 TensorRole = Literal["linear", "embedding", "lm_head", "router", "norm", "bias", "vision", "other"]
 
@@ -90,6 +82,8 @@ class ModelInfo:
     experts_per_token: int | None = None
     is_multimodal: bool = False
     quantization: ExistingQuantization | None = None
+    attention: AttentionLayout | None = None
+    moe: MoeLayout | None = None
 
     @property
     def name(self) -> str:
@@ -107,134 +101,6 @@ class ModelInfo:
         return bool(self.num_experts and self.num_experts > 1)
 
 
-def load_config(folder: Path) -> dict[str, Any]:
-    """Loads ``config.json``; a missing or malformed file is a ModelError saying what is wrong."""
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise ModelError(
-            f"no config.json in {folder}; point --model at a Hugging Face model folder (or use 'demo')"
-        )
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelError(f"{config_path} is not valid JSON ({error}); re-download or fix the file") from None
-    if not isinstance(config, dict):
-        raise ModelError(f"{config_path} does not hold a JSON object; re-download or fix the file")
-    return config
-
-
-def text_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The language model's part of a (possibly multimodal) config, merged over its parent."""
-    for key in ("text_config", "llm_config", "language_config", "thinker_config"):
-        nested = config.get(key)
-        if isinstance(nested, dict):
-            inner = text_config(nested) if key == "thinker_config" else nested
-            return {**{k: v for k, v in config.items() if not isinstance(v, dict)}, **inner}
-    return config
-
-
-def _first(config: dict[str, Any], *keys: str, default: Any = None) -> Any:
-    for key in keys:
-        value = config.get(key)
-        if value is not None:
-            return value
-    return default
-
-
-@dataclass(frozen=True, slots=True)
-class _Architecture:
-    """The shape numbers read from a config, before counting parameters."""
-
-    architecture: str
-    model_type: str
-    num_layers: int
-    hidden_size: int
-    intermediate_size: int
-    num_attention_heads: int
-    num_kv_heads: int
-    head_dim: int
-    vocab_size: int
-    max_context: int
-    tie_word_embeddings: bool
-    torch_dtype: str
-    num_experts: int | None
-    experts_per_token: int | None
-    moe_intermediate_size: int | None
-    shared_expert_intermediate_size: int
-    attention_bias: bool
-    qk_norm: bool
-    is_multimodal: bool
-
-
-def read_architecture(config: dict[str, Any], folder: Path) -> _Architecture:
-    """Pulls the shape numbers out of a config, whatever the model family calls them."""
-    text = text_config(config)
-    architectures = config.get("architectures") or text.get("architectures") or []
-    architecture = str(architectures[0]) if architectures else str(text.get("model_type", "unknown"))
-    model_type = str(text.get("model_type") or config.get("model_type") or "unknown")
-    try:
-        num_layers = int(_first(text, "num_hidden_layers", "n_layer", "num_layers", "n_layers"))
-        hidden_size = int(_first(text, "hidden_size", "n_embd", "d_model", "dim"))
-        heads = int(_first(text, "num_attention_heads", "n_head", "num_heads", "n_heads"))
-    except (TypeError, ValueError):
-        raise ModelError(
-            f"{folder / 'config.json'} lacks num_hidden_layers/hidden_size/num_attention_heads; "
-            "quant-tui supports decoder-only transformer language models"
-        ) from None
-    kv_heads = int(_first(text, "num_key_value_heads", "num_kv_heads", "n_head_kv", default=heads))
-    if text.get("multi_query"):
-        kv_heads = 1
-    head_dim = int(_first(text, "head_dim", default=hidden_size // heads))
-    intermediate = int(
-        _first(text, "intermediate_size", "ffn_hidden_size", "n_inner", default=4 * hidden_size)
-    )
-    num_experts = _first(text, "num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
-    tie_default = model_type not in _UNTIED_BY_DEFAULT
-    dtype = _first(
-        text, "torch_dtype", "dtype", default=_first(config, "torch_dtype", "dtype", default="bfloat16")
-    )
-    return _Architecture(
-        architecture=architecture,
-        model_type=model_type,
-        num_layers=num_layers,
-        hidden_size=hidden_size,
-        intermediate_size=intermediate,
-        num_attention_heads=heads,
-        num_kv_heads=kv_heads,
-        head_dim=head_dim,
-        vocab_size=int(_first(text, "vocab_size", "padded_vocab_size", default=32000)),
-        max_context=int(
-            _first(
-                text,
-                "max_position_embeddings",
-                "max_sequence_length",
-                "n_positions",
-                "seq_length",
-                default=2048,
-            )
-        ),
-        tie_word_embeddings=bool(
-            _first(
-                text,
-                "tie_word_embeddings",
-                default=_first(config, "tie_word_embeddings", default=tie_default),
-            )
-        ),
-        torch_dtype=str(dtype),
-        num_experts=int(num_experts) if num_experts else None,
-        experts_per_token=int(_first(text, "num_experts_per_tok", "moe_topk", "top_k", default=0)) or None,
-        moe_intermediate_size=_first(text, "moe_intermediate_size"),
-        shared_expert_intermediate_size=int(
-            _first(text, "shared_expert_intermediate_size", default=0)
-            or int(_first(text, "n_shared_experts", default=0) or 0)
-            * int(_first(text, "moe_intermediate_size", default=0) or 0)
-        ),
-        attention_bias=bool(_first(text, "attention_bias", default=model_type in {"qwen2", "qwen2_moe"})),
-        qk_norm=model_type in {"qwen3", "qwen3_moe", "olmo2", "gemma3_text", "gemma3"},
-        is_multimodal=text is not config,
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class ParamCounts:
     """Parameter counts by role, from safetensors headers or an architectural estimate."""
@@ -247,7 +113,7 @@ class ParamCounts:
     other: int
 
 
-def estimate_params(arch: _Architecture) -> ParamCounts:
+def estimate_params(arch: Architecture) -> ParamCounts:
     """Counts parameters from the architecture alone (Llama-like dense and Mixtral/Qwen-style MoE)."""
     h, layers = arch.hidden_size, arch.num_layers
     q_out = arch.num_attention_heads * arch.head_dim
@@ -259,14 +125,14 @@ def estimate_params(arch: _Architecture) -> ParamCounts:
         other += q_out + 2 * kv_out
     if arch.qk_norm:
         other += 2 * arch.head_dim
-    if arch.num_experts and arch.num_experts > 1:
-        expert_inner = int(arch.moe_intermediate_size or arch.intermediate_size)
-        mlp_linear = arch.num_experts * 3 * h * expert_inner
-        mlp_out_features = arch.num_experts * (2 * expert_inner + h)
-        if arch.shared_expert_intermediate_size:
-            mlp_linear += 3 * h * arch.shared_expert_intermediate_size
-            mlp_out_features += 2 * arch.shared_expert_intermediate_size + h
-        other += h * arch.num_experts  # the router stays unquantized
+    if arch.moe is not None:
+        expert_inner = arch.moe.expert_intermediate_size
+        mlp_linear = arch.moe.num_experts * 3 * h * expert_inner
+        mlp_out_features = arch.moe.num_experts * (2 * expert_inner + h)
+        if arch.moe.shared_intermediate_size:
+            mlp_linear += 3 * h * arch.moe.shared_intermediate_size
+            mlp_out_features += 2 * arch.moe.shared_intermediate_size + h
+        other += h * arch.moe.num_experts  # the router stays unquantized
     else:
         mlp_linear = 3 * h * arch.intermediate_size
         mlp_out_features = 2 * arch.intermediate_size + h
@@ -451,6 +317,8 @@ def inspect_model(folder: Path) -> ModelInfo:
         experts_per_token=arch.experts_per_token,
         is_multimodal=arch.is_multimodal,
         quantization=quantization,
+        attention=arch.attention,
+        moe=arch.moe,
     )
 
 

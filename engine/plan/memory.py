@@ -5,13 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from engine.model.architecture import AttentionLayout, LayerAttention
 from engine.model.inspect_model import ModelInfo
-from engine.plan.vllm_facts import (
-    CPU_BLOCK_SIZE,
-    DEFAULT_BLOCK_SIZE,
-    DEFAULT_GPU_MEMORY_UTILIZATION,
-    GIB,
-)
+from engine.plan import kv_cache
+from engine.plan.kv_cache import KvCapacity, block_size_for, host_has_amx
+from engine.plan.vllm_facts import DEFAULT_GPU_MEMORY_UTILIZATION, GIB
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,52 +85,36 @@ def weight_bytes(model: ModelInfo, method: str, dtype_bytes: int = 2) -> WeightB
     return WeightBytes(quantized, scales, unquantized_params * dtype_bytes)
 
 
-def kv_bytes_per_token(model: ModelInfo, kv_dtype_bytes: int = 2, tensor_parallel_size: int = 1) -> int:
-    """KV cache bytes one token takes on one device: 2 (K and V) × layers × KV heads × head dim × bytes.
+def kv_bytes_per_token(model: ModelInfo, kv_dtype_bytes: float = 2, tensor_parallel_size: int = 1) -> int:
+    """KV cache bytes one token takes on one device over all its layers.
 
-    With tensor parallelism each device holds its share of the KV heads, but never less than one
-    head: vLLM replicates KV heads when there are fewer of them than devices.
+    Standard attention: 2 (K and V) × layers × KV heads per rank × head dim × bytes, where each
+    rank holds ``max(1, heads // tp)`` heads (vLLM replicates KV heads beyond that). MLA: one latent
+    of ``kv_lora_rank + qk_rope_head_dim`` per layer, the same on every rank.
     """
-    heads_per_device = max(1, math.ceil(model.num_kv_heads / tensor_parallel_size))
-    return 2 * model.num_layers * heads_per_device * model.head_dim * kv_dtype_bytes
+    return kv_cache.kv_bytes_per_token(attention_of(model), kv_dtype_bytes, tensor_parallel_size)
 
 
-def kv_cache_bytes(model: ModelInfo, context_tokens: int, sequences: int, kv_dtype_bytes: int = 2) -> int:
-    """KV cache bytes for ``sequences`` concurrent sequences of ``context_tokens`` tokens each (one device)."""
-    return kv_bytes_per_token(model, kv_dtype_bytes) * context_tokens * sequences
-
-
-@dataclass(frozen=True, slots=True)
-class KvCapacity:
-    """The KV cache vLLM would allocate, in its own units."""
-
-    num_blocks: int
-    block_size: int
-    tokens: int
-    max_concurrency: float
-
-    @property
-    def fits_one_sequence(self) -> bool:
-        """Whether one request at the full context fits: vLLM refuses to start otherwise."""
-        return self.max_concurrency >= 1.0
+def attention_of(model: ModelInfo) -> AttentionLayout:
+    """The model's attention layout (all layers full attention when the model did not say)."""
+    if model.attention is not None:
+        return model.attention
+    full: LayerAttention = "full"
+    kinds = (full,) * model.num_layers
+    return AttentionLayout(kinds, model.num_kv_heads, model.head_dim, model.head_dim)
 
 
 def kv_capacity(
     kv_budget_bytes: int, bytes_per_token: int, max_model_len: int, block_size: int
 ) -> KvCapacity:
-    """Turns a KV budget into vLLM's block count, token capacity and max concurrency.
+    """Turns a KV budget into vLLM's block count, token capacity and max concurrency, for one group.
 
-    Mirrors vLLM's ``get_kv_cache_config``/``get_max_concurrency_for_kv_cache_config``: the budget
+    The uniform case (every layer full attention, ``bytes_per_token`` over all of them): the budget
     is cut into whole blocks of ``block_size`` tokens, and one request at ``max_model_len`` takes
-    ``ceil(max_model_len / block_size)`` blocks.
+    ``ceil(max_model_len / block_size)`` blocks. Hybrid models go through ``kv_cache.kv_capacity_for``.
     """
-    if kv_budget_bytes <= 0:
-        return KvCapacity(0, block_size, 0, 0.0)
-    num_blocks = kv_budget_bytes // (bytes_per_token * block_size)
-    blocks_per_request = math.ceil(max_model_len / block_size)
-    max_concurrency = num_blocks / blocks_per_request
-    # vLLM reports its token capacity as max_concurrency × max_model_len.
-    return KvCapacity(num_blocks, block_size, int(max_concurrency * max_model_len), max_concurrency)
+    layout = AttentionLayout(("full",), 1, bytes_per_token, 0)
+    return kv_cache.kv_capacity_for(layout, kv_budget_bytes, max_model_len, block_size, 1, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +197,19 @@ def plan_gpu(
     per_token = math.ceil(
         kv_bytes_per_token(model, kv_dtype_bytes, tensor_parallel_size) / pipeline_parallel_size
     )
-    capacity = kv_capacity(budget, per_token, max_model_len, DEFAULT_BLOCK_SIZE)
+    attention = attention_of(model)
+    # Async scheduling (the GPU default with PP 1) keeps two batches in flight; PP keeps one per stage.
+    in_flight = (2 if pipeline_parallel_size == 1 else pipeline_parallel_size) * max_num_batched_tokens
+    capacity = kv_cache.kv_capacity_for(
+        attention,
+        max(budget, 0),
+        max_model_len,
+        block_size_for(attention, cpu=False),
+        kv_dtype_bytes,
+        in_flight,
+        tensor_parallel_size,
+        pipeline_parallel_size,
+    )
     return DevicePlan(
         device_memory_bytes,
         memory_utilization,
@@ -234,11 +228,16 @@ def plan_cpu(
     max_model_len: int,
     kv_dtype_bytes: int,
     kv_cache_gib: int | None = None,
+    max_num_batched_tokens: int = 2048,
+    cpu_has_amx: bool | None = None,
 ) -> DevicePlan:
     """Plans the CPU backend: the KV cache is a fixed ``VLLM_CPU_KVCACHE_SPACE`` (whole GiB).
 
     Without an explicit size, the KV space is what is left of host RAM after weights and runtime,
     rounded down to whole GiB, and capped so the host keeps a quarter of its RAM for everything else.
+    The capacity is what vLLM's CPU start-up line reports for that space: block 128 (16 for MLA on a
+    host without AMX; ``cpu_has_amx`` None reads this host), one batch of ``max_num_batched_tokens``
+    in flight for the sliding-window layers.
     """
     overhead = runtime_overhead(model, 2048, 128, cpu=True)
     spare = int(host_memory_bytes * 0.75) - weights.total - overhead.total
@@ -246,5 +245,10 @@ def plan_cpu(
         kv_cache_gib = max(0, spare // GIB)
     budget = kv_cache_gib * GIB
     per_token = kv_bytes_per_token(model, kv_dtype_bytes)
-    capacity = kv_capacity(budget, per_token, max_model_len, CPU_BLOCK_SIZE)
+    attention = attention_of(model)
+    amx = host_has_amx() if cpu_has_amx is None else cpu_has_amx
+    block_size = block_size_for(attention, cpu=True, cpu_has_amx=amx)
+    capacity = kv_cache.kv_capacity_for(
+        attention, budget, max_model_len, block_size, kv_dtype_bytes, max_num_batched_tokens
+    )
     return DevicePlan(host_memory_bytes, 0.75, weights.total, overhead, budget, per_token, capacity)

@@ -10,7 +10,6 @@ import pytest
 from engine.model.inspect_model import ModelInfo, inspect_model
 from engine.plan.memory import (
     kv_bytes_per_token,
-    kv_cache_bytes,
     kv_capacity,
     plan_cpu,
     plan_gpu,
@@ -37,10 +36,9 @@ def llama8b(tmp_path_factory: pytest.TempPathFactory) -> ModelInfo:
 
 def test_reference_guide_70b_kv_example_recomputed(llama70b: ModelInfo) -> None:
     """The guide's formula is right but its arithmetic is not: 2×80×8×128×2×2048×32 is 21.5 GB, not 8.4 GB."""
-    assert kv_bytes_per_token(llama70b) == 2 * 80 * 8 * 128 * 2 == 327_680
-    total = kv_cache_bytes(llama70b, context_tokens=2048, sequences=32)
-    assert total == 21_474_836_480  # exactly 20 GiB
-    assert kv_cache_bytes(llama70b, 2048, 32, kv_dtype_bytes=1) == total // 2  # FP8 KV halves it
+    assert kv_bytes_per_token(llama70b) == 327_680  # 2 × 80 × 8 × 128 × 2
+    assert kv_bytes_per_token(llama70b) * 2048 * 32 == 21_474_836_480  # exactly 20 GiB
+    assert kv_bytes_per_token(llama70b, kv_dtype_bytes=1) == 163_840  # FP8 KV halves it
 
 
 @pytest.mark.parametrize(
@@ -89,21 +87,31 @@ def test_kv_heads_split_across_tensor_parallel_ranks(
 
 
 @pytest.mark.parametrize(
-    ("budget", "per_token", "max_len", "block", "blocks", "tokens", "concurrency"),
+    ("budget", "per_token", "max_len", "block", "blocks", "tokens", "concurrency", "starts"),
     [
-        (1 * GIB, 2048, 2048, 128, 4096, 524_288, 256.0),
-        (1 * GIB, 2048, 2000, 128, 4096, 512_000, 256.0),  # a request takes whole blocks: 16 of them
-        (10 * GIB, 327_680, 2048, 16, 2048, 32_768, 16.0),
-        (0, 2048, 2048, 16, 0, 0, 0.0),
-        (-5, 2048, 2048, 16, 0, 0, 0.0),
+        (1 * GIB, 2048, 2048, 128, 4096, 524_288, 256.0, True),
+        (1 * GIB, 2048, 2000, 128, 4096, 512_000, 256.0, True),  # a request takes whole blocks: 16
+        (10 * GIB, 327_680, 2048, 16, 2048, 32_768, 16.0, True),
+        # Exactly one request's 128 blocks: concurrency 1.0, but the null block does not fit.
+        (128 * 16 * 327_680, 327_680, 2048, 16, 128, 2048, 1.0, False),
+        (129 * 16 * 327_680, 327_680, 2048, 16, 129, 2064, 1.0078125, True),
+        (0, 2048, 2048, 16, 0, 0, 0.0, False),
+        (-5, 2048, 2048, 16, 0, 0, 0.0, False),
     ],
 )
 def test_kv_capacity_in_vllm_blocks(
-    budget: int, per_token: int, max_len: int, block: int, blocks: int, tokens: int, concurrency: float
+    budget: int,
+    per_token: int,
+    max_len: int,
+    block: int,
+    blocks: int,
+    tokens: int,
+    concurrency: float,
+    starts: bool,
 ) -> None:
     capacity = kv_capacity(budget, per_token, max_len, block)
     assert (capacity.num_blocks, capacity.tokens, capacity.max_concurrency) == (blocks, tokens, concurrency)
-    assert capacity.fits_one_sequence is (concurrency >= 1)
+    assert capacity.fits_one_sequence is starts
 
 
 def test_gpu_plan_adds_up(llama8b: ModelInfo) -> None:

@@ -1,0 +1,367 @@
+"""A model's shape read from config.json alone: layers, attention layout (GQA, MLA, sliding, chunked), MoE layout."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.errors import ModelError
+
+# Architectures whose config class defaults tie_word_embeddings to False (PretrainedConfig says True).
+_UNTIED_BY_DEFAULT = {
+    "llama",
+    "llama4_text",
+    "mistral",
+    "mixtral",
+    "qwen2",
+    "qwen3",
+    "qwen2_moe",
+    "qwen3_moe",
+    "phi3",
+    "granite",
+    "olmo2",
+    "deepseek_v2",
+    "deepseek_v3",
+    "gpt_oss",
+}
+# vLLM's ModelArchConfigConvertor.is_deepseek_mla list: these cache one latent vector per layer.
+MLA_MODEL_TYPES = frozenset(
+    {
+        "deepseek_v2",
+        "deepseek_v3",
+        "deepseek_v32",
+        "deepseek_mtp",
+        "glm_moe_dsa",
+        "glm4_moe_lite",
+        "kimi_k2",
+        "kimi_linear",
+        "longcat_flash",
+        "pangu_ultra_moe",
+    }
+)
+# transformers' sliding_window_pattern defaults (layer i slides unless (i + 1) % pattern == 0).
+_SLIDING_PATTERN_DEFAULTS = {"gemma3": 6, "gemma3_text": 6, "cohere2": 4}
+_ALTERNATING_SLIDING = {"gemma2", "gpt_oss"}  # even layers slide, odd layers are full
+
+LayerAttention = Literal["full", "sliding", "chunked"]
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionLayout:
+    """What each decoder layer caches per token, as vLLM's attention layers declare it.
+
+    Attributes:
+        layer_kinds: one entry per decoder layer that owns a KV cache, in order (MTP layers excluded).
+        num_kv_heads: KV heads over all ranks (1 for MLA: one latent vector per token).
+        head_size: elements of one head's key (MLA: kv_lora_rank + qk_rope_head_dim).
+        head_size_v: elements of one head's value (0 for MLA, whose latent serves both).
+        mla: whether vLLM caches the compressed MLA latent (DeepSeek-V2/V3, Kimi-K2, ...).
+        sliding_window: the window of the "sliding" layers, in tokens.
+        attention_chunk_size: the chunk of the "chunked" (Llama-4 local) layers, in tokens.
+        mtp_layers: multi-token-prediction layers in the checkpoint, not loaded for plain serving.
+        qk_rope_head_dim: MLA's decoupled rope part of the latent (0 otherwise).
+    """
+
+    layer_kinds: tuple[LayerAttention, ...]
+    num_kv_heads: int
+    head_size: int
+    head_size_v: int
+    mla: bool = False
+    sliding_window: int | None = None
+    attention_chunk_size: int | None = None
+    mtp_layers: int = 0
+    qk_rope_head_dim: int = 0
+
+    def kv_heads_per_rank(self, tensor_parallel_size: int = 1) -> int:
+        """KV heads one tensor-parallel rank holds: MLA's latent is whole on every rank; others split, at least 1."""
+        if self.mla:
+            return 1
+        return max(1, self.num_kv_heads // tensor_parallel_size)
+
+    def bytes_per_token_per_layer(self, kv_dtype_bytes: float, tensor_parallel_size: int = 1) -> int:
+        """KV bytes one token takes in one layer on one rank (vLLM's AttentionSpec page / block size)."""
+        elements = self.kv_heads_per_rank(tensor_parallel_size) * (self.head_size + self.head_size_v)
+        return int(elements * kv_dtype_bytes)
+
+    def count(self, kind: LayerAttention) -> int:
+        """How many layers are of this kind."""
+        return sum(1 for layer in self.layer_kinds if layer == kind)
+
+    @property
+    def description(self) -> str:
+        """A short honest summary for the UI, e.g. "MLA latent 576 × 61 layers" or "GQA 8 KV heads × 128"."""
+        if self.mla:
+            rope = self.qk_rope_head_dim
+            text = f"MLA latent {self.head_size} ({self.head_size - rope} + {rope} rope)"
+        elif self.num_kv_heads == 1:
+            text = f"MQA 1 KV head × {self.head_size}"
+        else:
+            text = f"GQA {self.num_kv_heads} KV heads × {self.head_size}"
+        parts = []
+        if self.count("sliding"):
+            parts.append(f"{self.count('sliding')} sliding ({self.sliding_window})")
+        if self.count("chunked"):
+            parts.append(f"{self.count('chunked')} chunked ({self.attention_chunk_size})")
+        if parts:
+            parts.append(f"{self.count('full')} full")
+            text += ", layers: " + " + ".join(parts)
+        else:
+            text += f" × {len(self.layer_kinds)} layers"
+        if self.mtp_layers:
+            text += f" (+{self.mtp_layers} MTP, not loaded)"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class MoeLayout:
+    """Which layers route to experts and how wide the experts are.
+
+    Attributes:
+        num_experts: routed experts per MoE layer.
+        experts_per_token: routed experts each token uses.
+        expert_intermediate_size: one expert's MLP width.
+        shared_intermediate_size: the always-on shared expert(s)' total MLP width (0 without).
+        moe_layers: indices of the decoder layers that are MoE (the others are dense MLPs).
+    """
+
+    num_experts: int
+    experts_per_token: int
+    expert_intermediate_size: int
+    shared_intermediate_size: int
+    moe_layers: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Architecture:
+    """The shape numbers read from a config, before counting parameters.
+
+    Attributes:
+        config: the whole config.json; ``text`` is the language model's part (``text_config``).
+        num_layers: decoder layers of the main model (MTP layers not included).
+    """
+
+    config: dict[str, Any]
+    text: dict[str, Any]
+    architecture: str
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    max_context: int
+    tie_word_embeddings: bool
+    torch_dtype: str
+    attention: AttentionLayout
+    moe: MoeLayout | None
+    attention_bias: bool
+    qk_norm: bool
+    is_multimodal: bool
+
+    @property
+    def num_experts(self) -> int | None:
+        """Routed experts per MoE layer, None for a dense model."""
+        return self.moe.num_experts if self.moe else None
+
+    @property
+    def experts_per_token(self) -> int | None:
+        """Routed experts each token uses, None for a dense model."""
+        return self.moe.experts_per_token if self.moe else None
+
+
+def load_config(folder: Path) -> dict[str, Any]:
+    """Loads ``config.json``; a missing or malformed file is a ModelError saying what is wrong."""
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise ModelError(
+            f"no config.json in {folder}; point --model at a Hugging Face model folder (or use 'demo')"
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelError(f"{config_path} is not valid JSON ({error}); re-download or fix the file") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{config_path} does not hold a JSON object; re-download or fix the file")
+    return config
+
+
+def text_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The language model's part of a (possibly multimodal) config, merged over its parent."""
+    for key in ("text_config", "llm_config", "language_config", "thinker_config"):
+        nested = config.get(key)
+        if isinstance(nested, dict):
+            inner = text_config(nested) if key == "thinker_config" else nested
+            return {**{k: v for k, v in config.items() if not isinstance(v, dict)}, **inner}
+    return config
+
+
+def first_key(config: dict[str, Any], *keys: str, default: Any = None) -> Any:
+    """The value of the first of ``keys`` that the config sets (not None), else ``default``."""
+    for key in keys:
+        value = config.get(key)
+        if value is not None:
+            return value
+    return default
+
+
+def _layer_kinds(text: dict[str, Any], model_type: str, num_layers: int) -> tuple[LayerAttention, ...]:
+    """Each layer's attention kind, as transformers' config classes fill ``layer_types`` and vLLM reads it."""
+    window = text.get("sliding_window") or None
+    if text.get("use_sliding_window") is False:
+        window = None  # Qwen2/Qwen3 configs carry a window they do not use
+    chunk = text.get("attention_chunk_size") or None
+    names = text.get("layer_types")
+    if not names:
+        if chunk is not None:  # Llama-4: RoPE layers attend in local chunks, NoPE layers globally
+            interval = int(text.get("no_rope_layer_interval") or 4)
+            no_rope = text.get("no_rope_layers") or [int((i + 1) % interval != 0) for i in range(num_layers)]
+            names = ["chunked_attention" if flag else "full_attention" for flag in no_rope]
+        elif window is not None and model_type in _SLIDING_PATTERN_DEFAULTS:
+            pattern = int(text.get("sliding_window_pattern") or _SLIDING_PATTERN_DEFAULTS[model_type])
+            names = [
+                "sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(num_layers)
+            ]
+        elif window is not None and model_type in _ALTERNATING_SLIDING:
+            names = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(num_layers)]
+        elif window is not None and text.get("max_window_layers") is not None and "qwen" in model_type:
+            start = int(text["max_window_layers"])
+            names = ["sliding_attention" if i >= start else "full_attention" for i in range(num_layers)]
+        elif window is not None:
+            names = ["sliding_attention"] * num_layers  # a model-level window (Mistral-7B-v0.1)
+        else:
+            names = ["full_attention"] * num_layers
+    kinds: list[LayerAttention] = []
+    for name in list(names)[:num_layers]:
+        if name == "sliding_attention" and window is not None:
+            kinds.append("sliding")
+        elif name == "chunked_attention" and chunk is not None:
+            kinds.append("chunked")
+        else:
+            kinds.append("full")
+    return tuple(kinds)
+
+
+def _attention_layout(
+    text: dict[str, Any], model_type: str, num_layers: int, kv_heads: int, head_dim: int
+) -> AttentionLayout:
+    kinds = _layer_kinds(text, model_type, num_layers)
+    window = text.get("sliding_window") if "sliding" in kinds else None
+    chunk = text.get("attention_chunk_size") if "chunked" in kinds else None
+    mtp = int(text.get("num_nextn_predict_layers") or 0)
+    if model_type in MLA_MODEL_TYPES and text.get("kv_lora_rank"):
+        rope = int(text.get("qk_rope_head_dim") or 0)
+        latent = int(text["kv_lora_rank"]) + rope
+        return AttentionLayout(kinds, 1, latent, 0, True, window, chunk, mtp, rope)
+    return AttentionLayout(kinds, kv_heads, head_dim, head_dim, False, window, chunk, mtp)
+
+
+def _moe_layout(
+    text: dict[str, Any], model_type: str, num_layers: int, intermediate: int
+) -> MoeLayout | None:
+    """Routed experts and which layers have them, following each vLLM model file's rule."""
+    experts = int(
+        first_key(text, "num_experts", "moe_num_experts", "n_routed_experts", "num_local_experts", default=0)
+    )
+    if experts <= 1:
+        return None
+    per_token = int(
+        first_key(
+            text,
+            "num_experts_per_tok",
+            "num_experts_per_token",
+            "top_k_experts",
+            "moe_topk",
+            "moe_top_k",
+            default=1,
+        )
+    )
+    if text.get("moe_layers") is not None:
+        layers = [int(i) for i in text["moe_layers"]]
+    elif text.get("interleave_moe_layer_step") is not None:  # Llama-4
+        step = int(text["interleave_moe_layer_step"])
+        layers = list(range(step - 1, num_layers, step))
+    elif text.get("decoder_sparse_step") is not None:  # Qwen2/Qwen3-MoE
+        step = int(text["decoder_sparse_step"])
+        dense = set(text.get("mlp_only_layers") or [])
+        layers = [i for i in range(num_layers) if i not in dense and (i + 1) % step == 0]
+    else:  # DeepSeek, GLM-4-MoE: dense first layers, then every moe_layer_freq-th layer
+        first_dense = int(text.get("first_k_dense_replace") or 0)
+        frequency = int(text.get("moe_layer_freq") or 1)
+        layers = [i for i in range(num_layers) if i >= first_dense and i % frequency == 0]
+    expert_width = int(first_key(text, "moe_intermediate_size", default=intermediate))
+    if model_type == "llama4_text":
+        expert_width = intermediate  # Llama-4's dense layers use intermediate_size_mlp instead
+    shared = int(first_key(text, "shared_expert_intermediate_size", default=0))
+    if not shared and text.get("n_shared_experts"):
+        shared = int(text["n_shared_experts"]) * expert_width
+    if not shared and model_type == "llama4_text":
+        shared = expert_width  # one shared expert as wide as a routed one
+    return MoeLayout(experts, per_token, expert_width, shared, tuple(layers))
+
+
+def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:
+    """Pulls the shape numbers out of a config, whatever the model family calls them."""
+    text = text_config(config)
+    architectures = config.get("architectures") or text.get("architectures") or []
+    architecture = str(architectures[0]) if architectures else str(text.get("model_type", "unknown"))
+    model_type = str(text.get("model_type") or config.get("model_type") or "unknown")
+    try:
+        num_layers = int(first_key(text, "num_hidden_layers", "n_layer", "num_layers", "n_layers"))
+        hidden_size = int(first_key(text, "hidden_size", "n_embd", "d_model", "dim"))
+        heads = int(first_key(text, "num_attention_heads", "n_head", "num_heads", "n_heads"))
+    except (TypeError, ValueError):
+        raise ModelError(
+            f"{folder / 'config.json'} lacks num_hidden_layers/hidden_size/num_attention_heads; "
+            "quant-tui supports decoder-only transformer language models"
+        ) from None
+    kv_heads = int(first_key(text, "num_key_value_heads", "num_kv_heads", "n_head_kv", default=heads))
+    if text.get("multi_query"):
+        kv_heads = 1
+    head_dim = int(first_key(text, "head_dim", default=0) or hidden_size // heads)
+    intermediate = int(
+        first_key(text, "intermediate_size", "ffn_hidden_size", "n_inner", default=4 * hidden_size)
+    )
+    tie_default = model_type not in _UNTIED_BY_DEFAULT
+    dtype = first_key(
+        text, "torch_dtype", "dtype", default=first_key(config, "torch_dtype", "dtype", default="bfloat16")
+    )
+    return Architecture(
+        config=config,
+        text=text,
+        architecture=architecture,
+        model_type=model_type,
+        num_layers=num_layers,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate,
+        num_attention_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        vocab_size=int(first_key(text, "vocab_size", "padded_vocab_size", default=32000)),
+        max_context=int(
+            first_key(
+                text,
+                "max_position_embeddings",
+                "max_sequence_length",
+                "n_positions",
+                "seq_length",
+                default=2048,
+            )
+        ),
+        tie_word_embeddings=bool(
+            first_key(
+                text,
+                "tie_word_embeddings",
+                default=first_key(config, "tie_word_embeddings", default=tie_default),
+            )
+        ),
+        torch_dtype=str(dtype),
+        attention=_attention_layout(text, model_type, num_layers, kv_heads, head_dim),
+        moe=_moe_layout(text, model_type, num_layers, intermediate),
+        attention_bias=bool(first_key(text, "attention_bias", default=model_type in {"qwen2", "qwen2_moe"})),
+        qk_norm=model_type in {"qwen3", "qwen3_moe", "olmo2", "gemma3_text", "gemma3"},
+        is_multimodal=text is not config,
+    )

@@ -1,0 +1,200 @@
+"""vLLM's KV cache sizing: per-layer pages, the hybrid manager's groups, blocks, capacity and concurrency.
+
+Follows vLLM 0.32: ``v1/kv_cache_interface.py`` (page sizes, ``max_memory_usage_bytes`` of full,
+sliding-window and chunked-local specs), ``v1/core/kv_cache_utils.py`` (``get_kv_cache_groups``,
+``_get_kv_cache_groups_uniform_page_size``, ``get_num_blocks``, ``_check_enough_kv_cache_memory``,
+``get_max_concurrency_for_kv_cache_config``, ``get_kv_cache_capacity``) and the CPU platform's block size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.model.architecture import AttentionLayout, LayerAttention
+
+# vLLM's block sizes: CacheConfig.DEFAULT_BLOCK_SIZE and the attention backends' preferences.
+GPU_BLOCK_SIZE = 16  # FLASH_ATTN / Triton
+GPU_MLA_BLOCK_SIZE = 64  # FlashMLA (Hopper)
+CPU_BLOCK_SIZE = 128  # CPU_ATTN, and AMX_MLA on AMX hosts
+CPU_MLA_BLOCK_SIZE_WITHOUT_AMX = 16  # CPU_MLA, forced on hosts without AMX
+
+
+@dataclass(frozen=True, slots=True)
+class KvGroup:
+    """One KV cache group of vLLM's hybrid manager.
+
+    Attributes:
+        kind: the attention kind of its layers.
+        layers: real layers in the group (the rest of ``group_size`` is padding).
+        blocks_per_request: blocks one request at max_model_len holds in each of its layers.
+    """
+
+    kind: LayerAttention
+    layers: int
+    blocks_per_request: int
+
+
+@dataclass(frozen=True, slots=True)
+class KvCapacity:
+    """The KV cache vLLM allocates, in its own units, and the numbers its start-up log line shows.
+
+    Attributes:
+        num_blocks: blocks in the shared pool (``available // bytes_per_block``).
+        block_size: tokens per block.
+        tokens: the logged "KV cache size: N tokens" (``int(max_concurrency × max_model_len)``).
+        max_concurrency: requests of max_model_len tokens that fit (``num_blocks / blocks_per_request``).
+        blocks_per_request: blocks one max-length request needs, summed over the groups.
+        bytes_per_block: one block id's bytes over the largest group's layers.
+        max_model_len: the request length the concurrency is stated for.
+        groups: the KV cache groups (one for a model with a single attention kind).
+    """
+
+    num_blocks: int
+    block_size: int
+    tokens: int
+    max_concurrency: float
+    blocks_per_request: int = 0
+    bytes_per_block: int = 0
+    max_model_len: int = 0
+    groups: tuple[KvGroup, ...] = ()
+
+    @property
+    def fits_one_sequence(self) -> bool:
+        """Whether vLLM starts: one max-length request plus the null block must fit in the pool."""
+        return self.blocks_per_request > 0 and self.num_blocks >= self.blocks_per_request + 1
+
+    @property
+    def logged_concurrency(self) -> str:
+        """The concurrency exactly as vLLM prints it (``%.2f``)."""
+        return f"{self.max_concurrency:.2f}"
+
+    def log_line(self, device: str = "CPU") -> str:
+        """vLLM's start-up line, e.g. "CPU KV cache size: 4,194,304 tokens, Maximum concurrency for 512 ...x"."""
+        return (
+            f"{device} KV cache size: {self.tokens:,} tokens, Maximum concurrency for "
+            f"{self.max_model_len:,} tokens per request: {self.logged_concurrency}x"
+        )
+
+
+def block_size_for(attention: AttentionLayout, cpu: bool, cpu_has_amx: bool = True) -> int:
+    """The block size vLLM picks: CPU 128 (MLA without AMX 16), GPU 16 (FlashMLA 64 for MLA)."""
+    if cpu:
+        return CPU_MLA_BLOCK_SIZE_WITHOUT_AMX if attention.mla and not cpu_has_amx else CPU_BLOCK_SIZE
+    return GPU_MLA_BLOCK_SIZE if attention.mla else GPU_BLOCK_SIZE
+
+
+def host_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU has AMX tiles (vLLM's CPU MLA backend and block size depend on it)."""
+    try:
+        return "amx_tile" in cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+
+
+def blocks_per_request(
+    kind: LayerAttention,
+    max_model_len: int,
+    block_size: int,
+    max_in_flight_tokens: int,
+    sliding_window: int | None = None,
+    attention_chunk_size: int | None = None,
+) -> int:
+    """Blocks one request at max_model_len holds in one layer (the specs' ``max_memory_usage_bytes``).
+
+    Sliding windows keep the last ``window − 1`` tokens plus those in flight, and one more block
+    because the window may start mid-block; chunked-local layers keep the chunk plus those in flight.
+    """
+    if kind == "sliding" and sliding_window:
+        tokens = min(sliding_window - 1 + max_in_flight_tokens, max_model_len)
+        return math.ceil(tokens / block_size) + 1
+    if kind == "chunked" and attention_chunk_size:
+        return math.ceil(min(attention_chunk_size + max_in_flight_tokens, max_model_len) / block_size)
+    return math.ceil(max_model_len / block_size)
+
+
+def kv_groups(
+    attention: AttentionLayout,
+    max_model_len: int,
+    block_size: int,
+    max_in_flight_tokens: int,
+    pipeline_parallel_size: int = 1,
+) -> tuple[int, tuple[KvGroup, ...]]:
+    """vLLM's layer groups: ``(group_size, groups)``.
+
+    One kind only: one group of all layers. Several kinds with equal pages: each kind's layers are
+    cut into groups of ``group_size`` (the smallest kind's count, or the largest when that is under
+    1.5× the smallest), padding the last group of each kind.
+    """
+    counts: dict[LayerAttention, int] = {}
+    for kind in attention.layer_kinds:
+        counts[kind] = counts.get(kind, 0) + 1
+    if pipeline_parallel_size > 1:  # each stage holds its share of every kind
+        counts = {kind: math.ceil(n / pipeline_parallel_size) for kind, n in counts.items()}
+    if not counts:
+        return 0, ()
+    smallest, largest = min(counts.values()), max(counts.values())
+    group_size = largest if largest < 1.5 * smallest or len(counts) == 1 else smallest
+    groups: list[KvGroup] = []
+    for kind, count in counts.items():
+        per_request = blocks_per_request(
+            kind,
+            max_model_len,
+            block_size,
+            max_in_flight_tokens,
+            attention.sliding_window,
+            attention.attention_chunk_size,
+        )
+        num_groups = math.ceil(count / group_size)
+        for index in range(num_groups):
+            real = len(range(index, count, num_groups))
+            groups.append(KvGroup(kind, real, per_request))
+    return group_size, tuple(groups)
+
+
+def kv_capacity_for(
+    attention: AttentionLayout,
+    kv_space_bytes: int,
+    max_model_len: int,
+    block_size: int,
+    kv_dtype_bytes: float,
+    max_in_flight_tokens: int,
+    tensor_parallel_size: int = 1,
+    pipeline_parallel_size: int = 1,
+) -> KvCapacity:
+    """The KV cache vLLM builds in ``kv_space_bytes`` on one rank, as its start-up log reports it.
+
+    Args:
+        attention: the model's attention layout.
+        kv_space_bytes: memory for the KV cache on one rank (CPU: ``VLLM_CPU_KVCACHE_SPACE`` × GiB).
+        max_model_len: the served context length.
+        block_size: tokens per block (see ``block_size_for``).
+        kv_dtype_bytes: bytes per cached element (2 for bf16/fp16, 1 for fp8, 4 for float32).
+        max_in_flight_tokens: vLLM's ``max_in_flight_tokens``: ``max_num_batched_tokens`` on CPU,
+            twice that on a GPU with async scheduling (the default).
+        tensor_parallel_size: ranks the KV heads split over (MLA's latent does not split).
+        pipeline_parallel_size: stages the layers split over.
+    """
+    group_size, groups = kv_groups(
+        attention, max_model_len, block_size, max_in_flight_tokens, pipeline_parallel_size
+    )
+    page = block_size * attention.bytes_per_token_per_layer(kv_dtype_bytes, tensor_parallel_size)
+    bytes_per_block = group_size * page
+    per_request = sum(group.blocks_per_request for group in groups)
+    if kv_space_bytes <= 0 or bytes_per_block <= 0 or per_request <= 0:
+        return KvCapacity(0, block_size, 0, 0.0, per_request, bytes_per_block, max_model_len, groups)
+    num_blocks = kv_space_bytes // bytes_per_block
+    concurrency = num_blocks / per_request
+    tokens = int(concurrency * max_model_len)
+    return KvCapacity(
+        num_blocks, block_size, tokens, concurrency, per_request, bytes_per_block, max_model_len, groups
+    )
+
+
+def kv_bytes_per_token(
+    attention: AttentionLayout, kv_dtype_bytes: float, tensor_parallel_size: int = 1
+) -> int:
+    """KV bytes one token takes over all layers of one rank, as if every layer kept every token."""
+    per_layer = attention.bytes_per_token_per_layer(kv_dtype_bytes, tensor_parallel_size)
+    return per_layer * len(attention.layer_kinds)
