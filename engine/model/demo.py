@@ -7,7 +7,6 @@ import fcntl
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -18,6 +17,7 @@ from typing import IO, Literal
 
 from engine.errors import QuantTuiError
 from engine.paths import cache_dir
+from engine.process.child import ChildProcess
 
 DEMO_MODEL_NAME = "quant-tui-demo"
 # Bump whenever the corpus, tokenizer, architecture or training settings change: a new version is
@@ -165,54 +165,20 @@ def _run_builder(
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     if progress is not None:
         progress(DemoBuildProgress("start", 0, 1, None, "building the demo model"))
-    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as stderr_file:
-        process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=stderr_file,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
-        cancelled = threading.Event()
-        finished = threading.Event()
-        watcher = threading.Thread(
-            target=_kill_on_cancel, args=(process, cancel, cancelled, finished), daemon=True
-        )
-        watcher.start()
-        try:
-            assert process.stdout is not None
-            for line in process.stdout:
-                report = _parse_progress(line)
-                if report is not None and progress is not None:
-                    progress(report)
-            returncode = process.wait()
-        finally:
-            finished.set()
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        if cancelled.is_set():
+    with (
+        tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as stderr_file,
+        ChildProcess(command, env=env, stderr=stderr_file, cancel=cancel) as builder,
+    ):
+        for line in builder.lines():
+            report = _parse_progress(line)
+            if report is not None and progress is not None:
+                progress(report)
+        returncode = builder.wait()
+        if builder.cancelled:
             raise QuantTuiError(_CANCELLED)
         if returncode != 0:
             cause = _last_line(stderr_file) or f"exit status {returncode}"
             raise QuantTuiError(f"building the demo model failed: {cause}")
-
-
-def _kill_on_cancel(
-    process: subprocess.Popen[str],
-    cancel: threading.Event | None,
-    cancelled: threading.Event,
-    finished: threading.Event,
-) -> None:
-    """Kills the builder once ``cancel`` is set, until the build has finished."""
-    if cancel is None:
-        return
-    while not finished.is_set():
-        if cancel.wait(0.2):
-            cancelled.set()
-            process.kill()
-            return
 
 
 def _parse_progress(line: str) -> DemoBuildProgress | None:

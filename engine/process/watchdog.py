@@ -73,8 +73,8 @@ def watch(parent: int, pgid: int, parent_create_time: float | None = None, poll_
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m engine.serve.watchdog --parent PID --pgid PGID``."""
-    parser = argparse.ArgumentParser(prog="python -m engine.serve.watchdog", description=__doc__)
+    """``python -m engine.process.watchdog --parent PID --pgid PGID``."""
+    parser = argparse.ArgumentParser(prog="python -m engine.process.watchdog", description=__doc__)
     parser.add_argument("--parent", type=int, required=True, help="the app's process id")
     parser.add_argument("--pgid", type=int, required=True, help="the server's process group id")
     parser.add_argument("--poll", type=float, default=POLL_S, help="seconds between checks")

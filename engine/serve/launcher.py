@@ -23,9 +23,9 @@ from types import FrameType, TracebackType
 from typing import Any, Literal
 
 from engine.errors import QuantTuiError
+from engine.process.child import spawn_watchdog, stop_group, stop_watchdog
 from engine.serve.amx_permission import ENTRY_POINT_NAME as AMX_PLUGIN
 from engine.serve.server_log import Diagnosis, StartupFacts, diagnose_failure, parse_startup_log
-from engine.serve.watchdog import group_alive
 
 __all__ = [
     "LOG_TAIL_LINES",
@@ -304,21 +304,6 @@ def _port_of(argv: list[str]) -> int:
     return int(argv[argv.index("--port") + 1])
 
 
-def _wait_group_gone(pgid: int, process: subprocess.Popen[bytes], deadline: float) -> bool:
-    while time.monotonic() < deadline:
-        process.poll()  # reap the leader so it does not linger as a zombie
-        if not group_alive(pgid):
-            return True
-        time.sleep(0.1)
-    process.poll()
-    return not group_alive(pgid)
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
 def _descendants(pid: int) -> list[Any]:
     import psutil
 
@@ -512,21 +497,11 @@ class VllmServer:
             pgid = process.pid
             tree = _descendants(pgid)
             # SIGINT is vLLM's clean shutdown; SIGTERM for what ignores it; SIGKILL for the rest.
-            for signum, share in ((signal.SIGINT, 0.6), (signal.SIGTERM, 0.4)):
-                if not group_alive(pgid):
-                    break
-                _signal_group(pgid, signum)
-                if _wait_group_gone(pgid, process, time.monotonic() + timeout * share):
-                    break
-            if group_alive(pgid):
-                _signal_group(pgid, signal.SIGKILL)
-                _wait_group_gone(pgid, process, time.monotonic() + 5)
+            stop_group(process, timeout, ((signal.SIGINT, 0.6), (signal.SIGTERM, 0.4)))
             # Anything that moved to its own group is still ours to end.
             for child in tree:
                 with contextlib.suppress(Exception):
                     child.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(5)
             self._unguard()
             self._tailer_stop.set()
             if self._tailer is not None:
@@ -634,23 +609,7 @@ class VllmServer:
             for signum in (signal.SIGTERM, signal.SIGHUP):
                 with contextlib.suppress(ValueError, OSError):
                     self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
-        with contextlib.suppress(OSError):
-            self._watchdog = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "engine.serve.watchdog",
-                    "--parent",
-                    str(os.getpid()),
-                    "--pgid",
-                    str(self._process.pid),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=str(Path(__file__).resolve().parents[2]),
-            )
+        self._watchdog = spawn_watchdog(self._process.pid)
 
     def _unguard(self) -> None:
         with contextlib.suppress(Exception):
@@ -662,11 +621,7 @@ class VllmServer:
                     signal.signal(signum, previous)
         self._previous_handlers.clear()
         watchdog, self._watchdog = self._watchdog, None
-        if watchdog is not None:
-            with contextlib.suppress(ProcessLookupError):
-                watchdog.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                watchdog.wait(2)
+        stop_watchdog(watchdog)
 
     def _stop_at_exit(self) -> None:
         self.stop(timeout=10)

@@ -486,6 +486,7 @@ _RULES: Sequence[_Rule] = (
 )
 
 _NOT_ERRORS = frozenset({"DEBUG", "INFO", "WARNING"})
+_ENGINE_CORE_GONE = "engine core exited unexpectedly"
 _EXCEPTION = re.compile(r"^(?P<type>(?:[\w.]+\.)?\w*(?:Error|Exception)): (?P<msg>.+)$")
 # Exceptions that only say "something failed elsewhere": the root cause is an earlier line.
 _WRAPPERS = re.compile(
@@ -507,11 +508,18 @@ def diagnose_failure(lines: Iterable[str], returncode: int | None) -> Diagnosis 
     """
     # Only error lines and raw stderr (tracebacks) count: warnings mention errors that did not happen
     # (e.g. "Address already in use. Retrying with a new port.").
-    messages = [message for level, message in map(strip_log_prefix, lines) if level not in _NOT_ERRORS]
+    lines_list = list(lines)
+    messages = [message for level, message in map(strip_log_prefix, lines_list) if level not in _NOT_ERRORS]
     for pattern, explain in _RULES:
         for message in messages:
             if match := pattern.search(message):
                 return explain(match)
+    # vLLM logs a killed engine core only as a warning, then shuts the API server down.
+    if any(_ENGINE_CORE_GONE in line for line in lines_list):
+        return Diagnosis(
+            "the vLLM engine process died unexpectedly (killed from outside, often by the out-of-memory killer)",
+            "look for an OOM kill in `dmesg`; free some RAM or serve a smaller model or KV cache, then restart",
+        )
     if returncode in (-9, 137):
         return Diagnosis(
             "the server was killed (SIGKILL), most likely by the system's out-of-memory killer",

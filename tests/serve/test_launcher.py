@@ -343,7 +343,7 @@ def _start_group() -> tuple[subprocess.Popen[str], list[int]]:
 
 
 def test_watchdog_kills_the_group_when_the_parent_dies() -> None:
-    from engine.serve.watchdog import group_alive
+    from engine.process.watchdog import group_alive
 
     parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     leader, pids = _start_group()
@@ -351,7 +351,7 @@ def test_watchdog_kills_the_group_when_the_parent_dies() -> None:
         [
             sys.executable,
             "-m",
-            "engine.serve.watchdog",
+            "engine.process.watchdog",
             "--parent",
             str(parent.pid),
             "--pgid",
@@ -381,7 +381,7 @@ def test_watchdog_kills_the_group_when_the_parent_dies() -> None:
 
 
 def test_watchdog_exits_when_the_group_is_gone() -> None:
-    from engine.serve.watchdog import watch
+    from engine.process.watchdog import watch
 
     leader, pids = _start_group()
     os.killpg(leader.pid, signal.SIGKILL)
@@ -393,7 +393,7 @@ def test_watchdog_exits_when_the_group_is_gone() -> None:
 
 
 def test_kill_group_escalates_to_sigkill() -> None:
-    from engine.serve.watchdog import kill_group
+    from engine.process.watchdog import kill_group
 
     leader, pids = _start_group()
     try:
@@ -409,7 +409,7 @@ def test_kill_group_escalates_to_sigkill() -> None:
 def test_parent_alive(reuse: bool) -> None:
     import psutil
 
-    from engine.serve.watchdog import parent_alive
+    from engine.process.watchdog import parent_alive
 
     me = psutil.Process()
     created = me.create_time() + (100.0 if reuse else 0.0)  # another process's start time: a reused id
@@ -531,7 +531,7 @@ def test_serve_complete_and_stop_leaves_nothing(demo_model: Path, tmp_path: Path
         watchdogs = [
             p.pid
             for p in psutil.Process().children()
-            if "engine.serve.watchdog" in " ".join(p.cmdline()) and str(server.pid) in p.cmdline()
+            if "engine.process.watchdog" in " ".join(p.cmdline()) and str(server.pid) in p.cmdline()
         ]
         assert len(watchdogs) == 1
     finally:

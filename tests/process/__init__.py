@@ -1,0 +1,1 @@
+"""Tests for child processes and the watchdog."""
