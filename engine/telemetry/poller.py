@@ -256,7 +256,12 @@ class _History:
 
 
 def _describe_http_failure(error: Exception, url: str, timeout_s: float) -> str:
-    """One line for a failed HTTP request."""
+    """One line for a failed HTTP request; a server error says what it most likely means, not a bare 500."""
+    if isinstance(error, httpx.HTTPStatusError) and error.response.status_code >= 500:
+        return (
+            f"{url} answered HTTP {error.response.status_code}: the server is up but failing "
+            "(its engine may have died); its log says why"
+        )
     return server_client.describe_http_failure(error, url, timeout_s)
 
 
@@ -323,6 +328,23 @@ class TelemetryPoller:
     @interval_s.setter
     def interval_s(self, value: float) -> None:
         self._interval_s = self._checked_interval(value)
+
+    def retarget(self, url: str, server_pid: int | None) -> None:
+        """Watches another server from the next poll on (a restart), keeping the history.
+
+        Args:
+            url: The new server's base URL.
+            server_pid: Its process id, when known.
+
+        Raises:
+            TelemetryError: Bad URL.
+        """
+        new_url = metrics_url(url)
+        with self._poll_lock:
+            self.url = new_url
+            self.server_pid = server_pid
+            self._tree = ProcessTreeSampler(server_pid) if server_pid is not None else None
+            self._previous = None
 
     def close(self) -> None:
         """Closes the HTTP connection pool."""

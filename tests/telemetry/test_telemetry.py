@@ -155,7 +155,7 @@ def test_poll_once_reads_and_derives(endpoint: tuple[FakeMetricsEndpoint, str]) 
         ("<html>hello</html>", 200, "not Prometheus text"),
         ("# HELP up up\n# TYPE up gauge\nup 1\n", 200, "no vLLM metrics"),
         ("Not Found", 404, "answered HTTP 404"),
-        ("oops", 500, "answered HTTP 500"),
+        ("oops", 500, "answered HTTP 500: the server is up but failing (its engine may have died)"),
     ],
 )
 def test_bad_answers_become_snapshot_errors(
@@ -302,6 +302,47 @@ def test_process_tree_memory_and_exit(endpoint: tuple[FakeMetricsEndpoint, str])
     assert alive.ok and alive.server_alive is True and alive.server_rss_bytes
     assert gone.server_alive is False and gone.server_rss_bytes is None
     assert gone.error is not None and f"pid {parent.pid}" in gone.error and "exited" in gone.error
+    assert gone.engine_died and gone.error.startswith("the vLLM engine process died")
+
+
+def test_an_engine_core_that_dies_under_a_live_server_is_reported(
+    endpoint: tuple[FakeMetricsEndpoint, str],
+) -> None:
+    _, url = endpoint
+    # vLLM titles its engine process "VLLM::EngineCore" (setproctitle); the API server lives on a while.
+    child_code = "import setproctitle, time; setproctitle.setproctitle('VLLM::EngineCore'); time.sleep(60)"
+    parent_code = (
+        "import subprocess, sys, time; "
+        f"subprocess.Popen([sys.executable, '-c', {child_code!r}]); time.sleep(60)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_code])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            children = psutil.Process(parent.pid).children()
+            if children and children[0].name() == "VLLM::EngineCore":
+                break
+            time.sleep(0.05)
+        with TelemetryPoller(url, server_pid=parent.pid, sample_hardware=False) as poller:
+            alive = poller.poll_once()
+            time.sleep(0.2)
+            second = poller.poll_once()
+            children[0].kill()
+            # The sleeping parent does not reap it: the engine stays a zombie, as under a stuck server.
+            while children[0].is_running() and children[0].status() != psutil.STATUS_ZOMBIE:
+                time.sleep(0.05)
+            died = poller.poll_once()
+    finally:
+        parent.kill()
+        parent.wait()
+    assert [process.name for process in alive.server_processes][1:] == ["VLLM::EngineCore"]
+    assert alive.server_processes[0].pid == parent.pid and not alive.engine_died
+    assert second.server_processes[1].rss_bytes > 0 and second.server_processes[1].cpu_percent >= 0.0
+    assert died.server_alive is True and died.engine_died
+    assert died.error == (
+        f"the vLLM engine process died (the server process, pid {parent.pid}, still runs without it)"
+    )
+    assert [process.pid for process in died.server_processes] == [parent.pid]
 
 
 # The `quant-tui monitor` command, run in-process against the same local endpoint.
