@@ -537,3 +537,29 @@ def raise_unservable(model: ModelInfo, target: HardwareTarget) -> None:
         f"{model.name} is already quantized as {model.quantization.method} ({model.quantization.scheme}), "
         f"which vLLM 0.32 cannot run on {target.name}; start from the unquantized model"
     )
+
+
+def as_is_candidate(recommendation: Recommendation) -> Candidate | None:
+    """The candidate that serves the checkpoint as it is (its own format; bf16 when unquantized)."""
+    return next((c for c in recommendation.candidates if not c.needs_quantization), None)
+
+
+def plan_checkpoint(model_dir: Path, request: PlanRequest | None = None) -> Candidate:
+    """Plans serving the checkpoint in ``model_dir`` as it is, on this machine.
+
+    What ``quant-tui serve`` and the launcher start when given no plan: the same candidate
+    ``recommend`` lists for that checkpoint's method.
+
+    Raises:
+        QuantTuiError: the model cannot be read, or its format cannot run here.
+    """
+    from engine.hardware.detect import detect_hardware, target_from_snapshot
+    from engine.model.inspect_model import inspect_model
+
+    model = inspect_model(model_dir)
+    target = target_from_snapshot(detect_hardware())
+    candidate = as_is_candidate(recommend(model, target, request))
+    if candidate is None:
+        raise_unservable(model, target)
+        raise AssertionError("unreachable")
+    return candidate

