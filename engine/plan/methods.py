@@ -18,12 +18,14 @@ from engine.plan.vllm_facts import MethodCapability
 MethodName = Literal[
     "bf16",
     "fp8",
+    "fp8-block",
     "int8-w8a8",
     "w8a16",
     "w4a16",
     "gptq-w4a16",
     "awq-w4a16",
     "nvfp4",
+    "nvfp4a16",
     "mxfp4",
     "bnb-4bit",
     "bnb-8bit",
@@ -131,6 +133,20 @@ METHODS: tuple[Method, ...] = (
         description="FP8 E4M3 weights with one scale per output channel; activations FP8, dynamic per token",
     ),
     Method(
+        name="fp8-block",
+        label="FP8 W8A8 (128x128 blocks)",
+        # One float32 scale per 128x128 weight block (DeepSeek-V3's layout).
+        weights=WeightLayout(8, None, 4, quantizes_activations=True),
+        capability=vllm_facts.CT_FP8,
+        producer="data-free",
+        folder_suffix="FP8-BLOCK",
+        trade_off="near-lossless (perplexity +<0.1 typical)",
+        ct_scheme="FP8_BLOCK",
+        description=(
+            "FP8 E4M3 weights with one scale per 128x128 block; activations FP8, dynamic per token and 128 inputs"
+        ),
+    ),
+    Method(
         name="int8-w8a8",
         label="INT8 W8A8",
         weights=WeightLayout(8, None, 4, quantizes_activations=True),
@@ -145,13 +161,12 @@ METHODS: tuple[Method, ...] = (
         name="w8a16",
         label="INT8 weight-only (W8A16)",
         weights=WeightLayout(8, 128, 2),
-        capability=vllm_facts.CT_WNA16,
-        producer="pre-quantized",
+        capability=vllm_facts.CT_WNA16_INT8,
+        producer="data-free",
         folder_suffix="W8A16",
         trade_off="near-lossless (8-bit weights, 16-bit math)",
         ct_scheme="W8A16",
-        description="INT8 symmetric weights, one scale per 128 inputs; activations 16-bit",
-        cpu_avx512_only=True,
+        description="INT8 symmetric weights, one scale per 128 inputs, round-to-nearest; activations 16-bit",
     ),
     Method(
         name="w4a16",
@@ -202,6 +217,20 @@ METHODS: tuple[Method, ...] = (
         folder_suffix="NVFP4",
         trade_off="small loss (4-bit float with fine-grained scales)",
         ct_scheme="NVFP4",
+    ),
+    Method(
+        name="nvfp4a16",
+        label="NVFP4 weight-only (W4A16)",
+        # An FP8 scale per 16 weights, plus one FP32 global scale per weight.
+        weights=WeightLayout(4, 16, 1),
+        capability=vllm_facts.CT_NVFP4A16,
+        producer="data-free",
+        folder_suffix="NVFP4A16",
+        trade_off="small loss (4-bit float with fine-grained scales, round-to-nearest)",
+        ct_scheme="NVFP4A16",
+        description=(
+            "NVFP4 (FP4 E2M1) weights, one FP8 scale per 16 inputs and one FP32 global scale; activations 16-bit"
+        ),
     ),
     Method(
         name="mxfp4",

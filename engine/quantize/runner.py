@@ -26,7 +26,8 @@ from engine.quantize.request import (
     QuantizeReport,
     QuantizeRequest,
 )
-from engine.quantize.tensor_plan import PARTIAL_MARKER, QuantizePlan, SourceTensor, build_plan
+from engine.quantize.schemes import Scheme
+from engine.quantize.tensor_plan import PARTIAL_MARKER, QuantizePlan, SourceTensor, build_plan, fused_siblings
 from engine.quantize.writer import (
     ShardFile,
     ShardLayout,
@@ -229,6 +230,7 @@ class _Converter:
         self.current = ""
         self._last_emit = 0.0
         self._shards: dict[str, ShardFile] = {}
+        self._global_scales: dict[str, Any] = {}
 
     def emit(self, stage: str, message: str = "", force: bool = False) -> None:
         """Sends a progress snapshot, at most every 0.1 s unless ``force``."""
@@ -263,6 +265,8 @@ class _Converter:
             rows = tensor.shape[0]
             row_elements = max(1, tensor.nbytes // max(rows, 1) // _item_bytes(tensor.dtype))
             step = max(1, CHUNK_ELEMENTS // row_elements)
+            if tensor.action == "quantize":
+                step = _whole_scale_rows(step, self.plan.scheme)
             if rows == 0:
                 yield _WorkItem(tensor, 0, 0)
             for start in range(0, rows, step):
@@ -284,6 +288,8 @@ class _Converter:
                 for name in layout.specs:
                     self._shards[name] = shard
             with ThreadPoolExecutor(self.workers, thread_name_prefix="quantize") as pool:
+                if self.plan.scheme.global_scale:
+                    self._global_scales = self._fused_global_scales(pool)
                 pending: deque[tuple[_WorkItem, Future[_ItemResult]]] = deque()
                 try:
                     for item in self._items():
@@ -335,6 +341,46 @@ class _Converter:
             raise QuantizeCancelled("quantization cancelled; nothing was written")
         self.emit("quantizing", force=self.tensors_done == len(self.plan.tensors))
 
+    def _fused_global_scales(self, pool: ThreadPoolExecutor) -> dict[str, Any]:
+        """Each quantized weight's NVFP4 global scale, the smallest of its fused siblings' (llm-compressor's rule).
+
+        vLLM keeps one global scale for a fused q/k/v or gate/up layer (the largest, with a
+        warning), so siblings must agree; the smallest keeps every sibling's FP8 scales in range.
+        This is a first, read-only pass over the quantized weights.
+        """
+        from engine.quantize.schemes import global_scale_from_absmax
+
+        quantized = [tensor for tensor in self.plan.tensors if tensor.action == "quantize"]
+        self.emit("planning", "measuring NVFP4 global scales", force=True)
+        absmax = dict(zip((t.name for t in quantized), pool.map(self._absolute_max, quantized), strict=True))
+        scales = {name: global_scale_from_absmax(value) for name, value in absmax.items()}
+        shared: dict[str, Any] = {}
+        for name in scales:
+            siblings = [other for other in fused_siblings(name) if other in scales] or [name]
+            shared[name] = min((scales[other] for other in siblings), key=float)
+        return shared
+
+    def _absolute_max(self, tensor: SourceTensor) -> Any:
+        """The absolute maximum of a whole source weight, read a chunk of rows at a time."""
+        from safetensors import safe_open
+
+        from engine.quantize.schemes import absolute_max
+
+        rows = tensor.shape[0]
+        step = max(1, CHUNK_ELEMENTS // max(1, tensor.shape[1]))
+        result = None
+        for start in range(0, rows, step):
+            if self.cancel.is_set():
+                break
+            with safe_open(str(tensor.file), framework="pt") as handle:
+                value = absolute_max(handle.get_slice(tensor.name)[start : start + step])
+            result = value if result is None else max(result, value, key=float)
+        if result is None:  # cancelled before the first read; the run stops at its first item
+            import torch
+
+            return torch.zeros(1)
+        return result
+
     def _work(self, item: _WorkItem) -> _ItemResult:
         """Reads a block of rows, quantizes or copies it, and writes it in place (in a pool thread)."""
         if self.cancel.is_set():
@@ -356,18 +402,24 @@ class _Converter:
 
         scheme = self.plan.scheme
         weight_spec, scale_spec = tensor.outputs[0], tensor.outputs[1]
-        step = max(1, BLOCK_ELEMENTS // tensor.shape[1])
+        step = _whole_scale_rows(max(1, BLOCK_ELEMENTS // tensor.shape[1]), scheme)
+        global_scale = self._global_scales.get(tensor.name) if scheme.global_scale else None
         weight_sq = error_sq = 0.0
         for offset in range(0, rows.shape[0], step):
-            quantized = quantize_rows(rows[offset : offset + step], scheme)
+            quantized = quantize_rows(rows[offset : offset + step], scheme, global_scale=global_scale)
             start = item.row_start + offset
             self._write_rows(weight_spec.name, quantized.weight, start, weight_spec.shape)
-            self._write_rows(scale_spec.name, quantized.scale, start, scale_spec.shape)
+            self._write_rows(
+                scale_spec.name, quantized.scale, start // scheme.scale_row_divisor, scale_spec.shape
+            )
             weight_sq += quantized.weight_square_sum
             error_sq += quantized.error_square_sum
-        if scheme.packed and item.row_start == 0:
-            shape_spec = tensor.outputs[2]
-            self._shards[shape_spec.name].write(shape_spec.name, struct.pack("<2q", *tensor.shape))
+        if item.row_start == 0 and len(tensor.outputs) > 2:
+            extra = tensor.outputs[2]
+            if global_scale is not None:
+                self._shards[extra.name].write(extra.name, struct.pack("<f", float(global_scale)))
+            else:
+                self._shards[extra.name].write(extra.name, struct.pack("<2q", *tensor.shape))
         return _ItemResult(weight_sq, error_sq)
 
     def _write_rows(self, name: str, rows: Any, row_start: int, shape: tuple[int, ...]) -> None:
@@ -376,6 +428,12 @@ class _Converter:
         data = rows.contiguous().reshape(-1).view(torch.uint8).numpy()
         row_bytes = data.nbytes // max(1, rows.shape[0]) if rows.ndim else 0
         self._shards[name].write(name, memoryview(data), row_start * row_bytes)
+
+
+def _whole_scale_rows(rows: int, scheme: Scheme) -> int:
+    """``rows`` rounded down to whole scale rows (block-scaled weights are cut at block boundaries)."""
+    height = scheme.scale_row_divisor
+    return max(height, rows // height * height)
 
 
 def _item_bytes(dtype: str) -> int:

@@ -189,6 +189,29 @@ def resolve_ignored(linear_modules: list[str], patterns: tuple[str, ...]) -> set
     return ignored
 
 
+def fused_siblings(weight_name: str) -> tuple[str, ...]:
+    """The weights vLLM fuses with ``weight_name`` into one Linear (itself included); just itself when none."""
+    module = weight_name.removesuffix(".weight")
+    parent, _, leaf = module.rpartition(".")
+    for group in FUSED_SIBLINGS:
+        if leaf in group:
+            return tuple(f"{parent}.{sibling}.weight" for sibling in group)
+    return (weight_name,)
+
+
+def _check_block_shapes(name: str, shape: tuple[int, ...], scheme: Scheme, method: str) -> None:
+    """vLLM loads a fused block-FP8 layer only when every part but the last is a whole number of blocks."""
+    if scheme.block is None:
+        return
+    siblings = fused_siblings(name)
+    if len(siblings) > 1 and name != siblings[-1] and shape[0] % scheme.block[0]:
+        module = name.removesuffix(".weight")
+        raise ModelError(
+            f"{method} needs {module} to have a multiple of {scheme.block[0]} rows to be fused by vLLM, "
+            f"but it has {shape[0]}; use fp8 (per-channel scales) instead"
+        )
+
+
 def _data_positions(path: Path) -> dict[str, int]:
     """Each tensor's data offset in a safetensors file, from its header (safe_open does not expose it)."""
     import json
@@ -347,6 +370,7 @@ def build_plan(request: QuantizeRequest) -> QuantizePlan:
                     f"{request.method} needs input sizes divisible by {scheme.group_size}, but {name} has "
                     f"{shape[1]}; pass --ignore {module} or use fp8/int8-w8a8"
                 )
+            _check_block_shapes(name, shape, scheme, request.method)
             outputs = tuple(TensorHeader(*spec) for spec in scheme.output_tensors(name, shape, dtype))
             tensors.append(SourceTensor(name, path, dtype, shape, "quantize", outputs))
             continue

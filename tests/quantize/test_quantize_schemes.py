@@ -6,13 +6,23 @@ import copy
 
 import pytest
 import torch
+from compressed_tensors.compressors.nvfp4.helpers import pack_fp4_to_uint8, unpack_fp4_from_uint8
 from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32, unpack_from_int32
 from compressed_tensors.quantization import QuantizationConfig, preset_name_to_scheme
 from compressed_tensors.quantization.lifecycle.forward import dequantize, quantize
-from compressed_tensors.quantization.utils import calculate_qparams
+from compressed_tensors.quantization.utils import calculate_qparams, generate_gparam
+from compressed_tensors.quantization.utils.helpers import maybe_pad_tensor_for_block_quant
 
 from engine.quantize.config import COMPRESSED_TENSORS_VERSION, quantization_config
-from engine.quantize.schemes import SCHEMES, Scheme, compute_scale, quantize_rows, quantize_with_scale
+from engine.quantize.schemes import (
+    SCHEMES,
+    Scheme,
+    absolute_max,
+    compute_scale,
+    global_scale_from_absmax,
+    quantize_rows,
+    quantize_with_scale,
+)
 
 METHODS = sorted(SCHEMES)
 DTYPES = [torch.bfloat16, torch.float16]
@@ -32,18 +42,47 @@ def sample_weight(dtype: torch.dtype, seed: int, rows: int = 48, cols: int = 384
     return weight.to(dtype)
 
 
-def reference(weight: torch.Tensor, scheme: Scheme) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale and quantized values from compressed-tensors: min/max per row or group, calculate_qparams, quantize."""
+def reference_global_scale(weight: torch.Tensor) -> torch.Tensor:
+    """compressed-tensors' NVFP4 global scale from the whole tensor's min and max (generate_gparam)."""
+    return generate_gparam(torch.amin(weight), torch.amax(weight))
+
+
+def reference(
+    weight: torch.Tensor, scheme: Scheme, global_scale: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and quantized values from compressed-tensors: min/max per row, group or block, calculate_qparams, quantize.
+
+    NVFP4 values come back as FP4 values in float32 (compressed-tensors' own representation).
+    """
     args = preset_name_to_scheme(scheme.preset, ["Linear"]).weights
     assert args is not None
-    if args.group_size:
+    if args.block_structure:
+        height, width = args.block_structure
+        padded = maybe_pad_tensor_for_block_quant(weight, (height, width))
+        blocks = padded.unflatten(0, (-1, height)).unflatten(-1, (-1, width))
+        low, high = torch.amin(blocks, dim=(1, 3)), torch.amax(blocks, dim=(1, 3))
+    elif args.group_size:
         grouped = weight.unflatten(-1, (-1, args.group_size))
         low, high = torch.amin(grouped, dim=-1), torch.amax(grouped, dim=-1)
     else:
         low, high = torch.amin(weight, dim=-1, keepdim=True), torch.amax(weight, dim=-1, keepdim=True)
-    scale, zero_point = calculate_qparams(low, high, args)
+    if scheme.kind == "fp4" and global_scale is None:
+        global_scale = reference_global_scale(weight)
+    scale, zero_point = calculate_qparams(low, high, args, global_scale=global_scale)
+    if scheme.kind == "fp4":
+        return scale, quantize(weight, scale, zero_point, args, global_scale=global_scale)
     target = torch.float8_e4m3fn if scheme.kind == "float" else torch.int8
     return scale, quantize(weight, scale, zero_point, args, dtype=target)
+
+
+def packed_reference(
+    weight: torch.Tensor, scheme: Scheme, global_scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """What compressed-tensors' compressor stores for the weight: packed words, or the FP8/INT8 values."""
+    _, values = reference(weight, scheme, global_scale)
+    if scheme.kind == "fp4":
+        return pack_fp4_to_uint8(values)
+    return pack_to_int32(values, scheme.num_bits) if scheme.packed else values
 
 
 def same_bits(left: torch.Tensor, right: torch.Tensor) -> bool:
@@ -62,22 +101,77 @@ def test_scale_and_values_match_compressed_tensors_bit_for_bit(
     scheme = SCHEMES[method]
     weight = sample_weight(dtype, seed)
     expected_scale, expected_values = reference(weight, scheme)
-    scale = compute_scale(weight, scheme)
-    assert scale.dtype == dtype
+    global_scale = global_scale_from_absmax(absolute_max(weight)) if scheme.global_scale else None
+    if global_scale is not None:
+        assert same_bits(global_scale, reference_global_scale(weight))
+    scale = compute_scale(weight, scheme, global_scale)
+    assert scale.dtype == (torch.float32 if scheme.kind == "fp4" else dtype)
     assert same_bits(scale, expected_scale)
-    assert same_bits(quantize_with_scale(weight, scale, scheme), expected_values)
+    stored = quantize_rows(weight, scheme, global_scale=global_scale)
+    assert same_bits(stored.weight, packed_reference(weight, scheme, global_scale))
+    if scheme.kind == "fp4":
+        assert same_bits(stored.scale, expected_scale.to(torch.float8_e4m3fn))
+    else:
+        assert same_bits(quantize_with_scale(weight, scale, scheme), expected_values)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_int4_packing_matches_compressed_tensors(dtype: torch.dtype) -> None:
-    scheme = SCHEMES["w4a16"]
+@pytest.mark.parametrize(("rows", "cols"), [(200, 384), (128, 300), (77, 130)])
+def test_fp8_block_pads_partial_blocks_as_compressed_tensors(
+    dtype: torch.dtype, rows: int, cols: int
+) -> None:
+    scheme = SCHEMES["fp8-block"]
+    weight = sample_weight(dtype, 6, rows=rows, cols=cols)
+    expected_scale, expected_values = reference(weight, scheme)
+    assert expected_scale.shape == (-(-rows // 128), -(-cols // 128))
+    stored = quantize_rows(weight, scheme)
+    assert same_bits(stored.scale, expected_scale)
+    assert same_bits(stored.weight, expected_values)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_nvfp4_with_a_shared_fused_global_scale_matches_compressed_tensors(dtype: torch.dtype) -> None:
+    """Fused siblings (q/k/v) share the smallest of their global scales, as llm-compressor sets them."""
+    scheme = SCHEMES["nvfp4a16"]
+    weight = sample_weight(dtype, 7)
+    shared = reference_global_scale(weight) / 3
+    expected_scale, _ = reference(weight, scheme, shared)
+    stored = quantize_rows(weight, scheme, global_scale=shared)
+    assert same_bits(stored.scale, expected_scale.to(torch.float8_e4m3fn))
+    assert same_bits(stored.weight, packed_reference(weight, scheme, shared))
+
+
+def test_nvfp4_of_an_all_zero_weight_is_compressed_tensors_fallback() -> None:
+    weight = torch.zeros(16, 32, dtype=torch.bfloat16)
+    global_scale = global_scale_from_absmax(absolute_max(weight))
+    assert same_bits(global_scale, reference_global_scale(weight))
+    stored = quantize_rows(weight, SCHEMES["nvfp4a16"], global_scale=global_scale)
+    assert same_bits(stored.weight, packed_reference(weight, SCHEMES["nvfp4a16"]))
+    # A zero group's FP8 scale is compressed-tensors' eps for FP8, 0.125.
+    assert torch.all(stored.scale.to(torch.float32) == 0.125)
+
+
+def test_nvfp4_packing_round_trips_through_compressed_tensors() -> None:
+    scheme = SCHEMES["nvfp4a16"]
+    weight = sample_weight(torch.bfloat16, 8)
+    global_scale = global_scale_from_absmax(absolute_max(weight))
+    stored = quantize_rows(weight, scheme, global_scale=global_scale)
+    _, values = reference(weight, scheme)
+    unpacked = unpack_fp4_from_uint8(stored.weight, weight.shape[0], weight.shape[1], dtype=torch.float32)
+    assert torch.equal(unpacked, values)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(("method", "per_word"), [("w4a16", 8), ("w8a16", 4)])
+def test_int_packing_matches_compressed_tensors(dtype: torch.dtype, method: str, per_word: int) -> None:
+    scheme = SCHEMES[method]
     weight = sample_weight(dtype, 3)
     _, values = reference(weight, scheme)
     packed = quantize_rows(weight, scheme).weight
     assert packed.dtype == torch.int32
-    assert packed.shape == (weight.shape[0], weight.shape[1] // 8)
-    assert torch.equal(packed, pack_to_int32(values, 4))
-    assert torch.equal(unpack_from_int32(packed, 4, weight.shape), values)
+    assert packed.shape == (weight.shape[0], weight.shape[1] // per_word)
+    assert torch.equal(packed, pack_to_int32(values, scheme.num_bits))
+    assert torch.equal(unpack_from_int32(packed, scheme.num_bits, weight.shape), values)
 
 
 def test_int4_packing_puts_the_first_value_in_the_lowest_nibble() -> None:
@@ -91,12 +185,18 @@ def test_int4_packing_puts_the_first_value_in_the_lowest_nibble() -> None:
 @pytest.mark.parametrize("method", METHODS)
 def test_quantizing_in_row_blocks_equals_quantizing_whole(method: str) -> None:
     scheme = SCHEMES[method]
-    weight = sample_weight(torch.bfloat16, 4)
-    whole = quantize_rows(weight, scheme)
-    halves = [quantize_rows(weight[:17], scheme), quantize_rows(weight[17:], scheme)]
+    weight = sample_weight(torch.bfloat16, 4, rows=300)
+    global_scale = global_scale_from_absmax(absolute_max(weight)) if scheme.global_scale else None
+    whole = quantize_rows(weight, scheme, global_scale=global_scale)
+    # Block scales cut at block rows (the runner's items are multiples of the block height).
+    cut = 128 if scheme.block else 17
+    halves = [
+        quantize_rows(weight[:cut], scheme, global_scale=global_scale),
+        quantize_rows(weight[cut:], scheme, global_scale=global_scale),
+    ]
     assert same_bits(whole.weight, torch.cat([half.weight for half in halves]))
     assert same_bits(whole.scale, torch.cat([half.scale for half in halves]))
-    assert whole.error_square_sum == pytest.approx(sum(half.error_square_sum for half in halves))
+    assert whole.error_square_sum == pytest.approx(sum(half.error_square_sum for half in halves), rel=1e-5)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -104,16 +204,28 @@ def test_measured_error_is_compressed_tensors_dequantization_error(method: str) 
     scheme = SCHEMES[method]
     weight = sample_weight(torch.bfloat16, 5)
     scale, values = reference(weight, scheme)
-    restored = dequantize(values, scale.float(), dtype=torch.float32)
+    global_scale = reference_global_scale(weight) if scheme.global_scale else None
+    args = preset_name_to_scheme(scheme.preset, ["Linear"]).weights
+    restored = dequantize(values, scale.float(), args=args, dtype=torch.float32, global_scale=global_scale)
     expected = float(torch.sum((weight.float() - restored) ** 2))
-    assert quantize_rows(weight, scheme).error_square_sum == pytest.approx(expected, rel=1e-5)
+    measured = quantize_rows(weight, scheme, global_scale=global_scale).error_square_sum
+    assert measured == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize(
-    ("method", "preset"), [("fp8", "FP8_DYNAMIC"), ("int8-w8a8", "W8A8"), ("w4a16", "W4A16")]
+    ("method", "preset"),
+    [
+        ("fp8", "FP8_DYNAMIC"),
+        ("fp8-block", "FP8_BLOCK"),
+        ("int8-w8a8", "W8A8"),
+        ("w8a16", "W8A16"),
+        ("w4a16", "W4A16"),
+        ("nvfp4a16", "NVFP4A16"),
+    ],
 )
 def test_quantization_config_is_what_compressed_tensors_writes(method: str, preset: str) -> None:
     scheme = SCHEMES[method]
+    assert scheme.preset == preset
     ours = quantization_config(scheme, ["lm_head", "model.layers.0.mlp.gate"])
     validated = QuantizationConfig.model_validate(copy.deepcopy(ours))
     assert validated.format == scheme.format
@@ -125,7 +237,7 @@ def test_quantization_config_is_what_compressed_tensors_writes(method: str, pres
         format=scheme.format,
         ignore=["lm_head", "model.layers.0.mlp.gate"],
         quantization_status="compressed",
-    ).model_dump(exclude={"quant_method"})
+    ).model_dump(mode="json", exclude={"quant_method"})
     mine = {key: value for key, value in ours.items() if key in expected}
     assert mine == expected
     assert ours["quant_method"] == "compressed-tensors"
@@ -148,7 +260,9 @@ def test_config_groups_reject_unknown_keys() -> None:
     ("method", "predicate"),
     [
         ("fp8", "_is_fp8_w8a8"),
+        ("fp8-block", "_is_fp8_w8a8"),
         ("int8-w8a8", "_is_dynamic_token_w8a8"),
+        ("w8a16", "_is_wNa16_group_channel"),
         ("w4a16", "_is_wNa16_group_channel"),
     ],
 )
@@ -162,3 +276,15 @@ def test_vllm_reads_the_config_as_the_intended_scheme(method: str, predicate: st
     assert config.ignore == ["lm_head"]
     scheme_dict = config.target_scheme_map["Linear"]
     assert getattr(config, predicate)(scheme_dict["weights"], scheme_dict["input_activations"])
+
+
+def test_vllm_reads_nvfp4a16_as_weight_only_nvfp4() -> None:
+    from vllm.model_executor.layers.quantization.compressed_tensors.compressed_tensors import (
+        CompressedTensorsConfig,
+    )
+
+    config = CompressedTensorsConfig.from_config(quantization_config(SCHEMES["nvfp4a16"], ["lm_head"]))
+    scheme_dict = config.target_scheme_map["Linear"]
+    assert config.quant_format == "nvfp4-pack-quantized"
+    assert config._is_nvfp4_format(scheme_dict["weights"])
+    assert scheme_dict["input_activations"] is None
