@@ -1,0 +1,152 @@
+"""Soak: the real `quant-tui monitor` dashboard watches a demo server under load; RSS, CPU and request counts.
+
+Runs, all on this machine and on loopback only:
+1. ``quant-tui serve --model demo`` (the real CLI) until it prints its URL;
+2. ``quant-tui monitor URL`` (the real Textual dashboard) inside tmux at 120×40;
+3. a closed-loop load (concurrency 4, 64 prompt / 32 output tokens) for ``--minutes``, bounded in time;
+then prints the app's RSS and CPU per minute, RSS growth (last minute ÷ first minute) and the
+request count seen by the client against the server's ``vllm:request_success`` delta.
+
+Usage (hold the heavy lock; it keeps two cores busy for the whole run):
+    flock /tmp/quant-tui-heavy.lock .venv/bin/python benchmarks/soak_dashboard.py --minutes 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from engine.bench.loadgen import LoadSpec, run_load  # noqa: E402
+from engine.telemetry.metrics import parse_metrics  # noqa: E402
+
+SESSION = "quant-tui-soak"
+
+
+def _start_server() -> tuple[subprocess.Popen[str], str]:
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tui.cli",
+            "serve",
+            "--model",
+            "demo",
+            "--max-model-len",
+            "512",
+            "--enforce-eager",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    assert server.stdout is not None
+    for line in server.stdout:
+        if line.startswith("vLLM is serving"):
+            url = line.split(" at ", 1)[1].split()[0]
+            threading.Thread(target=server.stdout.read, daemon=True).start()  # keep the pipe drained
+            return server, url
+    raise SystemExit("soak: the demo server did not start (run `quant-tui serve --model demo` to see why)")
+
+
+def _request_success(url: str) -> float:
+    sample = parse_metrics(httpx.get(url + "/metrics", timeout=10).text)
+    return sample.counters.get("request_success", 0.0)
+
+
+def _start_dashboard(url: str) -> psutil.Process:
+    subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+    command = f"cd {REPO} && exec {sys.executable} -m tui.cli monitor {url} --interval 1"
+    subprocess.run(["tmux", "new-session", "-d", "-s", SESSION, "-x", "120", "-y", "40", command], check=True)
+    time.sleep(3)
+    pane_pid = subprocess.run(
+        ["tmux", "display-message", "-p", "-t", SESSION, "#{pane_pid}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return psutil.Process(int(pane_pid))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="how long the load runs (10)")
+    parser.add_argument("--sample-s", type=float, default=5.0, help="seconds between RSS/CPU samples (5)")
+    args = parser.parse_args()
+    if shutil.which("tmux") is None:
+        raise SystemExit("soak: needs tmux (apt-get install tmux)")
+
+    server, url = _start_server()
+    app: psutil.Process | None = None
+    try:
+        app = _start_dashboard(url)
+        before = _request_success(url)
+        spec = LoadSpec(
+            concurrency=4, prompt_tokens=64, output_tokens=32, requests=None, duration_s=args.minutes * 60
+        )
+        result_box: list[object] = []
+        load = threading.Thread(target=lambda: result_box.append(run_load(url, spec)), daemon=True)
+        started = time.monotonic()
+        load.start()
+        samples: list[tuple[float, float, float]] = []  # (elapsed s, RSS MiB, CPU % of one core)
+        last_cpu = sum(app.cpu_times()[:2])
+        last_at = time.monotonic()
+        while load.is_alive():
+            load.join(args.sample_s)
+            now = time.monotonic()
+            cpu = sum(app.cpu_times()[:2])
+            samples.append(
+                (now - started, app.memory_info().rss / 2**20, 100 * (cpu - last_cpu) / (now - last_at))
+            )
+            last_cpu, last_at = cpu, now
+        time.sleep(2)  # let the server's counters settle after the last request
+        after = _request_success(url)
+        result = result_box[0]
+    finally:
+        subprocess.run(["tmux", "send-keys", "-t", SESSION, "q"], capture_output=True)
+        time.sleep(1)
+        subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+        os.killpg(server.pid, signal.SIGINT)
+        server.wait(60)
+
+    print(
+        f"soak: {args.minutes:g} min of load, dashboard polling every 1 s, sampled every {args.sample_s:g} s"
+    )
+    print(f"{'minute':>6}  {'RSS MiB':>8}  {'CPU % of a core':>15}")
+    by_minute: dict[int, list[tuple[float, float]]] = {}
+    for elapsed, rss, cpu in samples:
+        by_minute.setdefault(int(elapsed // 60), []).append((rss, cpu))
+    for minute, rows in sorted(by_minute.items()):
+        print(
+            f"{minute + 1:>6}  {statistics.median(r for r, _ in rows):>8.1f}  {statistics.mean(c for _, c in rows):>15.2f}"
+        )
+    minutes = sorted(by_minute)
+    first_rss = statistics.median(r for r, _ in by_minute[minutes[0]])
+    last_rss = statistics.median(r for r, _ in by_minute[minutes[-1]])
+    print(f"RSS last minute / first minute: {last_rss / first_rss:.3f}")
+    print(f"CPU mean: {statistics.mean(c for _, _, c in samples):.2f} % of one core")
+    ok = result.ok_requests  # type: ignore[attr-defined]
+    outcomes = result.outcomes  # type: ignore[attr-defined]
+    print(f"client: {ok} completed, outcomes {outcomes}")
+    print(f"server vllm:request_success delta: {after - before:.0f}")
+    print(f"client completed == server delta: {ok == round(after - before)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
