@@ -241,6 +241,8 @@ def test_strip_log_prefix(line: str, level: str | None, message: str) -> None:
             "the vLLM engine process died (an illegal instruction, SIGILL)",
             "AMX",
         ),
+        # SIGKILL to the EngineCore process of a healthy server (as the OOM killer would).
+        ("log_cpu_engine_core_killed.log", 0, "the vLLM engine process died unexpectedly", "dmesg"),
     ],
 )
 def test_diagnose_real_failures(fixture: str, returncode: int, cause: str, fix: str) -> None:
@@ -328,3 +330,16 @@ def test_diagnose_lines(lines: list[str], returncode: int | None, expected: str 
     else:
         assert isinstance(diagnosis, Diagnosis)
         assert expected in diagnosis.cause
+
+
+def test_startup_facts_of_the_captured_demo_start() -> None:
+    """The demo model's real eager start (max-model-len 2048, 1 GiB of KV): figures read off the log by hand."""
+    facts = parse_startup_log(_lines("vllm_cpu_startup_demo.log"))
+    assert facts.kv_cache_tokens == 524_288  # "CPU KV cache size: 524,288 tokens"
+    assert facts.max_concurrency == 256.0  # "Maximum concurrency for 2,048 tokens per request: 256.00x"
+    assert facts.max_concurrency_at_tokens == 2048
+    assert facts.kv_cache_bytes == 1024**3  # "Explicitly set (1.0/16.21) GiB for KV cache"
+    assert facts.load_seconds == 0.02  # "Loading weights took 0.02 seconds"
+    assert facts.warmup_seconds == 0.86  # "init engine (profile, create kv cache, warmup model) took 0.86 s"
+    assert facts.max_model_len == 2048
+    assert facts.device == "CPU"

@@ -198,3 +198,14 @@ def test_to_dict_is_json_ready() -> None:
 
     data = derive(load("v032_idle"), load("v032_after", 2.0)).to_dict()
     assert json.loads(json.dumps(data))["generation_tokens_total"] == 773.0
+
+
+def test_captured_demo_metrics_totals() -> None:
+    """The demo server's real /metrics after five requests: totals read off the text by hand."""
+    sample = parse_metrics((FIXTURES / "vllm_metrics_demo.txt").read_text(), taken_at=0.0)
+    assert sample.counters["request_success"] == 5.0  # stop 4 + length 1
+    assert sample.finished_by_reason["stop"] == 4.0
+    assert sample.finished_by_reason["length"] == 1.0
+    assert sample.counters["prompt_tokens"] == 45.0
+    assert sample.counters["generation_tokens"] == 151.0
+    assert sample.gauges["requests_running"] == 0.0
