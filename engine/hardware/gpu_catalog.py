@@ -11,10 +11,8 @@ from engine.errors import HardwareError
 
 __all__ = [
     "CATALOG",
-    "GPU_TABLE_COLUMNS",
     "GpuModel",
     "find_gpu",
-    "list_gpus_table",
     "match_detected_name",
     "normalize_gpu_name",
     "parse_gpu_spec",
@@ -198,19 +196,6 @@ CATALOG: tuple[GpuModel, ...] = (
 )
 # fmt: on
 
-GPU_TABLE_COLUMNS: tuple[str, ...] = (
-    "name",
-    "architecture",
-    "compute capability",
-    "memory",
-    "bandwidth",
-    "FP8",
-    "INT8",
-    "FP4",
-    "segment",
-    "also accepted as",
-)
-
 # Words that carry no identity in a GPU name ("NVIDIA GeForce RTX 4090", "Tesla T4").
 _VENDOR_WORDS = frozenset({"nvidia", "geforce", "tesla", "quadro"})
 _MEMORY_SIZE = re.compile(r"(?<=[\s_-])(\d+)\s*(?:gib|gb|g)\b", re.IGNORECASE)
@@ -310,22 +295,3 @@ def match_detected_name(nvml_name: str) -> GpuModel | None:
         if re.fullmatch(model.nvml_name_pattern, key):
             return model
     return _lookup(nvml_name)
-
-
-def list_gpus_table() -> list[tuple[str, ...]]:
-    """The catalogue as rows of text for ``--list-gpus``; the columns are :data:`GPU_TABLE_COLUMNS`."""
-    return [
-        (
-            model.name,
-            model.architecture,
-            f"{model.compute_capability[0]}.{model.compute_capability[1]}",
-            f"{model.memory_gib:.1f} GiB",
-            f"{model.memory_bandwidth_gbs:g} GB/s",
-            "yes" if model.fp8_tensor_cores else "no",
-            "yes" if model.int8_tensor_cores else "no",
-            "yes" if model.fp4_tensor_cores else "no",
-            model.segment,
-            ", ".join(model.aliases),
-        )
-        for model in CATALOG
-    ]
