@@ -1,8 +1,10 @@
-"""A/B of quantization methods on this machine: tokens/s, memory and quality relative to bf16, in one run.
+"""A/B of quantization methods on this machine: tokens/s, latency, memory and quality relative to bf16, in one run.
 
 Usage: ``python benchmarks/ab_methods.py [--model demo] [--methods bf16,int8-w8a8,w4a16,fp8]
 [--requests 32] [--concurrency 4] [--json-out results.json]``. Wrap it in
 ``flock /tmp/quant-tui-heavy.lock`` on shared machines: it quantizes and starts vLLM servers.
+It drives the engine (engine.bench.ab_runner) directly; ``quant-tui bench --model M --methods ...``
+is the same measurement from the command line.
 """
 
 from __future__ import annotations
@@ -12,18 +14,23 @@ import json
 import sys
 from pathlib import Path
 
-from engine.bench.ab_runner import BenchProgress, BenchRequest, parse_methods, run_bench
+from engine.bench.ab_runner import DEFAULT_METHODS, BenchProgress, BenchRequest, parse_methods, run_bench
+from engine.bench.heldout_text import heldout_samples
 from engine.bench.loadgen import LoadSpec
 from engine.errors import QuantTuiError
+from engine.model.demo import demo_corpus_path
 from engine.model.reference import resolve_model
-from tui.cli.bench_command import DEFAULT_METHODS_TEXT, _heldout_texts, format_table
+
+
+def _number(value: float | None, unit: str = "", digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}{unit}"
 
 
 def main() -> int:
-    """Runs the comparison and prints the table (and writes JSON when asked)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Runs the comparison and prints one line per method (and writes JSON when asked)."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--model", default="demo")
-    parser.add_argument("--methods", default=DEFAULT_METHODS_TEXT)
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--prompt-tokens", type=int, default=64)
@@ -49,24 +56,31 @@ def main() -> int:
             model=resolve_model(args.model),
             methods=methods,
             load=load,
-            quality_texts=_heldout_texts(),
+            quality_texts=tuple(heldout_samples(demo_corpus_path("heldout"))),
             work_dir=args.work_dir,
         )
         result = run_bench(request, on_progress=progress)
     except QuantTuiError as error:
         print(f"ab_methods: error: {error}", file=sys.stderr)
         return 2
-    print(format_table(result))
-    for variant in result.variants:
-        if variant.error is None and variant.load is not None:
-            print(
-                f"{variant.method}: client counted {variant.load['generated_tokens']} tokens, "
-                f"server counter rose by {variant.server_generation_tokens:.0f}; "
-                f"TTFT p95 {1000 * (variant.load['ttft_p95_s'] or 0):.0f} ms, "
-                f"latency p95 {variant.load['latency_p95_s']:.2f} s, startup {variant.startup_s:.0f} s"
-            )
+    print(f"{result.hardware}; baseline {result.baseline.method}")
+    for row, variant in zip(result.rows(), result.variants, strict=True):
+        if variant.error is not None or variant.run is None:
+            print(f"{row['method']}: failed: {row['error']}")
+            continue
+        summary = variant.run.summary
+        server = variant.run.server
+        print(
+            f"{row['method']}: {_number(summary.output_throughput)} tok/s "
+            f"({_number(row['relative_tokens_per_s'], '×', 2)} of {result.baseline.method}); "
+            f"median TTFT {_number(summary.ttft.median_ms, ' ms')}, median TPOT {_number(summary.tpot.median_ms, ' ms', 2)}; "
+            f"weights {_number(row['relative_weights'], '×', 2)}; perplexity {_number(row['perplexity'], '', 2)}; "
+            f"top-1 agreement {_number(None if row['top1_agreement'] is None else 100 * row['top1_agreement'], '%')}; "
+            f"client {summary.total_output_tokens} tokens, server "
+            f"{_number(None if server is None else server.generation_tokens, '', 0)}; startup {_number(variant.startup_s, ' s', 0)}"
+        )
     if args.json_out is not None:
-        args.json_out.write_text(json.dumps(result.to_dict(), indent=2))
+        args.json_out.write_text(json.dumps(result.to_dict(), indent=2, default=str))
     return 0
 
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.bench.loadgen import LoadResult, LoadSpec, run_load, served_model_name
+from engine.bench.metrics import DEFAULT_PERCENTILES
 from engine.errors import QuantTuiError
 
 if TYPE_CHECKING:
     from engine.bench.quality import QualityResult
+    from engine.bench.result import BenchRun
+    from engine.bench.sweep import SweepResult
     from engine.serve.launcher import VllmServer
     from engine.telemetry.poller import TelemetrySnapshot
 
@@ -32,8 +36,9 @@ __all__ = [
 # "bf16" is the source checkpoint itself, unquantized; the others go through engine.quantize.
 BASELINE_METHOD = "bf16"
 DEFAULT_METHODS = ("bf16", "int8-w8a8", "w4a16", "fp8")
-_WARMUP = LoadSpec(concurrency=1, prompt_tokens=16, output_tokens=8, requests=2)
-_TELEMETRY_INTERVAL_S = 0.5
+_WARMUP_REQUESTS = 2
+# Process-tree memory and GPUs only; the server's /metrics window is sampled by engine.bench.server_truth.
+_TELEMETRY_INTERVAL_S = 2.0
 
 
 class BenchError(QuantTuiError):
@@ -55,6 +60,10 @@ class BenchRequest:
         max_model_len: ``--max-model-len`` for every server (``None``: the model's own).
         cpu_kvcache_gib: KV cache space on the CPU backend (``None``: the launcher's default).
         startup_timeout_s: How long a server may take to become healthy.
+        slo_ms: Goodput bounds (ms) for ``ttft``/``tpot``/``e2el``; the sweep's knee is judged on them.
+        percentiles: Percentiles each summary reports.
+        sweep_max_concurrency: Sweep concurrency 1, 2, 4, ... up to this (bounded by the KV cache)
+            instead of one load; ``None``: no sweep.
     """
 
     model: Path
@@ -69,6 +78,9 @@ class BenchRequest:
     max_model_len: int | None = None
     cpu_kvcache_gib: float | None = None
     startup_timeout_s: float = 600.0
+    slo_ms: Mapping[str, float] = field(default_factory=dict)
+    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
+    sweep_max_concurrency: int | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,8 @@ class VariantResult:
         server_generation_tokens: Tokens the server's own counter says it generated during the load.
         perplexity: Perplexity on the held-out texts.
         top1_agreement: Share of positions where its top-1 next token matches the baseline's.
+        run: The full result of the load (vLLM keys, server window, reproducibility).
+        sweep: The capacity sweep, when one was asked for.
     """
 
     method: str
@@ -125,6 +139,18 @@ class VariantResult:
     server_generation_tokens: float | None = None
     perplexity: float | None = None
     top1_agreement: float | None = None
+    run: BenchRun | None = None
+    sweep: SweepResult | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the figures, the run in vLLM's result format and the sweep."""
+        data = {
+            item.name: getattr(self, item.name) for item in fields(self) if item.name not in ("run", "sweep")
+        }
+        data["model_dir"] = None if self.model_dir is None else str(self.model_dir)
+        data["run"] = None if self.run is None else self.run.to_json()
+        data["sweep"] = None if self.sweep is None else self.sweep.to_json()
+        return data
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -181,9 +207,7 @@ class BenchResult:
             "baseline": self.baseline.method,
             "load": asdict(self.load),
             "table": self.rows(),
-            "variants": [
-                {**asdict(variant), "model_dir": str(variant.model_dir)} for variant in self.variants
-            ],
+            "variants": [variant.to_dict() for variant in self.variants],
         }
 
 
@@ -267,29 +291,56 @@ def _peak(snapshots: Sequence[TelemetrySnapshot], name: str) -> float | None:
 
 
 def _measure_load(
-    server: VllmServer, spec: LoadSpec, cancel: threading.Event
-) -> tuple[LoadResult, list[TelemetrySnapshot], float | None]:
-    """Runs the load while the telemetry watches; returns the load, the snapshots and the server's token count."""
+    server: VllmServer,
+    request: BenchRequest,
+    spec: LoadSpec,
+    label: str,
+    model_dir: Path,
+    kv_capacity_tokens: int | None,
+    cancel: threading.Event,
+) -> tuple[BenchRun, SweepResult | None, list[TelemetrySnapshot]]:
+    """Runs the load (or the sweep) while the telemetry watches memory; returns the run, the sweep, the snapshots."""
+    from engine.bench.measure import measure_server
+    from engine.bench.sweep import DEFAULT_SWEEP_SLO, concurrency_levels, kv_bound_concurrency, run_sweep
     from engine.telemetry.poller import TelemetryPoller
+
+    def measure(concurrency: int) -> BenchRun:
+        return measure_server(
+            server.url,
+            replace(spec, concurrency=concurrency),
+            label=label,
+            slo_ms=request.slo_ms,
+            percentiles=request.percentiles,
+            model_path=model_dir,
+            server_argv=server.argv,
+            stop_event=cancel,
+        )
 
     snapshots: list[TelemetrySnapshot] = []
     stop = threading.Event()
-    with TelemetryPoller(server.url, interval_s=_TELEMETRY_INTERVAL_S, server_pid=server.pid) as poller:
-        before = poller.poll_once()
+    sweep = None
+    with TelemetryPoller(
+        server.url, interval_s=_TELEMETRY_INTERVAL_S, server_pid=server.pid, sample_hardware=True
+    ) as poller:
+        snapshots.append(poller.poll_once())
         watcher = threading.Thread(target=poller.run, args=(snapshots.append, stop), daemon=True)
         watcher.start()
         try:
-            result = run_load(server.url, spec, stop_event=cancel)
+            if request.sweep_max_concurrency is None:
+                run = measure(spec.concurrency)
+            else:
+                top = kv_bound_concurrency(
+                    kv_capacity_tokens, spec.prompt_tokens + spec.output_tokens, request.sweep_max_concurrency
+                )
+                sweep = run_sweep(
+                    label, measure, concurrency_levels(top), request.slo_ms or DEFAULT_SWEEP_SLO
+                )
+                knee = [point for point in sweep.points if point.load.spec.concurrency == sweep.knee]
+                run = knee[0] if knee else sweep.points[0]
         finally:
             stop.set()
             watcher.join()
-        after = poller.poll_once()
-    snapshots.extend([before, after])
-    counted = None
-    if before.metrics is not None and after.metrics is not None:
-        start, end = before.metrics.generation_tokens_total, after.metrics.generation_tokens_total
-        counted = end - start if start is not None and end is not None else None
-    return result, snapshots, counted
+    return run, sweep, snapshots
 
 
 def _failure_message(server: VllmServer, result: LoadResult, stage: str) -> str:
@@ -389,13 +440,34 @@ def _serve_and_measure(
         startup_s = time.monotonic() - started
         model = served_model_name(server.url)
         report("warming up", f"healthy after {startup_s:.0f} s")
-        warmup = run_load(server.url, replace(_WARMUP, model=model), stop_event=cancel)
+        # The warm-up has the load's own shape, so its batch sizes are not first seen inside the timed run.
+        warmup_spec = replace(
+            request.load,
+            model=model,
+            requests=max(_WARMUP_REQUESTS, request.load.concurrency),
+            duration_s=None,
+            num_warmups=0,
+            request_rate=math.inf,
+        )
+        warmup = run_load(server.url, warmup_spec, stop_event=cancel)
         if warmup.failed_requests and not cancel.is_set():
             raise BenchError(_failure_message(server, warmup, "warm-up"))
-        report(
-            "load", f"{request.load.requests or 'timed'} requests at concurrency {request.load.concurrency}"
+        shape = (
+            "a concurrency sweep"
+            if request.sweep_max_concurrency
+            else f"concurrency {request.load.concurrency}"
         )
-        result, snapshots, counted = _measure_load(server, replace(request.load, model=model), cancel)
+        report("load", f"{request.load.requests or 'timed'} requests, {shape}")
+        run, sweep, snapshots = _measure_load(
+            server,
+            request,
+            replace(request.load, model=model),
+            variant.method,
+            variant.model_dir,
+            facts.kv_cache_tokens,
+            cancel,
+        )
+        result = run.load
         if result.failed_requests and not cancel.is_set():
             raise BenchError(_failure_message(server, result, "load"))
         quality = None
@@ -415,10 +487,12 @@ def _serve_and_measure(
         kv_cache_tokens=facts.kv_cache_tokens,
         linear_kernel=facts.linear_kernel,
         weights_memory_bytes=facts.weights_memory_bytes,
-        load=result.summary(),
+        load={**run.summary.to_vllm_json(), "outcomes": dict(run.summary.outcomes)},
         server_peak_rss_bytes=None if rss is None else int(rss),
         gpu_peak_memory_bytes=None if gpu is None else int(gpu),
-        server_generation_tokens=counted,
+        server_generation_tokens=None if run.server is None else run.server.generation_tokens,
+        run=run,
+        sweep=sweep,
         perplexity=perplexity,
         top1_agreement=agreement,
     )

@@ -1,9 +1,10 @@
-"""The ``quant-tui bench`` subcommand: the quantization trade-off table, measured on this machine."""
+"""The ``quant-tui bench`` subcommand: measure a running server as ``vllm bench serve`` does, or A/B quantization methods."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import threading
 from pathlib import Path
@@ -13,43 +14,122 @@ from engine.errors import QuantTuiError
 
 if TYPE_CHECKING:
     from engine.bench.ab_runner import BenchProgress, BenchResult
+    from engine.bench.loadgen import LoadSpec
+    from engine.bench.result import BenchRun
+    from engine.bench.sweep import SweepResult
 
 DEFAULT_METHODS_TEXT = "bf16,int8-w8a8,w4a16,fp8"
+DEFAULT_SWEEP_MAX = 64
 
 
 def register(subparsers: Any) -> None:
     """Adds the ``bench`` parser."""
     parser = subparsers.add_parser(
         "bench",
-        help="compare quantization methods on this machine: tokens/s, memory, quality",
+        help="benchmark a running server (--url), or compare quantization methods on this machine",
         description=(
-            "Quantizes the model with each method, serves each variant in turn with vLLM, sends the "
-            "same load and scores the same held-out text, then prints the trade-off table relative to "
-            "the first method (the baseline)."
+            "With --url: measure a running OpenAI-compatible vLLM server, with the definitions and result "
+            "keys of `vllm bench serve` (TTFT to the first streamed chunk, TPOT after the first token, ITL "
+            "every gap, E2EL; GuideLLM calls vLLM's TPOT 'ITL'). Without: quantize the model with each "
+            "method, serve each variant in turn, send the same load, score the same held-out text and "
+            "print the trade-off table relative to the first method."
         ),
     )
-    parser.add_argument(
-        "--model", default="demo", help="model folder, an HF-cache repo id, or 'demo' (default)"
+    target = parser.add_argument_group("what to measure")
+    target.add_argument("--url", default=None, metavar="URL", help="a running server; nothing is launched")
+    target.add_argument(
+        "--api-key-file",
+        default=None,
+        metavar="FILE",
+        help="file whose first line is the server's API key (default: $QUANT_TUI_API_KEY)",
     )
-    parser.add_argument(
+    target.add_argument(
+        "--model", default="demo", help="model folder, an HF-cache repo id, or 'demo' (default; A/B only)"
+    )
+    target.add_argument(
         "--methods",
         default=DEFAULT_METHODS_TEXT,
-        help=f"comma-separated methods, baseline first (default: {DEFAULT_METHODS_TEXT})",
+        help=f"comma-separated methods, baseline first (A/B only; default: {DEFAULT_METHODS_TEXT})",
     )
-    parser.add_argument("--concurrency", type=int, default=4, metavar="N", help="requests in flight (4)")
-    parser.add_argument("--requests", type=int, default=32, metavar="N", help="requests per variant (32)")
-    parser.add_argument("--prompt-tokens", type=int, default=64, metavar="N", help="prompt length (64)")
-    parser.add_argument(
-        "--output-tokens", type=int, default=64, metavar="N", help="tokens generated per request (64)"
-    )
-    parser.add_argument(
+    target.add_argument(
         "--work-dir", type=Path, default=None, metavar="DIR", help="where quantized variants go"
     )
-    parser.add_argument(
+    target.add_argument(
         "--fresh", action="store_true", help="quantize again even when a variant folder exists"
     )
-    parser.add_argument("--no-quality", action="store_true", help="skip the perplexity / agreement check")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    target.add_argument("--no-quality", action="store_true", help="skip the perplexity / agreement check")
+
+    load = parser.add_argument_group("load (as vllm bench serve)")
+    load.add_argument(
+        "--concurrency", "--max-concurrency", type=int, default=4, metavar="N", help="requests in flight (4)"
+    )
+    load.add_argument(
+        "--request-rate",
+        type=float,
+        default=math.inf,
+        metavar="R",
+        help="mean requests/s of a Poisson arrival process (default inf: all at once, paced by --concurrency)",
+    )
+    load.add_argument(
+        "--burstiness", type=float, default=1.0, metavar="B", help="gamma shape of arrival gaps (1: Poisson)"
+    )
+    load.add_argument(
+        "--num-prompts", "--requests", type=int, default=None, metavar="N", help="requests to send (32)"
+    )
+    load.add_argument("--duration", type=float, default=None, metavar="S", help="send for S seconds instead")
+    load.add_argument(
+        "--input-len", "--prompt-tokens", type=int, default=64, metavar="N", help="prompt tokens (64)"
+    )
+    load.add_argument(
+        "--output-len", "--output-tokens", type=int, default=64, metavar="N", help="output tokens (64)"
+    )
+    load.add_argument(
+        "--input-range", type=float, default=0.0, metavar="R", help="prompt lengths vary by ±R (0..1)"
+    )
+    load.add_argument(
+        "--output-range", type=float, default=0.0, metavar="R", help="output lengths vary by ±R (0..1)"
+    )
+    load.add_argument(
+        "--ignore-eos",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="generate exactly --output-len tokens (default on)",
+    )
+    load.add_argument(
+        "--num-warmups", type=int, default=None, metavar="N", help="warm-up requests, left out (--url: 0)"
+    )
+    load.add_argument("--temperature", type=float, default=None, help="sent only when given (as vLLM)")
+    load.add_argument("--seed", type=int, default=0, help="seed of prompts, lengths and arrivals (0)")
+    load.add_argument("--timeout", type=float, default=120.0, metavar="S", help="per-request timeout (120)")
+
+    report = parser.add_argument_group("figures and results")
+    report.add_argument(
+        "--slo", default=None, metavar="SPEC", help="goodput SLO in ms, e.g. ttft:500,tpot:50,e2el:5000"
+    )
+    report.add_argument(
+        "--percentiles", default="50,90,95,99", metavar="LIST", help="percentiles to report (50,90,95,99)"
+    )
+    report.add_argument(
+        "--sweep",
+        action="store_true",
+        help="step concurrency 1,2,4,... and report the highest that meets the SLO (p95; default ttft:500,tpot:50)",
+    )
+    report.add_argument(
+        "--sweep-max",
+        type=int,
+        default=DEFAULT_SWEEP_MAX,
+        metavar="N",
+        help="highest concurrency a sweep tries",
+    )
+    report.add_argument("--label", default=None, help="the result's label (--url; default: the model name)")
+    report.add_argument(
+        "--save-result", type=Path, default=None, metavar="FILE", help="write the result JSON"
+    )
+    report.add_argument(
+        "--append-result", action="store_true", help="append one JSON line to --save-result (as vLLM)"
+    )
+    report.add_argument("--save-detailed", action="store_true", help="keep per-request lists in the JSON")
+    report.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     parser.set_defaults(func=run)
 
 
@@ -129,6 +209,80 @@ def format_table(result: BenchResult) -> str:
     return "\n".join(text)
 
 
+def _line(name: str, value: float | int | None, digits: int = 2) -> str:
+    shown = "-" if value is None else (f"{value}" if isinstance(value, int) else f"{value:.{digits}f}")
+    return f"{name:<40}{shown:<10}"
+
+
+def format_run(run: BenchRun) -> str:
+    """The result block, laid out as `vllm bench serve` prints it, then the server's own figures."""
+    summary = run.summary
+    lines = [
+        "{s:{c}^{n}}".format(s=" Serving Benchmark Result ", n=50, c="="),
+        _line("Successful requests:", summary.completed),
+        _line("Failed requests:", summary.failed),
+        _line("Maximum request concurrency:", run.load.spec.concurrency),
+        _line("Benchmark duration (s):", summary.duration),
+        _line("Total input tokens:", summary.total_input_tokens),
+        _line("Total generated tokens:", summary.total_output_tokens),
+        _line("Request throughput (req/s):", summary.request_throughput),
+    ]
+    if summary.request_goodput is not None:
+        lines.append(_line("Request goodput (req/s):", summary.request_goodput))
+    lines += [
+        _line("Output token throughput (tok/s):", summary.output_throughput),
+        _line("Peak output token throughput (tok/s):", summary.max_output_tokens_per_s),
+        _line("Total token throughput (tok/s):", summary.total_token_throughput),
+    ]
+    for name, title in (
+        ("ttft", "Time to First Token"),
+        ("tpot", "Time per Output Token (excl. 1st token)"),
+        ("itl", "Inter-token Latency"),
+        ("e2el", "End-to-end Latency"),
+    ):
+        stats = summary.stats(name)
+        lines.append("{s:{c}^{n}}".format(s=title, n=50, c="-"))
+        label = name.upper()
+        lines.append(_line(f"Mean {label} (ms):", stats.mean_ms))
+        lines.append(_line(f"Median {label} (ms):", stats.median_ms))
+        for p, value in stats.percentiles_ms:
+            lines.append(_line(f"P{p:g} {label} (ms):", value))
+    for reason, count in summary.failure_reasons:
+        lines.append(f"failed ×{count}: {reason}")
+    window = run.server
+    if window is not None:
+        lines.append("{s:{c}^{n}}".format(s=" Server /metrics, same window ", n=50, c="-"))
+        if window.error and window.request_success is None:
+            lines.append(f"not read: {window.error}")
+        else:
+            lines.append(_line("Requests finished (server):", _int(window.request_success)))
+            lines.append(_line("Generated tokens (server):", _int(window.generation_tokens)))
+            for title, histogram in (("TTFT", window.ttft), ("ITL", window.itl), ("E2EL", window.e2el)):
+                if histogram is not None:
+                    lines.append(_line(f"Server mean / p95 {title} (ms):", histogram.mean_ms))
+                    lines[-1] += f" / {_fmt(histogram.p95_ms)}"
+            lines.append(_line("Server mean queue time (ms):", window.queue_time_mean_ms))
+            lines.append(_line("Preemptions:", _int(window.preemptions)))
+            lines.append(
+                _line(
+                    "Peak KV cache usage (%):",
+                    None if window.kv_cache_usage_peak is None else 100 * window.kv_cache_usage_peak,
+                )
+            )
+            if window.prefix_cache_queries:
+                lines.append(_line("Prefix cache hits (tokens):", _int(window.prefix_cache_hits)))
+    lines.append("=" * 50)
+    return "\n".join(lines)
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _progress_printer(progress: BenchProgress) -> None:
     detail = f": {progress.message}" if progress.message else ""
     print(
@@ -136,29 +290,168 @@ def _progress_printer(progress: BenchProgress) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    """Runs the benchmark, printing progress on stderr and the table (or JSON) on stdout."""
-    from engine.bench.ab_runner import BenchRequest, parse_methods, run_bench
+def _percentiles(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError as error:
+        raise QuantTuiError(f"--percentiles takes numbers like 50,90,99, not {text!r}") from error
+    if not values or any(not 0 <= value <= 100 for value in values):
+        raise QuantTuiError(f"--percentiles takes numbers from 0 to 100, not {text!r}")
+    return values
+
+
+def load_spec(args: argparse.Namespace, default_warmups: int) -> LoadSpec:
+    """The load the options describe, checked."""
     from engine.bench.loadgen import LoadSpec
+
+    requests = args.num_prompts
+    if requests is None and args.duration is None:
+        requests = 32
+    spec = LoadSpec(
+        concurrency=args.concurrency,
+        prompt_tokens=args.input_len,
+        output_tokens=args.output_len,
+        requests=requests,
+        duration_s=args.duration,
+        timeout_s=args.timeout,
+        ignore_eos=args.ignore_eos,
+        seed=args.seed,
+        request_rate=args.request_rate,
+        burstiness=args.burstiness,
+        prompt_range=args.input_range,
+        output_range=args.output_range,
+        num_warmups=default_warmups if args.num_warmups is None else args.num_warmups,
+        temperature=args.temperature,
+    )
+    spec.check()
+    return spec
+
+
+def _save(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    from engine.bench.result import save_result
+
+    if args.save_result is not None:
+        path = save_result(data, args.save_result, append=args.append_result)
+        print(f"result saved to {path}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measures the server (``--url``) or runs the A/B; the result on stdout, progress on stderr."""
+    from engine.bench.metrics import parse_slo
+
+    if args.append_result and args.save_result is None:
+        raise QuantTuiError("--append-result needs --save-result FILE")
+    slo = parse_slo(args.slo)
+    percentiles = _percentiles(args.percentiles)
+    if args.url is not None:
+        return _run_url(args, slo, percentiles)
+    return _run_ab(args, slo, percentiles)
+
+
+def _run_url(args: argparse.Namespace, slo: dict[str, float], percentiles: tuple[float, ...]) -> int:
+    from dataclasses import replace
+
+    from engine.bench.loadgen import served_model_name
+    from engine.bench.measure import measure_server
+    from engine.bench.sweep import DEFAULT_SWEEP_SLO, concurrency_levels, kv_bound_concurrency, run_sweep
+    from engine.serve.client import base_url, read_api_key
+
+    api_key = read_api_key(args.api_key_file)
+    url = base_url(args.url)
+    spec = load_spec(args, default_warmups=0)
+    spec = replace(spec, model=served_model_name(url, api_key))
+    stop = threading.Event()
+
+    def measure(concurrency: int) -> BenchRun:
+        return measure_server(
+            url,
+            replace(spec, concurrency=concurrency),
+            api_key,
+            label=args.label,
+            slo_ms=slo,
+            percentiles=percentiles,
+            save_detailed=args.save_detailed,
+            stop_event=stop,
+        )
+
+    try:
+        if not args.sweep:
+            result = measure(spec.concurrency)
+            data = result.to_json()
+            print(json.dumps(data, indent=2) if args.json else format_run(result))
+            _save(args, data)
+            return 0 if result.summary.completed else _all_failed(result)
+        top = kv_bound_concurrency(
+            _kv_capacity(url, api_key), spec.prompt_tokens + spec.output_tokens, args.sweep_max
+        )
+        levels = concurrency_levels(top)
+        sweep = run_sweep(args.label or str(spec.model), measure, levels, slo or DEFAULT_SWEEP_SLO)
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    return _print_sweeps(args, [sweep])
+
+
+def _kv_capacity(url: str, api_key: str | None) -> int | None:
+    """The server's KV cache capacity in tokens, from its ``/metrics`` (``None`` when it does not say)."""
+    import httpx
+
+    from engine.serve.client import auth_headers, metrics_url
+    from engine.telemetry.metrics import MetricsError, derive, parse_metrics
+
+    try:
+        response = httpx.get(metrics_url(url), headers=auth_headers(api_key), timeout=10.0)
+        response.raise_for_status()
+        return derive(None, parse_metrics(response.text)).kv_cache_capacity_tokens
+    except (httpx.HTTPError, MetricsError):
+        return None
+
+
+def _all_failed(run: BenchRun) -> int:
+    reasons = run.summary.failure_reasons
+    raise QuantTuiError(f"no request completed: {reasons[0][0] if reasons else 'unknown error'}")
+
+
+def _print_sweeps(args: argparse.Namespace, sweeps: list[SweepResult]) -> int:
+    from engine.bench.sweep import capacity_line, plot_sweeps
+
+    line = capacity_line(sweeps)
+    charts = plot_sweeps(sweeps)
+    data = {"sweeps": [sweep.to_json() for sweep in sweeps], "capacity": line, "plots": charts}
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(charts)
+        for sweep in sweeps:
+            for point in sweep.to_json()["curve"]:
+                print(
+                    f"{sweep.label}: concurrency {point['max_concurrency']:>3}  "
+                    f"{_fmt(point['output_throughput'])} tok/s  p95 TTFT {_fmt(point['p95_ttft_ms'])} ms  "
+                    f"p95 TPOT {_fmt(point['p95_tpot_ms'])} ms  {'meets' if point['meets_slo'] else 'misses'} the SLO"
+                )
+        print(line)
+    _save(args, data)
+    return 0
+
+
+def _run_ab(args: argparse.Namespace, slo: dict[str, float], percentiles: tuple[float, ...]) -> int:
+    from engine.bench.ab_runner import BenchRequest, parse_methods, run_bench
     from engine.model.reference import resolve_model
 
     methods = parse_methods(args.methods)
-    load = LoadSpec(
-        concurrency=args.concurrency,
-        prompt_tokens=args.prompt_tokens,
-        output_tokens=args.output_tokens,
-        requests=args.requests,
-    )
-    load.check()
+    spec = load_spec(args, default_warmups=0)
     model = resolve_model(args.model)
-    texts: tuple[str, ...] = () if args.no_quality else _heldout_texts()
+    texts: tuple[str, ...] = () if args.no_quality else heldout_texts()
     request = BenchRequest(
         model=model,
         methods=methods,
-        load=load,
+        load=spec,
         quality_texts=texts,
         work_dir=args.work_dir,
         reuse=not args.fresh,
+        slo_ms=slo,
+        percentiles=percentiles,
+        sweep_max_concurrency=args.sweep_max if args.sweep else None,
     )
     cancel = threading.Event()
     try:
@@ -166,16 +459,27 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         cancel.set()
         raise
+    data = result.to_dict()
+    sweeps = [variant.sweep for variant in result.variants if variant.sweep is not None]
+    if sweeps:
+        from engine.bench.sweep import capacity_line, plot_sweeps
+
+        data["capacity"] = capacity_line(sweeps)
+        data["plots"] = plot_sweeps(sweeps)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps(data, indent=2, default=str))
     else:
         print(format_table(result))
+        if sweeps:
+            print(data["plots"])
+            print(data["capacity"])
+    _save(args, data)
     if all(variant.error for variant in result.variants):
         raise QuantTuiError(f"no variant could be measured: {result.variants[0].error}")
     return 0
 
 
-def _heldout_texts() -> tuple[str, ...]:
+def heldout_texts() -> tuple[str, ...]:
     """The demo corpus' held-out text, cut into samples (English; fine for any English model)."""
     from engine.bench.heldout_text import heldout_samples
     from engine.model.demo import demo_corpus_path
