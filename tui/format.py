@@ -66,3 +66,15 @@ def home_path(path: Path | str) -> str:
     if home not in ("", "/") and (text == home or text.startswith(home + os.sep)):
         return "~" + text[len(home) :]
     return text
+
+
+def compact_number(value: float) -> str:
+    """A number in at most four characters or so: ``0``, ``2.5``, ``37``, ``412``, ``1.2k``, ``35k``, ``4.1M``."""
+    magnitude = abs(value)
+    for divisor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if magnitude >= divisor * 0.9995:
+            scaled = value / divisor
+            return f"{scaled:.1f}{suffix}" if abs(scaled) < 9.95 else f"{scaled:.0f}{suffix}"
+    if magnitude < 9.95 and value != round(value):
+        return f"{value:.1f}"
+    return f"{value:.0f}"

@@ -1,11 +1,11 @@
-"""DashboardScreen: live panels with history plots of a vLLM server, a load generator, poll interval, export."""
+"""DashboardScreen: time-series graphs of a vLLM server, its devices, its death and restart, a load generator, export."""
 
 from __future__ import annotations
 
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import work
@@ -15,12 +15,15 @@ from textual.containers import Grid
 from textual.message import Message
 from textual.widgets import Static
 
-from tui.format import gib, milliseconds, number, percent
+from tui.format import number
 from tui.screens.base import StepScreen
-from tui.widgets.metric_panel import MetricPanel
+from tui.widgets.device_panel import DevicePanel
+from tui.widgets.graphs import GPU_MEMORY, GRAPHS, HOST_MEMORY, SERVER_MEMORY
+from tui.widgets.time_plot import TimePlot, window_label
 
 if TYPE_CHECKING:
     from engine.bench.loadgen import LoadProgress, LoadResult
+    from engine.serve.server_log import Diagnosis
     from engine.telemetry.poller import TelemetryPoller, TelemetrySnapshot
 
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0)
@@ -30,17 +33,8 @@ LOAD_PROMPT_TOKENS = 128
 LOAD_OUTPUT_TOKENS = 128
 LOAD_MAX_SECONDS = 600.0
 
-PANELS = (
-    ("gen", "Generation tok/s"),
-    ("prompt", "Prompt tok/s"),
-    ("requests", "Requests run/wait"),
-    ("kv", "KV cache used"),
-    ("device", "GPU memory / util"),
-    ("ttft", "TTFT p50 / p95"),
-    ("itl", "Inter-token p50/p95"),
-    ("prefix", "Prefix cache hits"),
-    ("preempt", "Preemptions"),
-)
+# The graphs show this many ticks: two minutes at the default 1 s polls.
+WINDOW_TICKS = 120
 
 
 class DashboardScreen(StepScreen):
@@ -49,27 +43,28 @@ class DashboardScreen(StepScreen):
     MODE = "dashboard"
     HELP_TITLE = "6 Dashboard"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("l", "load", "Load on/off", tooltip="Start or stop the built-in load generator"),
+        Binding("l", "load", "Load", tooltip="Start or stop the built-in load generator"),
+        Binding("r", "restart", "Restart", tooltip="Restart the server quant-tui started (after it died)"),
         Binding("plus,equals_sign", "interval(-1)", "Faster", tooltip="Poll more often"),
         Binding("minus", "interval(1)", "Slower", tooltip="Poll less often"),
-        Binding("e", "export('csv')", "Export CSV", tooltip="Save the run's history as CSV in this folder"),
-        Binding(
-            "j", "export('json')", "Export JSON", tooltip="Save the run's snapshots as JSON in this folder"
-        ),
+        Binding("e", "export('csv')", "CSV", tooltip="Save the run's history as CSV in this folder"),
+        Binding("j", "export('json')", "JSON", tooltip="Save the run's snapshots as JSON in this folder"),
     ]
 
     class Tick(Message):
         """The poller took a snapshot; the series are the history up to it."""
 
-        def __init__(
-            self,
-            snapshot: TelemetrySnapshot,
-            series: dict[str, list[float | None]],
-            preemptions: list[float | None],
-        ) -> None:
+        def __init__(self, snapshot: TelemetrySnapshot, series: dict[str, list[float | None]]) -> None:
             self.snapshot = snapshot
             self.series = series
-            self.preemptions = preemptions
+            super().__init__()
+
+    class Restarted(Message):
+        """The server came back after a restart from here."""
+
+        def __init__(self, url: str, pid: int | None) -> None:
+            self.url = url
+            self.pid = pid
             super().__init__()
 
     class LoadTick(Message):
@@ -94,13 +89,17 @@ class DashboardScreen(StepScreen):
         self.load_stop: threading.Event | None = None
         self.load_status = "load: off (l starts it)"
         self.poll_status = ""
+        self.death: str | None = None
+        """Set while the watched server is dead: what died, why and what to do (shown in red)."""
+        self.restarting = False
 
     def compose_body(self) -> ComposeResult:
-        """The status line and the grid of panels."""
+        """The status line, the graphs and the devices."""
         yield Static("", id="dashboard-status")
-        with Grid(id="panels"):
-            for panel_id, title in PANELS:
-                yield MetricPanel(title, id=f"panel-{panel_id}")
+        with Grid(id="graphs"):
+            for spec in (*GRAPHS, HOST_MEMORY):
+                yield TimePlot(spec, id=f"graph-{spec.id}")
+        yield DevicePanel(id="devices")
 
     def on_mount(self) -> None:
         """Starts polling when the app knows a server."""
@@ -133,89 +132,159 @@ class DashboardScreen(StepScreen):
         from engine.telemetry.poller import TelemetryPoller
 
         app = self.quant_app
+        pid = app.server_pid if app.server_pid is not None else _local_server_pid(url)
         poller = TelemetryPoller(
             url,
             interval_s=app.poll_interval,
             api_key=app.api_key,
-            server_pid=app.server_pid,
+            server_pid=pid,
             sample_hardware=app.sample_hardware,
         )
         self.poller = poller
 
         def on_snapshot(snapshot: TelemetrySnapshot) -> None:
-            preemptions = [
-                item.metrics.preemptions_per_s if item.metrics is not None else None
-                for item in poller.snapshots()
-            ]
-            self.post_message(self.Tick(snapshot, poller.series(), preemptions))
+            self.post_message(self.Tick(snapshot, poller.series()))
 
         with poller:
             poller.run(on_snapshot, stop)
 
     def on_dashboard_screen_tick(self, message: Tick) -> None:
-        """Redraws every panel from the history (only while the dashboard is on screen)."""
-        snapshot, series = message.snapshot, message.series
-        if not self.is_current:
-            return
-        metrics = snapshot.metrics
+        """Redraws the status, graphs and devices (only while the dashboard is on screen)."""
+        if self.is_current:
+            self.draw(message.snapshot, message.series)
+
+    def draw(self, snapshot: TelemetrySnapshot, series: dict[str, list[float | None]]) -> None:
+        """Shows one snapshot and the history up to it.
+
+        Args:
+            snapshot: The latest poll.
+            series: The history, as :meth:`engine.telemetry.poller.TelemetryPoller.series` gives it.
+        """
         interval = self.poller.interval_s if self.poller is not None else self.quant_app.poll_interval
+        window_s = WINDOW_TICKS * interval
+        self._note_death(snapshot)
         if snapshot.ok:
-            self.poll_status = f"watching {snapshot.url}, every {interval:g} s"
-        else:
+            self.poll_status = (
+                f"watching {snapshot.url}, every {interval:g} s; graphs: last {window_label(window_s)}"
+            )
+        elif self.death is None:
             self.poll_status = f"POLL FAILED: {snapshot.error}"
         self._show_status()
-
-        def panel(panel_id: str) -> MetricPanel:
-            return self.query_one(f"#panel-{panel_id}", MetricPanel)
-
-        def value(name: str) -> float | None:
-            return getattr(metrics, name) if metrics is not None else None
-
-        panel("gen").show(number(value("generation_tokens_per_s")), series["generation_tokens_per_s"])
-        panel("prompt").show(number(value("prompt_tokens_per_s")), series["prompt_tokens_per_s"])
-        panel("requests").show(
-            f"{number(value('requests_running'), 0)} running, {number(value('requests_waiting'), 0)} wait",
-            series["requests_running"],
+        latest = snapshot.series_values()
+        times = [time_s if time_s is not None else 0.0 for time_s in series.get("wall_time", [])]
+        memory = (
+            GPU_MEMORY
+            if snapshot.gpus
+            else SERVER_MEMORY
+            if snapshot.server_alive is not None
+            else HOST_MEMORY
         )
-        capacity = value("kv_cache_capacity_tokens")
-        of_tokens = f" of {capacity:,} tok" if capacity else ""
-        panel("kv").show(f"{percent(value('kv_cache_usage'))}{of_tokens}", series["kv_cache_usage"])
-        device = panel("device")
-        if snapshot.gpus:
-            device.border_title = "GPU memory / util"
-            per_gpu = [
-                f"{gpu.index}: {gib(gpu.memory_used_bytes)} {number(gpu.utilization_percent, 0, '%')}"
-                for gpu in snapshot.gpus
-            ]
-            device.show("\n".join(per_gpu), series["gpu_memory_used_bytes"])
-        else:
-            device.border_title = "Host RAM / CPU"
-            host = snapshot.host
-            used_ram = host.memory_total_bytes - host.memory_available_bytes if host is not None else None
-            cpu = host.cpu_percent if host is not None else None
-            device.show(f"{gib(used_ram)}, CPU {number(cpu, 0, '%')}", series["host_memory_used_bytes"])
-        panel("ttft").show(
-            f"{milliseconds(value('ttft_p50_s'))} / {milliseconds(value('ttft_p95_s'))}", series["ttft_p95_s"]
-        )
-        panel("itl").show(
-            f"{milliseconds(value('itl_p50_s'))} / {milliseconds(value('itl_p95_s'))}", series["itl_p95_s"]
-        )
-        panel("prefix").show(percent(value("prefix_cache_hit_rate")), series["prefix_cache_hit_rate"])
-        panel("preempt").show(
-            f"{number(value('preemptions_total'), 0)} total, {number(value('preemptions_per_s'))}/s",
-            message.preemptions,
-        )
+        for plot in self.query(TimePlot):
+            if plot.spec.id == "memory" and plot.spec is not memory:
+                plot.spec = memory
+            plot.show(times, series, window_s, latest)
+        self.query_one(DevicePanel).show(snapshot)
         if snapshot.ok:
             self.quant_app.complete_step("dashboard")
 
+    def _note_death(self, snapshot: TelemetrySnapshot) -> None:
+        """Says, in red, that the server died and why; clears it once the server answers again."""
+        if snapshot.ok and not snapshot.engine_died:
+            if self.death is not None and not self.restarting:
+                self.death = None
+            return
+        if not snapshot.engine_died:
+            return
+        diagnosis = self._diagnosis()
+        started_here = self._own_server() is not None
+        lines = [snapshot.error or "the vLLM engine process died"]
+        if diagnosis is not None:
+            lines.append(f"why: {diagnosis.cause}; fix: {diagnosis.fix}")
+        lines.append(
+            "r restarts it (the history stays)"
+            if started_here
+            else "restart it where it runs; the dashboard picks it up again (the history stays)"
+        )
+        self.death = "\n".join(lines)
+
+    def _own_server(self) -> Any | None:
+        """The server quant-tui started and watches here, when there is one."""
+        server = self.quant_app.server
+        return server if server is not None and hasattr(server, "log_tail") else None
+
+    def _diagnosis(self) -> Diagnosis | None:
+        from engine.serve.server_log import diagnose_failure
+
+        server = self._own_server()
+        if server is None:
+            return None
+        return diagnose_failure(server.log_tail, getattr(server, "returncode", None))
+
+    def action_restart(self) -> None:
+        """Restarts the server quant-tui started, keeping the history."""
+        server = self._own_server()
+        if server is None or not hasattr(server, "config"):
+            self.notify(
+                "quant-tui did not start this server: restart it where it runs; the dashboard reconnects.",
+                severity="warning",
+            )
+            return
+        if self.restarting:
+            self.notify("The server is already restarting.")
+            return
+        self.restarting = True
+        self.death = "restarting the server…"
+        self._show_status()
+        self._restart(server)
+
+    @work(
+        thread=True, exclusive=True, group="restart", exit_on_error=False, description="Restarting the server"
+    )
+    def _restart(self, old: Any) -> None:
+        from engine.serve.launcher import VllmServer
+
+        app = self.quant_app
+        try:
+            old.stop()
+            server = VllmServer(old.config)
+            app.server = server
+            server.start()
+            app.server_pid = server.pid
+            server.wait_healthy()
+        except BaseException:
+            self.app.call_from_thread(self._restart_failed)
+            raise
+        self.post_message(self.Restarted(server.url, server.pid))
+
+    def _restart_failed(self) -> None:
+        self.restarting = False
+        self.death = "the restart failed (see the error); r tries again"
+        self._show_status()
+
+    def on_dashboard_screen_restarted(self, message: Restarted) -> None:
+        """Watches the new server with the same history."""
+        self.restarting = False
+        self.death = None
+        if self.poller is not None:
+            self.poller.retarget(message.url, message.pid)
+        self.quant_app.set_reactive(type(self.quant_app).server_url, message.url)
+        self.notify(f"The server is back at {message.url}.", timeout=6)
+        self._show_status()
+
     def _show_status(self) -> None:
-        shown = (self.poll_status, self.load_status)
+        shown = (self.poll_status, self.load_status, self.death)
         if shown == getattr(self, "_shown_status", None):
             return
         self._shown_status = shown
-        line = Text(self.poll_status, style="bold")
-        line.append(f"\n{self.load_status}")
-        self.query_one("#dashboard-status", Static).update(line)
+        status = self.query_one("#dashboard-status", Static)
+        if self.death is not None:
+            line = Text(self.death, style="bold")
+            status.add_class("-dead")
+        else:
+            line = Text(self.poll_status, style="bold")
+            line.append(f"\n{self.load_status}")
+            status.remove_class("-dead")
+        status.update(line)
 
     def action_interval(self, direction: int) -> None:
         """Polls more or less often.
@@ -317,3 +386,18 @@ class DashboardScreen(StepScreen):
     def _export(self, poller: TelemetryPoller, kind: str, path: Path) -> None:
         written = poller.export_csv(path) if kind == "csv" else poller.export_json(path)
         self.app.call_from_thread(self.notify, f"Saved {written}", timeout=6)
+
+
+def _local_server_pid(url: str) -> int | None:
+    """The pid of a server on this machine at ``url`` (to watch its processes), when it can be seen."""
+    import httpx
+
+    from engine.telemetry.processes import listening_pid
+
+    try:
+        parsed = httpx.URL(url if "://" in url else f"http://{url}")
+    except (httpx.InvalidURL, ValueError):
+        return None
+    if parsed.host not in ("localhost", "::1") and not parsed.host.startswith("127."):
+        return None
+    return listening_pid(parsed.port or (443 if parsed.scheme == "https" else 80))

@@ -1,0 +1,175 @@
+"""TimePlot: a time-series graph (plotext) of one :class:`GraphSpec`, with a unit axis, gaps and a time window."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from rich.text import Text
+from textual.app import RenderResult
+from textual_plotext import PlotextPlot
+
+from tui.format import compact_number
+from tui.widgets.graphs import GraphSpec, Unit, Values
+
+# Below this many rows the plot has no room for x-axis labels; the title says the window instead.
+_MIN_ROWS_FOR_TIME_LABELS = 6
+
+
+def nice_top(highest: float) -> float:
+    """The smallest of 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 × 10ⁿ at or above ``highest`` (1 when nothing is above zero)."""
+    if not highest > 0 or not math.isfinite(highest):
+        return 1.0
+    power = 10 ** math.floor(math.log10(highest))
+    for step in (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0):
+        if highest <= step * power * (1 + 1e-9):
+            return step * power
+    return 10.0 * power
+
+
+def window_label(seconds: float) -> str:
+    """A window length as the x axis writes it: ``30s``, ``2m``, ``1h``."""
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
+
+
+def axis_suffix(unit: Unit) -> str:
+    """The short unit written on the y axis ticks (``ms``, ``%``, ``/s``)."""
+    return {" tok/s": "/s", " GiB": "G"}.get(unit.suffix, unit.suffix).strip()
+
+
+def runs(times: Sequence[float], values: Sequence[float | None]) -> list[tuple[list[float], list[float]]]:
+    """The stretches of consecutive known values, so a missing sample is a gap in the line, not a zero."""
+    stretches: list[tuple[list[float], list[float]]] = []
+    current: tuple[list[float], list[float]] | None = None
+    for time_s, value in zip(times, values, strict=False):
+        if value is None or not math.isfinite(value):
+            current = None
+            continue
+        if current is None:
+            current = ([], [])
+            stretches.append(current)
+        current[0].append(time_s)
+        current[1].append(value)
+    return stretches
+
+
+class TimePlot(PlotextPlot):
+    """One graph: its lines over the last ``window_s`` seconds, the latest values in its border title."""
+
+    DEFAULT_CSS = """
+    TimePlot {
+        width: 1fr;
+        height: 1fr;
+        min-height: 4;
+        border: round $primary 50%;
+        border-title-color: $text;
+        border-title-align: left;
+    }
+    """
+
+    def __init__(self, spec: GraphSpec, *, id: str | None = None) -> None:
+        """Creates an empty graph.
+
+        Args:
+            spec: What the graph plots.
+            id: The widget id.
+        """
+        super().__init__(id=id)
+        self.spec = spec
+        self.border_title = spec.title
+        # What was last drawn, so a tick that changes nothing costs nothing.
+        self._data_key: object = None
+        self._version = 0
+        self._rendered: tuple[object, Text] | None = None
+        self._stretches: list[tuple[str, list[tuple[list[float], list[float]]]]] = []
+        self._window_s = 60.0
+        self._top = 1.0
+
+    def show(
+        self,
+        times: Sequence[float],
+        series: Mapping[str, Sequence[float | None]],
+        window_s: float,
+        latest: Values,
+    ) -> None:
+        """Plots the history that falls in the last ``window_s`` seconds.
+
+        Args:
+            times: The wall time of each tick, oldest first.
+            series: Every series by name, one value (or ``None``) per tick.
+            window_s: How far back the x axis goes.
+            latest: This tick's values, for the title.
+        """
+        room = self.size.width - 4  # the corners and a space either side
+        titles = self.spec.titles(latest)
+        title = next((text for text in titles if Text.from_markup(text).cell_len <= room), titles[-1])
+        if title != self.border_title:
+            self.border_title = title
+        now = times[-1] if times else 0.0
+        first = next((i for i, time_s in enumerate(times) if time_s >= now - window_s), len(times))
+        offsets = [time_s - now for time_s in times[first:]]
+        scale = self.spec.unit.scale
+        stretches = []
+        highest = 0.0
+        for line in self.spec.lines:
+            values = series.get(line.series, ())[first:]
+            shown = [value * scale if value is not None else None for value in values]
+            line_runs = runs(offsets, shown)
+            for _, ys in line_runs:
+                highest = max(highest, *ys)
+            stretches.append((line.color, line_runs))
+        top = self.spec.unit.top if self.spec.unit.top is not None else nice_top(highest)
+        key = (window_s, top, tuple((color, tuple(map(tuple, map(tuple, r)))) for color, r in stretches))
+        if key == self._data_key:
+            return
+        self._data_key = key
+        self._stretches, self._window_s, self._top = stretches, window_s, top
+        self._version += 1
+        self.refresh()
+
+    def _draw(self, width: int, height: int) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.plotsize(width, height)
+        plt._set_size(width, height)  # as PlotextPlot.render does: plotsize alone misses resizes
+        plt.frame(False)
+        plt.xaxes(True, False)
+        plt.yaxes(True, False)
+        drawn = False
+        for color, line_runs in self._stretches:
+            for xs, ys in line_runs:
+                drawn = True
+                if len(xs) == 1:
+                    plt.scatter(xs, ys, marker="braille", color=color)
+                else:
+                    plt.plot(xs, ys, marker="braille", color=color)
+        if not drawn:
+            # Nothing known in the window: an invisible point keeps the axes drawn.
+            plt.scatter([0.0], [0.0], marker=" ")
+        window, top = self._window_s, self._top
+        plt.xlim(-window, 0)
+        plt.ylim(0, top)
+        suffix = axis_suffix(self.spec.unit)
+        ticks = [0.0, top / 2, top] if height >= 4 else [0.0, top]
+        plt.yticks(ticks, [f"{compact_number(tick)}{suffix}" if tick else "0" for tick in ticks])
+        if height >= _MIN_ROWS_FOR_TIME_LABELS:
+            plt.xticks([-window, -window / 2, 0], [f"-{window_label(window)}", "", "now"])
+        else:
+            plt.xticks([], [])
+
+    def render(self) -> RenderResult:
+        """The plot at the current size, rebuilt only when the data or the size changed."""
+        width, height = self.size
+        key = (self._version, width, height, self.app.theme)
+        if self._rendered is not None and self._rendered[0] == key:
+            return self._rendered[1]
+        self._draw(width, height)
+        self.plt.theme(self._get_plotext_theme_name(self.app.theme))
+        text = Text.from_ansi(self.plt.build())
+        self._rendered = (key, text)
+        return text
