@@ -36,6 +36,12 @@ def register(subparsers: Any) -> None:
         default=os.environ.get(API_KEY_ENV),
         help=f"the server's API key, sent as a Bearer token (default: ${API_KEY_ENV})",
     )
+    parser.add_argument(
+        "--api-key-file",
+        default=None,
+        metavar="FILE",
+        help="file whose first line is the server's API key (else --api-key, $QUANT_TUI_API_KEY)",
+    )
     parser.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between polls (1)")
     parser.add_argument("--json", action="store_true", help="print each snapshot as one JSON line")
     parser.add_argument("--once", action="store_true", help="print one snapshot and exit")
@@ -177,8 +183,11 @@ def run(args: argparse.Namespace) -> int:
     On a terminal (and without text-only options) the live dashboard opens after a first good poll;
     otherwise one text line or JSON object per snapshot is printed.
     """
+    from engine.serve.client import read_api_key
     from engine.telemetry.poller import TelemetryPoller
 
+    if args.api_key_file is not None or not args.api_key:
+        args.api_key = read_api_key(args.api_key_file) or args.api_key
     if args.count is not None and args.count < 1:
         raise QuantTuiError(f"--count must be at least 1, not {args.count}")
     if args.export is not None and not args.export.lower().endswith((".csv", ".json")):

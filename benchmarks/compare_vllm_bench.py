@@ -1,0 +1,150 @@
+"""`vllm bench serve` against `quant-tui bench --url` on one demo server with the same load: the ratios of their figures.
+
+Usage: ``flock /tmp/quant-tui-heavy.lock python benchmarks/compare_vllm_bench.py [--model demo] [--rounds 2]
+[--num-prompts 64] [--input-len 64] [--output-len 64] [--concurrency 4] [--compiled]``.
+
+One server is started through quant-tui's launcher. Each round runs vLLM's own benchmark (the
+``vllm.benchmarks.serve`` module in a subprocess: the ``vllm`` console script is broken in the CPU
+wheel) and then ``quant-tui bench --url`` (also a subprocess), with the same random-prompt load,
+``ignore_eos`` and no temperature; the server's own ``/metrics`` window is read around each run as
+the referee. Rounds alternate so drift of the machine hits both tools alike. The figures should
+agree within 10 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from engine.bench.server_truth import ServerSampler, ServerWindow
+from engine.errors import QuantTuiError
+from engine.model.reference import resolve_model
+from engine.serve.launcher import ServerConfig, VllmServer
+
+AGREEMENT = 0.10
+FIGURES = (
+    ("output tok/s", "output_throughput"),
+    ("median TPOT ms", "median_tpot_ms"),
+    ("median TTFT ms", "median_ttft_ms"),
+    ("median ITL ms", "median_itl_ms"),
+    ("median E2EL ms", "median_e2el_ms"),
+)
+HEADLINE = ("output_throughput", "median_tpot_ms", "median_ttft_ms")
+
+_VLLM_SNIPPET = """
+import json, sys
+from vllm.benchmarks.serve import add_cli_args, main
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+parser = FlexibleArgumentParser()
+add_cli_args(parser)
+main(parser.parse_args(sys.argv[1:]))
+"""
+
+
+def vllm_bench(url: str, model: str, tokenizer: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Runs vLLM's own `vllm bench serve` in a subprocess; its saved result."""
+    argv = [sys.executable, "-c", _VLLM_SNIPPET, "--base-url", url, "--model", str(tokenizer)]
+    argv += ["--served-model-name", model, "--dataset-name", "random"]
+    argv += ["--random-input-len", str(args.input_len), "--random-output-len", str(args.output_len)]
+    argv += ["--num-prompts", str(args.num_prompts), "--max-concurrency", str(args.concurrency)]
+    argv += ["--ignore-eos", "--num-warmups", str(args.num_warmups), "--seed", "0", "--disable-tqdm"]
+    argv += ["--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,95,99"]
+    argv += ["--save-result", "--result-dir", str(out.parent), "--result-filename", out.name]
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return dict(json.loads(out.read_text()))
+
+
+def quant_tui_bench(url: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Runs `quant-tui bench --url` in a subprocess; its saved result."""
+    argv = [sys.executable, "-m", "tui.cli", "bench", "--url", url]
+    argv += ["--input-len", str(args.input_len), "--output-len", str(args.output_len)]
+    argv += ["--num-prompts", str(args.num_prompts), "--concurrency", str(args.concurrency)]
+    argv += ["--num-warmups", str(args.num_warmups), "--save-result", str(out)]
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return dict(json.loads(out.read_text()))
+
+
+def _server_line(window: ServerWindow | None) -> str:
+    if window is None or window.request_success is None:
+        return "server: not read"
+    ttft = window.ttft.mean_ms if window.ttft else None
+    itl = window.itl.mean_ms if window.itl else None
+    return (
+        f"server: {window.request_success:.0f} requests, {window.generation_tokens or 0:.0f} tokens, "
+        f"mean TTFT {ttft or 0:.1f} ms, mean ITL {itl or 0:.2f} ms"
+    )
+
+
+def main() -> int:
+    """Starts the server, runs the rounds, prints each run and the ratios; 1 when they disagree."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--num-prompts", type=int, default=64)
+    parser.add_argument("--input-len", type=int, default=64)
+    parser.add_argument("--output-len", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--num-warmups", type=int, default=4)
+    parser.add_argument(
+        "--compiled", action="store_true", help="serve without --enforce-eager (slower start-up on CPU)"
+    )
+    args = parser.parse_args()
+    try:
+        model_dir = resolve_model(args.model)
+    except QuantTuiError as error:
+        print(f"compare_vllm_bench: error: {error}", file=sys.stderr)
+        return 2
+    server = VllmServer(
+        ServerConfig(model=model_dir, enforce_eager=not args.compiled, max_model_len=1024, cpu_kvcache_gib=1)
+    )
+    runs: dict[str, list[dict[str, Any]]] = {"vllm bench serve": [], "quant-tui bench": []}
+    with tempfile.TemporaryDirectory(prefix="compare-vllm-bench-") as folder:
+        try:
+            server.start()
+            server.wait_healthy(timeout=600)
+            from engine.bench.loadgen import served_model_name
+
+            name = served_model_name(server.url)
+            print(f"server: {' '.join(server.argv[1:])}")
+            print(
+                f"load: {args.num_prompts} prompts, {args.input_len} in / {args.output_len} out, concurrency "
+                f"{args.concurrency}, ignore_eos, no temperature, {args.num_warmups} warm-ups; {args.rounds} rounds"
+            )
+            for round_index in range(args.rounds):
+                for tool in runs:
+                    out = Path(folder) / f"{tool.split()[0]}-{round_index}.json"
+                    with ServerSampler(server.url, interval_s=60.0) as sampler:
+                        if tool.startswith("vllm"):
+                            data = vllm_bench(server.url, name, model_dir, args, out)
+                        else:
+                            data = quant_tui_bench(server.url, args, out)
+                    runs[tool].append(data)
+                    figures = ", ".join(f"{label} {data[key]:.2f}" for label, key in FIGURES)
+                    print(f"round {round_index + 1} {tool:<17} completed {data['completed']}: {figures}")
+                    print(f"{'':>25}{_server_line(sampler.window)}")
+        finally:
+            server.stop()
+    agree = True
+    print("ratio quant-tui / vllm (median over rounds):")
+    for label, key in FIGURES:
+        ours = statistics.median(run[key] for run in runs["quant-tui bench"])
+        theirs = statistics.median(run[key] for run in runs["vllm bench serve"])
+        ratio = ours / theirs if theirs else float("nan")
+        within = abs(ratio - 1.0) <= AGREEMENT
+        if key in HEADLINE:
+            agree = agree and within
+        print(
+            f"  {label:<16} {ours:10.2f} / {theirs:10.2f} = {ratio:.3f}{'' if within else '  (differs by > 10 %)'}"
+        )
+    print(f"agree within {AGREEMENT:.0%} on tok/s, median TPOT and TTFT: {'yes' if agree else 'no'}")
+    return 0 if agree else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
