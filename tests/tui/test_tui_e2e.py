@@ -184,3 +184,52 @@ async def test_cancelling_or_quitting_a_quantization_leaves_nothing_half_written
     assert left in (["mid-llama"], ["mid-llama", "mid-llama-FP8-Dynamic"])
     if len(left) == 2:
         assert (tmp_path / "mid-llama-FP8-Dynamic" / "config.json").is_file()
+
+
+async def test_dashboard_names_a_killed_engine_and_restarts_the_server(demo_model: Path) -> None:
+    from engine.serve.launcher import VllmServer
+    from engine.serve.server_config import ServerConfig
+
+    config = ServerConfig(model=demo_model, max_model_len=512, enforce_eager=True, cpu_kvcache_gib=1)
+    server = VllmServer(config)
+    app = create_app(gpu="H100", hardware=fixed_hardware())
+    app.poll_interval = 0.5
+    try:
+        server.start()
+        server.wait_healthy(timeout=300)
+        async with app.run_test(size=(120, 40)) as pilot:
+            app.server, app.server_pid = server, server.pid
+            app.server_url = server.url
+            await pilot.press("6")
+            await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), timeout=30)
+            screen = app.screen
+            assert isinstance(screen, DashboardScreen)
+            await wait_for(
+                pilot,
+                lambda: screen.poller is not None and sum(s.ok for s in screen.poller.snapshots()) >= 2,
+                timeout=60,
+            )
+            processes = screen.poller.snapshots()[-1].server_processes if screen.poller else ()
+            engines = [process for process in processes if "EngineCore" in process.name]
+            assert engines, [process.name for process in processes]
+            psutil.Process(engines[0].pid).kill()  # SIGKILL, as the OOM killer does
+            await wait_for(pilot, lambda: screen.death is not None, timeout=30)
+            assert screen_text(app, "#dashboard-status").startswith("the vLLM engine process died")
+            assert "r restarts it" in screen_text(app, "#dashboard-status")
+            before = len(screen.poller.snapshots()) if screen.poller else 0
+            await pilot.press("r")
+            await wait_for(pilot, lambda: screen.death is None and not screen.restarting, timeout=300)
+            assert app.server is not server and app.server is not None
+            restarted = app.server
+            await wait_for(pilot, lambda: screen.poller is not None and screen.poller.snapshots()[-1].ok, 60)
+            assert screen.poller is not None and len(screen.poller.snapshots()) > before  # the history stayed
+            assert screen.poller.snapshots()[-1].server_alive is True
+            await pilot.press("q")
+            await wait_for(pilot, lambda: isinstance(app.screen, QuitDialog), timeout=10)
+            await pilot.press("y")
+            await wait_for(pilot, lambda: app.return_code is not None, timeout=60)
+        assert restarted is not None and not restarted.is_running()  # type: ignore[attr-defined]
+    finally:
+        server.stop()
+        if app.server is not None:
+            app.server.stop()
