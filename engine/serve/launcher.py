@@ -23,6 +23,7 @@ from typing import Any
 from engine.errors import QuantTuiError
 from engine.process.child import spawn_watchdog, stop_group, stop_watchdog
 from engine.serve.amx_permission import ENTRY_POINT_NAME as AMX_PLUGIN
+from engine.serve.plan_check import PlanVsActual
 from engine.serve.server_config import Backend, ServerConfig, is_loopback
 from engine.serve.server_log import Diagnosis, StartupFacts, diagnose_failure, parse_startup_log
 
@@ -238,6 +239,9 @@ class VllmServer:
         self.backend: Backend | None = None
         self.argv: list[str] = []
         self.facts: StartupFacts | None = None
+        # The plan's prediction beside vLLM's start-up figures (None when started without a plan).
+        self.comparison: PlanVsActual | None = None
+        self.calibration_note: str | None = None
         self._on_log = on_log
         self._port: int | None = config.port
         self._process: subprocess.Popen[bytes] | None = None
@@ -380,7 +384,17 @@ class VllmServer:
                     time.sleep(_HEALTH_POLL_S)
         self._drain_log()
         self.facts = parse_startup_log(self.read_log())
+        self._compare_with_plan(self.facts)
         return self.facts
+
+    def _compare_with_plan(self, facts: StartupFacts) -> None:
+        """Predicted vs. actual; on a GPU the difference calibrates later plans."""
+        from engine.serve.plan_check import compare_startup, record_gpu_calibration
+
+        backend = self.backend or "cpu"
+        self.comparison = compare_startup(self.config, facts, backend)
+        with contextlib.suppress(OSError):
+            self.calibration_note = record_gpu_calibration(self.config, facts, backend)
 
     def stop(self, timeout: float = 20) -> None:
         """Stops the whole process group: SIGINT, then SIGTERM, then SIGKILL. Safe to call twice."""

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from engine.plan.recommender import GOALS, Candidate, Recommendation
+from engine.plan.recommender import GOALS, Candidate, Recommendation, as_is_candidate
 
 
 def register(subparsers: Any) -> None:
@@ -141,10 +141,19 @@ def candidate_to_json(candidate: Candidate) -> dict[str, Any]:
         "needs_quantization": candidate.needs_quantization,
         "vllm_args": list(candidate.vllm_args),
         "env": dict(candidate.env),
+        "command": candidate.server.command_line(),
+        "prediction": _prediction_json(candidate),
         "reasons": list(candidate.reasons),
         "warnings": list(candidate.warnings),
         "trade_off": candidate.trade_off,
     }
+
+
+def _prediction_json(candidate: Candidate) -> dict[str, Any] | None:
+    import dataclasses
+
+    prediction = candidate.server.prediction
+    return dataclasses.asdict(prediction) if prediction is not None else None
 
 
 def recommendation_to_json(recommendation: Recommendation) -> dict[str, Any]:
@@ -177,6 +186,16 @@ def recommendation_to_json(recommendation: Recommendation) -> dict[str, Any]:
         "notes": list(recommendation.notes),
         "candidates": [candidate_to_json(candidate) for candidate in recommendation.candidates],
     }
+
+
+def concurrency_text(value: float) -> str:
+    """Whole sequences that fit ("3840", not "3840.0"); one decimal below 10, where a fraction matters.
+
+    Rounded down: vLLM admits whole requests only, so 36739.9 is 36739 of them.
+    """
+    if value >= 10 or float(value).is_integer():
+        return str(int(value))
+    return f"{int(value * 10) / 10:.1f}"
 
 
 def _print_table(recommendation: Recommendation) -> None:
@@ -216,7 +235,7 @@ def _print_table(recommendation: Recommendation) -> None:
             f"{candidate.kv_cache_bytes_per_token / 1024:.0f}K",
             candidate.kv_cache_dtype,
             str(candidate.tensor_parallel_size),
-            f"{candidate.max_concurrency:.1f}",
+            concurrency_text(candidate.max_concurrency),
             "[green]yes[/]" if candidate.fits else "[red]no[/]",
         )
     console.print(table)
@@ -230,5 +249,12 @@ def _print_table(recommendation: Recommendation) -> None:
         console.print(
             f"  quantize: quant-tui quantize --model {shlex.quote(str(model.path))} --method {best.method}"
         )
-    env = " ".join(f"{key}={value}" for key, value in best.env)
-    console.print(f"  serve:    {(env + ' ') if env else ''}{shlex.join(best.vllm_args)}", soft_wrap=True)
+    console.print(f"  serve:    {best.server.command_line()}", soft_wrap=True, markup=False, highlight=False)
+    as_is = as_is_candidate(recommendation)
+    if best.needs_quantization and as_is is not None:
+        console.print(
+            f"  as it is ({as_is.method}, what `quant-tui serve --model` starts): {as_is.server.command_line()}",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )

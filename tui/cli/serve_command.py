@@ -12,25 +12,13 @@ import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 from engine.errors import QuantTuiError
+from engine.serve.phases import PhaseLog
 
 if TYPE_CHECKING:
     from engine.serve.launcher import ServerConfig, VllmServer
     from engine.serve.server_log import StartupFacts
 
 API_KEY_ENV = "VLLM_API_KEY"
-# Start-up milestones worth a line in the compact log, and what the status line says meanwhile.
-_PHASES = (
-    ("Initializing a V1 LLM engine", "configuring the engine"),
-    ("Starting to load model", "loading the weights"),
-    ("Loading weights took", "weights loaded"),
-    ("Model loading took", "weights loaded"),
-    ("Warming up model", "compiling"),
-    ("KV cache for", "allocating the KV cache"),
-    ("KV cache size", "KV cache ready"),
-    ("init engine", "engine ready"),
-    ("Starting vLLM", "starting the API server"),
-    ("Application startup complete", "API server up"),
-)
 
 
 def register(subparsers: Any) -> None:
@@ -57,25 +45,40 @@ def register(subparsers: Any) -> None:
         help=f"clients must send this key (default: ${API_KEY_ENV})",
     )
     parser.add_argument("--served-model-name", default=None, help="the name clients use for the model")
-    parser.add_argument("--max-model-len", type=int, default=None, help="longest request in tokens")
+    parser.add_argument(
+        "--max-model-len", type=int, default=None, help="longest request in tokens (default: the plan's)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="requests of --max-model-len that must fit at once; sizes the plan's KV cache (default 1)",
+    )
     parser.add_argument("--dtype", default="auto", help="activation dtype (auto, bfloat16, float16)")
     parser.add_argument(
         "--quantization", default=None, help="vLLM --quantization (default: the checkpoint's)"
     )
-    parser.add_argument("--kv-cache-dtype", default="auto", help="KV cache dtype (auto, fp8, ...)")
+    parser.add_argument(
+        "--kv-cache-dtype", default=None, help="KV cache dtype (auto, fp8, ...; default: the plan's)"
+    )
     parser.add_argument(
         "--gpu-memory-utilization", type=float, default=None, help="share of GPU memory vLLM may use"
     )
-    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs per pipeline stage")
+    parser.add_argument(
+        "--tensor-parallel-size", type=int, default=None, help="GPUs per pipeline stage (default: the plan's)"
+    )
     parser.add_argument("--pipeline-parallel-size", type=int, default=1, help="pipeline stages (machines)")
     parser.add_argument(
         "--ray", action="store_true", help="use Ray to span several machines (start Ray on each first)"
     )
     parser.add_argument(
         "--cpu-kvcache-gib",
-        type=float,
+        type=int,
         default=None,
-        help="KV cache space on the CPU backend (default: a quarter of free RAM, 1-4 GiB)",
+        help=(
+            "KV cache space in GiB on the CPU backend (default: the plan's: what --max-model-len × "
+            "--concurrency needs +25 %%, within the available RAM)"
+        ),
     )
     parser.add_argument(
         "--enforce-eager", action="store_true", help="skip compilation and graph capture (starts faster)"
@@ -85,6 +88,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--log-file", default=None, help="where to keep the full server log")
     parser.add_argument("--verbose", action="store_true", help="print every server log line")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="once ready, also print one JSON line: URL, plan, start-up facts and plan vs. actual",
+    )
     parser.add_argument(
         "--keep-running",
         action="store_true",
@@ -111,25 +119,22 @@ class _Console:
         self.verbose = verbose
         self.stream: TextIO = stream if stream is not None else sys.stderr
         self.live = self.stream.isatty() and not verbose
-        self.phase = "starting"
+        self.phases = PhaseLog()
         self._lock = threading.Lock()
         self._status_shown = False
 
     def on_log(self, line: str) -> None:
-        from engine.serve.server_log import is_root_exception, strip_log_prefix
-
-        level, message = strip_log_prefix(line)
-        phase = next((phase for needle, phase in _PHASES if needle in message), None)
+        shown = self.phases.feed(line)
         if self.verbose:
             self.print(line)
         elif self.live:
             pass  # the status line shows the phase
-        elif phase is not None and phase != self.phase:
-            self.print(f"quant-tui: vLLM: {phase}")
-        elif level in ("ERROR", "CRITICAL") and is_root_exception(message):
-            self.print(f"vllm: {message[:200]}")  # the exception itself, not its traceback
-        if phase is not None:
-            self.phase = phase
+        elif shown is not None:
+            self.print(f"quant-tui: {shown}" if shown.startswith("vLLM:") else shown)
+
+    @property
+    def phase(self) -> str:
+        return self.phases.phase
 
     def print(self, text: str) -> None:
         with self._lock:
@@ -232,7 +237,10 @@ def _duration(seconds: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Serves until Ctrl-C/SIGTERM; 0 after a clean stop, 1 when the server fails (with the diagnosis)."""
+    from dataclasses import replace
+
     from engine.model.reference import resolve_model
+    from engine.plan.recommender import PlanRequest, plan_checkpoint
     from engine.serve.launcher import ServerConfig, detect_backend
 
     extra = _extra_args(args.vllm_args)
@@ -242,25 +250,44 @@ def run(args: argparse.Namespace) -> int:
     )
     console.done()
     host = args.host if args.host is not None else "127.0.0.1"
-    config = ServerConfig(
-        model=model,
+    request = PlanRequest(
+        max_model_len=args.max_model_len,
+        concurrency=args.concurrency,
+        kv_cache_dtype=args.kv_cache_dtype,
+        tensor_parallel_size=args.tensor_parallel_size,
+        cpu_kvcache_gib=args.cpu_kvcache_gib,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+    )
+    no_plan = None
+    try:
+        plan = plan_checkpoint(model, request).server
+    except QuantTuiError as error:
+        # No plan (an unreadable config.json...): start vLLM as asked and let its log say what is wrong.
+        no_plan = f"quant-tui: no plan for {model}: {error}"
+        plan = ServerConfig(
+            model=model,
+            max_model_len=args.max_model_len,
+            kv_cache_dtype=args.kv_cache_dtype or "auto",
+            tensor_parallel_size=args.tensor_parallel_size or 1,
+            cpu_kvcache_gib=args.cpu_kvcache_gib,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+        )
+    config = replace(
+        plan,
         served_model_name=args.served_model_name,
         host=host,
         port=args.port,
         dtype=args.dtype,
-        quantization=args.quantization,
-        kv_cache_dtype=args.kv_cache_dtype,
-        max_model_len=args.max_model_len,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        tensor_parallel_size=args.tensor_parallel_size,
+        quantization=args.quantization or plan.quantization,
         pipeline_parallel_size=args.pipeline_parallel_size,
-        enforce_eager=args.enforce_eager,
+        enforce_eager=plan.enforce_eager or args.enforce_eager,
         api_key=args.api_key,
-        cpu_kvcache_gib=args.cpu_kvcache_gib,
         extra_args=extra,
         allow_remote=args.host is not None,  # naming the address is the explicit opt-in
         distributed_executor_backend="ray" if args.ray else None,
     )
+    if no_plan:
+        console.print(no_plan)
     backend = detect_backend()
     stop = threading.Event()
     previous = _stop_on_signals(stop)
@@ -290,6 +317,7 @@ def _serve(
         server.start()
         console.print(
             f"quant-tui: starting vLLM ({'GPU' if backend == 'cuda' else 'CPU'} build) for {model}\n"
+            f"quant-tui: plan: {config.command_line(server.backend)}  (as `quant-tui recommend` shows it)\n"
             f"quant-tui: log: {server.log_path}"
         )
         waiter = threading.Thread(target=_show_progress, args=(console, server, started, stop), daemon=True)
@@ -310,6 +338,8 @@ def _serve(
         return 130
     console.done()
     _print_ready(server, facts, time.monotonic() - started)
+    if args.json:
+        _print_json(server, facts, time.monotonic() - started)
     if args.keep_running:
         _print_attach(server)
         return 0
@@ -336,6 +366,14 @@ def _print_ready(server: VllmServer, facts: StartupFacts, seconds: float) -> Non
     print(f"vLLM is serving {name} at {server.url} (ready in {seconds:.0f} s)")
     for line in _facts_lines(facts):
         print("  " + line)
+    if server.comparison is not None:
+        from engine.serve.plan_check import comparison_lines
+
+        print("  plan vs. actual:")
+        for line in comparison_lines(server.comparison):
+            print("    " + line)
+        if server.calibration_note:
+            print(f"  recorded: {server.calibration_note}")
     body = json.dumps({"model": name, "prompt": "Hello", "max_tokens": 16})
     auth = " -H 'Authorization: Bearer $VLLM_API_KEY'" if server.config.api_key else ""
     print(
@@ -344,6 +382,21 @@ def _print_ready(server: VllmServer, facts: StartupFacts, seconds: float) -> Non
     key = " --api-key $VLLM_API_KEY" if server.config.api_key else ""
     print(f"  watch:     quant-tui monitor {server.url}{key}")
     sys.stdout.flush()
+
+
+def _print_json(server: VllmServer, facts: StartupFacts, seconds: float) -> None:
+    import dataclasses
+    import json
+
+    line = {
+        "url": server.url,
+        "pid": server.pid,
+        "ready_seconds": round(seconds, 1),
+        "command": server.config.command_line(server.backend),
+        "facts": dataclasses.asdict(facts),
+        "plan_vs_actual": server.comparison.to_json() if server.comparison else None,
+    }
+    print(json.dumps(line), flush=True)
 
 
 def _model_name(server: VllmServer) -> str:

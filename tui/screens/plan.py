@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Static
 
 from engine.errors import QuantTuiError
 from engine.plan.recommender import GOALS, Candidate, PlanRequest, Recommendation, recommend
+from tui.cli.recommend_command import concurrency_text
 from tui.format import gib, home_path, size
 from tui.screens.base import StepScreen
 from tui.widgets.memory_bar import MemoryBar, Segment
@@ -42,10 +43,11 @@ def _cycle(values: tuple[T, ...], current: T) -> T:
 
 
 def serve_command(candidate: Candidate) -> str:
-    """The exact shell command that serves the candidate (environment first), paths as on disk."""
-    env = " ".join(f"{name}={shlex.quote(value)}" for name, value in candidate.env)
-    command = shlex.join(candidate.vllm_args)
-    return f"{env} {command}" if env else command
+    """The exact shell command that serves the candidate (environment first), paths as on disk.
+
+    Rendered from the candidate's one server plan, the object the Serve screen starts.
+    """
+    return candidate.server.command_line()
 
 
 def quantize_command(reference: str, candidate: Candidate) -> str:
@@ -152,7 +154,7 @@ class PlanScreen(StepScreen):
                 size(candidate.weights.total),
                 candidate.kv_cache_dtype,
                 str(candidate.tensor_parallel_size),
-                f"{candidate.max_concurrency:.1f}",
+                concurrency_text(candidate.max_concurrency),
                 key=candidate.method,
             )
         table.move_cursor(row=min(keep, len(self.recommendation.candidates) - 1))
@@ -208,7 +210,7 @@ class PlanScreen(StepScreen):
         fits = "FITS" if candidate.fits else "DOES NOT FIT"
         lines.append(
             Text(
-                f"{fits}: {plan.capacity.tokens:,} KV tokens = {candidate.max_concurrency:.1f} sequences of "
+                f"{fits}: {candidate.kv_cache_tokens:,} KV tokens = {concurrency_text(candidate.max_concurrency)} sequences of "
                 f"{self.recommendation.max_model_len:,} tokens ({self.request.concurrency} asked)",
                 style="bold",
             )
@@ -237,7 +239,7 @@ class PlanScreen(StepScreen):
             if same:
                 figures.append(
                     f"{length // 1024 if length >= 1024 else length}{'k' if length >= 1024 else ''}"
-                    f" {same[0].max_concurrency:,.1f}"
+                    f" {concurrency_text(same[0].max_concurrency)}"
                 )
         return " · ".join(figures)
 

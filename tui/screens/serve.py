@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -15,14 +16,18 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Log, Static
 
+from engine.serve.phases import PhaseLog
 from tui.format import home_path, size
 from tui.screens.base import StepScreen
 from tui.screens.error_dialog import describe_error
 
 if TYPE_CHECKING:
     from engine.serve.launcher import ServerConfig
+    from engine.serve.plan_check import PlanVsActual
     from engine.serve.server_log import StartupFacts
     from tui.state import Selection
+
+LOG_LINES = 2000
 
 
 def serve_folder(selection: Selection) -> Path | None:
@@ -58,6 +63,16 @@ def startup_text(facts: StartupFacts) -> Text:
     return text
 
 
+def comparison_text(comparison: PlanVsActual) -> Text:
+    """The plan's prediction beside what vLLM reported, with the difference."""
+    from engine.serve.plan_check import comparison_lines
+
+    verdict = "plan = vLLM" if comparison.exact else "plan and vLLM DIFFER"
+    text = Text(f"Plan vs. actual ({verdict}):\n", style="bold")
+    text.append("\n".join(comparison_lines(comparison)))
+    return text
+
+
 class ServeScreen(StepScreen):
     """Step 5: the vLLM server, started from here and stopped with the app."""
 
@@ -66,11 +81,20 @@ class ServeScreen(StepScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "start", "Start server", tooltip="Start vLLM on the chosen model"),
         Binding("x", "stop", "Stop server", tooltip="Stop the server and everything it started"),
+        Binding(
+            "l", "toggle_log", "Raw log", tooltip="Switch between the compact phase log and vLLM's full log"
+        ),
         Binding("n", "next", "Next: dashboard", tooltip="Watch the server on the dashboard"),
     ]
 
     state: reactive[str] = reactive("stopped")
     """``stopped``, ``starting``, ``healthy``, ``stopping`` or ``failed``."""
+
+    # Start-up bookkeeping (class defaults: the state watcher may run before on_mount).
+    raw_log = False
+    _phases = PhaseLog()
+    _started_at: float | None = None
+    _ready_after: float | None = None
 
     class LogLine(Message):
         """The server wrote a line."""
@@ -82,9 +106,10 @@ class ServeScreen(StepScreen):
     class Healthy(Message):
         """The server answers its health check."""
 
-        def __init__(self, url: str, facts: StartupFacts) -> None:
+        def __init__(self, url: str, facts: StartupFacts, comparison: PlanVsActual | None = None) -> None:
             self.url = url
             self.facts = facts
+            self.comparison = comparison
             super().__init__()
 
     class Failed(Message):
@@ -98,7 +123,7 @@ class ServeScreen(StepScreen):
         """What is served, the health state, the log and the diagnosis."""
         yield Static("", id="serve-info")
         yield Static("", id="serve-state")
-        yield Log(id="serve-log", max_lines=2000)
+        yield Log(id="serve-log", max_lines=LOG_LINES)
         yield Static("", id="serve-diagnosis")
 
     def on_mount(self) -> None:
@@ -106,9 +131,25 @@ class ServeScreen(StepScreen):
         super().on_mount()
         self.cancel_start = threading.Event()
         self.quant_app.background_stops.append(self.cancel_start)
+        self.raw_log = False
+        self._raw_lines: list[str] = []
+        self._compact_lines: list[str] = []
+        self._phases = PhaseLog()
+        self._started_at: float | None = None
+        self._ready_after: float | None = None
         self.watch(self.quant_app, "selection", self._show_info, init=True)
-        self.query_one("#serve-log", Log).border_title = "server log"
+        self._title_log()
         self.watch_state(self.state)
+        self.set_interval(1.0, self._tick)
+
+    def _title_log(self) -> None:
+        log = self.query_one("#serve-log", Log)
+        log.border_title = "vLLM log (all lines)" if self.raw_log else "start-up phases"
+        log.border_subtitle = "l: compact phases" if self.raw_log else "l: full log"
+
+    def _tick(self) -> None:
+        if self.state == "starting":
+            self.watch_state(self.state)
 
     def _show_info(self, _selection: object = None) -> None:
         folder = serve_folder(self.selection)
@@ -140,12 +181,20 @@ class ServeScreen(StepScreen):
             return min(selection.model.max_context, 32768)
         return 0
 
+    def _elapsed(self) -> str:
+        if self._started_at is None:
+            return ""
+        return f"{time.monotonic() - self._started_at:.0f} s"
+
     def watch_state(self, state: str) -> None:
         """Shows the health state in words (and a mark, for terminals without colour)."""
+        phase = self._phases.phase
+        ready = f" (ready in {self._ready_after:.0f} s)" if self._ready_after is not None else ""
+        elapsed = self._elapsed()
         marks = {
             "stopped": "[ ] stopped",
-            "starting": "[~] starting: loading the model and profiling memory…",
-            "healthy": f"[OK] healthy at {self.quant_app.server_url}",
+            "starting": f"[~] starting, {elapsed}: {phase}…",
+            "healthy": f"[OK] healthy at {self.quant_app.server_url}{ready}",
             "stopping": "[~] stopping…",
             "failed": "[X] failed (see below)",
         }
@@ -165,63 +214,99 @@ class ServeScreen(StepScreen):
             return
         self.query_one("#serve-diagnosis", Static).update("")
         self.query_one("#serve-log", Log).clear()
+        self._raw_lines.clear()
+        self._compact_lines.clear()
+        self._phases = PhaseLog()
+        self._started_at = time.monotonic()
+        self._ready_after = None
         self.cancel_start = threading.Event()
         self.quant_app.background_stops.append(self.cancel_start)
         self.state = "starting"
-        self._serve(self._server_config(folder), self.cancel_start)
+        self._serve(folder, self.cancel_start)
 
-    def _server_config(self, folder: Path) -> ServerConfig:
-        """How to run the server here, from the chosen plan."""
-        from engine.serve.launcher import ServerConfig
+    def server_config(self, folder: Path) -> ServerConfig:
+        """The server to run: the chosen plan's own ServerConfig, the one `recommend` prints.
+
+        Without a plan, or with one made for hardware other than this machine (a catalogued GPU),
+        the checkpoint is planned here as ``quant-tui serve`` plans it, with the same knobs.
+        """
+        from dataclasses import replace
+
+        from engine.plan.recommender import PlanRequest, plan_checkpoint
 
         selection = self.selection
         candidate = selection.candidate
         target = selection.target
-        has_gpu = bool(selection.hardware and selection.hardware.gpus)
-        # A plan made for a catalogued box says nothing about this machine's GPU count.
-        tensor_parallel = (
-            candidate.tensor_parallel_size if candidate and target and target.source == "detected" else 1
-        )
-        return ServerConfig(
-            model=folder,
-            max_model_len=self._max_model_len() or None,
-            kv_cache_dtype=candidate.kv_cache_dtype if candidate is not None else "auto",
-            tensor_parallel_size=tensor_parallel,
-            # The CPU backend gains nothing from graph capture and starts much faster without it.
-            enforce_eager=not has_gpu,
-            api_key=self.quant_app.api_key,
-        )
+        if candidate is not None and target is not None and target.source == "detected":
+            config = replace(candidate.server, model=folder)
+        else:
+            request = selection.request or PlanRequest()
+            local = replace(request, tensor_parallel_size=None)
+            config = plan_checkpoint(folder, local).server
+        return replace(config, api_key=self.quant_app.api_key)
 
     @work(thread=True, exclusive=True, group="serve", exit_on_error=False, description="Starting the server")
-    def _serve(self, config: ServerConfig, cancel: threading.Event) -> None:
+    def _serve(self, folder: Path, cancel: threading.Event) -> None:
         from engine.serve.launcher import VllmServer
 
+        try:
+            config = self.server_config(folder)
+        except BaseException as error:
+            self.post_message(self.Failed(error))
+            return
         server = VllmServer(config, on_log=self._report_log)
         self.quant_app.server = server
         try:
             server.start()
             self.quant_app.server_pid = server.pid
+            self._report_log(f"quant-tui: plan: {config.command_line(server.backend)}")
             facts = server.wait_healthy(cancel=cancel)
         except BaseException as error:
             server.stop()
             self.quant_app.server = None
             self.post_message(self.Failed(error))
             return
-        self.post_message(self.Healthy(server.url, facts))
+        self.post_message(self.Healthy(server.url, facts, server.comparison))
 
     def _report_log(self, line: str) -> None:
         self.post_message(self.LogLine(line))
 
     def on_serve_screen_log_line(self, message: LogLine) -> None:
-        """Appends a server log line."""
-        self.query_one("#serve-log", Log).write_line(message.line)
+        """Keeps the raw line; shows it, or its compact phase line, in the log pane."""
+        line = message.line
+        shown = line if line.startswith("quant-tui:") else self._phases.feed(line)
+        self._raw_lines.append(line)
+        del self._raw_lines[:-LOG_LINES]
+        if shown is not None:
+            self._compact_lines.append(shown)
+            del self._compact_lines[:-LOG_LINES]
+        log = self.query_one("#serve-log", Log)
+        if self.raw_log:
+            log.write_line(line)
+        elif shown is not None:
+            log.write_line(shown)
+        if self.state == "starting":
+            self.watch_state(self.state)
+
+    def action_toggle_log(self) -> None:
+        """Switches the log pane between the compact phases and vLLM's full log."""
+        self.raw_log = not self.raw_log
+        log = self.query_one("#serve-log", Log)
+        log.clear()
+        log.write_lines(self._raw_lines if self.raw_log else self._compact_lines)
+        self._title_log()
 
     def on_serve_screen_healthy(self, message: Healthy) -> None:
         """The server is up: the dashboard watches it."""
         self.quant_app.server_url = message.url
+        if self._started_at is not None:
+            self._ready_after = time.monotonic() - self._started_at
         self.state = "healthy"
         self.quant_app.complete_step("serve")
-        self.query_one("#serve-diagnosis", Static).update(startup_text(message.facts))
+        parts: list[Text] = [startup_text(message.facts)]
+        if message.comparison is not None:
+            parts.append(comparison_text(message.comparison))
+        self.query_one("#serve-diagnosis", Static).update(Group(*parts))
 
     def on_serve_screen_failed(self, message: Failed) -> None:
         """Shows the diagnosis in plain words, with the fix."""

@@ -65,15 +65,28 @@ class MemoryBar(Widget):
             bar.append(segment.char * cells, style=segment.style)
             used_cells += cells
         bar.append(FREE_CHAR * (width - used_cells), style="dim")
-        legend = Text()
+        # Legend items wrap as wholes: a size never ends up alone on a line without its label.
+        items: list[Text] = []
         total = 0
         for segment in self.segments:
             total += segment.size_bytes
-            legend.append(segment.char * 2, style=segment.style)
-            legend.append(f" {segment.label} {size(segment.size_bytes)}  ")
-        legend.append(f"{FREE_CHAR * 2} free {size(max(self.capacity_bytes - total, 0))}", style="dim")
+            item = Text(segment.char * 2, style=segment.style)
+            item.append(f" {segment.label} {size(segment.size_bytes)}")
+            items.append(item)
+        items.append(Text(f"{FREE_CHAR * 2} free {size(max(self.capacity_bytes - total, 0))}", style="dim"))
         if total > self.capacity_bytes:
-            legend.append(f"  OVER by {size(total - self.capacity_bytes)}", style="bold")
+            items.append(Text(f"OVER by {size(total - self.capacity_bytes)}", style="bold"))
+        legend = Text(no_wrap=True, overflow="ellipsis")
+        line_cells = 0
+        for item in items:
+            if line_cells and line_cells + 2 + item.cell_len > width:
+                legend.append("\n")
+                line_cells = 0
+            elif line_cells:
+                legend.append("  ")
+                line_cells += 2
+            legend.append_text(item)
+            line_cells += item.cell_len
         lines: list[RenderableType] = [bar, legend]
         if self.caption:
             lines.append(Text(self.caption, style="dim"))
