@@ -47,6 +47,11 @@ async def test_quantize_screen_makes_the_planned_checkpoint(tmp_path: Path) -> N
         ) or "done" in str(app.screen.query_one("#quantize-figures", Static).content)
         assert app.quantize_finished.is_set() and app.running_work() == []
         assert "quantize" in app.done_steps
+        # Just made here, so not "Already made"; and the end is logged once.
+        info = screen_text(app, "#quantize-info")
+        assert "Made: press n to serve it." in info and "Already made" not in info
+        log_lines = list(app.screen.query_one("#quantize-log", Log).lines)
+        assert sum(1 for line in log_lines if line.startswith("done")) == 1, log_lines
 
 
 async def test_guided_flow_quantizes_serves_and_watches_the_demo_model(

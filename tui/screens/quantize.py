@@ -102,6 +102,7 @@ class QuantizeScreen(StepScreen):
         """Shows what the chosen plan asks for."""
         super().on_mount()
         self.running = False
+        self.made_here: Path | None = None
         self.query_one("#quantize-progress", ProgressBar).display = False
         self.query_one("#quantize-log", Log).border_title = "log"
         self.watch(self.quant_app, "selection", self._show_info, init=True)
@@ -144,7 +145,9 @@ class QuantizeScreen(StepScreen):
         text.append("Quantize ", style="bold")
         text.append(f"{self.selection.model.name} with {candidate.method}\n")
         text.append(f"from {home_path(request.source)}\nto   {home_path(request.output)}")
-        if (request.output / "config.json").is_file() and not self.running:
+        if request.output == self.made_here:
+            text.append("\nMade: press n to serve it.", style="bold")
+        elif (request.output / "config.json").is_file() and not self.running:
             text.append(
                 "\nAlready made: press n to serve it (delete the folder to make it again).", style="bold"
             )
@@ -200,7 +203,8 @@ class QuantizeScreen(StepScreen):
         bar = self.query_one("#quantize-progress", ProgressBar)
         bar.update(total=max(event.bytes_total, 1), progress=event.bytes_done)
         self.query_one("#quantize-figures", Static).update(progress_figures(event))
-        if event.message and event.message != getattr(self, "_last_message", None):
+        # The end is logged once, with the result, by on_quantize_screen_finished.
+        if event.stage != "done" and event.message and event.message != getattr(self, "_last_message", None):
             self._last_message = event.message
             self.query_one("#quantize-log", Log).write_line(f"{event.stage}: {event.message}")
 
@@ -208,6 +212,7 @@ class QuantizeScreen(StepScreen):
         """Shows the result and makes it the model to serve."""
         self.running = False
         report = message.report
+        self.made_here = Path(report.output)
         self.query_one("#quantize-result", Static).update(report_text(report))
         self.query_one("#quantize-log", Log).write_line(f"done: {home_path(report.output)}")
         self.quant_app.update_selection(serve_dir=Path(report.output))
