@@ -8,22 +8,20 @@ progress.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from engine.errors import QuantTuiError
 from engine.plan.methods import method
+from engine.process.child import ChildProcess
 from engine.quantize.request import (
     CALIBRATED_METHODS,
     LayerError,
@@ -96,6 +94,7 @@ def ensure_llmcompressor_env(
     target = llmcompressor_env_dir()
     target.parent.mkdir(parents=True, exist_ok=True)
     check_disk_space(target, ENVIRONMENT_BYTES)
+    _remove_stale_installs(target)
     staging = target.parent / f".{target.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     log_path = target.parent / "llmcompressor-install.log"
@@ -133,6 +132,16 @@ def ensure_llmcompressor_env(
     return target / "bin" / "python"
 
 
+def _remove_stale_installs(target: Path) -> None:
+    """Deletes half-built environments left by installs whose quant-tui was killed."""
+    import psutil
+
+    for candidate in target.parent.glob(f".{target.name}.partial-*"):
+        pid = candidate.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(candidate, ignore_errors=True)
+
+
 def _run_logged(
     command: list[str],
     log_path: Path,
@@ -144,53 +153,22 @@ def _run_logged(
     with log_path.open("a" if append else "w", encoding="utf-8") as log:
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-        )
-        assert process.stdout is not None
-        with _killed_on_cancel(process, cancel):
-            for line in process.stdout:
+        # Its own process group under the watchdog: a killed quant-tui takes pip down with it.
+        with ChildProcess(command, cancel=cancel) as child:
+            for line in child.lines():
                 log.write(line)
                 if line.strip():
                     _emit(on_progress, stage, line.strip()[:200])
-            process.wait()
-    if cancel is not None and cancel.is_set():
+            returncode = child.wait()
+    if child.cancelled or (cancel is not None and cancel.is_set()):
         from engine.quantize.runner import QuantizeCancelled
 
         raise QuantizeCancelled("cancelled while installing llm-compressor; nothing was kept")
-    if process.returncode != 0:
+    if returncode != 0:
         raise QuantTuiError(
-            f"installing llm-compressor failed (exit {process.returncode}); see {log_path} and check that pip "
+            f"installing llm-compressor failed (exit {returncode}); see {log_path} and check that pip "
             "can reach a package index"
         )
-
-
-@contextlib.contextmanager
-def _killed_on_cancel(process: subprocess.Popen[str], cancel: threading.Event | None) -> Iterator[None]:
-    """Kills the process group when ``cancel`` is set, and always when the block is left early."""
-    finished = threading.Event()
-
-    def watch() -> None:
-        while not finished.wait(0.2):
-            if cancel is not None and cancel.is_set():
-                _kill_group(process)
-                return
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        finished.set()
-        watcher.join()
-        if process.poll() is None:
-            _kill_group(process)
-            process.wait()
-
-
-def _kill_group(process: subprocess.Popen[str]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 def calibration_file(request: QuantizeRequest) -> Path:
@@ -303,27 +281,26 @@ def _run_worker(
         str(CALIBRATION_SAMPLES),
     ]
     peak = 0
-    with log_path.open("w", encoding="utf-8") as log:
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True, cwd=staging.parent
-        )
-        assert process.stdout is not None
-        with _killed_on_cancel(process, cancel):
-            peak = _relay(process.stdout, on_progress)
-            process.wait()
-    if cancel.is_set():
+    with (
+        log_path.open("w", encoding="utf-8") as log,
+        # Its own process group under the watchdog: a killed quant-tui never leaves a calibration running.
+        ChildProcess(command, stderr=log, cwd=staging.parent, cancel=cancel) as child,
+    ):
+        peak = _relay(child.lines(), on_progress)
+        returncode = child.wait()
+    if cancel.is_set() or child.cancelled:
         from engine.quantize.runner import QuantizeCancelled
 
         raise QuantizeCancelled("quantization cancelled; nothing was written")
-    if process.returncode != 0:
+    if returncode != 0:
         raise QuantTuiError(
-            f"llm-compressor failed on {request.source.name} (exit {process.returncode}): "
+            f"llm-compressor failed on {request.source.name} (exit {returncode}): "
             f"{_last_error_line(log_path)}; full log: {log_path}"
         )
     return peak
 
 
-def _relay(stream: IO[str], on_progress: ProgressCallback | None) -> int:
+def _relay(stream: Iterable[str], on_progress: ProgressCallback | None) -> int:
     peak = 0
     for line in stream:
         try:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import time
 from collections import namedtuple
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -198,3 +201,33 @@ def test_data_free_output_is_bit_identical_to_llmcompressor_model_free_ptq(
     ours.pop("model.embed_tokens.weight")
     assert ours.keys() == theirs.keys()
     assert [name for name in ours if not same_bits(ours[name], theirs[name])] == []
+
+
+@pytest.mark.e2e
+def test_a_killed_quant_tui_leaves_no_calibration_or_install_running(
+    demo_model: Path, tmp_path: Path
+) -> None:
+    """SIGKILL the real ``quant-tui quantize --method gptq-w4a16``: its child (llm-compressor's worker, or the
+    pip install of its environment on first use) and the watchdog are gone within seconds."""
+    from tests.process.test_no_orphans_e2e import GONE_WITHIN_S, _alive, _cmdline, _end, _start, _wait_for
+
+    out = tmp_path / "out"
+    app = _start(
+        ["quantize", "--method", "gptq-w4a16", "--model", str(demo_model), "--out", str(out)],
+        dict(os.environ),
+    )
+
+    def worker_and_watchdog(tree: list[Any]) -> bool:
+        lines = [_cmdline(process) for process in tree]
+        watched = any("engine.process.watchdog" in line for line in lines)
+        working = any(
+            marker in line for line in lines for marker in ("llmcompressor_worker", "pip install", "-m venv")
+        )
+        return watched and working
+
+    tree = _wait_for(app, worker_and_watchdog, 120)
+    started = time.monotonic()
+    _end(app, signal.SIGKILL, tree)
+    assert _alive(tree) == []
+    assert time.monotonic() - started < GONE_WITHIN_S
+    assert not out.exists()
