@@ -69,9 +69,9 @@ def _request_success(url: str) -> float:
     return sample.counters.get("request_success", 0.0)
 
 
-def _start_dashboard(url: str) -> psutil.Process:
+def _start_dashboard(url: str, interval_s: float) -> psutil.Process:
     subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
-    command = f"cd {REPO} && exec {sys.executable} -m tui.cli monitor {url} --interval 1"
+    command = f"cd {REPO} && exec {sys.executable} -m tui.cli monitor {url} --interval {interval_s:g}"
     subprocess.run(["tmux", "new-session", "-d", "-s", SESSION, "-x", "120", "-y", "40", command], check=True)
     time.sleep(3)
     pane_pid = subprocess.run(
@@ -86,6 +86,12 @@ def _start_dashboard(url: str) -> psutil.Process:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="how long the load runs (10)")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        help="the dashboard's poll interval in s (1); it keeps 600 polls",
+    )
     parser.add_argument("--sample-s", type=float, default=5.0, help="seconds between RSS/CPU samples (5)")
     args = parser.parse_args()
     if shutil.which("tmux") is None:
@@ -94,7 +100,7 @@ def main() -> int:
     server, url = _start_server()
     app: psutil.Process | None = None
     try:
-        app = _start_dashboard(url)
+        app = _start_dashboard(url, args.interval)
         before = _request_success(url)
         spec = LoadSpec(
             concurrency=4, prompt_tokens=64, output_tokens=32, requests=None, duration_s=args.minutes * 60
@@ -125,7 +131,7 @@ def main() -> int:
         server.wait(60)
 
     print(
-        f"soak: {args.minutes:g} min of load, dashboard polling every 1 s, sampled every {args.sample_s:g} s"
+        f"soak: {args.minutes:g} min of load, dashboard polling every {args.interval:g} s, sampled every {args.sample_s:g} s"
     )
     print(f"{'minute':>6}  {'RSS MiB':>8}  {'CPU % of a core':>15}")
     by_minute: dict[int, list[tuple[float, float]]] = {}
