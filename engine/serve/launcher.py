@@ -59,7 +59,7 @@ class ServerFailed(QuantTuiError):
     """
 
     def __init__(self, diagnosis: Diagnosis, log_path: Path | None = None) -> None:
-        super().__init__(f"vLLM did not start: {diagnosis.cause}; {diagnosis.fix}")
+        super().__init__(f"vLLM did not start: {diagnosis.cause}", diagnosis.fix)
         self.diagnosis = diagnosis
         self.log_path = log_path
 

@@ -43,11 +43,9 @@ def describe_error(title: str, error: BaseException) -> ErrorReport:
     if diagnosis is not None and hasattr(diagnosis, "cause") and hasattr(diagnosis, "fix"):
         return ErrorReport(title, str(diagnosis.cause), str(diagnosis.fix))
     if isinstance(error, QuantTuiError):
-        message = str(error)
-        cause, separator, fix = message.partition("; ")
-        if separator:
-            return ErrorReport(title, cause, fix[:1].upper() + fix[1:])
-        return ErrorReport(title, message, "Change the input and try again.")
+        if error.fix:
+            return ErrorReport(title, error.cause, error.fix[:1].upper() + error.fix[1:])
+        return ErrorReport(title, error.cause, "Change the input and try again.")
     return ErrorReport(
         title,
         f"{type(error).__name__}: {error}",
