@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -243,15 +244,28 @@ def weights_bytes(folder: Path) -> int:
 
 
 def _server(request: BenchRequest, model_dir: Path) -> VllmServer:
-    """A launcher for one variant, with the same settings for all."""
+    """A launcher for one variant, with the same settings for all: the variant's own server plan.
+
+    The plan (``engine.plan.recommender.plan_checkpoint``) carries its prediction, so the server's
+    ``comparison`` holds predicted vs. actual after start-up.
+    """
+    from engine.plan.recommender import PlanRequest, plan_checkpoint
     from engine.serve.launcher import ServerConfig, VllmServer
 
+    gib = request.cpu_kvcache_gib
+    whole = int(gib) if gib is not None and float(gib).is_integer() else None
     config = ServerConfig(
         model=model_dir,
         enforce_eager=request.enforce_eager,
         max_model_len=request.max_model_len,
-        cpu_kvcache_gib=request.cpu_kvcache_gib,
+        cpu_kvcache_gib=gib,
     )
+    if gib is None or whole is not None:
+        with contextlib.suppress(QuantTuiError):
+            planned = plan_checkpoint(
+                model_dir, PlanRequest(max_model_len=request.max_model_len, cpu_kvcache_gib=whole)
+            ).server
+            config = replace(planned, enforce_eager=request.enforce_eager or planned.enforce_eager)
     return VllmServer(config)
 
 
