@@ -45,6 +45,12 @@ MLA_MODEL_TYPES = frozenset(
 _SLIDING_PATTERN_DEFAULTS = {"gemma3": 6, "gemma3_text": 6, "cohere2": 4}
 _ALTERNATING_SLIDING = {"gemma2", "gpt_oss"}  # even layers slide, odd layers are full
 
+# Defaults of transformers' config classes that real config.json files leave out.
+_CONFIG_CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gemma3_text": {"vocab_size": 262_208, "tie_word_embeddings": True},
+    "gemma2": {"tie_word_embeddings": True},
+}
+
 LayerAttention = Literal["full", "sliding", "chunked"]
 
 
@@ -105,7 +111,8 @@ class AttentionLayout:
         if self.count("chunked"):
             parts.append(f"{self.count('chunked')} chunked ({self.attention_chunk_size})")
         if parts:
-            parts.append(f"{self.count('full')} full")
+            if self.count("full"):
+                parts.append(f"{self.count('full')} full")
             text += ", layers: " + " + ".join(parts)
         else:
             text += f" × {len(self.layer_kinds)} layers"
@@ -306,6 +313,7 @@ def _moe_layout(
 def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:
     """Pulls the shape numbers out of a config, whatever the model family calls them."""
     text = text_config(config)
+    text = {**_CONFIG_CLASS_DEFAULTS.get(str(text.get("model_type")), {}), **text}
     architectures = config.get("architectures") or text.get("architectures") or []
     architecture = str(architectures[0]) if architectures else str(text.get("model_type", "unknown"))
     model_type = str(text.get("model_type") or config.get("model_type") or "unknown")
@@ -363,5 +371,5 @@ def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:
         moe=_moe_layout(text, model_type, num_layers, intermediate),
         attention_bias=bool(first_key(text, "attention_bias", default=model_type in {"qwen2", "qwen2_moe"})),
         qk_norm=model_type in {"qwen3", "qwen3_moe", "olmo2", "gemma3_text", "gemma3"},
-        is_multimodal=text is not config,
+        is_multimodal=isinstance(config.get("vision_config"), dict) or text_config(config) is not config,
     )

@@ -16,6 +16,8 @@ from engine.model.architecture import (
     read_architecture,
     text_config,
 )
+from engine.model.checkpoint_size import checkpoint_bytes, weight_layout
+from engine.model.param_count import ParamCounts, active_params, model_shapes
 from engine.model.safetensors_headers import TensorHeader, read_safetensors_headers, weight_files
 
 TensorRole = Literal["linear", "embedding", "lm_head", "router", "norm", "bias", "vision", "other"]
@@ -49,13 +51,22 @@ class ModelInfo:
     """What quant-tui knows about a model, read without loading any tensor data.
 
     Attributes:
-        params: parameter count (exact from safetensors headers, else estimated from config.json).
+        params: parameters vLLM loads for plain serving (exact from safetensors headers, else
+            estimated from config.json): vision towers included, MTP layers not.
         params_source: "safetensors" when counted from the weights, "estimate" from the config.
         linear_params: parameters in the Linear layers a quantizer would target.
         linear_out_features: the sum of output features over those layers (one scale per row).
         unquantized_params: embeddings, lm_head, norms, biases, routers, vision tower: what stays 16-bit.
         weight_bytes: bytes the tensors take on disk (0 when only config.json is there).
         dtype_params: parameters per safetensors dtype.
+        attention: what each layer caches per token (see ``attention_summary`` for the UI).
+        moe: the expert layout of an MoE model.
+        loaded_weight_bytes: bytes of the weights vLLM loads as the checkpoint stores them (exact
+            from the headers without MTP tensors; config-only: estimated from the format).
+        weight_layout: how the checkpoint stores its weights, e.g. "MXFP4 experts", "FP8 block 128×128".
+        vision_params: parameters of vision/audio towers and projectors (in ``params``).
+        mtp_params: multi-token-prediction parameters, not loaded for plain serving (not in ``params``).
+        active_params: parameters one token uses (routed experts it skips left out; no vision tower).
     """
 
     path: Path
@@ -84,6 +95,18 @@ class ModelInfo:
     quantization: ExistingQuantization | None = None
     attention: AttentionLayout | None = None
     moe: MoeLayout | None = None
+    loaded_weight_bytes: int = 0
+    weight_layout: str = ""
+    vision_params: int = 0
+    mtp_params: int = 0
+    active_params: int = 0
+
+    @property
+    def attention_summary(self) -> str:
+        """What the KV cache holds per token, honestly: "MLA latent 576 ..." rather than "128 KV heads"."""
+        if self.attention is None:
+            return f"{self.num_kv_heads} KV heads × {self.head_dim}"
+        return self.attention.description
 
     @property
     def name(self) -> str:
@@ -99,55 +122,6 @@ class ModelInfo:
     def is_moe(self) -> bool:
         """Whether the model routes tokens to experts."""
         return bool(self.num_experts and self.num_experts > 1)
-
-
-@dataclass(frozen=True, slots=True)
-class ParamCounts:
-    """Parameter counts by role, from safetensors headers or an architectural estimate."""
-
-    total: int
-    linear: int
-    linear_out_features: int
-    embedding: int
-    lm_head: int
-    other: int
-
-
-def estimate_params(arch: Architecture) -> ParamCounts:
-    """Counts parameters from the architecture alone (Llama-like dense and Mixtral/Qwen-style MoE)."""
-    h, layers = arch.hidden_size, arch.num_layers
-    q_out = arch.num_attention_heads * arch.head_dim
-    kv_out = arch.num_kv_heads * arch.head_dim
-    attention_linear = h * q_out + 2 * h * kv_out + q_out * h
-    attention_out_features = q_out + 2 * kv_out + h
-    other = 2 * h  # input and post-attention norms
-    if arch.attention_bias:
-        other += q_out + 2 * kv_out
-    if arch.qk_norm:
-        other += 2 * arch.head_dim
-    if arch.moe is not None:
-        expert_inner = arch.moe.expert_intermediate_size
-        mlp_linear = arch.moe.num_experts * 3 * h * expert_inner
-        mlp_out_features = arch.moe.num_experts * (2 * expert_inner + h)
-        if arch.moe.shared_intermediate_size:
-            mlp_linear += 3 * h * arch.moe.shared_intermediate_size
-            mlp_out_features += 2 * arch.moe.shared_intermediate_size + h
-        other += h * arch.moe.num_experts  # the router stays unquantized
-    else:
-        mlp_linear = 3 * h * arch.intermediate_size
-        mlp_out_features = 2 * arch.intermediate_size + h
-    linear = layers * (attention_linear + mlp_linear)
-    embedding = arch.vocab_size * h
-    lm_head = 0 if arch.tie_word_embeddings else arch.vocab_size * h
-    other_total = layers * other + h  # plus the final norm
-    return ParamCounts(
-        total=linear + embedding + lm_head + other_total,
-        linear=linear,
-        linear_out_features=layers * (attention_out_features + mlp_out_features),
-        embedding=embedding,
-        lm_head=lm_head,
-        other=other_total,
-    )
 
 
 def classify_tensor(name: str, shape: list[int]) -> TensorRole:
@@ -169,29 +143,61 @@ def classify_tensor(name: str, shape: list[int]) -> TensorRole:
     return "other"
 
 
-def count_from_headers(headers: list[TensorHeader]) -> ParamCounts:
-    """Counts parameters by role from tensor headers (packed 4-bit weights counted as unpacked)."""
-    linear = linear_out = embedding = lm_head = other = 0
+_QUANT_METADATA_SUFFIXES = (
+    "_scale",
+    "_scales",
+    "_scale_inv",
+    "_zero_point",
+    "_shape",
+    ".g_idx",
+    ".qzeros",
+    "_scale_2",
+    "_global_scale",
+)
+
+
+def mtp_prefixes(arch: Architecture) -> tuple[str, ...]:
+    """Name prefixes of the multi-token-prediction layers, which vLLM skips for plain serving."""
+    layers = range(arch.num_layers, arch.num_layers + arch.attention.mtp_layers)
+    return tuple(
+        f"{root}layers.{index}." for index in layers for root in ("model.", "", "model.language_model.")
+    )
+
+
+def count_from_headers(headers: list[TensorHeader], skip_prefixes: tuple[str, ...] = ()) -> ParamCounts:
+    """Counts parameters by role from tensor headers (packed 4-bit weights counted as unpacked).
+
+    Tensors whose names start with one of ``skip_prefixes`` (MTP layers) are counted apart in ``mtp``.
+    """
+    linear = linear_out = embedding = lm_head = other = vision = mtp = 0
     for header in headers:
-        if header.name.endswith(
-            ("_scale", "_zero_point", "_shape", ".g_idx", ".scales", ".qzeros", "_scale_2")
-        ):
+        if header.name.endswith(_QUANT_METADATA_SUFFIXES):
             continue  # quantization metadata, not parameters
         numel = header.numel
         if header.name.endswith(("weight_packed", ".qweight")) and header.dtype == "I32":
             numel *= 8  # eight 4-bit values per int32
+        elif header.name.endswith(("weight_packed", "_blocks")) and header.dtype == "U8":
+            numel *= 2  # two 4-bit values per byte (NVFP4, MXFP4)
+        if header.name.startswith(skip_prefixes):
+            mtp += numel
+            continue
         role = classify_tensor(header.name, list(header.shape))
+        if role == "other" and header.name.endswith("_blocks") and ".experts." in header.name:
+            role = "linear"
         if role == "linear":
             linear += numel
             out_features = header.shape[0] if not header.name.endswith(".qweight") else header.shape[1]
-            linear_out += out_features * (header.shape[0] if len(header.shape) == 3 else 1)
+            linear_out += out_features * (header.shape[0] if len(header.shape) >= 3 else 1)
         elif role == "embedding":
             embedding += numel
         elif role == "lm_head":
             lm_head += numel
         else:
             other += numel
-    return ParamCounts(linear + embedding + lm_head + other, linear, linear_out, embedding, lm_head, other)
+            vision += numel if role == "vision" else 0
+    return ParamCounts(
+        linear + embedding + lm_head + other, linear, linear_out, embedding, lm_head, other, vision, mtp
+    )
 
 
 _SCHEME_NAMES = {
@@ -279,18 +285,23 @@ def inspect_model(folder: Path) -> ModelInfo:
     arch = read_architecture(config, folder)
     headers = read_safetensors_headers(weight_files(folder))
     quantization = detect_quantization(config, folder, headers)
+    shapes = model_shapes(arch)
+    layout = weight_layout(config, folder)
     if headers:
-        counts = count_from_headers(headers)
+        skip = mtp_prefixes(arch)
+        counts = count_from_headers(headers, skip)
         source: Literal["safetensors", "estimate"] = "safetensors"
         dtype_params = Counter[str]()
         for header in headers:
             dtype_params[header.dtype] += header.numel
         weight_bytes = sum(header.nbytes for header in headers)
+        loaded_bytes = sum(header.nbytes for header in headers if not header.name.startswith(skip))
     else:
-        counts = estimate_params(arch)
+        counts = shapes.counts()
         source = "estimate"
         dtype_params = Counter()
         weight_bytes = 0
+        loaded_bytes = checkpoint_bytes(shapes, layout).total
     tied = arch.tie_word_embeddings if not headers else counts.lm_head == 0
     return ModelInfo(
         path=folder,
@@ -319,6 +330,11 @@ def inspect_model(folder: Path) -> ModelInfo:
         quantization=quantization,
         attention=arch.attention,
         moe=arch.moe,
+        loaded_weight_bytes=loaded_bytes,
+        weight_layout=layout.name,
+        vision_params=counts.vision,
+        mtp_params=counts.mtp,
+        active_params=active_params(arch) if source == "estimate" else counts.total - counts.vision,
     )
 
 

@@ -68,8 +68,16 @@ def weight_bytes(model: ModelInfo, method: str, dtype_bytes: int = 2) -> WeightB
     """Weight bytes of ``model`` served with ``method``.
 
     Counts what stays unquantized (embeddings, lm_head, norms, biases, routers) at the serving dtype
-    and the per-channel or per-group scales and zero points of the quantized layers.
+    and the per-channel or per-group scales and zero points of the quantized layers. A checkpoint
+    that is already stored in ``method`` is served as it is: its own weight bytes (exact from the
+    safetensors headers, else estimated from its format: gpt-oss keeps attention 16-bit, DeepSeek's
+    FP8 has 128×128 block scales, GPTQ has group scales, zero points and g_idx), with ``quantized``
+    holding values and scales together.
     """
+    existing = model.quantization
+    if existing is not None and existing.recommend_as == method and model.loaded_weight_bytes:
+        unquantized = min(model.unquantized_params * dtype_bytes, model.loaded_weight_bytes)
+        return WeightBytes(model.loaded_weight_bytes - unquantized, 0, unquantized)
     fmt = WEIGHT_FORMATS[method]
     if method == "bf16":
         return WeightBytes(0, 0, model.params * dtype_bytes)

@@ -1,0 +1,229 @@
+"""Bytes of a checkpoint's weights from config.json alone, for 16-bit and pre-quantized formats.
+
+Formats: MXFP4 (gpt-oss: only the experts are 4-bit), FP8 with block scales (DeepSeek-V3,
+Qwen3-FP8), GPTQ and AWQ (bits, group size, act-order ``g_idx``), compressed-tensors (its config
+groups), ModelOpt FP8/NVFP4 and bitsandbytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.model.architecture import first_key, text_config
+from engine.model.param_count import DECODER_LINEAR_PARTS, LinearShape, ModelShapes, Part
+
+_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+
+
+@dataclass(frozen=True, slots=True)
+class WeightLayout:
+    """How a checkpoint stores its Linear weights.
+
+    Attributes:
+        name: a short label, e.g. "MXFP4 experts", "FP8 block 128×128", "GPTQ 4-bit g128".
+        parts: which parts of the model are quantized (the rest stays at ``unquantized_bytes``).
+        bits: bits per quantized weight.
+        group_size: weights along the input sharing one scale (None: per output row or block).
+        block: (rows, columns) of one scale's block, for block-wise FP8.
+        per_tensor_scale: one scale for the whole matrix.
+        scale_bytes: bytes of one scale.
+        zero_point_bits: bits of a zero point per scale (asymmetric formats).
+        act_order_index: whether a ``g_idx`` (int32 per input feature) is stored.
+        extra_bytes_per_matrix: global scales, input scales, shape records.
+        unquantized_bytes: bytes per parameter of everything that is not quantized.
+    """
+
+    name: str
+    parts: tuple[Part, ...] = ()
+    bits: float = 16
+    group_size: int | None = None
+    block: tuple[int, int] | None = None
+    per_tensor_scale: bool = False
+    scale_bytes: float = 0
+    zero_point_bits: float = 0
+    act_order_index: bool = False
+    extra_bytes_per_matrix: int = 0
+    unquantized_bytes: float = 2
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointBytes:
+    """Weight bytes split into the quantized values, their scales (and zero points), and the rest."""
+
+    quantized: int
+    scales: int
+    unquantized: int
+
+    @property
+    def total(self) -> int:
+        """All weight bytes."""
+        return self.quantized + self.scales + self.unquantized
+
+
+def _ignored_parts(patterns: list[str]) -> set[Part]:
+    ignored: set[Part] = set()
+    for pattern in patterns:
+        if "self_attn" in pattern or pattern.endswith("attn"):
+            ignored.add("attention")
+        if "shared_expert" in pattern:
+            ignored.add("shared_expert")
+        elif "experts" in pattern:
+            ignored.add("experts")
+    return ignored
+
+
+def _parts(patterns: list[str] | None) -> tuple[Part, ...]:
+    ignored = _ignored_parts(patterns or [])
+    return tuple(part for part in DECODER_LINEAR_PARTS if part not in ignored)
+
+
+def _compressed_tensors(quant: dict[str, Any], dtype_bytes: float) -> WeightLayout:
+    groups = list((quant.get("config_groups") or {}).values())
+    group = groups[0] if groups else {}
+    weights = group.get("weights") or {}
+    bits = int(weights.get("num_bits", 8))
+    kind = str(weights.get("type", "int"))
+    strategy = str(weights.get("strategy", "channel"))
+    fmt = str(group.get("format") or quant.get("format") or "")
+    inputs = group.get("input_activations") or {}
+    extra = 0
+    if inputs and not inputs.get("dynamic", True) and "fp4" not in fmt:
+        extra += int(dtype_bytes)  # a static input scale per matrix
+    scale_bytes = dtype_bytes
+    if "nvfp4" in fmt or (kind == "float" and bits == 4 and weights.get("group_size") == 16):
+        return WeightLayout(
+            "NVFP4 (compressed-tensors)",
+            _parts(quant.get("ignore")),
+            4,
+            16,
+            scale_bytes=1,
+            extra_bytes_per_matrix=8,
+        )
+    if "mxfp4" in fmt:
+        return WeightLayout("MXFP4 (compressed-tensors)", _parts(quant.get("ignore")), 4, 32, scale_bytes=1)
+    if fmt == "pack-quantized":
+        extra += 16  # weight_shape: two int64
+    zero_bits = 0 if weights.get("symmetric", True) else bits
+    block = (
+        tuple(weights["block_structure"]) if strategy == "block" and weights.get("block_structure") else None
+    )
+    return WeightLayout(
+        f"{kind.upper()}{bits} {strategy} (compressed-tensors)",
+        _parts(quant.get("ignore")),
+        bits,
+        int(weights["group_size"]) if strategy == "group" and weights.get("group_size") else None,
+        (int(block[0]), int(block[1])) if block else None,
+        per_tensor_scale=strategy == "tensor",
+        scale_bytes=scale_bytes,
+        zero_point_bits=zero_bits,
+        extra_bytes_per_matrix=extra,
+        unquantized_bytes=dtype_bytes,
+    )
+
+
+def _modelopt(quant: dict[str, Any], dtype_bytes: float) -> WeightLayout:
+    algo = str(quant.get("quant_algo", "")).upper()
+    parts = _parts(quant.get("exclude_modules") or quant.get("ignore"))
+    if "FP4" in algo:
+        group = int(quant.get("group_size") or 16)
+        return WeightLayout("NVFP4 (ModelOpt)", parts, 4, group, scale_bytes=1, extra_bytes_per_matrix=8)
+    return WeightLayout(
+        "FP8 (ModelOpt)", parts, 8, per_tensor_scale=True, scale_bytes=4, extra_bytes_per_matrix=4
+    )
+
+
+def weight_layout(config: dict[str, Any], folder: Path | None = None) -> WeightLayout:
+    """How the checkpoint described by ``config`` (and ``hf_quant_config.json``, if any) stores weights."""
+    text = text_config(config)
+    dtype = str(
+        first_key(text, "torch_dtype", "dtype", default=first_key(config, "torch_dtype", default="bfloat16"))
+    )
+    dtype_bytes = _DTYPE_BYTES.get(dtype, 2)
+    quant = (
+        text.get("quantization_config")
+        or config.get("quantization_config")
+        or config.get("compression_config")
+    )
+    if not isinstance(quant, dict) and folder is not None and (folder / "hf_quant_config.json").is_file():
+        try:
+            quant = json.loads((folder / "hf_quant_config.json").read_text(encoding="utf-8")).get(
+                "quantization"
+            )
+            quant = {**quant, "quant_method": "modelopt"} if isinstance(quant, dict) else None
+        except (OSError, json.JSONDecodeError):
+            quant = None
+    if not isinstance(quant, dict):
+        return WeightLayout(f"{dtype} (unquantized)", unquantized_bytes=dtype_bytes)
+    method = str(quant.get("quant_method", "compressed-tensors")).lower()
+    if method == "mxfp4":  # gpt-oss: experts in MXFP4 (E8M0 scale per 32), the rest 16-bit
+        return WeightLayout(
+            "MXFP4 experts", ("experts",), 4, 32, scale_bytes=1, unquantized_bytes=dtype_bytes
+        )
+    if method in {"fp8", "fbgemm_fp8"}:
+        block = quant.get("weight_block_size")
+        parts = _parts(quant.get("modules_to_not_convert"))
+        if block:
+            rows, cols = int(block[0]), int(block[1])
+            return WeightLayout(f"FP8 block {rows}×{cols}", parts, 8, block=(rows, cols), scale_bytes=4)
+        return WeightLayout(
+            "FP8 per tensor", parts, 8, per_tensor_scale=True, scale_bytes=4, extra_bytes_per_matrix=4
+        )
+    if method in {"gptq", "awq"}:
+        bits = int(quant.get("bits") or quant.get("w_bit") or 4)
+        group = int(quant.get("group_size") or quant.get("q_group_size") or -1)
+        parts = _parts(quant.get("modules_to_not_convert"))
+        label = f"{method.upper()} {bits}-bit" + (f" g{group}" if group > 0 else "")
+        return WeightLayout(
+            label,
+            parts,
+            bits,
+            group if group > 0 else None,
+            scale_bytes=2,
+            zero_point_bits=bits,
+            act_order_index=method == "gptq",
+            unquantized_bytes=2,  # GPTQ/AWQ checkpoints are float16
+        )
+    if method == "compressed-tensors" or "config_groups" in quant:
+        return _compressed_tensors(quant, dtype_bytes)
+    if method in {"modelopt", "modelopt_fp4"}:
+        return _modelopt(quant, dtype_bytes)
+    if method == "bitsandbytes":
+        if quant.get("load_in_4bit") or quant.get("_load_in_4bit"):
+            return WeightLayout("bitsandbytes NF4", DECODER_LINEAR_PARTS, 4, 64, scale_bytes=4)
+        return WeightLayout("bitsandbytes INT8", DECODER_LINEAR_PARTS, 8, scale_bytes=4)
+    return WeightLayout(f"{method} (size unknown, counted 16-bit)", unquantized_bytes=dtype_bytes)
+
+
+def _matrix_bytes(shape: LinearShape, layout: WeightLayout) -> tuple[int, int]:
+    """(values, scales) bytes of one matrix of ``shape`` quantized as ``layout``."""
+    rows, cols = shape.out_features, shape.in_features
+    values = math.ceil(rows * cols * layout.bits / 8)
+    if layout.block is not None:
+        scales = math.ceil(rows / layout.block[0]) * math.ceil(cols / layout.block[1])
+    elif layout.per_tensor_scale:
+        scales = 1
+    elif layout.group_size:
+        scales = rows * math.ceil(cols / layout.group_size)
+    else:
+        scales = rows
+    scale_bytes = math.ceil(scales * (layout.scale_bytes + layout.zero_point_bits / 8))
+    scale_bytes += layout.extra_bytes_per_matrix + (4 * cols if layout.act_order_index else 0)
+    return values, scale_bytes
+
+
+def checkpoint_bytes(shapes: ModelShapes, layout: WeightLayout) -> CheckpointBytes:
+    """The loaded weights' bytes (MTP layers excluded) of a model stored as ``layout``."""
+    quantized = scales = unquantized_params = 0
+    for shape in shapes.linears:
+        if shape.part in layout.parts:
+            values, scale = _matrix_bytes(shape, layout)
+            quantized += values * shape.count
+            scales += scale * shape.count
+        else:
+            unquantized_params += shape.numel
+    unquantized_params += shapes.vector_params + shapes.embedding + shapes.vision_vector_params
+    return CheckpointBytes(quantized, scales, math.ceil(unquantized_params * layout.unquantized_bytes))

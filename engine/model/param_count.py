@@ -1,0 +1,276 @@
+"""Parameters from config.json alone, module by module, as vLLM builds the model (MoE, MLA, vision towers, MTP)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from engine.model.architecture import Architecture, first_key
+
+Part = Literal["attention", "mlp", "experts", "shared_expert", "router", "vision", "lm_head"]
+# Parts a weight quantizer targets in the decoder (routers, vision towers and lm_head usually stay 16-bit).
+DECODER_LINEAR_PARTS: tuple[Part, ...] = ("attention", "mlp", "experts", "shared_expert")
+
+
+@dataclass(frozen=True, slots=True)
+class LinearShape:
+    """``count`` weight matrices of one shape (one per layer, or per layer and expert).
+
+    Attributes:
+        module: the module's name inside a decoder layer (or the tower), e.g. ``self_attn.q_proj``.
+        part: what it belongs to, which decides whether a checkpoint format quantizes it.
+    """
+
+    module: str
+    part: Part
+    in_features: int
+    out_features: int
+    count: int
+
+    @property
+    def numel(self) -> int:
+        """Weights over all ``count`` matrices."""
+        return self.in_features * self.out_features * self.count
+
+
+@dataclass(frozen=True, slots=True)
+class ParamCounts:
+    """Parameter counts by role, from safetensors headers or an architectural estimate.
+
+    Attributes:
+        total: parameters vLLM loads for plain serving (MTP layers excluded, vision towers included).
+        linear: decoder Linear weights a quantizer would target.
+        linear_out_features: their output rows (one scale per row).
+        vision: parameters of vision/audio towers and projectors (part of ``other``).
+        mtp: multi-token-prediction parameters in the checkpoint, not loaded (not in ``total``).
+    """
+
+    total: int
+    linear: int
+    linear_out_features: int
+    embedding: int
+    lm_head: int
+    other: int
+    vision: int = 0
+    mtp: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelShapes:
+    """Every weight matrix of the model plus the vector parameters (norms, biases, sinks)."""
+
+    linears: tuple[LinearShape, ...]
+    vector_params: int
+    embedding: int
+    vision_vector_params: int
+    mtp: int
+
+    @property
+    def lm_head(self) -> int:
+        """The output projection's weights (0 when tied to the embedding)."""
+        return sum(shape.numel for shape in self.linears if shape.part == "lm_head")
+
+    def counts(self) -> ParamCounts:
+        """The parameter counts by role."""
+        decoder = [shape for shape in self.linears if shape.part in DECODER_LINEAR_PARTS]
+        linear = sum(shape.numel for shape in decoder)
+        vision = self.vision_vector_params + sum(s.numel for s in self.linears if s.part == "vision")
+        router = sum(shape.numel for shape in self.linears if shape.part == "router")
+        other = self.vector_params + router + vision
+        return ParamCounts(
+            total=linear + self.embedding + self.lm_head + other,
+            linear=linear,
+            linear_out_features=sum(shape.out_features * shape.count for shape in decoder),
+            embedding=self.embedding,
+            lm_head=self.lm_head,
+            other=other,
+            vision=vision,
+            mtp=self.mtp,
+        )
+
+
+def _attention(arch: Architecture, layers: int) -> tuple[list[LinearShape], int]:
+    """The attention projections of ``layers`` layers and their vector parameters per layer."""
+    text, h, heads = arch.text, arch.hidden_size, arch.num_attention_heads
+    if arch.attention.mla:
+        rope = int(text.get("qk_rope_head_dim") or 0)
+        nope = int(text.get("qk_nope_head_dim") or 0)
+        v_dim = int(text.get("v_head_dim") or 0)
+        kv_rank = int(text["kv_lora_rank"])
+        q_rank = text.get("q_lora_rank")
+        shapes = []
+        vectors = kv_rank  # kv_a_layernorm
+        if q_rank:
+            shapes += [
+                LinearShape("self_attn.q_a_proj", "attention", h, int(q_rank), layers),
+                LinearShape("self_attn.q_b_proj", "attention", int(q_rank), heads * (nope + rope), layers),
+            ]
+            vectors += int(q_rank)  # q_a_layernorm
+        else:
+            shapes.append(LinearShape("self_attn.q_proj", "attention", h, heads * (nope + rope), layers))
+        shapes += [
+            LinearShape("self_attn.kv_a_proj_with_mqa", "attention", h, kv_rank + rope, layers),
+            LinearShape("self_attn.kv_b_proj", "attention", kv_rank, heads * (nope + v_dim), layers),
+            LinearShape("self_attn.o_proj", "attention", heads * v_dim, h, layers),
+        ]
+        return shapes, vectors
+    q_out = heads * arch.head_dim
+    kv_out = arch.num_kv_heads * arch.head_dim
+    if arch.model_type == "phi3":  # one fused projection in the checkpoint
+        shapes = [LinearShape("self_attn.qkv_proj", "attention", h, q_out + 2 * kv_out, layers)]
+    else:
+        shapes = [
+            LinearShape("self_attn.q_proj", "attention", h, q_out, layers),
+            LinearShape("self_attn.k_proj", "attention", h, kv_out, layers),
+            LinearShape("self_attn.v_proj", "attention", h, kv_out, layers),
+        ]
+    shapes.append(LinearShape("self_attn.o_proj", "attention", q_out, h, layers))
+    vectors = 0
+    if arch.attention_bias:
+        vectors += q_out + 2 * kv_out
+        if not arch.model_type.startswith("qwen2"):
+            vectors += h  # o_proj's bias (Qwen2 has none)
+    if arch.qk_norm:
+        vectors += 2 * arch.head_dim
+    if arch.model_type == "gpt_oss":
+        vectors += heads  # attention sinks
+    return shapes, vectors
+
+
+def _mlp(arch: Architecture, moe_layers: int, dense_layers: int) -> tuple[list[LinearShape], int]:
+    """The MLP/MoE projections and the vector parameters over all those layers."""
+    h, text = arch.hidden_size, arch.text
+    shapes: list[LinearShape] = []
+    vectors = 0
+    dense_width = int(first_key(text, "intermediate_size_mlp", default=arch.intermediate_size))
+    if arch.moe is None:
+        dense_layers += moe_layers
+        moe_layers = 0
+    if dense_layers:
+        fused = arch.model_type == "phi3"
+        if fused:
+            shapes.append(LinearShape("mlp.gate_up_proj", "mlp", h, 2 * dense_width, dense_layers))
+        else:
+            shapes.append(LinearShape("mlp.gate_proj", "mlp", h, dense_width, dense_layers))
+            shapes.append(LinearShape("mlp.up_proj", "mlp", h, dense_width, dense_layers))
+        shapes.append(LinearShape("mlp.down_proj", "mlp", dense_width, h, dense_layers))
+    moe = arch.moe
+    if moe is not None and moe_layers:
+        experts, width = moe.num_experts, moe.expert_intermediate_size
+        shapes += [
+            LinearShape("mlp.experts.gate_up_proj", "experts", h, 2 * width, moe_layers * experts),
+            LinearShape("mlp.experts.down_proj", "experts", width, h, moe_layers * experts),
+            LinearShape("mlp.gate", "router", h, experts, moe_layers),
+        ]
+        if moe.shared_intermediate_size:
+            shared = moe.shared_intermediate_size
+            shapes += [
+                LinearShape("mlp.shared_experts.gate_up_proj", "shared_expert", h, 2 * shared, moe_layers),
+                LinearShape("mlp.shared_experts.down_proj", "shared_expert", shared, h, moe_layers),
+            ]
+        if "shared_expert_intermediate_size" in text and moe.shared_intermediate_size:
+            vectors += moe_layers * h  # Qwen2-MoE's shared_expert_gate (one output)
+        if text.get("topk_method") == "noaux_tc":
+            vectors += moe_layers * experts  # DeepSeek-V3's e_score_correction_bias
+        if arch.model_type == "gpt_oss":
+            vectors += moe_layers * (experts + experts * (2 * width + h))  # router and expert biases
+    return shapes, vectors
+
+
+def _vision(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], int]:
+    """A ViT-style tower (attention with biases, two-layer MLP, LayerNorms) plus its projector."""
+    vision = config.get("vision_config")
+    if not isinstance(vision, dict):
+        return [], 0
+    h = int(first_key(vision, "hidden_size", "embed_dim", "width", default=0))
+    if not h:
+        return [], 0
+    layers = int(first_key(vision, "num_hidden_layers", "depth", "num_layers", default=0))
+    inner = int(first_key(vision, "intermediate_size", default=4 * h))
+    patch = int(first_key(vision, "patch_size", default=14))
+    channels = int(first_key(vision, "num_channels", "in_channels", default=3))
+    image = int(first_key(vision, "image_size", default=0))
+    shapes = [
+        LinearShape("vision.attn.qkvo", "vision", h, h, 4 * layers),
+        LinearShape("vision.mlp.fc1", "vision", h, inner, layers),
+        LinearShape("vision.mlp.fc2", "vision", inner, h, layers),
+        LinearShape("vision.patch_embedding", "vision", channels * patch * patch, h, 1),
+    ]
+    vectors = layers * (4 * h + inner + h + 4 * h)  # biases and two LayerNorms per block
+    positions = (image // patch) ** 2 + 1 if image else 0
+    vectors += positions * h + h + 4 * h  # position and class embeddings, pre/post LayerNorms
+    projector_in = int(first_key(vision, "projector_input_dim", default=0))
+    if projector_in:  # Llama-4: pixel-shuffle MLP, then one projection into the text model
+        ratio = float(vision.get("pixel_shuffle_ratio") or 0.5)
+        shuffled = int(h / (ratio * ratio))
+        out = int(first_key(vision, "projector_output_dim", default=projector_in))
+        shapes += [
+            LinearShape("vision_adapter.mlp.fc1", "vision", shuffled, projector_in, 1),
+            LinearShape("vision_adapter.mlp.fc2", "vision", out, out, 1),
+            LinearShape(
+                "multi_modal_projector.linear_1",
+                "vision",
+                int(vision.get("vision_output_dim") or out),
+                text_hidden,
+                1,
+            ),
+        ]
+    elif str(config.get("model_type")) == "gemma3":  # one projection after a soft-embedding RMSNorm
+        shapes.append(LinearShape("multi_modal_projector.mm_input_projection", "vision", h, text_hidden, 1))
+        vectors += h
+    else:  # LLaVA-style two-layer projector
+        shapes += [
+            LinearShape("multi_modal_projector.linear_1", "vision", h, text_hidden, 1),
+            LinearShape("multi_modal_projector.linear_2", "vision", text_hidden, text_hidden, 1),
+        ]
+        vectors += 2 * text_hidden
+    return shapes, vectors
+
+
+def _norms_per_layer(arch: Architecture) -> int:
+    return (4 if arch.model_type in {"gemma2", "gemma3", "gemma3_text"} else 2) * arch.hidden_size
+
+
+def model_shapes(arch: Architecture) -> ModelShapes:
+    """Every matrix vLLM allocates for the model, from its config (MTP layers counted apart)."""
+    layers, h = arch.num_layers, arch.hidden_size
+    moe_layers = len(arch.moe.moe_layers) if arch.moe else 0
+    attention, attention_vectors = _attention(arch, layers)
+    mlp, mlp_vectors = _mlp(arch, moe_layers, layers - moe_layers)
+    linears = attention + mlp
+    embedding = arch.vocab_size * h
+    if not arch.tie_word_embeddings:
+        linears.append(LinearShape("lm_head", "lm_head", h, arch.vocab_size, 1))
+    vision, vision_vectors = _vision(arch.config, h)
+    vectors = layers * (attention_vectors + _norms_per_layer(arch)) + mlp_vectors + h  # final norm
+    mtp = 0
+    if arch.attention.mtp_layers:
+        # DeepSeek's MTP block: one MoE decoder layer, enorm, hnorm, eh_proj, shared_head (norm +
+        # head) and its own embed_tokens copy, as the checkpoint stores it.
+        one_attention, one_attention_vectors = _attention(arch, 1)
+        one_mlp, one_mlp_vectors = _mlp(arch, 1, 0)
+        per_layer = sum(s.numel for s in one_attention + one_mlp) + one_attention_vectors + one_mlp_vectors
+        per_layer += _norms_per_layer(arch) + 3 * h + 2 * h * h + 2 * embedding
+        mtp = arch.attention.mtp_layers * per_layer
+    return ModelShapes(tuple(linears + vision), vectors, embedding, vision_vectors, mtp)
+
+
+def estimate_params(arch: Architecture) -> ParamCounts:
+    """Counts parameters from the architecture alone, as vLLM loads the model for plain serving."""
+    return model_shapes(arch).counts()
+
+
+def active_params(arch: Architecture) -> int:
+    """Parameters one token uses: everything but the routed experts it is not sent to."""
+    counts = estimate_params(arch)
+    if arch.moe is None:
+        return counts.total - counts.vision
+    moe = arch.moe
+    routed = 3 * arch.hidden_size * moe.expert_intermediate_size * len(moe.moe_layers)
+    return counts.total - counts.vision - routed * (moe.num_experts - moe.experts_per_token)
+
+
+def ceil_div(value: int, divisor: int) -> int:
+    """Integer ceiling division."""
+    return math.ceil(value / divisor)

@@ -1,0 +1,162 @@
+"""Config-only inspection of real config.json files of current models, against model cards and published sizes.
+
+Every expected value is a literal: from the model card, from a checkpoint's published
+``model.safetensors.index.json`` ``total_size``, or worked out by hand (the arithmetic is in the
+comment). The config files and where they come from are listed in tests/fixtures/configs/README.md.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engine.model.inspect_model import ModelInfo, inspect_model
+from engine.plan.memory import kv_bytes_per_token, weight_bytes
+
+CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
+
+
+def config_only(name: str, tmp_path: Path) -> ModelInfo:
+    shutil.copy(CONFIGS / f"{name}.json", tmp_path / "config.json")
+    return inspect_model(tmp_path)
+
+
+# name, loaded params, source of the params figure, relative tolerance
+PARAMS = [
+    # Research note of issue 9 §6, summed by hand from vLLM's deepseek_v2.py modules; card: "671B main model".
+    ("deepseek-v3", 671_026_419_200, 0.0),
+    # gpt-oss model card / paper table: 20.91B and 116.83B total parameters.
+    ("gpt-oss-20b", 20_910_000_000, 0.001),
+    ("gpt-oss-120b", 116_830_000_000, 0.001),
+    # By hand: 48 × (18,874,368 attention + 256 qk-norm + 128·3·2048·768 experts + 128·2048 router
+    # + 4096 norms) + 2 × 151,936·2048 + 2048 = 30,532,122,624 (card: 30.5B total).
+    ("qwen3-30b-a3b", 30_532_122_624, 0.0),
+    # Model card: 109B total parameters (text 107.77B + vision tower and projector 0.87B).
+    ("llama-4-scout-17b-16e", 109_000_000_000, 0.005),
+    # Hugging Face page of microsoft/phi-4: 14.7B.
+    ("phi-4", 14_700_000_000, 0.005),
+    # Hugging Face page of google/gemma-3-27b-it: 27.4B (vision tower included).
+    ("gemma-3-27b-it", 27_400_000_000, 0.005),
+    # Meta's Llama-3.1-8B: 8.03B; the GPTQ checkpoint has the same parameters.
+    ("llama-3.1-8b-instruct-gptq-int4", 8_030_261_248, 0.0),
+    # Qwen3-8B card: 8.2B.
+    ("qwen3-8b-fp8", 8_190_000_000, 0.001),
+]
+
+
+@pytest.mark.parametrize(("name", "params", "tolerance"), PARAMS, ids=[row[0] for row in PARAMS])
+def test_loaded_parameters(name: str, params: int, tolerance: float, tmp_path: Path) -> None:
+    model = config_only(name, tmp_path)
+    assert model.params == pytest.approx(params, rel=tolerance, abs=0)
+
+
+# name, loaded weight bytes as the checkpoint stores them, tolerance; sources in the comments.
+WEIGHT_BYTES = [
+    # Published model.safetensors.index.json total_size of openai/gpt-oss-20b and -120b (MXFP4 experts
+    # at 4.25 bits, attention, router, embeddings and lm_head in bf16).
+    ("gpt-oss-20b", 13_761_264_768, 0.0),
+    ("gpt-oss-120b", 65_248_815_744, 0.0),
+    # By hand: every Linear of the 61 layers in FP8 (1 B) plus a float32 scale per 128×128 block,
+    # embeddings, lm_head, norms and routers in bf16 = 673,150,582,112 (MTP layer not loaded).
+    ("deepseek-v3", 673_150_582_112, 0.0),
+    # By hand: 6,979,321,856 linear weights × 0.5 B + fp16 scales and packed zeros per 128 inputs
+    # (109,051,904 + 27,262,976) + g_idx (4,980,736) + fp16 embeddings/lm_head/norms (2,101,878,784);
+    # the published hugging-quants GPTQ-INT4 checkpoint is 5.73 GB.
+    ("llama-3.1-8b-instruct-gptq-int4", 5_732_835_328, 0.0),
+    # Same without g_idx (AWQ GEMM): 5,727,854,592; published 5.73 GB.
+    ("llama-3.1-8b-instruct-awq-int4", 5_727_854_592, 0.0),
+    # compressed-tensors FP8 per-tensor (RedHatAI Meta-Llama-3.1-8B-Instruct-FP8): published 9.08 GB.
+    ("llama-3.1-8b-instruct-fp8", 9_080_000_000, 0.03),
+    # By hand: 6,945,767,424 FP8 weights + 1,695,744 block scales + 2,489,935,872 bf16 rest.
+    ("qwen3-8b-fp8", 9_437_399_040, 0.0),
+    # bf16: 2 bytes × 108,641,793,536 parameters.
+    ("llama-4-scout-17b-16e", 217_283_587_072, 0.0),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected", "tolerance"), WEIGHT_BYTES, ids=[row[0] for row in WEIGHT_BYTES]
+)
+def test_weight_bytes_of_the_checkpoint_format(
+    name: str, expected: int, tolerance: float, tmp_path: Path
+) -> None:
+    model = config_only(name, tmp_path)
+    assert model.loaded_weight_bytes == pytest.approx(expected, rel=tolerance, abs=0)
+    assert model.quantization is not None or model.weight_layout.startswith("bfloat16")
+
+
+def test_deepseek_v3_mtp_is_counted_apart(tmp_path: Path) -> None:
+    model = config_only("deepseek-v3", tmp_path)
+    # Research note §6: the MTP layer with its own embed_tokens and head copies is 13.46B; the card
+    # says 685B = 671B main + 14B MTP.
+    assert model.mtp_params == pytest.approx(13.46e9, rel=0.001)
+    # The published checkpoint (688,586,727,753 bytes) minus what vLLM loads is the MTP layer:
+    # ~11.6B in FP8 plus two bf16 copies of 129,280 × 7168 ≈ 15.3 GB.
+    assert 15.0e9 < 688_586_727_753 - model.loaded_weight_bytes < 15.8e9
+    # Card: 37B activated parameters per token.
+    assert model.active_params == pytest.approx(37.5e9, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("name", "tensor_parallel", "kv_bytes"),
+    [
+        ("deepseek-v3", 1, 70_272),  # (512 + 64) × 2 B × 61 layers
+        ("deepseek-v3", 8, 70_272),  # the latent is not split over TP ranks
+        ("gpt-oss-20b", 1, 49_152),  # 2 × 24 × 8 × 64 × 2
+        ("gpt-oss-120b", 1, 73_728),  # 2 × 36 × 8 × 64 × 2
+        ("qwen3-30b-a3b", 1, 98_304),  # 2 × 48 × 4 × 128 × 2
+        ("qwen3-30b-a3b", 8, 24_576),  # 4 KV heads: one per rank beyond TP 4
+        ("llama-4-scout-17b-16e", 1, 196_608),  # 2 × 48 × 8 × 128 × 2
+        ("phi-4", 1, 204_800),  # 2 × 40 × 10 × 128 × 2
+    ],
+)
+def test_kv_bytes_per_token(name: str, tensor_parallel: int, kv_bytes: int, tmp_path: Path) -> None:
+    assert kv_bytes_per_token(config_only(name, tmp_path), 2, tensor_parallel) == kv_bytes
+
+
+def test_deepseek_v3_fp8_kv_halves_the_latent(tmp_path: Path) -> None:
+    assert kv_bytes_per_token(config_only("deepseek-v3", tmp_path), 1, 8) == 35_136  # 576 × 1 B × 61
+
+
+@pytest.mark.parametrize(
+    ("name", "summary"),
+    [
+        ("deepseek-v3", "MLA latent 576 (512 + 64 rope) × 61 layers (+1 MTP, not loaded)"),
+        ("gpt-oss-20b", "GQA 8 KV heads × 64, layers: 12 sliding (128) + 12 full"),
+        ("llama-4-scout-17b-16e", "GQA 8 KV heads × 128, layers: 36 chunked (8192) + 12 full"),
+        ("gemma-3-27b-it", "GQA 16 KV heads × 128, layers: 52 sliding (1024) + 10 full"),
+        ("mistral-7b-v0.1", "GQA 8 KV heads × 128, layers: 32 sliding (4096)"),
+        ("qwen3-30b-a3b", "GQA 4 KV heads × 128 × 48 layers"),
+    ],
+)
+def test_attention_summary_says_what_is_cached(name: str, summary: str, tmp_path: Path) -> None:
+    assert config_only(name, tmp_path).attention_summary == summary
+
+
+@pytest.mark.parametrize(
+    ("name", "experts", "moe_layers", "vision_params"),
+    [
+        ("deepseek-v3", 256, 58, 0),  # first_k_dense_replace 3 of 61
+        ("qwen3-30b-a3b", 128, 48, 0),
+        ("gpt-oss-20b", 32, 24, 0),
+        # By hand: 34 ViT blocks of 23,807,872 + patch, class and position embeddings, LayerNorms
+        # (1,647,360) + pixel-shuffle MLP (39,845,888) + projector 4096 × 5120 = 871,932,416.
+        ("llama-4-scout-17b-16e", 16, 48, 871_932_416),
+    ],
+)
+def test_moe_and_vision_layout(
+    name: str, experts: int, moe_layers: int, vision_params: int, tmp_path: Path
+) -> None:
+    model = config_only(name, tmp_path)
+    assert model.moe is not None
+    assert (model.moe.num_experts, len(model.moe.moe_layers)) == (experts, moe_layers)
+    assert model.vision_params == vision_params
+
+
+def test_prequantized_checkpoint_is_planned_at_its_own_size(tmp_path: Path) -> None:
+    """The issue's gpt-oss-20b case: 12.8 GB when every Linear is taken as MXFP4, 13.76 GB for real."""
+    model = config_only("gpt-oss-20b", tmp_path)
+    assert model.quantization is not None and model.quantization.recommend_as == "mxfp4"
+    assert weight_bytes(model, "mxfp4").total == 13_761_264_768
