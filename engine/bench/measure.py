@@ -10,7 +10,7 @@ from pathlib import Path
 from engine.bench.loadgen import LoadProgress, LoadSpec, run_load, served_model_name
 from engine.bench.metrics import DEFAULT_PERCENTILES
 from engine.bench.result import BenchRun, capture_reproducibility
-from engine.bench.server_truth import ServerSampler
+from engine.bench.server_truth import DEFAULT_INTERVAL_S, ServerSampler
 from engine.serve import client as server_client
 
 __all__ = ["measure_server"]
@@ -24,6 +24,7 @@ def measure_server(
     slo_ms: Mapping[str, float] | None = None,
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     sample_server: bool = True,
+    sample_interval_s: float = DEFAULT_INTERVAL_S,
     model_path: Path | None = None,
     server_argv: Sequence[str] | None = None,
     save_detailed: bool = False,
@@ -40,6 +41,7 @@ def measure_server(
         slo_ms: Goodput bounds (ms) for ``ttft``, ``tpot``, ``e2el``.
         percentiles: Percentiles to report.
         sample_server: Scrape ``/metrics`` before, during and after the run.
+        sample_interval_s: Seconds between scrapes during the run; 0 scrapes only before and after.
         model_path: The model folder, for the reproducibility hashes.
         server_argv: The server's command line when quant-tui launched it.
         save_detailed: Keep vLLM's per-request lists in the JSON.
@@ -67,7 +69,7 @@ def measure_server(
         spec = replace(spec, num_warmups=0)
     window = None
     if sample_server:
-        with ServerSampler(root, api_key) as sampler:
+        with ServerSampler(root, api_key, interval_s=sample_interval_s) as sampler:
             result = run_load(root, spec, api_key, on_progress=on_progress, stop_event=stop_event)
         window = sampler.window
     else:

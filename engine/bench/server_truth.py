@@ -16,7 +16,8 @@ from engine.telemetry.metrics import Histogram, MetricsError, MetricsSample, par
 
 __all__ = ["HistogramWindow", "ServerSampler", "ServerWindow", "window_between"]
 
-DEFAULT_INTERVAL_S = 1.0
+# Each scrape makes the server render /metrics on the event loop that streams tokens: not too often.
+DEFAULT_INTERVAL_S = 2.0
 # vLLM 0.32 publishes the queue time (arrival to first schedule) as a histogram quant-tui's telemetry does not read.
 _QUEUE_TIME = re.compile(
     r"^vllm:request_queue_time_seconds_(sum|count)(?:\{[^}]*\})?\s+([0-9.eE+-]+|NaN)", re.M
@@ -175,7 +176,7 @@ class ServerSampler:
     """Scrapes ``/metrics`` before, during (every ``interval_s``, in a thread) and after a run.
 
     Use as a context manager around the run; :attr:`window` is set on exit. Scrapes are slow enough
-    (1 s by default) that the parsing, which holds the GIL for a few ms, does not disturb the load.
+    (2 s by default; 0 scrapes only before and after) that the parsing, which holds the GIL for a few ms, does not disturb the load.
     """
 
     def __init__(self, url: str, api_key: str | None = None, interval_s: float = DEFAULT_INTERVAL_S) -> None:
@@ -221,6 +222,8 @@ class ServerSampler:
         return scraped
 
     def _loop(self) -> None:
+        if self.interval_s <= 0:
+            return
         while not self._stop.wait(self.interval_s):
             self._take()
 

@@ -121,6 +121,13 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="highest concurrency a sweep tries",
     )
+    report.add_argument(
+        "--server-sample-interval",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds between /metrics scrapes during the run (2; 0: only before and after)",
+    )
     report.add_argument("--label", default=None, help="the result's label (--url; default: the model name)")
     report.add_argument(
         "--save-result", type=Path, default=None, metavar="FILE", help="write the result JSON"
@@ -371,6 +378,7 @@ def _run_url(args: argparse.Namespace, slo: dict[str, float], percentiles: tuple
             slo_ms=slo,
             percentiles=percentiles,
             save_detailed=args.save_detailed,
+            sample_interval_s=args.server_sample_interval,
             stop_event=stop,
         )
 
