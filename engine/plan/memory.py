@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from engine.model.architecture import AttentionLayout, LayerAttention
 from engine.model.inspect_model import ModelInfo
 from engine.plan import kv_cache
+from engine.plan.gpu_memory import GpuMemoryBreakdown, gpu_memory_breakdown
 from engine.plan.kv_cache import KvCapacity, block_size_for, host_has_amx
 from engine.plan.vllm_facts import DEFAULT_GPU_MEMORY_UTILIZATION, GIB
 
@@ -174,6 +175,7 @@ class DevicePlan:
     kv_budget_bytes: int
     kv_bytes_per_token: int
     capacity: KvCapacity
+    gpu_memory: GpuMemoryBreakdown | None = None
 
     @property
     def usable_bytes(self) -> int:
@@ -192,16 +194,29 @@ def plan_gpu(
     max_num_batched_tokens: int,
     max_num_seqs: int,
     memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
+    enforce_eager: bool = False,
 ) -> DevicePlan:
-    """Plans one GPU's memory: budget × utilization − weight shard − overhead → KV cache.
+    """Plans one GPU's memory as vLLM's GPU worker does (see ``gpu_memory``), then its KV cache.
 
-    Weights split evenly over tensor- and pipeline-parallel ranks; with pipeline parallelism each
-    device holds the KV cache of its own layers only.
+    requested (total × utilization) − weight shard − activation peak − non-torch − CUDA graphs
+    = KV cache. Weights split evenly over tensor- and pipeline-parallel ranks; with pipeline
+    parallelism each device holds the KV cache of its own layers only.
     """
     shards = tensor_parallel_size * pipeline_parallel_size
     weights_per_device = math.ceil(weights.total / shards)
-    overhead = runtime_overhead(model, max_num_batched_tokens, max_num_seqs, tensor_parallel_size)
-    budget = int(device_memory_bytes * memory_utilization) - weights_per_device - overhead.total
+    memory = gpu_memory_breakdown(
+        model,
+        weights_per_device,
+        device_memory_bytes,
+        memory_utilization,
+        max_num_batched_tokens,
+        max_num_seqs,
+        tensor_parallel_size,
+        pipeline_parallel_size,
+        enforce_eager,
+    )
+    overhead = Overhead(memory.activation_peak_bytes, memory.non_torch_bytes + memory.cudagraph_bytes)
+    budget = memory.requested_bytes - memory.non_kv_bytes
     per_token = math.ceil(
         kv_bytes_per_token(model, kv_dtype_bytes, tensor_parallel_size) / pipeline_parallel_size
     )
@@ -226,6 +241,7 @@ def plan_gpu(
         max(budget, 0),
         per_token,
         capacity,
+        memory,
     )
 
 

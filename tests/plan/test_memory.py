@@ -118,7 +118,16 @@ def test_gpu_plan_adds_up(llama8b: ModelInfo) -> None:
     weights = weight_bytes(llama8b, "fp8")
     plan = plan_gpu(llama8b, weights, 80 * GIB, 8192, 2, 1, 1, 8192, 1024)
     assert plan.usable_bytes == int(80 * GIB * 0.92)
-    assert plan.kv_budget_bytes == plan.usable_bytes - plan.weights_bytes - plan.overhead.total
+    memory = plan.gpu_memory
+    assert memory is not None
+    assert memory.requested_bytes == 79_027_398_247  # ceil(80 GiB × 0.92)
+    assert plan.kv_budget_bytes == (
+        79_027_398_247
+        - plan.weights_bytes
+        - memory.activation_peak_bytes
+        - memory.non_torch_bytes
+        - memory.cudagraph_bytes
+    )
     assert plan.capacity.tokens > 100_000
     halved = plan_gpu(llama8b, weights, 80 * GIB, 8192, 2, 2, 1, 8192, 1024)
     assert halved.weights_bytes == (weights.total + 1) // 2
