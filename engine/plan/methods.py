@@ -24,6 +24,8 @@ MethodName = Literal[
     "w4a16",
     "gptq-w4a16",
     "awq-w4a16",
+    "gptq-w8a16",
+    "smoothquant-int8",
     "nvfp4",
     "nvfp4a16",
     "mxfp4",
@@ -206,6 +208,33 @@ METHODS: tuple[Method, ...] = (
         description="INT4 asymmetric weights, group 128, AWQ scaling on calibration text (llm-compressor); activations 16-bit",
         cpu_avx512_only=True,
         serves_as="w4a16",
+    ),
+    Method(
+        name="gptq-w8a16",
+        label="INT8 GPTQ (W8A16)",
+        weights=WeightLayout(8, 128, 2),
+        capability=vllm_facts.CT_WNA16_INT8,
+        producer="llm-compressor",
+        folder_suffix="W8A16-GPTQ",
+        trade_off="near-lossless (8-bit weights, 16-bit math)",
+        ct_scheme="W8A16",
+        description="INT8 symmetric weights, group 128, GPTQ on calibration text (llm-compressor); activations 16-bit",
+        serves_as="w8a16",
+    ),
+    Method(
+        name="smoothquant-int8",
+        label="INT8 W8A8 (SmoothQuant + GPTQ)",
+        weights=WeightLayout(8, None, 4, quantizes_activations=True),
+        capability=vllm_facts.CT_INT8_W8A8,
+        producer="llm-compressor",
+        folder_suffix="W8A8-INT8-SmoothQuant",
+        trade_off="near-lossless; SmoothQuant keeps activation outliers from costing accuracy",
+        ct_scheme="W8A8",
+        description=(
+            "INT8 weights per output channel after SmoothQuant (strength 0.8), GPTQ on calibration text "
+            "(llm-compressor); activations INT8, dynamic per token"
+        ),
+        serves_as="int8-w8a8",
     ),
     Method(
         name="nvfp4",

@@ -42,6 +42,8 @@ ENVIRONMENT_BYTES = 3 * 10**9
 # The model in memory in its dtype, plus llm-compressor's Hessians, activations and a copy on save.
 MEMORY_FACTOR = 2.5
 CALIBRATION_SAMPLES = 128
+# Calibrated methods that quantize the original weights without rescaling them first.
+GPTQ_ONLY = ("gptq-w4a16", "gptq-w8a16")
 SCHEME_DESCRIPTIONS = {name: method(name).description for name in CALIBRATED_METHODS}
 
 
@@ -207,8 +209,10 @@ def preflight_calibrated(request: QuantizeRequest) -> tuple[Path, int]:
     check_source(request)
     calibration = calibration_file(request)
     output = request.output or default_output_dir(request.source, request.method)
-    # The output has the data-free W4A16 layout (plus zero points for AWQ): its plan checks shapes and size.
-    plan = build_plan(replace(request, method="w4a16", output=output, calibration=None))
+    # The output has the layout of the data-free method it is served as (W4A16 plus zero points for
+    # AWQ, W8A16, INT8 W8A8): that method's plan checks shapes and size.
+    served = method(request.method).format_name
+    plan = build_plan(replace(request, method=served, output=output, calibration=None))
     check_output(request.source, output)
     needed_disk = int(plan.estimated_output_bytes * 1.1)
     if llmcompressor_python() is None:
@@ -334,7 +338,7 @@ def _calibrated_report(
     source_headers = read_safetensors_headers(source_weight_files(request.source))
     output_files = sorted(staging.glob("*.safetensors"))
     output_headers = read_safetensors_headers(output_files)
-    quantized = sum(1 for header in output_headers if header.name.endswith(".weight_packed"))
+    quantized = sum(1 for header in output_headers if header.name.endswith(".weight_scale"))
     return QuantizeReport(
         source=request.source,
         output=output,
@@ -345,9 +349,9 @@ def _calibrated_report(
         tensors_copied=len(source_headers) - quantized,
         seconds=time.monotonic() - started,
         peak_rss_bytes=peak,
-        # AWQ rescales weights against the norms before it quantizes, so only GPTQ's weights
-        # can be compared with the originals one to one.
-        layer_errors=gptq_layer_errors(request.source, staging) if request.method == "gptq-w4a16" else (),
+        # AWQ and SmoothQuant rescale weights against the norms before they quantize, so only
+        # plain GPTQ's weights can be compared with the originals one to one.
+        layer_errors=gptq_layer_errors(request.source, staging) if request.method in GPTQ_ONLY else (),
     )
 
 
@@ -362,7 +366,7 @@ def _tensor_files(files: list[Path]) -> dict[str, Path]:
 
 
 def gptq_layer_errors(source: Path, output: Path) -> tuple[LayerError, ...]:
-    """Relative error of each packed INT4 layer in ``output`` against the same weight in ``source``.
+    """Relative error of each packed INT4/INT8 layer in ``output`` against the same weight in ``source``.
 
     Reads one layer at a time and dequantizes with compressed-tensors' own unpack/dequantize.
     """
@@ -389,7 +393,9 @@ def gptq_layer_errors(source: Path, output: Path) -> tuple[LayerError, ...]:
         if f"{module}.weight" not in originals:
             continue
         shape = load(written, f"{module}.weight_shape").tolist()
-        values = unpack_from_int32(load(written, name), 4, torch.Size(shape))
+        packed = load(written, name)
+        bits = 32 * packed.shape[1] // shape[1]
+        values = unpack_from_int32(packed, bits, torch.Size(shape))
         g_idx = load(written, f"{module}.weight_g_idx") if f"{module}.weight_g_idx" in written else None
         restored = dequantize(values, load(written, f"{module}.weight_scale").float(), g_idx=g_idx)
         original = load(originals, f"{module}.weight").float()

@@ -51,6 +51,17 @@ def recipe_for(method: str) -> list[Any]:
 
     if method == "gptq-w4a16":
         return [GPTQModifier(targets="Linear", scheme="W4A16", ignore=["lm_head"])]
+    if method == "gptq-w8a16":
+        return [GPTQModifier(targets="Linear", scheme="W8A16", ignore=["lm_head"])]
+    if method == "smoothquant-int8":
+        # llm-compressor's INT8 W8A8 recipe (examples/quantization_w8a8_int8): SmoothQuant moves
+        # activation outliers into the weights, then GPTQ quantizes them; routers stay 16-bit.
+        from llmcompressor.modifiers.transform import SmoothQuantModifier
+
+        return [
+            SmoothQuantModifier(smoothing_strength=0.8),
+            GPTQModifier(targets="Linear", scheme="W8A8", ignore=["lm_head", "re:.*mlp.gate$"]),
+        ]
     if method == "awq-w4a16":
         from llmcompressor.modifiers.transform import AWQModifier
 
