@@ -128,20 +128,18 @@ def _worker_count(request: QuantizeRequest) -> int:
     return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
 
-def _working_bytes_per_item(plan: QuantizePlan) -> int:
-    # Source rows, float32 copies for the error, scaled/clamped temporaries and the output rows.
-    return CHUNK_ELEMENTS * 8 + BLOCK_ELEMENTS * 24 if plan.tensors else 0
-
-
 def _check_memory(plan: QuantizePlan, workers: int) -> None:
+    """Refuses a run whose streaming working set (the estimate's memory model) exceeds the available memory."""
     import psutil
 
-    needed = _working_bytes_per_item(plan) * (workers + 1)
+    from engine.quantize.estimate import streaming_working_bytes
+
+    needed = streaming_working_bytes(plan, workers)
     available = psutil.virtual_memory().available
     if available < needed:
         raise QuantTuiError(
-            f"not enough free memory: quantizing with {workers} workers needs about {needed / 1e9:.1f} GB, "
-            f"{available / 1e9:.1f} GB is available; close programs or pass fewer workers"
+            f"not enough free memory: quantizing with {workers} workers needs about {needed / 1e9:.2f} GB, "
+            f"{available / 1e9:.2f} GB is available; pass --workers 1 or close programs"
         )
 
 

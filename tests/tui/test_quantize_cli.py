@@ -64,3 +64,37 @@ def test_unknown_method_is_an_argparse_error(tiny: Path) -> None:
     with pytest.raises(SystemExit) as caught:
         main(["quantize", "--model", str(tiny), "--method", "int3"])
     assert caught.value.code == 2
+
+
+@pytest.mark.parametrize("method", ["fp8-block", "nvfp4a16", "gptq-w8a16"])
+def test_dry_run_prints_the_cost_and_writes_nothing(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], method: str
+) -> None:
+    out = tmp_path / "out"
+    calibration = tmp_path / "calibration.txt"
+    calibration.write_text("\n\n".join("some typical text " * 20 for _ in range(4)))
+    args = ["quantize", "--model", str(tiny), "--method", method, "--out", str(out), "--dry-run"]
+    assert main([*args, "--calibration", str(calibration), "--json"]) == 0
+    cost = json.loads(capsys.readouterr().out)
+    assert cost["method"] == method and cost["fits"] is True and cost["refusal"] is None
+    assert cost["peak_ram_bytes"] > 0 and cost["disk_bytes"] > 0 and cost["seconds"] >= 0
+    assert main([*args, "--calibration", str(calibration)]) == 0
+    text = capsys.readouterr().out
+    assert "peak memory" in text and "disk" in text and "time" in text and "fits" in text
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_dry_run_that_cannot_fit_exits_2_with_one_line(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collections import namedtuple
+
+    import psutil
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: namedtuple("Memory", "available")(10**6))
+    status = main(
+        ["quantize", "--model", str(tiny), "--method", "fp8", "--out", str(tmp_path / "o"), "--dry-run"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert err[-1].startswith("quant-tui: error: ") and "--workers 1" in err[-1]

@@ -14,6 +14,7 @@ from engine.quantize.request import METHODS
 
 if TYPE_CHECKING:
     from engine.quantize import QuantizeProgress, QuantizeReport
+    from engine.quantize.estimate import CostEstimate
 
 WORST_LAYERS_PRINTED = 5
 
@@ -24,10 +25,11 @@ def register(subparsers: Any) -> None:
         "quantize",
         help="quantize a model into a checkpoint vLLM serves directly",
         description=(
-            "Writes a compressed-tensors checkpoint next to the model (or to --out). fp8, int8-w8a8 and "
-            "w4a16 need no data and stream tensor by tensor, so the model never has to fit in memory. "
-            "gptq-w4a16 and awq-w4a16 calibrate on sample text with llm-compressor, which quant-tui "
-            "installs into its own environment on first use (it cannot share vLLM's)."
+            "Writes a compressed-tensors checkpoint next to the model (or to --out). fp8, fp8-block, "
+            "int8-w8a8, w8a16, w4a16 and nvfp4a16 need no data and stream tensor by tensor, so the model "
+            "never has to fit in memory. gptq-w4a16, awq-w4a16, gptq-w8a16 and smoothquant-int8 calibrate "
+            "on sample text with llm-compressor, which quant-tui installs into its own environment on "
+            "first use (it cannot share vLLM's). --dry-run prints what a run would need first."
         ),
     )
     parser.add_argument(
@@ -54,6 +56,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--workers", type=int, metavar="N", help="quantizing threads (default: CPU count, ≤8)"
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print peak memory, disk and time the run would need, and whether it fits; write nothing",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     parser.set_defaults(func=run)
 
@@ -72,7 +79,19 @@ def run(args: argparse.Namespace) -> int:
         calibration=args.calibration,
         workers=args.workers,
     )
+    from engine.quantize.estimate import estimate, refuse_if_too_big
+
     preflight(request)  # header-only checks, so a bad request fails before the bar appears
+    cost = estimate(request)
+    if args.dry_run:
+        if args.json:
+            json.dump(cost.as_json(), sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            _print_cost(cost)
+        refuse_if_too_big(cost)
+        return 0
+    refuse_if_too_big(cost)
     with _ProgressBar() as bar:
         report = quantize_model(request, on_progress=bar.update)
     if args.json:
@@ -81,6 +100,27 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(report)
     return 0
+
+
+def _print_cost(cost: CostEstimate) -> None:
+    from engine.quantize.report import format_bytes
+
+    print(f"{cost.method}: what the run needs (nothing was written)")
+    print(
+        f"  peak memory  {format_bytes(cost.peak_ram_bytes)} (available {format_bytes(cost.available_ram_bytes)})"
+    )
+    print(f"  disk         {format_bytes(cost.disk_bytes)} (free {format_bytes(cost.free_disk_bytes)})")
+    print(f"  time         about {_duration(cost.seconds)}")
+    print(f"  model        {cost.memory_model}")
+    print("  fits" if cost.refusal is None else "  does not fit")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def report_to_json(report: QuantizeReport) -> dict[str, Any]:

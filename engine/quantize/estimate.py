@@ -1,0 +1,248 @@
+"""What a quantization will cost before it starts: peak host RAM, disk, time, from a stated memory model.
+
+Data-free (streaming) runs hold, per thread in flight, one chunk of source rows (as a copy and as
+the memory-mapped pages it was read from) and the float temporaries of one quantization block; the
+process itself (Python, torch, safetensors) is measured, not guessed, since the dry run has loaded
+the same libraries.
+
+Calibrated runs (llm-compressor) load the whole model in its dtype, then walk it one decoder layer
+at a time: they hold that layer's Hessians (``in_features**2`` float32 per Linear, GPTQ) and the
+calibration activations entering and leaving the layer (``samples * seq_len * hidden`` twice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from engine.errors import QuantTuiError
+from engine.quantize.request import CALIBRATED_METHODS, QuantizeRequest, default_output_dir
+
+# The memory model's constants (see the module docstring); benchmarks/bench_quantize.py prints
+# estimate / measured for each method so a drift shows.
+FLOAT_TEMPORARY_BYTES_PER_ELEMENT = 24  # float32 copy, scaled, clamped, restored, difference, quantized
+# llm-compressor's worker with torch, transformers and llm-compressor imported, before the model (measured:
+# 2-core x86 dev box, llm-compressor 0.14, torch 2.13 CPU).
+LLMCOMPRESSOR_PROCESS_BYTES = 900 * 10**6
+CALIBRATION_SEQ_LEN = 512
+# Stated throughputs for the time estimate (the 2-core dev box; the benchmark prints the real ones).
+STREAMING_BYTES_PER_S = 250 * 10**6
+CALIBRATION_FLOPS_PER_S = 20 * 10**9
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """What one run needs, worked out before it starts.
+
+    Attributes:
+        method: the method estimated.
+        peak_ram_bytes: peak resident memory of the quantizing processes.
+        disk_bytes: what the output (and a first-use llm-compressor environment) writes.
+        seconds: estimated wall time.
+        available_ram_bytes: memory available now.
+        free_disk_bytes: free space where the output goes.
+        memory_model: one sentence saying what the RAM figure counts.
+        refusal: why the run cannot fit, with what would, or None when it fits.
+    """
+
+    method: str
+    peak_ram_bytes: int
+    disk_bytes: int
+    seconds: float
+    available_ram_bytes: int
+    free_disk_bytes: int
+    memory_model: str
+    refusal: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (``--dry-run --json``)."""
+        return {
+            "method": self.method,
+            "peak_ram_bytes": self.peak_ram_bytes,
+            "disk_bytes": self.disk_bytes,
+            "seconds": round(self.seconds, 1),
+            "available_ram_bytes": self.available_ram_bytes,
+            "free_disk_bytes": self.free_disk_bytes,
+            "memory_model": self.memory_model,
+            "fits": self.refusal is None,
+            "refusal": self.refusal,
+        }
+
+
+def _process_rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def _free_disk(request: QuantizeRequest) -> int:
+    import shutil
+
+    anchor = (request.output or default_output_dir(request.source, request.method)).parent
+    while not anchor.exists():
+        anchor = anchor.parent
+    return shutil.disk_usage(anchor).free
+
+
+def streaming_working_bytes(plan: Any, workers: int) -> int:
+    """Bytes a data-free run holds beyond its process: per item in flight, source rows twice plus temporaries."""
+    from engine.quantize import runner
+    from engine.quantize.schemes import SAFETENSORS_DTYPES
+
+    if not plan.tensors:
+        return 0
+    import torch
+
+    largest = 0
+    for tensor in plan.tensors:
+        element = torch.empty((), dtype=getattr(torch, SAFETENSORS_DTYPES[tensor.dtype])).element_size()
+        cols = tensor.shape[1] if len(tensor.shape) == 2 else max(1, tensor.nbytes // element)
+        rows_per_item = max(1, runner.CHUNK_ELEMENTS // cols)
+        block_rows = max(1, runner.BLOCK_ELEMENTS // cols)
+        if tensor.action == "quantize":
+            rows_per_item = runner._whole_scale_rows(rows_per_item, plan.scheme)
+            block_rows = runner._whole_scale_rows(block_rows, plan.scheme)
+        rows = min(rows_per_item, tensor.shape[0] if tensor.shape else 1)
+        item = 2 * rows * cols * element
+        if tensor.action == "quantize":
+            item += min(block_rows, rows) * cols * FLOAT_TEMPORARY_BYTES_PER_ELEMENT
+        largest = max(largest, item)
+    # The pool's threads each hold an item, and the calling thread finishes one more.
+    return largest * (workers + 1)
+
+
+def estimate_data_free(request: QuantizeRequest) -> CostEstimate:
+    """The cost of a data-free run (runs the planner's checks, reads only headers)."""
+    import psutil
+    import torch  # noqa: F401  (the run's own libraries, so the process is measured as it will be)
+
+    from engine.quantize.runner import _worker_count
+    from engine.quantize.tensor_plan import build_plan
+
+    plan = build_plan(request)
+    workers = _worker_count(request)
+    peak = _process_rss() + streaming_working_bytes(plan, workers)
+    disk = plan.estimated_output_bytes
+    seconds = (plan.input_bytes + disk) / STREAMING_BYTES_PER_S
+    available = int(psutil.virtual_memory().available)
+    free = _free_disk(request)
+    refusal = None
+    if peak > available:
+        refusal = (
+            f"{request.method} needs about {peak / 1e9:.2f} GB of memory, {available / 1e9:.2f} GB is available; "
+            "pass --workers 1 or close programs"
+        )
+    elif disk > free:
+        refusal = f"the output needs {disk / 1e9:.2f} GB, {free / 1e9:.2f} GB is free there; pass --out on another disk"
+    return CostEstimate(
+        method=request.method,
+        peak_ram_bytes=peak,
+        disk_bytes=disk,
+        seconds=seconds,
+        available_ram_bytes=available,
+        free_disk_bytes=free,
+        memory_model=(
+            f"this process ({_process_rss() / 1e6:.0f} MB with torch) + {workers + 1} chunks of source rows "
+            "(copy and mapped pages) and their float temporaries; the model is streamed, never loaded"
+        ),
+        refusal=refusal,
+    )
+
+
+def calibrated_layer_bytes(
+    config: dict[str, Any], samples: int, seq_len: int, dtype_bytes: int
+) -> tuple[int, int]:
+    """(Hessian bytes of one decoder layer, calibration activation bytes) for GPTQ's sequential pipeline."""
+    text = config.get("text_config") or config
+    hidden = int(text["hidden_size"])
+    intermediate = int(text.get("intermediate_size") or 4 * hidden)
+    # q/k/v and gate/up see the hidden state, o_proj the attention output, down_proj the MLP's.
+    heads = int(text.get("num_attention_heads") or 1)
+    head_dim = int(text.get("head_dim") or hidden // heads)
+    hessians = 4 * (5 * hidden**2 + (heads * head_dim) ** 2 + intermediate**2)
+    activations = 2 * samples * seq_len * hidden * dtype_bytes
+    return hessians, activations
+
+
+def estimate_calibrated(
+    request: QuantizeRequest, samples: int, seq_len: int = CALIBRATION_SEQ_LEN
+) -> CostEstimate:
+    """The cost of an llm-compressor run (the whole model in memory, one layer's Hessians and activations)."""
+    import psutil
+
+    from engine.plan.methods import method
+    from engine.quantize.calibrated import ENVIRONMENT_BYTES, llmcompressor_python
+    from engine.quantize.tensor_plan import build_plan, check_source
+
+    config, _, _ = check_source(request)
+    output = request.output or default_output_dir(request.source, request.method)
+    plan = build_plan(
+        replace(request, method=method(request.method).format_name, output=output, calibration=None)
+    )
+    dtype_bytes = 2
+    hessians, activations = calibrated_layer_bytes(config, samples, seq_len, dtype_bytes)
+    model_bytes = plan.input_bytes
+    peak = LLMCOMPRESSOR_PROCESS_BYTES + model_bytes + hessians + activations
+    disk = int(plan.estimated_output_bytes * 1.1) + (
+        ENVIRONMENT_BYTES if llmcompressor_python() is None else 0
+    )
+    parameters = model_bytes // dtype_bytes
+    # Two forward passes of every sample through the model (calibrate, then propagate the quantized layer).
+    seconds = 2 * 2 * parameters * samples * seq_len / CALIBRATION_FLOPS_PER_S
+    available = int(psutil.virtual_memory().available)
+    free = _free_disk(request)
+    refusal = None
+    if peak > available:
+        fixed = LLMCOMPRESSOR_PROCESS_BYTES + model_bytes + hessians
+        room = available - fixed
+        if room > 0 and activations > 0:
+            fewer = int(samples * room / activations)
+            refusal = (
+                f"{request.method} needs about {peak / 1e9:.1f} GB of memory, {available / 1e9:.1f} GB is available; "
+                f"{max(fewer, 0)} calibration samples (instead of {samples}) would fit, or use a data-free method"
+            )
+        else:
+            refusal = (
+                f"{request.method} loads the whole model: it needs about {peak / 1e9:.1f} GB of memory, "
+                f"{available / 1e9:.1f} GB is available; use the streaming {method(request.method).format_name} "
+                "method instead"
+            )
+    elif disk > free:
+        refusal = f"the output needs {disk / 1e9:.2f} GB, {free / 1e9:.2f} GB is free there; pass --out on another disk"
+    return CostEstimate(
+        method=request.method,
+        peak_ram_bytes=peak,
+        disk_bytes=disk,
+        seconds=seconds,
+        available_ram_bytes=available,
+        free_disk_bytes=free,
+        memory_model=(
+            f"llm-compressor's process ({LLMCOMPRESSOR_PROCESS_BYTES / 1e6:.0f} MB) + the whole model "
+            f"({model_bytes / 1e9:.2f} GB) + one layer's Hessians ({hessians / 1e6:.0f} MB) + "
+            f"{samples} x {seq_len}-token activations in and out of it ({activations / 1e6:.0f} MB)"
+        ),
+        refusal=refusal,
+    )
+
+
+def estimate(request: QuantizeRequest) -> CostEstimate:
+    """The cost of ``request`` by its method's memory model.
+
+    Raises:
+        QuantTuiError: the request fails the pre-flight checks (bad source, output exists, ...).
+    """
+    if request.method in CALIBRATED_METHODS:
+        from engine.quantize.calibrated import CALIBRATION_SAMPLES
+
+        return estimate_calibrated(request, CALIBRATION_SAMPLES)
+    return estimate_data_free(request)
+
+
+def refuse_if_too_big(cost: CostEstimate) -> None:
+    """Raises the one-line refusal of an estimate that does not fit.
+
+    Raises:
+        QuantTuiError: the run cannot fit, saying what would.
+    """
+    if cost.refusal is not None:
+        raise QuantTuiError(cost.refusal)
