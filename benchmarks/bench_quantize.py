@@ -1,12 +1,13 @@
 """Benchmark of the streaming quantizer on a several-GB Llama-shaped checkpoint built locally.
 
-Prints ratios measured in one run: peak RSS / model size, output throughput vs a plain copy of the
-same checkpoint on the same disk, and (when quant-tui's llm-compressor environment exists) time and
-peak-RSS ratios vs llm-compressor's ``model_free_ptq`` on the same model and scheme.
+Prints ratios measured in one run: time vs a plain copy of the same checkpoint on the same disk,
+peak RSS / model size, the ``--dry-run`` estimate of peak RSS vs the measured peak (on this model and
+on the demo model), and (when quant-tui's llm-compressor environment exists) time and peak-RSS
+ratios vs llm-compressor's ``model_free_ptq`` on the same model and scheme.
 
 Run it under the heavy-job lock::
 
-    flock /tmp/quant-tui-heavy.lock .venv/bin/python benchmarks/bench_quantize.py --size-gb 4
+    flock /tmp/quant-tui-heavy.lock .venv/bin/python benchmarks/bench_quantize.py --size-gb 1.7 --single-shard
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ REPO = Path(__file__).resolve().parents[1]
 HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, VOCAB = 4096, 11008, 32, 8, 32000
 HEAD_DIM = HIDDEN // HEADS
 BUILT_MARKER = ".bench-complete"
-LLMCOMPRESSOR_SCHEMES = {"fp8": "FP8_DYNAMIC", "int8-w8a8": "W8A8", "w4a16": "W4A16"}
+LLMCOMPRESSOR_SCHEMES = {
+    "fp8": "FP8_DYNAMIC",
+    "fp8-block": "FP8_BLOCK",
+    "int8-w8a8": "W8A8",
+    "w8a16": "W8A16",
+    "w4a16": "W4A16",
+    "nvfp4a16": "NVFP4A16",
+}
 
 
 def layer_shapes(layer: int) -> dict[str, tuple[int, ...]]:
@@ -51,15 +59,19 @@ def numel(shape: tuple[int, ...]) -> int:
     return count
 
 
-def build_checkpoint(folder: Path, size_gb: float) -> tuple[int, int]:
-    """Writes a random bf16 Llama of about ``size_gb`` GB, one shard at a time; returns (bytes, largest tensor bytes)."""
+def build_checkpoint(folder: Path, size_gb: float, single_shard: bool = False) -> tuple[int, int]:
+    """Writes a random bf16 Llama of about ``size_gb`` GB, one shard at a time; returns (bytes, largest tensor bytes).
+
+    With ``single_shard`` every tensor goes to one ``model.safetensors`` (written in one go).
+    """
     import torch
     from safetensors.torch import save_file
 
     per_layer = sum(numel(shape) for shape in layer_shapes(0).values()) * 2
     embeddings = 2 * VOCAB * HIDDEN * 2
     layers = max(1, round((size_gb * 1e9 - embeddings) / per_layer))
-    if (folder / BUILT_MARKER).is_file():
+    marker = f"{size_gb} {'single' if single_shard else 'sharded'}"
+    if (folder / BUILT_MARKER).is_file() and (folder / BUILT_MARKER).read_text() == marker:
         total = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
         return total, VOCAB * HIDDEN * 2
     shutil.rmtree(folder, ignore_errors=True)
@@ -73,9 +85,13 @@ def build_checkpoint(folder: Path, size_gb: float) -> tuple[int, int]:
         ),
         {"model.norm.weight": (HIDDEN,), "lm_head.weight": (VOCAB, HIDDEN)},
     ]
+    if single_shard:
+        shards = [{name: shape for shard in shards for name, shape in shard.items()}]
     weight_map = {}
     for index, shapes in enumerate(shards):
-        name = f"model-{index + 1:05d}-of-{len(shards):05d}.safetensors"
+        name = (
+            "model.safetensors" if single_shard else f"model-{index + 1:05d}-of-{len(shards):05d}.safetensors"
+        )
         tensors = {
             key: (
                 torch.ones(shape) if len(shape) == 1 else torch.randn(shape, generator=generator) * 0.02
@@ -86,9 +102,10 @@ def build_checkpoint(folder: Path, size_gb: float) -> tuple[int, int]:
         weight_map.update(dict.fromkeys(tensors, name))
         del tensors
     total = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
-    (folder / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map})
-    )
+    if not single_shard:
+        (folder / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map})
+        )
     config = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -106,7 +123,7 @@ def build_checkpoint(folder: Path, size_gb: float) -> tuple[int, int]:
         "hidden_act": "silu",
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2))
-    (folder / BUILT_MARKER).write_text("ok")
+    (folder / BUILT_MARKER).write_text(marker)
     return total, VOCAB * HIDDEN * 2
 
 
@@ -141,9 +158,13 @@ from pathlib import Path
 import torch, safetensors  # imported before measuring the baseline
 baseline = peak_rss()
 from engine.quantize import QuantizeRequest, quantize_model
+from engine.quantize.estimate import estimate
+request = QuantizeRequest(Path(sys.argv[1]), sys.argv[2], output=Path(sys.argv[3]))
+estimated = estimate(request).peak_ram_bytes
 started = time.monotonic()
-report = quantize_model(QuantizeRequest(Path(sys.argv[1]), sys.argv[2], output=Path(sys.argv[3])))
+report = quantize_model(request)
 print(json.dumps({
+    "estimated_peak": estimated,
     "seconds": time.monotonic() - started,
     "output_bytes": report.output_bytes,
     "peak_rss": peak_rss(),
@@ -188,7 +209,15 @@ def folder_bytes(folder: Path) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gb", type=float, default=4.0, help="checkpoint size to build (default 4)")
-    parser.add_argument("--methods", default="fp8,int8-w8a8,w4a16", help="comma-separated data-free methods")
+    parser.add_argument(
+        "--methods",
+        default="fp8,fp8-block,int8-w8a8,w8a16,w4a16,nvfp4a16",
+        help="comma-separated data-free methods",
+    )
+    parser.add_argument(
+        "--single-shard", action="store_true", help="write the checkpoint as one model.safetensors"
+    )
+    parser.add_argument("--demo", type=Path, help="also compare estimate vs peak on this (demo) model folder")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "quant-tui-bench")
     parser.add_argument("--keep", action="store_true", help="keep the built checkpoint for the next run")
     args = parser.parse_args()
@@ -197,7 +226,7 @@ def main() -> int:
 
     source = args.workdir / "bench-llama"
     started = time.monotonic()
-    model_bytes, largest = build_checkpoint(source, args.size_gb)
+    model_bytes, largest = build_checkpoint(source, args.size_gb, args.single_shard)
     print(
         f"checkpoint: {model_bytes / 1e9:.2f} GB bf16 in {source} (built in {time.monotonic() - started:.0f} s)"
     )
@@ -208,8 +237,8 @@ def main() -> int:
 
     compressor = llmcompressor_python()
     header = (
-        f"{'method':<10} {'seconds':>8} {'in MB/s':>8} {'out MB/s':>8} {'out/copy':>8} "
-        f"{'peak RSS':>9} {'RSS/model':>9} {'(RSS-import)/largest':>21}"
+        f"{'method':<10} {'seconds':>8} {'time/copy':>9} {'in MB/s':>8} {'out MB/s':>8} "
+        f"{'peak RSS':>9} {'RSS/model':>9} {'est/peak':>8}"
     )
     print(header)
     rows = []
@@ -218,19 +247,32 @@ def main() -> int:
         shutil.rmtree(output, ignore_errors=True)
         ours = run_child(sys.executable, QUANTIZE_CHILD, str(source), method, str(output))
         out_rate = ours["output_bytes"] / ours["seconds"]
-        own = ours["peak_rss"] - ours["baseline_rss"]
         print(
-            f"{method:<10} {ours['seconds']:>8.1f} {model_bytes / ours['seconds'] / 1e6:>8.0f} {out_rate / 1e6:>8.0f} "
-            f"{out_rate / copy_rate:>8.2f} {ours['peak_rss'] / 1e9:>7.2f}GB {ours['peak_rss'] / model_bytes:>9.3f} "
-            f"{own / largest:>21.2f}"
+            f"{method:<10} {ours['seconds']:>8.1f} {ours['seconds'] / copy_seconds:>9.2f} "
+            f"{model_bytes / ours['seconds'] / 1e6:>8.0f} {out_rate / 1e6:>8.0f} "
+            f"{ours['peak_rss'] / 1e9:>7.2f}GB {ours['peak_rss'] / model_bytes:>9.3f} "
+            f"{ours['estimated_peak'] / ours['peak_rss']:>8.2f}"
         )
         shutil.rmtree(output, ignore_errors=True)
         rows.append((method, ours))
+    if args.demo is not None:
+        print(f"\n--dry-run estimate vs measured peak RSS on {args.demo.name}:")
+        for method in args.methods.split(","):
+            output = args.workdir / f"demo-{method}"
+            shutil.rmtree(output, ignore_errors=True)
+            ours = run_child(sys.executable, QUANTIZE_CHILD, str(args.demo), method, str(output))
+            print(
+                f"{method:<10} estimate {ours['estimated_peak'] / 1e6:.0f} MB, peak {ours['peak_rss'] / 1e6:.0f} MB, "
+                f"ratio {ours['estimated_peak'] / ours['peak_rss']:.2f}"
+            )
+            shutil.rmtree(output, ignore_errors=True)
     if compressor is None:
         print("\nllm-compressor environment not found (run a calibrated method once to create it); skipped.")
     else:
         print(f"\nvs llm-compressor model_free_ptq ({compressor}):")
         for method, ours in rows:
+            if method not in args.llmcompressor_methods.split(","):
+                continue
             output = args.workdir / f"llmc-{method}"
             shutil.rmtree(output, ignore_errors=True)
             theirs = run_child(
