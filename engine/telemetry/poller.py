@@ -313,6 +313,7 @@ class TelemetryPoller:
         self._history = _History(history)
         self._previous: MetricsSample | None = None
         self._tree = ProcessTreeSampler(server_pid) if server_pid is not None else None
+        self._host: HostInfo | None = None
 
     @staticmethod
     def _checked_interval(interval_s: float) -> float:
@@ -387,7 +388,20 @@ class TelemetryPoller:
                 sum(used for pid, used in on_gpu.items() if pid in pids) if on_gpu or pids else None
                 for on_gpu in by_pid
             )
-        return gpus, sample_host(), server_memory
+        return gpus, self._sample_host(sample_host), server_memory
+
+    def _sample_host(self, sample_host: Callable[[], HostInfo]) -> HostInfo:
+        """The host's RAM and CPU now; its identity (model, cores, flags) is read once, not every tick."""
+        import psutil
+
+        if self._host is None:
+            self._host = sample_host()
+            return self._host
+        return dataclasses.replace(
+            self._host,
+            memory_available_bytes=int(psutil.virtual_memory().available),
+            cpu_percent=float(psutil.cpu_percent(interval=None)),
+        )
 
     def poll_once(self) -> TelemetrySnapshot:
         """Polls now (waiting for a poll already under way) and records the snapshot in the history.

@@ -132,7 +132,9 @@ class ProcessTreeSampler:
             for pid in list(self._known):
                 if pid not in seen:
                     self._lost.append(self._known.pop(pid)[1])
-            return TreeSample(tuple(samples), alive, tuple(self._lost))
+            # The root first, then the heaviest: the engine core before helpers like the resource tracker.
+            ordered = samples[:1] + sorted(samples[1:], key=lambda sample: -sample.rss_bytes)
+            return TreeSample(tuple(ordered), alive, tuple(self._lost))
 
     def pids(self) -> set[int]:
         """The pids seen in the last sample."""

@@ -1,4 +1,4 @@
-"""The real ``quant-tui`` in a real terminal (tmux, 100×30): keys in, screen text out, a clean exit."""
+"""The real ``quant-tui`` in a real terminal (tmux, 100×30): keys in, screen text out, q and a clean exit."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.tui.test_tui_snapshots import write_tiny_llama
@@ -99,5 +100,68 @@ def test_quant_tui_walks_hardware_model_plan_and_quits_in_tmux(
     terminal.send("Escape")
     terminal.wait_for("Ctx×2")
 
-    terminal.send("C-q")
+    terminal.send("q")  # nothing runs: q quits at once, as in htop
     terminal.wait_for("EXITED:0")
+
+
+def _processes_mentioning(text: str) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if text in " ".join(process.info.get("cmdline") or []):
+            found.append(process)
+    return found
+
+
+@pytest.mark.e2e
+def test_the_whole_flow_on_the_demo_model_then_q_and_the_quit_confirmation_in_tmux(
+    demo_model: Path, tmp_path: Path, terminal_factory: type[Terminal]
+) -> None:
+    # A copy of the demo model, so its checkpoint is made here and the server's command line names it.
+    model = tmp_path / "demo"
+    shutil.copytree(demo_model, model)
+    command = shlex.join([str(QUANT_TUI), "--model", str(model)])
+    terminal = terminal_factory(f"cd {shlex.quote(str(tmp_path))} && {command}; echo EXITED:$?; sleep 60")
+
+    terminal.wait_for("[1 Hardware]")
+    terminal.send("n")
+    terminal.wait_for("[2 Model]")
+    terminal.wait_for("Loaded demo", timeout=60)
+    terminal.send("n")
+    terminal.wait_for("[3 Plan]")
+    time.sleep(1)
+    terminal.send("n")
+    deadline = time.monotonic() + 30
+    while "[4 Quantize]" not in (screen := terminal.screen()) and "[5 Serve]" not in screen:
+        assert time.monotonic() < deadline, screen
+        time.sleep(0.2)
+    if "[4 Quantize]" in screen:
+        terminal.send("s")
+        terminal.wait_for("Made: press n to serve it.", timeout=600)
+        terminal.send("n")
+        terminal.wait_for("[5 Serve]")
+    terminal.send("s")
+    terminal.wait_for("healthy", timeout=300)
+    servers = [
+        process for process in _processes_mentioning(str(tmp_path)) if "vllm" in " ".join(process.cmdline())
+    ]
+    assert servers, "the server should run now"
+    # The engine core and workers retitle themselves, so the tree is recorded while it runs.
+    tree = [*servers, *(child for server in servers for child in server.children(recursive=True))]
+    terminal.send("n")
+    screen = terminal.wait_for("watching", timeout=60)
+    assert "[6 Dashboard]" in screen
+
+    # q asks first while the server runs; n keeps it, q then y stops it and quits.
+    terminal.send("q")
+    screen = terminal.wait_for("Quit quant-tui?")
+    assert "the vLLM server" in screen
+    terminal.send("n")
+    terminal.wait_for("watching")
+    assert all(process.is_running() for process in servers)
+    terminal.send("q")
+    terminal.wait_for("Quit quant-tui?")
+    terminal.send("y")
+    terminal.wait_for("EXITED:0", timeout=120)
+    time.sleep(1)
+    left = [process for process in tree if process.is_running() and process.status() != psutil.STATUS_ZOMBIE]
+    assert not left, left

@@ -83,11 +83,12 @@ class TimePlot(PlotextPlot):
         self.border_title = spec.title
         # What was last drawn, so a tick that changes nothing costs nothing.
         self._data_key: object = None
+        self._shown_title: tuple[list[str], int] | None = None
         self._version = 0
         self._rendered: tuple[object, Text] | None = None
         self._stretches: list[tuple[str, list[tuple[list[float], list[float]]]]] = []
-        self._window_s = 60.0
-        self._top = 1.0
+        self._window_s = 120.0
+        self._top = spec.unit.top or 1.0
 
     def show(
         self,
@@ -106,9 +107,12 @@ class TimePlot(PlotextPlot):
         """
         room = self.size.width - 4  # the corners and a space either side
         titles = self.spec.titles(latest)
-        title = next((text for text in titles if Text.from_markup(text).cell_len <= room), titles[-1])
-        if title != self.border_title:
-            self.border_title = title
+        if (titles, room) != self._shown_title:
+            # Compared as text here: Textual keeps the border title as Content, never equal to a str.
+            self._shown_title = (titles, room)
+            self.border_title = next(
+                (text for text in titles if Text.from_markup(text).cell_len <= room), titles[-1]
+            )
         now = times[-1] if times else 0.0
         first = next((i for i, time_s in enumerate(times) if time_s >= now - window_s), len(times))
         offsets = [time_s - now for time_s in times[first:]]
@@ -123,13 +127,34 @@ class TimePlot(PlotextPlot):
                 highest = max(highest, *ys)
             stretches.append((line.color, line_runs))
         top = self.spec.unit.top if self.spec.unit.top is not None else nice_top(highest)
-        key = (window_s, top, tuple((color, tuple(map(tuple, map(tuple, r)))) for color, r in stretches))
+        key = (window_s, top, self._picture(stretches, window_s, top))
         if key == self._data_key:
-            return
+            return  # the same picture at the plot's resolution: an idle server costs no redraw
         self._data_key = key
         self._stretches, self._window_s, self._top = stretches, window_s, top
         self._version += 1
         self.refresh()
+
+    def _picture(
+        self, stretches: list[tuple[str, list[tuple[list[float], list[float]]]]], window_s: float, top: float
+    ) -> tuple[object, ...]:
+        """The lines as the braille dots they land on (2 × 4 per cell), finer than the plot can draw."""
+        width, height = self.size
+        dots_x, dots_y = 2 * max(1, width) / window_s, 4 * max(1, height) / top
+        return tuple(
+            (
+                color,
+                tuple(
+                    tuple(
+                        dict.fromkeys(
+                            (round(x * dots_x), round(y * dots_y)) for x, y in zip(xs, ys, strict=True)
+                        )
+                    )
+                    for xs, ys in line_runs
+                ),
+            )
+            for color, line_runs in stretches
+        )
 
     def _draw(self, width: int, height: int) -> None:
         plt = self.plt
@@ -155,7 +180,8 @@ class TimePlot(PlotextPlot):
         plt.xlim(-window, 0)
         plt.ylim(0, top)
         suffix = axis_suffix(self.spec.unit)
-        ticks = [0.0, top / 2, top] if height >= 4 else [0.0, top]
+        # With nothing to show, no scale is claimed: only the zero line.
+        ticks = [0.0] if not drawn else [0.0, top / 2, top] if height >= 4 else [0.0, top]
         plt.yticks(ticks, [f"{compact_number(tick)}{suffix}" if tick else "0" for tick in ticks])
         if height >= _MIN_ROWS_FOR_TIME_LABELS:
             plt.xticks([-window, -window / 2, 0], [f"-{window_label(window)}", "", "now"])
