@@ -56,8 +56,17 @@ def quantize_command(reference: str, candidate: Candidate) -> str:
 
 
 def memory_segments(candidate: Candidate) -> tuple[Segment, ...]:
-    """The stacked bar's parts: weights, KV cache, activations and runtime."""
+    """The stacked bar's parts: weights, KV cache, activations and runtime (on a GPU, vLLM's own terms)."""
     plan = candidate.plan
+    gpu = plan.gpu_memory
+    if gpu is not None:
+        return (
+            Segment("weights", gpu.weights_bytes, "█", "bold blue"),
+            Segment("KV cache", gpu.kv_cache_bytes, "▓", "green"),
+            Segment("activations", gpu.activation_peak_bytes, "▒", "yellow"),
+            Segment("non-torch", gpu.non_torch_bytes, "░", "magenta"),
+            Segment("CUDA graphs", gpu.cudagraph_bytes, "▚", "cyan"),
+        )
     return (
         Segment("weights", plan.weights_bytes, "█", "bold blue"),
         Segment("KV cache", plan.kv_budget_bytes, "▓", "green"),
@@ -200,7 +209,8 @@ class PlanScreen(StepScreen):
             return
         plan = candidate.plan
         bar.segments = memory_segments(candidate)
-        bar.capacity_bytes = plan.usable_bytes
+        # vLLM's requested share is ceil(total × utilization): the parts add up to exactly that.
+        bar.capacity_bytes = plan.gpu_memory.requested_bytes if plan.gpu_memory else plan.usable_bytes
         per = "per GPU" if self.recommendation.hardware.kind == "gpu" else "of host RAM"
         bar.caption = (
             f"usable {gib(plan.usable_bytes)} = {plan.memory_utilization:.0%} of "
