@@ -37,12 +37,18 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--host",
         default=None,
-        help="address to bind (default 127.0.0.1); any other address needs --api-key",
+        help="address to bind (default 127.0.0.1); any other address needs an API key (--api-key-file)",
     )
     parser.add_argument(
         "--api-key",
         default=os.environ.get(API_KEY_ENV),
-        help=f"clients must send this key (default: ${API_KEY_ENV})",
+        help=f"clients must send this key (default: ${API_KEY_ENV}); `ps` shows it, so prefer --api-key-file",
+    )
+    parser.add_argument(
+        "--api-key-file",
+        default=None,
+        metavar="FILE",
+        help="file whose first line is the key (else --api-key, $VLLM_API_KEY, $QUANT_TUI_API_KEY)",
     )
     parser.add_argument("--served-model-name", default=None, help="the name clients use for the model")
     parser.add_argument(
@@ -281,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
         quantization=args.quantization or plan.quantization,
         pipeline_parallel_size=args.pipeline_parallel_size,
         enforce_eager=plan.enforce_eager or args.enforce_eager,
-        api_key=args.api_key,
+        api_key=_api_key(args),
         extra_args=extra,
         allow_remote=args.host is not None,  # naming the address is the explicit opt-in
         distributed_executor_backend="ray" if args.ray else None,
@@ -452,3 +458,12 @@ def _serve_until_stopped(server: VllmServer, console: _Console, stop: threading.
     server.stop()
     print("quant-tui: stopped", file=sys.stderr)
     return 0
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    """The key from --api-key-file, else --api-key / $VLLM_API_KEY, else $QUANT_TUI_API_KEY."""
+    from engine.serve.client import read_api_key
+
+    if args.api_key_file is not None:
+        return read_api_key(args.api_key_file)
+    return args.api_key or read_api_key(None)
