@@ -209,3 +209,47 @@ def test_quit_dialog(snap_compare: Callable[..., bool], size: tuple[int, int]) -
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+def drawn_dashboard(snapshots: list[Any]) -> Callable[[Pilot[Any]], Awaitable[None]]:
+    """A ``run_before`` that opens the dashboard (no server) and draws a fixed telemetry history."""
+    from engine.telemetry.poller import series_of
+    from tui.screens.dashboard import DashboardScreen
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        await pilot.press("6")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), timeout=30)
+        screen = app.screen
+        assert isinstance(screen, DashboardScreen)
+        await pilot.pause(0.1)
+        screen.draw(snapshots[-1], series_of(snapshots))
+        await pilot.pause(0.3)
+
+    return run_before
+
+
+@pytest.mark.parametrize("gpus", [2, 8])
+@pytest.mark.parametrize("size", SIZES)
+def test_dashboard_with_gpus(snap_compare: Callable[..., bool], size: tuple[int, int], gpus: int) -> None:
+    from tests.tui.telemetry_data import history
+
+    app = create_app(gpu="H100", hardware=fixed_hardware())
+    assert snap_compare(app, terminal_size=size, run_before=drawn_dashboard(history(gpu_count=gpus)))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_dashboard_on_the_cpu_backend(snap_compare: Callable[..., bool], size: tuple[int, int]) -> None:
+    from tests.tui.telemetry_data import history
+
+    app = create_app(gpu="H100", hardware=fixed_hardware())
+    assert snap_compare(app, terminal_size=size, run_before=drawn_dashboard(history(gpu_count=0)))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_dashboard_when_the_engine_died(snap_compare: Callable[..., bool], size: tuple[int, int]) -> None:
+    from tests.tui.telemetry_data import history
+
+    app = create_app(gpu="H100", hardware=fixed_hardware())
+    snapshots = history(gpu_count=2, dead_from=80)
+    assert snap_compare(app, terminal_size=size, run_before=drawn_dashboard(snapshots))
