@@ -141,3 +141,14 @@ def test_cpu_plan_uses_whole_gib_of_kv_space(llama8b: ModelInfo) -> None:
     automatic = plan_cpu(llama8b, weights, 64 * GIB, 4096, 2)
     assert automatic.kv_budget_bytes % GIB == 0
     assert automatic.kv_budget_bytes + weights.total + automatic.overhead.total <= 0.75 * 64 * GIB
+
+
+def test_deepseek_v3_on_eight_h200_holds_about_twenty_32k_sequences(tmp_path: Path) -> None:
+    """Issue 9's case: vLLM holds about 20 sequences of 32k on 8× H200 (planned at 6.6 before MLA)."""
+    shutil.copy(CONFIGS / "deepseek-v3.json", tmp_path / "config.json")
+    model = inspect_model(tmp_path)
+    h200 = 143_771 * 1024**2  # NVML total of an H200
+    plan = plan_gpu(model, weight_bytes(model, "fp8"), h200, 32768, 2, 8, 1, 16384, 1024)
+    assert plan.kv_bytes_per_token == 70_272  # the MLA latent, whole on every rank
+    assert plan.capacity.block_size == 64  # FlashMLA
+    assert 18 < plan.capacity.max_concurrency < 22
