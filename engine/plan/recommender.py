@@ -10,6 +10,7 @@ from typing import Literal
 from engine.hardware.detect import HardwareTarget
 from engine.model.inspect_model import ModelInfo, human_params
 from engine.plan.memory import DevicePlan, KvCapacity, WeightBytes, plan_cpu, plan_gpu, weight_bytes
+from engine.plan.methods import make_it_line
 from engine.plan.methods import method as method_record
 from engine.plan.server_plan import (
     CalibrationKey,
@@ -441,12 +442,7 @@ def _candidate(
             f"the checkpoint is already quantized ({model.quantization.scheme}): serve it as it is"
         )
     elif needs_quantization:
-        how = (
-            "`quant-tui quantize --method " + method + "`"
-            if record.producer == "data-free"
-            else "llm-compressor"
-        )
-        reasons.append(f"make the checkpoint with {how}")
+        reasons.append(make_it_line(method, str(model.path)))
     speed = CPU_SPEED_NOTE[execution] if target.kind == "cpu" else SPEED_NOTE[execution]
     trade_off = f"{record.trade_off}; {speed}; weights {_size(weights.total)}"
     fits = server.prediction.max_concurrency >= request.concurrency and plan.capacity.fits_one_sequence
