@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual.app import ComposeResult
 from textual.screen import Screen
@@ -29,11 +29,8 @@ class StepScreen(Screen[None]):
 
     @property
     def quant_app(self) -> QuantTuiApp:
-        """The app, typed."""
-        from tui.app import QuantTuiApp
-
-        assert isinstance(self.app, QuantTuiApp)
-        return self.app
+        """The app, typed (a step screen only ever runs inside :class:`tui.app.QuantTuiApp`)."""
+        return cast("QuantTuiApp", self.app)
 
     @property
     def selection(self) -> Selection:
