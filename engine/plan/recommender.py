@@ -348,6 +348,14 @@ def _calibrated(server: ServerConfig, request: PlanRequest) -> tuple[ServerConfi
     return replace(server, prediction=calibrated), sentence
 
 
+def _shown_path(path: Path) -> str:
+    """The model's folder as a command shows it: ``./…`` inside the working folder, else absolute."""
+    try:
+        return "./" + str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
 def _size(value: int | float) -> str:
     return f"{value / GIB:.1f} GiB" if abs(value) >= GIB else f"{value / 2**20:.1f} MiB"
 
@@ -442,7 +450,7 @@ def _candidate(
             f"the checkpoint is already quantized ({model.quantization.scheme}): serve it as it is"
         )
     elif needs_quantization:
-        reasons.append(make_it_line(method, str(model.path)))
+        reasons.append(make_it_line(method, _shown_path(model.path)))
     speed = CPU_SPEED_NOTE[execution] if target.kind == "cpu" else SPEED_NOTE[execution]
     trade_off = f"{record.trade_off}; {speed}; weights {_size(weights.total)}"
     fits = server.prediction.max_concurrency >= request.concurrency and plan.capacity.fits_one_sequence
