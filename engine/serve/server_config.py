@@ -126,7 +126,9 @@ class ServerConfig:
                     "pass the explicit remote option and an API key, or keep 127.0.0.1"
                 )
             if not self.api_key:
-                raise QuantTuiError(f"binding {self.host} needs an API key; pass --api-key-file FILE (or set $VLLM_API_KEY)")
+                raise QuantTuiError(
+                    f"binding {self.host} needs an API key; pass --api-key-file FILE (or set $VLLM_API_KEY)"
+                )
 
     @property
     def connect_host(self) -> str:
