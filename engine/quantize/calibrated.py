@@ -30,6 +30,7 @@ from engine.quantize.request import (
     QuantizeRequest,
     default_output_dir,
 )
+from engine.quantize.staging import PeakRss, QuantizeCancelled, publish, staging_folder
 from engine.quantize.tensor_plan import build_plan, check_disk_space, check_output, check_source
 
 ProgressCallback = Callable[[QuantizeProgress], None]
@@ -163,8 +164,6 @@ def _run_logged(
                     _emit(on_progress, stage, line.strip()[:200])
             returncode = child.wait()
     if child.cancelled or (cancel is not None and cancel.is_set()):
-        from engine.quantize.runner import QuantizeCancelled
-
         raise QuantizeCancelled("cancelled while installing llm-compressor; nothing was kept")
     if returncode != 0:
         raise QuantTuiError(
@@ -238,21 +237,20 @@ def quantize_calibrated(
     Raises:
         QuantTuiError: pre-flight, install or quantization failure, or cancellation.
     """
-    from engine.quantize.runner import QuantizeCancelled, _PeakRss, _publish, _staging_folder
 
     started = time.monotonic()
     calibration, _ = preflight_calibrated(request)
     output = request.output or default_output_dir(request.source, request.method)
     cancel = cancel or threading.Event()
     python = ensure_llmcompressor_env(on_progress, cancel)
-    with _PeakRss() as rss, _staging_folder(output) as staging:
+    with PeakRss() as rss, staging_folder(output) as staging:
         worker_peak = _run_worker(python, request, calibration, staging, on_progress, cancel)
         if cancel.is_set():
             raise QuantizeCancelled("quantization cancelled; nothing was written")
         _emit(on_progress, "finishing", "writing the model card")
         report = _calibrated_report(request, output, staging, started, max(rss.sample(), worker_peak))
         _write_card(report, staging)
-        _publish(staging, output)
+        publish(staging, output)
     _emit(on_progress, "done", f"wrote {output}")
     return report
 
@@ -293,8 +291,6 @@ def _run_worker(
         peak = _relay(child.lines(), on_progress)
         returncode = child.wait()
     if cancel.is_set() or child.cancelled:
-        from engine.quantize.runner import QuantizeCancelled
-
         raise QuantizeCancelled("quantization cancelled; nothing was written")
     if returncode != 0:
         raise QuantTuiError(

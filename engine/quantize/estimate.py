@@ -86,7 +86,7 @@ def _free_disk(request: QuantizeRequest) -> int:
 
 def streaming_working_bytes(plan: Any, workers: int) -> int:
     """Bytes a data-free run holds beyond its process: per item in flight, source rows twice plus temporaries."""
-    from engine.quantize import runner
+    from engine.quantize import work_split
     from engine.quantize.schemes import SAFETENSORS_DTYPES
 
     if not plan.tensors:
@@ -97,11 +97,11 @@ def streaming_working_bytes(plan: Any, workers: int) -> int:
     for tensor in plan.tensors:
         element = torch.empty((), dtype=getattr(torch, SAFETENSORS_DTYPES[tensor.dtype])).element_size()
         cols = tensor.shape[1] if len(tensor.shape) == 2 else max(1, tensor.nbytes // element)
-        rows_per_item = max(1, runner.CHUNK_ELEMENTS // cols)
-        block_rows = max(1, runner.BLOCK_ELEMENTS // cols)
+        rows_per_item = max(1, work_split.CHUNK_ELEMENTS // cols)
+        block_rows = max(1, work_split.BLOCK_ELEMENTS // cols)
         if tensor.action == "quantize":
-            rows_per_item = runner._whole_scale_rows(rows_per_item, plan.scheme)
-            block_rows = runner._whole_scale_rows(block_rows, plan.scheme)
+            rows_per_item = work_split.whole_scale_rows(rows_per_item, plan.scheme)
+            block_rows = work_split.whole_scale_rows(block_rows, plan.scheme)
         rows = min(rows_per_item, tensor.shape[0] if tensor.shape else 1)
         item = 2 * rows * cols * element
         if tensor.action == "quantize":
@@ -116,11 +116,11 @@ def estimate_data_free(request: QuantizeRequest) -> CostEstimate:
     import psutil
     import torch  # noqa: F401  (the run's own libraries, so the process is measured as it will be)
 
-    from engine.quantize.runner import _worker_count
     from engine.quantize.tensor_plan import build_plan
+    from engine.quantize.work_split import worker_count
 
     plan = build_plan(request)
-    workers = _worker_count(request)
+    workers = worker_count(request)
     peak = _process_rss() + streaming_working_bytes(plan, workers)
     disk = plan.estimated_output_bytes
     seconds = (plan.input_bytes + disk) / STREAMING_BYTES_PER_S

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import os
 import shutil
 import struct
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import QuantTuiError
+from engine.quantize import work_split
 from engine.quantize.config import quantized_model_config
 from engine.quantize.report import layer_error, model_card, worst_first
 from engine.quantize.request import (
@@ -26,8 +26,8 @@ from engine.quantize.request import (
     QuantizeReport,
     QuantizeRequest,
 )
-from engine.quantize.schemes import Scheme
-from engine.quantize.tensor_plan import PARTIAL_MARKER, QuantizePlan, SourceTensor, build_plan, fused_siblings
+from engine.quantize.staging import PeakRss, QuantizeCancelled, publish, staging_folder
+from engine.quantize.tensor_plan import QuantizePlan, SourceTensor, build_plan, fused_siblings
 from engine.quantize.writer import (
     ShardFile,
     ShardLayout,
@@ -40,18 +40,7 @@ from engine.quantize.writer import (
 ProgressCallback = Callable[[QuantizeProgress], None]
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
-# Elements of a weight read by one work item (4 MB of bf16): per-item overhead does not show.
-CHUNK_ELEMENTS = 1 << 21
-# Elements quantized at once inside an item: temporaries this small are reused by the allocator
-# instead of being faulted in fresh, which on CPU costs more than the arithmetic.
-BLOCK_ELEMENTS = 1 << 17
-MAX_WORKERS = 8
-_RSS_SAMPLE_SECONDS = 0.05
 _PROGRESS_INTERVAL_SECONDS = 0.1
-
-
-class QuantizeCancelled(QuantTuiError):
-    """The run was cancelled; nothing was left on disk."""
 
 
 @dataclass(frozen=True)
@@ -72,37 +61,6 @@ class _ItemResult:
     error_square_sum: float
 
 
-class _PeakRss:
-    """Samples this process's resident memory in a background thread and keeps the highest value."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self._process = psutil.Process()
-        self.peak = self._process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="quantize-rss", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(_RSS_SAMPLE_SECONDS):
-            self.sample()
-
-    def sample(self) -> int:
-        """Reads the current RSS, updating and returning the peak."""
-        with contextlib.suppress(Exception):
-            self.peak = max(self.peak, self._process.memory_info().rss)
-        return self.peak
-
-    def __enter__(self) -> _PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
-
-
 def preflight(request: QuantizeRequest) -> None:
     """Checks a request without writing anything.
 
@@ -117,15 +75,7 @@ def preflight(request: QuantizeRequest) -> None:
         preflight_calibrated(request)
         return
     plan = build_plan(request)
-    _check_memory(plan, _worker_count(request))
-
-
-def _worker_count(request: QuantizeRequest) -> int:
-    if request.workers is not None:
-        if request.workers < 1:
-            raise QuantTuiError(f"workers must be at least 1, not {request.workers}")
-        return request.workers
-    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+    _check_memory(plan, work_split.worker_count(request))
 
 
 def _check_memory(plan: QuantizePlan, workers: int) -> None:
@@ -172,11 +122,11 @@ def quantize_model(
 
         return quantize_calibrated(request, on_progress=on_progress, cancel=cancel)
     started = time.monotonic()
-    workers = _worker_count(request)
+    workers = work_split.worker_count(request)
     plan = build_plan(request)
     _check_memory(plan, workers)
     cancel = cancel or threading.Event()
-    with _PeakRss() as rss, _staging_folder(plan.output) as staging, _torch_threads(workers):
+    with PeakRss() as rss, staging_folder(plan.output) as staging, _torch_threads(workers):
         converter = _Converter(plan, staging, workers, on_progress, cancel, rss, started)
         layouts, errors = converter.run(max_shard_bytes)
         converter.emit("finishing", "writing config, tokenizer and model card", force=True)
@@ -197,7 +147,7 @@ def quantize_model(
         (staging / "README.md").write_text(card, encoding="utf-8")
         if cancel.is_set():
             raise QuantizeCancelled("quantization cancelled; nothing was written")
-        _publish(staging, plan.output)
+        publish(staging, plan.output)
     converter.emit("done", f"wrote {plan.output}", force=True)
     return report
 
@@ -212,7 +162,7 @@ class _Converter:
         workers: int,
         on_progress: ProgressCallback | None,
         cancel: threading.Event,
-        rss: _PeakRss,
+        rss: PeakRss,
         started: float,
     ) -> None:
         self.plan = plan
@@ -262,9 +212,9 @@ class _Converter:
                 continue
             rows = tensor.shape[0]
             row_elements = max(1, tensor.nbytes // max(rows, 1) // _item_bytes(tensor.dtype))
-            step = max(1, CHUNK_ELEMENTS // row_elements)
+            step = max(1, work_split.CHUNK_ELEMENTS // row_elements)
             if tensor.action == "quantize":
-                step = _whole_scale_rows(step, self.plan.scheme)
+                step = work_split.whole_scale_rows(step, self.plan.scheme)
             if rows == 0:
                 yield _WorkItem(tensor, 0, 0)
             for start in range(0, rows, step):
@@ -365,7 +315,7 @@ class _Converter:
         from engine.quantize.schemes import absolute_max
 
         rows = tensor.shape[0]
-        step = max(1, CHUNK_ELEMENTS // max(1, tensor.shape[1]))
+        step = max(1, work_split.CHUNK_ELEMENTS // max(1, tensor.shape[1]))
         result = None
         for start in range(0, rows, step):
             if self.cancel.is_set():
@@ -400,7 +350,7 @@ class _Converter:
 
         scheme = self.plan.scheme
         weight_spec, scale_spec = tensor.outputs[0], tensor.outputs[1]
-        step = _whole_scale_rows(max(1, BLOCK_ELEMENTS // tensor.shape[1]), scheme)
+        step = work_split.whole_scale_rows(max(1, work_split.BLOCK_ELEMENTS // tensor.shape[1]), scheme)
         global_scale = self._global_scales.get(tensor.name) if scheme.global_scale else None
         weight_sq = error_sq = 0.0
         for offset in range(0, rows.shape[0], step):
@@ -426,12 +376,6 @@ class _Converter:
         data = rows.contiguous().reshape(-1).view(torch.uint8).numpy()
         row_bytes = data.nbytes // max(1, rows.shape[0]) if rows.ndim else 0
         self._shards[name].write(name, memoryview(data), row_start * row_bytes)
-
-
-def _whole_scale_rows(rows: int, scheme: Scheme) -> int:
-    """``rows`` rounded down to whole scale rows (block-scaled weights are cut at block boundaries)."""
-    height = scheme.scale_row_divisor
-    return max(height, rows // height * height)
 
 
 def _item_bytes(dtype: str) -> int:
@@ -466,59 +410,3 @@ def _torch_threads(workers: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def partial_folder(output: Path) -> Path:
-    """The hidden folder a run writing ``output`` stages its files in."""
-    return output.parent / f".{output.name}{PARTIAL_MARKER}{os.getpid()}"
-
-
-def remove_stale_partials(output: Path) -> list[Path]:
-    """Deletes staging folders left next to ``output`` by runs that were killed; returns them."""
-    import psutil
-
-    removed: list[Path] = []
-    if not output.parent.is_dir():
-        return removed
-    for candidate in output.parent.glob(f".{output.name}{PARTIAL_MARKER}*"):
-        pid_text = candidate.name.rsplit(PARTIAL_MARKER, 1)[-1]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and not psutil.pid_exists(int(pid_text)):
-            shutil.rmtree(candidate, ignore_errors=True)
-            removed.append(candidate)
-    return removed
-
-
-@contextlib.contextmanager
-def _staging_folder(output: Path) -> Iterator[Path]:
-    """A hidden folder next to ``output``, removed (with any parents it created) unless published."""
-    created: list[Path] = []
-    parent = output.parent
-    while not parent.exists():
-        created.append(parent)
-        parent = parent.parent
-    output.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(output)
-    staging = partial_folder(output)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        for folder in created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
-
-
-def _publish(staging: Path, output: Path) -> None:
-    """Renames the finished staging folder to its final name (atomic on one filesystem)."""
-    if output.exists():
-        raise QuantTuiError(f"output folder {output} appeared while quantizing; remove it or pass --out")
-    os.rename(staging, output)
-    with contextlib.suppress(OSError):
-        fd = os.open(output.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

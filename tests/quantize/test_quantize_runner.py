@@ -330,16 +330,16 @@ def test_work_split_does_not_change_a_byte(
     tiny_sources: dict[str, Path], tmp_path: Path, method: str
 ) -> None:
     """Block scales and global scales survive any split into items and workers."""
-    import engine.quantize.runner as runner
+    from engine.quantize import work_split
 
     source = tiny_sources["bfloat16"]
     whole = quantize_model(QuantizeRequest(source, method, output=tmp_path / "whole", workers=1))
-    previous = runner.CHUNK_ELEMENTS, runner.BLOCK_ELEMENTS
-    runner.CHUNK_ELEMENTS, runner.BLOCK_ELEMENTS = 1 << 15, 1 << 12
+    previous = work_split.CHUNK_ELEMENTS, work_split.BLOCK_ELEMENTS
+    work_split.CHUNK_ELEMENTS, work_split.BLOCK_ELEMENTS = 1 << 15, 1 << 12
     try:
         split = quantize_model(QuantizeRequest(source, method, output=tmp_path / "split", workers=3))
     finally:
-        runner.CHUNK_ELEMENTS, runner.BLOCK_ELEMENTS = previous
+        work_split.CHUNK_ELEMENTS, work_split.BLOCK_ELEMENTS = previous
     assert (whole.output / "model.safetensors").read_bytes() == (
         split.output / "model.safetensors"
     ).read_bytes()

@@ -1,0 +1,31 @@
+"""How a data-free run splits its work: rows per item and per quantization block, and how many threads."""
+
+from __future__ import annotations
+
+import os
+
+from engine.errors import QuantTuiError
+from engine.quantize.request import QuantizeRequest
+from engine.quantize.schemes import Scheme
+
+# Elements of a weight read by one work item (4 MB of bf16): per-item overhead does not show.
+CHUNK_ELEMENTS = 1 << 21
+# Elements quantized at once inside an item: temporaries this small are reused by the allocator
+# instead of being faulted in fresh, which on CPU costs more than the arithmetic.
+BLOCK_ELEMENTS = 1 << 17
+MAX_WORKERS = 8
+
+
+def worker_count(request: QuantizeRequest) -> int:
+    """The threads a run uses: the request's, else the CPU count (at most MAX_WORKERS)."""
+    if request.workers is not None:
+        if request.workers < 1:
+            raise QuantTuiError(f"workers must be at least 1, not {request.workers}")
+        return request.workers
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
+
+def whole_scale_rows(rows: int, scheme: Scheme) -> int:
+    """``rows`` rounded down to whole scale rows (block-scaled weights are cut at block boundaries)."""
+    height = scheme.scale_row_divisor
+    return max(height, rows // height * height)
