@@ -23,6 +23,8 @@ __all__ = [
 # vLLM names its processes (setproctitle): "VLLM::EngineCore", "VLLM::Worker_TP0"; older builds and
 # the CPU backend keep the Python command line, where the role is in the arguments.
 _ENGINE_MARKERS = ("EngineCore", "engine_core")
+# The tree is listed anew every this many samples; in between, the processes already known are read.
+RESCAN_TICKS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,7 @@ class ProcessTreeSampler:
         self._lock = threading.Lock()
         self._known: dict[int, tuple[psutil.Process, str]] = {}
         self._lost: list[str] = []
+        self._ticks = 0
 
     def sample(self) -> TreeSample:
         """Reads the tree now."""
@@ -106,9 +109,16 @@ class ProcessTreeSampler:
             try:
                 root = psutil.Process(self.pid)
                 alive = root.status() != psutil.STATUS_ZOMBIE
-                current = [root, *root.children(recursive=True)] if alive else []
+                if not alive:
+                    current = []
+                elif self._ticks % RESCAN_TICKS == 0 or not self._known:
+                    # Listing children scans every process on the machine: not every tick.
+                    current = [root, *root.children(recursive=True)]
+                else:
+                    current = [root, *(handle for pid, (handle, _) in self._known.items() if pid != self.pid)]
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 alive, current = False, []
+            self._ticks += 1
             samples = []
             seen = set()
             for process in current:

@@ -137,18 +137,14 @@ class DevicePanel(Widget):
 
     def show(self, snapshot: TelemetrySnapshot) -> None:
         """Shows a snapshot's GPUs, host and server processes (redrawn only when they changed)."""
-        key = (
-            snapshot.gpus,
-            snapshot.server_gpu_memory_bytes,
-            snapshot.host,
-            snapshot.server_processes,
-            snapshot.server_rss_bytes,
-        )
-        if key == self._key:
+        previous, self.snapshot = self.snapshot, snapshot
+        # Compared as the text shown: a CPU share moving by a tenth of a percent redraws nothing.
+        width = self.size.width
+        key = (self._title(snapshot), [line.plain for line in self.layout_lines(width)], width)
+        if key == self._key and previous is not None:
             return
         self._key = key
-        self.snapshot = snapshot
-        self.border_title = self._title(snapshot)
+        self.border_title = key[0]
         self.refresh(layout=True)
 
     @staticmethod
