@@ -217,6 +217,9 @@ def main() -> int:
     parser.add_argument(
         "--single-shard", action="store_true", help="write the checkpoint as one model.safetensors"
     )
+    parser.add_argument(
+        "--llmcompressor-methods", default="fp8", help="methods also run through model_free_ptq (default fp8)"
+    )
     parser.add_argument("--demo", type=Path, help="also compare estimate vs peak on this (demo) model folder")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "quant-tui-bench")
     parser.add_argument("--keep", action="store_true", help="keep the built checkpoint for the next run")
