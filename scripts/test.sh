@@ -6,4 +6,5 @@ bash scripts/bootstrap.sh dev
 .venv/bin/ruff check engine tui tests benchmarks
 .venv/bin/ruff format --check engine tui tests benchmarks
 .venv/bin/mypy
+.venv/bin/lint-imports
 .venv/bin/python -m pytest "$@"

@@ -9,6 +9,7 @@ the two agree and that every record is consistent.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, get_args
 
@@ -384,3 +385,26 @@ def make_it_line(name: str, model: str) -> str:
         better = ", ".join(f"`--method {other} --calibration FILE`" for other in alternatives)
         line += f" (calibrated on sample text, usually more accurate: {better})"
     return line
+
+
+def default_output_dir(source: Path, method_name: str) -> Path:
+    """The folder a run writes to when none is named: next to the source, named after it and the method.
+
+    A model inside the Hugging Face cache (``.../models--org--name/snapshots/<rev>``) is written to
+    quant-tui's cache folder instead, as ``quantized/<name>-<suffix>``, so nothing lands in the hub cache.
+
+    Raises:
+        ValueError: ``method_name`` is not a method quant-tui quantizes.
+    """
+    if method_name not in quantizable():
+        raise ValueError(f"unknown method {method_name!r}; choose one of {', '.join(quantizable())}")
+    suffix = method(method_name).folder_suffix or method_name.upper()
+    source = Path(source).expanduser().absolute()
+    parts = source.parts
+    if "snapshots" in parts and parts[parts.index("snapshots") - 1].startswith("models--"):
+        from engine.paths import cache_dir
+
+        repo_folder = parts[parts.index("snapshots") - 1]
+        name = repo_folder.removeprefix("models--").split("--", 1)[-1]
+        return cache_dir() / "quantized" / f"{name}-{suffix}"
+    return source.parent / f"{source.name}-{suffix}"

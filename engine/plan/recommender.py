@@ -10,8 +10,9 @@ from typing import Literal
 from engine.hardware.detect import HardwareTarget
 from engine.model.inspect_model import ModelInfo, human_params
 from engine.plan.memory import DevicePlan, KvCapacity, WeightBytes, plan_cpu, plan_gpu, weight_bytes
-from engine.plan.methods import make_it_line
+from engine.plan.methods import default_output_dir, make_it_line
 from engine.plan.methods import method as method_record
+from engine.plan.server_config import Prediction, ServerConfig
 from engine.plan.server_plan import (
     CalibrationKey,
     CpuKvSpace,
@@ -26,7 +27,6 @@ from engine.plan.vllm_facts import (
     default_max_num_batched_tokens,
     default_max_num_seqs,
 )
-from engine.serve.server_config import Prediction, ServerConfig
 
 Goal = Literal["quality", "balanced", "memory", "throughput"]
 GOALS: tuple[Goal, ...] = ("quality", "balanced", "memory", "throughput")
@@ -282,8 +282,6 @@ def _enough(capacity: KvCapacity, concurrency: int) -> bool:
 def quantized_dir(model: ModelInfo, method: str) -> Path:
     """Where the checkpoint for ``method`` lands: `quant-tui quantize`'s own default for what it makes."""
     if method_record(method).producer == "data-free":
-        from engine.quantize import default_output_dir
-
         return default_output_dir(model.path, method)
     return model.path.parent / f"{model.name}-{method.upper()}"
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from engine.plan.methods import default_output_dir
 from engine.quantize.request import (
     METHODS,
     LayerError,
     QuantizeProgress,
     QuantizeReport,
     QuantizeRequest,
-    default_output_dir,
 )
 from engine.quantize.runner import QuantizeCancelled, preflight, quantize_model
 

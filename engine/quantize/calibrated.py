@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import QuantTuiError
-from engine.plan.methods import method
+from engine.plan.methods import default_output_dir, method
 from engine.process.child import ChildProcess
 from engine.quantize.request import (
     CALIBRATED_METHODS,
@@ -28,7 +28,6 @@ from engine.quantize.request import (
     QuantizeProgress,
     QuantizeReport,
     QuantizeRequest,
-    default_output_dir,
 )
 from engine.quantize.staging import PeakRss, QuantizeCancelled, publish, staging_folder
 from engine.quantize.tensor_plan import build_plan, check_disk_space, check_output, check_source

@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.errors import QuantTuiError
-from engine.quantize.request import CALIBRATED_METHODS, QuantizeRequest, default_output_dir
+from engine.plan.methods import default_output_dir
+from engine.quantize.request import CALIBRATED_METHODS, QuantizeRequest
 
 # The memory model's constants (see the module docstring); benchmarks/bench_quantize.py prints
 # estimate / measured for each method so a drift shows.

@@ -107,25 +107,3 @@ class QuantizeReport:
     def ratio(self) -> float:
         """Input size divided by output size (how many times smaller the weights got)."""
         return self.input_bytes / self.output_bytes if self.output_bytes else 0.0
-
-
-def default_output_dir(source: Path, method: str) -> Path:
-    """The folder a run writes to when none is named: next to the source, named after it and the method.
-
-    A model inside the Hugging Face cache (``.../models--org--name/snapshots/<rev>``) is written to
-    quant-tui's cache folder instead, as ``quantized/<name>-<suffix>``, so nothing lands in the hub cache.
-
-    Raises:
-        ValueError: ``method`` is not one of METHODS.
-    """
-    if method not in FOLDER_SUFFIXES:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    source = Path(source).expanduser().absolute()
-    parts = source.parts
-    if "snapshots" in parts and parts[parts.index("snapshots") - 1].startswith("models--"):
-        from engine.paths import cache_dir
-
-        repo_folder = parts[parts.index("snapshots") - 1]
-        name = repo_folder.removeprefix("models--").split("--", 1)[-1]
-        return cache_dir() / "quantized" / f"{name}-{FOLDER_SUFFIXES[method]}"
-    return source.parent / f"{source.name}-{FOLDER_SUFFIXES[method]}"

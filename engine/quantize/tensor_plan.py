@@ -14,7 +14,8 @@ from engine.errors import ModelError, QuantTuiError
 from engine.model.architecture import load_config, read_architecture
 from engine.model.inspect_model import classify_tensor, detect_quantization
 from engine.model.safetensors_headers import DTYPE_BYTES, TensorHeader, read_safetensors_headers
-from engine.quantize.request import CALIBRATED_METHODS, METHODS, QuantizeRequest, default_output_dir
+from engine.plan.methods import default_output_dir
+from engine.quantize.request import CALIBRATED_METHODS, METHODS, QuantizeRequest
 from engine.quantize.schemes import FLOAT_DTYPES, SCHEMES, Scheme
 
 # Model types whose checkpoints are plain per-layer Linear weights vLLM loads with compressed-tensors.

@@ -21,10 +21,10 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from engine.errors import QuantTuiError
+from engine.plan.server_config import Backend, ServerConfig, is_loopback
 from engine.process.child import spawn_watchdog, stop_group, stop_watchdog
 from engine.serve.amx_permission import ENTRY_POINT_NAME as AMX_PLUGIN
 from engine.serve.plan_check import PlanVsActual
-from engine.serve.server_config import Backend, ServerConfig, is_loopback
 from engine.serve.server_log import Diagnosis, StartupFacts, diagnose_failure, parse_startup_log
 
 __all__ = [

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.serve.server_config import Backend, ServerConfig
+from engine.plan.server_config import Backend, ServerConfig
 from engine.serve.server_log import StartupFacts
 
 

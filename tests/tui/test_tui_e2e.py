@@ -192,8 +192,8 @@ async def test_cancelling_or_quitting_a_quantization_leaves_nothing_half_written
 
 
 async def test_dashboard_names_a_killed_engine_and_restarts_the_server(demo_model: Path) -> None:
+    from engine.plan.server_config import ServerConfig
     from engine.serve.launcher import VllmServer
-    from engine.serve.server_config import ServerConfig
 
     config = ServerConfig(model=demo_model, max_model_len=512, enforce_eager=True, cpu_kvcache_gib=1)
     server = VllmServer(config)
