@@ -148,12 +148,13 @@ def _alive(pid: int | None) -> bool:
 
 
 async def test_cancelling_or_quitting_a_quantization_leaves_nothing_half_written(tmp_path: Path) -> None:
-    # Big enough (about 380 MB) that the run is still going when the keys arrive.
+    # Big enough (about 1.1 GB, several seconds even at the quantizer's speed) that the run is still
+    # going when the keys arrive.
     model = write_tiny_llama(
         tmp_path / "mid-llama",
         hidden_size=1024,
         intermediate_size=2816,
-        num_hidden_layers=16,
+        num_hidden_layers=48,
         num_attention_heads=16,
         num_key_value_heads=8,
     )
