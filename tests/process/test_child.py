@@ -8,13 +8,12 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from engine.process.child import ChildProcess
+from tests.process_tree import alive, wait_gone
 
 REPO = Path(__file__).resolve().parents[2]
 # A leader that prints the pid of a grandchild it started in the same group, then sleeps.
@@ -26,24 +25,6 @@ _LEADER = textwrap.dedent(
     time.sleep(600)
     """
 )
-
-
-def _alive(pids: list[int]) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
-def _wait_gone(pids: list[int], seconds: float) -> list[int]:
-    deadline = time.monotonic() + seconds
-    while _alive(pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return _alive(pids)
 
 
 def test_lines_and_exit_status() -> None:
@@ -58,12 +39,12 @@ def test_stop_and_cancel_end_the_whole_group(how: str) -> None:
     child = ChildProcess([sys.executable, "-c", _LEADER], cancel=cancel)
     grandchild = int(next(child.lines()).split()[1])
     pids = [child.pid, grandchild]
-    assert _alive(pids) == pids
+    assert alive(pids) == pids
     if how == "stop":
         child.stop()
     else:
         cancel.set()
-    assert _wait_gone(pids, 15) == []
+    assert wait_gone(pids, 15) == []
     assert child.cancelled is (how == "cancel")
     child.stop()  # twice is fine
 
@@ -89,11 +70,11 @@ def test_killed_parent_leaves_nothing(signum: int) -> None:
     )
     assert parent.stdout is not None
     pids = [int(pid) for pid in parent.stdout.readline().split()]
-    assert len(pids) == 3 and _alive(pids) == pids
+    assert len(pids) == 3 and alive(pids) == pids
     os.kill(parent.pid, signum)
     parent.wait(10)
     try:
-        assert _wait_gone(pids, 15) == []
+        assert wait_gone(pids, 15) == []
     finally:
-        for pid in _alive(pids):
+        for pid in alive(pids):
             os.kill(pid, signal.SIGKILL)

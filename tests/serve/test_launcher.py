@@ -27,6 +27,7 @@ from engine.serve.launcher import (
     pick_free_port,
     port_is_free,
 )
+from tests.process_tree import alive, wait_gone
 
 GIB = 1024**3
 MODEL = Path("/models/tiny")
@@ -361,11 +362,11 @@ def test_watchdog_kills_the_group_when_the_parent_dies() -> None:
     )
     try:
         time.sleep(1.0)
-        assert _alive(pids) == pids  # a live parent: nothing is touched
+        assert alive(pids) == pids  # a live parent: nothing is touched
         parent.kill()  # a zombie until reaped below: the watchdog must see it as dead
         assert watchdog.wait(20) == 0
         leader.wait(5)
-        assert _wait_gone(pids, 5) == []
+        assert wait_gone(pids, 5) == []
         assert not group_alive(leader.pid)
     finally:
         parent.wait()
@@ -373,7 +374,7 @@ def test_watchdog_kills_the_group_when_the_parent_dies() -> None:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-        for pid in _alive(pids):
+        for pid in alive(pids):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -383,7 +384,7 @@ def test_watchdog_exits_when_the_group_is_gone() -> None:
     leader, pids = _start_group()
     os.killpg(leader.pid, signal.SIGKILL)
     leader.wait(5)
-    _wait_gone(pids, 5)
+    wait_gone(pids, 5)
     started = time.monotonic()
     assert watch(os.getpid(), leader.pid, poll_s=0.05) == 0
     assert time.monotonic() - started < 2
@@ -396,9 +397,9 @@ def test_kill_group_escalates_to_sigkill() -> None:
     try:
         kill_group(leader.pid, grace_s=0.5)
         leader.wait(5)
-        assert _wait_gone(pids, 5) == []
+        assert wait_gone(pids, 5) == []
     finally:
-        for pid in _alive(pids):
+        for pid in alive(pids):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -471,26 +472,6 @@ def _tree(pid: int) -> list[int]:
         return []
 
 
-def _alive(pids: list[int]) -> list[int]:
-    import psutil
-
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
-def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
-    deadline = time.monotonic() + timeout_s
-    while _alive(pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return _alive(pids)
-
-
 def _config(model: Path, **kwargs: object) -> ServerConfig:
     defaults: dict[str, object] = {"max_model_len": 512, "cpu_kvcache_gib": 1, "enforce_eager": True}
     defaults.update(kwargs)
@@ -533,7 +514,7 @@ def test_serve_complete_and_stop_leaves_nothing(demo_model: Path, tmp_path: Path
         assert len(watchdogs) == 1
     finally:
         server.stop()
-    assert _wait_gone(tree + watchdogs, 5) == []
+    assert wait_gone(tree + watchdogs, 5) == []
     assert not server.is_running()
     assert lines and (tmp_path / "server.log").read_text().count("\n") >= len(server.log_tail) > 0
     server.stop()  # idempotent
@@ -572,12 +553,12 @@ def test_watchdog_reaps_the_server_when_the_app_is_killed(demo_model: Path, tmp_
         os.kill(app.pid, signal.SIGKILL)
         # The app stays a zombie until reaped here: the watchdog must not take a zombie for alive.
         time.sleep(0.5)
-        assert _wait_gone(tree, 30) == []
+        assert wait_gone(tree, 30) == []
     finally:
         if app.poll() is None:
             app.kill()
         app.wait()
-        for pid in _alive(locals().get("tree", [])):
+        for pid in alive(locals().get("tree", [])):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -614,11 +595,11 @@ def test_keep_running_outlives_the_app_on_purpose(demo_model: Path, tmp_path: Pa
     tree = _tree(pid)
     try:
         time.sleep(2)  # long enough for a watchdog, had there been one, to act
-        assert _alive(tree) == tree
+        assert alive(tree) == tree
         assert httpx.get(url + "/health", timeout=5).status_code == 200
     finally:
         os.killpg(pid, signal.SIGKILL)
-    assert _wait_gone(tree, 10) == []
+    assert wait_gone(tree, 10) == []
 
 
 @pytest.mark.e2e
@@ -638,7 +619,7 @@ def test_vllm_port_clash_is_diagnosed(demo_model: Path, tmp_path: Path) -> None:
             server.wait_healthy(timeout=STARTUP_TIMEOUT_S)
     assert "port" in caught.value.diagnosis.cause
     assert "--port" in caught.value.diagnosis.fix
-    assert _wait_gone(tree, 5) == []
+    assert wait_gone(tree, 5) == []
 
 
 @pytest.mark.e2e
@@ -675,7 +656,7 @@ def test_server_that_never_becomes_healthy(demo_model: Path, tmp_path: Path, set
     assert cause in caught.value.diagnosis.cause
     assert caught.value.diagnosis.fix
     assert "\n" not in str(caught.value)
-    assert _wait_gone([pid], 5) == []
+    assert wait_gone([pid], 5) == []
 
 
 @pytest.mark.e2e
@@ -688,7 +669,7 @@ def test_health_timeout_stops_the_server(demo_model: Path, tmp_path: Path) -> No
     tree = _tree(server.pid)
     with pytest.raises(ServerFailed, match="did not answer /health within 2 s"):
         server.wait_healthy(timeout=2)
-    assert _wait_gone(tree, 5) == []
+    assert wait_gone(tree, 5) == []
 
 
 @pytest.mark.e2e
@@ -740,7 +721,7 @@ def test_cli_serve_runs_until_signalled(demo_model: Path, tmp_path: Path, signum
     assert cli.returncode == 0, err
     assert "Traceback" not in err
     assert "quant-tui monitor " + url in out
-    assert _wait_gone(tree, 5) == []
+    assert wait_gone(tree, 5) == []
 
 
 @pytest.mark.e2e
