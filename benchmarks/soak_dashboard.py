@@ -14,9 +14,7 @@ Usage (hold the heavy lock; it keeps two cores busy for the whole run):
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -32,36 +30,18 @@ sys.path.insert(0, str(REPO))
 
 from engine.bench.loadgen import LoadSpec, run_load  # noqa: E402
 from engine.telemetry.metrics import parse_metrics  # noqa: E402
+from tests.quant_tui_command import Output, interrupt, start_quant_tui, wait_serving  # noqa: E402
 
 SESSION = "quant-tui-soak"
 
 
 def _start_server() -> tuple[subprocess.Popen[str], str]:
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tui.cli",
-            "serve",
-            "--model",
-            "demo",
-            "--max-model-len",
-            "512",
-            "--enforce-eager",
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    assert server.stdout is not None
-    for line in server.stdout:
-        if line.startswith("vLLM is serving"):
-            url = line.split(" at ", 1)[1].split()[0]
-            threading.Thread(target=server.stdout.read, daemon=True).start()  # keep the pipe drained
-            return server, url
-    raise SystemExit("soak: the demo server did not start (run `quant-tui serve --model demo` to see why)")
+    server = start_quant_tui(["serve", "--model", "demo", "--max-model-len", "512", "--enforce-eager"])
+    try:
+        return server, wait_serving(Output(server))
+    except AssertionError as error:
+        interrupt(server)
+        raise SystemExit(f"soak: the demo server did not start: {error}") from None
 
 
 def _request_success(url: str) -> float:
@@ -127,8 +107,7 @@ def main() -> int:
         subprocess.run(["tmux", "send-keys", "-t", SESSION, "q"], capture_output=True)
         time.sleep(1)
         subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
-        os.killpg(server.pid, signal.SIGINT)
-        server.wait(60)
+        interrupt(server)
 
     print(
         f"soak: {args.minutes:g} min of load, dashboard polling every {args.interval:g} s, sampled every {args.sample_s:g} s"

@@ -5,33 +5,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-QUANT_TUI = [sys.executable, "-m", "tui.cli"]
+from tests.quant_tui_command import Output, start_quant_tui, wait_serving
+
 # Signals a user or a system sends: ctrl+c, `kill`, a dropped SSH session, and the one nothing can catch.
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL]
 # The watchdog polls every 0.5 s and gives a group 5 s between SIGTERM and SIGKILL.
 GONE_WITHIN_S = 20
-
-
-def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    # Its own session, like a login shell's job: a signal to it reaches nothing else of the test's.
-    return subprocess.Popen(
-        [*QUANT_TUI, *args],
-        cwd=REPO,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -96,7 +81,7 @@ def _end(app: subprocess.Popen[str], signum: int, tree: list[psutil.Process]) ->
 def test_demo_build_ends_with_quant_tui(signum: int, tmp_path: Path) -> None:
     """`quant-tui recommend --model demo` on a fresh cache builds the demo model in a child: it goes too."""
     env = {**os.environ, "QUANT_TUI_CACHE": str(tmp_path / "cache")}
-    app = _start(["recommend", "--model", "demo"], env)
+    app = start_quant_tui(["recommend", "--model", "demo"], env)
 
     def builder_and_watchdog(tree: list[psutil.Process]) -> bool:
         lines = [_cmdline(p) for p in tree]
@@ -113,14 +98,8 @@ def test_demo_build_ends_with_quant_tui(signum: int, tmp_path: Path) -> None:
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
 def test_served_model_ends_with_quant_tui(signum: int, demo_model: Path) -> None:
     """`quant-tui serve` ended by any signal once healthy: the API server, engine, workers and watchdog go."""
-    app = _start(
-        ["serve", "--model", str(demo_model), "--max-model-len", "512", "--enforce-eager"], dict(os.environ)
-    )
-    assert app.stdout is not None
-    deadline = time.monotonic() + 300
-    for line in app.stdout:
-        if line.startswith("vLLM is serving") or time.monotonic() > deadline:
-            break
+    app = start_quant_tui(["serve", "--model", str(demo_model), "--max-model-len", "512", "--enforce-eager"])
+    wait_serving(Output(app))
     tree = _tree(app.pid)
     commands = [_cmdline(p) for p in tree]
     assert any("vllm.entrypoints.openai.api_server" in c for c in commands), commands
@@ -132,27 +111,24 @@ def test_served_model_ends_with_quant_tui(signum: int, demo_model: Path) -> None
 @pytest.mark.e2e
 def test_serve_says_the_engine_died_and_exits_non_zero(demo_model: Path) -> None:
     """The engine core killed under a healthy server (as the OOM killer does): a diagnosis, exit 1, nothing left."""
-    app = _start(
-        ["serve", "--model", str(demo_model), "--max-model-len", "512", "--enforce-eager"], dict(os.environ)
-    )
-    assert app.stdout is not None
-    for line in app.stdout:
-        if line.startswith("vLLM is serving"):
-            break
+    app = start_quant_tui(["serve", "--model", str(demo_model), "--max-model-len", "512", "--enforce-eager"])
+    output = Output(app)
+    wait_serving(output)
     tree = _tree(app.pid)
     cores = [p for p in tree if p.name().startswith("VLLM::EngineCor")]
     assert len(cores) == 1, [p.name() for p in tree]
     try:
         cores[0].kill()
-        output, _ = app.communicate(timeout=60)
+        app.wait(60)
+        printed = output.wait_closed()
     finally:
         if app.poll() is None:
             app.kill()
             app.wait(5)
     assert app.returncode == 1
     assert (
-        "quant-tui: the vLLM server stopped on its own: the vLLM engine process died unexpectedly" in output
+        "quant-tui: the vLLM server stopped on its own: the vLLM engine process died unexpectedly" in printed
     )
-    assert "quant-tui: fix: look for an OOM kill" in output
-    assert "Traceback" not in output
+    assert "quant-tui: fix: look for an OOM kill" in printed
+    assert "Traceback" not in printed
     assert [p.pid for p in _wait_gone(tree, GONE_WITHIN_S)] == []

@@ -5,17 +5,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-QUANT_TUI = [sys.executable, "-m", "tui.cli"]
+from tests.quant_tui_command import QUANT_TUI, REPO, Output, interrupt, start_quant_tui, wait_serving
 
 
 def _run(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -39,9 +35,8 @@ def test_api_key_never_leaks(demo_model: Path, tmp_path: Path) -> None:
     key_file.chmod(0o600)
     env = {k: v for k, v in os.environ.items() if k not in ("VLLM_API_KEY", "QUANT_TUI_API_KEY")}
     log_file = tmp_path / "server.log"
-    serve = subprocess.Popen(
+    serve = start_quant_tui(
         [
-            *QUANT_TUI,
             "serve",
             "--model",
             str(demo_model),
@@ -53,25 +48,11 @@ def test_api_key_never_leaks(demo_model: Path, tmp_path: Path) -> None:
             "--log-file",
             str(log_file),
         ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+        env,
     )
-    outputs: list[str] = []
+    output = Output(serve)
     try:
-        assert serve.stdout is not None
-        url = None
-        deadline = time.monotonic() + 300
-        for line in serve.stdout:
-            outputs.append(line)
-            if line.startswith("vLLM is serving"):
-                url = line.split(" at ", 1)[1].split()[0]
-                break
-            assert time.monotonic() < deadline
-        assert url is not None, "".join(outputs)
+        url = wait_serving(output)
         assert key not in _every_command_line()  # `ps` shows argv to every user of the box
 
         result_file = tmp_path / "bench.json"
@@ -120,11 +101,9 @@ def test_api_key_never_leaks(demo_model: Path, tmp_path: Path) -> None:
         assert anonymous.returncode != 0
         assert "api-key" in anonymous.stdout + anonymous.stderr
     finally:
-        os.killpg(serve.pid, signal.SIGINT)
-        rest, _ = serve.communicate(timeout=60)
-        outputs.append(rest or "")
+        interrupt(serve)
 
-    texts = {"serve output": "".join(outputs)}
+    texts = {"serve output": output.wait_closed()}
     for run in (bench, monitor, refused, anonymous):
         texts[" ".join(run.args[3:5])] = run.stdout + run.stderr
     for path in tmp_path.rglob("*"):
