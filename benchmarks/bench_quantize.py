@@ -225,7 +225,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the built checkpoint for the next run")
     args = parser.parse_args()
 
-    from engine.quantize.calibrated import llmcompressor_python
+    from engine.quantize.llmcompressor_env import llmcompressor_python
 
     source = args.workdir / "bench-llama"
     started = time.monotonic()

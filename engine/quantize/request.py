@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,3 +108,22 @@ class QuantizeReport:
     def ratio(self) -> float:
         """Input size divided by output size (how many times smaller the weights got)."""
         return self.input_bytes / self.output_bytes if self.output_bytes else 0.0
+
+
+ProgressCallback = Callable[[QuantizeProgress], None]
+
+
+def stage_progress(stage: str, message: str = "", peak_rss_bytes: int = 0) -> QuantizeProgress:
+    """A progress snapshot that only names a stage (installing, calibrating...), without tensor counts."""
+    return QuantizeProgress(
+        tensors_done=0,
+        tensors_total=0,
+        bytes_done=0,
+        bytes_total=0,
+        rate_bytes_per_s=0.0,
+        eta_s=None,
+        current_tensor="",
+        peak_rss_bytes=peak_rss_bytes,
+        stage=stage,
+        message=message,
+    )

@@ -15,7 +15,7 @@ import pytest
 
 from engine.errors import QuantTuiError
 from engine.quantize import QuantizeProgress, QuantizeRequest, preflight, quantize_model
-from engine.quantize.calibrated import _relay, calibration_file, gptq_layer_errors
+from engine.quantize.calibrated import calibration_file, gptq_layer_errors, relay_progress
 from engine.quantize.llmcompressor_worker import read_samples
 from tests.quantize.test_quantize_support import build_tiny_llama, complete, vllm_server
 
@@ -115,7 +115,7 @@ def test_worker_lines_become_progress_events() -> None:
         json.dumps({"stage": "done", "peak_rss_bytes": 12345}),
     ]
     events: list[QuantizeProgress] = []
-    peak = _relay(io.StringIO("\n".join(lines) + "\n"), events.append)
+    peak = relay_progress(io.StringIO("\n".join(lines) + "\n"), events.append)
     assert peak == 12345
     assert [(event.stage, event.message) for event in events] == [
         ("loading", "loading m"),
@@ -201,7 +201,7 @@ def test_data_free_output_is_bit_identical_to_llmcompressor_model_free_ptq(
     """The reference implementation, run in its own environment on the same checkpoint, writes the same bytes."""
     import subprocess
 
-    from engine.quantize.calibrated import ensure_llmcompressor_env
+    from engine.quantize.llmcompressor_env import ensure_llmcompressor_env
     from tests.quantize.test_quantize_runner import load_all
     from tests.quantize.test_quantize_schemes import same_bits
 

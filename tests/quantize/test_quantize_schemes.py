@@ -14,15 +14,14 @@ from compressed_tensors.quantization.utils import calculate_qparams, generate_gp
 from compressed_tensors.quantization.utils.helpers import maybe_pad_tensor_for_block_quant
 
 from engine.quantize.config import COMPRESSED_TENSORS_VERSION, quantization_config
-from engine.quantize.schemes import (
-    SCHEMES,
-    Scheme,
+from engine.quantize.scheme_math import (
     absolute_max,
     compute_scale,
     global_scale_from_absmax,
     quantize_rows,
     quantize_with_scale,
 )
+from engine.quantize.schemes import SCHEMES, Scheme
 
 METHODS = sorted(SCHEMES)
 DTYPES = [torch.bfloat16, torch.float16]
@@ -175,7 +174,7 @@ def test_int_packing_matches_compressed_tensors(dtype: torch.dtype, method: str,
 
 
 def test_int4_packing_puts_the_first_value_in_the_lowest_nibble() -> None:
-    from engine.quantize.schemes import pack_int4
+    from engine.quantize.scheme_math import pack_int4
 
     values = torch.tensor([[-8, -7, 0, 1, 2, 3, 6, 7]], dtype=torch.int8)
     word = int(pack_int4(values)[0, 0]) & 0xFFFFFFFF

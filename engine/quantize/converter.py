@@ -1,0 +1,284 @@
+"""The streaming data-free converter: reads blocks of rows, quantizes them in a thread pool, writes them in place."""
+
+from __future__ import annotations
+
+import errno
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import QuantTuiError
+from engine.quantize import work_split
+from engine.quantize.report import layer_error, worst_first
+from engine.quantize.request import ProgressCallback, QuantizeProgress
+from engine.quantize.staging import PeakRss, QuantizeCancelled
+from engine.quantize.tensor_plan import QuantizePlan, SourceTensor, fused_siblings
+from engine.quantize.writer import (
+    ShardFile,
+    ShardLayout,
+    group_into_shards,
+    layout_shard,
+    shard_filename,
+)
+
+_PROGRESS_INTERVAL_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """A block of rows of one source tensor, the unit a pool thread reads and writes."""
+
+    tensor: SourceTensor
+    row_start: int
+    row_stop: int
+
+    @property
+    def nbytes(self) -> int:
+        rows = self.tensor.shape[0] if self.tensor.shape else 1
+        return self.tensor.nbytes * (self.row_stop - self.row_start) // max(rows, 1)
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """The squared sums a quantized block contributes to its layer's error."""
+
+    weight_square_sum: float
+    error_square_sum: float
+
+
+class StreamingConverter:
+    """Feeds work items to the thread pool, writes their results, and reports progress."""
+
+    def __init__(
+        self,
+        plan: QuantizePlan,
+        staging: Path,
+        workers: int,
+        on_progress: ProgressCallback | None,
+        cancel: threading.Event,
+        rss: PeakRss,
+        started: float,
+    ) -> None:
+        self.plan = plan
+        self.staging = staging
+        self.workers = workers
+        self.on_progress = on_progress
+        self.cancel = cancel
+        self.rss = rss
+        self.started = started
+        self.bytes_total = plan.input_bytes
+        self.bytes_done = 0
+        self.tensors_done = 0
+        self.current = ""
+        self._last_emit = 0.0
+        self._shards: dict[str, ShardFile] = {}
+        self._global_scales: dict[str, Any] = {}
+
+    def emit(self, stage: str, message: str = "", force: bool = False) -> None:
+        """Sends a progress snapshot, at most every 0.1 s unless ``force``."""
+        now = time.monotonic()
+        if self.on_progress is None or (not force and now - self._last_emit < _PROGRESS_INTERVAL_SECONDS):
+            return
+        self._last_emit = now
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.bytes_done / elapsed
+        remaining = self.bytes_total - self.bytes_done
+        eta = remaining / rate if rate > 0 and self.bytes_done else None
+        self.on_progress(
+            QuantizeProgress(
+                tensors_done=self.tensors_done,
+                tensors_total=len(self.plan.tensors),
+                bytes_done=self.bytes_done,
+                bytes_total=self.bytes_total,
+                rate_bytes_per_s=rate,
+                eta_s=eta,
+                current_tensor=self.current,
+                peak_rss_bytes=self.rss.peak,
+                stage=stage,
+                message=message,
+            )
+        )
+
+    def _items(self) -> Iterator[WorkItem]:
+        for tensor in self.plan.tensors:
+            if not tensor.shape:
+                yield WorkItem(tensor, 0, 1)
+                continue
+            rows = tensor.shape[0]
+            row_elements = max(1, tensor.nbytes // max(rows, 1) // _item_bytes(tensor.dtype))
+            step = max(1, work_split.CHUNK_ELEMENTS // row_elements)
+            if tensor.action == "quantize":
+                step = work_split.whole_scale_rows(step, self.plan.scheme)
+            if rows == 0:
+                yield WorkItem(tensor, 0, 0)
+            for start in range(0, rows, step):
+                yield WorkItem(tensor, start, min(rows, start + step))
+
+    def run(self, max_shard_bytes: int) -> tuple[list[ShardLayout], tuple[Any, ...]]:
+        """Writes every shard; returns their layouts and the layer errors, worst first."""
+        groups = [list(tensor.outputs) for tensor in self.plan.tensors]
+        shards = group_into_shards(groups, max_shard_bytes)
+        layouts = [layout_shard(shard_filename(i, len(shards)), specs) for i, specs in enumerate(shards)]
+        self.emit("planning", f"{len(self.plan.tensors)} tensors into {len(layouts)} shard(s)", force=True)
+        sums: dict[str, list[float]] = {}
+        chunks_left: dict[str, int] = {}
+        for item in self._items():
+            chunks_left[item.tensor.name] = chunks_left.get(item.tensor.name, 0) + 1
+        try:
+            for layout in layouts:
+                shard = ShardFile(self.staging, layout)
+                for name in layout.specs:
+                    self._shards[name] = shard
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="quantize") as pool:
+                if self.plan.scheme.global_scale:
+                    self._global_scales = self._fused_global_scales(pool)
+                pending: deque[tuple[WorkItem, Future[ItemResult]]] = deque()
+                try:
+                    for item in self._items():
+                        if self.cancel.is_set():
+                            raise QuantizeCancelled("quantization cancelled; nothing was written")
+                        pending.append((item, pool.submit(self._work, item)))
+                        while len(pending) > self.workers:
+                            self._finish(*pending.popleft(), sums, chunks_left)
+                    while pending:
+                        self._finish(*pending.popleft(), sums, chunks_left)
+                except BaseException:
+                    for _, future in pending:
+                        future.cancel()
+                    raise
+            for shard in {id(shard): shard for shard in self._shards.values()}.values():
+                shard.close()
+        except OSError as error:
+            if error.errno == errno.ENOSPC:
+                raise QuantTuiError(
+                    f"the disk filled up while writing {self.plan.output.name}; free some space and run again "
+                    "(the partial output was removed)"
+                ) from None
+            raise
+        finally:
+            for shard in self._shards.values():
+                shard.close(sync=False)
+        errors = [layer_error(name.removesuffix(".weight"), *values) for name, values in sums.items()]
+        return layouts, worst_first(errors)
+
+    def _finish(
+        self,
+        item: WorkItem,
+        future: Future[ItemResult],
+        sums: dict[str, list[float]],
+        chunks_left: dict[str, int],
+    ) -> None:
+        self.current = item.tensor.name
+        result = future.result()
+        name = item.tensor.name
+        if item.tensor.action == "quantize":
+            totals = sums.setdefault(name, [0.0, 0.0])
+            totals[0] += result.weight_square_sum
+            totals[1] += result.error_square_sum
+        self.bytes_done += item.nbytes
+        chunks_left[name] -= 1
+        if chunks_left[name] == 0:
+            self.tensors_done += 1
+        if self.cancel.is_set():
+            raise QuantizeCancelled("quantization cancelled; nothing was written")
+        self.emit("quantizing", force=self.tensors_done == len(self.plan.tensors))
+
+    def _fused_global_scales(self, pool: ThreadPoolExecutor) -> dict[str, Any]:
+        """Each quantized weight's NVFP4 global scale, the smallest of its fused siblings' (llm-compressor's rule).
+
+        vLLM keeps one global scale for a fused q/k/v or gate/up layer (the largest, with a
+        warning), so siblings must agree; the smallest keeps every sibling's FP8 scales in range.
+        This is a first, read-only pass over the quantized weights.
+        """
+        from engine.quantize.scheme_math import global_scale_from_absmax
+
+        quantized = [tensor for tensor in self.plan.tensors if tensor.action == "quantize"]
+        self.emit("planning", "measuring NVFP4 global scales", force=True)
+        absmax = dict(zip((t.name for t in quantized), pool.map(self._absolute_max, quantized), strict=True))
+        scales = {name: global_scale_from_absmax(value) for name, value in absmax.items()}
+        shared: dict[str, Any] = {}
+        for name in scales:
+            siblings = [other for other in fused_siblings(name) if other in scales] or [name]
+            shared[name] = min((scales[other] for other in siblings), key=float)
+        return shared
+
+    def _absolute_max(self, tensor: SourceTensor) -> Any:
+        """The absolute maximum of a whole source weight, read a chunk of rows at a time."""
+        from safetensors import safe_open
+
+        from engine.quantize.scheme_math import absolute_max
+
+        rows = tensor.shape[0]
+        step = max(1, work_split.CHUNK_ELEMENTS // max(1, tensor.shape[1]))
+        result = None
+        for start in range(0, rows, step):
+            if self.cancel.is_set():
+                break
+            with safe_open(str(tensor.file), framework="pt") as handle:
+                value = absolute_max(handle.get_slice(tensor.name)[start : start + step])
+            result = value if result is None else max(result, value, key=float)
+        if result is None:  # cancelled before the first read; the run stops at its first item
+            import torch
+
+            return torch.zeros(1)
+        return result
+
+    def _work(self, item: WorkItem) -> ItemResult:
+        """Reads a block of rows, quantizes or copies it, and writes it in place (in a pool thread)."""
+        if self.cancel.is_set():
+            return ItemResult(0.0, 0.0)
+        from safetensors import safe_open
+
+        tensor = item.tensor
+        # A handle per item: safe_open memory-maps the whole file and every page read stays in this
+        # process's RSS while the handle lives, so a long-lived handle would grow to the shard's size.
+        with safe_open(str(tensor.file), framework="pt") as handle:
+            if not tensor.shape:
+                rows = handle.get_tensor(tensor.name)
+            else:
+                rows = handle.get_slice(tensor.name)[item.row_start : item.row_stop]
+        if tensor.action == "copy":
+            self._write_rows(tensor.name, rows, item.row_start, tensor.shape)
+            return ItemResult(0.0, 0.0)
+        from engine.quantize.scheme_math import quantize_rows
+
+        scheme = self.plan.scheme
+        weight_spec, scale_spec = tensor.outputs[0], tensor.outputs[1]
+        step = work_split.whole_scale_rows(max(1, work_split.BLOCK_ELEMENTS // tensor.shape[1]), scheme)
+        global_scale = self._global_scales.get(tensor.name) if scheme.global_scale else None
+        weight_sq = error_sq = 0.0
+        for offset in range(0, rows.shape[0], step):
+            quantized = quantize_rows(rows[offset : offset + step], scheme, global_scale=global_scale)
+            start = item.row_start + offset
+            self._write_rows(weight_spec.name, quantized.weight, start, weight_spec.shape)
+            self._write_rows(
+                scale_spec.name, quantized.scale, start // scheme.scale_row_divisor, scale_spec.shape
+            )
+            weight_sq += quantized.weight_square_sum
+            error_sq += quantized.error_square_sum
+        if item.row_start == 0 and len(tensor.outputs) > 2:
+            extra = tensor.outputs[2]
+            if global_scale is not None:
+                self._shards[extra.name].write(extra.name, struct.pack("<f", float(global_scale)))
+            else:
+                self._shards[extra.name].write(extra.name, struct.pack("<2q", *tensor.shape))
+        return ItemResult(weight_sq, error_sq)
+
+    def _write_rows(self, name: str, rows: Any, row_start: int, shape: tuple[int, ...]) -> None:
+        import torch
+
+        data = rows.contiguous().reshape(-1).view(torch.uint8).numpy()
+        row_bytes = data.nbytes // max(1, rows.shape[0]) if rows.ndim else 0
+        self._shards[name].write(name, memoryview(data), row_start * row_bytes)
+
+
+def _item_bytes(dtype: str) -> int:
+    from engine.model.safetensors_headers import DTYPE_BYTES
+
+    return int(DTYPE_BYTES[dtype])
