@@ -1,0 +1,56 @@
+"""One streamed completion as it arrives: SSE messages read and stamped as ``vllm bench serve`` stamps them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["StreamState", "one_line"]
+
+_HTTP_ERROR_EXCERPT_CHARS = 160
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line (whitespace runs squeezed), cut to a short excerpt for an error message."""
+    return " ".join(text.split())[:_HTTP_ERROR_EXCERPT_CHARS]
+
+
+class StreamState:
+    """What has arrived on one stream so far, stamped as vLLM's request function stamps it."""
+
+    def __init__(self) -> None:
+        self.first_token_at: float | None = None
+        self.last_token_at: float | None = None
+        self.first_text_at: float | None = None
+        self.gaps: list[float] = []
+        self.chunks = 0
+        self.usage: dict[str, Any] | None = None
+        self.status: int | None = None
+        self.done = False
+
+    def on_data(self, payload: str, now: float) -> str | None:
+        """Reads one SSE ``data:`` payload; returns an error line if the server sent one."""
+        if payload == "[DONE]":
+            self.done = True
+            return None
+        message = json.loads(payload)
+        if not isinstance(message, dict):
+            raise ValueError("stream chunk is not a JSON object")
+        if "error" in message:
+            error = message["error"]
+            detail = error.get("message", error) if isinstance(error, dict) else error
+            return one_line(str(detail))
+        if isinstance(message.get("usage"), dict):
+            self.usage = message["usage"]
+        choices = message.get("choices")
+        if choices:
+            # Any message with choices is a token, even with empty text (special tokens), as in vLLM.
+            if self.first_token_at is None:
+                self.first_token_at = now
+            else:
+                self.gaps.append(now - (self.last_token_at or now))
+            self.last_token_at = now
+            self.chunks += 1
+            if self.first_text_at is None and any(choice.get("text") for choice in choices):
+                self.first_text_at = now
+        return None
