@@ -1,49 +1,30 @@
-"""Display formatting shared by the screens: sizes, rates, durations and paths as short text."""
+"""Display formatting shared by the screens and the CLI: sizes, rates, durations and paths as short text."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-GIB = 2**30
-MIB = 2**20
+from engine.units import GIB, MIB, format_bytes, format_duration, format_gib, format_milliseconds
 
+__all__ = [
+    "GIB",
+    "MIB",
+    "compact_number",
+    "gib",
+    "home_path",
+    "milliseconds",
+    "number",
+    "percent",
+    "seconds",
+    "size",
+]
 
-def gib(count: float | None) -> str:
-    """Bytes as GiB with one decimal, or a dash when unknown."""
-    if count is None:
-        return "-"
-    return f"{count / GIB:.1f} GiB"
-
-
-def size(count: float | None) -> str:
-    """Bytes in the largest unit that keeps the number readable (KiB to TiB)."""
-    if count is None:
-        return "-"
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
-def seconds(value: float | None) -> str:
-    """A duration as ``1h02m``, ``3m05s`` or ``4.2 s``; a dash when unknown."""
-    if value is None:
-        return "-"
-    if value < 60:
-        return f"{value:.1f} s"
-    minutes, secs = divmod(int(value), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
-def milliseconds(value: float | None) -> str:
-    """Seconds shown as milliseconds; a dash when unknown."""
-    return "-" if value is None else f"{value * 1000:.0f} ms"
+# The screens' short names for the engine's one byte/duration formatter (engine.units).
+gib = format_gib
+size = format_bytes
+seconds = format_duration
+milliseconds = format_milliseconds
 
 
 def number(value: float | None, digits: int = 1, suffix: str = "") -> str:

@@ -27,6 +27,7 @@ from engine.plan.vllm_facts import (
     default_max_num_batched_tokens,
     default_max_num_seqs,
 )
+from engine.units import format_bytes
 
 Goal = Literal["quality", "balanced", "memory", "throughput"]
 GOALS: tuple[Goal, ...] = ("quality", "balanced", "memory", "throughput")
@@ -354,10 +355,6 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
-def _size(value: int | float) -> str:
-    return f"{value / GIB:.1f} GiB" if abs(value) >= GIB else f"{value / 2**20:.1f} MiB"
-
-
 def _candidate(
     model: ModelInfo,
     target: HardwareTarget,
@@ -396,12 +393,12 @@ def _candidate(
     plan = fit.plan
     if plan.weights_bytes + plan.overhead.total > plan.usable_bytes:
         warnings.append(
-            f"weights ({_size(plan.weights_bytes)} per device) and runtime ({_size(plan.overhead.total)}) "
-            f"exceed the {_size(plan.usable_bytes)} vLLM may use"
+            f"weights ({format_bytes(plan.weights_bytes, 'MiB')} per device) and runtime ({format_bytes(plan.overhead.total, 'MiB')}) "
+            f"exceed the {format_bytes(plan.usable_bytes, 'MiB')} vLLM may use"
         )
     elif not plan.capacity.fits_one_sequence:
         warnings.append(
-            f"the KV cache ({_size(plan.kv_budget_bytes)}) cannot hold one {max_model_len}-token sequence: "
+            f"the KV cache ({format_bytes(plan.kv_budget_bytes, 'MiB')}) cannot hold one {max_model_len}-token sequence: "
             "vLLM refuses to start; lower --max-model-len"
         )
     elif server.prediction.max_concurrency < request.concurrency:
@@ -450,7 +447,7 @@ def _candidate(
     elif needs_quantization:
         reasons.append(make_it_line(method, _shown_path(model.path)))
     speed = CPU_SPEED_NOTE[execution] if target.kind == "cpu" else SPEED_NOTE[execution]
-    trade_off = f"{record.trade_off}; {speed}; weights {_size(weights.total)}"
+    trade_off = f"{record.trade_off}; {speed}; weights {format_bytes(weights.total, 'MiB')}"
     fits = server.prediction.max_concurrency >= request.concurrency and plan.capacity.fits_one_sequence
     return Candidate(
         method=method,

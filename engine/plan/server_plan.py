@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from engine.plan.vllm_facts import GIB
+from engine.units import format_bytes
 
 # KV space on the CPU backend: what the requested context × concurrency needs, times this headroom,
 # rounded up to whole GiB (VLLM_CPU_KVCACHE_SPACE takes whole GiB), at least 1 GiB.
@@ -48,9 +49,7 @@ def cpu_kv_space(needed_bytes: int, available_bytes: int, weights_bytes: int) ->
     limit = max(0, (available_bytes - weights_bytes - CPU_RAM_MARGIN_BYTES) // GIB)
     gib = max(1, min(wanted, limit))
     capped = gib < wanted
-    need = (
-        f"{needed_bytes / GIB:.2f} GiB" if needed_bytes >= GIB // 100 else f"{needed_bytes / 2**20:.1f} MiB"
-    )
+    need = format_bytes(needed_bytes, "MiB", digits=2)
     reason = (
         f"VLLM_CPU_KVCACHE_SPACE={gib}: the context × concurrency needs {need} of KV cache, "
         f"+25 % headroom rounded up to whole GiB is {wanted} GiB"

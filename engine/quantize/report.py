@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.quantize.request import LayerError, QuantizeReport
+from engine.units import format_bytes
 
 if TYPE_CHECKING:
     from engine.bench.quality import QualityComparison
@@ -29,14 +30,6 @@ def layer_error(name: str, weight_square_sum: float, error_square_sum: float) ->
 def worst_first(errors: list[LayerError]) -> tuple[LayerError, ...]:
     """Layer errors sorted by relative error, highest first (name breaks ties)."""
     return tuple(sorted(errors, key=lambda error: (-error.relative_error, error.name)))
-
-
-def format_bytes(count: int) -> str:
-    """``1.23 GB`` / ``45.6 MB`` / ``789 kB`` (decimal units, as disks are sold)."""
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if count >= size:
-            return f"{count / size:.2f} {unit}" if unit == "GB" else f"{count / size:.1f} {unit}"
-    return f"{count} B"
 
 
 def error_summary(errors: tuple[LayerError, ...]) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from engine.plan.server_config import Backend, ServerConfig
 from engine.serve.server_log import StartupFacts
+from engine.units import format_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +190,7 @@ def _show(name: str, value: float | str | None) -> str:
     if isinstance(value, str):
         return value
     if "memory" in name:
-        return f"{value / 1024**3:.2f} GiB" if value >= 1024**3 else f"{value / 2**20:.1f} MiB"
+        return format_bytes(value, "MiB", digits=2)
     if "concurrency" in name:
         return f"{value:.2f}x"
     return f"{value:,.0f}"

@@ -10,7 +10,7 @@ import pytest
 from engine.bench.heldout_text import heldout_samples
 from engine.bench.quality import QualityComparison
 from engine.errors import QuantTuiError
-from engine.quantize.report import error_summary, format_bytes, layer_error, update_quality, worst_first
+from engine.quantize.report import error_summary, layer_error, update_quality, worst_first
 from engine.quantize.request import LayerError
 
 
@@ -39,13 +39,6 @@ def test_worst_first_and_summary() -> None:
     assert [error.name for error in errors] == ["b", "c", "a"]
     assert error_summary(errors) == "median relative error 0.0500 (26.0 dB SNR); worst b 0.1000 (20.0 dB)"
     assert error_summary(()) == "no per-layer error measured"
-
-
-@pytest.mark.parametrize(
-    ("count", "text"), [(999, "999 B"), (1500, "1.5 kB"), (2_345_678, "2.3 MB"), (4_100_000_000, "4.10 GB")]
-)
-def test_format_bytes(count: int, text: str) -> None:
-    assert format_bytes(count) == text
 
 
 def test_heldout_text_is_cut_into_word_samples(tmp_path: Path) -> None:

@@ -103,24 +103,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_cost(cost: CostEstimate) -> None:
-    from engine.quantize.report import format_bytes
+    from engine.units import format_bytes, format_duration
 
     print(f"{cost.method}: what the run needs (nothing was written)")
     print(
         f"  peak memory  {format_bytes(cost.peak_ram_bytes)} (available {format_bytes(cost.available_ram_bytes)})"
     )
     print(f"  disk         {format_bytes(cost.disk_bytes)} (free {format_bytes(cost.free_disk_bytes)})")
-    print(f"  time         about {_duration(cost.seconds)}")
+    print(f"  time         about {format_duration(cost.seconds)}")
     print(f"  model        {cost.memory_model}")
     print("  fits" if cost.refusal is None else "  does not fit")
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(seconds, 1):.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def report_to_json(report: QuantizeReport) -> dict[str, Any]:
@@ -197,7 +189,8 @@ def _print_summary(report: QuantizeReport) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from engine.quantize.report import error_summary, format_bytes
+    from engine.quantize.report import error_summary
+    from engine.units import format_bytes
 
     console = Console()
     console.print(
