@@ -172,11 +172,8 @@ class _LoadRun:
         outcome: Outcome,
         error: str | None,
     ) -> RequestRecord:
-        usage = state.usage or {}
-        completion_tokens = usage.get("completion_tokens")
-        prompt_tokens = usage.get("prompt_tokens")
-        from_usage = isinstance(completion_tokens, int)
-        generated = completion_tokens if isinstance(completion_tokens, int) else state.chunks
+        from_usage = state.completion_tokens is not None
+        generated = state.completion_tokens if state.completion_tokens is not None else state.chunks
 
         def since_start(stamp: float | None) -> float | None:
             return None if stamp is None else stamp - started
@@ -187,7 +184,7 @@ class _LoadRun:
             started_s=started - self.started,
             latency_s=time.perf_counter() - started,
             ttft_s=since_start(state.first_token_at),
-            prompt_tokens=prompt_tokens if isinstance(prompt_tokens, int) else None,
+            prompt_tokens=state.prompt_tokens,
             generated_tokens=generated,
             tokens_from_usage=from_usage,
             last_token_s=since_start(state.last_token_at),

@@ -311,6 +311,15 @@ class ServeSummary:
             data.update(self.stats(name).vllm_items(name))
         return data
 
+    def to_json(self) -> dict[str, Any]:
+        """:meth:`to_vllm_json` plus the outcomes, the failure reasons and the SLO attainment."""
+        return {
+            **self.to_vllm_json(),
+            "outcomes": dict(self.outcomes),
+            "failure_reasons": [list(pair) for pair in self.failure_reasons],
+            "slo_attainment": self.slo_attainment,
+        }
+
 
 def summarize(
     records: Sequence[RequestRecord],

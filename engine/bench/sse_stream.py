@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 __all__ = ["StreamState", "one_line"]
 
@@ -24,7 +23,8 @@ class StreamState:
         self.first_text_at: float | None = None
         self.gaps: list[float] = []
         self.chunks = 0
-        self.usage: dict[str, Any] | None = None
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
         self.status: int | None = None
         self.done = False
 
@@ -40,8 +40,11 @@ class StreamState:
             error = message["error"]
             detail = error.get("message", error) if isinstance(error, dict) else error
             return one_line(str(detail))
-        if isinstance(message.get("usage"), dict):
-            self.usage = message["usage"]
+        usage = message.get("usage")
+        if isinstance(usage, dict):
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            self.prompt_tokens = prompt if isinstance(prompt, int) else None
+            self.completion_tokens = completion if isinstance(completion, int) else None
         choices = message.get("choices")
         if choices:
             # Any message with choices is a token, even with empty text (special tokens), as in vLLM.

@@ -16,6 +16,7 @@ from engine.bench.ab_runner import (
     run_bench,
 )
 from engine.bench.loadgen import LoadSpec
+from engine.bench.metrics import Outcome, RequestRecord, summarize
 from engine.errors import QuantTuiError
 from tui.cli.bench_command import format_table
 
@@ -51,16 +52,17 @@ def test_parse_methods_rejects(text: str, message: str) -> None:
 def variant(
     method: str, tokens_per_s: float | None, weights: int, rss: int, ppl: float | None
 ) -> VariantResult:
-    load = (
-        None
-        if tokens_per_s is None
-        else {"output_throughput": tokens_per_s, "median_ttft_ms": 50.0, "median_tpot_ms": 10.0}
-    )
+    # One request of 100 tokens: first after 50 ms, then one every 10 ms; the run took 100/tokens_per_s s.
+    record = RequestRecord(
+        index=0, outcome=Outcome.OK, started_s=0.0, latency_s=1.05, ttft_s=0.05,
+        generated_tokens=100, last_token_s=0.05 + 99 * 0.01,
+    )  # fmt: skip
+    summary = None if tokens_per_s is None else summarize([record], 100 / tokens_per_s)
     return VariantResult(
         method=method,
         model_dir=Path(f"/models/{method}"),
         weights_bytes=weights,
-        load=load,
+        summary=summary,
         server_peak_rss_bytes=rss,
         perplexity=ppl,
         top1_agreement=None if ppl is None else 0.9,
@@ -103,6 +105,8 @@ def test_table_and_json() -> None:
     assert "fp8: fp8 needs a GPU" in text
     data = json.loads(json.dumps(RESULT.to_dict()))
     assert data["baseline"] == "bf16" and len(data["table"]) == 3
+    assert data["variants"][1]["load"]["output_throughput"] == pytest.approx(150.0)
+    assert data["variants"][1]["load"]["median_tpot_ms"] == pytest.approx(10.0)
 
 
 def test_bench_needs_a_model_folder(tmp_path: Path) -> None:
@@ -152,8 +156,8 @@ def test_e2e_bench_baseline_against_int8(demo_model: Path, tmp_path: Path) -> No
     baseline, int8 = result.variants
     assert baseline.error is None and int8.error is None, (baseline.error, int8.error)
     for measured in (baseline, int8):
-        assert measured.load is not None and measured.load["outcomes"]["ok"] == 8
-        assert measured.server_generation_tokens == measured.load["total_output_tokens"] == 8 * 32
+        assert measured.summary is not None and measured.summary.outcomes["ok"] == 8
+        assert measured.server_generation_tokens == measured.summary.total_output_tokens == 8 * 32
         assert measured.server_peak_rss_bytes and measured.kv_cache_tokens
         assert measured.perplexity is not None and measured.perplexity > 1.0
     assert baseline.top1_agreement == 1.0
