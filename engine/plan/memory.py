@@ -10,44 +10,10 @@ from engine.model.inspect_model import ModelInfo
 from engine.plan import kv_cache
 from engine.plan.gpu_memory import GpuMemoryBreakdown, gpu_memory_breakdown
 from engine.plan.kv_cache import KvCapacity, block_size_for, host_has_amx
+from engine.plan.methods import method as method_record
 from engine.plan.vllm_facts import DEFAULT_GPU_MEMORY_UTILIZATION, GIB
 
-
-@dataclass(frozen=True, slots=True)
-class WeightFormat:
-    """How a method stores the Linear layers' weights.
-
-    Attributes:
-        bits: bits per quantized weight.
-        group_size: weights sharing one scale; None means one scale per output row.
-        scale_bytes: bytes per scale as vLLM keeps it in memory.
-        zero_point_bytes: bytes per group for asymmetric formats (0 when symmetric).
-        quantizes_embeddings: whether embeddings and lm_head are quantized too (GGUF).
-    """
-
-    bits: float
-    group_size: int | None
-    scale_bytes: float
-    zero_point_bytes: float = 0.0
-    quantizes_embeddings: bool = False
-
-
-# The layouts quant-tui produces or vLLM loads. Scales: compressed-tensors' per-channel FP8/INT8
-# scales are loaded as float32; group scales of W4A16/W8A16 are 16-bit; NVFP4 keeps an FP8 scale
-# per 16 weights, MXFP4 an E8M0 scale per 32; bitsandbytes NF4 an absmax per 64 (fp32, no double
-# quantization); GGUF Q4_K_M averages about 4.85 bits per weight, Q6_K on the embeddings.
-WEIGHT_FORMATS: dict[str, WeightFormat] = {
-    "bf16": WeightFormat(16, None, 0),
-    "fp8": WeightFormat(8, None, 4),
-    "int8-w8a8": WeightFormat(8, None, 4),
-    "w8a16": WeightFormat(8, 128, 2),
-    "w4a16": WeightFormat(4, 128, 2),
-    "nvfp4": WeightFormat(4, 16, 1),
-    "mxfp4": WeightFormat(4, 32, 1),
-    "bnb-4bit": WeightFormat(4, 64, 4),
-    "bnb-8bit": WeightFormat(8, None, 4),
-    "gguf": WeightFormat(4.85, None, 0, quantizes_embeddings=True),
-}
+# GGUF Q4_K_M keeps the embeddings in Q6_K.
 GGUF_EMBEDDING_BITS = 6.5625
 
 
@@ -79,7 +45,7 @@ def weight_bytes(model: ModelInfo, method: str, dtype_bytes: int = 2) -> WeightB
     if existing is not None and existing.recommend_as == method and model.loaded_weight_bytes:
         unquantized = min(model.unquantized_params * dtype_bytes, model.loaded_weight_bytes)
         return WeightBytes(model.loaded_weight_bytes - unquantized, 0, unquantized)
-    fmt = WEIGHT_FORMATS[method]
+    fmt = method_record(method).weights
     if method == "bf16":
         return WeightBytes(0, 0, model.params * dtype_bytes)
     quantized = math.ceil(model.linear_params * fmt.bits / 8)

@@ -2,75 +2,48 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
+from engine.errors import QuantTuiError
 from engine.hardware.detect import HardwareTarget
 from engine.model.inspect_model import ModelInfo, human_params
-from engine.plan.memory import DevicePlan, KvCapacity, WeightBytes, plan_cpu, plan_gpu, weight_bytes
-from engine.plan.methods import default_output_dir, make_it_line
+from engine.plan.fitting import DeviceFit, fit_on_target
+from engine.plan.make_it import make_it_line
+from engine.plan.memory import DevicePlan, WeightBytes, weight_bytes
+from engine.plan.method_choice import (
+    GOALS,
+    Execution,
+    Goal,
+    capability_number,
+    execution_for,
+    preference_order,
+    rank_reason,
+    speed_note,
+)
+from engine.plan.methods import default_output_dir
 from engine.plan.methods import method as method_record
+from engine.plan.multi_node import ClusterStep, expert_parallel_hint, ray_cluster_steps
+from engine.plan.plan_request import PlanRequest, kv_cache_dtype_warning
 from engine.plan.server_config import Prediction, ServerConfig
-from engine.plan.server_plan import (
-    CalibrationKey,
-    CpuKvSpace,
-    available_ram_bytes,
-    cpu_kv_space,
-    load_calibration,
-)
-from engine.plan.vllm_facts import (
-    DEFAULT_GPU_MEMORY_UTILIZATION,
-    GIB,
-    VLLM_VERSION,
-    default_max_num_batched_tokens,
-    default_max_num_seqs,
-)
+from engine.plan.server_plan import CalibrationKey, load_calibration
+from engine.plan.vllm_facts import GIB, VLLM_VERSION
 from engine.units import format_bytes
 
-Goal = Literal["quality", "balanced", "memory", "throughput"]
-GOALS: tuple[Goal, ...] = ("quality", "balanced", "memory", "throughput")
-Execution = Literal["w8a8", "weight-only", "none"]
-
-SPEED_NOTE = {
-    "w8a8": "8-bit matmuls on tensor cores: the fastest prefill and batch throughput",
-    "weight-only": "less memory traffic per token (faster decode), 16-bit matmuls",
-    "none": "16-bit weights and math",
-}
-
-CPU_SPEED_NOTE = {
-    "w8a8": "INT8 matmuls through oneDNN: the CPU backend's fastest path",
-    "weight-only": "less memory traffic per token, dequantized inside the CPU kernels",
-    "none": "16-bit weights and math",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class PlanRequest:
-    """What the user wants to serve, and how.
-
-    Attributes:
-        max_model_len: context length per request (None: the model's own maximum, capped at 32k).
-        concurrency: sequences that must fit at that context at once.
-        kv_cache_dtype: "auto" or "fp8"; None lets the recommender choose per candidate.
-        tensor_parallel_size: force a TP size; None picks the smallest that fits.
-        cpu_kvcache_gib: force the CPU backend's KV space; None applies ``server_plan.cpu_kv_space``.
-        available_ram_bytes: RAM available on the CPU host; None reads it now (psutil).
-        gpu_memory_utilization: vLLM's ``--gpu-memory-utilization``; None is its default.
-        calibration_file: GPU calibrations to apply; None reads the user's cache, and a path
-            that does not exist applies none.
-    """
-
-    max_model_len: int | None = None
-    concurrency: int = 1
-    goal: Goal = "balanced"
-    kv_cache_dtype: str | None = None
-    tensor_parallel_size: int | None = None
-    cpu_kvcache_gib: int | None = None
-    available_ram_bytes: int | None = None
-    gpu_memory_utilization: float | None = None
-    calibration_file: Path | None = None
+# Names other modules import from here: the planner's request, goals and execution kinds.
+__all__ = [
+    "GOALS",
+    "Candidate",
+    "Execution",
+    "Goal",
+    "PlanRequest",
+    "Recommendation",
+    "as_is_candidate",
+    "execution_for",
+    "plan_checkpoint",
+    "quantized_dir",
+    "recommend",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +51,8 @@ class Candidate:
     """One way to serve the model, with its memory plan and the reasoning behind it.
 
     ``server`` is the one server plan; ``vllm_args`` and ``env`` are its rendering for display.
+    ``pipeline_parallel_size`` is the boxes a ``--nodes`` plan spans, and ``cluster_steps`` the
+    Ray commands that join them (empty on one box).
     """
 
     method: str
@@ -99,6 +74,8 @@ class Candidate:
     warnings: tuple[str, ...]
     trade_off: str
     needs_quantization: bool
+    pipeline_parallel_size: int = 1
+    cluster_steps: tuple[ClusterStep, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,168 +95,6 @@ class Recommendation:
         return self.candidates[0]
 
 
-def capability_number(target: HardwareTarget) -> int | None:
-    """The target's compute capability as vLLM compares it (9.0 → 90); None for the CPU."""
-    if target.kind == "cpu" or target.compute_capability is None:
-        return None
-    major, minor = target.compute_capability
-    return major * 10 + minor
-
-
-def execution_for(method: str, target: HardwareTarget) -> Execution | None:
-    """How ``method`` runs on ``target`` in vLLM 0.32, or None when it can't run there."""
-    if method == "bf16":
-        return "none"
-    record = method_record(method)
-    capability = record.capability
-    cc = capability_number(target)
-    if cc is None:
-        if not capability.cpu:
-            return None
-        if record.cpu_avx512_only and "avx512f" not in target.cpu_flags:
-            return None
-        return "w8a8" if method == "int8-w8a8" else "weight-only"
-    if capability.w8a8_min is not None and cc >= capability.w8a8_min:
-        return "w8a8"
-    if capability.weight_only_min is not None and cc >= capability.weight_only_min:
-        return "weight-only"
-    return None
-
-
-def _preference(target: HardwareTarget, goal: Goal, model: ModelInfo) -> list[str]:
-    """The flowchart: methods in order of preference for this hardware generation and goal."""
-    cc = capability_number(target)
-    small = model.params < 13e9
-    if cc is None:  # vLLM's CPU backend: oneDNN INT8 W8A8 and the WNA16 kernel are the fast paths
-        table = {
-            "quality": ["bf16", "int8-w8a8", "w4a16", "fp8"],
-            "balanced": ["int8-w8a8", "bf16", "w4a16", "fp8"],
-            "memory": ["w4a16", "int8-w8a8", "bf16", "fp8"],
-            "throughput": ["int8-w8a8", "w4a16", "bf16", "fp8"],
-        }
-    elif cc >= 100:  # Blackwell: FP8 and FP4 tensor cores
-        table = {
-            "quality": ["fp8", "bf16", "nvfp4", "w4a16", "int8-w8a8"],
-            "balanced": ["fp8", "nvfp4", "w4a16", "bf16", "int8-w8a8"],
-            "memory": ["nvfp4", "w4a16", "fp8", "mxfp4", "bf16"],
-            "throughput": ["nvfp4", "fp8", "w4a16", "bf16"],
-        }
-    elif cc >= 89:  # Ada and Hopper: FP8 tensor cores
-        table = {
-            "quality": ["fp8", "bf16", "int8-w8a8", "w4a16", "nvfp4"],
-            "balanced": ["fp8", "int8-w8a8", "w4a16", "bf16", "nvfp4"],
-            "memory": ["w4a16", "nvfp4", "fp8", "int8-w8a8", "bf16"],
-            "throughput": ["fp8", "int8-w8a8", "w4a16", "bf16"],
-        }
-    elif cc >= 80:  # Ampere: INT8 tensor cores; FP8 only as weight-only through Marlin
-        table = {
-            "quality": ["int8-w8a8", "w8a16", "bf16", "fp8", "w4a16"],
-            "balanced": ["int8-w8a8", "w4a16", "w8a16", "fp8", "bf16"],
-            "memory": ["w4a16", "int8-w8a8", "w8a16", "fp8", "bf16"],
-            "throughput": ["int8-w8a8", "w4a16", "fp8", "bf16"],
-        }
-    elif cc >= 75:  # Turing: INT8 tensor cores, Marlin from 7.5 in vLLM 0.32
-        table = {
-            "quality": ["int8-w8a8", "w8a16", "bf16", "w4a16", "fp8"],
-            "balanced": ["int8-w8a8", "w4a16", "w8a16", "bf16", "fp8"],
-            "memory": ["w4a16", "int8-w8a8", "w8a16", "bf16"],
-            "throughput": ["int8-w8a8", "w4a16", "bf16"],
-        }
-    else:  # Volta and older: nothing quantized runs in-tree; the plugins are the way out
-        table = {goal_name: ["bf16", "bnb-8bit", "bnb-4bit", "gguf"] for goal_name in GOALS}
-    order = list(table[goal])
-    if small and goal in ("balanced", "quality") and "w4a16" in order:
-        # 4-bit hurts small models most: keep 8-bit options ahead of it.
-        order.remove("w4a16")
-        order.append("w4a16")
-    return order
-
-
-def _kv_dtype_bytes(kv_cache_dtype: str) -> int:
-    return 1 if kv_cache_dtype.startswith("fp8") else 2
-
-
-def _tp_options(target: HardwareTarget, model: ModelInfo) -> list[int]:
-    if target.kind == "cpu":
-        return [1]
-    options = [tp for tp in (1, 2, 4, 8) if tp <= target.count and model.num_attention_heads % tp == 0]
-    return options or [1]
-
-
-@dataclass(frozen=True, slots=True)
-class _Fit:
-    plan: DevicePlan
-    tensor_parallel_size: int
-    kv_cache_dtype: str
-    # When the box is too small: machines like it that would fit as pipeline stages.
-    machines_needed: int | None = None
-    cpu_space: CpuKvSpace | None = None
-
-
-def _fit(
-    model: ModelInfo,
-    target: HardwareTarget,
-    weights: WeightBytes,
-    max_model_len: int,
-    request: PlanRequest,
-    kv_cache_dtype: str,
-) -> _Fit:
-    """Finds the smallest TP size on this box that fits; if none does, the largest, and how many boxes would."""
-    kv_bytes = _kv_dtype_bytes(kv_cache_dtype)
-    if target.kind == "cpu":
-        return _fit_cpu(model, target, weights, max_model_len, request, kv_cache_dtype)
-    batched = default_max_num_batched_tokens(target.memory_bytes, target.name, cpu=False)
-    seqs = default_max_num_seqs(target.memory_bytes, target.name, cpu=False)
-    util = request.gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION
-    options = [request.tensor_parallel_size] if request.tensor_parallel_size else _tp_options(target, model)
-    for tp in options:
-        plan = plan_gpu(
-            model, weights, target.memory_bytes, max_model_len, kv_bytes, tp, 1, batched, seqs, util
-        )
-        if plan.capacity.max_concurrency >= request.concurrency:
-            return _Fit(plan, tp, kv_cache_dtype)
-    # Several boxes of this GPU: pipeline stages across boxes, tensor parallel within each.
-    for pp in (2, 3, 4, 6, 8):
-        staged = plan_gpu(
-            model, weights, target.memory_bytes, max_model_len, kv_bytes, tp, pp, batched, seqs, util
-        )
-        if staged.capacity.max_concurrency >= request.concurrency:
-            return _Fit(plan, tp, kv_cache_dtype, machines_needed=pp)
-    return _Fit(plan, tp, kv_cache_dtype)
-
-
-def _fit_cpu(
-    model: ModelInfo,
-    target: HardwareTarget,
-    weights: WeightBytes,
-    max_model_len: int,
-    request: PlanRequest,
-    kv_cache_dtype: str,
-) -> _Fit:
-    """Sizes VLLM_CPU_KVCACHE_SPACE with the one CPU rule (or the size asked for) and plans with it."""
-    kv_bytes = _kv_dtype_bytes(kv_cache_dtype)
-    if request.cpu_kvcache_gib is not None:
-        plan = plan_cpu(model, weights, target.memory_bytes, max_model_len, kv_bytes, request.cpu_kvcache_gib)
-        return _Fit(plan, 1, kv_cache_dtype)
-    # Capacity grows linearly with the KV space: one GiB's worth says what the request needs.
-    per_gib = plan_cpu(model, weights, target.memory_bytes, max_model_len, kv_bytes, 1).capacity
-    needed = math.ceil(request.concurrency * GIB / per_gib.max_concurrency) if per_gib.max_concurrency else 0
-    available = request.available_ram_bytes
-    if available is None:
-        available = available_ram_bytes()
-    space = cpu_kv_space(needed, available, weights.total)
-    plan = plan_cpu(model, weights, target.memory_bytes, max_model_len, kv_bytes, space.gib)
-    # Whole blocks and vLLM's null block can make the rounded size one GiB short.
-    while not _enough(plan.capacity, request.concurrency) and space.gib < max(space.limit_gib, 1):
-        space = replace(space, gib=space.gib + 1)
-        plan = plan_cpu(model, weights, target.memory_bytes, max_model_len, kv_bytes, space.gib)
-    return _Fit(plan, 1, kv_cache_dtype, cpu_space=space)
-
-
-def _enough(capacity: KvCapacity, concurrency: int) -> bool:
-    return capacity.fits_one_sequence and capacity.max_concurrency >= concurrency
-
-
 def quantized_dir(model: ModelInfo, method: str) -> Path:
     """Where the checkpoint for ``method`` lands: `quant-tui quantize`'s own default for what it makes."""
     if method_record(method).producer == "data-free":
@@ -291,7 +106,7 @@ def _server_config(
     model: ModelInfo,
     target: HardwareTarget,
     model_dir: str,
-    fit: _Fit,
+    fit: DeviceFit,
     max_model_len: int,
     method: str,
     request: PlanRequest,
@@ -317,7 +132,11 @@ def _server_config(
         max_model_len=max_model_len,
         kv_cache_dtype=fit.kv_cache_dtype,
         tensor_parallel_size=fit.tensor_parallel_size,
+        pipeline_parallel_size=fit.pipeline_parallel_size,
+        distributed_executor_backend="ray" if fit.pipeline_parallel_size > 1 else None,
         gpu_memory_utilization=None if cpu else request.gpu_memory_utilization,
+        max_num_seqs=request.max_num_seqs,
+        max_num_batched_tokens=request.max_num_batched_tokens,
         quantization=plugin.lower() if plugin else None,
         cpu_kvcache_gib=plan.kv_budget_bytes // GIB if cpu else None,
         # The CPU backend gains nothing from graph capture and starts much faster without it.
@@ -362,19 +181,22 @@ def _candidate(
     execution: Execution,
     max_model_len: int,
     request: PlanRequest,
-    rank_reason: str,
+    first_reason: str,
 ) -> Candidate:
     weights = weight_bytes(model, method)
     cc = capability_number(target)
     kv_choice = request.kv_cache_dtype or "auto"
-    fit = _fit(model, target, weights, max_model_len, request, kv_choice)
-    reasons = [rank_reason]
+    fit = fit_on_target(model, target, weights, max_model_len, request, kv_choice)
+    reasons = [first_reason]
     warnings: list[str] = []
+    kv_warning = kv_cache_dtype_warning(kv_choice, target, model)
+    if kv_warning:
+        warnings.append(kv_warning)
     fp8_kv_ok = cc is not None and cc >= 89
     if request.kv_cache_dtype is None and fp8_kv_ok:
         too_tight = fit.plan.capacity.max_concurrency < request.concurrency
         if too_tight or request.goal in ("memory", "throughput"):
-            with_fp8 = _fit(model, target, weights, max_model_len, request, "fp8")
+            with_fp8 = fit_on_target(model, target, weights, max_model_len, request, "fp8")
             if with_fp8.plan.capacity.max_concurrency > fit.plan.capacity.max_concurrency:
                 reasons.append("an FP8 KV cache halves KV memory per token: more sequences fit")
                 fit = with_fp8
@@ -411,14 +233,23 @@ def _candidate(
             f"the RAM available now allows {fit.cpu_space.limit_gib} GiB of KV cache, not the "
             f"{fit.cpu_space.wanted_gib} GiB the context × concurrency wants"
         )
-    if fit.tensor_parallel_size > 1:
+    if fit.pipeline_parallel_size > 1:
+        reasons.append(
+            f"spans {fit.pipeline_parallel_size} boxes as pipeline stages (Ray), tensor parallel over "
+            f"{fit.tensor_parallel_size} GPUs in each, as vLLM's multi-node guide sets it"
+        )
+    elif fit.tensor_parallel_size > 1:
         reasons.append(f"needs {fit.tensor_parallel_size} GPUs (tensor parallel) to fit")
     if fit.machines_needed:
         warnings.append(
             f"{fit.machines_needed} machines of {target.count}× {target.name} would fit it: "
             f"--pipeline-parallel-size {fit.machines_needed} --tensor-parallel-size {fit.tensor_parallel_size} "
-            "--distributed-executor-backend ray"
+            f"--distributed-executor-backend ray (plan it with --nodes {fit.machines_needed})"
         )
+    if target.kind == "gpu":
+        hint = expert_parallel_hint(model, fit.tensor_parallel_size * fit.pipeline_parallel_size)
+        if hint:
+            reasons.append(hint)
     if method == "bf16" and cc is not None and cc < 80:
         warnings.append("no bfloat16 before Ampere: vLLM serves it as float16 (--dtype half)")
     record = method_record(method)
@@ -446,7 +277,7 @@ def _candidate(
         )
     elif needs_quantization:
         reasons.append(make_it_line(method, _shown_path(model.path)))
-    speed = CPU_SPEED_NOTE[execution] if target.kind == "cpu" else SPEED_NOTE[execution]
+    speed = speed_note(execution, target)
     trade_off = f"{record.trade_off}; {speed}; weights {format_bytes(weights.total, 'MiB')}"
     fits = server.prediction.max_concurrency >= request.concurrency and plan.capacity.fits_one_sequence
     return Candidate(
@@ -469,18 +300,13 @@ def _candidate(
         warnings=tuple(warnings),
         trade_off=trade_off,
         needs_quantization=needs_quantization,
+        pipeline_parallel_size=fit.pipeline_parallel_size,
+        cluster_steps=(
+            ray_cluster_steps(fit.pipeline_parallel_size, server.command_line())
+            if fit.pipeline_parallel_size > 1
+            else ()
+        ),
     )
-
-
-def _rank_reason(method: str, execution: Execution, target: HardwareTarget, goal: Goal, first: bool) -> str:
-    where = "the CPU backend" if target.kind == "cpu" else target.name
-    if method == "bf16":
-        return "the unquantized baseline: best quality, most memory"
-    if execution == "w8a8":
-        base = f"runs as real {method.upper()} matmuls on {where}"
-    else:
-        base = f"runs weight-only on {where}"
-    return base + (f"; the first choice for goal '{goal}'" if first else "")
 
 
 def recommend(model: ModelInfo, target: HardwareTarget, request: PlanRequest | None = None) -> Recommendation:
@@ -497,6 +323,15 @@ def recommend(model: ModelInfo, target: HardwareTarget, request: PlanRequest | N
             "no NVIDIA GPU: planning for vLLM's CPU backend (vllm-cpu); the KV cache is sized by "
             "VLLM_CPU_KVCACHE_SPACE"
         )
+        if request.nodes > 1:
+            raise QuantTuiError(
+                "--nodes plans several boxes of NVIDIA GPUs joined by Ray; the CPU backend serves on one box",
+                "name the GPUs with --gpu, or drop --nodes",
+            )
+        if request.gpu_memory_utilization is not None:
+            notes.append(
+                "--gpu-memory-utilization does not size the CPU backend's KV cache: VLLM_CPU_KVCACHE_SPACE does"
+            )
     if request.max_model_len and request.max_model_len > model.max_context:
         notes.append(
             f"--max-model-len {request.max_model_len} exceeds the model's {model.max_context} positions; "
@@ -509,7 +344,7 @@ def recommend(model: ModelInfo, target: HardwareTarget, request: PlanRequest | N
         )
         methods = [existing.recommend_as] if existing.recommend_as else []
     else:
-        methods = _preference(target, request.goal, model)
+        methods = preference_order(target, request.goal, model)
     if "bf16" not in methods and model.quantization is None:
         methods.append("bf16")
     candidates: list[Candidate] = []
@@ -518,7 +353,7 @@ def recommend(model: ModelInfo, target: HardwareTarget, request: PlanRequest | N
         if execution is None:
             continue
         first = not candidates
-        reason = _rank_reason(method, execution, target, request.goal, first)
+        reason = rank_reason(method, execution, target, request.goal, first)
         candidates.append(_candidate(model, target, method, execution, max_model_len, request, reason))
     if not candidates and model.quantization is not None:
         raise_unservable(model, target)

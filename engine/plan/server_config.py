@@ -71,6 +71,8 @@ class ServerConfig:
         gpu_memory_utilization: ``--gpu-memory-utilization`` (``None``: vLLM's default).
         tensor_parallel_size: ``--tensor-parallel-size``.
         pipeline_parallel_size: ``--pipeline-parallel-size``.
+        max_num_seqs: ``--max-num-seqs`` (``None``: vLLM's per-hardware default).
+        max_num_batched_tokens: ``--max-num-batched-tokens`` (``None``: vLLM's per-hardware default).
         enforce_eager: ``--enforce-eager`` (no graph capture or compilation: faster start-up).
         api_key: clients must send it as a Bearer token; passed through the environment, never argv.
         cpu_kvcache_gib: KV cache space on the CPU backend; ``None`` lets the launcher plan it
@@ -96,6 +98,8 @@ class ServerConfig:
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
     enforce_eager: bool = False
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
     api_key: str | None = None
     cpu_kvcache_gib: float | None = None
     extra_args: tuple[str, ...] = ()
@@ -117,6 +121,10 @@ class ServerConfig:
             raise QuantTuiError("--gpu-memory-utilization is a fraction; use a value in (0, 1], e.g. 0.9")
         if self.tensor_parallel_size < 1 or self.pipeline_parallel_size < 1:
             raise QuantTuiError("parallel sizes must be at least 1")
+        for name in ("max_num_seqs", "max_num_batched_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise QuantTuiError(f"--{name.replace('_', '-')} must be at least 1")
         if self.cpu_kvcache_gib is not None and self.cpu_kvcache_gib <= 0:
             raise QuantTuiError("the CPU KV cache space must be more than 0 GiB")
         if not is_loopback(self.host):
@@ -177,6 +185,10 @@ class ServerConfig:
             argv += ["--pipeline-parallel-size", str(self.pipeline_parallel_size)]
         if self.distributed_executor_backend:
             argv += ["--distributed-executor-backend", self.distributed_executor_backend]
+        if self.max_num_seqs is not None:
+            argv += ["--max-num-seqs", str(self.max_num_seqs)]
+        if self.max_num_batched_tokens is not None:
+            argv += ["--max-num-batched-tokens", str(self.max_num_batched_tokens)]
         if self.enforce_eager:
             argv.append("--enforce-eager")
         if (

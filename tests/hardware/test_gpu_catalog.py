@@ -243,31 +243,60 @@ def test_normalize_gpu_name(name: str, key: str) -> None:
     assert normalize_gpu_name(name) == key
 
 
-# From NVIDIA's architecture whitepapers and data sheets: INT8 tensor cores arrived with Turing,
-# BF16 with Ampere, FP8 with Ada and Hopper, FP4 (NVFP4/MXFP4) with Blackwell; Volta has FP16 only.
-@pytest.mark.parametrize(
-    ("name", "fp8", "int8", "fp4", "bf16"),
-    [
-        ("V100-32GB", False, False, False, False),
-        ("T4", False, True, False, False),
-        ("RTX-2080-Ti", False, True, False, False),
-        ("A100-80GB", False, True, False, True),
-        ("A10G", False, True, False, True),
-        ("RTX-3090", False, True, False, True),
-        ("L4", True, True, False, True),
-        ("L40S", True, True, False, True),
-        ("RTX-4090", True, True, False, True),
-        ("H100-SXM", True, True, False, True),
-        ("H200", True, True, False, True),
-        ("B200", True, True, True, True),
-        ("RTX-5090", True, True, True, True),
-    ],
-)
-def test_tensor_core_formats_as_published(name: str, fp8: bool, int8: bool, fp4: bool, bf16: bool) -> None:
-    model = next(model for model in CATALOG if model.name == name)
-    assert (model.fp8_tensor_cores, model.int8_tensor_cores, model.fp4_tensor_cores, model.supports_bf16) == (
-        fp8,
-        int8,
-        fp4,
-        bf16,
-    )
+# Compute capability from NVIDIA's CUDA GPU list (developer.nvidia.com/cuda-gpus); tensor-core formats
+# from NVIDIA's architecture whitepapers and data sheets: INT8 with Turing, BF16 with Ampere, FP8 with
+# Ada and Hopper, FP4 (NVFP4/MXFP4) with Blackwell (data-centre and RTX 50 alike); Volta has FP16 only.
+# Every catalogue entry is listed, so a new one must be looked up too.
+PUBLISHED = {
+    # name: (compute capability, fp8, int8, fp4, bf16)
+    "V100-16GB": ((7, 0), False, False, False, False),
+    "V100-32GB": ((7, 0), False, False, False, False),
+    "T4": ((7, 5), False, True, False, False),
+    "RTX-2080-Ti": ((7, 5), False, True, False, False),
+    "A100-40GB": ((8, 0), False, True, False, True),
+    "A100-80GB": ((8, 0), False, True, False, True),
+    "A30": ((8, 0), False, True, False, True),
+    "A10": ((8, 6), False, True, False, True),
+    "A10G": ((8, 6), False, True, False, True),
+    "A40": ((8, 6), False, True, False, True),
+    "RTX-A6000": ((8, 6), False, True, False, True),
+    "RTX-3060": ((8, 6), False, True, False, True),
+    "RTX-3090": ((8, 6), False, True, False, True),
+    "L4": ((8, 9), True, True, False, True),
+    "L40": ((8, 9), True, True, False, True),
+    "L40S": ((8, 9), True, True, False, True),
+    "RTX-6000-Ada": ((8, 9), True, True, False, True),
+    "RTX-4080": ((8, 9), True, True, False, True),
+    "RTX-4090": ((8, 9), True, True, False, True),
+    "H100-PCIe": ((9, 0), True, True, False, True),
+    "H100-SXM": ((9, 0), True, True, False, True),
+    "H100-NVL": ((9, 0), True, True, False, True),
+    "H200": ((9, 0), True, True, False, True),
+    "H200-NVL": ((9, 0), True, True, False, True),
+    "GH200": ((9, 0), True, True, False, True),
+    "GH200-144GB": ((9, 0), True, True, False, True),
+    "B200": ((10, 0), True, True, True, True),
+    "GB200": ((10, 0), True, True, True, True),
+    "B300": ((10, 3), True, True, True, True),
+    "RTX-PRO-6000-Blackwell": ((12, 0), True, True, True, True),
+    "RTX-5080": ((12, 0), True, True, True, True),
+    "RTX-5090": ((12, 0), True, True, True, True),
+    "GB10": ((12, 1), True, True, True, True),
+}
+
+
+def test_every_entry_has_a_published_row() -> None:
+    assert sorted(model.name for model in CATALOG) == sorted(PUBLISHED)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_compute_capability_and_formats_as_published(name: str) -> None:
+    model = find_gpu(name)
+    assert model.name == name
+    assert (
+        model.compute_capability,
+        model.fp8_tensor_cores,
+        model.int8_tensor_cores,
+        model.fp4_tensor_cores,
+        model.supports_bf16,
+    ) == PUBLISHED[name]

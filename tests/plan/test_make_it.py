@@ -6,10 +6,10 @@ import shlex
 
 import pytest
 
-from engine.plan import methods
+from engine.plan import make_it, methods
 from engine.quantize.request import METHODS as QUANTIZE_METHODS
 
-# Every method a row of the recommender's flowchart names (engine/plan/recommender.py's _preference),
+# Every method a row of the recommender's flowchart names (engine/plan/method_choice.py: preference_order),
 # by hand from its tables; the registry's other methods are checked too.
 RECOMMENDABLE = (
     "bf16",
@@ -28,11 +28,11 @@ EVERY_METHOD = sorted((set(RECOMMENDABLE) | set(methods.METHOD_NAMES)) - {"bf16"
 
 @pytest.mark.parametrize("name", EVERY_METHOD)
 def test_every_recommendable_method_is_made_here_or_says_why(name: str) -> None:
-    command = methods.make_command(name, "/models/llama")
-    line = methods.make_it_line(name, "/models/llama")
+    command = make_it.make_command(name, "/models/llama")
+    line = make_it.make_it_line(name, "/models/llama")
     if command is None:
         assert methods.method(name).producer in ("pre-quantized", "other-runtime")
-        assert name in methods.NOT_MADE_HERE and line == methods.NOT_MADE_HERE[name]
+        assert name in make_it.NOT_MADE_HERE and line == make_it.NOT_MADE_HERE[name]
         return
     assert f"`{command}`" in line
     # The command is one the real CLI accepts, with a method `quant-tui quantize` makes.
@@ -53,7 +53,7 @@ def test_every_recommendable_method_is_made_here_or_says_why(name: str) -> None:
     ],
 )
 def test_calibrated_recipes_are_offered_for_their_format(name: str, alternatives: tuple[str, ...]) -> None:
-    assert methods.calibrated_alternatives(name) == alternatives
-    line = methods.make_it_line(name, "demo")
+    assert make_it.calibrated_alternatives(name) == alternatives
+    line = make_it.make_it_line(name, "demo")
     for other in alternatives:
         assert f"--method {other} --calibration FILE" in line

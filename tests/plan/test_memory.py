@@ -64,16 +64,25 @@ def test_70b_weight_bytes_count_unquantized_parts_and_scales(
         assert weights.unquantized >= 2 * 2 * 128_256 * 8192
 
 
-def test_w4a16_group_scales(llama8b: ModelInfo) -> None:
-    weights = weight_bytes(llama8b, "w4a16")
-    assert weights.quantized == llama8b.linear_params // 2
-    assert weights.scales == llama8b.linear_params // 128 * 2
-
-
-def test_per_channel_scales_follow_output_rows(llama8b: ModelInfo) -> None:
-    weights = weight_bytes(llama8b, "fp8")
-    assert weights.scales == llama8b.linear_out_features * 4
-    assert weights.quantized == llama8b.linear_params
+# Llama-3.1-8B by hand: 32 layers × (q, o 4096×4096; k, v 4096×1024; gate, up, down 4096×14336)
+# = 6,979,321,856 Linear weights; output rows per layer 4096+1024+1024+4096+14336+14336+4096 = 43,008,
+# × 32 = 1,376,256; the other 1,050,939,392 of its 8,030,261,248 parameters stay 16-bit (2,101,878,784 B).
+@pytest.mark.parametrize(
+    ("method", "quantized", "scales", "unquantized"),
+    [
+        ("w4a16", 3_489_660_928, 109_051_904, 2_101_878_784),  # 4 bits; a 2-byte scale per 128
+        ("w8a16", 6_979_321_856, 109_051_904, 2_101_878_784),
+        ("fp8", 6_979_321_856, 5_505_024, 2_101_878_784),  # a float32 scale per output row
+        ("int8-w8a8", 6_979_321_856, 5_505_024, 2_101_878_784),
+        ("nvfp4", 3_489_660_928, 436_207_616, 2_101_878_784),  # an FP8 scale per 16
+        ("bf16", 0, 0, 16_060_522_496),
+    ],
+)
+def test_llama8b_weight_bytes_by_hand(
+    llama8b: ModelInfo, method: str, quantized: int, scales: int, unquantized: int
+) -> None:
+    weights = weight_bytes(llama8b, method)
+    assert (weights.quantized, weights.scales, weights.unquantized) == (quantized, scales, unquantized)
 
 
 @pytest.mark.parametrize(
@@ -120,24 +129,26 @@ def test_gpu_plan_adds_up(llama8b: ModelInfo) -> None:
     assert plan.usable_bytes == int(80 * GIB * 0.92)
     memory = plan.gpu_memory
     assert memory is not None
-    assert memory.requested_bytes == 79_027_398_247  # ceil(80 GiB × 0.92)
-    assert plan.kv_budget_bytes == (
-        79_027_398_247
-        - plan.weights_bytes
-        - memory.activation_peak_bytes
-        - memory.non_torch_bytes
-        - memory.cudagraph_bytes
-    )
-    assert plan.capacity.tokens > 100_000
+    # By hand: requested ceil(80 GiB × 0.92) = 79,027,398,247; weights 6,979,321,856 + 5,505,024 scales
+    # + 2,101,878,784 16-bit = 9,086,705,664; activation peak 1024 rows × 128,256 vocab × 14 B +
+    # 8192 tokens × 4096 × 5 B = 2,006,450,176; non-torch 0.25 GiB; CUDA graphs 1 GiB.
+    assert memory.requested_bytes == 79_027_398_247
+    assert memory.weights_bytes == 9_086_705_664
+    assert memory.activation_peak_bytes == 2_006_450_176
+    assert (memory.non_torch_bytes, memory.cudagraph_bytes) == (268_435_456, 1_073_741_824)
+    assert plan.kv_budget_bytes == 66_592_065_127
+    # 131,072 B/token × 16-token blocks = 2 MiB per block: 31,753 blocks, 512 per 8192-token request.
+    assert (plan.capacity.num_blocks, plan.capacity.tokens) == (31_753, 508_048)
+    assert plan.capacity.max_concurrency == 62.017578125
     halved = plan_gpu(llama8b, weights, 80 * GIB, 8192, 2, 2, 1, 8192, 1024)
-    assert halved.weights_bytes == (weights.total + 1) // 2
+    assert halved.weights_bytes == 4_543_352_832  # ceil(9,086,705,664 / 2)
 
 
 def test_cpu_plan_uses_whole_gib_of_kv_space(llama8b: ModelInfo) -> None:
     weights = weight_bytes(llama8b, "int8-w8a8")
     plan = plan_cpu(llama8b, weights, 64 * GIB, 4096, 2, kv_cache_gib=4)
     assert plan.kv_budget_bytes == 4 * GIB
-    assert plan.capacity.tokens == 4 * GIB // (131_072 * 128) * 128
+    assert plan.capacity.tokens == 32_768  # 4 GiB / (131,072 B × 128-token blocks) = 256 blocks of 128
     automatic = plan_cpu(llama8b, weights, 64 * GIB, 4096, 2)
     assert automatic.kv_budget_bytes % GIB == 0
     assert automatic.kv_budget_bytes + weights.total + automatic.overhead.total <= 0.75 * 64 * GIB

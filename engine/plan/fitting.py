@@ -1,0 +1,144 @@
+"""Fits one candidate's weights and KV cache onto the target: TP size, pipeline stages over boxes, CPU KV space."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from engine.hardware.detect import HardwareTarget
+from engine.model.inspect_model import ModelInfo
+from engine.plan.kv_cache import KvCapacity
+from engine.plan.memory import DevicePlan, WeightBytes, plan_cpu, plan_gpu
+from engine.plan.plan_request import PlanRequest
+from engine.plan.server_plan import CpuKvSpace, available_ram_bytes, cpu_kv_space
+from engine.plan.vllm_facts import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    GIB,
+    default_max_num_batched_tokens,
+    default_max_num_seqs,
+)
+
+# Pipeline stages tried when one box is too small (boxes of the same GPUs, joined by Ray).
+PIPELINE_STAGES_TRIED = (2, 3, 4, 6, 8)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFit:
+    """How a candidate fits the target.
+
+    Attributes:
+        plan: one device's memory plan.
+        tensor_parallel_size: GPUs per box the model is split over.
+        kv_cache_dtype: the ``--kv-cache-dtype`` planned.
+        machines_needed: when one box is too small, boxes like it that would fit as pipeline stages.
+        cpu_space: the CPU backend's KV space and why (None on a GPU).
+        pipeline_parallel_size: pipeline stages (the boxes, with ``--nodes``).
+        max_num_batched_tokens: vLLM's batch the plan assumes (given or its default).
+        max_num_seqs: vLLM's sequence limit the plan assumes (given or its default).
+    """
+
+    plan: DevicePlan
+    tensor_parallel_size: int
+    kv_cache_dtype: str
+    machines_needed: int | None = None
+    cpu_space: CpuKvSpace | None = None
+    pipeline_parallel_size: int = 1
+    max_num_batched_tokens: int = 2048
+    max_num_seqs: int = 128
+
+
+def kv_dtype_bytes(kv_cache_dtype: str) -> int:
+    """Bytes per KV element for a ``--kv-cache-dtype`` (``auto`` is the 16-bit model dtype)."""
+    return 1 if kv_cache_dtype.startswith("fp8") else 2
+
+
+def tp_options(target: HardwareTarget, model: ModelInfo) -> list[int]:
+    """Tensor-parallel sizes vLLM accepts on this box: up to its GPU count, dividing the attention heads."""
+    if target.kind == "cpu":
+        return [1]
+    options = [tp for tp in (1, 2, 4, 8) if tp <= target.count and model.num_attention_heads % tp == 0]
+    return options or [1]
+
+
+def fit_on_target(
+    model: ModelInfo,
+    target: HardwareTarget,
+    weights: WeightBytes,
+    max_model_len: int,
+    request: PlanRequest,
+    kv_cache_dtype: str,
+) -> DeviceFit:
+    """Finds the smallest TP size on this box that fits; if none does, the largest, and how many boxes would.
+
+    With ``request.nodes`` above 1 the layout is vLLM's multi-node one: TP = the GPUs of one box
+    (or the TP asked for), PP = the boxes.
+    """
+    if target.kind == "cpu":
+        return fit_cpu(model, target, weights, max_model_len, request, kv_cache_dtype)
+    kv_bytes = kv_dtype_bytes(kv_cache_dtype)
+    batched = request.max_num_batched_tokens or default_max_num_batched_tokens(
+        target.memory_bytes, target.name, cpu=False
+    )
+    seqs = request.max_num_seqs or default_max_num_seqs(target.memory_bytes, target.name, cpu=False)
+    util = request.gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION
+
+    def plan(tp: int, pp: int) -> DevicePlan:
+        return plan_gpu(
+            model, weights, target.memory_bytes, max_model_len, kv_bytes, tp, pp, batched, seqs, util
+        )
+
+    def fit(plan_: DevicePlan, tp: int, pp: int = 1, machines: int | None = None) -> DeviceFit:
+        return DeviceFit(plan_, tp, kv_cache_dtype, machines, None, pp, batched, seqs)
+
+    if request.nodes > 1:
+        tp = request.tensor_parallel_size or max(tp_options(target, model))
+        return fit(plan(tp, request.nodes), tp, request.nodes)
+    options = [request.tensor_parallel_size] if request.tensor_parallel_size else tp_options(target, model)
+    for tp in options:
+        one_box = plan(tp, 1)
+        if one_box.capacity.max_concurrency >= request.concurrency:
+            return fit(one_box, tp)
+    # Several boxes of this GPU: pipeline stages across boxes, tensor parallel within each.
+    for pp in PIPELINE_STAGES_TRIED:
+        if plan(tp, pp).capacity.max_concurrency >= request.concurrency:
+            return fit(one_box, tp, machines=pp)
+    return fit(one_box, tp)
+
+
+def fit_cpu(
+    model: ModelInfo,
+    target: HardwareTarget,
+    weights: WeightBytes,
+    max_model_len: int,
+    request: PlanRequest,
+    kv_cache_dtype: str,
+) -> DeviceFit:
+    """Sizes VLLM_CPU_KVCACHE_SPACE with the one CPU rule (or the size asked for) and plans with it."""
+    kv_bytes = kv_dtype_bytes(kv_cache_dtype)
+    batched = request.max_num_batched_tokens or default_max_num_batched_tokens(
+        target.memory_bytes, target.name, cpu=True
+    )
+    seqs = request.max_num_seqs or default_max_num_seqs(target.memory_bytes, target.name, cpu=True)
+
+    def plan(gib: int) -> DevicePlan:
+        return plan_cpu(model, weights, target.memory_bytes, max_model_len, kv_bytes, gib, batched)
+
+    if request.cpu_kvcache_gib is not None:
+        return DeviceFit(plan(request.cpu_kvcache_gib), 1, kv_cache_dtype, None, None, 1, batched, seqs)
+    # Capacity grows linearly with the KV space: one GiB's worth says what the request needs.
+    per_gib = plan(1).capacity
+    needed = math.ceil(request.concurrency * GIB / per_gib.max_concurrency) if per_gib.max_concurrency else 0
+    available = request.available_ram_bytes
+    if available is None:
+        available = available_ram_bytes()
+    space = cpu_kv_space(needed, available, weights.total)
+    planned = plan(space.gib)
+    # Whole blocks and vLLM's null block can make the rounded size one GiB short.
+    while not _enough(planned.capacity, request.concurrency) and space.gib < max(space.limit_gib, 1):
+        space = replace(space, gib=space.gib + 1)
+        planned = plan(space.gib)
+    return DeviceFit(planned, 1, kv_cache_dtype, None, space, 1, batched, seqs)
+
+
+def _enough(capacity: KvCapacity, concurrency: int) -> bool:
+    return capacity.fits_one_sequence and capacity.max_concurrency >= concurrency

@@ -1,0 +1,55 @@
+"""The plan's "make it" line: the exact `quant-tui quantize` command for a method, or why quant-tui does not make it."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from engine.plan.methods import METHODS, MethodName, method
+
+# Why quant-tui does not make a method's checkpoint itself (pre-quantized and other-runtime methods).
+NOT_MADE_HERE: MappingProxyType[str, str] = MappingProxyType(
+    {
+        "nvfp4": (
+            "W4A4 NVFP4 needs calibrated activation global scales, which llm-compressor 0.14 does not produce "
+            "on CPU; serve a published NVFP4 checkpoint, or make weight-only NVFP4 with "
+            "`quant-tui quantize --method nvfp4a16`"
+        ),
+        "mxfp4": "quant-tui does not write MXFP4; serve a checkpoint published in it (gpt-oss ships MXFP4)",
+        "bnb-4bit": "bitsandbytes quantizes at load time in its own runtime, through the bitsandbytes vLLM plugin",
+        "bnb-8bit": "bitsandbytes quantizes at load time in its own runtime, through the bitsandbytes vLLM plugin",
+        "gguf": "GGUF files are made by llama.cpp's tools and served through the GGUF vLLM plugin",
+    }
+)
+
+
+def make_command(name: str, model: str) -> str | None:
+    """The exact ``quant-tui quantize`` command that makes ``name``'s checkpoint from ``model``.
+
+    A method made by a calibrated recipe too (``w4a16`` by ``gptq-w4a16``) gets the data-free
+    command; ``calibrated_alternatives`` names the others. None when quant-tui does not make it
+    (``NOT_MADE_HERE`` says why) or when nothing is to be made (the baseline).
+    """
+    record = method(name)
+    if record.producer == "data-free":
+        return f"quant-tui quantize --model {model} --method {name}"
+    if record.producer == "llm-compressor":
+        return f"quant-tui quantize --model {model} --method {name} --calibration FILE"
+    return None
+
+
+def calibrated_alternatives(name: str) -> tuple[MethodName, ...]:
+    """The calibrated methods whose checkpoints are served as ``name`` (``int8-w8a8``: ``smoothquant-int8``)."""
+    return tuple(m.name for m in METHODS if m.serves_as == name and m.producer == "llm-compressor")
+
+
+def make_it_line(name: str, model: str) -> str:
+    """The plan's "make it" sentence for ``name``: the exact command(s), or why quant-tui does not make it."""
+    command = make_command(name, model)
+    if command is None:
+        return NOT_MADE_HERE.get(name, f"{method(name).label} is not made by quant-tui")
+    line = f"make the checkpoint with `{command}`"
+    alternatives = calibrated_alternatives(name)
+    if alternatives:
+        better = ", ".join(f"`--method {other} --calibration FILE`" for other in alternatives)
+        line += f" (calibrated on sample text, usually more accurate: {better})"
+    return line
