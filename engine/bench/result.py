@@ -217,6 +217,23 @@ class BenchRun:
         return data
 
 
+def check_result_path(path: Path) -> None:
+    """Refuses, before a run, a ``--save-result`` that could not be written after it (nothing is created).
+
+    Raises:
+        ResultFileError: The file is a folder, or its nearest existing folder is a file or not writable.
+    """
+    if path.is_dir():
+        raise ResultFileError(f"--save-result {path} is a folder; name a file, e.g. {path / 'result.json'}")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ResultFileError(
+            f"cannot write the result {path} ({folder} is not a writable folder); pick another --save-result"
+        )
+
+
 def save_result(data: Mapping[str, Any], path: Path, append: bool = False) -> Path:
     """Writes one result as vLLM does: a JSON file, or with ``append`` one more line of a JSON Lines file.
 
@@ -227,16 +244,17 @@ def save_result(data: Mapping[str, Any], path: Path, append: bool = False) -> Pa
         ResultFileError: The folder or file cannot be written.
     """
     text = json.dumps(data, allow_nan=False, default=str)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if append and path.exists() and path.stat().st_size > 0:
-            with path.open("a", encoding="utf-8") as handle:
-                handle.write("\n" + text)
-            return path
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(text, encoding="utf-8")
+            # The whole file again, renamed over the old one: a full disk cannot leave half a line.
+            temporary.write_text(path.read_text(encoding="utf-8") + "\n" + text, encoding="utf-8")
+        else:
+            temporary.write_text(text, encoding="utf-8")
         temporary.replace(path)
     except OSError as error:
+        temporary.unlink(missing_ok=True)
         raise ResultFileError(
             f"cannot write the result {path} ({error.strerror}); pick another --save-result"
         ) from error

@@ -539,14 +539,24 @@ def _csv_rows(snapshots: list[TelemetrySnapshot]) -> Iterator[Mapping[str, Any]]
 
 
 def _write_atomically(path: Path, write: Callable[[Any], None]) -> Path:
-    """Writes through a temporary file next to ``path`` and renames it, so no half file is left."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Writes through a temporary file next to ``path`` and renames it, so no half file is left.
+
+    Raises:
+        TelemetryError: the folder or the file cannot be written (a full disk, no permission).
+    """
+    temporary: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(descriptor, "w", newline="", encoding="utf-8") as handle:
             write(handle)
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+    except BaseException as error:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise TelemetryError(
+                f"cannot write the export {path} ({error.strerror or error}); free some space or pick another file"
+            ) from None
         raise
     return path

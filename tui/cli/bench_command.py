@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import QuantTuiError
+from tui.cli.bench_report import format_run, format_sweeps, format_table
 
 if TYPE_CHECKING:
-    from engine.bench.ab_runner import BenchProgress, BenchResult
+    from engine.bench.ab_runner import BenchProgress
     from engine.bench.loadgen import LoadSpec
     from engine.bench.result import BenchRun
     from engine.bench.sweep import SweepResult
@@ -140,156 +141,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _format_ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}×"
-
-
-def _format_bytes(value: float | None) -> str:
-    if value is None:
-        return "-"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if value >= size:
-            return f"{value / size:.2f} {unit}"
-    return f"{value:.0f} B"
-
-
-def _format_change(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:+.2f}%"
-
-
-def format_table(result: BenchResult) -> str:
-    """The trade-off table as aligned text."""
-    header = (
-        "method",
-        "tok/s",
-        "rel tok/s",
-        "weights",
-        "rel weights",
-        "server mem",
-        "rel mem",
-        "TTFT p50",
-        "TPOT p50",
-        "ppl",
-        "ppl change",
-        "top-1 agree",
-    )
-    lines: list[tuple[str, ...]] = [header]
-    notes = []
-    for row in result.rows():
-        if row["error"]:
-            lines.append((row["method"], "failed", *("-",) * (len(header) - 2)))
-            notes.append(f"{row['method']}: {row['error']}")
-            continue
-        memory = row["gpu_peak_memory_bytes"] or row["server_peak_rss_bytes"]
-        base_memory = result.baseline.gpu_peak_memory_bytes or result.baseline.server_peak_rss_bytes
-        lines.append(
-            (
-                row["method"],
-                "-" if row["tokens_per_s"] is None else f"{row['tokens_per_s']:.1f}",
-                _format_ratio(row["relative_tokens_per_s"]),
-                _format_bytes(row["weights_bytes"]),
-                _format_ratio(row["relative_weights"]),
-                _format_bytes(memory),
-                _format_ratio(memory / base_memory if memory and base_memory else None),
-                "-" if row["median_ttft_ms"] is None else f"{row['median_ttft_ms']:.0f} ms",
-                "-" if row["median_tpot_ms"] is None else f"{row['median_tpot_ms']:.1f} ms",
-                "-" if row["perplexity"] is None else f"{row['perplexity']:.2f}",
-                _format_change(row["perplexity_change"]),
-                "-" if row["top1_agreement"] is None else f"{100 * row['top1_agreement']:.1f}%",
-            )
-        )
-    widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
-    text = [
-        "  ".join(
-            cell.ljust(width) if column == 0 else cell.rjust(width)
-            for column, (cell, width) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in lines
-    ]
-    load = result.load
-    text.insert(
-        0,
-        f"{result.hardware}; baseline {result.baseline.method}; load: {load.requests} requests, "
-        f"concurrency {load.concurrency}, {load.prompt_tokens} prompt + {load.output_tokens} output tokens",
-    )
-    text.extend(notes)
-    return "\n".join(text)
-
-
-def _line(name: str, value: float | int | None, digits: int = 2) -> str:
-    shown = "-" if value is None else (f"{value}" if isinstance(value, int) else f"{value:.{digits}f}")
-    return f"{name:<40}{shown:<10}"
-
-
-def format_run(run: BenchRun) -> str:
-    """The result block, laid out as `vllm bench serve` prints it, then the server's own figures."""
-    summary = run.summary
-    lines = [
-        "{s:{c}^{n}}".format(s=" Serving Benchmark Result ", n=50, c="="),
-        _line("Successful requests:", summary.completed),
-        _line("Failed requests:", summary.failed),
-        _line("Maximum request concurrency:", run.load.spec.concurrency),
-        _line("Benchmark duration (s):", summary.duration),
-        _line("Total input tokens:", summary.total_input_tokens),
-        _line("Total generated tokens:", summary.total_output_tokens),
-        _line("Request throughput (req/s):", summary.request_throughput),
-    ]
-    if summary.request_goodput is not None:
-        lines.append(_line("Request goodput (req/s):", summary.request_goodput))
-    lines += [
-        _line("Output token throughput (tok/s):", summary.output_throughput),
-        _line("Peak output token throughput (tok/s):", summary.max_output_tokens_per_s),
-        _line("Total token throughput (tok/s):", summary.total_token_throughput),
-    ]
-    for name, title in (
-        ("ttft", "Time to First Token"),
-        ("tpot", "Time per Output Token (excl. 1st token)"),
-        ("itl", "Inter-token Latency"),
-        ("e2el", "End-to-end Latency"),
-    ):
-        stats = summary.stats(name)
-        lines.append("{s:{c}^{n}}".format(s=title, n=50, c="-"))
-        label = name.upper()
-        lines.append(_line(f"Mean {label} (ms):", stats.mean_ms))
-        lines.append(_line(f"Median {label} (ms):", stats.median_ms))
-        for p, value in stats.percentiles_ms:
-            lines.append(_line(f"P{p:g} {label} (ms):", value))
-    for reason, count in summary.failure_reasons:
-        lines.append(f"failed ×{count}: {reason}")
-    window = run.server
-    if window is not None:
-        lines.append("{s:{c}^{n}}".format(s=" Server /metrics, same window ", n=50, c="-"))
-        if window.error and window.request_success is None:
-            lines.append(f"not read: {window.error}")
-        else:
-            lines.append(_line("Requests finished (server):", _int(window.request_success)))
-            lines.append(_line("Generated tokens (server):", _int(window.generation_tokens)))
-            for title, histogram in (("TTFT", window.ttft), ("ITL", window.itl), ("E2EL", window.e2el)):
-                if histogram is not None:
-                    lines.append(_line(f"Server mean / p95 {title} (ms):", histogram.mean_ms))
-                    lines[-1] += f" / {_fmt(histogram.p95_ms)}"
-            lines.append(_line("Server mean queue time (ms):", window.queue_time_mean_ms))
-            lines.append(_line("Preemptions:", _int(window.preemptions)))
-            lines.append(
-                _line(
-                    "Peak KV cache usage (%):",
-                    None if window.kv_cache_usage_peak is None else 100 * window.kv_cache_usage_peak,
-                )
-            )
-            if window.prefix_cache_queries:
-                lines.append(_line("Prefix cache hits (tokens):", _int(window.prefix_cache_hits)))
-    lines.append("=" * 50)
-    return "\n".join(lines)
-
-
-def _int(value: float | None) -> int | None:
-    return None if value is None else round(value)
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
 def _progress_printer(progress: BenchProgress) -> None:
     detail = f": {progress.message}" if progress.message else ""
     print(
@@ -350,6 +201,10 @@ def run(args: argparse.Namespace) -> int:
         raise QuantTuiError("--append-result needs --save-result FILE")
     slo = parse_slo(args.slo)
     percentiles = _percentiles(args.percentiles)
+    if args.save_result is not None:
+        from engine.bench.result import check_result_path
+
+        check_result_path(args.save_result)  # before the run, not after it
     if args.url is not None:
         return _run_url(args, slo, percentiles)
     return _run_ab(args, slo, percentiles)
@@ -430,13 +285,7 @@ def _print_sweeps(args: argparse.Namespace, sweeps: list[SweepResult]) -> int:
         print(json.dumps(data, indent=2))
     else:
         print(charts)
-        for sweep in sweeps:
-            for point in sweep.to_json()["curve"]:
-                print(
-                    f"{sweep.label}: concurrency {point['max_concurrency']:>3}  "
-                    f"{_fmt(point['output_throughput'])} tok/s  p95 TTFT {_fmt(point['p95_ttft_ms'])} ms  "
-                    f"p95 TPOT {_fmt(point['p95_tpot_ms'])} ms  {'meets' if point['meets_slo'] else 'misses'} the SLO"
-                )
+        print(format_sweeps(sweeps))
         print(line)
     _save(args, data)
     return 0
