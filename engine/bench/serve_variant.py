@@ -160,7 +160,7 @@ def measure_load(
 
 def failure_message(server: VllmServer, result: LoadResult, stage: str) -> str:
     """One line on failed requests, with the server log's diagnosis when it names a cause."""
-    from engine.serve.server_log import diagnose_failure
+    from engine.serve.failure_diagnosis import diagnose_failure
 
     failed = f"{result.failed_requests} of {len(result.records)} {stage} requests failed"
     diagnosis = diagnose_failure(server.read_log(), server.returncode)

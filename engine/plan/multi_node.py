@@ -52,8 +52,9 @@ def expert_parallel_hint(model: ModelInfo, gpus: int) -> str | None:
     moe = model.moe
     if moe is None or gpus < 2 or moe.num_experts % gpus:
         return None
+    per_gpu = moe.num_experts // gpus
     return (
         f"MoE with {moe.num_experts} experts: `--enable-expert-parallel` gives each of the {gpus} GPUs "
-        f"{moe.num_experts // gpus} whole experts instead of a 1/{gpus} slice of every expert "
-        "(less all-reduce traffic; try it with bench)"
+        f"{per_gpu} whole expert{'s' if per_gpu > 1 else ''} instead of a 1/{gpus} slice of every expert "
+        "(compare both with quant-tui bench)"
     )

@@ -136,7 +136,7 @@ def test_measure_quality_needs_texts() -> None:
 
 
 def test_measure_quality_unreachable_server() -> None:
-    from engine.serve.launcher import pick_free_port
+    from engine.serve.ports import pick_free_port
 
     with pytest.raises(QuantTuiError, match="cannot reach"):
         measure_quality(f"http://127.0.0.1:{pick_free_port()}", "m", ["some text"])

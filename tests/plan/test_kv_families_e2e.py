@@ -50,7 +50,8 @@ def test_vllm_cpu_reports_the_planned_kv_cache(
     family: str, tokens: int, concurrency: float, tiny_models: dict[str, Path], tmp_path: Path
 ) -> None:
     from engine.plan.server_config import ServerConfig
-    from engine.serve.launcher import VllmServer, detect_backend
+    from engine.serve.backend import detect_backend
+    from engine.serve.launcher import VllmServer
 
     if detect_backend() != "cpu":
         pytest.skip("the KV space is set with VLLM_CPU_KVCACHE_SPACE: this checks the vllm-cpu build")

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from engine.plan.plan_request import KV_CACHE_DTYPES
 from engine.plan.recommender import GOALS, Candidate, Recommendation, as_is_candidate
 
 
@@ -55,6 +56,33 @@ def add_planning_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--goal", choices=GOALS, default="balanced", help="what to optimise for (default balanced)"
     )
+    parser.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        metavar="F",
+        help="vLLM's share of each GPU's memory, in (0, 1] (default vLLM's 0.92)",
+    )
+    parser.add_argument(
+        "--kv-cache-dtype",
+        metavar="{" + ",".join(KV_CACHE_DTYPES) + "}",
+        help="KV cache dtype (default: auto, or fp8 where it lets more sequences fit)",
+    )
+    parser.add_argument(
+        "--max-num-seqs", type=_positive_int, metavar="N", help="vLLM's --max-num-seqs (default per GPU)"
+    )
+    parser.add_argument(
+        "--max-num-batched-tokens",
+        type=_positive_int,
+        metavar="N",
+        help="vLLM's --max-num-batched-tokens: the profiled batch, so the activation peak (default per GPU)",
+    )
+    parser.add_argument(
+        "--nodes",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="boxes of the --gpu GPUs joined by Ray: pipeline stages across them (default 1)",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -76,7 +104,16 @@ def build_recommendation(args: argparse.Namespace) -> Recommendation:
 
     target = target_from_spec(args.gpu) if args.gpu else target_from_snapshot(detect_hardware())
     model = inspect_model(resolve_model(args.model))
-    request = PlanRequest(max_model_len=args.max_model_len, concurrency=args.concurrency, goal=args.goal)
+    request = PlanRequest(
+        max_model_len=args.max_model_len,
+        concurrency=args.concurrency,
+        goal=args.goal,
+        kv_cache_dtype=args.kv_cache_dtype,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        nodes=args.nodes,
+    )
     return recommend(model, target, request)
 
 
@@ -117,6 +154,8 @@ def _list_gpus() -> int:
 
 def candidate_to_json(candidate: Candidate) -> dict[str, Any]:
     """One candidate in the documented JSON shape, with the memory breakdown added."""
+    import dataclasses
+
     plan = candidate.plan
     return {
         "method": candidate.method,
@@ -126,6 +165,7 @@ def candidate_to_json(candidate: Candidate) -> dict[str, Any]:
         "kv_cache_bytes_per_token": candidate.kv_cache_bytes_per_token,
         "fits": candidate.fits,
         "tensor_parallel_size": candidate.tensor_parallel_size,
+        "pipeline_parallel_size": candidate.pipeline_parallel_size,
         "machines_needed": candidate.machines_needed,
         "max_concurrency": candidate.max_concurrency,
         "kv_cache_tokens": candidate.kv_cache_tokens,
@@ -136,12 +176,14 @@ def candidate_to_json(candidate: Candidate) -> dict[str, Any]:
             "activation_bytes": plan.overhead.activations,
             "runtime_bytes": plan.overhead.runtime,
             "kv_cache_bytes": plan.kv_budget_bytes,
+            "gpu": dataclasses.asdict(plan.gpu_memory) if plan.gpu_memory is not None else None,
         },
         "model_dir": candidate.model_dir,
         "needs_quantization": candidate.needs_quantization,
         "vllm_args": list(candidate.vllm_args),
         "env": dict(candidate.env),
         "command": candidate.server.command_line(),
+        "cluster_steps": [{"where": step.where, "command": step.command} for step in candidate.cluster_steps],
         "prediction": _prediction_json(candidate),
         "reasons": list(candidate.reasons),
         "warnings": list(candidate.warnings),
@@ -183,6 +225,7 @@ def recommendation_to_json(recommendation: Recommendation) -> dict[str, Any]:
         "max_model_len": recommendation.max_model_len,
         "concurrency": recommendation.request.concurrency,
         "goal": recommendation.request.goal,
+        "nodes": recommendation.request.nodes,
         "notes": list(recommendation.notes),
         "candidates": [candidate_to_json(candidate) for candidate in recommendation.candidates],
     }
@@ -211,6 +254,8 @@ def _print_table(recommendation: Recommendation) -> None:
     target, model = recommendation.hardware, recommendation.model
     cc = target.compute_capability
     where = f"{target.count}× {target.name}" if target.kind == "gpu" else f"CPU: {target.name}"
+    if recommendation.request.nodes > 1:
+        where = f"{recommendation.request.nodes} boxes of {where}"
     console.print(
         f"[bold]{model.name}[/] ({model.architecture}, {human_params(model.params)} params, "
         f"{model.num_layers} layers, {model.num_kv_heads} KV heads)  on  [bold]{where}[/]"
@@ -234,7 +279,7 @@ def _print_table(recommendation: Recommendation) -> None:
             f"{candidate.weights.total / 1024**3:.1f}G",
             f"{candidate.kv_cache_bytes_per_token / 1024:.0f}K",
             candidate.kv_cache_dtype,
-            str(candidate.tensor_parallel_size),
+            str(candidate.tensor_parallel_size * candidate.pipeline_parallel_size),
             concurrency_text(candidate.max_concurrency),
             "[green]yes[/]" if candidate.fits else "[red]no[/]",
         )
@@ -249,7 +294,16 @@ def _print_table(recommendation: Recommendation) -> None:
         console.print(
             f"  quantize: quant-tui quantize --model {shlex.quote(str(model.path))} --method {best.method}"
         )
-    console.print(f"  serve:    {best.server.command_line()}", soft_wrap=True, markup=False, highlight=False)
+    if best.cluster_steps:
+        console.print(
+            f"  {best.pipeline_parallel_size} boxes joined by Ray, as vLLM's multi-node guide starts them:"
+        )
+        for step in best.cluster_steps:
+            console.print(f"    [{step.where}] {step.command}", soft_wrap=True, markup=False, highlight=False)
+    else:
+        console.print(
+            f"  serve:    {best.server.command_line()}", soft_wrap=True, markup=False, highlight=False
+        )
     as_is = as_is_candidate(recommendation)
     if best.needs_quantization and as_is is not None:
         console.print(

@@ -16,7 +16,7 @@ from engine.serve.phases import PhaseLog
 
 if TYPE_CHECKING:
     from engine.serve.launcher import ServerConfig, VllmServer
-    from engine.serve.server_log import StartupFacts
+    from engine.serve.startup_facts import StartupFacts
 
 API_KEY_ENV = "VLLM_API_KEY"
 
@@ -247,7 +247,8 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.model.reference import resolve_model
     from engine.plan.recommender import PlanRequest, plan_checkpoint
-    from engine.serve.launcher import ServerConfig, detect_backend
+    from engine.serve.backend import detect_backend
+    from engine.serve.launcher import ServerConfig
 
     extra = _extra_args(args.vllm_args)
     console = _Console(args.verbose)
@@ -436,7 +437,7 @@ def _serve_until_stopped(server: VllmServer, console: _Console, stop: threading.
         while not stop.is_set():
             if not server.is_running():
                 console.done()
-                from engine.serve.server_log import diagnose_failure
+                from engine.serve.failure_diagnosis import diagnose_failure
 
                 diagnosis = diagnose_failure(server.read_log(), server.returncode)
                 cause = diagnosis.cause if diagnosis else f"it exited with status {server.returncode}"

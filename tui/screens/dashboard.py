@@ -23,7 +23,7 @@ from tui.widgets.time_plot import TimePlot, window_label
 
 if TYPE_CHECKING:
     from engine.bench.loadgen import LoadProgress, LoadResult
-    from engine.serve.server_log import Diagnosis
+    from engine.serve.failure_diagnosis import Diagnosis
     from engine.telemetry.poller import TelemetryPoller, TelemetrySnapshot
 
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0)
@@ -213,7 +213,7 @@ class DashboardScreen(StepScreen):
         return server if server is not None and hasattr(server, "log_tail") else None
 
     def _diagnosis(self) -> Diagnosis | None:
-        from engine.serve.server_log import diagnose_failure
+        from engine.serve.failure_diagnosis import diagnose_failure
 
         server = self._own_server()
         if server is None:

@@ -24,7 +24,7 @@ from tui.screens.error_dialog import describe_error
 if TYPE_CHECKING:
     from engine.serve.launcher import ServerConfig
     from engine.serve.plan_check import PlanVsActual
-    from engine.serve.server_log import StartupFacts
+    from engine.serve.startup_facts import StartupFacts
     from tui.state import Selection
 
 LOG_LINES = 2000

@@ -1,0 +1,188 @@
+"""recommend's vLLM options: --gpu-memory-utilization, --kv-cache-dtype, --max-num-seqs, --max-num-batched-tokens, --nodes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.errors import QuantTuiError
+from engine.hardware.detect import HardwareTarget, target_from_spec
+from engine.model.inspect_model import ModelInfo, inspect_model
+from engine.plan.multi_node import expert_parallel_hint
+from engine.plan.recommender import Candidate, PlanRequest, as_is_candidate, recommend
+from engine.plan.vllm_facts import GIB
+
+CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
+CPU = HardwareTarget("cpu", "test CPU", 1, 64 * GIB, None, "detected", None, frozenset({"avx2", "avx512f"}))
+
+
+def _model(tmp_path_factory: pytest.TempPathFactory, name: str) -> ModelInfo:
+    folder = tmp_path_factory.mktemp(name)
+    shutil.copy(CONFIGS / f"{name}.json", folder / "config.json")
+    return inspect_model(folder)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelInfo]:
+    names = ("llama-3.1-8b", "llama-3.1-70b", "deepseek-v3", "qwen3-30b-a3b", "mixtral-8x7b-v0.1")
+    return {name: _model(tmp_path_factory, name) for name in names}
+
+
+def _bf16(models: dict[str, ModelInfo], name: str, gpu: str, **options: object) -> Candidate:
+    """The plan serving the checkpoint as it is (bf16, or its own format when pre-quantized)."""
+    target = CPU if gpu == "cpu" else target_from_spec(gpu)
+    request = PlanRequest(max_model_len=8192, available_ram_bytes=64 * GIB, **options)  # type: ignore[arg-type]
+    candidate = as_is_candidate(recommend(models[name], target, request))
+    assert candidate is not None
+    return candidate
+
+
+# (model, target, dtype) -> the error or warning it gives, from each vLLM 0.32 attention backend's
+# supported_kv_cache_dtypes: CPU_ATTN auto/fp8/fp8_e4m3/fp8_e5m2; CPU_MLA and AMX_MLA auto only;
+# FlashAttention fp8/fp8_e4m3, FlashInfer and Triton also fp8_e5m2; every CUDA MLA backend fp8/fp8_e4m3.
+@pytest.mark.parametrize(
+    ("name", "gpu", "dtype", "error", "warning"),
+    [
+        ("llama-3.1-8b", "cpu", "fp8_e5m2", None, None),
+        ("llama-3.1-8b", "cpu", "fp8", None, None),
+        ("deepseek-v3", "cpu", "fp8", "CPU MLA attention", None),
+        ("deepseek-v3", "cpu", "auto", None, None),
+        ("deepseek-v3", "H200x8", "fp8_e5m2", "FP8 E4M3 KV cache only", None),
+        ("deepseek-v3", "H200x8", "fp8_e4m3", None, None),
+        ("llama-3.1-8b", "H100", "fp8_e5m2", None, "FlashInfer or Triton"),
+        ("llama-3.1-8b", "H100", "fp8", None, None),
+        ("llama-3.1-8b", "A100-80GB", "fp8", None, "no FP8 tensor cores"),
+        ("llama-3.1-8b", "T4", "fp8_e4m3", None, "no FP8 tensor cores"),
+    ],
+)
+def test_kv_cache_dtype_per_backend(
+    models: dict[str, ModelInfo], name: str, gpu: str, dtype: str, error: str | None, warning: str | None
+) -> None:
+    if error:
+        with pytest.raises(QuantTuiError, match=error):
+            _bf16(models, name, gpu, kv_cache_dtype=dtype)
+        return
+    candidate = _bf16(models, name, gpu, kv_cache_dtype=dtype)
+    assert candidate.kv_cache_dtype == dtype
+    assert (dtype == "auto") == ("--kv-cache-dtype" not in candidate.vllm_args)
+    found = [w for w in candidate.warnings if warning and warning in w]
+    assert bool(found) == bool(warning)
+
+
+def test_batch_options_feed_the_activation_peak_and_the_command(models: dict[str, ModelInfo]) -> None:
+    candidate = _bf16(models, "llama-3.1-8b", "H100", max_num_seqs=64, max_num_batched_tokens=4096)
+    memory = candidate.plan.gpu_memory
+    assert memory is not None
+    # By hand: 64 sampler rows × 128,256 vocab × 14 B + 4096 tokens × 4096 hidden × 5 B.
+    assert memory.activation_peak_bytes == 198_803_456
+    args = " ".join(candidate.vllm_args)
+    assert "--max-num-seqs 64 --max-num-batched-tokens 4096" in args
+
+
+@pytest.mark.parametrize(
+    ("utilization", "requested"),
+    [(None, 78_679_145_186), (0.8, 68_416_647_988)],  # ceil(81,559 MiB × 0.92) and × 0.8 on an H100
+)
+def test_gpu_memory_utilization_sets_the_requested_share(
+    models: dict[str, ModelInfo], utilization: float | None, requested: int
+) -> None:
+    candidate = _bf16(models, "llama-3.1-8b", "H100", gpu_memory_utilization=utilization)
+    assert candidate.plan.gpu_memory is not None
+    assert candidate.plan.gpu_memory.requested_bytes == requested
+    assert ("--gpu-memory-utilization" in candidate.vllm_args) == (utilization is not None)
+
+
+def test_cpu_plan_notes_that_gpu_memory_utilization_does_not_apply(models: dict[str, ModelInfo]) -> None:
+    result = recommend(
+        models["llama-3.1-8b"], CPU, PlanRequest(max_model_len=4096, gpu_memory_utilization=0.5)
+    )
+    assert any("VLLM_CPU_KVCACHE_SPACE does" in note for note in result.notes)
+    assert "--gpu-memory-utilization" not in result.best.vllm_args
+
+
+def test_two_nodes_of_eight_h100_as_vllm_documents(models: dict[str, ModelInfo]) -> None:
+    candidate = _bf16(models, "llama-3.1-70b", "H100x8", nodes=2)
+    assert (candidate.tensor_parallel_size, candidate.pipeline_parallel_size) == (8, 2)
+    # 70,553,706,496 parameters × 2 B over 16 GPUs; 80 layers × 8 KV heads × 128 × 2 × 2 B = 327,680 B
+    # per token, over 8 ranks (one KV head each) and 2 stages (40 layers each).
+    assert candidate.plan.weights_bytes == 8_819_213_312
+    assert candidate.kv_cache_bytes_per_token == 20_480
+    args = " ".join(candidate.vllm_args)
+    assert "--tensor-parallel-size 8 --pipeline-parallel-size 2 --distributed-executor-backend ray" in args
+    assert [(step.where, step.command) for step in candidate.cluster_steps[:3]] == [
+        ("head node", "VLLM_HOST_IP=<HEAD_NODE_IP> ray start --head --port=6379"),
+        ("worker node 1", "VLLM_HOST_IP=<WORKER_1_IP> ray start --address=<HEAD_NODE_IP>:6379"),
+        ("head node", "ray status  # expect 2 nodes"),
+    ]
+    assert candidate.cluster_steps[-1].command == candidate.server.command_line()
+
+
+def test_nodes_on_the_cpu_backend_is_an_error(models: dict[str, ModelInfo]) -> None:
+    with pytest.raises(QuantTuiError, match="one box"):
+        recommend(models["llama-3.1-8b"], CPU, PlanRequest(nodes=2))
+
+
+@pytest.mark.parametrize(
+    ("name", "gpus", "per_gpu"),
+    [
+        ("qwen3-30b-a3b", 2, "64 whole experts"),  # 128 routed experts
+        ("mixtral-8x7b-v0.1", 8, "1 whole expert "),  # 8 experts
+        ("deepseek-v3", 8, "32 whole experts"),  # 256 routed experts
+        ("mixtral-8x7b-v0.1", 1, None),  # nothing to split
+        ("mixtral-8x7b-v0.1", 3, None),  # 8 experts do not divide over 3
+        ("llama-3.1-8b", 8, None),  # dense
+    ],
+)
+def test_expert_parallel_hint(
+    models: dict[str, ModelInfo], name: str, gpus: int, per_gpu: str | None
+) -> None:
+    hint = expert_parallel_hint(models[name], gpus)
+    if per_gpu is None:
+        assert hint is None
+    else:
+        assert hint is not None and "--enable-expert-parallel" in hint and per_gpu in hint
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", "recommend", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_recommend_json_carries_the_options(tmp_path: Path) -> None:
+    shutil.copy(CONFIGS / "llama-3.1-70b.json", tmp_path / "config.json")
+    result = _cli(
+        "--model", str(tmp_path), "--gpu", "H100x8", "--nodes", "2", "--max-model-len", "8192",
+        "--kv-cache-dtype", "fp8", "--max-num-seqs", "32", "--max-num-batched-tokens", "4096",
+        "--gpu-memory-utilization", "0.9", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["nodes"] == 2
+    best = data["candidates"][0]
+    assert best["pipeline_parallel_size"] == 2 and best["kv_cache_dtype"] == "fp8"
+    for flag in ("--kv-cache-dtype fp8", "--gpu-memory-utilization 0.9", "--max-num-seqs 32"):
+        assert flag in best["command"]
+    assert best["memory"]["gpu"]["requested_bytes"] == 76_968_728_986  # ceil(81,559 MiB × 0.9)
+    assert best["cluster_steps"][0]["command"].endswith("ray start --head --port=6379")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--kv-cache-dtype", "fp4"), "unknown KV cache dtype 'fp4'"),
+        (("--gpu-memory-utilization", "1.5"), "a fraction"),
+        (("--gpu", "H200", "--kv-cache-dtype", "fp8_e5m2"), "FP8 E4M3 KV cache only"),  # DeepSeek-V3's MLA
+    ],
+)
+def test_bad_options_are_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    shutil.copy(CONFIGS / "deepseek-v3.json", tmp_path / "config.json")
+    result = _cli("--model", str(tmp_path), "--gpu", "H200x8", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
