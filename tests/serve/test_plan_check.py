@@ -9,7 +9,7 @@ import pytest
 from engine.plan.server_config import Prediction, ServerConfig
 from engine.plan.server_plan import CalibrationKey, load_calibration
 from engine.serve.plan_check import compare_startup, comparison_lines, record_gpu_calibration
-from engine.serve.server_log import StartupFacts, parse_startup_log
+from engine.serve.startup_facts import StartupFacts, parse_startup_log
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 GIB = 1024**3

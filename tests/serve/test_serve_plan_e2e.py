@@ -19,7 +19,7 @@ import pytest
 
 
 def _cpu_build() -> bool:
-    from engine.serve.launcher import detect_backend
+    from engine.serve.backend import detect_backend
 
     try:
         return detect_backend() == "cpu"

