@@ -188,8 +188,14 @@ def load_config(folder: Path) -> dict[str, Any]:
             f"no config.json in {folder}; point --model at a Hugging Face model folder (or use 'demo')"
         )
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        text = config_path.read_bytes()
+    except OSError as error:  # removed or replaced since it was listed: a copy or download in progress
+        raise ModelError(
+            f"cannot read {config_path} ({error.strerror or error}); if the folder is being written, wait and retry"
+        ) from None
+    try:
+        config = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelError(f"{config_path} is not valid JSON ({error}); re-download or fix the file") from None
     if not isinstance(config, dict):
         raise ModelError(f"{config_path} does not hold a JSON object; re-download or fix the file")

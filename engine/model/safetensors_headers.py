@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.errors import ModelError
 
@@ -68,3 +71,26 @@ def read_safetensors_headers(files: list[Path]) -> list[TensorHeader]:
                 f"{path.name} is not a readable safetensors file ({reason}); re-download or re-export it"
             ) from None
     return headers
+
+
+@contextlib.contextmanager
+def open_tensors(path: Path) -> Iterator[Any]:
+    """``safe_open`` (PyTorch) for reading data after the headers were read: a file changed since is a ModelError.
+
+    A download or copy that replaces or rewrites a shard while quant-tui works makes the header it
+    planned with stale; the error then says so in one line instead of a safetensors traceback.
+
+    Raises:
+        ModelError: the file is gone, truncated, or no longer holds the tensor asked for.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            yield handle
+    except (SafetensorError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelError(
+            f"{path.name} changed while quant-tui was reading it ({reason}); "
+            "wait until the download or copy into the model folder has finished, then run again"
+        ) from None

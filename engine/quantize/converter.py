@@ -210,8 +210,7 @@ class StreamingConverter:
 
     def _absolute_max(self, tensor: SourceTensor) -> Any:
         """The absolute maximum of a whole source weight, read a chunk of rows at a time."""
-        from safetensors import safe_open
-
+        from engine.model.safetensors_headers import open_tensors
         from engine.quantize.scheme_math import absolute_max
 
         rows = tensor.shape[0]
@@ -220,7 +219,7 @@ class StreamingConverter:
         for start in range(0, rows, step):
             if self.cancel.is_set():
                 break
-            with safe_open(str(tensor.file), framework="pt") as handle:
+            with open_tensors(tensor.file) as handle:
                 value = absolute_max(handle.get_slice(tensor.name)[start : start + step])
             result = value if result is None else max(result, value, key=float)
         if result is None:  # cancelled before the first read; the run stops at its first item
@@ -233,12 +232,12 @@ class StreamingConverter:
         """Reads a block of rows, quantizes or copies it, and writes it in place (in a pool thread)."""
         if self.cancel.is_set():
             return ItemResult(0.0, 0.0)
-        from safetensors import safe_open
+        from engine.model.safetensors_headers import open_tensors
 
         tensor = item.tensor
         # A handle per item: safe_open memory-maps the whole file and every page read stays in this
         # process's RSS while the handle lives, so a long-lived handle would grow to the shard's size.
-        with safe_open(str(tensor.file), framework="pt") as handle:
+        with open_tensors(tensor.file) as handle:
             if not tensor.shape:
                 rows = handle.get_tensor(tensor.name)
             else:
