@@ -42,14 +42,26 @@ def calibrated_alternatives(name: str) -> tuple[MethodName, ...]:
     return tuple(m.name for m in METHODS if m.serves_as == name and m.producer == "llm-compressor")
 
 
-def make_it_line(name: str, model: str) -> str:
-    """The plan's "make it" sentence for ``name``: the exact command(s), or why quant-tui does not make it."""
+def make_it_line(name: str, model: str, kv_cache_dtype: str = "auto") -> str:
+    """The plan's "make it" sentence for ``name``: the exact command(s), or why quant-tui does not make it.
+
+    With an FP8 KV cache planned, the calibrated commands add ``--kv-cache-scheme fp8`` (measured KV
+    scales); a data-free checkpoint runs the FP8 KV cache with scales of 1.0, which the line says.
+    """
     command = make_command(name, model)
     if command is None:
         return NOT_MADE_HERE.get(name, f"{method(name).label} is not made by quant-tui")
+    kv = " --kv-cache-scheme fp8" if kv_cache_dtype.startswith("fp8") else ""
+    if method(name).producer == "llm-compressor":
+        command += kv
     line = f"make the checkpoint with `{command}`"
     alternatives = calibrated_alternatives(name)
     if alternatives:
-        better = ", ".join(f"`--method {other} --calibration FILE`" for other in alternatives)
+        better = ", ".join(f"`--method {other} --calibration FILE{kv}`" for other in alternatives)
         line += f" (calibrated on sample text, usually more accurate: {better})"
+    if kv and method(name).producer == "data-free":
+        line += (
+            "; its FP8 KV cache runs with scales of 1.0: a calibrated method with `--kv-cache-scheme fp8` "
+            "measures them"
+        )
     return line

@@ -276,7 +276,7 @@ def _candidate(
             f"the checkpoint is already quantized ({model.quantization.scheme}): serve it as it is"
         )
     elif needs_quantization:
-        reasons.append(make_it_line(method, _shown_path(model.path)))
+        reasons.append(make_it_line(method, _shown_path(model.path), fit.kv_cache_dtype))
     speed = speed_note(execution, target)
     trade_off = f"{record.trade_off}; {speed}; weights {format_bytes(weights.total, 'MiB')}"
     fits = server.prediction.max_concurrency >= request.concurrency and plan.capacity.fits_one_sequence
