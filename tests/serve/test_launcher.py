@@ -439,10 +439,10 @@ def test_compact_log_shows_phases_and_root_errors(fixture: str, expected: list[s
     """Real logs through the non-terminal console: one line per phase, root exceptions, no tracebacks."""
     import io
 
-    from tui.cli.serve_command import _Console
+    from tui.cli.serve_output import ServeConsole
 
     out = io.StringIO()
-    console = _Console(verbose=False, stream=out)
+    console = ServeConsole(verbose=False, stream=out)
     for line in (Path(__file__).parents[1] / "fixtures" / fixture).read_text().splitlines():
         console.on_log(line)
     assert out.getvalue().splitlines() == expected

@@ -14,7 +14,7 @@ from engine.errors import QuantTuiError
 from tui.cli.bench_report import format_run, format_sweeps, format_table
 
 if TYPE_CHECKING:
-    from engine.bench.ab_runner import BenchProgress
+    from engine.bench.ab_result import BenchProgress
     from engine.bench.loadgen import LoadSpec
     from engine.bench.result import BenchRun
     from engine.bench.sweep import SweepResult
@@ -292,7 +292,8 @@ def _print_sweeps(args: argparse.Namespace, sweeps: list[SweepResult]) -> int:
 
 
 def _run_ab(args: argparse.Namespace, slo: dict[str, float], percentiles: tuple[float, ...]) -> int:
-    from engine.bench.ab_runner import BenchRequest, parse_methods, run_bench
+    from engine.bench.ab_result import BenchRequest, parse_methods
+    from engine.bench.ab_runner import run_bench
     from engine.model.reference import resolve_model
 
     methods = parse_methods(args.methods)

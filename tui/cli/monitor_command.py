@@ -11,6 +11,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import QuantTuiError
+from engine.units import format_bytes, format_milliseconds
+from tui.format import number
 
 if TYPE_CHECKING:
     from engine.telemetry.poller import TelemetryPoller, TelemetrySnapshot
@@ -87,45 +89,26 @@ def snapshot_record(snapshot: TelemetrySnapshot) -> dict[str, Any]:
     return record
 
 
-def _number(value: float | None, digits: int = 1, scale: float = 1.0, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    return f"{value * scale:.{digits}f}{unit}"
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value * 1000:.0f} ms"
-
-
-def _bytes(value: float | None) -> str:
-    if value is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return "-"
-
-
 def plain_line(snapshot: TelemetrySnapshot) -> str:
     """One compact text line for one snapshot."""
     stamp = time.strftime("%H:%M:%S", time.localtime(snapshot.wall_time))
     metrics = snapshot.metrics
     if metrics is None:
         return f"{stamp}  no data: {snapshot.error}"
+    kv = metrics.kv_cache_usage
     parts = [
         stamp,
-        f"gen {_number(metrics.generation_tokens_per_s)} tok/s",
-        f"prompt {_number(metrics.prompt_tokens_per_s)} tok/s",
-        f"running {_number(metrics.requests_running, 0)}",
-        f"waiting {_number(metrics.requests_waiting, 0)}",
-        f"kv {_number(metrics.kv_cache_usage, 1, 100, '%')}",
-        f"ttft p50 {_ms(metrics.ttft_p50_s)}",
-        f"itl p50 {_ms(metrics.itl_p50_s)}",
-        f"tokens {_number(metrics.generation_tokens_total, 0)}",
+        f"gen {number(metrics.generation_tokens_per_s)} tok/s",
+        f"prompt {number(metrics.prompt_tokens_per_s)} tok/s",
+        f"running {number(metrics.requests_running, 0)}",
+        f"waiting {number(metrics.requests_waiting, 0)}",
+        f"kv {number(None if kv is None else 100 * kv, 1, '%')}",
+        f"ttft p50 {format_milliseconds(metrics.ttft_p50_s)}",
+        f"itl p50 {format_milliseconds(metrics.itl_p50_s)}",
+        f"tokens {number(metrics.generation_tokens_total, 0)}",
     ]
     if snapshot.server_rss_bytes is not None:
-        parts.append(f"server {_bytes(snapshot.server_rss_bytes)}")
+        parts.append(f"server {format_bytes(snapshot.server_rss_bytes)}")
     return "  ".join(parts)
 
 

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import signal
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import QuantTuiError
-from engine.serve.phases import PhaseLog
+from tui.cli.serve_output import (
+    ServeConsole,
+    print_attach,
+    print_failure,
+    print_json,
+    print_ready,
+    status_text,
+)
 
 if TYPE_CHECKING:
-    from engine.serve.launcher import ServerConfig, VllmServer
-    from engine.serve.startup_facts import StartupFacts
+    from engine.plan.server_config import ServerConfig
+    from engine.serve.launcher import VllmServer
 
 API_KEY_ENV = "VLLM_API_KEY"
 
@@ -118,61 +124,6 @@ def _extra_args(values: list[str]) -> tuple[str, ...]:
     return tuple(values)
 
 
-class _Console:
-    """Prints the compact log or a one-line live status on stderr, and results on stdout."""
-
-    def __init__(self, verbose: bool, stream: TextIO | None = None) -> None:
-        self.verbose = verbose
-        self.stream: TextIO = stream if stream is not None else sys.stderr
-        self.live = self.stream.isatty() and not verbose
-        self.phases = PhaseLog()
-        self._lock = threading.Lock()
-        self._status_shown = False
-
-    def on_log(self, line: str) -> None:
-        shown = self.phases.feed(line)
-        if self.verbose:
-            self.print(line)
-        elif self.live:
-            pass  # the status line shows the phase
-        elif shown is not None:
-            self.print(f"quant-tui: {shown}" if shown.startswith("vLLM:") else shown)
-
-    @property
-    def phase(self) -> str:
-        return self.phases.phase
-
-    def print(self, text: str) -> None:
-        with self._lock:
-            self._clear()
-            print(text, file=self.stream, flush=True)
-
-    def status(self, text: str) -> None:
-        if not self.live:
-            return
-        with self._lock:
-            columns = _terminal_columns()
-            self.stream.write("\r\x1b[2K" + text[: columns - 1])
-            self.stream.flush()
-            self._status_shown = True
-
-    def done(self) -> None:
-        with self._lock:
-            self._clear()
-
-    def _clear(self) -> None:
-        if self._status_shown:
-            self.stream.write("\r\x1b[2K")
-            self.stream.flush()
-            self._status_shown = False
-
-
-def _terminal_columns() -> int:
-    import shutil
-
-    return shutil.get_terminal_size((100, 24)).columns
-
-
 def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:
     """SIGTERM and SIGHUP end the foreground wait like Ctrl-C does; returns the handlers they replace."""
 
@@ -182,76 +133,24 @@ def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:
     return {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGHUP)}
 
 
-def _facts_lines(facts: StartupFacts) -> list[str]:
-    lines = []
-    if facts.kv_cache_tokens is not None:
-        kv = f"KV cache:   {facts.kv_cache_tokens:,} tokens"
-        if facts.kv_cache_bytes is not None:
-            kv += f" ({_size(facts.kv_cache_bytes)})"
-        if facts.max_concurrency is not None and facts.max_concurrency_at_tokens is not None:
-            kv += f", {facts.max_concurrency:.2f} requests of {facts.max_concurrency_at_tokens:,} tokens at once"
-        lines.append(kv)
-    details = []
-    if facts.weights_memory_bytes is not None:
-        details.append(f"weights {_size(facts.weights_memory_bytes)}")
-    if facts.dtype:
-        details.append(f"dtype {facts.dtype}")
-    if facts.quantization:
-        details.append(f"quantization {facts.quantization}")
-    if facts.linear_kernel:
-        details.append(f"kernel {facts.linear_kernel}")
-    if facts.warmup_seconds is not None:
-        details.append(f"engine start-up {facts.warmup_seconds:.1f} s")
-    if details:
-        lines.append("engine:     " + ", ".join(details))
-    return lines
-
-
-def _size(count: int) -> str:
-    if count >= 1024**3:
-        return f"{count / 1024**3:.2f} GiB"
-    return f"{count / 1024**2:.1f} MiB"
-
-
-def _status_text(server: VllmServer, started: float, poller: Any) -> str:
-    up = _duration(time.monotonic() - started)
-    text = f"serving {server.url} · up {up}"
-    if poller is None:
-        return text + " · Ctrl-C to stop"
-    snapshot = poller.poll_once()
-    metrics = snapshot.metrics
-    if metrics is not None:
-        parts = []
-        if metrics.generation_tokens_per_s is not None:
-            parts.append(f"{metrics.generation_tokens_per_s:.1f} tok/s")
-        if metrics.requests_running is not None:
-            parts.append(f"running {metrics.requests_running:.0f}")
-        if metrics.requests_waiting is not None:
-            parts.append(f"waiting {metrics.requests_waiting:.0f}")
-        if metrics.kv_cache_usage is not None:
-            parts.append(f"KV {100 * metrics.kv_cache_usage:.1f}%")
-        if parts:
-            text += " · " + " · ".join(parts)
-    return text + " · Ctrl-C to stop"
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
 def run(args: argparse.Namespace) -> int:
     """Serves until Ctrl-C/SIGTERM; 0 after a clean stop, 1 when the server fails (with the diagnosis)."""
+    extra = _extra_args(args.vllm_args)
+    console = ServeConsole(args.verbose)
+    try:
+        return _plan_and_serve(args, extra, console)
+    finally:
+        console.done()  # whatever ends the run, the terminal gets its cursor and a clean line back
+
+
+def _plan_and_serve(args: argparse.Namespace, extra: tuple[str, ...], console: ServeConsole) -> int:
     from dataclasses import replace
 
     from engine.model.reference import resolve_model
     from engine.plan.recommender import PlanRequest, plan_checkpoint
+    from engine.plan.server_config import ServerConfig
     from engine.serve.backend import detect_backend
-    from engine.serve.launcher import ServerConfig
 
-    extra = _extra_args(args.vllm_args)
-    console = _Console(args.verbose)
     model = resolve_model(
         args.model, on_demo_progress=lambda p: console.status(f"building the demo model: {p.message}")
     )
@@ -306,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(
-    args: argparse.Namespace, config: ServerConfig, backend: str, console: _Console, stop: threading.Event
+    args: argparse.Namespace, config: ServerConfig, backend: str, console: ServeConsole, stop: threading.Event
 ) -> int:
     from pathlib import Path
 
@@ -336,7 +235,7 @@ def _serve(
         if stop.is_set():
             print("quant-tui: stopped before the server was ready", file=sys.stderr)
             return 130
-        _print_failure(failure)
+        print_failure(failure)
         return 1
     except KeyboardInterrupt:
         console.done()
@@ -344,89 +243,25 @@ def _serve(
         print("quant-tui: stopped before the server was ready", file=sys.stderr)
         return 130
     console.done()
-    _print_ready(server, facts, time.monotonic() - started)
+    print_ready(server, facts, time.monotonic() - started)
     if args.json:
-        _print_json(server, facts, time.monotonic() - started)
+        print_json(server, facts, time.monotonic() - started)
     if args.keep_running:
-        _print_attach(server)
+        print_attach(server)
         return 0
     return _serve_until_stopped(server, console, stop)
 
 
-def _show_progress(console: _Console, server: VllmServer, started: float, stop: threading.Event) -> None:
+def _show_progress(console: ServeConsole, server: VllmServer, started: float, stop: threading.Event) -> None:
     while server.facts is None and not stop.is_set() and server.is_running():
         console.status(f"starting vLLM: {console.phase} ({time.monotonic() - started:.0f} s)")
         stop.wait(0.25)
 
 
-def _print_failure(failure: Any) -> None:
-    print(f"quant-tui: the vLLM server failed: {failure.diagnosis.cause}", file=sys.stderr)
-    print(f"quant-tui: fix: {failure.diagnosis.fix}", file=sys.stderr)
-    if failure.log_path is not None:
-        print(f"quant-tui: full log: {failure.log_path}", file=sys.stderr)
-
-
-def _print_ready(server: VllmServer, facts: StartupFacts, seconds: float) -> None:
-    import json
-
-    name = _model_name(server)
-    print(f"vLLM is serving {name} at {server.url} (ready in {seconds:.0f} s)")
-    for line in _facts_lines(facts):
-        print("  " + line)
-    if server.comparison is not None:
-        from engine.serve.plan_check import comparison_lines
-
-        print("  plan vs. actual:")
-        for line in comparison_lines(server.comparison):
-            print("    " + line)
-        if server.calibration_note:
-            print(f"  recorded: {server.calibration_note}")
-    body = json.dumps({"model": name, "prompt": "Hello", "max_tokens": 16})
-    auth = " -H 'Authorization: Bearer $VLLM_API_KEY'" if server.config.api_key else ""
-    print(
-        f"  try:       curl {server.url}/v1/completions -H 'Content-Type: application/json'{auth} -d {shlex.quote(body)}"
-    )
-    key = " --api-key $VLLM_API_KEY" if server.config.api_key else ""
-    print(f"  watch:     quant-tui monitor {server.url}{key}")
-    sys.stdout.flush()
-
-
-def _print_json(server: VllmServer, facts: StartupFacts, seconds: float) -> None:
-    import dataclasses
-    import json
-
-    line = {
-        "url": server.url,
-        "pid": server.pid,
-        "ready_seconds": round(seconds, 1),
-        "command": server.config.command_line(server.backend),
-        "facts": dataclasses.asdict(facts),
-        "plan_vs_actual": server.comparison.to_json() if server.comparison else None,
-    }
-    print(json.dumps(line), flush=True)
-
-
-def _model_name(server: VllmServer) -> str:
-    if server.config.served_model_name:
-        return server.config.served_model_name
-    from engine.bench.loadgen import served_model_name
-
-    try:
-        return served_model_name(server.url, server.config.api_key)
-    except QuantTuiError:
-        return str(server.config.model)
-
-
-def _print_attach(server: VllmServer) -> None:
-    print(f"  the server keeps running (pid {server.pid}); attach with: quant-tui monitor {server.url}")
-    print(f"  stop it with: kill -INT -- -{server.pid}")
-    sys.stdout.flush()
-
-
-def _serve_until_stopped(server: VllmServer, console: _Console, stop: threading.Event) -> int:
+def _serve_until_stopped(server: VllmServer, console: ServeConsole, stop: threading.Event) -> int:
     from engine.telemetry.poller import TelemetryPoller
 
-    poller: Any = None
+    poller: TelemetryPoller | None = None
     if console.live:
         poller = TelemetryPoller(
             server.url, interval_s=1.0, api_key=server.config.api_key, sample_hardware=False
@@ -447,7 +282,7 @@ def _serve_until_stopped(server: VllmServer, console: _Console, stop: threading.
                 print(f"quant-tui: full log: {server.log_path}", file=sys.stderr)
                 server.stop()
                 return 1
-            console.status(_status_text(server, served_since, poller))
+            console.status(status_text(server, served_since, poller))
             stop.wait(1.0)
     except KeyboardInterrupt:
         pass

@@ -1,0 +1,174 @@
+"""What ``quant-tui serve`` prints: the compact log or a live status line, the ready block, JSON and failures."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import sys
+import time
+from typing import TYPE_CHECKING, TextIO
+
+from engine.errors import QuantTuiError
+from engine.serve.phases import PhaseLog
+from engine.units import format_bytes, format_duration
+from tui.cli.output import StatusLine, fields, show
+
+if TYPE_CHECKING:
+    from engine.serve.launcher import ServerFailed, VllmServer
+    from engine.serve.startup_facts import StartupFacts
+    from engine.telemetry.poller import TelemetryPoller
+
+
+class ServeConsole:
+    """The server's log on stderr: one line per start-up phase (or every line), or a live status on a terminal."""
+
+    def __init__(self, verbose: bool, stream: TextIO | None = None) -> None:
+        """Writes on ``stream`` (stderr); ``verbose`` prints every log line instead of the phases."""
+        self.verbose = verbose
+        self.status_line = StatusLine(stream if stream is not None else sys.stderr)
+        self.live = self.status_line.live_capable and not verbose
+        self.phases = PhaseLog()
+
+    def on_log(self, line: str) -> None:
+        """Takes one server log line: printed when verbose, as a phase off a terminal, else in the status."""
+        shown = self.phases.feed(line)
+        if self.verbose:
+            self.print(line)
+        elif self.live:
+            pass  # the status line shows the phase
+        elif shown is not None:
+            self.print(f"quant-tui: {shown}" if shown.startswith("vLLM:") else shown)
+
+    @property
+    def phase(self) -> str:
+        """The start-up phase reached so far."""
+        return self.phases.phase
+
+    def print(self, text: str) -> None:
+        """Prints a line of its own (above the status line on a terminal)."""
+        self.status_line.print(text)
+
+    def status(self, text: str) -> None:
+        """Shows ``text`` as the live status (only on a terminal, and not when verbose)."""
+        if self.live:
+            self.status_line.update(text)
+
+    def done(self) -> None:
+        """Removes the status line."""
+        self.status_line.clear()
+
+
+def facts_rows(facts: StartupFacts) -> list[tuple[str, str]]:
+    """What vLLM said at start-up, as label/value rows: the KV cache, then the engine's weights and kernel."""
+    rows = []
+    if facts.kv_cache_tokens is not None:
+        kv = f"{facts.kv_cache_tokens:,} tokens"
+        if facts.kv_cache_bytes is not None:
+            kv += f" ({format_bytes(facts.kv_cache_bytes, 'MiB', digits=2)})"
+        if facts.max_concurrency is not None and facts.max_concurrency_at_tokens is not None:
+            kv += f", {facts.max_concurrency:.2f} requests of {facts.max_concurrency_at_tokens:,} tokens at once"
+        rows.append(("KV cache:", kv))
+    details = []
+    if facts.weights_memory_bytes is not None:
+        details.append(f"weights {format_bytes(facts.weights_memory_bytes, 'MiB', digits=2)}")
+    if facts.dtype:
+        details.append(f"dtype {facts.dtype}")
+    if facts.quantization:
+        details.append(f"quantization {facts.quantization}")
+    if facts.linear_kernel:
+        details.append(f"kernel {facts.linear_kernel}")
+    if facts.warmup_seconds is not None:
+        details.append(f"engine start-up {format_duration(facts.warmup_seconds)}")
+    if details:
+        rows.append(("engine:", ", ".join(details)))
+    return rows
+
+
+def status_text(server: VllmServer, served_since: float, poller: TelemetryPoller | None) -> str:
+    """The live status while serving: URL, uptime and, with a poller, throughput, queue and KV cache use."""
+    text = f"serving {server.url} · up {format_duration(time.monotonic() - served_since)}"
+    if poller is None:
+        return text + " · Ctrl-C to stop"
+    metrics = poller.poll_once().metrics
+    if metrics is not None:
+        parts = []
+        if metrics.generation_tokens_per_s is not None:
+            parts.append(f"{metrics.generation_tokens_per_s:.1f} tok/s")
+        if metrics.requests_running is not None:
+            parts.append(f"running {metrics.requests_running:.0f}")
+        if metrics.requests_waiting is not None:
+            parts.append(f"waiting {metrics.requests_waiting:.0f}")
+        if metrics.kv_cache_usage is not None:
+            parts.append(f"KV {100 * metrics.kv_cache_usage:.1f}%")
+        if parts:
+            text += " · " + " · ".join(parts)
+    return text + " · Ctrl-C to stop"
+
+
+def print_failure(failure: ServerFailed) -> None:
+    """The diagnosis of a server that did not start, and where its full log is, on stderr."""
+    print(f"quant-tui: the vLLM server failed: {failure.diagnosis.cause}", file=sys.stderr)
+    print(f"quant-tui: fix: {failure.diagnosis.fix}", file=sys.stderr)
+    if failure.log_path is not None:
+        print(f"quant-tui: full log: {failure.log_path}", file=sys.stderr)
+
+
+def print_ready(server: VllmServer, facts: StartupFacts, seconds: float) -> None:
+    """``vLLM is serving NAME at URL (ready in N s)``, then the start-up facts and how to try and watch it."""
+    name = model_name(server)
+    print(f"vLLM is serving {name} at {server.url} (ready in {seconds:.0f} s)", flush=True)
+    rows = facts_rows(facts)
+    if server.comparison is not None:
+        from engine.serve.plan_check import comparison_lines
+
+        for index, line in enumerate(comparison_lines(server.comparison)):
+            rows.append(("plan vs. actual:" if index == 0 else "", line))
+        if server.calibration_note:
+            rows.append(("recorded:", server.calibration_note))
+    body = json.dumps({"model": name, "prompt": "Hello", "max_tokens": 16})
+    auth = " -H 'Authorization: Bearer $VLLM_API_KEY'" if server.config.api_key else ""
+    rows.append(
+        (
+            "try:",
+            f"curl {server.url}/v1/completions -H 'Content-Type: application/json'{auth} -d {shlex.quote(body)}",
+        )
+    )
+    key = " --api-key $VLLM_API_KEY" if server.config.api_key else ""
+    rows.append(("watch:", f"quant-tui monitor {server.url}{key}"))
+    from rich.padding import Padding
+
+    show(Padding(fields(rows), (0, 0, 0, 2)))
+    sys.stdout.flush()
+
+
+def print_json(server: VllmServer, facts: StartupFacts, seconds: float) -> None:
+    """One JSON line: URL, pid, the command, the start-up facts and plan vs. actual."""
+    line = {
+        "url": server.url,
+        "pid": server.pid,
+        "ready_seconds": round(seconds, 1),
+        "command": server.config.command_line(server.backend),
+        "facts": dataclasses.asdict(facts),
+        "plan_vs_actual": server.comparison.to_json() if server.comparison else None,
+    }
+    print(json.dumps(line), flush=True)
+
+
+def model_name(server: VllmServer) -> str:
+    """The name clients use: ``--served-model-name``, else what the server lists, else the folder."""
+    if server.config.served_model_name:
+        return server.config.served_model_name
+    from engine.serve.client import served_model_name
+
+    try:
+        return served_model_name(server.url, server.config.api_key)
+    except QuantTuiError:
+        return str(server.config.model)
+
+
+def print_attach(server: VllmServer) -> None:
+    """How to watch and stop a server left running (``--keep-running``)."""
+    print(f"  the server keeps running (pid {server.pid}); attach with: quant-tui monitor {server.url}")
+    print(f"  stop it with: kill -INT -- -{server.pid}")
+    sys.stdout.flush()
