@@ -135,6 +135,7 @@ def _list_gpus() -> int:
     from rich.table import Table
 
     from engine.hardware.gpu_catalog import CATALOG
+    from engine.units import format_gib
 
     table = Table(title="GPUs --gpu accepts (add xN for N of them)")
     for column in ("name", "architecture", "compute", "memory", "FP8", "also known as"):
@@ -144,7 +145,7 @@ def _list_gpus() -> int:
             gpu.name,
             gpu.architecture,
             ".".join(map(str, gpu.compute_capability)),
-            f"{gpu.memory_bytes / 1024**3:.0f} GiB",
+            format_gib(gpu.memory_bytes, 0),
             "yes" if gpu.fp8_tensor_cores else "no",
             ", ".join(gpu.aliases),
         )
@@ -249,6 +250,7 @@ def _print_table(recommendation: Recommendation) -> None:
     from rich.table import Table
 
     from engine.model.inspect_model import human_params
+    from engine.units import format_gib
 
     console = Console()
     target, model = recommendation.hardware, recommendation.model
@@ -259,7 +261,7 @@ def _print_table(recommendation: Recommendation) -> None:
     console.print(
         f"[bold]{model.name}[/] ({model.architecture}, {human_params(model.params)} params, "
         f"{model.num_layers} layers, {model.num_kv_heads} KV heads)  on  [bold]{where}[/]"
-        + (f" (compute {cc[0]}.{cc[1]}, {target.memory_bytes / 1024**3:.0f} GiB each)" if cc else "")
+        + (f" (compute {cc[0]}.{cc[1]}, {format_gib(target.memory_bytes, 0)} each)" if cc else "")
     )
     console.print(
         f"context {recommendation.max_model_len} tokens × {recommendation.request.concurrency} "
