@@ -152,6 +152,43 @@ class VariantResult:
 
 
 @dataclass(frozen=True)
+class TradeOffRow:
+    """One line of the trade-off table: a variant's figures and its ratios to the baseline (``None``: unknown).
+
+    Attributes:
+        method: The quantization method.
+        error: Why the variant could not be measured, else ``None``.
+        tokens_per_s: Client-side generated tokens per second.
+        relative_tokens_per_s: ``tokens_per_s`` over the baseline's.
+        weights_bytes: Size of the checkpoint's safetensors files.
+        relative_weights: ``weights_bytes`` over the baseline's.
+        server_peak_rss_bytes: Highest resident memory of the server's process tree.
+        relative_server_memory: ``server_peak_rss_bytes`` over the baseline's.
+        gpu_peak_memory_bytes: Highest GPU memory in use (``None`` without NVML).
+        median_ttft_ms: Median time to first token.
+        median_tpot_ms: Median time per output token.
+        perplexity: Perplexity on the held-out texts.
+        perplexity_change: Relative change of perplexity against the baseline (0.05: 5 % higher).
+        top1_agreement: Share of positions whose top-1 next token matches the baseline's.
+    """
+
+    method: str
+    error: str | None
+    tokens_per_s: float | None
+    relative_tokens_per_s: float | None
+    weights_bytes: int | None
+    relative_weights: float | None
+    server_peak_rss_bytes: int | None
+    relative_server_memory: float | None
+    gpu_peak_memory_bytes: int | None
+    median_ttft_ms: float | None
+    median_tpot_ms: float | None
+    perplexity: float | None
+    perplexity_change: float | None
+    top1_agreement: float | None
+
+
+@dataclass(frozen=True)
 class BenchResult:
     """All variants, the first being the baseline."""
 
@@ -164,34 +201,34 @@ class BenchResult:
         """The variant the others are compared with."""
         return self.variants[0]
 
-    def rows(self) -> list[dict[str, Any]]:
+    def trade_off(self) -> tuple[TradeOffRow, ...]:
         """The trade-off table: each variant's figures and its ratios to the baseline."""
         base = self.baseline
-        rows = []
-        for variant in self.variants:
-            rows.append(
-                {
-                    "method": variant.method,
-                    "error": variant.error,
-                    "tokens_per_s": variant.tokens_per_s,
-                    "relative_tokens_per_s": _ratio(variant.tokens_per_s, base.tokens_per_s),
-                    "weights_bytes": variant.weights_bytes,
-                    "relative_weights": _ratio(variant.weights_bytes, base.weights_bytes),
-                    "server_peak_rss_bytes": variant.server_peak_rss_bytes,
-                    "relative_server_memory": _ratio(
-                        variant.server_peak_rss_bytes, base.server_peak_rss_bytes
-                    ),
-                    "gpu_peak_memory_bytes": variant.gpu_peak_memory_bytes,
-                    "median_ttft_ms": None if variant.summary is None else variant.summary.ttft.median_ms,
-                    "median_tpot_ms": None if variant.summary is None else variant.summary.tpot.median_ms,
-                    "perplexity": variant.perplexity,
-                    "perplexity_change": None
-                    if variant.perplexity is None or not base.perplexity
-                    else variant.perplexity / base.perplexity - 1.0,
-                    "top1_agreement": variant.top1_agreement,
-                }
+        return tuple(
+            TradeOffRow(
+                method=variant.method,
+                error=variant.error,
+                tokens_per_s=variant.tokens_per_s,
+                relative_tokens_per_s=_ratio(variant.tokens_per_s, base.tokens_per_s),
+                weights_bytes=variant.weights_bytes,
+                relative_weights=_ratio(variant.weights_bytes, base.weights_bytes),
+                server_peak_rss_bytes=variant.server_peak_rss_bytes,
+                relative_server_memory=_ratio(variant.server_peak_rss_bytes, base.server_peak_rss_bytes),
+                gpu_peak_memory_bytes=variant.gpu_peak_memory_bytes,
+                median_ttft_ms=None if variant.summary is None else variant.summary.ttft.median_ms,
+                median_tpot_ms=None if variant.summary is None else variant.summary.tpot.median_ms,
+                perplexity=variant.perplexity,
+                perplexity_change=None
+                if variant.perplexity is None or not base.perplexity
+                else variant.perplexity / base.perplexity - 1.0,
+                top1_agreement=variant.top1_agreement,
             )
-        return rows
+            for variant in self.variants
+        )
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The trade-off table as JSON-ready rows (the keys of :class:`TradeOffRow`)."""
+        return [asdict(row) for row in self.trade_off()]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the table, the load and each variant's full measurements."""

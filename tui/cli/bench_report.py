@@ -45,26 +45,26 @@ def format_table(result: BenchResult) -> str:
     rows = []
     notes = []
     base_memory = result.baseline.gpu_peak_memory_bytes or result.baseline.server_peak_rss_bytes
-    for row in result.rows():
-        if row["error"]:
-            rows.append((row["method"], "failed", *("-",) * (len(TRADE_OFF_COLUMNS) - 2)))
-            notes.append(f"{row['method']}: {row['error']}")
+    for row in result.trade_off():
+        if row.error:
+            rows.append((row.method, "failed", *("-",) * (len(TRADE_OFF_COLUMNS) - 2)))
+            notes.append(f"{row.method}: {row.error}")
             continue
-        memory = row["gpu_peak_memory_bytes"] or row["server_peak_rss_bytes"]
-        agreement = row["top1_agreement"]
+        memory = row.gpu_peak_memory_bytes or row.server_peak_rss_bytes
+        agreement = row.top1_agreement
         rows.append(
             (
-                row["method"],
-                number(row["tokens_per_s"]),
-                _ratio(row["relative_tokens_per_s"]),
-                format_bytes(row["weights_bytes"]),
-                _ratio(row["relative_weights"]),
+                row.method,
+                number(row.tokens_per_s),
+                _ratio(row.relative_tokens_per_s),
+                format_bytes(row.weights_bytes),
+                _ratio(row.relative_weights),
                 format_bytes(memory),
                 _ratio(memory / base_memory if memory and base_memory else None),
-                number(row["median_ttft_ms"], 0, " ms"),
-                number(row["median_tpot_ms"], 1, " ms"),
-                number(row["perplexity"], 2),
-                _change(row["perplexity_change"]),
+                number(row.median_ttft_ms, 0, " ms"),
+                number(row.median_tpot_ms, 1, " ms"),
+                number(row.perplexity, 2),
+                _change(row.perplexity_change),
                 number(None if agreement is None else 100 * agreement, 1, "%"),
             )
         )

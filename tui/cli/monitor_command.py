@@ -193,9 +193,11 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if args.export and args.export.lower().endswith(".json"):
+        # Nothing read from the server (it could not be reached): no export file, only the error.
+        polled = any(snapshot.ok for snapshot in poller.snapshots())
+        if polled and args.export and args.export.lower().endswith(".json"):
             poller.export_json(args.export)
-        elif args.export:
+        elif polled and args.export:
             poller.export_csv(args.export)
         poller.close()
 
