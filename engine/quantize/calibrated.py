@@ -36,7 +36,6 @@ from engine.quantize.tensor_plan import build_plan, check_disk_space, check_outp
 WORKER = Path(__file__).with_name("llmcompressor_worker.py")
 # The model in memory in its dtype, plus llm-compressor's Hessians, activations and a copy on save.
 MEMORY_FACTOR = 2.5
-CALIBRATION_SAMPLES = 128
 # Calibrated methods that quantize the original weights without rescaling them first.
 GPTQ_ONLY = ("gptq-w4a16", "gptq-w8a16")
 SCHEME_DESCRIPTIONS = {name: method(name).description for name in CALIBRATED_METHODS}
@@ -150,8 +149,10 @@ def _run_worker(
         "--calibration",
         str(calibration),
         "--samples",
-        str(CALIBRATION_SAMPLES),
+        str(request.samples),
     ]
+    if request.kv_cache_scheme is not None:
+        command += ["--kv-cache-scheme", request.kv_cache_scheme]
     peak = 0
     with (
         log_path.open("w", encoding="utf-8") as log,
@@ -219,6 +220,7 @@ def _calibrated_report(
         # AWQ and SmoothQuant rescale weights against the norms before they quantize, so only
         # plain GPTQ's weights can be compared with the originals one to one.
         layer_errors=gptq_layer_errors(request.source, staging) if request.method in GPTQ_ONLY else (),
+        kv_cache_scheme=request.kv_cache_scheme,
     )
 
 

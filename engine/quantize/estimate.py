@@ -200,7 +200,7 @@ def estimate_calibrated(
             fewer = int(samples * room / activations)
             refusal = (
                 f"{request.method} needs about {peak / 1e9:.1f} GB of memory, {available / 1e9:.1f} GB is available; "
-                f"{max(fewer, 0)} calibration samples (instead of {samples}) would fit, or use a data-free method"
+                f"--samples {max(fewer, 0)} (instead of {samples}) would fit, or use a data-free method"
             )
         else:
             refusal = (
@@ -233,9 +233,7 @@ def estimate(request: QuantizeRequest) -> CostEstimate:
         QuantTuiError: the request fails the pre-flight checks (bad source, output exists, ...).
     """
     if request.method in CALIBRATED_METHODS:
-        from engine.quantize.calibrated import CALIBRATION_SAMPLES
-
-        return estimate_calibrated(request, CALIBRATION_SAMPLES)
+        return estimate_calibrated(request, request.samples)
     return estimate_data_free(request)
 
 

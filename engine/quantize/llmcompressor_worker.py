@@ -45,29 +45,40 @@ def read_samples(path: Path, limit: int) -> list[str]:
     return samples[:limit]
 
 
-def recipe_for(method: str) -> list[Any]:
-    """The llm-compressor modifiers for a quant-tui calibrated method."""
+# Linear layers every recipe keeps in 16-bit, as llm-compressor's MoE examples do: the output head,
+# MoE routers (``mlp.gate``, Mixtral's ``block_sparse_moe.gate``) and Qwen's shared-expert gate.
+IGNORE = ["lm_head", "re:.*mlp.gate$", "re:.*block_sparse_moe.gate$", "re:.*shared_expert_gate$"]
+# llm-compressor's FP8 KV cache scheme (examples/quantization_kv_cache): one calibrated static scale
+# per layer for keys and one for values, which vLLM reads with ``--kv-cache-dtype fp8``.
+KV_CACHE_SCHEMES = {
+    "fp8": {"num_bits": 8, "type": "float", "strategy": "tensor", "dynamic": False, "symmetric": True},
+}
+
+
+def recipe_for(method: str, kv_cache_scheme: str | None = None) -> list[Any]:
+    """The llm-compressor modifiers for a quant-tui calibrated method, with the KV cache scheme when asked."""
     from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
 
+    kv = {"kv_cache_scheme": KV_CACHE_SCHEMES[kv_cache_scheme]} if kv_cache_scheme else {}
     if method == "gptq-w4a16":
-        return [GPTQModifier(targets="Linear", scheme="W4A16", ignore=["lm_head"])]
+        return [GPTQModifier(targets="Linear", scheme="W4A16", ignore=IGNORE, **kv)]
     if method == "gptq-w8a16":
-        return [GPTQModifier(targets="Linear", scheme="W8A16", ignore=["lm_head"])]
+        return [GPTQModifier(targets="Linear", scheme="W8A16", ignore=IGNORE, **kv)]
     if method == "smoothquant-int8":
         # llm-compressor's INT8 W8A8 recipe (examples/quantization_w8a8_int8): SmoothQuant moves
-        # activation outliers into the weights, then GPTQ quantizes them; routers stay 16-bit.
+        # activation outliers into the weights, then GPTQ quantizes them.
         from llmcompressor.modifiers.transform import SmoothQuantModifier
 
         return [
             SmoothQuantModifier(smoothing_strength=0.8),
-            GPTQModifier(targets="Linear", scheme="W8A8", ignore=["lm_head", "re:.*mlp.gate$"]),
+            GPTQModifier(targets="Linear", scheme="W8A8", ignore=IGNORE, **kv),
         ]
     if method == "awq-w4a16":
         from llmcompressor.modifiers.transform import AWQModifier
 
         return [
             AWQModifier(duo_scaling="both"),
-            QuantizationModifier(targets=["Linear"], scheme="W4A16_ASYM", ignore=["lm_head"]),
+            QuantizationModifier(targets=["Linear"], scheme="W4A16_ASYM", ignore=IGNORE, **kv),
         ]
     raise SystemExit(f"unknown calibrated method {method}")
 
@@ -100,6 +111,7 @@ def main() -> int:
     parser.add_argument("--calibration", type=Path, required=True)
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--max-seq-length", type=int, default=512)
+    parser.add_argument("--kv-cache-scheme", choices=sorted(KV_CACHE_SCHEMES))
     args = parser.parse_args()
 
     # Libraries print to stdout; keep it for the protocol and send everything else to stderr.
@@ -115,7 +127,12 @@ def main() -> int:
         # llm-compressor 0.14's AWQ pins cached activations for a host-to-device copy that never
         # happens without an accelerator, and torch refuses pin_memory there: pinning is moot on CPU.
         torch.Tensor.pin_memory = lambda self, *args, **kwargs: self  # type: ignore[method-assign]
-    model = AutoModelForCausalLM.from_pretrained(args.source, dtype="auto")
+    # MoE experts load as one Linear per expert (llm-compressor's linearized MoE), so every
+    # expert is calibrated and quantized and the checkpoint keeps the per-expert layout vLLM reads.
+    from llmcompressor.modeling.moe.linearize import load_quantizable_moe
+
+    with load_quantizable_moe(AutoModelForCausalLM):
+        model = AutoModelForCausalLM.from_pretrained(args.source, dtype="auto")
     tokenizer = AutoTokenizer.from_pretrained(args.source)
     samples = read_samples(args.calibration, args.samples)
     emit(
@@ -129,7 +146,7 @@ def main() -> int:
         model=model,
         tokenizer=tokenizer,
         dataset=Dataset.from_dict({"text": samples}),
-        recipe=recipe_for(args.method),
+        recipe=recipe_for(args.method, args.kv_cache_scheme),
         max_seq_length=args.max_seq_length,
         num_calibration_samples=len(samples),
         pipeline="sequential",

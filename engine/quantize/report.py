@@ -96,6 +96,15 @@ def model_card(
         f"| Size | {format_bytes(report.input_bytes)} → {format_bytes(report.output_bytes)} "
         f"({report.ratio:.2f}× smaller) |",
         f"| Time | {report.seconds:.1f} s, peak memory {format_bytes(report.peak_rss_bytes)} |",
+    ]
+    serve = f"vllm serve {report.output}"
+    if report.kv_cache_scheme is not None:
+        lines.append(
+            f"| KV cache | {report.kv_cache_scheme.upper()} with per-layer key and value scales measured on "
+            "the calibration text |"
+        )
+        serve += f" --kv-cache-dtype {report.kv_cache_scheme}"
+    lines += [
         "",
         "## Weight reconstruction error",
         "",
@@ -119,7 +128,7 @@ def model_card(
         "## Serving",
         "",
         "```",
-        f"vllm serve {report.output}",
+        serve,
         "```",
         "",
     ]

@@ -15,6 +15,12 @@ DATA_FREE_METHODS: tuple[str, ...] = names("data-free")
 CALIBRATED_METHODS: tuple[str, ...] = names("llm-compressor")
 
 # The suffix llm-compressor's examples give the output folder, e.g. Llama-3-8B-FP8-Dynamic.
+# --kv-cache-scheme values: llm-compressor's calibrated KV cache schemes that vLLM reads with
+# --kv-cache-dtype of the same name.
+KV_CACHE_SCHEMES: tuple[str, ...] = ("fp8",)
+# Calibration samples a calibrated run reads when the request names no number (llm-compressor's examples use 512).
+DEFAULT_CALIBRATION_SAMPLES = 128
+
 FOLDER_SUFFIXES: dict[str, str] = {name: method(name).folder_suffix or name.upper() for name in METHODS}
 
 
@@ -30,6 +36,9 @@ class QuantizeRequest:
             (``*.down_proj``) or ``re:`` regular expressions, as compressed-tensors writes them.
         calibration: a text or JSONL file of calibration samples (calibrated methods only).
         workers: threads quantizing in parallel; None uses the CPU count (at most 8).
+        kv_cache_scheme: one of KV_CACHE_SCHEMES to also calibrate KV cache scales (calibrated
+            methods only), or None.
+        calibration_samples: how many calibration samples to read; None is DEFAULT_CALIBRATION_SAMPLES.
     """
 
     source: Path
@@ -38,6 +47,13 @@ class QuantizeRequest:
     ignore: tuple[str, ...] = ()
     calibration: Path | None = None
     workers: int | None = None
+    kv_cache_scheme: str | None = None
+    calibration_samples: int | None = None
+
+    @property
+    def samples(self) -> int:
+        """The number of calibration samples the run reads."""
+        return self.calibration_samples or DEFAULT_CALIBRATION_SAMPLES
 
 
 @dataclass(frozen=True)
@@ -91,6 +107,8 @@ class QuantizeReport:
     Attributes:
         layer_errors: every quantized layer, worst (highest relative error) first; empty when
             the quantizer does not expose the weights (calibrated methods).
+        kv_cache_scheme: the KV cache scheme whose calibrated scales the checkpoint holds, or None;
+            serve it with ``--kv-cache-dtype`` of the same name.
     """
 
     source: Path
@@ -103,6 +121,7 @@ class QuantizeReport:
     seconds: float
     peak_rss_bytes: int
     layer_errors: tuple[LayerError, ...]
+    kv_cache_scheme: str | None = None
 
     @property
     def ratio(self) -> float:

@@ -17,6 +17,7 @@ from engine.quantize.converter import StreamingConverter
 from engine.quantize.report import model_card
 from engine.quantize.request import (
     CALIBRATED_METHODS,
+    KV_CACHE_SCHEMES,
     ProgressCallback,
     QuantizeReport,
     QuantizeRequest,
@@ -36,6 +37,7 @@ def preflight(request: QuantizeRequest) -> None:
             already quantized, unsupported architecture or shape, output exists, not enough disk
             or memory.
     """
+    check_kv_cache_scheme(request)
     if request.method in CALIBRATED_METHODS:
         from engine.quantize.calibrated import preflight_calibrated
 
@@ -43,6 +45,27 @@ def preflight(request: QuantizeRequest) -> None:
         return
     plan = build_plan(request)
     _check_memory(plan, work_split.worker_count(request))
+
+
+def check_kv_cache_scheme(request: QuantizeRequest) -> None:
+    """Refuses a KV cache scheme quant-tui cannot calibrate, one asked of a data-free method, or no samples.
+
+    Raises:
+        QuantTuiError: one line naming the calibrated methods that write KV cache scales.
+    """
+    if request.calibration_samples is not None and request.calibration_samples < 1:
+        raise QuantTuiError("--samples must be at least 1")
+    scheme = request.kv_cache_scheme
+    if scheme is None:
+        return
+    if scheme not in KV_CACHE_SCHEMES:
+        raise QuantTuiError(f"unknown KV cache scheme {scheme!r}; use one of {', '.join(KV_CACHE_SCHEMES)}")
+    if request.method not in CALIBRATED_METHODS:
+        raise QuantTuiError(
+            f"--kv-cache-scheme {scheme} measures KV cache scales on calibration text, which {request.method} "
+            f"does not read; use a calibrated method ({', '.join(CALIBRATED_METHODS)}) or drop the option "
+            f"(vLLM's --kv-cache-dtype {scheme} then uses scales of 1.0)"
+        )
 
 
 def _check_memory(plan: QuantizePlan, workers: int) -> None:
@@ -84,6 +107,7 @@ def quantize_model(
     Raises:
         QuantTuiError: a pre-flight failure, a full disk, or ``QuantizeCancelled``.
     """
+    check_kv_cache_scheme(request)
     if request.method in CALIBRATED_METHODS:
         from engine.quantize.calibrated import quantize_calibrated
 

@@ -19,7 +19,7 @@ from engine.quantize.request import CALIBRATED_METHODS, METHODS, QuantizeRequest
 from engine.quantize.schemes import FLOAT_DTYPES, SCHEMES, Scheme
 
 # Model types whose checkpoints are plain per-layer Linear weights vLLM loads with compressed-tensors.
-SUPPORTED_MODEL_TYPES = (
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = (
     "llama",
     "mistral",
     "qwen2",
@@ -28,11 +28,10 @@ SUPPORTED_MODEL_TYPES = (
     "gemma2",
     "gemma3_text",
     "phi3",
-    "granite",
-    "mixtral",
-    "qwen2_moe",
-    "qwen3_moe",
 )
+SUPPORTED_MODEL_TYPES += ("granite", "mixtral", "qwen2_moe", "qwen3_moe")
+# vLLM builds Qwen-MoE's shared-expert gate without quantization (quant_config=None), like the routers.
+SHARED_EXPERT_GATE_SUFFIX = ".shared_expert_gate.weight"
 # Checkpoint tensors vLLM loads into one fused Linear: all or none of them may be quantized.
 FUSED_SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 _EXPERT_PATTERN = re.compile(r"^(?P<block>.+\.experts)\.\d+\.[^.]+$")
@@ -345,7 +344,9 @@ def build_plan(request: QuantizeRequest) -> QuantizePlan:
                 entries.append((name, path, str(view.get_dtype()), tuple(view.get_shape())))
 
     def quantizable(name: str, dtype: str, shape: tuple[int, ...]) -> bool:
-        return len(shape) == 2 and name.endswith(".weight") and classify_tensor(name, list(shape)) == "linear"
+        if len(shape) != 2 or not name.endswith(".weight") or name.endswith(SHARED_EXPERT_GATE_SUFFIX):
+            return False
+        return classify_tensor(name, list(shape)) == "linear"
 
     linear_modules = [
         name.removesuffix(".weight") for name, _, dtype, shape in entries if quantizable(name, dtype, shape)

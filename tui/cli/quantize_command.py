@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.quantize.request import METHODS
+from engine.quantize.request import DEFAULT_CALIBRATION_SAMPLES, KV_CACHE_SCHEMES, METHODS
 
 if TYPE_CHECKING:
     from engine.quantize import QuantizeProgress, QuantizeReport
@@ -54,6 +54,18 @@ def register(subparsers: Any) -> None:
         help="calibration text (.txt, one sample per paragraph) or JSONL with a 'text' field (calibrated methods)",
     )
     parser.add_argument(
+        "--samples",
+        type=int,
+        metavar="N",
+        help=f"calibration samples to read (calibrated methods; default {DEFAULT_CALIBRATION_SAMPLES})",
+    )
+    parser.add_argument(
+        "--kv-cache-scheme",
+        choices=KV_CACHE_SCHEMES,
+        help="also measure KV cache scales on the calibration text (calibrated methods), so vLLM's "
+        "--kv-cache-dtype fp8 uses them instead of 1.0",
+    )
+    parser.add_argument(
         "--workers", type=int, metavar="N", help="quantizing threads (default: CPU count, ≤8)"
     )
     parser.add_argument(
@@ -78,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         ignore=tuple(args.ignore),
         calibration=args.calibration,
         workers=args.workers,
+        kv_cache_scheme=args.kv_cache_scheme,
+        calibration_samples=args.samples,
     )
     from engine.quantize.estimate import estimate, refuse_if_too_big
 
@@ -212,4 +226,5 @@ def _print_summary(report: QuantizeReport) -> None:
         for error in report.layer_errors[:WORST_LAYERS_PRINTED]:
             table.add_row(error.name, f"{error.relative_error:.4f}", f"{error.snr_db:.1f} dB")
         console.print(table)
-    console.print(f"Serve it with: quant-tui serve --model {report.output}")
+    kv = f" --kv-cache-dtype {report.kv_cache_scheme}" if report.kv_cache_scheme else ""
+    console.print(f"Serve it with: quant-tui serve --model {report.output}{kv}")

