@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -29,6 +30,8 @@ from engine.serve.startup_facts import StartupFacts, parse_startup_log
 __all__ = ["PortInUseError", "ServerConfig", "ServerFailed", "VllmServer"]
 
 _HEALTH_POLL_S = 0.5
+# The least free space the server log's disk needs at start: vLLM's start-up log alone is ~100 KB.
+LOG_SPACE_BYTES = 16 * 2**20
 
 
 class ServerFailed(QuantTuiError):
@@ -162,6 +165,13 @@ class VllmServer:
             self.log_path = _default_log_path(self._port)
         try:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(self.log_path.parent).free
+            if free < LOG_SPACE_BYTES:
+                # vLLM keeps running when its log writes fail, so quant-tui would read no start-up facts.
+                raise QuantTuiError(
+                    f"no space for the server log in {self.log_path.parent} ({free // 1024} KiB free)",
+                    "free some space, or pass --log-file on another disk",
+                )
             log_file = open(self.log_path, "wb")  # noqa: SIM115 (handed to the child, closed below)
         except OSError as error:
             raise QuantTuiError(f"cannot write the server log {self.log_path} ({error.strerror})") from None
