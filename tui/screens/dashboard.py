@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -15,7 +16,7 @@ from textual.containers import Grid
 from textual.message import Message
 from textual.widgets import Static
 
-from tui.format import number
+from tui.screens import dashboard_status as words
 from tui.screens.base import StepScreen
 from tui.widgets.device_panel import DevicePanel
 from tui.widgets.graphs import GPU_MEMORY, GRAPHS, HOST_MEMORY, SERVER_MEMORY
@@ -24,14 +25,11 @@ from tui.widgets.time_plot import TimePlot, window_label
 if TYPE_CHECKING:
     from engine.bench.loadgen import LoadProgress, LoadResult
     from engine.serve.failure_diagnosis import Diagnosis
-    from engine.telemetry.poller import TelemetryPoller, TelemetrySnapshot
+    from engine.serve.launcher import VllmServer
+    from engine.telemetry.poller import TelemetryPoller
+    from engine.telemetry.snapshot import TelemetrySnapshot
 
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 5.0)
-# The built-in load: a steady stream of streamed completions until stopped (or ten minutes).
-LOAD_CONCURRENCY = 4
-LOAD_PROMPT_TOKENS = 128
-LOAD_OUTPUT_TOKENS = 128
-LOAD_MAX_SECONDS = 600.0
 
 # The graphs show this many ticks: two minutes at the default 1 s polls.
 WINDOW_TICKS = 120
@@ -49,37 +47,39 @@ class DashboardScreen(StepScreen):
         Binding("minus", "interval(1)", "Slower", tooltip="Poll less often"),
         Binding("e", "export('csv')", "CSV", tooltip="Save the run's history as CSV in this folder"),
         Binding("j", "export('json')", "JSON", tooltip="Save the run's snapshots as JSON in this folder"),
+        Binding(
+            "b",
+            "app.bench",
+            "Bench",
+            tooltip="Benchmark this server: a concurrency sweep, or A/B across methods",
+        ),
     ]
 
+    @dataclass
     class Tick(Message):
         """The poller took a snapshot; the series are the history up to it."""
 
-        def __init__(self, snapshot: TelemetrySnapshot, series: dict[str, list[float | None]]) -> None:
-            self.snapshot = snapshot
-            self.series = series
-            super().__init__()
+        snapshot: TelemetrySnapshot
+        series: dict[str, list[float | None]]
 
+    @dataclass
     class Restarted(Message):
         """The server came back after a restart from here."""
 
-        def __init__(self, url: str, pid: int | None) -> None:
-            self.url = url
-            self.pid = pid
-            super().__init__()
+        url: str
+        pid: int | None
 
+    @dataclass
     class LoadTick(Message):
         """The load generator finished a request."""
 
-        def __init__(self, progress: LoadProgress) -> None:
-            self.progress = progress
-            super().__init__()
+        progress: LoadProgress
 
+    @dataclass
     class LoadDone(Message):
         """The load generator stopped."""
 
-        def __init__(self, result: LoadResult) -> None:
-            self.result = result
-            super().__init__()
+        result: LoadResult
 
     def __init__(self) -> None:
         """Creates the screen; polling starts once there is a server URL."""
@@ -87,7 +87,7 @@ class DashboardScreen(StepScreen):
         self.poller: TelemetryPoller | None = None
         self.poll_stop = threading.Event()
         self.load_stop: threading.Event | None = None
-        self.load_status = "load: off (l starts it)"
+        self.load_status = words.LOAD_OFF
         self.poll_status = ""
         self.death: str | None = None
         """Set while the watched server is dead: what died, why and what to do (shown in red)."""
@@ -104,7 +104,6 @@ class DashboardScreen(StepScreen):
     def on_mount(self) -> None:
         """Starts polling when the app knows a server."""
         super().on_mount()
-        self.quant_app.background_stops.append(self.poll_stop)
         self.watch(self.quant_app, "server_url", self._server_changed, init=True)
 
     def on_unmount(self) -> None:
@@ -115,6 +114,7 @@ class DashboardScreen(StepScreen):
 
     def _server_changed(self, url: str | None) -> None:
         self.poll_stop.set()
+        self.quant_app.discard_background_stop(self.poll_stop)
         if url is None:
             self.poll_status = (
                 "No server to watch yet: start one on the Serve step (5), or run `quant-tui monitor URL`."
@@ -122,7 +122,7 @@ class DashboardScreen(StepScreen):
             self._show_status()
             return
         self.poll_stop = threading.Event()
-        self.quant_app.background_stops.append(self.poll_stop)
+        self.quant_app.add_background_stop(self.poll_stop)
         self.poll_status = f"connecting to {url}…"
         self._show_status()
         self._poll(url, self.poll_stop)
@@ -132,7 +132,7 @@ class DashboardScreen(StepScreen):
         from engine.telemetry.poller import TelemetryPoller
 
         app = self.quant_app
-        pid = app.server_pid if app.server_pid is not None else _local_server_pid(url)
+        pid = app.server_pid if app.server_pid is not None else words.local_server_pid(url)
         poller = TelemetryPoller(
             url,
             interval_s=app.poll_interval,
@@ -195,17 +195,7 @@ class DashboardScreen(StepScreen):
             return
         if not snapshot.engine_died:
             return
-        diagnosis = self._diagnosis()
-        started_here = self._own_server() is not None
-        lines = [snapshot.error or "the vLLM engine process died"]
-        if diagnosis is not None:
-            lines.append(f"why: {diagnosis.cause}; fix: {diagnosis.fix}")
-        lines.append(
-            "r restarts it (the history stays)"
-            if started_here
-            else "restart it where it runs; the dashboard picks it up again (the history stays)"
-        )
-        self.death = "\n".join(lines)
+        self.death = words.death_text(snapshot.error, self._diagnosis(), self._own_server() is not None)
 
     def _own_server(self) -> Any | None:
         """The server quant-tui started and watches here, when there is one."""
@@ -243,18 +233,22 @@ class DashboardScreen(StepScreen):
     def _restart(self, old: Any) -> None:
         from engine.serve.launcher import VllmServer
 
-        app = self.quant_app
         try:
             old.stop()
             server = VllmServer(old.config)
-            app.server = server
+            # The app's shared state changes on its own thread; it knows the server before it starts.
+            self.app.call_from_thread(self._adopt, server, None)
             server.start()
-            app.server_pid = server.pid
+            self.app.call_from_thread(self._adopt, server, server.pid)
             server.wait_healthy()
         except BaseException:
             self.app.call_from_thread(self._restart_failed)
             raise
         self.post_message(self.Restarted(server.url, server.pid))
+
+    def _adopt(self, server: VllmServer, pid: int | None) -> None:
+        self.quant_app.server = server
+        self.quant_app.server_pid = pid
 
     def _restart_failed(self) -> None:
         self.restarting = False
@@ -304,7 +298,7 @@ class DashboardScreen(StepScreen):
         """Starts the built-in load generator, or stops it."""
         if self.load_stop is not None:
             self.load_stop.set()
-            self.load_status = "load: stopping…"
+            self.load_status = words.LOAD_STOPPING
             self._show_status()
             return
         url = self.quant_app.server_url
@@ -312,10 +306,8 @@ class DashboardScreen(StepScreen):
             self.notify("No server to load yet.", severity="warning")
             return
         self.load_stop = threading.Event()
-        self.quant_app.background_stops.append(self.load_stop)
-        self.load_status = (
-            f"load: starting ({LOAD_CONCURRENCY} at a time, {LOAD_PROMPT_TOKENS}+{LOAD_OUTPUT_TOKENS} tokens)"
-        )
+        self.quant_app.add_background_stop(self.load_stop)
+        self.load_status = words.LOAD_STARTING
         self._show_status()
         self._load(url, self.load_stop)
 
@@ -324,49 +316,38 @@ class DashboardScreen(StepScreen):
         from engine.bench.loadgen import LoadSpec, run_load
 
         spec = LoadSpec(
-            concurrency=LOAD_CONCURRENCY,
-            prompt_tokens=LOAD_PROMPT_TOKENS,
-            output_tokens=LOAD_OUTPUT_TOKENS,
+            concurrency=words.LOAD_CONCURRENCY,
+            prompt_tokens=words.LOAD_PROMPT_TOKENS,
+            output_tokens=words.LOAD_OUTPUT_TOKENS,
             requests=None,
-            duration_s=LOAD_MAX_SECONDS,
+            duration_s=words.LOAD_MAX_SECONDS,
         )
         try:
             result = run_load(
                 url, spec, self.quant_app.api_key, on_progress=self._report_load, stop_event=stop
             )
         finally:
-            self.app.call_from_thread(self._load_ended)
+            self.app.call_from_thread(self._load_ended, stop)
         self.post_message(self.LoadDone(result))
 
     def _report_load(self, progress: LoadProgress) -> None:
         self.post_message(self.LoadTick(progress))
 
-    def _load_ended(self) -> None:
+    def _load_ended(self, stop: threading.Event) -> None:
+        self.quant_app.discard_background_stop(stop)
         self.load_stop = None
         if self.load_status.startswith(("load: starting", "load: stopping", "load: running")):
-            self.load_status = "load: off (l starts it)"
+            self.load_status = words.LOAD_OFF
             self._show_status()
 
     def on_dashboard_screen_load_tick(self, message: LoadTick) -> None:
         """Counts finished requests."""
-        progress = message.progress
-        self.load_status = (
-            f"load: running, {progress.finished} requests done ({progress.failed} failed), "
-            f"{progress.generated_tokens:,} tokens generated (l stops)"
-        )
+        self.load_status = words.load_running_text(message.progress)
         self._show_status()
 
     def on_dashboard_screen_load_done(self, message: LoadDone) -> None:
         """Sums up the load that ran."""
-        from engine.bench.loadgen import Outcome
-
-        result = message.result
-        cancelled = sum(1 for record in result.records if record.outcome == Outcome.CANCELLED)
-        failed = sum(1 for record in result.records if record.outcome not in (Outcome.OK, Outcome.CANCELLED))
-        self.load_status = (
-            f"load: off; last: {result.ok_requests} ok, {failed} failed, {cancelled} cut by stop, "
-            f"{number(result.output_tokens_per_s)} tok/s (l restarts)"
-        )
+        self.load_status = words.load_done_text(message.result)
         self._show_status()
 
     def action_export(self, kind: str) -> None:
@@ -386,18 +367,3 @@ class DashboardScreen(StepScreen):
     def _export(self, poller: TelemetryPoller, kind: str, path: Path) -> None:
         written = poller.export_csv(path) if kind == "csv" else poller.export_json(path)
         self.app.call_from_thread(self.notify, f"Saved {written}", timeout=6)
-
-
-def _local_server_pid(url: str) -> int | None:
-    """The pid of a server on this machine at ``url`` (to watch its processes), when it can be seen."""
-    import httpx
-
-    from engine.telemetry.processes import listening_pid
-
-    try:
-        parsed = httpx.URL(url if "://" in url else f"http://{url}")
-    except (httpx.InvalidURL, ValueError):
-        return None
-    if parsed.host not in ("localhost", "::1") and not parsed.host.startswith("127."):
-        return None
-    return listening_pid(parsed.port or (443 if parsed.scheme == "https" else 80))

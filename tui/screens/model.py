@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.table import Table
@@ -67,12 +68,11 @@ class ModelScreen(StepScreen):
         Binding("escape", "leave_input", "Leave the path", show=False),
     ]
 
+    @dataclass
     class Progress(Message):
         """A demo model build reported progress."""
 
-        def __init__(self, progress: DemoBuildProgress) -> None:
-            self.progress = progress
-            super().__init__()
+        progress: DemoBuildProgress
 
     def compose_body(self) -> ComposeResult:
         """Path input and cached models on top, the build progress and summary below."""

@@ -90,6 +90,7 @@ class PlanScreen(StepScreen):
         Binding("k", "kv", "KV", tooltip="Cycle the KV cache dtype: planner's choice, 16-bit, FP8"),
         Binding("t", "tp", "TP", tooltip="Cycle the tensor-parallel size"),
         Binding("c", "copy", "Copy", tooltip="Copy the quantize and serve commands"),
+        Binding("b", "app.bench", "Bench", tooltip="Benchmark: A/B across methods, or a sweep of the server"),
     ]
 
     request: reactive[PlanRequest] = reactive(PlanRequest)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -69,26 +70,23 @@ class QuantizeScreen(StepScreen):
         Binding("n", "next", "Next: serve", tooltip="Go on to serving the quantized model"),
     ]
 
+    @dataclass
     class Progress(Message):
         """The quantizer reported progress."""
 
-        def __init__(self, progress: QuantizeProgress) -> None:
-            self.progress = progress
-            super().__init__()
+        progress: QuantizeProgress
 
+    @dataclass
     class Finished(Message):
         """The quantizer finished."""
 
-        def __init__(self, report: QuantizeReport) -> None:
-            self.report = report
-            super().__init__()
+        report: QuantizeReport
 
+    @dataclass
     class Stopped(Message):
         """The run ended without a checkpoint (cancelled or failed)."""
 
-        def __init__(self, reason: str) -> None:
-            self.reason = reason
-            super().__init__()
+        reason: str
 
     def compose_body(self) -> ComposeResult:
         """What will be made, the progress, the log and the result."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from rich.console import Group
 from rich.text import Text
@@ -22,12 +23,15 @@ from tui.screens.base import StepScreen
 from tui.screens.error_dialog import describe_error
 
 if TYPE_CHECKING:
-    from engine.serve.launcher import ServerConfig
+    from engine.serve.launcher import ServerConfig, VllmServer
     from engine.serve.plan_check import PlanVsActual
     from engine.serve.startup_facts import StartupFacts
+    from tui.app import StoppableServer
     from tui.state import Selection
 
 LOG_LINES = 2000
+
+ServeState = Literal["stopped", "starting", "healthy", "stopping", "failed"]
 
 
 def serve_folder(selection: Selection) -> Path | None:
@@ -87,8 +91,8 @@ class ServeScreen(StepScreen):
         Binding("n", "next", "Next: dashboard", tooltip="Watch the server on the dashboard"),
     ]
 
-    state: reactive[str] = reactive("stopped")
-    """``stopped``, ``starting``, ``healthy``, ``stopping`` or ``failed``."""
+    state: reactive[ServeState] = reactive[ServeState]("stopped")
+    """Where the server this screen started is."""
 
     # Start-up bookkeeping (class defaults: the state watcher may run before on_mount).
     raw_log = False
@@ -96,28 +100,27 @@ class ServeScreen(StepScreen):
     _started_at: float | None = None
     _ready_after: float | None = None
 
+    @dataclass
     class LogLine(Message):
         """The server wrote a line."""
 
-        def __init__(self, line: str) -> None:
-            self.line = line
-            super().__init__()
+        line: str
 
+    @dataclass
     class Healthy(Message):
         """The server answers its health check."""
 
-        def __init__(self, url: str, facts: StartupFacts, comparison: PlanVsActual | None = None) -> None:
-            self.url = url
-            self.facts = facts
-            self.comparison = comparison
-            super().__init__()
+        url: str
+        facts: StartupFacts
+        comparison: PlanVsActual | None = None
 
+    @dataclass
     class Failed(Message):
         """The server did not come up, or died."""
 
-        def __init__(self, error: BaseException) -> None:
-            self.error = error
-            super().__init__()
+        error: BaseException
+        server: VllmServer | None = None
+        """The server that failed (already stopped), when one was made."""
 
     def compose_body(self) -> ComposeResult:
         """What is served, the health state, the log and the diagnosis."""
@@ -130,7 +133,6 @@ class ServeScreen(StepScreen):
         """Shows what would be served."""
         super().on_mount()
         self.cancel_start = threading.Event()
-        self.quant_app.background_stops.append(self.cancel_start)
         self.raw_log = False
         self._raw_lines: list[str] = []
         self._compact_lines: list[str] = []
@@ -186,7 +188,7 @@ class ServeScreen(StepScreen):
             return ""
         return f"{time.monotonic() - self._started_at:.0f} s"
 
-    def watch_state(self, state: str) -> None:
+    def watch_state(self, state: ServeState) -> None:
         """Shows the health state in words (and a mark, for terminals without colour)."""
         phase = self._phases.phase
         ready = f" (ready in {self._ready_after:.0f} s)" if self._ready_after is not None else ""
@@ -219,8 +221,9 @@ class ServeScreen(StepScreen):
         self._phases = PhaseLog()
         self._started_at = time.monotonic()
         self._ready_after = None
+        self.quant_app.discard_background_stop(self.cancel_start)
         self.cancel_start = threading.Event()
-        self.quant_app.background_stops.append(self.cancel_start)
+        self.quant_app.add_background_stop(self.cancel_start)
         self.state = "starting"
         self._serve(folder, self.cancel_start)
 
@@ -247,6 +250,7 @@ class ServeScreen(StepScreen):
 
     @work(thread=True, exclusive=True, group="serve", exit_on_error=False, description="Starting the server")
     def _serve(self, folder: Path, cancel: threading.Event) -> None:
+        from engine.errors import QuantTuiError
         from engine.serve.launcher import VllmServer
 
         try:
@@ -255,18 +259,26 @@ class ServeScreen(StepScreen):
             self.post_message(self.Failed(error))
             return
         server = VllmServer(config, on_log=self._report_log)
-        self.quant_app.server = server
+        # The app learns of the server before it starts, on its own thread, so quitting stops it.
+        self.app.call_from_thread(self._adopt, server, None, cancel)
         try:
+            if cancel.is_set():
+                raise QuantTuiError("the start was cancelled before the server started")
             server.start()
-            self.quant_app.server_pid = server.pid
+            self.app.call_from_thread(self._adopt, server, server.pid, cancel)
             self._report_log(f"quant-tui: plan: {config.command_line(server.backend)}")
             facts = server.wait_healthy(cancel=cancel)
         except BaseException as error:
             server.stop()
-            self.quant_app.server = None
-            self.post_message(self.Failed(error))
+            self.post_message(self.Failed(error, server))
             return
         self.post_message(self.Healthy(server.url, facts, server.comparison))
+
+    def _adopt(self, server: VllmServer, pid: int | None, cancel: threading.Event) -> None:
+        if cancel.is_set():
+            return  # stopped or quitting meanwhile: the worker stops this server itself
+        self.quant_app.server = server
+        self.quant_app.server_pid = pid
 
     def _report_log(self, line: str) -> None:
         self.post_message(self.LogLine(line))
@@ -298,6 +310,7 @@ class ServeScreen(StepScreen):
 
     def on_serve_screen_healthy(self, message: Healthy) -> None:
         """The server is up: the dashboard watches it."""
+        self.quant_app.discard_background_stop(self.cancel_start)
         self.quant_app.server_url = message.url
         if self._started_at is not None:
             self._ready_after = time.monotonic() - self._started_at
@@ -310,6 +323,10 @@ class ServeScreen(StepScreen):
 
     def on_serve_screen_failed(self, message: Failed) -> None:
         """Shows the diagnosis in plain words, with the fix."""
+        self.quant_app.discard_background_stop(self.cancel_start)
+        if message.server is not None and self.quant_app.server is message.server:
+            self.quant_app.server = None
+            self.quant_app.server_pid = None
         self.state = "failed"
         if self.cancel_start.is_set():
             self.state = "stopped"
@@ -321,12 +338,14 @@ class ServeScreen(StepScreen):
 
     def action_stop(self) -> None:
         """Stops the server (in a thread: stopping waits for the process tree to exit)."""
-        if self.quant_app.server is None:
+        server = self.quant_app.server
+        if server is None:
             self.notify("No server is running.")
             return
         self.cancel_start.set()
+        self.quant_app.server = None
         self.state = "stopping"
-        self._stop()
+        self._stop(server)
 
     @work(
         thread=True,
@@ -335,10 +354,8 @@ class ServeScreen(StepScreen):
         exit_on_error=False,
         description="Stopping the server",
     )
-    def _stop(self) -> None:
-        server, self.quant_app.server = self.quant_app.server, None
-        if server is not None:
-            server.stop()
+    def _stop(self, server: StoppableServer) -> None:
+        server.stop()
         self.app.call_from_thread(self._stopped)
 
     def _stopped(self) -> None:

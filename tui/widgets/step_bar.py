@@ -6,15 +6,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-# (mode name, key, label) in the order the flow walks them.
-STEPS: tuple[tuple[str, str, str], ...] = (
-    ("hardware", "1", "Hardware"),
-    ("model", "2", "Model"),
-    ("plan", "3", "Plan"),
-    ("quantize", "4", "Quantize"),
-    ("serve", "5", "Serve"),
-    ("dashboard", "6", "Dashboard"),
-)
+from tui.steps import STEPS, Step
 
 
 class StepBar(Widget):
@@ -37,11 +29,11 @@ class StepBar(Widget):
     done: reactive[frozenset[str]] = reactive(frozenset())
     """Mode names of the steps already completed."""
 
-    def __init__(self, steps: tuple[tuple[str, str, str], ...] = STEPS, **kwargs: object) -> None:
+    def __init__(self, steps: tuple[Step, ...] = STEPS, **kwargs: object) -> None:
         """Creates the bar.
 
         Args:
-            steps: ``(mode, key, label)`` for each step shown.
+            steps: The steps shown, in order.
             **kwargs: Passed to ``Widget``.
         """
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -50,11 +42,11 @@ class StepBar(Widget):
     def render(self) -> Text:
         """Draws the steps."""
         line = Text("quant-tui ", style="bold")
-        for mode, key, label in self._steps:
-            mark = "✓" if mode in self.done else " "
-            if mode == self.current:
-                line.append(f"[{key} {label}]", style="bold reverse")
+        for step in self._steps:
+            mark = "✓" if step.mode in self.done else " "
+            if step.mode == self.current:
+                line.append(f"[{step.key} {step.label}]", style="bold reverse")
             else:
-                line.append(f" {key} {label} ")
+                line.append(f" {step.key} {step.label} ")
             line.append(mark)
         return line
