@@ -14,10 +14,12 @@ Usage (hold the heavy lock; it keeps two cores busy for the whole run):
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -49,9 +51,13 @@ def _request_success(url: str) -> float:
     return sample.counters.get("request_success", 0.0)
 
 
-def _start_dashboard(url: str, interval_s: float) -> psutil.Process:
+def _start_dashboard(url: str, interval_s: float, traced: list[str] | None = None) -> psutil.Process:
+    """``quant-tui monitor URL`` in tmux at 120×40; with ``traced``, the tracemalloc wrapper with those options."""
     subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
     command = f"cd {REPO} && exec {sys.executable} -m tui.cli monitor {url} --interval {interval_s:g}"
+    if traced is not None:
+        wrapper = shlex.join([sys.executable, str(REPO / "benchmarks" / "traced_dashboard.py"), url, *traced])
+        command = f"cd {REPO} && exec {wrapper} --interval {interval_s:g}"
     subprocess.run(["tmux", "new-session", "-d", "-s", SESSION, "-x", "120", "-y", "40", command], check=True)
     time.sleep(3)
     pane_pid = subprocess.run(
@@ -73,14 +79,27 @@ def main() -> int:
         help="the dashboard's poll interval in s (1); it keeps 600 polls",
     )
     parser.add_argument("--sample-s", type=float, default=5.0, help="seconds between RSS/CPU samples (5)")
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="run the dashboard under tracemalloc and print the top growth sites between the moment its "
+        "history is full and the end (slows it: its CPU figures then do not count)",
+    )
     args = parser.parse_args()
     if shutil.which("tmux") is None:
         raise SystemExit("soak: needs tmux (apt-get install tmux)")
 
     server, url = _start_server()
     app: psutil.Process | None = None
+    trace_file = Path(tempfile.mkdtemp(prefix="quant-tui-soak-")) / "tracemalloc.txt"
+    traced = None
+    if args.tracemalloc:
+        # The first snapshot once the 600-poll history is full (or half-way, for short runs).
+        end_s = args.minutes * 60 - 5
+        baseline_s = min(600 * args.interval + 20, end_s / 2)
+        traced = [f"--baseline-s={baseline_s:g}", f"--end-s={end_s:g}", f"--out={trace_file}"]
     try:
-        app = _start_dashboard(url, args.interval)
+        app = _start_dashboard(url, args.interval, traced)
         before = _request_success(url)
         spec = LoadSpec(
             concurrency=4, prompt_tokens=64, output_tokens=32, requests=None, duration_s=args.minutes * 60
@@ -130,6 +149,12 @@ def main() -> int:
     print(f"client: {ok} completed, outcomes {outcomes}")
     print(f"server vllm:request_success delta: {after - before:.0f}")
     print(f"client completed == server delta: {ok == round(after - before)}")
+    if args.tracemalloc:
+        print(
+            trace_file.read_text(encoding="utf-8")
+            if trace_file.is_file()
+            else "tracemalloc: no report written"
+        )
     return 0
 
 

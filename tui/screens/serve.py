@@ -18,9 +18,10 @@ from textual.reactive import reactive
 from textual.widgets import Log, Static
 
 from engine.serve.phases import PhaseLog
-from tui.format import home_path, size
+from tui.format import home_path
 from tui.screens.base import StepScreen
 from tui.screens.error_dialog import describe_error
+from tui.startup_text import engine_phrases, kv_cache_phrase
 
 if TYPE_CHECKING:
     from engine.serve.launcher import ServerConfig, VllmServer
@@ -47,21 +48,8 @@ def serve_folder(selection: Selection) -> Path | None:
 def startup_text(facts: StartupFacts) -> Text:
     """What the server said about itself while starting: KV cache, concurrency, kernels, timings."""
     text = Text("Started. ", style="bold")
-    parts = []
-    if facts.kv_cache_tokens is not None:
-        kv_bytes = f" ({size(facts.kv_cache_bytes)})" if facts.kv_cache_bytes else ""
-        parts.append(f"KV cache {facts.kv_cache_tokens:,} tokens{kv_bytes}")
-    if facts.max_concurrency is not None:
-        at = f" at {facts.max_concurrency_at_tokens:,} tokens" if facts.max_concurrency_at_tokens else ""
-        parts.append(f"{facts.max_concurrency:.1f}x concurrency{at}")
-    if facts.quantization:
-        parts.append(f"quantization {facts.quantization}")
-    if facts.linear_kernel:
-        parts.append(f"kernel {facts.linear_kernel}")
-    if facts.dtype:
-        parts.append(f"dtype {facts.dtype}")
-    if facts.load_seconds is not None:
-        parts.append(f"weights loaded in {facts.load_seconds:.1f} s")
+    kv = kv_cache_phrase(facts)
+    parts = [*([] if kv is None else [f"KV cache {kv}"]), *engine_phrases(facts)]
     text.append("; ".join(parts) or "vLLM said nothing about its memory")
     text.append("\nPress n for the dashboard.")
     return text
