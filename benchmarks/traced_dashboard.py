@@ -52,7 +52,7 @@ def report(
         lines.append(
             f"  {stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks  {frame.filename}:{frame.lineno}"
         )
-    lines.append("top 3 growing call stacks (innermost last, quant-tui and textual frames):")
+    lines.append("top 3 growing call stacks (innermost last):")
     for stat in last.compare_to(first, "traceback")[:3]:
         lines.append(f"  {stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks")
         for frame in stat.traceback.format()[-2 * FRAMES :]:
