@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, TextIO
 
 from engine.errors import QuantTuiError
 from engine.serve.phases import PhaseLog
-from engine.units import format_bytes, format_duration
+from engine.units import format_duration
 from tui.cli.output import StatusLine, fields, show
+from tui.startup_text import engine_phrases, kv_cache_phrase
 
 if TYPE_CHECKING:
     from engine.serve.launcher import ServerFailed, VllmServer
@@ -62,24 +63,10 @@ class ServeConsole:
 def facts_rows(facts: StartupFacts) -> list[tuple[str, str]]:
     """What vLLM said at start-up, as label/value rows: the KV cache, then the engine's weights and kernel."""
     rows = []
-    if facts.kv_cache_tokens is not None:
-        kv = f"{facts.kv_cache_tokens:,} tokens"
-        if facts.kv_cache_bytes is not None:
-            kv += f" ({format_bytes(facts.kv_cache_bytes, 'MiB', digits=2)})"
-        if facts.max_concurrency is not None and facts.max_concurrency_at_tokens is not None:
-            kv += f", {facts.max_concurrency:.2f} requests of {facts.max_concurrency_at_tokens:,} tokens at once"
+    kv = kv_cache_phrase(facts)
+    if kv is not None:
         rows.append(("KV cache:", kv))
-    details = []
-    if facts.weights_memory_bytes is not None:
-        details.append(f"weights {format_bytes(facts.weights_memory_bytes, 'MiB', digits=2)}")
-    if facts.dtype:
-        details.append(f"dtype {facts.dtype}")
-    if facts.quantization:
-        details.append(f"quantization {facts.quantization}")
-    if facts.linear_kernel:
-        details.append(f"kernel {facts.linear_kernel}")
-    if facts.warmup_seconds is not None:
-        details.append(f"engine start-up {format_duration(facts.warmup_seconds)}")
+    details = engine_phrases(facts)
     if details:
         rows.append(("engine:", ", ".join(details)))
     return rows
