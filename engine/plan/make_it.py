@@ -1,10 +1,12 @@
-"""The plan's "make it" line: the exact `quant-tui quantize` command for a method, or why quant-tui does not make it."""
+"""The plan's "make it" line and folder: the exact `quant-tui quantize` command for a method (or why not), and where it lands."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import MappingProxyType
 
-from engine.plan.methods import METHODS, MethodName, method
+from engine.model.inspect_model import ModelInfo
+from engine.plan.methods import METHODS, MethodName, default_output_dir, method
 
 # Why quant-tui does not make a method's checkpoint itself (pre-quantized and other-runtime methods).
 NOT_MADE_HERE: MappingProxyType[str, str] = MappingProxyType(
@@ -65,3 +67,10 @@ def make_it_line(name: str, model: str, kv_cache_dtype: str = "auto") -> str:
             "measures them"
         )
     return line
+
+
+def quantized_dir(model: ModelInfo, name: str) -> Path:
+    """Where the checkpoint for method ``name`` lands: `quant-tui quantize`'s own default for what it makes."""
+    if method(name).producer == "data-free":
+        return default_output_dir(model.path, name)
+    return model.path.parent / f"{model.name}-{name.upper()}"

@@ -6,6 +6,7 @@ from typing import Literal
 
 from engine.hardware.detect import HardwareTarget
 from engine.model.inspect_model import ModelInfo
+from engine.plan.installed_vllm import VllmLimits
 from engine.plan.methods import method as method_record
 
 Goal = Literal["quality", "balanced", "memory", "throughput"]
@@ -33,12 +34,15 @@ def capability_number(target: HardwareTarget) -> int | None:
     return major * 10 + minor
 
 
-def execution_for(method: str, target: HardwareTarget) -> Execution | None:
-    """How ``method`` runs on ``target`` in vLLM 0.32, or None when it can't run there."""
+def execution_for(method: str, target: HardwareTarget, limits: VllmLimits | None = None) -> Execution | None:
+    """How ``method`` runs on ``target``, or None when it can't run there.
+
+    The limits are the bundled table's (vLLM 0.32/0.33), or ``limits`` probed from the installed vLLM.
+    """
     if method == "bf16":
         return "none"
     record = method_record(method)
-    capability = record.capability
+    capability = limits.apply(record.capability) if limits is not None else record.capability
     cc = capability_number(target)
     if cc is None:
         if not capability.cpu:

@@ -9,7 +9,8 @@ from engine.errors import QuantTuiError
 from engine.hardware.detect import HardwareTarget
 from engine.model.inspect_model import ModelInfo, human_params
 from engine.plan.fitting import DeviceFit, fit_on_target
-from engine.plan.make_it import make_it_line
+from engine.plan.installed_vllm import installed_limits
+from engine.plan.make_it import make_it_line, quantized_dir
 from engine.plan.memory import DevicePlan, WeightBytes, weight_bytes
 from engine.plan.method_choice import (
     GOALS,
@@ -21,7 +22,6 @@ from engine.plan.method_choice import (
     rank_reason,
     speed_note,
 )
-from engine.plan.methods import default_output_dir
 from engine.plan.methods import method as method_record
 from engine.plan.multi_node import ClusterStep, expert_parallel_hint, ray_cluster_steps
 from engine.plan.plan_request import PlanRequest, kv_cache_dtype_warning
@@ -41,7 +41,6 @@ __all__ = [
     "as_is_candidate",
     "execution_for",
     "plan_checkpoint",
-    "quantized_dir",
     "recommend",
 ]
 
@@ -93,13 +92,6 @@ class Recommendation:
     def best(self) -> Candidate:
         """The top candidate."""
         return self.candidates[0]
-
-
-def quantized_dir(model: ModelInfo, method: str) -> Path:
-    """Where the checkpoint for ``method`` lands: `quant-tui quantize`'s own default for what it makes."""
-    if method_record(method).producer == "data-free":
-        return default_output_dir(model.path, method)
-    return model.path.parent / f"{model.name}-{method.upper()}"
 
 
 def _server_config(
@@ -347,9 +339,12 @@ def recommend(model: ModelInfo, target: HardwareTarget, request: PlanRequest | N
         methods = preference_order(target, request.goal, model)
     if "bf16" not in methods and model.quantization is None:
         methods.append("bf16")
+    limits = installed_limits() if target.kind == "gpu" and target.source == "detected" else None
+    if limits is not None:
+        notes.append(limits.sentence())
     candidates: list[Candidate] = []
     for method in methods:
-        execution = execution_for(method, target)
+        execution = execution_for(method, target, limits)
         if execution is None:
             continue
         first = not candidates

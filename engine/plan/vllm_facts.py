@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 VLLM_VERSION = "0.32.0"
+# The vLLM release series these facts hold for (checked against 0.33.0's sources: see the note in
+# tests/plan/test_vllm_facts.py); pyproject's ``gpu`` extra admits exactly these.
+SUPPORTED_VLLM_SERIES = ("0.32", "0.33")
 
 # CacheConfig.gpu_memory_utilization's default.
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.92

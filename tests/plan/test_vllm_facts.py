@@ -56,7 +56,30 @@ def _installed_vllm_version() -> str | None:
 def test_facts_are_for_the_installed_vllm() -> None:
     version = _installed_vllm_version()
     assert version is not None, "vLLM is not installed; run scripts/bootstrap.sh"
-    assert version.split("+")[0] == vllm_facts.VLLM_VERSION
+    assert ".".join(version.split("+")[0].split(".")[:2]) in vllm_facts.SUPPORTED_VLLM_SERIES
+
+
+@pytest.mark.parametrize(
+    ("version", "admitted"),
+    [
+        ("0.31.0", False),
+        ("0.32.0", True),
+        ("0.32.1", True),
+        ("0.33.0", True),
+        ("0.33.2", True),
+        ("0.34.0", False),
+    ],
+)
+def test_gpu_extra_pins_the_series_the_facts_hold(version: str, admitted: bool) -> None:
+    from pathlib import Path
+
+    import tomllib
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    (vllm,) = [Requirement(r) for r in pyproject["project"]["optional-dependencies"]["gpu"]]
+    assert vllm.name == "vllm"
+    assert vllm.specifier.contains(version) is admitted
 
 
 @pytest.mark.parametrize(("module", "name", "expected"), CHECKS)

@@ -1,0 +1,107 @@
+"""Capability limits probed from the installed vLLM, cached per version, and used for this machine's GPUs only."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engine.hardware.detect import HardwareTarget, target_from_spec
+from engine.hardware.gpu_catalog import find_gpu
+from engine.model.inspect_model import inspect_model
+from engine.plan.installed_vllm import (
+    VllmLimits,
+    cache_path,
+    installed_limits,
+    installed_vllm_version,
+    read_cached,
+)
+from engine.plan.method_choice import execution_for
+from engine.plan.recommender import PlanRequest, recommend
+
+CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
+# What vLLM 0.32.0's classes report (read in its source: "lovelace and up" 89 for FP8 W8A8, Marlin's 75,
+# MXFP4 Marlin 80), the figures the probe of the installed vLLM must give.
+VLLM_032_LIMITS = {
+    "CompressedTensorsW8A8Fp8": 89,
+    "CompressedTensorsW8A16Fp8": 75,
+    "CompressedTensorsW8A8Int8": 75,
+    "CompressedTensorsWNA16": 75,
+    "CompressedTensorsW4A4Fp4": 75,
+    "Mxfp4Config": 80,
+}
+# A made-up vLLM that raised FP8 W8A8 to Hopper and MXFP4 to Hopper: the plan must follow it.
+RAISED = VllmLimits("9.9.9", {"CompressedTensorsW8A8Fp8": 90, "Mxfp4Config": 90})
+
+
+@pytest.mark.parametrize(
+    ("gpu", "method", "bundled", "raised"),
+    [
+        ("L4", "fp8", "w8a8", "weight-only"),  # 8.9 < 90: FP8 Marlin (75) instead
+        ("H100", "fp8", "w8a8", "w8a8"),
+        ("A100-80GB", "mxfp4", "weight-only", None),  # 8.0 < 90
+        ("H100", "mxfp4", "weight-only", "weight-only"),
+        ("T4", "int8-w8a8", "w8a8", "w8a8"),  # not probed differently: the bundled 75 stays
+    ],
+)
+def test_probed_limits_replace_the_bundled_ones(
+    gpu: str, method: str, bundled: str, raised: str | None
+) -> None:
+    target = target_from_spec(gpu)
+    assert execution_for(method, target) == bundled
+    assert execution_for(method, target, RAISED) == raised
+
+
+def _write(path: Path, data: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("data", "read"),
+    [
+        ({"version": "0.33.0", "min_capability": {"Mxfp4Config": 80}}, {"Mxfp4Config": 80}),
+        ({"version": "0.32.0", "min_capability": {"Mxfp4Config": 80}}, None),  # another version
+        ({"version": "0.33.0", "min_capability": {"Mxfp4Config": "80"}}, None),
+        ({"version": "0.33.0"}, None),
+        ([1, 2], None),
+    ],
+)
+def test_read_cached(tmp_path: Path, data: object, read: dict[str, int] | None) -> None:
+    limits = read_cached(_write(tmp_path / "limits.json", data), "0.33.0")
+    assert (limits.min_capability if limits else None) == read
+
+
+def test_a_detected_gpu_plans_with_the_cached_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a cached probe for the installed vLLM, a plan for this machine's L4 follows it; a catalogue L4 does not."""
+    version = installed_vllm_version()
+    assert version is not None
+    monkeypatch.setenv("QUANT_TUI_CACHE", str(tmp_path / "cache"))
+    _write(cache_path(version), {"version": version, "min_capability": RAISED.min_capability})
+    model_dir = tmp_path / "llama"
+    model_dir.mkdir()
+    shutil.copy(CONFIGS / "llama-3.1-8b.json", model_dir / "config.json")
+    model = inspect_model(model_dir)
+    l4 = find_gpu("L4")
+    detected = HardwareTarget("gpu", "NVIDIA L4", 1, l4.memory_bytes, (8, 9), "detected", l4)
+    request = PlanRequest(max_model_len=4096, calibration_file=tmp_path / "none.json")
+    here = recommend(model, detected, request)
+    assert f"capability limits from the installed vLLM {version}'s own checks" in here.notes
+    assert {c.method: c.execution for c in here.candidates}["fp8"] == "weight-only"
+    elsewhere = recommend(model, target_from_spec("L4"), request)
+    assert {c.method: c.execution for c in elsewhere.candidates}["fp8"] == "w8a8"
+    assert not any("installed vLLM" in note for note in elsewhere.notes)
+
+
+@pytest.mark.e2e
+def test_probe_of_the_installed_vllm_is_cached(tmp_path: Path) -> None:
+    """The real probe (a child process importing vLLM) gives vLLM 0.32's figures and writes the cache once."""
+    cache_file = tmp_path / "limits.json"
+    limits = installed_limits(cache_file)
+    assert limits is not None and limits.min_capability == VLLM_032_LIMITS
+    assert json.loads(cache_file.read_text())["min_capability"] == VLLM_032_LIMITS
+    _write(cache_file, {"version": limits.version, "min_capability": {"Mxfp4Config": 99}})
+    assert installed_limits(cache_file) == VllmLimits(limits.version, {"Mxfp4Config": 99})  # read, not probed
