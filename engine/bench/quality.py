@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from engine.errors import QuantTuiError
-
-if TYPE_CHECKING:
-    from engine.serve.launcher import ServerConfig
+from engine.serve import client as server_client
 
 __all__ = [
     "QualityComparison",
@@ -21,7 +18,6 @@ __all__ = [
     "compare_quality",
     "measure_quality",
     "parse_prompt_logprobs",
-    "serve_and_measure",
 ]
 
 
@@ -147,7 +143,7 @@ def measure_quality(
 
     if not texts:
         raise QuantTuiError("give at least one held-out text to measure quality on")
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = server_client.auth_headers(api_key)
     scores: list[TextScore] = []
     with httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s, headers=headers) as client:
         for text in texts:
@@ -220,50 +216,3 @@ def compare_quality(baseline: QualityResult, candidate: QualityResult) -> Qualit
         top1_agreement=agree / positions,
         positions=positions,
     )
-
-
-def serve_and_measure(
-    model_dir: Path,
-    texts: Sequence[str],
-    config: ServerConfig | None = None,
-    on_log: Callable[[str], None] | None = None,
-    cancel: threading.Event | None = None,
-    startup_timeout_s: float = 600.0,
-    log_path: Path | None = None,
-) -> QualityResult:
-    """Starts a server for ``model_dir``, measures the texts on it and stops it.
-
-    Args:
-        model_dir: the model folder.
-        texts: held-out texts.
-        config: server settings (its ``model`` is replaced by ``model_dir``); defaults otherwise.
-        on_log: receives the server's log lines.
-        cancel: stops start-up or scoring when set.
-        startup_timeout_s: how long the server may take to become healthy.
-        log_path: where to keep the server's log (default: quant-tui's cache folder).
-
-    Raises:
-        QuantTuiError: the server did not start (``ServerFailed`` with the diagnosis) or scoring failed.
-    """
-    from engine.serve.launcher import ServerConfig, VllmServer
-
-    config = replace(config, model=model_dir) if config is not None else ServerConfig(model=model_dir)
-    server = VllmServer(config, log_path=log_path, on_log=on_log)
-    try:
-        server.start()
-        server.wait_healthy(timeout=startup_timeout_s, cancel=cancel)
-        name = config.served_model_name or _served_name(server.url, config.api_key)
-        return measure_quality(server.url, name, texts, api_key=config.api_key, cancel=cancel)
-    finally:
-        server.stop()
-
-
-def _served_name(base_url: str, api_key: str | None) -> str:
-    import httpx
-
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        response = httpx.get(base_url + "/v1/models", headers=headers, timeout=10)
-        return str(response.json()["data"][0]["id"])
-    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
-        raise QuantTuiError(f"the server at {base_url} lists no model at /v1/models") from None

@@ -18,6 +18,7 @@ from engine.bench.ab_runner import (
 from engine.bench.loadgen import LoadSpec
 from engine.bench.metrics import Outcome, RequestRecord, summarize
 from engine.errors import QuantTuiError
+from tui.cli import main
 from tui.cli.bench_command import format_table
 
 
@@ -129,42 +130,38 @@ def test_bench_rejects_a_bad_load(tmp_path: Path) -> None:
     ],
 )
 def test_bench_cli_bad_input(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from tui.cli import main
-
     assert main(["bench", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("quant-tui: error: ") and message in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.e2e
-def test_e2e_bench_baseline_against_int8(demo_model: Path, tmp_path: Path) -> None:
-    from engine.bench.ab_runner import BenchProgress
-    from engine.bench.heldout_text import heldout_samples
-    from engine.model.demo import demo_corpus_path
-
-    stages: list[BenchProgress] = []
-    request = BenchRequest(
-        model=demo_model,
-        methods=("bf16", "int8-w8a8"),
-        load=LoadSpec(concurrency=2, prompt_tokens=32, output_tokens=32, requests=8),
-        quality_texts=tuple(heldout_samples(demo_corpus_path("heldout"), samples=2)),
-        work_dir=tmp_path,
-        max_model_len=1024,
-        cpu_kvcache_gib=1,
-    )
-    result = run_bench(request, on_progress=stages.append)
-    baseline, int8 = result.variants
-    assert baseline.error is None and int8.error is None, (baseline.error, int8.error)
-    for measured in (baseline, int8):
-        assert measured.summary is not None and measured.summary.outcomes["ok"] == 8
-        assert measured.server_generation_tokens == measured.summary.total_output_tokens == 8 * 32
-        assert measured.server_peak_rss_bytes and measured.kv_cache_tokens
-        assert measured.perplexity is not None and measured.perplexity > 1.0
-    assert baseline.top1_agreement == 1.0
-    assert int8.top1_agreement is not None and 0.5 < int8.top1_agreement <= 1.0
-    assert int8.model_dir is not None and int8.model_dir.parent == tmp_path
-    rows = result.rows()
-    assert rows[1]["relative_weights"] < 0.8
-    assert rows[1]["relative_tokens_per_s"] > 0
-    assert {"quantizing", "starting", "load", "quality", "done"} <= {stage.stage for stage in stages}
-    assert "int8-w8a8" in format_table(result)
+def test_e2e_ab_bf16_against_int8_with_sweep_and_quality(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["bench", "--model", "demo", "--methods", "bf16,int8-w8a8", "--sweep", "--sweep-max", "2"]
+    argv += ["--num-prompts", "4", "--input-len", "16", "--output-len", "8"]
+    argv += ["--work-dir", str(tmp_path), "--slo", "ttft:60000,tpot:60000", "--json"]
+    assert main(argv) == 0, capsys.readouterr().err
+    data = json.loads(capsys.readouterr().out)
+    baseline, int8 = data["variants"]
+    for variant in (baseline, int8):
+        assert variant["error"] is None, variant["error"]
+        sweep = variant["sweep"]
+        assert [point["max_concurrency"] for point in sweep["curve"]] == [1, 2]
+        assert sweep["knee_concurrency"] == 2
+        for point in sweep["points"]:
+            # Every request counted once by the client and once by the server.
+            assert point["completed"] == 4 and point["quant_tui"]["server"]["request_success"] == 4
+            assert point["quant_tui"]["server"]["generation_tokens"] == point["total_output_tokens"] == 4 * 8
+            assert point["quant_tui"]["reproducibility"]["server_argv"]
+        assert variant["server_peak_rss_bytes"] and variant["kv_cache_tokens"]
+        assert variant["perplexity"] is not None and variant["perplexity"] > 1.0
+    assert baseline["top1_agreement"] == 1.0
+    assert 0.5 < int8["top1_agreement"] <= 1.0
+    assert Path(int8["model_dir"]).parent == tmp_path
+    table = data["table"]
+    assert table[1]["relative_weights"] < 0.8 and table[1]["relative_tokens_per_s"] > 0
+    assert data["capacity"].endswith("holds 2 concurrent users (the most tried)")
+    assert "bf16" in data["capacity"] and "int8-w8a8" in data["capacity"]
+    assert "output tokens/s vs concurrency" in data["plots"]

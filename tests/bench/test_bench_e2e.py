@@ -1,16 +1,20 @@
-"""End to end: `quant-tui bench --url` and `quant-tui monitor --once --json` against a vLLM server quant-tui did not start."""
+"""End to end on one vLLM server quant-tui did not start: `bench --url`, `monitor --once --json`, the load generator, quality, a kill."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pytest
@@ -19,6 +23,7 @@ from engine.telemetry.metrics import parse_metrics
 from tui.cli import main
 
 API_KEY = "e2e-s3cret-key"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 REQUESTS = 12
 OUTPUT_TOKENS = 16
 
@@ -29,9 +34,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class Server(NamedTuple):
+    """The module's server: its URL and the pid of its API process (the leader of its process group)."""
+
+    url: str
+    pid: int
+
+
 @pytest.fixture(scope="module")
-def foreign_server(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """vLLM started by hand (not by quant-tui's launcher), with an API key; yields its URL."""
+def server(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """vLLM started by hand (not by quant-tui's launcher), with an API key; the last test kills it."""
     port = _free_port()
     log = tmp_path_factory.mktemp("foreign-vllm") / "server.log"
     argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(demo_model)]
@@ -55,31 +67,33 @@ def foreign_server(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -
             if time.monotonic() > deadline:
                 pytest.fail(f"vLLM not healthy after 300 s: {log.read_text()[-2000:]}")
             time.sleep(1)
-        yield url
+        yield Server(url, process.pid)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
 
 def _request_success(url: str) -> float:
     """The server's own count of finished requests, read independently of the code under test."""
-    sample = parse_metrics(httpx.get(url + "/metrics", timeout=10).text)
+    sample = parse_metrics(httpx.get(url + "/metrics", headers=AUTH, timeout=10).text)
     return sample.counters["request_success"]
 
 
 @pytest.mark.e2e
 def test_e2e_bench_url_counts_every_request_once(
-    foreign_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     key_file = tmp_path / "key"
     key_file.write_text(API_KEY + "\n")
     result_file = tmp_path / "result.json"
-    before = _request_success(foreign_server)
-    argv = ["bench", "--url", foreign_server, "--api-key-file", str(key_file), "--num-prompts", str(REQUESTS)]
+    before = _request_success(server.url)
+    argv = ["bench", "--url", server.url, "--api-key-file", str(key_file), "--num-prompts", str(REQUESTS)]
     argv += [
         "--concurrency",
         "4",
@@ -92,15 +106,15 @@ def test_e2e_bench_url_counts_every_request_once(
     ]
     argv += ["--slo", "ttft:5000,tpot:1000", "--save-result", str(result_file), "--save-detailed"]
     assert main(argv) == 0, capsys.readouterr().err
-    after = _request_success(foreign_server)
+    after = _request_success(server.url)
     text = result_file.read_text()
     data = json.loads(text)
     assert API_KEY not in text
     assert data["completed"] == REQUESTS and data["failed"] == 0
     # Every timed request counted once by the client and once by the server (+2 warm-ups).
     assert after - before == REQUESTS + 2
-    server = data["quant_tui"]["server"]
-    assert server["request_success"] == REQUESTS and server["generation_tokens"] == REQUESTS * OUTPUT_TOKENS
+    window = data["quant_tui"]["server"]
+    assert window["request_success"] == REQUESTS and window["generation_tokens"] == REQUESTS * OUTPUT_TOKENS
     assert data["total_output_tokens"] == REQUESTS * OUTPUT_TOKENS
     assert data["output_lens"] == [OUTPUT_TOKENS] * REQUESTS
     for key in (
@@ -120,42 +134,118 @@ def test_e2e_bench_url_counts_every_request_once(
 
 
 @pytest.mark.e2e
-def test_e2e_bench_url_refused_key_is_one_line(
-    foreign_server: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["bench", "--url", foreign_server, "--num-prompts", "1"]) == 2
+def test_e2e_bench_url_refused_key_is_one_line(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--url", server.url, "--num-prompts", "1"]) == 2
     err = capsys.readouterr().err
     assert "HTTP 401" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.e2e
 def test_e2e_monitor_once_json_on_a_foreign_server(
-    foreign_server: str, capsys: pytest.CaptureFixture[str]
+    server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert (
-        main(["monitor", foreign_server, "--once", "--json", "--interval", "0.5", "--api-key", API_KEY]) == 0
-    )
+    assert main(["monitor", server.url, "--once", "--json", "--interval", "0.5", "--api-key", API_KEY]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["error"] is None and record["url"] == foreign_server + "/metrics"
+    assert record["error"] is None and record["url"] == server.url + "/metrics"
     assert record["generation_tokens_total"] is not None and record["kv_cache_capacity_tokens"]
     assert record["requests_running"] == 0
 
 
 @pytest.mark.e2e
-def test_e2e_ab_sweep_bf16_against_int8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["bench", "--model", "demo", "--methods", "bf16,int8-w8a8", "--sweep", "--sweep-max", "2"]
-    argv += ["--num-prompts", "4", "--input-len", "16", "--output-len", "8", "--no-quality"]
-    argv += ["--work-dir", str(tmp_path), "--slo", "ttft:60000,tpot:60000", "--json"]
-    assert main(argv) == 0, capsys.readouterr().err
-    data = json.loads(capsys.readouterr().out)
-    for variant in data["variants"]:
-        assert variant["error"] is None, variant["error"]
-        sweep = variant["sweep"]
-        assert [point["max_concurrency"] for point in sweep["curve"]] == [1, 2]
-        assert sweep["knee_concurrency"] == 2
-        for point in sweep["points"]:
-            assert point["completed"] == 4 and point["quant_tui"]["server"]["request_success"] == 4
-            assert point["quant_tui"]["reproducibility"]["server_argv"]
-    assert data["capacity"].endswith("holds 2 concurrent users (the most tried)")
-    assert "bf16" in data["capacity"] and "int8-w8a8" in data["capacity"]
-    assert "output tokens/s vs concurrency" in data["plots"]
+def test_e2e_server_counters_see_the_tokens_the_generator_counted(server: Server) -> None:
+    from engine.bench.loadgen import LoadSpec, run_load
+    from engine.telemetry.poller import TelemetryPoller
+    from engine.telemetry.snapshot import TelemetrySnapshot
+
+    seen: list[TelemetrySnapshot] = []
+    stop = threading.Event()
+    with TelemetryPoller(server.url, api_key=API_KEY, interval_s=0.2, server_pid=server.pid) as poller:
+        before = poller.poll_once()
+        watcher = threading.Thread(target=poller.run, args=(seen.append, stop))
+        watcher.start()
+        spec = LoadSpec(concurrency=4, prompt_tokens=32, output_tokens=OUTPUT_TOKENS, requests=REQUESTS)
+        result = run_load(server.url, spec, api_key=API_KEY)
+        stop.set()
+        watcher.join()
+        after = poller.poll_once()
+    assert result.outcomes["ok"] == REQUESTS, result.outcomes
+    assert result.generated_tokens == REQUESTS * OUTPUT_TOKENS
+    assert all(record.tokens_from_usage for record in result.records)
+    assert before.metrics is not None and after.metrics is not None
+    assert before.metrics.generation_tokens_total is not None
+    assert after.metrics.generation_tokens_total is not None
+    assert (
+        after.metrics.generation_tokens_total - before.metrics.generation_tokens_total
+        == result.generated_tokens
+    )
+    assert after.metrics.prompt_tokens_total is not None and before.metrics.prompt_tokens_total is not None
+    assert after.metrics.prompt_tokens_total - before.metrics.prompt_tokens_total == result.prompt_tokens
+    assert max(snapshot.metrics.requests_running or 0.0 for snapshot in seen if snapshot.metrics) >= 1.0
+    assert all(snapshot.server_rss_bytes for snapshot in seen)
+
+
+@pytest.mark.e2e
+def test_e2e_served_perplexity_equals_the_transformers_reference(server: Server, demo_model: Path) -> None:
+    """vLLM's prompt log-probs through measure_quality against the same model run by transformers (float32)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.bench.heldout_text import heldout_samples
+    from engine.bench.quality import measure_quality
+    from engine.model.demo import demo_corpus_path
+
+    texts = heldout_samples(demo_corpus_path("heldout"), samples=3)
+    result = measure_quality(server.url, str(demo_model), texts, api_key=API_KEY)
+    tokenizer = AutoTokenizer.from_pretrained(demo_model)
+    model = AutoModelForCausalLM.from_pretrained(demo_model, dtype=torch.float32).eval()
+    total_logprob, positions, same_top1 = 0.0, 0, 0
+    for text, score in zip(texts, result.texts, strict=True):
+        ids = tokenizer(text, return_tensors="pt").input_ids
+        assert tuple(ids[0, 1:].tolist()) == score.tokens  # vLLM scored the tokens transformers makes
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(ids).logits[0, :-1].float(), dim=-1)
+        total_logprob += logprobs.gather(1, ids[0, 1:, None]).sum().item()
+        positions += ids.shape[1] - 1
+        same_top1 += sum(int(a) == b for a, b in zip(logprobs.argmax(-1).tolist(), score.top1, strict=True))
+    assert result.positions == positions
+    # vLLM serves the bf16 weights in bf16; the reference runs them in float32.
+    assert result.perplexity == pytest.approx(math.exp(-total_logprob / positions), rel=0.03)
+    assert same_top1 / positions >= 0.95
+
+
+@pytest.mark.e2e
+def test_e2e_quality_text_too_long_is_one_line(server: Server, demo_model: Path) -> None:
+    """A text longer than the max model length (1024): the server's refusal comes back as one line."""
+    from engine.bench.quality import measure_quality
+    from engine.errors import QuantTuiError
+
+    with pytest.raises(QuantTuiError, match="refused to score a text") as caught:
+        measure_quality(server.url, str(demo_model), [" ".join(["word"] * 3000)], api_key=API_KEY)
+    assert "\n" not in str(caught.value)
+
+
+# Last in the module: it kills the module's server.
+@pytest.mark.e2e
+def test_e2e_server_killed_mid_load_every_request_accounted_for(server: Server) -> None:
+    from engine.bench.loadgen import LoadProgress, LoadSpec, Outcome, run_load
+
+    requests = 40
+    spec = LoadSpec(concurrency=4, prompt_tokens=32, output_tokens=200, requests=requests, timeout_s=60)
+    finished: list[LoadProgress] = []
+
+    def kill_after_first_requests(progress: LoadProgress) -> None:
+        finished.append(progress)
+        if progress.finished == 2:
+            os.killpg(server.pid, signal.SIGKILL)
+
+    result = run_load(server.url, spec, api_key=API_KEY, on_progress=kill_after_first_requests)
+    # Every request it sent, or meant to send, is counted once: completed + failed == sent.
+    assert len(result.records) == requests
+    assert result.ok_requests + result.failed_requests == requests
+    assert result.outcomes["ok"] >= 2
+    assert result.outcomes["connection_error"] >= 1
+    assert sorted(record.index for record in result.records) == list(range(requests))
+    assert all(record.error for record in result.records if record.outcome is not Outcome.OK)
+    summary = result.serve_summary()
+    assert summary.completed + summary.failed == requests
+    assert sum(count for _, count in summary.failure_reasons) == summary.failed

