@@ -32,6 +32,7 @@ from engine.quantize.request import (
 )
 from engine.quantize.staging import PeakRss, QuantizeCancelled, publish, staging_folder
 from engine.quantize.tensor_plan import build_plan, check_disk_space, check_output, check_source
+from engine.units import format_bytes
 
 WORKER = Path(__file__).with_name("llmcompressor_worker.py")
 # The model in memory in its dtype, plus llm-compressor's Hessians, activations and a copy on save.
@@ -90,8 +91,8 @@ def preflight_calibrated(request: QuantizeRequest) -> tuple[Path, int]:
     available = psutil.virtual_memory().available
     if available < needed_memory:
         raise QuantTuiError(
-            f"{request.method} loads the whole model: it needs about {needed_memory / 1e9:.1f} GB of memory, "
-            f"{available / 1e9:.1f} GB is available; use the streaming w4a16 method instead"
+            f"{request.method} loads the whole model: it needs about {format_bytes(needed_memory)} of memory, "
+            f"{format_bytes(available)} is available; use the streaming w4a16 method instead"
         )
     return calibration, plan.estimated_output_bytes
 

@@ -18,6 +18,7 @@ from typing import Any
 from engine.errors import QuantTuiError
 from engine.plan.methods import default_output_dir
 from engine.quantize.request import CALIBRATED_METHODS, QuantizeRequest
+from engine.units import format_bytes
 
 # The memory model's constants (see the module docstring); benchmarks/bench_quantize.py prints
 # estimate / measured for each method so a drift shows.
@@ -130,11 +131,11 @@ def estimate_data_free(request: QuantizeRequest) -> CostEstimate:
     refusal = None
     if peak > available:
         refusal = (
-            f"{request.method} needs about {peak / 1e9:.2f} GB of memory, {available / 1e9:.2f} GB is available; "
+            f"{request.method} needs about {format_bytes(peak)} of memory, {format_bytes(available)} is available; "
             "pass --workers 1 or close programs"
         )
     elif disk > free:
-        refusal = f"the output needs {disk / 1e9:.2f} GB, {free / 1e9:.2f} GB is free there; pass --out on another disk"
+        refusal = f"the output needs {format_bytes(disk)}, {format_bytes(free)} is free there; pass --out on another disk"
     return CostEstimate(
         method=request.method,
         peak_ram_bytes=peak,
@@ -143,7 +144,7 @@ def estimate_data_free(request: QuantizeRequest) -> CostEstimate:
         available_ram_bytes=available,
         free_disk_bytes=free,
         memory_model=(
-            f"this process ({_process_rss() / 1e6:.0f} MB with torch) + {workers + 1} chunks of source rows "
+            f"this process ({format_bytes(_process_rss())} with torch) + {workers + 1} chunks of source rows "
             "(copy and mapped pages) and their float temporaries; the model is streamed, never loaded"
         ),
         refusal=refusal,
@@ -199,17 +200,17 @@ def estimate_calibrated(
         if room > 0 and activations > 0:
             fewer = int(samples * room / activations)
             refusal = (
-                f"{request.method} needs about {peak / 1e9:.1f} GB of memory, {available / 1e9:.1f} GB is available; "
+                f"{request.method} needs about {format_bytes(peak)} of memory, {format_bytes(available)} is available; "
                 f"--samples {max(fewer, 0)} (instead of {samples}) would fit, or use a data-free method"
             )
         else:
             refusal = (
-                f"{request.method} loads the whole model: it needs about {peak / 1e9:.1f} GB of memory, "
-                f"{available / 1e9:.1f} GB is available; use the streaming {method(request.method).format_name} "
+                f"{request.method} loads the whole model: it needs about {format_bytes(peak)} of memory, "
+                f"{format_bytes(available)} is available; use the streaming {method(request.method).format_name} "
                 "method instead"
             )
     elif disk > free:
-        refusal = f"the output needs {disk / 1e9:.2f} GB, {free / 1e9:.2f} GB is free there; pass --out on another disk"
+        refusal = f"the output needs {format_bytes(disk)}, {format_bytes(free)} is free there; pass --out on another disk"
     return CostEstimate(
         method=request.method,
         peak_ram_bytes=peak,
@@ -218,9 +219,9 @@ def estimate_calibrated(
         available_ram_bytes=available,
         free_disk_bytes=free,
         memory_model=(
-            f"llm-compressor's process ({LLMCOMPRESSOR_PROCESS_BYTES / 1e6:.0f} MB) + the whole model "
-            f"({model_bytes / 1e9:.2f} GB) + one layer's Hessians ({hessians / 1e6:.0f} MB) + "
-            f"{samples} x {seq_len}-token activations in and out of it ({activations / 1e6:.0f} MB)"
+            f"llm-compressor's process ({format_bytes(LLMCOMPRESSOR_PROCESS_BYTES)}) + the whole model "
+            f"({format_bytes(model_bytes)}) + one layer's Hessians ({format_bytes(hessians)}) + "
+            f"{samples} x {seq_len}-token activations in and out of it ({format_bytes(activations)})"
         ),
         refusal=refusal,
     )

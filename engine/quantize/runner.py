@@ -25,6 +25,7 @@ from engine.quantize.request import (
 from engine.quantize.staging import PeakRss, QuantizeCancelled, publish, staging_folder
 from engine.quantize.tensor_plan import QuantizePlan, build_plan
 from engine.quantize.writer import ShardLayout, index_json
+from engine.units import format_bytes
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
 
@@ -78,8 +79,8 @@ def _check_memory(plan: QuantizePlan, workers: int) -> None:
     available = psutil.virtual_memory().available
     if available < needed:
         raise QuantTuiError(
-            f"not enough free memory: quantizing with {workers} workers needs about {needed / 1e9:.2f} GB, "
-            f"{available / 1e9:.2f} GB is available; pass --workers 1 or close programs"
+            f"not enough free memory: quantizing with {workers} workers needs about {format_bytes(needed)}, "
+            f"{format_bytes(available)} is available; pass --workers 1 or close programs"
         )
 
 

@@ -17,6 +17,7 @@ from engine.model.safetensors_headers import DTYPE_BYTES, TensorHeader, read_saf
 from engine.plan.methods import default_output_dir
 from engine.quantize.request import CALIBRATED_METHODS, METHODS, QuantizeRequest
 from engine.quantize.schemes import FLOAT_DTYPES, SCHEMES, Scheme
+from engine.units import format_bytes
 
 # Model types whose checkpoints are plain per-layer Linear weights vLLM loads with compressed-tensors.
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = (
@@ -273,8 +274,8 @@ def check_disk_space(output: Path, needed_bytes: int) -> None:
     free = shutil.disk_usage(anchor).free
     if free < needed_bytes + DISK_MARGIN_BYTES:
         raise QuantTuiError(
-            f"not enough disk space in {anchor}: the output needs about {needed_bytes / 1e9:.2f} GB, "
-            f"{free / 1e9:.2f} GB is free; free some space or pass --out on another disk"
+            f"not enough disk space in {anchor}: the output needs about {format_bytes(needed_bytes)}, "
+            f"{format_bytes(free)} is free; free some space or pass --out on another disk"
         )
 
 

@@ -156,7 +156,7 @@ def test_not_enough_disk_space_is_refused_up_front(source: Path, monkeypatch: py
 
     monkeypatch.setattr(plan.shutil, "disk_usage", lambda _path: DiskUsage(10**12, 10**12 - 10**6, 10**6))
     message = refuse(QuantizeRequest(source, "fp8"), "not enough disk space")
-    assert "GB is free" in message
+    assert "976.6 KiB is free" in message  # 10**6 bytes / 1024
 
 
 def test_a_disk_filling_up_mid_write_leaves_nothing(source: Path, monkeypatch: pytest.MonkeyPatch) -> None:
