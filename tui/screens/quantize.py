@@ -19,7 +19,8 @@ from tui.format import home_path, seconds, size
 from tui.screens.base import StepScreen
 
 if TYPE_CHECKING:
-    from engine.quantize import QuantizeProgress, QuantizeReport, QuantizeRequest
+    from engine.quantize.estimate import CostEstimate
+    from engine.quantize.request import QuantizeProgress, QuantizeReport, QuantizeRequest
 
 WORST_LAYERS_SHOWN = 2
 
@@ -34,6 +35,21 @@ def progress_figures(event: QuantizeProgress) -> Text:
     )
     line.append(f"peak RAM {size(event.peak_rss_bytes)}  now: {event.current_tensor or '-'}", style="dim")
     return line
+
+
+def cost_text(cost: CostEstimate) -> Text:
+    """The dry run's figures on two lines, as ``quant-tui quantize --dry-run`` prints them: RAM, disk, time."""
+    text = Text()
+    text.append("Needs (dry run): ", style="bold")
+    text.append(
+        f"peak RAM {size(cost.peak_ram_bytes)} of {size(cost.available_ram_bytes)} available, "
+        f"disk {size(cost.disk_bytes)} of {size(cost.free_disk_bytes)} free, about {seconds(cost.seconds)}\n"
+    )
+    if cost.refusal is None:
+        text.append(f"fits; {cost.memory_model}", style="dim")
+    else:
+        text.append(f"DOES NOT FIT: {cost.refusal}", style="bold")
+    return text
 
 
 def report_text(report: QuantizeReport) -> Group:
@@ -88,9 +104,18 @@ class QuantizeScreen(StepScreen):
 
         reason: str
 
+    @dataclass
+    class Estimated(Message):
+        """The dry run worked out what the run would need (or why it cannot be estimated)."""
+
+        request: QuantizeRequest
+        cost: CostEstimate | None
+        error: str | None = None
+
     def compose_body(self) -> ComposeResult:
         """What will be made, the progress, the log and the result."""
         yield Static("", id="quantize-info")
+        yield Static("", id="quantize-cost")
         yield ProgressBar(id="quantize-progress", show_eta=False)
         yield Static("Press s to start.", id="quantize-figures")
         yield Log(id="quantize-log", max_lines=500)
@@ -101,13 +126,17 @@ class QuantizeScreen(StepScreen):
         super().on_mount()
         self.running = False
         self.made_here: Path | None = None
+        self.cost: CostEstimate | None = None
+        """The dry run of the request on screen, once worked out."""
+        self._estimated_for: QuantizeRequest | None = None
         self.query_one("#quantize-progress", ProgressBar).display = False
         self.query_one("#quantize-log", Log).border_title = "log"
         self.watch(self.quant_app, "selection", self._show_info, init=True)
 
     def request(self) -> QuantizeRequest | None:
         """The quantization the chosen plan asks for, or None when there is none to make here."""
-        from engine.quantize import METHODS, QuantizeRequest, default_output_dir
+        from engine.plan.methods import default_output_dir
+        from engine.quantize.request import METHODS, QuantizeRequest
 
         selection = self.selection
         candidate = selection.candidate
@@ -124,6 +153,10 @@ class QuantizeScreen(StepScreen):
     def _show_info(self, _selection: object = None) -> None:
         info = self.query_one("#quantize-info", Static)
         candidate = self.selection.candidate
+        request = self.request()
+        if request != self._estimated_for:
+            self._estimated_for, self.cost = None, None
+            self.query_one("#quantize-cost", Static).update("")
         if candidate is None or self.selection.model is None:
             info.update("Choose a plan first (3): the plan says which method to quantize with.")
             return
@@ -132,7 +165,6 @@ class QuantizeScreen(StepScreen):
                 f"The chosen plan ({candidate.method}) serves the model as it is: nothing to quantize. Press n."
             )
             return
-        request = self.request()
         if request is None or request.output is None:
             info.update(
                 f"{candidate.method} checkpoints are made with llm-compressor, not here; "
@@ -149,7 +181,35 @@ class QuantizeScreen(StepScreen):
             text.append(
                 "\nAlready made: press n to serve it (delete the folder to make it again).", style="bold"
             )
+        elif not self.running and self._estimated_for != request:
+            self._estimated_for = request
+            self.query_one("#quantize-cost", Static).update(Text("Needs (dry run): estimating…", style="dim"))
+            self._estimate(request)
         info.update(text)
+
+    @work(
+        thread=True, exclusive=True, group="estimate", exit_on_error=False, description="Estimating the cost"
+    )
+    def _estimate(self, request: QuantizeRequest) -> None:
+        # Off the UI thread: the dry run reads the checkpoint's headers and plans the work.
+        from engine.errors import QuantTuiError
+        from engine.quantize.estimate import estimate
+
+        try:
+            self.post_message(self.Estimated(request, estimate(request)))
+        except QuantTuiError as error:
+            self.post_message(self.Estimated(request, None, str(error)))
+
+    def on_quantize_screen_estimated(self, message: Estimated) -> None:
+        """Shows what the run would need, before it starts."""
+        if message.request != self._estimated_for:
+            return  # the plan changed meanwhile
+        self.cost = message.cost
+        cost = self.query_one("#quantize-cost", Static)
+        if message.cost is None:
+            cost.update(Text(f"Needs (dry run): cannot tell ({message.error})", style="dim"))
+        else:
+            cost.update(cost_text(message.cost))
 
     def action_start(self) -> None:
         """Starts quantizing in a thread."""
@@ -160,6 +220,9 @@ class QuantizeScreen(StepScreen):
         if request is None:
             self._show_info()
             self.notify("Nothing to quantize for the chosen plan.", severity="warning")
+            return
+        if self.cost is not None and self.cost.refusal is not None and self._estimated_for == request:
+            self.notify(f"Not started: {self.cost.refusal}", severity="error", timeout=10)
             return
         cancel = threading.Event()
         self.quant_app.quantize_cancel = cancel
@@ -177,7 +240,7 @@ class QuantizeScreen(StepScreen):
     @work(thread=True, exclusive=True, group="quantize", exit_on_error=False, description="Quantizing")
     def _quantize(self, request: QuantizeRequest, cancel: threading.Event) -> None:
         # Imported here: the quantizer pulls in torch, which the app must not load before it is needed.
-        from engine.quantize import QuantizeCancelled, preflight, quantize_model
+        from engine.quantize.runner import QuantizeCancelled, preflight, quantize_model
 
         try:
             preflight(request)
