@@ -70,8 +70,8 @@ class PlanRequest:
 def kv_cache_dtype_warning(kv_cache_dtype: str, target: HardwareTarget, model: ModelInfo) -> str | None:
     """Checks ``--kv-cache-dtype`` against the attention backends vLLM 0.32 has for this target and model.
 
-    From each backend's ``supported_kv_cache_dtypes``: CPU_ATTN takes auto/fp8/fp8_e4m3/fp8_e5m2,
-    the CPU MLA backends (CPU_MLA, AMX_MLA) auto only; on CUDA, FlashAttention takes fp8/fp8_e4m3,
+    From each backend's ``supported_kv_cache_dtypes``: CPU_ATTN takes auto/fp8/fp8_e4m3/fp8_e5m2
+    (FP8 only with AVX-512 or AMX and head sizes of 32·n), the CPU MLA backends (CPU_MLA, AMX_MLA) auto only; on CUDA, FlashAttention takes fp8/fp8_e4m3,
     FlashInfer and Triton also fp8_e5m2, and every MLA backend (FlashMLA, Triton MLA, CUTLASS MLA,
     FlashInfer MLA) fp8/fp8_e4m3 only.
 
@@ -89,6 +89,19 @@ def kv_cache_dtype_warning(kv_cache_dtype: str, target: HardwareTarget, model: M
             raise QuantTuiError(
                 f"vLLM's CPU MLA attention (CPU_MLA, AMX_MLA) keeps the KV cache in the model's dtype, "
                 f"so {model.name} cannot use --kv-cache-dtype {kv_cache_dtype} on the CPU backend",
+                "drop --kv-cache-dtype (auto)",
+            )
+        # CPU_ATTN's _get_attn_isa: an FP8 KV cache needs AVX-512 or AMX, and head sizes of 32·n.
+        if not {"avx512f", "amx_tile"} & target.cpu_flags:
+            raise QuantTuiError(
+                "vLLM's CPU attention keeps an FP8 KV cache only on x86 with AVX-512 or AMX, and this CPU has neither",
+                "drop --kv-cache-dtype (auto)",
+            )
+        head_size = model.attention.head_size if model.attention is not None else model.head_dim
+        if head_size % 32:
+            raise QuantTuiError(
+                f"vLLM's CPU attention keeps an FP8 KV cache only for head sizes divisible by 32, "
+                f"and {model.name}'s is {head_size}",
                 "drop --kv-cache-dtype (auto)",
             )
         return None

@@ -11,8 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 VLLM_VERSION = "0.32.0"
-# The vLLM release series these facts hold for (checked against 0.33.0's sources: see the note in
-# tests/plan/test_vllm_facts.py); pyproject's ``gpu`` extra admits exactly these.
+# The vLLM release series these facts hold for; pyproject's ``gpu`` extra admits exactly these.
+# Checked against vLLM 0.33.0's wheel sources: every get_min_capability used here is unchanged
+# (CompressedTensorsW8A8Fp8 89, W8A16Fp8 / W8A8Int8 / WNA16 / W4A4Fp4 / MarlinLinearKernel 75,
+# Mxfp4Config 80), as are gpu_memory_utilization 0.92, DEFAULT_BLOCK_SIZE 16, the CUDA-graph estimate
+# default and the KV capacity and concurrency formulas. What changed: CPU_ATTN now refuses an FP8 KV
+# cache up front without AVX-512/AMX (0.32 fails later, in _get_attn_isa, for the same reason), and
+# GB10 (compute 12.1) stays on the small-GPU scheduler defaults (2048 batched tokens, 256 sequences)
+# although it has more than 70 GiB; the default functions below keep 0.32's tiers.
 SUPPORTED_VLLM_SERIES = ("0.32", "0.33")
 
 # CacheConfig.gpu_memory_utilization's default.

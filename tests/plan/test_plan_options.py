@@ -19,6 +19,7 @@ from engine.plan.vllm_facts import GIB
 
 CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
 CPU = HardwareTarget("cpu", "test CPU", 1, 64 * GIB, None, "detected", None, frozenset({"avx2", "avx512f"}))
+AVX2_CPU = HardwareTarget("cpu", "test CPU", 1, 64 * GIB, None, "detected", None, frozenset({"avx2"}))
 
 
 def _model(tmp_path_factory: pytest.TempPathFactory, name: str) -> ModelInfo:
@@ -35,7 +36,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelInfo]:
 
 def _bf16(models: dict[str, ModelInfo], name: str, gpu: str, **options: object) -> Candidate:
     """The plan serving the checkpoint as it is (bf16, or its own format when pre-quantized)."""
-    target = CPU if gpu == "cpu" else target_from_spec(gpu)
+    target = {"cpu": CPU, "avx2-cpu": AVX2_CPU}.get(gpu) or target_from_spec(gpu)
     request = PlanRequest(max_model_len=8192, available_ram_bytes=64 * GIB, **options)  # type: ignore[arg-type]
     candidate = as_is_candidate(recommend(models[name], target, request))
     assert candidate is not None
@@ -50,6 +51,8 @@ def _bf16(models: dict[str, ModelInfo], name: str, gpu: str, **options: object) 
     [
         ("llama-3.1-8b", "cpu", "fp8_e5m2", None, None),
         ("llama-3.1-8b", "cpu", "fp8", None, None),
+        ("llama-3.1-8b", "avx2-cpu", "fp8", "AVX-512 or AMX", None),  # CPU_ATTN's _get_attn_isa
+        ("llama-3.1-8b", "avx2-cpu", "auto", None, None),
         ("deepseek-v3", "cpu", "fp8", "CPU MLA attention", None),
         ("deepseek-v3", "cpu", "auto", None, None),
         ("deepseek-v3", "H200x8", "fp8_e5m2", "FP8 E4M3 KV cache only", None),
@@ -186,3 +189,16 @@ def test_bad_options_are_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ..
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cpu_fp8_kv_cache_needs_head_sizes_of_32n(tmp_path: Path) -> None:
+    """CPU_ATTN's _get_attn_isa raises for an FP8 KV cache with a head size of 16·odd (48 here)."""
+    config = json.loads((CONFIGS / "llama-3.1-8b.json").read_text())
+    config["head_dim"] = 48
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    model = inspect_model(tmp_path)
+    with pytest.raises(QuantTuiError, match=r"head sizes divisible by 32, and .* is 48"):
+        recommend(
+            model, CPU, PlanRequest(max_model_len=4096, kv_cache_dtype="fp8", available_ram_bytes=64 * GIB)
+        )
+    assert recommend(model, CPU, PlanRequest(max_model_len=4096, available_ram_bytes=64 * GIB)).candidates

