@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from engine.bench.result import BenchRun
     from engine.bench.sweep import SweepResult
     from engine.serve.launcher import VllmServer
-    from engine.telemetry.poller import TelemetrySnapshot
+    from engine.telemetry.snapshot import TelemetrySnapshot
 
 __all__ = [
     "failure_message",

@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 
 from engine.serve import client as server_client
-from engine.telemetry.metrics import Histogram, MetricsError, MetricsSample, parse_metrics
+from engine.telemetry.histogram import Histogram
+from engine.telemetry.metrics import MetricsError, MetricsSample, parse_metrics
 
 __all__ = ["HistogramWindow", "ServerSampler", "ServerWindow", "window_between"]
 

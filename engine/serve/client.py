@@ -23,6 +23,7 @@ __all__ = [
     "redact_argv",
     "redact_environment",
     "served_model_name",
+    "server_url",
 ]
 
 # quant-tui's own variable for a server's key (vLLM's server reads VLLM_API_KEY; clients read this one first).
@@ -64,6 +65,11 @@ def base_url(url: str) -> str:
     return str(parsed.copy_with(path=path or "/", query=None)).rstrip("/")
 
 
+def server_url(host: str, port: int) -> str:
+    """The base URL of a server bound to ``host:port`` (an IPv6 address goes in brackets)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def metrics_url(url: str) -> str:
     """The server's ``/metrics`` address from its base URL, ``/v1`` URL or ``/metrics`` URL.
 
@@ -79,23 +85,34 @@ def auth_headers(api_key: str | None) -> dict[str, str]:
 
 
 def read_api_key(
-    key_file: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None
+    key_file: str | os.PathLike[str] | None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    key: str | None = None,
 ) -> str | None:
-    """The API key from a file (first line), else from ``$QUANT_TUI_API_KEY``, else ``None``.
+    """The server's API key: from a file (first line), else ``key``, else ``$QUANT_TUI_API_KEY``, else ``None``.
 
-    A key is never taken from the command line, where ``ps`` and shell history would show it.
+    Every command resolves ``--api-key-file`` / ``--api-key`` / the environment through this one order.
+    Prefer the file: a key on the command line is seen by ``ps`` and kept in shell history.
+
+    Args:
+        key_file: ``--api-key-file``, when given.
+        environ: the environment to read (default: ``os.environ``).
+        key: a key given directly (``--api-key``, or its ``$VLLM_API_KEY`` default).
 
     Raises:
         ServerClientError: The file cannot be read or is empty.
     """
     if key_file is not None:
         try:
-            key = Path(key_file).read_text(encoding="utf-8").strip().splitlines()
+            lines = Path(key_file).read_text(encoding="utf-8").strip().splitlines()
         except OSError as error:
             raise ServerClientError(f"cannot read the API key file {key_file} ({error.strerror})") from error
-        if not key or not key[0].strip():
+        if not lines or not lines[0].strip():
             raise ServerClientError(f"the API key file {key_file} is empty; put the key on its first line")
-        return key[0].strip()
+        return lines[0].strip()
+    if key:
+        return key
     value = (environ if environ is not None else os.environ).get(API_KEY_ENV, "").strip()
     return value or None
 
@@ -144,6 +161,8 @@ def describe_http_failure(error: Exception, url: str, timeout_s: float) -> str:
         status = error.response.status_code
         if status in (401, 403):
             return f"{url} refused the request (HTTP {status}); pass the server's key (--api-key or --api-key-file)"
+        if status >= 500:
+            return f"{url} answered HTTP {status}: the server is up but failing (its engine may have died); its log says why"
         return f"{url} answered HTTP {status}; is this a vLLM server?"
     return f"reading {url} failed: {' '.join(str(error).split()) or type(error).__name__}"
 

@@ -18,7 +18,7 @@ from engine.errors import QuantTuiError
 from engine.plan.server_config import Backend, ServerConfig
 from engine.process.child import stop_group
 from engine.serve.backend import detect_backend
-from engine.serve.client import auth_headers
+from engine.serve.client import auth_headers, server_url
 from engine.serve.exit_guard import ExitGuard
 from engine.serve.failure_diagnosis import Diagnosis, diagnose_failure
 from engine.serve.log_follower import LogFollower, read_log_lines
@@ -108,10 +108,7 @@ class VllmServer:
         """``http://host:port``; the port is known once :meth:`start` ran."""
         if self._port is None:
             raise QuantTuiError("the server has no port yet; call start() first")
-        host = self.config.connect_host
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self._port}"
+        return server_url(self.config.connect_host, self._port)
 
     @property
     def port(self) -> int | None:

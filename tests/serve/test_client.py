@@ -27,13 +27,16 @@ from engine.serve.client import (
         ("127.0.0.1:8000/v1/", "http://127.0.0.1:8000", "http://127.0.0.1:8000/metrics"),
         ("http://127.0.0.1:8000/metrics", "http://127.0.0.1:8000", "http://127.0.0.1:8000/metrics"),
         ("https://box.example/vllm/v1?x=1", "https://box.example/vllm", "https://box.example/vllm/metrics"),
+        ("http://127.0.0.1:8000/", "http://127.0.0.1:8000", "http://127.0.0.1:8000/metrics"),
+        ("https://box.example/vllm/", "https://box.example/vllm", "https://box.example/vllm/metrics"),
+        ("  http://localhost:9000  ", "http://localhost:9000", "http://localhost:9000/metrics"),
     ],
 )
 def test_url_forms(given: str, base: str, metrics: str) -> None:
     assert base_url(given) == base and metrics_url(given) == metrics
 
 
-@pytest.mark.parametrize("bad", ["", " / ", "ftp://host", "http://"])
+@pytest.mark.parametrize("bad", ["", "   ", " / ", "ftp://host", "ftp://host/x", "http://"])
 def test_bad_urls(bad: str) -> None:
     with pytest.raises(ServerClientError) as caught:
         base_url(bad)

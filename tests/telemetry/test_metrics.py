@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from engine.errors import QuantTuiError
-from engine.telemetry.metrics import Histogram, MetricsError, MetricsSample, derive, parse_metrics
+from engine.telemetry.derived_metrics import derive
+from engine.telemetry.histogram import Histogram
+from engine.telemetry.metrics import MetricsError, MetricsSample, parse_metrics
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 

@@ -17,13 +17,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine.telemetry.poller import (
-    TelemetryError,
-    TelemetryPoller,
-    TelemetrySnapshot,
-    metrics_url,
-    process_tree_rss,
-)
+from engine.telemetry.errors import TelemetryError
+from engine.telemetry.poller import TelemetryPoller
+from engine.telemetry.processes import ProcessTreeSampler
+from engine.telemetry.snapshot import TelemetrySnapshot
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
@@ -101,29 +98,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [
-        ("http://127.0.0.1:8000", "http://127.0.0.1:8000/metrics"),
-        ("http://127.0.0.1:8000/", "http://127.0.0.1:8000/metrics"),
-        ("127.0.0.1:8000", "http://127.0.0.1:8000/metrics"),
-        ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/metrics"),
-        ("http://127.0.0.1:8000/metrics", "http://127.0.0.1:8000/metrics"),
-        ("https://box.example/vllm/", "https://box.example/vllm/metrics"),
-        ("  http://localhost:9000  ", "http://localhost:9000/metrics"),
-    ],
-)
-def test_metrics_url(given: str, expected: str) -> None:
-    assert metrics_url(given) == expected
-
-
-@pytest.mark.parametrize("bad", ["", "   ", "ftp://host/x", "http://"])
-def test_bad_urls_are_one_line_errors(bad: str) -> None:
-    with pytest.raises(TelemetryError) as caught:
-        metrics_url(bad)
-    assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize(("interval", "history"), [(0.0, 10), (-1.0, 10), (float("nan"), 10), (1.0, 0)])
@@ -286,7 +260,7 @@ def test_process_tree_memory_and_exit(endpoint: tuple[FakeMetricsEndpoint, str])
         deadline = time.monotonic() + 10
         while not psutil.Process(parent.pid).children() and time.monotonic() < deadline:
             time.sleep(0.05)
-        tree = process_tree_rss(parent.pid)
+        tree = ProcessTreeSampler(parent.pid).sample().rss_bytes
         assert tree is not None and tree > psutil.Process(parent.pid).memory_info().rss
         with TelemetryPoller(url, server_pid=parent.pid, sample_hardware=False) as poller:
             alive = poller.poll_once()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 from engine.hardware.detect import GpuInfo, HostInfo
-from engine.telemetry.metrics import DerivedMetrics
-from engine.telemetry.poller import TelemetrySnapshot
+from engine.telemetry.derived_metrics import DerivedMetrics
 from engine.telemetry.processes import ProcessSample
+from engine.telemetry.snapshot import TelemetrySnapshot
 
 GIB = 2**30
 URL = "http://127.0.0.1:8000/metrics"

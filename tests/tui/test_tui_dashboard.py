@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.telemetry.poller import series_of
+from engine.telemetry.history import series_of
 from tests.telemetry.test_telemetry import FakeMetricsEndpoint, endpoint  # noqa: F401 (the fixture)
 from tests.tui.telemetry_data import history
 from tests.tui.test_tui_flow import fixed_hardware, screen_text, wait_for

@@ -213,7 +213,7 @@ def test_quit_dialog(snap_compare: Callable[..., bool], size: tuple[int, int]) -
 
 def drawn_dashboard(snapshots: list[Any]) -> Callable[[Pilot[Any]], Awaitable[None]]:
     """A ``run_before`` that opens the dashboard (no server) and draws a fixed telemetry history."""
-    from engine.telemetry.poller import series_of
+    from engine.telemetry.history import series_of
     from tui.screens.dashboard import DashboardScreen
 
     async def run_before(pilot: Pilot[Any]) -> None:

@@ -260,7 +260,8 @@ def _kv_capacity(url: str, api_key: str | None) -> int | None:
     import httpx
 
     from engine.serve.client import auth_headers, metrics_url
-    from engine.telemetry.metrics import MetricsError, derive, parse_metrics
+    from engine.telemetry.derived_metrics import derive
+    from engine.telemetry.metrics import MetricsError, parse_metrics
 
     try:
         response = httpx.get(metrics_url(url), headers=auth_headers(api_key), timeout=10.0)

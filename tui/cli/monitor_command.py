@@ -15,7 +15,8 @@ from engine.units import format_bytes, format_milliseconds
 from tui.format import number
 
 if TYPE_CHECKING:
-    from engine.telemetry.poller import TelemetryPoller, TelemetrySnapshot
+    from engine.telemetry.poller import TelemetryPoller
+    from engine.telemetry.snapshot import TelemetrySnapshot
 
 # Consecutive failed polls after a good one before the monitor gives up on the server.
 LOST_AFTER_FAILURES = 5
@@ -169,8 +170,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.serve.client import read_api_key
     from engine.telemetry.poller import TelemetryPoller
 
-    if args.api_key_file is not None or not args.api_key:
-        args.api_key = read_api_key(args.api_key_file) or args.api_key
+    args.api_key = read_api_key(args.api_key_file, key=args.api_key)
     if args.count is not None and args.count < 1:
         raise QuantTuiError(f"--count must be at least 1, not {args.count}")
     if args.export is not None and not args.export.lower().endswith((".csv", ".json")):

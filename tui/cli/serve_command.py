@@ -300,6 +300,4 @@ def _api_key(args: argparse.Namespace) -> str | None:
     """The key from --api-key-file, else --api-key / $VLLM_API_KEY, else $QUANT_TUI_API_KEY."""
     from engine.serve.client import read_api_key
 
-    if args.api_key_file is not None:
-        return read_api_key(args.api_key_file)
-    return args.api_key or read_api_key(None)
+    return read_api_key(args.api_key_file, key=args.api_key)

@@ -14,7 +14,7 @@ from tui.format import GIB, compact_number, size
 
 if TYPE_CHECKING:
     from engine.hardware.detect import GpuInfo, HostInfo
-    from engine.telemetry.poller import TelemetrySnapshot
+    from engine.telemetry.snapshot import TelemetrySnapshot
 
 # Cell widths: a GPU's full line, and the compact one used when the full ones need too many rows.
 FULL_CELL = 74
