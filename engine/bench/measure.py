@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from engine.bench.energy import EnergyMeter
 from engine.bench.loadgen import LoadProgress, LoadSpec, run_load, served_model_name
 from engine.bench.metrics import DEFAULT_PERCENTILES
 from engine.bench.result import BenchRun, capture_reproducibility
@@ -68,12 +69,13 @@ def measure_server(
         warmup_outcomes = {name: count for name, count in warmup.outcomes.items() if count}
         spec = replace(spec, num_warmups=0)
     window = None
-    if sample_server:
-        with ServerSampler(root, api_key, interval_s=sample_interval_s) as sampler:
+    with EnergyMeter() as energy:
+        if sample_server:
+            with ServerSampler(root, api_key, interval_s=sample_interval_s) as sampler:
+                result = run_load(root, spec, api_key, on_progress=on_progress, stop_event=stop_event)
+            window = sampler.window
+        else:
             result = run_load(root, spec, api_key, on_progress=on_progress, stop_event=stop_event)
-        window = sampler.window
-    else:
-        result = run_load(root, spec, api_key, on_progress=on_progress, stop_event=stop_event)
     result = replace(
         result,
         spec=replace(result.spec, num_warmups=len(warmup_outcomes) and sum(warmup_outcomes.values())),
@@ -85,6 +87,7 @@ def measure_server(
         load=result,
         summary=result.serve_summary(percentiles, slo_ms),
         server=window,
+        energy=energy.window,
         reproducibility=capture_reproducibility(root, api_key, result, model_path, server_argv),
         save_detailed=save_detailed,
     )

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.bench.energy import EnergyWindow
 from engine.bench.loadgen import LoadResult
 from engine.bench.metrics import ServeSummary
 from engine.bench.server_truth import ServerWindow
@@ -165,6 +166,7 @@ class BenchRun:
         load: The client's measurements.
         summary: vLLM's figures of the load.
         server: The server's own figures over the same window (``None`` when not sampled).
+        energy: What the GPUs drew over the run (NVML), or why that is not available.
         reproducibility: What reproduces it.
         date: ``YYYYmmdd-HHMMSS`` as vLLM stamps results.
         save_detailed: Whether the per-request lists go into the JSON (vLLM ``--save-detailed``).
@@ -175,6 +177,7 @@ class BenchRun:
     load: LoadResult
     summary: ServeSummary
     server: ServerWindow | None = None
+    energy: EnergyWindow | None = None
     reproducibility: Reproducibility | None = None
     date: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"))
     save_detailed: bool = False
@@ -212,6 +215,7 @@ class BenchRun:
             "temperature": spec.temperature,
             "first_text_ttfts": [record.first_text_s for record in self.load.records],
             "server": None if self.server is None else asdict(self.server),
+            "energy": _energy_json(self.energy, self.summary.total_output_tokens),
             "reproducibility": None if self.reproducibility is None else asdict(self.reproducibility),
         }
         return data
@@ -232,6 +236,18 @@ def check_result_path(path: Path) -> None:
         raise ResultFileError(
             f"cannot write the result {path} ({folder} is not a writable folder); pick another --save-result"
         )
+
+
+def _energy_json(energy: EnergyWindow | None, tokens: int) -> dict[str, Any]:
+    if energy is None:
+        return {"joules": None, "not_available": "not measured"}
+    return {
+        "joules": energy.joules,
+        "gpus": energy.gpus,
+        "joules_per_output_token": energy.joules_per_token(tokens),
+        "output_tokens_per_joule": energy.tokens_per_joule(tokens),
+        "not_available": energy.not_available,
+    }
 
 
 def save_result(data: Mapping[str, Any], path: Path, append: bool = False) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.hardware.nvml import NVML_OK, NvmlLibrary
 from tests.bench.test_loadgen import FakeCompletions, fake  # noqa: F401 (the fixture)
 from tui.cli import main
 
@@ -42,6 +43,9 @@ def test_bench_url_saves_vllm_keys_and_never_the_key(
     assert data["request_rate"] == "inf" and data["max_concurrency"] == 2 and data["model_id"] == "fake-model"
     assert data["request_goodput"] == pytest.approx(6 / data["duration"])
     assert data["quant_tui"]["reproducibility"]["load"]["seed"] == 0
+    energy = data["quant_tui"]["energy"]
+    if NvmlLibrary().status() != NVML_OK:  # CPU-only host: said, not guessed
+        assert energy["joules"] is None and energy["not_available"].startswith("not available: ")
     assert set(state.headers) == {"Bearer s3cret-key"}
     assert "s3cret-key" not in result_file.read_text()
     # --append-result adds one JSON line, as vLLM does.
