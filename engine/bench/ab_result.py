@@ -150,6 +150,13 @@ class VariantResult:
         """Client-side generated tokens per second under the load."""
         return None if self.summary is None else self.summary.output_throughput
 
+    @property
+    def joules_per_token(self) -> float | None:
+        """GPU energy per output token over the load (NVML); ``None`` where it is not available."""
+        if self.run is None or self.run.energy is None:
+            return None
+        return self.run.energy.joules_per_token(self.run.summary.total_output_tokens)
+
 
 @dataclass(frozen=True)
 class TradeOffRow:
@@ -170,6 +177,7 @@ class TradeOffRow:
         perplexity: Perplexity on the held-out texts.
         perplexity_change: Relative change of perplexity against the baseline (0.05: 5 % higher).
         top1_agreement: Share of positions whose top-1 next token matches the baseline's.
+        joules_per_output_token: GPU energy per output token (NVML); ``None`` where not available.
     """
 
     method: str
@@ -186,6 +194,7 @@ class TradeOffRow:
     perplexity: float | None
     perplexity_change: float | None
     top1_agreement: float | None
+    joules_per_output_token: float | None = None
 
 
 @dataclass(frozen=True)
@@ -222,6 +231,7 @@ class BenchResult:
                 if variant.perplexity is None or not base.perplexity
                 else variant.perplexity / base.perplexity - 1.0,
                 top1_agreement=variant.top1_agreement,
+                joules_per_output_token=variant.joules_per_token,
             )
             for variant in self.variants
         )
