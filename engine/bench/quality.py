@@ -145,7 +145,9 @@ def measure_quality(
         raise QuantTuiError("give at least one held-out text to measure quality on")
     headers = server_client.auth_headers(api_key)
     scores: list[TextScore] = []
-    with httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s, headers=headers) as client:
+    with httpx.Client(
+        base_url=server_client.base_url(base_url), timeout=timeout_s, headers=headers
+    ) as client:
         for text in texts:
             if cancel is not None and cancel.is_set():
                 raise QuantTuiError("the quality check was cancelled")

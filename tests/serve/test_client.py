@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from engine.serve.client import (
@@ -11,12 +12,14 @@ from engine.serve.client import (
     ServerClientError,
     auth_headers,
     base_url,
+    describe_http_failure,
     metrics_url,
     read_api_key,
     redact,
     redact_argv,
     redact_environment,
     served_model_name,
+    server_url,
 )
 
 
@@ -83,3 +86,71 @@ def test_unreachable_server_is_one_line() -> None:
     with pytest.raises(ServerClientError, match="cannot reach") as caught:
         served_model_name("http://127.0.0.1:1", timeout_s=2)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        ("127.0.0.1", 8000, "http://127.0.0.1:8000"),
+        ("localhost", 80, "http://localhost:80"),
+        ("::1", 9000, "http://[::1]:9000"),
+    ],
+)
+def test_server_url(host: str, port: int, expected: str) -> None:
+    assert server_url(host, port) == expected
+
+
+@pytest.mark.parametrize(
+    ("file_line", "key", "env", "expected"),
+    [
+        # The file wins over everything; then the key given (--api-key, or its $VLLM_API_KEY default);
+        # then $QUANT_TUI_API_KEY; else no key.
+        ("from-file", "from-arg", "from-env", "from-file"),
+        (None, "from-arg", "from-env", "from-arg"),
+        (None, None, "from-env", "from-env"),
+        (None, "", "from-env", "from-env"),
+        (None, None, None, None),
+    ],
+)
+def test_api_key_resolution_order(
+    tmp_path: Path, file_line: str | None, key: str | None, env: str | None, expected: str | None
+) -> None:
+    key_file = None
+    if file_line is not None:
+        key_file = tmp_path / "key"
+        key_file.write_text(file_line + "\n")
+    environ = {API_KEY_ENV: env} if env is not None else {}
+    assert read_api_key(key_file, environ, key=key) == expected
+
+
+def _status_error(status: int) -> httpx.HTTPStatusError:
+    request = httpx.Request("GET", "http://h:1/metrics")
+    return httpx.HTTPStatusError("x", request=request, response=httpx.Response(status, request=request))
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            httpx.ConnectError("refused"),
+            "cannot reach U (connection refused or no route); is the server running?",
+        ),
+        (httpx.ReadTimeout("slow"), "no answer from U within 2.5 s; the server is stuck or the URL is wrong"),
+        (
+            _status_error(401),
+            "U refused the request (HTTP 401); pass the server's key (--api-key or --api-key-file)",
+        ),
+        (
+            _status_error(403),
+            "U refused the request (HTTP 403); pass the server's key (--api-key or --api-key-file)",
+        ),
+        (_status_error(404), "U answered HTTP 404; is this a vLLM server?"),
+        (
+            _status_error(503),
+            "U answered HTTP 503: the server is up but failing (its engine may have died); its log says why",
+        ),
+        (httpx.RemoteProtocolError("peer closed\nconnection"), "reading U failed: peer closed connection"),
+    ],
+)
+def test_http_failures_are_described_in_one_line(error: Exception, expected: str) -> None:
+    assert describe_http_failure(error, "U", 2.5) == expected
