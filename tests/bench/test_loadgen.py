@@ -241,12 +241,20 @@ def test_stop_event_cancels_in_flight_and_counts_them(fake: tuple[FakeCompletion
     state, url = fake
     state.modes = ["slow"]
     stop = threading.Event()
-    threading.Timer(0.3, stop.set).start()
-    started = time.monotonic()
+
+    def stop_once_three_are_in_flight() -> None:
+        # The server holds each answer 3 s after its first token: stop while all three wait.
+        deadline = time.monotonic() + 30
+        while state.in_flight < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stop.set()
+
+    threading.Thread(target=stop_once_three_are_in_flight, daemon=True).start()
     result = run_load(url, LoadSpec(concurrency=3, output_tokens=3, requests=50, model="m"), stop_event=stop)
-    assert time.monotonic() - started < 2.5
     assert result.stopped
     assert result.outcomes["cancelled"] == 3 and len(result.records) == 3
+    # Cancelled, not waited for: no request ran to its 3 s end.
+    assert all(record.latency_s < 2.9 for record in result.records)
 
 
 def test_duration_bound_load(fake: tuple[FakeCompletions, str]) -> None:
