@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from engine.errors import QuantTuiError
@@ -38,10 +40,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP to a subcommand: unwinds like Ctrl-C, so children stop and staging folders go."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``quant-tui`` and returns its exit status; bad input is one line on stderr, exit 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    replaced = {}
+    if args.func is not app_command.run and threading.current_thread() is threading.main_thread():
+        # `kill` and a closed terminal end a subcommand as cleanly as Ctrl-C (the app has its own quit).
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(signum) == signal.SIG_DFL:
+                replaced[signum] = signal.signal(signum, _raise_terminated)
+    try:
+        return _run(args)
+    finally:
+        for signum, previous in replaced.items():
+            signal.signal(signum, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except QuantTuiError as error:
@@ -51,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader (e.g. `| head`) went away: not an error worth a traceback.
         sys.stderr.close()
         return 0
+    except Terminated as ended:
+        print(f"quant-tui: stopped by {signal.Signals(ended.signum).name}", file=sys.stderr)
+        return 128 + ended.signum
     except KeyboardInterrupt:
         print("quant-tui: interrupted", file=sys.stderr)
         return 130
