@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from textual.binding import Binding
+from textual.pilot import Pilot
 from textual.widgets import DataTable, Input
 
 from engine.bench.result import BenchRun
@@ -129,3 +132,19 @@ async def test_a_finished_sweep_fills_the_table_and_plots_and_exports_csv_and_js
         assert saved["kind"] == "sweep"
         assert [point["max_concurrency"] for point in saved["sweeps"][0]["curve"]] == [1, 2, 4]
         assert not list(tmp_path.glob(".*.tmp"))  # written next to the target and renamed
+
+
+def test_bench_screen_after_a_sweep(snap_compare: Callable[..., bool]) -> None:
+    runs = {run.load.spec.concurrency: run for run in sweep_of_synthetic_runs()}
+    sweep = run_sweep("demo", runs.__getitem__, (1, 2, 4), DEFAULT_SWEEP_SLO, stop_after_miss=False)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        await pilot.press("6", "b")
+        await wait_for(pilot, lambda: isinstance(app.screen, BenchScreen))
+        app.screen.post_message(BenchScreen.SweepDone(sweep))
+        await wait_for(pilot, lambda: app.screen.query_one(DataTable).row_count == 3)
+        await pilot.pause(0.2)
+
+    app = create_app(gpu="H100", hardware=fixed_hardware())
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

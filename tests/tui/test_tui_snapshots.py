@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 from textual.pilot import Pilot
+from textual.widgets import Static
 
 from tests.tui.test_tui_flow import fixed_hardware, wait_for
 from tui.app import QuantTuiApp, create_app, create_monitor_app
@@ -143,7 +144,21 @@ def test_plan_screen_after_turning_knobs(
 def test_quantize_screen_before_start(
     snap_compare: Callable[..., bool], size: tuple[int, int], tiny_model: str, tmp_path: Path
 ) -> None:
-    run_before = walk("2", "3", "n", until=lambda app: app.current_mode == "quantize")
+    from engine.quantize.estimate import CostEstimate
+    from tui.screens.quantize import QuantizeScreen, cost_text
+
+    def estimated(app: QuantTuiApp) -> bool:
+        return isinstance(app.screen, QuantizeScreen) and app.screen.cost is not None
+
+    walked = walk("2", "3", "n", until=estimated)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await walked(pilot)
+        # The real estimate counts this machine's free RAM and disk; the picture shows fixed ones.
+        fixed = CostEstimate("fp8", 300 * 2**20, 600 * 2**10, 0.5, 16 * 2**30, 60 * 2**30, "one line", None)
+        pilot.app.screen.query_one("#quantize-cost", Static).update(cost_text(fixed))
+        await pilot.pause(0.1)
+
     assert snap_compare(guided_app(tiny_model, tmp_path), terminal_size=size, run_before=run_before)
 
 
