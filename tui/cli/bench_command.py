@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import QuantTuiError
+from tui.cli.api_key_options import add_api_key_options, api_key
 from tui.cli.bench_report import format_run, format_sweeps, format_table
 
 if TYPE_CHECKING:
@@ -38,12 +39,7 @@ def register(subparsers: Any) -> None:
     )
     target = parser.add_argument_group("what to measure")
     target.add_argument("--url", default=None, metavar="URL", help="a running server; nothing is launched")
-    target.add_argument(
-        "--api-key-file",
-        default=None,
-        metavar="FILE",
-        help="file whose first line is the server's API key (default: $QUANT_TUI_API_KEY)",
-    )
+    add_api_key_options(target)
     target.add_argument(
         "--model", default="demo", help="model folder, an HF-cache repo id, or 'demo' (default; A/B only)"
     )
@@ -213,22 +209,21 @@ def run(args: argparse.Namespace) -> int:
 def _run_url(args: argparse.Namespace, slo: dict[str, float], percentiles: tuple[float, ...]) -> int:
     from dataclasses import replace
 
-    from engine.bench.loadgen import served_model_name
     from engine.bench.measure import measure_server
     from engine.bench.sweep import DEFAULT_SWEEP_SLO, concurrency_levels, kv_bound_concurrency, run_sweep
-    from engine.serve.client import base_url, read_api_key
+    from engine.serve.client import base_url, served_model_name
 
-    api_key = read_api_key(args.api_key_file)
+    key = api_key(args)
     url = base_url(args.url)
     spec = load_spec(args, default_warmups=0)
-    spec = replace(spec, model=served_model_name(url, api_key))
+    spec = replace(spec, model=served_model_name(url, key))
     stop = threading.Event()
 
     def measure(concurrency: int) -> BenchRun:
         return measure_server(
             url,
             replace(spec, concurrency=concurrency),
-            api_key,
+            key,
             label=args.label,
             slo_ms=slo,
             percentiles=percentiles,
@@ -245,7 +240,7 @@ def _run_url(args: argparse.Namespace, slo: dict[str, float], percentiles: tuple
             _save(args, data)
             return 0 if result.summary.completed else _all_failed(result)
         top = kv_bound_concurrency(
-            _kv_capacity(url, api_key), spec.prompt_tokens + spec.output_tokens, args.sweep_max
+            _kv_capacity(url, key), spec.prompt_tokens + spec.output_tokens, args.sweep_max
         )
         levels = concurrency_levels(top)
         sweep = run_sweep(args.label or str(spec.model), measure, levels, slo or DEFAULT_SWEEP_SLO)
@@ -255,20 +250,16 @@ def _run_url(args: argparse.Namespace, slo: dict[str, float], percentiles: tuple
     return _print_sweeps(args, [sweep])
 
 
-def _kv_capacity(url: str, api_key: str | None) -> int | None:
-    """The server's KV cache capacity in tokens, from its ``/metrics`` (``None`` when it does not say)."""
-    import httpx
+def _kv_capacity(url: str, key: str | None) -> int | None:
+    """The server's KV cache capacity in tokens, from one ``/metrics`` poll (``None`` when it does not say)."""
+    from engine.telemetry.poller import TelemetryPoller
 
-    from engine.serve.client import auth_headers, metrics_url
-    from engine.telemetry.derived_metrics import derive
-    from engine.telemetry.metrics import MetricsError, parse_metrics
-
+    poller = TelemetryPoller(url, api_key=key, timeout_s=10.0, sample_hardware=False)
     try:
-        response = httpx.get(metrics_url(url), headers=auth_headers(api_key), timeout=10.0)
-        response.raise_for_status()
-        return derive(None, parse_metrics(response.text)).kv_cache_capacity_tokens
-    except (httpx.HTTPError, MetricsError):
-        return None
+        metrics = poller.poll_once().metrics
+    finally:
+        poller.close()
+    return None if metrics is None else metrics.kv_cache_capacity_tokens
 
 
 def _all_failed(run: BenchRun) -> int:

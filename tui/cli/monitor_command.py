@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import QuantTuiError
 from engine.units import format_bytes, format_milliseconds
+from tui.cli.api_key_options import add_api_key_options, api_key
 from tui.format import number
 
 if TYPE_CHECKING:
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
 # Consecutive failed polls after a good one before the monitor gives up on the server.
 LOST_AFTER_FAILURES = 5
-API_KEY_ENV = "VLLM_API_KEY"
 
 
 def register(subparsers: Any) -> None:
@@ -34,17 +33,7 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("url", metavar="URL", help="the server's base URL, e.g. http://127.0.0.1:8000")
-    parser.add_argument(
-        "--api-key",
-        default=os.environ.get(API_KEY_ENV),
-        help=f"the server's API key, sent as a Bearer token (default: ${API_KEY_ENV})",
-    )
-    parser.add_argument(
-        "--api-key-file",
-        default=None,
-        metavar="FILE",
-        help="file whose first line is the server's API key (else --api-key, $QUANT_TUI_API_KEY)",
-    )
+    add_api_key_options(parser, "the server's API key, sent as a Bearer token")
     parser.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between polls (1)")
     parser.add_argument("--json", action="store_true", help="print each snapshot as one JSON line")
     parser.add_argument("--once", action="store_true", help="print one snapshot and exit")
@@ -167,10 +156,9 @@ def run(args: argparse.Namespace) -> int:
     On a terminal (and without text-only options) the live dashboard opens after a first good poll;
     otherwise one text line or JSON object per snapshot is printed.
     """
-    from engine.serve.client import read_api_key
     from engine.telemetry.poller import TelemetryPoller
 
-    args.api_key = read_api_key(args.api_key_file, key=args.api_key)
+    args.api_key = api_key(args)
     if args.count is not None and args.count < 1:
         raise QuantTuiError(f"--count must be at least 1, not {args.count}")
     if args.export is not None and not args.export.lower().endswith((".csv", ".json")):

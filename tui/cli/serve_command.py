@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -11,6 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import QuantTuiError
+from tui.cli.api_key_options import add_api_key_options, api_key
 from tui.cli.serve_output import (
     ServeConsole,
     print_attach,
@@ -23,8 +23,6 @@ from tui.cli.serve_output import (
 if TYPE_CHECKING:
     from engine.plan.server_config import ServerConfig
     from engine.serve.launcher import VllmServer
-
-API_KEY_ENV = "VLLM_API_KEY"
 
 
 def register(subparsers: Any) -> None:
@@ -45,17 +43,7 @@ def register(subparsers: Any) -> None:
         default=None,
         help="address to bind (default 127.0.0.1); any other address needs an API key (--api-key-file)",
     )
-    parser.add_argument(
-        "--api-key",
-        default=os.environ.get(API_KEY_ENV),
-        help=f"clients must send this key (default: ${API_KEY_ENV}); `ps` shows it, so prefer --api-key-file",
-    )
-    parser.add_argument(
-        "--api-key-file",
-        default=None,
-        metavar="FILE",
-        help="file whose first line is the key (else --api-key, $VLLM_API_KEY, $QUANT_TUI_API_KEY)",
-    )
+    add_api_key_options(parser, "clients must send this key")
     parser.add_argument("--served-model-name", default=None, help="the name clients use for the model")
     parser.add_argument(
         "--max-model-len", type=int, default=None, help="longest request in tokens (default: the plan's)"
@@ -187,7 +175,7 @@ def _plan_and_serve(args: argparse.Namespace, extra: tuple[str, ...], console: S
         quantization=args.quantization or plan.quantization,
         pipeline_parallel_size=args.pipeline_parallel_size,
         enforce_eager=plan.enforce_eager or args.enforce_eager,
-        api_key=_api_key(args),
+        api_key=api_key(args),
         extra_args=extra,
         allow_remote=args.host is not None,  # naming the address is the explicit opt-in
         distributed_executor_backend="ray" if args.ray else None,
@@ -294,10 +282,3 @@ def _serve_until_stopped(server: VllmServer, console: ServeConsole, stop: thread
     server.stop()
     print("quant-tui: stopped", file=sys.stderr)
     return 0
-
-
-def _api_key(args: argparse.Namespace) -> str | None:
-    """The key from --api-key-file, else --api-key / $VLLM_API_KEY, else $QUANT_TUI_API_KEY."""
-    from engine.serve.client import read_api_key
-
-    return read_api_key(args.api_key_file, key=args.api_key)
