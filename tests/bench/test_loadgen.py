@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -23,6 +22,7 @@ from engine.bench.loadgen import (
     served_model_name,
 )
 from engine.errors import QuantTuiError
+from tests.bench.local_server import QuietHandler, local_server
 
 
 @dataclass
@@ -47,10 +47,7 @@ def fake() -> Iterator[tuple[FakeCompletions, str]]:
     """A local server answering /v1/models and streamed /v1/completions; yields its state and URL."""
     state = FakeCompletions()
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def send_sse(self, *payloads: str) -> None:
             for payload in payloads:
                 self.wfile.write(f"data: {payload}\n\n".encode())
@@ -58,12 +55,9 @@ def fake() -> Iterator[tuple[FakeCompletions, str]]:
                 time.sleep(state.token_delay_s)
 
         def do_GET(self) -> None:
-            body = json.dumps({"object": "list", "data": [{"id": "fake-model", "object": "model"}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_body(
+                json.dumps({"object": "list", "data": [{"id": "fake-model", "object": "model"}]}).encode()
+            )
 
         def do_POST(self) -> None:
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -109,15 +103,8 @@ def fake() -> Iterator[tuple[FakeCompletions, str]]:
                 time.sleep(3)
                 self.send_sse(*tokens[1:], usage, "[DONE]")
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield state, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_server(Handler) as url:
+        yield state, url
 
 
 def free_port() -> int:

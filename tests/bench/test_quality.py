@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from engine.bench.quality import (
     parse_prompt_logprobs,
 )
 from engine.errors import QuantTuiError
+from tests.bench.local_server import QuietHandler, local_server
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
@@ -154,28 +153,14 @@ def scoring_server() -> Iterator[tuple[dict[str, list[float]], str]]:
     """A local server answering ``/v1/completions`` with ``prompt_logprobs`` for known prompts."""
     answers: dict[str, list[float]] = {}
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             entries = _logprob_entries(answers[request["prompt"]])
-            body = json.dumps({"choices": [{"text": "", "prompt_logprobs": entries}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_body(json.dumps({"choices": [{"text": "", "prompt_logprobs": entries}]}).encode())
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield answers, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_server(Handler) as url:
+        yield answers, url
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from engine.bench.sweep import (
     run_sweep,
 )
 from engine.telemetry.metrics import parse_metrics
+from tests.bench.local_server import QuietHandler, local_server
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 IDLE = (FIXTURES / "metrics_v032_idle.txt").read_text()
@@ -49,25 +48,14 @@ def metrics_server() -> Iterator[str]:
     """Serves the idle scrape first, then the one after the load."""
     answers = [IDLE]
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
-            body = (answers.pop(0) if len(answers) > 0 else AFTER).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_body(
+                (answers.pop(0) if len(answers) > 0 else AFTER).encode(), content_type="text/plain"
+            )
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_server(Handler) as url:
+        yield url + "/v1"
 
 
 def test_sampler_reads_the_window_and_the_queue_time(metrics_server: str) -> None:
