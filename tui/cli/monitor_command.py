@@ -67,14 +67,13 @@ def snapshot_record(snapshot: TelemetrySnapshot) -> dict[str, Any]:
         figures = snapshot.metrics.to_dict()
         record.update(figures)
     record["server_rss_bytes"] = snapshot.server_rss_bytes
-    data = snapshot.to_dict()
-    record["gpus"] = data["gpus"]
-    host = data["host"]
+    record["gpus"] = snapshot.to_dict()["gpus"]
+    host = snapshot.host
     if host is not None:
         record["host"] = {
-            "cpu_percent": host["cpu_percent"],
-            "memory_total_bytes": host["memory_total_bytes"],
-            "memory_available_bytes": host["memory_available_bytes"],
+            "cpu_percent": host.cpu_percent,
+            "memory_total_bytes": host.memory_total_bytes,
+            "memory_available_bytes": host.memory_available_bytes,
         }
     return record
 
