@@ -1,7 +1,9 @@
 """Benchmark of the streaming quantizer on a several-GB Llama-shaped checkpoint built locally.
 
-Prints ratios measured in one run: time vs a plain copy of the same checkpoint on the same disk,
-peak RSS / model size, the ``--dry-run`` estimate of peak RSS vs the measured peak (on this model and
+Prints ratios measured in one run: time vs a plain copy of the same checkpoint on the same disk
+(each repeat evicts the source from the page cache, then times a copy and every method back to back,
+so both see the same disk and the same load on the machine; the median of the repeats is quoted),
+peak RSS / model size, the ``--dry-run`` time estimate vs the real time, the ``--dry-run`` estimate of peak RSS vs the measured peak (on this model and
 on the demo model), and (when quant-tui's llm-compressor environment exists) time and peak-RSS
 ratios vs llm-compressor's ``model_free_ptq`` on the same model and scheme.
 
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -127,10 +130,22 @@ def build_checkpoint(folder: Path, size_gb: float, single_shard: bool = False) -
     return total, VOCAB * HIDDEN * 2
 
 
+def evict(folder: Path) -> None:
+    """Drops the folder's safetensors files from the page cache, so the next reader goes to the disk."""
+    for path in folder.glob("*.safetensors"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def plain_copy(source: Path, target: Path) -> float:
-    """Copies the checkpoint's shards (fsynced, like the quantizer's) and returns the seconds it took."""
+    """Copies the checkpoint's shards (fsynced, like the quantizer's) from a cold cache; returns the seconds."""
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir()
+    evict(source)
     started = time.monotonic()
     for path in sorted(source.glob("*.safetensors")):
         shutil.copyfile(path, target / path.name)
@@ -160,11 +175,13 @@ baseline = peak_rss()
 from engine.quantize import QuantizeRequest, quantize_model
 from engine.quantize.estimate import estimate
 request = QuantizeRequest(Path(sys.argv[1]), sys.argv[2], output=Path(sys.argv[3]))
-estimated = estimate(request).peak_ram_bytes
+cost = estimate(request)
+estimated, estimated_seconds = cost.peak_ram_bytes, cost.seconds
 started = time.monotonic()
 report = quantize_model(request)
 print(json.dumps({
     "estimated_peak": estimated,
+    "estimated_seconds": estimated_seconds,
     "seconds": time.monotonic() - started,
     "output_bytes": report.output_bytes,
     "peak_rss": peak_rss(),
@@ -220,6 +237,9 @@ def main() -> int:
     parser.add_argument(
         "--llmcompressor-methods", default="fp8", help="methods also run through model_free_ptq (default fp8)"
     )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="copy + every method, this many times (median)"
+    )
     parser.add_argument("--demo", type=Path, help="also compare estimate vs peak on this (demo) model folder")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "quant-tui-bench")
     parser.add_argument("--keep", action="store_true", help="keep the built checkpoint for the next run")
@@ -234,33 +254,48 @@ def main() -> int:
         f"checkpoint: {model_bytes / 1e9:.2f} GB bf16 in {source} (built in {time.monotonic() - started:.0f} s)"
     )
     print(f"largest tensor: {largest / 1e6:.0f} MB; CPUs: {os.cpu_count()}")
-    copy_seconds = plain_copy(source, args.workdir / "plain-copy")
-    copy_rate = model_bytes / copy_seconds
-    print(f"plain copy: {copy_seconds:.1f} s, {copy_rate / 1e6:.0f} MB/s written\n")
+    methods = args.methods.split(",")
+    copies: list[float] = []
+    runs: dict[str, list[dict[str, float]]] = {method: [] for method in methods}
+    for repeat in range(args.repeats):
+        copies.append(plain_copy(source, args.workdir / "plain-copy"))
+        for method in methods:
+            output = args.workdir / f"out-{method}"
+            shutil.rmtree(output, ignore_errors=True)
+            evict(source)
+            runs[method].append(run_child(sys.executable, QUANTIZE_CHILD, str(source), method, str(output)))
+            shutil.rmtree(output, ignore_errors=True)
+        line = " ".join(f"{m} {runs[m][-1]['seconds'] / copies[-1]:.2f}" for m in methods)
+        print(
+            f"repeat {repeat + 1}: copy {copies[-1]:.1f} s; time/copy {line}; load {os.getloadavg()[0]:.1f}"
+        )
+    copy_seconds = statistics.median(copies)
+    print(
+        f"\nplain copy: median {copy_seconds:.1f} s, {model_bytes / copy_seconds / 1e6:.0f} MB/s (cold cache, fsynced)\n"
+    )
 
     compressor = llmcompressor_python()
     header = (
-        f"{'method':<10} {'seconds':>8} {'time/copy':>9} {'in MB/s':>8} {'out MB/s':>8} "
-        f"{'peak RSS':>9} {'RSS/model':>9} {'est/peak':>8}"
+        f"{'method':<10} {'seconds':>8} {'time/copy':>9} {'min-max':>11} {'in MB/s':>8} "
+        f"{'peak RSS':>9} {'RSS/model':>9} {'est/peak':>8} {'est/time':>8}"
     )
     print(header)
     rows = []
-    for method in args.methods.split(","):
-        output = args.workdir / f"out-{method}"
-        shutil.rmtree(output, ignore_errors=True)
-        ours = run_child(sys.executable, QUANTIZE_CHILD, str(source), method, str(output))
-        out_rate = ours["output_bytes"] / ours["seconds"]
+    for method in methods:
+        ratios = [run["seconds"] / copy for run, copy in zip(runs[method], copies, strict=True)]
+        # The median run by time: its memory and estimate figures go with the median time.
+        ours = sorted(runs[method], key=lambda run: run["seconds"])[len(runs[method]) // 2]
+        seconds = ours["seconds"]
         print(
-            f"{method:<10} {ours['seconds']:>8.1f} {ours['seconds'] / copy_seconds:>9.2f} "
-            f"{model_bytes / ours['seconds'] / 1e6:>8.0f} {out_rate / 1e6:>8.0f} "
+            f"{method:<10} {seconds:>8.1f} {statistics.median(ratios):>9.2f} "
+            f"{min(ratios):>5.2f}-{max(ratios):<5.2f} {model_bytes / seconds / 1e6:>8.0f} "
             f"{ours['peak_rss'] / 1e9:>7.2f}GB {ours['peak_rss'] / model_bytes:>9.3f} "
-            f"{ours['estimated_peak'] / ours['peak_rss']:>8.2f}"
+            f"{ours['estimated_peak'] / ours['peak_rss']:>8.2f} {ours['estimated_seconds'] / seconds:>8.2f}"
         )
-        shutil.rmtree(output, ignore_errors=True)
         rows.append((method, ours))
     if args.demo is not None:
         print(f"\n--dry-run estimate vs measured peak RSS on {args.demo.name}:")
-        for method in args.methods.split(","):
+        for method in methods:
             output = args.workdir / f"demo-{method}"
             shutil.rmtree(output, ignore_errors=True)
             ours = run_child(sys.executable, QUANTIZE_CHILD, str(args.demo), method, str(output))

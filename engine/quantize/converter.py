@@ -252,9 +252,13 @@ class StreamingConverter:
         step = work_split.whole_scale_rows(max(1, work_split.BLOCK_ELEMENTS // tensor.shape[1]), scheme)
         global_scale = self._global_scales.get(tensor.name) if scheme.global_scale else None
         weight_sq = error_sq = 0.0
+        blocks = -(-tensor.shape[0] // step)
         for offset in range(0, rows.shape[0], step):
-            quantized = quantize_rows(rows[offset : offset + step], scheme, global_scale=global_scale)
             start = item.row_start + offset
+            measure = work_split.measures_error(start // step, blocks)
+            quantized = quantize_rows(
+                rows[offset : offset + step], scheme, measure_error=measure, global_scale=global_scale
+            )
             self._write_rows(weight_spec.name, quantized.weight, start, weight_spec.shape)
             self._write_rows(
                 scale_spec.name, quantized.scale, start // scheme.scale_row_divisor, scale_spec.shape

@@ -130,9 +130,10 @@ def quantize_with_scale(
         scaled = weight.unflatten(-1, (-1, scheme.group_size)) / effective.unsqueeze(-1)
     else:
         scaled = weight / scale
-    # compressed-tensors adds its (zero) zero point in the weight's dtype: -0.0 becomes +0.0,
-    # which matters for the FP8 and FP4 bit patterns.
-    scaled = scaled + torch.zeros((), dtype=weight.dtype)
+    if scheme.kind == "float":
+        # compressed-tensors adds its (zero) zero point in the weight's dtype: -0.0 becomes +0.0,
+        # which matters for the FP8 bit pattern (INT rounds -0.0 to 0, and FP4 takes its sign from < 0).
+        scaled = scaled + torch.zeros((), dtype=weight.dtype)
     clamped = torch.clamp(scaled, scheme.q_min, scheme.q_max)
     if scheme.kind == "float":
         quantized = clamped.to(torch.float8_e4m3fn)
