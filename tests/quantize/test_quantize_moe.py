@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from engine.quantize import QuantizeReport, QuantizeRequest, quantize_model
-from tests.fixtures.tiny_models import BUILDERS, TOKENIZER_FILES, VOCAB, build_tiny_model
+from tests.fixtures.tiny_models import build_tiny_model
 
 # Each family: the MoE block's name, experts per layer, their projections, layers, and the Linear
 # layers that must stay 16-bit (what llm-compressor's MoE examples ignore), worked out from the configs.
@@ -68,47 +68,12 @@ CASES = [
 ]
 
 
-def _qwen2_moe_with_shared_expert() -> Any:
-    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
-
-    config = Qwen2MoeConfig(
-        **VOCAB,
-        hidden_size=128,
-        intermediate_size=256,
-        moe_intermediate_size=128,
-        shared_expert_intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_experts=4,
-        num_experts_per_tok=2,
-        max_position_embeddings=2048,
-    )
-    return Qwen2MoeForCausalLM(config)
-
-
-def build_family(family: str, target: Path, tokenizer_from: Path) -> Path:
-    """A tiny random checkpoint of ``family`` (the shared fixtures' builders, plus Qwen2-MoE with a shared expert)."""
-    if family in BUILDERS:
-        return build_tiny_model(family, target, tokenizer_from)
-    import shutil
-
-    import torch
-
-    torch.manual_seed(0)
-    _qwen2_moe_with_shared_expert().to(torch.bfloat16).save_pretrained(target)
-    for name in TOKENIZER_FILES:
-        if (tokenizer_from / name).is_file():
-            shutil.copy(tokenizer_from / name, target / name)
-    return target
-
-
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("moe")
     no_tokenizer = root / "no-tokenizer"
     no_tokenizer.mkdir()
-    return {family: build_family(family, root / family, no_tokenizer) for family in FAMILIES}
+    return {family: build_tiny_model(family, root / family, no_tokenizer) for family in FAMILIES}
 
 
 def _dtypes(folder: Path) -> dict[str, str]:
@@ -171,7 +136,9 @@ def int8_moe_unsupported() -> str | None:
 @pytest.fixture(scope="module")
 def served_sources(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("moe-tok")
-    return {family: build_family(family, root / family, demo_model) for family in ("qwen3-moe", "mixtral")}
+    return {
+        family: build_tiny_model(family, root / family, demo_model) for family in ("qwen3-moe", "mixtral")
+    }
 
 
 @pytest.mark.e2e
