@@ -95,7 +95,7 @@ def main() -> int:
     traced = None
     if args.tracemalloc:
         # The first snapshot once the 600-poll history is full (or half-way, for short runs).
-        end_s = args.minutes * 60 - 5
+        end_s = args.minutes * 60 - 20
         baseline_s = min(600 * args.interval + 20, end_s / 2)
         traced = [f"--baseline-s={baseline_s:g}", f"--end-s={end_s:g}", f"--out={trace_file}"]
     try:
@@ -122,6 +122,10 @@ def main() -> int:
         time.sleep(2)  # let the server's counters settle after the last request
         after = _request_success(url)
         result = result_box[0]
+        # A snapshot of a few hundred thousand traced blocks and their comparison take a while.
+        deadline = time.monotonic() + 300
+        while args.tracemalloc and not trace_file.is_file() and time.monotonic() < deadline:
+            time.sleep(1)
     finally:
         subprocess.run(["tmux", "send-keys", "-t", SESSION, "q"], capture_output=True)
         time.sleep(1)

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 TOP = 15
-FRAMES = 12
+FRAMES = 8
 
 
 def census() -> collections.Counter[str]:
