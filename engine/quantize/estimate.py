@@ -113,6 +113,18 @@ def streaming_working_bytes(plan: Any, workers: int) -> int:
     return largest * (workers + 1)
 
 
+def streaming_seconds(plan: Any) -> float:
+    """A data-free run's time: bytes read and written at the streaming rate.
+
+    NVFP4 reads its quantized weights twice: a first pass measures each weight's global scale
+    (shared by fused siblings) before any block can be quantized.
+    """
+    quantized = sum(tensor.nbytes for tensor in plan.tensors if tensor.action == "quantize")
+    passes = 2 if plan.scheme.global_scale else 1
+    read = plan.input_bytes + (passes - 1) * quantized
+    return (read + plan.estimated_output_bytes) / STREAMING_BYTES_PER_S
+
+
 def estimate_data_free(request: QuantizeRequest) -> CostEstimate:
     """The cost of a data-free run (runs the planner's checks, reads only headers)."""
     import psutil
@@ -125,7 +137,7 @@ def estimate_data_free(request: QuantizeRequest) -> CostEstimate:
     workers = worker_count(request)
     peak = _process_rss() + streaming_working_bytes(plan, workers)
     disk = plan.estimated_output_bytes
-    seconds = (plan.input_bytes + disk) / STREAMING_BYTES_PER_S
+    seconds = streaming_seconds(plan)
     available = int(psutil.virtual_memory().available)
     free = _free_disk(request)
     refusal = None

@@ -119,3 +119,25 @@ def test_a_streaming_run_that_does_not_fit_suggests_one_worker(
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Memory(10**6))
     cost = estimate(QuantizeRequest(tiny, "fp8", output=tmp_path / "out"))
     assert cost.refusal is not None and "--workers 1" in cost.refusal
+
+
+@pytest.mark.parametrize(
+    ("method", "output_tensor_bytes", "extra_read_bytes"),
+    [
+        ("fp8", FP8_TENSOR_BYTES, 0),
+        ("w4a16", W4A16_TENSOR_BYTES, 0),
+        # NVFP4 reads every quantized bf16 weight once more to measure its global scale first.
+        ("nvfp4a16", NVFP4A16_TENSOR_BYTES, LAYERS * LAYER_ELEMENTS * 2),
+    ],
+)
+def test_the_time_estimate_counts_every_byte_read_and_written(
+    tiny: Path, tmp_path: Path, method: str, output_tensor_bytes: int, extra_read_bytes: int
+) -> None:
+    from engine.quantize.estimate import STREAMING_BYTES_PER_S
+
+    source_bytes = LAYERS * LAYER_ELEMENTS * 2 + COPIED_16_BIT
+    header_slack = 64 * 1024  # safetensors headers: a few KB per shard
+    cost = estimate(QuantizeRequest(tiny, method, output=tmp_path / "out"))
+    written = output_tensor_bytes + copied_files_bytes(tiny)
+    expected = (source_bytes + extra_read_bytes + written) / STREAMING_BYTES_PER_S
+    assert expected <= cost.seconds <= expected + header_slack / STREAMING_BYTES_PER_S
