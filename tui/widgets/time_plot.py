@@ -7,9 +7,11 @@ from collections.abc import Mapping, Sequence
 
 from rich.text import Text
 from textual.app import RenderResult
+from textual.strip import Strip
 from textual_plotext import PlotextPlot
 
 from tui.format import compact_number
+from tui.widgets.ansi_strips import ansi_strips
 from tui.widgets.graphs import GraphSpec, Unit, Values
 
 # Below this many rows the plot has no room for x-axis labels; the title says the window instead.
@@ -85,7 +87,7 @@ class TimePlot(PlotextPlot):
         self._data_key: object = None
         self._shown_title: tuple[list[str], int] | None = None
         self._version = 0
-        self._rendered: tuple[object, Text] | None = None
+        self._rendered: tuple[object, list[Strip]] | None = None
         self._stretches: list[tuple[str, list[tuple[list[float], list[float]]]]] = []
         self._window_s = 120.0
         self._top = spec.unit.top or 1.0
@@ -188,14 +190,23 @@ class TimePlot(PlotextPlot):
         else:
             plt.xticks([], [])
 
-    def render(self) -> RenderResult:
-        """The plot at the current size, rebuilt only when the data or the size changed."""
+    def _strips(self) -> list[Strip]:
+        """The plot at the current size as strips, rebuilt only when the data, the size or the theme changed."""
         width, height = self.size
         key = (self._version, width, height, self.app.theme)
         if self._rendered is not None and self._rendered[0] == key:
             return self._rendered[1]
         self._draw(width, height)
         self.plt.theme(self._get_plotext_theme_name(self.app.theme))
-        text = Text.from_ansi(self.plt.build())
-        self._rendered = (key, text)
-        return text
+        strips = ansi_strips(self.plt.build(), width)
+        self._rendered = (key, strips)
+        return strips
+
+    def render_line(self, y: int) -> Strip:
+        """One line of the plot (Textual's line API: no text-to-strips conversion on each redraw)."""
+        strips = self._strips()
+        return strips[y] if y < len(strips) else Strip.blank(self.size.width)
+
+    def render(self) -> RenderResult:
+        """The plot as text (what it draws, for a reader that wants the characters)."""
+        return Text("\n".join(strip.text for strip in self._strips()))
