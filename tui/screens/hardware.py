@@ -130,6 +130,8 @@ class HardwareScreen(StepScreen):
             else:
                 self.gpu_count = target.count
                 self.quant_app.update_selection(target=target)
+                # Shown at once: the first frame need not wait for this machine's detection.
+                self._show_target()
         self.watch(self.quant_app, "selection", self._show_selection, init=False)
         if self.selection.hardware is None:
             self.action_detect()
@@ -176,7 +178,13 @@ class HardwareScreen(StepScreen):
         renderables = [gpu_card(snapshot, index) for index in range(len(snapshot.gpus))]
         renderables.append(host_card(snapshot))
         cards.mount_all(Static(renderable, classes="card") for renderable in renderables)
+        self._show_target()
+
+    def _show_target(self) -> None:
+        """The line naming what the plan is for, and that choice highlighted in the picker."""
         target = self.selection.target
+        if target is None:
+            return
         self.query_one("#target-line", Static).update(describe_target(target))
         picker = self.query_one("#targets", OptionList)
         option_id = target.name if target.source == "catalogue" else THIS_MACHINE
