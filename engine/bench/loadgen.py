@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import threading
 import time
@@ -10,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import httpx
+import aiohttp
 
 from engine.bench.arrivals import arrival_offsets
 from engine.bench.load_result import LoadProgress, LoadResult
@@ -85,6 +86,8 @@ class _LoadRun:
         self.started = time.perf_counter()
         self.stopping = False
         self.timed = True
+        # Per request, covering the whole answer (aiohttp's total), so no extra task wraps each request.
+        self.timeout = aiohttp.ClientTimeout(total=spec.timeout_s, connect=min(spec.timeout_s, 10.0))
 
     def body(self, index: int) -> dict[str, Any]:
         spec = self.spec
@@ -119,20 +122,18 @@ class _LoadRun:
             )
 
     async def _stream(
-        self, client: httpx.AsyncClient, index: int, state: StreamState
+        self, session: aiohttp.ClientSession, index: int, state: StreamState
     ) -> tuple[Outcome, str | None]:
-        """Sends one request and reads its stream into ``state``."""
-        async with client.stream(
-            "POST", self.completions_url, json=self.body(index), headers=self.headers
+        """Sends one request and reads its stream into ``state``, as raw reads (vLLM's ``iter_any``)."""
+        async with session.post(
+            self.completions_url, json=self.body(index), headers=self.headers, timeout=self.timeout
         ) as response:
-            state.status = response.status_code
-            if response.status_code >= 400:
-                text = (await response.aread()).decode("utf-8", "replace")
-                return Outcome.HTTP_ERROR, f"HTTP {response.status_code}: {one_line(text)}"
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                server_error = state.on_data(line[len("data:") :].strip(), time.perf_counter())
+            state.status = response.status
+            if response.status >= 400:
+                text = (await response.read()).decode("utf-8", "replace")
+                return Outcome.HTTP_ERROR, f"HTTP {response.status}: {one_line(text)}"
+            async for data in response.content.iter_any():
+                server_error = state.feed(data, time.perf_counter())
                 if server_error is not None:
                     return Outcome.HTTP_ERROR, f"server error in stream: {server_error}"
         if not state.done:
@@ -141,26 +142,47 @@ class _LoadRun:
             return Outcome.BAD_RESPONSE, "the stream carried no token"
         return Outcome.OK, None
 
+    def past_duration(self) -> bool:
+        """Whether a duration-bound timed run is over (no more requests are sent)."""
+        duration = self.spec.duration_s
+        return duration is not None and self.timed and time.perf_counter() - self.started >= duration
+
     async def send(
-        self, client: httpx.AsyncClient, index: int, arrival: float, slot: asyncio.Semaphore
+        self,
+        session: aiohttp.ClientSession,
+        index: int,
+        arrival: float,
+        slot: asyncio.Semaphore,
+        ticket: asyncio.Semaphore,
     ) -> None:
-        """Sends one request (its slot already taken) and records its outcome, whatever happens."""
+        """Waits for a free slot, sends one request and records its outcome, whatever happens.
+
+        As in vLLM's benchmark the request itself waits on the concurrency semaphore, so a freed slot
+        goes straight to the next request. One cancelled while it waits was never sent: no record.
+        """
+        try:
+            async with slot:
+                if self.stopping or self.past_duration():
+                    return
+                await self._send_now(session, index, arrival)
+        finally:
+            ticket.release()
+
+    async def _send_now(self, session: aiohttp.ClientSession, index: int, arrival: float) -> None:
         started = time.perf_counter()
         state = StreamState()
         try:
-            outcome, error = await asyncio.wait_for(self._stream(client, index, state), self.spec.timeout_s)
+            outcome, error = await self._stream(session, index, state)
         except asyncio.CancelledError:
             self.record(self._make_record(index, arrival, started, state, Outcome.CANCELLED, "cancelled"))
             raise
-        except (asyncio.TimeoutError, httpx.TimeoutException):
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             outcome, error = Outcome.TIMEOUT, f"no complete answer within {self.spec.timeout_s:g} s"
-        except httpx.TransportError as failure:  # refused, reset, closed mid-stream
+        except aiohttp.ClientError as failure:  # refused, reset, closed mid-stream
             detail = one_line(str(failure)) or "the connection broke"
             outcome, error = Outcome.CONNECTION_ERROR, f"{type(failure).__name__}: {detail}"
         except (ValueError, KeyError, TypeError, AttributeError) as failure:
             outcome, error = Outcome.BAD_RESPONSE, one_line(f"unreadable stream chunk: {failure}")
-        finally:
-            slot.release()
         self.record(self._make_record(index, arrival, started, state, outcome, error))
 
     def _make_record(
@@ -195,10 +217,17 @@ class _LoadRun:
             first_text_s=since_start(state.first_text_at),
         )
 
-    async def dispatch(self, client: httpx.AsyncClient, count: int | None, offsets: Sequence[float]) -> None:
-        """Releases requests at their arrival times, each once a slot is free, then waits for them all."""
+    async def dispatch(
+        self, session: aiohttp.ClientSession, count: int | None, offsets: Sequence[float]
+    ) -> None:
+        """Releases requests at their arrival times (each then waits for a slot), then waits for them all.
+
+        At most twice the concurrency are released and not yet done, so a duration-bound closed loop
+        does not pile up requests that will never be sent.
+        """
         spec = self.spec
         slot = asyncio.Semaphore(spec.concurrency)
+        ticket = asyncio.Semaphore(2 * spec.concurrency)
         index = 0
         while not self.stopping and (count is None or index < count):
             arrival = offsets[index] if index < len(offsets) else 0.0
@@ -207,12 +236,11 @@ class _LoadRun:
             delay = self.started + arrival - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            await slot.acquire()
-            elapsed = time.perf_counter() - self.started
-            if self.stopping or (spec.duration_s is not None and self.timed and elapsed >= spec.duration_s):
-                slot.release()
+            await ticket.acquire()
+            if self.stopping or self.past_duration():
+                ticket.release()
                 break
-            self.tasks.append(asyncio.create_task(self.send(client, index, arrival, slot)))
+            self.tasks.append(asyncio.create_task(self.send(session, index, arrival, slot, ticket)))
             index += 1
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
@@ -229,12 +257,12 @@ async def _watch_stop(stop_event: threading.Event, run: _LoadRun, dispatcher: as
 
 async def _run_phase(
     run: _LoadRun,
-    client: httpx.AsyncClient,
+    session: aiohttp.ClientSession,
     count: int | None,
     offsets: Sequence[float],
     stop_event: threading.Event | None,
 ) -> None:
-    dispatcher = asyncio.create_task(run.dispatch(client, count, offsets))
+    dispatcher = asyncio.create_task(run.dispatch(session, count, offsets))
     watcher = asyncio.create_task(_watch_stop(stop_event, run, dispatcher)) if stop_event else None
     await asyncio.gather(dispatcher, return_exceptions=True)
     await asyncio.gather(*run.tasks, return_exceptions=True)
@@ -283,19 +311,28 @@ async def generate_load(
     root = api_base_url(base_url)
     model = spec.model if spec.model else await asyncio.to_thread(served_model_name, root, api_key)
     run = _LoadRun(root, spec, model, api_key, on_progress)
-    limits = httpx.Limits(max_connections=spec.concurrency, max_keepalive_connections=spec.concurrency)
-    timeout = httpx.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 10.0))
+    # As vLLM's benchmark: one connection per request in flight, kept alive; the timeout is per request.
+    connector = aiohttp.TCPConnector(
+        limit=spec.concurrency, limit_per_host=spec.concurrency, keepalive_timeout=60
+    )
+    timeout = aiohttp.ClientTimeout(total=None, connect=min(spec.timeout_s, 10.0))
     warmup_outcomes: dict[str, int] = {}
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         if spec.num_warmups:
             run.timed = False
-            await _run_phase(run, client, spec.num_warmups, [], stop_event)
+            await _run_phase(run, session, spec.num_warmups, [], stop_event)
             warmup_outcomes = dict(Counter(record.outcome.value for record in run.records))
             run.records, run.tasks, run.timed = [], [], True
-        if not run.stopping:
-            run.started = time.perf_counter()
-            await _run_phase(run, client, spec.requests, _timed_offsets(spec), stop_event)
-        duration = time.perf_counter() - run.started
+        # Like vLLM: collect now and freeze what survives, so no long collection pauses the timed run.
+        gc.collect()
+        gc.freeze()
+        try:
+            if not run.stopping:
+                run.started = time.perf_counter()
+                await _run_phase(run, session, spec.requests, _timed_offsets(spec), stop_event)
+            duration = time.perf_counter() - run.started
+        finally:
+            gc.unfreeze()
         if not run.timed:
             duration = 0.0
     records = tuple(sorted(run.records, key=lambda record: record.index))

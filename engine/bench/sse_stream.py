@@ -27,6 +27,27 @@ class StreamState:
         self.completion_tokens: int | None = None
         self.status: int | None = None
         self.done = False
+        self._pending = b""
+
+    def feed(self, data: bytes, now: float) -> str | None:
+        """Reads bytes as they came off the socket (any split); returns an error line if the server sent one.
+
+        Every complete ``data:`` line is read at once, stamped ``now``: messages that arrive in one read
+        share a time, as in vLLM's request function. A line cut off by the end of the body is never read:
+        the stream then lacks its ``[DONE]`` and counts as broken.
+        """
+        lines = (self._pending + data).split(b"\n")
+        self._pending = lines.pop()
+        for line in lines:
+            error = self._line(line, now)
+            if error is not None:
+                return error
+        return None
+
+    def _line(self, line: bytes, now: float) -> str | None:
+        if not line.startswith(b"data:"):
+            return None  # blank separators, SSE comments (": ping"), other fields
+        return self.on_data(line[len(b"data:") :].strip().decode("utf-8"), now)
 
     def on_data(self, payload: str, now: float) -> str | None:
         """Reads one SSE ``data:`` payload; returns an error line if the server sent one."""
@@ -48,10 +69,10 @@ class StreamState:
         choices = message.get("choices")
         if choices:
             # Any message with choices is a token, even with empty text (special tokens), as in vLLM.
-            if self.first_token_at is None:
+            if self.first_token_at is None or self.last_token_at is None:
                 self.first_token_at = now
             else:
-                self.gaps.append(now - (self.last_token_at or now))
+                self.gaps.append(now - self.last_token_at)
             self.last_token_at = now
             self.chunks += 1
             if self.first_text_at is None and any(choice.get("text") for choice in choices):
