@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 from tests.quant_tui_command import QUANT_TUI, REPO
-from tests.tui.test_tui_flow import SIZE, fixed_hardware, screen_text, wait_for
+from tests.tui.test_tui_flow import SIZE, fixed_hardware, open_quantize_screen, screen_text, wait_for
 from tests.tui.test_tui_snapshots import write_tiny_llama
 from tui.app import create_app
 from tui.screens.quantize import QuantizeScreen
@@ -29,12 +29,7 @@ async def test_the_dry_run_cost_is_shown_before_starting_and_matches_the_cli(tmp
     }
     app = create_app(model=str(model), gpu="H100", hardware=fixed_hardware(), hf_cache=tmp_path / "no-hub")
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("2")
-        await wait_for(pilot, lambda: app.selection.model is not None, timeout=60)
-        await pilot.press("3")
-        await pilot.pause()
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, QuantizeScreen))
+        await open_quantize_screen(pilot)
         screen = app.screen
         assert isinstance(screen, QuantizeScreen)
         await wait_for(pilot, lambda: screen.cost is not None, timeout=60)

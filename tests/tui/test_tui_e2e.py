@@ -12,7 +12,7 @@ import pytest
 from textual.widgets import DataTable, Input, Log, Static
 
 from tests.process_tree import wait_gone
-from tests.tui.test_tui_flow import fixed_hardware, screen_text, static_text, wait_for
+from tests.tui.test_tui_flow import fixed_hardware, open_quantize_screen, screen_text, static_text, wait_for
 from tests.tui.test_tui_snapshots import write_tiny_llama
 from tui.app import create_app
 from tui.screens.bench import BenchScreen
@@ -30,12 +30,7 @@ async def test_quantize_screen_makes_the_planned_checkpoint(tmp_path: Path) -> N
     model = write_tiny_llama(tmp_path / "tiny-llama")
     app = create_app(model=str(model), gpu="H100", hardware=fixed_hardware(), hf_cache=tmp_path / "no-hub")
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("2")
-        await wait_for(pilot, lambda: app.selection.model is not None, timeout=60)
-        await pilot.press("3")
-        await pilot.pause()
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, QuantizeScreen))
+        await open_quantize_screen(pilot)
         candidate = app.selection.candidate
         assert candidate is not None and candidate.method == "fp8" and candidate.needs_quantization
         await pilot.press("s")
@@ -206,12 +201,7 @@ async def test_cancelling_or_quitting_a_quantization_leaves_nothing_half_written
         return "quantizing:" in screen_text(app, "#quantize-figures")
 
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("2")
-        await wait_for(pilot, lambda: app.selection.model is not None, timeout=60)
-        await pilot.press("3")
-        await pilot.pause()
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, QuantizeScreen))
+        await open_quantize_screen(pilot)
         await pilot.press("s")
         await wait_for(pilot, quantizing, timeout=120)
         await pilot.press("x")

@@ -78,6 +78,18 @@ async def wait_for(pilot: Pilot[Any], condition: Callable[[], bool], timeout: fl
         await pilot.pause(0.05)
 
 
+async def open_quantize_screen(pilot: Pilot[Any]) -> None:
+    """Loads the app's model (2), takes the plan's first recommendation (3, n) and waits for the Quantize screen."""
+    app = pilot.app
+    assert isinstance(app, QuantTuiApp)
+    await pilot.press("2")
+    await wait_for(pilot, lambda: app.selection.model is not None, timeout=60)
+    await pilot.press("3")
+    await pilot.pause()
+    await pilot.press("n")
+    await wait_for(pilot, lambda: isinstance(app.screen, QuantizeScreen))
+
+
 def static_text(widget: Static) -> str:
     """The plain text a Static shows (rich renderables printed without styles)."""
     console = Console(width=200, file=io.StringIO(), color_system=None)
