@@ -20,18 +20,8 @@ from engine.quantize.schemes import FLOAT_DTYPES, SCHEMES, Scheme
 from engine.units import format_bytes
 
 # Model types whose checkpoints are plain per-layer Linear weights vLLM loads with compressed-tensors.
-_DENSE_MODEL_TYPES = (
-    "llama",
-    "mistral",
-    "qwen2",
-    "qwen3",
-    "gemma",
-    "gemma2",
-    "gemma3_text",
-    "phi3",
-    "granite",
-)
-SUPPORTED_MODEL_TYPES: tuple[str, ...] = (*_DENSE_MODEL_TYPES, "mixtral", "qwen2_moe", "qwen3_moe")
+_DENSE_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3")
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = (*_DENSE_MODEL_TYPES, "granite", "mixtral", "qwen2_moe", "qwen3_moe")
 # vLLM builds Qwen-MoE's shared-expert gate without quantization (quant_config=None), like the routers.
 SHARED_EXPERT_GATE_SUFFIX = ".shared_expert_gate.weight"
 # Checkpoint tensors vLLM loads into one fused Linear: all or none of them may be quantized.
