@@ -51,7 +51,7 @@ class TreeSample:
     Attributes:
         processes: The root first, then its descendants; empty when the root is gone.
         root_alive: Whether the server's main process still runs.
-        lost: Names of processes seen in an earlier sample that are gone while the root was watched.
+        lost: Names (each once) of processes seen in an earlier sample that are gone while the root was watched.
     """
 
     processes: tuple[ProcessSample, ...]
@@ -100,7 +100,8 @@ class ProcessTreeSampler:
         self.pid = pid
         self._lock = threading.Lock()
         self._known: dict[int, tuple[psutil.Process, str]] = {}
-        self._lost: list[str] = []
+        # Names only, each once: a server that forks short-lived helpers must not grow this every tick.
+        self._lost: dict[str, None] = {}
         self._ticks = 0
 
     def sample(self) -> TreeSample:
@@ -141,7 +142,7 @@ class ProcessTreeSampler:
                 samples.append(ProcessSample(process.pid, name, 0.0 if first else float(cpu), int(rss)))
             for pid in list(self._known):
                 if pid not in seen:
-                    self._lost.append(self._known.pop(pid)[1])
+                    self._lost[self._known.pop(pid)[1]] = None
             # The root first, then the heaviest: the engine core before helpers like the resource tracker.
             ordered = samples[:1] + sorted(samples[1:], key=lambda sample: -sample.rss_bytes)
             return TreeSample(tuple(ordered), alive, tuple(self._lost))
