@@ -30,6 +30,10 @@ CALIBRATION_SEQ_LEN = 512
 # Stated throughputs for the time estimate (the 2-core dev box; the benchmark prints the real ones).
 STREAMING_BYTES_PER_S = 250 * 10**6
 CALIBRATION_FLOPS_PER_S = 20 * 10**9
+# CPU work beyond FP8/INT8's, in streaming bytes per quantized source byte, by format. Fitted to
+# benchmarks/bench_quantize.py's medians (1.59 GB Llama, 2 cores: fp8 19.0 s, int8 20.2 s, w4a16
+# 29.5 s, nvfp4a16 57.6 s); W8A16 shares W4A16's packing (not measured separately).
+EXTRA_WORK_PER_QUANTIZED_BYTE = {"pack-quantized": 1.6, "nvfp4-pack-quantized": 4.2}
 
 
 @dataclass(frozen=True)
@@ -117,12 +121,14 @@ def streaming_seconds(plan: Any) -> float:
     """A data-free run's time: bytes read and written at the streaming rate.
 
     NVFP4 reads its quantized weights twice: a first pass measures each weight's global scale
-    (shared by fused siblings) before any block can be quantized.
+    (shared by fused siblings) before any block can be quantized. Packing costs CPU time beyond
+    the bytes moved, counted as EXTRA_WORK_PER_QUANTIZED_BYTE bytes' worth of streaming.
     """
     quantized = sum(tensor.nbytes for tensor in plan.tensors if tensor.action == "quantize")
     passes = 2 if plan.scheme.global_scale else 1
     read = plan.input_bytes + (passes - 1) * quantized
-    return (read + plan.estimated_output_bytes) / STREAMING_BYTES_PER_S
+    extra_work = quantized * EXTRA_WORK_PER_QUANTIZED_BYTE.get(plan.scheme.format, 0.0)
+    return (read + plan.estimated_output_bytes + extra_work) / STREAMING_BYTES_PER_S
 
 
 def estimate_data_free(request: QuantizeRequest) -> CostEstimate:

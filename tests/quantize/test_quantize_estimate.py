@@ -125,13 +125,14 @@ def test_a_streaming_run_that_does_not_fit_suggests_one_worker(
     ("method", "output_tensor_bytes", "extra_read_bytes"),
     [
         ("fp8", FP8_TENSOR_BYTES, 0),
-        ("w4a16", W4A16_TENSOR_BYTES, 0),
-        # NVFP4 reads every quantized bf16 weight once more to measure its global scale first.
-        ("nvfp4a16", NVFP4A16_TENSOR_BYTES, LAYERS * LAYER_ELEMENTS * 2),
+        # Packing: 1.6 bytes of streaming work per quantized bf16 byte.
+        ("w4a16", W4A16_TENSOR_BYTES, 1.6 * LAYERS * LAYER_ELEMENTS * 2),
+        # NVFP4 reads every quantized bf16 weight once more to measure its global scale first, plus 4.2x work.
+        ("nvfp4a16", NVFP4A16_TENSOR_BYTES, (1 + 4.2) * LAYERS * LAYER_ELEMENTS * 2),
     ],
 )
 def test_the_time_estimate_counts_every_byte_read_and_written(
-    tiny: Path, tmp_path: Path, method: str, output_tensor_bytes: int, extra_read_bytes: int
+    tiny: Path, tmp_path: Path, method: str, output_tensor_bytes: int, extra_read_bytes: float
 ) -> None:
     from engine.quantize.estimate import STREAMING_BYTES_PER_S
 
@@ -140,4 +141,4 @@ def test_the_time_estimate_counts_every_byte_read_and_written(
     cost = estimate(QuantizeRequest(tiny, method, output=tmp_path / "out"))
     written = output_tensor_bytes + copied_files_bytes(tiny)
     expected = (source_bytes + extra_read_bytes + written) / STREAMING_BYTES_PER_S
-    assert expected <= cost.seconds <= expected + header_slack / STREAMING_BYTES_PER_S
+    assert expected * (1 - 1e-9) <= cost.seconds <= expected + header_slack / STREAMING_BYTES_PER_S
