@@ -1,4 +1,4 @@
-"""MoE checkpoints: experts quantized, routers and shared-expert gates kept in 16-bit (calibrated: test_quantize_kv_cache)."""
+"""MoE checkpoints: experts quantized, routers and shared-expert gates kept in 16-bit, by the data-free and calibrated methods."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from engine.quantize import QuantizeRequest, quantize_model
+from engine.quantize import QuantizeReport, QuantizeRequest, quantize_model
 from tests.fixtures.tiny_models import build_tiny_model
 
 # Each family: the MoE block's name, experts per layer, their projections, layers, and the Linear
@@ -84,11 +84,10 @@ def _dtypes(folder: Path) -> dict[str, str]:
     }
 
 
-def check_moe_checkpoint(folder: Path, family: str, quantized: dict[str, str]) -> None:
-    """Asserts the written config's ignore list and the dtype of every expert, router and gate tensor.
-
-    ``quantized`` maps each tensor a quantized Linear becomes to its dtype (``"BF16|F32"``: either).
-    """
+def check_moe_checkpoint(
+    folder: Path, family: str, quantized: dict[str, str], projections: tuple[str, ...] | None = None
+) -> None:
+    """Asserts the written config's ignore list and the dtype of every expert, router and gate tensor."""
     from compressed_tensors.quantization import QuantizationConfig
 
     facts = FAMILIES[family]
@@ -105,11 +104,10 @@ def check_moe_checkpoint(folder: Path, family: str, quantized: dict[str, str]) -
         modules = [
             f"model.layers.{layer}.{facts['experts']}.{expert}.{projection}"
             for expert in range(facts["count"])
-            for projection in facts["projections"]
+            for projection in projections or facts["projections"]
         ] + [f"model.layers.{layer}.{shared}" for shared in facts["shared"]]
         for module in modules:
-            for suffix, allowed in quantized.items():
-                assert dtypes.get(f"{module}.{suffix}") in allowed.split("|"), (module, suffix)
+            assert {suffix: dtypes.get(f"{module}.{suffix}") for suffix in quantized} == quantized, module
 
 
 @pytest.mark.parametrize(("family", "method"), CASES)
@@ -140,7 +138,9 @@ def int8_moe_unsupported() -> str | None:
 @pytest.fixture(scope="module")
 def served_sources(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("moe-tok")
-    return {family: build_tiny_model(family, root / family, demo_model) for family in ("qwen3-moe",)}
+    return {
+        family: build_tiny_model(family, root / family, demo_model) for family in ("qwen3-moe", "mixtral")
+    }
 
 
 @pytest.mark.e2e
@@ -158,3 +158,30 @@ def test_vllm_serves_an_int8_moe_checkpoint_where_it_has_the_kernel(
     with vllm_server(report.output, tmp_path / "vllm-moe.log") as base:
         answer = complete(base, report.output, "the quick brown fox")
     assert answer["usage"]["completion_tokens"] >= 1
+
+
+@pytest.mark.e2e
+def test_llmcompressor_quantizes_moe_experts_and_keeps_the_routers(
+    served_sources: dict[str, Path], tmp_path: Path
+) -> None:
+    """GPTQ W8A16 on the tiny Mixtral, 8 calibration samples.
+
+    llm-compressor 0.14 loads the experts linearized and saves them as ``gate_proj``/``up_proj``/
+    ``down_proj`` (not Mixtral's ``w1``/``w3``/``w2``), with one scale per output channel.
+    """
+    calibration = tmp_path / "calibration.txt"
+    calibration.write_text("\n\n".join(f"paragraph {i} " + "the quick brown fox " * 20 for i in range(10)))
+    request = QuantizeRequest(
+        served_sources["mixtral"],
+        "gptq-w8a16",
+        output=tmp_path / "gptq",
+        calibration=calibration,
+        calibration_samples=8,
+    )
+    report: QuantizeReport = quantize_model(request)
+    check_moe_checkpoint(
+        report.output,
+        "mixtral",
+        QUANTIZED_TENSORS["w8a16"],
+        projections=("gate_proj", "up_proj", "down_proj"),
+    )
