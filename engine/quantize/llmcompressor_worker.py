@@ -131,7 +131,13 @@ def main() -> int:
     # expert is calibrated and quantized and the checkpoint keeps the per-expert layout vLLM reads.
     from llmcompressor.modeling.moe.linearize import load_quantizable_moe
 
-    with load_quantizable_moe(AutoModelForCausalLM):
+    try:
+        with load_quantizable_moe(AutoModelForCausalLM):
+            model = AutoModelForCausalLM.from_pretrained(args.source, dtype="auto")
+    except ModuleNotFoundError as error:
+        # 0.14's direct linearized load of some families (Qwen3-MoE) imports every transformers
+        # model, torchvision ones included; oneshot linearizes a normally loaded model instead.
+        print(f"linearized MoE load unavailable ({error}); loading normally", file=sys.stderr)
         model = AutoModelForCausalLM.from_pretrained(args.source, dtype="auto")
     tokenizer = AutoTokenizer.from_pretrained(args.source)
     samples = read_samples(args.calibration, args.samples)
