@@ -195,5 +195,6 @@ def test_quantize_ended_mid_calibration_leaves_no_worker_or_partial_checkpoint(
         _stop_all(apps)
     for out in outs:
         assert not out.exists()
-    # SIGTERM lets quant-tui remove its staging folder; after SIGKILL the next run does (remove_stale_partials).
-    assert [path.name for path in outs[0].parent.iterdir()] == []
+    # SIGTERM lets quant-tui remove its staging folder and the folder it made for it; after SIGKILL the next
+    # run does (remove_stale_partials).
+    assert not outs[0].parent.exists()
