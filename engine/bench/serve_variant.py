@@ -179,6 +179,7 @@ def measure_variant(
 ) -> tuple[VariantResult, QualityResult | None]:
     """Serves one variant, warms it up, runs the load and the quality check, stops the server."""
     from engine.bench.quality import compare_quality, measure_quality
+    from engine.quantize.report import update_quality
 
     assert variant.model_dir is not None
     report("starting", f"serving {variant.model_dir}")
@@ -227,6 +228,9 @@ def measure_variant(
             quality = measure_quality(server.url, model, request.quality_texts, cancel=cancel)
             comparison = compare_quality(baseline_quality or quality, quality)
             perplexity, agreement = comparison.candidate_perplexity, comparison.top1_agreement
+            if baseline_quality is not None:
+                # The card quant-tui wrote says the figures are added "when the quality check runs".
+                update_quality(variant.model_dir, comparison)
     finally:
         server.stop()
     rss = _peak(snapshots, "server_rss_bytes")

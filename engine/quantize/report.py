@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -135,12 +136,26 @@ def model_card(
     return "\n".join(lines)
 
 
-def update_quality(folder: Path, quality: QualityComparison) -> None:
-    """Replaces the Quality section of a model card written by ``model_card``."""
+def update_quality(folder: Path, quality: QualityComparison) -> bool:
+    """Fills in the Quality section of a model card written by ``model_card``.
+
+    Returns False and leaves the folder alone when it has no card with that section (a checkpoint
+    quant-tui did not make keeps its own README).
+    """
     card = folder / "README.md"
-    text = card.read_text(encoding="utf-8")
+    try:
+        text = card.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
     section = _quality_markdown(quality).rstrip("\n")
     updated, count = _QUALITY_SECTION.subn(lambda _: section, text, count=1)
     if not count:
-        updated = text.rstrip("\n") + "\n\n" + section + "\n"
-    card.write_text(updated, encoding="utf-8")
+        return False
+    staging = card.with_name(f".{card.name}.partial-{os.getpid()}")
+    try:
+        staging.write_text(updated, encoding="utf-8")
+        staging.replace(card)
+    except OSError:
+        staging.unlink(missing_ok=True)
+        raise
+    return True

@@ -160,6 +160,9 @@ def test_e2e_ab_bf16_against_int8_with_sweep_and_quality(
     assert baseline["top1_agreement"] == 1.0
     assert 0.5 < int8["top1_agreement"] <= 1.0
     assert Path(int8["model_dir"]).parent == tmp_path
+    # The int8 checkpoint's card now carries the measured figures (ratio to the baseline as a %).
+    card = (Path(int8["model_dir"]) / "README.md").read_text()
+    assert "Not measured yet" not in card and f"{int8['perplexity']:.3f}" in card
     table = data["table"]
     assert table[1]["relative_weights"] < 0.8 and table[1]["relative_tokens_per_s"] > 0
     assert data["capacity"].endswith("holds 2 concurrent users (the most tried)")

@@ -64,8 +64,23 @@ def test_quality_section_of_the_model_card_is_replaced(tmp_path: Path) -> None:
         top1_agreement=0.93,
         positions=400,
     )
-    update_quality(tmp_path, comparison)
+    assert update_quality(tmp_path, comparison)
     card = (tmp_path / "README.md").read_text()
     assert "Not measured" not in card
     assert "| 10.000 | 10.500 | +5.00 % | 93.0 % |" in card and "400 token positions" in card
     assert card.index("## Quality") < card.index("## Serving")
+
+
+@pytest.mark.parametrize(
+    "card",
+    [None, "# Someone's model\n\nTrained on many things.\n", "# m\n\n## Evaluation\n\nppl 3.2\n"],
+    ids=["no card", "a card without sections", "a card with other sections"],
+)
+def test_a_card_quant_tui_did_not_write_is_left_alone(tmp_path: Path, card: str | None) -> None:
+    if card is not None:
+        (tmp_path / "README.md").write_text(card)
+    comparison = QualityComparison(10.0, 10.5, 0.5, 1.05, 0.93, 400)
+    assert not update_quality(tmp_path, comparison)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ([] if card is None else ["README.md"])
+    if card is not None:
+        assert (tmp_path / "README.md").read_text() == card
