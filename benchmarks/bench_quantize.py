@@ -172,7 +172,8 @@ import json, sys, time
 from pathlib import Path
 import torch, safetensors  # imported before measuring the baseline
 baseline = peak_rss()
-from engine.quantize import QuantizeRequest, quantize_model
+from engine.quantize.request import QuantizeRequest
+from engine.quantize.runner import quantize_model
 from engine.quantize.estimate import estimate
 request = QuantizeRequest(Path(sys.argv[1]), sys.argv[2], output=Path(sys.argv[3]))
 cost = estimate(request)

@@ -263,7 +263,7 @@ def parse_methods(text: str) -> tuple[str, ...]:
     Raises:
         BenchError: An unknown or repeated method, or an empty list.
     """
-    from engine.quantize import METHODS
+    from engine.quantize.request import METHODS
 
     methods = tuple(part.strip() for part in text.split(",") if part.strip())
     if not methods:

@@ -71,7 +71,7 @@ def variant_server(request: BenchRequest, model_dir: Path) -> VllmServer:
 
 
 def variant_dir(request: BenchRequest, method: str) -> Path:
-    from engine.quantize import default_output_dir
+    from engine.plan.methods import default_output_dir
 
     if request.work_dir is None:
         return default_output_dir(request.model, method)
@@ -84,7 +84,8 @@ def prepare_variant(
     """The checkpoint to serve for ``method``: the source itself for the baseline, else a quantized copy."""
     if method == BASELINE_METHOD:
         return request.model
-    from engine.quantize import QuantizeProgress, QuantizeRequest, quantize_model
+    from engine.quantize.request import QuantizeProgress, QuantizeRequest
+    from engine.quantize.runner import quantize_model
 
     output = variant_dir(request, method)
     if request.reuse and (output / "config.json").is_file():

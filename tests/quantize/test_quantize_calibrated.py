@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from engine.errors import QuantTuiError
-from engine.quantize import QuantizeProgress, QuantizeRequest, preflight, quantize_model
 from engine.quantize.calibrated import calibration_file, gptq_layer_errors, relay_progress
 from engine.quantize.llmcompressor_worker import read_samples
+from engine.quantize.request import QuantizeProgress, QuantizeRequest
+from engine.quantize.runner import preflight, quantize_model
 from tests.quantize.test_quantize_support import build_tiny_llama, complete, vllm_server
 
 CALIBRATION_TEXT = "\n\n".join(f"paragraph {i} " + "word " * 60 for i in range(12))

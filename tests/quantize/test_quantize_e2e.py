@@ -11,8 +11,9 @@ import pytest
 
 from engine.bench.heldout_text import heldout_samples
 from engine.bench.quality import compare_quality, measure_quality
-from engine.quantize import QuantizeReport, QuantizeRequest, quantize_model
 from engine.quantize.report import update_quality
+from engine.quantize.request import QuantizeReport, QuantizeRequest
+from engine.quantize.runner import quantize_model
 from tests.quantize.test_quantize_support import complete, vllm_server
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import QuantTuiError
-from engine.quantize import QuantizeCancelled, QuantizeProgress, QuantizeRequest, preflight, quantize_model
+from engine.quantize.request import QuantizeProgress, QuantizeRequest
+from engine.quantize.runner import QuantizeCancelled, preflight, quantize_model
 from tests.quantize.test_quantize_support import build_tiny_llama
 
 REPO = Path(__file__).resolve().parents[2]
@@ -209,7 +210,8 @@ def test_ctrl_c_during_the_run_leaves_nothing_and_propagates(source: Path) -> No
 KILLED_RUN = """
 import sys, time
 from pathlib import Path
-from engine.quantize import QuantizeRequest, quantize_model
+from engine.quantize.request import QuantizeRequest
+from engine.quantize.runner import quantize_model
 
 def stall(progress):
     if progress.stage in ("quantizing", "finishing"):

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from engine.errors import QuantTuiError
-from engine.quantize import QuantizeReport, QuantizeRequest, preflight, quantize_model
 from engine.quantize.report import model_card
+from engine.quantize.request import QuantizeReport, QuantizeRequest
+from engine.quantize.runner import preflight, quantize_model
 from tests.quantize.test_quantize_support import build_tiny_llama, complete, vllm_server
 
 # llm-compressor's FP8 KV cache scheme, as examples/quantization_kv_cache writes it in its recipe.

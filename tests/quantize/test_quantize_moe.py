@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from engine.quantize import QuantizeReport, QuantizeRequest, quantize_model
+from engine.quantize.request import QuantizeReport, QuantizeRequest
+from engine.quantize.runner import quantize_model
 from tests.fixtures.tiny_models import build_tiny_model
 
 # Each family: the MoE block's name, experts per layer, their projections, layers, and the Linear

@@ -13,15 +13,9 @@ from compressed_tensors.quantization import QuantizationConfig
 from safetensors import safe_open
 
 from engine.errors import QuantTuiError
-from engine.quantize import (
-    QuantizeProgress,
-    QuantizeReport,
-    QuantizeRequest,
-    default_output_dir,
-    preflight,
-    quantize_model,
-)
-from engine.quantize.request import DATA_FREE_METHODS
+from engine.plan.methods import default_output_dir
+from engine.quantize.request import DATA_FREE_METHODS, QuantizeProgress, QuantizeReport, QuantizeRequest
+from engine.quantize.runner import preflight, quantize_model
 from engine.quantize.schemes import SCHEMES, Scheme
 from tests.quantize.test_quantize_schemes import (
     packed_reference,

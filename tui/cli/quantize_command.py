@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from engine.quantize.request import DEFAULT_CALIBRATION_SAMPLES, KV_CACHE_SCHEMES, METHODS
 
 if TYPE_CHECKING:
-    from engine.quantize import QuantizeProgress, QuantizeReport
     from engine.quantize.estimate import CostEstimate
+    from engine.quantize.request import QuantizeProgress, QuantizeReport
 
 WORST_LAYERS_PRINTED = 5
 
@@ -80,7 +80,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Quantizes with a live progress bar on stderr and prints a summary (or the JSON report)."""
     from engine.model.reference import resolve_model
-    from engine.quantize import QuantizeRequest, preflight, quantize_model
+    from engine.quantize.request import QuantizeRequest
+    from engine.quantize.runner import preflight, quantize_model
 
     source = resolve_model(args.model)
     request = QuantizeRequest(
