@@ -106,3 +106,14 @@ def test_module_is_small_and_says_what_it_holds(name: str) -> None:
     path = MODULES[name]
     assert ast.get_docstring(TREES[name]), f"{path} has no module docstring"
     assert len(path.read_text(encoding="utf-8").splitlines()) <= MAX_MODULE_LINES
+
+
+@pytest.mark.parametrize(
+    "folder", sorted(path.parent.name for path in (REPO / "engine").glob("*/__init__.py"))
+)
+def test_an_engine_folder_says_what_it_holds_and_re_exports_nothing(folder: str) -> None:
+    # Imports name the module (engine.quantize.runner), so a folder's __init__ never loads its modules.
+    tree = ast.parse((REPO / "engine" / folder / "__init__.py").read_text())
+    assert len(tree.body) == 1 and ast.get_docstring(tree), (
+        f"engine/{folder}/__init__.py holds more than its docstring"
+    )
