@@ -51,8 +51,8 @@ class WeightLayout:
 
 
 @dataclass(frozen=True, slots=True)
-class CheckpointBytes:
-    """Weight bytes split into the quantized values, their scales (and zero points), and the rest."""
+class WeightBytes:
+    """Weight bytes (on disk or once loaded) split into the quantized values, their scales (and zero points), and the rest."""
 
     quantized: int
     scales: int
@@ -215,7 +215,7 @@ def _matrix_bytes(shape: LinearShape, layout: WeightLayout) -> tuple[int, int]:
     return values, scale_bytes
 
 
-def checkpoint_bytes(shapes: ModelShapes, layout: WeightLayout) -> CheckpointBytes:
+def checkpoint_bytes(shapes: ModelShapes, layout: WeightLayout) -> WeightBytes:
     """The loaded weights' bytes (MTP layers excluded) of a model stored as ``layout``."""
     quantized = scales = unquantized_params = 0
     for shape in shapes.linears:
@@ -226,4 +226,4 @@ def checkpoint_bytes(shapes: ModelShapes, layout: WeightLayout) -> CheckpointByt
         else:
             unquantized_params += shape.numel
     unquantized_params += shapes.vector_params + shapes.embedding + shapes.vision_vector_params
-    return CheckpointBytes(quantized, scales, math.ceil(unquantized_params * layout.unquantized_bytes))
+    return WeightBytes(quantized, scales, math.ceil(unquantized_params * layout.unquantized_bytes))

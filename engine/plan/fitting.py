@@ -6,9 +6,10 @@ import math
 from dataclasses import dataclass, replace
 
 from engine.hardware.detect import HardwareTarget
+from engine.model.checkpoint_size import WeightBytes
 from engine.model.inspect_model import ModelInfo
 from engine.plan.kv_cache import KvCapacity
-from engine.plan.memory import DevicePlan, WeightBytes, plan_cpu, plan_gpu
+from engine.plan.memory import DevicePlan, plan_cpu, plan_gpu
 from engine.plan.plan_request import PlanRequest
 from engine.plan.server_plan import CpuKvSpace, available_ram_bytes, cpu_kv_space
 from engine.plan.vllm_facts import (

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from engine.model.architecture import AttentionLayout, LayerAttention
+from engine.model.checkpoint_size import WeightBytes
 from engine.model.inspect_model import ModelInfo
 from engine.plan import kv_cache
 from engine.plan.gpu_memory import GpuMemoryBreakdown, gpu_memory_breakdown
@@ -15,20 +16,6 @@ from engine.plan.vllm_facts import DEFAULT_GPU_MEMORY_UTILIZATION, GIB
 
 # GGUF Q4_K_M keeps the embeddings in Q6_K.
 GGUF_EMBEDDING_BITS = 6.5625
-
-
-@dataclass(frozen=True, slots=True)
-class WeightBytes:
-    """Bytes of weights once loaded, split by what was quantized."""
-
-    quantized: int
-    scales: int
-    unquantized: int
-
-    @property
-    def total(self) -> int:
-        """All weight bytes."""
-        return self.quantized + self.scales + self.unquantized
 
 
 def weight_bytes(model: ModelInfo, method: str, dtype_bytes: int = 2) -> WeightBytes:

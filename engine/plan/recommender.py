@@ -7,11 +7,12 @@ from pathlib import Path
 
 from engine.errors import QuantTuiError
 from engine.hardware.detect import HardwareTarget
+from engine.model.checkpoint_size import WeightBytes
 from engine.model.inspect_model import ModelInfo, human_params
 from engine.plan.fitting import DeviceFit, fit_on_target
 from engine.plan.installed_vllm import installed_limits
 from engine.plan.make_it import make_it_line, quantized_dir
-from engine.plan.memory import DevicePlan, WeightBytes, weight_bytes
+from engine.plan.memory import DevicePlan, weight_bytes
 from engine.plan.method_choice import (
     GOALS,
     Execution,
