@@ -250,6 +250,17 @@ def _energy_json(energy: EnergyWindow | None, tokens: int) -> dict[str, Any]:
     }
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as None: a failed variant has no rate, and JSON has no inf."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
 def save_result(data: Mapping[str, Any], path: Path, append: bool = False) -> Path:
     """Writes one result as vLLM does: a JSON file, or with ``append`` one more line of a JSON Lines file.
 
@@ -259,7 +270,7 @@ def save_result(data: Mapping[str, Any], path: Path, append: bool = False) -> Pa
     Raises:
         ResultFileError: The folder or file cannot be written.
     """
-    text = json.dumps(data, allow_nan=False, default=str)
+    text = json.dumps(_finite(data), allow_nan=False, default=str)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,3 +154,13 @@ def test_sweep_finds_the_knee_stops_after_a_miss_and_says_it_plainly() -> None:
     assert curve[0]["output_throughput"] == pytest.approx(44 / 2.0)
     chart = plot_sweeps([fast, slow])
     assert "output tokens/s vs concurrency" in chart and "int8-w8a8" in chart
+
+
+def test_a_failed_variant_with_infinite_figures_is_saved_as_nulls(tmp_path: Path) -> None:
+    # A variant whose server never started has no rate: inf/NaN become null (JSON has no inf).
+    from engine.bench.result import save_result
+
+    path = save_result(
+        {"request_throughput": math.inf, "rows": [{"ttft": math.nan, "ok": 1.5}]}, tmp_path / "r.json"
+    )
+    assert json.loads(path.read_text()) == {"request_throughput": None, "rows": [{"ttft": None, "ok": 1.5}]}
