@@ -161,7 +161,8 @@ def test_a_shard_replaced_while_quantizing_is_one_model_error_and_no_output(tmp_
     from engine.quantize.request import QuantizeProgress, QuantizeRequest
     from engine.quantize.runner import quantize_model
 
-    model = write_tiny_llama(tmp_path / "model", num_hidden_layers=8)
+    # Large enough (64 MiB) that quantizing outlasts the 0.1 s progress throttle on a fast, warm box.
+    model = write_tiny_llama(tmp_path / "model", num_hidden_layers=8, hidden_size=512, intermediate_size=2048)
     shard = next(model.glob("*.safetensors"))
     replaced = []
 
