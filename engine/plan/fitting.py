@@ -61,6 +61,16 @@ def tp_options(target: HardwareTarget, model: ModelInfo) -> list[int]:
     return options or [1]
 
 
+def scheduler_limits(target: HardwareTarget, request: PlanRequest) -> tuple[int, int]:
+    """``--max-num-batched-tokens`` and ``--max-num-seqs``: as asked, else vLLM's defaults for this device."""
+    cpu = target.kind == "cpu"
+    batched = request.max_num_batched_tokens or default_max_num_batched_tokens(
+        target.memory_bytes, target.name, cpu=cpu
+    )
+    seqs = request.max_num_seqs or default_max_num_seqs(target.memory_bytes, target.name, cpu=cpu)
+    return batched, seqs
+
+
 def fit_on_target(
     model: ModelInfo,
     target: HardwareTarget,
@@ -77,10 +87,7 @@ def fit_on_target(
     if target.kind == "cpu":
         return fit_cpu(model, target, weights, max_model_len, request, kv_cache_dtype)
     kv_bytes = kv_dtype_bytes(kv_cache_dtype)
-    batched = request.max_num_batched_tokens or default_max_num_batched_tokens(
-        target.memory_bytes, target.name, cpu=False
-    )
-    seqs = request.max_num_seqs or default_max_num_seqs(target.memory_bytes, target.name, cpu=False)
+    batched, seqs = scheduler_limits(target, request)
     util = request.gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION
 
     def plan(tp: int, pp: int) -> DevicePlan:
@@ -116,10 +123,7 @@ def fit_cpu(
 ) -> DeviceFit:
     """Sizes VLLM_CPU_KVCACHE_SPACE with the one CPU rule (or the size asked for) and plans with it."""
     kv_bytes = kv_dtype_bytes(kv_cache_dtype)
-    batched = request.max_num_batched_tokens or default_max_num_batched_tokens(
-        target.memory_bytes, target.name, cpu=True
-    )
-    seqs = request.max_num_seqs or default_max_num_seqs(target.memory_bytes, target.name, cpu=True)
+    batched, seqs = scheduler_limits(target, request)
 
     def plan(gib: int) -> DevicePlan:
         return plan_cpu(model, weights, target.memory_bytes, max_model_len, kv_bytes, gib, batched)
