@@ -15,8 +15,9 @@ import json
 import sys
 from pathlib import Path
 
-from engine.bench.ab_runner import DEFAULT_METHODS, BenchProgress, BenchRequest, parse_methods, run_bench
-from engine.bench.loadgen import LoadSpec
+from engine.bench.ab_result import DEFAULT_METHODS, BenchProgress, BenchRequest, parse_methods
+from engine.bench.ab_runner import run_bench
+from engine.bench.load_spec import LoadSpec
 from engine.errors import QuantTuiError
 from engine.model.reference import resolve_model
 from tui.cli.bench_command import format_table, heldout_texts

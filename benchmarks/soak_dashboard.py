@@ -30,7 +30,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine.bench.loadgen import LoadSpec, run_load  # noqa: E402
+from engine.bench.load_spec import LoadSpec  # noqa: E402
+from engine.bench.loadgen import run_load  # noqa: E402
 from engine.telemetry.metrics import parse_metrics  # noqa: E402
 from tests.quant_tui_command import Output, interrupt, start_quant_tui, wait_serving  # noqa: E402
 

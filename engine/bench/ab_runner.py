@@ -8,33 +8,17 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from engine.bench.ab_result import (
-    BASELINE_METHOD,
-    DEFAULT_METHODS,
     BenchError,
     BenchProgress,
     BenchRequest,
     BenchResult,
     VariantResult,
-    parse_methods,
 )
 from engine.bench.serve_variant import measure_variant, prepare_variant, weights_bytes
 from engine.errors import QuantTuiError
 
 if TYPE_CHECKING:
     from engine.bench.quality import QualityResult
-
-# The request and result types live in engine.bench.ab_result; they are importable from here too.
-__all__ = [
-    "BASELINE_METHOD",
-    "DEFAULT_METHODS",
-    "BenchError",
-    "BenchProgress",
-    "BenchRequest",
-    "BenchResult",
-    "VariantResult",
-    "parse_methods",
-    "run_bench",
-]
 
 
 def _hardware_line() -> str:

@@ -20,23 +20,6 @@ from engine.bench.metrics import Outcome, RequestRecord
 from engine.bench.sse_stream import StreamState, one_line
 from engine.serve import client as server_client
 
-# LoadSpec, LoadResult, LoadProgress, Outcome and RequestRecord live in their own modules; they are
-# importable from here too, as they always were.
-__all__ = [
-    "LoadError",
-    "LoadProgress",
-    "LoadResult",
-    "LoadSpec",
-    "Outcome",
-    "RequestRecord",
-    "api_base_url",
-    "generate_load",
-    "length_for",
-    "make_prompt",
-    "run_load",
-    "served_model_name",
-]
-
 _STOP_CHECK_S = 0.05
 
 

@@ -8,7 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine.bench.energy import EnergyMeter
-from engine.bench.loadgen import LoadProgress, LoadSpec, run_load, served_model_name
+from engine.bench.load_result import LoadProgress
+from engine.bench.load_spec import LoadSpec
+from engine.bench.loadgen import run_load, served_model_name
 from engine.bench.metrics import DEFAULT_PERCENTILES
 from engine.bench.result import BenchRun, capture_reproducibility
 from engine.bench.server_truth import DEFAULT_INTERVAL_S, ServerSampler

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bench.energy import EnergyWindow
-from engine.bench.loadgen import LoadResult
+from engine.bench.load_result import LoadResult
 from engine.bench.metrics import ServeSummary
 from engine.bench.server_truth import ServerWindow
 from engine.errors import QuantTuiError

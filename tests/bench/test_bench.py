@@ -7,15 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.bench.ab_runner import (
-    BenchError,
-    BenchRequest,
-    BenchResult,
-    VariantResult,
-    parse_methods,
-    run_bench,
-)
-from engine.bench.loadgen import LoadSpec
+from engine.bench.ab_result import BenchError, BenchRequest, BenchResult, VariantResult, parse_methods
+from engine.bench.ab_runner import run_bench
+from engine.bench.load_spec import LoadSpec
 from engine.bench.metrics import Outcome, RequestRecord, summarize
 from engine.errors import QuantTuiError
 from tui.cli import main

@@ -153,7 +153,8 @@ def test_e2e_monitor_once_json_on_a_foreign_server(
 
 @pytest.mark.e2e
 def test_e2e_server_counters_see_the_tokens_the_generator_counted(server: Server) -> None:
-    from engine.bench.loadgen import LoadSpec, run_load
+    from engine.bench.load_spec import LoadSpec
+    from engine.bench.loadgen import run_load
     from engine.telemetry.poller import TelemetryPoller
     from engine.telemetry.snapshot import TelemetrySnapshot
 
@@ -227,7 +228,10 @@ def test_e2e_quality_text_too_long_is_one_line(server: Server, demo_model: Path)
 # Last in the module: it kills the module's server.
 @pytest.mark.e2e
 def test_e2e_server_killed_mid_load_every_request_accounted_for(server: Server) -> None:
-    from engine.bench.loadgen import LoadProgress, LoadSpec, Outcome, run_load
+    from engine.bench.load_result import LoadProgress
+    from engine.bench.load_spec import LoadSpec
+    from engine.bench.loadgen import run_load
+    from engine.bench.metrics import Outcome
 
     requests = 40
     spec = LoadSpec(concurrency=4, prompt_tokens=32, output_tokens=200, requests=requests, timeout_s=60)

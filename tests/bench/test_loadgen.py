@@ -11,16 +11,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from engine.bench.loadgen import (
-    LoadError,
-    LoadProgress,
-    LoadSpec,
-    Outcome,
-    api_base_url,
-    make_prompt,
-    run_load,
-    served_model_name,
-)
+from engine.bench.load_result import LoadProgress
+from engine.bench.load_spec import LoadError, LoadSpec, make_prompt
+from engine.bench.loadgen import api_base_url, run_load, served_model_name
+from engine.bench.metrics import Outcome
 from engine.errors import QuantTuiError
 from tests.bench.local_server import QuietHandler, local_server
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.bench.loadgen import LoadResult, LoadSpec
+from engine.bench.load_result import LoadResult
+from engine.bench.load_spec import LoadSpec
 from engine.bench.metrics import Outcome, RequestRecord
 from engine.bench.result import BenchRun
 from engine.bench.server_truth import ServerSampler, window_between

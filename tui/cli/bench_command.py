@@ -16,7 +16,7 @@ from tui.cli.bench_report import format_run, format_sweeps, format_table
 
 if TYPE_CHECKING:
     from engine.bench.ab_result import BenchProgress
-    from engine.bench.loadgen import LoadSpec
+    from engine.bench.load_spec import LoadSpec
     from engine.bench.result import BenchRun
     from engine.bench.sweep import SweepResult
 
@@ -156,7 +156,7 @@ def _percentiles(text: str) -> tuple[float, ...]:
 
 def load_spec(args: argparse.Namespace, default_warmups: int) -> LoadSpec:
     """The load the options describe, checked."""
-    from engine.bench.loadgen import LoadSpec
+    from engine.bench.load_spec import LoadSpec
 
     requests = args.num_prompts
     if requests is None and args.duration is None:

@@ -23,7 +23,7 @@ from tui.widgets.graphs import GPU_MEMORY, GRAPHS, HOST_MEMORY, SERVER_MEMORY
 from tui.widgets.time_plot import TimePlot, window_label
 
 if TYPE_CHECKING:
-    from engine.bench.loadgen import LoadProgress, LoadResult
+    from engine.bench.load_result import LoadProgress, LoadResult
     from engine.serve.failure_diagnosis import Diagnosis
     from engine.serve.launcher import VllmServer
     from engine.telemetry.poller import TelemetryPoller
@@ -313,7 +313,8 @@ class DashboardScreen(StepScreen):
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False, description="Sending load")
     def _load(self, url: str, stop: threading.Event) -> None:
-        from engine.bench.loadgen import LoadSpec, run_load
+        from engine.bench.load_spec import LoadSpec
+        from engine.bench.loadgen import run_load
 
         spec = LoadSpec(
             concurrency=words.LOAD_CONCURRENCY,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from tui.format import number
 
 if TYPE_CHECKING:
-    from engine.bench.loadgen import LoadProgress, LoadResult
+    from engine.bench.load_result import LoadProgress, LoadResult
     from engine.serve.failure_diagnosis import Diagnosis
 
 # The built-in load: a steady stream of streamed completions until stopped (or ten minutes).
@@ -46,7 +46,7 @@ def load_running_text(progress: LoadProgress) -> str:
 
 def load_done_text(result: LoadResult) -> str:
     """The sum of the load that ran: outcomes and throughput."""
-    from engine.bench.loadgen import Outcome
+    from engine.bench.metrics import Outcome
 
     cancelled = sum(1 for record in result.records if record.outcome == Outcome.CANCELLED)
     failed = sum(1 for record in result.records if record.outcome not in (Outcome.OK, Outcome.CANCELLED))
