@@ -10,7 +10,7 @@ from engine.model.checkpoint_size import WeightBytes
 from engine.model.inspect_model import ModelInfo
 from engine.plan.kv_cache import KvCapacity
 from engine.plan.memory import DevicePlan, plan_cpu, plan_gpu
-from engine.plan.plan_request import PlanRequest
+from engine.plan.plan_request import PlanRequest, dtype_bytes
 from engine.plan.server_plan import CpuKvSpace, available_ram_bytes, cpu_kv_space
 from engine.plan.vllm_facts import (
     DEFAULT_GPU_MEMORY_UTILIZATION,
@@ -48,9 +48,9 @@ class DeviceFit:
     max_num_seqs: int = 128
 
 
-def kv_dtype_bytes(kv_cache_dtype: str) -> int:
-    """Bytes per KV element for a ``--kv-cache-dtype`` (``auto`` is the 16-bit model dtype)."""
-    return 1 if kv_cache_dtype.startswith("fp8") else 2
+def kv_dtype_bytes(kv_cache_dtype: str, dtype: str = "auto") -> int:
+    """Bytes per KV element for a ``--kv-cache-dtype`` (``auto`` is the model's serving ``--dtype``)."""
+    return 1 if kv_cache_dtype.startswith("fp8") else dtype_bytes(dtype)
 
 
 def tp_options(target: HardwareTarget, model: ModelInfo) -> list[int]:
@@ -71,6 +71,26 @@ def scheduler_limits(target: HardwareTarget, request: PlanRequest) -> tuple[int,
     return batched, seqs
 
 
+@dataclass(frozen=True, slots=True)
+class _Sizing:
+    """What every fit of one candidate shares: its KV dtype, that dtype's bytes and vLLM's scheduler limits."""
+
+    kv_cache_dtype: str
+    kv_bytes: int
+    batched: int
+    seqs: int
+
+    def fit(
+        self,
+        plan: DevicePlan,
+        tp: int = 1,
+        pp: int = 1,
+        machines: int | None = None,
+        cpu_space: CpuKvSpace | None = None,
+    ) -> DeviceFit:
+        return DeviceFit(plan, tp, self.kv_cache_dtype, machines, cpu_space, pp, self.batched, self.seqs)
+
+
 def fit_on_target(
     model: ModelInfo,
     target: HardwareTarget,
@@ -82,54 +102,61 @@ def fit_on_target(
     """Finds the smallest TP size on this box that fits; if none does, the largest, and how many boxes would.
 
     With ``request.nodes`` above 1 the layout is vLLM's multi-node one: TP = the GPUs of one box
-    (or the TP asked for), PP = the boxes.
+    (or the TP asked for), PP = the boxes. On the CPU backend it sizes VLLM_CPU_KVCACHE_SPACE.
     """
+    sizing = _Sizing(
+        kv_cache_dtype, kv_dtype_bytes(kv_cache_dtype, request.dtype), *scheduler_limits(target, request)
+    )
     if target.kind == "cpu":
-        return fit_cpu(model, target, weights, max_model_len, request, kv_cache_dtype)
-    kv_bytes = kv_dtype_bytes(kv_cache_dtype)
-    batched, seqs = scheduler_limits(target, request)
+        return _fit_cpu(model, target, weights, max_model_len, request, sizing)
     util = request.gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION
 
     def plan(tp: int, pp: int) -> DevicePlan:
         return plan_gpu(
-            model, weights, target.memory_bytes, max_model_len, kv_bytes, tp, pp, batched, seqs, util
+            model,
+            weights,
+            target.memory_bytes,
+            max_model_len,
+            sizing.kv_bytes,
+            tp,
+            pp,
+            sizing.batched,
+            sizing.seqs,
+            util,
         )
-
-    def fit(plan_: DevicePlan, tp: int, pp: int = 1, machines: int | None = None) -> DeviceFit:
-        return DeviceFit(plan_, tp, kv_cache_dtype, machines, None, pp, batched, seqs)
 
     if request.nodes > 1:
         tp = request.tensor_parallel_size or max(tp_options(target, model))
-        return fit(plan(tp, request.nodes), tp, request.nodes)
+        return sizing.fit(plan(tp, request.nodes), tp, request.nodes)
     options = [request.tensor_parallel_size] if request.tensor_parallel_size else tp_options(target, model)
     for tp in options:
         one_box = plan(tp, 1)
         if one_box.capacity.max_concurrency >= request.concurrency:
-            return fit(one_box, tp)
+            return sizing.fit(one_box, tp)
     # Several boxes of this GPU: pipeline stages across boxes, tensor parallel within each.
     for pp in PIPELINE_STAGES_TRIED:
         if plan(tp, pp).capacity.max_concurrency >= request.concurrency:
-            return fit(one_box, tp, machines=pp)
-    return fit(one_box, tp)
+            return sizing.fit(one_box, tp, machines=pp)
+    return sizing.fit(one_box, tp)
 
 
-def fit_cpu(
+def _fit_cpu(
     model: ModelInfo,
     target: HardwareTarget,
     weights: WeightBytes,
     max_model_len: int,
     request: PlanRequest,
-    kv_cache_dtype: str,
+    sizing: _Sizing,
 ) -> DeviceFit:
     """Sizes VLLM_CPU_KVCACHE_SPACE with the one CPU rule (or the size asked for) and plans with it."""
-    kv_bytes = kv_dtype_bytes(kv_cache_dtype)
-    batched, seqs = scheduler_limits(target, request)
 
     def plan(gib: int) -> DevicePlan:
-        return plan_cpu(model, weights, target.memory_bytes, max_model_len, kv_bytes, gib, batched)
+        return plan_cpu(
+            model, weights, target.memory_bytes, max_model_len, sizing.kv_bytes, gib, sizing.batched
+        )
 
     if request.cpu_kvcache_gib is not None:
-        return DeviceFit(plan(request.cpu_kvcache_gib), 1, kv_cache_dtype, None, None, 1, batched, seqs)
+        return sizing.fit(plan(request.cpu_kvcache_gib))
     # Capacity grows linearly with the KV space: one GiB's worth says what the request needs.
     per_gib = plan(1).capacity
     needed = math.ceil(request.concurrency * GIB / per_gib.max_concurrency) if per_gib.max_concurrency else 0
@@ -142,7 +169,7 @@ def fit_cpu(
     while not _enough(planned.capacity, request.concurrency) and space.gib < max(space.limit_gib, 1):
         space = replace(space, gib=space.gib + 1)
         planned = plan(space.gib)
-    return DeviceFit(planned, 1, kv_cache_dtype, None, space, 1, batched, seqs)
+    return sizing.fit(planned, cpu_space=space)
 
 
 def _enough(capacity: KvCapacity, concurrency: int) -> bool:

@@ -16,6 +16,14 @@ if TYPE_CHECKING:
 # The --kv-cache-dtype values quant-tui plans for (vLLM 0.32's CacheDType has more, for other hardware).
 KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]
 KV_CACHE_DTYPES: tuple[str, ...] = get_args(KvCacheDtype)
+# vLLM 0.32's ModelDType: the --dtype values it takes ("auto" downcasts float32 checkpoints to 16-bit).
+ServeDtype = Literal["auto", "half", "float16", "bfloat16", "float", "float32"]
+SERVE_DTYPES: tuple[str, ...] = get_args(ServeDtype)
+
+
+def dtype_bytes(dtype: str) -> int:
+    """Bytes per element of a ``--dtype``: 4 for float32, else 2 (``auto`` never serves float32)."""
+    return 4 if dtype in ("float", "float32") else 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +45,8 @@ class PlanRequest:
         max_num_batched_tokens: vLLM's ``--max-num-batched-tokens`` (the profile run's batch, so the
             activation peak, and the tokens in flight for sliding windows); None is its default.
         nodes: boxes of the target's GPUs, joined by Ray: pipeline stages across boxes.
+        dtype: vLLM's ``--dtype`` (one of ``SERVE_DTYPES``): the bytes of the unquantized weights,
+            activations and an ``auto`` KV cache.
     """
 
     max_model_len: int | None = None
@@ -51,14 +61,23 @@ class PlanRequest:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     nodes: int = 1
+    dtype: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.dtype not in SERVE_DTYPES:
+            raise QuantTuiError(f"unknown --dtype {self.dtype!r}; use one of {', '.join(SERVE_DTYPES)}")
         if self.kv_cache_dtype is not None and self.kv_cache_dtype not in KV_CACHE_DTYPES:
             raise QuantTuiError(
                 f"unknown KV cache dtype {self.kv_cache_dtype!r}; use one of {', '.join(KV_CACHE_DTYPES)}"
             )
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise QuantTuiError("--gpu-memory-utilization is a fraction; use a value in (0, 1], e.g. 0.9")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise QuantTuiError("--max-model-len must be at least 1")
+        if self.concurrency < 1:
+            raise QuantTuiError("--concurrency must be at least 1")
+        if self.cpu_kvcache_gib is not None and self.cpu_kvcache_gib < 1:
+            raise QuantTuiError("--cpu-kvcache-gib must be at least 1")
         for name in ("max_num_seqs", "max_num_batched_tokens", "tensor_parallel_size"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -25,7 +25,7 @@ from engine.plan.method_choice import (
 )
 from engine.plan.methods import method as method_record
 from engine.plan.multi_node import ClusterStep, expert_parallel_hint, ray_cluster_steps
-from engine.plan.plan_request import PlanRequest, kv_cache_dtype_warning
+from engine.plan.plan_request import PlanRequest, dtype_bytes, kv_cache_dtype_warning
 from engine.plan.server_config import Prediction, ServerConfig
 from engine.plan.server_plan import CalibrationKey, load_calibration
 from engine.plan.vllm_facts import GIB, VLLM_VERSION
@@ -123,6 +123,7 @@ def _server_config(
         model=Path(model_dir),
         backend="cpu" if cpu else "cuda",
         max_model_len=max_model_len,
+        dtype=request.dtype,
         kv_cache_dtype=fit.kv_cache_dtype,
         tensor_parallel_size=fit.tensor_parallel_size,
         pipeline_parallel_size=fit.pipeline_parallel_size,
@@ -176,7 +177,7 @@ def _candidate(
     request: PlanRequest,
     first_reason: str,
 ) -> Candidate:
-    weights = weight_bytes(model, method)
+    weights = weight_bytes(model, method, dtype_bytes(request.dtype))
     cc = capability_number(target)
     kv_choice = request.kv_cache_dtype or "auto"
     fit = fit_on_target(model, target, weights, max_model_len, request, kv_choice)

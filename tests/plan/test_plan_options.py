@@ -87,6 +87,25 @@ def test_batch_options_feed_the_activation_peak_and_the_command(models: dict[str
     assert "--max-num-seqs 64 --max-num-batched-tokens 4096" in args
 
 
+@pytest.mark.parametrize(("dtype", "factor"), [("float32", 2), ("float", 2), ("bfloat16", 1), ("half", 1)])
+def test_dtype_replans_weights_and_an_auto_kv_cache(
+    models: dict[str, ModelInfo], dtype: str, factor: int
+) -> None:
+    """vLLM keeps the weights and an ``auto`` KV cache in --dtype: float32 doubles both."""
+    base = _bf16(models, "llama-3.1-8b", "cpu")
+    planned = _bf16(models, "llama-3.1-8b", "cpu", dtype=dtype)
+    assert planned.weights.total == base.weights.total * factor
+    assert planned.kv_cache_bytes_per_token == base.kv_cache_bytes_per_token * factor
+    assert planned.server.dtype == dtype and ("--dtype" in planned.vllm_args) is (dtype != "auto")
+    fp8 = _bf16(models, "llama-3.1-8b", "cpu", dtype=dtype, kv_cache_dtype="fp8")
+    assert fp8.kv_cache_bytes_per_token == base.kv_cache_bytes_per_token // 2  # an FP8 cache ignores --dtype
+
+
+def test_unknown_dtype_is_refused() -> None:
+    with pytest.raises(QuantTuiError, match="unknown --dtype 'int4'"):
+        PlanRequest(dtype="int4")
+
+
 @pytest.mark.parametrize(
     ("utilization", "requested"),
     [(None, 78_679_145_186), (0.8, 68_416_647_988)],  # ceil(81,559 MiB × 0.92) and × 0.8 on an H100
