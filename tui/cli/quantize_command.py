@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.quantize.request import DEFAULT_CALIBRATION_SAMPLES, KV_CACHE_SCHEMES, METHODS
+from tui.cli.plan_options import add_model_option
 
 if TYPE_CHECKING:
     from engine.quantize.estimate import CostEstimate
@@ -32,11 +33,7 @@ def register(subparsers: Any) -> None:
             "first use (it cannot share vLLM's). --dry-run prints what a run would need first."
         ),
     )
-    parser.add_argument(
-        "--model",
-        default="demo",
-        help="model folder, a repo id in the local Hugging Face cache, or 'demo' (default)",
-    )
+    add_model_option(parser)
     parser.add_argument("--method", required=True, choices=METHODS, help="quantization method")
     parser.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: <model>-<METHOD>)")
     parser.add_argument(

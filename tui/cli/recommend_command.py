@@ -7,8 +7,8 @@ import json
 import sys
 from typing import Any
 
-from engine.plan.plan_request import KV_CACHE_DTYPES
 from engine.plan.recommender import GOALS, Candidate, Recommendation, as_is_candidate
+from tui.cli.plan_options import NODES_OPTION, PLAN_OPTIONS, add_model_option, add_plan_options, plan_request
 
 
 def register(subparsers: Any) -> None:
@@ -29,70 +29,17 @@ def register(subparsers: Any) -> None:
 
 
 def add_planning_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options shared by ``recommend`` and the app: model, target GPU and serving needs."""
-    parser.add_argument(
-        "--model",
-        default="demo",
-        help="model folder, a repo id in the local Hugging Face cache, or 'demo' (default)",
-    )
+    """recommend's options: model, target GPU, goal, boxes, and the planning options serve shares."""
+    add_model_option(parser)
     parser.add_argument(
         "--gpu",
         metavar="NAME[xN]",
         help="plan for a catalogued GPU instead of this machine's, e.g. H100, A100-80GBx4, L4x2",
     )
     parser.add_argument(
-        "--max-model-len",
-        type=_positive_int,
-        metavar="N",
-        help="context length per request (default: model max, ≤32k)",
-    )
-    parser.add_argument(
-        "--concurrency",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="sequences that must fit at once (default 1)",
-    )
-    parser.add_argument(
         "--goal", choices=GOALS, default="balanced", help="what to optimise for (default balanced)"
     )
-    parser.add_argument(
-        "--gpu-memory-utilization",
-        type=float,
-        metavar="F",
-        help="vLLM's share of each GPU's memory, in (0, 1] (default vLLM's 0.92)",
-    )
-    parser.add_argument(
-        "--kv-cache-dtype",
-        metavar="{" + ",".join(KV_CACHE_DTYPES) + "}",
-        help="KV cache dtype (default: auto, or fp8 where it lets more sequences fit)",
-    )
-    parser.add_argument(
-        "--max-num-seqs", type=_positive_int, metavar="N", help="vLLM's --max-num-seqs (default per GPU)"
-    )
-    parser.add_argument(
-        "--max-num-batched-tokens",
-        type=_positive_int,
-        metavar="N",
-        help="vLLM's --max-num-batched-tokens: the profiled batch, so the activation peak (default per GPU)",
-    )
-    parser.add_argument(
-        "--nodes",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="boxes of the --gpu GPUs joined by Ray: pipeline stages across them (default 1)",
-    )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {value}")
-    return value
+    add_plan_options(parser, (*PLAN_OPTIONS, NODES_OPTION))
 
 
 def build_recommendation(args: argparse.Namespace) -> Recommendation:
@@ -100,20 +47,11 @@ def build_recommendation(args: argparse.Namespace) -> Recommendation:
     from engine.hardware.detect import detect_hardware, target_from_snapshot, target_from_spec
     from engine.model.inspect_model import inspect_model
     from engine.model.reference import resolve_model
-    from engine.plan.recommender import PlanRequest, recommend
+    from engine.plan.recommender import recommend
 
+    request = plan_request(args, (*PLAN_OPTIONS, NODES_OPTION), goal=args.goal)
     target = target_from_spec(args.gpu) if args.gpu else target_from_snapshot(detect_hardware())
     model = inspect_model(resolve_model(args.model))
-    request = PlanRequest(
-        max_model_len=args.max_model_len,
-        concurrency=args.concurrency,
-        goal=args.goal,
-        kv_cache_dtype=args.kv_cache_dtype,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        max_num_seqs=args.max_num_seqs,
-        max_num_batched_tokens=args.max_num_batched_tokens,
-        nodes=args.nodes,
-    )
     return recommend(model, target, request)
 
 

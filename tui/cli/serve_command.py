@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import QuantTuiError
 from tui.cli.api_key_options import add_api_key_options, api_key
+from tui.cli.plan_options import add_model_option, add_plan_options, plan_request
 from tui.cli.serve_output import (
     ServeConsole,
     print_attach,
+    print_dry_run,
     print_failure,
     print_json,
     print_ready,
@@ -21,6 +23,9 @@ from tui.cli.serve_output import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from engine.plan.plan_request import PlanRequest
     from engine.plan.server_config import ServerConfig
     from engine.serve.launcher import VllmServer
 
@@ -36,7 +41,7 @@ def register(subparsers: Any) -> None:
             "unless told otherwise; anything after -- goes to vLLM unchanged."
         ),
     )
-    parser.add_argument("--model", required=True, help="model folder, a repo id in the HF cache, or 'demo'")
+    add_model_option(parser, required=True)
     parser.add_argument("--port", type=int, default=None, help="port to bind (default: a free one)")
     parser.add_argument(
         "--host",
@@ -45,40 +50,14 @@ def register(subparsers: Any) -> None:
     )
     add_api_key_options(parser, "clients must send this key")
     parser.add_argument("--served-model-name", default=None, help="the name clients use for the model")
-    parser.add_argument(
-        "--max-model-len", type=int, default=None, help="longest request in tokens (default: the plan's)"
-    )
-    parser.add_argument(
-        "--concurrency",
-        type=int,
-        default=1,
-        help="requests of --max-model-len that must fit at once; sizes the plan's KV cache (default 1)",
-    )
-    parser.add_argument("--dtype", default="auto", help="activation dtype (auto, bfloat16, float16)")
+    # The planning options are recommend's own: serve re-plans from them, so it starts what recommend prints.
+    add_plan_options(parser)
     parser.add_argument(
         "--quantization", default=None, help="vLLM --quantization (default: the checkpoint's)"
-    )
-    parser.add_argument(
-        "--kv-cache-dtype", default=None, help="KV cache dtype (auto, fp8, ...; default: the plan's)"
-    )
-    parser.add_argument(
-        "--gpu-memory-utilization", type=float, default=None, help="share of GPU memory vLLM may use"
-    )
-    parser.add_argument(
-        "--tensor-parallel-size", type=int, default=None, help="GPUs per pipeline stage (default: the plan's)"
     )
     parser.add_argument("--pipeline-parallel-size", type=int, default=1, help="pipeline stages (machines)")
     parser.add_argument(
         "--ray", action="store_true", help="use Ray to span several machines (start Ray on each first)"
-    )
-    parser.add_argument(
-        "--cpu-kvcache-gib",
-        type=int,
-        default=None,
-        help=(
-            "KV cache space in GiB on the CPU backend (default: the plan's: what --max-model-len × "
-            "--concurrency needs +25 %%, within the available RAM)"
-        ),
     )
     parser.add_argument(
         "--enforce-eager", action="store_true", help="skip compilation and graph capture (starts faster)"
@@ -92,6 +71,11 @@ def register(subparsers: Any) -> None:
         "--json",
         action="store_true",
         help="once ready, also print one JSON line: URL, plan, start-up facts and plan vs. actual",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the command and environment the plan would start (with --json: as JSON) and exit",
     )
     parser.add_argument(
         "--keep-running",
@@ -132,54 +116,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _plan_and_serve(args: argparse.Namespace, extra: tuple[str, ...], console: ServeConsole) -> int:
-    from dataclasses import replace
-
     from engine.model.reference import resolve_model
-    from engine.plan.recommender import PlanRequest, plan_checkpoint
-    from engine.plan.server_config import ServerConfig
     from engine.serve.backend import detect_backend
 
+    request = plan_request(args)  # bad values are refused before anything is built or started
     model = resolve_model(
         args.model, on_demo_progress=lambda p: console.status(f"building the demo model: {p.message}")
     )
     console.done()
-    host = args.host if args.host is not None else "127.0.0.1"
-    request = PlanRequest(
-        max_model_len=args.max_model_len,
-        concurrency=args.concurrency,
-        kv_cache_dtype=args.kv_cache_dtype,
-        tensor_parallel_size=args.tensor_parallel_size,
-        cpu_kvcache_gib=args.cpu_kvcache_gib,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-    )
-    no_plan = None
-    try:
-        plan = plan_checkpoint(model, request).server
-    except QuantTuiError as error:
-        # No plan (an unreadable config.json...): start vLLM as asked and let its log say what is wrong.
-        no_plan = f"quant-tui: no plan for {model}: {error}"
-        plan = ServerConfig(
-            model=model,
-            max_model_len=args.max_model_len,
-            kv_cache_dtype=args.kv_cache_dtype or "auto",
-            tensor_parallel_size=args.tensor_parallel_size or 1,
-            cpu_kvcache_gib=args.cpu_kvcache_gib,
-            gpu_memory_utilization=args.gpu_memory_utilization,
-        )
-    config = replace(
-        plan,
-        served_model_name=args.served_model_name,
-        host=host,
-        port=args.port,
-        dtype=args.dtype,
-        quantization=args.quantization or plan.quantization,
-        pipeline_parallel_size=args.pipeline_parallel_size,
-        enforce_eager=plan.enforce_eager or args.enforce_eager,
-        api_key=api_key(args),
-        extra_args=extra,
-        allow_remote=args.host is not None,  # naming the address is the explicit opt-in
-        distributed_executor_backend="ray" if args.ray else None,
-    )
+    config, no_plan = server_config(args, model, request, extra)
+    if args.dry_run:
+        return print_dry_run(config, args.json)
     if no_plan:
         console.print(no_plan)
     backend = detect_backend()
@@ -190,6 +137,52 @@ def _plan_and_serve(args: argparse.Namespace, extra: tuple[str, ...], console: S
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def server_config(
+    args: argparse.Namespace, model: Path, request: PlanRequest, extra: tuple[str, ...] = ()
+) -> tuple[ServerConfig, str | None]:
+    """The server ``serve`` starts: the plan ``recommend`` shows for the checkpoint, from the same options.
+
+    Returns:
+        The config, and a line saying why there is no plan when the checkpoint cannot be planned
+        (then vLLM is started as asked and its log says what is wrong).
+    """
+    from dataclasses import replace
+
+    from engine.plan.recommender import plan_checkpoint
+    from engine.plan.server_config import ServerConfig
+
+    no_plan = None
+    try:
+        plan = plan_checkpoint(model, request).server
+    except QuantTuiError as error:
+        no_plan = f"quant-tui: no plan for {model}: {error}"
+        plan = ServerConfig(
+            model=model,
+            dtype=request.dtype,
+            max_model_len=request.max_model_len,
+            kv_cache_dtype=request.kv_cache_dtype or "auto",
+            tensor_parallel_size=request.tensor_parallel_size or 1,
+            cpu_kvcache_gib=request.cpu_kvcache_gib,
+            gpu_memory_utilization=request.gpu_memory_utilization,
+            max_num_seqs=request.max_num_seqs,
+            max_num_batched_tokens=request.max_num_batched_tokens,
+        )
+    config = replace(
+        plan,
+        served_model_name=args.served_model_name,
+        host=args.host if args.host is not None else "127.0.0.1",
+        port=args.port,
+        quantization=args.quantization or plan.quantization,
+        pipeline_parallel_size=max(args.pipeline_parallel_size, plan.pipeline_parallel_size),
+        enforce_eager=plan.enforce_eager or args.enforce_eager,
+        api_key=api_key(args),
+        extra_args=extra,
+        allow_remote=args.host is not None,  # naming the address is the explicit opt-in
+        distributed_executor_backend="ray" if args.ray else plan.distributed_executor_backend,
+    )
+    return config, no_plan
 
 
 def _serve(

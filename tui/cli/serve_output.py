@@ -16,6 +16,7 @@ from tui.cli.output import StatusLine, fields, show
 from tui.startup_text import engine_phrases, kv_cache_phrase
 
 if TYPE_CHECKING:
+    from engine.plan.server_config import ServerConfig
     from engine.serve.launcher import ServerFailed, VllmServer
     from engine.serve.startup_facts import StartupFacts
     from engine.telemetry.poller import TelemetryPoller
@@ -159,3 +160,35 @@ def print_attach(server: VllmServer) -> None:
     print(f"  the server keeps running (pid {server.pid}); attach with: quant-tui monitor {server.url}")
     print(f"  stop it with: kill -INT -- -{server.pid}")
     sys.stdout.flush()
+
+
+def dry_run_json(config: ServerConfig) -> dict[str, object]:
+    """The plan ``serve`` would start, in ``recommend --json``'s words: ``vllm_args``, ``env``, ``command``."""
+    from engine.serve.backend import detect_backend
+
+    backend = config.backend or detect_backend()
+    prediction = config.prediction
+    return {
+        "model_dir": str(config.model),
+        "method": config.method,
+        "backend": backend,
+        "vllm_args": config.vllm_args(backend),
+        "env": config.environment(backend),
+        "command": config.command_line(backend),
+        "prediction": dataclasses.asdict(prediction) if prediction is not None else None,
+    }
+
+
+def print_dry_run(config: ServerConfig, as_json: bool) -> int:
+    """``serve --dry-run``: the command and environment the plan starts (or one JSON object); returns 0."""
+    plan = dry_run_json(config)
+    if as_json:
+        print(json.dumps(plan), flush=True)
+    else:
+        print(plan["command"], flush=True)
+    print(
+        "quant-tui: dry run: nothing started; serving runs this command with quant-tui's Python, on a free "
+        "port unless --port, offline (HF_HUB_OFFLINE=1, VLLM_NO_USAGE_STATS=1), the API key in $VLLM_API_KEY",
+        file=sys.stderr,
+    )
+    return 0

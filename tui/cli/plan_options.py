@@ -1,0 +1,134 @@
+"""The planning options ``recommend`` and ``serve`` share (defined once), ``--model``, and the PlanRequest they make."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import QuantTuiError
+from engine.plan.plan_request import KV_CACHE_DTYPES, SERVE_DTYPES
+
+if TYPE_CHECKING:
+    from engine.plan.plan_request import PlanRequest
+
+
+@dataclass(frozen=True)
+class PlanOption:
+    """One planning option: its flag, the PlanRequest field it fills, and how its text is read.
+
+    Values stay text in argparse and are read by :func:`plan_request`, so a bad value is one
+    ``quant-tui: error:`` line (argparse's own errors print the whole usage first).
+    """
+
+    flag: str
+    kind: str  # "count" (a whole number ≥ 1), "fraction" (in (0, 1]) or "choice" (checked by PlanRequest)
+    help: str
+    metavar: str = "N"
+    default: str | None = None
+
+    @property
+    def field(self) -> str:
+        """The PlanRequest field (and argparse dest) the option fills."""
+        return self.flag.removeprefix("--").replace("-", "_")
+
+
+PLAN_OPTIONS: tuple[PlanOption, ...] = (
+    PlanOption("--max-model-len", "count", "context length per request (default: model max, ≤32k)"),
+    PlanOption(
+        "--concurrency",
+        "count",
+        "sequences of --max-model-len that must fit at once; sizes the KV cache (default 1)",
+        default="1",
+    ),
+    PlanOption(
+        "--gpu-memory-utilization",
+        "fraction",
+        "vLLM's share of each GPU's memory, in (0, 1] (default vLLM's 0.92)",
+        metavar="F",
+    ),
+    PlanOption(
+        "--kv-cache-dtype",
+        "choice",
+        "KV cache dtype (default: auto, or fp8 where it lets more sequences fit)",
+        metavar="{" + ",".join(KV_CACHE_DTYPES) + "}",
+    ),
+    PlanOption(
+        "--dtype",
+        "choice",
+        "weights and activations dtype; float32 doubles the unquantized weights and an auto KV cache (default auto)",
+        metavar="{" + ",".join(SERVE_DTYPES) + "}",
+        default="auto",
+    ),
+    PlanOption("--max-num-seqs", "count", "vLLM's --max-num-seqs (default per device)"),
+    PlanOption(
+        "--max-num-batched-tokens",
+        "count",
+        "vLLM's --max-num-batched-tokens: the profiled batch, so the activation peak (default per device)",
+    ),
+    PlanOption(
+        "--tensor-parallel-size", "count", "GPUs per pipeline stage (default: the smallest that fits)"
+    ),
+    PlanOption(
+        "--cpu-kvcache-gib",
+        "count",
+        "KV cache space in GiB on the CPU backend (default: what --max-model-len × --concurrency "
+        "needs +25%%, within the available RAM)",
+    ),
+)
+
+# recommend only: several boxes of a catalogued GPU (serve runs on this one).
+NODES_OPTION = PlanOption(
+    "--nodes",
+    "count",
+    "boxes of the --gpu GPUs joined by Ray: pipeline stages across them (default 1)",
+    default="1",
+)
+
+
+def add_model_option(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
+    """``--model``: a folder, a repo id in the local Hugging Face cache, or ``demo``."""
+    where = "model folder, a repo id in the local Hugging Face cache, or 'demo'"
+    if required:
+        parser.add_argument("--model", required=True, help=where)
+    else:
+        parser.add_argument("--model", default="demo", help=f"{where} (default)")
+
+
+def add_plan_options(parser: argparse.ArgumentParser, options: tuple[PlanOption, ...] = PLAN_OPTIONS) -> None:
+    """Adds the planning options (:data:`PLAN_OPTIONS`: ``recommend`` and ``serve`` take them all)."""
+    for option in options:
+        parser.add_argument(option.flag, default=option.default, metavar=option.metavar, help=option.help)
+
+
+def _read(option: PlanOption, text: str) -> int | float | str:
+    if option.kind == "choice":
+        return text
+    try:
+        value: float = int(text) if option.kind == "count" else float(text)
+    except ValueError:
+        kind = "a whole number" if option.kind == "count" else "a fraction such as 0.9"
+        raise QuantTuiError(f"{option.flag} expects {kind}, got {text!r}") from None
+    if option.kind == "count" and value < 1:
+        raise QuantTuiError(f"{option.flag} must be at least 1, got {text}")
+    if option.kind == "fraction" and not 0 < value <= 1:
+        raise QuantTuiError(f"{option.flag} is a fraction; use a value in (0, 1], e.g. 0.9, not {text}")
+    return value
+
+
+def plan_request(
+    args: argparse.Namespace, options: tuple[PlanOption, ...] = PLAN_OPTIONS, **more: Any
+) -> PlanRequest:
+    """The PlanRequest the parsed planning ``options`` ask for (``more`` adds fields such as ``goal``).
+
+    Raises:
+        QuantTuiError: a value that is not a number, out of range, or not a dtype vLLM takes.
+    """
+    from engine.plan.plan_request import PlanRequest
+
+    values: dict[str, Any] = {
+        option.field: _read(option, text)
+        for option in options
+        if (text := getattr(args, option.field)) is not None
+    }
+    return PlanRequest(**values, **more)
