@@ -26,6 +26,7 @@ class PlanOption:
     help: str
     metavar: str = "N"
     default: str | None = None
+    choices: tuple[str, ...] = ()
 
     @property
     def field(self) -> str:
@@ -52,6 +53,7 @@ PLAN_OPTIONS: tuple[PlanOption, ...] = (
         "choice",
         "KV cache dtype (default: auto, or fp8 where it lets more sequences fit)",
         metavar="{" + ",".join(KV_CACHE_DTYPES) + "}",
+        choices=KV_CACHE_DTYPES,
     ),
     PlanOption(
         "--dtype",
@@ -59,6 +61,7 @@ PLAN_OPTIONS: tuple[PlanOption, ...] = (
         "weights and activations dtype; float32 doubles the unquantized weights and an auto KV cache (default auto)",
         metavar="{" + ",".join(SERVE_DTYPES) + "}",
         default="auto",
+        choices=SERVE_DTYPES,
     ),
     PlanOption("--max-num-seqs", "count", "vLLM's --max-num-seqs (default per device)"),
     PlanOption(
@@ -101,7 +104,12 @@ def add_plan_options(parser: argparse.ArgumentParser, options: tuple[PlanOption,
         parser.add_argument(option.flag, default=option.default, metavar=option.metavar, help=option.help)
 
 
-def _read(option: PlanOption, text: str) -> int | float | str:
+def read_option(option: PlanOption, text: str) -> int | float | str:
+    """One option's value from its text (the CLI's and the Plan screen's settings alike).
+
+    Raises:
+        QuantTuiError: not a number, or out of range (choices are checked by PlanRequest).
+    """
     if option.kind == "choice":
         return text
     try:
@@ -127,7 +135,7 @@ def plan_request(
     from engine.plan.plan_request import PlanRequest
 
     values: dict[str, Any] = {
-        option.field: _read(option, text)
+        option.field: read_option(option, text)
         for option in options
         if (text := getattr(args, option.field)) is not None
     }

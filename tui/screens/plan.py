@@ -19,6 +19,7 @@ from engine.plan.recommender import GOALS, Candidate, PlanRequest, Recommendatio
 from tui.cli.recommend_command import concurrency_text
 from tui.format import gib, home_path, size
 from tui.screens.base import StepScreen
+from tui.screens.plan_settings import PlanSettingsDialog, settings_summary
 from tui.widgets.memory_bar import MemoryBar, Segment
 
 T = TypeVar("T")
@@ -89,6 +90,12 @@ class PlanScreen(StepScreen):
         Binding("g", "goal", "Goal", tooltip="Cycle the goal: quality, balanced, memory, throughput"),
         Binding("k", "kv", "KV", tooltip="Cycle the KV cache dtype: planner's choice, 16-bit, FP8"),
         Binding("t", "tp", "TP", tooltip="Cycle the tensor-parallel size"),
+        Binding(
+            "o",
+            "settings",
+            "Options",
+            tooltip="Set vLLM's serving options: GPU memory share, KV/model dtype, max sequences, batch, context",
+        ),
         Binding("c", "copy", "Copy", tooltip="Copy the quantize and serve commands"),
         Binding("b", "app.bench", "Bench", tooltip="Benchmark: A/B across methods, or a sweep of the server"),
     ]
@@ -234,6 +241,9 @@ class PlanScreen(StepScreen):
         if candidate.needs_quantization:
             lines.append(Text("Make it:", style="bold underline"))
             lines.append(Text(quantize_command(self.selection.model_reference, candidate)))
+        summary = settings_summary(self.request)
+        if summary:
+            lines.append(Text(f"Options (o): {summary}", style="italic"))
         lines.append(Text("Serve it:", style="bold underline"))
         lines.append(Text(home_command(candidate)))
         text.update(Group(*lines))
@@ -290,6 +300,15 @@ class PlanScreen(StepScreen):
         self.request = replace(
             self.request, tensor_parallel_size=_cycle(choices, self.request.tensor_parallel_size)
         )
+
+    def action_settings(self) -> None:
+        """Opens every serving option as a field; the plan is re-made from what is applied."""
+
+        def applied(request: PlanRequest | None) -> None:
+            if request is not None:
+                self.request = request
+
+        self.app.push_screen(PlanSettingsDialog(self.request), applied)
 
     def action_copy(self) -> None:
         """Copies the serve command (and the quantize command first, when one is needed)."""
