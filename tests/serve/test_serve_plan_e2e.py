@@ -104,14 +104,27 @@ def test_serve_with_defaults_starts_what_recommend_shows(demo_model: Path) -> No
 
 
 def test_serve_options_change_the_plan(demo_model: Path) -> None:
-    # --max-model-len 512 --concurrency 2000: 4 blocks a request, 1 GiB holds 4096 blocks = 1024
-    # requests, so 2000 need 1.95 GiB; +25 % = 2.44 → 3 GiB: 12,288 blocks / 4 = 3072.00×, 1,572,864 tokens.
-    options = ("--max-model-len", "512", "--concurrency", "2000")
+    # --dtype float32 keeps an auto KV cache in float32: 2 × 4 layers × 2 heads × 64 × 4 B = 4 KiB a token,
+    # 512 KiB a 128-token block. --max-model-len 512: 4 blocks a request; 1 GiB holds 2048 blocks = 512
+    # requests, so 1000 need 1.95 GiB; +25 % = 2.44 → 3 GiB: 6144 blocks / 4 = 1536.00×, 786,432 tokens.
+    # (In bfloat16 the same 3 GiB would hold twice that: the plan follows --dtype, not only the argv.)
+    options = (
+        "--max-model-len",
+        "512",
+        "--concurrency",
+        "1000",
+        "--dtype",
+        "float32",
+        "--max-num-seqs",
+        "64",
+    )
     line, _ = _serve_json(demo_model, *options)
     assert line["command"].startswith("VLLM_CPU_KVCACHE_SPACE=3 ")
-    assert "--max-model-len 512" in line["command"]
+    for flag in ("--max-model-len 512", "--dtype float32", "--max-num-seqs 64"):
+        assert flag in line["command"]
     assert line["command"] == _recommended_command(demo_model, *options)
-    assert _kv(line) == (1_572_864, 3072.0)
+    assert line["facts"]["dtype"] == "float32"  # what vLLM says it runs
+    assert _kv(line) == (786_432, 1536.0)
     assert line["plan_vs_actual"]["exact"] is True
 
 
