@@ -11,7 +11,8 @@ else
     extras="cpu"
 fi
 if [ "${1:-}" = "dev" ]; then
-    extras="$extras,dev"
+    # "eval" too: the tests run lm-eval against a real server (bench --eval-task).
+    extras="$extras,dev,eval"
     # One test drives the real app inside tmux.
     if ! command -v tmux >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "quant-tui: installing tmux for the terminal test" >&2
@@ -26,7 +27,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 # A second run with the same pyproject.toml and extras installs nothing.
-stamp=".venv/.quant-tui-$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)-${extras/,/-}"
+stamp=".venv/.quant-tui-$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)-${extras//,/-}"
 if [ ! -f "$stamp" ]; then
     echo "quant-tui: installing quant-tui[$extras] into .venv (the first time takes a few minutes)" >&2
     .venv/bin/python -m pip install --quiet --upgrade pip

@@ -14,6 +14,7 @@ from engine.errors import QuantTuiError
 if TYPE_CHECKING:
     from engine.bench.result import BenchRun
     from engine.bench.sweep import SweepResult
+    from engine.bench.task_eval import EvalTask, TaskAccuracy
 
 __all__ = [
     "BASELINE_METHOD",
@@ -54,6 +55,8 @@ class BenchRequest:
         percentiles: Percentiles each summary reports.
         sweep_max_concurrency: Sweep concurrency 1, 2, 4, ... up to this (bounded by the KV cache)
             instead of one load; ``None``: no sweep.
+        eval_task: The lm-eval task each variant is scored on (``bench --eval-task``); ``None``: none.
+        eval_limit: Documents of ``eval_task`` to evaluate (``None``: all).
     """
 
     model: Path
@@ -71,6 +74,8 @@ class BenchRequest:
     slo_ms: Mapping[str, float] = field(default_factory=dict)
     percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
     sweep_max_concurrency: int | None = None
+    eval_task: EvalTask | None = None
+    eval_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,8 @@ class BenchProgress:
         method: The variant being worked on.
         index: Its position in the list (0-based).
         total: How many variants there are.
-        stage: ``quantizing``, ``starting``, ``warming up``, ``load``, ``quality``, ``done`` or ``failed``.
+        stage: ``quantizing``, ``starting``, ``warming up``, ``load``, ``quality``, ``task eval``, ``done`` or
+            ``failed``.
         message: One line for the user.
     """
 
@@ -113,6 +119,7 @@ class VariantResult:
         top1_agreement: Share of positions where its top-1 next token matches the baseline's.
         run: The full result of the load (vLLM keys, server window, reproducibility).
         sweep: The capacity sweep, when one was asked for.
+        task_accuracy: lm-eval's figure on ``BenchRequest.eval_task``, when one was asked for.
     """
 
     method: str
@@ -131,18 +138,20 @@ class VariantResult:
     top1_agreement: float | None = None
     run: BenchRun | None = None
     sweep: SweepResult | None = None
+    task_accuracy: TaskAccuracy | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the figures, the run in vLLM's result format and the sweep."""
         data = {
             item.name: getattr(self, item.name)
             for item in fields(self)
-            if item.name not in ("run", "sweep", "summary")
+            if item.name not in ("run", "sweep", "summary", "task_accuracy")
         }
         data["load"] = None if self.summary is None else self.summary.to_json()
         data["model_dir"] = None if self.model_dir is None else str(self.model_dir)
         data["run"] = None if self.run is None else self.run.to_json()
         data["sweep"] = None if self.sweep is None else self.sweep.to_json()
+        data["task_accuracy"] = None if self.task_accuracy is None else self.task_accuracy.to_json()
         return data
 
     @property
@@ -178,6 +187,8 @@ class TradeOffRow:
         perplexity_change: Relative change of perplexity against the baseline (0.05: 5 % higher).
         top1_agreement: Share of positions whose top-1 next token matches the baseline's.
         joules_per_output_token: GPU energy per output token (NVML); ``None`` where not available.
+        task_accuracy: lm-eval's figure (``acc`` for multiple choice) on the eval task, when one ran.
+        task_accuracy_stderr: Its standard error.
     """
 
     method: str
@@ -195,6 +206,8 @@ class TradeOffRow:
     perplexity_change: float | None
     top1_agreement: float | None
     joules_per_output_token: float | None = None
+    task_accuracy: float | None = None
+    task_accuracy_stderr: float | None = None
 
 
 @dataclass(frozen=True)
@@ -232,6 +245,8 @@ class BenchResult:
                 else variant.perplexity / base.perplexity - 1.0,
                 top1_agreement=variant.top1_agreement,
                 joules_per_output_token=variant.joules_per_token,
+                task_accuracy=None if variant.task_accuracy is None else variant.task_accuracy.value,
+                task_accuracy_stderr=None if variant.task_accuracy is None else variant.task_accuracy.stderr,
             )
             for variant in self.variants
         )

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.bench.energy import EnergyWindow
 from engine.bench.load_result import LoadResult
@@ -20,6 +20,9 @@ from engine.bench.metrics import ServeSummary
 from engine.bench.server_truth import ServerWindow
 from engine.errors import QuantTuiError
 from engine.serve import client as server_client
+
+if TYPE_CHECKING:
+    from engine.bench.task_eval import TaskAccuracy
 
 __all__ = [
     "BenchRun",
@@ -170,6 +173,7 @@ class BenchRun:
         reproducibility: What reproduces it.
         date: ``YYYYmmdd-HHMMSS`` as vLLM stamps results.
         save_detailed: Whether the per-request lists go into the JSON (vLLM ``--save-detailed``).
+        task_accuracy: lm-eval's figure on the served model (``bench --eval-task``), else ``None``.
     """
 
     label: str
@@ -181,6 +185,7 @@ class BenchRun:
     reproducibility: Reproducibility | None = None
     date: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"))
     save_detailed: bool = False
+    task_accuracy: TaskAccuracy | None = None
 
     def to_json(self) -> dict[str, Any]:
         """vLLM's result keys in vLLM's order, then a ``quant_tui`` object with everything else."""
@@ -217,6 +222,7 @@ class BenchRun:
             "server": None if self.server is None else asdict(self.server),
             "energy": _energy_json(self.energy, self.summary.total_output_tokens),
             "reproducibility": None if self.reproducibility is None else asdict(self.reproducibility),
+            "task_accuracy": None if self.task_accuracy is None else self.task_accuracy.to_json(),
         }
         return data
 

@@ -232,6 +232,16 @@ def measure_variant(
             if baseline_quality is not None:
                 # The card quant-tui wrote says the figures are added "when the quality check runs".
                 update_quality(variant.model_dir, comparison)
+        accuracy = None
+        if request.eval_task is not None and not cancel.is_set():
+            from engine.bench.task_eval import EvalRequest, run_task_eval
+
+            limit = "" if request.eval_limit is None else f", {request.eval_limit} documents"
+            report("task eval", f"lm-eval {request.eval_task.name}{limit}")
+            eval_request = EvalRequest(
+                request.eval_task, request.eval_limit, server.url, model, tokenizer=variant.model_dir
+            )
+            accuracy = run_task_eval(eval_request, cancel=cancel)
     finally:
         server.stop()
     rss = _peak(snapshots, "server_rss_bytes")
@@ -246,9 +256,10 @@ def measure_variant(
         server_peak_rss_bytes=None if rss is None else int(rss),
         gpu_peak_memory_bytes=None if gpu is None else int(gpu),
         server_generation_tokens=None if run.server is None else run.server.generation_tokens,
-        run=run,
+        run=replace(run, task_accuracy=accuracy),
         sweep=sweep,
         perplexity=perplexity,
         top1_agreement=agreement,
+        task_accuracy=accuracy,
     )
     return measured, quality

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from engine.bench.load_spec import LoadSpec
     from engine.bench.result import BenchRun
     from engine.bench.sweep import SweepResult
+    from engine.bench.task_eval import EvalTask, TaskAccuracy
 
 DEFAULT_METHODS_TEXT = "bf16,int8-w8a8,w4a16,fp8"
 DEFAULT_SWEEP_MAX = 64
@@ -41,7 +42,9 @@ def register(subparsers: Any) -> None:
     target.add_argument("--url", default=None, metavar="URL", help="a running server; nothing is launched")
     add_api_key_options(target)
     target.add_argument(
-        "--model", default="demo", help="model folder, an HF-cache repo id, or 'demo' (default; A/B only)"
+        "--model",
+        default=None,
+        help="model folder, an HF-cache repo id, or 'demo' (the A/B's default); with --url, lm-eval's tokenizer",
     )
     target.add_argument(
         "--methods",
@@ -55,6 +58,20 @@ def register(subparsers: Any) -> None:
         "--fresh", action="store_true", help="quantize again even when a variant folder exists"
     )
     target.add_argument("--no-quality", action="store_true", help="skip the perplexity / agreement check")
+    target.add_argument(
+        "--eval-task",
+        default=None,
+        metavar="TASK",
+        help="also score each served model with lm-eval's local-completions: a task YAML file, a shipped task "
+        "(quant_tui_demo_fluency) or an lm-eval task name (needs the 'eval' extra)",
+    )
+    target.add_argument(
+        "--eval-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="evaluate the first N documents of --eval-task",
+    )
 
     load = parser.add_argument_group("load (as vllm bench serve)")
     load.add_argument(
@@ -201,12 +218,41 @@ def run(args: argparse.Namespace) -> int:
         from engine.bench.result import check_result_path
 
         check_result_path(args.save_result)  # before the run, not after it
+    task = _eval_task(args)
     if args.url is not None:
-        return _run_url(args, slo, percentiles)
-    return _run_ab(args, slo, percentiles)
+        return _run_url(args, slo, percentiles, task)
+    return _run_ab(args, slo, percentiles, task)
 
 
-def _run_url(args: argparse.Namespace, slo: dict[str, float], percentiles: tuple[float, ...]) -> int:
+def _eval_task(args: argparse.Namespace) -> EvalTask | None:
+    """The lm-eval task asked for, checked before anything is served (lm-eval installed, task known)."""
+    if args.eval_limit is not None and args.eval_limit < 1:
+        raise QuantTuiError(f"--eval-limit must be at least 1, not {args.eval_limit}")
+    if args.eval_task is None:
+        if args.eval_limit is not None:
+            raise QuantTuiError("--eval-limit needs --eval-task TASK")
+        return None
+    from engine.bench.task_eval import require_lm_eval, resolve_task
+
+    require_lm_eval()
+    return resolve_task(args.eval_task)
+
+
+def _url_task_accuracy(
+    args: argparse.Namespace, task: EvalTask, url: str, model: str, key: str | None, stop: threading.Event
+) -> TaskAccuracy:
+    """lm-eval against ``--url``, with ``--model`` (else the served folder) as its tokenizer."""
+    from engine.bench.task_eval import EvalRequest, local_tokenizer, run_task_eval
+    from engine.model.reference import resolve_model
+
+    tokenizer = local_tokenizer(model, None if args.model is None else resolve_model(args.model))
+    print(f"lm-eval: task {task.name} against {url}", file=sys.stderr)
+    return run_task_eval(EvalRequest(task, args.eval_limit, url, model, tokenizer, key), cancel=stop)
+
+
+def _run_url(
+    args: argparse.Namespace, slo: dict[str, float], percentiles: tuple[float, ...], task: EvalTask | None
+) -> int:
     from dataclasses import replace
 
     from engine.bench.measure import measure_server
@@ -235,6 +281,10 @@ def _run_url(args: argparse.Namespace, slo: dict[str, float], percentiles: tuple
     try:
         if not args.sweep:
             result = measure(spec.concurrency)
+            if task is not None and result.summary.completed:
+                result = replace(
+                    result, task_accuracy=_url_task_accuracy(args, task, url, str(spec.model), key, stop)
+                )
             data = result.to_json()
             print(json.dumps(data, indent=2) if args.json else format_run(result))
             _save(args, data)
@@ -244,10 +294,11 @@ def _run_url(args: argparse.Namespace, slo: dict[str, float], percentiles: tuple
         )
         levels = concurrency_levels(top)
         sweep = run_sweep(args.label or str(spec.model), measure, levels, slo or DEFAULT_SWEEP_SLO)
+        accuracy = None if task is None else _url_task_accuracy(args, task, url, str(spec.model), key, stop)
     except KeyboardInterrupt:
         stop.set()
         raise
-    return _print_sweeps(args, [sweep])
+    return _print_sweeps(args, [sweep], accuracy)
 
 
 def _kv_capacity(url: str, key: str | None) -> int | None:
@@ -267,30 +318,40 @@ def _all_failed(run: BenchRun) -> int:
     raise QuantTuiError(f"no request completed: {reasons[0][0] if reasons else 'unknown error'}")
 
 
-def _print_sweeps(args: argparse.Namespace, sweeps: list[SweepResult]) -> int:
+def _print_sweeps(args: argparse.Namespace, sweeps: list[SweepResult], accuracy: TaskAccuracy | None) -> int:
     from engine.bench.sweep import capacity_line, plot_sweeps
 
     line = capacity_line(sweeps)
     charts = plot_sweeps(sweeps)
-    data = {"sweeps": [sweep.to_json() for sweep in sweeps], "capacity": line, "plots": charts}
+    data: dict[str, Any] = {
+        "sweeps": [sweep.to_json() for sweep in sweeps],
+        "capacity": line,
+        "plots": charts,
+    }
+    if accuracy is not None:
+        data["task_accuracy"] = accuracy.to_json()
     if args.json:
         print(json.dumps(data, indent=2))
     else:
         print(charts)
         print(format_sweeps(sweeps))
         print(line)
+        if accuracy is not None:
+            print(f"task accuracy ({accuracy.task}, {accuracy.samples} documents): {accuracy.text()}")
     _save(args, data)
     return 0
 
 
-def _run_ab(args: argparse.Namespace, slo: dict[str, float], percentiles: tuple[float, ...]) -> int:
+def _run_ab(
+    args: argparse.Namespace, slo: dict[str, float], percentiles: tuple[float, ...], task: EvalTask | None
+) -> int:
     from engine.bench.ab_result import BenchRequest, parse_methods
     from engine.bench.ab_runner import run_bench
     from engine.model.reference import resolve_model
 
     methods = parse_methods(args.methods)
     spec = load_spec(args, default_warmups=0)
-    model = resolve_model(args.model)
+    model = resolve_model(args.model or "demo")
     texts: tuple[str, ...] = () if args.no_quality else heldout_texts()
     request = BenchRequest(
         model=model,
@@ -302,6 +363,8 @@ def _run_ab(args: argparse.Namespace, slo: dict[str, float], percentiles: tuple[
         slo_ms=slo,
         percentiles=percentiles,
         sweep_max_concurrency=args.sweep_max if args.sweep else None,
+        eval_task=task,
+        eval_limit=args.eval_limit,
     )
     cancel = threading.Event()
     try:

@@ -68,12 +68,29 @@ def format_table(result: BenchResult) -> str:
                 number(None if agreement is None else 100 * agreement, 1, "%"),
             )
         )
+    columns: tuple[str, ...] = TRADE_OFF_COLUMNS
+    accuracies = [variant.task_accuracy for variant in result.variants]
+    measured = [accuracy for accuracy in accuracies if accuracy is not None]
+    if measured:
+        # One column for the lm-eval task, e.g. "quant_tui_demo_fluency acc (20)": value ± stderr per method.
+        columns = (*columns, f"{measured[0].task} {measured[0].metric.split(',')[0]} ({measured[0].samples})")
+        rows = [
+            (
+                *row,
+                "-" if accuracy is None or row[1] == "failed" else _accuracy(accuracy.value, accuracy.stderr),
+            )
+            for row, accuracy in zip(rows, accuracies, strict=True)
+        ]
     load = result.load
     heading = (
         f"{result.hardware}; baseline {result.baseline.method}; load: {load.requests} requests, "
         f"concurrency {load.concurrency}, {load.prompt_tokens} prompt + {load.output_tokens} output tokens"
     )
-    return "\n".join([heading, plain(table(TRADE_OFF_COLUMNS, rows)), *notes])
+    return "\n".join([heading, plain(table(columns, rows)), *notes])
+
+
+def _accuracy(value: float, stderr: float | None) -> str:
+    return f"{value:.3f}" + ("" if stderr is None else f" ± {stderr:.3f}")
 
 
 def _vllm_line(name: str, value: float | int | None, digits: int = 2) -> str:
@@ -126,6 +143,12 @@ def format_run(run: BenchRun) -> str:
     for reason, count in summary.failure_reasons:
         lines.append(f"failed ×{count}: {reason}")
     lines += _server_lines(run)
+    accuracy = run.task_accuracy
+    if accuracy is not None:
+        lines.append(_rule(" lm-eval, same server ", "-"))
+        lines.append(
+            f"{f'{accuracy.task} ({accuracy.samples} documents):':<{VLLM_LABEL_WIDTH}} {accuracy.text()}"
+        )
     lines.append("=" * VLLM_BLOCK_WIDTH)
     return "\n".join(lines)
 
