@@ -7,11 +7,15 @@ import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.errors import QuantTuiError
 from engine.plan.server_config import Backend, ServerConfig
 from engine.serve.amx_permission import ENTRY_POINT_NAME as AMX_PLUGIN
 from engine.serve.ports import pick_free_port
+
+if TYPE_CHECKING:
+    from engine.plan.plan_request import PlanRequest
 
 __all__ = ["VLLM_API_KEY_ENV", "build_command", "default_cpu_kvcache_gib", "port_of"]
 
@@ -22,19 +26,33 @@ VLLM_API_KEY_ENV = "VLLM_API_KEY"
 def default_cpu_kvcache_gib(config: ServerConfig) -> int:
     """KV cache space on the CPU backend for a config that names none: the planner's one rule.
 
-    Plans serving ``config.model`` as it is at ``config.max_model_len`` for one request
+    Plans serving ``config.model`` as it is at ``config.max_model_len`` (and its dtypes and
+    scheduler limits, :func:`plan_request_for`) for one request
     (``engine.plan.server_plan.cpu_kv_space``: what it needs +25 %, within the available RAM);
     1 GiB when the folder holds no model to plan from.
     """
-    from engine.plan.recommender import PlanRequest, plan_checkpoint
+    from engine.plan.recommender import plan_checkpoint
     from engine.plan.server_plan import available_ram_bytes, cpu_kv_space
 
     try:
-        candidate = plan_checkpoint(config.model, PlanRequest(max_model_len=config.max_model_len))
+        candidate = plan_checkpoint(config.model, plan_request_for(config))
     except (QuantTuiError, OSError, ValueError):
         # Nothing to plan from (no readable config.json): the rule's minimum; vLLM says if it is short.
         return cpu_kv_space(0, available_ram_bytes(), 0).gib
     return int(candidate.server.cpu_kvcache_gib or 1)
+
+
+def plan_request_for(config: ServerConfig) -> PlanRequest:
+    """The plan request a config without a plan stands for: its context, dtypes and scheduler limits, one request."""
+    from engine.plan.plan_request import KV_CACHE_DTYPES, SERVE_DTYPES, PlanRequest
+
+    return PlanRequest(
+        max_model_len=config.max_model_len,
+        dtype=config.dtype if config.dtype in SERVE_DTYPES else "auto",
+        kv_cache_dtype=config.kv_cache_dtype if config.kv_cache_dtype in KV_CACHE_DTYPES else None,
+        max_num_seqs=config.max_num_seqs,
+        max_num_batched_tokens=config.max_num_batched_tokens,
+    )
 
 
 def _vllm_cli() -> list[str]:

@@ -38,7 +38,9 @@ def register(subparsers: Any) -> None:
         description=(
             "Start a local vLLM server for a model folder (or 'demo'), wait until it is healthy, print "
             "its URL and keep it running until Ctrl-C or SIGTERM. It binds 127.0.0.1 on a free port "
-            "unless told otherwise; anything after -- goes to vLLM unchanged."
+            "unless told otherwise; anything after -- goes to vLLM unchanged. The planning options are "
+            "recommend's: it starts the command `quant-tui recommend` prints for the same options "
+            "(--dry-run prints it and exits)."
         ),
     )
     add_model_option(parser, required=True)
