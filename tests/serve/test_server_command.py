@@ -1,0 +1,154 @@
+"""The vLLM server command line and environment built from a ServerConfig on each backend."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.errors import QuantTuiError
+from engine.plan.server_config import ServerConfig
+from engine.serve.ports import port_is_free
+from engine.serve.server_command import build_command, default_cpu_kvcache_gib
+
+GIB = 1024**3
+MODEL = Path("/models/tiny")
+
+
+def _flag(argv: list[str], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv else None
+
+
+@pytest.mark.parametrize(
+    ("config", "expected_pairs", "expected_flags", "absent"),
+    [
+        (
+            ServerConfig(model=MODEL, port=8123),
+            {"--host": "127.0.0.1", "--port": "8123"},
+            [],
+            ["--dtype", "--quantization", "--kv-cache-dtype", "--max-model-len", "--enforce-eager"],
+        ),
+        (
+            ServerConfig(
+                model=MODEL,
+                port=9000,
+                dtype="bfloat16",
+                quantization="fp8",
+                kv_cache_dtype="fp8",
+                max_model_len=4096,
+                gpu_memory_utilization=0.85,
+                tensor_parallel_size=2,
+                pipeline_parallel_size=2,
+                enforce_eager=True,
+                served_model_name="tiny",
+                distributed_executor_backend="ray",
+            ),
+            {
+                "--dtype": "bfloat16",
+                "--quantization": "fp8",
+                "--kv-cache-dtype": "fp8",
+                "--max-model-len": "4096",
+                "--gpu-memory-utilization": "0.85",
+                "--tensor-parallel-size": "2",
+                "--pipeline-parallel-size": "2",
+                "--served-model-name": "tiny",
+                "--distributed-executor-backend": "ray",
+            },
+            ["--enforce-eager"],
+            [],
+        ),
+        (
+            ServerConfig(model=MODEL, port=9001, tensor_parallel_size=1, pipeline_parallel_size=1),
+            {},
+            [],
+            ["--tensor-parallel-size", "--pipeline-parallel-size", "--distributed-executor-backend"],
+        ),
+    ],
+)
+@pytest.mark.parametrize("backend", ["cpu", "cuda"])
+def test_build_command_flags(
+    config: ServerConfig,
+    expected_pairs: dict[str, str],
+    expected_flags: list[str],
+    absent: list[str],
+    backend: str,
+) -> None:
+    argv, _ = build_command(config, backend)
+    for name, value in expected_pairs.items():
+        assert _flag(argv, name) == value, name
+    for name in expected_flags:
+        assert name in argv
+    for name in absent:
+        assert name not in argv
+
+
+@pytest.mark.parametrize(
+    ("backend", "head"),
+    [
+        ("cpu", [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(MODEL)]),
+        ("cuda", ["serve", str(MODEL)]),
+    ],
+)
+def test_entry_point_per_backend(backend: str, head: list[str]) -> None:
+    argv, _ = build_command(ServerConfig(model=MODEL, port=8000), backend)
+    if backend == "cpu":
+        assert argv[: len(head)] == head
+    else:
+        # `vllm serve MODEL`, through the console script beside this interpreter when there is one.
+        index = argv.index("serve")
+        assert argv[index : index + 2] == head
+        assert Path(argv[0]).name in ("vllm", Path(sys.executable).name)
+
+
+@pytest.mark.parametrize(
+    ("gib", "env_value", "flag_value"),
+    [(None, "default", None), (2, "2", None), (3.0, "3", None), (1.5, None, str(int(1.5 * GIB)))],
+)
+def test_cpu_kv_cache_space(gib: float | None, env_value: str | None, flag_value: str | None) -> None:
+    argv, env = build_command(ServerConfig(model=MODEL, port=8000, cpu_kvcache_gib=gib), "cpu")
+    if env_value == "default":
+        # No config.json to plan from: the CPU rule's minimum.
+        assert env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    else:
+        assert env.get("VLLM_CPU_KVCACHE_SPACE") == env_value
+    assert _flag(argv, "--kv-cache-memory-bytes") == flag_value
+
+
+def test_gpu_backend_sets_no_cpu_space() -> None:
+    _, env = build_command(ServerConfig(model=MODEL, port=8000, cpu_kvcache_gib=2), "cuda")
+    assert "VLLM_CPU_KVCACHE_SPACE" not in env
+
+
+def test_api_key_goes_through_the_environment_not_argv() -> None:
+    argv, env = build_command(ServerConfig(model=MODEL, port=8000, api_key="s3cret"), "cpu")
+    assert "s3cret" not in " ".join(argv)
+    assert env["VLLM_API_KEY"] == "s3cret"
+
+
+def test_extra_args_come_last_and_verbatim() -> None:
+    extra = ("--enable-prefix-caching", "--seed", "7")
+    argv, _ = build_command(ServerConfig(model=MODEL, port=8000, extra_args=extra), "cpu")
+    assert tuple(argv[-3:]) == extra
+
+
+def test_offline_and_unbuffered() -> None:
+    _, env = build_command(ServerConfig(model=MODEL, port=8000), "cpu")
+    assert env["HF_HUB_OFFLINE"] == "1"
+    assert env["PYTHONUNBUFFERED"] == "1"
+
+
+def test_port_none_picks_a_free_port() -> None:
+    argv, _ = build_command(ServerConfig(model=MODEL), "cpu")
+    port = int(_flag(argv, "--port") or 0)
+    assert 1024 <= port <= 65535
+    assert port_is_free("127.0.0.1", port)
+
+
+def test_unknown_backend() -> None:
+    with pytest.raises(QuantTuiError, match="unknown backend"):
+        build_command(ServerConfig(model=MODEL, port=8000), "tpu")
+
+
+def test_default_cpu_kvcache_gib_without_a_model() -> None:
+    assert default_cpu_kvcache_gib(ServerConfig(model=MODEL)) == 1
