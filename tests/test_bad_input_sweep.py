@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,6 +181,57 @@ def test_a_shard_replaced_while_quantizing_is_one_model_error_and_no_output(tmp_
     assert replaced, "the run never reached the quantizing stage"
     message = str(raised.value)
     assert "\n" not in message and message.startswith(f"{shard.name} changed while quant-tui was reading it")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]
+
+
+# Quantizes with two threads and truncates the shard in place (the same file, as a copy being redone
+# with `cp` or `truncate` does) at the first 'quantizing' report, while items are being read.
+TRUNCATE_MID_QUANTIZE_CHILD = """
+import os, resource, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+from engine.errors import QuantTuiError
+from engine.quantize.request import QuantizeRequest
+from engine.quantize.runner import quantize_model
+model, output = Path(sys.argv[1]), Path(sys.argv[2])
+shard = next(model.glob("*.safetensors"))
+truncated = []
+
+def truncate_in_place(progress):
+    if progress.stage == "quantizing" and not truncated:
+        truncated.append(shard.stat().st_size)
+        os.truncate(shard, shard.stat().st_size // 3)
+
+try:
+    quantize_model(QuantizeRequest(model, sys.argv[3], output=output, workers=2), on_progress=truncate_in_place)
+except QuantTuiError as error:
+    print(type(error).__name__, error, sep=": ")
+    sys.exit(2 if truncated else 3)
+sys.exit(4)
+"""
+
+
+@pytest.mark.parametrize("method", ["w4a16", "nvfp4a16"])
+def test_a_shard_truncated_in_place_while_quantizing_is_one_model_error_not_a_signal(
+    method: str, tmp_path: Path
+) -> None:
+    """A shard cut short in place while it is read: a ModelError and no output (a memory map would get SIGBUS)."""
+    model = write_tiny_llama(tmp_path / "model", num_hidden_layers=8, hidden_size=512, intermediate_size=2048)
+    run = subprocess.run(
+        [sys.executable, "-c", TRUNCATE_MID_QUANTIZE_CHILD, str(model), str(tmp_path / "out"), method],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 2, (
+        f"exit {run.returncode} (negative: killed by that signal)\n{run.stdout}{run.stderr}"
+    )
+    lines = run.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "ModelError: model.safetensors changed while quant-tui was reading it ("
+    ), run.stdout
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]
 
 

@@ -1,9 +1,12 @@
-"""The one safetensors tensor record and dtype-size table, and reading a checkpoint's headers without its data."""
+"""The one safetensors tensor record and dtype tables, reading a checkpoint's headers, and reading tensor data without a memory map."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,24 +76,174 @@ def read_safetensors_headers(files: list[Path]) -> list[TensorHeader]:
     return headers
 
 
-@contextlib.contextmanager
-def open_tensors(path: Path) -> Iterator[Any]:
-    """``safe_open`` (PyTorch) for reading data after the headers were read: a file changed since is a ModelError.
+# The torch dtype each safetensors dtype is read as (F4 is read as its packed bytes, two values a byte).
+TORCH_DTYPES: dict[str, str] = {
+    "F64": "float64",
+    "I64": "int64",
+    "F32": "float32",
+    "I32": "int32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I16": "int16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "F8_E8M0": "float8_e8m0fnu",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+    "F4": "uint8",
+}
+# safetensors' own limit on a header's size: a larger length prefix is a damaged file.
+_MAX_HEADER_BYTES = 100_000_000
 
-    A download or copy that replaces or rewrites a shard while quant-tui works makes the header it
-    planned with stale; the error then says so in one line instead of a safetensors traceback.
+
+@dataclass(frozen=True, slots=True)
+class TensorLocation:
+    """Where one tensor's data lies in its file: absolute byte offsets from the header, and its record."""
+
+    header: TensorHeader
+    start: int
+    stop: int
+
+    def row_span(self, row_start: int, row_stop: int) -> tuple[int, int]:
+        """The absolute (offset, length) of rows ``row_start:row_stop`` along the first dimension."""
+        rows = self.header.shape[0] if self.header.shape else 1
+        row_bytes = (self.stop - self.start) // max(rows, 1)
+        return self.start + row_start * row_bytes, (row_stop - row_start) * row_bytes
+
+
+def _changed(path: Path, reason: str) -> ModelError:
+    return ModelError(
+        f"{path.name} changed while quant-tui was reading it ({reason}); "
+        "wait until the download or copy into the model folder has finished, then run again"
+    )
+
+
+def _read_exactly(fd: int, path: Path, buffer: memoryview, offset: int) -> None:
+    """Fills ``buffer`` from ``offset`` with positioned reads; a file that got shorter is a ModelError."""
+    done = 0
+    while done < len(buffer):
+        try:
+            count = os.preadv(fd, [buffer[done:]], offset + done)
+        except OSError as error:
+            raise _changed(path, error.strerror or type(error).__name__) from None
+        if count == 0:
+            raise _changed(path, f"expected {len(buffer)} bytes at offset {offset}, got {done}")
+        done += count
+
+
+def _parse_locations(fd: int, path: Path) -> dict[str, TensorLocation]:
+    """Each tensor's record and data offsets, from the header at the start of the open file ``fd``."""
+    prefix = bytearray(8)
+    _read_exactly(fd, path, memoryview(prefix), 0)
+    (length,) = struct.unpack("<Q", prefix)
+    if length > _MAX_HEADER_BYTES:
+        raise _changed(path, f"its header claims {length} bytes")
+    encoded = bytearray(length)
+    _read_exactly(fd, path, memoryview(encoded), 8)
+    try:
+        header = json.loads(encoded)
+        locations = {}
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            record = TensorHeader(name, str(entry["dtype"]), tuple(int(dim) for dim in entry["shape"]))
+            start, stop = (int(offset) for offset in entry["data_offsets"])
+            locations[name] = TensorLocation(record, 8 + length + start, 8 + length + stop)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise _changed(path, "its header is not valid safetensors JSON") from None
+    for location in locations.values():
+        if (
+            location.stop - location.start != location.header.nbytes
+            or location.header.dtype not in TORCH_DTYPES
+        ):
+            raise _changed(path, f"its header's entry for {location.header.name} is inconsistent")
+    return locations
+
+
+def read_tensor_locations(path: Path) -> dict[str, TensorLocation]:
+    """Each tensor's record and absolute data offsets in a safetensors file, in file order, reading only its header.
+
+    Raises:
+        ModelError: the file cannot be read or its header is damaged.
+    """
+    with open_tensors(path) as reader:
+        return reader.locations
+
+
+class ShardReader:
+    """Reads tensors of one open safetensors file with plain positioned reads, never a memory map.
+
+    A memory-mapped file that is truncated while its pages are read ends the process with SIGBUS;
+    a read of a shorter file just returns fewer bytes, which becomes a one-line ModelError. Each
+    read lands straight in a fresh tensor's buffer (one copy from the page cache, as a mapped read
+    makes), which is then viewed as the tensor's dtype and shape.
+    """
+
+    def __init__(self, path: Path, fd: int, locations: dict[str, TensorLocation]) -> None:
+        """Wraps ``fd`` (owned by :func:`open_tensors`) with the offsets its header gave."""
+        self.path = path
+        self._fd = fd
+        self.locations = locations
+
+    def keys(self) -> list[str]:
+        """The tensor names, in file order."""
+        return list(self.locations)
+
+    def get_tensor(self, name: str) -> Any:
+        """The whole tensor ``name``."""
+        location = self._location(name)
+        return self._read(location, location.start, location.stop - location.start, location.header.shape)
+
+    def read_rows(self, name: str, row_start: int, row_stop: int) -> Any:
+        """Rows ``row_start:row_stop`` (first dimension) of tensor ``name``; a scalar is its one row."""
+        location = self._location(name)
+        shape = location.header.shape
+        row_stop = min(row_stop, shape[0] if shape else 1)
+        row_start = max(0, min(row_start, row_stop))
+        offset, length = location.row_span(row_start, row_stop)
+        rows_shape = (row_stop - row_start, *shape[1:]) if shape else ()
+        return self._read(location, offset, length, rows_shape)
+
+    def _location(self, name: str) -> TensorLocation:
+        try:
+            return self.locations[name]
+        except KeyError:
+            raise _changed(self.path, f"it no longer holds {name}") from None
+
+    def _read(self, location: TensorLocation, offset: int, length: int, shape: tuple[int, ...]) -> Any:
+        import torch
+
+        buffer = torch.empty(length, dtype=torch.uint8)
+        _read_exactly(self._fd, self.path, buffer.numpy().data, offset)
+        dtype = location.header.dtype
+        if dtype == "F4":
+            return buffer.reshape(*shape[:-1], -1) if shape else buffer
+        return buffer.view(getattr(torch, TORCH_DTYPES[dtype])).reshape(shape)
+
+
+@contextlib.contextmanager
+def open_tensors(path: Path) -> Iterator[ShardReader]:
+    """Opens a safetensors file for reading data after its headers were read: a file changed since is a ModelError.
+
+    A download or copy that replaces, truncates or rewrites a shard while quant-tui works makes
+    the header it planned with stale; the error then says so in one line, and a shard truncated in
+    place during a read is a short read (a ModelError), not the SIGBUS a memory map would get.
 
     Raises:
         ModelError: the file is gone, truncated, or no longer holds the tensor asked for.
     """
-    from safetensors import SafetensorError, safe_open
-
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            yield handle
-    except (SafetensorError, OSError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ModelError(
-            f"{path.name} changed while quant-tui was reading it ({reason}); "
-            "wait until the download or copy into the model folder has finished, then run again"
-        ) from None
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as error:
+        raise _changed(path, error.strerror or type(error).__name__) from None
+    try:
+        locations = _parse_locations(fd, path)
+        size = os.fstat(fd).st_size
+        end = max((location.stop for location in locations.values()), default=0)
+        if end > size:
+            raise _changed(path, f"its header lists data up to byte {end}, the file has {size}")
+        # Only reads are turned into "changed" errors: whatever the caller's block raises passes through.
+        yield ShardReader(path, fd, dict(sorted(locations.items(), key=lambda item: item[1].start)))
+    finally:
+        os.close(fd)

@@ -226,12 +226,11 @@ def _calibrated_report(
 
 
 def _tensor_files(files: list[Path]) -> dict[str, Path]:
-    from safetensors import safe_open
+    from engine.model.safetensors_headers import read_tensor_locations
 
     located = {}
     for path in files:
-        with safe_open(str(path), framework="pt") as handle:
-            located.update(dict.fromkeys(handle.keys(), path))
+        located.update(dict.fromkeys(read_tensor_locations(path), path))
     return located
 
 
@@ -243,8 +242,8 @@ def gptq_layer_errors(source: Path, output: Path) -> tuple[LayerError, ...]:
     import torch
     from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
     from compressed_tensors.quantization.lifecycle.forward import dequantize
-    from safetensors import safe_open
 
+    from engine.model.safetensors_headers import open_tensors
     from engine.quantize.report import layer_error, worst_first
     from engine.quantize.tensor_plan import source_weight_files
 
@@ -252,8 +251,8 @@ def gptq_layer_errors(source: Path, output: Path) -> tuple[LayerError, ...]:
     written = _tensor_files(sorted(output.glob("*.safetensors")))
 
     def load(located: dict[str, Path], name: str) -> torch.Tensor:
-        with safe_open(str(located[name]), framework="pt") as handle:
-            return handle.get_tensor(name)
+        with open_tensors(located[name]) as reader:
+            return reader.get_tensor(name)
 
     errors = []
     for name in sorted(written):

@@ -219,8 +219,8 @@ class StreamingConverter:
         for start in range(0, rows, step):
             if self.cancel.is_set():
                 break
-            with open_tensors(tensor.file) as handle:
-                value = absolute_max(handle.get_slice(tensor.name)[start : start + step])
+            with open_tensors(tensor.file) as reader:
+                value = absolute_max(reader.read_rows(tensor.name, start, start + step))
             result = value if result is None else max(result, value, key=float)
         if result is None:  # cancelled before the first read; the run stops at its first item
             import torch
@@ -235,13 +235,10 @@ class StreamingConverter:
         from engine.model.safetensors_headers import open_tensors
 
         tensor = item.tensor
-        # A handle per item: safe_open memory-maps the whole file and every page read stays in this
-        # process's RSS while the handle lives, so a long-lived handle would grow to the shard's size.
-        with open_tensors(tensor.file) as handle:
-            if not tensor.shape:
-                rows = handle.get_tensor(tensor.name)
-            else:
-                rows = handle.get_slice(tensor.name)[item.row_start : item.row_stop]
+        # The file is opened afresh for each item, so a shard replaced since the last one (renamed
+        # over by a download) is noticed instead of being read on from the old file.
+        with open_tensors(tensor.file) as reader:
+            rows = reader.read_rows(tensor.name, item.row_start, item.row_stop)
         if tensor.action == "copy":
             self._write_rows(tensor.name, rows, item.row_start, tensor.shape)
             return ItemResult(0.0, 0.0)

@@ -92,8 +92,8 @@ def _free_disk(request: QuantizeRequest) -> int:
 
 def streaming_working_bytes(plan: Any, workers: int) -> int:
     """Bytes a data-free run holds beyond its process: per item in flight, source rows twice plus temporaries."""
+    from engine.model.safetensors_headers import TORCH_DTYPES
     from engine.quantize import work_split
-    from engine.quantize.schemes import SAFETENSORS_DTYPES
 
     if not plan.tensors:
         return 0
@@ -101,7 +101,7 @@ def streaming_working_bytes(plan: Any, workers: int) -> int:
 
     largest = 0
     for tensor in plan.tensors:
-        element = torch.empty((), dtype=getattr(torch, SAFETENSORS_DTYPES[tensor.dtype])).element_size()
+        element = torch.empty((), dtype=getattr(torch, TORCH_DTYPES[tensor.dtype])).element_size()
         cols = tensor.shape[1] if len(tensor.shape) == 2 else max(1, tensor.nbytes // element)
         rows_per_item = max(1, work_split.CHUNK_ELEMENTS // cols)
         block_rows = max(1, work_split.BLOCK_ELEMENTS // cols)

@@ -13,7 +13,12 @@ from typing import Any, Literal
 from engine.errors import ModelError, QuantTuiError
 from engine.model.architecture import load_config, read_architecture
 from engine.model.inspect_model import classify_tensor, detect_quantization
-from engine.model.safetensors_headers import DTYPE_BYTES, TensorHeader, read_safetensors_headers
+from engine.model.safetensors_headers import (
+    DTYPE_BYTES,
+    TensorHeader,
+    read_safetensors_headers,
+    read_tensor_locations,
+)
 from engine.plan.methods import default_output_dir
 from engine.quantize.request import CALIBRATED_METHODS, METHODS, QuantizeRequest
 from engine.quantize.schemes import FLOAT_DTYPES, SCHEMES, Scheme
@@ -204,17 +209,6 @@ def _check_block_shapes(name: str, shape: tuple[int, ...], scheme: Scheme, metho
         )
 
 
-def _data_positions(path: Path) -> dict[str, int]:
-    """Each tensor's data offset in a safetensors file, from its header (safe_open does not expose it)."""
-    import json
-    import struct
-
-    with path.open("rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(length))
-    return {name: entry["data_offsets"][0] for name, entry in header.items() if name != "__metadata__"}
-
-
 def _files_to_copy(source: Path) -> list[Path]:
     copied = []
     for path in sorted(source.iterdir()):
@@ -318,22 +312,17 @@ def build_plan(request: QuantizeRequest) -> QuantizePlan:
     source = request.source
     output = request.output or default_output_dir(source, request.method)
 
-    from safetensors import safe_open
-
     entries: list[tuple[str, Path, str, tuple[int, ...]]] = []
     seen: dict[str, Path] = {}
     for path in files:
-        position = _data_positions(path)
-        with safe_open(str(path), framework="pt") as handle:
-            # Read in file order so a memory-mapped shard is swept front to back.
-            for name in sorted(handle.keys(), key=lambda key: position.get(key, 0)):
-                if name in seen:
-                    raise ModelError(
-                        f"tensor {name} is in both {seen[name].name} and {path.name}; fix the checkpoint"
-                    )
-                seen[name] = path
-                view = handle.get_slice(name)
-                entries.append((name, path, str(view.get_dtype()), tuple(view.get_shape())))
+        # In file order, so each shard is read front to back.
+        for name, location in read_tensor_locations(path).items():
+            if name in seen:
+                raise ModelError(
+                    f"tensor {name} is in both {seen[name].name} and {path.name}; fix the checkpoint"
+                )
+            seen[name] = path
+            entries.append((name, path, location.header.dtype, location.header.shape))
 
     def quantizable(name: str, dtype: str, shape: tuple[int, ...]) -> bool:
         if len(shape) != 2 or not name.endswith(".weight") or name.endswith(SHARED_EXPERT_GATE_SUFFIX):
