@@ -225,6 +225,31 @@ def test_e2e_quality_text_too_long_is_one_line(server: Server, demo_model: Path)
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.e2e
+def test_e2e_bench_url_eval_task_runs_lm_eval_against_the_server(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real lm-eval (local-completions, offline, the served folder's tokenizer) on the shipped task."""
+    pytest.importorskip("lm_eval", reason="the 'eval' extra is not installed")
+    key_file = tmp_path / "key"
+    key_file.write_text(API_KEY + "\n")
+    result_file = tmp_path / "result.json"
+    before = _request_success(server.url)
+    argv = ["bench", "--url", server.url, "--api-key-file", str(key_file), "--num-prompts", "4"]
+    argv += ["--output-len", "8", "--eval-task", "quant_tui_demo_fluency", "--eval-limit", "10"]
+    argv += ["--save-result", str(result_file)]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "quant_tui_demo_fluency (10 documents):" in capsys.readouterr().out
+    text = result_file.read_text()
+    assert API_KEY not in text
+    accuracy = json.loads(text)["quant_tui"]["task_accuracy"]
+    assert accuracy["task"] == "quant_tui_demo_fluency" and accuracy["metric"] == "acc,none"
+    assert accuracy["samples"] == 10 and accuracy["limit"] == 10 and accuracy["lm_eval_version"] == "0.4.13"
+    assert round(accuracy["value"] * 10, 6).is_integer() and accuracy["stderr"] is not None
+    # The load's 4 requests, then one log-likelihood request per choice: 10 documents × 4 choices.
+    assert _request_success(server.url) - before == 4 + 10 * 4
+
+
 # Last in the module: it kills the module's server.
 @pytest.mark.e2e
 def test_e2e_server_killed_mid_load_every_request_accounted_for(server: Server) -> None:
