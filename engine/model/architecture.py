@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,16 +141,13 @@ class MoeLayout:
 
 
 @dataclass(frozen=True, slots=True)
-class Architecture:
-    """The shape numbers read from a config, before counting parameters.
+class ModelShape:
+    """The shape numbers every description of a model carries (an Architecture's, a ModelInfo's).
 
     Attributes:
-        config: the whole config.json; ``text`` is the language model's part (``text_config``).
         num_layers: decoder layers of the main model (MTP layers not included).
     """
 
-    config: dict[str, Any]
-    text: dict[str, Any]
     architecture: str
     model_type: str
     num_layers: int
@@ -163,6 +160,22 @@ class Architecture:
     max_context: int
     tie_word_embeddings: bool
     torch_dtype: str
+
+    def shape(self) -> dict[str, Any]:
+        """These fields alone, by name: the keyword arguments of another description of the same model."""
+        return {item.name: getattr(self, item.name) for item in fields(ModelShape)}
+
+
+@dataclass(frozen=True, slots=True)
+class Architecture(ModelShape):
+    """The shape numbers read from a config, before counting parameters.
+
+    Attributes:
+        config: the whole config.json; ``text`` is the language model's part (``text_config``).
+    """
+
+    config: dict[str, Any]
+    text: dict[str, Any]
     attention: AttentionLayout
     moe: MoeLayout | None
     attention_bias: bool

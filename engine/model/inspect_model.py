@@ -11,6 +11,7 @@ from engine.errors import ModelError
 from engine.model.architecture import (
     Architecture,
     AttentionLayout,
+    ModelShape,
     MoeLayout,
     load_config,
     read_architecture,
@@ -47,7 +48,7 @@ class ExistingQuantization:
 
 
 @dataclass(frozen=True, slots=True)
-class ModelInfo:
+class ModelInfo(ModelShape):
     """What quant-tui knows about a model, read without loading any tensor data.
 
     Attributes:
@@ -70,20 +71,8 @@ class ModelInfo:
     """
 
     path: Path
-    architecture: str
-    model_type: str
     params: int
     params_source: Literal["safetensors", "estimate"]
-    num_layers: int
-    hidden_size: int
-    intermediate_size: int
-    num_attention_heads: int
-    num_kv_heads: int
-    head_dim: int
-    vocab_size: int
-    max_context: int
-    tie_word_embeddings: bool
-    torch_dtype: str
     linear_params: int
     linear_out_features: int
     unquantized_params: int
@@ -304,21 +293,10 @@ def inspect_model(folder: Path) -> ModelInfo:
         loaded_bytes = checkpoint_bytes(shapes, layout).total
     tied = arch.tie_word_embeddings if not headers else counts.lm_head == 0
     return ModelInfo(
+        **(arch.shape() | {"tie_word_embeddings": tied}),
         path=folder,
-        architecture=arch.architecture,
-        model_type=arch.model_type,
         params=counts.total,
         params_source=source,
-        num_layers=arch.num_layers,
-        hidden_size=arch.hidden_size,
-        intermediate_size=arch.intermediate_size,
-        num_attention_heads=arch.num_attention_heads,
-        num_kv_heads=arch.num_kv_heads,
-        head_dim=arch.head_dim,
-        vocab_size=arch.vocab_size,
-        max_context=arch.max_context,
-        tie_word_embeddings=tied,
-        torch_dtype=arch.torch_dtype,
         linear_params=counts.linear,
         linear_out_features=counts.linear_out_features,
         unquantized_params=counts.total - counts.linear,
