@@ -10,8 +10,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
@@ -21,83 +19,14 @@ from engine.telemetry.errors import TelemetryError
 from engine.telemetry.poller import TelemetryPoller
 from engine.telemetry.processes import ProcessTreeSampler
 from engine.telemetry.snapshot import TelemetrySnapshot
-
-FIXTURES = Path(__file__).parents[1] / "fixtures"
-
-
-@dataclass
-class FakeMetricsEndpoint:
-    """What the local server answers; tests change it between polls."""
-
-    bodies: list[str]
-    status: int = 200
-    delay_s: float = 0.0
-    required_key: str | None = None
-    requests: int = 0
-    in_flight: int = 0
-    most_in_flight: int = 0
-    paths: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def next_body(self) -> str:
-        with self.lock:
-            body = self.bodies[min(self.requests, len(self.bodies) - 1)]
-            self.requests += 1
-            return body
+from tests.telemetry.fake_metrics import FakeMetricsEndpoint, fake_metrics_endpoint, fixture_text, free_port
 
 
 @pytest.fixture
 def endpoint() -> Iterator[tuple[FakeMetricsEndpoint, str]]:
-    """A local server on a free port answering from a FakeMetricsEndpoint; yields it and its base URL."""
-    state = FakeMetricsEndpoint(bodies=[(FIXTURES / "metrics_v032_idle.txt").read_text()])
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            with state.lock:
-                state.in_flight += 1
-                state.most_in_flight = max(state.most_in_flight, state.in_flight)
-                state.paths.append(self.path)
-            try:
-                time.sleep(state.delay_s)
-                status, body = state.status, state.next_body()
-                if state.required_key and self.headers.get("Authorization") != f"Bearer {state.required_key}":
-                    status, body = 401, '{"error": "Unauthorized"}'
-                payload = body.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the poller gave up (timeout test)
-            finally:
-                with state.lock:
-                    state.in_flight -= 1
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield state, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def fixture_text(name: str) -> str:
-    return (FIXTURES / f"metrics_{name}.txt").read_text()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A local server playing vLLM's /metrics endpoint; yields its state and its base URL."""
+    with fake_metrics_endpoint() as served:
+        yield served
 
 
 @pytest.mark.parametrize(("interval", "history"), [(0.0, 10), (-1.0, 10), (float("nan"), 10), (1.0, 0)])
@@ -248,18 +177,31 @@ def test_history_is_bounded_and_exported(endpoint: tuple[FakeMetricsEndpoint, st
     assert sorted(path.name for path in csv_path.parent.iterdir()) == ["telemetry.csv", "telemetry.json"]
 
 
-def test_process_tree_memory_and_exit(endpoint: tuple[FakeMetricsEndpoint, str]) -> None:
-    _, url = endpoint
-    child_code = "import time; time.sleep(60)"
+def _parent_of(child_code: str) -> subprocess.Popen[bytes]:
+    """Starts a sleeping parent process that starts one child running ``child_code``."""
     parent_code = (
         "import subprocess, sys, time; "
         f"subprocess.Popen([sys.executable, '-c', {child_code!r}]); time.sleep(60)"
     )
-    parent = subprocess.Popen([sys.executable, "-c", parent_code])
+    return subprocess.Popen([sys.executable, "-c", parent_code])
+
+
+def _children_of(pid: int, named: str | None = None) -> list[psutil.Process]:
+    """``pid``'s children once it has one (whose first is ``named``, if given), waiting up to 10 s."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        children = psutil.Process(pid).children()
+        if children and (named is None or children[0].name() == named):
+            break
+        time.sleep(0.05)
+    return children
+
+
+def test_process_tree_memory_and_exit(endpoint: tuple[FakeMetricsEndpoint, str]) -> None:
+    _, url = endpoint
+    parent = _parent_of("import time; time.sleep(60)")
     try:
-        deadline = time.monotonic() + 10
-        while not psutil.Process(parent.pid).children() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _children_of(parent.pid)
         tree = ProcessTreeSampler(parent.pid).sample().rss_bytes
         assert tree is not None and tree > psutil.Process(parent.pid).memory_info().rss
         with TelemetryPoller(url, server_pid=parent.pid, sample_hardware=False) as poller:
@@ -284,19 +226,11 @@ def test_an_engine_core_that_dies_under_a_live_server_is_reported(
 ) -> None:
     _, url = endpoint
     # vLLM titles its engine process "VLLM::EngineCore" (setproctitle); the API server lives on a while.
-    child_code = "import setproctitle, time; setproctitle.setproctitle('VLLM::EngineCore'); time.sleep(60)"
-    parent_code = (
-        "import subprocess, sys, time; "
-        f"subprocess.Popen([sys.executable, '-c', {child_code!r}]); time.sleep(60)"
+    parent = _parent_of(
+        "import setproctitle, time; setproctitle.setproctitle('VLLM::EngineCore'); time.sleep(60)"
     )
-    parent = subprocess.Popen([sys.executable, "-c", parent_code])
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            children = psutil.Process(parent.pid).children()
-            if children and children[0].name() == "VLLM::EngineCore":
-                break
-            time.sleep(0.05)
+        children = _children_of(parent.pid, named="VLLM::EngineCore")
         with TelemetryPoller(url, server_pid=parent.pid, sample_hardware=False) as poller:
             alive = poller.poll_once()
             time.sleep(0.2)
@@ -317,89 +251,3 @@ def test_an_engine_core_that_dies_under_a_live_server_is_reported(
         f"the vLLM engine process died (the server process, pid {parent.pid}, still runs without it)"
     )
     assert [process.pid for process in died.server_processes] == [parent.pid]
-
-
-# The `quant-tui monitor` command, run in-process against the same local endpoint.
-
-
-def monitor(*argv: str) -> int:
-    from tui.cli import main
-
-    return main(["monitor", *argv])
-
-
-def test_monitor_once_json(
-    endpoint: tuple[FakeMetricsEndpoint, str], capsys: pytest.CaptureFixture[str]
-) -> None:
-    state, url = endpoint
-    state.bodies = [fixture_text("v032_under_load"), fixture_text("v032_after")]
-    assert monitor(url, "--json", "--once", "--interval", "0.1") == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1
-    record = json.loads(lines[0])
-    assert record["generation_tokens_total"] == 773.0
-    assert record["prompt_tokens_total"] == 329.0
-    assert record["generation_tokens_per_s"] > 0  # two scrapes, so the rate is real
-    assert record["requests_running"] == 0.0 and record["requests_waiting"] == 0.0
-    assert record["kv_cache_usage"] == 0.0 and record["error"] is None
-
-
-def test_monitor_plain_count_and_export(
-    endpoint: tuple[FakeMetricsEndpoint, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    _, url = endpoint
-    export = tmp_path / "run.json"
-    assert monitor(url, "--plain", "--count", "3", "--interval", "0.05", "--export", str(export)) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3 and all("tok/s" in line for line in lines)
-    assert len(json.loads(export.read_text())) == 3
-
-
-@pytest.mark.parametrize(
-    ("setup", "message"),
-    [
-        ("garbage", "not Prometheus text"),
-        ("unreachable", "cannot reach"),
-        ("forbidden", "--api-key"),
-    ],
-)
-def test_monitor_fatal_first_poll(
-    endpoint: tuple[FakeMetricsEndpoint, str], capsys: pytest.CaptureFixture[str], setup: str, message: str
-) -> None:
-    state, url = endpoint
-    if setup == "garbage":
-        state.bodies = ["<html>nope</html>"]
-    elif setup == "unreachable":
-        url = f"http://127.0.0.1:{free_port()}"
-    else:
-        state.required_key = "right"
-    assert monitor(url, "--json", "--once") == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err.startswith("quant-tui: error: ") and message in captured.err
-    assert len(captured.err.strip().splitlines()) == 1  # one line, no traceback
-
-
-def test_monitor_gives_up_on_a_server_that_stops_answering(
-    endpoint: tuple[FakeMetricsEndpoint, str], capsys: pytest.CaptureFixture[str]
-) -> None:
-    state, url = endpoint
-    state.bodies = [fixture_text("v032_idle"), fixture_text("v032_idle"), "garbage"]
-    assert monitor(url, "--json", "--interval", "0.05") == 2
-    captured = capsys.readouterr()
-    records = [json.loads(line) for line in captured.out.splitlines()]
-    assert records[0]["error"] is None and records[-1]["error"] is not None
-    assert "lost the server after 5 failed polls" in captured.err
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [("--count", "0"), ("--export", "run.txt"), ("--interval", "0")],
-    ids=["count", "export", "interval"],
-)
-def test_monitor_bad_options(
-    endpoint: tuple[FakeMetricsEndpoint, str], capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
-) -> None:
-    _, url = endpoint
-    assert monitor(url, *argv) == 2
-    assert capsys.readouterr().err.startswith("quant-tui: error: ")
