@@ -17,6 +17,7 @@ Run it under the heavy-job lock (it starts a vLLM server)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import statistics
 import subprocess
@@ -25,6 +26,7 @@ import tempfile
 import textwrap
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -56,6 +58,22 @@ BARE_POLLER = textwrap.dedent(
 )
 
 
+# A tmux server of the benchmark's own (other tmux users cannot end it mid-run), kept up by one idle
+# session for the whole run: a session started while the server exits after closing its last one
+# fails with "server exited unexpectedly".
+TMUX = ("tmux", "-L", "quant-tui-bench")
+
+
+@contextlib.contextmanager
+def tmux_server() -> Iterator[None]:
+    """Keeps the benchmark's tmux server running until the block ends, then ends it."""
+    subprocess.run([*TMUX, "new-session", "-d", "-s", "keeper", "sleep", "3600"], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run([*TMUX, "kill-server"], capture_output=True, check=False)
+
+
 class Tmux:
     """One detached tmux session running a command directly (its pane process is the command)."""
 
@@ -63,18 +81,18 @@ class Tmux:
         self.name = f"bench-tui-{uuid.uuid4().hex[:8]}"
         command = f"cd {shlex.quote(str(REPO))} && exec {shlex.join(argv)}"
         subprocess.run(
-            ["tmux", "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height), command],
+            [*TMUX, "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height), command],
             check=True,
         )
 
     def screen(self) -> str:
         return subprocess.run(
-            ["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True, check=False
+            [*TMUX, "capture-pane", "-p", "-t", self.name], capture_output=True, text=True, check=False
         ).stdout
 
     def pid(self) -> int:
         out = subprocess.run(
-            ["tmux", "display-message", "-p", "-t", self.name, "#{pane_pid}"],
+            [*TMUX, "display-message", "-p", "-t", self.name, "#{pane_pid}"],
             capture_output=True,
             text=True,
             check=True,
@@ -91,7 +109,7 @@ class Tmux:
         return time.perf_counter() - started
 
     def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True, check=False)
+        subprocess.run([*TMUX, "kill-session", "-t", self.name], capture_output=True, check=False)
 
 
 def first_frame_seconds(argv: list[str], marker: str) -> float:
@@ -195,10 +213,11 @@ def main() -> int:
     from engine.model.demo import ensure_demo_model
 
     demo = ensure_demo_model()
-    bench_first_frame(args.runs, str(demo))
-    if not args.no_server:
-        intervals = [float(value) for value in args.intervals.split(",")]
-        bench_dashboard_cpu(demo, args.window, intervals, show_screen=args.show_dashboard)
+    with tmux_server():
+        bench_first_frame(args.runs, str(demo))
+        if not args.no_server:
+            intervals = [float(value) for value in args.intervals.split(",")]
+            bench_dashboard_cpu(demo, args.window, intervals, show_screen=args.show_dashboard)
     return 0
 
 

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
 from engine.errors import QuantTuiError
-from tui.cli import (
-    app_command,
-    bench_command,
-    monitor_command,
-    quantize_command,
-    recommend_command,
-    serve_command,
-)
+from tui.cli import app_command
 
 # Each subcommand module provides ``register(subparsers)`` which adds its parser and sets
 # ``func`` to a ``run(args) -> int``; heavy imports stay inside ``run`` so ``--help`` is instant.
-SUBCOMMANDS = (recommend_command, quantize_command, serve_command, monitor_command, bench_command)
+# They are imported by name when the full parser is built: opening the app (no subcommand) parses
+# with the app's options alone, so its first frame does not wait for the planner, the quantizer's
+# option tables or the server command (about 0.1 s of imports).
+SUBCOMMANDS = (
+    "tui.cli.recommend_command",
+    "tui.cli.quantize_command",
+    "tui.cli.serve_command",
+    "tui.cli.monitor_command",
+    "tui.cli.bench_command",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,9 +39,38 @@ def build_parser() -> argparse.ArgumentParser:
     app_command.add_arguments(parser)
     parser.set_defaults(func=app_command.run)
     subparsers = parser.add_subparsers(title="subcommands", metavar="COMMAND")
-    for module in SUBCOMMANDS:
-        module.register(subparsers)
+    for name in SUBCOMMANDS:
+        importlib.import_module(name).register(subparsers)
     return parser
+
+
+class _NotTheAppAlone(Exception):
+    """The command line is not the app's options alone (a subcommand, ``--help``, a mistake)."""
+
+
+class _AppOnlyParser(argparse.ArgumentParser):
+    """The top-level parser without subcommands; it raises instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _NotTheAppAlone(message)
+
+
+def _app_only_args(argv: Sequence[str] | None) -> argparse.Namespace | None:
+    """The parsed options when ``argv`` opens the app with nothing else, else ``None``.
+
+    Anything else (a subcommand, ``-h``, a bad option) goes through the full parser, so its usage,
+    help and error messages are the full command's.
+    """
+    parser = _AppOnlyParser(prog="quant-tui", add_help=False)
+    app_command.add_arguments(parser)
+    try:
+        args, rest = parser.parse_known_args(argv)
+    except _NotTheAppAlone:
+        return None
+    if rest:
+        return None
+    args.func = app_command.run
+    return args
 
 
 class Terminated(KeyboardInterrupt):
@@ -54,8 +87,9 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``quant-tui`` and returns its exit status; bad input is one line on stderr, exit 2."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _app_only_args(argv)
+    if args is None:
+        args = build_parser().parse_args(argv)
     replaced = {}
     if args.func is not app_command.run and threading.current_thread() is threading.main_thread():
         # `kill` and a closed terminal end a subcommand as cleanly as Ctrl-C (the app has its own quit).

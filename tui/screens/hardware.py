@@ -134,7 +134,9 @@ class HardwareScreen(StepScreen):
                 self._show_target()
         self.watch(self.quant_app, "selection", self._show_selection, init=False)
         if self.selection.hardware is None:
-            self.action_detect()
+            # After the first frame: the screen (with its "Detecting hardware…" note) shows at once,
+            # and NVML's and psutil's probing does not compete with the first layout for the GIL.
+            self.call_after_refresh(self.action_detect)
         else:
             self._show_selection()
         targets.focus()
