@@ -79,3 +79,19 @@ def test_serve_dry_run_prints_the_command_and_starts_nothing(
 def test_serve_and_recommend_take_the_same_planning_options(command: str, option: PlanOption) -> None:
     args = build_parser().parse_args([command, "--model", "m", option.flag, "7"])
     assert getattr(args, option.field) == "7"
+
+
+def test_dry_run_without_a_plan_shows_what_the_launcher_adds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder with no config.json: no plan, vLLM started as asked, with the launcher's CPU KV rule."""
+    from engine.serve.backend import detect_backend
+
+    assert main(["serve", "--model", str(tmp_path), "--dry-run", "--json", "--max-num-seqs", "4"]) == 0
+    out, err = capsys.readouterr()
+    served = json.loads(out)
+    assert "no plan for" in err and served["prediction"] is None
+    assert served["vllm_args"][-2:] == ["--max-num-seqs", "4"]
+    if detect_backend() == "cpu":
+        assert served["env"] == {"VLLM_CPU_KVCACHE_SPACE": "1"}  # the one rule's minimum
+        assert served["command"].startswith("VLLM_CPU_KVCACHE_SPACE=1 ")

@@ -127,10 +127,10 @@ def _plan_and_serve(args: argparse.Namespace, extra: tuple[str, ...], console: S
     )
     console.done()
     config, no_plan = server_config(args, model, request, extra)
-    if args.dry_run:
-        return print_dry_run(config, args.json)
     if no_plan:
         console.print(no_plan)
+    if args.dry_run:
+        return print_dry_run(config, args.json)
     backend = detect_backend()
     stop = threading.Event()
     previous = _stop_on_signals(stop)

@@ -165,8 +165,12 @@ def print_attach(server: VllmServer) -> None:
 def dry_run_json(config: ServerConfig) -> dict[str, object]:
     """The plan ``serve`` would start, in ``recommend --json``'s words: ``vllm_args``, ``env``, ``command``."""
     from engine.serve.backend import detect_backend
+    from engine.serve.server_command import default_cpu_kvcache_gib
 
     backend = config.backend or detect_backend()
+    if backend == "cpu" and config.cpu_kvcache_gib is None:
+        # No plan sized it: the launcher applies the one CPU rule, so the dry run shows that size.
+        config = dataclasses.replace(config, cpu_kvcache_gib=default_cpu_kvcache_gib(config))
     prediction = config.prediction
     return {
         "model_dir": str(config.model),
