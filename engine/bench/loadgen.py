@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from engine.bench.arrivals import arrival_offsets
+from engine.bench.exact_prompts import fit_prompts
 from engine.bench.load_result import LoadProgress, LoadResult
 from engine.bench.load_spec import LoadError, LoadSpec, length_for, make_prompt
 from engine.bench.metrics import Outcome, RequestRecord
@@ -21,6 +22,9 @@ from engine.bench.sse_stream import StreamState, one_line
 from engine.serve import client as server_client
 
 _STOP_CHECK_S = 0.05
+# Prompts fitted to their exact token count before the run (vLLM's random dataset does it for all of them);
+# a longer or duration-bound load keeps the word prompts (about one token a word).
+_MAX_FITTED_PROMPTS = 4096
 
 
 def api_base_url(url: str) -> str:
@@ -69,17 +73,43 @@ class _LoadRun:
         self.started = time.perf_counter()
         self.stopping = False
         self.timed = True
+        self.fitted_prompts: list[str] | None = None
         # Per request, covering the whole answer (aiohttp's total), so no extra task wraps each request.
         self.timeout = aiohttp.ClientTimeout(total=spec.timeout_s, connect=min(spec.timeout_s, 10.0))
+
+    def prompt_length(self, index: int) -> int:
+        spec = self.spec
+        return length_for(spec.prompt_tokens, spec.prompt_range, index, spec.seed, 1)
+
+    async def fit_prompts(self, session: aiohttp.ClientSession) -> None:
+        """Cuts every prompt to its exact token count with the server's tokenizer, where it has one."""
+        spec = self.spec
+        count = max(spec.requests or 0, 1)
+        if spec.requests is None or count > _MAX_FITTED_PROMPTS:
+            return
+        # A quarter more words than tokens: every word is at least one token, so each is cut, never padded.
+        words = [
+            (make_prompt(length + length // 4 + 4, index, spec.seed), length)
+            for index, length in ((index, self.prompt_length(index)) for index in range(count))
+        ]
+        root = self.completions_url.removesuffix("/v1/completions")
+        self.fitted_prompts = await fit_prompts(
+            session, root, self.headers, self.model, words, spec.concurrency
+        )
 
     def body(self, index: int) -> dict[str, Any]:
         spec = self.spec
         if not self.timed:
             index = 0  # warm-ups are copies of request 0 (vLLM --num-warmups)
-        prompt_length = length_for(spec.prompt_tokens, spec.prompt_range, index, spec.seed, 1)
+        fitted = self.fitted_prompts
+        prompt = (
+            fitted[index]
+            if fitted is not None and index < len(fitted)
+            else make_prompt(self.prompt_length(index), index, spec.seed)
+        )
         body: dict[str, Any] = {
             "model": self.model,
-            "prompt": make_prompt(prompt_length, index, spec.seed),
+            "prompt": prompt,
             "max_tokens": length_for(spec.output_tokens, spec.output_range, index, spec.seed, 2),
             "ignore_eos": spec.ignore_eos,
             "stream": True,
@@ -264,36 +294,9 @@ def _timed_offsets(spec: LoadSpec) -> list[float]:
     return arrival_offsets(count, spec.request_rate, spec.burstiness, spec.seed)
 
 
-async def generate_load(
-    base_url: str,
-    spec: LoadSpec,
-    api_key: str | None = None,
-    on_progress: Callable[[LoadProgress], None] | None = None,
-    stop_event: threading.Event | None = None,
-) -> LoadResult:
-    """Sends streamed ``/v1/completions`` requests at the spec's arrival rate, at most ``spec.concurrency`` at a time.
-
-    Warm-up requests (copies of request 0) go first and are left out of the result's figures; the
-    clock of the timed run starts just before its first dispatch, as in vLLM.
-
-    Args:
-        base_url: The server's URL (``http://host:port``, with or without ``/v1``).
-        spec: What load to send.
-        api_key: Sent as ``Authorization: Bearer <key>``; never written into a record.
-        on_progress: Called after every finished timed request.
-        stop_event: Set it to stop: no new requests, in-flight ones are cancelled and counted so.
-
-    Returns:
-        The measurements, with one record per timed request released.
-
-    Raises:
-        LoadError: Bad settings, or (when ``spec.model`` is not given) the server cannot be asked
-            for its model name.
-    """
-    spec.check()
-    root = api_base_url(base_url)
-    model = spec.model if spec.model else await asyncio.to_thread(served_model_name, root, api_key)
-    run = _LoadRun(root, spec, model, api_key, on_progress)
+async def _generate_load(run: _LoadRun, stop_event: threading.Event | None) -> LoadResult:
+    """The body of :func:`run_load`, inside its event loop."""
+    spec, model = run.spec, run.model
     # As vLLM's benchmark: one connection per request in flight, kept alive; the timeout is per request.
     connector = aiohttp.TCPConnector(
         limit=spec.concurrency, limit_per_host=spec.concurrency, keepalive_timeout=60
@@ -301,6 +304,7 @@ async def generate_load(
     timeout = aiohttp.ClientTimeout(total=None, connect=min(spec.timeout_s, 10.0))
     warmup_outcomes: dict[str, int] = {}
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await run.fit_prompts(session)
         if spec.num_warmups:
             run.timed = False
             await _run_phase(run, session, spec.num_warmups, [], stop_event)
@@ -329,13 +333,30 @@ def run_load(
     on_progress: Callable[[LoadProgress], None] | None = None,
     stop_event: threading.Event | None = None,
 ) -> LoadResult:
-    """:func:`generate_load` for threads and the CLI: runs its own event loop until the load is done.
+    """Sends streamed ``/v1/completions`` requests at the spec's arrival rate, at most ``spec.concurrency`` at a time.
+
+    Runs its own event loop until the load is done (call it from a thread or the CLI). Prompts are first
+    cut to their exact token count with the server's ``/tokenize`` where it has one, as vLLM's random
+    dataset does. Warm-up requests (copies of request 0) go first and are left out of the result's
+    figures; the clock of the timed run starts just before its first dispatch, as in vLLM.
 
     Args:
-        base_url: The server's URL.
+        base_url: The server's URL (``http://host:port``, with or without ``/v1``).
         spec: What load to send.
-        api_key: Sent as ``Authorization: Bearer <key>``.
-        on_progress: Called (in this thread) after every finished request.
-        stop_event: Set it from another thread to stop early.
+        api_key: Sent as ``Authorization: Bearer <key>``; never written into a record.
+        on_progress: Called (in this thread) after every finished timed request.
+        stop_event: Set it from another thread to stop: no new requests, in-flight ones are cancelled
+            and counted so.
+
+    Returns:
+        The measurements, with one record per timed request released.
+
+    Raises:
+        LoadError: Bad settings, or (when ``spec.model`` is not given) the server cannot be asked
+            for its model name.
     """
-    return asyncio.run(generate_load(base_url, spec, api_key, on_progress, stop_event))
+    spec.check()
+    root = api_base_url(base_url)
+    model = spec.model if spec.model else served_model_name(root, api_key)
+    run = _LoadRun(root, spec, model, api_key, on_progress)
+    return asyncio.run(_generate_load(run, stop_event))

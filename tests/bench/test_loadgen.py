@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -30,6 +31,21 @@ class FakeCompletions:
     in_flight: int = 0
     most_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # A toy /tokenize and /detokenize (vLLM's): every word a token per 4 characters, leading space included.
+    tokenizer: bool = True
+    vocabulary: list[str] = field(default_factory=list)
+    tokenizer_calls: int = 0
+
+    def tokenize(self, text: str) -> list[int]:
+        pieces = [word[i : i + 4] for word in re.findall(r" ?\S+", text) for i in range(0, len(word), 4)]
+        with self.lock:
+            for piece in pieces:
+                if piece not in self.vocabulary:
+                    self.vocabulary.append(piece)
+            return [self.vocabulary.index(piece) for piece in pieces]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return "".join(self.vocabulary[token] for token in tokens)
 
     def mode(self) -> str:
         with self.lock:
@@ -55,6 +71,17 @@ def fake() -> Iterator[tuple[FakeCompletions, str]]:
 
         def do_POST(self) -> None:
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path in ("/tokenize", "/detokenize"):
+                state.tokenizer_calls += 1
+                if not state.tokenizer:
+                    self.send_body(b'{"detail": "Not Found"}', status=404)
+                elif self.path == "/tokenize":
+                    assert request["add_special_tokens"] is False
+                    tokens = state.tokenize(request["prompt"])
+                    self.send_body(json.dumps({"count": len(tokens), "tokens": tokens}).encode())
+                else:
+                    self.send_body(json.dumps({"prompt": state.detokenize(request["tokens"])}).encode())
+                return
             with state.lock:
                 state.bodies.append(request)
                 state.headers.append(self.headers.get("Authorization"))
@@ -171,6 +198,8 @@ def test_ok_load_counts_tokens_and_sends_the_right_request(fake: tuple[FakeCompl
     assert summary["completed"] == 9 and summary["failed"] == 0 and summary["total_output_tokens"] == 108
     assert result.output_tokens_per_s == pytest.approx(108 / result.duration_s)
     assert "temperature" not in body  # as vLLM: the server's default sampling applies
+    # Every prompt cut to exactly 10 tokens by the server's tokenizer, as vLLM's random dataset does.
+    assert [len(state.tokenize(str(item["prompt"]))) for item in state.bodies] == [10] * 9
     # 12 messages with choices per request: 11 gaps each, pooled into ITL.
     assert all(len(record.itl_s) == 11 for record in result.records)
     assert json.loads(json.dumps(result.to_dict()))["outcomes"]["ok"] == 9
@@ -245,3 +274,55 @@ def test_duration_bound_load(fake: tuple[FakeCompletions, str]) -> None:
     assert result.ok_requests >= 4 and result.failed_requests == 0
     assert all(record.started_s < 0.4 for record in result.records)
     assert not result.stopped
+
+
+@pytest.mark.parametrize(
+    ("tokenizer", "spec", "expected_lengths"),
+    [
+        # Word prompts are longer in tokens than in words here (4 characters a token); fitted, they are exact.
+        (
+            True,
+            LoadSpec(concurrency=2, prompt_tokens=16, output_tokens=2, requests=3, model="m"),
+            [16, 16, 16],
+        ),
+        (True, LoadSpec(concurrency=2, prompt_tokens=1, output_tokens=2, requests=2, model="m"), [1, 1]),
+        (
+            True,
+            LoadSpec(
+                concurrency=2,
+                prompt_tokens=20,
+                prompt_range=0.5,
+                output_tokens=2,
+                requests=4,
+                seed=3,
+                model="m",
+            ),
+            None,  # each its own drawn length
+        ),
+    ],
+)
+def test_prompts_are_fitted_to_the_exact_token_count(
+    fake: tuple[FakeCompletions, str], tokenizer: bool, spec: LoadSpec, expected_lengths: list[int] | None
+) -> None:
+    from engine.bench.load_spec import length_for
+
+    state, url = fake
+    state.tokenizer = tokenizer
+    result = run_load(url, spec)
+    assert result.outcomes["ok"] == spec.requests
+    lengths = [len(state.tokenize(str(body["prompt"]))) for body in state.bodies]
+    expected = expected_lengths or [
+        length_for(spec.prompt_tokens, spec.prompt_range, index, spec.seed, 1)
+        for index in range(len(lengths))
+    ]
+    assert sorted(lengths) == sorted(expected)
+
+
+def test_a_server_without_a_tokenizer_gets_the_word_prompts(fake: tuple[FakeCompletions, str]) -> None:
+    state, url = fake
+    state.tokenizer = False
+    result = run_load(url, LoadSpec(concurrency=2, prompt_tokens=12, output_tokens=2, requests=3, model="m"))
+    assert result.outcomes["ok"] == 3 and state.tokenizer_calls >= 1
+    assert sorted(str(body["prompt"]) for body in state.bodies) == sorted(
+        make_prompt(12, i) for i in range(3)
+    )
