@@ -1,4 +1,4 @@
-"""`quant-tui serve --dry-run` starts what `quant-tui recommend --json` shows, option for option (no server)."""
+"""tui/cli/plan_options: `quant-tui serve --dry-run` starts what `quant-tui recommend --json` shows, option for option (no server)."""
 
 from __future__ import annotations
 
