@@ -211,3 +211,24 @@ def test_captured_demo_metrics_totals() -> None:
     assert sample.counters["prompt_tokens"] == 45.0
     assert sample.counters["generation_tokens"] == 151.0
     assert sample.gauges["requests_running"] == 0.0
+
+
+def test_metrics_quant_tui_does_not_read_change_nothing() -> None:
+    # Families the parser is no longer handed (odd labels included) must not alter any figure.
+    text = (FIXTURES / "metrics_v032_under_load.txt").read_text()
+    noise = (
+        "# HELP http_requests_total Requests.\n# TYPE http_requests_total counter\n"
+        'http_requests_total{handler="/v1/completions",method="POST",status="2xx"} 17.0\n'
+        "# TYPE vllm:request_queue_time_seconds histogram\n"
+        'vllm:request_queue_time_seconds_bucket{engine="0",le="+Inf"} 3.0\n'
+    )
+    plain, noisy = parse_metrics(text, taken_at=1.0), parse_metrics(noise + text, taken_at=1.0)
+    assert plain.counters == noisy.counters and plain.histograms == noisy.histograms
+    assert plain.gauges == noisy.gauges and plain.cache_config == noisy.cache_config
+    assert plain.counters["request_success"] > 0
+
+
+def test_a_vllm_server_whose_metrics_are_all_unknown_is_still_a_vllm_server() -> None:
+    # Only names quant-tui does not read: not an error (a newer vLLM), just nothing known.
+    sample = parse_metrics('# TYPE vllm:a_future_metric gauge\nvllm:a_future_metric{engine="0"} 1.0\n')
+    assert sample.counters == {} and sample.gauges == {} and sample.matched_names == {}

@@ -271,6 +271,7 @@ class DashboardScreen(StepScreen):
             return
         self._shown_status = shown
         status = self.query_one("#dashboard-status", Static)
+        was_dead = status.has_class("-dead")
         if self.death is not None:
             line = Text(self.death, style="bold")
             status.add_class("-dead")
@@ -278,7 +279,9 @@ class DashboardScreen(StepScreen):
             line = Text(self.poll_status, style="bold")
             line.append(f"\n{self.load_status}")
             status.remove_class("-dead")
-        status.update(line)
+        # The live status is two rows high whatever it says: new words need no layout (which would
+        # repaint every graph); a death's text may take more rows.
+        status.update(line, layout=self.death is not None or was_dead)
 
     def action_interval(self, direction: int) -> None:
         """Polls more or less often.

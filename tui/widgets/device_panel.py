@@ -143,9 +143,12 @@ class DevicePanel(Widget):
         key = (self._title(snapshot), [line.plain for line in self.layout_lines(width)], width)
         if key == self._key and previous is not None:
             return
+        # Layout (the whole screen reflowed and repainted) only when the panel's height changes;
+        # new figures in the same lines repaint the panel alone.
+        resized = not isinstance(self._key, tuple) or len(self._key[1]) != len(key[1])
         self._key = key
         self.border_title = key[0]
-        self.refresh(layout=True)
+        self.refresh(layout=resized)
 
     @staticmethod
     def _title(snapshot: TelemetrySnapshot) -> str:
