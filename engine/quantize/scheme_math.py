@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,17 +45,28 @@ class QuantizedRows:
     error_square_sum: float
 
 
-def _blocks(weight: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
-    """The weight zero-padded to whole blocks, as ``[row blocks, columns blocks, rows, columns]``."""
+def _padded_blocks(weight: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    """The weight zero-padded to whole blocks, as ``[row blocks, rows, column blocks, columns]`` (a view when unpadded)."""
     import torch
 
     rows, cols = weight.shape
     pad_rows, pad_cols = -rows % block[0], -cols % block[1]
     if pad_rows or pad_cols:
         weight = torch.nn.functional.pad(weight, (0, pad_cols, 0, pad_rows))
-    return weight.reshape(
-        weight.shape[0] // block[0], block[0], weight.shape[1] // block[1], block[1]
-    ).transpose(1, 2)
+    return weight.reshape(weight.shape[0] // block[0], block[0], weight.shape[1] // block[1], block[1])
+
+
+def _abs_max(values: torch.Tensor, dim: int | tuple[int, ...], keepdim: bool = False) -> torch.Tensor:
+    """``values.abs().amax(dim)`` computed on the bit patterns, several times faster for 16-bit floats.
+
+    With the sign bit cleared, IEEE floats order as their bit patterns read as integers, so the
+    integer maximum is the absolute maximum exactly (-0.0 becomes 0.0; a NaN stays a NaN).
+    """
+    import torch
+
+    width = {2: torch.int16, 4: torch.int32, 8: torch.int64}[values.element_size()]
+    magnitude = values.view(width) & ((1 << (8 * values.element_size() - 1)) - 1)
+    return magnitude.amax(dim=dim, keepdim=keepdim).view(values.dtype)
 
 
 def absolute_max(weight: torch.Tensor) -> torch.Tensor:
@@ -86,11 +99,11 @@ def compute_scale(
     import torch
 
     if scheme.block is not None:
-        absmax = _blocks(weight, scheme.block).abs().amax(dim=(-2, -1))
+        absmax = _abs_max(_padded_blocks(weight, scheme.block), dim=(1, 3))
     elif scheme.group_size is None:
-        absmax = weight.abs().amax(dim=-1, keepdim=True)
+        absmax = _abs_max(weight, dim=-1, keepdim=True)
     else:
-        absmax = weight.unflatten(-1, (-1, scheme.group_size)).abs().amax(dim=-1)
+        absmax = _abs_max(weight.unflatten(-1, (-1, scheme.group_size)), dim=-1)
     scale = absmax / scheme.half_range
     if scheme.kind == "fp4":
         if global_scale is None:
@@ -101,15 +114,36 @@ def compute_scale(
     return torch.where(scale == 0, torch.tensor(eps, dtype=scale.dtype), scale)
 
 
-def _fp4_codes(scaled: torch.Tensor) -> torch.Tensor:
-    """E2M1 codes (sign in bit 3) of values already clamped to +-6, rounded as ``cast_to_fp4`` rounds."""
+@functools.cache
+def _fp4_code_table() -> torch.Tensor:
+    """E2M1 codes by float32 bit pattern: entry ``2 * (bits >> 20) + (any of the low 20 bits set)``.
+
+    Every rounding bound is a multiple of 2**21 as a bit pattern, so the top 12 bits (sign,
+    exponent, 3 mantissa bits) fix the code except exactly on a bound, which the low bits tell.
+    Built once from the bounds themselves (a constant of 8192 bytes); values are clamped to +-6
+    first and a NaN gets code 0, as comparing them would give.
+    """
     import torch
 
-    magnitude = scaled.abs()
-    code = torch.zeros(scaled.shape, dtype=torch.uint8)
+    high = torch.arange(1 << 12, dtype=torch.int32) << 20
+    samples = torch.clamp(
+        torch.stack([high, high | 1], dim=-1).reshape(-1).view(torch.float32), -FP4_MAX, FP4_MAX
+    )
+    magnitude = samples.abs()
+    code = torch.zeros(samples.shape, dtype=torch.uint8)
     for bound, inclusive in _FP4_BOUNDS:
         code += (magnitude >= bound) if inclusive else (magnitude > bound)
-    return code | ((scaled < 0).to(torch.uint8) << 3)
+    return code | ((samples < 0).to(torch.uint8) << 3)
+
+
+def _fp4_codes(scaled: torch.Tensor) -> torch.Tensor:
+    """E2M1 codes (sign in bit 3) of float32 values, clamped to +-6 and rounded as ``cast_to_fp4`` rounds."""
+    import torch
+
+    bits = scaled.contiguous().view(torch.int32).reshape(-1)
+    index = (bits & 0xFFFFF).add_(0xFFFFF).bitwise_right_shift_(20)
+    index += (bits >> 19).bitwise_and_(0x1FFE)
+    return _fp4_code_table().index_select(0, index).view(scaled.shape)
 
 
 def quantize_with_scale(
@@ -124,25 +158,24 @@ def quantize_with_scale(
 
     if scheme.block is not None:
         rows, cols = weight.shape
-        scaled = _blocks(weight, scheme.block) / scale.unsqueeze(-1).unsqueeze(-1)
+        # Divided in the block view, the result keeps the weight's own layout (no transpose to undo).
+        scaled = _padded_blocks(weight, scheme.block) / scale[:, None, :, None]
     elif scheme.group_size is not None:
         effective = scale / global_scale if global_scale is not None else scale
         scaled = weight.unflatten(-1, (-1, scheme.group_size)) / effective.unsqueeze(-1)
     else:
         scaled = weight / scale
+    if scheme.kind == "fp4":
+        # FP32 quotients; the code table clamps and takes the sign from < 0 (so -0.0 is code 0).
+        return _fp4_codes(scaled).flatten(start_dim=-2)
     if scheme.kind == "float":
         # compressed-tensors adds its (zero) zero point in the weight's dtype: -0.0 becomes +0.0,
-        # which matters for the FP8 bit pattern (INT rounds -0.0 to 0, and FP4 takes its sign from < 0).
-        scaled = scaled + torch.zeros((), dtype=weight.dtype)
-    clamped = torch.clamp(scaled, scheme.q_min, scheme.q_max)
-    if scheme.kind == "float":
-        quantized = clamped.to(torch.float8_e4m3fn)
-    elif scheme.kind == "fp4":
-        quantized = _fp4_codes(clamped)
-    else:
-        quantized = torch.round(clamped).to(torch.int8)
+        # which matters for the FP8 bit pattern (INT rounds -0.0 to 0).
+        scaled += torch.zeros((), dtype=weight.dtype)
+    clamped = scaled.clamp_(scheme.q_min, scheme.q_max)
+    quantized = clamped.to(torch.float8_e4m3fn) if scheme.kind == "float" else clamped.round_().to(torch.int8)
     if scheme.block is not None:
-        padded = quantized.transpose(1, 2).reshape(quantized.shape[0] * quantized.shape[2], -1)
+        padded = quantized.reshape(quantized.shape[0] * quantized.shape[1], -1)
         return padded[:rows, :cols]
     return quantized.flatten(start_dim=-2) if scheme.group_size is not None else quantized
 
@@ -151,7 +184,8 @@ def pack_int(values: torch.Tensor, num_bits: int) -> torch.Tensor:
     """Packs int8 values into int32 words: ``q + 2**(bits-1)``, ``32 // bits`` per word, lowest bits first.
 
     A row whose length is not a multiple of the pack factor is padded with zero codes, as
-    compressed-tensors' ``pack_to_int32`` does.
+    compressed-tensors' ``pack_to_int32`` does. On a little-endian host a word's bytes are its
+    values (8-bit) or pairs of nibbles (4-bit) in order, so packing is a byte view.
     """
     import torch
 
@@ -160,9 +194,23 @@ def pack_int(values: torch.Tensor, num_bits: int) -> torch.Tensor:
     unsigned = (values + (1 << (num_bits - 1))).to(torch.uint8)
     if cols % factor:
         unsigned = torch.nn.functional.pad(unsigned, (0, -cols % factor))
+    if sys.byteorder == "little" and num_bits in (4, 8):
+        packed_bytes = _nibble_pairs(unsigned) if num_bits == 4 else unsigned
+        return packed_bytes.contiguous().view(torch.int32)
     words = unsigned.view(rows, -1, factor).to(torch.int32)
     shifts = torch.arange(factor, dtype=torch.int32) * num_bits
     return (words << shifts).sum(dim=2, dtype=torch.int32)
+
+
+def _nibble_pairs(codes: torch.Tensor) -> torch.Tensor:
+    """Two 4-bit codes a byte, the first in the low nibble: each pair read as one little-endian int16."""
+    import torch
+
+    if sys.byteorder != "little":
+        pairs = codes.view(codes.shape[0], -1, 2)
+        return pairs[..., 0] | (pairs[..., 1] << 4)
+    pairs = codes.contiguous().view(torch.int16)
+    return (pairs | (pairs >> 4)).to(torch.uint8)
 
 
 def pack_int4(values: torch.Tensor) -> torch.Tensor:
@@ -172,8 +220,7 @@ def pack_int4(values: torch.Tensor) -> torch.Tensor:
 
 def pack_fp4(codes: torch.Tensor) -> torch.Tensor:
     """Packs E2M1 codes two to a byte, the first in the low nibble (compressed-tensors' ``pack_fp4_to_uint8``)."""
-    pairs = codes.view(codes.shape[0], -1, 2)
-    return pairs[..., 0] | (pairs[..., 1] << 4)
+    return _nibble_pairs(codes)
 
 
 _FP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
@@ -186,7 +233,8 @@ def dequantize(
     import torch
 
     if scheme.kind == "fp4":
-        values = torch.take(torch.tensor(_FP4_VALUES), quantized.to(torch.int64))
+        table = torch.tensor(_FP4_VALUES)
+        values = table.index_select(0, quantized.reshape(-1).to(torch.int32)).view(quantized.shape)
     elif quantized.dtype == torch.float8_e4m3fn:
         # torch's FP8 -> float32 cast is scalar code; a 256-entry table lookup gives the same values
         # several times faster (index_select with int32 indices twice as fast again as take).
@@ -200,12 +248,8 @@ def dequantize(
         scale = scale / global_scale
     if scheme.block is not None:
         rows, cols = values.shape
-        return (
-            _blocks(values, scheme.block)
-            .mul_(scale[..., None, None])
-            .transpose(1, 2)
-            .reshape(scale.shape[0] * scheme.block[0], -1)[:rows, :cols]
-        )
+        blocks = _padded_blocks(values, scheme.block).mul_(scale[:, None, :, None])
+        return blocks.reshape(blocks.shape[0] * blocks.shape[1], -1)[:rows, :cols]
     if scheme.group_size is None:
         return values.mul_(scale)
     grouped = values.unflatten(-1, (-1, scheme.group_size)).mul_(scale.unsqueeze(-1))

@@ -18,13 +18,14 @@ from engine.quantize.scheme_math import (
     absolute_max,
     compute_scale,
     global_scale_from_absmax,
+    pack_fp4,
     quantize_rows,
     quantize_with_scale,
 )
 from engine.quantize.schemes import SCHEMES, Scheme
 
 METHODS = sorted(SCHEMES)
-DTYPES = [torch.bfloat16, torch.float16]
+DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 
 
 def sample_weight(dtype: torch.dtype, seed: int, rows: int = 48, cols: int = 384) -> torch.Tensor:
@@ -287,3 +288,24 @@ def test_vllm_reads_nvfp4a16_as_weight_only_nvfp4() -> None:
     assert config.quant_format == "nvfp4-pack-quantized"
     assert config._is_nvfp4_format(scheme_dict["weights"])
     assert scheme_dict["input_activations"] is None
+
+
+def test_fp4_rounding_matches_compressed_tensors_for_every_float32_bucket() -> None:
+    """The code table is indexed by a float32's top 12 bits and whether any lower bit is set: try every entry.
+
+    Each bucket is sampled at its first pattern, the next, the middle and the last (a rounding
+    bound sits exactly at a first pattern); NaN has no defined FP4 value and is left out.
+    """
+    from compressed_tensors.quantization.quant_args import FP4_E2M1_DATA
+
+    high = torch.arange(1 << 12, dtype=torch.int64) << 20
+    low = torch.tensor([0, 1, 0x80000, 0xFFFFF], dtype=torch.int64)
+    patterns = (high[:, None] | low[None, :]).reshape(-1)
+    values = patterns.to(torch.int32).view(torch.float32)
+    values = values[~values.isnan()]
+    values = values[: values.numel() // 16 * 16].reshape(-1, 16)
+    scheme = SCHEMES["nvfp4a16"]
+    ones = torch.ones(values.shape[0], 1)
+    codes = quantize_with_scale(values, ones, scheme, global_scale=torch.ones(1))
+    expected = pack_fp4_to_uint8(FP4_E2M1_DATA.cast_to_fp4(torch.clamp(values, -6.0, 6.0)))
+    assert same_bits(pack_fp4(codes), expected)
