@@ -1,16 +1,19 @@
 """`vllm bench serve` against `quant-tui bench --url` on one demo server with the same load: the ratios of their figures.
 
-Usage: ``flock /tmp/quant-tui-heavy.lock python benchmarks/compare_vllm_bench.py [--model demo] [--rounds 2]
-[--num-prompts 64] [--input-len 64] [--output-len 64] [--concurrency 4] [--compiled]``.
+Usage: ``flock /tmp/quant-tui-heavy.lock python benchmarks/compare_vllm_bench.py [--model demo] [--rounds 4]
+[--num-prompts 64] [--input-len 64] [--output-len 64] [--concurrency 4] [--settle-s 3] [--compiled]``.
 
 One server is started through quant-tui's launcher. Each round runs vLLM's own benchmark (the
 ``vllm.benchmarks.serve`` module in a subprocess: the ``vllm`` console script is broken in the CPU
 wheel) and then ``quant-tui bench --url`` (also a subprocess), with the same random-prompt load,
 ``ignore_eos`` and no temperature; the server's own ``/metrics`` window is read around each run as
 the referee: the client's mean TTFT minus the server's own mean TTFT is the time the client itself
-adds, which the machine's load does not change much. Rounds alternate which tool goes first, so drift
-of a shared machine hits both alike; the ratios are taken within each round and their median is
-reported. Agreement: output tok/s within 10 %, median TTFT and TPOT within 20 % or 2 ms.
+adds, which the machine's load does not change much. The server is warmed up once before the first
+round (its first requests after start-up are slow for everyone), every run starts after the same
+settle pause, and rounds alternate which tool goes first (A B, B A, A B, ...), so neither tool is
+always the one that meets a freshly busy or freshly idle server; the ratios are taken within each
+round and their median is reported. Both tools send prompts of exactly ``--input-len`` tokens (the
+server's tokenizer cuts them). Agreement: output tok/s within 10 %, median TTFT and TPOT within 20 % or 2 ms.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +76,8 @@ def quant_tui_bench(url: str, args: argparse.Namespace, out: Path) -> dict[str, 
     argv += ["--input-len", str(args.input_len), "--output-len", str(args.output_len)]
     argv += ["--num-prompts", str(args.num_prompts), "--concurrency", str(args.concurrency)]
     argv += ["--num-warmups", str(args.num_warmups), "--save-result", str(out)]
+    if args.server_sample_interval is not None:
+        argv += ["--server-sample-interval", str(args.server_sample_interval)]
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
     return dict(json.loads(out.read_text()))
 
@@ -97,12 +103,19 @@ def main() -> int:
     """Starts the server, runs the rounds, prints each run and the ratios; 1 when they disagree."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--model", default="demo")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--num-prompts", type=int, default=64)
     parser.add_argument("--input-len", type=int, default=64)
     parser.add_argument("--output-len", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--num-warmups", type=int, default=4)
+    parser.add_argument("--settle-s", type=float, default=3.0, help="idle seconds before every run")
+    parser.add_argument(
+        "--server-sample-interval",
+        type=float,
+        default=None,
+        help="quant-tui's /metrics scrape interval during its run (default: its own default)",
+    )
     parser.add_argument(
         "--compiled", action="store_true", help="serve without --enforce-eager (slower start-up on CPU)"
     )
@@ -128,10 +141,18 @@ def main() -> int:
                 f"load: {args.num_prompts} prompts, {args.input_len} in / {args.output_len} out, concurrency "
                 f"{args.concurrency}, ignore_eos, no temperature, {args.num_warmups} warm-ups; {args.rounds} rounds"
             )
+            from engine.bench.load_spec import LoadSpec
+            from engine.bench.loadgen import run_load
+
+            # The server's very first requests (allocations, first batch shapes) belong to neither tool.
+            run_load(
+                server.url, LoadSpec(concurrency=args.concurrency, requests=2 * args.concurrency, model=name)
+            )
             for round_index in range(args.rounds):
                 order = list(runs) if round_index % 2 == 0 else list(reversed(runs))
                 for tool in order:
                     out = Path(folder) / f"{tool.split()[0]}-{round_index}.json"
+                    time.sleep(args.settle_s)
                     with ServerSampler(server.url, interval_s=0) as sampler:
                         if tool.startswith("vllm"):
                             data = vllm_bench(server.url, name, model_dir, args, out)
@@ -139,7 +160,9 @@ def main() -> int:
                             data = quant_tui_bench(server.url, args, out)
                     runs[tool].append(data)
                     figures = ", ".join(f"{label} {data[key]:.2f}" for label, key in FIGURES)
-                    print(f"round {round_index + 1} {tool:<17} completed {data['completed']}: {figures}")
+                    print(
+                        f"round {round_index + 1} {tool:<17} completed {data['completed']}, input tokens {data['total_input_tokens']}: {figures}"
+                    )
                     print(f"{'':>25}{_server_line(sampler.window, data)}")
         finally:
             server.stop()
