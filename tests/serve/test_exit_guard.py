@@ -19,7 +19,8 @@ _ORPHAN_SCRIPT = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from engine.serve.launcher import ServerConfig, VllmServer
+    from engine.plan.server_config import ServerConfig
+    from engine.serve.launcher import VllmServer
 
     server = VllmServer(ServerConfig(model=Path(sys.argv[1]), max_model_len=512, cpu_kvcache_gib=1,
                                      enforce_eager=True), log_path=Path(sys.argv[2]))
@@ -61,7 +62,8 @@ _KEEP_SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from engine.serve.launcher import ServerConfig, VllmServer
+    from engine.plan.server_config import ServerConfig
+    from engine.serve.launcher import VllmServer
 
     server = VllmServer(ServerConfig(model=Path(sys.argv[1]), max_model_len=512, cpu_kvcache_gib=1,
                                      enforce_eager=True), log_path=Path(sys.argv[2]), keep_running=True)
