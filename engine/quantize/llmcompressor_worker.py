@@ -73,6 +73,10 @@ def recipe_for(method: str, kv_cache_scheme: str | None = None) -> list[Any]:
             SmoothQuantModifier(smoothing_strength=0.8),
             GPTQModifier(targets="Linear", scheme="W8A8", ignore=IGNORE, **kv),
         ]
+    if method == "nvfp4":
+        # llm-compressor's NVFP4 recipe (examples/quantization_w4a4_fp4): FP4 weights with FP8 group
+        # scales and a global scale, and a per-tensor activation global scale measured on the samples.
+        return [QuantizationModifier(targets="Linear", scheme="NVFP4", ignore=IGNORE, **kv)]
     if method == "awq-w4a16":
         from llmcompressor.modifiers.transform import AWQModifier
 
@@ -81,6 +85,110 @@ def recipe_for(method: str, kv_cache_scheme: str | None = None) -> list[Any]:
             QuantizationModifier(targets=["Linear"], scheme="W4A16_ASYM", ignore=IGNORE, **kv),
         ]
     raise SystemExit(f"unknown calibrated method {method}")
+
+
+def original_module_names(model: Any, source: Path) -> dict[str, str]:
+    """Maps each Linear the checkpoint will be saved under, where the source names it differently, to the source's name.
+
+    llm-compressor's linearized MoE load makes one Linear per expert named ``gate_proj``/``up_proj``/
+    ``down_proj`` whatever the checkpoint called them (Mixtral: ``w1``/``w3``/``w2``), and saves those
+    names, which a loader expecting the checkpoint's own names does not find. Each Linear's saved name
+    is what transformers' save-time renaming makes of its name in memory; one that is not in the source
+    is matched to the one source weight under the same parent with the same shape and the same first
+    row (before calibration the loaded weight is the checkpoint's, unchanged). Call it before
+    ``oneshot``, which changes the weights.
+    """
+    import contextlib
+
+    import torch
+    from safetensors import safe_open
+
+    def saved_name(name: str, weight: Any) -> str:
+        try:
+            from transformers.core_model_loading import revert_weight_conversion
+
+            (key,) = revert_weight_conversion(model, {f"{name}.weight": weight})
+        except (ImportError, ValueError, TypeError, KeyError):
+            return name
+        return str(key).removesuffix(".weight")
+
+    with contextlib.ExitStack() as stack:
+        readers = [
+            stack.enter_context(safe_open(path, "pt")) for path in sorted(source.glob("*.safetensors"))
+        ]
+        located = {key: reader for reader in readers for key in reader.keys()}  # noqa: SIM118
+        renames: dict[str, str] = {}
+        for name, module in model.named_modules():
+            if not isinstance(module, torch.nn.Linear) or module.weight.device.type == "meta":
+                continue
+            weight = module.weight.detach()
+            saved = saved_name(name, weight)
+            if f"{saved}.weight" in located:
+                continue
+            parent = saved.rpartition(".")[0] + "."
+            first_row = weight[0:1].cpu()
+            matches = []
+            for key, reader in located.items():
+                candidate = key.removesuffix(".weight")
+                if (
+                    not key.endswith(".weight")
+                    or not key.startswith(parent)
+                    or "." in candidate[len(parent) :]
+                ):
+                    continue
+                piece = reader.get_slice(key)
+                if list(piece.get_shape()) == list(weight.shape) and torch.equal(
+                    piece[0:1].to(first_row.dtype), first_row
+                ):
+                    matches.append(candidate)
+            if len(matches) == 1:
+                renames[saved] = matches[0]
+            else:
+                print(
+                    f"{saved}: not in {source.name}, {len(matches)} source weights match it", file=sys.stderr
+                )
+    return renames
+
+
+def restore_source_names(output: Path, renames: dict[str, str]) -> None:
+    """Renames the saved tensors (and the config's ignore / target module names) back to the source's names."""
+    if not renames:
+        return
+    import os
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    def renamed(key: str) -> str:
+        module, _, suffix = key.rpartition(".")
+        return f"{renames[module]}.{suffix}" if module in renames else key
+
+    for path in sorted(output.glob("*.safetensors")):
+        with safe_open(path, "pt") as reader:
+            keys = list(reader.keys())
+            if all(renamed(key) == key for key in keys):
+                continue
+            metadata = reader.metadata()
+            tensors = {renamed(key): reader.get_tensor(key) for key in keys}
+        partial = path.with_name(f".{path.name}.renaming")
+        save_file(tensors, str(partial), metadata=metadata)
+        os.replace(partial, path)
+        del tensors
+    index_path = output / "model.safetensors.index.json"
+    if index_path.is_file():
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+        index["weight_map"] = {renamed(key): file for key, file in index["weight_map"].items()}
+        index_path.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    config_path = output / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    quantization = config.get("quantization_config")
+    if isinstance(quantization, dict):
+        if isinstance(quantization.get("ignore"), list):
+            quantization["ignore"] = [renames.get(entry, entry) for entry in quantization["ignore"]]
+        for group in (quantization.get("config_groups") or {}).values():
+            if isinstance(group, dict) and isinstance(group.get("targets"), list):
+                group["targets"] = [renames.get(entry, entry) for entry in group["targets"]]
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def report_batches() -> None:
@@ -140,6 +248,7 @@ def main() -> int:
         print(f"linearized MoE load unavailable ({error}); loading normally", file=sys.stderr)
         model = AutoModelForCausalLM.from_pretrained(args.source, dtype="auto")
     tokenizer = AutoTokenizer.from_pretrained(args.source)
+    renames = original_module_names(model, args.source)
     samples = read_samples(args.calibration, args.samples)
     emit(
         "calibrating",
@@ -160,6 +269,12 @@ def main() -> int:
     emit("saving", message=f"writing {args.output.name}")
     model.save_pretrained(args.output, save_compressed=True)
     tokenizer.save_pretrained(args.output)
+    if renames:
+        emit(
+            "saving",
+            message=f"naming {len(renames)} linearized expert layers as {args.source.name} names them",
+        )
+        restore_source_names(args.output, renames)
     emit("done", peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return 0
 
