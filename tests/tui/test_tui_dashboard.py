@@ -225,3 +225,27 @@ async def test_a_server_that_dies_is_named_within_two_polls_with_its_diagnosis(
             assert plot_dots(requests) > 0
     finally:
         server.stop()
+
+
+async def test_a_steady_graph_is_not_redrawn_when_only_time_moves_on() -> None:
+    # A full window of a steady value, polled with a few ms of jitter: the picture stays the same,
+    # so an idle server costs no plot redraw (the sample at the window's edge must not flicker).
+    app = create_app(gpu="H100", hardware=fixed_hardware())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("6")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), timeout=30)
+        plot = app.screen.query_one("#graph-requests", TimePlot)
+        await pilot.pause(0.1)
+        redraws = []
+        for tick in range(200, 230):
+            # Each poll starts a little over a second after the one before, as the poller's do.
+            times = [index * 1.004 + 0.003 * (index % 3) for index in range(tick)]
+            series = {"requests_running": [3.0] * tick, "requests_waiting": [1.0] * tick}
+            before = plot._version
+            plot.show(times, series, 120.0, {"requests_running": 3.0, "requests_waiting": 1.0})
+            redraws.append(plot._version - before)
+        assert redraws[0] == 1 and sum(redraws[1:]) == 0, redraws
+        # A value that moves is drawn at once.
+        series["requests_running"][-1] = 9.0
+        plot.show(times, series, 120.0, {"requests_running": 9.0, "requests_waiting": 1.0})
+        assert plot._version == before + 1
