@@ -15,10 +15,11 @@ from typing import Any
 
 from engine.errors import QuantTuiError
 from engine.quantize import work_split
+from engine.quantize.global_scales import GlobalScales
 from engine.quantize.report import layer_error, worst_first
 from engine.quantize.request import ProgressCallback, QuantizeProgress
 from engine.quantize.staging import PeakRss, QuantizeCancelled
-from engine.quantize.tensor_plan import QuantizePlan, SourceTensor, fused_siblings
+from engine.quantize.tensor_plan import QuantizePlan, SourceTensor
 from engine.quantize.writer import (
     ShardFile,
     ShardLayout,
@@ -78,7 +79,7 @@ class StreamingConverter:
         self.current = ""
         self._last_emit = 0.0
         self._shards: dict[str, ShardFile] = {}
-        self._global_scales: dict[str, Any] = {}
+        self._global_scales: GlobalScales | None = None
 
     def emit(self, stage: str, message: str = "", force: bool = False) -> None:
         """Sends a progress snapshot, at most every 0.1 s unless ``force``."""
@@ -137,12 +138,18 @@ class StreamingConverter:
                     self._shards[name] = shard
             with ThreadPoolExecutor(self.workers, thread_name_prefix="quantize") as pool:
                 if self.plan.scheme.global_scale:
-                    self._global_scales = self._fused_global_scales(pool)
+                    self._global_scales = GlobalScales(self.plan.tensors, pool, self.cancel)
                 pending: deque[tuple[WorkItem, Future[ItemResult]]] = deque()
                 try:
                     for item in self._items():
                         if self.cancel.is_set():
                             raise QuantizeCancelled("quantization cancelled; nothing was written")
+                        if (
+                            self._global_scales is not None
+                            and item.tensor.action == "quantize"
+                            and not item.row_start
+                        ):
+                            self._global_scales.prepare(item.tensor)
                         pending.append((item, pool.submit(self._work, item)))
                         while len(pending) > self.workers:
                             self._finish(*pending.popleft(), sums, chunks_left)
@@ -189,45 +196,6 @@ class StreamingConverter:
             raise QuantizeCancelled("quantization cancelled; nothing was written")
         self.emit("quantizing", force=self.tensors_done == len(self.plan.tensors))
 
-    def _fused_global_scales(self, pool: ThreadPoolExecutor) -> dict[str, Any]:
-        """Each quantized weight's NVFP4 global scale, the smallest of its fused siblings' (llm-compressor's rule).
-
-        vLLM keeps one global scale for a fused q/k/v or gate/up layer (the largest, with a
-        warning), so siblings must agree; the smallest keeps every sibling's FP8 scales in range.
-        This is a first, read-only pass over the quantized weights.
-        """
-        from engine.quantize.scheme_math import global_scale_from_absmax
-
-        quantized = [tensor for tensor in self.plan.tensors if tensor.action == "quantize"]
-        self.emit("planning", "measuring NVFP4 global scales", force=True)
-        absmax = dict(zip((t.name for t in quantized), pool.map(self._absolute_max, quantized), strict=True))
-        scales = {name: global_scale_from_absmax(value) for name, value in absmax.items()}
-        shared: dict[str, Any] = {}
-        for name in scales:
-            siblings = [other for other in fused_siblings(name) if other in scales] or [name]
-            shared[name] = min((scales[other] for other in siblings), key=float)
-        return shared
-
-    def _absolute_max(self, tensor: SourceTensor) -> Any:
-        """The absolute maximum of a whole source weight, read a chunk of rows at a time."""
-        from engine.model.safetensors_headers import open_tensors
-        from engine.quantize.scheme_math import absolute_max
-
-        rows = tensor.shape[0]
-        step = max(1, work_split.CHUNK_ELEMENTS // max(1, tensor.shape[1]))
-        result = None
-        for start in range(0, rows, step):
-            if self.cancel.is_set():
-                break
-            with open_tensors(tensor.file) as reader:
-                value = absolute_max(reader.read_rows(tensor.name, start, start + step))
-            result = value if result is None else max(result, value, key=float)
-        if result is None:  # cancelled before the first read; the run stops at its first item
-            import torch
-
-            return torch.zeros(1)
-        return result
-
     def _work(self, item: WorkItem) -> ItemResult:
         """Reads a block of rows, quantizes or copies it, and writes it in place (in a pool thread)."""
         if self.cancel.is_set():
@@ -247,7 +215,7 @@ class StreamingConverter:
         scheme = self.plan.scheme
         weight_spec, scale_spec = tensor.outputs[0], tensor.outputs[1]
         step = work_split.whole_scale_rows(max(1, work_split.BLOCK_ELEMENTS // tensor.shape[1]), scheme)
-        global_scale = self._global_scales.get(tensor.name) if scheme.global_scale else None
+        global_scale = self._global_scales.scale(tensor.name) if self._global_scales is not None else None
         weight_sq = error_sq = 0.0
         blocks = -(-tensor.shape[0] // step)
         for offset in range(0, rows.shape[0], step):
