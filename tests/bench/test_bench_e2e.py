@@ -117,6 +117,8 @@ def test_e2e_bench_url_counts_every_request_once(
     assert window["request_success"] == REQUESTS and window["generation_tokens"] == REQUESTS * OUTPUT_TOKENS
     assert data["total_output_tokens"] == REQUESTS * OUTPUT_TOKENS
     assert data["output_lens"] == [OUTPUT_TOKENS] * REQUESTS
+    # Prompts cut to exactly --input-len tokens by the server's tokenizer (as vLLM's random dataset), plus its BOS.
+    assert data["input_lens"] == [32 + 1] * REQUESTS
     for key in (
         "request_throughput",
         "output_throughput",
