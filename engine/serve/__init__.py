@@ -1,1 +1,1 @@
-"""Serving: the vLLM launcher, its start-up log parser, and the watchdog that stops orphaned servers."""
+"""Serving: the vLLM launcher, its command and backend, its start-up log facts and failure diagnosis, and the client."""

@@ -24,10 +24,14 @@ def _last_redraw(line: str) -> str:
 def read_log_lines(path: Path) -> list[str] | None:
     """The whole log file as lines (each at its last redraw); ``None`` when it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        # Bytes, not read_text(): universal newlines would turn a redraw's carriage return into a line.
+        text = path.read_bytes().decode("utf-8", errors="replace")
     except OSError:
         return None
-    return [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [_last_redraw(line) for line in lines]
 
 
 class LogFollower:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import pytest
-
 from engine.serve.log_follower import LogFollower, read_log_lines
 
 
@@ -63,11 +61,6 @@ def test_read_log_lines(tmp_path: Path) -> None:
     assert read_log_lines(tmp_path / "missing.log") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="read_log_lines splits with str.splitlines(), which also splits at the carriage return, "
-    "so a redrawn line comes back at every state rather than at its last (as LogFollower gives it)",
-)
 def test_read_log_lines_keeps_a_redrawn_line_at_its_last_state(tmp_path: Path) -> None:
     path = tmp_path / "server.log"
     path.write_bytes(b"a\nLoading: 1%\rLoading: 99%\nb\n")
