@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from engine.errors import QuantTuiError
+from engine.plan.plan_request import PlanRequest
 from engine.plan.server_config import ServerConfig
 from engine.serve.ports import port_is_free
-from engine.serve.server_command import build_command, default_cpu_kvcache_gib
+from engine.serve.server_command import build_command, default_cpu_kvcache_gib, plan_request_for
 
 GIB = 1024**3
 MODEL = Path("/models/tiny")
@@ -152,3 +153,23 @@ def test_unknown_backend() -> None:
 
 def test_default_cpu_kvcache_gib_without_a_model() -> None:
     assert default_cpu_kvcache_gib(ServerConfig(model=MODEL)) == 1
+
+
+@pytest.mark.parametrize(
+    ("config", "request_"),
+    [
+        (ServerConfig(model=Path("m")), PlanRequest(kv_cache_dtype="auto")),
+        (
+            ServerConfig(model=Path("m"), max_model_len=512, dtype="float32", max_num_seqs=8),
+            PlanRequest(max_model_len=512, dtype="float32", kv_cache_dtype="auto", max_num_seqs=8),
+        ),
+        (
+            ServerConfig(model=Path("m"), kv_cache_dtype="fp8", max_num_batched_tokens=1024),
+            PlanRequest(kv_cache_dtype="fp8", max_num_batched_tokens=1024),
+        ),
+        # Values only vLLM knows (passed through) plan as its defaults instead of failing.
+        (ServerConfig(model=Path("m"), dtype="float64", kv_cache_dtype="int8"), PlanRequest()),
+    ],
+)
+def test_a_config_plans_as_the_request_it_stands_for(config: ServerConfig, request_: PlanRequest) -> None:
+    assert plan_request_for(config) == request_
