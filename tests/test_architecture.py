@@ -107,15 +107,7 @@ def test_no_private_name_is_imported_from_another_module() -> None:
 
 
 # Borrowings found when this check came in, in files their owners are to fix: nothing may join them.
-KNOWN_BORROWINGS = {
-    "tests.model.test_demo_model: engine.model.demo._parse_progress",
-    "tests.model.test_demo_model: engine.model.demo._build_lock",
-    "tests.quantize.test_quantize_calibrated: from tests.process.test_no_orphans_e2e import _alive",
-    "tests.quantize.test_quantize_calibrated: from tests.process.test_no_orphans_e2e import _cmdline",
-    "tests.quantize.test_quantize_calibrated: from tests.process.test_no_orphans_e2e import _end",
-    "tests.quantize.test_quantize_calibrated: from tests.process.test_no_orphans_e2e import _start",
-    "tests.quantize.test_quantize_calibrated: from tests.process.test_no_orphans_e2e import _wait_for",
-}
+KNOWN_BORROWINGS: set[str] = set()
 
 
 def test_tests_and_benchmarks_use_no_private_name_of_the_project() -> None:

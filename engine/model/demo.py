@@ -94,7 +94,7 @@ def ensure_demo_model(
     target = demo_model_dir(cache)
     if is_demo_model_complete(target):
         return target
-    with _build_lock(target, cancel):
+    with build_lock(target, cancel):
         if is_demo_model_complete(target):
             return target
         return build_demo_model(target, progress=progress, cancel=cancel)
@@ -170,7 +170,7 @@ def _run_builder(
         ChildProcess(command, env=env, stderr=stderr_file, cancel=cancel) as builder,
     ):
         for line in builder.lines():
-            report = _parse_progress(line)
+            report = parse_progress(line)
             if report is not None and progress is not None:
                 progress(report)
         returncode = builder.wait()
@@ -181,7 +181,7 @@ def _run_builder(
             raise QuantTuiError(f"building the demo model failed: {cause}")
 
 
-def _parse_progress(line: str) -> DemoBuildProgress | None:
+def parse_progress(line: str) -> DemoBuildProgress | None:
     """Turns one builder stdout line into a progress report; None for anything else it printed."""
     try:
         data = json.loads(line)
@@ -214,7 +214,7 @@ def _remove_stale_builds(target: Path) -> None:
 
 
 @contextlib.contextmanager
-def _build_lock(target: Path, cancel: threading.Event | None) -> Iterator[None]:
+def build_lock(target: Path, cancel: threading.Event | None) -> Iterator[None]:
     """Holds an exclusive lock on ``<target>.lock`` (released by the OS if this process dies).
 
     Raises:

@@ -109,7 +109,7 @@ def test_importing_demo_model_does_not_import_heavy_libraries() -> None:
     ],
 )
 def test_builder_output_lines_become_progress_reports(line: str, expected: DemoBuildProgress | None) -> None:
-    assert demo._parse_progress(line) == expected
+    assert demo.parse_progress(line) == expected
 
 
 def test_folder_without_marker_is_not_complete(tmp_path: Path) -> None:
@@ -125,7 +125,7 @@ def test_cancel_while_another_build_holds_the_lock_builds_nothing(tmp_path: Path
     target = demo_model_dir(tmp_path)
     cancel = threading.Event()
     cancel.set()
-    with demo._build_lock(target, None), pytest.raises(QuantTuiError, match="cancelled"):
+    with demo.build_lock(target, None), pytest.raises(QuantTuiError, match="cancelled"):
         ensure_demo_model(tmp_path, cancel=cancel)
     assert not target.exists()
     assert not list(tmp_path.glob("*.tmp-*"))

@@ -15,7 +15,6 @@ import pytest
 from tests.process_tree import (
     GONE_WITHIN_S,
     cmdline,
-    running,
     signal_and_check,
     tree,
     wait_for_tree,
@@ -45,14 +44,8 @@ def _has(*markers: str) -> Callable[[list[psutil.Process]], bool]:
 
 
 def _wait_for(app: subprocess.Popen[str], found: object, seconds: float) -> list[psutil.Process]:
-    """``found(tree)`` true for the app's tree (kept for tests/quantize, which still imports it)."""
+    """``found(tree)`` true for the app's tree."""
     return wait_for_tree(app.pid, found, seconds, lambda: app.poll() is None)  # type: ignore[arg-type]
-
-
-# The names tests/quantize/test_quantize_calibrated.py imported before these helpers moved to tests/.
-_start = start_quant_tui
-_alive = running
-_cmdline = cmdline
 
 
 def _end(app: subprocess.Popen[str], signum: int, children: list[psutil.Process]) -> None:

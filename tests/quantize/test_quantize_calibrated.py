@@ -224,25 +224,24 @@ def test_a_killed_quant_tui_leaves_no_calibration_or_install_running(
 ) -> None:
     """SIGKILL the real ``quant-tui quantize --method gptq-w4a16``: its child (llm-compressor's worker, or the
     pip install of its environment on first use) and the watchdog are gone within seconds."""
-    from tests.process.test_no_orphans_e2e import GONE_WITHIN_S, _alive, _cmdline, _end, _start, _wait_for
+    from tests.process_tree import cmdline, signal_and_check, wait_for_tree
+    from tests.quant_tui_command import start_quant_tui
 
     out = tmp_path / "out"
-    app = _start(
+    app = start_quant_tui(
         ["quantize", "--method", "gptq-w4a16", "--model", str(demo_model), "--out", str(out)],
         dict(os.environ),
     )
 
     def worker_and_watchdog(tree: list[Any]) -> bool:
-        lines = [_cmdline(process) for process in tree]
+        lines = [cmdline(process) for process in tree]
         watched = any("engine.process.watchdog" in line for line in lines)
         working = any(
             marker in line for line in lines for marker in ("llmcompressor_worker", "pip install", "-m venv")
         )
         return watched and working
 
-    tree = _wait_for(app, worker_and_watchdog, 120)
-    started = time.monotonic()
-    _end(app, signal.SIGKILL, tree)
-    assert _alive(tree) == []
-    assert time.monotonic() - started < GONE_WITHIN_S
+    tree = wait_for_tree(app.pid, worker_and_watchdog, 120, lambda: app.poll() is None)
+    # Checks the app, its tree and their process groups are gone within GONE_WITHIN_S.
+    signal_and_check(app, signal.SIGKILL, tree)
     assert not out.exists()
