@@ -32,6 +32,10 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tui.screens.dashboard import WINDOW_TICKS as GRAPH_WINDOW_TICKS  # noqa: E402
+
 QUANT_TUI = Path(sys.executable).parent / "quant-tui"
 BARE_APP = textwrap.dedent(
     """
@@ -175,7 +179,12 @@ def bench_dashboard_cpu(model_dir: Path, window_s: float, intervals: list[float]
             terminal = Tmux([str(QUANT_TUI), "monitor", server.url, "--interval", str(interval)])
             try:
                 terminal.wait_for("watching", timeout=60, poll_s=0.1)
+                started = time.monotonic()
                 time.sleep(2 * interval + 1)  # past the first ticks
+                # While the graphs' window fills, every graph grows each tick; once it is full, a
+                # steady idle server changes no picture. Both are measured.
+                filling = cpu_percent(terminal.pid(), window_s)
+                time.sleep(max(0.0, GRAPH_WINDOW_TICKS * interval + 2 - (time.monotonic() - started)))
                 dashboard = cpu_percent(terminal.pid(), window_s)
                 if show_screen:
                     print(
@@ -194,8 +203,9 @@ def bench_dashboard_cpu(model_dir: Path, window_s: float, intervals: list[float]
                 poller.wait(timeout=window_s + 30)
             ratio = dashboard / bare if bare > 0 else float("inf")
             print(
-                f"poll every {interval:g} s: dashboard {dashboard:.1f}% of a core, bare poller {bare:.1f}% "
-                f"(dashboard / bare {ratio:.1f}x), over {window_s:g} s"
+                f"poll every {interval:g} s: dashboard {dashboard:.2f}% of a core once its "
+                f"{GRAPH_WINDOW_TICKS * interval:g} s graph window is full, {filling:.2f}% while it fills; "
+                f"bare poller {bare:.2f}% (dashboard / bare {ratio:.1f}x), each over {window_s:g} s"
             )
 
 
