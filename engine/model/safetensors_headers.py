@@ -195,15 +195,24 @@ class ShardReader:
         location = self._location(name)
         return self._read(location, location.start, location.stop - location.start, location.header.shape)
 
-    def read_rows(self, name: str, row_start: int, row_stop: int) -> Any:
-        """Rows ``row_start:row_stop`` (first dimension) of tensor ``name``; a scalar is its one row."""
+    def read_rows(self, name: str, row_start: int, row_stop: int, read_ahead: int = 0) -> Any:
+        """Rows ``row_start:row_stop`` (first dimension) of tensor ``name``; a scalar is its one row.
+
+        Args:
+            read_ahead: bytes after these rows (whatever tensors they hold) the kernel should start
+                reading into the page cache now. A streaming reader opens the file afresh for each
+                block, so the kernel's own readahead, kept per open file, never sees a sequential read.
+        """
         location = self._location(name)
         shape = location.header.shape
         row_stop = min(row_stop, shape[0] if shape else 1)
         row_start = max(0, min(row_start, row_stop))
         offset, length = location.row_span(row_start, row_stop)
         rows_shape = (row_stop - row_start, *shape[1:]) if shape else ()
-        return self._read(location, offset, length, rows_shape)
+        rows = self._read(location, offset, length, rows_shape)
+        if read_ahead > 0:
+            os.posix_fadvise(self._fd, offset + length, read_ahead, os.POSIX_FADV_WILLNEED)
+        return rows
 
     def _location(self, name: str) -> TensorLocation:
         try:

@@ -29,6 +29,9 @@ from engine.quantize.writer import (
 )
 
 _PROGRESS_INTERVAL_SECONDS = 0.1
+# Items' worth of source data after an item's rows the kernel is asked to read ahead: the pool's
+# next reads then find their pages in memory while this one is quantized.
+READ_AHEAD_ITEMS = 2
 
 
 @dataclass(frozen=True)
@@ -206,7 +209,12 @@ class StreamingConverter:
         # The file is opened afresh for each item, so a shard replaced since the last one (renamed
         # over by a download) is noticed instead of being read on from the old file.
         with open_tensors(tensor.file) as reader:
-            rows = reader.read_rows(tensor.name, item.row_start, item.row_stop)
+            rows = reader.read_rows(
+                tensor.name,
+                item.row_start,
+                item.row_stop,
+                read_ahead=READ_AHEAD_ITEMS * work_split.CHUNK_BYTES,
+            )
         if tensor.action == "copy":
             self._write_rows(tensor.name, rows, item.row_start, tensor.shape)
             return ItemResult(0.0, 0.0)

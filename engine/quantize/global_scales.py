@@ -76,7 +76,10 @@ class GlobalScales:
             if self._cancel.is_set():
                 break
             with open_tensors(tensor.file) as reader:
-                value = absolute_max(reader.read_rows(tensor.name, start, start + step))
+                rows = reader.read_rows(
+                    tensor.name, start, start + step, read_ahead=2 * work_split.CHUNK_BYTES
+                )
+                value = absolute_max(rows)
             result = value if result is None else max(result, value, key=float)
         if result is None:  # cancelled before the first read; the run stops at its first item
             import torch

@@ -10,6 +10,8 @@ from engine.quantize.schemes import Scheme
 
 # Elements of a weight read by one work item (4 MB of bf16): per-item overhead does not show.
 CHUNK_ELEMENTS = 1 << 21
+# The same chunk of a 16-bit source in bytes.
+CHUNK_BYTES = 2 * CHUNK_ELEMENTS
 # Elements quantized at once inside an item: temporaries this small are reused by the allocator
 # instead of being faulted in fresh, which on CPU costs more than the arithmetic.
 BLOCK_ELEMENTS = 1 << 17
