@@ -1,7 +1,7 @@
 """A/B of quantization methods on this machine: tokens/s, latency, memory and quality relative to bf16, in one run.
 
 Usage: ``python benchmarks/ab_methods.py [--model demo] [--methods bf16,int8-w8a8,w4a16,fp8]
-[--requests 32] [--concurrency 4] [--json-out results.json]``. Wrap it in
+[--requests 32] [--concurrency 4] [--eval-task quant_tui_demo_fluency [--eval-limit N]] [--json-out results.json]``. Wrap it in
 ``flock /tmp/quant-tui-heavy.lock`` on shared machines: it quantizes and starts vLLM servers.
 It drives the engine's A/B (``engine.bench.ab_runner.run_bench``) and prints the CLI's own table
 (``tui.cli.bench_command.format_table``), so its figures are those of ``quant-tui bench --model M
@@ -34,6 +34,10 @@ def main() -> int:
     parser.add_argument("--output-tokens", type=int, default=64)
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument(
+        "--eval-task", default=None, help="lm-eval task for each variant (as bench --eval-task)"
+    )
+    parser.add_argument("--eval-limit", type=int, default=None)
     args = parser.parse_args()
 
     def progress(update: BenchProgress) -> None:
@@ -48,12 +52,20 @@ def main() -> int:
             requests=args.requests,
         )
         load.check()  # bad input fails before the demo model is built
+        task = None
+        if args.eval_task is not None:
+            from engine.bench.task_eval import require_lm_eval, resolve_task
+
+            require_lm_eval()
+            task = resolve_task(args.eval_task)
         request = BenchRequest(
             model=resolve_model(args.model),
             methods=parse_methods(args.methods),
             load=load,
             quality_texts=heldout_texts(),
             work_dir=args.work_dir,
+            eval_task=task,
+            eval_limit=args.eval_limit,
         )
         result = run_bench(request, on_progress=progress)
     except QuantTuiError as error:
