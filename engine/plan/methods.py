@@ -243,10 +243,14 @@ METHODS: tuple[Method, ...] = (
         # An FP8 scale per 16 weights.
         weights=WeightLayout(4, 16, 1, quantizes_activations=True),
         capability=vllm_facts.CT_NVFP4,
-        producer="pre-quantized",
+        producer="llm-compressor",
         folder_suffix="NVFP4",
         trade_off="small loss (4-bit float with fine-grained scales)",
         ct_scheme="NVFP4",
+        description=(
+            "NVFP4 (FP4 E2M1) weights, one FP8 scale per 16 inputs and one FP32 global scale; activations FP4 "
+            "per 16 at run time under a per-layer global scale calibrated on sample text (llm-compressor)"
+        ),
     ),
     Method(
         name="nvfp4a16",

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine.errors import QuantTuiError
-from engine.plan.methods import default_output_dir, method
+from engine.plan.methods import METHODS, default_output_dir, method
 from engine.process.child import ChildProcess
 from engine.quantize.llmcompressor_env import (
     ENVIRONMENT_BYTES,
@@ -67,6 +67,27 @@ def calibration_file(request: QuantizeRequest) -> Path:
     )
 
 
+def size_plan_method(name: str) -> str:
+    """The data-free method whose planner sizes ``name``'s output: the one it is served as, or one with its weight layout.
+
+    A calibrated method served in a format no data-free method writes (NVFP4 W4A4: its weights are
+    laid out as NVFP4A16's, plus one activation global scale per layer) is sized by the data-free
+    method with the same weight bits, group size and scale bytes.
+    """
+    served = method(name).format_name
+    if served not in CALIBRATED_METHODS:
+        return served
+    weights = method(name).weights
+    for candidate in METHODS:
+        if candidate.producer == "data-free" and (
+            candidate.weights.bits,
+            candidate.weights.group_size,
+            candidate.weights.scale_bytes,
+        ) == (weights.bits, weights.group_size, weights.scale_bytes):
+            return candidate.name
+    raise QuantTuiError(f"no data-free method has {name}'s weight layout; quant-tui cannot size its output")
+
+
 def preflight_calibrated(request: QuantizeRequest) -> tuple[Path, int]:
     """Checks a calibrated request; returns the calibration file and the estimated output bytes.
 
@@ -80,7 +101,7 @@ def preflight_calibrated(request: QuantizeRequest) -> tuple[Path, int]:
     output = request.output or default_output_dir(request.source, request.method)
     # The output has the layout of the data-free method it is served as (W4A16 plus zero points for
     # AWQ, W8A16, INT8 W8A8): that method's plan checks shapes and size.
-    served = method(request.method).format_name
+    served = size_plan_method(request.method)
     plan = build_plan(replace(request, method=served, output=output, calibration=None))
     check_output(request.source, output)
     needed_disk = int(plan.estimated_output_bytes * 1.1)
