@@ -152,7 +152,26 @@ def estimate_data_free(request: QuantizeRequest) -> CostEstimate:
             f"{request.method} needs about {format_bytes(peak)} of memory, {format_bytes(available)} is available; "
             "pass --workers 1 or close programs"
         )
-    elif disk > free:
+    memory_model = (
+        f"this process ({format_bytes(_process_rss())} with torch) + {workers + 1} chunks of source rows "
+        "(copy and mapped pages) and their float temporaries; the model is streamed, never loaded"
+    )
+    return _cost(request, peak, disk, seconds, available, free, refusal, memory_model)
+
+
+def _cost(
+    request: QuantizeRequest,
+    peak: int,
+    disk: int,
+    seconds: float,
+    available: int,
+    free: int,
+    memory_refusal: str | None,
+    memory_model: str,
+) -> CostEstimate:
+    """The estimate, refused for memory (the caller's reason) or else for disk space."""
+    refusal = memory_refusal
+    if refusal is None and disk > free:
         refusal = f"the output needs {format_bytes(disk)}, {format_bytes(free)} is free there; pass --out on another disk"
     return CostEstimate(
         method=request.method,
@@ -161,10 +180,7 @@ def estimate_data_free(request: QuantizeRequest) -> CostEstimate:
         seconds=seconds,
         available_ram_bytes=available,
         free_disk_bytes=free,
-        memory_model=(
-            f"this process ({format_bytes(_process_rss())} with torch) + {workers + 1} chunks of source rows "
-            "(copy and mapped pages) and their float temporaries; the model is streamed, never loaded"
-        ),
+        memory_model=memory_model,
         refusal=refusal,
     )
 
@@ -227,22 +243,12 @@ def estimate_calibrated(
                 f"{format_bytes(available)} is available; use the streaming {method(request.method).format_name} "
                 "method instead"
             )
-    elif disk > free:
-        refusal = f"the output needs {format_bytes(disk)}, {format_bytes(free)} is free there; pass --out on another disk"
-    return CostEstimate(
-        method=request.method,
-        peak_ram_bytes=peak,
-        disk_bytes=disk,
-        seconds=seconds,
-        available_ram_bytes=available,
-        free_disk_bytes=free,
-        memory_model=(
-            f"llm-compressor's process ({format_bytes(LLMCOMPRESSOR_PROCESS_BYTES)}) + the whole model "
-            f"({format_bytes(model_bytes)}) + one layer's Hessians ({format_bytes(hessians)}) + "
-            f"{samples} x {seq_len}-token activations in and out of it ({format_bytes(activations)})"
-        ),
-        refusal=refusal,
+    memory_model = (
+        f"llm-compressor's process ({format_bytes(LLMCOMPRESSOR_PROCESS_BYTES)}) + the whole model "
+        f"({format_bytes(model_bytes)}) + one layer's Hessians ({format_bytes(hessians)}) + "
+        f"{samples} x {seq_len}-token activations in and out of it ({format_bytes(activations)})"
     )
+    return _cost(request, peak, disk, seconds, available, free, refusal, memory_model)
 
 
 def estimate(request: QuantizeRequest) -> CostEstimate:

@@ -116,6 +116,21 @@ class Scheme:
         ]
 
 
+def _weight_only_int(bits: int) -> Scheme:
+    """W4A16 / W8A16: symmetric INT weights, one scale per 128 inputs, packed into int32 words (Marlin's layout)."""
+    return Scheme(
+        method=f"w{bits}a16",
+        preset=f"W{bits}A16",
+        format="pack-quantized",
+        kind="int",
+        num_bits=bits,
+        group_size=128,
+        quantizes_activations=False,
+        half_range=(2**bits - 1) / 2,
+        description=f"INT{bits} symmetric weights, one scale per 128 inputs, round-to-nearest; activations 16-bit",
+    )
+
+
 SCHEMES: dict[str, Scheme] = {
     "fp8": Scheme(
         method="fp8",
@@ -154,28 +169,8 @@ SCHEMES: dict[str, Scheme] = {
         half_range=127.5,
         description="INT8 symmetric weights with one scale per output channel; activations INT8, dynamic per token",
     ),
-    "w8a16": Scheme(
-        method="w8a16",
-        preset="W8A16",
-        format="pack-quantized",
-        kind="int",
-        num_bits=8,
-        group_size=128,
-        quantizes_activations=False,
-        half_range=127.5,
-        description="INT8 symmetric weights, one scale per 128 inputs, round-to-nearest; activations 16-bit",
-    ),
-    "w4a16": Scheme(
-        method="w4a16",
-        preset="W4A16",
-        format="pack-quantized",
-        kind="int",
-        num_bits=4,
-        group_size=128,
-        quantizes_activations=False,
-        half_range=7.5,
-        description="INT4 symmetric weights, one scale per 128 inputs, round-to-nearest; activations 16-bit",
-    ),
+    "w8a16": _weight_only_int(8),
+    "w4a16": _weight_only_int(4),
     "nvfp4a16": Scheme(
         method="nvfp4a16",
         preset="NVFP4A16",
