@@ -135,3 +135,39 @@ def test_cancelling_a_calibrated_nvfp4_run_stops_the_worker_and_writes_nothing(
         if "llmcompressor_worker" in " ".join(process.cmdline())
     ]
     assert workers == []
+
+
+KILLED_RUN = """
+import sys
+from pathlib import Path
+from engine.quantize.request import QuantizeRequest
+from engine.quantize.runner import quantize_model
+quantize_model(QuantizeRequest(Path(sys.argv[1]), "nvfp4", output=Path(sys.argv[2]), calibration=Path(sys.argv[3])))
+"""
+
+
+@pytest.mark.e2e
+def test_a_killed_nvfp4_run_leaves_no_worker_running(tiny: Path, calibration: Path, tmp_path: Path) -> None:
+    """SIGKILL a process quantizing to NVFP4 once llm-compressor's worker runs: the watchdog ends the worker."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.process_tree import cmdline, signal_and_check, wait_for_tree
+
+    output = tmp_path / "out"
+    app = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, str(tiny), str(output), str(calibration)],
+        cwd=Path(__file__).parents[2],
+        text=True,
+    )
+
+    def worker_and_watchdog(children: list[psutil.Process]) -> bool:
+        lines = [cmdline(process) for process in children]
+        return any("llmcompressor_worker" in line for line in lines) and any(
+            "engine.process.watchdog" in line for line in lines
+        )
+
+    children = wait_for_tree(app.pid, worker_and_watchdog, 120, lambda: app.poll() is None)
+    signal_and_check(app, signal.SIGKILL, children)
+    assert not output.exists()
