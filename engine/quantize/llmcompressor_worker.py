@@ -117,6 +117,12 @@ def original_module_names(model: Any, source: Path) -> dict[str, str]:
             stack.enter_context(safe_open(path, "pt")) for path in sorted(source.glob("*.safetensors"))
         ]
         located = {key: reader for reader in readers for key in reader.keys()}  # noqa: SIM118
+        # Source weights by their module's parent, so each lookup reads only its siblings.
+        siblings: dict[str, list[str]] = {}
+        for key in located:
+            if key.endswith(".weight"):
+                module_name = key.removesuffix(".weight")
+                siblings.setdefault(module_name.rpartition(".")[0], []).append(module_name)
         renames: dict[str, str] = {}
         for name, module in model.named_modules():
             if not isinstance(module, torch.nn.Linear) or module.weight.device.type == "meta":
@@ -125,18 +131,10 @@ def original_module_names(model: Any, source: Path) -> dict[str, str]:
             saved = saved_name(name, weight)
             if f"{saved}.weight" in located:
                 continue
-            parent = saved.rpartition(".")[0] + "."
             first_row = weight[0:1].cpu()
             matches = []
-            for key, reader in located.items():
-                candidate = key.removesuffix(".weight")
-                if (
-                    not key.endswith(".weight")
-                    or not key.startswith(parent)
-                    or "." in candidate[len(parent) :]
-                ):
-                    continue
-                piece = reader.get_slice(key)
+            for candidate in siblings.get(saved.rpartition(".")[0], []):
+                piece = located[f"{candidate}.weight"].get_slice(f"{candidate}.weight")
                 if list(piece.get_shape()) == list(weight.shape) and torch.equal(
                     piece[0:1].to(first_row.dtype), first_row
                 ):
