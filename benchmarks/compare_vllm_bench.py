@@ -1,19 +1,23 @@
 """`vllm bench serve` against `quant-tui bench --url` on one demo server with the same load: the ratios of their figures.
 
 Usage: ``flock /tmp/quant-tui-heavy.lock python benchmarks/compare_vllm_bench.py [--model demo] [--rounds 4]
-[--num-prompts 64] [--input-len 64] [--output-len 64] [--concurrency 4] [--settle-s 3] [--compiled]``.
+[--num-prompts 64] [--input-len 64] [--output-len 64] [--concurrency 4] [--settle-s 3]
+[--vllm-prompts same|random] [--compiled]``.
 
 One server is started through quant-tui's launcher. Each round runs vLLM's own benchmark (the
 ``vllm.benchmarks.serve`` module in a subprocess: the ``vllm`` console script is broken in the CPU
-wheel) and then ``quant-tui bench --url`` (also a subprocess), with the same random-prompt load,
+wheel) and then ``quant-tui bench --url`` (also a subprocess), with the same load,
 ``ignore_eos`` and no temperature; the server's own ``/metrics`` window is read around each run as
 the referee: the client's mean TTFT minus the server's own mean TTFT is the time the client itself
 adds, which the machine's load does not change much. The server is warmed up once before the first
 round (its first requests after start-up are slow for everyone), every run starts after the same
 settle pause, and rounds alternate which tool goes first (A B, B A, A B, ...), so neither tool is
 always the one that meets a freshly busy or freshly idle server; the ratios are taken within each
-round and their median is reported. Both tools send prompts of exactly ``--input-len`` tokens (the
-server's tokenizer cuts them). Agreement: output tok/s within 10 %, median TTFT and TPOT within 20 % or 2 ms.
+round and their median is reported. Both tools send the same prompts by default: quant-tui's, cut to
+exactly ``--input-len`` tokens by the server's tokenizer, are written to a JSONL file that vLLM's custom
+dataset sends in order (``--vllm-prompts random`` gives vLLM its random dataset instead: random token ids
+decoded to text, whose TTFT differs for reasons of content, not of measurement). Agreement: output tok/s,
+median TTFT and median TPOT within 10 %.
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ from engine.serve.launcher import ServerConfig, VllmServer
 # figure -> (relative tolerance, absolute tolerance in the figure's unit)
 TOLERANCES = {
     "output_throughput": (0.10, 0.0),
-    "median_tpot_ms": (0.20, 2.0),
-    "median_ttft_ms": (0.20, 2.0),
+    "median_tpot_ms": (0.10, 0.0),
+    "median_ttft_ms": (0.10, 0.0),
 }
 FIGURES = (
     ("output tok/s", "output_throughput"),
@@ -57,11 +61,27 @@ main(parser.parse_args(sys.argv[1:]))
 """
 
 
-def vllm_bench(url: str, model: str, tokenizer: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """Runs vLLM's own `vllm bench serve` in a subprocess; its saved result."""
+def write_prompts(prompts: list[str], path: Path) -> None:
+    """Writes prompts as vLLM's custom dataset reads them: one ``{"prompt": ...}`` JSON object a line."""
+    path.write_text("".join(json.dumps({"prompt": prompt}) + "\n" for prompt in prompts))
+
+
+def vllm_bench(
+    url: str, model: str, tokenizer: Path, args: argparse.Namespace, out: Path, prompts: Path | None
+) -> dict[str, Any]:
+    """Runs vLLM's own `vllm bench serve` in a subprocess; its saved result.
+
+    With ``prompts`` it sends that JSONL file's prompts in order (its custom dataset, no chat template),
+    else its random dataset.
+    """
     argv = [sys.executable, "-c", _VLLM_SNIPPET, "--base-url", url, "--model", str(tokenizer)]
-    argv += ["--served-model-name", model, "--dataset-name", "random"]
-    argv += ["--random-input-len", str(args.input_len), "--random-output-len", str(args.output_len)]
+    argv += ["--served-model-name", model]
+    if prompts is None:
+        argv += ["--dataset-name", "random"]
+        argv += ["--random-input-len", str(args.input_len), "--random-output-len", str(args.output_len)]
+    else:
+        argv += ["--dataset-name", "custom", "--dataset-path", str(prompts), "--disable-shuffle"]
+        argv += ["--custom-output-len", str(args.output_len), "--skip-chat-template"]
     argv += ["--num-prompts", str(args.num_prompts), "--max-concurrency", str(args.concurrency)]
     argv += ["--ignore-eos", "--num-warmups", str(args.num_warmups), "--seed", "0", "--disable-tqdm"]
     argv += ["--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,95,99"]
@@ -117,6 +137,12 @@ def main() -> int:
         help="quant-tui's /metrics scrape interval during its run (default: its own default)",
     )
     parser.add_argument(
+        "--vllm-prompts",
+        choices=("same", "random"),
+        default="same",
+        help="same: vLLM sends quant-tui's exact prompts (its custom dataset); random: its random dataset",
+    )
+    parser.add_argument(
         "--compiled", action="store_true", help="serve without --enforce-eager (slower start-up on CPU)"
     )
     args = parser.parse_args()
@@ -142,7 +168,22 @@ def main() -> int:
                 f"{args.concurrency}, ignore_eos, no temperature, {args.num_warmups} warm-ups; {args.rounds} rounds"
             )
             from engine.bench.load_spec import LoadSpec
-            from engine.bench.loadgen import run_load
+            from engine.bench.loadgen import run_load, timed_prompts
+
+            prompts_file: Path | None = None
+            if args.vllm_prompts == "same":
+                prompts_file = Path(folder) / "quant-tui-prompts.jsonl"
+                spec = LoadSpec(
+                    concurrency=args.concurrency,
+                    prompt_tokens=args.input_len,
+                    output_tokens=args.output_len,
+                    requests=args.num_prompts,
+                    model=name,
+                )
+                write_prompts(timed_prompts(server.url, spec), prompts_file)
+            print(
+                f"vLLM's prompts: {'quant-tui exact prompts (custom dataset)' if prompts_file else 'its random dataset'}"
+            )
 
             # The server's very first requests (allocations, first batch shapes) belong to neither tool.
             run_load(
@@ -155,7 +196,7 @@ def main() -> int:
                     time.sleep(args.settle_s)
                     with ServerSampler(server.url, interval_s=0) as sampler:
                         if tool.startswith("vllm"):
-                            data = vllm_bench(server.url, name, model_dir, args, out)
+                            data = vllm_bench(server.url, name, model_dir, args, out, prompts_file)
                         else:
                             data = quant_tui_bench(server.url, args, out)
                     runs[tool].append(data)

@@ -326,6 +326,29 @@ async def _generate_load(run: _LoadRun, stop_event: threading.Event | None) -> L
     return LoadResult(spec, model, duration, records, stopped=run.stopping, warmup_outcomes=warmup_outcomes)
 
 
+def timed_prompts(base_url: str, spec: LoadSpec, api_key: str | None = None) -> list[str]:
+    """The prompts the timed requests of ``spec`` send, in order, exactly as :func:`run_load` builds them.
+
+    Lets another tool (``vllm bench serve --dataset-name custom``) send the very same prompts.
+
+    Raises:
+        LoadError: Bad settings, no request count, or the server cannot be asked for its model name.
+    """
+    spec.check()
+    if spec.requests is None:
+        raise LoadError("the prompts of a duration-bound load are not fixed; give a number of requests")
+    root = api_base_url(base_url)
+    model = spec.model if spec.model else served_model_name(root, api_key)
+    run = _LoadRun(root, spec, model, api_key, None)
+
+    async def build() -> list[str]:
+        async with aiohttp.ClientSession() as session:
+            await run.fit_prompts(session)
+        return [str(run.body(index)["prompt"]) for index in range(spec.requests or 0)]
+
+    return asyncio.run(build())
+
+
 def run_load(
     base_url: str,
     spec: LoadSpec,

@@ -14,7 +14,7 @@ import pytest
 
 from engine.bench.load_result import LoadProgress
 from engine.bench.load_spec import LoadError, LoadSpec, make_prompt
-from engine.bench.loadgen import api_base_url, run_load, served_model_name
+from engine.bench.loadgen import api_base_url, run_load, served_model_name, timed_prompts
 from engine.bench.metrics import Outcome
 from engine.errors import QuantTuiError
 from tests.bench.local_server import QuietHandler, local_server
@@ -326,3 +326,26 @@ def test_a_server_without_a_tokenizer_gets_the_word_prompts(fake: tuple[FakeComp
     assert sorted(str(body["prompt"]) for body in state.bodies) == sorted(
         make_prompt(12, i) for i in range(3)
     )
+
+
+@pytest.mark.parametrize("tokenizer", [True, False])
+def test_timed_prompts_are_the_prompts_the_load_sends(
+    fake: tuple[FakeCompletions, str], tokenizer: bool
+) -> None:
+    state, url = fake
+    state.tokenizer = tokenizer
+    spec = LoadSpec(concurrency=2, prompt_tokens=12, output_tokens=2, requests=4, num_warmups=1, model="m")
+    prompts = timed_prompts(url, spec)
+    state.bodies.clear()
+    run_load(url, spec)
+    timed_bodies = state.bodies[spec.num_warmups :]
+    assert sorted(prompts) == sorted(str(body["prompt"]) for body in timed_bodies)
+    assert len(set(prompts)) == 4
+    if tokenizer:
+        assert [len(state.tokenize(prompt)) for prompt in prompts] == [12] * 4
+
+
+def test_timed_prompts_need_a_request_count(fake: tuple[FakeCompletions, str]) -> None:
+    _, url = fake
+    with pytest.raises(LoadError, match="number of requests"):
+        timed_prompts(url, LoadSpec(requests=None, duration_s=1.0, model="m"))
