@@ -108,7 +108,7 @@ def original_module_names(model: Any, source: Path) -> dict[str, str]:
             from transformers.core_model_loading import revert_weight_conversion
 
             (key,) = revert_weight_conversion(model, {f"{name}.weight": weight})
-        except (ImportError, ValueError, TypeError, KeyError):
+        except (ImportError, AttributeError, ValueError, TypeError, KeyError):
             return name
         return str(key).removesuffix(".weight")
 
