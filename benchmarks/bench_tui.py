@@ -116,12 +116,12 @@ class Tmux:
         subprocess.run([*TMUX, "kill-session", "-t", self.name], capture_output=True, check=False)
 
 
-def first_frame_seconds(argv: list[str], marker: str) -> float:
-    """Launch-to-content time of one run of ``argv`` in tmux."""
+def first_frame_seconds(argv: list[str], marker: str, poll_s: float = 0.005) -> float:
+    """Launch-to-content time of one run of ``argv`` in tmux, reading the screen every ``poll_s``."""
     started = time.perf_counter()
     terminal = Tmux(argv)
     try:
-        terminal.wait_for(marker)
+        terminal.wait_for(marker, poll_s=poll_s)
         return time.perf_counter() - started
     finally:
         terminal.close()

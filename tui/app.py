@@ -104,6 +104,10 @@ class QuantTuiApp(App[int]):
         self.quantize_finished = threading.Event()
         self.bench_cancel: threading.Event | None = None
         """Set while a benchmark runs: setting it stops the benchmark (and the servers it started)."""
+        # The first step is the mode the app opens in: Textual then mounts its screen directly, not an
+        # empty default screen first and a switch after it (two more stylesheet passes before the
+        # first frame). Set on the instance, since it depends on the steps offered.
+        self.__dict__["DEFAULT_MODE"] = steps[0].mode
         super().__init__()
         self.set_reactive(QuantTuiApp.selection, Selection(hardware=hardware, model_reference=model))
         self.set_reactive(QuantTuiApp.server_url, server_url)
