@@ -116,8 +116,19 @@ class TaskAccuracy:
 
     def text(self) -> str:
         """``0.750 ± 0.099 acc`` (no stderr: the value alone)."""
-        spread = "" if self.stderr is None else f" ± {self.stderr:.3f}"
-        return f"{self.value:.3f}{spread} {self.metric.split(',')[0]}"
+        return f"{self.cell()} {self.metric_name()}"
+
+    def metric_name(self) -> str:
+        """The metric without its filter: ``acc`` for ``acc,none``."""
+        return self.metric.split(",")[0]
+
+    def header(self) -> str:
+        """A result table's column header: ``quant_tui_demo_fluency acc (20)``."""
+        return f"{self.task} {self.metric_name()} ({self.samples})"
+
+    def cell(self) -> str:
+        """A result table's cell: ``0.750 ± 0.099`` (no stderr: the value alone)."""
+        return f"{self.value:.3f}" + ("" if self.stderr is None else f" ± {self.stderr:.3f}")
 
 
 def install_command() -> str:

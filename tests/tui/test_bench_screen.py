@@ -12,8 +12,11 @@ from textual.binding import Binding
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input
 
+from engine.bench.ab_result import BenchResult, VariantResult
+from engine.bench.load_spec import LoadSpec
 from engine.bench.result import BenchRun
 from engine.bench.sweep import DEFAULT_SWEEP_SLO, run_sweep
+from engine.bench.task_eval import TaskAccuracy
 from tests.bench.test_server_truth_and_sweep import synthetic_run
 from tests.tui.test_tui_flow import SIZE, fixed_hardware, wait_for
 from tui.app import create_app
@@ -132,6 +135,44 @@ async def test_a_finished_sweep_fills_the_table_and_plots_and_exports_csv_and_js
         assert saved["kind"] == "sweep"
         assert [point["max_concurrency"] for point in saved["sweeps"][0]["curve"]] == [1, 2, 4]
         assert not list(tmp_path.glob(".*.tmp"))  # written next to the target and renamed
+
+
+def comparison(accuracies: dict[str, TaskAccuracy | None]) -> BenchResult:
+    """An A/B of synthetic runs, one per method; a method with no run failed."""
+    variants = tuple(
+        VariantResult(method, None, run=synthetic_run(method, 4, 0.1, 0.02), task_accuracy=accuracy)
+        if method != "failed"
+        else VariantResult(method, None, error="the server did not start", task_accuracy=accuracy)
+        for method, accuracy in accuracies.items()
+    )
+    return BenchResult(variants, LoadSpec(), "test box")
+
+
+async def test_an_ab_shows_task_accuracy_in_its_table_only_when_measured() -> None:
+    def accuracy(value: float, stderr: float | None) -> TaskAccuracy:
+        return TaskAccuracy("demo_fluency", 20, 20, "acc,none", value, stderr, {"acc,none": value})
+
+    app = create_app(gpu="H100", hardware=fixed_hardware())
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.press("6", "b")
+        await wait_for(pilot, lambda: isinstance(app.screen, BenchScreen))
+        bench = app.screen
+        assert isinstance(bench, BenchScreen)
+        table = bench.query_one(DataTable)
+        measured = {"bf16": accuracy(0.75, 0.0993), "int8-w8a8": accuracy(0.7, None), "fp8": None}
+        measured["failed"] = accuracy(0.1, 0.01)  # a method that failed shows no figure
+        bench.post_message(BenchScreen.ComparisonDone(comparison(measured)))
+        await wait_for(pilot, lambda: table.row_count == 4)
+        headers = [str(column.label) for column in table.columns.values()]
+        assert headers[-1] == "demo_fluency acc (20)" and headers[-2] == "failed"
+        assert [table.get_row_at(index)[-1] for index in range(4)] == ["0.750 ± 0.099", "0.700", "-", "-"]
+        assert table.get_row_at(0)[1] == "22.0"  # the vLLM figures keep their columns
+
+        # The next result without lm-eval drops the column; the same table, no stale figures.
+        bench.post_message(BenchScreen.ComparisonDone(comparison({"bf16": None, "fp8": None})))
+        await wait_for(pilot, lambda: table.row_count == 2)
+        assert [str(column.label) for column in table.columns.values()][-1] == "failed"
+        assert len(table.get_row_at(0)) == len(headers) - 1
 
 
 def test_bench_screen_after_a_sweep(snap_compare: Callable[..., bool]) -> None:

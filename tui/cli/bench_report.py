@@ -73,12 +73,9 @@ def format_table(result: BenchResult) -> str:
     measured = [accuracy for accuracy in accuracies if accuracy is not None]
     if measured:
         # One column for the lm-eval task, e.g. "quant_tui_demo_fluency acc (20)": value ± stderr per method.
-        columns = (*columns, f"{measured[0].task} {measured[0].metric.split(',')[0]} ({measured[0].samples})")
+        columns = (*columns, measured[0].header())
         rows = [
-            (
-                *row,
-                "-" if accuracy is None or row[1] == "failed" else _accuracy(accuracy.value, accuracy.stderr),
-            )
+            (*row, "-" if accuracy is None or row[1] == "failed" else accuracy.cell())
             for row, accuracy in zip(rows, accuracies, strict=True)
         ]
     load = result.load
@@ -87,10 +84,6 @@ def format_table(result: BenchResult) -> str:
         f"concurrency {load.concurrency}, {load.prompt_tokens} prompt + {load.output_tokens} output tokens"
     )
     return "\n".join([heading, plain(table(columns, rows)), *notes])
-
-
-def _accuracy(value: float, stderr: float | None) -> str:
-    return f"{value:.3f}" + ("" if stderr is None else f" ± {stderr:.3f}")
 
 
 def _vllm_line(name: str, value: float | int | None, digits: int = 2) -> str:

@@ -37,6 +37,8 @@ AB_CONCURRENCY = 4
 AB_STAGES = ("quantizing", "starting", "warming up", "load", "quality", "done")
 
 BenchKind = Literal["sweep", "ab"]
+# The result table's last column when an A/B measured lm-eval's task accuracy (as the CLI table has it).
+ACCURACY_COLUMN = "task-accuracy"
 
 
 class BenchCancelled(Exception):
@@ -270,6 +272,18 @@ class BenchScreen(StepScreen):
         """Shows each method's figures."""
         self.export_data = {"kind": "ab", **message.result.to_dict()}
         self._finish(ab_rows(message.result), f"A/B on {message.result.hardware}")
+        self._show_accuracy(message.result)
+
+    def _show_accuracy(self, result: BenchResult) -> None:
+        """Adds lm-eval's figure per method as the table's last column, when the A/B measured one."""
+        measured = [variant.task_accuracy for variant in result.variants if variant.task_accuracy is not None]
+        if not measured:
+            return
+        table = self.query_one(BenchTable)
+        table.add_column(measured[0].header(), key=ACCURACY_COLUMN, default="-")
+        for row_key, variant in zip(table.rows, result.variants, strict=True):
+            if variant.task_accuracy is not None and variant.run is not None:
+                table.update_cell(row_key, ACCURACY_COLUMN, variant.task_accuracy.cell())
 
     def on_bench_screen_stopped(self, message: Stopped) -> None:
         """Says why the benchmark ended without a result."""
@@ -279,7 +293,10 @@ class BenchScreen(StepScreen):
     def _finish(self, rows: tuple[BenchRow, ...], summary: str) -> None:
         self._ended()
         self.rows = rows
-        self.query_one(BenchTable).show(rows)
+        table = self.query_one(BenchTable)
+        if ACCURACY_COLUMN in table.columns:
+            table.remove_column(ACCURACY_COLUMN)
+        table.show(rows)
         for plot in self.query(BenchPlot):
             plot.show(rows)
         self.query_one("#bench-info", Static).update(Text(summary + "\ne exports it as JSON or CSV."))
