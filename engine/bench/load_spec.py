@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine.errors import QuantTuiError
 
-__all__ = ["LoadError", "LoadSpec", "length_for", "make_prompt"]
+__all__ = ["LoadError", "LoadSpec", "length_for", "make_prompt", "read_prompt_file"]
 
 # Short common words (split at use); with any English-trained BPE most of them are one token each, so a prompt of N
 # words is about N tokens. The server's own count comes back in the usage chunk.
@@ -45,6 +47,8 @@ class LoadSpec:
         output_range: The same for output lengths (vLLM ``--random-range-ratio``).
         num_warmups: Requests sent before the timed run, left out of every figure.
         temperature: Sampling temperature sent; ``None`` sends none, so the server's default applies (as vLLM).
+        prompts: The prompts to send, in order and again from the first when there are fewer than requests
+            (a dataset file's, as vLLM's ``--dataset-name custom``); empty: word prompts cut to ``prompt_tokens``.
     """
 
     concurrency: int = 4
@@ -62,6 +66,7 @@ class LoadSpec:
     output_range: float = 0.0
     num_warmups: int = 0
     temperature: float | None = None
+    prompts: tuple[str, ...] = ()
 
     def check(self) -> None:
         """Raises :class:`LoadError` with a one-line reason when the settings cannot work."""
@@ -88,6 +93,40 @@ class LoadSpec:
             raise LoadError(f"the number of warm-up requests cannot be negative, not {self.num_warmups}")
         if self.temperature is not None and not self.temperature >= 0:
             raise LoadError(f"the temperature must be 0 or more, not {self.temperature}")
+
+
+def read_prompt_file(path: Path) -> tuple[str, ...]:
+    """The prompts of a JSONL file, one ``{"prompt": "..."}`` object a line, as vLLM's custom dataset reads it.
+
+    Other fields (``output_tokens``) are ignored: ``--output-len`` sets every request's length. Blank lines
+    are skipped.
+
+    Raises:
+        LoadError: The file cannot be read, a line is not a JSON object with a text ``prompt``, or it has none.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise LoadError(f"cannot read the dataset {path} ({reason})", "give a JSONL file") from error
+    prompts: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            item = None
+        prompt = item.get("prompt") if isinstance(item, dict) else None
+        if not isinstance(prompt, str) or not prompt:
+            raise LoadError(
+                f'line {number} of the dataset {path} is not a JSON object with a text "prompt"',
+                'write one {"prompt": "..."} object a line',
+            )
+        prompts.append(prompt)
+    if not prompts:
+        raise LoadError(f"the dataset {path} has no prompt", 'write one {"prompt": "..."} object a line')
+    return tuple(prompts)
 
 
 def make_prompt(prompt_tokens: int, index: int, seed: int = 0) -> str:

@@ -85,7 +85,7 @@ class _LoadRun:
         """Cuts every prompt to its exact token count with the server's tokenizer, where it has one."""
         spec = self.spec
         count = max(spec.requests or 0, 1)
-        if spec.requests is None or count > _MAX_FITTED_PROMPTS:
+        if spec.prompts or spec.requests is None or count > _MAX_FITTED_PROMPTS:
             return
         # A quarter more words than tokens: every word is at least one token, so each is cut, never padded.
         words = [
@@ -102,11 +102,12 @@ class _LoadRun:
         if not self.timed:
             index = 0  # warm-ups are copies of request 0 (vLLM --num-warmups)
         fitted = self.fitted_prompts
-        prompt = (
-            fitted[index]
-            if fitted is not None and index < len(fitted)
-            else make_prompt(self.prompt_length(index), index, spec.seed)
-        )
+        if spec.prompts:
+            prompt = spec.prompts[index % len(spec.prompts)]
+        elif fitted is not None and index < len(fitted):
+            prompt = fitted[index]
+        else:
+            prompt = make_prompt(self.prompt_length(index), index, spec.seed)
         body: dict[str, Any] = {
             "model": self.model,
             "prompt": prompt,

@@ -75,6 +75,7 @@ def test_bench_url_json_on_stdout_with_warmups_left_out(
         (["--percentiles", "50,101"], "percentiles"),
         (["--request-rate", "0"], "request rate"),
         (["--api-key-file", "/no/such/key"], "API key file"),
+        (["--dataset", "/no/such/prompts.jsonl"], "cannot read the dataset"),
     ],
 )
 def test_bench_url_bad_input(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

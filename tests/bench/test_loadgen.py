@@ -9,11 +9,12 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from engine.bench.load_result import LoadProgress
-from engine.bench.load_spec import LoadError, LoadSpec, make_prompt
+from engine.bench.load_spec import LoadError, LoadSpec, make_prompt, read_prompt_file
 from engine.bench.loadgen import api_base_url, run_load, served_model_name, timed_prompts
 from engine.bench.metrics import Outcome
 from engine.errors import QuantTuiError
@@ -349,3 +350,42 @@ def test_timed_prompts_need_a_request_count(fake: tuple[FakeCompletions, str]) -
     _, url = fake
     with pytest.raises(LoadError, match="number of requests"):
         timed_prompts(url, LoadSpec(requests=None, duration_s=1.0, model="m"))
+
+
+def test_a_dataset_s_prompts_are_sent_in_order_and_again_from_the_first(
+    fake: tuple[FakeCompletions, str], tmp_path: Path
+) -> None:
+    state, url = fake
+    dataset = tmp_path / "prompts.jsonl"
+    dataset.write_text(
+        '{"prompt": "first one", "output_tokens": 9}\n\n{"prompt": "second"}\n', encoding="utf-8"
+    )
+    prompts = read_prompt_file(dataset)
+    assert prompts == ("first one", "second")
+    spec = LoadSpec(concurrency=1, output_tokens=2, requests=3, model="m", prompts=prompts)
+    assert timed_prompts(url, spec) == ["first one", "second", "first one"]
+    state.tokenizer_calls = 0
+    result = run_load(url, spec)
+    assert result.outcomes["ok"] == 3 and state.tokenizer_calls == 0  # sent as written, never cut
+    assert [body["prompt"] for body in state.bodies] == ["first one", "second", "first one"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "cannot read the dataset"),
+        ("", "has no prompt"),
+        ("\n  \n", "has no prompt"),
+        ('{"prompt": "ok"}\nnot json\n', "line 2 of the dataset"),
+        ('{"text": "no prompt field"}\n', "line 1 of the dataset"),
+        ('{"prompt": 5}\n', "line 1 of the dataset"),
+        ('["prompt"]\n', "line 1 of the dataset"),
+    ],
+)
+def test_a_bad_dataset_is_a_one_line_error(tmp_path: Path, text: str | None, message: str) -> None:
+    dataset = tmp_path / "prompts.jsonl"
+    if text is not None:
+        dataset.write_text(text, encoding="utf-8")
+    with pytest.raises(LoadError, match=message) as caught:
+        read_prompt_file(dataset)
+    assert len(str(caught.value).splitlines()) == 1

@@ -87,6 +87,7 @@ def register(subparsers: Any) -> None:
     load.add_argument(
         "--burstiness", type=float, default=1.0, metavar="B", help="gamma shape of arrival gaps (1: Poisson)"
     )
+    load.add_argument("--dataset", metavar="FILE", help='JSONL of {"prompt": ...} lines, sent in order')
     load.add_argument(
         "--num-prompts", "--requests", type=int, default=None, metavar="N", help="requests to send (32)"
     )
@@ -143,9 +144,7 @@ def register(subparsers: Any) -> None:
         help="seconds between /metrics scrapes during the run (2; 0: only before and after)",
     )
     report.add_argument("--label", default=None, help="the result's label (--url; default: the model name)")
-    report.add_argument(
-        "--save-result", type=Path, default=None, metavar="FILE", help="write the result JSON"
-    )
+    report.add_argument("--save-result", type=Path, metavar="FILE", help="write the result JSON")
     report.add_argument(
         "--append-result", action="store_true", help="append one JSON line to --save-result (as vLLM)"
     )
@@ -173,7 +172,7 @@ def _percentiles(text: str) -> tuple[float, ...]:
 
 def load_spec(args: argparse.Namespace, default_warmups: int) -> LoadSpec:
     """The load the options describe, checked."""
-    from engine.bench.load_spec import LoadSpec
+    from engine.bench.load_spec import LoadSpec, read_prompt_file
 
     requests = args.num_prompts
     if requests is None and args.duration is None:
@@ -193,6 +192,7 @@ def load_spec(args: argparse.Namespace, default_warmups: int) -> LoadSpec:
         output_range=args.output_range,
         num_warmups=default_warmups if args.num_warmups is None else args.num_warmups,
         temperature=args.temperature,
+        prompts=() if args.dataset is None else read_prompt_file(Path(args.dataset)),
     )
     spec.check()
     return spec
