@@ -16,8 +16,10 @@ always the one that meets a freshly busy or freshly idle server; the ratios are 
 round and their median is reported. Both tools send the same prompts by default: quant-tui's, cut to
 exactly ``--input-len`` tokens by the server's tokenizer, are written to a JSONL file that vLLM's custom
 dataset sends in order (``--vllm-prompts random`` gives vLLM its random dataset instead: random token ids
-decoded to text, whose TTFT differs for reasons of content, not of measurement). Agreement: output tok/s,
-median TTFT and median TPOT within 10 %.
+decoded to text, whose TTFT differs for reasons of content, not of measurement). A round where either
+client read its streams in bunches (its median ITL under half the server's mean ITL: something else on the
+machine starved it of CPU) measures the machine, not the tool, and is left out of the ratios when a calm
+round remains. Agreement: output tok/s, median TTFT and median TPOT within 10 %.
 """
 
 from __future__ import annotations
@@ -114,6 +116,18 @@ def _server_line(window: ServerWindow | None, data: dict[str, Any]) -> str:
     )
 
 
+# A client whose median gap between chunks is under this share of the server's own mean ITL read its
+# streams in bunches (starved of CPU by something else on the machine): that run measures the machine.
+STARVED_ITL_SHARE = 0.5
+
+
+def starved(window: ServerWindow | None, data: dict[str, Any]) -> bool:
+    """Whether the client read its streams in bunches: its median ITL far below the server's mean ITL."""
+    if window is None or window.itl is None or not window.itl.mean_ms:
+        return False
+    return float(data["median_itl_ms"]) < STARVED_ITL_SHARE * window.itl.mean_ms
+
+
 def _within(key: str, ours: float, theirs: float) -> bool:
     relative, absolute = TOLERANCES[key]
     return abs(ours - theirs) <= max(relative * abs(theirs), absolute)
@@ -199,17 +213,37 @@ def main() -> int:
                             data = vllm_bench(server.url, name, model_dir, args, out, prompts_file)
                         else:
                             data = quant_tui_bench(server.url, args, out)
+                    data["starved"] = starved(sampler.window, data)
                     runs[tool].append(data)
                     figures = ", ".join(f"{label} {data[key]:.2f}" for label, key in FIGURES)
                     print(
                         f"round {round_index + 1} {tool:<17} completed {data['completed']}, input tokens {data['total_input_tokens']}: {figures}"
                     )
                     print(f"{'':>25}{_server_line(sampler.window, data)}")
+                    if data["starved"]:
+                        print(
+                            f"{'':>25}client starved: its median ITL < {STARVED_ITL_SHARE:g} x the server's"
+                        )
         finally:
             server.stop()
     agree = True
-    ours_runs, theirs_runs = runs["quant-tui bench"], runs["vllm bench serve"]
-    print("quant-tui / vllm: median over rounds of each round's ratio (medians of the figures in brackets)")
+    calm = [
+        index
+        for index, (ours, theirs) in enumerate(
+            zip(runs["quant-tui bench"], runs["vllm bench serve"], strict=True)
+        )
+        if not ours["starved"] and not theirs["starved"]
+    ]
+    kept = calm or list(range(args.rounds))
+    ours_runs = [runs["quant-tui bench"][index] for index in kept]
+    theirs_runs = [runs["vllm bench serve"][index] for index in kept]
+    print(
+        f"rounds where neither client was starved: {', '.join(str(index + 1) for index in calm) or 'none'}"
+        + ("" if calm else " (all rounds kept)")
+    )
+    print(
+        "quant-tui / vllm: median over those rounds of each round's ratio (medians of the figures in brackets)"
+    )
     for label, key in FIGURES:
         ratios = [ours[key] / theirs[key] for ours, theirs in zip(ours_runs, theirs_runs, strict=True)]
         ratio = statistics.median(ratios)
