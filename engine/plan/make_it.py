@@ -11,11 +11,6 @@ from engine.plan.methods import METHODS, MethodName, default_output_dir, method
 # Why quant-tui does not make a method's checkpoint itself (pre-quantized and other-runtime methods).
 NOT_MADE_HERE: MappingProxyType[str, str] = MappingProxyType(
     {
-        "nvfp4": (
-            "W4A4 NVFP4 needs calibrated activation global scales, which llm-compressor 0.14 does not produce "
-            "on CPU; serve a published NVFP4 checkpoint, or make weight-only NVFP4 with "
-            "`quant-tui quantize --method nvfp4a16`"
-        ),
         "mxfp4": "quant-tui does not write MXFP4; serve a checkpoint published in it (gpt-oss ships MXFP4)",
         "bnb-4bit": "bitsandbytes quantizes at load time in its own runtime, through the bitsandbytes vLLM plugin",
         "bnb-8bit": "bitsandbytes quantizes at load time in its own runtime, through the bitsandbytes vLLM plugin",

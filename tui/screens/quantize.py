@@ -166,10 +166,10 @@ class QuantizeScreen(StepScreen):
             )
             return
         if request is None or request.output is None:
-            info.update(
-                f"{candidate.method} checkpoints are made with llm-compressor, not here; "
-                "pick fp8, int8-w8a8 or w4a16 on the plan screen (3)."
-            )
+            from engine.plan.make_it import make_it_line
+
+            reason = make_it_line(candidate.method, str(self.selection.model.path))
+            info.update(f"quant-tui does not make {candidate.method} checkpoints: {reason}.")
             return
         text = Text()
         text.append("Quantize ", style="bold")
