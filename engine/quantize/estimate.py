@@ -1,7 +1,7 @@
 """What a quantization will cost before it starts: peak host RAM, disk, time, from a stated memory model.
 
-Data-free (streaming) runs hold, per thread in flight, one chunk of source rows (as a copy and as
-the memory-mapped pages it was read from) and the float temporaries of one quantization block; the
+Data-free (streaming) runs hold, per thread in flight, one chunk of source rows twice (the rows read
+and what is written from them) and the float temporaries of one quantization block; the
 process itself (Python, torch, safetensors) is measured, not guessed, since the dry run has loaded
 the same libraries.
 
@@ -154,7 +154,7 @@ def estimate_data_free(request: QuantizeRequest) -> CostEstimate:
         )
     memory_model = (
         f"this process ({format_bytes(_process_rss())} with torch) + {workers + 1} chunks of source rows "
-        "(copy and mapped pages) and their float temporaries; the model is streamed, never loaded"
+        "(read and written) and their float temporaries; the model is streamed, never loaded"
     )
     return _cost(request, peak, disk, seconds, available, free, refusal, memory_model)
 

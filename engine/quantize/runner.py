@@ -93,8 +93,8 @@ def quantize_model(
 ) -> QuantizeReport:
     """Quantizes a model folder into a compressed-tensors checkpoint vLLM loads directly.
 
-    The data-free methods stream: each weight is read from the memory-mapped source a block of
-    rows at a time, quantized by a pool of threads and written straight to its place in the
+    The data-free methods stream: each weight is read from the source (plain reads, no memory
+    map) a block of rows at a time, quantized by a pool of threads and written straight to its place in the
     output shard, so memory stays a small multiple of one block whatever the model size. The
     output is assembled in a hidden temporary folder next to the target and renamed at the end;
     a failure or cancellation removes it, and the source is only read.

@@ -58,8 +58,8 @@ def test_data_free_memory_is_the_process_plus_a_few_chunks(tiny: Path, tmp_path:
 
     cost = estimate(QuantizeRequest(tiny, "fp8", output=tmp_path / "out", workers=2))
     process = psutil.Process().memory_info().rss
-    # The largest item is a whole 768x256 bf16 weight (under one chunk), held as a copy and mapped
-    # pages (2 x 393216 B) plus one block of 512 rows x 256 float temporaries at 24 B (3145728 B),
+    # The largest item is a whole 768x256 bf16 weight (under one chunk), held twice (read and written)
+    # (2 x 393216 B) plus one block of 512 rows x 256 float temporaries at 24 B (3145728 B),
     # by each of 2 pool threads and the calling thread.
     working = 3 * (2 * 768 * 256 * 2 + 512 * 256 * 24)
     assert cost.peak_ram_bytes - working == pytest.approx(process, rel=0.05)
