@@ -206,15 +206,14 @@ def estimate_calibrated(
     """The cost of an llm-compressor run (the whole model in memory, one layer's Hessians and activations)."""
     import psutil
 
-    from engine.plan.methods import method
+    from engine.quantize.calibrated import size_plan_method
     from engine.quantize.llmcompressor_env import ENVIRONMENT_BYTES, llmcompressor_python
     from engine.quantize.tensor_plan import build_plan, check_source
 
     config, _, _ = check_source(request)
     output = request.output or default_output_dir(request.source, request.method)
-    plan = build_plan(
-        replace(request, method=method(request.method).format_name, output=output, calibration=None)
-    )
+    streaming_method = size_plan_method(request.method)
+    plan = build_plan(replace(request, method=streaming_method, output=output, calibration=None))
     dtype_bytes = 2
     hessians, activations = calibrated_layer_bytes(config, samples, seq_len, dtype_bytes)
     model_bytes = plan.input_bytes
@@ -240,7 +239,7 @@ def estimate_calibrated(
         else:
             refusal = (
                 f"{request.method} loads the whole model: it needs about {format_bytes(peak)} of memory, "
-                f"{format_bytes(available)} is available; use the streaming {method(request.method).format_name} "
+                f"{format_bytes(available)} is available; use the streaming {streaming_method} "
                 "method instead"
             )
     memory_model = (
