@@ -52,7 +52,7 @@ def served_model_name(base_url: str, api_key: str | None = None, timeout_s: floa
 
 
 class _LoadRun:
-    """One run of :func:`generate_load`: the dispatcher, the requests in flight and their records."""
+    """One run of :func:`run_load`: the dispatcher, the requests in flight and their records."""
 
     def __init__(
         self,
@@ -62,6 +62,7 @@ class _LoadRun:
         api_key: str | None,
         on_progress: Callable[[LoadProgress], None] | None,
     ) -> None:
+        self.root = base_url
         self.completions_url = base_url + "/v1/completions"
         self.spec = spec
         self.model = model
@@ -87,14 +88,13 @@ class _LoadRun:
         count = max(spec.requests or 0, 1)
         if spec.prompts or spec.requests is None or count > _MAX_FITTED_PROMPTS:
             return
-        # A quarter more words than tokens: every word is at least one token, so each is cut, never padded.
-        words = [
-            (make_prompt(length + length // 4 + 4, index, spec.seed), length)
-            for index, length in ((index, self.prompt_length(index)) for index in range(count))
-        ]
-        root = self.completions_url.removesuffix("/v1/completions")
+        words = []
+        for index in range(count):
+            length = self.prompt_length(index)
+            # A quarter more words than tokens: every word is at least one token, so each is cut, never padded.
+            words.append((make_prompt(length + length // 4 + 4, index, spec.seed), length))
         self.fitted_prompts = await fit_prompts(
-            session, root, self.headers, self.model, words, spec.concurrency
+            session, self.root, self.headers, self.model, words, spec.concurrency
         )
 
     def body(self, index: int) -> dict[str, Any]:
@@ -327,6 +327,18 @@ async def _generate_load(run: _LoadRun, stop_event: threading.Event | None) -> L
     return LoadResult(spec, model, duration, records, stopped=run.stopping, warmup_outcomes=warmup_outcomes)
 
 
+def _prepared_run(
+    base_url: str,
+    spec: LoadSpec,
+    api_key: str | None,
+    on_progress: Callable[[LoadProgress], None] | None,
+) -> _LoadRun:
+    """A run against ``base_url``, for the spec's model or (when it names none) the one the server serves."""
+    root = api_base_url(base_url)
+    model = spec.model if spec.model else served_model_name(root, api_key)
+    return _LoadRun(root, spec, model, api_key, on_progress)
+
+
 def timed_prompts(base_url: str, spec: LoadSpec, api_key: str | None = None) -> list[str]:
     """The prompts the timed requests of ``spec`` send, in order, exactly as :func:`run_load` builds them.
 
@@ -338,9 +350,7 @@ def timed_prompts(base_url: str, spec: LoadSpec, api_key: str | None = None) -> 
     spec.check()
     if spec.requests is None:
         raise LoadError("the prompts of a duration-bound load are not fixed; give a number of requests")
-    root = api_base_url(base_url)
-    model = spec.model if spec.model else served_model_name(root, api_key)
-    run = _LoadRun(root, spec, model, api_key, None)
+    run = _prepared_run(base_url, spec, api_key, None)
 
     async def build() -> list[str]:
         async with aiohttp.ClientSession() as session:
@@ -380,7 +390,4 @@ def run_load(
             for its model name.
     """
     spec.check()
-    root = api_base_url(base_url)
-    model = spec.model if spec.model else served_model_name(root, api_key)
-    run = _LoadRun(root, spec, model, api_key, on_progress)
-    return asyncio.run(_generate_load(run, stop_event))
+    return asyncio.run(_generate_load(_prepared_run(base_url, spec, api_key, on_progress), stop_event))
