@@ -69,18 +69,17 @@ class GlobalScales:
         from engine.model.safetensors_headers import open_tensors
         from engine.quantize.scheme_math import absolute_max
 
-        rows = tensor.shape[0]
         step = max(1, work_split.CHUNK_ELEMENTS // max(1, tensor.shape[1]))
         result = None
-        for start in range(0, rows, step):
-            if self._cancel.is_set():
-                break
-            with open_tensors(tensor.file) as reader:
-                rows = reader.read_rows(
+        with open_tensors(tensor.file) as reader:
+            for start in range(0, tensor.shape[0], step):
+                if self._cancel.is_set():
+                    break
+                chunk = reader.read_rows(
                     tensor.name, start, start + step, read_ahead=2 * work_split.CHUNK_BYTES
                 )
-                value = absolute_max(rows)
-            result = value if result is None else max(result, value, key=float)
+                value = absolute_max(chunk)
+                result = value if result is None else max(result, value, key=float)
         if result is None:  # cancelled before the first read; the run stops at its first item
             import torch
 
