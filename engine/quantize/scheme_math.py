@@ -71,7 +71,7 @@ def _abs_max(values: torch.Tensor, dim: int | tuple[int, ...], keepdim: bool = F
 
 def absolute_max(weight: torch.Tensor) -> torch.Tensor:
     """The whole tensor's absolute maximum, in its dtype (what an NVFP4 global scale is computed from)."""
-    return weight.abs().amax().reshape(1)
+    return _abs_max(weight.reshape(-1), dim=0).reshape(1)
 
 
 def global_scale_from_absmax(absmax: torch.Tensor) -> torch.Tensor:
