@@ -160,19 +160,22 @@ def test_e2e_server_counters_see_the_tokens_the_generator_counted(server: Server
     from engine.telemetry.poller import TelemetryPoller
     from engine.telemetry.snapshot import TelemetrySnapshot
 
+    # Long enough (about a second on 2 cores) that polls every 0.2 s see requests running: at 16 tokens
+    # the whole load could finish between two polls.
+    output_tokens = 64
     seen: list[TelemetrySnapshot] = []
     stop = threading.Event()
     with TelemetryPoller(server.url, api_key=API_KEY, interval_s=0.2, server_pid=server.pid) as poller:
         before = poller.poll_once()
         watcher = threading.Thread(target=poller.run, args=(seen.append, stop))
         watcher.start()
-        spec = LoadSpec(concurrency=4, prompt_tokens=32, output_tokens=OUTPUT_TOKENS, requests=REQUESTS)
+        spec = LoadSpec(concurrency=4, prompt_tokens=32, output_tokens=output_tokens, requests=REQUESTS)
         result = run_load(server.url, spec, api_key=API_KEY)
         stop.set()
         watcher.join()
         after = poller.poll_once()
     assert result.outcomes["ok"] == REQUESTS, result.outcomes
-    assert result.generated_tokens == REQUESTS * OUTPUT_TOKENS
+    assert result.generated_tokens == REQUESTS * output_tokens
     assert all(record.tokens_from_usage for record in result.records)
     assert before.metrics is not None and after.metrics is not None
     assert before.metrics.generation_tokens_total is not None
