@@ -25,7 +25,11 @@ from tui.cli import main
 API_KEY = "e2e-s3cret-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 REQUESTS = 12
-OUTPUT_TOKENS = 16
+# Long enough (about a second of load on 2 cores) that the client sees tokens arrive over time and that
+# polls every 0.2 s see requests running: at 16 tokens a CPU-starved client (vLLM busy on both cores)
+# found whole answers already in its socket buffer, so their TPOT was 0, and the load could finish
+# between two polls.
+OUTPUT_TOKENS = 64
 
 
 def _free_port() -> int:
@@ -126,10 +130,15 @@ def test_e2e_bench_url_counts_every_request_once(
         "max_output_tokens_per_s",
     ):
         assert data[key] > 0, key
-    for key in ("mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms"):
+    for key in ("mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "p99_tpot_ms"):
         assert data[key] > 0, key
-    assert data["median_itl_ms"] >= 0 and data["median_e2el_ms"] > data["median_ttft_ms"]
-    assert all(len(gaps) == OUTPUT_TOKENS - 1 for gaps in data["itls"])  # one streamed chunk per token
+    # A request whose tokens were all read in one go has TPOT 0 (as in vLLM's benchmark), so the median may be 0.
+    assert data["median_tpot_ms"] >= 0
+    assert data["median_itl_ms"] >= 0 and data["mean_e2el_ms"] > data["mean_ttft_ms"]
+    # One gap per streamed chunk after the first (as vLLM's benchmark). vLLM's API process merges the tokens of
+    # a request when it falls behind its engine (RequestOutputCollector), so a chunk may carry several.
+    assert all(len(gaps) <= OUTPUT_TOKENS - 1 for gaps in data["itls"])
+    assert sum(len(gaps) for gaps in data["itls"]) > REQUESTS
     assert data["request_goodput"] == pytest.approx(data["request_throughput"])
     reproducibility = data["quant_tui"]["reproducibility"]
     assert reproducibility["vllm_version"] and reproducibility["model_files_sha256"]["config.json"]
@@ -160,22 +169,19 @@ def test_e2e_server_counters_see_the_tokens_the_generator_counted(server: Server
     from engine.telemetry.poller import TelemetryPoller
     from engine.telemetry.snapshot import TelemetrySnapshot
 
-    # Long enough (about a second on 2 cores) that polls every 0.2 s see requests running: at 16 tokens
-    # the whole load could finish between two polls.
-    output_tokens = 64
     seen: list[TelemetrySnapshot] = []
     stop = threading.Event()
     with TelemetryPoller(server.url, api_key=API_KEY, interval_s=0.2, server_pid=server.pid) as poller:
         before = poller.poll_once()
         watcher = threading.Thread(target=poller.run, args=(seen.append, stop))
         watcher.start()
-        spec = LoadSpec(concurrency=4, prompt_tokens=32, output_tokens=output_tokens, requests=REQUESTS)
+        spec = LoadSpec(concurrency=4, prompt_tokens=32, output_tokens=OUTPUT_TOKENS, requests=REQUESTS)
         result = run_load(server.url, spec, api_key=API_KEY)
         stop.set()
         watcher.join()
         after = poller.poll_once()
     assert result.outcomes["ok"] == REQUESTS, result.outcomes
-    assert result.generated_tokens == REQUESTS * output_tokens
+    assert result.generated_tokens == REQUESTS * OUTPUT_TOKENS
     assert all(record.tokens_from_usage for record in result.records)
     assert before.metrics is not None and after.metrics is not None
     assert before.metrics.generation_tokens_total is not None
