@@ -180,7 +180,7 @@ def test_a_shard_replaced_while_quantizing_is_one_model_error_and_no_output(tmp_
         )
     assert replaced, "the run never reached the quantizing stage"
     message = str(raised.value)
-    assert "\n" not in message and message.startswith(f"{shard.name} changed while quant-tui was reading it")
+    assert "\n" not in message and message.startswith(f"{shard.name} is incomplete or damaged (")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]
 
 
@@ -230,7 +230,7 @@ def test_a_shard_truncated_in_place_while_quantizing_is_one_model_error_not_a_si
     )
     lines = run.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
-        "ModelError: model.safetensors changed while quant-tui was reading it ("
+        "ModelError: model.safetensors is incomplete or damaged ("
     ), run.stdout
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]
 
@@ -238,7 +238,7 @@ def test_a_shard_truncated_in_place_while_quantizing_is_one_model_error_not_a_si
 @pytest.mark.parametrize(
     ("change", "words"),
     [
-        ("shard cut in half (a copy in progress)", ["model.safetensors", "not fully covered"]),
+        ("shard cut in half (a copy in progress)", ["model.safetensors", "its header lists data up to byte"]),
         ("shard gone after it was listed", ["model.safetensors", "No such file"]),
         ("config.json empty (being written)", ["config.json", "not valid JSON"]),
         ("config.json replaced by a folder", ["no config.json"]),

@@ -15,8 +15,7 @@ from typing import Any
 
 from engine.model.architecture import first_key, text_config
 from engine.model.param_count import DECODER_LINEAR_PARTS, LinearShape, ModelShapes, Part
-
-_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+from engine.model.safetensors_headers import TORCH_DTYPE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +141,7 @@ def weight_layout(config: dict[str, Any], folder: Path | None = None) -> WeightL
     dtype = str(
         first_key(text, "torch_dtype", "dtype", default=first_key(config, "torch_dtype", default="bfloat16"))
     )
-    dtype_bytes = _DTYPE_BYTES.get(dtype, 2)
+    dtype_bytes = TORCH_DTYPE_BYTES.get(dtype, 2)
     quant = (
         text.get("quantization_config")
         or config.get("quantization_config")

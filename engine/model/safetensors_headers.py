@@ -1,4 +1,4 @@
-"""The one safetensors tensor record and dtype tables, reading a checkpoint's headers, and reading tensor data without a memory map."""
+"""The one safetensors tensor record and dtype table, and reading headers and tensor data with positioned reads."""
 
 from __future__ import annotations
 
@@ -14,23 +14,49 @@ from typing import Any
 
 from engine.errors import ModelError
 
-# Bytes per element of each safetensors dtype (F4: two values per byte).
-DTYPE_BYTES: dict[str, float] = {
-    "F64": 8,
-    "I64": 8,
-    "F32": 4,
-    "I32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "I16": 2,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-    "F8_E8M0": 1,
-    "I8": 1,
-    "U8": 1,
-    "BOOL": 1,
-    "F4": 0.5,
+
+@dataclass(frozen=True, slots=True)
+class SafetensorsDtype:
+    """What quant-tui knows of one safetensors dtype.
+
+    Attributes:
+        element_bytes: bytes per element (F4: 0.5, two values a byte).
+        torch_name: the ``torch`` dtype its data is read as (F4: its packed bytes, ``uint8``).
+    """
+
+    element_bytes: float
+    torch_name: str
+
+
+# Every safetensors dtype quant-tui reads, copies and writes; the tables below are views of it.
+DTYPES: dict[str, SafetensorsDtype] = {
+    "F64": SafetensorsDtype(8, "float64"),
+    "I64": SafetensorsDtype(8, "int64"),
+    "F32": SafetensorsDtype(4, "float32"),
+    "I32": SafetensorsDtype(4, "int32"),
+    "F16": SafetensorsDtype(2, "float16"),
+    "BF16": SafetensorsDtype(2, "bfloat16"),
+    "I16": SafetensorsDtype(2, "int16"),
+    "F8_E4M3": SafetensorsDtype(1, "float8_e4m3fn"),
+    "F8_E5M2": SafetensorsDtype(1, "float8_e5m2"),
+    "F8_E8M0": SafetensorsDtype(1, "float8_e8m0fnu"),
+    "I8": SafetensorsDtype(1, "int8"),
+    "U8": SafetensorsDtype(1, "uint8"),
+    "BOOL": SafetensorsDtype(1, "bool"),
+    "F4": SafetensorsDtype(0.5, "uint8"),
 }
+# Bytes per element of each safetensors dtype.
+DTYPE_BYTES: dict[str, float] = {name: dtype.element_bytes for name, dtype in DTYPES.items()}
+# The torch dtype (its name in ``torch``) each safetensors dtype is read as; names stay strings so
+# that importing this module never imports torch.
+TORCH_DTYPES: dict[str, str] = {name: dtype.torch_name for name, dtype in DTYPES.items()}
+# Bytes per element of each torch dtype a config's ``torch_dtype`` may name (F4 is stored as
+# packed uint8 bytes, not a dtype of its own).
+TORCH_DTYPE_BYTES: dict[str, float] = {
+    dtype.torch_name: dtype.element_bytes for name, dtype in DTYPES.items() if name != "F4"
+}
+# safetensors' own limit on a header's size: a larger length prefix is a damaged file.
+_MAX_HEADER_BYTES = 100_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,51 +78,6 @@ class TensorHeader:
         return math.ceil(self.numel * DTYPE_BYTES.get(self.dtype, 2))
 
 
-def weight_files(folder: Path) -> list[Path]:
-    """The folder's ``*.safetensors`` files, in shard order."""
-    return sorted(folder.glob("*.safetensors"))
-
-
-def read_safetensors_headers(files: list[Path]) -> list[TensorHeader]:
-    """Reads every tensor's name, dtype and shape without reading tensor data."""
-    from safetensors import SafetensorError, safe_open
-
-    headers: list[TensorHeader] = []
-    for path in files:
-        try:
-            with safe_open(str(path), framework="numpy") as handle:
-                for name in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
-                    tensor = handle.get_slice(name)
-                    headers.append(TensorHeader(name, str(tensor.get_dtype()), tuple(tensor.get_shape())))
-        except (SafetensorError, OSError) as error:
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise ModelError(
-                f"{path.name} is not a readable safetensors file ({reason}); re-download or re-export it"
-            ) from None
-    return headers
-
-
-# The torch dtype each safetensors dtype is read as (F4 is read as its packed bytes, two values a byte).
-TORCH_DTYPES: dict[str, str] = {
-    "F64": "float64",
-    "I64": "int64",
-    "F32": "float32",
-    "I32": "int32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "I16": "int16",
-    "F8_E4M3": "float8_e4m3fn",
-    "F8_E5M2": "float8_e5m2",
-    "F8_E8M0": "float8_e8m0fnu",
-    "I8": "int8",
-    "U8": "uint8",
-    "BOOL": "bool",
-    "F4": "uint8",
-}
-# safetensors' own limit on a header's size: a larger length prefix is a damaged file.
-_MAX_HEADER_BYTES = 100_000_000
-
-
 @dataclass(frozen=True, slots=True)
 class TensorLocation:
     """Where one tensor's data lies in its file: absolute byte offsets from the header, and its record."""
@@ -112,10 +93,40 @@ class TensorLocation:
         return self.start + row_start * row_bytes, (row_stop - row_start) * row_bytes
 
 
-def _changed(path: Path, reason: str) -> ModelError:
+def weight_files(folder: Path) -> list[Path]:
+    """The folder's ``*.safetensors`` files, in shard order."""
+    return sorted(folder.glob("*.safetensors"))
+
+
+def read_safetensors_headers(files: list[Path]) -> list[TensorHeader]:
+    """Every tensor's name, dtype and shape, file by file (names sorted within a file), reading only headers.
+
+    Raises:
+        ModelError: a file cannot be read, its header is damaged, or it is shorter than its header says.
+    """
+    headers: list[TensorHeader] = []
+    for path in files:
+        locations = read_tensor_locations(path)
+        headers.extend(locations[name].header for name in sorted(locations))
+    return headers
+
+
+def read_tensor_locations(path: Path) -> dict[str, TensorLocation]:
+    """Each tensor's record and absolute data offsets in a safetensors file, in file order, reading only its header.
+
+    Raises:
+        ModelError: the file cannot be read or its header is damaged.
+    """
+    with open_tensors(path) as reader:
+        return reader.locations
+
+
+def _unreadable(path: Path, reason: str) -> ModelError:
+    """The one error for a shard that is cut short, damaged, or changed while quant-tui reads it."""
     return ModelError(
-        f"{path.name} changed while quant-tui was reading it ({reason}); "
-        "wait until the download or copy into the model folder has finished, then run again"
+        f"{path.name} is incomplete or damaged ({reason})",
+        "wait until any download or copy into the model folder has finished (or download the file again), "
+        "then run again",
     )
 
 
@@ -126,19 +137,23 @@ def _read_exactly(fd: int, path: Path, buffer: memoryview, offset: int) -> None:
         try:
             count = os.preadv(fd, [buffer[done:]], offset + done)
         except OSError as error:
-            raise _changed(path, error.strerror or type(error).__name__) from None
+            raise _unreadable(path, error.strerror or type(error).__name__) from None
         if count == 0:
-            raise _changed(path, f"expected {len(buffer)} bytes at offset {offset}, got {done}")
+            raise _unreadable(path, f"expected {len(buffer)} bytes at offset {offset}, got {done}")
         done += count
 
 
 def _parse_locations(fd: int, path: Path) -> dict[str, TensorLocation]:
-    """Each tensor's record and data offsets, from the header at the start of the open file ``fd``."""
+    """Each tensor's record and data offsets, from the header at the start of the open file ``fd``.
+
+    A dtype missing from :data:`DTYPES` is listed (its size unchecked): whoever uses the tensor says
+    that quant-tui cannot handle it; reading its data is refused.
+    """
     prefix = bytearray(8)
     _read_exactly(fd, path, memoryview(prefix), 0)
     (length,) = struct.unpack("<Q", prefix)
     if length > _MAX_HEADER_BYTES:
-        raise _changed(path, f"its header claims {length} bytes")
+        raise _unreadable(path, f"its header claims {length} bytes")
     encoded = bytearray(length)
     _read_exactly(fd, path, memoryview(encoded), 8)
     try:
@@ -151,24 +166,12 @@ def _parse_locations(fd: int, path: Path) -> dict[str, TensorLocation]:
             start, stop = (int(offset) for offset in entry["data_offsets"])
             locations[name] = TensorLocation(record, 8 + length + start, 8 + length + stop)
     except (ValueError, TypeError, KeyError, AttributeError):
-        raise _changed(path, "its header is not valid safetensors JSON") from None
+        raise _unreadable(path, "its header is not valid safetensors JSON") from None
     for location in locations.values():
-        if (
-            location.stop - location.start != location.header.nbytes
-            or location.header.dtype not in TORCH_DTYPES
-        ):
-            raise _changed(path, f"its header's entry for {location.header.name} is inconsistent")
+        size = location.stop - location.start
+        if size < 0 or (location.header.dtype in DTYPES and size != location.header.nbytes):
+            raise _unreadable(path, f"its header's entry for {location.header.name} is inconsistent")
     return locations
-
-
-def read_tensor_locations(path: Path) -> dict[str, TensorLocation]:
-    """Each tensor's record and absolute data offsets in a safetensors file, in file order, reading only its header.
-
-    Raises:
-        ModelError: the file cannot be read or its header is damaged.
-    """
-    with open_tensors(path) as reader:
-        return reader.locations
 
 
 class ShardReader:
@@ -218,17 +221,22 @@ class ShardReader:
         try:
             return self.locations[name]
         except KeyError:
-            raise _changed(self.path, f"it no longer holds {name}") from None
+            raise _unreadable(self.path, f"it holds no tensor {name}") from None
 
     def _read(self, location: TensorLocation, offset: int, length: int, shape: tuple[int, ...]) -> Any:
         import torch
 
+        dtype = location.header.dtype
+        if dtype not in DTYPES:
+            raise ModelError(
+                f"tensor {location.header.name} in {self.path.name} has dtype {dtype}, which quant-tui cannot read",
+                "convert the checkpoint to a 16-bit dtype first",
+            )
         buffer = torch.empty(length, dtype=torch.uint8)
         _read_exactly(self._fd, self.path, buffer.numpy().data, offset)
-        dtype = location.header.dtype
         if dtype == "F4":
             return buffer.reshape(*shape[:-1], -1) if shape else buffer
-        return buffer.view(getattr(torch, TORCH_DTYPES[dtype])).reshape(shape)
+        return buffer.view(getattr(torch, DTYPES[dtype].torch_name)).reshape(shape)
 
 
 @contextlib.contextmanager
@@ -245,14 +253,14 @@ def open_tensors(path: Path) -> Iterator[ShardReader]:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as error:
-        raise _changed(path, error.strerror or type(error).__name__) from None
+        raise _unreadable(path, error.strerror or type(error).__name__) from None
     try:
         locations = _parse_locations(fd, path)
         size = os.fstat(fd).st_size
         end = max((location.stop for location in locations.values()), default=0)
         if end > size:
-            raise _changed(path, f"its header lists data up to byte {end}, the file has {size}")
-        # Only reads are turned into "changed" errors: whatever the caller's block raises passes through.
+            raise _unreadable(path, f"its header lists data up to byte {end}, the file has {size}")
+        # Only reads are turned into "incomplete or damaged" errors: whatever the caller's block raises passes through.
         yield ShardReader(path, fd, dict(sorted(locations.items(), key=lambda item: item[1].start)))
     finally:
         os.close(fd)

@@ -231,7 +231,7 @@ def _not_llm(folder: Path) -> None:
 @pytest.mark.parametrize(
     ("break_it", "message"),
     [
-        (_corrupt, "not a readable safetensors file"),
+        (_corrupt, "incomplete or damaged"),
         (_no_config, "no config.json"),
         (_bad_json, "not valid JSON"),
         (_not_llm, "decoder-only"),

@@ -10,12 +10,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file, save_file
 
 from engine.errors import ModelError
-from engine.model.safetensors_headers import open_tensors, read_tensor_locations
+from engine.model.safetensors_headers import open_tensors, read_safetensors_headers, read_tensor_locations
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,6 +77,31 @@ def test_locations_are_in_file_order_and_match_the_header(shard: Path) -> None:
     assert max(location.stop for location in locations.values()) == shard.stat().st_size
 
 
+def test_headers_are_what_safetensors_lists(shard: Path) -> None:
+    with safe_open(str(shard), framework="pt") as handle:
+        listed = [
+            (name, handle.get_slice(name).get_dtype(), tuple(handle.get_slice(name).get_shape()))
+            for name in handle.keys()  # noqa: SIM118 - safe_open has no __iter__
+        ]
+    headers = read_safetensors_headers([shard, shard])
+    assert [(header.name, header.dtype, header.shape) for header in headers] == listed + listed
+
+
+def test_a_dtype_quant_tui_cannot_read_is_listed_and_its_data_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    save_numpy({"ids": np.arange(6, dtype=np.uint32).reshape(2, 3), "w": np.ones(4, np.float16)}, str(path))
+    assert [(h.name, h.dtype, h.shape) for h in read_safetensors_headers([path])] == [
+        ("ids", "U32", (2, 3)),
+        ("w", "F16", (4,)),
+    ]
+    with open_tensors(path) as reader:
+        assert reader.get_tensor("w").tolist() == [1.0] * 4
+        with pytest.raises(
+            ModelError, match=r"tensor ids in model\.safetensors has dtype U32, which quant-tui"
+        ):
+            reader.get_tensor("ids")
+
+
 def _truncate_to_half_of(name: str) -> Callable[[Path], None]:
     def cut(path: Path) -> None:
         location = read_tensor_locations(path)[name]
@@ -102,10 +130,8 @@ def test_a_shard_truncated_in_place_while_open_is_a_short_read(
         cut(shard)
         reader.get_tensor(name)
     message = str(raised.value)
-    assert "\n" not in message and message.startswith(
-        "model.safetensors changed while quant-tui was reading it ("
-    )
-    assert raised.value.fix.startswith("wait until the download or copy")
+    assert "\n" not in message and message.startswith("model.safetensors is incomplete or damaged (")
+    assert raised.value.fix.startswith("wait until any download or copy")
     for word in words:
         assert word in message, message
 
@@ -133,9 +159,7 @@ def test_a_shard_changed_before_opening_is_one_model_error(
     with pytest.raises(ModelError) as raised, open_tensors(shard) as reader:
         reader.get_tensor("int8")
     message = str(raised.value)
-    assert "\n" not in message and message.startswith(
-        "model.safetensors changed while quant-tui was reading it ("
-    )
+    assert "\n" not in message and message.startswith("model.safetensors is incomplete or damaged (")
     for word in words:
         assert word in message, message
 
@@ -143,7 +167,7 @@ def test_a_shard_changed_before_opening_is_one_model_error(
 def test_a_tensor_the_shard_no_longer_holds_is_a_model_error(shard: Path) -> None:
     missing = "model.layers.0.mlp.up_proj.weight"
     with (
-        pytest.raises(ModelError, match=re.escape(f"it no longer holds {missing}")),
+        pytest.raises(ModelError, match=re.escape(f"it holds no tensor {missing}")),
         open_tensors(shard) as reader,
     ):
         reader.read_rows(missing, 0, 1)
@@ -194,4 +218,4 @@ def test_truncation_in_place_during_a_read_ends_no_process(shard: Path, how: str
     )
     assert run.returncode == returncode, run.stdout + run.stderr
     if returncode == 0:
-        assert run.stdout.startswith("model.safetensors changed while quant-tui was reading it (expected ")
+        assert run.stdout.startswith("model.safetensors is incomplete or damaged (expected ")

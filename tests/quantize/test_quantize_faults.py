@@ -98,8 +98,8 @@ def index_missing_shard(folder: Path) -> None:
 @pytest.mark.parametrize(
     ("damage", "match"),
     [
-        (truncate_shard, "model.safetensors is not a readable safetensors file"),
-        (garble_header, "model.safetensors is not a readable safetensors file"),
+        (truncate_shard, r"model.safetensors is incomplete or damaged \("),
+        (garble_header, r"model.safetensors is incomplete or damaged \("),
         (drop_config, "no config.json"),
         (break_config, "not valid JSON"),
         (drop_weights, r"no \*\.safetensors weights"),
