@@ -11,36 +11,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
-import aiohttp
+from engine.serve.client import ServerClientError, detokenize, tokenize
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["FIT_RETRIES", "fit_prompts", "fitted_text"]
 
 # vLLM's gen_prompt_decode_to_target_len retries; a decode that re-encodes differently is re-cut this often.
 FIT_RETRIES = 10
-_CALL_TIMEOUT = aiohttp.ClientTimeout(total=30)
-
-
-class _NoTokenizer(Exception):
-    """The server has no usable ``/tokenize`` or ``/detokenize``."""
-
-
-async def _post(
-    session: aiohttp.ClientSession, url: str, body: Mapping[str, Any], headers: Mapping[str, str]
-) -> dict[str, Any]:
-    try:
-        async with session.post(
-            url, json=dict(body), headers=dict(headers), timeout=_CALL_TIMEOUT
-        ) as response:
-            if response.status != 200:
-                raise _NoTokenizer(f"HTTP {response.status}")
-            data = await response.json(content_type=None)
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
-        raise _NoTokenizer(str(error)) from error
-    if not isinstance(data, dict):
-        raise _NoTokenizer("not a JSON object")
-    return data
 
 
 async def fitted_text(
@@ -57,24 +38,15 @@ async def fitted_text(
     is cut again, up to :data:`FIT_RETRIES` times, and the last count is returned as it is.
 
     Raises:
-        _NoTokenizer: The server cannot tokenize.
+        ServerClientError: The server cannot tokenize (no ``/tokenize`` or ``/detokenize``, refused, unreachable).
     """
     count = -1
     for _ in range(FIT_RETRIES + 1):
-        body = {"model": model, "prompt": text, "add_special_tokens": False}
-        tokens = (await _post(session, f"{root}/tokenize", body, headers)).get("tokens")
-        if not isinstance(tokens, list) or not all(isinstance(token, int) for token in tokens):
-            raise _NoTokenizer("no token list in the /tokenize answer")
+        tokens = await tokenize(session, root, headers, model, text)
         count = len(tokens)
         if count <= target:
             return text, count
-        decoded = await _post(
-            session, f"{root}/detokenize", {"model": model, "tokens": tokens[:target]}, headers
-        )
-        prompt = decoded.get("prompt")
-        if not isinstance(prompt, str):
-            raise _NoTokenizer("no prompt in the /detokenize answer")
-        text = prompt
+        text = await detokenize(session, root, headers, model, tokens[:target])
     return text, count
 
 
@@ -104,5 +76,5 @@ async def fit_prompts(
 
     try:
         return list(await asyncio.gather(*(one(text, target) for text, target in prompts)))
-    except _NoTokenizer:
+    except ServerClientError:
         return None

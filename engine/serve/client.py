@@ -6,10 +6,14 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from engine.errors import QuantTuiError
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = [
     "API_KEY_ENV",
@@ -17,6 +21,7 @@ __all__ = [
     "auth_headers",
     "base_url",
     "describe_http_failure",
+    "detokenize",
     "metrics_url",
     "read_api_key",
     "redact",
@@ -24,6 +29,7 @@ __all__ = [
     "redact_environment",
     "served_model_name",
     "server_url",
+    "tokenize",
 ]
 
 # quant-tui's own variable for a server's key (vLLM's server reads VLLM_API_KEY; clients read this one first).
@@ -151,20 +157,37 @@ def redact_argv(argv: Iterable[str]) -> list[str]:
     return result
 
 
+def _unreachable(url: str) -> str:
+    return f"cannot reach {url} (connection refused or no route); is the server running?"
+
+
+def _no_answer(url: str, timeout_s: float) -> str:
+    return f"no answer from {url} within {timeout_s:g} s; the server is stuck or the URL is wrong"
+
+
+def _status_failure(url: str, status: int) -> str:
+    if status in (401, 403):
+        return (
+            f"{url} refused the request (HTTP {status}); pass the server's key (--api-key or --api-key-file)"
+        )
+    if status >= 500:
+        return f"{url} answered HTTP {status}: the server is up but failing (its engine may have died); its log says why"
+    return f"{url} answered HTTP {status}; is this a vLLM server?"
+
+
+def _failed(url: str, error: Exception) -> str:
+    return f"reading {url} failed: {' '.join(str(error).split()) or type(error).__name__}"
+
+
 def describe_http_failure(error: Exception, url: str, timeout_s: float) -> str:
     """One line for a failed HTTP request to the server, saying what to check."""
     if isinstance(error, httpx.ConnectError):
-        return f"cannot reach {url} (connection refused or no route); is the server running?"
+        return _unreachable(url)
     if isinstance(error, httpx.TimeoutException):
-        return f"no answer from {url} within {timeout_s:g} s; the server is stuck or the URL is wrong"
+        return _no_answer(url, timeout_s)
     if isinstance(error, httpx.HTTPStatusError):
-        status = error.response.status_code
-        if status in (401, 403):
-            return f"{url} refused the request (HTTP {status}); pass the server's key (--api-key or --api-key-file)"
-        if status >= 500:
-            return f"{url} answered HTTP {status}: the server is up but failing (its engine may have died); its log says why"
-        return f"{url} answered HTTP {status}; is this a vLLM server?"
-    return f"reading {url} failed: {' '.join(str(error).split()) or type(error).__name__}"
+        return _status_failure(url, error.response.status_code)
+    return _failed(url, error)
 
 
 def served_model_name(url: str, api_key: str | None = None, timeout_s: float = 10.0) -> str:
@@ -185,3 +208,84 @@ def served_model_name(url: str, api_key: str | None = None, timeout_s: float = 1
         raise ServerClientError(
             f"{models_url} lists no model; is this an OpenAI-compatible server?"
         ) from error
+
+
+async def _post_json(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    timeout_s: float,
+) -> dict[str, Any]:
+    """The JSON object the server answers to ``body`` POSTed at ``url`` through an async load's session."""
+    import asyncio
+
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    try:
+        async with session.post(url, json=dict(body), headers=dict(headers), timeout=timeout) as response:
+            if response.status != 200:
+                raise ServerClientError(_status_failure(url, response.status))
+            data = await response.json(content_type=None)
+    except aiohttp.ClientConnectorError as error:
+        raise ServerClientError(_unreachable(url)) from error
+    except asyncio.TimeoutError as error:
+        raise ServerClientError(_no_answer(url, timeout_s)) from error
+    except (aiohttp.ClientError, ValueError) as error:
+        raise ServerClientError(_failed(url, error)) from error
+    if not isinstance(data, dict):
+        raise ServerClientError(f"{url} answered no JSON object; is this a vLLM server?")
+    return data
+
+
+async def tokenize(
+    session: aiohttp.ClientSession,
+    root: str,
+    headers: Mapping[str, str],
+    model: str,
+    text: str,
+    timeout_s: float = 30.0,
+) -> list[int]:
+    """The token ids of ``text`` (no special tokens added) by the server's own tokenizer (vLLM's ``/tokenize``).
+
+    Args:
+        session: the async load's session.
+        root: the server's root URL (:func:`base_url`).
+        headers: :func:`auth_headers` of the server's key.
+        model: the served model name.
+        text: the text to encode.
+        timeout_s: seconds for the whole call.
+
+    Raises:
+        ServerClientError: the server cannot be reached, refuses, has no ``/tokenize`` or answers no token list.
+    """
+    url = root + "/tokenize"
+    answer = await _post_json(
+        session, url, {"model": model, "prompt": text, "add_special_tokens": False}, headers, timeout_s
+    )
+    tokens = answer.get("tokens")
+    if not isinstance(tokens, list) or not all(isinstance(token, int) for token in tokens):
+        raise ServerClientError(f"{url} answered no token list; is this a vLLM server?")
+    return tokens
+
+
+async def detokenize(
+    session: aiohttp.ClientSession,
+    root: str,
+    headers: Mapping[str, str],
+    model: str,
+    tokens: list[int],
+    timeout_s: float = 30.0,
+) -> str:
+    """The text the server's tokenizer decodes ``tokens`` to (vLLM's ``/detokenize``); arguments as :func:`tokenize`.
+
+    Raises:
+        ServerClientError: the server cannot be reached, refuses, has no ``/detokenize`` or answers no text.
+    """
+    url = root + "/detokenize"
+    answer = await _post_json(session, url, {"model": model, "tokens": tokens}, headers, timeout_s)
+    prompt = answer.get("prompt")
+    if not isinstance(prompt, str):
+        raise ServerClientError(f"{url} answered no prompt text; is this a vLLM server?")
+    return prompt

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
 
@@ -13,6 +17,7 @@ from engine.serve.client import (
     auth_headers,
     base_url,
     describe_http_failure,
+    detokenize,
     metrics_url,
     read_api_key,
     redact,
@@ -20,7 +25,9 @@ from engine.serve.client import (
     redact_environment,
     served_model_name,
     server_url,
+    tokenize,
 )
+from tests.bench.local_server import QuietHandler, local_server
 
 
 @pytest.mark.parametrize(
@@ -154,3 +161,71 @@ def _status_error(status: int) -> httpx.HTTPStatusError:
 )
 def test_http_failures_are_described_in_one_line(error: Exception, expected: str) -> None:
     assert describe_http_failure(error, "U", 2.5) == expected
+
+
+# (what the server answers: status and body, what tokenize gives or the error it raises, with U its URL)
+TOKENIZE_ANSWERS = [
+    ((200, {"count": 3, "tokens": [5, 1, 9]}), [5, 1, 9]),
+    ((404, {"detail": "Not Found"}), "U/tokenize answered HTTP 404; is this a vLLM server?"),
+    (
+        (401, {"error": "Unauthorized"}),
+        "U/tokenize refused the request (HTTP 401); pass the server's key (--api-key or --api-key-file)",
+    ),
+    ((200, {"count": 2}), "U/tokenize answered no token list; is this a vLLM server?"),
+    ((200, {"tokens": ["a", "b"]}), "U/tokenize answered no token list; is this a vLLM server?"),
+    ((200, [1, 2]), "U/tokenize answered no JSON object; is this a vLLM server?"),
+]
+
+
+def _answering(status: int, body: object, seen: list[tuple[str, dict[str, object], str | None]]) -> type:
+    class Handler(QuietHandler):
+        def do_POST(self) -> None:
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, request, self.headers.get("Authorization")))
+            self.send_body(json.dumps(body).encode(), status=status)
+
+    return Handler
+
+
+async def _tokenize(root: str, text: str) -> list[int]:
+    async with aiohttp.ClientSession() as session:
+        return await tokenize(session, root, auth_headers("k"), "m", text)
+
+
+async def _detokenize(root: str, tokens: list[int]) -> str:
+    async with aiohttp.ClientSession() as session:
+        return await detokenize(session, root, auth_headers("k"), "m", tokens)
+
+
+@pytest.mark.parametrize(("answer", "expected"), TOKENIZE_ANSWERS)
+def test_tokenize_asks_vllm_and_describes_failures_in_one_line(
+    answer: tuple[int, object], expected: list[int] | str
+) -> None:
+    seen: list[tuple[str, dict[str, object], str | None]] = []
+    with local_server(_answering(*answer, seen)) as root:
+        if isinstance(expected, list):
+            assert asyncio.run(_tokenize(root, "a b c")) == expected
+        else:
+            with pytest.raises(ServerClientError) as raised:
+                asyncio.run(_tokenize(root, "a b c"))
+            assert str(raised.value) == expected.replace("U", root)
+    assert seen == [("/tokenize", {"model": "m", "prompt": "a b c", "add_special_tokens": False}, "Bearer k")]
+
+
+def test_detokenize_gives_the_servers_text() -> None:
+    seen: list[tuple[str, dict[str, object], str | None]] = []
+    with local_server(_answering(200, {"prompt": " a b"}, seen)) as root:
+        assert asyncio.run(_detokenize(root, [5, 1])) == " a b"
+    assert seen == [("/detokenize", {"model": "m", "tokens": [5, 1]}, "Bearer k")]
+
+
+def test_tokenize_on_a_closed_port_says_the_server_is_unreachable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        root = f"http://127.0.0.1:{probe.getsockname()[1]}"  # bound, never listening: refused
+        with pytest.raises(ServerClientError) as raised:
+            asyncio.run(_tokenize(root, "a"))
+    assert (
+        str(raised.value)
+        == f"cannot reach {root}/tokenize (connection refused or no route); is the server running?"
+    )
