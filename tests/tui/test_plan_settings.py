@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
+from engine.errors import QuantTuiError
 from engine.plan.plan_request import PlanRequest
 from tests.tui.test_tui_flow import SIZE, fixed_hardware, screen_text, wait_for
 from tests.tui.test_tui_snapshots import write_tiny_llama
 from tui.app import QuantTuiApp, create_app
+from tui.cli.plan_options import PLAN_OPTIONS, add_plan_options, plan_request
 from tui.screens.plan import PlanScreen, serve_command
-from tui.screens.plan_settings import PlanSettingsDialog, settings_summary
+from tui.screens.plan_settings import OptionValidator, PlanSettingsDialog, settings_summary
 from tui.screens.serve import ServeScreen, serve_folder
 
 
@@ -96,6 +99,32 @@ async def test_a_bad_value_is_refused_in_one_line_and_escape_keeps_the_plan(tiny
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen), timeout=10)
         assert plan.request == request
+
+
+# (option, bad text, the one line both the CLI and the dialog give)
+BAD_VALUES = [
+    ("--kv-cache-dtype", "fp4", "unknown KV cache dtype 'fp4'; use one of auto, fp8, fp8_e4m3, fp8_e5m2"),
+    ("--dtype", "int4", "unknown --dtype 'int4'; use one of auto, half, float16, bfloat16, float, float32"),
+    (
+        "--gpu-memory-utilization",
+        "1.5",
+        "--gpu-memory-utilization is a fraction; use a value in (0, 1], e.g. 0.9, not 1.5",
+    ),
+    ("--max-num-seqs", "0", "--max-num-seqs must be at least 1, got 0"),
+    ("--concurrency", "1.5", "--concurrency expects a whole number, got '1.5'"),
+]
+
+
+@pytest.mark.parametrize(("flag", "text", "message"), BAD_VALUES)
+def test_a_bad_value_gets_the_clis_message_in_the_dialog(flag: str, text: str, message: str) -> None:
+    option = next(option for option in PLAN_OPTIONS if option.flag == flag)
+    result = OptionValidator(option, PlanRequest()).validate(text)
+    assert not result.is_valid and result.failure_descriptions == [message]
+    parser = argparse.ArgumentParser()
+    add_plan_options(parser)
+    with pytest.raises(QuantTuiError) as raised:
+        plan_request(parser.parse_args([flag, text]))
+    assert str(raised.value) == message
 
 
 async def test_the_serve_screen_runs_the_plan_the_options_made(tiny_model: Path) -> None:

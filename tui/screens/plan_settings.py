@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import on
 from textual.app import ComposeResult
@@ -20,22 +20,22 @@ from tui.cli.plan_options import PLAN_OPTIONS, PlanOption, read_option
 
 
 class OptionValidator(Validator):
-    """Checks one option's text with the CLI's own reader (empty is the option's default)."""
+    """Checks one option's text as the CLI does: its reader, then PlanRequest's own checks (empty is the default)."""
 
-    def __init__(self, option: PlanOption) -> None:
-        """Validates text for ``option``."""
+    def __init__(self, option: PlanOption, request: PlanRequest) -> None:
+        """Validates text for ``option``, as a change to ``request``."""
         super().__init__()
         self.option = option
+        self.request = request
 
     def validate(self, value: str) -> ValidationResult:
         """A failure with the CLI's one-line message, or success."""
         text = value.strip()
         if not text:
             return self.success()
-        if self.option.choices and text not in self.option.choices:
-            return self.failure(f"{self.option.flag}: use one of {', '.join(self.option.choices)}")
         try:
-            read_option(self.option, text)
+            change: dict[str, Any] = {self.option.field: read_option(self.option, text)}
+            replace(self.request, **change)  # PlanRequest checks its values as it is made
         except QuantTuiError as error:
             return self.failure(str(error))
         return self.success()
@@ -125,7 +125,7 @@ class PlanSettingsDialog(ModalScreen[PlanRequest | None]):
                         placeholder="|".join(option.choices)
                         if option.choices
                         else option.help.split(" (")[0],
-                        validators=[OptionValidator(option)],
+                        validators=[OptionValidator(option, self.request)],
                         suggester=SuggestFromList(option.choices) if option.choices else None,
                         id=f"option-{option.field}",
                         tooltip=option.help.replace("%%", "%"),
@@ -141,7 +141,7 @@ class PlanSettingsDialog(ModalScreen[PlanRequest | None]):
         Raises:
             QuantTuiError: a field's value is not valid, or the values do not go together.
         """
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         for option in PLAN_OPTIONS:
             field = self.query_one(f"#option-{option.field}", Input)
             result = field.validate(field.value)
@@ -149,7 +149,7 @@ class PlanSettingsDialog(ModalScreen[PlanRequest | None]):
                 raise QuantTuiError(result.failure_descriptions[0])
             text = field.value.strip() or option.default
             values[option.field] = read_option(option, text) if text is not None else None
-        return replace(self.request, **values)  # type: ignore[arg-type]
+        return replace(self.request, **values)
 
     @on(Button.Pressed, "#apply")
     @on(Input.Submitted)
