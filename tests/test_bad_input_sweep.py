@@ -50,6 +50,12 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def _torch_sees_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 # (arguments, words the error line names); {dir} is the working folder.
 SWEEP = [
     (["serve", "--model", "tiny", "--api-key-file", "{dir}/missing-key"], ["missing-key", "cannot read"]),
@@ -68,6 +74,13 @@ SWEEP = [
     (["recommend", "--model", "tiny", "--gpu", "H100x100000"], ["out of range"]),
     (["monitor", UNREACHABLE, "--count", "1", "--export", "{dir}/new/history.csv"], ["cannot reach"]),
 ]
+if not _torch_sees_cuda():  # where torch sees a GPU, --device cuda is a valid request
+    SWEEP.append(
+        (
+            ["quantize", "--model", "tiny", "--method", "fp8", "--device", "cuda"],
+            ["--device cuda", "no CUDA GPU"],
+        )
+    )
 
 
 @pytest.mark.parametrize(

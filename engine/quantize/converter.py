@@ -1,4 +1,4 @@
-"""The streaming data-free converter: reads blocks of rows, quantizes them in a thread pool, writes them in place."""
+"""The streaming data-free converter: reads blocks of rows, quantizes them on the CPU or a GPU in a thread pool, writes them in place."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.errors import QuantTuiError
 from engine.quantize import work_split
+from engine.quantize.device import ComputeDevice
 from engine.quantize.global_scales import GlobalScales
 from engine.quantize.report import layer_error, worst_first
 from engine.quantize.request import ProgressCallback, QuantizeProgress
@@ -57,7 +58,11 @@ class ItemResult:
 
 
 class StreamingConverter:
-    """Feeds work items to the thread pool, writes their results, and reports progress."""
+    """Feeds work items to the thread pool, writes their results, and reports progress.
+
+    Rows to quantize travel to the compute device after they are read and their results back to
+    the host before they are written; copied tensors never leave the host.
+    """
 
     def __init__(
         self,
@@ -68,8 +73,10 @@ class StreamingConverter:
         cancel: threading.Event,
         rss: PeakRss,
         started: float,
+        device: ComputeDevice,
     ) -> None:
         self.plan = plan
+        self.device = device
         self.staging = staging
         self.workers = workers
         self.on_progress = on_progress
@@ -141,7 +148,7 @@ class StreamingConverter:
                     self._shards[name] = shard
             with ThreadPoolExecutor(self.workers, thread_name_prefix="quantize") as pool:
                 if self.plan.scheme.global_scale:
-                    self._global_scales = GlobalScales(self.plan.tensors, pool, self.cancel)
+                    self._global_scales = GlobalScales(self.plan.tensors, pool, self.cancel, self.device)
                 pending: deque[tuple[WorkItem, Future[ItemResult]]] = deque()
                 try:
                     for item in self._items():
@@ -222,7 +229,8 @@ class StreamingConverter:
 
         scheme = self.plan.scheme
         weight_spec, scale_spec = tensor.outputs[0], tensor.outputs[1]
-        step = work_split.whole_scale_rows(max(1, work_split.BLOCK_ELEMENTS // tensor.shape[1]), scheme)
+        step = work_split.whole_scale_rows(max(1, self.device.block_elements // tensor.shape[1]), scheme)
+        rows = self.device.upload(rows)
         global_scale = self._global_scales.scale(tensor.name) if self._global_scales is not None else None
         weight_sq = error_sq = 0.0
         blocks = -(-tensor.shape[0] // step)
@@ -232,9 +240,14 @@ class StreamingConverter:
             quantized = quantize_rows(
                 rows[offset : offset + step], scheme, measure_error=measure, global_scale=global_scale
             )
-            self._write_rows(weight_spec.name, quantized.weight, start, weight_spec.shape)
             self._write_rows(
-                scale_spec.name, quantized.scale, start // scheme.scale_row_divisor, scale_spec.shape
+                weight_spec.name, self.device.download(quantized.weight), start, weight_spec.shape
+            )
+            self._write_rows(
+                scale_spec.name,
+                self.device.download(quantized.scale),
+                start // scheme.scale_row_divisor,
+                scale_spec.shape,
             )
             weight_sq += quantized.weight_square_sum
             error_sq += quantized.error_square_sum

@@ -2,8 +2,9 @@
 
 Data-free (streaming) runs hold, per thread in flight, one chunk of source rows twice (the rows read
 and what is written from them) and the float temporaries of one quantization block; the
-process itself (Python, torch, safetensors) is measured, not guessed, since the dry run has loaded
-the same libraries.
+process itself (Python, torch, safetensors, and the CUDA runtime when the run is on a GPU) is
+measured, not guessed, since the dry run has loaded the same libraries. On a GPU the float
+temporaries are on the GPU, one whole chunk's per pool thread (a GPU quantizes a chunk at once).
 
 Calibrated runs (llm-compressor) load the whole model in its dtype, then walk it one decoder layer
 at a time: they hold that layer's Hessians (``in_features**2`` float32 per Linear, GPTQ) and the
@@ -17,6 +18,7 @@ from typing import Any
 
 from engine.errors import QuantTuiError
 from engine.plan.methods import default_output_dir
+from engine.quantize.device import ComputeDevice, check_device_for_method, resolve_device
 from engine.quantize.request import CALIBRATED_METHODS, QuantizeRequest
 from engine.units import format_bytes
 
@@ -50,6 +52,8 @@ class CostEstimate:
         free_disk_bytes: free space where the output goes.
         memory_model: one sentence saying what the RAM figure counts.
         refusal: why the run cannot fit, with what would, or None when it fits.
+        device: where the run computes (``cpu``, ``cuda:0 (NVIDIA ...)``).
+        peak_gpu_bytes: torch's peak GPU allocation on that device; 0 on the CPU.
     """
 
     method: str
@@ -60,6 +64,8 @@ class CostEstimate:
     free_disk_bytes: int
     memory_model: str
     refusal: str | None
+    device: str = "cpu"
+    peak_gpu_bytes: int = 0
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready dict (``--dry-run --json``)."""
@@ -73,6 +79,8 @@ class CostEstimate:
             "memory_model": self.memory_model,
             "fits": self.refusal is None,
             "refusal": self.refusal,
+            "device": self.device,
+            "peak_gpu_bytes": self.peak_gpu_bytes,
         }
 
 
@@ -91,60 +99,80 @@ def _free_disk(request: QuantizeRequest) -> int:
     return shutil.disk_usage(anchor).free
 
 
-def streaming_working_bytes(plan: Any, workers: int) -> int:
-    """Bytes a data-free run holds beyond its process: per item in flight, source rows twice plus temporaries."""
+@dataclass(frozen=True)
+class WorkingSet:
+    """What a data-free run holds beyond its process: on the host, and on the GPU (0 when on the CPU)."""
+
+    host: int
+    gpu: int
+
+
+def streaming_working_bytes(plan: Any, workers: int, device: ComputeDevice) -> WorkingSet:
+    """Per item in flight: source rows twice plus the float temporaries of a block, on ``device``."""
     from engine.model.safetensors_headers import TORCH_DTYPES
     from engine.quantize import work_split
 
     if not plan.tensors:
-        return 0
+        return WorkingSet(0, 0)
     import torch
 
-    largest = 0
+    largest_host = largest_gpu = 0
     for tensor in plan.tensors:
         element = torch.empty((), dtype=getattr(torch, TORCH_DTYPES[tensor.dtype])).element_size()
         cols = tensor.shape[1] if len(tensor.shape) == 2 else max(1, tensor.nbytes // element)
         rows_per_item = max(1, work_split.CHUNK_ELEMENTS // cols)
-        block_rows = max(1, work_split.BLOCK_ELEMENTS // cols)
+        block_rows = max(1, device.block_elements // cols)
         if tensor.action == "quantize":
             rows_per_item = work_split.whole_scale_rows(rows_per_item, plan.scheme)
             block_rows = work_split.whole_scale_rows(block_rows, plan.scheme)
         rows = min(rows_per_item, tensor.shape[0] if tensor.shape else 1)
-        item = 2 * rows * cols * element
+        host = 2 * rows * cols * element
         if tensor.action == "quantize":
-            item += min(block_rows, rows) * cols * FLOAT_TEMPORARY_BYTES_PER_ELEMENT
-        largest = max(largest, item)
-    # The pool's threads each hold an item, and the calling thread finishes one more.
-    return largest * (workers + 1)
+            temporaries = min(block_rows, rows) * cols * FLOAT_TEMPORARY_BYTES_PER_ELEMENT
+            if device.is_accelerator:
+                largest_gpu = max(largest_gpu, rows * cols * element + temporaries)
+            else:
+                host += temporaries
+        largest_host = max(largest_host, host)
+    # The pool's threads each hold an item, and the calling thread finishes one more; only the pool's
+    # threads compute.
+    return WorkingSet(largest_host * (workers + 1), largest_gpu * workers)
 
 
-def streaming_seconds(plan: Any) -> float:
+def streaming_seconds(plan: Any, device: ComputeDevice) -> float:
     """A data-free run's time: bytes read and written at the streaming rate.
 
     NVFP4 reads its quantized weights twice: a pass a few weights ahead of the quantizing measures
     each weight's global scale (shared by fused siblings). Packing costs CPU time beyond
-    the bytes moved, counted as EXTRA_WORK_PER_QUANTIZED_BYTE bytes' worth of streaming.
+    the bytes moved, counted as EXTRA_WORK_PER_QUANTIZED_BYTE bytes' worth of streaming; on a GPU
+    that arithmetic is not what limits the run, so it is not counted there.
     """
     quantized = sum(tensor.nbytes for tensor in plan.tensors if tensor.action == "quantize")
     passes = 2 if plan.scheme.global_scale else 1
     read = plan.input_bytes + (passes - 1) * quantized
-    extra_work = quantized * EXTRA_WORK_PER_QUANTIZED_BYTE.get(plan.scheme.format, 0.0)
-    return (read + plan.estimated_output_bytes + extra_work) / STREAMING_BYTES_PER_S
+    extra = 0.0 if device.is_accelerator else EXTRA_WORK_PER_QUANTIZED_BYTE.get(plan.scheme.format, 0.0)
+    return (read + plan.estimated_output_bytes + quantized * extra) / STREAMING_BYTES_PER_S
 
 
-def estimate_data_free(request: QuantizeRequest) -> CostEstimate:
-    """The cost of a data-free run (runs the planner's checks, reads only headers)."""
+def estimate_data_free(request: QuantizeRequest, device: ComputeDevice | None = None) -> CostEstimate:
+    """The cost of a data-free run on ``device`` (default: the request's; runs the planner's checks, reads only headers)."""
     import psutil
-    import torch  # noqa: F401  (the run's own libraries, so the process is measured as it will be)
+    import torch
 
     from engine.quantize.tensor_plan import build_plan
     from engine.quantize.work_split import worker_count
 
+    device = device or resolve_device(request.device)
+    if device.is_accelerator:
+        # The run's CUDA runtime and libraries, loaded now, so the process is measured as it will be.
+        torch.zeros(1, device=device.type)
     plan = build_plan(request)
     workers = worker_count(request)
-    peak = _process_rss() + streaming_working_bytes(plan, workers)
+    working = streaming_working_bytes(plan, workers, device)
+    process = _process_rss()
+    peak = process + working.host
     disk = plan.estimated_output_bytes
-    seconds = streaming_seconds(plan)
+    seconds = streaming_seconds(plan, device)
     available = int(psutil.virtual_memory().available)
     free = _free_disk(request)
     refusal = None
@@ -153,11 +181,23 @@ def estimate_data_free(request: QuantizeRequest) -> CostEstimate:
             f"{request.method} needs about {format_bytes(peak)} of memory, {format_bytes(available)} is available; "
             "pass --workers 1 or close programs"
         )
-    memory_model = (
-        f"this process ({format_bytes(_process_rss())} with torch) + {workers + 1} chunks of source rows "
-        "(read and written) and their float temporaries; the model is streamed, never loaded"
+    elif device.is_accelerator:
+        gpu_free = int(torch.cuda.mem_get_info()[0])
+        if working.gpu > gpu_free:
+            refusal = (
+                f"{request.method} on {device.name} needs about {format_bytes(working.gpu)} of GPU memory, "
+                f"{format_bytes(gpu_free)} is free there; pass --workers 1 or --device cpu"
+            )
+    where = (
+        f"; on {device.name}: {workers} chunks and their float temporaries" if device.is_accelerator else ""
     )
-    return _cost(request, peak, disk, seconds, available, free, refusal, memory_model)
+    memory_model = (
+        f"this process ({format_bytes(process)} with torch) + {workers + 1} chunks of source rows "
+        f"(read and written){'' if device.is_accelerator else ' and their float temporaries'}; "
+        f"the model is streamed, never loaded{where}"
+    )
+    cost = _cost(request, peak, disk, seconds, available, free, refusal, memory_model)
+    return replace(cost, device=device.name, peak_gpu_bytes=working.gpu)
 
 
 def _cost(
@@ -248,7 +288,8 @@ def estimate_calibrated(
         f"({format_bytes(model_bytes)}) + one layer's Hessians ({format_bytes(hessians)}) + "
         f"{samples} x {seq_len}-token activations in and out of it ({format_bytes(activations)})"
     )
-    return _cost(request, peak, disk, seconds, available, free, refusal, memory_model)
+    cost = _cost(request, peak, disk, seconds, available, free, refusal, memory_model)
+    return replace(cost, device="llm-compressor's choice (a GPU when its torch sees one)")
 
 
 def estimate(request: QuantizeRequest) -> CostEstimate:
@@ -257,6 +298,7 @@ def estimate(request: QuantizeRequest) -> CostEstimate:
     Raises:
         QuantTuiError: the request fails the pre-flight checks (bad source, output exists, ...).
     """
+    check_device_for_method(request.device, request.method in CALIBRATED_METHODS)
     if request.method in CALIBRATED_METHODS:
         return estimate_calibrated(request, request.samples)
     return estimate_data_free(request)

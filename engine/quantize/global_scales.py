@@ -8,6 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from engine.quantize import work_split
+from engine.quantize.device import ComputeDevice
 from engine.quantize.tensor_plan import SourceTensor, fused_siblings
 
 if TYPE_CHECKING:
@@ -27,13 +28,18 @@ class GlobalScales:
     """
 
     def __init__(
-        self, tensors: Sequence[SourceTensor], pool: ThreadPoolExecutor, cancel: threading.Event
+        self,
+        tensors: Sequence[SourceTensor],
+        pool: ThreadPoolExecutor,
+        cancel: threading.Event,
+        device: ComputeDevice,
     ) -> None:
-        """Plans the measurements for the quantized ``tensors`` (in the order their items will run)."""
+        """Plans the measurements for the quantized ``tensors`` (in the order their items will run on ``device``)."""
         self._quantized = [tensor for tensor in tensors if tensor.action == "quantize"]
         self._index = {tensor.name: i for i, tensor in enumerate(self._quantized)}
         self._pool = pool
         self._cancel = cancel
+        self._device = device
         self._absmax: dict[str, Future[torch.Tensor]] = {}
         self._shared: dict[str, torch.Tensor] = {}
 
@@ -50,7 +56,7 @@ class GlobalScales:
                     self._absmax[name] = self._pool.submit(self._measure, self._quantized[self._index[name]])
 
     def scale(self, name: str) -> torch.Tensor:
-        """The FP32 global scale of weight ``name`` (in a pool thread; waits for its siblings' measurements)."""
+        """The FP32 global scale of weight ``name``, on the device (in a pool thread; waits for its siblings')."""
         shared = self._shared.get(name)
         if shared is None:
             from engine.quantize.scheme_math import global_scale_from_absmax
@@ -65,7 +71,7 @@ class GlobalScales:
         return [other for other in fused_siblings(name) if other in self._index] or [name]
 
     def _measure(self, tensor: SourceTensor) -> torch.Tensor:
-        """The absolute maximum of a whole source weight, read a chunk of rows at a time."""
+        """The absolute maximum of a whole source weight, read a chunk of rows at a time and measured on the device."""
         from engine.model.safetensors_headers import open_tensors
         from engine.quantize.scheme_math import absolute_max
 
@@ -78,10 +84,10 @@ class GlobalScales:
                 chunk = reader.read_rows(
                     tensor.name, start, start + step, read_ahead=2 * work_split.CHUNK_BYTES
                 )
-                value = absolute_max(chunk)
+                value = absolute_max(self._device.upload(chunk))
                 result = value if result is None else max(result, value, key=float)
         if result is None:  # cancelled before the first read; the run stops at its first item
             import torch
 
-            return torch.zeros(1)
+            return torch.zeros(1, device=self._device.type)
         return result

@@ -39,6 +39,8 @@ class QuantizeRequest:
         kv_cache_scheme: one of KV_CACHE_SCHEMES to also calibrate KV cache scales (calibrated
             methods only), or None.
         calibration_samples: how many calibration samples to read; None is DEFAULT_CALIBRATION_SAMPLES.
+        device: where a data-free run computes: "cpu", "cuda", or "auto" (cuda when torch sees a
+            CUDA GPU); the bits written are the same on either.
     """
 
     source: Path
@@ -49,6 +51,7 @@ class QuantizeRequest:
     workers: int | None = None
     kv_cache_scheme: str | None = None
     calibration_samples: int | None = None
+    device: str = "auto"
 
     @property
     def samples(self) -> int:
@@ -109,6 +112,8 @@ class QuantizeReport:
             the quantizer does not expose the weights (calibrated methods).
         kv_cache_scheme: the KV cache scheme whose calibrated scales the checkpoint holds, or None;
             serve it with ``--kv-cache-dtype`` of the same name.
+        device: where a data-free run computed (``cpu``, ``cuda:0 (NVIDIA ...)``).
+        peak_gpu_bytes: torch's peak GPU allocation during a run on a GPU; 0 on the CPU.
     """
 
     source: Path
@@ -122,6 +127,8 @@ class QuantizeReport:
     peak_rss_bytes: int
     layer_errors: tuple[LayerError, ...]
     kv_cache_scheme: str | None = None
+    device: str = "cpu"
+    peak_gpu_bytes: int = 0
 
     @property
     def ratio(self) -> float:

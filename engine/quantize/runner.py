@@ -14,6 +14,7 @@ from engine.errors import QuantTuiError
 from engine.quantize import work_split
 from engine.quantize.config import quantized_model_config
 from engine.quantize.converter import StreamingConverter
+from engine.quantize.device import ComputeDevice, GpuPeak, check_device_for_method, resolve_device
 from engine.quantize.report import model_card
 from engine.quantize.request import (
     CALIBRATED_METHODS,
@@ -39,13 +40,15 @@ def preflight(request: QuantizeRequest) -> None:
             or memory.
     """
     check_kv_cache_scheme(request)
+    check_device_for_method(request.device, request.method in CALIBRATED_METHODS)
     if request.method in CALIBRATED_METHODS:
         from engine.quantize.calibrated import preflight_calibrated
 
         preflight_calibrated(request)
         return
+    device = resolve_device(request.device)
     plan = build_plan(request)
-    _check_memory(plan, work_split.worker_count(request))
+    _check_memory(plan, work_split.worker_count(request), device)
 
 
 def check_kv_cache_scheme(request: QuantizeRequest) -> None:
@@ -69,13 +72,13 @@ def check_kv_cache_scheme(request: QuantizeRequest) -> None:
         )
 
 
-def _check_memory(plan: QuantizePlan, workers: int) -> None:
+def _check_memory(plan: QuantizePlan, workers: int, device: ComputeDevice) -> None:
     """Refuses a run whose streaming working set (the estimate's memory model) exceeds the available memory."""
     import psutil
 
     from engine.quantize.estimate import streaming_working_bytes
 
-    needed = streaming_working_bytes(plan, workers)
+    needed = streaming_working_bytes(plan, workers, device).host
     available = psutil.virtual_memory().available
     if available < needed:
         raise QuantTuiError(
@@ -90,6 +93,7 @@ def quantize_model(
     cancel: threading.Event | None = None,
     *,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    device: ComputeDevice | None = None,
 ) -> QuantizeReport:
     """Quantizes a model folder into a compressed-tensors checkpoint vLLM loads directly.
 
@@ -104,23 +108,28 @@ def quantize_model(
         on_progress: called from the calling thread with progress snapshots.
         cancel: set it to stop the run; ``QuantizeCancelled`` is raised and nothing is left.
         max_shard_bytes: the largest output shard (tensors of one weight stay together).
+        device: where to compute, overriding ``request.device`` (tests and benchmarks give a
+            device with another block split).
 
     Raises:
         QuantTuiError: a pre-flight failure, a full disk, or ``QuantizeCancelled``.
     """
     check_kv_cache_scheme(request)
+    check_device_for_method(request.device, request.method in CALIBRATED_METHODS)
     if request.method in CALIBRATED_METHODS:
         from engine.quantize.calibrated import quantize_calibrated
 
         return quantize_calibrated(request, on_progress=on_progress, cancel=cancel)
     started = time.monotonic()
     workers = work_split.worker_count(request)
+    device = device or resolve_device(request.device)
     plan = build_plan(request)
-    _check_memory(plan, workers)
+    _check_memory(plan, workers, device)
     cancel = cancel or threading.Event()
     with PeakRss() as rss, staging_folder(plan.output) as staging, _torch_threads(workers):
-        converter = StreamingConverter(plan, staging, workers, on_progress, cancel, rss, started)
-        layouts, errors = converter.run(max_shard_bytes)
+        converter = StreamingConverter(plan, staging, workers, on_progress, cancel, rss, started, device)
+        with GpuPeak(device) as gpu_peak:
+            layouts, errors = converter.run(max_shard_bytes)
         converter.emit("finishing", "writing config, tokenizer and model card", force=True)
         _write_metadata(plan, staging, layouts)
         report = QuantizeReport(
@@ -134,6 +143,8 @@ def quantize_model(
             seconds=time.monotonic() - started,
             peak_rss_bytes=rss.sample(),
             layer_errors=errors,
+            device=device.name,
+            peak_gpu_bytes=gpu_peak.bytes,
         )
         card = model_card(report, plan.scheme.description, plan.scheme.format, plan.unquantized_linear)
         (staging / "README.md").write_text(card, encoding="utf-8")

@@ -104,26 +104,30 @@ def compute_scale(
         absmax = _abs_max(weight, dim=-1, keepdim=True)
     else:
         absmax = _abs_max(weight.unflatten(-1, (-1, scheme.group_size)), dim=-1)
-    scale = absmax / scheme.half_range
+    # A divisor on the weight's device: CUDA multiplies by the reciprocal of a host scalar instead
+    # of dividing (a bit off at times); a divisor tensor is divided by, rounded once, on either.
+    scale = absmax / torch.full((), scheme.half_range, dtype=absmax.dtype, device=absmax.device)
     if scheme.kind == "fp4":
         if global_scale is None:
             raise ValueError("NVFP4 scales need the tensor's global scale")
         scale = torch.clamp(global_scale * scale, -FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn).to(torch.float32)
-        return torch.where(scale == 0, torch.tensor(FP8_SCALE_EPS, dtype=scale.dtype), scale)
-    eps = torch.finfo(weight.dtype).eps
-    return torch.where(scale == 0, torch.tensor(eps, dtype=scale.dtype), scale)
+        return scale.masked_fill_(scale == 0, FP8_SCALE_EPS)
+    return scale.masked_fill_(scale == 0, torch.finfo(weight.dtype).eps)
 
 
 @functools.cache
-def _fp4_code_table() -> torch.Tensor:
+def _fp4_code_table(device: torch.device) -> torch.Tensor:
     """E2M1 codes by float32 bit pattern: entry ``2 * (bits >> 20) + (any of the low 20 bits set)``.
 
     Every rounding bound is a multiple of 2**21 as a bit pattern, so the top 12 bits (sign,
     exponent, 3 mantissa bits) fix the code except exactly on a bound, which the low bits tell.
-    Built once from the bounds themselves (a constant of 8192 bytes); values are clamped to +-6
-    first and a NaN gets code 0, as comparing them would give.
+    Built once per device from the bounds themselves (a constant of 8192 bytes); values are
+    clamped to +-6 first and a NaN gets code 0, as comparing them would give.
     """
     import torch
+
+    if device.type != "cpu":
+        return _fp4_code_table(torch.device("cpu")).to(device)
 
     high = torch.arange(1 << 12, dtype=torch.int32) << 20
     samples = torch.clamp(
@@ -143,7 +147,7 @@ def _fp4_codes(scaled: torch.Tensor) -> torch.Tensor:
     bits = scaled.contiguous().view(torch.int32).reshape(-1)
     index = (bits & 0xFFFFF).add_(0xFFFFF).bitwise_right_shift_(20)
     index += (bits >> 19).bitwise_and_(0x1FFE)
-    return _fp4_code_table().index_select(0, index).view(scaled.shape)
+    return _fp4_code_table(scaled.device).index_select(0, index).view(scaled.shape)
 
 
 def quantize_with_scale(
@@ -171,7 +175,7 @@ def quantize_with_scale(
     if scheme.kind == "float":
         # compressed-tensors adds its (zero) zero point in the weight's dtype: -0.0 becomes +0.0,
         # which matters for the FP8 bit pattern (INT rounds -0.0 to 0).
-        scaled += torch.zeros((), dtype=weight.dtype)
+        scaled += torch.zeros((), dtype=weight.dtype, device=weight.device)
     clamped = scaled.clamp_(scheme.q_min, scheme.q_max)
     quantized = clamped.to(torch.float8_e4m3fn) if scheme.kind == "float" else clamped.round_().to(torch.int8)
     if scheme.block is not None:
@@ -198,7 +202,7 @@ def pack_int(values: torch.Tensor, num_bits: int) -> torch.Tensor:
         packed_bytes = _nibble_pairs(unsigned) if num_bits == 4 else unsigned
         return packed_bytes.contiguous().view(torch.int32)
     words = unsigned.view(rows, -1, factor).to(torch.int32)
-    shifts = torch.arange(factor, dtype=torch.int32) * num_bits
+    shifts = torch.arange(factor, dtype=torch.int32, device=values.device) * num_bits
     return (words << shifts).sum(dim=2, dtype=torch.int32)
 
 
@@ -233,12 +237,16 @@ def dequantize(
     import torch
 
     if scheme.kind == "fp4":
-        table = torch.tensor(_FP4_VALUES)
+        table = torch.tensor(_FP4_VALUES, device=quantized.device)
         values = table.index_select(0, quantized.reshape(-1).to(torch.int32)).view(quantized.shape)
     elif quantized.dtype == torch.float8_e4m3fn:
         # torch's FP8 -> float32 cast is scalar code; a 256-entry table lookup gives the same values
         # several times faster (index_select with int32 indices twice as fast again as take).
-        table = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).to(torch.float32)
+        table = (
+            torch.arange(256, dtype=torch.uint8, device=quantized.device)
+            .view(torch.float8_e4m3fn)
+            .to(torch.float32)
+        )
         codes = quantized.contiguous().view(torch.uint8).reshape(-1).to(torch.int32)
         values = table.index_select(0, codes).view(quantized.shape)
     else:

@@ -11,6 +11,12 @@ from tests.quantize.test_quantize_support import build_tiny_llama
 from tui.cli import main
 
 
+def torch_sees_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("cli") / "tiny-llama")
@@ -98,3 +104,42 @@ def test_dry_run_that_cannot_fit_exits_2_with_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2
     assert err[-1].startswith("quant-tui: error: ") and "--workers 1" in err[-1]
+
+
+def test_dry_run_names_the_device(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [
+        "quantize",
+        "--model",
+        str(tiny),
+        "--method",
+        "nvfp4a16",
+        "--out",
+        str(tmp_path / "o"),
+        "--dry-run",
+    ]
+    assert main([*args, "--device", "cpu", "--json"]) == 0
+    cost = json.loads(capsys.readouterr().out)
+    assert (cost["device"], cost["peak_gpu_bytes"]) == ("cpu", 0)
+    assert main([*args, "--device", "cpu"]) == 0
+    assert "  device       cpu\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("method", "device", "message"),
+    [
+        ("gptq-w4a16", "cpu", "--device cpu sets where the data-free methods compute"),
+        *([] if torch_sees_cuda() else [("fp8", "cuda", "--device cuda: torch ")]),
+    ],
+)
+def test_a_device_that_cannot_be_used_is_exit_2_with_one_line(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], method: str, device: str, message: str
+) -> None:
+    out = tmp_path / "out"
+    status = main(
+        ["quantize", "--model", str(tiny), "--method", method, "--out", str(out), "--device", device]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert err[-1].startswith("quant-tui: error: ") and message in err[-1]
+    assert len([line for line in err if line.startswith("quant-tui")]) == 1
+    assert not out.exists() and not list(tmp_path.glob(".out*"))

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.quantize.device import DEVICE_CHOICES
 from engine.quantize.request import DEFAULT_CALIBRATION_SAMPLES, KV_CACHE_SCHEMES, METHODS
 from tui.cli.plan_options import add_model_option
 
@@ -66,6 +67,13 @@ def register(subparsers: Any) -> None:
         "--workers", type=int, metavar="N", help="quantizing threads (default: CPU count, ≤8)"
     )
     parser.add_argument(
+        "--device",
+        choices=DEVICE_CHOICES,
+        default="auto",
+        help="where the data-free methods compute: cpu, cuda, or auto (cuda when torch sees a CUDA GPU); "
+        "the bits written are the same",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="print peak memory, disk and time the run would need, and whether it fits; write nothing",
@@ -90,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         kv_cache_scheme=args.kv_cache_scheme,
         calibration_samples=args.samples,
+        device=args.device,
     )
     from engine.quantize.estimate import estimate, refuse_if_too_big
 
@@ -121,8 +130,11 @@ def _print_cost(cost: CostEstimate) -> None:
     print(
         f"  peak memory  {format_bytes(cost.peak_ram_bytes)} (available {format_bytes(cost.available_ram_bytes)})"
     )
+    if cost.peak_gpu_bytes:
+        print(f"  GPU memory   {format_bytes(cost.peak_gpu_bytes)} (torch's allocations)")
     print(f"  disk         {format_bytes(cost.disk_bytes)} (free {format_bytes(cost.free_disk_bytes)})")
     print(f"  time         about {format_duration(cost.seconds)}")
+    print(f"  device       {cost.device}")
     print(f"  model        {cost.memory_model}")
     print("  fits" if cost.refusal is None else "  does not fit")
 
@@ -212,6 +224,8 @@ def _print_summary(report: QuantizeReport) -> None:
         f"  size {format_bytes(report.input_bytes)} → {format_bytes(report.output_bytes)} "
         f"({report.ratio:.2f}× smaller) · {report.seconds:.1f} s · peak memory {format_bytes(report.peak_rss_bytes)}"
     )
+    if report.peak_gpu_bytes:
+        console.print(f"  on {report.device} · peak GPU memory {format_bytes(report.peak_gpu_bytes)}")
     console.print(
         f"  {report.tensors_quantized} Linear weights quantized, {report.tensors_copied} tensors copied as they were"
     )
