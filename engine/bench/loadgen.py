@@ -136,18 +136,18 @@ class _LoadRun:
             )
 
     async def _stream(
-        self, session: aiohttp.ClientSession, index: int, state: StreamState
+        self, session: aiohttp.ClientSession, body: dict[str, Any], state: StreamState
     ) -> tuple[Outcome, str | None]:
         """Sends one request and reads its stream into ``state``, as raw reads (vLLM's ``iter_any``)."""
         async with session.post(
-            self.completions_url, json=self.body(index), headers=self.headers, timeout=self.timeout
+            self.completions_url, json=body, headers=self.headers, timeout=self.timeout
         ) as response:
             state.status = response.status
             if response.status >= 400:
                 text = (await response.read()).decode("utf-8", "replace")
                 return Outcome.HTTP_ERROR, f"HTTP {response.status}: {one_line(text)}"
             async for data in response.content.iter_any():
-                server_error = state.feed(data, time.perf_counter())
+                server_error = state.feed(data, time.perf_counter)
                 if server_error is not None:
                     return Outcome.HTTP_ERROR, f"server error in stream: {server_error}"
         if not state.done:
@@ -183,10 +183,12 @@ class _LoadRun:
             ticket.release()
 
     async def _send_now(self, session: aiohttp.ClientSession, index: int, arrival: float) -> None:
-        started = time.perf_counter()
+        # vLLM reads its start time once the body is built, just before the post: building it is not TTFT.
+        body = self.body(index)
         state = StreamState()
+        started = time.perf_counter()
         try:
-            outcome, error = await self._stream(session, index, state)
+            outcome, error = await self._stream(session, body, state)
         except asyncio.CancelledError:
             self.record(self._make_record(index, arrival, started, state, Outcome.CANCELLED, "cancelled"))
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 __all__ = ["StreamState", "one_line"]
 
@@ -29,28 +30,29 @@ class StreamState:
         self.done = False
         self._pending = b""
 
-    def feed(self, data: bytes, now: float) -> str | None:
+    def feed(self, data: bytes, clock: Callable[[], float]) -> str | None:
         """Reads bytes as they came off the socket (any split); returns an error line if the server sent one.
 
-        Every complete ``data:`` line is read at once, stamped ``now``: messages that arrive in one read
-        share a time, as in vLLM's request function. A line cut off by the end of the body is never read:
-        the stream then lacks its ``[DONE]`` and counts as broken.
+        Every complete ``data:`` line is read in order, and a message with choices is stamped by calling
+        ``clock`` once, after it is parsed, as vLLM's request function stamps each message: two messages
+        that arrive in one read are the parse time of the second apart, not zero. A line cut off by the end
+        of the body is never read: the stream then lacks its ``[DONE]`` and counts as broken.
         """
         lines = (self._pending + data).split(b"\n")
         self._pending = lines.pop()
         for line in lines:
-            error = self._line(line, now)
+            error = self._line(line, clock)
             if error is not None:
                 return error
         return None
 
-    def _line(self, line: bytes, now: float) -> str | None:
+    def _line(self, line: bytes, clock: Callable[[], float]) -> str | None:
         if not line.startswith(b"data:"):
             return None  # blank separators, SSE comments (": ping"), other fields
-        return self.on_data(line[len(b"data:") :].strip().decode("utf-8"), now)
+        return self.on_data(line[len(b"data:") :].strip().decode("utf-8"), clock)
 
-    def on_data(self, payload: str, now: float) -> str | None:
-        """Reads one SSE ``data:`` payload; returns an error line if the server sent one."""
+    def on_data(self, payload: str, clock: Callable[[], float]) -> str | None:
+        """Reads one SSE ``data:`` payload (a token is stamped ``clock()``); an error line if the server sent one."""
         if payload == "[DONE]":
             self.done = True
             return None
@@ -69,6 +71,7 @@ class StreamState:
         choices = message.get("choices")
         if choices:
             # Any message with choices is a token, even with empty text (special tokens), as in vLLM.
+            now = clock()
             if self.first_token_at is None or self.last_token_at is None:
                 self.first_token_at = now
             else:

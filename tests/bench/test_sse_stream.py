@@ -1,4 +1,4 @@
-"""Tests for engine.bench.sse_stream: SSE bytes read in any split, stamped per read, as vLLM's client reads them."""
+"""Tests for engine.bench.sse_stream: SSE bytes read in any split, each token stamped after parsing, as vLLM's client."""
 
 from __future__ import annotations
 
@@ -15,10 +15,22 @@ BODY = (
 )
 
 
-def _read(pieces: list[bytes]) -> StreamState:
-    state = StreamState()
-    for now, piece in enumerate(pieces):
-        assert state.feed(piece, float(now)) is None
+class StepClock:
+    """A clock that reads ``start``, ``start + step``, ... one step per call, and counts its calls."""
+
+    def __init__(self, start: float = 0.0, step: float = 1.0) -> None:
+        self.now, self.step, self.calls = start - step, step, 0
+
+    def __call__(self) -> float:
+        self.now += self.step
+        self.calls += 1
+        return self.now
+
+
+def _read(pieces: list[bytes], clock: StepClock | None = None) -> StreamState:
+    state, clock = StreamState(), clock or StepClock()
+    for piece in pieces:
+        assert state.feed(piece, clock) is None
     return state
 
 
@@ -29,25 +41,28 @@ def test_any_split_reads_the_same(cut: int) -> None:
     assert (state.prompt_tokens, state.completion_tokens) == (9, 2)
 
 
-@pytest.mark.parametrize(
-    ("pieces", "first", "last", "gaps", "first_text"),
-    [
-        # Both tokens in one read: one stamp, a zero gap (vLLM's client reads it the same way).
-        ([BODY], 0.0, 0.0, [0.0], 0.0),
-        # One read per message: stamps 0, 1; the usage and [DONE] reads stamp no token.
-        ([BODY[: BODY.index(b"\n\n") + 2], BODY[BODY.index(b"\n\n") + 2 :]], 0.0, 1.0, [1.0], 0.0),
-    ],
-)
-def test_stamps_per_read(
-    pieces: list[bytes], first: float, last: float, gaps: list[float], first_text: float
-) -> None:
-    state = _read(pieces)
-    assert (state.first_token_at, state.last_token_at, state.gaps, state.first_text_at) == (
-        first,
-        last,
-        gaps,
-        first_text,
+@pytest.mark.parametrize("split", ["one read", "one read per message"])
+def test_each_token_is_stamped_once_after_it_is_parsed(split: str) -> None:
+    # vLLM's request function reads perf_counter() after json.loads of each message with choices, so
+    # however the bytes were split the clock is read twice here (two tokens; usage and [DONE] carry no
+    # choices): the first call stamps token 1 (10.0), the second token 2 (10.25); one gap of 0.25 s.
+    messages = [message + b"\n\n" for message in BODY.split(b"\n\n") if message]
+    clock = StepClock(start=10.0, step=0.25)
+    state = _read([BODY] if split == "one read" else messages, clock)
+    assert clock.calls == 2
+    assert (state.first_token_at, state.last_token_at, state.gaps) == (10.0, 10.25, [0.25])
+    assert state.first_text_at == 10.0  # " the": the first token has text; the empty second never would
+
+
+def test_the_first_text_is_the_first_token_with_text() -> None:
+    # A special token (empty text) first, then " the": the first token at 5.0, the first text at 6.0.
+    empty_first = (
+        b'data: {"choices":[{"index":0,"text":""}]}\n\n'
+        b'data: {"choices":[{"index":0,"text":" the"}]}\n\n'
+        b"data: [DONE]\n\n"
     )
+    state = _read([empty_first], StepClock(start=5.0))
+    assert (state.first_token_at, state.first_text_at, state.gaps) == (5.0, 6.0, [1.0])
 
 
 def test_crlf_comments_and_a_cut_last_line() -> None:
@@ -60,5 +75,5 @@ def test_crlf_comments_and_a_cut_last_line() -> None:
 
 def test_a_server_error_in_the_stream_is_returned() -> None:
     state = StreamState()
-    error = state.feed(b'data: {"error": {"message": "engine\\n  dead", "code": 500}}\n\n', 0.0)
+    error = state.feed(b'data: {"error": {"message": "engine\\n  dead", "code": 500}}\n\n', StepClock())
     assert error == "engine dead"
