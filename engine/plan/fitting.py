@@ -73,10 +73,11 @@ def scheduler_limits(target: HardwareTarget, request: PlanRequest) -> tuple[int,
 
 @dataclass(frozen=True, slots=True)
 class _Sizing:
-    """What every fit of one candidate shares: its KV dtype, that dtype's bytes and vLLM's scheduler limits."""
+    """What every fit of one candidate shares: its KV dtype and bytes, the activation bytes, vLLM's scheduler limits."""
 
     kv_cache_dtype: str
     kv_bytes: int
+    activation_bytes: int
     batched: int
     seqs: int
 
@@ -105,7 +106,10 @@ def fit_on_target(
     (or the TP asked for), PP = the boxes. On the CPU backend it sizes VLLM_CPU_KVCACHE_SPACE.
     """
     sizing = _Sizing(
-        kv_cache_dtype, kv_dtype_bytes(kv_cache_dtype, request.dtype), *scheduler_limits(target, request)
+        kv_cache_dtype,
+        kv_dtype_bytes(kv_cache_dtype, request.dtype),
+        dtype_bytes(request.dtype),
+        *scheduler_limits(target, request),
     )
     if target.kind == "cpu":
         return _fit_cpu(model, target, weights, max_model_len, request, sizing)
@@ -123,6 +127,7 @@ def fit_on_target(
             sizing.batched,
             sizing.seqs,
             util,
+            dtype_bytes=sizing.activation_bytes,
         )
 
     if request.nodes > 1:
@@ -152,7 +157,15 @@ def _fit_cpu(
 
     def plan(gib: int) -> DevicePlan:
         return plan_cpu(
-            model, weights, target.memory_bytes, max_model_len, sizing.kv_bytes, gib, sizing.batched
+            model,
+            weights,
+            target.memory_bytes,
+            max_model_len,
+            sizing.kv_bytes,
+            gib,
+            sizing.batched,
+            dtype_bytes=sizing.activation_bytes,
+            max_num_seqs=sizing.seqs,
         )
 
     if request.cpu_kvcache_gib is not None:

@@ -9,7 +9,7 @@ memory (CUDA context, cuBLAS, NCCL buffers); the CUDA-graph estimate is subtract
 The activation and non-torch terms are fitted to the per-GPU measurements the llm-d project
 published for vLLM 0.19 on H100-80GB (llm-d-incubation/llm-d-planner,
 ``accuracy/results/v0.19.0/accuracy_report.md``): the peak is dominated by the sampler's float32
-logits (about 14 bytes per row per vocabulary entry), plus the hidden states of the batch and, for
+logits (about 14 bytes per row per vocabulary entry in bf16), plus the hidden states of the batch and, for
 MoE models, the fused-MoE intermediate caches; non-torch memory is about 0.25 GiB on one GPU and
 2.1 GiB per GPU once NCCL all-reduce buffers exist (TP ≥ 2).
 """
@@ -22,8 +22,15 @@ from dataclasses import dataclass
 from engine.model.inspect_model import ModelInfo
 
 GIB = 1024**3
-SAMPLER_BYTES_PER_LOGIT = 14  # float32 logits plus the sampler's copies (probs, logprobs, sort)
-HIDDEN_BYTES_PER_ELEMENT = 5  # hidden states and residual of the profiled batch (~2.5 bf16 copies)
+# The sampler's own float32 copies of the logits (probs, logprobs, sort): 8 bytes a logit. With the
+# lm_head's logits in a 16-bit --dtype (2 B) and the sampler's float32 cast of them (4 B) that is the
+# 14 B a logit fitted to llm-d's bf16 runs; under float32 the logits are float32 already and the cast
+# is the same tensor (torch's .to() of a tensor already in that dtype), so 4 + 8 = 12 B.
+SAMPLER_FLOAT32_COPIES_BYTES = 8
+FLOAT32_CAST_BYTES = 4
+# Hidden states and residual of the profiled batch: about 2.5 copies in the activation --dtype
+# (5 B an element in bf16, fitted to llm-d's runs).
+HIDDEN_COPIES_TIMES_TWO = 5
 NON_TORCH_SINGLE_GPU = int(0.25 * GIB)
 NON_TORCH_TENSOR_PARALLEL = int(2.1 * GIB)
 NON_TORCH_PIPELINE_ONLY = int(0.07 * GIB)
@@ -64,24 +71,35 @@ class GpuMemoryBreakdown:
         return max(0, self.requested_bytes - self.non_kv_bytes)
 
 
+def sampler_bytes_per_logit(dtype_bytes: int = 2) -> int:
+    """Bytes one logit takes in the profile's sampler pass: the lm_head's output, its float32 cast, the copies."""
+    cast = 0 if dtype_bytes == FLOAT32_CAST_BYTES else FLOAT32_CAST_BYTES
+    return dtype_bytes + cast + SAMPLER_FLOAT32_COPIES_BYTES
+
+
 def activation_peak_bytes(
-    model: ModelInfo, max_num_batched_tokens: int, max_num_seqs: int, tensor_parallel_size: int = 1
+    model: ModelInfo,
+    max_num_batched_tokens: int,
+    max_num_seqs: int,
+    tensor_parallel_size: int = 1,
+    dtype_bytes: int = 2,
 ) -> int:
     """The profile run's torch peak: sampler logits + batch hidden states + fused-MoE caches.
 
-    The sampler pass over ``min(max_num_seqs, tokens)`` rows of float32 logits is not sharded by
-    tensor parallelism (the logits are gathered), which is why llm-d measured the same activation
-    peak at TP 1, 2 and 4.
+    The sampler pass over ``min(max_num_seqs, tokens)`` rows of logits is not sharded by tensor
+    parallelism (the logits are gathered), which is why llm-d measured the same activation peak at
+    TP 1, 2 and 4. The hidden states and the fused-MoE caches are in the activation ``--dtype``
+    (``dtype_bytes``: 2 for 16-bit, 4 for float32), and so are the lm_head's logits.
     """
     rows = min(max_num_seqs, max_num_batched_tokens)
-    sampler = rows * model.vocab_size * SAMPLER_BYTES_PER_LOGIT
-    hidden = max_num_batched_tokens * model.hidden_size * HIDDEN_BYTES_PER_ELEMENT
+    sampler = rows * model.vocab_size * sampler_bytes_per_logit(dtype_bytes)
+    hidden = max_num_batched_tokens * model.hidden_size * HIDDEN_COPIES_TIMES_TWO * dtype_bytes // 2
     moe = 0
     if model.moe is not None:
         width = math.ceil(model.moe.expert_intermediate_size / tensor_parallel_size)
         routed = max_num_batched_tokens * model.moe.experts_per_token
         # intermediate_cache13 (max of the gate/up output and the down output) + intermediate_cache2.
-        moe = routed * (max(2 * width, model.hidden_size) + width) * 2
+        moe = routed * (max(2 * width, model.hidden_size) + width) * dtype_bytes
     return sampler + hidden + moe
 
 
@@ -104,15 +122,16 @@ def gpu_memory_breakdown(
     tensor_parallel_size: int = 1,
     pipeline_parallel_size: int = 1,
     enforce_eager: bool = False,
+    dtype_bytes: int = 2,
 ) -> GpuMemoryBreakdown:
-    """Splits one GPU's memory as vLLM's ``determine_available_memory`` does."""
+    """Splits one GPU's memory as vLLM's ``determine_available_memory`` does (``dtype_bytes``: the activation --dtype's)."""
     return GpuMemoryBreakdown(
         total_bytes=total_bytes,
         gpu_memory_utilization=gpu_memory_utilization,
         requested_bytes=math.ceil(total_bytes * gpu_memory_utilization),
         weights_bytes=weights_per_rank,
         activation_peak_bytes=activation_peak_bytes(
-            model, max_num_batched_tokens, max_num_seqs, tensor_parallel_size
+            model, max_num_batched_tokens, max_num_seqs, tensor_parallel_size, dtype_bytes
         ),
         non_torch_bytes=non_torch_bytes(tensor_parallel_size, pipeline_parallel_size),
         cudagraph_bytes=0 if enforce_eager else CUDA_GRAPH_ESTIMATE,

@@ -148,12 +148,14 @@ def plan_gpu(
     max_num_seqs: int,
     memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
     enforce_eager: bool = False,
+    dtype_bytes: int = 2,
 ) -> DevicePlan:
     """Plans one GPU's memory as vLLM's GPU worker does (see ``gpu_memory``), then its KV cache.
 
     requested (total × utilization) − weight shard − activation peak − non-torch − CUDA graphs
     = KV cache. Weights split evenly over tensor- and pipeline-parallel ranks; with pipeline
-    parallelism each device holds the KV cache of its own layers only.
+    parallelism each device holds the KV cache of its own layers only. ``dtype_bytes`` is the
+    activation ``--dtype``'s (the profile run's peak scales with it; ``kv_dtype_bytes`` is the cache's).
     """
     shards = tensor_parallel_size * pipeline_parallel_size
     weights_per_device = math.ceil(weights.total / shards)
@@ -167,6 +169,7 @@ def plan_gpu(
         tensor_parallel_size,
         pipeline_parallel_size,
         enforce_eager,
+        dtype_bytes,
     )
     overhead = Overhead(memory.activation_peak_bytes, memory.non_torch_bytes + memory.cudagraph_bytes)
     budget = memory.requested_bytes - memory.non_kv_bytes
@@ -207,6 +210,8 @@ def plan_cpu(
     kv_cache_gib: int | None = None,
     max_num_batched_tokens: int = 2048,
     cpu_has_amx: bool | None = None,
+    dtype_bytes: int = 2,
+    max_num_seqs: int = 128,
 ) -> DevicePlan:
     """Plans the CPU backend: the KV cache is a fixed ``VLLM_CPU_KVCACHE_SPACE`` (whole GiB).
 
@@ -214,9 +219,10 @@ def plan_cpu(
     rounded down to whole GiB, and capped so the host keeps a quarter of its RAM for everything else.
     The capacity is what vLLM's CPU start-up line reports for that space: block 128 (16 for MLA on a
     host without AMX; ``cpu_has_amx`` None reads this host), one batch of ``max_num_batched_tokens``
-    in flight for the sliding-window layers.
+    in flight for the sliding-window layers; the activations (``max_num_batched_tokens`` tokens,
+    ``max_num_seqs`` sampler rows) are in the ``--dtype`` of ``dtype_bytes``.
     """
-    overhead = runtime_overhead(model, 2048, 128, cpu=True)
+    overhead = runtime_overhead(model, max_num_batched_tokens, max_num_seqs, cpu=True, dtype_bytes=dtype_bytes)
     spare = int(host_memory_bytes * 0.75) - weights.total - overhead.total
     if kv_cache_gib is None:
         kv_cache_gib = max(0, spare // GIB)

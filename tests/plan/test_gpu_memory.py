@@ -73,3 +73,33 @@ def test_breakdown_adds_up_and_subtracts_cuda_graphs_by_default(tmp_path: Path) 
     assert eager.kv_cache_bytes - graphs.kv_cache_bytes == graphs.cudagraph_bytes
     tiny = gpu_memory_breakdown(model, 100 * GIB, 80 * GIB, 0.9, 8192, 1024)
     assert tiny.kv_cache_bytes == 0
+
+
+# The profile run's activation peak per activation --dtype, by hand (64 sampler rows, 4096 batched tokens):
+# sampler rows × vocab × (lm_head logits in the dtype + the float32 cast, none when already float32, + 8 B
+# of float32 copies) + tokens × hidden × 2.5 copies in the dtype + (MoE) tokens × top-k ×
+# (max(2 × expert width, hidden) + width) in the dtype.
+ACTIVATION_BY_DTYPE = [
+    # Llama-3.1-8B (vocab 128,256, hidden 4096): 64 × 128,256 × 14 = 114,917,376; 4096 × 4096 × 5 = 83,886,080.
+    ("llama-3.1-8b", 2, 198_803_456),
+    # float32: 64 × 128,256 × 12 = 98,500,608; 4096 × 4096 × 10 = 167,772,160.
+    ("llama-3.1-8b", 4, 266_272_768),
+    # Qwen3-30B-A3B (vocab 151,936, hidden 2048, 8 of 128 experts of width 768): 64 × 151,936 × 14 =
+    # 136,134,656; 4096 × 2048 × 5 = 41,943,040; 4096 × 8 × (max(1536, 2048) + 768) × 2 = 184,549,376.
+    ("qwen3-30b-a3b", 2, 362_627_072),
+    # float32: 64 × 151,936 × 12 = 116,686,848; 83,886,080; 4096 × 8 × 2816 × 4 = 369,098,752.
+    ("qwen3-30b-a3b", 4, 569_671_680),
+]
+
+
+@pytest.mark.parametrize(("name", "dtype_bytes", "peak"), ACTIVATION_BY_DTYPE)
+def test_activation_peak_follows_the_activation_dtype(
+    name: str, dtype_bytes: int, peak: int, tmp_path: Path
+) -> None:
+    shutil.copy(CONFIGS / f"{name}.json", tmp_path / "config.json")
+    model = inspect_model(tmp_path)
+    memory = gpu_memory_breakdown(model, 0, 80 * GIB, 0.9, 4096, 64, dtype_bytes=dtype_bytes)
+    assert memory.activation_peak_bytes == peak
+    # The KV cache gets what the activations do not take: 77,309,411,328 requested (ceil(80 GiB × 0.9))
+    # − 268,435,456 non-torch (0.25 GiB) − 1,073,741,824 CUDA graphs − the peak.
+    assert memory.kv_cache_bytes == 75_967_234_048 - peak

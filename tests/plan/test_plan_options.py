@@ -101,6 +101,38 @@ def test_dtype_replans_weights_and_an_auto_kv_cache(
     assert fp8.kv_cache_bytes_per_token == base.kv_cache_bytes_per_token // 2  # an FP8 cache ignores --dtype
 
 
+# Llama-3.1-8B (8,030,261,248 parameters; 32 layers × 8 KV heads × 128 dims × K and V) with
+# --max-num-seqs 64 --max-num-batched-tokens 4096, by hand. On an H100 (81,559 MiB): requested
+# ceil(× 0.92) = 78,679,145,186; the KV cache is that − weights − activation peak (64 × 128,256 ×
+# (14 B in 16-bit, 12 B in float32) + 4096 × 4096 × (5 B, 10 B)) − 268,435,456 non-torch − 1 GiB of
+# CUDA graphs. On the CPU backend the activations are 4096 × (4 × 4096 + 2 × 14,336) × dtype bytes +
+# 64 × 128,256 float32 logits.
+# dtype -> (weights, KV bytes per token, GPU activation peak, GPU KV cache, CPU activations)
+DTYPE_FIGURES = {
+    "bfloat16": (16_060_522_496, 131_072, 198_803_456, 61_077_641_954, 401_932_288),
+    "float16": (16_060_522_496, 131_072, 198_803_456, 61_077_641_954, 401_932_288),
+    "auto": (16_060_522_496, 131_072, 198_803_456, 61_077_641_954, 401_932_288),
+    "float32": (32_121_044_992, 262_144, 266_272_768, 44_949_650_146, 771_031_040),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPE_FIGURES)
+def test_dtype_sets_weights_kv_and_activation_memory_together(
+    models: dict[str, ModelInfo], dtype: str
+) -> None:
+    weights, kv_per_token, gpu_peak, gpu_kv, cpu_activations = DTYPE_FIGURES[dtype]
+    batch = {"dtype": dtype, "max_num_seqs": 64, "max_num_batched_tokens": 4096}
+    gpu = _bf16(models, "llama-3.1-8b", "H100", **batch)
+    assert gpu.plan.gpu_memory is not None
+    assert gpu.weights.total == weights and gpu.plan.weights_bytes == weights
+    assert gpu.kv_cache_bytes_per_token == kv_per_token
+    assert gpu.plan.gpu_memory.activation_peak_bytes == gpu_peak == gpu.plan.overhead.activations
+    assert gpu.plan.kv_budget_bytes == gpu_kv == gpu.server.prediction.kv_cache_bytes  # type: ignore[union-attr]
+    cpu = _bf16(models, "llama-3.1-8b", "cpu", **batch)
+    assert cpu.weights.total == weights and cpu.kv_cache_bytes_per_token == kv_per_token
+    assert cpu.plan.overhead.activations == cpu_activations
+
+
 def test_unknown_dtype_is_refused() -> None:
     with pytest.raises(QuantTuiError, match="unknown --dtype 'int4'"):
         PlanRequest(dtype="int4")
