@@ -1,4 +1,4 @@
-"""A plan spanning several boxes: the Ray cluster steps vLLM's multi-node guide gives, and the expert-parallel hint.
+"""A plan spanning several boxes: the Ray cluster steps vLLM's multi-node guide gives, whether a cluster is reachable, the expert-parallel hint.
 
 vLLM's ``docs/serving/parallelism_scaling.md``: start a Ray cluster (head first, then each worker
 joining it, each with its own ``VLLM_HOST_IP``), check it with ``ray status``, then run one
@@ -8,7 +8,10 @@ joining it, each with its own ``VLLM_HOST_IP``), check it with ``ray status``, t
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine.model.inspect_model import ModelInfo
 
@@ -40,6 +43,43 @@ def ray_cluster_steps(nodes: int, serve_command: str, port: int = RAY_PORT) -> t
     steps.append(ClusterStep("head node", f"ray status  # expect {nodes} nodes"))
     steps.append(ClusterStep("head node", serve_command))
     return tuple(steps)
+
+
+def ray_temp_dir(environ: Mapping[str, str]) -> Path:
+    """Ray's temporary folder, where ``ray start`` records the cluster this box belongs to.
+
+    Ray's ``get_user_temp_dir``: ``$RAY_TMPDIR``, else ``$TMPDIR`` (Linux), else ``/tmp``; then ``ray``.
+    """
+    return Path(environ.get("RAY_TMPDIR") or environ.get("TMPDIR") or "/tmp") / "ray"
+
+
+def ray_cluster_problem(
+    environ: Mapping[str, str] | None = None, ray_installed: bool | None = None
+) -> str | None:
+    """Why vLLM started on this box would not join a Ray cluster, or None when it would.
+
+    vLLM's Ray executor calls ``ray.init()`` with no address, which joins ``$RAY_ADDRESS`` when set,
+    else the cluster ``ray start`` last started or joined on this box (its address is in Ray's
+    ``ray_current_cluster`` file, which ``ray stop`` removes), else starts a new Ray instance of
+    this box alone, which would lack the other boxes' GPUs. Whether the cluster holds enough GPUs
+    is vLLM's own check at start-up (its placement group).
+
+    Args:
+        environ: the environment vLLM gets (default: this process's).
+        ray_installed: whether ``ray`` imports in this Python (default: looked up).
+    """
+    environ = os.environ if environ is None else environ
+    if ray_installed is None:
+        import importlib.util
+
+        ray_installed = importlib.util.find_spec("ray") is not None
+    if not ray_installed:
+        return "Ray is not installed in quant-tui's Python, which vLLM's Ray executor needs (pip install ray)"
+    if environ.get("RAY_ADDRESS"):
+        return None
+    if (ray_temp_dir(environ) / "ray_current_cluster").is_file():
+        return None
+    return "no Ray cluster is reachable from here ($RAY_ADDRESS is unset and `ray start` has not run on this box)"
 
 
 def expert_parallel_hint(model: ModelInfo, gpus: int) -> str | None:

@@ -320,7 +320,7 @@ def recommend(model: ModelInfo, target: HardwareTarget, request: PlanRequest | N
         if request.nodes > 1:
             raise QuantTuiError(
                 "--nodes plans several boxes of NVIDIA GPUs joined by Ray; the CPU backend serves on one box",
-                "name the GPUs with --gpu, or drop --nodes",
+                "drop --nodes, or plan for GPU boxes with `quant-tui recommend --gpu NAME --nodes N`",
             )
         if request.gpu_memory_utilization is not None:
             notes.append(

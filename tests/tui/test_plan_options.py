@@ -95,3 +95,71 @@ def test_dry_run_without_a_plan_shows_what_the_launcher_adds(
     if detect_backend() == "cpu":
         assert served["env"] == {"VLLM_CPU_KVCACHE_SPACE": "1"}  # the one rule's minimum
         assert served["command"].startswith("VLLM_CPU_KVCACHE_SPACE=1 ")
+
+
+# What each command takes besides the planning options: recommend's target and output, serve's way to run.
+RECOMMEND_ONLY = {"--model", "--gpu", "--goal", "--json", "--list-gpus"}
+SERVE_ONLY = {
+    "--model", "--port", "--host", "--api-key", "--api-key-file", "--served-model-name", "--quantization",
+    "--distributed-executor-backend", "--ray", "--enforce-eager", "--timeout", "--log-file", "--verbose",
+    "--json", "--dry-run", "--keep-running",
+}  # fmt: skip
+
+
+def _usage_flags(command: str) -> set[str]:
+    """The options a subcommand's usage line names (each option by its first spelling)."""
+    import argparse
+    import re
+
+    from tui.cli import recommend_command, serve_command
+
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    recommend_command.register(subparsers)
+    serve_command.register(subparsers)
+    usage = subparsers.choices[command].format_usage()
+    return set(re.findall(r"(?<![\w-])(--[a-z][\w-]*)", usage))
+
+
+def test_recommend_serve_and_the_plan_screen_take_one_set_of_planning_options() -> None:
+    """recommend, serve and the Plan screen's options dialog all read PLAN_OPTIONS, and nothing else plans."""
+    from dataclasses import fields
+
+    from engine.plan.plan_request import PlanRequest
+
+    planning = {option.flag for option in PLAN_OPTIONS}
+    assert _usage_flags("recommend") - RECOMMEND_ONLY == planning
+    assert _usage_flags("serve") - SERVE_ONLY == planning
+    assert {option.field for option in PLAN_OPTIONS} <= {field.name for field in fields(PlanRequest)}
+    assert {"--nodes", "--gpu-memory-utilization", "--kv-cache-dtype", "--dtype"} <= planning
+
+
+@pytest.mark.parametrize("command", ["serve", "recommend"])
+@pytest.mark.parametrize(
+    "alias",
+    [(option, alias) for option in PLAN_OPTIONS for alias in option.aliases],
+    ids=lambda pair: pair[1],
+)
+def test_vllms_own_spelling_of_an_option_is_the_same_option(
+    command: str, alias: tuple[PlanOption, str]
+) -> None:
+    option, spelling = alias
+    args = build_parser().parse_args([command, "--model", "m", spelling, "3"])
+    assert getattr(args, option.field) == "3"
+
+
+async def test_the_plan_screens_dialog_has_one_field_per_planning_option() -> None:
+    from textual.app import App
+    from textual.widgets import Input
+
+    from engine.plan.plan_request import PlanRequest
+    from tui.screens.plan_settings import PlanSettingsDialog
+
+    class Host(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(PlanSettingsDialog(PlanRequest()))
+
+    app = Host()
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        shown = {widget.id for widget in app.screen.query(Input)}
+    assert shown == {f"option-{option.field}" for option in PLAN_OPTIONS}

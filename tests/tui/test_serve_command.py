@@ -1,11 +1,13 @@
-"""quant-tui serve: runs until signalled and leaves nothing, prints the diagnosis of a failed start, bad input in one line."""
+"""quant-tui serve: runs until signalled and leaves nothing, prints the diagnosis of a failed start, bad input in one line, re-plans from its options (Ray steps across boxes)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,3 +105,151 @@ def test_cli_bad_input_is_one_line(
     assert code == 2
     assert message in err
     assert err.count("\n") == 1
+
+
+# --- re-planning from serve's options on a given box (no server started) -----------------------
+
+CONFIGS = REPO / "tests" / "fixtures" / "configs"
+
+
+@pytest.fixture
+def gpu_box(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This box seen as two H100-80GB (81,559 MiB each), as NVML would report them."""
+    from tests.tui.test_tui_flow import fixed_hardware
+
+    monkeypatch.setattr("engine.hardware.detect.detect_hardware", lambda: fixed_hardware(with_gpu=True))
+
+
+def _config_only(tmp_path: Path, name: str) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "config.json").write_text((CONFIGS / f"{name}.json").read_text())
+    return folder
+
+
+def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
+    from tui.cli import main
+
+    assert main(list(argv)) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--nodes", "2"),
+        ("--pipeline-parallel-size", "2"),
+        ("--nodes", "2", "--distributed-executor-backend", "ray"),
+    ],
+    ids=" ".join,
+)
+def test_serve_across_boxes_is_recommends_plan(
+    gpu_box: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], options: tuple[str, ...]
+) -> None:
+    model = str(_config_only(tmp_path, "llama-3.1-70b"))
+    recommended = _json(capsys, "recommend", "--model", model, "--nodes", "2", "--json")
+    as_is = next(c for c in recommended["candidates"] if not c["needs_quantization"])
+    served = _json(capsys, "serve", "--model", model, "--dry-run", "--json", *options)
+    for key in ("command", "vllm_args", "env", "prediction", "cluster_steps"):
+        assert served[key] == as_is[key], key
+    # 2 boxes of 2 GPUs: TP 2 in each, one pipeline stage per box, Ray; 70,553,706,496 parameters × 2 B
+    # over 4 GPUs.
+    assert (
+        "--tensor-parallel-size 2 --pipeline-parallel-size 2 --distributed-executor-backend ray"
+        in served["command"]
+    )
+    assert served["prediction"]["weights_bytes"] == 35_276_853_248
+    assert [step["where"] for step in served["cluster_steps"]] == [
+        "head node", "worker node 1", "head node", "head node"
+    ]  # fmt: skip
+    assert served["cluster_steps"][-1]["command"] == served["command"]
+
+
+def test_serve_across_boxes_without_a_ray_cluster_prints_the_steps_and_refuses(
+    gpu_box: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tui.cli import main
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # no `ray start` has left its address there
+    model = str(_config_only(tmp_path, "llama-3.1-70b"))
+    assert main(["serve", "--model", model, "--nodes", "2"]) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("quant-tui: error: this plan spans 2 boxes joined by Ray")
+    assert "the last one (vllm serve) on the head node" in lines[0]
+    assert "[head node] VLLM_HOST_IP=<HEAD_NODE_IP> ray start --head --port=6379" in out
+    assert "[worker node 1] VLLM_HOST_IP=<WORKER_1_IP> ray start --address=<HEAD_NODE_IP>:6379" in out
+    assert "--pipeline-parallel-size 2 --distributed-executor-backend ray" in out.splitlines()[-1]
+
+
+def test_serve_dry_run_text_shows_the_ray_steps(
+    gpu_box: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tui.cli import main
+
+    assert (
+        main(["serve", "--model", str(_config_only(tmp_path, "llama-3.1-70b")), "--nodes", "2", "--dry-run"])
+        == 0
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "2 boxes joined by Ray, as vLLM's multi-node guide starts them:"
+    assert out[3] == "  [head node] ray status  # expect 2 nodes"
+    assert out[4].startswith("  [head node] vllm serve ")
+
+
+@pytest.mark.parametrize(
+    ("hardware", "options", "words"),
+    [
+        ("gpu", ("--nodes", "2", "--distributed-executor-backend", "mp"), "runs on Ray"),
+        ("gpu", ("--distributed-executor-backend", "threads"), "use mp or ray"),
+        ("cpu", ("--nodes", "2"), "the CPU backend serves on one box"),
+    ],
+)
+def test_serve_refuses_a_layout_it_cannot_run_in_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    hardware: str,
+    options: tuple[str, ...],
+    words: str,
+) -> None:
+    from tests.tui.test_tui_flow import fixed_hardware
+    from tui.cli import main
+
+    snapshot = fixed_hardware(with_gpu=hardware == "gpu")
+    monkeypatch.setattr("engine.hardware.detect.detect_hardware", lambda: snapshot)
+    model = str(_config_only(tmp_path, "llama-3.1-70b"))
+    assert main(["serve", "--model", model, "--dry-run", *options]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and words in err
+
+
+# --dtype on one H100 (81,559 MiB; defaults 8192 batched tokens, 1024 sequences) for Llama-3.1-8B, by
+# hand: requested ceil(× 0.92) = 78,679,145,186 − weights (8,030,261,248 × 2 or 4 B) − activation peak
+# (1024 × 128,256 × 14 B or 12 B + 8192 × 4096 × 5 B or 10 B) − 268,435,456 non-torch − 1 GiB of
+# CUDA graphs.
+SERVE_DTYPES = [
+    ("auto", 16_060_522_496, 131_072, 59_269_995_234),  # peak 2,006,450,176
+    ("bfloat16", 16_060_522_496, 131_072, 59_269_995_234),
+    ("float16", 16_060_522_496, 131_072, 59_269_995_234),
+    ("float32", 32_121_044_992, 262_144, 43_304_368_866),  # peak 1,911,554,048 (no float32 cast)
+]
+
+
+@pytest.mark.parametrize(("dtype", "weights", "kv_per_token", "kv_cache"), SERVE_DTYPES)
+def test_serve_dtype_replans_weights_and_activations(
+    gpu_box: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    dtype: str,
+    weights: int,
+    kv_per_token: int,
+    kv_cache: int,
+) -> None:
+    model = str(_config_only(tmp_path, "llama-3.1-8b"))
+    served = _json(capsys, "serve", "--model", model, "--dry-run", "--json", "--dtype", dtype)
+    prediction = served["prediction"]
+    assert (prediction["weights_bytes"], prediction["kv_bytes_per_token"]) == (weights, kv_per_token)
+    assert prediction["kv_cache_bytes"] == kv_cache
+    assert ("--dtype" in served["vllm_args"]) is (dtype != "auto")

@@ -27,6 +27,7 @@ class PlanOption:
     metavar: str = "N"
     default: str | None = None
     choices: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()  # vLLM's own name for the same thing, taken as well
 
     @property
     def field(self) -> str:
@@ -78,14 +79,14 @@ PLAN_OPTIONS: tuple[PlanOption, ...] = (
         "KV cache space in GiB on the CPU backend (default: what --max-model-len × --concurrency "
         "needs +25%%, within the available RAM)",
     ),
-)
-
-# recommend only: several boxes of a catalogued GPU (serve runs on this one).
-NODES_OPTION = PlanOption(
-    "--nodes",
-    "count",
-    "boxes of the --gpu GPUs joined by Ray: pipeline stages across them (default 1)",
-    default="1",
+    PlanOption(
+        "--nodes",
+        "count",
+        "boxes of the GPUs joined by Ray: one pipeline stage per box, tensor parallel over each box's "
+        "GPUs, as vLLM's multi-node guide sets it (--pipeline-parallel-size is the same; default 1)",
+        default="1",
+        aliases=("--pipeline-parallel-size",),
+    ),
 )
 
 
@@ -99,9 +100,16 @@ def add_model_option(parser: argparse.ArgumentParser, *, required: bool = False)
 
 
 def add_plan_options(parser: argparse.ArgumentParser, options: tuple[PlanOption, ...] = PLAN_OPTIONS) -> None:
-    """Adds the planning options (:data:`PLAN_OPTIONS`: ``recommend`` and ``serve`` take them all)."""
+    """Adds the planning options (:data:`PLAN_OPTIONS`: ``recommend``, ``serve`` and the Plan screen take them all)."""
     for option in options:
-        parser.add_argument(option.flag, default=option.default, metavar=option.metavar, help=option.help)
+        parser.add_argument(
+            option.flag,
+            *option.aliases,
+            dest=option.field,
+            default=option.default,
+            metavar=option.metavar,
+            help=option.help,
+        )
 
 
 def read_option(option: PlanOption, text: str) -> int | float | str:

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from engine.plan.recommender import GOALS, Candidate, Recommendation, as_is_candidate
-from tui.cli.plan_options import NODES_OPTION, PLAN_OPTIONS, add_model_option, add_plan_options, plan_request
+from tui.cli.plan_options import add_model_option, add_plan_options, plan_request
 
 
 def register(subparsers: Any) -> None:
@@ -29,7 +29,7 @@ def register(subparsers: Any) -> None:
 
 
 def add_planning_arguments(parser: argparse.ArgumentParser) -> None:
-    """recommend's options: model, target GPU, goal, boxes, and the planning options serve shares."""
+    """recommend's options: model, target GPU, goal, and the planning options serve and the Plan screen share."""
     add_model_option(parser)
     parser.add_argument(
         "--gpu",
@@ -39,7 +39,7 @@ def add_planning_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--goal", choices=GOALS, default="balanced", help="what to optimise for (default balanced)"
     )
-    add_plan_options(parser, (*PLAN_OPTIONS, NODES_OPTION))
+    add_plan_options(parser)
 
 
 def build_recommendation(args: argparse.Namespace) -> Recommendation:
@@ -49,7 +49,7 @@ def build_recommendation(args: argparse.Namespace) -> Recommendation:
     from engine.model.reference import resolve_model
     from engine.plan.recommender import recommend
 
-    request = plan_request(args, (*PLAN_OPTIONS, NODES_OPTION), goal=args.goal)
+    request = plan_request(args, goal=args.goal)
     target = target_from_spec(args.gpu) if args.gpu else target_from_snapshot(detect_hardware())
     model = inspect_model(resolve_model(args.model))
     return recommend(model, target, request)

@@ -15,6 +15,7 @@ from tui.cli.plan_options import add_model_option, add_plan_options, plan_reques
 from tui.cli.serve_output import (
     ServeConsole,
     print_attach,
+    print_cluster_steps,
     print_dry_run,
     print_failure,
     print_json,
@@ -25,6 +26,7 @@ from tui.cli.serve_output import (
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from engine.plan.multi_node import ClusterStep
     from engine.plan.plan_request import PlanRequest
     from engine.plan.server_config import ServerConfig
     from engine.serve.launcher import VllmServer
@@ -57,9 +59,19 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--quantization", default=None, help="vLLM --quantization (default: the checkpoint's)"
     )
-    parser.add_argument("--pipeline-parallel-size", type=int, default=1, help="pipeline stages (machines)")
     parser.add_argument(
-        "--ray", action="store_true", help="use Ray to span several machines (start Ray on each first)"
+        "--distributed-executor-backend",
+        default=None,
+        metavar="{mp,ray}",
+        help="vLLM's executor for several GPUs (default: the plan's, ray when --nodes spans boxes); "
+        "ray on one box joins or starts a Ray instance here",
+    )
+    parser.add_argument(
+        "--ray",
+        action="store_const",
+        const="ray",
+        dest="distributed_executor_backend",
+        help="the same as --distributed-executor-backend ray",
     )
     parser.add_argument(
         "--enforce-eager", action="store_true", help="skip compilation and graph capture (starts faster)"
@@ -129,8 +141,11 @@ def _plan_and_serve(args: argparse.Namespace, extra: tuple[str, ...], console: S
     config, no_plan = server_config(args, model, request, extra)
     if no_plan:
         console.print(no_plan)
+    steps = cluster_steps(config)
     if args.dry_run:
-        return print_dry_run(config, args.json)
+        return print_dry_run(config, args.json, steps)
+    if steps:
+        _check_ray_cluster(config, steps, console)
     backend = detect_backend()
     stop = threading.Event()
     previous = _stop_on_signals(stop)
@@ -152,13 +167,14 @@ def server_config(
     """
     from dataclasses import replace
 
+    from engine.errors import ModelError
     from engine.plan.recommender import plan_checkpoint
     from engine.plan.server_config import ServerConfig
 
     no_plan = None
     try:
         plan = plan_checkpoint(model, request).server
-    except QuantTuiError as error:
+    except ModelError as error:  # the checkpoint cannot be planned; a bad request is refused (exit 2)
         no_plan = f"quant-tui: no plan for {model}: {error}"
         plan = ServerConfig(
             model=model,
@@ -166,10 +182,21 @@ def server_config(
             max_model_len=request.max_model_len,
             kv_cache_dtype=request.kv_cache_dtype or "auto",
             tensor_parallel_size=request.tensor_parallel_size or 1,
+            pipeline_parallel_size=request.nodes,
+            distributed_executor_backend="ray" if request.nodes > 1 else None,
             cpu_kvcache_gib=request.cpu_kvcache_gib,
             gpu_memory_utilization=request.gpu_memory_utilization,
             max_num_seqs=request.max_num_seqs,
             max_num_batched_tokens=request.max_num_batched_tokens,
+        )
+    executor = args.distributed_executor_backend or plan.distributed_executor_backend
+    if executor not in (None, "mp", "ray"):
+        raise QuantTuiError(f"unknown --distributed-executor-backend {executor!r}; use mp or ray")
+    if plan.pipeline_parallel_size > 1 and executor != "ray":
+        raise QuantTuiError(
+            f"a plan across {plan.pipeline_parallel_size} boxes runs on Ray, as vLLM's multi-node guide sets it "
+            f"up, not on {executor}",
+            "drop --distributed-executor-backend, or drop --nodes to serve on this box",
         )
     config = replace(
         plan,
@@ -177,14 +204,45 @@ def server_config(
         host=args.host if args.host is not None else "127.0.0.1",
         port=args.port,
         quantization=args.quantization or plan.quantization,
-        pipeline_parallel_size=max(args.pipeline_parallel_size, plan.pipeline_parallel_size),
         enforce_eager=plan.enforce_eager or args.enforce_eager,
         api_key=api_key(args),
         extra_args=extra,
         allow_remote=args.host is not None,  # naming the address is the explicit opt-in
-        distributed_executor_backend="ray" if args.ray else plan.distributed_executor_backend,
+        distributed_executor_backend=executor,
     )
     return config, no_plan
+
+
+def cluster_steps(config: ServerConfig) -> tuple[ClusterStep, ...]:
+    """The Ray commands that start a plan spanning boxes, its ``vllm serve`` line last; () on one box."""
+    from engine.plan.multi_node import ray_cluster_steps
+
+    if config.pipeline_parallel_size < 2:
+        return ()
+    return ray_cluster_steps(config.pipeline_parallel_size, config.command_line())
+
+
+def _check_ray_cluster(config: ServerConfig, steps: tuple[ClusterStep, ...], console: ServeConsole) -> None:
+    """Starts a plan spanning boxes here only where vLLM joins a Ray cluster; else prints the steps and refuses.
+
+    Raises:
+        QuantTuiError: no Ray cluster is reachable from here (the steps are on stdout above it).
+    """
+    from engine.plan.multi_node import ray_cluster_problem
+
+    boxes = config.pipeline_parallel_size
+    problem = ray_cluster_problem()
+    if problem is None:
+        console.print(
+            f"quant-tui: a Ray cluster is reachable here: vLLM joins it and checks it holds "
+            f"{boxes} × {config.tensor_parallel_size} GPUs"
+        )
+        return
+    print_cluster_steps(boxes, steps)
+    raise QuantTuiError(
+        f"this plan spans {boxes} boxes joined by Ray and {problem}",
+        "run the commands above, each on the node it names, the last one (vllm serve) on the head node",
+    )
 
 
 def _serve(

@@ -16,6 +16,9 @@ from tui.cli.output import StatusLine, fields, show
 from tui.startup_text import engine_phrases, kv_cache_phrase
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from engine.plan.multi_node import ClusterStep
     from engine.plan.server_config import ServerConfig
     from engine.serve.launcher import ServerFailed, VllmServer
     from engine.serve.startup_facts import StartupFacts
@@ -162,8 +165,15 @@ def print_attach(server: VllmServer) -> None:
     sys.stdout.flush()
 
 
-def dry_run_json(config: ServerConfig) -> dict[str, object]:
-    """The plan ``serve`` would start, in ``recommend --json``'s words: ``vllm_args``, ``env``, ``command``."""
+def print_cluster_steps(boxes: int, steps: Sequence[ClusterStep]) -> None:
+    """The Ray cluster's start-up, one ``[where] command`` line each, on stdout (as ``recommend`` shows it)."""
+    print(f"{boxes} boxes joined by Ray, as vLLM's multi-node guide starts them:", flush=True)
+    for step in steps:
+        print(f"  [{step.where}] {step.command}", flush=True)
+
+
+def dry_run_json(config: ServerConfig, steps: Sequence[ClusterStep] = ()) -> dict[str, object]:
+    """The plan ``serve`` would start, in ``recommend --json``'s words: ``vllm_args``, ``env``, ``command``, ``cluster_steps``."""
     from engine.serve.backend import detect_backend
     from engine.serve.server_command import default_cpu_kvcache_gib
 
@@ -180,14 +190,20 @@ def dry_run_json(config: ServerConfig) -> dict[str, object]:
         "env": config.environment(backend),
         "command": config.command_line(backend),
         "prediction": dataclasses.asdict(prediction) if prediction is not None else None,
+        "cluster_steps": [{"where": step.where, "command": step.command} for step in steps],
     }
 
 
-def print_dry_run(config: ServerConfig, as_json: bool) -> int:
-    """``serve --dry-run``: the command and environment the plan starts (or one JSON object); returns 0."""
-    plan = dry_run_json(config)
+def print_dry_run(config: ServerConfig, as_json: bool, steps: Sequence[ClusterStep] = ()) -> int:
+    """``serve --dry-run``: the command and environment the plan starts (or one JSON object); returns 0.
+
+    A plan spanning boxes prints its Ray steps instead of the command alone (the command is the last).
+    """
+    plan = dry_run_json(config, steps)
     if as_json:
         print(json.dumps(plan), flush=True)
+    elif steps:
+        print_cluster_steps(config.pipeline_parallel_size, steps)
     else:
         print(plan["command"], flush=True)
     print(
