@@ -157,6 +157,7 @@ def recommendation_to_json(recommendation: Recommendation) -> dict[str, Any]:
             "params_source": model.params_source,
             "num_layers": model.num_layers,
             "num_kv_heads": model.num_kv_heads,
+            "attention": model.attention_summary,
             "head_dim": model.head_dim,
             "max_context": model.max_context,
             "quantization": model.quantization.method if model.quantization else None,
@@ -198,7 +199,7 @@ def _print_table(recommendation: Recommendation) -> None:
         where = f"{recommendation.request.nodes} boxes of {where}"
     console.print(
         f"[bold]{model.name}[/] ({model.architecture}, {human_params(model.params)} params, "
-        f"{model.num_layers} layers, {model.num_kv_heads} KV heads)  on  [bold]{where}[/]"
+        f"{model.attention_summary})  on  [bold]{where}[/]"
         + (f" (compute {cc[0]}.{cc[1]}, {format_gib(target.memory_bytes, 0)} each)" if cc else "")
     )
     console.print(
