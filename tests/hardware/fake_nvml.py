@@ -142,3 +142,10 @@ class FakeNvml:
         if modes is None:
             raise nvml_error("NVML_ERROR_NOT_SUPPORTED")
         return modes
+
+
+# Two H100s: the first with MIG mode readable, the second busier and without MIG.
+TWO_H100 = [
+    FakeGpu(),
+    FakeGpu(uuid="GPU-99999999-1111-2222-3333-444444444444", used_mib=60_000, mig_modes=None),
+]

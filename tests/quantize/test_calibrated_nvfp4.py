@@ -13,7 +13,7 @@ from engine.quantize.calibrated import size_plan_method
 from engine.quantize.request import QuantizeProgress, QuantizeRequest
 from engine.quantize.runner import quantize_model
 from engine.quantize.staging import QuantizeCancelled
-from tests.quantize.test_quantize_support import build_tiny_llama
+from tests.quantize.quantize_support import build_tiny_llama
 
 CALIBRATION_TEXT = "\n\n".join(f"paragraph {i} " + "the quick brown fox jumps " * 12 for i in range(12))
 # compressed-tensors' NVFP4 layout of one Linear, with the safetensors dtypes.
@@ -103,7 +103,7 @@ def test_llmcompressor_writes_nvfp4_with_calibrated_activation_scales(
     reason = nvfp4_w4a4_unsupported()
     if reason is not None:
         pytest.skip(f"checkpoint validated by compressed-tensors; not served here: {reason}")
-    from tests.quantize.test_quantize_support import complete, vllm_server
+    from tests.quantize.quantize_support import complete, vllm_server
 
     with vllm_server(report.output, tmp_path / "vllm-nvfp4.log") as base:
         answer = complete(base, report.output, "the quick brown fox")

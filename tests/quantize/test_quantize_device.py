@@ -14,7 +14,7 @@ from engine.quantize.request import DATA_FREE_METHODS, QuantizeRequest
 from engine.quantize.runner import preflight, quantize_model
 from engine.quantize.scheme_math import absolute_max, dequantize, global_scale_from_absmax, quantize_rows
 from engine.quantize.schemes import SCHEMES
-from tests.quantize.test_quantize_support import build_tiny_llama
+from tests.quantize.quantize_support import build_tiny_llama
 
 CUDA = torch.cuda.is_available()
 NO_CUDA = "torch sees no CUDA GPU here (a CPU build): the GPU run itself is compared where there is one"

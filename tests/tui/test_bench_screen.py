@@ -17,7 +17,7 @@ from engine.bench.load_spec import LoadSpec
 from engine.bench.result import BenchRun
 from engine.bench.sweep import DEFAULT_SWEEP_SLO, run_sweep
 from engine.bench.task_eval import TaskAccuracy
-from tests.bench.test_server_truth_and_sweep import synthetic_run
+from tests.bench.test_sweep import synthetic_run
 from tests.tui.test_tui_flow import SIZE, fixed_hardware, wait_for
 from tui.app import create_app
 from tui.screens.bench import BenchScreen
