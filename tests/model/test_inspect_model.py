@@ -1,4 +1,4 @@
-"""Model inspection: config-only estimates for real architectures, header counts, quantization, bad input."""
+"""Tests for engine.model.inspect_model: config-only estimates for real architectures, header counts, quantization, bad input."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from safetensors.numpy import save_file
 
 from engine.errors import ModelError
 from engine.model.inspect_model import classify_tensor, human_params, inspect_model
-from engine.model.reference import resolve_model
 
 CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
 
@@ -245,42 +244,6 @@ def test_bad_model_folders_give_one_line_errors(tmp_path: Path, break_it: object
     with pytest.raises(ModelError, match=message) as raised:
         inspect_model(folder)
     assert "\n" not in str(raised.value)
-
-
-@pytest.mark.parametrize(
-    ("reference", "message"),
-    [
-        ("/nonexistent/model", "does not exist"),
-        ("nobody/not-cached-model", "local Hugging Face cache"),
-    ],
-)
-def test_resolve_model_refuses_unknown_references(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: str, message: str
-) -> None:
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelError, match=message):
-        resolve_model(reference, cache_dir=tmp_path / "hub")
-
-
-def test_resolve_model_finds_a_cached_repo(tmp_path: Path) -> None:
-    """A repo laid out the way huggingface_hub caches it resolves to its snapshot, offline."""
-    hub = tmp_path / "hub"
-    repo = hub / "models--acme--tiny-llama"
-    snapshot = repo / "snapshots" / ("a" * 40)
-    _write_tiny_checkpoint(snapshot)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("a" * 40)
-    resolved = resolve_model("acme/tiny-llama", cache_dir=hub)
-    assert resolved == snapshot
-    assert inspect_model(resolved).name == "tiny-llama"
-
-
-def test_resolve_model_refuses_a_file(tmp_path: Path) -> None:
-    file = tmp_path / "config.json"
-    file.write_text("{}")
-    with pytest.raises(ModelError, match="is a file"):
-        resolve_model(str(file))
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Counting parameters from safetensors headers: packed 4-bit formats and MTP layers vLLM does not load."""
+"""Tests for engine.model.inspect_model counting parameters from safetensors headers: packed 4-bit formats and MTP layers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from engine.model.inspect_model import inspect_model
-from engine.model.safetensors_headers import DTYPE_BYTES, TORCH_DTYPE_BYTES, TORCH_DTYPES, TensorHeader
 
 CONFIG = {
     "architectures": ["DeepseekV3ForCausalLM"],
@@ -55,17 +54,3 @@ def test_mxfp4_blocks_count_two_weights_per_byte(tmp_path: Path) -> None:
     assert model.params == 512
     assert model.linear_params == 512
     assert model.weight_bytes == 256 + 16
-
-
-def test_one_dtype_table_sizes_records() -> None:
-    assert TensorHeader("w", "F4", (3, 5)).nbytes == 8  # 15 half-bytes round up
-    assert TensorHeader("w", "F8_E8M0", (7,)).nbytes == 7
-    assert TensorHeader("w", "BF16", (2, 3)).nbytes == 12
-    assert DTYPE_BYTES["I64"] == 8
-    assert TORCH_DTYPES["F8_E4M3"] == "float8_e4m3fn" and TORCH_DTYPES["F4"] == "uint8"
-    # A config's torch_dtype: uint8 is one byte (F4's packed half-bytes are read as uint8 too).
-    assert (TORCH_DTYPE_BYTES["float32"], TORCH_DTYPE_BYTES["bfloat16"], TORCH_DTYPE_BYTES["uint8"]) == (
-        4,
-        2,
-        1,
-    )

@@ -1,4 +1,4 @@
-"""Reading tensor data with plain reads: same tensors as safetensors, and a shard that changes is a ModelError, not SIGBUS."""
+"""Tests for engine.model.safetensors_headers: the dtype table, headers, and tensor data read with plain reads (a changed shard is a ModelError, not SIGBUS)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,15 @@ from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file, save_file
 
 from engine.errors import ModelError
-from engine.model.safetensors_headers import open_tensors, read_safetensors_headers, read_tensor_locations
+from engine.model.safetensors_headers import (
+    DTYPE_BYTES,
+    TORCH_DTYPE_BYTES,
+    TORCH_DTYPES,
+    TensorHeader,
+    open_tensors,
+    read_safetensors_headers,
+    read_tensor_locations,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,6 +46,20 @@ TENSORS: dict[str, Callable[[], torch.Tensor]] = {
     "scalar": lambda: torch.tensor(3.5),
     "zero rows": lambda: torch.empty(0, 16, dtype=torch.bfloat16),
 }
+
+
+def test_one_dtype_table_sizes_records() -> None:
+    assert TensorHeader("w", "F4", (3, 5)).nbytes == 8  # 15 half-bytes round up
+    assert TensorHeader("w", "F8_E8M0", (7,)).nbytes == 7
+    assert TensorHeader("w", "BF16", (2, 3)).nbytes == 12
+    assert DTYPE_BYTES["I64"] == 8
+    assert TORCH_DTYPES["F8_E4M3"] == "float8_e4m3fn" and TORCH_DTYPES["F4"] == "uint8"
+    # A config's torch_dtype: uint8 is one byte (F4's packed half-bytes are read as uint8 too).
+    assert (TORCH_DTYPE_BYTES["float32"], TORCH_DTYPE_BYTES["bfloat16"], TORCH_DTYPE_BYTES["uint8"]) == (
+        4,
+        2,
+        1,
+    )
 
 
 def _same_bits(left: torch.Tensor, right: torch.Tensor) -> bool:
