@@ -1,4 +1,4 @@
-"""The code's shape: no import circles, no private names borrowed across modules, small modules."""
+"""The code's shape: no import circles, no private names borrowed across modules, small modules, tests named after their module."""
 
 from __future__ import annotations
 
@@ -180,3 +180,67 @@ def test_an_engine_folder_says_what_it_holds_and_re_exports_nothing(folder: str)
         f"engine/{folder}/__init__.py holds more than its docstring"
     )
     assert "\n" not in (ast.get_docstring(tree) or ""), f"engine/{folder}/__init__.py: one line"
+
+
+# Tests of a whole flow across folders (the app end to end, every subcommand ended by every signal,
+# a key never shown anywhere): named after what they check, not after one module.
+FLOW_TESTS = {
+    "tests/test_architecture.py",
+    "tests/test_bad_input_sweep.py",
+    "tests/test_engine_has_no_ui.py",
+    "tests/bench/test_bench_e2e.py",
+    "tests/process/test_no_orphans_e2e.py",
+    "tests/process/test_tui_no_orphans_e2e.py",
+    "tests/serve/test_secrets_e2e.py",
+    "tests/serve/test_serve_plan_e2e.py",
+    "tests/tui/test_tui_e2e.py",
+    "tests/tui/test_tui_flow.py",
+    "tests/tui/test_tui_snapshots.py",
+    "tests/tui/test_tui_terminal.py",
+}
+
+
+def _modules_a_test_folder_tests(folder: tuple[str, ...]) -> set[str]:
+    """The module names a test file in ``tests/<folder>`` may be named after (tests/ mirrors engine/ and tui/)."""
+    if not folder:
+        paths = [*(REPO / "engine").glob("*.py"), *(REPO / "tui").glob("*.py")]
+    elif folder == ("tui",):
+        paths = list((REPO / "tui").rglob("*.py"))
+    elif folder == ("benchmarks",):
+        paths = list((REPO / "benchmarks").glob("*.py"))
+    else:
+        paths = list((REPO / "engine").joinpath(*folder).glob("*.py"))
+    return {path.stem for path in paths if path.stem != "__init__"}
+
+
+def _tested_module(test_file: Path) -> str | None:
+    """The module ``test_<module>[_<aspect>].py`` is named after, or None when no module has that name."""
+    relative = test_file.relative_to(REPO / "tests")
+    modules = _modules_a_test_folder_tests(relative.parts[:-1])
+    words = test_file.stem.removeprefix("test_").split("_")
+    for count in range(len(words), 0, -1):
+        if "_".join(words[:count]) in modules:
+            return "_".join(words[:count])
+    return None
+
+
+@pytest.mark.parametrize(
+    "test_file",
+    sorted(str(path.relative_to(REPO)) for path in (REPO / "tests").rglob("test_*.py")),
+)
+def test_a_test_file_is_named_after_the_module_it_tests(test_file: str) -> None:
+    if test_file in FLOW_TESTS:
+        return
+    assert _tested_module(REPO / test_file) is not None, (
+        f"{test_file}: name it test_<module>[_<aspect>].py after the module it tests, in the folder that "
+        "mirrors the module's (tests/<engine folder>/, tests/tui/ for tui/, tests/benchmarks/ for benchmarks/)"
+    )
+
+
+def test_the_naming_rule_sees_the_folder_and_the_aspect() -> None:
+    assert _tested_module(REPO / "tests/quantize/test_runner_faults.py") == "runner"
+    assert _tested_module(REPO / "tests/quantize/test_quantize_runner.py") is None
+    assert _tested_module(REPO / "tests/serve/test_runner.py") is None  # runner is quantize's
+    assert _tested_module(REPO / "tests/tui/test_plan_settings.py") == "plan_settings"
+    assert _tested_module(REPO / "tests/test_units.py") == "units"
+    assert all((REPO / name).is_file() for name in FLOW_TESTS)
