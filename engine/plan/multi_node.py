@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.errors import QuantTuiError
 from engine.model.inspect_model import ModelInfo
 
 RAY_PORT = 6379  # Ray's default GCS port, the one vLLM's run_cluster.sh uses
@@ -80,6 +81,17 @@ def ray_cluster_problem(
     if (ray_temp_dir(environ) / "ray_current_cluster").is_file():
         return None
     return "no Ray cluster is reachable from here ($RAY_ADDRESS is unset and `ray start` has not run on this box)"
+
+
+def require_ray_cluster(boxes: int, fix: str, environ: Mapping[str, str] | None = None) -> None:
+    """Lets a plan spanning ``boxes`` boxes start here only where vLLM would join a Ray cluster.
+
+    Raises:
+        QuantTuiError: :func:`ray_cluster_problem` found one; ``fix`` says where the Ray steps are.
+    """
+    problem = ray_cluster_problem(environ)
+    if problem is not None:
+        raise QuantTuiError(f"this plan spans {boxes} boxes joined by Ray and {problem}", fix)
 
 
 def expert_parallel_hint(model: ModelInfo, gpus: int) -> str | None:

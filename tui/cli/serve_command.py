@@ -228,20 +228,20 @@ def _check_ray_cluster(config: ServerConfig, steps: tuple[ClusterStep, ...], con
     Raises:
         QuantTuiError: no Ray cluster is reachable from here (the steps are on stdout above it).
     """
-    from engine.plan.multi_node import ray_cluster_problem
+    from engine.plan.multi_node import require_ray_cluster
 
     boxes = config.pipeline_parallel_size
-    problem = ray_cluster_problem()
-    if problem is None:
-        console.print(
-            f"quant-tui: a Ray cluster is reachable here: vLLM joins it and checks it holds "
-            f"{boxes} × {config.tensor_parallel_size} GPUs"
+    try:
+        require_ray_cluster(
+            boxes,
+            "run the commands above, each on the node it names, the last one (vllm serve) on the head node",
         )
-        return
-    print_cluster_steps(boxes, steps)
-    raise QuantTuiError(
-        f"this plan spans {boxes} boxes joined by Ray and {problem}",
-        "run the commands above, each on the node it names, the last one (vllm serve) on the head node",
+    except QuantTuiError:
+        print_cluster_steps(boxes, steps)
+        raise
+    console.print(
+        f"quant-tui: a Ray cluster is reachable here: vLLM joins it and checks it holds "
+        f"{boxes} × {config.tensor_parallel_size} GPUs"
     )
 
 

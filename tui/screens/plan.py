@@ -245,7 +245,13 @@ class PlanScreen(StepScreen):
         if summary:
             lines.append(Text(f"Options (o): {summary}", style="italic"))
         lines.append(Text("Serve it:", style="bold underline"))
-        lines.append(Text(home_command(candidate)))
+        if candidate.cluster_steps:
+            lines.append(Text(f"{candidate.pipeline_parallel_size} boxes joined by Ray, in this order:"))
+            lines.extend(
+                Text(f"[{step.where}] {home_path_words(step.command)}") for step in candidate.cluster_steps
+            )
+        else:
+            lines.append(Text(home_command(candidate)))
         text.update(Group(*lines))
 
     def _fits_by_context(self, candidate: Candidate) -> str:
@@ -311,11 +317,11 @@ class PlanScreen(StepScreen):
         self.app.push_screen(PlanSettingsDialog(self.request), applied)
 
     def action_copy(self) -> None:
-        """Copies the serve command (and the quantize command first, when one is needed)."""
+        """Copies the serve command, or a plan across boxes' Ray steps (the quantize command first, when needed)."""
         candidate = self.highlighted
         if candidate is None:
             return
-        commands = [serve_command(candidate)]
+        commands = [step.command for step in candidate.cluster_steps] or [serve_command(candidate)]
         if candidate.needs_quantization:
             commands.insert(0, quantize_command(self.selection.model_reference, candidate))
         self.app.copy_to_clipboard("\n".join(commands))
@@ -336,4 +342,9 @@ class PlanScreen(StepScreen):
 
 def home_command(candidate: Candidate) -> str:
     """The serve command as shown on screen: the home folder written as ``~``."""
-    return " ".join(home_path(part) for part in serve_command(candidate).split(" "))
+    return home_path_words(serve_command(candidate))
+
+
+def home_path_words(command: str) -> str:
+    """A command with each word that is a path in the home folder written with ``~``."""
+    return " ".join(home_path(part) for part in command.split(" "))

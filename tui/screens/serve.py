@@ -220,6 +220,9 @@ class ServeScreen(StepScreen):
 
         Without a plan, or with one made for hardware other than this machine (a catalogued GPU),
         the checkpoint is planned here as ``quant-tui serve`` plans it, with the same knobs.
+
+        Raises:
+            QuantTuiError: the plan spans boxes and no Ray cluster is reachable from here.
         """
         from dataclasses import replace
 
@@ -234,6 +237,13 @@ class ServeScreen(StepScreen):
             request = selection.request or PlanRequest()
             local = replace(request, tensor_parallel_size=None)
             config = plan_checkpoint(folder, local).server
+        if config.pipeline_parallel_size > 1:  # as `quant-tui serve`: only where vLLM joins a Ray cluster
+            from engine.plan.multi_node import require_ray_cluster
+
+            require_ray_cluster(
+                config.pipeline_parallel_size,
+                "run the Ray steps the Plan screen shows, each on the node it names, the last one on the head node",
+            )
         return replace(config, api_key=self.quant_app.api_key)
 
     @work(thread=True, exclusive=True, group="serve", exit_on_error=False, description="Starting the server")

@@ -1,0 +1,64 @@
+"""Pilot tests: a plan across boxes (--nodes in the options dialog) shows its Ray steps, and the Serve screen starts it only where a Ray cluster is reachable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input
+
+from engine.errors import QuantTuiError
+from tests.tui.test_tui_flow import SIZE, fixed_hardware, screen_text, wait_for
+from tests.tui.test_tui_snapshots import write_tiny_llama
+from tui.app import create_app
+from tui.screens.plan import PlanScreen
+from tui.screens.plan_settings import PlanSettingsDialog
+from tui.screens.serve import ServeScreen, serve_folder
+
+
+@pytest.mark.parametrize("where", ["catalogued H100x8", "this box's two H100"])
+async def test_nodes_shows_the_ray_steps_and_the_serve_screen_needs_a_cluster(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # no `ray start` has left its address there
+    model = write_tiny_llama(tmp_path / "tiny-llama")
+    detected = where.startswith("this box")
+    app = create_app(
+        model=str(model), gpu=None if detected else "H100x8", hardware=fixed_hardware(with_gpu=detected)
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await wait_for(pilot, lambda: app.selection.model is not None, timeout=60)
+        await pilot.press("3")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, PlanScreen) and app.screen.recommendation is not None
+        )
+        plan = app.screen
+        assert isinstance(plan, PlanScreen)
+        await pilot.press("o")
+        await wait_for(pilot, lambda: isinstance(app.screen, PlanSettingsDialog), timeout=10)
+        app.screen.query_one("#option-nodes", Input).value = "2"
+        await pilot.press("enter")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, PlanScreen) and plan.request.nodes == 2, timeout=10
+        )
+        shown = " ".join(screen_text(app, "#plan-text").split())
+        assert "2 boxes joined by Ray, in this order:" in shown
+        assert "[worker node 1] VLLM_HOST_IP=<WORKER_1_IP> ray start --address=<HEAD_NODE_IP>:6379" in shown
+        assert "--pipeline-parallel-size 2 --distributed-executor-backend ray" in shown
+        if not detected:
+            return  # a catalogued GPU's plan is re-planned on this box when served
+        as_is = next(i for i, c in enumerate(plan.recommendation.candidates) if not c.needs_quantization)  # type: ignore[union-attr]
+        plan.query_one("#candidates").move_cursor(row=as_is)  # type: ignore[attr-defined]
+        await pilot.pause()
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, ServeScreen), timeout=10)
+        serve = app.screen
+        assert isinstance(serve, ServeScreen)
+        folder = serve_folder(app.selection)
+        assert folder is not None
+        with pytest.raises(
+            QuantTuiError, match=r"spans 2 boxes joined by Ray and .*the last one on the head node"
+        ):
+            serve.server_config(folder)
