@@ -249,3 +249,36 @@ async def test_a_steady_graph_is_not_redrawn_when_only_time_moves_on() -> None:
         series["requests_running"][-1] = 9.0
         plot.show(times, series, 120.0, {"requests_running": 9.0, "requests_waiting": 1.0})
         assert plot._version == before + 1
+
+
+async def test_live_polls_redraw_the_lines_once_the_axis_moved_a_dot_and_the_titles_every_poll() -> None:
+    from rich.text import Text
+    from textual.geometry import Region
+
+    app = create_app(gpu="H100", hardware=fixed_hardware())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("6")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), timeout=30)
+        screen = app.screen
+        assert isinstance(screen, DashboardScreen)
+        snapshots = history(ticks=60)
+        screen.draw(snapshots[40], series_of(snapshots[:41]), live=True)
+        await pilot.pause(0.1)
+        plot = screen.query_one("#graph-throughput", TimePlot)
+        drawn, title = plot._version, plot.border_title
+        # 2 minutes across a 28-cell plot less its y labels (about 22 columns of 2 dots): ~2.7 s a dot.
+        assert 2.0 < plot.redraw_period(120.0) < 3.5
+        # The next poll, a second later: the title shows its values at once, the lines wait.
+        screen.draw(snapshots[41], series_of(snapshots[:42]), live=True)
+        await pilot.pause(0.1)
+        assert plot._version == drawn
+        assert plot.border_title != title
+        top_row = plot.render_lines(Region(0, 0, plot.outer_size.width, 1))[0].text
+        assert Text.from_markup(plot.border_title or "").plain in top_row
+        # Once the axis has moved by a dot, the lines are redrawn with the newest history.
+        screen._graphs_drawn_at -= plot.redraw_period(120.0)
+        screen.draw(snapshots[42], series_of(snapshots[:43]), live=True)
+        assert plot._version == drawn + 1
+        # Without ``live`` (one picture, as the exports and snapshots draw) the lines are drawn at once.
+        screen.draw(snapshots[43], series_of(snapshots[:44]))
+        assert plot._version == drawn + 2

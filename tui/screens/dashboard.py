@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ class DashboardScreen(StepScreen):
     """Step 6 (and ``quant-tui monitor``): what the server does, polled from its ``/metrics``."""
 
     MODE = "dashboard"
+    HISTORY_TICKS: ClassVar[int | None] = None
+    """How many polls the history keeps (exports, graphs); ``None``: the poller's default (600)."""
     HELP_TITLE = "6 Dashboard"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("l", "load", "Load", tooltip="Start or stop the built-in load generator"),
@@ -92,6 +95,7 @@ class DashboardScreen(StepScreen):
         self.death: str | None = None
         """Set while the watched server is dead: what died, why and what to do (shown in red)."""
         self.restarting = False
+        self._graphs_drawn_at = -math.inf
 
     def compose_body(self) -> ComposeResult:
         """The status line, the graphs and the devices."""
@@ -129,7 +133,7 @@ class DashboardScreen(StepScreen):
 
     @work(thread=True, exclusive=True, group="poll", exit_on_error=False, description="Polling the server")
     def _poll(self, url: str, stop: threading.Event) -> None:
-        from engine.telemetry.poller import TelemetryPoller
+        from engine.telemetry.poller import DEFAULT_HISTORY, TelemetryPoller
 
         app = self.quant_app
         pid = app.server_pid if app.server_pid is not None else words.local_server_pid(url)
@@ -138,6 +142,7 @@ class DashboardScreen(StepScreen):
             interval_s=app.poll_interval,
             api_key=app.api_key,
             server_pid=pid,
+            history=self.HISTORY_TICKS or DEFAULT_HISTORY,
             sample_hardware=app.sample_hardware,
         )
         self.poller = poller
@@ -151,14 +156,18 @@ class DashboardScreen(StepScreen):
     def on_dashboard_screen_tick(self, message: Tick) -> None:
         """Redraws the status, graphs and devices (only while the dashboard is on screen)."""
         if self.is_current:
-            self.draw(message.snapshot, message.series)
+            self.draw(message.snapshot, message.series, live=True)
 
-    def draw(self, snapshot: TelemetrySnapshot, series: dict[str, list[float | None]]) -> None:
+    def draw(
+        self, snapshot: TelemetrySnapshot, series: dict[str, list[float | None]], live: bool = False
+    ) -> None:
         """Shows one snapshot and the history up to it.
 
         Args:
             snapshot: The latest poll.
             series: The history, as :meth:`engine.telemetry.poller.TelemetryPoller.series` gives it.
+            live: Polls keep coming: a graph's lines are redrawn at most once per braille dot its x axis
+                moves (titles at once), so a busy server does not rebuild every plot on every poll.
         """
         interval = self.poller.interval_s if self.poller is not None else self.quant_app.poll_interval
         window_s = WINDOW_TICKS * interval
@@ -179,13 +188,29 @@ class DashboardScreen(StepScreen):
             if snapshot.server_alive is not None
             else HOST_MEMORY
         )
-        for plot in self.query(TimePlot):
+        plots = list(self.query(TimePlot))
+        redraw = not live or self._graphs_due(plots, window_s, interval)
+        for plot in plots:
             if plot.spec.id == "memory" and plot.spec is not memory:
                 plot.spec = memory
-            plot.show(times, series, window_s, latest)
+            plot.show(times, series, window_s, latest, redraw)
         self.query_one(DevicePanel).show(snapshot)
         if snapshot.ok:
             self.quant_app.complete_step("dashboard")
+
+    def _graphs_due(self, plots: list[TimePlot], window_s: float, interval: float) -> bool:
+        """Whether the graphs' lines are redrawn on this poll: once their x axes have moved by a braille dot.
+
+        All graphs redraw on the same poll, so their new pictures go out in one screen update; the one
+        with the fewest columns (the longest time per dot) sets the pace.
+        """
+        now = time.monotonic()
+        period = max((plot.redraw_period(window_s) for plot in plots), default=0.0)
+        # Half a poll early: with polls every 1 s and a dot every 2.1 s, every second poll redraws.
+        if now - self._graphs_drawn_at < period - interval / 2:
+            return False
+        self._graphs_drawn_at = now
+        return True
 
     def _note_death(self, snapshot: TelemetrySnapshot) -> None:
         """Says, in red, that the server died and why; clears it once the server answers again."""

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import RenderResult
+from textual.geometry import Region
 from textual.strip import Strip
 from textual_plotext import PlotextPlot
 
 from tui.format import compact_number
 from tui.widgets.ansi_strips import ansi_strips
 from tui.widgets.graphs import GraphSpec, Unit, Values
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 # Below this many rows the plot has no room for x-axis labels; the title says the window instead.
 _MIN_ROWS_FOR_TIME_LABELS = 6
@@ -73,6 +78,9 @@ class TimePlot(PlotextPlot):
     }
     """
 
+    # Set while the border title changes (a class default: Textual refreshes during __init__ too).
+    _title_only = False
+
     def __init__(self, spec: GraphSpec, *, id: str | None = None) -> None:
         """Creates an empty graph.
 
@@ -91,6 +99,23 @@ class TimePlot(PlotextPlot):
         self._stretches: list[tuple[str, list[tuple[list[float], list[float]]]]] = []
         self._window_s = 120.0
         self._top = spec.unit.top or 1.0
+        # The columns the lines were last drawn in (the width less the y axis and its labels).
+        self._canvas_cells = 0
+
+    def refresh(
+        self, *regions: Region, repaint: bool = True, layout: bool = False, recompose: bool = False
+    ) -> Self:
+        """Textual's refresh; a new border title repaints only the top border row, not the whole plot."""
+        if self._title_only and not regions and not layout and not recompose:
+            # Regions are given relative to the content; the border row is above it.
+            offset = self.content_offset
+            top_row = Region(-offset.x, -offset.y, self.outer_size.width, 1)
+            return super().refresh(top_row, repaint=repaint)
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
+
+    def redraw_period(self, window_s: float) -> float:
+        """Seconds for the x axis to move by one braille dot: a redraw sooner moves no line sideways."""
+        return window_s / (2 * max(1, self._canvas_cells or self.size.width))
 
     def show(
         self,
@@ -98,6 +123,7 @@ class TimePlot(PlotextPlot):
         series: Mapping[str, Sequence[float | None]],
         window_s: float,
         latest: Values,
+        redraw: bool = True,
     ) -> None:
         """Plots the history that falls in the last ``window_s`` seconds.
 
@@ -106,15 +132,22 @@ class TimePlot(PlotextPlot):
             series: Every series by name, one value (or ``None``) per tick.
             window_s: How far back the x axis goes.
             latest: This tick's values, for the title.
+            redraw: Whether the lines may be redrawn now (else only the title changes).
         """
         room = self.size.width - 4  # the corners and a space either side
         titles = self.spec.titles(latest)
         if (titles, room) != self._shown_title:
             # Compared as text here: Textual keeps the border title as Content, never equal to a str.
             self._shown_title = (titles, room)
-            self.border_title = next(
-                (text for text in titles if Text.from_markup(text).cell_len <= room), titles[-1]
-            )
+            self._title_only = True
+            try:
+                self.border_title = next(
+                    (text for text in titles if Text.from_markup(text).cell_len <= room), titles[-1]
+                )
+            finally:
+                self._title_only = False
+        if not redraw:
+            return
         now = times[-1] if times else 0.0
         first = next((i for i, time_s in enumerate(times) if time_s >= now - window_s), len(times))
         offsets = [time_s - now for time_s in times[first:]]
@@ -184,7 +217,9 @@ class TimePlot(PlotextPlot):
         suffix = axis_suffix(self.spec.unit)
         # With nothing to show, no scale is claimed: only the zero line.
         ticks = [0.0] if not drawn else [0.0, top / 2, top] if height >= 4 else [0.0, top]
-        plt.yticks(ticks, [f"{compact_number(tick)}{suffix}" if tick else "0" for tick in ticks])
+        labels = [f"{compact_number(tick)}{suffix}" if tick else "0" for tick in ticks]
+        plt.yticks(ticks, labels)
+        self._canvas_cells = width - 1 - max(len(label) for label in labels)
         if height >= _MIN_ROWS_FOR_TIME_LABELS:
             plt.xticks([-window, -window / 2, 0], [f"-{window_label(window)}", "", "now"])
         else:
