@@ -4,11 +4,17 @@ Runs, all on this machine and on loopback only:
 1. ``quant-tui serve --model demo`` (the real CLI) until it prints its URL;
 2. ``quant-tui monitor URL`` (the real Textual dashboard) inside tmux at 120×40;
 3. a closed-loop load (concurrency 4, 64 prompt / 32 output tokens) for ``--minutes``, bounded in time;
-then prints the app's RSS and CPU per minute, RSS growth (last minute ÷ first minute) and the
-request count seen by the client against the server's ``vllm:request_success`` delta.
+then prints the app's RSS and CPU per minute, RSS growth (last minute ÷ first minute, and from the
+moment the dashboard's history of ``--history`` polls is full to the end) and the request count seen
+by the client against the server's ``vllm:request_success`` delta.
+
+With the default history (600 polls) at 1 s polls the history fills for the first ten minutes, so its
+RSS grows by the size of the history; ``--history 120`` fills it in two minutes and shows whether
+anything else grows after that.
 
 Usage (hold the heavy lock; it keeps two cores busy for the whole run):
     flock /tmp/quant-tui-heavy.lock .venv/bin/python benchmarks/soak_dashboard.py --minutes 10
+    flock /tmp/quant-tui-heavy.lock .venv/bin/python benchmarks/soak_dashboard.py --minutes 10 --history 120
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ sys.path.insert(0, str(REPO))
 from engine.bench.load_spec import LoadSpec  # noqa: E402
 from engine.bench.loadgen import run_load  # noqa: E402
 from engine.telemetry.metrics import parse_metrics  # noqa: E402
+from engine.telemetry.poller import DEFAULT_HISTORY  # noqa: E402
 from tests.quant_tui_command import Output, interrupt, start_quant_tui, wait_serving  # noqa: E402
 
 SESSION = "quant-tui-soak"
@@ -52,10 +59,18 @@ def _request_success(url: str) -> float:
     return sample.counters.get("request_success", 0.0)
 
 
-def _start_dashboard(url: str, interval_s: float, traced: list[str] | None = None) -> psutil.Process:
-    """``quant-tui monitor URL`` in tmux at 120×40; with ``traced``, the tracemalloc wrapper with those options."""
+def _start_dashboard(
+    url: str, interval_s: float, history: int | None, traced: list[str] | None = None
+) -> psutil.Process:
+    """``quant-tui monitor URL`` in tmux at 120×40; with ``traced``, the tracemalloc wrapper with those options.
+
+    With ``history``, this script runs the dashboard itself (``dashboard`` mode) with a history that size.
+    """
     subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
     command = f"cd {REPO} && exec {sys.executable} -m tui.cli monitor {url} --interval {interval_s:g}"
+    if history is not None:
+        this = shlex.join([sys.executable, str(Path(__file__).resolve()), "dashboard", url])
+        command = f"cd {REPO} && exec {this} --interval {interval_s:g} --history {history}"
     if traced is not None:
         wrapper = shlex.join([sys.executable, str(REPO / "benchmarks" / "traced_dashboard.py"), url, *traced])
         command = f"cd {REPO} && exec {wrapper} --interval {interval_s:g}"
@@ -70,14 +85,37 @@ def _start_dashboard(url: str, interval_s: float, traced: list[str] | None = Non
     return psutil.Process(int(pane_pid))
 
 
+def run_dashboard(argv: list[str]) -> int:
+    """``dashboard URL --interval S --history N``: the real ``quant-tui monitor`` with a history of N polls."""
+    parser = argparse.ArgumentParser(prog="soak_dashboard.py dashboard")
+    parser.add_argument("url")
+    parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--history", type=int, required=True)
+    args = parser.parse_args(argv)
+    from tui.cli import main as quant_tui
+    from tui.screens.dashboard import DashboardScreen
+
+    DashboardScreen.HISTORY_TICKS = args.history
+    return quant_tui(["monitor", args.url, "--interval", f"{args.interval:g}"])
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["dashboard"]:
+        return run_dashboard(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="how long the load runs (10)")
     parser.add_argument(
         "--interval",
         type=float,
         default=1.0,
-        help="the dashboard's poll interval in s (1); it keeps 600 polls",
+        help="the dashboard's poll interval in s (1)",
+    )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=None,
+        help="polls the dashboard's history keeps (its default: 600); RSS growth is also given from the "
+        "moment it is full",
     )
     parser.add_argument("--sample-s", type=float, default=5.0, help="seconds between RSS/CPU samples (5)")
     parser.add_argument(
@@ -100,7 +138,7 @@ def main() -> int:
         baseline_s = min(600 * args.interval + 20, end_s / 2)
         traced = [f"--baseline-s={baseline_s:g}", f"--end-s={end_s:g}", f"--out={trace_file}"]
     try:
-        app = _start_dashboard(url, args.interval, traced)
+        app = _start_dashboard(url, args.interval, args.history, traced)
         before = _request_success(url)
         spec = LoadSpec(
             concurrency=4, prompt_tokens=64, output_tokens=32, requests=None, duration_s=args.minutes * 60
@@ -148,6 +186,17 @@ def main() -> int:
     first_rss = statistics.median(r for r, _ in by_minute[minutes[0]])
     last_rss = statistics.median(r for r, _ in by_minute[minutes[-1]])
     print(f"RSS last minute / first minute: {last_rss / first_rss:.3f}")
+    # The dashboard started about 3 s before the load; its history is full after that many polls.
+    full_s = (args.history or DEFAULT_HISTORY) * args.interval - 3
+    after_full = [rss for elapsed, rss, _ in samples if elapsed >= full_s + args.sample_s]
+    if len(after_full) >= 2:
+        print(
+            f"RSS once the {args.history or DEFAULT_HISTORY}-poll history is full (from {full_s:.0f} s): "
+            f"{after_full[0]:.1f} -> {after_full[-1]:.1f} MiB, max {max(after_full):.1f}, "
+            f"growth {after_full[-1] / after_full[0]:.3f}"
+        )
+    else:
+        print(f"RSS once the history is full: not reached (full after {full_s:.0f} s of load)")
     print(f"CPU mean: {statistics.mean(c for _, _, c in samples):.2f} % of one core")
     ok = result.ok_requests  # type: ignore[attr-defined]
     outcomes = result.outcomes  # type: ignore[attr-defined]
