@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import psutil
-
 from engine.hardware.gpu_catalog import GpuModel, match_detected_name, parse_gpu_spec
 from engine.hardware.nvml import NVML_OK, NvmlLibrary, default_library
 
@@ -194,6 +192,9 @@ def sample_gpus(nvml: NvmlLibrary | None = None) -> tuple[GpuInfo, ...]:
 
 def sample_host() -> HostInfo:
     """A fresh reading of the host's CPU and memory."""
+    # Imported here: the app imports this module before its first frame, and needs psutil only later.
+    import psutil
+
     memory = psutil.virtual_memory()
     cpu_model, cpu_flags = _cpu_identity()
     return HostInfo(
