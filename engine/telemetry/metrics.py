@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Mapping
@@ -155,16 +156,19 @@ _WANTED_FAMILIES = frozenset(
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 
-def _wanted_lines(text: str) -> tuple[str, bool]:
-    """The exposition without the samples (and their HELP/TYPE lines) of metrics quant-tui never reads.
+def _wanted_lines(text: str) -> tuple[str, list[tuple[str, str]], bool]:
+    """Splits the exposition into the samples quant-tui reads and the rest of what it must check.
 
-    A line that does not start with a metric name (garbage, an HTML page) is kept, so the parser
-    still rejects a body that is not Prometheus text.
+    Samples of metrics quant-tui never reads (and their HELP/TYPE lines) are dropped. A line that does
+    not start with a metric name (garbage, an HTML page) is kept, so the parser still rejects a body
+    that is not Prometheus text.
 
     Returns:
-        The kept text, and whether any sample at all had a vLLM name (kept or not).
+        The kept lines that are not samples, the wanted samples as (name and labels, the rest of the
+        line), and whether any sample at all had a vLLM name (kept or not).
     """
     kept = []
+    samples = []
     any_vllm = False
     for line in text.splitlines():
         if line.startswith("#"):
@@ -183,41 +187,73 @@ def _wanted_lines(text: str) -> tuple[str, bool]:
             any_vllm = any_vllm or name.startswith("vllm:")
             if name not in _WANTED_SAMPLES:
                 continue
+            # The labels end at the line's last brace: a value or a timestamp holds none.
+            head_end = line.rindex("}") + 1 if line[match.end()] == "{" and "}" in line else match.end()
+            samples.append((line[:head_end], line[head_end:]))
+            continue
         kept.append(line)
-    return "\n".join(kept) + "\n", any_vllm
+    return "\n".join(kept) + "\n", samples, any_vllm
 
 
-def _collect(text: str) -> _Collected:
-    """Groups every sample by name; works per sample so missing or odd ``# TYPE`` lines do not matter."""
+@functools.lru_cache(maxsize=1024)
+def _series(head: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The name and labels of a sample's ``name{labels}``, read by prometheus_client's parser.
+
+    A server publishes the same few dozen series on every scrape: each is parsed once, not every poll
+    (the labels' parsing was most of a poll's CPU).
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    (sample,) = next(iter(text_string_to_metric_families(head + " 0\n"))).samples
+    return sample.name, tuple(sample.labels.items())
+
+
+def _not_prometheus(error: Exception) -> MetricsError:
+    excerpt = " ".join(str(error).split())[:_ERROR_EXCERPT_CHARS]
+    return MetricsError(
+        f"the /metrics answer is not Prometheus text ({excerpt}); point at a vLLM server's base URL"
+    )
+
+
+def _collect(text: str) -> tuple[_Collected, bool]:
+    """Groups every sample by name; works per sample so missing or odd ``# TYPE`` lines do not matter.
+
+    Returns:
+        The samples, and whether any sample at all had a vLLM name.
+    """
     from prometheus_client.parser import text_string_to_metric_families
 
     collected = _Collected()
+    rest, wanted, any_vllm = _wanted_lines(text)
     try:
-        families = list(text_string_to_metric_families(text))
-    except (ValueError, TypeError, IndexError) as error:
-        excerpt = " ".join(str(error).split())[:_ERROR_EXCERPT_CHARS]
-        raise MetricsError(
-            f"the /metrics answer is not Prometheus text ({excerpt}); point at a vLLM server's base URL"
-        ) from error
-    for family in families:
-        for sample in family.samples:
-            name = _normalize(sample.name)
-            value = float(sample.value)
-            labels = dict(sample.labels)
-            if name.endswith("_bucket") and "le" in labels:
-                base = name[: -len("_bucket")]
-                bound = float(labels.pop("le"))
-                per_bound = collected.buckets.setdefault(base, {})
-                per_bound[bound] = per_bound.get(bound, 0.0) + value
-            elif name.endswith("_created"):
-                continue  # creation timestamps of counters and histograms, not data
-            else:
-                collected.scalars.setdefault(name, []).append((labels, value))
-                for suffix, target in (("_sum", collected.sums), ("_count", collected.counts)):
-                    if name.endswith(suffix):
-                        base = name[: -len(suffix)]
-                        target[base] = target.get(base, 0.0) + value
-    return collected
+        # What is not a sample quant-tui reads is still checked: garbage is rejected.
+        families = list(text_string_to_metric_families(rest))
+        read = [(*_series(head), float(tail.split()[0])) for head, tail in wanted]
+    except (ValueError, TypeError, IndexError, StopIteration) as error:
+        raise _not_prometheus(error) from error
+    samples = [
+        (sample.name, tuple(sample.labels.items()), sample.value)
+        for family in families
+        for sample in family.samples
+    ]
+    for sample_name, sample_labels, sample_value in [*samples, *read]:
+        name = _normalize(sample_name)
+        value = float(sample_value)
+        labels = dict(sample_labels)
+        if name.endswith("_bucket") and "le" in labels:
+            base = name[: -len("_bucket")]
+            bound = float(labels.pop("le"))
+            per_bound = collected.buckets.setdefault(base, {})
+            per_bound[bound] = per_bound.get(bound, 0.0) + value
+        elif name.endswith("_created"):
+            continue  # creation timestamps of counters and histograms, not data
+        else:
+            collected.scalars.setdefault(name, []).append((labels, value))
+            for suffix, target in (("_sum", collected.sums), ("_count", collected.counts)):
+                if name.endswith(suffix):
+                    base = name[: -len(suffix)]
+                    target[base] = target.get(base, 0.0) + value
+    return collected, any_vllm
 
 
 def _scalar_series(collected: _Collected, name: str, kind: MetricKind) -> list[tuple[dict[str, str], float]]:
@@ -246,8 +282,7 @@ def parse_metrics(text: str, taken_at: float | None = None) -> MetricsSample:
         MetricsError: The text is not Prometheus exposition, or holds no vLLM metric at all.
     """
     stamp = time.monotonic() if taken_at is None else taken_at
-    wanted, any_vllm = _wanted_lines(text)
-    collected = _collect(wanted)
+    collected, any_vllm = _collect(text)
     if not any_vllm:
         raise MetricsError(
             "the /metrics answer holds no vLLM metrics; is the URL a vLLM server (and the right port)?"

@@ -232,3 +232,29 @@ def test_a_vllm_server_whose_metrics_are_all_unknown_is_still_a_vllm_server() ->
     # Only names quant-tui does not read: not an error (a newer vLLM), just nothing known.
     sample = parse_metrics('# TYPE vllm:a_future_metric gauge\nvllm:a_future_metric{engine="0"} 1.0\n')
     assert sample.counters == {} and sample.gauges == {} and sample.matched_names == {}
+
+
+def test_label_values_with_braces_quotes_and_spaces_are_read_whole() -> None:
+    # Each series' name and labels are read once by prometheus_client's parser; the value is what follows.
+    text = (
+        'vllm:cache_config_info{block_size="16",note="a} b \\"c\\""} 1.0\n'
+        'vllm:num_requests_running{engine="0",model_name="/m/x y"} 3.0 1700000000000\n'
+        'vllm:num_requests_running{engine="1",model_name="/m/x y"} 2.0\n'
+    )
+    for _ in range(2):  # the second scrape reads the same series again
+        sample = parse_metrics(text)
+        assert sample.cache_config == {"block_size": "16", "note": 'a} b "c"'}
+        assert sample.gauges["requests_running"] == 5.0
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'vllm:num_requests_running{engine="0"',
+        'vllm:num_requests_running{engine="0"}',
+        "vllm:num_requests_running",
+    ],
+)
+def test_a_sample_without_a_value_is_not_prometheus_text(line: str) -> None:
+    with pytest.raises(MetricsError, match="not Prometheus text"):
+        parse_metrics(line + "\n")
