@@ -194,7 +194,14 @@ class TimePlot(PlotextPlot):
     def _draw(self, width: int, height: int) -> None:
         plt = self.plt
         plt.clear_data()
-        plt.clear_figure()
+        if not any(line_runs for _, line_runs in self._stretches):
+            # A new figure (a third of a build) only where it matters: the invisible point below
+            # takes plotext's next default colour, and clear_figure restarts that count.
+            plt.clear_figure()
+        else:
+            # The lines' colours are read in the theme set when they are added: plotext's own, as in
+            # a new figure (every other setting is made again below).
+            plt.theme("default")
         plt.plotsize(width, height)
         plt._set_size(width, height)  # as PlotextPlot.render does: plotsize alone misses resizes
         plt.frame(False)
