@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from pathlib import Path
 from types import ModuleType
 
@@ -23,7 +24,7 @@ def load_script() -> ModuleType:
 def test_busy_pages_move_every_figure_the_dashboard_plots_as_a_loaded_server_would() -> None:
     pages = load_script().busy_bodies(4)
     samples = [parse_metrics(page, taken_at=float(tick)) for tick, page in enumerate(pages)]
-    for before, after in zip(samples, samples[1:], strict=False):
+    for before, after in itertools.pairwise(samples):
         derived = derive(before, after)
         # 100-160 generated and 200-320 prompt tokens a tick, 1-4 requests done, 2-4 running.
         assert derived.generation_tokens_per_s is not None and 100 <= derived.generation_tokens_per_s <= 160
