@@ -164,35 +164,45 @@ def test_e2e_monitor_once_json_on_a_foreign_server(
 
 @pytest.mark.e2e
 def test_e2e_server_counters_see_the_tokens_the_generator_counted(server: Server) -> None:
+    from engine.bench.load_result import LoadResult
     from engine.bench.load_spec import LoadSpec
     from engine.bench.loadgen import run_load
     from engine.telemetry.poller import TelemetryPoller
     from engine.telemetry.snapshot import TelemetrySnapshot
 
+    def saw_running() -> bool:
+        return any((snapshot.metrics.requests_running or 0.0) >= 1.0 for snapshot in seen if snapshot.metrics)
+
     seen: list[TelemetrySnapshot] = []
     stop = threading.Event()
+    results: list[LoadResult] = []
     with TelemetryPoller(server.url, api_key=API_KEY, interval_s=0.2, server_pid=server.pid) as poller:
         before = poller.poll_once()
         watcher = threading.Thread(target=poller.run, args=(seen.append, stop))
         watcher.start()
         spec = LoadSpec(concurrency=4, prompt_tokens=32, output_tokens=OUTPUT_TOKENS, requests=REQUESTS)
-        result = run_load(server.url, spec, api_key=API_KEY)
+        # Load again (at most 5 times) until a poll has landed while requests ran: on a loaded 2-core box
+        # one load of about a second can fall between two polls, and that says nothing about the counts.
+        while len(results) < 5 and not (results and saw_running()):
+            results.append(run_load(server.url, spec, api_key=API_KEY))
         stop.set()
         watcher.join()
         after = poller.poll_once()
-    assert result.outcomes["ok"] == REQUESTS, result.outcomes
-    assert result.generated_tokens == REQUESTS * OUTPUT_TOKENS
-    assert all(record.tokens_from_usage for record in result.records)
+    for result in results:
+        assert result.outcomes["ok"] == REQUESTS, result.outcomes
+        assert result.generated_tokens == REQUESTS * OUTPUT_TOKENS
+        assert all(record.tokens_from_usage for record in result.records)
     assert before.metrics is not None and after.metrics is not None
     assert before.metrics.generation_tokens_total is not None
     assert after.metrics.generation_tokens_total is not None
-    assert (
-        after.metrics.generation_tokens_total - before.metrics.generation_tokens_total
-        == result.generated_tokens
+    assert after.metrics.generation_tokens_total - before.metrics.generation_tokens_total == sum(
+        result.generated_tokens for result in results
     )
     assert after.metrics.prompt_tokens_total is not None and before.metrics.prompt_tokens_total is not None
-    assert after.metrics.prompt_tokens_total - before.metrics.prompt_tokens_total == result.prompt_tokens
-    assert max(snapshot.metrics.requests_running or 0.0 for snapshot in seen if snapshot.metrics) >= 1.0
+    assert after.metrics.prompt_tokens_total - before.metrics.prompt_tokens_total == sum(
+        result.prompt_tokens for result in results
+    )
+    assert saw_running(), f"no poll saw a running request in {len(results)} loads"
     assert all(snapshot.server_rss_bytes for snapshot in seen)
 
 
