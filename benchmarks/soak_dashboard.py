@@ -64,13 +64,13 @@ def _start_dashboard(
 ) -> psutil.Process:
     """``quant-tui monitor URL`` in tmux at 120×40; with ``traced``, the tracemalloc wrapper with those options.
 
-    With ``history``, this script runs the dashboard itself (``dashboard`` mode) with a history that size.
+    With ``history``, the same command with a history of that many polls.
     """
     subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
     command = f"cd {REPO} && exec {sys.executable} -m tui.cli monitor {url} --interval {interval_s:g}"
     if history is not None:
-        this = shlex.join([sys.executable, str(Path(__file__).resolve()), "dashboard", url])
-        command = f"cd {REPO} && exec {this} --interval {interval_s:g} --history {history}"
+        monitor = [sys.executable, "-c", SHORT_HISTORY_MONITOR, str(history), url, f"{interval_s:g}"]
+        command = f"cd {REPO} && exec {shlex.join(monitor)}"
     if traced is not None:
         wrapper = shlex.join([sys.executable, str(REPO / "benchmarks" / "traced_dashboard.py"), url, *traced])
         command = f"cd {REPO} && exec {wrapper} --interval {interval_s:g}"
@@ -85,23 +85,16 @@ def _start_dashboard(
     return psutil.Process(int(pane_pid))
 
 
-def run_dashboard(argv: list[str]) -> int:
-    """``dashboard URL --interval S --history N``: the real ``quant-tui monitor`` with a history of N polls."""
-    parser = argparse.ArgumentParser(prog="soak_dashboard.py dashboard")
-    parser.add_argument("url")
-    parser.add_argument("--interval", type=float, default=1.0)
-    parser.add_argument("--history", type=int, required=True)
-    args = parser.parse_args(argv)
-    from tui.cli import main as quant_tui
-    from tui.screens.dashboard import DashboardScreen
-
-    DashboardScreen.HISTORY_TICKS = args.history
-    return quant_tui(["monitor", args.url, "--interval", f"{args.interval:g}"])
+# ``quant-tui monitor`` with a history of N polls (argv: N URL INTERVAL), as lean as the real command:
+# this script's own imports (httpx, the load generator, the test helpers) would add about 9 MiB of RSS.
+SHORT_HISTORY_MONITOR = (
+    "import sys; from tui.screens.dashboard import DashboardScreen; "
+    "DashboardScreen.HISTORY_TICKS = int(sys.argv[1]); from tui.cli import main; "
+    "sys.exit(main(['monitor', sys.argv[2], '--interval', sys.argv[3]]))"
+)
 
 
 def main() -> int:
-    if sys.argv[1:2] == ["dashboard"]:
-        return run_dashboard(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="how long the load runs (10)")
     parser.add_argument(
