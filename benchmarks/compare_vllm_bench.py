@@ -73,6 +73,15 @@ def write_prompts(prompts: list[str], path: Path) -> None:
     path.write_text("".join(json.dumps({"prompt": prompt}) + "\n" for prompt in prompts))
 
 
+def run_client(argv: list[str], out: Path) -> dict[str, Any]:
+    """Runs one client to the end; its saved result. Its output is shown only when it fails."""
+    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        print(done.stderr[-4000:], file=sys.stderr)
+        done.check_returncode()
+    return dict(json.loads(out.read_text()))
+
+
 def vllm_bench(
     url: str, model: str, tokenizer: Path, args: argparse.Namespace, out: Path, prompts: Path | None
 ) -> dict[str, Any]:
@@ -94,11 +103,7 @@ def vllm_bench(
     argv += ["--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,95,99"]
     argv += ["--save-result", "--result-dir", str(out.parent), "--result-filename", out.name]
     # Its stderr (the CPU wheel's Triton and nanobind noise at exit) is shown only when it fails.
-    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        print(done.stderr[-4000:], file=sys.stderr)
-        done.check_returncode()
-    return dict(json.loads(out.read_text()))
+    return run_client(argv, out)
 
 
 def quant_tui_bench(url: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -109,8 +114,7 @@ def quant_tui_bench(url: str, args: argparse.Namespace, out: Path) -> dict[str, 
     argv += ["--num-warmups", str(args.num_warmups), "--save-result", str(out)]
     if args.server_sample_interval is not None:
         argv += ["--server-sample-interval", str(args.server_sample_interval)]
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return dict(json.loads(out.read_text()))
+    return run_client(argv, out)
 
 
 def _server_line(window: ServerWindow | None, data: dict[str, Any]) -> str:
