@@ -5,6 +5,8 @@ and what is written from them) and the float temporaries of one quantization blo
 process itself (Python, torch, safetensors, and the CUDA runtime when the run is on a GPU) is
 measured, not guessed, since the dry run has loaded the same libraries. On a GPU the float
 temporaries are on the GPU, one whole chunk's per pool thread (a GPU quantizes a chunk at once).
+NVFP4's measuring pass (the global scales) reads chunks and measures them in the same blocks, so a
+thread measuring holds no more than one quantizing.
 
 Calibrated runs (llm-compressor) load the whole model in its dtype, then walk it one decoder layer
 at a time: they hold that layer's Hessians (``in_features**2`` float32 per Linear, GPTQ) and the

@@ -71,23 +71,33 @@ class GlobalScales:
         return [other for other in fused_siblings(name) if other in self._index] or [name]
 
     def _measure(self, tensor: SourceTensor) -> torch.Tensor:
-        """The absolute maximum of a whole source weight, read a chunk of rows at a time and measured on the device."""
+        """The absolute maximum of a whole source weight, read a chunk of rows at a time and measured on the device.
+
+        Each chunk is measured in the quantizing's blocks, so the pass's temporaries are block-sized
+        as the quantizing's are: a chunk-sized one per chunk left the allocator keeping about a
+        chunk more per thread (the 16-bit magnitudes next to the rows read). The maximum of the
+        blocks' maxima is taken with ``torch.maximum``, which keeps a NaN, as a whole-tensor
+        ``amax`` (compressed-tensors') does.
+        """
+        import torch
+
         from engine.model.safetensors_headers import open_tensors
         from engine.quantize.scheme_math import absolute_max
 
-        step = max(1, work_split.CHUNK_ELEMENTS // max(1, tensor.shape[1]))
+        cols = max(1, tensor.shape[1])
+        step = max(1, work_split.CHUNK_ELEMENTS // cols)
+        block = max(1, self._device.block_elements // cols)
         result = None
         with open_tensors(tensor.file) as reader:
             for start in range(0, tensor.shape[0], step):
                 if self._cancel.is_set():
                     break
-                chunk = reader.read_rows(
-                    tensor.name, start, start + step, read_ahead=2 * work_split.CHUNK_BYTES
+                chunk = self._device.upload(
+                    reader.read_rows(tensor.name, start, start + step, read_ahead=2 * work_split.CHUNK_BYTES)
                 )
-                value = absolute_max(self._device.upload(chunk))
-                result = value if result is None else max(result, value, key=float)
+                for offset in range(0, chunk.shape[0], block):
+                    value = absolute_max(chunk[offset : offset + block])
+                    result = value if result is None else torch.maximum(result, value)
         if result is None:  # cancelled before the first read; the run stops at its first item
-            import torch
-
             return torch.zeros(1, device=self._device.type)
         return result

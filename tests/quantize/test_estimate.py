@@ -63,6 +63,23 @@ def test_data_free_memory_is_the_process_plus_a_few_chunks(tiny: Path, tmp_path:
     # by each of 2 pool threads and the calling thread.
     working = 3 * (2 * 768 * 256 * 2 + 512 * 256 * 24)
     assert cost.peak_ram_bytes - working == pytest.approx(process, rel=0.05)
+    assert (cost.device, cost.peak_gpu_bytes) == ("cpu", 0)
+
+
+def test_on_a_gpu_the_float_temporaries_of_whole_items_are_gpu_memory(tiny: Path, tmp_path: Path) -> None:
+    """The memory model's arithmetic for a GPU run (a device described by hand: nothing runs on it)."""
+    from engine.quantize import work_split
+    from engine.quantize.device import ComputeDevice
+    from engine.quantize.estimate import streaming_working_bytes
+    from engine.quantize.tensor_plan import build_plan
+
+    plan = build_plan(QuantizeRequest(tiny, "fp8", output=tmp_path / "out", workers=2))
+    gpu = ComputeDevice(type="cuda", block_elements=work_split.CHUNK_ELEMENTS, name="cuda:0 (by hand)")
+    working = streaming_working_bytes(plan, 2, gpu)
+    # Host: the 768x256 bf16 rows read and written (2 x 393216 B) by 2 pool threads and the caller.
+    assert working.host == 3 * 2 * 768 * 256 * 2
+    # GPU: the rows sent (393216 B) and the whole item's float temporaries (196608 x 24 B), 2 threads.
+    assert working.gpu == 2 * (768 * 256 * 2 + 768 * 256 * 24)
 
 
 @pytest.mark.parametrize(
