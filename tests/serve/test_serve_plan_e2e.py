@@ -255,3 +255,30 @@ async def test_tui_flow_serves_the_plan_it_shows(demo_model: Path, tmp_path: Pat
         assert "ready in" in screen_text(app, "#serve-state")
         await pilot.press("x")
         await wait_for(pilot, lambda: serve.state == "stopped", timeout=60)
+
+
+# The other families of tests/fixtures/tiny_models.py (Gemma-2 and DeepSeek-V2 are served above), at
+# VLLM_CPU_KVCACHE_SPACE=1 (the rule's minimum for 1 × 512 tokens), block 128, bf16, --max-model-len 512:
+# B/token/layer = 2 (K, V) × KV heads × head dim × 2 B; × layers × 128 = B/block; 2**30 // that = blocks;
+# / 4 blocks a request = concurrency; × 512 = tokens.
+MORE_FAMILIES = [
+    ("llama", 2_097_152, 4096.0),  # 2 × 2 × 32 × 2 = 256 B × 2 layers × 128 = 65,536 → 16,384 blocks
+    ("qwen3-moe", 1_048_576, 2048.0),  # 4 KV heads: 512 B × 2 × 128 = 131,072 → 8192 blocks
+    ("mixtral", 1_398_016, 2730.5),  # 256 B × 3 layers × 128 = 98,304 → 10,922 blocks
+    ("phi3-fused", 699_008, 1365.25),  # 4 KV heads, 3 layers: 196,608 → 5461 blocks
+]
+
+
+@pytest.mark.parametrize(
+    ("family", "tokens", "concurrency"), MORE_FAMILIES, ids=[row[0] for row in MORE_FAMILIES]
+)
+def test_more_families_serve_through_quant_tui_serve_as_planned(
+    family: str, tokens: int, concurrency: float, demo_model: Path, tmp_path: Path
+) -> None:
+    from tests.fixtures.tiny_models import build_tiny_model
+
+    folder = build_tiny_model(family, tmp_path / family, demo_model)
+    line, printed = _serve_json(folder, "--max-model-len", "512")
+    assert line["command"].startswith("VLLM_CPU_KVCACHE_SPACE=1 "), printed
+    assert _kv(line) == (tokens, concurrency), printed
+    assert line["plan_vs_actual"]["exact"] is True, printed
