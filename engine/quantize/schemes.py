@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from engine.plan.methods import method as registered_method
+
 FP8_MAX = 448.0
 FP4_MAX = 6.0
 
@@ -14,31 +16,43 @@ class Scheme:
     """How one data-free method stores a Linear layer's weight.
 
     Attributes:
-        method: the quant-tui method name.
-        preset: the compressed-tensors preset scheme it corresponds to.
+        method: the quant-tui method name; its preset, description and whether it quantizes
+            activations are the method registry's (``engine.plan.methods``).
         format: the compressed-tensors format written in quantization_config.
         kind: "float" (FP8 E4M3), "int", or "fp4" (NVFP4's E2M1 with FP8 group scales and a global scale).
         num_bits: bits per quantized weight.
         group_size: weights sharing one scale along the input dimension; None is one per row (or block).
-        quantizes_activations: whether activations are quantized on the fly (dynamic, per token).
         half_range: the divisor turning an absolute maximum into a scale, ``(q_max - q_min) / 2``
             exactly as compressed-tensors computes it (448, 127.5, 7.5, 6).
-        description: a short human description.
         block: ``(rows, columns)`` of the weight blocks sharing one scale (FP8 block), else None.
         activation_group_size: dynamic activation scales per this many inputs (per-token-group), else per token.
     """
 
     method: str
-    preset: str
     format: str
     kind: Literal["float", "int", "fp4"]
     num_bits: int
     group_size: int | None
-    quantizes_activations: bool
     half_range: float
-    description: str
     block: tuple[int, int] | None = None
     activation_group_size: int | None = None
+
+    @property
+    def preset(self) -> str:
+        """The compressed-tensors preset scheme the method corresponds to (``FP8_DYNAMIC``, ``W4A16``, ...)."""
+        preset = registered_method(self.method).ct_scheme
+        assert preset is not None, f"{self.method} has no compressed-tensors preset"
+        return preset
+
+    @property
+    def description(self) -> str:
+        """What the checkpoint holds, one sentence (the quant-tui card's)."""
+        return registered_method(self.method).description
+
+    @property
+    def quantizes_activations(self) -> bool:
+        """Whether activations are quantized on the fly (dynamic, per token or per token group)."""
+        return registered_method(self.method).weights.quantizes_activations
 
     @property
     def q_min(self) -> float:
@@ -120,69 +134,50 @@ def _weight_only_int(bits: int) -> Scheme:
     """W4A16 / W8A16: symmetric INT weights, one scale per 128 inputs, packed into int32 words (Marlin's layout)."""
     return Scheme(
         method=f"w{bits}a16",
-        preset=f"W{bits}A16",
         format="pack-quantized",
         kind="int",
         num_bits=bits,
         group_size=128,
-        quantizes_activations=False,
         half_range=(2**bits - 1) / 2,
-        description=f"INT{bits} symmetric weights, one scale per 128 inputs, round-to-nearest; activations 16-bit",
     )
 
 
 SCHEMES: dict[str, Scheme] = {
     "fp8": Scheme(
         method="fp8",
-        preset="FP8_DYNAMIC",
         format="float-quantized",
         kind="float",
         num_bits=8,
         group_size=None,
-        quantizes_activations=True,
         half_range=448.0,
-        description="FP8 E4M3 weights with one scale per output channel; activations FP8, dynamic per token",
     ),
     "fp8-block": Scheme(
         method="fp8-block",
-        preset="FP8_BLOCK",
         format="float-quantized",
         kind="float",
         num_bits=8,
         group_size=None,
-        quantizes_activations=True,
         half_range=448.0,
-        description=(
-            "FP8 E4M3 weights with one scale per 128x128 block; activations FP8, dynamic per token and 128 inputs"
-        ),
         block=(128, 128),
         activation_group_size=128,
     ),
     "int8-w8a8": Scheme(
         method="int8-w8a8",
-        preset="W8A8",
         format="int-quantized",
         kind="int",
         num_bits=8,
         group_size=None,
-        quantizes_activations=True,
         half_range=127.5,
-        description="INT8 symmetric weights with one scale per output channel; activations INT8, dynamic per token",
     ),
     "w8a16": _weight_only_int(8),
     "w4a16": _weight_only_int(4),
     "nvfp4a16": Scheme(
         method="nvfp4a16",
-        preset="NVFP4A16",
         format="nvfp4-pack-quantized",
         kind="fp4",
         num_bits=4,
         group_size=16,
-        quantizes_activations=False,
         half_range=6.0,
-        description=(
-            "NVFP4 (FP4 E2M1) weights, one FP8 scale per 16 inputs and one FP32 global scale; activations 16-bit"
-        ),
     ),
 }
 
