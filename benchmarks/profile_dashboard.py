@@ -16,7 +16,6 @@ import argparse
 import random
 import re
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.tmux_pane import quit_tmux, start_in_tmux  # noqa: E402
 from tests.telemetry.fake_metrics import fake_metrics_endpoint, fixture_text  # noqa: E402
 
 SESSION = "quant-tui-profile"
@@ -127,19 +127,9 @@ def main() -> int:
         if args.profile is not None:
             argv += ["-m", "cProfile", "-o", str(args.profile)]
         argv += ["-m", "tui.cli", "monitor", url, "--interval", f"{args.interval:g}"]
-        subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
         command = f"cd {shlex.quote(str(REPO))} && exec {shlex.join(argv)}"
-        subprocess.run(
-            ["tmux", "new-session", "-d", "-s", SESSION, "-x", "120", "-y", "40", command], check=True
-        )
+        app = start_in_tmux(SESSION, command)
         try:
-            pane_pid = subprocess.run(
-                ["tmux", "display-message", "-p", "-t", SESSION, "#{pane_pid}"],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-            app = psutil.Process(int(pane_pid))
             time.sleep(args.warmup)
             polls_before, cpu_before, started = endpoint.requests, _cpu_seconds(app), time.monotonic()
             threads_before = _thread_seconds(app)
@@ -153,12 +143,8 @@ def main() -> int:
             polls = endpoint.requests - polls_before
             rss = app.memory_info().rss / 2**20
         finally:
-            subprocess.run(["tmux", "send-keys", "-t", SESSION, "q"], capture_output=True)
-            if args.profile is not None:
-                deadline = time.monotonic() + 20
-                while time.monotonic() < deadline and psutil.pid_exists(int(pane_pid)):
-                    time.sleep(0.2)
-            subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+            # cProfile writes its file as the app ends: wait for that.
+            quit_tmux(SESSION, app, wait_s=20 if args.profile is not None else 0)
     kind = "idle" if args.idle else "busy"
     print(
         f"dashboard vs fake {kind} server, {args.interval:g} s polls: {cpu:.2f} % of one core over "

@@ -36,6 +36,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.tmux_pane import quit_tmux, start_in_tmux  # noqa: E402
 from engine.bench.load_spec import LoadSpec  # noqa: E402
 from engine.bench.loadgen import run_load  # noqa: E402
 from engine.telemetry.metrics import parse_metrics  # noqa: E402
@@ -66,7 +67,6 @@ def _start_dashboard(
 
     With ``history``, the same command with a history of that many polls.
     """
-    subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
     command = f"cd {REPO} && exec {sys.executable} -m tui.cli monitor {url} --interval {interval_s:g}"
     if history is not None:
         monitor = [sys.executable, "-c", SHORT_HISTORY_MONITOR, str(history), url, f"{interval_s:g}"]
@@ -74,15 +74,7 @@ def _start_dashboard(
     if traced is not None:
         wrapper = shlex.join([sys.executable, str(REPO / "benchmarks" / "traced_dashboard.py"), url, *traced])
         command = f"cd {REPO} && exec {wrapper} --interval {interval_s:g}"
-    subprocess.run(["tmux", "new-session", "-d", "-s", SESSION, "-x", "120", "-y", "40", command], check=True)
-    time.sleep(3)
-    pane_pid = subprocess.run(
-        ["tmux", "display-message", "-p", "-t", SESSION, "#{pane_pid}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    return psutil.Process(int(pane_pid))
+    return start_in_tmux(SESSION, command, settle_s=3)
 
 
 # ``quant-tui monitor`` with a history of N polls (argv: N URL INTERVAL), as lean as the real command:
@@ -159,9 +151,7 @@ def main() -> int:
         while args.tracemalloc and not trace_file.is_file() and time.monotonic() < deadline:
             time.sleep(1)
     finally:
-        subprocess.run(["tmux", "send-keys", "-t", SESSION, "q"], capture_output=True)
-        time.sleep(1)
-        subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+        quit_tmux(SESSION, app, wait_s=1)
         interrupt(server)
 
     print(
