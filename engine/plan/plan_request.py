@@ -70,20 +70,27 @@ class PlanRequest:
             raise QuantTuiError(
                 f"unknown KV cache dtype {self.kv_cache_dtype!r}; use one of {', '.join(KV_CACHE_DTYPES)}"
             )
-        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
-            raise QuantTuiError("--gpu-memory-utilization is a fraction; use a value in (0, 1], e.g. 0.9")
-        if self.max_model_len is not None and self.max_model_len < 1:
-            raise QuantTuiError("--max-model-len must be at least 1")
-        if self.concurrency < 1:
-            raise QuantTuiError("--concurrency must be at least 1")
-        if self.cpu_kvcache_gib is not None and self.cpu_kvcache_gib < 1:
-            raise QuantTuiError("--cpu-kvcache-gib must be at least 1")
-        for name in ("max_num_seqs", "max_num_batched_tokens", "tensor_parallel_size"):
+        fraction = self.gpu_memory_utilization
+        if fraction is not None and not 0 < fraction <= 1:
+            raise QuantTuiError(
+                f"--gpu-memory-utilization is a fraction; use a value in (0, 1], e.g. 0.9, not {fraction:g}"
+            )
+        for name in _COUNTS:
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise QuantTuiError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.nodes < 1:
-            raise QuantTuiError("--nodes must be at least 1")
+                raise QuantTuiError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+# The whole-number options that must be at least 1 (the CLI, serve and the Plan screen's dialog alike).
+_COUNTS = (
+    "max_model_len",
+    "concurrency",
+    "cpu_kvcache_gib",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "tensor_parallel_size",
+    "nodes",
+)
 
 
 def kv_cache_dtype_warning(kv_cache_dtype: str, target: HardwareTarget, model: ModelInfo) -> str | None:

@@ -116,7 +116,7 @@ def read_option(option: PlanOption, text: str) -> int | float | str:
     """One option's value from its text (the CLI's and the Plan screen's settings alike).
 
     Raises:
-        QuantTuiError: not a number, or out of range (choices are checked by PlanRequest).
+        QuantTuiError: not a number (ranges and choices are checked by PlanRequest itself).
     """
     if option.kind == "choice":
         return text
@@ -125,10 +125,6 @@ def read_option(option: PlanOption, text: str) -> int | float | str:
     except ValueError:
         kind = "a whole number" if option.kind == "count" else "a fraction such as 0.9"
         raise QuantTuiError(f"{option.flag} expects {kind}, got {text!r}") from None
-    if option.kind == "count" and value < 1:
-        raise QuantTuiError(f"{option.flag} must be at least 1, got {text}")
-    if option.kind == "fraction" and not 0 < value <= 1:
-        raise QuantTuiError(f"{option.flag} is a fraction; use a value in (0, 1], e.g. 0.9, not {text}")
     return value
 
 
