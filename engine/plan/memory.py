@@ -222,7 +222,9 @@ def plan_cpu(
     in flight for the sliding-window layers; the activations (``max_num_batched_tokens`` tokens,
     ``max_num_seqs`` sampler rows) are in the ``--dtype`` of ``dtype_bytes``.
     """
-    overhead = runtime_overhead(model, max_num_batched_tokens, max_num_seqs, cpu=True, dtype_bytes=dtype_bytes)
+    overhead = runtime_overhead(
+        model, max_num_batched_tokens, max_num_seqs, cpu=True, dtype_bytes=dtype_bytes
+    )
     spare = int(host_memory_bytes * 0.75) - weights.total - overhead.total
     if kv_cache_gib is None:
         kv_cache_gib = max(0, spare // GIB)
