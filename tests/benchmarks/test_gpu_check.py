@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,18 +13,15 @@ import torch
 
 from engine.hardware.detect import detect_hardware
 from engine.hardware.nvml import NvmlLibrary
+from tests.benchmarks.scripts import load_script, script_path
 from tests.hardware.fake_nvml import FakeGpu, FakeNvml
 from tests.quantize.quantize_support import build_tiny_llama
 
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "gpu_check.py"
+SCRIPT = script_path("gpu_check")
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gpu_check")
 
 
 def test_runs_on_this_machine_and_says_what_it_found() -> None:

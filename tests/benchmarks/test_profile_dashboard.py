@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-from pathlib import Path
-from types import ModuleType
 
 from engine.telemetry.derived_metrics import derive
 from engine.telemetry.metrics import parse_metrics
-
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "profile_dashboard.py"
-
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("profile_dashboard", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmarks.scripts import load_script
 
 
 def test_busy_pages_move_every_figure_the_dashboard_plots_as_a_loaded_server_would() -> None:
-    pages = load_script().busy_bodies(4)
+    pages = load_script("profile_dashboard").busy_bodies(4)
     samples = [parse_metrics(page, taken_at=float(tick)) for tick, page in enumerate(pages)]
     for before, after in itertools.pairwise(samples):
         derived = derive(before, after)
