@@ -38,10 +38,17 @@ def model_summary(model: ModelInfo) -> Table:
         f"{human_params(model.params)}{estimated}, {human_params(model.linear_params)} in Linear layers",
     )
     table.add_row("Layers", f"{model.num_layers} × hidden {model.hidden_size}, MLP {model.intermediate_size}")
-    table.add_row(
-        "Attention",
-        f"{model.num_attention_heads} heads, {model.num_kv_heads} KV heads, head dim {model.head_dim}",
-    )
+    layout = model.attention
+    if layout is not None and (
+        layout.mla or layout.sliding_window or layout.attention_chunk_size or layout.mtp_layers
+    ):
+        # MLA caches one latent, not its 128 heads; hybrid layers and MTP change what is cached.
+        attention = f"{model.num_attention_heads} heads; KV cache holds {model.attention_summary}"
+    else:
+        attention = (
+            f"{model.num_attention_heads} heads, {model.num_kv_heads} KV heads, head dim {model.head_dim}"
+        )
+    table.add_row("Attention", attention)
     table.add_row("Context", f"{model.max_context:,} tokens, vocabulary {model.vocab_size:,}")
     weights = size(model.weight_bytes) if model.weight_bytes else "no weights found (config only)"
     table.add_row("Weights", f"{weights}, {model.torch_dtype}")
