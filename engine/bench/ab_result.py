@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from engine.bench.result import BenchRun
     from engine.bench.sweep import SweepResult
     from engine.bench.task_eval import EvalTask, TaskAccuracy
+    from engine.serve.plan_check import PlanVsActual
 
 __all__ = [
     "BASELINE_METHOD",
@@ -120,6 +121,8 @@ class VariantResult:
         run: The full result of the load (vLLM keys, server window, reproducibility).
         sweep: The capacity sweep, when one was asked for.
         task_accuracy: lm-eval's figure on ``BenchRequest.eval_task``, when one was asked for.
+        plan_check: The variant's server plan against what vLLM reported at start-up (KV tokens,
+            concurrency, memory, kernel), as ``quant-tui serve`` shows it.
     """
 
     method: str
@@ -139,19 +142,21 @@ class VariantResult:
     run: BenchRun | None = None
     sweep: SweepResult | None = None
     task_accuracy: TaskAccuracy | None = None
+    plan_check: PlanVsActual | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the figures, the run in vLLM's result format and the sweep."""
         data = {
             item.name: getattr(self, item.name)
             for item in fields(self)
-            if item.name not in ("run", "sweep", "summary", "task_accuracy")
+            if item.name not in ("run", "sweep", "summary", "task_accuracy", "plan_check")
         }
         data["load"] = None if self.summary is None else self.summary.to_json()
         data["model_dir"] = None if self.model_dir is None else str(self.model_dir)
         data["run"] = None if self.run is None else self.run.to_json()
         data["sweep"] = None if self.sweep is None else self.sweep.to_json()
         data["task_accuracy"] = None if self.task_accuracy is None else self.task_accuracy.to_json()
+        data["plan_check"] = None if self.plan_check is None else self.plan_check.to_json()
         return data
 
     @property

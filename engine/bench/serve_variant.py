@@ -250,6 +250,7 @@ def measure_variant(
         variant,
         startup_s=startup_s,
         kv_cache_tokens=facts.kv_cache_tokens,
+        plan_check=server.comparison,
         linear_kernel=facts.linear_kernel,
         weights_memory_bytes=facts.weights_memory_bytes,
         summary=run.summary,

@@ -54,6 +54,10 @@ def test_e2e_ab_bf16_against_int8_with_sweep_and_quality(
             assert point["quant_tui"]["server"]["generation_tokens"] == point["total_output_tokens"] == 4 * 8
             assert point["quant_tui"]["reproducibility"]["server_argv"]
         assert variant["server_peak_rss_bytes"] and variant["kv_cache_tokens"]
+        # Each variant's server is the plan's: vLLM's KV tokens and concurrency are the predicted ones.
+        assert variant["plan_check"]["exact"] is True, variant["plan_check"]
+        kv = next(c for c in variant["plan_check"]["checks"] if c["name"] == "KV cache tokens")
+        assert kv["actual"] == variant["kv_cache_tokens"] and kv["difference_pct"] == 0
         assert variant["perplexity"] is not None and variant["perplexity"] > 1.0
     assert baseline["top1_agreement"] == 1.0
     assert 0.5 < int8["top1_agreement"] <= 1.0
@@ -66,3 +70,35 @@ def test_e2e_ab_bf16_against_int8_with_sweep_and_quality(
     assert data["capacity"].endswith("holds 2 concurrent users (the most tried)")
     assert "bf16" in data["capacity"] and "int8-w8a8" in data["capacity"]
     assert "output tokens/s vs concurrency" in data["plots"]
+
+
+def test_table_ends_with_each_variant_plan_against_vllm() -> None:
+    from dataclasses import replace
+
+    from engine.bench.ab_result import BenchResult
+    from engine.serve.plan_check import FactCheck, PlanVsActual
+
+    # The demo model on a CPU box: 1 GiB of KV at 2,048 B a token is 524,288 tokens, 256.0× of 2,048.
+    check = PlanVsActual(
+        backend="cpu",
+        checks=(
+            FactCheck("KV cache tokens", 524_288, 524_288, 0.0, must_match=True),
+            FactCheck("max concurrency", 256.0, 256.0, 0.0, must_match=True),
+        ),
+    )
+    variants = (replace(RESULT.variants[0], plan_check=check), *RESULT.variants[1:])
+    text = format_table(BenchResult(variants=variants, load=RESULT.load, hardware=RESULT.hardware))
+    lines = text.splitlines()
+    start = lines.index("bf16: plan vs. vLLM at start-up (exact)")
+    assert lines[start + 1].split() == [
+        "KV",
+        "cache",
+        "tokens",
+        "plan",
+        "524,288",
+        "vLLM",
+        "524,288",
+        "exact",
+    ]
+    assert lines[start + 2].split() == ["max", "concurrency", "plan", "256.00x", "vLLM", "256.00x", "exact"]
+    assert "int8-w8a8: plan vs." not in text  # a variant without a comparison prints none

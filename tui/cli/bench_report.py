@@ -83,7 +83,20 @@ def format_table(result: BenchResult) -> str:
         f"{result.hardware}; baseline {result.baseline.method}; load: {load.requests} requests, "
         f"concurrency {load.concurrency}, {load.prompt_tokens} prompt + {load.output_tokens} output tokens"
     )
-    return "\n".join([heading, plain(table(columns, rows)), *notes])
+    return "\n".join([heading, plain(table(columns, rows)), *notes, *_plan_lines(result)])
+
+
+def _plan_lines(result: BenchResult) -> list[str]:
+    """Each variant's server plan against what vLLM reported at its start-up, as ``serve`` prints it."""
+    from engine.serve.plan_check import comparison_lines
+
+    lines = []
+    for variant in result.variants:
+        if variant.plan_check is not None:
+            verdict = "exact" if variant.plan_check.exact else "differs"
+            lines.append(f"{variant.method}: plan vs. vLLM at start-up ({verdict})")
+            lines.extend(f"  {line}" for line in comparison_lines(variant.plan_check))
+    return lines
 
 
 def _vllm_line(name: str, value: float | int | None, digits: int = 2) -> str:
