@@ -29,14 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, VOCAB = 4096, 11008, 32, 8, 32000
 HEAD_DIM = HIDDEN // HEADS
 BUILT_MARKER = ".bench-complete"
-LLMCOMPRESSOR_SCHEMES = {
-    "fp8": "FP8_DYNAMIC",
-    "fp8-block": "FP8_BLOCK",
-    "int8-w8a8": "W8A8",
-    "w8a16": "W8A16",
-    "w4a16": "W4A16",
-    "nvfp4a16": "NVFP4A16",
-}
 
 
 def layer_shapes(layer: int) -> dict[str, tuple[int, ...]]:
@@ -308,6 +300,8 @@ def main() -> int:
     if compressor is None:
         print("\nllm-compressor environment not found (run a calibrated method once to create it); skipped.")
     else:
+        from engine.plan.methods import method as method_record
+
         print(f"\nvs llm-compressor model_free_ptq ({compressor}):")
         for method, ours in rows:
             if method not in args.llmcompressor_methods.split(","):
@@ -318,7 +312,7 @@ def main() -> int:
                 str(compressor),
                 LLMCOMPRESSOR_CHILD,
                 str(source),
-                LLMCOMPRESSOR_SCHEMES[method],
+                str(method_record(method).ct_scheme),  # the registry's compressed-tensors preset
                 str(output),
                 str(os.cpu_count() or 1),
             )
