@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 from engine.errors import QuantTuiError
 from engine.plan.method_choice import Goal
+from engine.plan.server_config import check_counts, check_memory_fraction
 
 if TYPE_CHECKING:
     from engine.hardware.detect import HardwareTarget
@@ -70,15 +71,8 @@ class PlanRequest:
             raise QuantTuiError(
                 f"unknown KV cache dtype {self.kv_cache_dtype!r}; use one of {', '.join(KV_CACHE_DTYPES)}"
             )
-        fraction = self.gpu_memory_utilization
-        if fraction is not None and not 0 < fraction <= 1:
-            raise QuantTuiError(
-                f"--gpu-memory-utilization is a fraction; use a value in (0, 1], e.g. 0.9, not {fraction:g}"
-            )
-        for name in _COUNTS:
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise QuantTuiError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        check_memory_fraction(self.gpu_memory_utilization)
+        check_counts(**{name: getattr(self, name) for name in _COUNTS})
 
 
 # The whole-number options that must be at least 1 (the CLI, serve and the Plan screen's dialog alike).

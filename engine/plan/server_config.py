@@ -55,6 +55,29 @@ class Prediction:
     calibration_key: tuple[str, str, str] | None = None
 
 
+def check_counts(**values: int | None) -> None:
+    """Each option given (not None) is at least 1: one message for recommend, serve and the Plan screen.
+
+    Raises:
+        QuantTuiError: ``--<option> must be at least 1, got <value>``.
+    """
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise QuantTuiError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def check_memory_fraction(value: float | None) -> None:
+    """``--gpu-memory-utilization``, when given, is in (0, 1].
+
+    Raises:
+        QuantTuiError: it is not, with an example of a value that is.
+    """
+    if value is not None and not 0 < value <= 1:
+        raise QuantTuiError(
+            f"--gpu-memory-utilization is a fraction; use a value in (0, 1], e.g. 0.9, not {value:g}"
+        )
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """How to run one vLLM server.
@@ -115,16 +138,14 @@ class ServerConfig:
         object.__setattr__(self, "extra_args", tuple(self.extra_args))
         if self.port is not None and not 1 <= self.port <= 65535:
             raise QuantTuiError(f"port {self.port} is out of range; use a port between 1 and 65535")
-        if self.max_model_len is not None and self.max_model_len < 1:
-            raise QuantTuiError("--max-model-len must be a positive number of tokens")
-        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
-            raise QuantTuiError("--gpu-memory-utilization is a fraction; use a value in (0, 1], e.g. 0.9")
-        if self.tensor_parallel_size < 1 or self.pipeline_parallel_size < 1:
-            raise QuantTuiError("parallel sizes must be at least 1")
-        for name in ("max_num_seqs", "max_num_batched_tokens"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise QuantTuiError(f"--{name.replace('_', '-')} must be at least 1")
+        check_memory_fraction(self.gpu_memory_utilization)
+        check_counts(
+            max_model_len=self.max_model_len,
+            tensor_parallel_size=self.tensor_parallel_size,
+            pipeline_parallel_size=self.pipeline_parallel_size,
+            max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+        )
         if self.cpu_kvcache_gib is not None and self.cpu_kvcache_gib <= 0:
             raise QuantTuiError("the CPU KV cache space must be more than 0 GiB")
         if not is_loopback(self.host):

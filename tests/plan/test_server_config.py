@@ -25,10 +25,10 @@ def test_model_may_be_given_as_str() -> None:
         ({"host": "::", "allow_remote": True, "api_key": ""}, "needs an API key"),
         ({"port": 0}, "out of range"),
         ({"port": 70000}, "out of range"),
-        ({"max_model_len": 0}, "positive"),
+        ({"max_model_len": 0}, "--max-model-len must be at least 1, got 0"),
         ({"gpu_memory_utilization": 1.5}, "fraction"),
         ({"gpu_memory_utilization": 0}, "fraction"),
-        ({"tensor_parallel_size": 0}, "at least 1"),
+        ({"tensor_parallel_size": 0}, "--tensor-parallel-size must be at least 1, got 0"),
         ({"cpu_kvcache_gib": 0}, "more than 0"),
     ],
 )
