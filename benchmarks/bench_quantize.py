@@ -23,27 +23,47 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, VOCAB = 4096, 11008, 32, 8, 32000
-HEAD_DIM = HIDDEN // HEADS
 BUILT_MARKER = ".bench-complete"
 
 
-def layer_shapes(layer: int) -> dict[str, tuple[int, ...]]:
-    """The tensors of one Llama-7B-like decoder layer (grouped-query attention)."""
+@dataclass(frozen=True)
+class LlamaShape:
+    """The dimensions of a built Llama (grouped-query attention)."""
+
+    hidden: int = 4096
+    intermediate: int = 11008
+    heads: int = 32
+    kv_heads: int = 8
+    vocab: int = 32000
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+
+# Llama-7B's layers; a TinyLlama-1.1B-like shape keeps calibrated runs on 2 cores short.
+LLAMA_7B = LlamaShape()
+LLAMA_1B = LlamaShape(hidden=2048, intermediate=5632, heads=32, kv_heads=4)
+
+
+def layer_shapes(layer: int, shape: LlamaShape = LLAMA_7B) -> dict[str, tuple[int, ...]]:
+    """The tensors of one decoder layer of ``shape``."""
     prefix = f"model.layers.{layer}"
+    hidden, attention = shape.hidden, shape.heads * shape.head_dim
     return {
-        f"{prefix}.input_layernorm.weight": (HIDDEN,),
-        f"{prefix}.self_attn.q_proj.weight": (HEADS * HEAD_DIM, HIDDEN),
-        f"{prefix}.self_attn.k_proj.weight": (KV_HEADS * HEAD_DIM, HIDDEN),
-        f"{prefix}.self_attn.v_proj.weight": (KV_HEADS * HEAD_DIM, HIDDEN),
-        f"{prefix}.self_attn.o_proj.weight": (HIDDEN, HEADS * HEAD_DIM),
-        f"{prefix}.post_attention_layernorm.weight": (HIDDEN,),
-        f"{prefix}.mlp.gate_proj.weight": (INTERMEDIATE, HIDDEN),
-        f"{prefix}.mlp.up_proj.weight": (INTERMEDIATE, HIDDEN),
-        f"{prefix}.mlp.down_proj.weight": (HIDDEN, INTERMEDIATE),
+        f"{prefix}.input_layernorm.weight": (hidden,),
+        f"{prefix}.self_attn.q_proj.weight": (attention, hidden),
+        f"{prefix}.self_attn.k_proj.weight": (shape.kv_heads * shape.head_dim, hidden),
+        f"{prefix}.self_attn.v_proj.weight": (shape.kv_heads * shape.head_dim, hidden),
+        f"{prefix}.self_attn.o_proj.weight": (hidden, attention),
+        f"{prefix}.post_attention_layernorm.weight": (hidden,),
+        f"{prefix}.mlp.gate_proj.weight": (shape.intermediate, hidden),
+        f"{prefix}.mlp.up_proj.weight": (shape.intermediate, hidden),
+        f"{prefix}.mlp.down_proj.weight": (hidden, shape.intermediate),
     }
 
 
@@ -54,7 +74,9 @@ def numel(shape: tuple[int, ...]) -> int:
     return count
 
 
-def build_checkpoint(folder: Path, size_gb: float, single_shard: bool = False) -> tuple[int, int]:
+def build_checkpoint(
+    folder: Path, size_gb: float, single_shard: bool = False, shape: LlamaShape = LLAMA_7B
+) -> tuple[int, int]:
     """Writes a random bf16 Llama of about ``size_gb`` GB, one shard at a time; returns (bytes, largest tensor bytes).
 
     With ``single_shard`` every tensor goes to one ``model.safetensors`` (written in one go).
@@ -62,23 +84,24 @@ def build_checkpoint(folder: Path, size_gb: float, single_shard: bool = False) -
     import torch
     from safetensors.torch import save_file
 
-    per_layer = sum(numel(shape) for shape in layer_shapes(0).values()) * 2
-    embeddings = 2 * VOCAB * HIDDEN * 2
+    hidden, vocab = shape.hidden, shape.vocab
+    per_layer = sum(numel(dims) for dims in layer_shapes(0, shape).values()) * 2
+    embeddings = 2 * vocab * hidden * 2
     layers = max(1, round((size_gb * 1e9 - embeddings) / per_layer))
-    marker = f"{size_gb} {'single' if single_shard else 'sharded'}"
+    marker = f"{size_gb} {'single' if single_shard else 'sharded'} {shape}"
     if (folder / BUILT_MARKER).is_file() and (folder / BUILT_MARKER).read_text() == marker:
         total = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
-        return total, VOCAB * HIDDEN * 2
+        return total, vocab * hidden * 2
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     generator = torch.Generator().manual_seed(0)
     shards: list[dict[str, tuple[int, ...]]] = [
-        {"model.embed_tokens.weight": (VOCAB, HIDDEN)},
+        {"model.embed_tokens.weight": (vocab, hidden)},
         *(
-            {**layer_shapes(2 * i), **(layer_shapes(2 * i + 1) if 2 * i + 1 < layers else {})}
+            {**layer_shapes(2 * i, shape), **(layer_shapes(2 * i + 1, shape) if 2 * i + 1 < layers else {})}
             for i in range((layers + 1) // 2)
         ),
-        {"model.norm.weight": (HIDDEN,), "lm_head.weight": (VOCAB, HIDDEN)},
+        {"model.norm.weight": (hidden,), "lm_head.weight": (vocab, hidden)},
     ]
     if single_shard:
         shards = [{name: shape for shard in shards for name, shape in shard.items()}]
@@ -88,10 +111,10 @@ def build_checkpoint(folder: Path, size_gb: float, single_shard: bool = False) -
             "model.safetensors" if single_shard else f"model-{index + 1:05d}-of-{len(shards):05d}.safetensors"
         )
         tensors = {
-            key: (
-                torch.ones(shape) if len(shape) == 1 else torch.randn(shape, generator=generator) * 0.02
-            ).to(torch.bfloat16)
-            for key, shape in shapes.items()
+            key: (torch.ones(dims) if len(dims) == 1 else torch.randn(dims, generator=generator) * 0.02).to(
+                torch.bfloat16
+            )
+            for key, dims in shapes.items()
         }
         save_file(tensors, str(folder / name), metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(tensors, name))
@@ -104,13 +127,13 @@ def build_checkpoint(folder: Path, size_gb: float, single_shard: bool = False) -
     config = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
-        "hidden_size": HIDDEN,
-        "intermediate_size": INTERMEDIATE,
+        "hidden_size": hidden,
+        "intermediate_size": shape.intermediate,
         "num_hidden_layers": layers,
-        "num_attention_heads": HEADS,
-        "num_key_value_heads": KV_HEADS,
-        "head_dim": HEAD_DIM,
-        "vocab_size": VOCAB,
+        "num_attention_heads": shape.heads,
+        "num_key_value_heads": shape.kv_heads,
+        "head_dim": shape.head_dim,
+        "vocab_size": vocab,
         "max_position_embeddings": 4096,
         "rms_norm_eps": 1e-5,
         "tie_word_embeddings": False,
@@ -119,7 +142,7 @@ def build_checkpoint(folder: Path, size_gb: float, single_shard: bool = False) -
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     (folder / BUILT_MARKER).write_text(marker)
-    return total, VOCAB * HIDDEN * 2
+    return total, vocab * hidden * 2
 
 
 def evict(folder: Path) -> None:
@@ -308,14 +331,20 @@ def main() -> int:
                 continue
             output = args.workdir / f"llmc-{method}"
             shutil.rmtree(output, ignore_errors=True)
-            theirs = run_child(
-                str(compressor),
-                LLMCOMPRESSOR_CHILD,
-                str(source),
-                str(method_record(method).ct_scheme),  # the registry's compressed-tensors preset
-                str(output),
-                str(os.cpu_count() or 1),
-            )
+            try:
+                theirs = run_child(
+                    str(compressor),
+                    LLMCOMPRESSOR_CHILD,
+                    str(source),
+                    str(method_record(method).ct_scheme),  # the registry's compressed-tensors preset
+                    str(output),
+                    str(os.cpu_count() or 1),
+                )
+            except RuntimeError as error:
+                # model_free_ptq does not take every preset; the other methods are still compared.
+                print(f"{method:<10} llm-compressor failed: {str(error).strip().splitlines()[-1][:200]}")
+                shutil.rmtree(output, ignore_errors=True)
+                continue
             print(
                 f"{method:<10} llm-compressor {theirs['seconds']:.1f} s, peak RSS {theirs['peak_rss'] / 1e9:.2f} GB; "
                 f"time ratio (ours/theirs) {ours['seconds'] / theirs['seconds']:.2f}, "
