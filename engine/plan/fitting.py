@@ -130,9 +130,19 @@ def fit_on_target(
             dtype_bytes=sizing.activation_bytes,
         )
 
+    check_layout(request, target)
+    stages = request.stages
     if request.nodes > 1:
         tp = request.tensor_parallel_size or max(tp_options(target, model))
-        return sizing.fit(plan(tp, request.nodes), tp, request.nodes)
+        return sizing.fit(plan(tp, stages), tp, stages)
+    if stages > 1:  # pipeline stages on this one box: the smallest TP per stage that fits
+        fitting = [tp for tp in tp_options(target, model) if tp * stages <= target.count] or [1]
+        options = [request.tensor_parallel_size] if request.tensor_parallel_size else fitting
+        for tp in options:
+            staged = plan(tp, stages)
+            if staged.capacity.max_concurrency >= request.concurrency:
+                break
+        return sizing.fit(staged, tp, stages)
     options = [request.tensor_parallel_size] if request.tensor_parallel_size else tp_options(target, model)
     for tp in options:
         one_box = plan(tp, 1)
@@ -143,6 +153,35 @@ def fit_on_target(
         if plan(tp, pp).capacity.max_concurrency >= request.concurrency:
             return sizing.fit(one_box, tp, machines=pp)
     return sizing.fit(one_box, tp)
+
+
+def check_layout(request: PlanRequest, target: HardwareTarget) -> None:
+    """The stages × TP asked for fit the GPUs: P × TP on one box, TP within a box with ``--nodes``.
+
+    Raises:
+        QuantTuiError: one line naming the sizes and the GPUs there are.
+    """
+    from engine.errors import QuantTuiError
+
+    stages, tp, gpus = request.stages, request.tensor_parallel_size, target.count
+    if request.nodes > 1:
+        if tp and tp > gpus:
+            raise QuantTuiError(
+                f"--tensor-parallel-size {tp} exceeds the {gpus} GPUs of one box; with --nodes a tensor-parallel group stays in one box",
+                f"use --tensor-parallel-size {gpus} or less",
+            )
+        if stages < request.nodes:
+            raise QuantTuiError(
+                f"--pipeline-parallel-size {stages} is fewer than the {request.nodes} boxes of --nodes; each box holds a stage",
+                f"use --pipeline-parallel-size {request.nodes} or more",
+            )
+        return
+    if stages > 1 and stages * (tp or 1) > gpus:
+        raise QuantTuiError(
+            f"--pipeline-parallel-size {stages} × --tensor-parallel-size {tp or 1} needs {stages * (tp or 1)} GPUs "
+            f"and this box has {gpus}",
+            "lower either, or add --nodes N to spread the stages over boxes",
+        )
 
 
 def _fit_cpu(

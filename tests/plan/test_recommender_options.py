@@ -253,3 +253,55 @@ def test_cpu_fp8_kv_cache_needs_head_sizes_of_32n(tmp_path: Path) -> None:
             model, CPU, PlanRequest(max_model_len=4096, kv_cache_dtype="fp8", available_ram_bytes=64 * GIB)
         )
     assert recommend(model, CPU, PlanRequest(max_model_len=4096, available_ram_bytes=64 * GIB)).candidates
+
+
+# Llama-3.1-70B (70,553,706,496 parameters, bf16) on one box of 8× H100, P stages × T-way TP.
+# By hand: the weights split over P × T ranks (70,553,706,496 × 2 B / 8 = 17,638,426,624 at 2 × 4);
+# stages on one box run on vLLM's default multiprocessing executor, so no Ray flag and no cluster steps.
+@pytest.mark.parametrize(
+    ("options", "tp", "pp", "weights_per_rank"),
+    [
+        ({"pipeline_parallel_size": 2, "tensor_parallel_size": 4}, 4, 2, 17_638_426_624),
+        ({"pipeline_parallel_size": 4, "tensor_parallel_size": 2}, 2, 4, 17_638_426_624),
+        ({"pipeline_parallel_size": 8}, 1, 8, 17_638_426_624),  # only TP 1 leaves 8 × TP ≤ 8 GPUs
+    ],
+)
+def test_pipeline_stages_on_one_box_run_without_ray(
+    models: dict[str, ModelInfo], options: dict[str, int], tp: int, pp: int, weights_per_rank: int
+) -> None:
+    candidate = _bf16(models, "llama-3.1-70b", "H100x8", **options)
+    args = " ".join(candidate.vllm_args)
+    assert f"--tensor-parallel-size {tp} --pipeline-parallel-size {pp}" in args or (
+        tp == 1 and f"--pipeline-parallel-size {pp}" in args
+    )
+    assert "--distributed-executor-backend" not in args
+    assert candidate.cluster_steps == ()
+    assert candidate.plan.weights_bytes == weights_per_rank
+    assert any(f"{pp} pipeline stages × {tp}-way tensor parallel on one box" in r for r in candidate.reasons)
+
+
+@pytest.mark.parametrize(
+    ("gpu", "options", "words"),
+    [
+        (
+            "H100x8",
+            {"pipeline_parallel_size": 3, "tensor_parallel_size": 4},
+            "needs 12 GPUs and this box has 8",
+        ),
+        ("H100x8", {"pipeline_parallel_size": 16}, "needs 16 GPUs and this box has 8"),
+        ("H100x8", {"nodes": 2, "tensor_parallel_size": 16}, "exceeds the 8 GPUs of one box"),
+        ("H100x8", {"nodes": 4, "pipeline_parallel_size": 2}, "fewer than the 4 boxes"),
+        ("cpu", {"pipeline_parallel_size": 2}, "the CPU backend serves on one box"),
+    ],
+)
+def test_a_layout_beyond_the_gpus_is_refused(
+    models: dict[str, ModelInfo], gpu: str, options: dict[str, int], words: str
+) -> None:
+    with pytest.raises(QuantTuiError, match=words):
+        _bf16(models, "llama-3.1-70b", gpu, **options)
+
+
+def test_nodes_with_stages_still_use_ray(models: dict[str, ModelInfo]) -> None:
+    candidate = _bf16(models, "llama-3.1-70b", "H100x8", nodes=2, pipeline_parallel_size=2)
+    assert "--distributed-executor-backend ray" in " ".join(candidate.vllm_args)
+    assert candidate.cluster_steps[0].where == "head node" and len(candidate.cluster_steps) == 4

@@ -81,3 +81,14 @@ def test_the_real_command_prints_one_line(tiny_llama: Path) -> None:
     )
     _assert_one_line(run.returncode, run.stderr, ["--max-num-seqs must be at least 1, got 0"])
     assert run.stdout == ""
+
+
+def test_recommend_refuses_more_stages_than_gpus_in_one_line(
+    tiny_llama: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """P × TP beyond the box's GPUs: 3 stages × TP 4 = 12 GPUs on an 8-GPU box."""
+    argv = ["recommend", "--model", str(tiny_llama), "--gpu", "H100x8"]
+    code = main([*argv, "--pipeline-parallel-size", "3", "--tensor-parallel-size", "4"])
+    out, err = capsys.readouterr()
+    _assert_one_line(code, err, ["--pipeline-parallel-size 3", "needs 12 GPUs and this box has 8"])
+    assert out == ""

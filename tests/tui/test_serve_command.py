@@ -138,7 +138,7 @@ def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
     "options",
     [
         ("--nodes", "2"),
-        ("--pipeline-parallel-size", "2"),
+        ("--nodes", "2", "--pipeline-parallel-size", "2"),
         ("--nodes", "2", "--distributed-executor-backend", "ray"),
     ],
     ids=" ".join,

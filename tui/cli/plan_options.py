@@ -83,9 +83,14 @@ PLAN_OPTIONS: tuple[PlanOption, ...] = (
         "--nodes",
         "count",
         "boxes of the GPUs joined by Ray: one pipeline stage per box, tensor parallel over each box's "
-        "GPUs, as vLLM's multi-node guide sets it (--pipeline-parallel-size is the same; default 1)",
+        "GPUs, as vLLM's multi-node guide sets it (default 1)",
         default="1",
-        aliases=("--pipeline-parallel-size",),
+    ),
+    PlanOption(
+        "--pipeline-parallel-size",
+        "count",
+        "pipeline stages: with --nodes, over the boxes (default one per box); without, on this one "
+        "box, each over --tensor-parallel-size GPUs (no Ray)",
     ),
 )
 

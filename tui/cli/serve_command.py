@@ -182,7 +182,7 @@ def server_config(
             max_model_len=request.max_model_len,
             kv_cache_dtype=request.kv_cache_dtype or "auto",
             tensor_parallel_size=request.tensor_parallel_size or 1,
-            pipeline_parallel_size=request.nodes,
+            pipeline_parallel_size=request.stages,
             distributed_executor_backend="ray" if request.nodes > 1 else None,
             cpu_kvcache_gib=request.cpu_kvcache_gib,
             gpu_memory_utilization=request.gpu_memory_utilization,
@@ -192,7 +192,7 @@ def server_config(
     executor = args.distributed_executor_backend or plan.distributed_executor_backend
     if executor not in (None, "mp", "ray"):
         raise QuantTuiError(f"unknown --distributed-executor-backend {executor!r}; use mp or ray")
-    if plan.pipeline_parallel_size > 1 and executor != "ray":
+    if plan.distributed_executor_backend == "ray" and executor != "ray":  # the plan spans boxes
         raise QuantTuiError(
             f"a plan across {plan.pipeline_parallel_size} boxes runs on Ray, as vLLM's multi-node guide sets it "
             f"up, not on {executor}",
@@ -217,8 +217,8 @@ def cluster_steps(config: ServerConfig) -> tuple[ClusterStep, ...]:
     """The Ray commands that start a plan spanning boxes, its ``vllm serve`` line last; () on one box."""
     from engine.plan.multi_node import ray_cluster_steps
 
-    if config.pipeline_parallel_size < 2:
-        return ()
+    if config.pipeline_parallel_size < 2 or config.distributed_executor_backend != "ray":
+        return ()  # stages on one box need no cluster
     return ray_cluster_steps(config.pipeline_parallel_size, config.command_line())
 
 

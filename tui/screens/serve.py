@@ -237,7 +237,9 @@ class ServeScreen(StepScreen):
             request = selection.request or PlanRequest()
             local = replace(request, tensor_parallel_size=None)
             config = plan_checkpoint(folder, local).server
-        if config.pipeline_parallel_size > 1:  # as `quant-tui serve`: only where vLLM joins a Ray cluster
+        if (
+            config.pipeline_parallel_size > 1 and config.distributed_executor_backend == "ray"
+        ):  # as `quant-tui serve`: only where vLLM joins a Ray cluster
             from engine.plan.multi_node import require_ray_cluster
 
             require_ray_cluster(
