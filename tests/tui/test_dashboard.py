@@ -241,14 +241,14 @@ async def test_a_steady_graph_is_not_redrawn_when_only_time_moves_on() -> None:
             # Each poll starts a little over a second after the one before, as the poller's do.
             times = [index * 1.004 + 0.003 * (index % 3) for index in range(tick)]
             series = {"requests_running": [3.0] * tick, "requests_waiting": [1.0] * tick}
-            before = plot._version
+            before = plot.redraws
             plot.show(times, series, 120.0, {"requests_running": 3.0, "requests_waiting": 1.0})
-            redraws.append(plot._version - before)
+            redraws.append(plot.redraws - before)
         assert redraws[0] == 1 and sum(redraws[1:]) == 0, redraws
         # A value that moves is drawn at once.
         series["requests_running"][-1] = 9.0
         plot.show(times, series, 120.0, {"requests_running": 9.0, "requests_waiting": 1.0})
-        assert plot._version == before + 1
+        assert plot.redraws == before + 1
 
 
 async def test_live_polls_redraw_the_lines_once_the_axis_moved_a_dot_and_the_titles_every_poll() -> None:
@@ -265,20 +265,20 @@ async def test_live_polls_redraw_the_lines_once_the_axis_moved_a_dot_and_the_tit
         screen.draw(snapshots[40], series_of(snapshots[:41]), live=True)
         await pilot.pause(0.1)
         plot = screen.query_one("#graph-throughput", TimePlot)
-        drawn, title = plot._version, plot.border_title
+        drawn, title = plot.redraws, plot.border_title
         # 2 minutes across a 28-cell plot less its y labels (about 22 columns of 2 dots): ~2.7 s a dot.
         assert 2.0 < plot.redraw_period(120.0) < 3.5
         # The next poll, a second later: the title shows its values at once, the lines wait.
         screen.draw(snapshots[41], series_of(snapshots[:42]), live=True)
         await pilot.pause(0.1)
-        assert plot._version == drawn
+        assert plot.redraws == drawn
         assert plot.border_title != title
         top_row = plot.render_lines(Region(0, 0, plot.outer_size.width, 1))[0].text
         assert Text.from_markup(plot.border_title or "").plain in top_row
         # Once the axis has moved by a dot, the lines are redrawn with the newest history.
         screen._graphs_drawn_at -= plot.redraw_period(120.0)
         screen.draw(snapshots[42], series_of(snapshots[:43]), live=True)
-        assert plot._version == drawn + 1
+        assert plot.redraws == drawn + 1
         # Without ``live`` (one picture, as the exports and snapshots draw) the lines are drawn at once.
         screen.draw(snapshots[43], series_of(snapshots[:44]))
-        assert plot._version == drawn + 2
+        assert plot.redraws == drawn + 2

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
+from plotext._utility import colors_to_ansi, no_color
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual.app import RenderResult
 from textual.geometry import Region
@@ -14,6 +17,7 @@ from textual_plotext import PlotextPlot
 
 from tui.format import compact_number
 from tui.widgets.ansi_strips import ansi_strips
+from tui.widgets.braille_lines import braille_cells
 from tui.widgets.graphs import GraphSpec, Unit, Values
 
 if TYPE_CHECKING:
@@ -94,13 +98,17 @@ class TimePlot(PlotextPlot):
         # What was last drawn, so a tick that changes nothing costs nothing.
         self._data_key: object = None
         self._shown_title: tuple[list[str], int] | None = None
-        self._version = 0
+        self.redraws = 0
+        """How many new pictures of the lines were drawn (each asks Textual for one repaint); a count to watch."""
         self._rendered: tuple[object, list[Strip]] | None = None
         self._stretches: list[tuple[str, list[tuple[list[float], list[float]]]]] = []
         self._window_s = 120.0
         self._top = spec.unit.top or 1.0
         # The columns the lines were last drawn in (the width less the y axis and its labels).
         self._canvas_cells = 0
+        # Where the canvas is in the plot (left column, bottom row, columns, rows), as plotext lays it out.
+        self._canvas = (0, 0, 0, 0)
+        self._axes_cache: _Axes | None = None
 
     def refresh(
         self, *regions: Region, repaint: bool = True, layout: bool = False, recompose: bool = False
@@ -167,7 +175,7 @@ class TimePlot(PlotextPlot):
             return  # the same picture at the plot's resolution: an idle server costs no redraw
         self._data_key = key
         self._stretches, self._window_s, self._top = stretches, window_s, top
-        self._version += 1
+        self.redraws += 1
         self.refresh()
 
     def _picture(
@@ -191,10 +199,12 @@ class TimePlot(PlotextPlot):
             for color, line_runs in stretches
         )
 
-    def _draw(self, width: int, height: int) -> None:
+    def _draw(self, width: int, height: int, lines: bool = True) -> None:
+        """Sets up the plotext figure for this size: the axes, and the lines unless ``lines`` is false."""
         plt = self.plt
         plt.clear_data()
-        if not any(line_runs for _, line_runs in self._stretches):
+        drawn = any(line_runs for _, line_runs in self._stretches)
+        if not drawn:
             # A new figure (a third of a build) only where it matters: the invisible point below
             # takes plotext's next default colour, and clear_figure restarts that count.
             plt.clear_figure()
@@ -207,15 +217,21 @@ class TimePlot(PlotextPlot):
         plt.frame(False)
         plt.xaxes(True, False)
         plt.yaxes(True, False)
-        drawn = False
-        for color, line_runs in self._stretches:
-            for xs, ys in line_runs:
-                drawn = True
-                if len(xs) == 1:
-                    plt.scatter(xs, ys, marker="braille", color=color)
-                else:
-                    plt.plot(xs, ys, marker="braille", color=color)
-        if not drawn:
+        if drawn and lines:
+            for color, line_runs in self._stretches:
+                for xs, ys in line_runs:
+                    if len(xs) == 1:
+                        plt.scatter(xs, ys, marker="braille", color=color)
+                    else:
+                        plt.plot(xs, ys, marker="braille", color=color)
+        elif drawn:
+            # The axes alone: for each stretch, an invisible point off the canvas (right of now, below
+            # zero) keeps them drawn, and takes the colour plotext would give that stretch: plotext
+            # replaces a name it does not know ("yellow") with its next unused default colour.
+            for color, line_runs in self._stretches:
+                for _ in line_runs:
+                    plt.scatter([self._window_s], [-self._top], marker=" ", color=color)
+        else:
             # Nothing known in the window: an invisible point keeps the axes drawn.
             plt.scatter([0.0], [0.0], marker=" ")
         window, top = self._window_s, self._top
@@ -226,21 +242,58 @@ class TimePlot(PlotextPlot):
         ticks = [0.0] if not drawn else [0.0, top / 2, top] if height >= 4 else [0.0, top]
         labels = [f"{compact_number(tick)}{suffix}" if tick else "0" for tick in ticks]
         plt.yticks(ticks, labels)
-        self._canvas_cells = width - 1 - max(len(label) for label in labels)
-        if height >= _MIN_ROWS_FOR_TIME_LABELS:
+        label_cells = max(len(label) for label in labels)
+        self._canvas_cells = width - 1 - label_cells
+        time_labels = height >= _MIN_ROWS_FOR_TIME_LABELS
+        if time_labels:
             plt.xticks([-window, -window / 2, 0], [f"-{window_label(window)}", "", "now"])
         else:
             plt.xticks([], [])
+        # Where plotext puts the canvas: right of the labels and the y axis, above the x axis and its labels.
+        self._canvas = (label_cells + 1, 1 + time_labels, self._canvas_cells, height - 1 - time_labels)
+
+    def plotext_strips(self) -> list[Strip]:
+        """The plot at the current size built wholly by plotext (the reference the dashboard draws like)."""
+        width, height = self.size
+        self._draw(width, height)
+        self.plt.theme(self._get_plotext_theme_name(self.app.theme))
+        return ansi_strips(self.plt.build(), width)
+
+    def _axes(self, width: int, height: int) -> _Axes | None:
+        """Plotext's empty axes for this size, scale and theme, built once; ``None`` with no lines to draw."""
+        theme = self.app.theme
+        requested = tuple(color for color, line_runs in self._stretches for _ in line_runs)
+        key = (width, height, self._window_s, self._top, theme, requested)
+        if self._axes_cache is not None and self._axes_cache.key == key:
+            return self._axes_cache
+        if not any(line_runs for _, line_runs in self._stretches):
+            return None
+        self._draw(width, height, lines=False)
+        plotext_theme = self._get_plotext_theme_name(theme)
+        self.plt.theme(plotext_theme)
+        strips = ansi_strips(self.plt.build(), width)
+        left, bottom, columns, rows = self._canvas
+        if columns < 2 or rows < 2:
+            return None  # the off-canvas points could land on a one-cell canvas
+        monitor = cast(Any, self.plt).monitor
+        colors = [signal_colors[0] for signal_colors in monitor.color]
+        self._axes_cache = _Axes(
+            key, strips, (left, bottom, columns, rows), monitor.matrix.canvas_color, colors
+        )
+        return self._axes_cache
 
     def _strips(self) -> list[Strip]:
         """The plot at the current size as strips, rebuilt only when the data, the size or the theme changed."""
         width, height = self.size
-        key = (self._version, width, height, self.app.theme)
+        key = (self.redraws, width, height, self.app.theme)
         if self._rendered is not None and self._rendered[0] == key:
             return self._rendered[1]
-        self._draw(width, height)
-        self.plt.theme(self._get_plotext_theme_name(self.app.theme))
-        strips = ansi_strips(self.plt.build(), width)
+        axes = self._axes(width, height)
+        strips = (
+            self.plotext_strips()
+            if axes is None
+            else axes.with_lines(self._stretches, self._window_s, self._top)
+        )
         self._rendered = (key, strips)
         return strips
 
@@ -252,3 +305,86 @@ class TimePlot(PlotextPlot):
     def render(self) -> RenderResult:
         """The plot as text (what it draws, for a reader that wants the characters)."""
         return Text("\n".join(strip.text for strip in self._strips()))
+
+
+class _Axes:
+    """Plotext's axes without lines, as strips, and where its canvas lies, to draw lines on."""
+
+    def __init__(
+        self,
+        key: object,
+        strips: list[Strip],
+        canvas: tuple[int, int, int, int],
+        canvas_color: object,
+        colors: list[str],
+    ) -> None:
+        """Keeps the axes' strips.
+
+        Args:
+            key: What they were built for (size, scale, theme, the colours asked for).
+            strips: The axes as plotext draws them with no line.
+            canvas: Where the lines go: left column, bottom row, columns, rows.
+            canvas_color: The canvas colour in plotext's terms.
+            colors: The colour plotext gives each stretch, in drawing order.
+        """
+        self.key = key
+        self.strips = strips
+        self.left, self.bottom, self.columns, self.rows = canvas
+        self.canvas_color = canvas_color
+        self.colors = colors
+        # Each canvas row's cells as (character, style, run): a run is one of plotext's colour runs.
+        self._cells: dict[int, list[tuple[str, Style, int]]] = {}
+        self._dot_styles: dict[str, Style] = {}
+
+    def _row_cells(self, line: int) -> list[tuple[str, Style, int]]:
+        cells = self._cells.get(line)
+        if cells is None:
+            cells = [
+                (character, segment.style or Style.null(), run)
+                for run, segment in enumerate(self.strips[line])
+                for character in segment.text
+            ]
+            self._cells[line] = cells
+        return cells
+
+    def _dot_style(self, color: str) -> Style:
+        """The style plotext gives a line's dot: its colour on the canvas, in plotext's own ANSI codes."""
+        style = self._dot_styles.get(color)
+        if style is None:
+            ansi = colors_to_ansi(color, no_color, self.canvas_color)
+            style = next(iter(ansi_strips(f"{ansi}x", 1)[0])).style or Style.null()
+            self._dot_styles[color] = style
+        return style
+
+    def with_lines(
+        self, stretches: list[tuple[str, list[tuple[list[float], list[float]]]]], window_s: float, top: float
+    ) -> list[Strip]:
+        """The axes with the lines drawn on them, cell for cell as plotext draws them."""
+        runs = [stretch for _, line_runs in stretches for stretch in line_runs]
+        signals = list(zip(self.colors, runs, strict=True))
+        cells = braille_cells(signals, (-window_s, 0.0), (0.0, top), self.columns, self.rows)
+        by_line: dict[int, dict[int, tuple[str, str]]] = {}
+        height = len(self.strips) - 1  # plotext ends its text with a newline: one blank strip more
+        for (column, row), cell in cells.items():
+            by_line.setdefault(height - 1 - (self.bottom + row), {})[self.left + column] = cell
+        strips = list(self.strips)
+        for line, dots in by_line.items():
+            segments: list[Segment] = []
+            text, style, run = "", Style.null(), None
+            for column, (character, cell_style, cell_run) in enumerate(self._row_cells(line)):
+                dot = dots.get(column)
+                # A dot's run is its colour: next to a dot of the same colour it joins, as in plotext's
+                # text; one in no colour (plotext ran out of its colours) is the canvas' own.
+                this_run: object = ("dot", dot[1]) if dot is not None and dot[1] != no_color else cell_run
+                if dot is not None:
+                    character, cell_style = dot[0], self._dot_style(dot[1])
+                if this_run != run and text:
+                    segments.append(Segment(text, style))
+                    text = ""
+                if not text:
+                    style, run = cell_style, this_run
+                text += character
+            if text:
+                segments.append(Segment(text, style))
+            strips[line] = Strip(segments, self.strips[line].cell_length)
+        return strips
