@@ -282,3 +282,44 @@ async def test_live_polls_redraw_the_lines_once_the_axis_moved_a_dot_and_the_tit
         # Without ``live`` (one picture, as the exports and snapshots draw) the lines are drawn at once.
         screen.draw(snapshots[43], series_of(snapshots[:44]))
         assert plot.redraws == drawn + 2
+
+
+@pytest.mark.parametrize(("size", "theme"), [((120, 40), "textual-dark"), ((80, 24), "nord")])
+async def test_the_lines_drawn_on_cached_axes_are_the_picture_plotext_builds(
+    size: tuple[int, int], theme: str
+) -> None:
+    """Each redraw puts braille dots on axes built once; a whole plotext build is the reference."""
+    import random
+
+    app = create_app(gpu="H100", hardware=fixed_hardware())
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("6")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), timeout=30)
+        app.theme = theme
+        await pilot.pause(0.1)
+        rng = random.Random(size[0])
+        compared = 0
+        for ticks in (1, 2, 60, 200):
+            times = [index + rng.random() * 0.01 for index in range(ticks)]
+            for plot in app.screen.query(TimePlot):
+                series = {}
+                for line in plot.spec.lines:
+                    scale = rng.choice([1e-3, 1.0, 5000.0])
+                    values = [
+                        None if rng.random() < 0.1 else abs(rng.gauss(1, 0.5)) * scale for _ in range(ticks)
+                    ]
+                    if (
+                        plot.spec.unit.top is not None
+                    ):  # a fixed-top axis (%, fractions): some values above it
+                        values = [None if value is None else min(value / scale, 1.2) for value in values]
+                    series[line.series] = values
+                plot.show(times, series, 120.0, {name: values[-1] for name, values in series.items()})
+                drawn = [
+                    [(segment.text, segment.style) for segment in strip] for strip in plot.drawn_strips()
+                ]
+                built = [
+                    [(segment.text, segment.style) for segment in strip] for strip in plot.plotext_strips()
+                ]
+                assert drawn == built, (plot.spec.id, ticks)
+                compared += 1
+        assert compared >= 4 * len(GRAPHS)

@@ -282,7 +282,7 @@ class TimePlot(PlotextPlot):
         )
         return self._axes_cache
 
-    def _strips(self) -> list[Strip]:
+    def drawn_strips(self) -> list[Strip]:
         """The plot at the current size as strips, rebuilt only when the data, the size or the theme changed."""
         width, height = self.size
         key = (self.redraws, width, height, self.app.theme)
@@ -299,12 +299,12 @@ class TimePlot(PlotextPlot):
 
     def render_line(self, y: int) -> Strip:
         """One line of the plot (Textual's line API: no text-to-strips conversion on each redraw)."""
-        strips = self._strips()
+        strips = self.drawn_strips()
         return strips[y] if y < len(strips) else Strip.blank(self.size.width)
 
     def render(self) -> RenderResult:
         """The plot as text (what it draws, for a reader that wants the characters)."""
-        return Text("\n".join(strip.text for strip in self._strips()))
+        return Text("\n".join(strip.text for strip in self.drawn_strips()))
 
 
 class _Axes:
