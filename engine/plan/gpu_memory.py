@@ -2,7 +2,7 @@
 
 vLLM 0.32 (``v1/worker/gpu_worker.py``, ``utils/mem_utils.py``): requested = ceil(total ×
 gpu_memory_utilization); the profile run of ``max_num_batched_tokens`` tokens (plus a sampler pass
-over ``max_num_seqs`` rows) measures the weights, the torch activation peak and the non-torch
+over ``max_num_seqs`` rows, on the last pipeline stage only: ``gpu_model_runner.profile_run``) measures the weights, the torch activation peak and the non-torch
 memory (CUDA context, cuBLAS, NCCL buffers); the CUDA-graph estimate is subtracted by default
 (``VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1``) unless ``--enforce-eager``. What is left is the KV cache.
 
@@ -83,15 +83,17 @@ def activation_peak_bytes(
     max_num_seqs: int,
     tensor_parallel_size: int = 1,
     dtype_bytes: int = 2,
+    runs_sampler: bool = True,
 ) -> int:
     """The profile run's torch peak: sampler logits + batch hidden states + fused-MoE caches.
 
     The sampler pass over ``min(max_num_seqs, tokens)`` rows of logits is not sharded by tensor
     parallelism (the logits are gathered), which is why llm-d measured the same activation peak at
     TP 1, 2 and 4. The hidden states and the fused-MoE caches are in the activation ``--dtype``
-    (``dtype_bytes``: 2 for 16-bit, 4 for float32), and so are the lm_head's logits.
+    (``dtype_bytes``: 2 for 16-bit, 4 for float32), and so are the lm_head's logits. Only the last
+    pipeline stage runs the sampler (``runs_sampler``); the others send their hidden states on.
     """
-    rows = min(max_num_seqs, max_num_batched_tokens)
+    rows = min(max_num_seqs, max_num_batched_tokens) if runs_sampler else 0
     sampler = rows * model.vocab_size * sampler_bytes_per_logit(dtype_bytes)
     hidden = max_num_batched_tokens * model.hidden_size * HIDDEN_COPIES_TIMES_TWO * dtype_bytes // 2
     moe = 0
@@ -123,15 +125,19 @@ def gpu_memory_breakdown(
     pipeline_parallel_size: int = 1,
     enforce_eager: bool = False,
     dtype_bytes: int = 2,
+    runs_sampler: bool = True,
 ) -> GpuMemoryBreakdown:
-    """Splits one GPU's memory as vLLM's ``determine_available_memory`` does (``dtype_bytes``: the activation --dtype's)."""
+    """Splits one GPU's memory as vLLM's ``determine_available_memory`` does.
+
+    ``dtype_bytes`` is the activation --dtype's; ``runs_sampler`` is False on a pipeline stage before the last.
+    """
     return GpuMemoryBreakdown(
         total_bytes=total_bytes,
         gpu_memory_utilization=gpu_memory_utilization,
         requested_bytes=math.ceil(total_bytes * gpu_memory_utilization),
         weights_bytes=weights_per_rank,
         activation_peak_bytes=activation_peak_bytes(
-            model, max_num_batched_tokens, max_num_seqs, tensor_parallel_size, dtype_bytes
+            model, max_num_batched_tokens, max_num_seqs, tensor_parallel_size, dtype_bytes, runs_sampler
         ),
         non_torch_bytes=non_torch_bytes(tensor_parallel_size, pipeline_parallel_size),
         cudagraph_bytes=0 if enforce_eager else CUDA_GRAPH_ESTIMATE,

@@ -2,8 +2,9 @@
 
 Follows vLLM 0.32: ``v1/kv_cache_interface.py`` (page sizes, ``max_memory_usage_bytes`` of full,
 sliding-window and chunked-local specs), ``v1/core/kv_cache_utils.py`` (``get_kv_cache_groups``,
-``_get_kv_cache_groups_uniform_page_size``, ``get_num_blocks``, ``_check_enough_kv_cache_memory``,
-``get_max_concurrency_for_kv_cache_config``, ``get_kv_cache_capacity``) and the CPU platform's block size.
+``_get_kv_cache_groups_uniform_page_size``, ``_project_kv_cache_groups_to_worker``, ``get_num_blocks``,
+``_check_enough_kv_cache_memory``, ``get_max_concurrency_for_kv_cache_config``, ``get_kv_cache_capacity``)
+and the CPU platform's block size.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class KvGroup:
 
     Attributes:
         kind: the attention kind of its layers.
-        layers: real layers in the group (the rest of ``group_size`` is padding).
+        layers: real layers in the group (the rest of ``group_size`` is padding); on one pipeline
+            stage, those of its layers that stage holds.
         blocks_per_request: blocks one request at max_model_len holds in each of its layers.
     """
 
@@ -119,25 +121,27 @@ def kv_groups(
     max_model_len: int,
     block_size: int,
     max_in_flight_tokens: int,
-    pipeline_parallel_size: int = 1,
+    stage_layers: range | None = None,
 ) -> tuple[int, tuple[KvGroup, ...]]:
-    """vLLM's layer groups: ``(group_size, groups)``.
+    """vLLM's layer groups: ``(layers in the largest group, groups)``.
 
     One kind only: one group of all layers. Several kinds with equal pages: each kind's layers are
     cut into groups of ``group_size`` (the smallest kind's count, or the largest when that is under
-    1.5× the smallest), padding the last group of each kind.
+    1.5× the smallest), padding the last group of each kind; group ``i`` of a kind takes that kind's
+    layers ``i::groups``. Under pipeline parallelism the groups are the whole model's and each stage
+    keeps its own layers of every group (``_project_kv_cache_groups_to_worker``), so ``stage_layers``
+    (one stage's decoder layers) counts only those; its largest group sets its bytes per block.
     """
-    counts: dict[LayerAttention, int] = {}
-    for kind in attention.layer_kinds:
-        counts[kind] = counts.get(kind, 0) + 1
-    if pipeline_parallel_size > 1:  # each stage holds its share of every kind
-        counts = {kind: math.ceil(n / pipeline_parallel_size) for kind, n in counts.items()}
-    if not counts:
+    layers_of: dict[LayerAttention, list[int]] = {}
+    for index, kind in enumerate(attention.layer_kinds):
+        layers_of.setdefault(kind, []).append(index)
+    if not layers_of:
         return 0, ()
-    smallest, largest = min(counts.values()), max(counts.values())
+    counts = [len(layers) for layers in layers_of.values()]
+    smallest, largest = min(counts), max(counts)
     group_size = largest if largest < 1.5 * smallest or len(counts) == 1 else smallest
     groups: list[KvGroup] = []
-    for kind, count in counts.items():
+    for kind, layers in layers_of.items():
         per_request = blocks_per_request(
             kind,
             max_model_len,
@@ -146,11 +150,12 @@ def kv_groups(
             attention.sliding_window,
             attention.attention_chunk_size,
         )
-        num_groups = math.ceil(count / group_size)
+        num_groups = math.ceil(len(layers) / group_size)
         for index in range(num_groups):
-            real = len(range(index, count, num_groups))
-            groups.append(KvGroup(kind, real, per_request))
-    return group_size, tuple(groups)
+            members = layers[index::num_groups]
+            held = members if stage_layers is None else [layer for layer in members if layer in stage_layers]
+            groups.append(KvGroup(kind, len(held), per_request))
+    return max(group.layers for group in groups), tuple(groups)
 
 
 def kv_capacity_for(
@@ -161,7 +166,7 @@ def kv_capacity_for(
     kv_dtype_bytes: float,
     max_in_flight_tokens: int,
     tensor_parallel_size: int = 1,
-    pipeline_parallel_size: int = 1,
+    stage_layers: range | None = None,
 ) -> KvCapacity:
     """The KV cache vLLM builds in ``kv_space_bytes`` on one rank, as its start-up log reports it.
 
@@ -174,11 +179,9 @@ def kv_capacity_for(
         max_in_flight_tokens: vLLM's ``max_in_flight_tokens``: ``max_num_batched_tokens`` on CPU,
             twice that on a GPU with async scheduling (the default).
         tensor_parallel_size: ranks the KV heads split over (MLA's latent does not split).
-        pipeline_parallel_size: stages the layers split over.
+        stage_layers: one pipeline stage's decoder layers (None: the whole model, one stage).
     """
-    group_size, groups = kv_groups(
-        attention, max_model_len, block_size, max_in_flight_tokens, pipeline_parallel_size
-    )
+    group_size, groups = kv_groups(attention, max_model_len, block_size, max_in_flight_tokens, stage_layers)
     page = block_size * attention.bytes_per_token_per_layer(kv_dtype_bytes, tensor_parallel_size)
     bytes_per_block = group_size * page
     per_request = sum(group.blocks_per_request for group in groups)
@@ -193,8 +196,12 @@ def kv_capacity_for(
 
 
 def kv_bytes_per_token(
-    attention: AttentionLayout, kv_dtype_bytes: float, tensor_parallel_size: int = 1
+    attention: AttentionLayout,
+    kv_dtype_bytes: float,
+    tensor_parallel_size: int = 1,
+    stage_layers: range | None = None,
 ) -> int:
-    """KV bytes one token takes over all layers of one rank, as if every layer kept every token."""
+    """KV bytes one token takes over all layers of one rank (of ``stage_layers``' stage), as if every layer kept every token."""
     per_layer = attention.bytes_per_token_per_layer(kv_dtype_bytes, tensor_parallel_size)
-    return per_layer * len(attention.layer_kinds)
+    layers = range(len(attention.layer_kinds))
+    return per_layer * len(layers if stage_layers is None else layers[stage_layers.start : stage_layers.stop])

@@ -12,6 +12,7 @@ from engine.plan import kv_cache
 from engine.plan.gpu_memory import GpuMemoryBreakdown, gpu_memory_breakdown
 from engine.plan.kv_cache import KvCapacity, block_size_for, host_has_amx
 from engine.plan.methods import method as method_record
+from engine.plan.pipeline_stages import PipelineStage, pipeline_stages
 from engine.plan.vllm_facts import DEFAULT_GPU_MEMORY_UTILIZATION, GIB
 
 # GGUF Q4_K_M keeps the embeddings in Q6_K.
@@ -119,7 +120,11 @@ def runtime_overhead(
 
 @dataclass(frozen=True, slots=True)
 class DevicePlan:
-    """How one device's memory splits when serving, and what that allows."""
+    """How one device's memory splits when serving, and what that allows.
+
+    Under pipeline parallelism it is the tightest rank's: the stage with the fewest KV blocks, whose
+    count vLLM gives every stage (``get_kv_cache_configs``), so its capacity is the one vLLM logs.
+    """
 
     device_memory_bytes: int
     memory_utilization: float
@@ -136,6 +141,27 @@ class DevicePlan:
         return int(self.device_memory_bytes * self.memory_utilization)
 
 
+def stage_weights_bytes(
+    model: ModelInfo, weights: WeightBytes, stage: PipelineStage, dtype_bytes: int = 2
+) -> int:
+    """One pipeline stage's weight bytes over all its tensor-parallel ranks.
+
+    The decoder layers' bytes (all but the vocabulary matrices, the final norm and any vision tower)
+    split by layer; the stage adds its own vocabulary matrices (``stage.vocab_matrices``, at the
+    serving dtype), the final norm on the last stage, and the vision tower, which every stage builds
+    (vLLM's multimodal models make it without a pipeline check). One stage holds ``weights`` whole.
+    """
+    if stage.rank == 0 and stage.holds_lm_head:
+        return weights.total
+    matrix = model.vocab_size * model.hidden_size * dtype_bytes
+    final_norm = model.hidden_size * dtype_bytes
+    vision = min(model.vision_params * dtype_bytes, weights.unquantized)
+    stored_matrices = 1 if model.tie_word_embeddings else 2
+    decoder = max(0, weights.total - stored_matrices * matrix - final_norm - vision)
+    layers = -(-decoder * len(stage.layers) // max(model.num_layers, 1))  # whole bytes, no float rounding
+    return layers + stage.vocab_matrices * matrix + (final_norm if stage.holds_lm_head else 0) + vision
+
+
 def plan_gpu(
     model: ModelInfo,
     weights: WeightBytes,
@@ -149,56 +175,70 @@ def plan_gpu(
     memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
     enforce_eager: bool = False,
     dtype_bytes: int = 2,
+    layer_partition: tuple[int, ...] | None = None,
 ) -> DevicePlan:
-    """Plans one GPU's memory as vLLM's GPU worker does (see ``gpu_memory``), then its KV cache.
+    """Plans the tightest GPU's memory as vLLM's GPU worker does (see ``gpu_memory``), then its KV cache.
 
     requested (total × utilization) − weight shard − activation peak − non-torch − CUDA graphs
-    = KV cache. Weights split evenly over tensor- and pipeline-parallel ranks; with pipeline
-    parallelism each device holds the KV cache of its own layers only. ``dtype_bytes`` is the
-    activation ``--dtype``'s (the profile run's peak scales with it; ``kv_dtype_bytes`` is the cache's).
+    = KV cache, per pipeline stage (``pipeline_stages``: its layers, the embedding on the first, the
+    lm_head, final norm and sampler peak on the last; ``layer_partition`` is a checked
+    ``VLLM_PP_LAYER_PARTITION``), each stage's weights split evenly over its tensor-parallel ranks.
+    Each stage's KV cache holds its own layers; vLLM cuts every stage to the smallest block count,
+    so that stage's plan is returned. ``dtype_bytes`` is the activation ``--dtype``'s (the profile
+    run's peak scales with it; ``kv_dtype_bytes`` is the cache's).
     """
-    shards = tensor_parallel_size * pipeline_parallel_size
-    weights_per_device = math.ceil(weights.total / shards)
-    memory = gpu_memory_breakdown(
-        model,
-        weights_per_device,
-        device_memory_bytes,
-        memory_utilization,
-        max_num_batched_tokens,
-        max_num_seqs,
-        tensor_parallel_size,
-        pipeline_parallel_size,
-        enforce_eager,
-        dtype_bytes,
-    )
-    overhead = Overhead(memory.activation_peak_bytes, memory.non_torch_bytes + memory.cudagraph_bytes)
-    budget = memory.requested_bytes - memory.non_kv_bytes
-    per_token = math.ceil(
-        kv_bytes_per_token(model, kv_dtype_bytes, tensor_parallel_size) / pipeline_parallel_size
-    )
     attention = attention_of(model)
+    block_size = block_size_for(attention, cpu=False)
     # Async scheduling (the GPU default with PP 1) keeps two batches in flight; PP keeps one per stage.
     in_flight = (2 if pipeline_parallel_size == 1 else pipeline_parallel_size) * max_num_batched_tokens
-    capacity = kv_cache.kv_capacity_for(
-        attention,
-        max(budget, 0),
-        max_model_len,
-        block_size_for(attention, cpu=False),
-        kv_dtype_bytes,
-        in_flight,
-        tensor_parallel_size,
-        pipeline_parallel_size,
+    stages = pipeline_stages(
+        model.num_layers, pipeline_parallel_size, model.tie_word_embeddings, layer_partition
     )
-    return DevicePlan(
-        device_memory_bytes,
-        memory_utilization,
-        weights_per_device,
-        overhead,
-        max(budget, 0),
-        per_token,
-        capacity,
-        memory,
-    )
+    plans: list[tuple[int, int, int, DevicePlan]] = []
+    for stage in stages:
+        weights_per_device = math.ceil(
+            stage_weights_bytes(model, weights, stage, dtype_bytes) / tensor_parallel_size
+        )
+        memory = gpu_memory_breakdown(
+            model,
+            weights_per_device,
+            device_memory_bytes,
+            memory_utilization,
+            max_num_batched_tokens,
+            max_num_seqs,
+            tensor_parallel_size,
+            pipeline_parallel_size,
+            enforce_eager,
+            dtype_bytes,
+            runs_sampler=stage.holds_lm_head,
+        )
+        overhead = Overhead(memory.activation_peak_bytes, memory.non_torch_bytes + memory.cudagraph_bytes)
+        budget = memory.requested_bytes - memory.non_kv_bytes
+        layers = stage.layers if len(stages) > 1 else None  # one stage: every layer that caches
+        capacity = kv_cache.kv_capacity_for(
+            attention,
+            max(budget, 0),
+            max_model_len,
+            block_size,
+            kv_dtype_bytes,
+            in_flight,
+            tensor_parallel_size,
+            layers,
+        )
+        per_token = kv_cache.kv_bytes_per_token(attention, kv_dtype_bytes, tensor_parallel_size, layers)
+        plan = DevicePlan(
+            device_memory_bytes,
+            memory_utilization,
+            weights_per_device,
+            overhead,
+            max(budget, 0),
+            per_token,
+            capacity,
+            memory,
+        )
+        plans.append((capacity.num_blocks, budget, stage.rank, plan))
+    # The fewest blocks sets every stage's pool; among stages with none, the one furthest short of memory.
+    return min(plans, key=lambda entry: entry[:3])[3]
 
 
 def plan_cpu(

@@ -162,9 +162,11 @@ def test_cpu_plan_notes_that_gpu_memory_utilization_does_not_apply(models: dict[
 def test_two_nodes_of_eight_h100_as_vllm_documents(models: dict[str, ModelInfo]) -> None:
     candidate = _bf16(models, "llama-3.1-70b", "H100x8", nodes=2)
     assert (candidate.tensor_parallel_size, candidate.pipeline_parallel_size) == (8, 2)
-    # 70,553,706,496 parameters × 2 B over 16 GPUs; 80 layers × 8 KV heads × 128 × 2 × 2 B = 327,680 B
-    # per token, over 8 ranks (one KV head each) and 2 stages (40 layers each).
-    assert candidate.plan.weights_bytes == 8_819_213_312
+    # The last stage (lm_head + final norm + sampler) is the tightest: 40 layers × 1,711,308,800 B
+    # + lm_head 128,256 × 8,192 × 2 B + norm 16,384 B = 70,553,714,688 B over 8 ranks.
+    # 80 layers × 8 KV heads × 128 × 2 × 2 B = 327,680 B per token, over 8 ranks (one KV head each)
+    # and 2 stages (40 layers each).
+    assert candidate.plan.weights_bytes == 8_819_214_336
     assert candidate.kv_cache_bytes_per_token == 20_480
     args = " ".join(candidate.vllm_args)
     assert "--tensor-parallel-size 8 --pipeline-parallel-size 2 --distributed-executor-backend ray" in args
@@ -256,14 +258,19 @@ def test_cpu_fp8_kv_cache_needs_head_sizes_of_32n(tmp_path: Path) -> None:
 
 
 # Llama-3.1-70B (70,553,706,496 parameters, bf16) on one box of 8× H100, P stages × T-way TP.
-# By hand: the weights split over P × T ranks (70,553,706,496 × 2 B / 8 = 17,638,426,624 at 2 × 4);
-# stages on one box run on vLLM's default multiprocessing executor, so no Ray flag and no cluster steps.
+# By hand: embed_tokens and lm_head are 128,256 × 8,192 × 2 B = 2,101,346,304 B each, the final norm
+# 16,384 B, so one decoder layer is (141,107,412,992 − 2 × 2,101,346,304 − 16,384) / 80 = 1,711,308,800 B.
+# The plan shows the last stage (lm_head, norm and the sampler's peak; as many layers as the first):
+# 80 / P layers × 1,711,308,800 + 2,101,346,304 + 16,384, over T ranks:
+#   P 2: 70,553,714,688 / 4 = 17,638,428,672; P 4: 36,327,538,688 / 2 = 18,163,769,344;
+#   P 8: 19,214,450,688 / 1.
+# Stages on one box run on vLLM's default multiprocessing executor, so no Ray flag and no cluster steps.
 @pytest.mark.parametrize(
     ("options", "tp", "pp", "weights_per_rank"),
     [
-        ({"pipeline_parallel_size": 2, "tensor_parallel_size": 4}, 4, 2, 17_638_426_624),
-        ({"pipeline_parallel_size": 4, "tensor_parallel_size": 2}, 2, 4, 17_638_426_624),
-        ({"pipeline_parallel_size": 8}, 1, 8, 17_638_426_624),  # only TP 1 leaves 8 × TP ≤ 8 GPUs
+        ({"pipeline_parallel_size": 2, "tensor_parallel_size": 4}, 4, 2, 17_638_428_672),
+        ({"pipeline_parallel_size": 4, "tensor_parallel_size": 2}, 2, 4, 18_163_769_344),
+        ({"pipeline_parallel_size": 8}, 1, 8, 19_214_450_688),  # only TP 1 leaves 8 × TP ≤ 8 GPUs
     ],
 )
 def test_pipeline_stages_on_one_box_run_without_ray(

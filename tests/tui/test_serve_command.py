@@ -152,13 +152,14 @@ def test_serve_across_boxes_is_recommends_plan(
     served = _json(capsys, "serve", "--model", model, "--dry-run", "--json", *options)
     for key in ("command", "vllm_args", "env", "prediction", "cluster_steps"):
         assert served[key] == as_is[key], key
-    # 2 boxes of 2 GPUs: TP 2 in each, one pipeline stage per box, Ray; 70,553,706,496 parameters × 2 B
-    # over 4 GPUs.
+    # 2 boxes of 2 GPUs: TP 2 in each, one pipeline stage per box, Ray. The plan is the last stage's
+    # (the tightest): 40 of 80 layers × 1,711,308,800 B + lm_head 128,256 × 8,192 × 2 B + final norm
+    # 8,192 × 2 B = 70,553,714,688 B over its 2 GPUs (the first stage, embedding instead: 35,276,849,152).
     assert (
         "--tensor-parallel-size 2 --pipeline-parallel-size 2 --distributed-executor-backend ray"
         in served["command"]
     )
-    assert served["prediction"]["weights_bytes"] == 35_276_853_248
+    assert served["prediction"]["weights_bytes"] == 35_276_857_344
     assert [step["where"] for step in served["cluster_steps"]] == [
         "head node", "worker node 1", "head node", "head node"
     ]  # fmt: skip

@@ -237,7 +237,7 @@ def _print_table(recommendation: Recommendation) -> None:
         )
     if best.cluster_steps:
         console.print(
-            f"  {best.pipeline_parallel_size} boxes joined by Ray, as vLLM's multi-node guide starts them:"
+            f"  {recommendation.request.nodes} boxes joined by Ray, as vLLM's multi-node guide starts them:"
         )
         for step in best.cluster_steps:
             console.print(f"    [{step.where}] {step.command}", soft_wrap=True, markup=False, highlight=False)

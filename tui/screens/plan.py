@@ -246,7 +246,7 @@ class PlanScreen(StepScreen):
             lines.append(Text(f"Options (o): {summary}", style="italic"))
         lines.append(Text("Serve it:", style="bold underline"))
         if candidate.cluster_steps:
-            lines.append(Text(f"{candidate.pipeline_parallel_size} boxes joined by Ray, in this order:"))
+            lines.append(Text(f"{self.recommendation.request.nodes} boxes joined by Ray, in this order:"))
             lines.extend(
                 Text(f"[{step.where}] {home_path_words(step.command)}") for step in candidate.cluster_steps
             )
