@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from engine.errors import QuantTuiError
 from engine.hardware.detect import HardwareTarget
 from engine.model.checkpoint_size import WeightBytes
 from engine.model.inspect_model import ModelInfo
@@ -135,19 +136,15 @@ def fit_on_target(
     if request.nodes > 1:
         tp = request.tensor_parallel_size or max(tp_options(target, model))
         return sizing.fit(plan(tp, stages), tp, stages)
-    if stages > 1:  # pipeline stages on this one box: the smallest TP per stage that fits
-        fitting = [tp for tp in tp_options(target, model) if tp * stages <= target.count] or [1]
-        options = [request.tensor_parallel_size] if request.tensor_parallel_size else fitting
-        for tp in options:
-            staged = plan(tp, stages)
-            if staged.capacity.max_concurrency >= request.concurrency:
-                break
-        return sizing.fit(staged, tp, stages)
-    options = [request.tensor_parallel_size] if request.tensor_parallel_size else tp_options(target, model)
+    # The smallest TP per stage that fits this one box (P × TP within its GPUs; P is 1 unless asked).
+    fitting = [tp for tp in tp_options(target, model) if tp * stages <= target.count] or [1]
+    options = [request.tensor_parallel_size] if request.tensor_parallel_size else fitting
     for tp in options:
-        one_box = plan(tp, 1)
+        one_box = plan(tp, stages)
         if one_box.capacity.max_concurrency >= request.concurrency:
-            return sizing.fit(one_box, tp)
+            return sizing.fit(one_box, tp, stages)
+    if stages > 1:  # the stages asked for stay on this box: no search over boxes
+        return sizing.fit(one_box, tp, stages)
     # Several boxes of this GPU: pipeline stages across boxes, tensor parallel within each.
     for pp in PIPELINE_STAGES_TRIED:
         if plan(tp, pp).capacity.max_concurrency >= request.concurrency:
@@ -161,8 +158,6 @@ def check_layout(request: PlanRequest, target: HardwareTarget) -> None:
     Raises:
         QuantTuiError: one line naming the sizes and the GPUs there are.
     """
-    from engine.errors import QuantTuiError
-
     stages, tp, gpus = request.stages, request.tensor_parallel_size, target.count
     if request.nodes > 1:
         if tp and tp > gpus:
@@ -170,10 +165,11 @@ def check_layout(request: PlanRequest, target: HardwareTarget) -> None:
                 f"--tensor-parallel-size {tp} exceeds the {gpus} GPUs of one box; with --nodes a tensor-parallel group stays in one box",
                 f"use --tensor-parallel-size {gpus} or less",
             )
-        if stages < request.nodes:
+        if stages != request.nodes:  # the Ray steps and the GPU check count one stage per box
             raise QuantTuiError(
-                f"--pipeline-parallel-size {stages} is fewer than the {request.nodes} boxes of --nodes; each box holds a stage",
-                f"use --pipeline-parallel-size {request.nodes} or more",
+                f"--pipeline-parallel-size {stages} with --nodes {request.nodes}: quant-tui plans one pipeline "
+                "stage per box",
+                f"use --pipeline-parallel-size {request.nodes}, or leave it out",
             )
         return
     if stages > 1 and stages * (tp or 1) > gpus:

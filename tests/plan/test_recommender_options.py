@@ -297,7 +297,8 @@ def test_pipeline_stages_on_one_box_run_without_ray(
         ),
         ("H100x8", {"pipeline_parallel_size": 16}, "needs 16 GPUs and this box has 8"),
         ("H100x8", {"nodes": 2, "tensor_parallel_size": 16}, "exceeds the 8 GPUs of one box"),
-        ("H100x8", {"nodes": 4, "pipeline_parallel_size": 2}, "fewer than the 4 boxes"),
+        ("H100x8", {"nodes": 4, "pipeline_parallel_size": 2}, "--pipeline-parallel-size 2 with --nodes 4"),
+        ("H100x8", {"nodes": 2, "pipeline_parallel_size": 4}, "one pipeline stage per box"),
         ("cpu", {"pipeline_parallel_size": 2}, "the CPU backend serves on one box"),
     ],
 )
