@@ -133,20 +133,6 @@ def test_recommend_serve_and_the_plan_screen_take_one_set_of_planning_options() 
     assert {"--nodes", "--gpu-memory-utilization", "--kv-cache-dtype", "--dtype"} <= planning
 
 
-@pytest.mark.parametrize("command", ["serve", "recommend"])
-@pytest.mark.parametrize(
-    "alias",
-    [(option, alias) for option in PLAN_OPTIONS for alias in option.aliases],
-    ids=lambda pair: pair[1],
-)
-def test_vllms_own_spelling_of_an_option_is_the_same_option(
-    command: str, alias: tuple[PlanOption, str]
-) -> None:
-    option, spelling = alias
-    args = build_parser().parse_args([command, "--model", "m", spelling, "3"])
-    assert getattr(args, option.field) == "3"
-
-
 async def test_the_plan_screens_dialog_has_one_field_per_planning_option() -> None:
     from textual.app import App
     from textual.widgets import Input

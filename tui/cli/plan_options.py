@@ -27,7 +27,6 @@ class PlanOption:
     metavar: str = "N"
     default: str | None = None
     choices: tuple[str, ...] = ()
-    aliases: tuple[str, ...] = ()  # vLLM's own name for the same thing, taken as well
 
     @property
     def field(self) -> str:
@@ -109,7 +108,6 @@ def add_plan_options(parser: argparse.ArgumentParser, options: tuple[PlanOption,
     for option in options:
         parser.add_argument(
             option.flag,
-            *option.aliases,
             dest=option.field,
             default=option.default,
             metavar=option.metavar,
