@@ -16,7 +16,7 @@ from tests.tui.test_tui_flow import fixed_hardware, screen_text, wait_for
 from tui.app import QuantTuiApp, create_app
 from tui.screens.dashboard import DashboardScreen
 from tui.widgets.device_panel import DevicePanel
-from tui.widgets.graphs import GRAPHS, GraphSpec
+from tui.widgets.graphs import GPU_MEMORY, GRAPHS, HOST_MEMORY, SERVER_MEMORY, GraphSpec, Line, plotext_color
 from tui.widgets.time_plot import TimePlot, nice_top, runs
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -80,6 +80,26 @@ def test_a_graph_title_carries_the_latest_values_in_units(
 def plot_dots(plot: TimePlot) -> int:
     """How many braille cells with a dot the plot draws."""
     return sum(1 for character in plot.render().plain if character in BRAILLE_DOTS)  # type: ignore[union-attr]
+
+
+# The 16 terminal colours by number, as ANSI numbers them (0-7, and 8-15 bright).
+TERMINAL_COLOR_NUMBERS = {"red": 1, "green": 2, "yellow": 3, "blue": 4, "magenta": 5, "cyan": 6, "white": 7}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [line for spec in (*GRAPHS, GPU_MEMORY, SERVER_MEMORY, HOST_MEMORY) for line in spec.lines],
+    ids=lambda line: f"{line.series}-{line.color}",
+)
+def test_each_line_is_drawn_in_the_colour_its_title_names(line: Line) -> None:
+    from plotext._dict import color_codes
+    from rich.color import Color
+
+    color = line.color
+    number = TERMINAL_COLOR_NUMBERS[color]
+    assert Color.parse(color).number == number
+    # plotext replaces a name it does not know with another colour: the name it is given must be its own.
+    assert color_codes[plotext_color(color)] == number
 
 
 @pytest.mark.parametrize(

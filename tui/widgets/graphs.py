@@ -39,6 +39,16 @@ PER_SECOND = Unit("/s")
 GIBIBYTES = Unit(" GiB", scale=1 / GIB)
 
 
+# plotext names terminal colour 3 "orange" (and 11 "orange+") where Rich says "yellow"; a name plotext
+# does not know is silently replaced by another colour, so a line would not match its title.
+_PLOTEXT_NAMES = {"yellow": "orange", "bright_yellow": "orange+"}
+
+
+def plotext_color(rich_name: str) -> str:
+    """plotext's name for the terminal colour Rich calls ``rich_name``."""
+    return _PLOTEXT_NAMES.get(rich_name, rich_name)
+
+
 @dataclass(frozen=True, slots=True)
 class Line:
     """One plotted series.
@@ -46,7 +56,8 @@ class Line:
     Attributes:
         series: The name of the series in the poller's history (:data:`engine.telemetry.poller.SERIES_NAMES`).
         label: Its short name in the title.
-        color: Its colour, a name both plotext and Rich know (``"green"``, ``"cyan"``...).
+        color: Its colour, a Rich name of one of the 16 terminal colours (``"green"``, ``"yellow"``...);
+            the plot draws it in plotext's name for the same colour (:func:`plotext_color`).
     """
 
     series: str

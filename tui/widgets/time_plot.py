@@ -18,7 +18,7 @@ from textual_plotext import PlotextPlot
 from tui.format import compact_number
 from tui.widgets.ansi_strips import ansi_strips
 from tui.widgets.braille_lines import braille_cells
-from tui.widgets.graphs import GraphSpec, Unit, Values
+from tui.widgets.graphs import GraphSpec, Unit, Values, plotext_color
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -168,7 +168,7 @@ class TimePlot(PlotextPlot):
             line_runs = runs(offsets, shown)
             for _, ys in line_runs:
                 highest = max(highest, *ys)
-            stretches.append((line.color, line_runs))
+            stretches.append((plotext_color(line.color), line_runs))
         top = self.spec.unit.top if self.spec.unit.top is not None else nice_top(highest)
         key = (window_s, top, self._picture(stretches, window_s, top))
         if key == self._data_key:
@@ -226,8 +226,7 @@ class TimePlot(PlotextPlot):
                         plt.plot(xs, ys, marker="braille", color=color)
         elif drawn:
             # The axes alone: for each stretch, an invisible point off the canvas (right of now, below
-            # zero) keeps them drawn, and takes the colour plotext would give that stretch: plotext
-            # replaces a name it does not know ("yellow") with its next unused default colour.
+            # zero) keeps them drawn, each in its stretch's colour, as a whole plotext build has them.
             for color, line_runs in self._stretches:
                 for _ in line_runs:
                     plt.scatter([self._window_s], [-self._top], marker=" ", color=color)
