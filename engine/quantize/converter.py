@@ -236,9 +236,13 @@ class StreamingConverter:
         blocks = -(-tensor.shape[0] // step)
         for offset in range(0, rows.shape[0], step):
             start = item.row_start + offset
-            measure = work_split.measures_error(start // step, blocks)
+            measure = work_split.measures_error(start // step, blocks, step * tensor.shape[1])
             quantized = quantize_rows(
-                rows[offset : offset + step], scheme, measure_error=measure, global_scale=global_scale
+                rows[offset : offset + step],
+                scheme,
+                measure_error=measure,
+                global_scale=global_scale,
+                slice_elements=None if self.device.is_accelerator else self.device.block_elements,
             )
             self._write_rows(
                 weight_spec.name, self.device.download(quantized.weight), start, weight_spec.shape

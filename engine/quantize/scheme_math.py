@@ -151,15 +151,23 @@ def _fp4_codes(scaled: torch.Tensor) -> torch.Tensor:
 
 
 def quantize_with_scale(
-    weight: torch.Tensor, scale: torch.Tensor, scheme: Scheme, global_scale: torch.Tensor | None = None
+    weight: torch.Tensor,
+    scale: torch.Tensor,
+    scheme: Scheme,
+    global_scale: torch.Tensor | None = None,
+    slice_elements: int | None = None,
 ) -> torch.Tensor:
     """Quantizes rows with given scales: ``clamp(W / scale + 0)`` then round (INT) or cast (FP8, FP4).
 
     Returns int8 values for INT schemes (4-bit values in int8 before packing), float8_e4m3fn for
-    FP8, and uint8 E2M1 codes (sign in bit 3, one per value) for NVFP4.
+    FP8, and uint8 E2M1 codes (sign in bit 3, one per value) for NVFP4. ``slice_elements`` (block
+    scales only) quantizes the rows in slices of about that many elements, each against its band's
+    scale row: the same elementwise arithmetic, with temporaries small enough to stay in cache.
     """
     import torch
 
+    if scheme.block is not None and slice_elements is not None and weight.shape[1] % scheme.block[1] == 0:
+        return _quantize_block_slices(weight, scale, scheme, slice_elements)
     if scheme.block is not None:
         rows, cols = weight.shape
         # Divided in the block view, the result keeps the weight's own layout (no transpose to undo).
@@ -182,6 +190,37 @@ def quantize_with_scale(
         padded = quantized.reshape(quantized.shape[0] * quantized.shape[1], -1)
         return padded[:rows, :cols]
     return quantized.flatten(start_dim=-2) if scheme.group_size is not None else quantized
+
+
+def _quantize_block_slices(
+    weight: torch.Tensor, scale: torch.Tensor, scheme: Scheme, slice_elements: int
+) -> torch.Tensor:
+    """Block-scaled rows (whole column blocks) quantized a slice of rows at a time, no slice crossing a band.
+
+    A 128-row band of a 4096-column weight is 512k elements: its float temporaries spill out of the
+    cache, and quantizing it in 32-row slices is about twice as fast (each element is divided by the
+    same scale, so the bits are the same).
+    """
+    import torch
+
+    rows, cols = weight.shape
+    height, width = scheme.block  # type: ignore[misc]
+    step = max(1, min(height, slice_elements // cols))
+    target = torch.float8_e4m3fn if scheme.kind == "float" else torch.int8
+    out = torch.empty((rows, cols), dtype=target, device=weight.device)
+    zero = torch.zeros((), dtype=weight.dtype, device=weight.device)
+    for band_start in range(0, rows, height):
+        band_scale = scale[band_start // height][None, :, None]
+        for start in range(band_start, min(rows, band_start + height), step):
+            stop = min(rows, band_start + height, start + step)
+            scaled = weight[start:stop].view(stop - start, cols // width, width) / band_scale
+            if scheme.kind == "float":
+                scaled += zero  # -0.0 becomes +0.0, as compressed-tensors' zero-point add does
+            scaled.clamp_(scheme.q_min, scheme.q_max)
+            if scheme.kind != "float":
+                scaled.round_()
+            out[start:stop].view(stop - start, cols // width, width).copy_(scaled)
+    return out
 
 
 def pack_int(values: torch.Tensor, num_bits: int) -> torch.Tensor:
@@ -265,7 +304,11 @@ def dequantize(
 
 
 def quantize_rows(
-    weight: torch.Tensor, scheme: Scheme, measure_error: bool = True, global_scale: torch.Tensor | None = None
+    weight: torch.Tensor,
+    scheme: Scheme,
+    measure_error: bool = True,
+    global_scale: torch.Tensor | None = None,
+    slice_elements: int | None = None,
 ) -> QuantizedRows:
     """Quantizes a block of whole rows of a Linear weight with ``scheme``.
 
@@ -280,11 +323,13 @@ def quantize_rows(
         scheme: the scheme to apply.
         measure_error: also compute the squared error of the dequantized rows.
         global_scale: the whole tensor's FP32 global scale (NVFP4 only).
+        slice_elements: block scales only: quantize in row slices of about this many elements
+            (the scales are still computed over whole blocks).
     """
     import torch
 
     scale = compute_scale(weight, scheme, global_scale)
-    quantized = quantize_with_scale(weight, scale, scheme, global_scale)
+    quantized = quantize_with_scale(weight, scale, scheme, global_scale, slice_elements)
     weight_sq = error_sq = 0.0
     if measure_error:
         original = weight.to(torch.float32, copy=True).reshape(-1)

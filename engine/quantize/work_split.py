@@ -18,8 +18,10 @@ BLOCK_ELEMENTS = 1 << 17
 MAX_WORKERS = 8
 # The layer error report measures every block of a small weight, and every ERROR_SAMPLE_EVERY-th
 # block (rows spread over the whole weight, at least 2M elements) of one with more than
-# ERROR_FULL_BLOCKS: dequantizing to measure costs as much as quantizing, and a quarter of a large
-# weight's rows gives its relative error within about 2 %.
+# ERROR_FULL_BLOCKS blocks of BLOCK_ELEMENTS: dequantizing to measure costs as much as quantizing,
+# and a quarter of a large weight's rows gives its relative error within about 2 %. The bound is in
+# elements, not blocks: FP8-block's blocks are whole 128-row bands (4x BLOCK_ELEMENTS at 4096 columns),
+# so counting its blocks measured every one of a 4096 x 4096 weight and made it the slowest method.
 ERROR_SAMPLE_EVERY = 4
 ERROR_FULL_BLOCKS = 64
 
@@ -39,6 +41,7 @@ def whole_scale_rows(rows: int, scheme: Scheme) -> int:
     return max(height, rows // height * height)
 
 
-def measures_error(block_index: int, blocks: int) -> bool:
-    """Whether the quantization block ``block_index`` of a weight of ``blocks`` blocks is dequantized to measure error."""
-    return blocks <= ERROR_FULL_BLOCKS or block_index % ERROR_SAMPLE_EVERY == 0
+def measures_error(block_index: int, blocks: int, block_elements: int = BLOCK_ELEMENTS) -> bool:
+    """Whether block ``block_index`` of a weight of ``blocks`` blocks of ``block_elements`` is dequantized to measure error."""
+    small = blocks * block_elements <= ERROR_FULL_BLOCKS * BLOCK_ELEMENTS
+    return small or block_index % ERROR_SAMPLE_EVERY == 0

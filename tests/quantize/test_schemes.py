@@ -182,6 +182,24 @@ def test_int4_packing_puts_the_first_value_in_the_lowest_nibble() -> None:
     assert [(word >> (4 * i)) & 0xF for i in range(8)] == [0, 1, 8, 9, 10, 11, 14, 15]
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(
+    ("rows", "cols", "slice_elements"), [(300, 384, 8 * 384), (256, 256, 100 * 256), (77, 130, 384)]
+)
+def test_fp8_block_quantized_in_row_slices_matches_compressed_tensors(
+    dtype: torch.dtype, rows: int, cols: int, slice_elements: int
+) -> None:
+    """8-row slices, 100-row slices (crossing no band: 100 + 28), and columns not in whole blocks (not sliced)."""
+    scheme = SCHEMES["fp8-block"]
+    weight = sample_weight(dtype, 7, rows=rows, cols=cols)
+    expected_scale, expected_values = reference(weight, scheme)
+    stored = quantize_rows(weight, scheme, slice_elements=slice_elements)
+    assert same_bits(stored.scale, expected_scale)
+    assert same_bits(stored.weight, expected_values)
+    whole = quantize_rows(weight, scheme)
+    assert stored.error_square_sum == pytest.approx(whole.error_square_sum, rel=1e-6)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_quantizing_in_row_blocks_equals_quantizing_whole(method: str) -> None:
     scheme = SCHEMES[method]
