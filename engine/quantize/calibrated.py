@@ -138,8 +138,12 @@ def quantize_calibrated(
         worker_peak = _run_worker(python, request, calibration, staging, on_progress, cancel)
         if cancel.is_set():
             raise QuantizeCancelled("quantization cancelled; nothing was written")
+        # This process stays resident while it waits for the worker, so the two peaks add up; after
+        # the worker has exited only this process's own (it reads the layer errors) counts.
+        tree_peak = rss.sample() + worker_peak
         _emit(on_progress, "finishing", "writing the model card")
-        report = _calibrated_report(request, output, staging, started, max(rss.sample(), worker_peak))
+        report = _calibrated_report(request, output, staging, started, tree_peak)
+        report = replace(report, peak_rss_bytes=max(tree_peak, rss.sample()))
         _write_card(report, staging)
         publish(staging, output)
     _emit(on_progress, "done", f"wrote {output}")
