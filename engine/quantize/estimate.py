@@ -8,14 +8,14 @@ temporaries are on the GPU, one whole chunk's per pool thread (a GPU quantizes a
 NVFP4's measuring pass (the global scales) reads chunks and measures them in the same blocks, so a
 thread measuring holds no more than one quantizing.
 
-Calibrated runs (llm-compressor) load the whole model in its dtype, then walk it one decoder layer
-at a time: they hold that layer's Hessians (``in_features**2`` float32 per Linear, GPTQ) and the
-calibration activations entering and leaving the layer (``samples * seq_len * hidden`` twice).
+Calibrated runs (llm-compressor) run in a worker beside this process; their memory and time model
+is ``engine.quantize.calibrated_cost``'s.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from engine.errors import QuantTuiError
@@ -27,15 +27,8 @@ from engine.units import format_bytes
 # The memory model's constants (see the module docstring); benchmarks/bench_quantize.py prints
 # estimate / measured for each method so a drift shows.
 FLOAT_TEMPORARY_BYTES_PER_ELEMENT = 24  # float32 copy, scaled, clamped, restored, difference, quantized
-# The process tree before the model: quant-tui's own process plus llm-compressor's worker with torch,
-# transformers and llm-compressor imported. Fitted to benchmarks/bench_quantize_estimates.py (2-core
-# Intel Xeon, llm-compressor 0.14, torch 2.13 CPU, 4 samples): tree peaks 570-642 MB on the 8 MB demo
-# model and 1280-1382 MB on a 0.44 GB Llama (440 MB model + 228 MB Hessians + 16 MB activations).
-LLMCOMPRESSOR_PROCESS_BYTES = 620 * 10**6
-CALIBRATION_SEQ_LEN = 512
 # Stated throughputs for the time estimate (the 2-core dev box; the benchmark prints the real ones).
 STREAMING_BYTES_PER_S = 750 * 10**6
-CALIBRATION_FLOPS_PER_S = 20 * 10**9
 # CPU work beyond FP8/INT8's, in streaming bytes per quantized source byte, by format. Fitted to
 # benchmarks/bench_quantize.py (1.59 GB Llama, 2 cores, after the integer abs-max and FP4 table
 # kernels: fp8 3.4-3.6 s, w4a16 2.7-3.5 s, w8a16 3.0 s, nvfp4a16 4.4-5.6 s): INT4/INT8 packing
@@ -230,28 +223,12 @@ def _cost(
     )
 
 
-def calibrated_layer_bytes(
-    config: dict[str, Any], samples: int, seq_len: int, dtype_bytes: int
-) -> tuple[int, int]:
-    """(Hessian bytes of one decoder layer, calibration activation bytes) for GPTQ's sequential pipeline."""
-    text = config.get("text_config") or config
-    hidden = int(text["hidden_size"])
-    intermediate = int(text.get("intermediate_size") or 4 * hidden)
-    # q/k/v and gate/up see the hidden state, o_proj the attention output, down_proj the MLP's.
-    heads = int(text.get("num_attention_heads") or 1)
-    head_dim = int(text.get("head_dim") or hidden // heads)
-    hessians = 4 * (5 * hidden**2 + (heads * head_dim) ** 2 + intermediate**2)
-    activations = 2 * samples * seq_len * hidden * dtype_bytes
-    return hessians, activations
-
-
-def estimate_calibrated(
-    request: QuantizeRequest, samples: int, seq_len: int = CALIBRATION_SEQ_LEN
-) -> CostEstimate:
-    """The cost of an llm-compressor run (the whole model in memory, one layer's Hessians and activations)."""
+def estimate_calibrated(request: QuantizeRequest, samples: int) -> CostEstimate:
+    """The cost of an llm-compressor run by ``calibrated_cost``'s model (the whole model in memory, one layer's terms)."""
     import psutil
 
-    from engine.quantize.calibrated import size_plan_method
+    from engine.quantize import calibrated_cost
+    from engine.quantize.calibrated import GPTQ_ONLY, calibration_file, size_plan_method
     from engine.quantize.llmcompressor_env import ENVIRONMENT_BYTES, llmcompressor_python
     from engine.quantize.tensor_plan import build_plan, check_source
 
@@ -259,23 +236,31 @@ def estimate_calibrated(
     output = request.output or default_output_dir(request.source, request.method)
     streaming_method = size_plan_method(request.method)
     plan = build_plan(replace(request, method=streaming_method, output=output, calibration=None))
-    dtype_bytes = 2
-    hessians, activations = calibrated_layer_bytes(config, samples, seq_len, dtype_bytes)
+    seq_len = calibrated_cost.CALIBRATION_SEQ_LEN
+    hessians, activations = calibrated_cost.calibrated_layer_bytes(config, samples, seq_len, 2)
     model_bytes = plan.input_bytes
-    peak = LLMCOMPRESSOR_PROCESS_BYTES + model_bytes + hessians + activations
+    work = calibrated_cost.linear_work(
+        config, [tensor.shape for tensor in plan.tensors if tensor.action == "quantize"]
+    )
+    process = _process_rss()
+    calibrating = calibrated_cost.calibrating_bytes(process, model_bytes, hessians, activations)
+    checking = calibrated_cost.checking_bytes(work.largest_weight) if request.method in GPTQ_ONLY else 0
+    peak = max(calibrating, checking)
     disk = int(plan.estimated_output_bytes * 1.1) + (
         ENVIRONMENT_BYTES if llmcompressor_python() is None else 0
     )
-    parameters = model_bytes // dtype_bytes
-    # Two forward passes of every sample through the model (calibrate, then propagate the quantized layer).
-    seconds = 2 * 2 * parameters * samples * seq_len / CALIBRATION_FLOPS_PER_S
+    try:
+        calibration: Path | None = calibration_file(request)
+    except QuantTuiError:
+        calibration = None  # the run refuses without one; the dry run counts full-length samples
+    tokens = calibrated_cost.calibration_tokens(calibration, request.source, samples, seq_len)
+    seconds = calibrated_cost.calibrated_seconds(request.method, work, tokens)
     available = int(psutil.virtual_memory().available)
     free = _free_disk(request)
     refusal = None
     if peak > available:
-        fixed = LLMCOMPRESSOR_PROCESS_BYTES + model_bytes + hessians
-        room = available - fixed
-        if room > 0 and activations > 0:
+        room = available - (calibrating - activations)
+        if checking <= available and room > 0 and activations > 0:
             fewer = int(samples * room / activations)
             refusal = (
                 f"{request.method} needs about {format_bytes(peak)} of memory, {format_bytes(available)} is available; "
@@ -288,10 +273,14 @@ def estimate_calibrated(
                 "method instead"
             )
     memory_model = (
-        f"llm-compressor's process ({format_bytes(LLMCOMPRESSOR_PROCESS_BYTES)}) + the whole model "
-        f"({format_bytes(model_bytes)}) + one layer's Hessians ({format_bytes(hessians)}) + "
-        f"{samples} x {seq_len}-token activations in and out of it ({format_bytes(activations)})"
+        f"this process ({format_bytes(process)}) + llm-compressor's worker "
+        f"({format_bytes(calibrated_cost.LLMCOMPRESSOR_WORKER_BYTES)}) + the whole model x "
+        f"{calibrated_cost.MODEL_COPIES} ({format_bytes(int(model_bytes * calibrated_cost.MODEL_COPIES))}) + "
+        f"one layer's Hessians ({format_bytes(hessians)}) + {samples} x {seq_len}-token activations in and "
+        f"out of it ({format_bytes(activations)})"
     )
+    if checking:
+        memory_model += f"; then checking the layers' errors: this process with compressed-tensors ({format_bytes(checking)})"
     cost = _cost(request, peak, disk, seconds, available, free, refusal, memory_model)
     return replace(cost, device="llm-compressor's choice (a GPU when its torch sees one)")
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import QuantTuiError
-from engine.quantize.estimate import calibrated_layer_bytes, estimate, refuse_if_too_big
+from engine.quantize.calibrated_cost import calibrated_layer_bytes
+from engine.quantize.estimate import estimate, refuse_if_too_big
 from engine.quantize.request import QuantizeRequest
 from tests.quantize.quantize_support import build_tiny_llama
 
@@ -82,33 +83,6 @@ def test_on_a_gpu_the_float_temporaries_of_whole_items_are_gpu_memory(tiny: Path
     assert working.gpu == 2 * (768 * 256 * 2 + 768 * 256 * 24)
 
 
-@pytest.mark.parametrize(
-    ("config", "samples", "seq_len", "hessians", "activations"),
-    [
-        # The demo/tiny Llama: 4 x (5 x 256^2 + 256^2 + 768^2) and 2 x 128 x 512 x 256 x 2.
-        (
-            {"hidden_size": 256, "intermediate_size": 768, "num_attention_heads": 4, "head_dim": 64},
-            128,
-            512,
-            3932160,
-            67108864,
-        ),
-        # Llama-3-8B: 4 x (5 x 4096^2 + 4096^2 + 14336^2); 2 x 512 x 2048 x 4096 x 2.
-        (
-            {"hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32},
-            512,
-            2048,
-            4 * (6 * 4096**2 + 14336**2),
-            17179869184,
-        ),
-    ],
-)
-def test_calibrated_layer_terms(
-    config: dict[str, int], samples: int, seq_len: int, hessians: int, activations: int
-) -> None:
-    assert calibrated_layer_bytes(config, samples, seq_len, 2) == (hessians, activations)
-
-
 def test_a_calibration_that_does_not_fit_says_how_many_samples_would(
     tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -118,8 +92,9 @@ def test_a_calibration_that_does_not_fit_says_how_many_samples_would(
     _, activations = calibrated_layer_bytes(
         {"hidden_size": 256, "intermediate_size": 768, "num_attention_heads": 4}, 128, 512, 2
     )
-    # Room for exactly half of the 128 samples' activations.
-    available = fits.peak_ram_bytes - activations // 2
+    # Room for half of the 128 samples' activations and half a sample more (this process, measured
+    # again by the second estimate, may have grown by a few pages since).
+    available = fits.peak_ram_bytes - activations // 2 + activations // 256
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Memory(available))
     cost = estimate(QuantizeRequest(tiny, "gptq-w4a16", output=tmp_path / "out"))
     assert cost.refusal is not None and "\n" not in cost.refusal

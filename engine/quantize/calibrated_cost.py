@@ -1,0 +1,163 @@
+"""The memory and time model of a calibrated (llm-compressor) run, fitted to benchmarks/bench_quantize_estimates.py.
+
+Memory: the higher of two phases.
+
+- Calibrating: this process, measured (it stays resident while it waits for the worker, so the two
+  add up) + the worker before the model (python with torch, transformers, datasets and
+  llm-compressor imported) + the whole model in its dtype x ``MODEL_COPIES`` + one decoder layer's
+  GPTQ Hessians (``in_features**2`` float32 per Linear) + the calibration activations entering and
+  leaving that layer (``samples * seq_len * hidden`` twice, every sample counted at the full
+  sequence length: an upper bound).
+- Checking (plain GPTQ only, after the worker has exited): this process with torch and
+  compressed-tensors imported to dequantize each packed layer, plus the largest weight in float32
+  three times (original, restored, difference).
+
+Time: ``STARTUP_SECONDS`` (worker start, imports, model load) + per method
+``layers * layer_seconds`` + ``linear_params * tokens * FORWARD_SECONDS * token_passes`` (the
+calibration tokens through every Linear: calibrate, then propagate the quantized layer; AWQ's
+scale search runs them some 20 more times) + ``solve_flops * solve_seconds_per_flop`` (GPTQ's
+column-by-column solve, ``rows * in_features**2`` per Linear, whatever the tokens) +
+``finish_seconds + linear_params * finish_seconds_per_param`` (compressing on save, and for plain
+GPTQ the layer-error check). ``tokens`` are the calibration samples' real token counts (cut at the
+sequence length), not samples x sequence length: the demo corpus's paragraphs are about 100 tokens.
+
+Fitted on a 2-core AMD EPYC, llm-compressor 0.14, torch 2.13 CPU, 8 demo-corpus samples (592
+tokens), the demo model (4 layers of 256/768) and a 0.44 GB built Llama (2 TinyLlama layers,
+2048/5632); each method's two constants beyond the shared ones come from those two runs, so the
+figures on other shapes and sample counts are the test of the form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CALIBRATION_SEQ_LEN = 512
+# The worker's process before the model: demo-model tree peaks 567-578 MB for methods whose
+# Hessians and activations are under 10 MB, less this process's 20 MB and the 8 MB model.
+LLMCOMPRESSOR_WORKER_BYTES = 540 * 10**6
+# The loaded model plus what transformers' load and llm-compressor's compressed save copy of it at
+# the peak: the 0.44 GB Llama's worker peaks were 1.40-1.65 x its size beyond the other terms.
+MODEL_COPIES = 1.5
+# This process after importing torch and compressed-tensors' dequantize (702 MB measured): the plain
+# GPTQ methods' peak on the demo model (721-723 MB), where the worker's is lower.
+CHECK_PROCESS_BYTES = 700 * 10**6
+FLOAT32_COPIES_CHECKED = 3
+
+STARTUP_SECONDS = 5.0
+# Seconds per Linear parameter per calibration token, both passes (nvfp4: 0.3 s on the demo, 3.2 s
+# on the 0.44 GB Llama, nothing but the passes and observers).
+FORWARD_SECONDS = 6.0e-11
+
+
+@dataclass(frozen=True)
+class MethodTime:
+    """One calibrated method's time constants (see the module docstring)."""
+
+    layer_seconds: float
+    token_passes: float
+    solve_seconds_per_flop: float
+    finish_seconds: float
+    finish_seconds_per_param: float
+
+
+METHOD_TIMES = {
+    # Fitted by method: calibrating 1.3 / 37.0 s (gptq-w8a16), 1.5 / 35.4 (smoothquant-int8),
+    # 5.8 / 88.6 (gptq-w4a16: group scales), 22.6 / 83.7 (awq-w4a16), 0.3 / 3.2 (nvfp4) and saving
+    # 8.0 / 13.2, 1.7 / 2.3, 9.1 / 15.9, 1.5 / 3.2, 1.5 / 10.1 s on the demo model / the 0.44 GB Llama.
+    "gptq-w8a16": MethodTime(0.26, 1.0, 1.26e-10, 7.8, 6.1e-8),
+    "smoothquant-int8": MethodTime(0.30, 1.0, 1.20e-10, 1.7, 7.1e-9),
+    "gptq-w4a16": MethodTime(1.33, 1.0, 3.14e-10, 8.9, 8.0e-8),
+    "awq-w4a16": MethodTime(5.0, 24.0, 0.0, 1.4, 2.0e-8),
+    "nvfp4": MethodTime(0.05, 1.0, 0.0, 1.2, 1.0e-7),
+}
+
+
+@dataclass(frozen=True)
+class LinearWork:
+    """What the quantized Linears of a model amount to for the time model.
+
+    Attributes:
+        layers: decoder layers (each calibrated in turn).
+        params: elements of the weights llm-compressor quantizes.
+        solve_flops: ``rows * in_features**2`` summed over those weights (GPTQ's solve).
+        largest_weight: elements of the largest of them.
+    """
+
+    layers: int
+    params: int
+    solve_flops: int
+    largest_weight: int
+
+
+def linear_work(config: dict[str, Any], shapes: list[tuple[int, ...]]) -> LinearWork:
+    """The time model's quantities from the config and the shapes of the weights to quantize."""
+    text = config.get("text_config") or config
+    matrices = [(shape[0], shape[-1]) for shape in shapes if len(shape) >= 2]
+    return LinearWork(
+        layers=int(text.get("num_hidden_layers") or 1),
+        params=sum(rows * cols for rows, cols in matrices),
+        solve_flops=sum(rows * cols * cols for rows, cols in matrices),
+        largest_weight=max((rows * cols for rows, cols in matrices), default=0),
+    )
+
+
+def calibrated_layer_bytes(
+    config: dict[str, Any], samples: int, seq_len: int, dtype_bytes: int
+) -> tuple[int, int]:
+    """(Hessian bytes of one decoder layer, calibration activation bytes) for GPTQ's sequential pipeline."""
+    text = config.get("text_config") or config
+    hidden = int(text["hidden_size"])
+    intermediate = int(text.get("intermediate_size") or 4 * hidden)
+    # q/k/v and gate/up see the hidden state, o_proj the attention output, down_proj the MLP's.
+    heads = int(text.get("num_attention_heads") or 1)
+    head_dim = int(text.get("head_dim") or hidden // heads)
+    hessians = 4 * (5 * hidden**2 + (heads * head_dim) ** 2 + intermediate**2)
+    activations = 2 * samples * seq_len * hidden * dtype_bytes
+    return hessians, activations
+
+
+def calibrating_bytes(process: int, model_bytes: int, hessians: int, activations: int) -> int:
+    """The process tree while the worker calibrates: this process, the worker, the model's copies, one layer's terms."""
+    return process + LLMCOMPRESSOR_WORKER_BYTES + int(model_bytes * MODEL_COPIES) + hessians + activations
+
+
+def checking_bytes(largest_weight: int) -> int:
+    """This process while it dequantizes plain GPTQ's packed layers to report their errors."""
+    return CHECK_PROCESS_BYTES + FLOAT32_COPIES_CHECKED * 4 * largest_weight
+
+
+def calibration_tokens(calibration: Path | None, source: Path, samples: int, seq_len: int) -> int:
+    """Tokens the worker calibrates on: its samples of ``calibration`` by the model's tokenizer, each cut at ``seq_len``.
+
+    Without the file (a dry run before one is named) every sample counts as ``seq_len`` tokens; without a
+    ``tokenizer.json``, as a token per 4 characters.
+    """
+    if calibration is None:
+        return samples * seq_len
+    from engine.quantize.llmcompressor_worker import read_samples
+
+    texts = read_samples(calibration, samples)
+    tokenizer_file = source / "tokenizer.json"
+    if tokenizer_file.is_file():
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        counts = [len(encoding.ids) for encoding in tokenizer.encode_batch(texts)]
+    else:
+        counts = [-(-len(text) // 4) for text in texts]
+    return sum(min(count, seq_len) for count in counts)
+
+
+def calibrated_seconds(method: str, work: LinearWork, tokens: int) -> float:
+    """The time model of the module docstring for ``method``."""
+    times = METHOD_TIMES[method]
+    return (
+        STARTUP_SECONDS
+        + work.layers * times.layer_seconds
+        + work.params * tokens * FORWARD_SECONDS * times.token_passes
+        + work.solve_flops * times.solve_seconds_per_flop
+        + times.finish_seconds
+        + work.params * times.finish_seconds_per_param
+    )
