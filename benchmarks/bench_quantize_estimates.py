@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -41,10 +42,13 @@ TOKENIZER_FILES = (
 SAMPLE_SECONDS = 0.02
 LOW, HIGH = 0.75, 1.25
 
-# Estimates, then runs, in the same process (its RSS with torch imported is part of both).
+# Estimates, then runs, in the same process (its RSS with torch imported is part of both). The
+# seconds from the start to the first "calibrating" and "saving" progress split a calibrated run
+# into start-up (worker start, imports, model load), calibration and saving.
 CHILD = """
 import json, sys, time
 from pathlib import Path
+import psutil
 from engine.quantize.request import QuantizeRequest
 from engine.quantize.runner import quantize_model
 from engine.quantize.estimate import estimate
@@ -53,17 +57,27 @@ request = QuantizeRequest(Path(source), method, output=Path(output),
                           calibration=Path(calibration) if calibration else None,
                           calibration_samples=int(samples))
 cost = estimate(request)
+process_rss = psutil.Process().memory_info().rss
 started = time.monotonic()
-report = quantize_model(request)
+stages = {}
+def seen(progress):
+    stages.setdefault(progress.stage, time.monotonic() - started)
+report = quantize_model(request, on_progress=seen)
 print(json.dumps({"estimated_peak": cost.peak_ram_bytes, "estimated_seconds": cost.seconds,
-                  "seconds": time.monotonic() - started, "reported_peak": report.peak_rss_bytes}))
+                  "seconds": time.monotonic() - started, "reported_peak": report.peak_rss_bytes,
+                  "process_rss": process_rss, "stages": stages}))
 """
 
 
 def tree_rss(process: psutil.Process) -> int:
     """Resident bytes of ``process`` and all its descendants now."""
     total = 0
-    for member in [process, *process.children(recursive=True)]:
+    try:
+        members = [process, *process.children(recursive=True)]
+    except psutil.Error:
+        # A child that exits while the tree is listed; the next sample sees the tree as it is then.
+        return 0
+    for member in members:
         try:
             total += member.memory_info().rss
         except psutil.Error:
@@ -73,7 +87,7 @@ def tree_rss(process: psutil.Process) -> int:
 
 def run_measured(
     source: Path, method: str, output: Path, calibration: Path | None, samples: int
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Runs one estimate + quantization in a child; returns its figures with the sampled tree peak."""
     shutil.rmtree(output, ignore_errors=True)
     command = [
@@ -107,6 +121,15 @@ def run_measured(
     figures = dict(json.loads(stdout.strip().splitlines()[-1]))
     figures["tree_peak"] = peak
     return figures
+
+
+def stage_split(figures: dict[str, Any]) -> str:
+    """A calibrated run's seconds to its first calibration step, calibrating, and saving; blank for data-free runs."""
+    stages = figures.get("stages") or {}
+    if "calibrating" not in stages or "saving" not in stages:
+        return ""
+    start, calibrate = stages["calibrating"], stages["saving"] - stages["calibrating"]
+    return f"{start:>7.1f} {calibrate:>7.1f} {figures['seconds'] - stages['saving']:>6.1f}"
 
 
 def build_larger(workdir: Path, size_gb: float, demo: Path) -> Path:
@@ -148,8 +171,8 @@ def main() -> int:
         models.append((f"llama-{size / 1e9:.2f}GB", larger))
     print(f"calibrated runs: {args.samples} samples of {calibration.name}; CPUs: {psutil.cpu_count()}\n")
     header = (
-        f"{'model':<15} {'method':<17} {'estimate':>9} {'tree peak':>9} {'est/peak':>8} "
-        f"{'est s':>6} {'real s':>6} {'est/time':>8}"
+        f"{'model':<15} {'method':<17} {'estimate':>9} {'tree peak':>9} {'est/peak':>8} {'reported':>9} {'parent':>8} "
+        f"{'est s':>6} {'real s':>6} {'est/time':>8} {'start s':>7} {'calib s':>7} {'save s':>6}"
     )
     print(header)
     outside = []
@@ -166,8 +189,9 @@ def main() -> int:
                 outside.append(f"{label} {method}")
             print(
                 f"{label:<15} {method:<17} {figures['estimated_peak'] / 1e6:>7.0f}MB "
-                f"{figures['tree_peak'] / 1e6:>7.0f}MB {ratio:>8.2f} {figures['estimated_seconds']:>6.1f} "
-                f"{figures['seconds']:>6.1f} {figures['estimated_seconds'] / figures['seconds']:>8.2f}",
+                f"{figures['tree_peak'] / 1e6:>7.0f}MB {ratio:>8.2f} {figures['reported_peak'] / 1e6:>7.0f}MB {figures['process_rss'] / 1e6:>6.0f}MB "
+                f"{figures['estimated_seconds']:>6.1f} {figures['seconds']:>6.1f} "
+                f"{figures['estimated_seconds'] / figures['seconds']:>8.2f} {stage_split(figures)}",
                 flush=True,
             )
     print(f"\npeak RAM estimates outside {LOW}-{HIGH}: {', '.join(outside) or 'none'}")
