@@ -13,6 +13,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 export QUANT_TUI_CPU_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+# VLLM_TARGET_DEVICE=cpu makes vLLM skip its platform plugins, where the emulation starts.
+unset VLLM_TARGET_DEVICE
 LOCK=${QUANT_TUI_HEAVY_LOCK:-/tmp/quant-tui-heavy.lock}
 PYTHON=.venv/bin/python
 
@@ -34,8 +36,8 @@ else
     )
 fi
 
-# The plugin is an entry point: a checkout whose .venv predates it would silently run AVX-512 kernels.
-if ! "$PYTHON" -c 'import sys; from importlib.metadata import entry_points; sys.exit("quant_tui_cpu_isa" not in {e.name for e in entry_points(group="vllm.general_plugins")})'; then
+# The plugins are entry points: a .venv installed before them would run the AVX-512 kernels.
+if ! "$PYTHON" -c 'import sys; from importlib.metadata import entry_points as e; sys.exit("quant_tui_cpu_isa_early" not in {p.name for p in e(group="vllm.platform_plugins")})'; then
     echo "avx2_paths: quant-tui's AVX2 plugin is not installed in .venv; run: bash scripts/bootstrap.sh" >&2
     exit 2
 fi
@@ -44,8 +46,9 @@ failed=0
 summary=()
 for file in "${FILES[@]}"; do
     log=$(mktemp -t avx2_paths.XXXXXX.log)
-    # -rs lists each skip with its reason: on AVX2 the W4A16/FP8-KV/AMX paths must skip, saying why.
-    flock "$LOCK" "$PYTHON" -m pytest -q -p no:cacheprovider -rs "$file" 2>&1 | tee "$log"
+    # -rsP lists each skip with its reason (on AVX2 the W4A16/FP8-KV/AMX paths must skip, saying why)
+    # and what passing tests printed (the kernel libraries each vLLM process mapped).
+    flock "$LOCK" "$PYTHON" -m pytest -q -p no:cacheprovider -rsP "$file" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     # pytest's own last line ("3 passed, 1 skipped in 95.1s"): the run's time, not the wait for the lock.
     line="$file rc=$rc: $(grep -E ' in [0-9.]+s' "$log" | tail -1 | tr -d '=' | xargs)"

