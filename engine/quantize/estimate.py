@@ -254,7 +254,7 @@ def estimate_calibrated(request: QuantizeRequest, samples: int) -> CostEstimate:
     except QuantTuiError:
         calibration = None  # the run refuses without one; the dry run counts full-length samples
     tokens = calibrated_cost.calibration_tokens(calibration, request.source, samples, seq_len)
-    seconds = calibrated_cost.calibrated_seconds(request.method, work, tokens)
+    seconds = calibrated_cost.calibrated_seconds(request.method, model_bytes, work, tokens)
     available = int(psutil.virtual_memory().available)
     free = _free_disk(request)
     refusal = None

@@ -110,24 +110,29 @@ def test_linear_work(config: dict[str, int], shapes: list[tuple[int, ...]], expe
 
 
 @pytest.mark.parametrize(
-    ("method", "work", "tokens", "expected"),
+    ("method", "model_bytes", "work", "tokens", "expected"),
     [
-        # 5 + 4 x 0.26 + 3145728 x 592 x 6e-11 + 1207959552 x 1.26e-10 + 7.8 + 3145728 x 6.1e-8
-        # = 5 + 1.04 + 0.111736 + 0.152203 + 7.8 + 0.191889 = 14.2958 (measured 14.6 s).
-        ("gptq-w8a16", LinearWork(4, 3145728, 1207959552, 196608), 592, 14.2958),
-        # 5 + 2 x 0.26 + 88080384 x 592 x 6e-11 + 263066746880 x 1.26e-10 + 7.8 + 88080384 x 6.1e-8
-        # = 5 + 0.52 + 3.128615 + 33.146410 + 7.8 + 5.372903 = 54.9679 (measured 54.7 s).
-        ("gptq-w8a16", LinearWork(2, 88080384, 263066746880, 11534336), 592, 54.9679),
-        # AWQ: no solve, 24 token passes: 5 + 2 x 5 + 88080384 x 592 x 6e-11 x 24 + 1.4 + 88080384 x 2e-8
-        # = 5 + 10 + 75.086766 + 1.4 + 1.761608 = 93.2484 (measured 96.2 s).
-        ("awq-w4a16", LinearWork(2, 88080384, 263066746880, 11534336), 592, 93.2484),
+        # Demo model: 3.6 + 8393216 / 5e8 + 4 x 0.18 + 3145728 x 592 x 6e-11 + 1207959552 x 1.27e-10
+        # + 5.7 + 3145728 x 8.5e-8 = 3.6 + 0.016786 + 0.72 + 0.111736 + 0.153411 + 5.7 + 0.267387
+        # = 10.5693 (measured 10.4 s).
+        ("gptq-w8a16", 8393216, LinearWork(4, 3145728, 1207959552, 196608), 592, 10.5693),
+        # 0.44 GB Llama: 3.6 + 438325248 / 5e8 + 2 x 0.18 + 88080384 x 592 x 6e-11 + 263066746880 x 1.27e-10
+        # + 5.7 + 88080384 x 8.5e-8 = 3.6 + 0.876650 + 0.36 + 3.128615 + 33.409477 + 5.7 + 7.486833
+        # = 54.5616 (measured 54.7 s).
+        ("gptq-w8a16", 438325248, LinearWork(2, 88080384, 263066746880, 11534336), 592, 54.5616),
+        # AWQ: no solve, 26 token passes: 3.6 + 0.876650 + 2 x 1.15 + 88080384 x 592 x 6e-11 x 26
+        # + 1.1 + 88080384 x 2.4e-8 = 3.6 + 0.876650 + 2.3 + 81.343996 + 1.1 + 2.113929 = 91.3346
+        # (measured 96.2 s).
+        ("awq-w4a16", 438325248, LinearWork(2, 88080384, 263066746880, 11534336), 592, 91.3346),
         # 128 full samples instead: the passes grow with the tokens, the solve does not:
-        # 54.9679 + 88080384 x (65536 - 592) x 6e-11 = 54.9679 + 343.2175 = 398.1854.
-        ("gptq-w8a16", LinearWork(2, 88080384, 263066746880, 11534336), 65536, 398.1854),
+        # 54.5616 + 88080384 x (65536 - 592) x 6e-11 = 54.5616 + 343.2175 = 397.7791.
+        ("gptq-w8a16", 438325248, LinearWork(2, 88080384, 263066746880, 11534336), 65536, 397.7791),
     ],
 )
-def test_calibrated_seconds(method: str, work: LinearWork, tokens: int, expected: float) -> None:
-    assert calibrated_seconds(method, work, tokens) == pytest.approx(expected, rel=1e-5)
+def test_calibrated_seconds(
+    method: str, model_bytes: int, work: LinearWork, tokens: int, expected: float
+) -> None:
+    assert calibrated_seconds(method, model_bytes, work, tokens) == pytest.approx(expected, rel=1e-5)
 
 
 def test_calibration_tokens_are_the_samples_cut_at_the_sequence_length(tmp_path: Path) -> None:
