@@ -51,11 +51,17 @@ class WeightLayout:
 
 @dataclass(frozen=True, slots=True)
 class WeightBytes:
-    """Weight bytes (on disk or once loaded) split into the quantized values, their scales (and zero points), and the rest."""
+    """Weight bytes (on disk or once loaded) split into the quantized values, their scales (and zero points), and the rest.
+
+    Attributes:
+        layers: each decoder layer's bytes of these weights, which pipeline stages sum (empty: not
+            known, and the layers are taken as equal).
+    """
 
     quantized: int
     scales: int
     unquantized: int
+    layers: tuple[int, ...] = ()
 
     @property
     def total(self) -> int:

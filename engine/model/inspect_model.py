@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,8 @@ from engine.model.architecture import (
     read_architecture,
     text_config,
 )
-from engine.model.checkpoint_size import checkpoint_bytes, weight_layout
-from engine.model.param_count import ParamCounts, active_params, model_shapes
+from engine.model.checkpoint_size import WeightLayout, checkpoint_bytes, weight_layout
+from engine.model.param_count import ParamCounts, active_params, decoder_layer_shapes, model_shapes
 from engine.model.safetensors_headers import TensorHeader, read_safetensors_headers, weight_files
 
 TensorRole = Literal["linear", "embedding", "lm_head", "router", "norm", "bias", "vision", "other"]
@@ -68,6 +69,10 @@ class ModelInfo(ModelShape):
         vision_params: parameters of vision/audio towers and projectors (in ``params``).
         mtp_params: multi-token-prediction parameters, not loaded for plain serving (not in ``params``).
         active_params: parameters one token uses (routed experts it skips left out; no vision tower).
+        layer_params: each decoder layer's parameters (layers differ: dense vs MoE MLPs, hybrids).
+        layer_linear_params: of those, the Linear weights a quantizer would target.
+        layer_bytes: each decoder layer's bytes as the checkpoint stores them (``loaded_weight_bytes``'
+            share): from the headers when every layer is found there, else from the format.
     """
 
     path: Path
@@ -89,6 +94,9 @@ class ModelInfo(ModelShape):
     vision_params: int = 0
     mtp_params: int = 0
     active_params: int = 0
+    layer_params: tuple[int, ...] = ()
+    layer_linear_params: tuple[int, ...] = ()
+    layer_bytes: tuple[int, ...] = ()
 
     @property
     def attention_summary(self) -> str:
@@ -153,6 +161,67 @@ def mtp_prefixes(arch: Architecture) -> tuple[str, ...]:
     )
 
 
+def _parameters_of(header: TensorHeader) -> int:
+    """Parameters a tensor holds (packed 4-bit values unpacked; 0 for quantization metadata)."""
+    if header.name.endswith(_QUANT_METADATA_SUFFIXES):
+        return 0
+    numel = header.numel
+    if header.name.endswith(("weight_packed", ".qweight")) and header.dtype == "I32":
+        numel *= 8  # eight 4-bit values per int32
+    elif header.name.endswith(("weight_packed", "_blocks")) and header.dtype == "U8":
+        numel *= 2  # two 4-bit values per byte (NVFP4, MXFP4)
+    return numel
+
+
+def _is_linear(header: TensorHeader) -> bool:
+    role = classify_tensor(header.name, list(header.shape))
+    return role == "linear" or (
+        role == "other" and header.name.endswith("_blocks") and ".experts." in header.name
+    )
+
+
+# A decoder layer's tensors: "model.layers.3.", "model.language_model.layers.3.", "transformer.h.3.".
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
+
+
+def layer_sizes_from_headers(
+    headers: list[TensorHeader], num_layers: int
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
+    """Each decoder layer's (parameters, Linear parameters, stored bytes), summed over its tensors.
+
+    Vision-tower layers and MTP layers (indices past ``num_layers``) are not decoder layers. None
+    when some layer has no tensor under a name quant-tui recognises (then sizes come from the config).
+    """
+    params, linear, stored = [0] * num_layers, [0] * num_layers, [0] * num_layers
+    for header in headers:
+        found = _LAYER_INDEX.search(header.name)
+        if found is None or classify_tensor(header.name, list(header.shape)) == "vision":
+            continue
+        index = int(found.group(1))
+        if index >= num_layers:
+            continue
+        stored[index] += header.nbytes
+        numel = _parameters_of(header)
+        params[index] += numel
+        linear[index] += numel if numel and _is_linear(header) else 0
+    if not all(stored):
+        return None
+    return tuple(params), tuple(linear), tuple(stored)
+
+
+def layer_sizes_from_config(
+    arch: Architecture, layout: WeightLayout
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Each decoder layer's (parameters, Linear parameters, bytes stored as ``layout``), from the config."""
+    layers = decoder_layer_shapes(arch)
+    counts = [shapes.counts() for shapes in layers]
+    return (
+        tuple(count.total for count in counts),
+        tuple(count.linear for count in counts),
+        tuple(checkpoint_bytes(shapes, layout).total for shapes in layers),
+    )
+
+
 def count_from_headers(headers: list[TensorHeader], skip_prefixes: tuple[str, ...] = ()) -> ParamCounts:
     """Counts parameters by role from tensor headers (packed 4-bit weights counted as unpacked).
 
@@ -162,18 +231,12 @@ def count_from_headers(headers: list[TensorHeader], skip_prefixes: tuple[str, ..
     for header in headers:
         if header.name.endswith(_QUANT_METADATA_SUFFIXES):
             continue  # quantization metadata, not parameters
-        numel = header.numel
-        if header.name.endswith(("weight_packed", ".qweight")) and header.dtype == "I32":
-            numel *= 8  # eight 4-bit values per int32
-        elif header.name.endswith(("weight_packed", "_blocks")) and header.dtype == "U8":
-            numel *= 2  # two 4-bit values per byte (NVFP4, MXFP4)
+        numel = _parameters_of(header)
         if header.name.startswith(skip_prefixes):
             mtp += numel
             continue
         role = classify_tensor(header.name, list(header.shape))
-        if role == "other" and header.name.endswith("_blocks") and ".experts." in header.name:
-            role = "linear"
-        if role == "linear":
+        if _is_linear(header):
             linear += numel
             out_features = header.shape[0] if not header.name.endswith(".qweight") else header.shape[1]
             linear_out += out_features * (header.shape[0] if len(header.shape) >= 3 else 1)
@@ -292,6 +355,8 @@ def inspect_model(folder: Path) -> ModelInfo:
         weight_bytes = 0
         loaded_bytes = checkpoint_bytes(shapes, layout).total
     tied = arch.tie_word_embeddings if not headers else counts.lm_head == 0
+    layers = layer_sizes_from_headers(headers, arch.num_layers) if headers else None
+    layer_params, layer_linear, layer_bytes = layers or layer_sizes_from_config(arch, layout)
     return ModelInfo(
         **(arch.shape() | {"tie_word_embeddings": tied}),
         path=folder,
@@ -313,6 +378,9 @@ def inspect_model(folder: Path) -> ModelInfo:
         vision_params=counts.vision,
         mtp_params=counts.mtp,
         active_params=active_params(arch) if source == "estimate" else counts.total - counts.vision,
+        layer_params=layer_params,
+        layer_linear_params=layer_linear,
+        layer_bytes=layer_bytes,
     )
 
 

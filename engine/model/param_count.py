@@ -256,6 +256,24 @@ def model_shapes(arch: Architecture) -> ModelShapes:
     return ModelShapes(tuple(linears + vision), vectors, embedding, vision_vectors, mtp)
 
 
+def decoder_layer_shapes(arch: Architecture) -> tuple[ModelShapes, ...]:
+    """Each decoder layer's own matrices and vector parameters, in layer order.
+
+    Layers differ where the MLP does: DeepSeek's ``first_k_dense_replace`` dense layers before the
+    MoE ones, Llama-4's ``interleave_moe_layer_step``, Qwen-MoE's ``mlp_only_layers`` (the MoE
+    layout's ``moe_layers``). Their sum plus the vocabulary matrices, final norm and vision tower is
+    ``model_shapes``; MTP layers are not among them.
+    """
+    moe_layers = set(arch.moe.moe_layers) if arch.moe else set()
+    attention, attention_vectors = _attention(arch, 1)
+    by_kind: dict[bool, ModelShapes] = {}
+    for is_moe in (False, True):
+        mlp, mlp_vectors = _mlp(arch, int(is_moe), int(not is_moe))
+        vectors = attention_vectors + _norms_per_layer(arch) + mlp_vectors
+        by_kind[is_moe] = ModelShapes(tuple(attention + mlp), vectors, 0, 0, 0)
+    return tuple(by_kind[index in moe_layers] for index in range(arch.num_layers))
+
+
 def estimate_params(arch: Architecture) -> ParamCounts:
     """Counts parameters from the architecture alone, as vLLM loads the model for plain serving."""
     return model_shapes(arch).counts()

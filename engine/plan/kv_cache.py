@@ -2,9 +2,10 @@
 
 Follows vLLM 0.32: ``v1/kv_cache_interface.py`` (page sizes, ``max_memory_usage_bytes`` of full,
 sliding-window and chunked-local specs), ``v1/core/kv_cache_utils.py`` (``get_kv_cache_groups``,
-``_get_kv_cache_groups_uniform_page_size``, ``_project_kv_cache_groups_to_worker``, ``get_num_blocks``,
-``_check_enough_kv_cache_memory``, ``get_max_concurrency_for_kv_cache_config``, ``get_kv_cache_capacity``)
-and the CPU platform's block size.
+``_get_kv_cache_groups_uniform_page_size``, ``_project_kv_cache_groups_to_worker``,
+``get_kv_cache_config_from_groups``: ``available_memory // bytes_per_block`` blocks, the bytes of a block
+from ``_get_kv_cache_bytes_per_block``; ``_check_enough_kv_cache_memory``,
+``get_max_concurrency_for_kv_cache_config``, ``get_kv_cache_capacity``) and the CPU platform's block size.
 """
 
 from __future__ import annotations

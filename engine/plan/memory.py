@@ -17,6 +17,8 @@ from engine.plan.vllm_facts import DEFAULT_GPU_MEMORY_UTILIZATION, GIB
 
 # GGUF Q4_K_M keeps the embeddings in Q6_K.
 GGUF_EMBEDDING_BITS = 6.5625
+# vocab_parallel_embedding.DEFAULT_VOCAB_PADDING_SIZE: embedding and lm_head rows are padded to it.
+VOCAB_PADDING = 64
 
 
 def weight_bytes(model: ModelInfo, method: str, dtype_bytes: int = 2) -> WeightBytes:
@@ -32,20 +34,29 @@ def weight_bytes(model: ModelInfo, method: str, dtype_bytes: int = 2) -> WeightB
     existing = model.quantization
     if existing is not None and existing.recommend_as == method and model.loaded_weight_bytes:
         unquantized = min(model.unquantized_params * dtype_bytes, model.loaded_weight_bytes)
-        return WeightBytes(model.loaded_weight_bytes - unquantized, 0, unquantized)
+        return WeightBytes(model.loaded_weight_bytes - unquantized, 0, unquantized, model.layer_bytes)
     fmt = method_record(method).weights
     if method == "bf16":
-        return WeightBytes(0, 0, model.params * dtype_bytes)
+        return WeightBytes(
+            0, 0, model.params * dtype_bytes, tuple(p * dtype_bytes for p in model.layer_params)
+        )
     quantized = math.ceil(model.linear_params * fmt.bits / 8)
     groups = model.linear_params / fmt.group_size if fmt.group_size else model.linear_out_features
     scales = math.ceil(groups * (fmt.scale_bytes + fmt.zero_point_bytes))
+    # Each layer: its Linear weights at the method's bits with their share of the scales, the rest 16-bit.
+    layers = tuple(
+        math.ceil(linear * fmt.bits / 8)
+        + scales * linear // max(model.linear_params, 1)
+        + (params - linear) * dtype_bytes
+        for params, linear in zip(model.layer_params, model.layer_linear_params, strict=True)
+    )
     unquantized_params = model.unquantized_params
     if fmt.quantizes_embeddings:
         embedding_params = model.vocab_size * model.hidden_size * (1 if model.tie_word_embeddings else 2)
         embedding_params = min(embedding_params, unquantized_params)
         quantized += math.ceil(embedding_params * GGUF_EMBEDDING_BITS / 8)
         unquantized_params -= embedding_params
-    return WeightBytes(quantized, scales, unquantized_params * dtype_bytes)
+    return WeightBytes(quantized, scales, unquantized_params * dtype_bytes, layers)
 
 
 def kv_bytes_per_token(model: ModelInfo, kv_dtype_bytes: float = 2, tensor_parallel_size: int = 1) -> int:
@@ -141,25 +152,48 @@ class DevicePlan:
         return int(self.device_memory_bytes * self.memory_utilization)
 
 
+def padded_vocab_size(vocab_size: int) -> int:
+    """The rows vLLM allocates for embed_tokens and the lm_head: ``pad_vocab_size`` to a multiple of 64.
+
+    ``VocabParallelEmbedding`` and ``ParallelLMHead`` pad to ``DEFAULT_VOCAB_PADDING_SIZE`` (64) and
+    split the padded rows over the tensor-parallel ranks, so 32,001 tokens take 32,064 rows.
+    """
+    return -(-vocab_size // VOCAB_PADDING) * VOCAB_PADDING
+
+
+def stage_layer_share(weights: WeightBytes, layers: range, num_layers: int) -> tuple[int, int]:
+    """``(numerator, denominator)`` of the decoder bytes a stage's ``layers`` hold.
+
+    Their own bytes over all layers' (``weights.layers``: a dense layer is a small part of a MoE
+    one); layer counts when the per-layer bytes are not known.
+    """
+    if len(weights.layers) == num_layers and sum(weights.layers) > 0:
+        return sum(weights.layers[layers.start : layers.stop]), sum(weights.layers)
+    return len(layers), max(num_layers, 1)
+
+
 def stage_weights_bytes(
     model: ModelInfo, weights: WeightBytes, stage: PipelineStage, dtype_bytes: int = 2
 ) -> int:
     """One pipeline stage's weight bytes over all its tensor-parallel ranks.
 
     The decoder layers' bytes (all but the vocabulary matrices, the final norm and any vision tower)
-    split by layer; the stage adds its own vocabulary matrices (``stage.vocab_matrices``, at the
-    serving dtype), the final norm on the last stage, and the vision tower, which every stage builds
-    (vLLM's multimodal models make it without a pipeline check). One stage holds ``weights`` whole.
+    are the stage's own layers' (``stage_layer_share``); the stage adds its own vocabulary matrices
+    (``stage.vocab_matrices``, at the serving dtype, with vLLM's padded rows), the final norm on the
+    last stage, and the vision tower, which every stage builds (vLLM's multimodal models make it
+    without a pipeline check). One stage holds ``weights`` whole, plus the vocabulary padding.
     """
-    if stage.rank == 0 and stage.holds_lm_head:
-        return weights.total
     matrix = model.vocab_size * model.hidden_size * dtype_bytes
+    padded_matrix = padded_vocab_size(model.vocab_size) * model.hidden_size * dtype_bytes
+    if stage.rank == 0 and stage.holds_lm_head:
+        return weights.total + stage.vocab_matrices * (padded_matrix - matrix)
     final_norm = model.hidden_size * dtype_bytes
     vision = min(model.vision_params * dtype_bytes, weights.unquantized)
     stored_matrices = 1 if model.tie_word_embeddings else 2
     decoder = max(0, weights.total - stored_matrices * matrix - final_norm - vision)
-    layers = -(-decoder * len(stage.layers) // max(model.num_layers, 1))  # whole bytes, no float rounding
-    return layers + stage.vocab_matrices * matrix + (final_norm if stage.holds_lm_head else 0) + vision
+    held, of = stage_layer_share(weights, stage.layers, model.num_layers)
+    layers = -(-decoder * held // of)  # whole bytes, no float rounding
+    return layers + stage.vocab_matrices * padded_matrix + (final_norm if stage.holds_lm_head else 0) + vision
 
 
 def plan_gpu(
@@ -182,7 +216,8 @@ def plan_gpu(
     requested (total × utilization) − weight shard − activation peak − non-torch − CUDA graphs
     = KV cache, per pipeline stage (``pipeline_stages``: its layers, the embedding on the first, the
     lm_head, final norm and sampler peak on the last; ``layer_partition`` is a checked
-    ``VLLM_PP_LAYER_PARTITION``), each stage's weights split evenly over its tensor-parallel ranks.
+    ``VLLM_PP_LAYER_PARTITION``), each stage's weights (its own layers' bytes) split evenly over its
+    tensor-parallel ranks.
     Each stage's KV cache holds its own layers; vLLM cuts every stage to the smallest block count,
     so that stage's plan is returned. ``dtype_bytes`` is the activation ``--dtype``'s (the profile
     run's peak scales with it; ``kv_dtype_bytes`` is the cache's).
