@@ -20,9 +20,18 @@ from tests.tui.test_tui_snapshots import write_tiny_llama
 UNREACHABLE = "http://127.0.0.1:1"
 
 
-def _quant_tui(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "QUANT_TUI_CACHE": str(cwd / "cache"), "PYTHONPATH": str(REPO)}
+def _quant_tui(
+    args: list[str], cwd: Path, timeout: float = 120, env_changes: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "QUANT_TUI_CACHE": str(cwd / "cache"),
+        "PYTHONPATH": str(REPO),
+        **(env_changes or {}),
+    }
     env.pop("QUANT_TUI_API_KEY", None)
+    if env_changes is None:
+        env.pop("VLLM_PP_LAYER_PARTITION", None)
     return subprocess.run(
         [*QUANT_TUI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -92,6 +101,42 @@ def test_new_options_refuse_bad_input_in_one_line_and_write_nothing(
     before = _files(workdir)
     run = _quant_tui([arg.replace("{dir}", str(workdir)) for arg in args], workdir)
     _assert_one_line_error(run, *words)
+    assert [name for name in _files(workdir) if not name.startswith("cache")] == before
+
+
+# Bad values of environment variables quant-tui reads: (variable, value, arguments, words the error names).
+# The tiny Llama has 2 layers; vLLM's get_pp_indices takes one count per stage, summing to them.
+ENV_SWEEP = [
+    ("VLLM_PP_LAYER_PARTITION", "1;1", ["recommend", "--model", "tiny", "--gpu", "H100x2"], ["not a comma"]),
+    ("VLLM_PP_LAYER_PARTITION", "1,x", ["serve", "--model", "tiny", "--dry-run"], ["'1,x'", "not a comma"]),
+    (
+        "VLLM_PP_LAYER_PARTITION",
+        "1,2",
+        ["recommend", "--model", "tiny", "--gpu", "H100x2", "--pipeline-parallel-size", "2"],
+        ["2 in all", '"1,1"'],
+    ),
+    (
+        "VLLM_PP_LAYER_PARTITION",
+        "1,1",
+        ["recommend", "--model", "tiny", "--gpu", "H100"],
+        ["its one pipeline stage", "2 in all"],
+    ),
+    (
+        "VLLM_PP_LAYER_PARTITION",
+        "0,2",
+        ["recommend", "--model", "tiny", "--gpu", "H100x2"],
+        ["without layers"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "args", "words"), ENV_SWEEP, ids=[row[1] for row in ENV_SWEEP])
+def test_bad_environment_values_are_refused_in_one_line(
+    variable: str, value: str, args: list[str], words: list[str], workdir: Path
+) -> None:
+    before = _files(workdir)
+    run = _quant_tui(args, workdir, env_changes={variable: value})
+    _assert_one_line_error(run, variable, *words)
     assert [name for name in _files(workdir) if not name.startswith("cache")] == before
 
 

@@ -11,6 +11,7 @@ from engine.model.checkpoint_size import WeightBytes
 from engine.model.inspect_model import ModelInfo
 from engine.plan.kv_cache import KvCapacity
 from engine.plan.memory import DevicePlan, plan_cpu, plan_gpu
+from engine.plan.pipeline_stages import check_layer_partition
 from engine.plan.plan_request import PlanRequest, dtype_bytes
 from engine.plan.server_plan import CpuKvSpace, available_ram_bytes, cpu_kv_space
 from engine.plan.vllm_facts import (
@@ -112,6 +113,9 @@ def fit_on_target(
         dtype_bytes(request.dtype),
         *scheduler_limits(target, request),
     )
+    partition = request.layer_partition
+    if partition is not None:  # vLLM refuses a partition that does not match, one stage included
+        check_layer_partition(partition, model.num_layers, request.stages)
     if target.kind == "cpu":
         return _fit_cpu(model, target, weights, max_model_len, request, sizing)
     util = request.gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION
@@ -129,6 +133,8 @@ def fit_on_target(
             sizing.seqs,
             util,
             dtype_bytes=sizing.activation_bytes,
+            # The partition is the asked stages'; a search over more boxes plans vLLM's own split.
+            layer_partition=partition if partition is not None and len(partition) == pp else None,
         )
 
     check_layout(request, target)

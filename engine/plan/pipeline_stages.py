@@ -53,24 +53,47 @@ def layer_partition(
     return tuple(partition)
 
 
-def parse_layer_partition(text: str, num_layers: int, pipeline_parallel_size: int) -> tuple[int, ...]:
-    """Reads a ``VLLM_PP_LAYER_PARTITION`` value ("27,27,26") the way vLLM does.
+def parse_layer_partition(text: str) -> tuple[int, ...]:
+    """Reads a ``VLLM_PP_LAYER_PARTITION`` value ("27,27,26") as vLLM does (``int()`` of each part).
 
     Raises:
-        QuantTuiError: not whole numbers, not one per stage, not summing to the model's layers,
-            or a stage without layers (vLLM cannot size a KV cache for it).
+        QuantTuiError: not comma-separated whole numbers, or one under 1 (checked against a model's
+            layers and stages by ``check_layer_partition``).
     """
     try:
         partition = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise QuantTuiError(
             f"{LAYER_PARTITION_ENV}={text!r} is not a comma-separated list of layer counts",
-            f'set it like "{",".join(map(str, layer_partition(num_layers, pipeline_parallel_size)))}" or unset it',
+            'set it to one count per pipeline stage, like "27,27,26", or unset it',
         ) from None
-    if len(partition) != pipeline_parallel_size or sum(partition) != num_layers or min(partition) < 1:
+    if min(partition) < 1:
         raise QuantTuiError(
-            f"{LAYER_PARTITION_ENV}={text!r} must give each of the {pipeline_parallel_size} pipeline stages "
-            f"at least one layer, {num_layers} in all",
+            f"{LAYER_PARTITION_ENV}={text!r} leaves a pipeline stage without layers",
+            "give every stage at least one layer, or unset it",
+        )
+    return partition
+
+
+def check_layer_partition(
+    partition: tuple[int, ...], num_layers: int, pipeline_parallel_size: int
+) -> tuple[int, ...]:
+    """``partition`` as ``get_pp_indices`` takes it: one count per stage, summing to the model's layers.
+
+    vLLM checks it on every plan, one stage included (it would stop at start-up, after loading).
+
+    Raises:
+        QuantTuiError: the counts do not match, with the default split to set instead.
+    """
+    if len(partition) != pipeline_parallel_size or sum(partition) != num_layers or min(partition) < 1:
+        text = ",".join(map(str, partition))
+        stages = (
+            "its one pipeline stage"
+            if pipeline_parallel_size == 1
+            else f"each of the {pipeline_parallel_size} pipeline stages"
+        )
+        raise QuantTuiError(
+            f"{LAYER_PARTITION_ENV}={text!r} must give {stages} at least one layer, {num_layers} in all",
             f'set it like "{",".join(map(str, layer_partition(num_layers, pipeline_parallel_size)))}" or unset it',
         )
     return partition

@@ -51,6 +51,8 @@ class PlanRequest:
             multiprocessing executor, no Ray).
         dtype: vLLM's ``--dtype`` (one of ``SERVE_DTYPES``): the bytes of the unquantized weights,
             activations and an ``auto`` KV cache.
+        layer_partition: decoder layers per pipeline stage (``VLLM_PP_LAYER_PARTITION``, which the
+            planned server is given too); None is vLLM's own split. Checked against the model when planned.
     """
 
     max_model_len: int | None = None
@@ -67,6 +69,7 @@ class PlanRequest:
     nodes: int = 1
     dtype: str = "auto"
     pipeline_parallel_size: int | None = None
+    layer_partition: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in SERVE_DTYPES:

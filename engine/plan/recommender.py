@@ -138,6 +138,7 @@ def _server_config(
         enforce_eager=cpu,
         prediction=prediction,
         method=method,
+        layer_partition=request.layer_partition,
     )
 
 

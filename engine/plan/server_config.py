@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from engine.errors import QuantTuiError
+from engine.plan.pipeline_stages import LAYER_PARTITION_ENV
 
 Backend = Literal["cuda", "cpu"]
 _GIB = 1024**3
@@ -107,6 +108,8 @@ class ServerConfig:
         backend: the vLLM build it is for; ``None`` means the one this machine launches.
         prediction: what the plan expects vLLM to report, compared after start-up.
         method: the quantization method of the plan it comes from.
+        layer_partition: decoder layers per pipeline stage, given to the server as
+            ``VLLM_PP_LAYER_PARTITION`` (None: vLLM's own split).
     """
 
     model: Path
@@ -131,6 +134,7 @@ class ServerConfig:
     backend: Backend | None = None
     prediction: Prediction | None = None
     method: str | None = None
+    layer_partition: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         # Callers may pass a str; the frozen dataclass keeps a Path.
@@ -225,10 +229,13 @@ class ServerConfig:
     def environment(self, backend: Backend | None = None) -> dict[str, str]:
         """The environment variables the plan sets (not the launcher's own, nor the API key)."""
         backend = backend or self.backend or "cpu"
+        env: dict[str, str] = {}
         gib = self.cpu_kvcache_gib
         if backend == "cpu" and gib is not None and float(gib).is_integer():
-            return {"VLLM_CPU_KVCACHE_SPACE": str(int(gib))}
-        return {}
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(int(gib))
+        if self.layer_partition is not None:  # vLLM reads the stages' layers from its environment only
+            env[LAYER_PARTITION_ENV] = ",".join(map(str, self.layer_partition))
+        return env
 
     def command_line(self, backend: Backend | None = None, port: int | None = None) -> str:
         """The plan as one shell-quoted command: ``VAR=value ... program args``."""

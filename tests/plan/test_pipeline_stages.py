@@ -15,7 +15,12 @@ from engine.model.inspect_model import ModelInfo, inspect_model
 from engine.plan.gpu_memory import activation_peak_bytes
 from engine.plan.kv_cache import kv_capacity_for, kv_groups
 from engine.plan.memory import plan_gpu, stage_weights_bytes, weight_bytes
-from engine.plan.pipeline_stages import layer_partition, parse_layer_partition, pipeline_stages
+from engine.plan.pipeline_stages import (
+    check_layer_partition,
+    layer_partition,
+    parse_layer_partition,
+    pipeline_stages,
+)
 
 CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
 GIB = 1024**3
@@ -80,23 +85,30 @@ def test_which_stage_holds_the_vocabulary(
 
 
 def test_layer_partition_override_is_read_as_vllm_does() -> None:
-    assert parse_layer_partition("30, 50", 80, 2) == (30, 50)  # int(" 50") as vLLM's int() reads it
+    assert parse_layer_partition("30, 50") == (30, 50)  # int(" 50") as vLLM's int() reads it
+    assert check_layer_partition((30, 50), 80, 2) == (30, 50)
     assert [len(s.layers) for s in pipeline_stages(80, 2, False, (30, 50))] == [30, 50]
 
 
+# What vLLM's get_pp_indices refuses (int() of each part, one count per stage, summing to the layers),
+# plus a stage of 0 layers, which quant-tui refuses before vLLM sizes a KV cache for it.
 @pytest.mark.parametrize(
-    ("text", "words"),
+    ("text", "words", "default_named"),
     [
-        ("30;50", "not a comma-separated list"),
-        ("40,40,0", "each of the 2 pipeline stages"),
-        ("30,40", "80 in all"),
-        ("0,80", "at least one layer"),
+        ("30;50", "not a comma-separated list", False),
+        ("", "not a comma-separated list", False),  # set but empty: int("") fails in vLLM too
+        ("0,80", "without layers", False),
+        ("40,40,0", "without layers", False),
+        ("40,40,1", "each of the 2 pipeline stages", True),
+        ("30,40", "80 in all", True),
+        ("80", "each of the 2 pipeline stages", True),
     ],
 )
-def test_a_bad_layer_partition_is_one_line(text: str, words: str) -> None:
+def test_a_bad_layer_partition_is_one_line(text: str, words: str, default_named: bool) -> None:
     with pytest.raises(QuantTuiError, match=words) as raised:
-        parse_layer_partition(text, 80, 2)
-    assert "\n" not in str(raised.value) and '"40,40"' in str(raised.value)
+        check_layer_partition(parse_layer_partition(text), 80, 2)
+    assert "\n" not in str(raised.value) and "VLLM_PP_LAYER_PARTITION" in str(raised.value)
+    assert ('"40,40"' in str(raised.value)) is default_named  # the default split, once the model is known
 
 
 # Llama-3.1-70B in bf16, by hand: embed_tokens = lm_head = 128,256 × 8,192 × 2 B = 2,101,346,304 B;

@@ -43,3 +43,27 @@ def test_the_header_and_json_show_the_attention_as_cached(
         assert not_shown not in header
     assert main(["recommend", "--model", str(tmp_path), "--gpu", gpu, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["model"]["attention"] == attention
+
+
+# VLLM_PP_LAYER_PARTITION=30,50 for Llama-3.1-70B bf16, P 2 × T 2 on 4 H100, by hand: one layer
+# 1,711,308,800 B, embed_tokens = lm_head 2,101,346,304 B, final norm 16,384 B.
+#   stage 0: 30 layers + embed_tokens = 53,440,610,304 B → 26,720,305,152 per GPU
+#   stage 1: 50 layers + lm_head + norm = 87,666,802,688 B → 43,833,401,344 per GPU (more weights and
+#   more layers to cache: the tightest)
+# and the server is given the same partition, in the environment where vLLM reads it.
+def test_a_layer_partition_from_the_environment_is_planned_and_passed_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(CONFIGS / "llama-3.1-70b.json", tmp_path / "config.json")
+    argv = ["recommend", "--model", str(tmp_path), "--gpu", "H100x4", "--json"]
+    argv += ["--pipeline-parallel-size", "2", "--tensor-parallel-size", "2"]
+    assert main(argv) == 0
+    default = json.loads(capsys.readouterr().out)["candidates"]
+    monkeypatch.setenv("VLLM_PP_LAYER_PARTITION", "30, 50")
+    assert main(argv) == 0
+    planned = json.loads(capsys.readouterr().out)["candidates"]
+    as_is = next(c for c in planned if not c["needs_quantization"])
+    assert as_is["memory"]["weights_bytes_per_device"] == 43_833_401_344
+    assert as_is["env"] == {"VLLM_PP_LAYER_PARTITION": "30,50"}
+    assert as_is["command"].startswith("VLLM_PP_LAYER_PARTITION=30,50 vllm serve ")
+    assert all("VLLM_PP_LAYER_PARTITION" not in c["command"] for c in default)  # unset: vLLM's own split

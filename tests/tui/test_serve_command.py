@@ -254,3 +254,18 @@ def test_serve_dtype_replans_weights_and_activations(
     assert (prediction["weights_bytes"], prediction["kv_bytes_per_token"]) == (weights, kv_per_token)
     assert prediction["kv_cache_bytes"] == kv_cache
     assert ("--dtype" in served["vllm_args"]) is (dtype != "auto")
+
+
+# VLLM_PP_LAYER_PARTITION=20,12 on the two H100 (P 2, T 1) for Llama-3.1-8B bf16, by hand: one layer
+# 436,224,000 B, embed_tokens = lm_head 1,050,673,152 B; stage 0: 20 layers + embed_tokens =
+# 9,775,153,152 B (the tightest: more weights and more layers); stage 1: 12 layers + lm_head + norm
+# 8,192 = 6,285,369,344 B. The server started is given the partition the plan used.
+def test_serve_plans_and_passes_on_the_layer_partition(
+    gpu_box: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = str(_config_only(tmp_path, "llama-3.1-8b"))
+    monkeypatch.setenv("VLLM_PP_LAYER_PARTITION", "20,12")
+    served = _json(capsys, "serve", "--model", model, "--dry-run", "--json", "--pipeline-parallel-size", "2")
+    assert served["prediction"]["weights_bytes"] == 9_775_153_152
+    assert served["env"]["VLLM_PP_LAYER_PARTITION"] == "20,12"
+    assert "--pipeline-parallel-size 2" in served["command"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -136,9 +137,13 @@ def plan_request(
 ) -> PlanRequest:
     """The PlanRequest the parsed planning ``options`` ask for (``more`` adds fields such as ``goal``).
 
+    ``VLLM_PP_LAYER_PARTITION``, when set, is read into ``layer_partition``.
+
     Raises:
-        QuantTuiError: a value that is not a number, out of range, or not a dtype vLLM takes.
+        QuantTuiError: a value that is not a number, out of range, or not a dtype vLLM takes; a
+            ``VLLM_PP_LAYER_PARTITION`` that is not comma-separated layer counts.
     """
+    from engine.plan.pipeline_stages import LAYER_PARTITION_ENV, parse_layer_partition
     from engine.plan.plan_request import PlanRequest
 
     values: dict[str, Any] = {
@@ -146,4 +151,8 @@ def plan_request(
         for option in options
         if (text := getattr(args, option.field)) is not None
     }
+    # vLLM takes the stages' layers from its environment, which the server quant-tui starts inherits.
+    partition = os.environ.get(LAYER_PARTITION_ENV)
+    if partition is not None:
+        values["layer_partition"] = parse_layer_partition(partition)
     return PlanRequest(**values, **more)

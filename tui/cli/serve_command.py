@@ -188,6 +188,7 @@ def server_config(
             gpu_memory_utilization=request.gpu_memory_utilization,
             max_num_seqs=request.max_num_seqs,
             max_num_batched_tokens=request.max_num_batched_tokens,
+            layer_partition=request.layer_partition,
         )
     executor = args.distributed_executor_backend or plan.distributed_executor_backend
     if executor not in (None, "mp", "ray"):
