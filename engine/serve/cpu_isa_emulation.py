@@ -14,9 +14,10 @@ changed there (:func:`emulate_before_platform_detection`, which is no platform a
 and the general plugin (:func:`emulate_requested_cpu_isa`) checks in each process that it took,
 since vLLM swallows a platform plugin's errors.
 
-The CPU keeps its AVX-512 instructions: what reads cpuid itself (ATen's dispatch, oneDNN) is capped
-by ``ATEN_CPU_CAPABILITY``/``ONEDNN_MAX_CPU_ISA``, which torch reads when it starts, so they must
-already be in the environment; the general plugin refuses to run without them rather than half-emulate.
+The CPU keeps its AVX-512 instructions: what reads cpuid itself (ATen's dispatch, oneDNN, Inductor's
+``-march=native``) is capped by ``engine.hardware.cpu_isa.AVX2_TORCH_ENV``, which torch reads when it
+starts, so it must already be in the environment; the general plugin refuses to run without it
+rather than half-emulate.
 """
 
 from __future__ import annotations
