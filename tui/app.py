@@ -21,6 +21,7 @@ from tui.steps import BENCH, STEPS, Step
 
 if TYPE_CHECKING:
     from engine.hardware.detect import HardwareSnapshot
+    from engine.plan.plan_request import PlanRequest
 
 
 class StoppableServer(Protocol):
@@ -74,6 +75,7 @@ class QuantTuiApp(App[int]):
         interval: float = 1.0,
         sample_hardware: bool = True,
         hf_cache: Path | None = None,
+        request: PlanRequest | None = None,
     ) -> None:
         """Creates the app; nothing is detected or loaded until the screens are shown.
 
@@ -87,6 +89,7 @@ class QuantTuiApp(App[int]):
             interval: Seconds between dashboard polls.
             sample_hardware: Whether the dashboard samples GPUs and host with each poll.
             hf_cache: The Hugging Face hub cache to list and resolve models from (default: the usual one).
+            request: The plan knobs to start from (default: PlanRequest's own defaults).
         """
         self.steps = steps
         self.gpu_spec = gpu
@@ -109,7 +112,9 @@ class QuantTuiApp(App[int]):
         # first frame). Set on the instance, since it depends on the steps offered.
         self.__dict__["DEFAULT_MODE"] = steps[0].mode
         super().__init__()
-        self.set_reactive(QuantTuiApp.selection, Selection(hardware=hardware, model_reference=model))
+        self.set_reactive(
+            QuantTuiApp.selection, Selection(hardware=hardware, model_reference=model, request=request)
+        )
         self.set_reactive(QuantTuiApp.server_url, server_url)
         for step in self.screens_offered():
             # A step's module (and the Textual widgets it needs) is imported when the step is first
@@ -337,6 +342,7 @@ def create_app(
     gpu: str | None = None,
     hardware: HardwareSnapshot | None = None,
     hf_cache: Path | None = None,
+    request: PlanRequest | None = None,
 ) -> QuantTuiApp:
     """The guided app, as ``quant-tui`` opens it and as tests build it.
 
@@ -345,8 +351,9 @@ def create_app(
         gpu: Plan for a catalogued GPU (``"H100x2"``) instead of this machine's.
         hardware: A fixed hardware snapshot instead of detecting this machine's (deterministic tests).
         hf_cache: The Hugging Face hub cache to look in (default: huggingface_hub's own).
+        request: The plan knobs to start from (``quant-tui`` passes those set by vLLM's environment).
     """
-    return QuantTuiApp(model=model, gpu=gpu, hardware=hardware, hf_cache=hf_cache)
+    return QuantTuiApp(model=model, gpu=gpu, hardware=hardware, hf_cache=hf_cache, request=request)
 
 
 def create_monitor_app(

@@ -143,7 +143,6 @@ def plan_request(
         QuantTuiError: a value that is not a number, out of range, or not a dtype vLLM takes; a
             ``VLLM_PP_LAYER_PARTITION`` that is not comma-separated layer counts.
     """
-    from engine.plan.pipeline_stages import LAYER_PARTITION_ENV, parse_layer_partition
     from engine.plan.plan_request import PlanRequest
 
     values: dict[str, Any] = {
@@ -151,8 +150,17 @@ def plan_request(
         for option in options
         if (text := getattr(args, option.field)) is not None
     }
+    return PlanRequest(**environment_fields(), **values, **more)
+
+
+def environment_fields() -> dict[str, Any]:
+    """The PlanRequest fields that vLLM's own environment variables set (``VLLM_PP_LAYER_PARTITION``).
+
+    Raises:
+        QuantTuiError: a ``VLLM_PP_LAYER_PARTITION`` that is not comma-separated layer counts.
+    """
+    from engine.plan.pipeline_stages import LAYER_PARTITION_ENV, parse_layer_partition
+
     # vLLM takes the stages' layers from its environment, which the server quant-tui starts inherits.
     partition = os.environ.get(LAYER_PARTITION_ENV)
-    if partition is not None:
-        values["layer_partition"] = parse_layer_partition(partition)
-    return PlanRequest(**values, **more)
+    return {} if partition is None else {"layer_partition": parse_layer_partition(partition)}
