@@ -89,11 +89,17 @@ def block_size_for(attention: AttentionLayout, cpu: bool, cpu_has_amx: bool = Tr
 
 
 def host_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether this CPU has AMX tiles (vLLM's CPU MLA backend and block size depend on it)."""
+    """Whether vLLM sees AMX tiles on this CPU (its CPU MLA backend and block size depend on it).
+
+    An emulated AVX2 host (``QUANT_TUI_CPU_ISA=avx2``) has none: vLLM's processes are told so too.
+    """
+    from engine.hardware.cpu_isa import visible_cpu_flags
+
     try:
-        return "amx_tile" in cpuinfo.read_text(encoding="utf-8", errors="replace")
+        flags = frozenset(cpuinfo.read_text(encoding="utf-8", errors="replace").split())
     except OSError:
         return False
+    return "amx_tile" in visible_cpu_flags(flags)
 
 
 def blocks_per_request(

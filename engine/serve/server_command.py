@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from engine.errors import QuantTuiError
 from engine.plan.server_config import Backend, ServerConfig
 from engine.serve.amx_permission import ENTRY_POINT_NAME as AMX_PLUGIN
+from engine.serve.cpu_isa_emulation import ENTRY_POINT_NAME as CPU_ISA_PLUGIN
+from engine.serve.cpu_isa_emulation import PLATFORM_ENTRY_POINT_NAME as CPU_ISA_EARLY_PLUGIN
 from engine.serve.ports import pick_free_port
 
 if TYPE_CHECKING:
@@ -21,6 +23,9 @@ __all__ = ["VLLM_API_KEY_ENV", "build_command", "default_cpu_kvcache_gib", "port
 
 # The variable vLLM's server reads its key from (never argv, where `ps` shows it to every user).
 VLLM_API_KEY_ENV = "VLLM_API_KEY"
+
+# quant-tui's own vLLM plugins (pyproject's entry points), kept when a user's VLLM_PLUGINS allow-list is set.
+QUANT_TUI_PLUGINS = (AMX_PLUGIN, CPU_ISA_PLUGIN, CPU_ISA_EARLY_PLUGIN)
 
 
 def default_cpu_kvcache_gib(config: ServerConfig) -> int:
@@ -98,9 +103,13 @@ def build_command(config: ServerConfig, backend: Backend) -> tuple[list[str], di
     if config.api_key:
         env[VLLM_API_KEY_ENV] = config.api_key  # not on argv, where `ps` shows it to every user
     allowed_plugins = os.environ.get("VLLM_PLUGINS")
-    if allowed_plugins is not None and AMX_PLUGIN not in allowed_plugins.split(","):
-        # A user's plugin allow-list would otherwise drop the AMX permission (see amx_permission).
-        env["VLLM_PLUGINS"] = ",".join(filter(None, [allowed_plugins, AMX_PLUGIN]))
+    if allowed_plugins is not None:
+        # A user's plugin allow-list would otherwise drop ours: the AMX permission (see amx_permission)
+        # and the AVX2 emulation, whose checks stop a server that runs without them (cpu_isa_emulation).
+        allowed = allowed_plugins.split(",")
+        missing = [name for name in QUANT_TUI_PLUGINS if name not in allowed]
+        if missing:
+            env["VLLM_PLUGINS"] = ",".join(filter(None, [allowed_plugins, *missing]))
     env.update(config.environment(backend))
     return argv, env
 

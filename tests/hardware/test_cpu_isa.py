@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +70,22 @@ def test_detection_honours_the_variable(monkeypatch: pytest.MonkeyPatch, emulate
         gpus=(), host=host, driver_version=None, cuda_driver_version=None, nvml_status="no GPU"
     )
     assert (execution_for("w4a16", target_from_snapshot(snapshot)) is None) is ("avx512f" not in expected)
+
+
+@pytest.mark.parametrize(
+    ("emulated", "expected"),
+    [(None, True), ("avx2", False)],
+)
+def test_the_kv_plan_sees_amx_only_where_vllm_does(
+    emulated: str | None, expected: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # vLLM's CPU MLA block size follows torch's AMX probe, which the AVX2 emulation answers "no".
+    from engine.plan.kv_cache import host_has_amx
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n")
+    if emulated is None:
+        monkeypatch.delenv(CPU_ISA_ENV, raising=False)
+    else:
+        monkeypatch.setenv(CPU_ISA_ENV, emulated)
+    assert host_has_amx(cpuinfo) is expected

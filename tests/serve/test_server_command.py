@@ -173,3 +173,31 @@ def test_default_cpu_kvcache_gib_without_a_model() -> None:
 )
 def test_a_config_plans_as_the_request_it_stands_for(config: ServerConfig, request_: PlanRequest) -> None:
     assert plan_request_for(config) == request_
+
+
+# quant-tui's three entry points, as pyproject.toml names them (read by hand, not from the code under test).
+OUR_PLUGINS = "quant_tui_amx_permission,quant_tui_cpu_isa,quant_tui_cpu_isa_early"
+
+
+@pytest.mark.parametrize(
+    ("allow_list", "expected"),
+    [
+        (None, None),  # no allow-list: vLLM loads every plugin, ours included
+        ("other", f"other,{OUR_PLUGINS}"),
+        ("", OUR_PLUGINS),  # vLLM reads "" as an allow-list naming nothing
+        (
+            "quant_tui_cpu_isa,other",
+            "quant_tui_cpu_isa,other,quant_tui_amx_permission,quant_tui_cpu_isa_early",
+        ),
+        (f"other,{OUR_PLUGINS}", None),  # all named already: the user's own value stands
+    ],
+)
+def test_a_users_plugin_allow_list_keeps_quant_tuis_plugins(
+    allow_list: str | None, expected: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if allow_list is None:
+        monkeypatch.delenv("VLLM_PLUGINS", raising=False)
+    else:
+        monkeypatch.setenv("VLLM_PLUGINS", allow_list)
+    _, env = build_command(ServerConfig(model=MODEL, port=8000), "cpu")
+    assert env.get("VLLM_PLUGINS") == expected
