@@ -173,11 +173,12 @@ def _parameters_of(header: TensorHeader) -> int:
     return numel
 
 
-def _is_linear(header: TensorHeader) -> bool:
+def _role_of(header: TensorHeader) -> TensorRole:
+    """``classify_tensor``'s role, with MXFP4 expert blocks (gpt-oss's ``*_blocks``) as Linear weights."""
     role = classify_tensor(header.name, list(header.shape))
-    return role == "linear" or (
-        role == "other" and header.name.endswith("_blocks") and ".experts." in header.name
-    )
+    if role == "other" and header.name.endswith("_blocks") and ".experts." in header.name:
+        return "linear"
+    return role
 
 
 # A decoder layer's tensors: "model.layers.3.", "model.language_model.layers.3.", "transformer.h.3.".
@@ -195,15 +196,16 @@ def layer_sizes_from_headers(
     params, linear, stored = [0] * num_layers, [0] * num_layers, [0] * num_layers
     for header in headers:
         found = _LAYER_INDEX.search(header.name)
-        if found is None or classify_tensor(header.name, list(header.shape)) == "vision":
+        if found is None:
             continue
+        role = _role_of(header)
         index = int(found.group(1))
-        if index >= num_layers:
+        if role == "vision" or index >= num_layers:
             continue
         stored[index] += header.nbytes
         numel = _parameters_of(header)
         params[index] += numel
-        linear[index] += numel if numel and _is_linear(header) else 0
+        linear[index] += numel if role == "linear" else 0
     if not all(stored):
         return None
     return tuple(params), tuple(linear), tuple(stored)
@@ -235,8 +237,8 @@ def count_from_headers(headers: list[TensorHeader], skip_prefixes: tuple[str, ..
         if header.name.startswith(skip_prefixes):
             mtp += numel
             continue
-        role = classify_tensor(header.name, list(header.shape))
-        if _is_linear(header):
+        role = _role_of(header)
+        if role == "linear":
             linear += numel
             out_features = header.shape[0] if not header.name.endswith(".qweight") else header.shape[1]
             linear_out += out_features * (header.shape[0] if len(header.shape) >= 3 else 1)
