@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -290,5 +289,5 @@ def active_params(arch: Architecture) -> int:
 
 
 def ceil_div(value: int, divisor: int) -> int:
-    """Integer ceiling division."""
-    return math.ceil(value / divisor)
+    """Integer ceiling division, exact for any size (a float quotient rounds past 2**53)."""
+    return -(-value // divisor)

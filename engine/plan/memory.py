@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from engine.model.architecture import AttentionLayout, LayerAttention
 from engine.model.checkpoint_size import WeightBytes
 from engine.model.inspect_model import ModelInfo
+from engine.model.param_count import ceil_div
 from engine.plan import kv_cache
 from engine.plan.gpu_memory import GpuMemoryBreakdown, gpu_memory_breakdown
 from engine.plan.kv_cache import KvCapacity, block_size_for, host_has_amx
@@ -158,7 +159,7 @@ def padded_vocab_size(vocab_size: int) -> int:
     ``VocabParallelEmbedding`` and ``ParallelLMHead`` pad to ``DEFAULT_VOCAB_PADDING_SIZE`` (64) and
     split the padded rows over the tensor-parallel ranks, so 32,001 tokens take 32,064 rows.
     """
-    return -(-vocab_size // VOCAB_PADDING) * VOCAB_PADDING
+    return ceil_div(vocab_size, VOCAB_PADDING) * VOCAB_PADDING
 
 
 def stage_layer_share(weights: WeightBytes, layers: range, num_layers: int) -> tuple[int, int]:
@@ -192,7 +193,7 @@ def stage_weights_bytes(
     stored_matrices = 1 if model.tie_word_embeddings else 2
     decoder = max(0, weights.total - stored_matrices * matrix - final_norm - vision)
     held, of = stage_layer_share(weights, stage.layers, model.num_layers)
-    layers = -(-decoder * held // of)  # whole bytes, no float rounding
+    layers = ceil_div(decoder * held, of)
     return layers + stage.vocab_matrices * padded_matrix + (final_norm if stage.holds_lm_head else 0) + vision
 
 
