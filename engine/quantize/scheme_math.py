@@ -180,12 +180,8 @@ def quantize_with_scale(
     if scheme.kind == "fp4":
         # FP32 quotients; the code table clamps and takes the sign from < 0 (so -0.0 is code 0).
         return _fp4_codes(scaled).flatten(start_dim=-2)
-    if scheme.kind == "float":
-        # compressed-tensors adds its (zero) zero point in the weight's dtype: -0.0 becomes +0.0,
-        # which matters for the FP8 bit pattern (INT rounds -0.0 to 0).
-        scaled += torch.zeros((), dtype=weight.dtype, device=weight.device)
-    clamped = scaled.clamp_(scheme.q_min, scheme.q_max)
-    quantized = clamped.to(torch.float8_e4m3fn) if scheme.kind == "float" else clamped.round_().to(torch.int8)
+    target = torch.float8_e4m3fn if scheme.kind == "float" else torch.int8
+    quantized = _onto_grid(scaled, scheme, weight.dtype).to(target)
     if scheme.block is not None:
         padded = quantized.reshape(quantized.shape[0] * quantized.shape[1], -1)
         return padded[:rows, :cols]
@@ -208,19 +204,27 @@ def _quantize_block_slices(
     step = max(1, min(height, slice_elements // cols))
     target = torch.float8_e4m3fn if scheme.kind == "float" else torch.int8
     out = torch.empty((rows, cols), dtype=target, device=weight.device)
-    zero = torch.zeros((), dtype=weight.dtype, device=weight.device)
     for band_start in range(0, rows, height):
         band_scale = scale[band_start // height][None, :, None]
         for start in range(band_start, min(rows, band_start + height), step):
             stop = min(rows, band_start + height, start + step)
             scaled = weight[start:stop].view(stop - start, cols // width, width) / band_scale
-            if scheme.kind == "float":
-                scaled += zero  # -0.0 becomes +0.0, as compressed-tensors' zero-point add does
-            scaled.clamp_(scheme.q_min, scheme.q_max)
-            if scheme.kind != "float":
-                scaled.round_()
-            out[start:stop].view(stop - start, cols // width, width).copy_(scaled)
+            out[start:stop].view(stop - start, cols // width, width).copy_(
+                _onto_grid(scaled, scheme, weight.dtype)
+            )
     return out
+
+
+def _onto_grid(scaled: torch.Tensor, scheme: Scheme, weight_dtype: torch.dtype) -> torch.Tensor:
+    """``scaled``, in place, as an FP8 or INT scheme's values before the cast: clamped, and rounded for INT."""
+    import torch
+
+    if scheme.kind == "float":
+        # compressed-tensors adds its (zero) zero point in the weight's dtype: -0.0 becomes +0.0,
+        # which matters for the FP8 bit pattern (INT rounds -0.0 to 0).
+        scaled += torch.zeros((), dtype=weight_dtype, device=scaled.device)
+    scaled.clamp_(scheme.q_min, scheme.q_max)
+    return scaled if scheme.kind == "float" else scaled.round_()
 
 
 def pack_int(values: torch.Tensor, num_bits: int) -> torch.Tensor:
