@@ -1,11 +1,14 @@
-"""Pilot tests: a plan across boxes (--nodes in the options dialog) shows its Ray steps, and the Serve screen starts it only where a Ray cluster is reachable."""
+"""Pilot tests: a plan across boxes (--nodes in the options dialog) shows its Ray steps, the Serve screen starts it only where a Ray cluster is reachable, and the app plans with VLLM_PP_LAYER_PARTITION from its environment."""
 
 from __future__ import annotations
 
 from argparse import Namespace
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 from textual.widgets import Input
 
 from engine.errors import QuantTuiError
@@ -17,6 +20,16 @@ from tui.screens.error_dialog import ErrorDialog
 from tui.screens.plan import PlanScreen
 from tui.screens.plan_settings import PlanSettingsDialog
 from tui.screens.serve import ServeScreen, serve_folder
+
+
+async def set_plan_option(pilot: Pilot[Any], field: str, value: str, until: Callable[[], bool]) -> None:
+    """Sets one option in the Plan screen's settings dialog (o), applies it, and waits back on the plan until ``until``."""
+    app = pilot.app
+    await pilot.press("o")
+    await wait_for(pilot, lambda: isinstance(app.screen, PlanSettingsDialog), timeout=10)
+    app.screen.query_one(f"#option-{field}", Input).value = value
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen) and until(), timeout=10)
 
 
 @pytest.mark.parametrize("where", ["catalogued H100x8", "this box's two H100"])
@@ -39,13 +52,7 @@ async def test_nodes_shows_the_ray_steps_and_the_serve_screen_needs_a_cluster(
         )
         plan = app.screen
         assert isinstance(plan, PlanScreen)
-        await pilot.press("o")
-        await wait_for(pilot, lambda: isinstance(app.screen, PlanSettingsDialog), timeout=10)
-        app.screen.query_one("#option-nodes", Input).value = "2"
-        await pilot.press("enter")
-        await wait_for(
-            pilot, lambda: isinstance(app.screen, PlanScreen) and plan.request.nodes == 2, timeout=10
-        )
+        await set_plan_option(pilot, "nodes", "2", until=lambda: plan.request.nodes == 2)
         shown = " ".join(screen_text(app, "#plan-text").split())
         assert "2 boxes joined by Ray, in this order:" in shown
         assert "[worker node 1] VLLM_HOST_IP=<WORKER_1_IP> ray start --address=<HEAD_NODE_IP>:6379" in shown
@@ -86,14 +93,8 @@ async def test_the_app_plans_with_the_layer_partition_vllm_reads_from_the_enviro
         await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen), timeout=10)
         plan = app.screen
         assert isinstance(plan, PlanScreen)
-        await pilot.press("o")
-        await wait_for(pilot, lambda: isinstance(app.screen, PlanSettingsDialog), timeout=10)
-        app.screen.query_one("#option-pipeline_parallel_size", Input).value = "2"
-        await pilot.press("enter")
-        await wait_for(
-            pilot,
-            lambda: isinstance(app.screen, PlanScreen) and plan.recommendation is not None,
-            timeout=10,
+        await set_plan_option(
+            pilot, "pipeline_parallel_size", "2", until=lambda: plan.recommendation is not None
         )
         assert plan.request.layer_partition == (1, 2)
         shown = " ".join(screen_text(app, "#plan-text").split())
