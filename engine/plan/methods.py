@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Literal, get_args
 
 from engine.plan import vllm_facts
+from engine.plan.calibrated_method import Calibration, MethodTime
 from engine.plan.vllm_facts import MethodCapability
 
 MethodName = Literal[
@@ -85,6 +86,9 @@ class Method:
         plugin: the out-of-tree vLLM plugin it needs, for ``other-runtime`` methods.
         serves_as: the planner method whose checkpoint format this produces, when it differs
             (GPTQ makes a ``w4a16`` checkpoint).
+        calibration: how llm-compressor calibrates it (see ``Calibration``), for ``llm-compressor`` methods.
+        calibration_time: its constants in ``engine.quantize.calibrated_cost``'s time model, for
+            ``llm-compressor`` methods (fitted as the comment above ``gptq-w4a16`` says).
     """
 
     name: MethodName
@@ -99,6 +103,14 @@ class Method:
     cpu_avx512_only: bool = False
     plugin: str | None = None
     serves_as: MethodName | None = None
+    calibration: Calibration | None = None
+    calibration_time: MethodTime | None = None
+
+    @property
+    def plain_gptq(self) -> bool:
+        """Whether GPTQ quantizes the original weights, nothing rescaling them first: only then do the
+        stored weights compare one to one with the originals (the layer-error check)."""
+        return self.calibration == "gptq"
 
     @property
     def four_bit(self) -> bool:
@@ -195,6 +207,13 @@ METHODS: tuple[Method, ...] = (
         description="INT4 symmetric weights, group 128, GPTQ on calibration text (llm-compressor); activations 16-bit",
         cpu_avx512_only=True,
         serves_as="w4a16",
+        calibration="gptq",
+        # The calibration_time constants, fitted by method to the quicker of two runs (another job on
+        # the 2 cores slowed single runs 1.5-3x: gptq-w4a16 calibrated the Llama in 88.6 s, then 31.8 s):
+        # calibrating 1.0 / 19.5 s (gptq-w8a16), 1.0 / 35.4 (smoothquant-int8), 4.7 / 31.8 (gptq-w4a16),
+        # 7.5 / 51.8 (awq-w4a16), 0.3 / 1.0 (nvfp4) and saving 6.0 / 9.2, 1.1 / 2.0, 6.9 / 15.4, 1.2 / 2.4,
+        # 1.4 / 4.2 s on the demo model / the 0.44 GB Llama (engine/quantize/calibrated_cost.py's docstring).
+        calibration_time=MethodTime(1.13, 1.0, 1.09e-10, 6.6, 1.0e-7),
     ),
     Method(
         name="awq-w4a16",
@@ -209,6 +228,12 @@ METHODS: tuple[Method, ...] = (
         description="INT4 asymmetric weights, group 128, AWQ scaling on calibration text (llm-compressor); activations 16-bit",
         cpu_avx512_only=True,
         serves_as="w4a16",
+        calibration="awq",
+        # Least relative error over three runs, calibrating 7.5 s (demo), 44.9-51.8 s (0.44 GB Llama,
+        # 2 layers, 592 tokens) and 78.7 s (0.70 GB, 5 layers, 1237 tokens): the 0.44 GB model's layers
+        # cost 22 s each against 16 s for the 0.70 GB model's with twice the tokens, which no per-layer
+        # + per-token form fits; it reads 0.4-0.5 x there, about 1.0 and 1.2 x on the others.
+        calibration_time=MethodTime(1.78, 18.7, 0.0, 1.2, 1.4e-8),
     ),
     Method(
         name="gptq-w8a16",
@@ -221,6 +246,8 @@ METHODS: tuple[Method, ...] = (
         ct_scheme="W8A16",
         description="INT8 symmetric weights, group 128, GPTQ on calibration text (llm-compressor); activations 16-bit",
         serves_as="w8a16",
+        calibration="gptq",
+        calibration_time=MethodTime(0.22, 1.0, 6.9e-11, 5.9, 3.8e-8),
     ),
     Method(
         name="smoothquant-int8",
@@ -236,6 +263,8 @@ METHODS: tuple[Method, ...] = (
             "(llm-compressor); activations INT8, dynamic per token"
         ),
         serves_as="int8-w8a8",
+        calibration="smoothquant-gptq",
+        calibration_time=MethodTime(0.20, 1.0, 1.3e-10, 1.1, 1.1e-8),
     ),
     Method(
         name="nvfp4",
@@ -251,6 +280,8 @@ METHODS: tuple[Method, ...] = (
             "NVFP4 (FP4 E2M1) weights, one FP8 scale per 16 inputs and one FP32 global scale; activations FP4 "
             "per 16 at run time under a per-layer global scale calibrated on sample text (llm-compressor)"
         ),
+        calibration="observers",
+        calibration_time=MethodTime(0.07, 1.0, 0.0, 1.3, 3.3e-8),
     ),
     Method(
         name="nvfp4a16",

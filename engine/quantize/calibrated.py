@@ -38,8 +38,7 @@ WORKER = Path(__file__).with_name("llmcompressor_worker.py")
 # The model in memory in its dtype, plus llm-compressor's Hessians, activations and a copy on save.
 MEMORY_FACTOR = 2.5
 # Calibrated methods that quantize the original weights without rescaling them first.
-GPTQ_ONLY = ("gptq-w4a16", "gptq-w8a16")
-SCHEME_DESCRIPTIONS = {name: method(name).description for name in CALIBRATED_METHODS}
+GPTQ_ONLY: tuple[str, ...] = tuple(record.name for record in METHODS if record.plain_gptq)
 
 
 def calibration_file(request: QuantizeRequest) -> Path:
@@ -311,7 +310,7 @@ def _write_card(report: QuantizeReport, staging: Path) -> None:
     quant = config.get("quantization_config") or {}
     card = model_card(
         report,
-        SCHEME_DESCRIPTIONS[report.method],
+        method(report.method).description,
         str(quant.get("format", "pack-quantized")),
         tuple(quant.get("ignore") or ()),
     )

@@ -13,7 +13,8 @@ Memory: the higher of two phases.
   three times (original, restored, difference).
 
 Time: ``STARTUP_SECONDS`` (worker start, imports) + the model's load at ``MODEL_LOAD_BYTES_PER_S``
-+ per method ``layers * layer_seconds`` + ``linear_params * tokens * FORWARD_SECONDS * token_passes``
++ per method (the constants of its registry record's ``calibration_time``, in ``engine.plan.methods``)
+``layers * layer_seconds`` + ``linear_params * tokens * FORWARD_SECONDS * token_passes``
 (the calibration tokens through every Linear: calibrate, then propagate the quantized layer; AWQ's
 scale search runs them some 19 times over) + ``solve_flops * solve_seconds_per_flop`` (GPTQ's
 column-by-column solve, ``rows * in_features**2`` per Linear, whatever the tokens) +
@@ -37,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.plan.methods import method as registered_method
+
 CALIBRATION_SEQ_LEN = 512
 # The worker's process before the model: demo-model tree peaks 567-578 MB for methods whose
 # Hessians and activations are under 10 MB, less this process's 20 MB and the 8 MB model.
@@ -56,35 +59,6 @@ MODEL_LOAD_BYTES_PER_S = 500 * 10**6
 # Seconds per Linear parameter per calibration token, both passes (nvfp4: 0.3 s on the demo, 1.0 s
 # on the 0.44 GB Llama, nothing but the passes and observers).
 FORWARD_SECONDS = 1.66e-11
-
-
-@dataclass(frozen=True)
-class MethodTime:
-    """One calibrated method's time constants (see the module docstring)."""
-
-    layer_seconds: float
-    token_passes: float
-    solve_seconds_per_flop: float
-    finish_seconds: float
-    finish_seconds_per_param: float
-
-
-METHOD_TIMES = {
-    # Fitted by method to the quicker of two runs (another job on the 2 cores slowed single runs
-    # 1.5-3x: gptq-w4a16 calibrated the Llama in 88.6 s, then 31.8 s): calibrating 1.0 / 19.5 s
-    # (gptq-w8a16), 1.0 / 35.4 (smoothquant-int8), 4.7 / 31.8 (gptq-w4a16), 7.5 / 51.8 (awq-w4a16),
-    # 0.3 / 1.0 (nvfp4) and saving 6.0 / 9.2, 1.1 / 2.0, 6.9 / 15.4, 1.2 / 2.4, 1.4 / 4.2 s on the demo
-    # model / the 0.44 GB Llama.
-    "gptq-w8a16": MethodTime(0.22, 1.0, 6.9e-11, 5.9, 3.8e-8),
-    "smoothquant-int8": MethodTime(0.20, 1.0, 1.3e-10, 1.1, 1.1e-8),
-    "gptq-w4a16": MethodTime(1.13, 1.0, 1.09e-10, 6.6, 1.0e-7),
-    # AWQ's two constants: least relative error over three runs, calibrating 7.5 s (demo), 44.9-51.8 s
-    # (0.44 GB Llama, 2 layers, 592 tokens) and 78.7 s (0.70 GB, 5 layers, 1237 tokens): the 0.44 GB
-    # model's layers cost 22 s each against 16 s for the 0.70 GB model's with twice the tokens, which
-    # no per-layer + per-token form fits; it reads 0.4-0.5 x there, about 1.0 and 1.2 x on the others.
-    "awq-w4a16": MethodTime(1.78, 18.7, 0.0, 1.2, 1.4e-8),
-    "nvfp4": MethodTime(0.07, 1.0, 0.0, 1.3, 3.3e-8),
-}
 
 
 @dataclass(frozen=True)
@@ -164,8 +138,14 @@ def calibration_tokens(calibration: Path | None, source: Path, samples: int, seq
 
 
 def calibrated_seconds(method: str, model_bytes: int, work: LinearWork, tokens: int) -> float:
-    """The time model of the module docstring for ``method``."""
-    times = METHOD_TIMES[method]
+    """The time model of the module docstring for ``method``, with its registry record's ``calibration_time``.
+
+    Raises:
+        KeyError: ``method`` is not an llm-compressor method.
+    """
+    times = registered_method(method).calibration_time
+    if times is None:
+        raise KeyError(f"{method} is not calibrated by llm-compressor; it has no time constants")
     return (
         STARTUP_SECONDS
         + model_bytes / MODEL_LOAD_BYTES_PER_S

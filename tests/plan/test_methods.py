@@ -70,3 +70,20 @@ def test_record_is_consistent(record: methods.Method) -> None:
         assert served.serves_as is None
     assert record.trade_off
     assert not methods.is_method(record.name.upper()) or record.name == record.name.upper()
+
+
+@pytest.mark.parametrize("record", methods.METHODS, ids=lambda m: m.name)
+def test_only_llm_compressor_methods_carry_calibration_facts(record: methods.Method) -> None:
+    calibrated = record.producer == "llm-compressor"
+    assert (record.calibration is not None) == calibrated
+    assert (record.calibration_time is not None) == calibrated
+    if record.calibration is not None and record.calibration_time is not None:
+        # GPTQ's column-by-column solve costs time exactly where the recipe runs GPTQ.
+        assert (record.calibration_time.solve_seconds_per_flop > 0) == record.calibration.endswith("gptq")
+        assert record.calibration_time.token_passes >= 1
+
+
+def test_plain_gptq_is_gptq_without_a_rescaling_step() -> None:
+    # From llmcompressor_worker.recipe_for: a lone GPTQModifier for these two; SmoothQuant runs
+    # before GPTQ for smoothquant-int8, AWQ's scaling before round-to-nearest, NVFP4 has no GPTQ.
+    assert {m.name for m in methods.METHODS if m.plain_gptq} == {"gptq-w4a16", "gptq-w8a16"}

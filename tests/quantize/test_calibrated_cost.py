@@ -122,7 +122,7 @@ def test_linear_work(config: dict[str, int], shapes: list[tuple[int, ...]], expe
         ("gptq-w8a16", 438325248, LinearWork(2, 88080384, 263066746880, 11534336), 592, 33.1809),
         # AWQ: no solve, 18.7 token passes: 3.6 + 0.876650 + 2 x 1.78 + 88080384 x 592 x 1.66e-11 x 18.7
         # + 1.2 + 88080384 x 1.4e-8 = 3.6 + 0.876650 + 3.56 + 16.186412 + 1.2 + 1.233125 = 26.6562
-        # (measured 51.5-58.9 s: see METHOD_TIMES).
+        # (measured 51.5-58.9 s: see the awq-w4a16 record in engine/plan/methods.py).
         ("awq-w4a16", 438325248, LinearWork(2, 88080384, 263066746880, 11534336), 592, 26.6562),
         # 128 full samples instead: the passes grow with the tokens, the solve does not:
         # 33.1809 + 88080384 x (65536 - 592) x 1.66e-11 = 33.1809 + 94.9569 = 128.1378.
@@ -133,6 +133,12 @@ def test_calibrated_seconds(
     method: str, model_bytes: int, work: LinearWork, tokens: int, expected: float
 ) -> None:
     assert calibrated_seconds(method, model_bytes, work, tokens) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("method", ["fp8", "w4a16", "bf16"])
+def test_a_method_llm_compressor_does_not_make_has_no_time_model(method: str) -> None:
+    with pytest.raises(KeyError, match="not calibrated by llm-compressor"):
+        calibrated_seconds(method, 8393216, LinearWork(4, 3145728, 1207959552, 196608), 592)
 
 
 def test_calibration_tokens_are_the_samples_cut_at_the_sequence_length(tmp_path: Path) -> None:
