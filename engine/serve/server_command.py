@@ -48,7 +48,12 @@ def default_cpu_kvcache_gib(config: ServerConfig) -> int:
 
 
 def plan_request_for(config: ServerConfig) -> PlanRequest:
-    """The plan request a config without a plan stands for: its context, dtypes and scheduler limits, one request."""
+    """The plan request a config without a plan stands for: its context, dtypes, scheduler limits and
+    pipeline stages with their layer partition, one request.
+
+    The stages come with the partition because the planner checks a partition against them, as
+    vLLM's ``get_pp_indices`` does (one stage included); the CPU backend plans one stage only.
+    """
     from engine.plan.plan_request import KV_CACHE_DTYPES, SERVE_DTYPES, PlanRequest
 
     return PlanRequest(
@@ -57,6 +62,8 @@ def plan_request_for(config: ServerConfig) -> PlanRequest:
         kv_cache_dtype=config.kv_cache_dtype if config.kv_cache_dtype in KV_CACHE_DTYPES else None,
         max_num_seqs=config.max_num_seqs,
         max_num_batched_tokens=config.max_num_batched_tokens,
+        pipeline_parallel_size=config.pipeline_parallel_size if config.pipeline_parallel_size > 1 else None,
+        layer_partition=config.layer_partition,
     )
 
 

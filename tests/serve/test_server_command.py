@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -169,10 +170,47 @@ def test_default_cpu_kvcache_gib_without_a_model() -> None:
         ),
         # Values only vLLM knows (passed through) plan as its defaults instead of failing.
         (ServerConfig(model=Path("m"), dtype="float64", kv_cache_dtype="int8"), PlanRequest()),
+        # VLLM_PP_LAYER_PARTITION travels with the stages it is checked against.
+        (
+            ServerConfig(model=Path("m"), pipeline_parallel_size=2, layer_partition=(20, 12)),
+            PlanRequest(kv_cache_dtype="auto", pipeline_parallel_size=2, layer_partition=(20, 12)),
+        ),
+        (
+            ServerConfig(model=Path("m"), layer_partition=(32,)),
+            PlanRequest(kv_cache_dtype="auto", layer_partition=(32,)),
+        ),
     ],
 )
 def test_a_config_plans_as_the_request_it_stands_for(config: ServerConfig, request_: PlanRequest) -> None:
     assert plan_request_for(config) == request_
+
+
+CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
+
+
+@pytest.mark.parametrize(
+    ("partition", "error"),
+    [
+        ((32,), None),  # Llama-3.1-8B's 32 layers on one stage
+        # vLLM's get_pp_indices: sum(partitions)=30 does not match num_hidden_layers=32.
+        (
+            (30,),
+            "VLLM_PP_LAYER_PARTITION='30' must give its one pipeline stage at least one layer, 32 in all",
+        ),
+    ],
+)
+def test_a_configs_layer_partition_is_planned_as_vllm_checks_it(
+    tmp_path: Path, partition: tuple[int, ...], error: str | None
+) -> None:
+    from engine.plan.recommender import plan_checkpoint
+
+    (tmp_path / "config.json").write_text((CONFIGS / "llama-3.1-8b.json").read_text())
+    request = plan_request_for(ServerConfig(model=tmp_path, layer_partition=partition))
+    if error is not None:
+        with pytest.raises(QuantTuiError, match=re.escape(error)):
+            plan_checkpoint(tmp_path, request)
+        return
+    assert plan_checkpoint(tmp_path, request).server.layer_partition == partition
 
 
 # quant-tui's three entry points, as pyproject.toml names them (read by hand, not from the code under test).
