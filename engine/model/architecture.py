@@ -1,4 +1,4 @@
-"""A model's shape read from config.json alone: layers, attention layout (GQA, MLA, sliding, chunked), MoE layout."""
+"""A model's shape read from config.json alone: layers, attention layout (GQA, MLA, sliding, chunked, linear), MoE layout."""
 
 from __future__ import annotations
 
@@ -8,50 +8,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.errors import ModelError
-
-# Architectures whose config class defaults tie_word_embeddings to False (PretrainedConfig says True).
-_UNTIED_BY_DEFAULT = {
-    "llama",
-    "llama4_text",
-    "mistral",
-    "mixtral",
-    "qwen2",
-    "qwen3",
-    "qwen2_moe",
-    "qwen3_moe",
-    "phi3",
-    "granite",
-    "olmo2",
-    "deepseek_v2",
-    "deepseek_v3",
-    "gpt_oss",
-}
-# vLLM's ModelArchConfigConvertor.is_deepseek_mla list: these cache one latent vector per layer.
-MLA_MODEL_TYPES = frozenset(
-    {
-        "deepseek_v2",
-        "deepseek_v3",
-        "deepseek_v32",
-        "deepseek_mtp",
-        "glm_moe_dsa",
-        "glm4_moe_lite",
-        "kimi_k2",
-        "kimi_linear",
-        "longcat_flash",
-        "pangu_ultra_moe",
-    }
+from engine.model.config_class_defaults import (
+    ALTERNATING_SLIDING,
+    CONFIG_CLASS_DEFAULTS,
+    MLA_MODEL_TYPES,
+    QK_NORM_MODEL_TYPES,
+    SLIDING_PATTERN_DEFAULTS,
+    UNTIED_BY_DEFAULT,
 )
-# transformers' sliding_window_pattern defaults (layer i slides unless (i + 1) % pattern == 0).
-_SLIDING_PATTERN_DEFAULTS = {"gemma3": 6, "gemma3_text": 6, "cohere2": 4}
-_ALTERNATING_SLIDING = {"gemma2", "gpt_oss"}  # even layers slide, odd layers are full
+from engine.model.recurrent_state import RecurrentState, linear_attention_state, linear_layer_names
 
-# Defaults of transformers' config classes that real config.json files leave out.
-_CONFIG_CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
-    "gemma3_text": {"vocab_size": 262_208, "tie_word_embeddings": True},
-    "gemma2": {"tie_word_embeddings": True},
-}
-
-LayerAttention = Literal["full", "sliding", "chunked"]
+# "linear": a Gated DeltaNet layer, which keeps a fixed-size recurrent state instead of per-token KV.
+LayerAttention = Literal["full", "sliding", "chunked", "linear"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +27,7 @@ class AttentionLayout:
     """What each decoder layer caches per token, as vLLM's attention layers declare it.
 
     Attributes:
-        layer_kinds: one entry per decoder layer that owns a KV cache, in order (MTP layers excluded).
+        layer_kinds: one entry per decoder layer that owns a KV cache or state, in order (MTP layers excluded).
         num_kv_heads: KV heads over all ranks (1 for MLA: one latent vector per token).
         head_size: elements of one head's key (MLA: kv_lora_rank + qk_rope_head_dim).
         head_size_v: elements of one head's value (0 for MLA, whose latent serves both).
@@ -68,6 +36,7 @@ class AttentionLayout:
         attention_chunk_size: the chunk of the "chunked" (Llama-4 local) layers, in tokens.
         mtp_layers: multi-token-prediction layers in the checkpoint, not loaded for plain serving.
         qk_rope_head_dim: MLA's decoupled rope part of the latent (0 otherwise).
+        state: the recurrent state of the "linear" layers (None without such layers).
     """
 
     layer_kinds: tuple[LayerAttention, ...]
@@ -79,6 +48,7 @@ class AttentionLayout:
     attention_chunk_size: int | None = None
     mtp_layers: int = 0
     qk_rope_head_dim: int = 0
+    state: RecurrentState | None = None
 
     def kv_heads_per_rank(self, tensor_parallel_size: int = 1) -> int:
         """KV heads one tensor-parallel rank holds: MLA's latent is whole on every rank; others split, at least 1."""
@@ -110,6 +80,8 @@ class AttentionLayout:
             parts.append(f"{self.count('sliding')} sliding ({self.sliding_window})")
         if self.count("chunked"):
             parts.append(f"{self.count('chunked')} chunked ({self.attention_chunk_size})")
+        if self.count("linear"):
+            parts.append(f"{self.count('linear')} linear ({self.state.mixer.upper() if self.state else '?'})")
         if parts:
             if self.count("full"):
                 parts.append(f"{self.count('full')} full")
@@ -234,24 +206,26 @@ def first_key(config: dict[str, Any], *keys: str, default: Any = None) -> Any:
     return default
 
 
-def _layer_kinds(text: dict[str, Any], model_type: str, num_layers: int) -> tuple[LayerAttention, ...]:
+def _layer_kinds(
+    text: dict[str, Any], model_type: str, num_layers: int, state: RecurrentState | None = None
+) -> tuple[LayerAttention, ...]:
     """Each layer's attention kind, as transformers' config classes fill ``layer_types`` and vLLM reads it."""
     window = text.get("sliding_window") or None
     if text.get("use_sliding_window") is False:
         window = None  # Qwen2/Qwen3 configs carry a window they do not use
     chunk = text.get("attention_chunk_size") or None
-    names = text.get("layer_types")
+    names = linear_layer_names(text, num_layers) if state is not None else text.get("layer_types")
     if not names:
         if chunk is not None:  # Llama-4: RoPE layers attend in local chunks, NoPE layers globally
             interval = int(text.get("no_rope_layer_interval") or 4)
             no_rope = text.get("no_rope_layers") or [int((i + 1) % interval != 0) for i in range(num_layers)]
             names = ["chunked_attention" if flag else "full_attention" for flag in no_rope]
-        elif window is not None and model_type in _SLIDING_PATTERN_DEFAULTS:
-            pattern = int(text.get("sliding_window_pattern") or _SLIDING_PATTERN_DEFAULTS[model_type])
+        elif window is not None and model_type in SLIDING_PATTERN_DEFAULTS:
+            pattern = int(text.get("sliding_window_pattern") or SLIDING_PATTERN_DEFAULTS[model_type])
             names = [
                 "sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(num_layers)
             ]
-        elif window is not None and model_type in _ALTERNATING_SLIDING:
+        elif window is not None and model_type in ALTERNATING_SLIDING:
             names = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(num_layers)]
         elif window is not None and text.get("max_window_layers") is not None and "qwen" in model_type:
             start = int(text["max_window_layers"])
@@ -266,6 +240,8 @@ def _layer_kinds(text: dict[str, Any], model_type: str, num_layers: int) -> tupl
             kinds.append("sliding")
         elif name == "chunked_attention" and chunk is not None:
             kinds.append("chunked")
+        elif name == "linear_attention" and state is not None:
+            kinds.append("linear")
         else:
             kinds.append("full")
     return tuple(kinds)
@@ -274,7 +250,8 @@ def _layer_kinds(text: dict[str, Any], model_type: str, num_layers: int) -> tupl
 def _attention_layout(
     text: dict[str, Any], model_type: str, num_layers: int, kv_heads: int, head_dim: int
 ) -> AttentionLayout:
-    kinds = _layer_kinds(text, model_type, num_layers)
+    state = linear_attention_state(text, model_type)
+    kinds = _layer_kinds(text, model_type, num_layers, state)
     window = text.get("sliding_window") if "sliding" in kinds else None
     chunk = text.get("attention_chunk_size") if "chunked" in kinds else None
     mtp = int(text.get("num_nextn_predict_layers") or 0)
@@ -282,7 +259,7 @@ def _attention_layout(
         rope = int(text.get("qk_rope_head_dim") or 0)
         latent = int(text["kv_lora_rank"]) + rope
         return AttentionLayout(kinds, 1, latent, 0, True, window, chunk, mtp, rope)
-    return AttentionLayout(kinds, kv_heads, head_dim, head_dim, False, window, chunk, mtp)
+    return AttentionLayout(kinds, kv_heads, head_dim, head_dim, False, window, chunk, mtp, state=state)
 
 
 def _moe_layout(
@@ -332,7 +309,7 @@ def _moe_layout(
 def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:
     """Pulls the shape numbers out of a config, whatever the model family calls them."""
     text = text_config(config)
-    text = {**_CONFIG_CLASS_DEFAULTS.get(str(text.get("model_type")), {}), **text}
+    text = {**CONFIG_CLASS_DEFAULTS.get(str(text.get("model_type")), {}), **text}
     architectures = config.get("architectures") or text.get("architectures") or []
     architecture = str(architectures[0]) if architectures else str(text.get("model_type", "unknown"))
     model_type = str(text.get("model_type") or config.get("model_type") or "unknown")
@@ -352,7 +329,7 @@ def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:
     intermediate = int(
         first_key(text, "intermediate_size", "ffn_hidden_size", "n_inner", default=4 * hidden_size)
     )
-    tie_default = model_type not in _UNTIED_BY_DEFAULT
+    tie_default = model_type not in UNTIED_BY_DEFAULT
     dtype = first_key(
         text, "torch_dtype", "dtype", default=first_key(config, "torch_dtype", "dtype", default="bfloat16")
     )
@@ -389,6 +366,6 @@ def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:
         attention=_attention_layout(text, model_type, num_layers, kv_heads, head_dim),
         moe=_moe_layout(text, model_type, num_layers, intermediate),
         attention_bias=bool(first_key(text, "attention_bias", default=model_type in {"qwen2", "qwen2_moe"})),
-        qk_norm=model_type in {"qwen3", "qwen3_moe", "olmo2", "gemma3_text", "gemma3"},
+        qk_norm=model_type in QK_NORM_MODEL_TYPES,
         is_multimodal=isinstance(config.get("vision_config"), dict) or text_config(config) is not config,
     )

@@ -1,4 +1,4 @@
-"""Parameters from config.json alone, module by module, as vLLM builds the model (MoE, MLA, vision towers, MTP)."""
+"""Parameters from config.json alone, module by module, as vLLM builds the model (MoE, MLA, GDN, vision, MTP)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ from typing import Any, Literal
 
 from engine.model.architecture import Architecture, first_key
 
-Part = Literal["attention", "mlp", "experts", "shared_expert", "router", "vision", "lm_head"]
+Part = Literal[
+    "attention", "linear_attention", "mlp", "experts", "shared_expert", "router", "vision", "lm_head"
+]
 # Parts a weight quantizer targets in the decoder (routers, vision towers and lm_head usually stay 16-bit).
-DECODER_LINEAR_PARTS: tuple[Part, ...] = ("attention", "mlp", "experts", "shared_expert")
+DECODER_LINEAR_PARTS: tuple[Part, ...] = ("attention", "linear_attention", "mlp", "experts", "shared_expert")
+# Full-attention layers of these gate their output with a second half of q_proj (vLLM's
+# Qwen3NextAttention: ``attn_output_gate``, True unless the config says otherwise).
+_OUTPUT_GATED = {"qwen3_next", "qwen3_5_text", "qwen3_5_moe_text"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +121,12 @@ def _attention(arch: Architecture, layers: int) -> tuple[list[LinearShape], int]
         return shapes, vectors
     q_out = heads * arch.head_dim
     kv_out = arch.num_kv_heads * arch.head_dim
+    gated = arch.model_type in _OUTPUT_GATED and text.get("attn_output_gate", True)
     if arch.model_type == "phi3":  # one fused projection in the checkpoint
         shapes = [LinearShape("self_attn.qkv_proj", "attention", h, q_out + 2 * kv_out, layers)]
     else:
         shapes = [
-            LinearShape("self_attn.q_proj", "attention", h, q_out, layers),
+            LinearShape("self_attn.q_proj", "attention", h, q_out * (2 if gated else 1), layers),
             LinearShape("self_attn.k_proj", "attention", h, kv_out, layers),
             LinearShape("self_attn.v_proj", "attention", h, kv_out, layers),
         ]
@@ -134,6 +140,29 @@ def _attention(arch: Architecture, layers: int) -> tuple[list[LinearShape], int]
         vectors += 2 * arch.head_dim
     if arch.model_type == "gpt_oss":
         vectors += heads  # attention sinks
+    return shapes, vectors
+
+
+def _linear_attention(arch: Architecture, layers: int) -> tuple[list[LinearShape], int]:
+    """Gated DeltaNet projections of ``layers`` layers and their vector parameters per layer.
+
+    vllm/model_executor/layers/mamba/gdn/qwen_gdn_linear_attn.py::QwenGatedDeltaNetAttention:
+    in_proj_qkvz (q, k: key heads × key dim; v, z: value heads × value dim), in_proj_ba (one b and
+    one a per value head), out_proj; conv1d (conv_dim × kernel), dt_bias, A_log and the gated
+    RMSNorm (value dim) are vectors here. Qwen3.5's checkpoint splits the same rows into
+    in_proj_qkv / in_proj_z / in_proj_b / in_proj_a.
+    """
+    state = arch.attention.state
+    if state is None or not layers:
+        return [], 0
+    h = arch.hidden_size
+    keys, values = state.key_heads * state.key_dim, state.value_heads * state.value_dim
+    shapes = [
+        LinearShape("linear_attn.in_proj_qkvz", "linear_attention", h, 2 * keys + 2 * values, layers),
+        LinearShape("linear_attn.in_proj_ba", "linear_attention", h, 2 * state.value_heads, layers),
+        LinearShape("linear_attn.out_proj", "linear_attention", values, h, layers),
+    ]
+    vectors = state.conv_dim * state.conv_kernel + 2 * state.value_heads + state.value_dim
     return shapes, vectors
 
 
@@ -235,14 +264,17 @@ def model_shapes(arch: Architecture) -> ModelShapes:
     """Every matrix vLLM allocates for the model, from its config (MTP layers counted apart)."""
     layers, h = arch.num_layers, arch.hidden_size
     moe_layers = len(arch.moe.moe_layers) if arch.moe else 0
-    attention, attention_vectors = _attention(arch, layers)
+    linear_layers = arch.attention.count("linear")
+    attention, attention_vectors = _attention(arch, layers - linear_layers)
+    gdn, gdn_vectors = _linear_attention(arch, linear_layers)
     mlp, mlp_vectors = _mlp(arch, moe_layers, layers - moe_layers)
-    linears = attention + mlp
+    linears = attention + gdn + mlp
     embedding = arch.vocab_size * h
     if not arch.tie_word_embeddings:
         linears.append(LinearShape("lm_head", "lm_head", h, arch.vocab_size, 1))
     vision, vision_vectors = _vision(arch.config, h)
-    vectors = layers * (attention_vectors + _norms_per_layer(arch)) + mlp_vectors + h  # final norm
+    vectors = (layers - linear_layers) * attention_vectors + linear_layers * gdn_vectors
+    vectors += layers * _norms_per_layer(arch) + mlp_vectors + h  # final norm
     mtp = 0
     if arch.attention.mtp_layers:
         # DeepSeek's MTP block: one MoE decoder layer, enorm, hnorm, eh_proj, shared_head (norm +
@@ -260,17 +292,23 @@ def decoder_layer_shapes(arch: Architecture) -> tuple[ModelShapes, ...]:
 
     Layers differ where the MLP does: DeepSeek's ``first_k_dense_replace`` dense layers before the
     MoE ones, Llama-4's ``interleave_moe_layer_step``, Qwen-MoE's ``mlp_only_layers`` (the MoE
-    layout's ``moe_layers``). Their sum plus the vocabulary matrices, final norm and vision tower is
+    layout's ``moe_layers``), and where the mixer does: Gated DeltaNet layers (``linear``) beside
+    full-attention ones. Their sum plus the vocabulary matrices, final norm and vision tower is
     ``model_shapes``; MTP layers are not among them.
     """
     moe_layers = set(arch.moe.moe_layers) if arch.moe else set()
-    attention, attention_vectors = _attention(arch, 1)
-    by_kind: dict[bool, ModelShapes] = {}
+    mixers = {False: _attention(arch, 1), True: _linear_attention(arch, 1)}
+    by_kind: dict[tuple[bool, bool], ModelShapes] = {}
     for is_moe in (False, True):
         mlp, mlp_vectors = _mlp(arch, int(is_moe), int(not is_moe))
-        vectors = attention_vectors + _norms_per_layer(arch) + mlp_vectors
-        by_kind[is_moe] = ModelShapes(tuple(attention + mlp), vectors, 0, 0, 0)
-    return tuple(by_kind[index in moe_layers] for index in range(arch.num_layers))
+        for is_linear, (mixer, mixer_vectors) in mixers.items():
+            vectors = mixer_vectors + _norms_per_layer(arch) + mlp_vectors
+            by_kind[is_moe, is_linear] = ModelShapes(tuple(mixer + mlp), vectors, 0, 0, 0)
+    kinds = arch.attention.layer_kinds
+    return tuple(
+        by_kind[index in moe_layers, index < len(kinds) and kinds[index] == "linear"]
+        for index in range(arch.num_layers)
+    )
 
 
 def estimate_params(arch: Architecture) -> ParamCounts:

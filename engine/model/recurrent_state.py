@@ -1,0 +1,88 @@
+"""The recurrent state of linear-attention (Gated DeltaNet) layers, read from config.json as vLLM sizes it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Mixer = Literal["gdn"]
+# vLLM's Qwen3NextForCausalLM / Qwen3_5*ForCausalLM / Qwen3_5*ForConditionalGeneration: Gated DeltaNet
+# layers where ``layer_types`` says "linear_attention" (transformers fills it from full_attention_interval).
+GDN_MODEL_TYPES = frozenset({"qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"})
+_FLOAT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class RecurrentState:
+    """One linear-attention layer's state: a causal-conv window and a per-head temporal state.
+
+    ``MambaStateShapeCalculator.gated_delta_net_state_shape`` (vllm/model_executor/layers/mamba/
+    mamba_utils.py): conv ``(kernel - 1, conv_dim / tp)`` with ``conv_dim = 2·key_heads·key_dim +
+    value_heads·value_dim``, temporal ``(value_heads / tp, value_dim, key_dim)``. It is one page per
+    request, whatever its length (``MambaSpec``); the state is the same for every such layer.
+
+    Attributes:
+        mixer: the layer kind ("gdn": Gated DeltaNet).
+        key_heads, value_heads, key_dim, value_dim: the linear attention's heads and head sizes.
+        conv_kernel: the causal convolution's width (the state keeps ``conv_kernel - 1`` steps).
+        ssm_dtype: the temporal state's dtype the config asks for (Qwen3.5's ``mamba_ssm_dtype``),
+            None when vLLM's "auto" applies (the model dtype).
+    """
+
+    mixer: Mixer
+    key_heads: int
+    value_heads: int
+    key_dim: int
+    value_dim: int
+    conv_kernel: int
+    ssm_dtype: str | None = None
+
+    @property
+    def conv_dim(self) -> int:
+        """Channels of the causal conv over q, k and v (all ranks)."""
+        return 2 * self.key_heads * self.key_dim + self.value_heads * self.value_dim
+
+    def shapes(self, tensor_parallel_size: int = 1) -> tuple[tuple[int, int], tuple[int, int, int]]:
+        """(conv, temporal) state shapes on one rank, in vLLM's default "SD" conv layout."""
+        conv = (self.conv_kernel - 1, self.conv_dim // tensor_parallel_size)
+        return conv, (self.value_heads // tensor_parallel_size, self.value_dim, self.key_dim)
+
+    def page_bytes(self, conv_dtype_bytes: int, ssm_dtype_bytes: int, tensor_parallel_size: int = 1) -> int:
+        """One request's state in one layer on one rank (``MambaSpec.page_size_bytes`` before padding)."""
+        conv, temporal = self.shapes(tensor_parallel_size)
+        return (
+            conv[0] * conv[1] * conv_dtype_bytes + temporal[0] * temporal[1] * temporal[2] * ssm_dtype_bytes
+        )
+
+    @property
+    def ssm_dtype_bytes(self) -> int | None:
+        """Bytes of one temporal-state element the config fixes, None for "auto"."""
+        return _FLOAT_BYTES.get(self.ssm_dtype or "")
+
+
+def linear_attention_state(text: dict[str, Any], model_type: str) -> RecurrentState | None:
+    """The Gated DeltaNet state of a Qwen3-Next / Qwen3.5 config, None for other models."""
+    if model_type not in GDN_MODEL_TYPES or not text.get("linear_num_value_heads"):
+        return None
+    dtype = text.get("mamba_ssm_dtype")
+    return RecurrentState(
+        "gdn",
+        key_heads=int(text["linear_num_key_heads"]),
+        value_heads=int(text["linear_num_value_heads"]),
+        key_dim=int(text["linear_key_head_dim"]),
+        value_dim=int(text["linear_value_head_dim"]),
+        conv_kernel=int(text.get("linear_conv_kernel_dim") or 4),
+        ssm_dtype=str(dtype) if dtype else None,
+    )
+
+
+def linear_layer_names(text: dict[str, Any], num_layers: int) -> list[str]:
+    """``layer_types`` as transformers' Qwen3NextConfig / Qwen3_5TextConfig fill it when the file has none.
+
+    Every ``full_attention_interval``-th layer (default 4) is full attention, the others linear.
+    """
+    names = text.get("layer_types")
+    if names:
+        return [str(name) for name in names]
+    interval = int(text.get("full_attention_interval") or 4)
+    return ["linear_attention" if (i + 1) % interval else "full_attention" for i in range(num_layers)]
