@@ -6,6 +6,8 @@ sliding-window and chunked-local specs), ``v1/core/kv_cache_utils.py`` (``get_kv
 ``get_kv_cache_config_from_groups``: ``available_memory // bytes_per_block`` blocks, the bytes of a block
 from ``_get_kv_cache_bytes_per_block``; ``_check_enough_kv_cache_memory``,
 ``get_max_concurrency_for_kv_cache_config``, ``get_kv_cache_capacity``) and the CPU platform's block size.
+Hybrid linear-attention models (Qwen3-Next, Qwen3.5) add ``MambaSpec`` layers: one state page per
+request, the attention block raised until its page holds a state page, the state padded to it.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.model.architecture import AttentionLayout, LayerAttention
+from engine.model.param_count import ceil_div
+from engine.model.recurrent_state import RecurrentState
 
 # vLLM's block sizes: CacheConfig.DEFAULT_BLOCK_SIZE and the attention backends' preferences.
 GPU_BLOCK_SIZE = 16  # FLASH_ATTN / Triton
 GPU_MLA_BLOCK_SIZE = 64  # FlashMLA (Hopper)
 CPU_BLOCK_SIZE = 128  # CPU_ATTN, and AMX_MLA on AMX hosts
 CPU_MLA_BLOCK_SIZE_WITHOUT_AMX = 16  # CPU_MLA, forced on hosts without AMX
+FLOAT32_BYTES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,70 @@ def host_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return "amx_tile" in visible_cpu_flags(flags)
 
 
+def host_has_avx512_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether vLLM's CPU platform sees AVX-512 BF16 (it then keeps an "auto" GDN/Mamba state in float32)."""
+    from engine.hardware.cpu_isa import visible_cpu_flags
+
+    try:
+        flags = frozenset(cpuinfo.read_text(encoding="utf-8", errors="replace").split())
+    except OSError:
+        return False
+    return "avx512_bf16" in visible_cpu_flags(flags)
+
+
+def state_dtype_bytes(
+    state: RecurrentState, model_dtype_bytes: int = 2, cpu_avx512_bf16: bool = False
+) -> tuple[int, int]:
+    """Bytes of one (conv, temporal) state element.
+
+    ``MambaStateDtypeCalculator.gated_delta_net_state_dtype``: the conv state takes the model dtype
+    (``mamba_cache_dtype`` "auto"; an FP8 KV cache does not change it), the temporal state
+    ``mamba_ssm_cache_dtype``: the config's ``mamba_ssm_dtype`` where it sets one
+    (``Qwen3_5ForConditionalGenerationConfig``), else "auto", the model dtype. vllm/platforms/cpu.py::
+    ``CpuPlatform.check_and_update_config``: on a host with AVX-512 BF16 (or AMX) an "auto" state is
+    reset to float32 for the accelerated GDN kernels; without it (AVX2, AVX-512 without BF16) it stays.
+    """
+    ssm = state.ssm_dtype_bytes
+    if ssm is None:
+        ssm = FLOAT32_BYTES if cpu_avx512_bf16 else model_dtype_bytes
+    return model_dtype_bytes, ssm
+
+
+def state_pages_per_request(state: RecurrentState | None, prefix_caching: bool = True) -> int:
+    """State pages one request holds in one linear layer (``MambaSpec.max_memory_usage_bytes``).
+
+    Prefix caching is on by default for hybrid models (``ModelConfig.is_prefix_caching_supported``),
+    which puts ``mamba_cache_mode`` in "align" (``MambaModelConfig.verify_and_update_config``):
+    2 pages (the running state and the last block-aligned one); without it 1. Gated DeltaNet keeps
+    no prefill checkpoint page (only ``MambaMixer2`` does).
+    """
+    if state is None:
+        return 0
+    return 2 if prefix_caching else 1
+
+
+def hybrid_block_size(
+    attention: AttentionLayout,
+    block_size: int,
+    kv_dtype_bytes: float,
+    state_bytes: tuple[int, int] = (2, 2),
+    tensor_parallel_size: int = 1,
+) -> int:
+    """The attention block size vLLM raises to so one attention page holds a state page.
+
+    vllm/platforms/interface.py::``Platform._align_hybrid_block_size``: ``kernel_alignment ×
+    cdiv(state_page, kernel_alignment × attention_page_per_token)``, where the kernel alignment is
+    the backend's configured block (CPU_ATTN: max(32, 128) = 128; FLASH_ATTN: 16); never lowered.
+    """
+    if attention.state is None or not attention.count("linear"):
+        return block_size
+    per_token = attention.bytes_per_token_per_layer(kv_dtype_bytes, tensor_parallel_size)
+    state_page = attention.state.page_bytes(*state_bytes, tensor_parallel_size)
+    if per_token <= 0:
+        return block_size
+    return max(block_size, block_size * ceil_div(state_page, block_size * per_token))
+
+
 def blocks_per_request(
     kind: LayerAttention,
     max_model_len: int,
@@ -109,12 +178,16 @@ def blocks_per_request(
     max_in_flight_tokens: int,
     sliding_window: int | None = None,
     attention_chunk_size: int | None = None,
+    state_pages: int = 2,
 ) -> int:
     """Blocks one request at max_model_len holds in one layer (the specs' ``max_memory_usage_bytes``).
 
     Sliding windows keep the last ``window − 1`` tokens plus those in flight, and one more block
-    because the window may start mid-block; chunked-local layers keep the chunk plus those in flight.
+    because the window may start mid-block; chunked-local layers keep the chunk plus those in flight;
+    linear layers their ``state_pages`` (``state_pages_per_request``), whatever the length.
     """
+    if kind == "linear":
+        return state_pages
     if kind == "sliding" and sliding_window:
         tokens = min(sliding_window - 1 + max_in_flight_tokens, max_model_len)
         return math.ceil(tokens / block_size) + 1
@@ -129,6 +202,7 @@ def kv_groups(
     block_size: int,
     max_in_flight_tokens: int,
     stage_layers: range | None = None,
+    prefix_caching: bool = True,
 ) -> tuple[int, tuple[KvGroup, ...]]:
     """vLLM's layer groups: ``(layers in the largest group, groups)``.
 
@@ -138,6 +212,8 @@ def kv_groups(
     layers ``i::groups``. Under pipeline parallelism the groups are the whole model's and each stage
     keeps its own layers of every group (``_project_kv_cache_groups_to_worker``), so ``stage_layers``
     (one stage's decoder layers) counts only those; its largest group sets its bytes per block.
+    Linear layers form their own kind: their state page is padded to the attention page, so the page
+    is uniform (``_get_kv_cache_groups_uniform_page_size``).
     """
     layers_of: dict[LayerAttention, list[int]] = {}
     for index, kind in enumerate(attention.layer_kinds):
@@ -156,6 +232,7 @@ def kv_groups(
             max_in_flight_tokens,
             attention.sliding_window,
             attention.attention_chunk_size,
+            state_pages_per_request(attention.state, prefix_caching),
         )
         num_groups = math.ceil(len(layers) / group_size)
         for index in range(num_groups):
@@ -174,6 +251,8 @@ def kv_capacity_for(
     max_in_flight_tokens: int,
     tensor_parallel_size: int = 1,
     stage_layers: range | None = None,
+    state_bytes: tuple[int, int] | None = None,
+    prefix_caching: bool = True,
 ) -> KvCapacity:
     """The KV cache vLLM builds in ``kv_space_bytes`` on one rank, as its start-up log reports it.
 
@@ -187,8 +266,20 @@ def kv_capacity_for(
             twice that on a GPU with async scheduling (the default).
         tensor_parallel_size: ranks the KV heads split over (MLA's latent does not split).
         stage_layers: one pipeline stage's decoder layers (None: the whole model, one stage).
+        state_bytes: bytes of a (conv, temporal) state element of linear layers; None: a 16-bit
+            model on a GPU or a CPU without AVX-512 BF16 (``state_dtype_bytes``' defaults).
+        prefix_caching: vLLM's ``--enable-prefix-caching`` (the default), which sets the state pages.
+
+    The returned block size is the one vLLM uses: raised for hybrid models (``hybrid_block_size``).
     """
-    group_size, groups = kv_groups(attention, max_model_len, block_size, max_in_flight_tokens, stage_layers)
+    if state_bytes is None and attention.state is not None:
+        state_bytes = state_dtype_bytes(attention.state)
+    block_size = hybrid_block_size(
+        attention, block_size, kv_dtype_bytes, state_bytes or (2, 2), tensor_parallel_size
+    )
+    group_size, groups = kv_groups(
+        attention, max_model_len, block_size, max_in_flight_tokens, stage_layers, prefix_caching
+    )
     page = block_size * attention.bytes_per_token_per_layer(kv_dtype_bytes, tensor_parallel_size)
     bytes_per_block = group_size * page
     per_request = sum(group.blocks_per_request for group in groups)
@@ -208,7 +299,11 @@ def kv_bytes_per_token(
     tensor_parallel_size: int = 1,
     stage_layers: range | None = None,
 ) -> int:
-    """KV bytes one token takes over all layers of one rank (of ``stage_layers``' stage), as if every layer kept every token."""
+    """KV bytes one token takes over the attention layers of one rank (of ``stage_layers``' stage).
+
+    As if every attention layer kept every token; linear layers keep a fixed state, no per-token KV.
+    """
     per_layer = attention.bytes_per_token_per_layer(kv_dtype_bytes, tensor_parallel_size)
-    layers = range(len(attention.layer_kinds))
-    return per_layer * len(layers if stage_layers is None else layers[stage_layers.start : stage_layers.stop])
+    kinds = attention.layer_kinds
+    held = kinds if stage_layers is None else kinds[stage_layers.start : stage_layers.stop]
+    return per_layer * sum(1 for kind in held if kind != "linear")
