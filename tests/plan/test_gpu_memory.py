@@ -8,16 +8,14 @@ the CUDA-graph estimate (default since 0.21), so these rows are compared without
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from engine.model.inspect_model import inspect_model
 from engine.plan.gpu_memory import gpu_memory_breakdown
 from engine.plan.memory import weight_bytes
+from tests.plan.model_configs import model_from_config
 
-CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
 GIB = 1024**3
 H100_BYTES = int(79.19 * GIB)
 
@@ -49,8 +47,7 @@ def test_terms_match_published_startups(
     kv: float | None,
     tmp_path: Path,
 ) -> None:
-    shutil.copy(CONFIGS / f"{name}.json", tmp_path / "config.json")
-    model = inspect_model(tmp_path)
+    model = model_from_config(tmp_path, name)
     shard = weight_bytes(model, "bf16").total // tp
     memory = gpu_memory_breakdown(model, shard, H100_BYTES, 0.95, 8192, 1024, tp, enforce_eager=True)
     if weights is not None:
@@ -64,8 +61,7 @@ def test_terms_match_published_startups(
 
 
 def test_breakdown_adds_up_and_subtracts_cuda_graphs_by_default(tmp_path: Path) -> None:
-    shutil.copy(CONFIGS / "llama-3.1-8b.json", tmp_path / "config.json")
-    model = inspect_model(tmp_path)
+    model = model_from_config(tmp_path, "llama-3.1-8b")
     eager = gpu_memory_breakdown(model, 16 * GIB, 80 * GIB, 0.9, 8192, 1024, enforce_eager=True)
     graphs = gpu_memory_breakdown(model, 16 * GIB, 80 * GIB, 0.9, 8192, 1024)
     assert eager.requested_bytes == 77_309_411_328  # ceil(80 GiB × 0.9)
@@ -96,8 +92,7 @@ ACTIVATION_BY_DTYPE = [
 def test_activation_peak_follows_the_activation_dtype(
     name: str, dtype_bytes: int, peak: int, tmp_path: Path
 ) -> None:
-    shutil.copy(CONFIGS / f"{name}.json", tmp_path / "config.json")
-    model = inspect_model(tmp_path)
+    model = model_from_config(tmp_path, name)
     memory = gpu_memory_breakdown(model, 0, 80 * GIB, 0.9, 4096, 64, dtype_bytes=dtype_bytes)
     assert memory.activation_peak_bytes == peak
     # The KV cache gets what the activations do not take: 77,309,411,328 requested (ceil(80 GiB × 0.9))

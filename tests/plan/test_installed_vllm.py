@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from engine.hardware.detect import HardwareTarget, target_from_spec
 from engine.hardware.gpu_catalog import find_gpu
-from engine.model.inspect_model import inspect_model
 from engine.plan.installed_vllm import (
     VllmLimits,
     cache_path,
@@ -20,8 +18,8 @@ from engine.plan.installed_vllm import (
 )
 from engine.plan.method_choice import execution_for
 from engine.plan.recommender import PlanRequest, recommend
+from tests.plan.model_configs import model_from_config
 
-CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
 # What vLLM 0.32.0's classes report (read in its source: "lovelace and up" 89 for FP8 W8A8, Marlin's 75,
 # MXFP4 Marlin 80), the figures the probe of the installed vLLM must give.
 VLLM_032_LIMITS = {
@@ -81,10 +79,7 @@ def test_a_detected_gpu_plans_with_the_cached_limits(tmp_path: Path, monkeypatch
     assert version is not None
     monkeypatch.setenv("QUANT_TUI_CACHE", str(tmp_path / "cache"))
     _write(cache_path(version), {"version": version, "min_capability": RAISED.min_capability})
-    model_dir = tmp_path / "llama"
-    model_dir.mkdir()
-    shutil.copy(CONFIGS / "llama-3.1-8b.json", model_dir / "config.json")
-    model = inspect_model(model_dir)
+    model = model_from_config(tmp_path / "llama", "llama-3.1-8b")
     l4 = find_gpu("L4")
     detected = HardwareTarget("gpu", "NVIDIA L4", 1, l4.memory_bytes, (8, 9), "detected", l4)
     request = PlanRequest(max_model_len=4096, calibration_file=tmp_path / "none.json")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from engine.model.inspect_model import ModelInfo, inspect_model
+from engine.model.inspect_model import ModelInfo
 from engine.plan.memory import (
     kv_bytes_per_token,
     kv_capacity,
@@ -16,22 +15,7 @@ from engine.plan.memory import (
     weight_bytes,
 )
 from engine.plan.vllm_facts import GIB
-
-CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
-
-
-@pytest.fixture(scope="module")
-def llama70b(tmp_path_factory: pytest.TempPathFactory) -> ModelInfo:
-    folder = tmp_path_factory.mktemp("llama70b")
-    shutil.copy(CONFIGS / "llama-3.1-70b.json", folder / "config.json")
-    return inspect_model(folder)
-
-
-@pytest.fixture(scope="module")
-def llama8b(tmp_path_factory: pytest.TempPathFactory) -> ModelInfo:
-    folder = tmp_path_factory.mktemp("llama8b")
-    shutil.copy(CONFIGS / "llama-3.1-8b.json", folder / "config.json")
-    return inspect_model(folder)
+from tests.plan.model_configs import model_from_config
 
 
 def test_reference_guide_70b_kv_example_recomputed(llama70b: ModelInfo) -> None:
@@ -156,8 +140,7 @@ def test_cpu_plan_uses_whole_gib_of_kv_space(llama8b: ModelInfo) -> None:
 
 def test_deepseek_v3_on_eight_h200_holds_about_twenty_32k_sequences(tmp_path: Path) -> None:
     """Issue 9's case: vLLM holds about 20 sequences of 32k on 8× H200 (planned at 6.6 before MLA)."""
-    shutil.copy(CONFIGS / "deepseek-v3.json", tmp_path / "config.json")
-    model = inspect_model(tmp_path)
+    model = model_from_config(tmp_path, "deepseek-v3")
     h200 = 143_771 * 1024**2  # NVML total of an H200
     plan = plan_gpu(model, weight_bytes(model, "fp8"), h200, 32768, 2, 8, 1, 16384, 1024)
     assert plan.kv_bytes_per_token == 70_272  # the MLA latent, whole on every rank

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from engine.errors import QuantTuiError
 from engine.model.architecture import AttentionLayout, LayerAttention
-from engine.model.inspect_model import ModelInfo, inspect_model
+from engine.model.inspect_model import ModelInfo
 from engine.plan.gpu_memory import activation_peak_bytes
 from engine.plan.kv_cache import kv_capacity_for, kv_groups
 from engine.plan.memory import plan_gpu, stage_weights_bytes, weight_bytes
@@ -21,25 +19,11 @@ from engine.plan.pipeline_stages import (
     parse_layer_partition,
     pipeline_stages,
 )
+from tests.plan.model_configs import model_from_config
 
-CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
 GIB = 1024**3
 S: LayerAttention = "sliding"
 F: LayerAttention = "full"
-
-
-def _model(tmp_path: Path, name: str, **changes: object) -> ModelInfo:
-    config = json.loads((CONFIGS / f"{name}.json").read_text())
-    config.update(changes)
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    return inspect_model(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def llama70b(tmp_path_factory: pytest.TempPathFactory) -> ModelInfo:
-    folder = tmp_path_factory.mktemp("llama70b")
-    shutil.copy(CONFIGS / "llama-3.1-70b.json", folder / "config.json")
-    return inspect_model(folder)
 
 
 # get_pp_indices: num_layers // P each, then partitions[-i] += 1 for i in 2 .. remainder + 1.
@@ -135,7 +119,7 @@ def test_tied_embeddings_cost_the_last_stage_its_own_copy(tmp_path: Path) -> Non
     # Qwen2.5-0.5B (tied): 494,032,768 parameters; its embedding 151,936 × 896 × 2 B = 272,269,312 B;
     # one layer (q, o 896²; k, v 896 × 128; their 3 biases; MLP 3 × 896 × 4,864; 2 norms)
     # 14,912,384 parameters = 29,824,768 B. P 2: 12 layers each, embed_tokens on both stages.
-    model = _model(tmp_path, "qwen2.5-0.5b")
+    model = model_from_config(tmp_path, "qwen2.5-0.5b")
     assert model.params == 494_032_768 and model.tie_word_embeddings
     weights = weight_bytes(model, "bf16")
     built = pipeline_stages(model.num_layers, 2, tie_word_embeddings=True)
@@ -147,7 +131,7 @@ def test_tied_embeddings_cost_the_last_stage_its_own_copy(tmp_path: Path) -> Non
 
 def test_the_vision_tower_is_on_every_stage(tmp_path: Path) -> None:
     # LLaVA builds its CLIP tower and projector with no pipeline check: each stage loads them.
-    model = _model(tmp_path, "llava-mistral-7b")
+    model = model_from_config(tmp_path, "llava-mistral-7b")
     assert model.vision_params > 300_000_000  # CLIP ViT-L/14-336 and the projector
     weights = weight_bytes(model, "bf16")
     built = pipeline_stages(model.num_layers, 2, model.tie_word_embeddings)
@@ -207,7 +191,7 @@ def test_odd_layers_put_the_middle_stage_first_in_line(
     tokens: int,
     logged: str,
 ) -> None:
-    model = _model(tmp_path, "llama-3.1-8b", num_hidden_layers=7)
+    model = model_from_config(tmp_path, "llama-3.1-8b", {"num_hidden_layers": 7})
     assert model.params == 7 * 218_112_000 + 2 * 525_336_576 + 4_096
     weights = weight_bytes(model, "bf16")
     plan = plan_gpu(

@@ -10,17 +10,7 @@ import pytest
 from engine.model.inspect_model import ModelInfo, inspect_model
 from engine.plan.memory import plan_gpu, stage_weights_bytes, weight_bytes
 from engine.plan.pipeline_stages import pipeline_stages
-
-CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
-
-
-def _model(folder: Path, name: str, text_changes: dict[str, object] | None = None) -> ModelInfo:
-    config = json.loads((CONFIGS / f"{name}.json").read_text())
-    (config.get("text_config") or config).update(text_changes or {})
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(config))
-    return inspect_model(folder)
-
+from tests.plan.model_configs import model_from_config
 
 # DeepSeek-V3 (tests/fixtures/configs/deepseek-v3.json) by hand, h 7,168, 128 heads:
 #   MLA attention: q_a 7,168 × 1,536 + q_b 1,536 × 24,576 (128 × (128 + 64)) + kv_a 7,168 × 576
@@ -49,7 +39,7 @@ DENSE_BF16, MOE_BF16 = 583_483_392 * 2, 11_507_286_272 * 2
 
 @pytest.fixture(scope="module")
 def deepseek(tmp_path_factory: pytest.TempPathFactory) -> ModelInfo:
-    return _model(tmp_path_factory.mktemp("deepseek"), "deepseek-v3")
+    return model_from_config(tmp_path_factory.mktemp("deepseek"), "deepseek-v3")
 
 
 @pytest.mark.parametrize(
@@ -124,7 +114,7 @@ def test_deepseek_v3_on_two_boxes_of_eight_h200_is_held_to_the_last_stage(deepse
 def test_each_layer_is_sized_as_its_mlp_is_built(
     tmp_path: Path, name: str, changes: dict[str, object], first_layers: list[int], last_minus_first: int
 ) -> None:
-    model = _model(tmp_path, name, changes)
+    model = model_from_config(tmp_path, name, text_changes=changes)
     assert list(model.layer_params[:4]) == first_layers
     weights = weight_bytes(model, "bf16")
     built = pipeline_stages(model.num_layers, 2, model.tie_word_embeddings)
@@ -223,7 +213,7 @@ def test_a_checkpoints_headers_give_each_stage_its_layers_bytes(tmp_path: Path) 
 def test_a_padded_vocabulary_is_counted_as_allocated(
     tmp_path: Path, stages: int, per_stage: list[int]
 ) -> None:
-    model = _model(tmp_path, "llama-3.1-8b", {"vocab_size": 32_001})
+    model = model_from_config(tmp_path, "llama-3.1-8b", text_changes={"vocab_size": 32_001})
     weights = weight_bytes(model, "bf16")
     assert weights.total == 14_483_480_576
     built = pipeline_stages(model.num_layers, stages, model.tie_word_embeddings)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,28 +10,10 @@ from pathlib import Path
 import pytest
 
 from engine.hardware.detect import HardwareTarget, target_from_spec
-from engine.model.inspect_model import ModelInfo, inspect_model
+from engine.model.inspect_model import ModelInfo
 from engine.plan.recommender import PlanRequest, execution_for, recommend
 from engine.plan.vllm_facts import GIB
-
-CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
-
-
-def _model(tmp_path_factory: pytest.TempPathFactory, name: str) -> ModelInfo:
-    folder = tmp_path_factory.mktemp(name)
-    shutil.copy(CONFIGS / f"{name}.json", folder / "config.json")
-    return inspect_model(folder)
-
-
-@pytest.fixture(scope="module")
-def llama8b(tmp_path_factory: pytest.TempPathFactory) -> ModelInfo:
-    return _model(tmp_path_factory, "llama-3.1-8b")
-
-
-@pytest.fixture(scope="module")
-def llama70b(tmp_path_factory: pytest.TempPathFactory) -> ModelInfo:
-    return _model(tmp_path_factory, "llama-3.1-70b")
-
+from tests.plan.model_configs import model_from_config, write_config
 
 CPU = HardwareTarget("cpu", "test CPU", 1, 64 * GIB, None, "detected", None, frozenset({"avx2", "avx512f"}))
 AVX2_CPU = HardwareTarget("cpu", "test CPU", 1, 64 * GIB, None, "detected", None, frozenset({"avx2"}))
@@ -159,10 +140,9 @@ def test_cpu_plan_says_so_and_uses_the_cpu_entry_point(llama8b: ModelInfo) -> No
 
 
 def test_already_quantized_checkpoint_is_served_as_is(tmp_path: Path) -> None:
-    config = json.loads((CONFIGS / "llama-3.1-8b.json").read_text())
-    config["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": 128}
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    result = recommend(inspect_model(tmp_path), target_from_spec("A10G"), PlanRequest(max_model_len=4096))
+    awq = {"quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128}}
+    model = model_from_config(tmp_path, "llama-3.1-8b", awq)
+    result = recommend(model, target_from_spec("A10G"), PlanRequest(max_model_len=4096))
     assert [c.method for c in result.candidates] == ["w4a16"]
     assert not result.best.needs_quantization
     assert any("will not quantize it again" in note for note in result.notes)
@@ -175,7 +155,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_recommend_json_has_the_documented_shape(tmp_path: Path) -> None:
-    shutil.copy(CONFIGS / "llama-3.1-8b.json", tmp_path / "config.json")
+    write_config(tmp_path, "llama-3.1-8b")
     result = _cli("--model", str(tmp_path), "--gpu", "A100-80GBx4", "--max-model-len", "8192", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)

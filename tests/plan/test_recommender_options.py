@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,26 +11,20 @@ import pytest
 
 from engine.errors import QuantTuiError
 from engine.hardware.detect import HardwareTarget, target_from_spec
-from engine.model.inspect_model import ModelInfo, inspect_model
+from engine.model.inspect_model import ModelInfo
 from engine.plan.multi_node import expert_parallel_hint
 from engine.plan.recommender import Candidate, PlanRequest, as_is_candidate, recommend
 from engine.plan.vllm_facts import GIB
+from tests.plan.model_configs import model_from_config, write_config
 
-CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
 CPU = HardwareTarget("cpu", "test CPU", 1, 64 * GIB, None, "detected", None, frozenset({"avx2", "avx512f"}))
 AVX2_CPU = HardwareTarget("cpu", "test CPU", 1, 64 * GIB, None, "detected", None, frozenset({"avx2"}))
-
-
-def _model(tmp_path_factory: pytest.TempPathFactory, name: str) -> ModelInfo:
-    folder = tmp_path_factory.mktemp(name)
-    shutil.copy(CONFIGS / f"{name}.json", folder / "config.json")
-    return inspect_model(folder)
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelInfo]:
     names = ("llama-3.1-8b", "llama-3.1-70b", "deepseek-v3", "qwen3-30b-a3b", "mixtral-8x7b-v0.1")
-    return {name: _model(tmp_path_factory, name) for name in names}
+    return {name: model_from_config(tmp_path_factory.mktemp(name), name) for name in names}
 
 
 def _bf16(models: dict[str, ModelInfo], name: str, gpu: str, **options: object) -> Candidate:
@@ -211,7 +204,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_recommend_json_carries_the_options(tmp_path: Path) -> None:
-    shutil.copy(CONFIGS / "llama-3.1-70b.json", tmp_path / "config.json")
+    write_config(tmp_path, "llama-3.1-70b")
     result = _cli(
         "--model", str(tmp_path), "--gpu", "H100x8", "--nodes", "2", "--max-model-len", "8192",
         "--kv-cache-dtype", "fp8", "--max-num-seqs", "32", "--max-num-batched-tokens", "4096",
@@ -237,7 +230,7 @@ def test_recommend_json_carries_the_options(tmp_path: Path) -> None:
     ],
 )
 def test_bad_options_are_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
-    shutil.copy(CONFIGS / "deepseek-v3.json", tmp_path / "config.json")
+    write_config(tmp_path, "deepseek-v3")
     result = _cli("--model", str(tmp_path), "--gpu", "H200x8", *args)
     assert result.returncode == 2
     assert message in result.stderr
@@ -246,10 +239,7 @@ def test_bad_options_are_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ..
 
 def test_cpu_fp8_kv_cache_needs_head_sizes_of_32n(tmp_path: Path) -> None:
     """CPU_ATTN's _get_attn_isa raises for an FP8 KV cache with a head size of 16·odd (48 here)."""
-    config = json.loads((CONFIGS / "llama-3.1-8b.json").read_text())
-    config["head_dim"] = 48
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    model = inspect_model(tmp_path)
+    model = model_from_config(tmp_path, "llama-3.1-8b", {"head_dim": 48})
     with pytest.raises(QuantTuiError, match=r"head sizes divisible by 32, and .* is 48"):
         recommend(
             model, CPU, PlanRequest(max_model_len=4096, kv_cache_dtype="fp8", available_ram_bytes=64 * GIB)

@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from engine.hardware.detect import HardwareTarget, target_from_spec
-from engine.model.inspect_model import ModelInfo, inspect_model
+from engine.model.inspect_model import ModelInfo
 from engine.plan.recommender import PlanRequest, recommend
 from engine.plan.server_plan import CalibrationKey, cpu_kv_space, load_calibration, record_calibration
 from engine.plan.vllm_facts import GIB, VLLM_VERSION
 
-CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
 MIB = 2**20
 CPU = HardwareTarget("cpu", "test CPU", 1, 64 * GIB, None, "detected", None, frozenset({"avx2", "avx512f"}))
-
-
-@pytest.fixture(scope="module")
-def llama8b(tmp_path_factory: pytest.TempPathFactory) -> ModelInfo:
-    folder = tmp_path_factory.mktemp("llama8b")
-    shutil.copy(CONFIGS / "llama-3.1-8b.json", folder / "config.json")
-    return inspect_model(folder)
 
 
 # (needed, available, weights) -> (gib, capped): needed × 1.25 rounded up, ≥ 1, ≤ available − weights − 2 GiB.
