@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.plan.model_configs import write_config
 from tui.cli import main
-
-CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
 
 # config -> what the KV cache holds, from each config.json: DeepSeek-V3 caches one latent of
 # kv_lora_rank 512 + qk_rope_head_dim 64 per layer (61 layers, its MTP layer not loaded) instead of
@@ -35,7 +33,7 @@ def test_the_header_and_json_show_the_attention_as_cached(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    shutil.copy(CONFIGS / f"{name}.json", tmp_path / "config.json")
+    write_config(tmp_path, name)
     assert main(["recommend", "--model", str(tmp_path), "--gpu", gpu]) == 0
     header = " ".join(capsys.readouterr().out.split("context")[0].split())
     assert attention in header
@@ -54,7 +52,7 @@ def test_the_header_and_json_show_the_attention_as_cached(
 def test_a_layer_partition_from_the_environment_is_planned_and_passed_on(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shutil.copy(CONFIGS / "llama-3.1-70b.json", tmp_path / "config.json")
+    write_config(tmp_path, "llama-3.1-70b")
     argv = ["recommend", "--model", str(tmp_path), "--gpu", "H100x4", "--json"]
     argv += ["--pipeline-parallel-size", "2", "--tensor-parallel-size", "2"]
     assert main(argv) == 0

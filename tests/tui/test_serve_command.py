@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.plan.model_configs import write_config
 from tests.process_tree import wait_gone
 from tests.serve.real_server import REPO, STARTUP_TIMEOUT_S, pid_tree
 
@@ -109,8 +110,6 @@ def test_cli_bad_input_is_one_line(
 
 # --- re-planning from serve's options on a given box (no server started) -----------------------
 
-CONFIGS = REPO / "tests" / "fixtures" / "configs"
-
 
 @pytest.fixture
 def gpu_box(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,13 +117,6 @@ def gpu_box(monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.tui.test_tui_flow import fixed_hardware
 
     monkeypatch.setattr("engine.hardware.detect.detect_hardware", lambda: fixed_hardware(with_gpu=True))
-
-
-def _config_only(tmp_path: Path, name: str) -> Path:
-    folder = tmp_path / name
-    folder.mkdir()
-    (folder / "config.json").write_text((CONFIGS / f"{name}.json").read_text())
-    return folder
 
 
 def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
@@ -146,7 +138,7 @@ def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
 def test_serve_across_boxes_is_recommends_plan(
     gpu_box: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], options: tuple[str, ...]
 ) -> None:
-    model = str(_config_only(tmp_path, "llama-3.1-70b"))
+    model = str(write_config(tmp_path / "llama-3.1-70b", "llama-3.1-70b"))
     recommended = _json(capsys, "recommend", "--model", model, "--nodes", "2", "--json")
     as_is = next(c for c in recommended["candidates"] if not c["needs_quantization"])
     served = _json(capsys, "serve", "--model", model, "--dry-run", "--json", *options)
@@ -173,7 +165,7 @@ def test_serve_across_boxes_without_a_ray_cluster_prints_the_steps_and_refuses(
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # no `ray start` has left its address there
-    model = str(_config_only(tmp_path, "llama-3.1-70b"))
+    model = str(write_config(tmp_path / "llama-3.1-70b", "llama-3.1-70b"))
     assert main(["serve", "--model", model, "--nodes", "2"]) == 2
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
@@ -189,10 +181,8 @@ def test_serve_dry_run_text_shows_the_ray_steps(
 ) -> None:
     from tui.cli import main
 
-    assert (
-        main(["serve", "--model", str(_config_only(tmp_path, "llama-3.1-70b")), "--nodes", "2", "--dry-run"])
-        == 0
-    )
+    model = str(write_config(tmp_path / "llama-3.1-70b", "llama-3.1-70b"))
+    assert main(["serve", "--model", model, "--nodes", "2", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "2 boxes joined by Ray, as vLLM's multi-node guide starts them:"
     assert out[3] == "  [head node] ray status  # expect 2 nodes"
@@ -220,7 +210,7 @@ def test_serve_refuses_a_layout_it_cannot_run_in_one_line(
 
     snapshot = fixed_hardware(with_gpu=hardware == "gpu")
     monkeypatch.setattr("engine.hardware.detect.detect_hardware", lambda: snapshot)
-    model = str(_config_only(tmp_path, "llama-3.1-70b"))
+    model = str(write_config(tmp_path / "llama-3.1-70b", "llama-3.1-70b"))
     assert main(["serve", "--model", model, "--dry-run", *options]) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1 and words in err
@@ -248,7 +238,7 @@ def test_serve_dtype_replans_weights_and_activations(
     kv_per_token: int,
     kv_cache: int,
 ) -> None:
-    model = str(_config_only(tmp_path, "llama-3.1-8b"))
+    model = str(write_config(tmp_path / "llama-3.1-8b", "llama-3.1-8b"))
     served = _json(capsys, "serve", "--model", model, "--dry-run", "--json", "--dtype", dtype)
     prediction = served["prediction"]
     assert (prediction["weights_bytes"], prediction["kv_bytes_per_token"]) == (weights, kv_per_token)
@@ -263,7 +253,7 @@ def test_serve_dtype_replans_weights_and_activations(
 def test_serve_plans_and_passes_on_the_layer_partition(
     gpu_box: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = str(_config_only(tmp_path, "llama-3.1-8b"))
+    model = str(write_config(tmp_path / "llama-3.1-8b", "llama-3.1-8b"))
     monkeypatch.setenv("VLLM_PP_LAYER_PARTITION", "20,12")
     served = _json(capsys, "serve", "--model", model, "--dry-run", "--json", "--pipeline-parallel-size", "2")
     assert served["prediction"]["weights_bytes"] == 9_775_153_152
