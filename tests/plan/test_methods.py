@@ -87,3 +87,20 @@ def test_plain_gptq_is_gptq_without_a_rescaling_step() -> None:
     # From llmcompressor_worker.recipe_for: a lone GPTQModifier for these two; SmoothQuant runs
     # before GPTQ for smoothquant-int8, AWQ's scaling before round-to-nearest, NVFP4 has no GPTQ.
     assert {m.name for m in methods.METHODS if m.plain_gptq} == {"gptq-w4a16", "gptq-w8a16"}
+
+
+@pytest.mark.parametrize("name", methods.names("data-free"))
+def test_each_data_free_method_has_a_quantizer_scheme_with_its_layout(name: str) -> None:
+    # engine.quantize.schemes keeps the quantizer's own parameters (format, grid, blocks) by method;
+    # the weight bits and group size it writes must be the registry's, which sizes the plan.
+    from engine.quantize.schemes import SCHEMES
+
+    scheme, layout = SCHEMES[name], methods.method(name).weights
+    assert scheme.method == name
+    assert (scheme.num_bits, scheme.group_size) == (layout.bits, layout.group_size)
+
+
+def test_the_quantizer_has_a_scheme_for_the_data_free_methods_only() -> None:
+    from engine.quantize.schemes import SCHEMES
+
+    assert set(SCHEMES) == set(methods.names("data-free"))
