@@ -3,20 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import MappingProxyType
 
 from engine.model.inspect_model import ModelInfo
 from engine.plan.methods import METHODS, MethodName, default_output_dir, method
-
-# Why quant-tui does not make a method's checkpoint itself (pre-quantized and other-runtime methods).
-NOT_MADE_HERE: MappingProxyType[str, str] = MappingProxyType(
-    {
-        "mxfp4": "quant-tui does not write MXFP4; serve a checkpoint published in it (gpt-oss ships MXFP4)",
-        "bnb-4bit": "bitsandbytes quantizes at load time in its own runtime, through the bitsandbytes vLLM plugin",
-        "bnb-8bit": "bitsandbytes quantizes at load time in its own runtime, through the bitsandbytes vLLM plugin",
-        "gguf": "GGUF files are made by llama.cpp's tools and served through the GGUF vLLM plugin",
-    }
-)
 
 
 def make_command(name: str, model: str) -> str | None:
@@ -24,7 +13,7 @@ def make_command(name: str, model: str) -> str | None:
 
     A method made by a calibrated recipe too (``w4a16`` by ``gptq-w4a16``) gets the data-free
     command; ``calibrated_alternatives`` names the others. None when quant-tui does not make it
-    (``NOT_MADE_HERE`` says why) or when nothing is to be made (the baseline).
+    (the record's ``not_made_here`` says why) or when nothing is to be made (the baseline).
     """
     record = method(name)
     if record.producer == "data-free":
@@ -47,7 +36,7 @@ def make_it_line(name: str, model: str, kv_cache_dtype: str = "auto") -> str:
     """
     command = make_command(name, model)
     if command is None:
-        return NOT_MADE_HERE.get(name, f"{method(name).label} is not made by quant-tui")
+        return method(name).not_made_here or f"{method(name).label} is not made by quant-tui"
     kv = " --kv-cache-scheme fp8" if kv_cache_dtype.startswith("fp8") else ""
     if method(name).producer == "llm-compressor":
         command += kv

