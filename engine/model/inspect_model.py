@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from engine.errors import ModelError
 from engine.model.architecture import (
@@ -16,9 +16,9 @@ from engine.model.architecture import (
     MoeLayout,
     load_config,
     read_architecture,
-    text_config,
 )
 from engine.model.checkpoint_size import WeightLayout, checkpoint_bytes, weight_layout
+from engine.model.existing_quantization import ExistingQuantization, detect_quantization
 from engine.model.param_count import ParamCounts, active_params, decoder_layer_shapes, model_shapes
 from engine.model.safetensors_headers import TensorHeader, read_safetensors_headers, weight_files
 
@@ -31,21 +31,6 @@ _ROUTER_SUFFIXES = (
     ".router.weight",
     ".mlp.router.weight",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ExistingQuantization:
-    """A quantization the checkpoint already carries.
-
-    Attributes:
-        method: the format: "compressed-tensors", "gptq", "awq", "fp8", "bitsandbytes", "gguf", ...
-        scheme: a short human description, e.g. "FP8 W8A8" or "4-bit, group 128".
-        recommend_as: the quant-tui method name it corresponds to, when there is one.
-    """
-
-    method: str
-    scheme: str
-    recommend_as: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,73 +237,6 @@ def count_from_headers(headers: list[TensorHeader], skip_prefixes: tuple[str, ..
     return ParamCounts(
         linear + embedding + lm_head + other, linear, linear_out, embedding, lm_head, other, vision, mtp
     )
-
-
-_SCHEME_NAMES = {
-    ("float", 8, True): ("FP8 W8A8", "fp8"),
-    ("float", 8, False): ("FP8 weight-only", "fp8"),
-    ("int", 8, True): ("INT8 W8A8", "int8-w8a8"),
-    ("int", 8, False): ("INT8 weight-only (W8A16)", "w8a16"),
-    ("int", 4, False): ("INT4 weight-only (W4A16)", "w4a16"),
-    ("float", 4, True): ("FP4 W4A4", "nvfp4"),
-    ("float", 4, False): ("FP4 weight-only", "nvfp4"),
-}
-
-
-def _compressed_tensors_scheme(quant_config: dict[str, Any]) -> tuple[str, str | None]:
-    for group in (quant_config.get("config_groups") or {}).values():
-        weights = group.get("weights") or {}
-        kind = str(weights.get("type", "int"))
-        bits = int(weights.get("num_bits", 8))
-        has_activations = bool(group.get("input_activations"))
-        scheme, method = _SCHEME_NAMES.get((kind, bits, has_activations), (f"{kind}{bits}", None))
-        if weights.get("group_size"):
-            scheme += f", group {weights['group_size']}"
-        return scheme, method
-    return str(quant_config.get("format", "unknown scheme")), None
-
-
-def detect_quantization(
-    config: dict[str, Any], folder: Path, headers: list[TensorHeader]
-) -> ExistingQuantization | None:
-    """Recognises a checkpoint that is already quantized, from its config, files or tensor dtypes."""
-    quant_config = (
-        text_config(config).get("quantization_config")
-        or config.get("quantization_config")
-        or config.get("compression_config")
-    )
-    if isinstance(quant_config, dict):
-        method = str(quant_config.get("quant_method", "compressed-tensors")).lower()
-        if method == "compressed-tensors" or "config_groups" in quant_config:
-            scheme, recommend_as = _compressed_tensors_scheme(quant_config)
-            return ExistingQuantization("compressed-tensors", scheme, recommend_as)
-        bits = quant_config.get("bits") or quant_config.get("w_bit")
-        group = quant_config.get("group_size") or quant_config.get("q_group_size")
-        if method in {"gptq", "awq"}:
-            detail = f"{bits}-bit" + (f", group {group}" if group else "")
-            return ExistingQuantization(method, detail, "w4a16" if bits == 4 else "w8a16")
-        if method == "bitsandbytes":
-            four_bit = quant_config.get("load_in_4bit") or quant_config.get("_load_in_4bit")
-            return ExistingQuantization(
-                method, "4-bit" if four_bit else "8-bit", "bnb-4bit" if four_bit else "bnb-8bit"
-            )
-        if method in {"fp8", "fbgemm_fp8"}:
-            return ExistingQuantization(method, "FP8", "fp8")
-        if method in {"modelopt", "modelopt_fp4"}:
-            algo = str(quant_config.get("quant_algo", "")).upper()
-            return ExistingQuantization("modelopt", algo or "ModelOpt", "nvfp4" if "FP4" in algo else "fp8")
-        if method == "mxfp4":
-            return ExistingQuantization(method, "MXFP4", "mxfp4")
-        return ExistingQuantization(method, method, None)
-    if (folder / "hf_quant_config.json").is_file():
-        return ExistingQuantization("modelopt", "ModelOpt (hf_quant_config.json)", None)
-    if any(folder.glob("*.gguf")):
-        return ExistingQuantization("gguf", "GGUF file", "gguf")
-    low_precision = Counter(h.dtype for h in headers if h.dtype in {"F8_E4M3", "F8_E5M2", "I8", "U8", "I32"})
-    if low_precision:
-        dtype = low_precision.most_common(1)[0][0]
-        return ExistingQuantization("unknown", f"{dtype} tensors without a quantization_config", None)
-    return None
 
 
 def inspect_model(folder: Path) -> ModelInfo:

@@ -172,6 +172,39 @@ def test_headers_give_exact_counts_that_match_the_estimate(tmp_path: Path, tie: 
             "compressed-tensors",
             "w4a16",
         ),
+        # Weight-only FP4: vLLM tells NVFP4A16 (group 16) from MXFP4 (group 32) by the group size
+        # (compressed_tensors.py::CompressedTensorsConfig._is_nvfp4_format / _is_mxfp4).
+        (
+            {
+                "quant_method": "compressed-tensors",
+                "config_groups": {
+                    "group_0": {
+                        "weights": {
+                            "num_bits": 4,
+                            "type": "float",
+                            "group_size": 16,
+                            "strategy": "tensor_group",
+                        },
+                        "targets": ["Linear"],
+                    }
+                },
+            },
+            "compressed-tensors",
+            "nvfp4a16",
+        ),
+        (
+            {
+                "quant_method": "compressed-tensors",
+                "config_groups": {
+                    "group_0": {
+                        "weights": {"num_bits": 4, "type": "float", "group_size": 32, "strategy": "group"},
+                        "targets": ["Linear"],
+                    }
+                },
+            },
+            "compressed-tensors",
+            "mxfp4",
+        ),
         ({"quant_method": "gptq", "bits": 4, "group_size": 128}, "gptq", "w4a16"),
         ({"quant_method": "awq", "bits": 4, "group_size": 128}, "awq", "w4a16"),
         ({"quant_method": "fp8", "activation_scheme": "dynamic"}, "fp8", "fp8"),

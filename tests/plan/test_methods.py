@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from engine.model.existing_quantization import COMPRESSED_TENSORS_METHODS, detect_quantization
 from engine.plan import methods
 
 # Expected layout per method, from the format's own definition (compressed-tensors presets,
@@ -117,3 +120,68 @@ def test_only_methods_made_elsewhere_say_why_quant_tui_does_not_make_them(record
     if record.plugin is not None and record.not_made_here is not None:
         # An other-runtime method's reason names the plugin that serves it.
         assert record.plugin.lower() in record.not_made_here.lower()
+
+
+# engine/model cannot import the registry (plan > model), so the checkpoint-format map it keeps
+# (engine/model/existing_quantization.py) is checked against the registry here.
+@pytest.mark.parametrize("record", [m for m in methods.METHODS if m.ct_scheme], ids=lambda m: m.name)
+def test_a_compressed_tensors_checkpoint_is_planned_as_the_method_that_makes_it(
+    record: methods.Method,
+) -> None:
+    # A config carrying the method's own compressed-tensors preset (as llm-compressor writes it) must
+    # be planned as the registry's format for it, or a record the planner cannot tell from it
+    # (fp8-block's checkpoint is planned as fp8: the same capability and weight layout).
+    from compressed_tensors.quantization import preset_name_to_scheme
+
+    assert record.ct_scheme is not None
+    group = preset_name_to_scheme(record.ct_scheme, ["Linear"]).model_dump(exclude_none=True)
+    config = {
+        "quantization_config": {"quant_method": "compressed-tensors", "config_groups": {"group_0": group}}
+    }
+    found = detect_quantization(config, Path("/nonexistent"), [])
+    assert found is not None and found.recommend_as is not None
+    planned, expected = methods.method(found.recommend_as), methods.method(record.format_name)
+    assert (planned.capability, planned.weights, planned.cpu_avx512_only) == (
+        expected.capability,
+        expected.weights,
+        expected.cpu_avx512_only,
+    )
+
+
+@pytest.mark.parametrize(("key", "entry"), sorted(COMPRESSED_TENSORS_METHODS.items(), key=str))
+def test_every_compressed_tensors_format_maps_to_a_method_with_its_bits(
+    key: tuple[str, int, bool, int | None], entry: tuple[str, str]
+) -> None:
+    # Activations are not compared: vLLM serves FP8 weight-only checkpoints with fp8's kernels
+    # (CompressedTensorsW8A16Fp8, in vllm_facts.CT_FP8) and MXFP4 W4A4 with mxfp4's.
+    _, bits, _, fp4_group = key
+    record = methods.method(entry[1])
+    assert record.weights.bits == bits
+    if fp4_group is not None:
+        assert record.weights.group_size == fp4_group
+
+
+# Hugging Face quantization_configs by quant_method, with the weight bits each states (HF's GPTQ, AWQ,
+# bitsandbytes, FBGEMM FP8, ModelOpt and gpt-oss MXFP4 configs).
+HF_QUANTIZATION_CONFIGS = [
+    ({"quant_method": "gptq", "bits": 4, "group_size": 128}, 4),
+    ({"quant_method": "gptq", "bits": 8, "group_size": 128}, 8),
+    ({"quant_method": "awq", "bits": 4, "group_size": 128}, 4),
+    ({"quant_method": "bitsandbytes", "load_in_4bit": True}, 4),
+    ({"quant_method": "bitsandbytes", "load_in_8bit": True}, 8),
+    ({"quant_method": "fp8", "activation_scheme": "dynamic"}, 8),
+    ({"quant_method": "fbgemm_fp8"}, 8),
+    ({"quant_method": "modelopt", "quant_algo": "FP8"}, 8),
+    ({"quant_method": "modelopt", "quant_algo": "NVFP4"}, 4),
+    ({"quant_method": "mxfp4"}, 4),
+]
+
+
+@pytest.mark.parametrize(("quantization_config", "bits"), HF_QUANTIZATION_CONFIGS)
+def test_a_hugging_face_checkpoint_is_planned_as_a_registered_method_of_its_bits(
+    quantization_config: dict[str, object], bits: int
+) -> None:
+    found = detect_quantization({"quantization_config": quantization_config}, Path("/nonexistent"), [])
+    assert found is not None and found.recommend_as is not None
+    assert methods.is_method(found.recommend_as)
+    assert methods.method(found.recommend_as).weights.bits == bits
