@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 from argparse import Namespace
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from textual.pilot import Pilot
-from textual.widgets import Input
 
 from engine.errors import QuantTuiError
+from tests.tui.plan_steps import serve_as_is, set_plan_option
 from tests.tui.test_tui_flow import SIZE, fixed_hardware, screen_text, wait_for
 from tests.tui.test_tui_snapshots import write_tiny_llama
 from tui.app import create_app
 from tui.cli.app_command import build_app
 from tui.screens.error_dialog import ErrorDialog
 from tui.screens.plan import PlanScreen
-from tui.screens.plan_settings import PlanSettingsDialog
-from tui.screens.serve import ServeScreen, serve_folder
-
-
-async def set_plan_option(pilot: Pilot[Any], field: str, value: str, until: Callable[[], bool]) -> None:
-    """Sets one option in the Plan screen's settings dialog (o), applies it, and waits back on the plan until ``until``."""
-    app = pilot.app
-    await pilot.press("o")
-    await wait_for(pilot, lambda: isinstance(app.screen, PlanSettingsDialog), timeout=10)
-    app.screen.query_one(f"#option-{field}", Input).value = value
-    await pilot.press("enter")
-    await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen) and until(), timeout=10)
+from tui.screens.serve import serve_folder
 
 
 @pytest.mark.parametrize("where", ["catalogued H100x8", "this box's two H100"])
@@ -59,13 +45,7 @@ async def test_nodes_shows_the_ray_steps_and_the_serve_screen_needs_a_cluster(
         assert "--pipeline-parallel-size 2 --distributed-executor-backend ray" in shown
         if not detected:
             return  # a catalogued GPU's plan is re-planned on this box when served
-        as_is = next(i for i, c in enumerate(plan.recommendation.candidates) if not c.needs_quantization)  # type: ignore[union-attr]
-        plan.query_one("#candidates").move_cursor(row=as_is)  # type: ignore[attr-defined]
-        await pilot.pause()
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, ServeScreen), timeout=10)
-        serve = app.screen
-        assert isinstance(serve, ServeScreen)
+        _, serve = await serve_as_is(pilot, plan)
         folder = serve_folder(app.selection)
         assert folder is not None
         with pytest.raises(

@@ -11,13 +11,14 @@ from textual.widgets import Input
 
 from engine.errors import QuantTuiError
 from engine.plan.plan_request import PlanRequest
+from tests.tui.plan_steps import serve_as_is
 from tests.tui.test_tui_flow import SIZE, fixed_hardware, screen_text, wait_for
 from tests.tui.test_tui_snapshots import write_tiny_llama
 from tui.app import QuantTuiApp, create_app
 from tui.cli.plan_options import PLAN_OPTIONS, add_plan_options, plan_request
 from tui.screens.plan import PlanScreen, serve_command
 from tui.screens.plan_settings import OptionValidator, PlanSettingsDialog, settings_summary
-from tui.screens.serve import ServeScreen, serve_folder
+from tui.screens.serve import serve_folder
 
 
 @pytest.fixture
@@ -133,16 +134,7 @@ async def test_the_serve_screen_runs_the_plan_the_options_made(tiny_model: Path)
         plan = await _open_plan(pilot, app)
         await _set_options(pilot, app, max_num_seqs="16", concurrency="300", max_model_len="1024")
         await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen), timeout=10)
-        assert plan.recommendation is not None
-        as_is = next(i for i, c in enumerate(plan.recommendation.candidates) if not c.needs_quantization)
-        plan.query_one("#candidates").move_cursor(row=as_is)  # type: ignore[attr-defined]
-        await pilot.pause()
-        chosen = plan.highlighted
-        assert chosen is not None and not chosen.needs_quantization
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, ServeScreen), timeout=10)
-        serve = app.screen
-        assert isinstance(serve, ServeScreen)
+        chosen, serve = await serve_as_is(pilot, plan)
         folder = serve_folder(app.selection)
         assert folder is not None
         config = serve.server_config(folder)
