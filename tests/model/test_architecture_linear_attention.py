@@ -141,3 +141,32 @@ def test_inspect_model_reports_the_hybrid_layout(tmp_path: Path) -> None:
     model = inspect_model(tmp_path)
     assert model.params == 79_674_391_296
     assert model.attention_summary == "GQA 2 KV heads × 256, layers: 36 linear (GDN) + 12 full"
+
+
+def test_a_real_checkpoints_headers_equal_the_config_estimate(tmp_path: Path) -> None:
+    """transformers' own Qwen3-Next, saved: its safetensors headers hold what the config-only count says.
+
+    By hand (tests/fixtures/tiny_models.py "qwen3-next", hidden 128, vocab 2048): GDN layer
+    in_proj_qkvz 128·(2·256 + 2·512) = 196,608 + in_proj_ba 128·16 = 2048 + out_proj 512·128 = 65,536
+    + conv1d 1024·4 = 4096 + dt_bias, A_log 8 + 8 + norm 64 = 268,368; full layer q 128·256 = 32,768
+    + k, v 2·8192 + o 16,384 + q/k norm 64 = 65,600; MoE 4·3·128·64 + router 512 + shared 3·128·64
+    + gate 128 = 123,520; norms 256. 3·392,144 + 189,376 + 2·2048·128 + 128 = 1,890,224.
+    """
+    import torch
+
+    from tests.fixtures.tiny_models import tiny_model
+
+    torch.manual_seed(0)
+    tiny_model("qwen3-next").to(torch.bfloat16).save_pretrained(tmp_path)
+    from_headers = inspect_model(tmp_path)
+    assert from_headers.params_source == "safetensors"
+    assert from_headers.params == 1_890_224
+    assert from_headers.layer_params == (392_144, 392_144, 392_144, 189_376)
+    arch = read_architecture(json.loads((tmp_path / "config.json").read_text()), tmp_path)
+    assert estimate_params(arch).total == 1_890_224
+    assert [layer.counts().total for layer in decoder_layer_shapes(arch)] == [
+        392_144,
+        392_144,
+        392_144,
+        189_376,
+    ]
