@@ -298,7 +298,7 @@ def _moe_layout(
     expert_width = int(first_key(text, "moe_intermediate_size", default=intermediate))
     if model_type == "llama4_text":
         expert_width = intermediate  # Llama-4's dense layers use intermediate_size_mlp instead
-    shared = int(first_key(text, "shared_expert_intermediate_size", default=0))
+    shared = int(first_key(text, "shared_expert_intermediate_size", "shared_intermediate_size", default=0))
     if not shared and text.get("n_shared_experts"):
         shared = int(text["n_shared_experts"]) * expert_width
     if not shared and model_type == "llama4_text":

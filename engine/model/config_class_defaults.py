@@ -25,6 +25,7 @@ UNTIED_BY_DEFAULT = {
     "qwen3_5_text",
     "qwen3_5_moe",
     "qwen3_5_moe_text",
+    "granitemoehybrid",
 }
 # vLLM's ModelArchConfigConvertor.is_deepseek_mla list: these cache one latent vector per layer.
 MLA_MODEL_TYPES = frozenset(

