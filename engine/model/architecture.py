@@ -15,6 +15,7 @@ from engine.model.config_class_defaults import (
     QK_NORM_MODEL_TYPES,
     SLIDING_PATTERN_DEFAULTS,
     UNTIED_BY_DEFAULT,
+    sparse_indexer_cache,
 )
 from engine.model.recurrent_state import RecurrentState, linear_attention_state, linear_layer_names
 
@@ -37,6 +38,9 @@ class AttentionLayout:
         mtp_layers: multi-token-prediction layers in the checkpoint, not loaded for plain serving.
         qk_rope_head_dim: MLA's decoupled rope part of the latent (0 otherwise).
         state: the recurrent state of the "linear" layers (None without such layers).
+        indexer_bytes_per_token: DeepSeek Sparse Attention's indexer key cache, bytes per token in
+            each layer with an indexer (``DeepseekV32IndexerCache``: uint8, whatever the KV dtype).
+        indexer_layers: the decoder layers that own an indexer (and its cache).
     """
 
     layer_kinds: tuple[LayerAttention, ...]
@@ -49,6 +53,8 @@ class AttentionLayout:
     mtp_layers: int = 0
     qk_rope_head_dim: int = 0
     state: RecurrentState | None = None
+    indexer_bytes_per_token: int = 0
+    indexer_layers: tuple[int, ...] = ()
 
     def kv_heads_per_rank(self, tensor_parallel_size: int = 1) -> int:
         """KV heads one tensor-parallel rank holds: MLA's latent is whole on every rank; others split, at least 1."""
@@ -61,6 +67,10 @@ class AttentionLayout:
         elements = self.kv_heads_per_rank(tensor_parallel_size) * (self.head_size + self.head_size_v)
         return int(elements * kv_dtype_bytes)
 
+    def indexer_count(self, stage_layers: range | None = None) -> int:
+        """Layers with an indexer cache (among ``stage_layers``' decoder layers when given)."""
+        return sum(1 for layer in self.indexer_layers if stage_layers is None or layer in stage_layers)
+
     def count(self, kind: LayerAttention) -> int:
         """How many layers are of this kind."""
         return sum(1 for layer in self.layer_kinds if layer == kind)
@@ -71,6 +81,10 @@ class AttentionLayout:
         if self.mla:
             rope = self.qk_rope_head_dim
             text = f"MLA latent {self.head_size} ({self.head_size - rope} + {rope} rope)"
+            if self.indexer_layers:
+                text += f" + indexer {self.indexer_bytes_per_token}"
+                if len(self.indexer_layers) != len(self.layer_kinds):
+                    text += f" in {len(self.indexer_layers)} layers"
         elif self.num_kv_heads == 1:
             text = f"MQA 1 KV head × {self.head_size}"
         else:
@@ -258,7 +272,10 @@ def _attention_layout(
     if model_type in MLA_MODEL_TYPES and text.get("kv_lora_rank"):
         rope = int(text.get("qk_rope_head_dim") or 0)
         latent = int(text["kv_lora_rank"]) + rope
-        return AttentionLayout(kinds, 1, latent, 0, True, window, chunk, mtp, rope)
+        indexer_bytes, indexer_layers = sparse_indexer_cache(text, num_layers)
+        return AttentionLayout(
+            kinds, 1, latent, 0, True, window, chunk, mtp, rope, None, indexer_bytes, indexer_layers
+        )
     return AttentionLayout(kinds, kv_heads, head_dim, head_dim, False, window, chunk, mtp, state=state)
 
 

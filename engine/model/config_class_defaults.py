@@ -61,3 +61,31 @@ CONFIG_CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
     "gemma3_text": {"vocab_size": 262_208, "tie_word_embeddings": True},
     "gemma2": {"tie_word_embeddings": True},
 }
+
+# DeepseekV32Indexer.quant_block_size: its key cache keeps one float32 scale per 128 fp8 values.
+INDEXER_QUANT_BLOCK = 128
+
+
+def sparse_indexer_cache(text: dict[str, Any], num_layers: int) -> tuple[int, tuple[int, ...]]:
+    """DeepSeek Sparse Attention's indexer key cache: (bytes per token, decoder layers that own one).
+
+    vllm/models/deepseek_v32/attention.py::``DeepseekV32Attention`` (deepseek_v2.py's
+    ``DeepseekV2MLAAttention`` off CUDA): a config with ``index_topk`` is sparse; layer ``i`` has no
+    indexer when ``index_topk_pattern[i] == "S"`` or, without a pattern, when
+    ``max(i - index_skip_topk_offset + 1, 0) % index_topk_freq != 0`` (defaults 2 and 1: every layer).
+    ``DeepseekV32Indexer`` caches ``index_head_dim`` fp8 bytes plus 4 per ``quant_block_size`` of them.
+    """
+    if text.get("index_topk") is None:
+        return 0, ()
+    head_dim = int(text.get("index_head_dim") or 128)
+    pattern = text.get("index_topk_pattern")
+    frequency = int(text.get("index_topk_freq") or 1)
+    offset = int(text["index_skip_topk_offset"] if text.get("index_skip_topk_offset") is not None else 2)
+
+    def has_indexer(layer: int) -> bool:
+        if pattern is not None:
+            return layer >= len(pattern) or pattern[layer] != "S"
+        return max(layer - offset + 1, 0) % frequency == 0
+
+    layers = tuple(layer for layer in range(num_layers) if has_indexer(layer))
+    return head_dim + head_dim // INDEXER_QUANT_BLOCK * 4, layers

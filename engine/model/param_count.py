@@ -118,6 +118,20 @@ def _attention(arch: Architecture, layers: int) -> tuple[list[LinearShape], int]
             LinearShape("self_attn.kv_b_proj", "attention", kv_rank, heads * (nope + v_dim), layers),
             LinearShape("self_attn.o_proj", "attention", heads * v_dim, h, layers),
         ]
+        if text.get("index_topk") is not None and q_rank:
+            # DeepSeek Sparse Attention's indexer (vLLM's DeepseekV32Indexer; the checkpoint ships it in
+            # every layer): wq_b is quantized with the model, wk + weights_proj are one unquantized
+            # Linear (quant_config=None), k_norm a LayerNorm (weight + bias).
+            index_heads, index_dim = (
+                int(text.get("index_n_heads") or 64),
+                int(text.get("index_head_dim") or 128),
+            )
+            shapes.append(
+                LinearShape(
+                    "self_attn.indexer.wq_b", "attention", int(q_rank), index_heads * index_dim, layers
+                )
+            )
+            vectors += h * (index_dim + index_heads) + 2 * index_dim
         return shapes, vectors
     q_out = heads * arch.head_dim
     kv_out = arch.num_kv_heads * arch.head_dim
