@@ -8,6 +8,8 @@ from ``_get_kv_cache_bytes_per_block``; ``_check_enough_kv_cache_memory``,
 ``get_max_concurrency_for_kv_cache_config``, ``get_kv_cache_capacity``) and the CPU platform's block size.
 Hybrid linear-attention models (Qwen3-Next, Qwen3.5) add ``MambaSpec`` layers: one state page per
 request, the attention block raised until its page holds a state page, the state padded to it.
+DeepSeek Sparse Attention models (DeepSeek-V3.2, GLM-5) add an indexer key cache to each layer with an
+indexer (``indexer_page_bytes``).
 """
 
 from __future__ import annotations
@@ -197,6 +199,19 @@ def blocks_per_request(
     return math.ceil(max_model_len / block_size)
 
 
+def indexer_page_bytes(attention: AttentionLayout, block_size: int, stage_layers: range | None = None) -> int:
+    """Bytes one block adds over the indexer caches of one rank (of ``stage_layers``' stage).
+
+    Each ``DeepseekV32IndexerCache`` is an ``MLAAttentionSpec`` (one uint8 vector per token, whole on
+    every rank) with the indexer's cache role, so its page differs from the latent's and the two do
+    not merge (``MLAAttentionSpec.merge``); both are full attention, so ``get_kv_cache_groups`` puts
+    every layer in one ``UniformTypeKVCacheSpecs`` group, whose block costs the sum of all pages
+    (``_get_kv_cache_bytes_per_block``; the sparse backends' block-stride alignments, whole pages of
+    64 tokens, add no padding at block size 64) and whose request needs ``cdiv(len, block)`` blocks.
+    """
+    return block_size * attention.indexer_bytes_per_token * attention.indexer_count(stage_layers)
+
+
 def kv_groups(
     attention: AttentionLayout,
     max_model_len: int,
@@ -282,7 +297,7 @@ def kv_capacity_for(
         attention, max_model_len, block_size, max_in_flight_tokens, stage_layers, prefix_caching
     )
     page = block_size * attention.bytes_per_token_per_layer(kv_dtype_bytes, tensor_parallel_size)
-    bytes_per_block = group_size * page
+    bytes_per_block = group_size * page + indexer_page_bytes(attention, block_size, stage_layers)
     per_request = sum(group.blocks_per_request for group in groups)
     if kv_space_bytes <= 0 or bytes_per_block <= 0 or per_request <= 0:
         return KvCapacity(0, block_size, 0, 0.0, per_request, bytes_per_block, max_model_len, groups)
@@ -303,8 +318,11 @@ def kv_bytes_per_token(
     """KV bytes one token takes over the attention layers of one rank (of ``stage_layers``' stage).
 
     As if every attention layer kept every token; linear layers keep a fixed state, no per-token KV.
+    Layers with a sparse-attention indexer add its key cache (``indexer_page_bytes``).
     """
     per_layer = attention.bytes_per_token_per_layer(kv_dtype_bytes, tensor_parallel_size)
     kinds = attention.layer_kinds
     held = kinds if stage_layers is None else kinds[stage_layers.start : stage_layers.stop]
-    return per_layer * sum(1 for kind in held if kind != "linear")
+    return per_layer * sum(1 for kind in held if kind != "linear") + indexer_page_bytes(
+        attention, 1, stage_layers
+    )
