@@ -32,7 +32,6 @@ else
         tests/quantize/test_runner_moe.py
         tests/serve/test_serve_plan_e2e.py
         tests/serve/test_launcher.py
-        tests/plan/test_memory_kv_families_e2e.py
         tests/quantize/test_calibrated_names.py
         tests/quantize/test_calibrated_nvfp4.py
         tests/quantize/test_calibrated.py

@@ -11,7 +11,13 @@ from engine.model.inspect_model import ModelInfo
 from engine.model.param_count import ceil_div
 from engine.plan import kv_cache
 from engine.plan.gpu_memory import GpuMemoryBreakdown, gpu_memory_breakdown
-from engine.plan.kv_cache import KvCapacity, block_size_for, host_has_amx
+from engine.plan.kv_cache import (
+    KvCapacity,
+    block_size_for,
+    host_has_amx,
+    host_has_avx512_bf16,
+    state_dtype_bytes,
+)
 from engine.plan.methods import method as method_record
 from engine.plan.pipeline_stages import PipelineStage, pipeline_stages
 from engine.plan.vllm_facts import DEFAULT_GPU_MEMORY_UTILIZATION, GIB
@@ -260,6 +266,7 @@ def plan_gpu(
             in_flight,
             tensor_parallel_size,
             layers,
+            state_bytes=None if attention.state is None else state_dtype_bytes(attention.state, dtype_bytes),
         )
         per_token = kv_cache.kv_bytes_per_token(attention, kv_dtype_bytes, tensor_parallel_size, layers)
         plan = DevicePlan(
@@ -288,6 +295,7 @@ def plan_cpu(
     cpu_has_amx: bool | None = None,
     dtype_bytes: int = 2,
     max_num_seqs: int = 128,
+    cpu_has_avx512_bf16: bool | None = None,
 ) -> DevicePlan:
     """Plans the CPU backend: the KV cache is a fixed ``VLLM_CPU_KVCACHE_SPACE`` (whole GiB).
 
@@ -296,7 +304,9 @@ def plan_cpu(
     The capacity is what vLLM's CPU start-up line reports for that space: block 128 (16 for MLA on a
     host without AMX; ``cpu_has_amx`` None reads this host), one batch of ``max_num_batched_tokens``
     in flight for the sliding-window layers; the activations (``max_num_batched_tokens`` tokens,
-    ``max_num_seqs`` sampler rows) are in the ``--dtype`` of ``dtype_bytes``.
+    ``max_num_seqs`` sampler rows) are in the ``--dtype`` of ``dtype_bytes``. Linear-attention and
+    Mamba states follow the CPU's AVX-512 BF16 (``cpu_has_avx512_bf16`` None reads this host), with
+    which vLLM keeps an unset temporal state in float32 (``kv_cache.state_dtype_bytes``).
     """
     overhead = runtime_overhead(
         model, max_num_batched_tokens, max_num_seqs, cpu=True, dtype_bytes=dtype_bytes
@@ -309,7 +319,17 @@ def plan_cpu(
     attention = attention_of(model)
     amx = host_has_amx() if cpu_has_amx is None else cpu_has_amx
     block_size = block_size_for(attention, cpu=True, cpu_has_amx=amx)
+    state_bytes = None
+    if attention.state is not None:
+        bf16 = host_has_avx512_bf16() if cpu_has_avx512_bf16 is None else cpu_has_avx512_bf16
+        state_bytes = state_dtype_bytes(attention.state, dtype_bytes, bf16)
     capacity = kv_cache.kv_capacity_for(
-        attention, budget, max_model_len, block_size, kv_dtype_bytes, max_num_batched_tokens
+        attention,
+        budget,
+        max_model_len,
+        block_size,
+        kv_dtype_bytes,
+        max_num_batched_tokens,
+        state_bytes=state_bytes,
     )
     return DevicePlan(host_memory_bytes, 0.75, weights.total, overhead, budget, per_token, capacity)

@@ -146,3 +146,36 @@ def test_deepseek_v3_on_eight_h200_holds_about_twenty_32k_sequences(tmp_path: Pa
     assert plan.kv_bytes_per_token == 70_272  # the MLA latent, whole on every rank
     assert plan.capacity.block_size == 64  # FlashMLA
     assert 18 < plan.capacity.max_concurrency < 22
+
+
+@pytest.mark.parametrize(
+    ("avx512_bf16", "block_size", "tokens", "concurrency"),
+    [
+        # Qwen3-Next-80B (12 full + 36 Gated DeltaNet layers), 4 GiB of KV space at 4096 tokens. The state
+        # page: conv 3 × 8192 × 2 B + temporal 32 × 128 × 128 × 2 B = 1,097,728 B; a full layer's token
+        # 2 × 2 KV heads × 256 × 2 B = 2048 B. Block 128 · cdiv(1,097,728, 128 · 2048) = 640; 12 layers a
+        # group → 15,728,640 B a block, 273 blocks; a request: cdiv(4096, 640) = 7 + 3 groups × 2 state
+        # pages = 13 → 21.00×, 86,016 tokens.
+        (False, 640, 86_016, 21.0),
+        # With AVX-512 BF16 vLLM keeps the unset temporal state in float32: 49,152 + 2,097,152 =
+        # 2,146,304 B → block 128 · cdiv(2,146,304, 262,144) = 1152; 1152 · 2048 · 12 = 28,311,552 B a
+        # block, 151 blocks; a request cdiv(4096, 1152) = 4 + 6 = 10 → 15.10×, int(15.1 · 4096) = 61,849.
+        (True, 1152, 61_849, 15.1),
+    ],
+)
+def test_cpu_plan_keeps_the_state_dtype_vllm_cpu_uses(
+    tmp_path: Path, avx512_bf16: bool, block_size: int, tokens: int, concurrency: float
+) -> None:
+    model = model_from_config(tmp_path, "qwen3-next-80b-a3b-instruct")
+    plan = plan_cpu(
+        model,
+        weight_bytes(model, "bf16"),
+        256 * GIB,
+        4096,
+        2,
+        kv_cache_gib=4,
+        cpu_has_avx512_bf16=avx512_bf16,
+    )
+    assert plan.capacity.block_size == block_size
+    assert plan.capacity.tokens == tokens
+    assert round(plan.capacity.max_concurrency, 2) == concurrency

