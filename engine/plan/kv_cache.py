@@ -28,6 +28,10 @@ GPU_MLA_BLOCK_SIZE = 64  # FlashMLA (Hopper)
 CPU_BLOCK_SIZE = 128  # CPU_ATTN, and AMX_MLA on AMX hosts
 CPU_MLA_BLOCK_SIZE_WITHOUT_AMX = 16  # CPU_MLA, forced on hosts without AMX
 FLOAT32_BYTES = 4
+# FlashMLA sparse's fp8_ds_mla latent, bytes per token: 512 fp8 NoPE + 4 float32 scales + 64 bf16 RoPE
+# (vllm/model_executor/layers/attention/mla_attention.py::MLAAttention.get_kv_cache_spec).
+FP8_DS_MLA_BYTES = 656
+FP8_KV_DTYPES = frozenset({"fp8", "fp8_e4m3"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +214,30 @@ def indexer_page_bytes(attention: AttentionLayout, block_size: int, stage_layers
     64 tokens, add no padding at block size 64) and whose request needs ``cdiv(len, block)`` blocks.
     """
     return block_size * attention.indexer_bytes_per_token * attention.indexer_count(stage_layers)
+
+
+def sparse_mla_kv_dtype(
+    attention: AttentionLayout, model_type: str, kv_cache_dtype: str, compute_capability_major: int
+) -> tuple[str, float | None]:
+    """The latent's KV dtype vLLM 0.32 serves a DSA model with on this GPU, and its bytes per element.
+
+    ``(kv_cache_dtype, None)`` for a model without an indexer (nothing changes). For DSA models:
+    GLM-5 (``glm_moe_dsa``) turns "auto" into "fp8_e4m3" on SM10x (model_executor/models/config.py::
+    ``GlmMoeDsaForCausalLM.verify_and_update_config``); an fp8 cache is then served by
+    FLASHINFER_MLA_SPARSE on SM10x (plain fp8, 1 byte; platforms/cuda.py::``_get_backend_priorities``)
+    but by FLASHMLA_SPARSE on SM90 (FLASH_ATTN_MLA_SPARSE takes no fp8), which stores it as
+    ``fp8_ds_mla`` (``_canonicalize_sparse_mla_kv_cache_dtype``): 656 bytes per 576-element latent.
+    ``None`` bytes: the dtype's own size (bf16 2).
+    """
+    if not attention.indexer_layers:
+        return kv_cache_dtype, None
+    if model_type == "glm_moe_dsa" and kv_cache_dtype == "auto" and compute_capability_major == 10:
+        kv_cache_dtype = "fp8_e4m3"
+    if kv_cache_dtype in FP8_KV_DTYPES:
+        if compute_capability_major == 9:
+            return "fp8_ds_mla", FP8_DS_MLA_BYTES / attention.head_size
+        return kv_cache_dtype, 1.0
+    return kv_cache_dtype, None
 
 
 def kv_groups(

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from engine.model.architecture import AttentionLayout, read_architecture
-from engine.plan.kv_cache import block_size_for, kv_bytes_per_token, kv_capacity_for
+from engine.plan.kv_cache import block_size_for, kv_bytes_per_token, kv_capacity_for, sparse_mla_kv_dtype
 
 CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
 GIB = 1024**3
@@ -115,3 +115,48 @@ def test_capacity_sums_latent_and_indexer_pages(
     assert capacity.tokens == tokens
     assert capacity.logged_concurrency == logged
     assert len(capacity.groups) == 1  # one UniformTypeKVCacheSpecs group of latent + indexer pages
+
+
+KV_DTYPES = [
+    # id, model_type, --kv-cache-dtype, compute capability major, (dtype vLLM uses, bytes per element)
+    ("v3.2-auto-h200", "deepseek_v32", "auto", 9, ("auto", None)),
+    ("v3.2-auto-b200", "deepseek_v32", "auto", 10, ("auto", None)),
+    # H200: FLASH_ATTN_MLA_SPARSE takes no fp8, FLASHMLA_SPARSE stores fp8_ds_mla: 656 B per latent.
+    ("v3.2-fp8-h200", "deepseek_v32", "fp8", 9, ("fp8_ds_mla", 656 / 576)),
+    # B200: FLASHINFER_MLA_SPARSE keeps plain fp8, one byte per element.
+    ("v3.2-fp8-b200", "deepseek_v32", "fp8", 10, ("fp8", 1.0)),
+    # GLM-5 on SM10x: "auto" becomes fp8_e4m3; on SM90 it stays.
+    ("glm-auto-b200", "glm_moe_dsa", "auto", 10, ("fp8_e4m3", 1.0)),
+    ("glm-auto-h200", "glm_moe_dsa", "auto", 9, ("auto", None)),
+]
+
+
+@pytest.mark.parametrize(
+    ("model_type", "requested", "major", "expected"),
+    [row[1:] for row in KV_DTYPES],
+    ids=[row[0] for row in KV_DTYPES],
+)
+def test_sparse_mla_kv_dtype_follows_backend_choice(
+    model_type: str, requested: str, major: int, expected: tuple[str, float | None]
+) -> None:
+    assert (
+        sparse_mla_kv_dtype(attention({"model_type": model_type}), model_type, requested, major) == expected
+    )
+
+
+def test_dense_mla_keeps_its_kv_dtype() -> None:
+    dense = read_architecture(json.loads((CONFIGS / "deepseek-v3.json").read_text()), CONFIGS).attention
+    assert sparse_mla_kv_dtype(dense, "deepseek_v3", "fp8", 9) == ("fp8", None)
+
+
+def test_fp8_ds_mla_capacity_on_h200() -> None:
+    # 61 × (656 + 132) = 61 × 788 = 48,068 B a token; 64 × 48,068 = 3,076,352 B a block;
+    # 42,949,672,960 // 3,076,352 = 13,961 (13,961 × 3,076,352 = 42,948,950,272, 722,688 left);
+    # 13,961 / 2,560 = 5.4535; 13,961 × 64 = 893,504 tokens.
+    layout = attention()
+    _, element_bytes = sparse_mla_kv_dtype(layout, "deepseek_v32", "fp8", 9)
+    assert element_bytes is not None
+    assert kv_bytes_per_token(layout, element_bytes) == 48_068
+    capacity = kv_capacity_for(layout, BUDGET, 163_840, 64, element_bytes, IN_FLIGHT, 8)
+    assert (capacity.bytes_per_block, capacity.num_blocks, capacity.tokens) == (3_076_352, 13_961, 893_504)
+    assert capacity.logged_concurrency == "5.45"
