@@ -30,7 +30,14 @@ _ROUTER_SUFFIXES = (
     ".block_sparse_moe.gate.weight",
     ".router.weight",
     ".mlp.router.weight",
+    # Qwen-MoE's one-row gate of the shared expert: a ReplicatedLinear vLLM builds unquantized.
+    ".shared_expert_gate.weight",
 )
+# Gated DeltaNet's and Mamba's causal convolution: vLLM builds it without the quantization config.
+_CONVOLUTION_PARTS = (".conv1d.",)
+# Multi-token-prediction weights stored apart from the decoder layers (Qwen3-Next, Qwen3.5), which
+# vLLM's WeightsMapper drops ("mtp.": None) for plain serving.
+_MTP_ROOT = "mtp."
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +127,8 @@ def classify_tensor(name: str, shape: list[int]) -> TensorRole:
         return "bias"
     if "norm" in name or len(shape) == 1:
         return "norm"
+    if any(part in name for part in _CONVOLUTION_PARTS):
+        return "other"
     if len(shape) >= 2 and name.endswith(".weight"):
         return "linear"
     return "other"
@@ -139,11 +148,16 @@ _QUANT_METADATA_SUFFIXES = (
 
 
 def mtp_prefixes(arch: Architecture) -> tuple[str, ...]:
-    """Name prefixes of the multi-token-prediction layers, which vLLM skips for plain serving."""
+    """Name prefixes of the multi-token-prediction weights, which vLLM skips for plain serving.
+
+    DeepSeek-style layers past the decoder's (``model.layers.61.``), and Qwen3-Next's and Qwen3.5's
+    ``mtp.`` module.
+    """
     layers = range(arch.num_layers, arch.num_layers + arch.attention.mtp_layers)
-    return tuple(
+    numbered = tuple(
         f"{root}layers.{index}." for index in layers for root in ("model.", "", "model.language_model.")
     )
+    return (*numbered, _MTP_ROOT)
 
 
 def _parameters_of(header: TensorHeader) -> int:
@@ -171,17 +185,18 @@ _LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
 
 
 def layer_sizes_from_headers(
-    headers: list[TensorHeader], num_layers: int
+    headers: list[TensorHeader], num_layers: int, skip_prefixes: tuple[str, ...] = ()
 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
     """Each decoder layer's (parameters, Linear parameters, stored bytes), summed over its tensors.
 
-    Vision-tower layers and MTP layers (indices past ``num_layers``) are not decoder layers. None
-    when some layer has no tensor under a name quant-tui recognises (then sizes come from the config).
+    Vision-tower layers and MTP layers (indices past ``num_layers``, or names starting with one of
+    ``skip_prefixes``: ``mtp.layers.0.`` is no decoder layer 0) are not decoder layers. None when
+    some layer has no tensor under a name quant-tui recognises (then sizes come from the config).
     """
     params, linear, stored = [0] * num_layers, [0] * num_layers, [0] * num_layers
     for header in headers:
         found = _LAYER_INDEX.search(header.name)
-        if found is None:
+        if found is None or header.name.startswith(skip_prefixes):
             continue
         role = _role_of(header)
         index = int(found.group(1))
@@ -275,7 +290,7 @@ def inspect_model(folder: Path) -> ModelInfo:
         weight_bytes = 0
         loaded_bytes = checkpoint_bytes(shapes, layout).total
     tied = arch.tie_word_embeddings if not headers else counts.lm_head == 0
-    layers = layer_sizes_from_headers(headers, arch.num_layers) if headers else None
+    layers = layer_sizes_from_headers(headers, arch.num_layers, mtp_prefixes(arch)) if headers else None
     layer_params, layer_linear, layer_bytes = layers or layer_sizes_from_config(arch, layout)
     return ModelInfo(
         **(arch.shape() | {"tie_word_embeddings": tied}),

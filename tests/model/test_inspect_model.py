@@ -291,6 +291,12 @@ def test_bad_model_folders_give_one_line_errors(tmp_path: Path, break_it: object
         ("model.layers.0.block_sparse_moe.experts.3.w1.weight", [14336, 4096], "linear"),
         ("model.layers.0.mlp.gate_proj.weight", [14336, 4096], "linear"),
         ("vision_tower.encoder.layers.0.mlp.fc1.weight", [4096, 1024], "vision"),
+        # Qwen3-Next: the Gated DeltaNet convolution (conv_dim 2·16·128 + 32·128 = 8192, kernel 4) and the
+        # shared expert's one-row gate are built unquantized by vLLM; the projections are Linear.
+        ("model.layers.0.linear_attn.conv1d.weight", [8192, 1, 4], "other"),
+        ("model.layers.0.mlp.shared_expert_gate.weight", [1, 2048], "router"),
+        ("model.layers.0.linear_attn.in_proj_qkvz.weight", [12288, 2048], "linear"),
+        ("model.layers.0.mixer.conv1d.weight", [6448, 1, 4], "other"),  # Mamba2 (Granite-4.0-H)
     ],
 )
 def test_classify_tensor(name: str, shape: list[int], role: str) -> None:
