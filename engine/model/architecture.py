@@ -65,7 +65,8 @@ class AttentionLayout:
     def bytes_per_token_per_layer(self, kv_dtype_bytes: float, tensor_parallel_size: int = 1) -> int:
         """KV bytes one token takes in one layer on one rank (vLLM's AttentionSpec page / block size)."""
         elements = self.kv_heads_per_rank(tensor_parallel_size) * (self.head_size + self.head_size_v)
-        return int(elements * kv_dtype_bytes)
+        # round, not int: fp8_ds_mla's 656 bytes per 576-element latent come in as 656 / 576 per element.
+        return round(elements * kv_dtype_bytes)
 
     def indexer_count(self, stage_layers: range | None = None) -> int:
         """Layers with an indexer cache (among ``stage_layers``' decoder layers when given)."""

@@ -9,8 +9,8 @@ from engine.errors import QuantTuiError
 from engine.hardware.detect import HardwareTarget
 from engine.model.checkpoint_size import WeightBytes
 from engine.model.inspect_model import ModelInfo
-from engine.plan.kv_cache import KvCapacity
-from engine.plan.memory import DevicePlan, plan_cpu, plan_gpu
+from engine.plan.kv_cache import KvCapacity, sparse_mla_kv_dtype
+from engine.plan.memory import DevicePlan, attention_of, plan_cpu, plan_gpu
 from engine.plan.pipeline_stages import check_layer_partition
 from engine.plan.plan_request import PlanRequest, dtype_bytes
 from engine.plan.server_plan import CpuKvSpace, available_ram_bytes, cpu_kv_space
@@ -119,6 +119,10 @@ def fit_on_target(
     if target.kind == "cpu":
         return _fit_cpu(model, target, weights, max_model_len, request, sizing)
     util = request.gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION
+    # DeepSeek Sparse Attention models keep their latent in the dtype the GPU's sparse backend stores.
+    major = target.compute_capability[0] if target.compute_capability else 0
+    _, sparse_latent_bytes = sparse_mla_kv_dtype(attention_of(model), model.model_type, kv_cache_dtype, major)
+    latent_bytes = sizing.kv_bytes if sparse_latent_bytes is None else sparse_latent_bytes
 
     def plan(tp: int, pp: int) -> DevicePlan:
         return plan_gpu(
@@ -126,7 +130,7 @@ def fit_on_target(
             weights,
             target.memory_bytes,
             max_model_len,
-            sizing.kv_bytes,
+            latent_bytes,
             tp,
             pp,
             sizing.batched,

@@ -208,7 +208,7 @@ def plan_gpu(
     weights: WeightBytes,
     device_memory_bytes: int,
     max_model_len: int,
-    kv_dtype_bytes: int,
+    kv_dtype_bytes: float,
     tensor_parallel_size: int,
     pipeline_parallel_size: int,
     max_num_batched_tokens: int,

@@ -303,3 +303,25 @@ def test_nodes_with_stages_still_use_ray(models: dict[str, ModelInfo]) -> None:
     candidate = _bf16(models, "llama-3.1-70b", "H100x8", nodes=2, pipeline_parallel_size=2)
     assert "--distributed-executor-backend ray" in " ".join(candidate.vllm_args)
     assert candidate.cluster_steps[0].where == "head node" and len(candidate.cluster_steps) == 4
+
+
+@pytest.mark.parametrize(
+    ("gpu", "kv_cache_dtype", "bytes_per_token"),
+    [
+        # DeepSeek-V3.2: 61 layers, each a 576-element latent plus a 132-byte indexer entry (128 fp8 values
+        # + one float32 scale per 128), whatever the KV dtype.
+        ("H200x8", "auto", 78_324),  # 61 × (576 × 2 + 132)
+        # fp8 on Hopper is served by FLASHMLA_SPARSE, which stores the latent as fp8_ds_mla: 512 fp8
+        # values, 4 float32 scales and 64 bf16 rope values = 656 B: 61 × (656 + 132).
+        ("H200x8", "fp8", 48_068),
+        ("B200x8", "fp8", 43_188),  # FLASHINFER_MLA_SPARSE keeps plain fp8: 61 × (576 + 132)
+    ],
+)
+def test_sparse_attention_latent_follows_the_gpus_backend(
+    tmp_path: Path, gpu: str, kv_cache_dtype: str, bytes_per_token: int
+) -> None:
+    model = model_from_config(tmp_path, "deepseek-v3.2")
+    request = PlanRequest(max_model_len=32768, kv_cache_dtype=kv_cache_dtype)
+    candidate = as_is_candidate(recommend(model, target_from_spec(gpu), request))
+    assert candidate is not None
+    assert candidate.kv_cache_bytes_per_token == bytes_per_token
