@@ -99,29 +99,28 @@ def block_size_for(attention: AttentionLayout, cpu: bool, cpu_has_amx: bool = Tr
     return GPU_MLA_BLOCK_SIZE if attention.mla else GPU_BLOCK_SIZE
 
 
+def _visible_host_flags(cpuinfo: Path) -> frozenset[str]:
+    """The CPU flags vLLM's processes see (none from an emulated AVX2 host's above-AVX2 sets); empty if unreadable."""
+    from engine.hardware.cpu_isa import visible_cpu_flags
+
+    try:
+        flags = frozenset(cpuinfo.read_text(encoding="utf-8", errors="replace").split())
+    except OSError:
+        return frozenset()
+    return visible_cpu_flags(flags)
+
+
 def host_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether vLLM sees AMX tiles on this CPU (its CPU MLA backend and block size depend on it).
 
     An emulated AVX2 host (``QUANT_TUI_CPU_ISA=avx2``) has none: vLLM's processes are told so too.
     """
-    from engine.hardware.cpu_isa import visible_cpu_flags
-
-    try:
-        flags = frozenset(cpuinfo.read_text(encoding="utf-8", errors="replace").split())
-    except OSError:
-        return False
-    return "amx_tile" in visible_cpu_flags(flags)
+    return "amx_tile" in _visible_host_flags(cpuinfo)
 
 
 def host_has_avx512_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether vLLM's CPU platform sees AVX-512 BF16 (it then keeps an "auto" GDN/Mamba state in float32)."""
-    from engine.hardware.cpu_isa import visible_cpu_flags
-
-    try:
-        flags = frozenset(cpuinfo.read_text(encoding="utf-8", errors="replace").split())
-    except OSError:
-        return False
-    return "avx512_bf16" in visible_cpu_flags(flags)
+    return "avx512_bf16" in _visible_host_flags(cpuinfo)
 
 
 def state_dtype_bytes(
