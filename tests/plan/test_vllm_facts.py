@@ -25,6 +25,11 @@ CHECKS = [
         vllm_facts.CT_FP8.weight_only_min,
     ),
     (
+        f"{SCHEMES}.compressed_tensors_w8a16_fp8",
+        "CompressedTensorsW8A16Fp8",
+        vllm_facts.CT_FP8_W8A16.weight_only_min,
+    ),
+    (
         f"{SCHEMES}.compressed_tensors_w8a8_int8",
         "CompressedTensorsW8A8Int8",
         vllm_facts.CT_INT8_W8A8.w8a8_min,
@@ -93,3 +98,20 @@ def test_gpu_memory_utilization_default() -> None:
 
     field = CacheConfig.__dataclass_fields__["gpu_memory_utilization"]  # a pydantic dataclass
     assert field.default.default == vllm_facts.DEFAULT_GPU_MEMORY_UTILIZATION
+
+
+def test_fp8_weight_only_checkpoints_never_run_w8a8_and_have_no_cpu_kernel() -> None:
+    # vllm_facts.CT_FP8_W8A16: a config group without input_activations is no W8A8 scheme, a W8A16 one
+    # (compressed_tensors.py::_get_scheme_from_parts), and its kernels are CUDA's and XPU's only.
+    from compressed_tensors.quantization import QuantizationArgs
+    from vllm.model_executor.kernels.linear import _POSSIBLE_WFP8A16_KERNELS
+    from vllm.model_executor.layers.quantization.compressed_tensors.compressed_tensors import (
+        CompressedTensorsConfig,
+    )
+    from vllm.platforms import PlatformEnum
+
+    weights = QuantizationArgs(num_bits=8, type="float", symmetric=True, strategy="channel", dynamic=False)
+    assert not CompressedTensorsConfig._is_fp8_w8a8(weights, None)
+    assert CompressedTensorsConfig._is_fp8_w8a16(weights, None)
+    assert _POSSIBLE_WFP8A16_KERNELS[PlatformEnum.CPU] == []
+    assert vllm_facts.CT_FP8_W8A16.w8a8_min is None and not vllm_facts.CT_FP8_W8A16.cpu

@@ -1,0 +1,74 @@
+"""A checkpoint's own quantization_config read into the format, the scheme text and the method it is planned as."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.model.existing_quantization import detect_quantization
+from tests.plan.model_configs import published_config
+
+# RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8's quantization_config (tests/fixtures/configs): FP8 W8A8, static
+# per-tensor activations.
+PUBLISHED_FP8_W8A8 = published_config("llama-3.1-8b-instruct-fp8")["quantization_config"]
+
+
+def fp8_weight_only(strategy: str, block: list[int] | None = None) -> dict[str, Any]:
+    """The config llm-compressor writes for its FP8 weight-only recipes.
+
+    vllm-project/llm-compressor tests/e2e/vLLM/recipes/FP8/recipe_fp8_weight_only_channel.yaml and
+    recipe_fp8_weight_only_per_tensor.yaml: a config group with ``weights: {num_bits: 8, type: float,
+    symmetric: true, strategy: channel|tensor, dynamic: false}`` and no input_activations, saved
+    ``float-quantized``; the rest as the published W8A8 config above carries it.
+    """
+    config = copy.deepcopy(PUBLISHED_FP8_W8A8)
+    config["format"] = "float-quantized"
+    group = config["config_groups"]["group_0"]
+    group["input_activations"] = None
+    group["weights"].update(strategy=strategy, block_structure=block)
+    return config
+
+
+CASES = [
+    (PUBLISHED_FP8_W8A8, "compressed-tensors", "FP8 W8A8, per tensor", "fp8"),
+    (fp8_weight_only("channel"), "compressed-tensors", "FP8 weight-only (W8A16), per channel", "fp8-w8a16"),
+    (fp8_weight_only("tensor"), "compressed-tensors", "FP8 weight-only (W8A16), per tensor", "fp8-w8a16"),
+    # vLLM's _is_fp8_w8a16 takes block weights as well (Marlin FP8 with block scales).
+    (
+        fp8_weight_only("block", [128, 128]),
+        "compressed-tensors",
+        "FP8 weight-only (W8A16), 128x128 blocks",
+        "fp8-w8a16",
+    ),
+    # Qwen/Qwen3-8B-FP8's config (tests/fixtures/configs/qwen3-8b-fp8.json): Fp8Config has no weight-only
+    # scheme (activation_scheme is "static" or "dynamic").
+    (
+        published_config("qwen3-8b-fp8")["quantization_config"],
+        "fp8",
+        "FP8 W8A8, 128x128 blocks",
+        "fp8",
+    ),
+    # ModelOpt algos as vLLM 0.32 reads them (modelopt.py::resolve): FP8_PB_WO quantizes activations per
+    # 128 block despite its name; W4A16_NVFP4 is NVFP4 weight-only.
+    ({"quant_method": "modelopt", "quant_algo": "FP8"}, "modelopt", "FP8", "fp8"),
+    ({"quant_method": "modelopt", "quant_algo": "FP8_PB_WO"}, "modelopt", "FP8_PB_WO", "fp8"),
+    ({"quant_method": "modelopt", "quant_algo": "NVFP4", "group_size": 16}, "modelopt", "NVFP4", "nvfp4"),
+    (
+        {"quant_method": "modelopt", "quant_algo": "W4A16_NVFP4", "group_size": 16},
+        "modelopt",
+        "NVFP4 weight-only (W4A16_NVFP4)",
+        "nvfp4a16",
+    ),
+]
+
+
+@pytest.mark.parametrize(("quantization_config", "method", "scheme", "recommend_as"), CASES)
+def test_a_published_quantization_config_is_read_as_vllm_serves_it(
+    quantization_config: dict[str, Any], method: str, scheme: str, recommend_as: str
+) -> None:
+    found = detect_quantization({"quantization_config": quantization_config}, Path("/nonexistent"), [])
+    assert found is not None
+    assert (found.method, found.scheme, found.recommend_as) == (method, scheme, recommend_as)
