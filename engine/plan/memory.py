@@ -10,6 +10,7 @@ from engine.model.checkpoint_size import WeightBytes
 from engine.model.inspect_model import ModelInfo
 from engine.model.param_count import ceil_div
 from engine.plan import kv_cache
+from engine.plan.gpu_block_size import DEFAULT_COMPUTE_CAPABILITY, gpu_block_size, is_mm_prefix_lm
 from engine.plan.gpu_memory import GpuMemoryBreakdown, gpu_memory_breakdown
 from engine.plan.kv_cache import (
     KvCapacity,
@@ -217,6 +218,8 @@ def plan_gpu(
     enforce_eager: bool = False,
     dtype_bytes: int = 2,
     layer_partition: tuple[int, ...] | None = None,
+    compute_capability: tuple[int, int] | None = None,
+    kv_cache_dtype: str = "auto",
 ) -> DevicePlan:
     """Plans the tightest GPU's memory as vLLM's GPU worker does (see ``gpu_memory``), then its KV cache.
 
@@ -227,10 +230,17 @@ def plan_gpu(
     tensor-parallel ranks.
     Each stage's KV cache holds its own layers; vLLM cuts every stage to the smallest block count,
     so that stage's plan is returned. ``dtype_bytes`` is the activation ``--dtype``'s (the profile
-    run's peak scales with it; ``kv_dtype_bytes`` is the cache's).
+    run's peak scales with it; ``kv_dtype_bytes`` is the cache's). The block size is the attention
+    backend's for the GPU's ``compute_capability`` (None: Hopper) and ``kv_cache_dtype``
+    (``gpu_block_size``).
     """
     attention = attention_of(model)
-    block_size = block_size_for(attention, cpu=False)
+    block_size = gpu_block_size(
+        attention,
+        compute_capability or DEFAULT_COMPUTE_CAPABILITY,
+        kv_cache_dtype,
+        is_mm_prefix_lm(model.architecture, model.is_multimodal),
+    )
     # Async scheduling (the GPU default with PP 1) keeps two batches in flight; PP keeps one per stage.
     in_flight = (2 if pipeline_parallel_size == 1 else pipeline_parallel_size) * max_num_batched_tokens
     stages = pipeline_stages(

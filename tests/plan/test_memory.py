@@ -142,9 +142,13 @@ def test_deepseek_v3_on_eight_h200_holds_about_twenty_32k_sequences(tmp_path: Pa
     """Issue 9's case: vLLM holds about 20 sequences of 32k on 8× H200 (planned at 6.6 before MLA)."""
     model = model_from_config(tmp_path, "deepseek-v3")
     h200 = 143_771 * 1024**2  # NVML total of an H200
-    plan = plan_gpu(model, weight_bytes(model, "fp8"), h200, 32768, 2, 8, 1, 16384, 1024)
+    plan = plan_gpu(
+        model, weight_bytes(model, "fp8"), h200, 32768, 2, 8, 1, 16384, 1024, compute_capability=(9, 0)
+    )
     assert plan.kv_bytes_per_token == 70_272  # the MLA latent, whole on every rank
-    assert plan.capacity.block_size == 64  # FlashMLA
+    # FLASH_ATTN_MLA (SM90, bf16 latent: MultipleOf(16)) precedes FlashMLA's 64 in vLLM 0.32's priorities.
+    assert plan.capacity.block_size == 16
+    assert plan.capacity.bytes_per_block == 61 * 576 * 2 * 16  # 1,124,352
     assert 18 < plan.capacity.max_concurrency < 22
 
 

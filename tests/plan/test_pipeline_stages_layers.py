@@ -74,17 +74,20 @@ def test_deepseek_v3_stages_hold_their_own_dense_and_moe_layers(
 # 32,768 context, bf16 KV, 16,384 batched tokens, 1,024 sequences, CUDA graphs (1 GiB), NCCL 2.1 GiB:
 #   peak: hidden 16,384 × 7,168 × 5 B = 587,202,560 + fused MoE 16,384 × 8 × (7,168 + 256) × 2 B =
 #     1,946,157,056; the last stage adds the sampler 1,024 × 129,280 × 14 B = 1,853,358,080.
-#   stage 0: 325,938,800,416 / 8 = 40,742,350,052 → 92,090,125,167 B / (31 × 64 × 1,152) = 40,292 blocks
-#   stage 1: 347,211,781,696 / 8 = 43,401,472,712 → 87,577,644,427 B / (30 × 73,728) = 39,594 blocks
-# The last stage is the tightest (the even split had said the first, with 39,410): 39,594 / 512
-# blocks a request = 77.33x, 2,534,016 tokens.
+# Block 16: FLASH_ATTN_MLA (SM90, bf16 latent) precedes FlashMLA's 64 (platforms/cuda.py priorities).
+#   stage 0: 325,938,800,416 / 8 = 40,742,350,052 → 92,090,125,167 B / (31 × 16 × 1,152) = 161,168 blocks
+#   stage 1: 347,211,781,696 / 8 = 43,401,472,712 → 87,577,644,427 B / (30 × 18,432) = 158,379 blocks
+# The last stage is the tightest (the even split had said the first): 158,379 / 2,048 blocks a
+# request = 77.33x, 158,379 × 16 = 2,534,064 tokens.
 def test_deepseek_v3_on_two_boxes_of_eight_h200_is_held_to_the_last_stage(deepseek: ModelInfo) -> None:
     h200 = 143_771 * 1024**2
-    plan = plan_gpu(deepseek, weight_bytes(deepseek, "fp8"), h200, 32768, 2, 8, 2, 16384, 1024)
+    plan = plan_gpu(
+        deepseek, weight_bytes(deepseek, "fp8"), h200, 32768, 2, 8, 2, 16384, 1024, compute_capability=(9, 0)
+    )
     assert plan.weights_bytes == 43_401_472_712
     assert plan.kv_budget_bytes == 87_577_644_427
-    assert (plan.capacity.num_blocks, plan.capacity.bytes_per_block) == (39_594, 30 * 73_728)
-    assert (plan.capacity.tokens, plan.capacity.logged_concurrency) == (2_534_016, "77.33")
+    assert (plan.capacity.num_blocks, plan.capacity.bytes_per_block) == (158_379, 30 * 18_432)
+    assert (plan.capacity.tokens, plan.capacity.logged_concurrency) == (2_534_064, "77.33")
 
 
 # Llama-4 with interleave_moe_layer_step 2 (Maverick's layout on Scout's shape), h 5,120, 40 heads,
