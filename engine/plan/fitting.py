@@ -139,6 +139,8 @@ def fit_on_target(
             dtype_bytes=sizing.activation_bytes,
             # The partition is the asked stages'; a search over more boxes plans vLLM's own split.
             layer_partition=partition if partition is not None and len(partition) == pp else None,
+            compute_capability=target.compute_capability,
+            kv_cache_dtype=kv_cache_dtype,
         )
 
     check_layout(request, target)
