@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.errors import ModelError
+from engine.model import hybrid_layers
 from engine.model.config_class_defaults import (
     ALTERNATING_SLIDING,
     CONFIG_CLASS_DEFAULTS,
@@ -19,8 +20,8 @@ from engine.model.config_class_defaults import (
 )
 from engine.model.recurrent_state import RecurrentState, linear_attention_state, linear_layer_names
 
-# "linear": a Gated DeltaNet layer, which keeps a fixed-size recurrent state instead of per-token KV.
-LayerAttention = Literal["full", "sliding", "chunked", "linear"]
+# "linear": a Gated DeltaNet or Mamba layer (a fixed-size state, no per-token KV); "none": no mixer, no cache.
+LayerAttention = Literal["full", "sliding", "chunked", "linear", "none"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +29,7 @@ class AttentionLayout:
     """What each decoder layer caches per token, as vLLM's attention layers declare it.
 
     Attributes:
-        layer_kinds: one entry per decoder layer that owns a KV cache or state, in order (MTP layers excluded).
+        layer_kinds: one entry per decoder layer, in order (MTP layers excluded); "none" owns no cache.
         num_kv_heads: KV heads over all ranks (1 for MLA: one latent vector per token).
         head_size: elements of one head's key (MLA: kv_lora_rank + qk_rope_head_dim).
         head_size_v: elements of one head's value (0 for MLA, whose latent serves both).
@@ -97,6 +98,8 @@ class AttentionLayout:
             parts.append(f"{self.count('chunked')} chunked ({self.attention_chunk_size})")
         if self.count("linear"):
             parts.append(f"{self.count('linear')} linear ({self.state.mixer.upper() if self.state else '?'})")
+        if self.count("none"):
+            parts.append(f"{self.count('none')} without cache")
         if parts:
             if self.count("full"):
                 parts.append(f"{self.count('full')} full")
@@ -257,6 +260,8 @@ def _layer_kinds(
             kinds.append("chunked")
         elif name == "linear_attention" and state is not None:
             kinds.append("linear")
+        elif name in hybrid_layers.MIXERLESS_NAMES and state is not None:
+            kinds.append("none")
         else:
             kinds.append("full")
     return tuple(kinds)
@@ -300,7 +305,9 @@ def _moe_layout(
             default=1,
         )
     )
-    if text.get("moe_layers") is not None:
+    if (hybrid := hybrid_layers.hybrid_moe_layers(text, num_layers)) is not None:  # Nemotron-H, Jamba
+        layers = hybrid
+    elif text.get("moe_layers") is not None:
         layers = [int(i) for i in text["moe_layers"]]
     elif text.get("interleave_moe_layer_step") is not None:  # Llama-4
         step = int(text["interleave_moe_layer_step"])
@@ -317,6 +324,7 @@ def _moe_layout(
     if model_type == "llama4_text":
         expert_width = intermediate  # Llama-4's dense layers use intermediate_size_mlp instead
     shared = int(first_key(text, "shared_expert_intermediate_size", "shared_intermediate_size", default=0))
+    shared = hybrid_layers.nemotron_h_shared_width(text) if model_type == "nemotron_h" else shared
     if not shared and text.get("n_shared_experts"):
         shared = int(text["n_shared_experts"]) * expert_width
     if not shared and model_type == "llama4_text":
@@ -327,7 +335,8 @@ def _moe_layout(
 def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:
     """Pulls the shape numbers out of a config, whatever the model family calls them."""
     text = text_config(config)
-    text = {**CONFIG_CLASS_DEFAULTS.get(str(text.get("model_type")), {}), **text}
+    defaults = hybrid_layers.hybrid_defaults(text)  # Nemotron-H's layer count where the file has none
+    text = {**CONFIG_CLASS_DEFAULTS.get(str(text.get("model_type")), {}), **defaults, **text}
     architectures = config.get("architectures") or text.get("architectures") or []
     architecture = str(architectures[0]) if architectures else str(text.get("model_type", "unknown"))
     model_type = str(text.get("model_type") or config.get("model_type") or "unknown")

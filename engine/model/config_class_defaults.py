@@ -26,6 +26,8 @@ UNTIED_BY_DEFAULT = {
     "qwen3_5_moe",
     "qwen3_5_moe_text",
     "granitemoehybrid",
+    "nemotron_h",
+    "jamba",
 }
 # vLLM's ModelArchConfigConvertor.is_deepseek_mla list: these cache one latent vector per layer.
 MLA_MODEL_TYPES = frozenset(

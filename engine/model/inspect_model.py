@@ -30,6 +30,7 @@ _ROUTER_SUFFIXES = (
     ".block_sparse_moe.gate.weight",
     ".router.weight",
     ".mlp.router.weight",
+    ".mixer.gate.weight",  # Nemotron-H's MoE router (NemotronHMoE.gate)
     # Qwen-MoE's one-row gate of the shared expert: a ReplicatedLinear vLLM builds unquantized.
     ".shared_expert_gate.weight",
 )
@@ -117,7 +118,9 @@ def classify_tensor(name: str, shape: list[int]) -> TensorRole:
     """Says what a checkpoint tensor is, which decides whether a quantizer touches it."""
     if any(part in name for part in _VISION_PARTS):
         return "vision"
-    if "embed_tokens" in name or name.endswith(("wte.weight", "word_embeddings.weight", "embed.weight")):
+    # Nemotron-H (and Mamba) checkpoints: "backbone.embeddings.weight" (transformers 5: "model.embeddings").
+    embeddings = ("wte.weight", "word_embeddings.weight", "embed.weight", "backbone.embeddings.weight")
+    if "embed_tokens" in name or name.endswith((*embeddings, "model.embeddings.weight")):
         return "embedding"
     if name.startswith("lm_head") or name.endswith(("lm_head.weight", "output.weight")):
         return "lm_head"

@@ -6,36 +6,19 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from engine.model.architecture import Architecture, first_key
+from engine.model.linear_shape import DECODER_LINEAR_PARTS, LinearShape
+from engine.model.linear_shape import Part as Part  # checkpoint_size imports it from here
+from engine.model.mamba_params import mamba_mixer_shapes
 
-Part = Literal[
-    "attention", "linear_attention", "mlp", "experts", "shared_expert", "router", "vision", "lm_head"
-]
-# Parts a weight quantizer targets in the decoder (routers, vision towers and lm_head usually stay 16-bit).
-DECODER_LINEAR_PARTS: tuple[Part, ...] = ("attention", "linear_attention", "mlp", "experts", "shared_expert")
 # Full-attention layers of these gate their output with a second half of q_proj (vLLM's
 # Qwen3NextAttention: ``attn_output_gate``, True unless the config says otherwise).
 _OUTPUT_GATED = {"qwen3_next", "qwen3_5_text", "qwen3_5_moe_text"}
-
-
-@dataclass(frozen=True, slots=True)
-class LinearShape:
-    """``count`` weight matrices of one shape (one per layer, or per layer and expert).
-
-    Attributes:
-        module: the module's name inside a decoder layer (or the tower), e.g. ``self_attn.q_proj``.
-        part: what it belongs to, which decides whether a checkpoint format quantizes it.
-    """
-
-    module: str
-    part: Part
-    in_features: int
-    out_features: int
-    count: int
-
-    @property
-    def numel(self) -> int:
-        """Weights over all ``count`` matrices."""
-        return self.in_features * self.out_features * self.count
+# vLLM's NemotronHMLP: up_proj and down_proj (relu2), no gate; its experts too (``is_non_gated_moe``).
+_NON_GATED_MLP = {"nemotron_h"}
+# Nemotron-H's decoder layers hold one mixer (Mamba2, attention, MLP or MoE) after one RMSNorm.
+_ONE_NORM_PER_LAYER = {"nemotron_h"}
+Mixer = Literal["attention", "linear", None]
+Ffn = Literal["moe", "dense", None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,24 +147,15 @@ def _linear_attention(arch: Architecture, layers: int) -> tuple[list[LinearShape
     in_proj_qkvz (q, k: key heads × key dim; v, z: value heads × value dim), in_proj_ba (one b and
     one a per value head), out_proj; conv1d (conv_dim × kernel), dt_bias, A_log and the gated
     RMSNorm (value dim) are vectors here. Qwen3.5's checkpoint splits the same rows into
-    in_proj_qkv / in_proj_z / in_proj_b / in_proj_a. A Mamba2 layer (mamba_mixer2.py::MambaMixer2):
-    in_proj (x, z: heads × head dim; B, C: groups × state; dt: one per head), out_proj; conv1d with
-    its bias (``mamba_conv_bias``, default True), dt_bias, A_log, D and the gated norm as vectors.
+    in_proj_qkv / in_proj_z / in_proj_b / in_proj_a. Mamba layers: ``mamba_params.mamba_mixer_shapes``.
     """
     state = arch.attention.state
     if state is None or not layers:
         return [], 0
     h = arch.hidden_size
     keys, values = state.key_heads * state.key_dim, state.value_heads * state.value_dim
-    if state.mixer == "mamba2":
-        shapes = [
-            LinearShape(
-                "mamba.in_proj", "linear_attention", h, 2 * values + 2 * keys + state.value_heads, layers
-            ),
-            LinearShape("mamba.out_proj", "linear_attention", values, h, layers),
-        ]
-        conv_bias = state.conv_dim if arch.text.get("mamba_conv_bias", True) else 0
-        return shapes, state.conv_dim * state.conv_kernel + conv_bias + 3 * state.value_heads + values
+    if state.mixer != "gdn":
+        return mamba_mixer_shapes(arch, layers)
     shapes = [
         LinearShape("linear_attn.in_proj_qkvz", "linear_attention", h, 2 * keys + 2 * values, layers),
         LinearShape("linear_attn.in_proj_ba", "linear_attention", h, 2 * state.value_heads, layers),
@@ -200,7 +174,11 @@ def _mlp(arch: Architecture, moe_layers: int, dense_layers: int) -> tuple[list[L
     if arch.moe is None:
         dense_layers += moe_layers
         moe_layers = 0
-    if dense_layers:
+    gated = arch.model_type not in _NON_GATED_MLP
+    if dense_layers and not gated:
+        shapes.append(LinearShape("mlp.up_proj", "mlp", h, dense_width, dense_layers))
+        shapes.append(LinearShape("mlp.down_proj", "mlp", dense_width, h, dense_layers))
+    elif dense_layers:
         fused = arch.model_type == "phi3"
         if fused:
             shapes.append(LinearShape("mlp.gate_up_proj", "mlp", h, 2 * dense_width, dense_layers))
@@ -212,19 +190,21 @@ def _mlp(arch: Architecture, moe_layers: int, dense_layers: int) -> tuple[list[L
     if moe is not None and moe_layers:
         experts, width = moe.num_experts, moe.expert_intermediate_size
         shapes += [
-            LinearShape("mlp.experts.gate_up_proj", "experts", h, 2 * width, moe_layers * experts),
+            LinearShape("mlp.experts.gate_up_proj", "experts", h, (1 + gated) * width, moe_layers * experts),
             LinearShape("mlp.experts.down_proj", "experts", width, h, moe_layers * experts),
             LinearShape("mlp.gate", "router", h, experts, moe_layers),
         ]
         if moe.shared_intermediate_size:
             shared = moe.shared_intermediate_size
             shapes += [
-                LinearShape("mlp.shared_experts.gate_up_proj", "shared_expert", h, 2 * shared, moe_layers),
+                LinearShape(
+                    "mlp.shared_experts.gate_up_proj", "shared_expert", h, (1 + gated) * shared, moe_layers
+                ),
                 LinearShape("mlp.shared_experts.down_proj", "shared_expert", shared, h, moe_layers),
             ]
         if "shared_expert_intermediate_size" in text and moe.shared_intermediate_size:
             vectors += moe_layers * h  # Qwen2-MoE's shared_expert_gate (one output)
-        if text.get("topk_method") == "noaux_tc":
+        if text.get("topk_method") == "noaux_tc" or arch.model_type == "nemotron_h":
             vectors += moe_layers * experts  # DeepSeek-V3's e_score_correction_bias
         if arch.model_type == "gpt_oss":
             vectors += moe_layers * (experts + experts * (2 * width + h))  # router and expert biases
@@ -282,23 +262,42 @@ def _vision(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape]
 
 
 def _norms_per_layer(arch: Architecture) -> int:
+    if arch.model_type in _ONE_NORM_PER_LAYER:
+        return arch.hidden_size
     return (4 if arch.model_type in {"gemma2", "gemma3", "gemma3_text"} else 2) * arch.hidden_size
+
+
+def _mixer_of(arch: Architecture, index: int) -> Mixer:
+    """Layer ``index``'s sequence mixer: attention, a linear (GDN / Mamba) one, or none (kind "none")."""
+    kinds = arch.attention.layer_kinds
+    kind = kinds[index] if index < len(kinds) else "full"
+    return None if kind == "none" else "linear" if kind == "linear" else "attention"
+
+
+def _ffn_of(arch: Architecture, index: int) -> Ffn:
+    """Layer ``index``'s feed-forward part: MoE, a dense MLP, or none (Nemotron-H's mixer layers)."""
+    if arch.moe is not None and index in arch.moe.moe_layers:
+        return "moe"
+    if arch.model_type in _ONE_NORM_PER_LAYER:  # Nemotron-H: only "-" layers (kind "none", not MoE) are MLPs
+        return "dense" if _mixer_of(arch, index) is None else None
+    return "dense"
 
 
 def model_shapes(arch: Architecture) -> ModelShapes:
     """Every matrix vLLM allocates for the model, from its config (MTP layers counted apart)."""
     layers, h = arch.num_layers, arch.hidden_size
-    moe_layers = len(arch.moe.moe_layers) if arch.moe else 0
-    linear_layers = arch.attention.count("linear")
-    attention, attention_vectors = _attention(arch, layers - linear_layers)
+    mixers = [_mixer_of(arch, index) for index in range(layers)]
+    ffns = [_ffn_of(arch, index) for index in range(layers)]
+    attention_layers, linear_layers = mixers.count("attention"), mixers.count("linear")
+    attention, attention_vectors = _attention(arch, attention_layers)
     gdn, gdn_vectors = _linear_attention(arch, linear_layers)
-    mlp, mlp_vectors = _mlp(arch, moe_layers, layers - moe_layers)
+    mlp, mlp_vectors = _mlp(arch, ffns.count("moe"), ffns.count("dense"))
     linears = attention + gdn + mlp
     embedding = arch.vocab_size * h
     if not arch.tie_word_embeddings:
         linears.append(LinearShape("lm_head", "lm_head", h, arch.vocab_size, 1))
     vision, vision_vectors = _vision(arch.config, h)
-    vectors = (layers - linear_layers) * attention_vectors + linear_layers * gdn_vectors
+    vectors = attention_layers * attention_vectors + linear_layers * gdn_vectors
     vectors += layers * _norms_per_layer(arch) + mlp_vectors + h  # final norm
     mtp = 0
     if arch.attention.mtp_layers:
@@ -317,23 +316,20 @@ def decoder_layer_shapes(arch: Architecture) -> tuple[ModelShapes, ...]:
 
     Layers differ where the MLP does: DeepSeek's ``first_k_dense_replace`` dense layers before the
     MoE ones, Llama-4's ``interleave_moe_layer_step``, Qwen-MoE's ``mlp_only_layers`` (the MoE
-    layout's ``moe_layers``), and where the mixer does: Gated DeltaNet layers (``linear``) beside
-    full-attention ones. Their sum plus the vocabulary matrices, final norm and vision tower is
+    layout's ``moe_layers``), and where the mixer does: Gated DeltaNet and Mamba layers (``linear``)
+    beside full-attention ones; a Nemotron-H layer holds one mixer only (Mamba2, attention, MLP or MoE). Their sum plus the vocabulary matrices, final norm and vision tower is
     ``model_shapes``; MTP layers are not among them.
     """
-    moe_layers = set(arch.moe.moe_layers) if arch.moe else set()
-    mixers = {False: _attention(arch, 1), True: _linear_attention(arch, 1)}
-    by_kind: dict[tuple[bool, bool], ModelShapes] = {}
-    for is_moe in (False, True):
-        mlp, mlp_vectors = _mlp(arch, int(is_moe), int(not is_moe))
-        for is_linear, (mixer, mixer_vectors) in mixers.items():
+    mixers = {None: ([], 0), "attention": _attention(arch, 1), "linear": _linear_attention(arch, 1)}
+    ffns = {None: ([], 0), "moe": _mlp(arch, 1, 0), "dense": _mlp(arch, 0, 1)}
+    by_kind: dict[tuple[Mixer, Ffn], ModelShapes] = {}
+    for index in range(arch.num_layers):
+        kind = (_mixer_of(arch, index), _ffn_of(arch, index))
+        if kind not in by_kind:
+            (mixer, mixer_vectors), (mlp, mlp_vectors) = mixers[kind[0]], ffns[kind[1]]
             vectors = mixer_vectors + _norms_per_layer(arch) + mlp_vectors
-            by_kind[is_moe, is_linear] = ModelShapes(tuple(mixer + mlp), vectors, 0, 0, 0)
-    kinds = arch.attention.layer_kinds
-    return tuple(
-        by_kind[index in moe_layers, index < len(kinds) and kinds[index] == "linear"]
-        for index in range(arch.num_layers)
-    )
+            by_kind[kind] = ModelShapes(tuple(mixer + mlp), vectors, 0, 0, 0)
+    return tuple(by_kind[_mixer_of(arch, index), _ffn_of(arch, index)] for index in range(arch.num_layers))
 
 
 def estimate_params(arch: Architecture) -> ParamCounts:
@@ -347,7 +343,8 @@ def active_params(arch: Architecture) -> int:
     if arch.moe is None:
         return counts.total - counts.vision
     moe = arch.moe
-    routed = 3 * arch.hidden_size * moe.expert_intermediate_size * len(moe.moe_layers)
+    matrices = 2 if arch.model_type in _NON_GATED_MLP else 3
+    routed = matrices * arch.hidden_size * moe.expert_intermediate_size * len(moe.moe_layers)
     return counts.total - counts.vision - routed * (moe.num_experts - moe.experts_per_token)
 
 

@@ -1,16 +1,26 @@
-"""The recurrent state of linear-attention (Gated DeltaNet) and Mamba2 layers, read from config.json as vLLM sizes it."""
+"""The recurrent state of linear-attention (Gated DeltaNet) and Mamba layers, read from config.json as vLLM sizes it."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Mixer = Literal["gdn", "mamba2"]
+from engine.model.hybrid_layers import hybrid_layer_names
+
+Mixer = Literal["gdn", "mamba2", "mamba1"]
 # vLLM's Qwen3NextForCausalLM / Qwen3_5*ForCausalLM / Qwen3_5*ForConditionalGeneration: Gated DeltaNet
 # layers where ``layer_types`` says "linear_attention" (transformers fills it from full_attention_interval).
 GDN_MODEL_TYPES = frozenset({"qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"})
 # vLLM's GraniteMoeHybridForCausalLM (Granite-4.0-H): Mamba2 layers where ``layer_types`` says "mamba".
 MAMBA2_MODEL_TYPES = frozenset({"granitemoehybrid"})
+# vLLM's NemotronHForCausalLM: Mamba2 layers where ``hybrid_override_pattern`` says "M".
+NEMOTRON_H_MODEL_TYPES = frozenset({"nemotron_h"})
+# vLLM's JambaForCausalLM: Mamba1 (MambaMixer) layers wherever a layer is not attention.
+MAMBA1_MODEL_TYPES = frozenset({"jamba"})
+# NemotronHForCausalLMConfig.DEFAULT_MAMBA_SSM_CACHE_DTYPE (vllm/model_executor/models/config.py), which is
+# also transformers' NemotronHConfig.mamba_ssm_cache_dtype default: the SSM state is kept in float32.
+NEMOTRON_H_SSM_DTYPE = "float32"
 # transformers' remap_legacy_layer_types: the names hybrid configs used before "linear_attention".
 _LEGACY_NAMES = {"mamba": "linear_attention", "attention": "full_attention"}
 _FLOAT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -26,10 +36,12 @@ class RecurrentState:
     request, whatever its length (``MambaSpec``); the state is the same for every such layer. A Mamba2
     layer (``mamba2_state_shape``) is the same with groups for key heads and the SSM state size for
     the key dim: conv ``(kernel - 1, (heads·head_dim + 2·groups·state) / tp)``, temporal ``(heads / tp,
-    head_dim, state)``, the groups raised to ``tp`` when they do not split over it.
+    head_dim, state)``, the groups raised to ``tp`` when they do not split over it. A Mamba1 layer
+    (``mamba1_state_shape``, Jamba) has no heads: conv ``(kernel - 1, inner / tp)``, temporal
+    ``(inner / tp, state)``; it is stored with ``value_heads = inner``, ``value_dim = 1``, no key heads.
 
     Attributes:
-        mixer: the layer kind ("gdn": Gated DeltaNet, "mamba2").
+        mixer: the layer kind ("gdn": Gated DeltaNet, "mamba2", "mamba1").
         key_heads, value_heads, key_dim, value_dim: the linear attention's heads and head sizes
             (Mamba2: groups, heads, state size, head dim).
         conv_kernel: the causal convolution's width (the state keeps ``conv_kernel - 1`` steps).
@@ -50,9 +62,12 @@ class RecurrentState:
         """Channels of the causal conv over q, k and v (all ranks)."""
         return 2 * self.key_heads * self.key_dim + self.value_heads * self.value_dim
 
-    def shapes(self, tensor_parallel_size: int = 1) -> tuple[tuple[int, int], tuple[int, int, int]]:
+    def shapes(self, tensor_parallel_size: int = 1) -> tuple[tuple[int, int], tuple[int, ...]]:
         """(conv, temporal) state shapes on one rank, in vLLM's default "SD" conv layout."""
         conv_dim = self.conv_dim
+        if self.mixer == "mamba1":
+            inner = self.value_heads // tensor_parallel_size
+            return (self.conv_kernel - 1, inner), (inner, self.key_dim)
         if self.mixer == "mamba2" and self.key_heads % tensor_parallel_size:
             conv_dim += (
                 2 * (tensor_parallel_size - self.key_heads) * self.key_dim
@@ -63,9 +78,7 @@ class RecurrentState:
     def page_bytes(self, conv_dtype_bytes: int, ssm_dtype_bytes: int, tensor_parallel_size: int = 1) -> int:
         """One request's state in one layer on one rank (``MambaSpec.page_size_bytes`` before padding)."""
         conv, temporal = self.shapes(tensor_parallel_size)
-        return (
-            conv[0] * conv[1] * conv_dtype_bytes + temporal[0] * temporal[1] * temporal[2] * ssm_dtype_bytes
-        )
+        return conv[0] * conv[1] * conv_dtype_bytes + math.prod(temporal) * ssm_dtype_bytes
 
     @property
     def checkpoint_pages(self) -> int:
@@ -79,9 +92,13 @@ class RecurrentState:
 
 
 def linear_attention_state(text: dict[str, Any], model_type: str) -> RecurrentState | None:
-    """The Gated DeltaNet state of a Qwen3-Next / Qwen3.5 config, Granite-4.0-H's Mamba2 one, else None."""
+    """The Gated DeltaNet state of a Qwen3-Next / Qwen3.5 config, the Mamba one of Granite-4.0-H, Nemotron-H, Jamba."""
     if model_type in MAMBA2_MODEL_TYPES:
         return _granite_mamba2_state(text)
+    if model_type in NEMOTRON_H_MODEL_TYPES:
+        return _nemotron_h_mamba2_state(text)
+    if model_type in MAMBA1_MODEL_TYPES:
+        return _jamba_mamba1_state(text)
     if model_type not in GDN_MODEL_TYPES or not text.get("linear_num_value_heads"):
         return None
     dtype = text.get("mamba_ssm_dtype")
@@ -112,13 +129,50 @@ def _granite_mamba2_state(text: dict[str, Any]) -> RecurrentState:
     )
 
 
+def _nemotron_h_mamba2_state(text: dict[str, Any]) -> RecurrentState:
+    """vLLM's NemotronHForCausalLM.get_mamba_state_shape_from_config / _dtype_from_config.
+
+    Shape from ``mamba_num_heads``, ``mamba_head_dim``, ``n_groups``, ``ssm_state_size`` and
+    ``conv_kernel`` (transformers' NemotronHConfig defaults 128, 64, 8, 128, 4; older files spell
+    the last two ``mamba_n_groups``, ``mamba_d_conv``); the temporal state in the config's
+    ``mamba_ssm_cache_dtype``, float32 when unset (NemotronHForCausalLMConfig.update_mamba_ssm_cache_dtype).
+    """
+    return RecurrentState(
+        "mamba2",
+        key_heads=int(text.get("n_groups") or text.get("mamba_n_groups") or 8),
+        value_heads=int(text.get("mamba_num_heads") or 128),
+        key_dim=int(text.get("ssm_state_size") or 128),
+        value_dim=int(text.get("mamba_head_dim") or 64),
+        conv_kernel=int(text.get("conv_kernel") or text.get("mamba_d_conv") or 4),
+        ssm_dtype=str(text.get("mamba_ssm_cache_dtype") or NEMOTRON_H_SSM_DTYPE),
+    )
+
+
+def _jamba_mamba1_state(text: dict[str, Any]) -> RecurrentState:
+    """vLLM's JambaForCausalLM.get_mamba_state_shape_from_config: inner ``mamba_expand · hidden_size``.
+
+    transformers' JambaConfig defaults: ``mamba_expand`` 2, ``mamba_d_state`` 16, ``mamba_d_conv`` 4;
+    the state dtype is "auto" (``mamba1_state_dtype``: the model dtype).
+    """
+    inner = int(text.get("mamba_expand") or 2) * int(text["hidden_size"])
+    return RecurrentState(
+        "mamba1",
+        key_heads=0,
+        value_heads=inner,
+        key_dim=int(text.get("mamba_d_state") or 16),
+        value_dim=1,
+        conv_kernel=int(text.get("mamba_d_conv") or 4),
+    )
+
+
 def linear_layer_names(text: dict[str, Any], num_layers: int) -> list[str]:
     """``layer_types`` as transformers' Qwen3NextConfig / Qwen3_5TextConfig fill it when the file has none.
 
     Every ``full_attention_interval``-th layer (default 4) is full attention, the others linear;
-    Granite's legacy "mamba" / "attention" names are read as transformers remaps them.
+    Granite's legacy "mamba" / "attention" names are read as transformers remaps them; Nemotron-H's
+    and Jamba's as ``hybrid_layer_names`` reads them ("mlp" / "moe" layers have no mixer).
     """
-    names = text.get("layer_types") or text.get("layers_block_type")
+    names = hybrid_layer_names(text, num_layers) or text.get("layer_types") or text.get("layers_block_type")
     if names:
         return [_LEGACY_NAMES.get(str(name), str(name)) for name in names]
     if str(text.get("model_type")) in MAMBA2_MODEL_TYPES:

@@ -6,8 +6,9 @@ sliding-window and chunked-local specs), ``v1/core/kv_cache_utils.py`` (``get_kv
 ``get_kv_cache_config_from_groups``: ``available_memory // bytes_per_block`` blocks, the bytes of a block
 from ``_get_kv_cache_bytes_per_block``; ``_check_enough_kv_cache_memory``,
 ``get_max_concurrency_for_kv_cache_config``, ``get_kv_cache_capacity``) and the CPU platform's block size.
-Hybrid linear-attention models (Qwen3-Next, Qwen3.5) add ``MambaSpec`` layers: one state page per
-request, the attention block raised until its page holds a state page, the state padded to it.
+Hybrid linear-attention and Mamba models (Qwen3-Next, Qwen3.5, Granite-4.0-H, Nemotron-H, Jamba) add
+``MambaSpec`` layers: one state page per request, the attention block raised until its page holds a
+state page, the state padded to it; layers without a mixer (Nemotron-H's MLP/MoE ones) cache nothing.
 DeepSeek Sparse Attention models (DeepSeek-V3.2, GLM-5) add an indexer key cache to each layer with an
 indexer (``indexer_page_bytes``).
 """
@@ -21,10 +22,9 @@ from pathlib import Path
 from engine.model.architecture import AttentionLayout, LayerAttention
 from engine.model.param_count import ceil_div
 from engine.model.recurrent_state import RecurrentState
+from engine.plan.gpu_block_size import DEFAULT_COMPUTE_CAPABILITY, gpu_block_size
 
-# vLLM's block sizes: CacheConfig.DEFAULT_BLOCK_SIZE and the attention backends' preferences.
-GPU_BLOCK_SIZE = 16  # FLASH_ATTN / Triton
-GPU_MLA_BLOCK_SIZE = 64  # FlashMLA (Hopper)
+# vLLM's CPU block sizes (GPUs: engine/plan/gpu_block_size.py).
 CPU_BLOCK_SIZE = 128  # CPU_ATTN, and AMX_MLA on AMX hosts
 CPU_MLA_BLOCK_SIZE_WITHOUT_AMX = 16  # CPU_MLA, forced on hosts without AMX
 FLOAT32_BYTES = 4
@@ -92,11 +92,23 @@ class KvCapacity:
         )
 
 
-def block_size_for(attention: AttentionLayout, cpu: bool, cpu_has_amx: bool = True) -> int:
-    """The block size vLLM picks: CPU 128 (MLA without AMX 16), GPU 16 (FlashMLA 64 for MLA)."""
+def block_size_for(
+    attention: AttentionLayout,
+    cpu: bool,
+    cpu_has_amx: bool = True,
+    compute_capability: tuple[int, int] | None = None,
+    kv_cache_dtype: str = "auto",
+    mm_prefix: bool = False,
+) -> int:
+    """The block size vLLM picks: CPU 128 (MLA without AMX 16); a GPU's from its attention backend.
+
+    GPU: ``gpu_block_size.gpu_block_size`` for this compute capability (None: Hopper), KV cache dtype
+    and mm-prefix attention (``gpu_block_size.is_mm_prefix_lm``).
+    """
     if cpu:
         return CPU_MLA_BLOCK_SIZE_WITHOUT_AMX if attention.mla and not cpu_has_amx else CPU_BLOCK_SIZE
-    return GPU_MLA_BLOCK_SIZE if attention.mla else GPU_BLOCK_SIZE
+    capability = compute_capability or DEFAULT_COMPUTE_CAPABILITY
+    return gpu_block_size(attention, capability, kv_cache_dtype, mm_prefix)
 
 
 def _visible_host_flags(cpuinfo: Path) -> frozenset[str]:
@@ -256,11 +268,13 @@ def kv_groups(
     keeps its own layers of every group (``_project_kv_cache_groups_to_worker``), so ``stage_layers``
     (one stage's decoder layers) counts only those; its largest group sets its bytes per block.
     Linear layers form their own kind: their state page is padded to the attention page, so the page
-    is uniform (``_get_kv_cache_groups_uniform_page_size``).
+    is uniform (``_get_kv_cache_groups_uniform_page_size``). Layers of kind "none" (Nemotron-H's MLP
+    and MoE layers) have no Attention or Mamba module, so no KV cache spec: they join no group.
     """
     layers_of: dict[LayerAttention, list[int]] = {}
     for index, kind in enumerate(attention.layer_kinds):
-        layers_of.setdefault(kind, []).append(index)
+        if kind != "none":
+            layers_of.setdefault(kind, []).append(index)
     if not layers_of:
         return 0, ()
     counts = [len(layers) for layers in layers_of.values()]
@@ -344,12 +358,13 @@ def kv_bytes_per_token(
 ) -> int:
     """KV bytes one token takes over the attention layers of one rank (of ``stage_layers``' stage).
 
-    As if every attention layer kept every token; linear layers keep a fixed state, no per-token KV.
+    As if every attention layer kept every token; linear layers keep a fixed state, no per-token KV,
+    and layers without a mixer (kind "none") nothing.
     Layers with a sparse-attention indexer add its key cache (``indexer_page_bytes``).
     """
     per_layer = attention.bytes_per_token_per_layer(kv_dtype_bytes, tensor_parallel_size)
     kinds = attention.layer_kinds
     held = kinds if stage_layers is None else kinds[stage_layers.start : stage_layers.stop]
-    return per_layer * sum(1 for kind in held if kind != "linear") + indexer_page_bytes(
+    return per_layer * sum(1 for kind in held if kind not in ("linear", "none")) + indexer_page_bytes(
         attention, 1, stage_layers
     )

@@ -1,4 +1,4 @@
-"""vLLM 0.32's KV pool for Gated DeltaNet hybrids (Qwen3-Next, Qwen3.5): raised block, padded state, groups, concurrency.
+"""vLLM 0.32's KV pool for GDN and Mamba hybrids (Qwen3-Next, Qwen3.5, Granite-4.0-H, Nemotron-H): block, groups, concurrency.
 
 The rules, from the installed vLLM: the attention block is raised to ``kernel_block ×
 cdiv(state_page, kernel_block × attention_bytes_per_token)`` and the state page padded to the attention
@@ -29,6 +29,11 @@ def layout(name: str) -> AttentionLayout:
 
 NEXT = layout("qwen3-next-80b-a3b-instruct")  # 12 full + 36 GDN, 2 KV heads × 256
 Q35 = layout("qwen3.5-9b")  # 8 full + 24 GDN, 4 KV heads × 256, float32 temporal state
+# Nemotron-H (tests/model/test_architecture_nemotron_h.py): 8 KV heads × 128 → 4096 B/token/layer (bf16);
+# state pages with their float32 SSM state: 8B 4,255,744, Nano-9B-v2 5,316,608, Nano-30B-A3B 2,134,016.
+H8B = layout("nemotron-h-8b-base-8k")  # 4 attention + 24 Mamba2 + 24 MLP-only (no cache)
+NANO9 = layout("nvidia-nemotron-nano-9b-v2")  # 4 attention + 27 Mamba2 + 25 MLP-only
+NANO30 = layout("nemotron-3-nano-30b-a3b")  # 6 attention (2 KV heads: 1024 B) + 23 Mamba2 + 23 MoE-only
 # tests/fixtures/tiny_models.py "granite-4-h": 3 Mamba2 layers (8 heads × 32, 1 group, state 64) + 1 attention.
 GRANITE_TINY = AttentionLayout(
     ("linear", "linear", "linear", "full"), 2, 32, 32, state=RecurrentState("mamba2", 1, 8, 64, 32, 4)
@@ -204,6 +209,110 @@ CASES = [
         762_600,
         "1489.45",
     ),
+    # Nemotron-H-8B, CPU: the MLP-only layers join no group: 4 attention vs 24 Mamba2 layers → groups of 4
+    # (24 ≥ 1.5 · 4): 1 full + 6 Mamba groups. Block 128 · cdiv(4,255,744, 128 · 4096) = 128 · 9 = 1152;
+    # 1152 · 4096 · 4 = 18,874,368 B/block; 4 GiB // that = 227; cdiv(8192, 1152) = 8 + 6 · 3 = 26
+    # (align mode: 2 pages + Mamba2's prefill checkpoint) → 8.73 → int(227 / 26 · 8192) = 71,522.
+    (
+        "nemotron-h-8b-cpu-4g",
+        H8B,
+        4 * GIB,
+        8192,
+        128,
+        2,
+        2048,
+        1,
+        (2, 4),
+        True,
+        1152,
+        18_874_368,
+        227,
+        26,
+        71_522,
+        "8.73",
+    ),
+    # Nano-9B-v2, CPU: 128 · cdiv(5,316,608, 524,288) = 128 · 11 = 1408; 1408 · 4096 · 4 = 23,068,672;
+    # 186 blocks; 27 Mamba2 layers in 7 groups of 4 (the last has 3): cdiv(8192, 1408) = 6 + 7 · 3 = 27
+    # → 6.89 → 56,433 tokens.
+    (
+        "nano-9b-cpu-4g",
+        NANO9,
+        4 * GIB,
+        8192,
+        128,
+        2,
+        2048,
+        1,
+        (2, 4),
+        True,
+        1408,
+        23_068_672,
+        186,
+        27,
+        56_433,
+        "6.89",
+    ),
+    # Without prefix caching one state page: 6 + 7 = 13 → 14.31 → int(186 · 8192 / 13) = 117,208.
+    (
+        "nano-9b-cpu-no-prefix",
+        NANO9,
+        4 * GIB,
+        8192,
+        128,
+        2,
+        2048,
+        1,
+        (2, 4),
+        False,
+        1408,
+        23_068_672,
+        186,
+        13,
+        117_208,
+        "14.31",
+    ),
+    # Nano-9B-v2 on a GPU (FLASH_ATTN, block 16) at its 131,072 context: 16 · cdiv(5,316,608, 65,536) =
+    # 16 · 82 = 1312; 1312 · 4096 · 4 = 21,495,808; 40 GiB // that = 1998; cdiv(131,072, 1312) = 100
+    # + 21 = 121 → 16.51 → int(1998 · 131,072 / 121) = 2,164,312.
+    (
+        "nano-9b-gpu-40g",
+        NANO9,
+        40 * GIB,
+        131_072,
+        16,
+        2,
+        4096,
+        1,
+        (2, 4),
+        True,
+        1312,
+        21_495_808,
+        1998,
+        121,
+        2_164_312,
+        "16.51",
+    ),
+    # Nano-30B-A3B, CPU: the MoE-only layers cache nothing; 6 attention vs 23 Mamba2 → groups of 6: 1 full
+    # + 4 Mamba groups. 128 · cdiv(2,134,016, 128 · 1024) = 128 · 17 = 2176; 2176 · 1024 · 6 = 13,369,344;
+    # 321 blocks; cdiv(8192, 2176) = 4 + 4 · 3 = 16 → 20.06 → int(321 / 16 · 8192) = 164,352.
+    (
+        "nano-30b-cpu-4g",
+        NANO30,
+        4 * GIB,
+        8192,
+        128,
+        2,
+        2048,
+        1,
+        (2, 4),
+        True,
+        2176,
+        13_369_344,
+        321,
+        16,
+        164_352,
+        "20.06",
+    ),
     # Without prefix caching one state page: 2 + 3 = 5 → 3276.80.
     (
         "granite-cpu-no-prefix",
@@ -297,12 +406,23 @@ def test_groups_follow_vllms_uniform_page_grouping() -> None:
     ]
 
 
+def test_layers_without_a_mixer_join_no_group() -> None:
+    capacity = kv_capacity_for(NANO9, 4 * GIB, 8192, 128, 2, 2048, state_bytes=(2, 4))
+    assert [(group.kind, group.layers, group.blocks_per_request) for group in capacity.groups] == [
+        *[("linear", 4, 3)] * 6,
+        ("linear", 3, 3),
+        ("full", 4, 6),
+    ]
+
+
 # layout, host AVX-512 BF16, (conv bytes, temporal bytes)
 DTYPES = [
     (NEXT, False, (2, 2)),  # "auto": the model dtype on a GPU and on this host
     (NEXT, True, (2, 4)),  # CpuPlatform resets an "auto" state to float32 where AVX-512 BF16 is
     (Q35, False, (2, 4)),  # the config's mamba_ssm_dtype float32, everywhere
     (Q35, True, (2, 4)),
+    (NANO9, False, (2, 4)),  # Nemotron-H: float32 unless the config says otherwise, on every host
+    (NANO9, True, (2, 4)),
 ]
 
 
@@ -322,6 +442,9 @@ PER_TOKEN = [
     (NEXT, 1, 12 * 2048),  # 24,576, not 48 · 2048 = 98,304
     (NEXT, 2, 12 * 1024),
     (Q35, 1, 8 * 4096),
+    (H8B, 1, 4 * 4096),  # 16,384: 4 attention layers; the 24 Mamba2 and 24 MLP-only layers keep none
+    (NANO9, 2, 4 * 2048),  # TP 2: 4 KV heads per rank
+    (NANO30, 1, 6 * 1024),  # 6144
 ]
 
 

@@ -188,6 +188,11 @@ GDN_FP32_STATE = (479_305, 936.14)
 MAMBA2_BF16_STATE = (762_600, 1489.45)
 # float32 state: 2304 + 65,536 = 67,840 B → block 384, 98,304 B; 10,922 blocks / (2 + 9) = 992.91.
 MAMBA2_FP32_STATE = (508_369, 992.91)
+# Nemotron-H ("M-M*": Mamba2, MLP-only, Mamba2, attention): the MLP layer caches nothing. Its SSM state is
+# float32 on every host (NemotronHConfig.mamba_ssm_cache_dtype): conv 2304 + temporal 8 · 32 · 64 · 4 =
+# 65,536 → 67,840 B; block 128 · cdiv(67,840, 32,768) = 384, page 98,304 B; 1 full + 2 Mamba groups of
+# one layer; 10,922 blocks / (cdiv(512, 384) = 2 + 2 · 3 state pages) = 1365.25 → 699,008 tokens.
+NEMOTRON_H = (699_008, 1365.25)
 
 # family, logged tokens, logged concurrency; the arithmetic: B/token/layer × layers × 128 = bytes
 # per block, 2**30 // that = blocks, blocks / blocks-per-request = concurrency, × 512 = tokens.
@@ -202,6 +207,7 @@ FAMILIES = [
     ("phi3-fused", 699_008, 1365.25),  # 512 B × 3 × 128 = 196,608 → 5461 blocks / 4
     ("qwen3-next", *(GDN_FP32_STATE if host_has_avx512_bf16() else GDN_BF16_STATE)),
     ("granite-4-h", *(MAMBA2_FP32_STATE if host_has_avx512_bf16() else MAMBA2_BF16_STATE)),
+    ("nemotron-h", *NEMOTRON_H),
 ]
 
 
