@@ -56,12 +56,15 @@ class WeightBytes:
     Attributes:
         layers: each decoder layer's bytes of these weights, which pipeline stages sum (empty: not
             known, and the layers are taken as equal).
+        vocab_bits: (embed_tokens, lm_head) bits per weight when they are stored quantized (GGUF) and
+            counted in ``quantized``; None: they are at the serving dtype, in ``unquantized``.
     """
 
     quantized: int
     scales: int
     unquantized: int
     layers: tuple[int, ...] = ()
+    vocab_bits: tuple[float, float] | None = None
 
     @property
     def total(self) -> int:

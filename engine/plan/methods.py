@@ -334,8 +334,11 @@ METHODS: tuple[Method, ...] = (
     Method(
         name="gguf",
         label="GGUF Q4_K_M",
-        # Q4_K_M averages about 4.85 bits per weight, Q6_K on the embeddings.
-        weights=WeightLayout(4.85, None, 0, quantizes_embeddings=True),
+        # Q4_K_M averages about 4.85 bits per weight; llama.cpp keeps token_embd in Q4_K (144 B per 256
+        # weights) and output in Q6_K (210 B per 256), a tied token_embd in Q6_K.
+        weights=WeightLayout(
+            4.85, None, 0, quantizes_embeddings=True, embedding_bits=4.5, lm_head_bits=6.5625
+        ),
         capability=vllm_facts.PLUGIN_WEIGHT_ONLY,
         producer="other-runtime",
         folder_suffix=None,

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from engine.errors import QuantTuiError
+from engine.model.param_count import ceil_div
+
+# vocab_parallel_embedding.DEFAULT_VOCAB_PADDING_SIZE: embedding and lm_head rows are padded to it.
+VOCAB_PADDING = 64
 
 # vLLM's override of the default split (``distributed/utils.py::get_pp_indices``): layers per stage, "4,4,5,3".
 LAYER_PARTITION_ENV = "VLLM_PP_LAYER_PARTITION"
@@ -115,3 +120,66 @@ def pipeline_stages(
         stages.append(PipelineStage(rank, range(start, start + count), embedding, last, tie_word_embeddings))
         start += count
     return tuple(stages)
+
+
+@dataclass(frozen=True, slots=True)
+class VocabMatrices:
+    """The embedding and lm_head matrices' bytes, as the checkpoint stores them and as vLLM allocates them.
+
+    Attributes:
+        embedding: ``embed_tokens`` as stored (vocab_size rows).
+        lm_head: the lm_head as stored; the embedding's own bytes when tied.
+        padded_embedding: ``embed_tokens`` with the rows vLLM pads to a multiple of 64.
+        padded_lm_head: the lm_head with its padded rows.
+        tied: whether the lm_head is the embedding matrix (stored once).
+    """
+
+    embedding: int
+    lm_head: int
+    padded_embedding: int
+    padded_lm_head: int
+    tied: bool
+
+    @property
+    def stored(self) -> int:
+        """Bytes of the vocabulary matrices in the checkpoint's weights (a tied lm_head is not stored)."""
+        return self.embedding + (0 if self.tied else self.lm_head)
+
+    def held_by(self, stage: PipelineStage) -> int:
+        """Bytes of the vocabulary matrices ``stage`` allocates (``PipelineStage.vocab_matrices`` of them)."""
+        embedding = self.padded_embedding if stage.holds_embedding else 0
+        # A tied lm_head on a stage that builds embed_tokens is that matrix (tie_weights).
+        shares = self.tied and stage.holds_embedding
+        return embedding + (self.padded_lm_head if stage.holds_lm_head and not shares else 0)
+
+
+def vocab_matrices(
+    vocab_size: int,
+    hidden_size: int,
+    tie_word_embeddings: bool,
+    dtype_bytes: int = 2,
+    stored_bits: tuple[float, float] | None = None,
+) -> VocabMatrices:
+    """The vocabulary matrices' bytes at the serving dtype, or at the bits a GGUF file keeps them in.
+
+    ``VocabParallelEmbedding`` and ``ParallelLMHead`` pad their rows to a multiple of 64
+    (``pad_vocab_size``). ``stored_bits`` is (embed_tokens, lm_head) bits per weight for a checkpoint
+    that keeps them quantized: the GGUF plugin's ``GGUFEmbeddingMethod`` keeps the file's blocks and
+    dequantizes only the rows it looks up, and its ``_gguf_embedding_weight_loader`` allocates the padded
+    rows in the file's type (``tensor_shape`` is the partition's padded rows). A tied model's one
+    matrix takes the lm_head's bits: llama.cpp quantizes a ``token_embd`` that stands in for the missing
+    ``output`` tensor as it would quantize ``output`` (``llama_tensor_get_type``).
+    """
+    padded_rows = ceil_div(vocab_size, VOCAB_PADDING) * VOCAB_PADDING
+    embedding_bits, lm_head_bits = stored_bits or (8.0 * dtype_bytes, 8.0 * dtype_bytes)
+    if tie_word_embeddings:
+        embedding_bits = lm_head_bits
+    embedding_row = math.ceil(hidden_size * embedding_bits / 8)
+    lm_head_row = math.ceil(hidden_size * lm_head_bits / 8)
+    return VocabMatrices(
+        vocab_size * embedding_row,
+        vocab_size * lm_head_row,
+        padded_rows * embedding_row,
+        padded_rows * lm_head_row,
+        tie_word_embeddings,
+    )

@@ -246,3 +246,9 @@ def test_an_fp8_weight_only_checkpoint_is_not_planned_on_the_cpu_backend(tmp_pat
     )
     with pytest.raises(ModelError, match="cannot run on test CPU"):
         recommend(_fp8_weight_only_llama(tmp_path), cpu, PlanRequest(max_model_len=4096))
+
+
+@pytest.mark.parametrize("record", methods.METHODS, ids=lambda m: m.name)
+def test_only_gguf_keeps_the_vocab_matrices_quantized(record: methods.Method) -> None:
+    # llama.cpp's Q4_K_M: token_embd Q4_K (144 B per 256 weights), output Q6_K (210 B per 256).
+    assert record.weights.vocab_bits == ((144 * 8 / 256, 210 * 8 / 256) if record.name == "gguf" else None)

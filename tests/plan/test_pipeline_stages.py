@@ -18,6 +18,7 @@ from engine.plan.pipeline_stages import (
     layer_partition,
     parse_layer_partition,
     pipeline_stages,
+    vocab_matrices,
 )
 from tests.plan.model_configs import model_from_config
 
@@ -231,3 +232,52 @@ def test_hybrid_groups_are_the_whole_models_and_each_stage_keeps_its_layers(
     assert size == max(layers_per_group)
     capacity = kv_capacity_for(HYBRID, 8_192_000, 512, 16, 2, 2048, stage_layers=stage_layers)
     assert (capacity.num_blocks, capacity.blocks_per_request) == (blocks, 98)
+
+
+# The vocabulary matrices by hand. GGUF Q4_K_M as llama.cpp writes it: token_embd Q4_K (144 B per 256
+# weights: 4,096 wide = 2,304 B a row), output Q6_K (210 B per 256: 3,360 B a row; 2,048 wide: 1,680 B);
+# a tied model's token_embd stands in for output and is Q6_K. vLLM pads the rows to a multiple of 64
+# (the GGUF plugin's embedding loader in the file's type too): 128,256 rows stay, 32,001 become 32,064.
+Q4_K_M = (4.5, 6.5625)
+VOCAB_CASES = [
+    # Llama-3.1-8B Q4_K_M: 128,256 x 2,304 and 128,256 x 3,360; bf16 would be 1,050,673,152 B each.
+    ((128_256, 4096, False, Q4_K_M), (295_501_824, 430_940_160, 295_501_824, 430_940_160), 726_441_984),
+    # 32,001 tokens: stored 32,001 rows, allocated 32,064.
+    ((32_001, 4096, False, Q4_K_M), (73_730_304, 107_523_360, 73_875_456, 107_735_040), 181_253_664),
+    # Llama-3.2-1B Q4_K_M (tied, 2,048 wide): one Q6_K matrix, 128,256 x 1,680.
+    ((128_256, 2048, True, Q4_K_M), (215_470_080, 215_470_080, 215_470_080, 215_470_080), 215_470_080),
+    # bf16, 32,001 x 4,096 x 2 B = 262,152,192 stored, 32,064 rows 262,668,288 allocated.
+    ((32_001, 4096, False, None), (262_152_192, 262_152_192, 262_668_288, 262_668_288), 524_304_384),
+]
+
+
+@pytest.mark.parametrize(("shape", "matrices", "stored"), VOCAB_CASES)
+def test_vocab_matrix_bytes_follow_the_stored_type(
+    shape: tuple[int, int, bool, tuple[float, float] | None], matrices: tuple[int, int, int, int], stored: int
+) -> None:
+    vocab, hidden, tied, bits = shape
+    found = vocab_matrices(vocab, hidden, tied, 2, bits)
+    assert (found.embedding, found.lm_head, found.padded_embedding, found.padded_lm_head) == matrices
+    assert found.stored == stored
+
+
+@pytest.mark.parametrize(
+    ("vocab", "hidden", "tied", "bits", "stages", "held"),
+    [
+        # Llama-3.1-8B Q4_K_M over 2 stages: the first holds the Q4_K embedding, the last the Q6_K lm_head.
+        (128_256, 4096, False, Q4_K_M, 2, [295_501_824, 430_940_160]),
+        (128_256, 4096, False, Q4_K_M, 1, [726_441_984]),
+        (128_256, 4096, False, Q4_K_M, 3, [295_501_824, 0, 430_940_160]),
+        # Tied: the last stage builds its own embed_tokens and ties the lm_head to it.
+        (128_256, 2048, True, Q4_K_M, 2, [215_470_080, 215_470_080]),
+        (128_256, 2048, True, Q4_K_M, 1, [215_470_080]),
+        # bf16 with padding: 32,064 rows x 8,192 B each.
+        (32_001, 4096, False, None, 2, [262_668_288, 262_668_288]),
+    ],
+)
+def test_each_stage_holds_its_own_vocab_matrices(
+    vocab: int, hidden: int, tied: bool, bits: tuple[float, float] | None, stages: int, held: list[int]
+) -> None:
+    matrices = vocab_matrices(vocab, hidden, tied, 2, bits)
+    built = pipeline_stages(32, stages, tied)
+    assert [matrices.held_by(stage) for stage in built] == held
