@@ -34,6 +34,9 @@ Q35 = layout("qwen3.5-9b")  # 8 full + 24 GDN, 4 KV heads × 256, float32 tempor
 H8B = layout("nemotron-h-8b-base-8k")  # 4 attention + 24 Mamba2 + 24 MLP-only (no cache)
 NANO9 = layout("nvidia-nemotron-nano-9b-v2")  # 4 attention + 27 Mamba2 + 25 MLP-only
 NANO30 = layout("nemotron-3-nano-30b-a3b")  # 6 attention (2 KV heads: 1024 B) + 23 Mamba2 + 23 MoE-only
+# Jamba-1.5-Mini: 4 attention (8 KV heads × 128: 4096 B) + 28 Mamba1 layers; state page 311,296 B (bf16),
+# 573,440 B with a float32 temporal state (tests/model/test_architecture_jamba.py).
+JAMBA = layout("ai21-jamba-1.5-mini")
 # tests/fixtures/tiny_models.py "granite-4-h": 3 Mamba2 layers (8 heads × 32, 1 group, state 64) + 1 attention.
 GRANITE_TINY = AttentionLayout(
     ("linear", "linear", "linear", "full"), 2, 32, 32, state=RecurrentState("mamba2", 1, 8, 64, 32, 4)
@@ -313,6 +316,68 @@ CASES = [
         164_352,
         "20.06",
     ),
+    # Jamba-1.5-Mini, CPU, bf16 state: 128 · cdiv(311,296, 128 · 4096) = 128 (the page already holds it);
+    # 4 attention vs 28 Mamba1 → 1 full + 7 groups of 4: 128 · 4096 · 4 = 2,097,152 B/block, 2048 blocks;
+    # cdiv(8192, 128) = 64 + 7 · 2 (Mamba1: no prefill checkpoint) = 78 → 26.26 → int(2048 · 8192 / 78)
+    # = 215,092.
+    (
+        "jamba-cpu-4g",
+        JAMBA,
+        4 * GIB,
+        8192,
+        128,
+        2,
+        2048,
+        1,
+        (2, 2),
+        True,
+        128,
+        2_097_152,
+        2048,
+        78,
+        215_092,
+        "26.26",
+    ),
+    # Where vLLM keeps the state in float32: 128 · cdiv(573,440, 524,288) = 256; 4,194,304 B/block, 1024
+    # blocks; 32 + 14 = 46 → 22.26 → int(1024 · 8192 / 46) = 182,361.
+    (
+        "jamba-cpu-fp32-state",
+        JAMBA,
+        4 * GIB,
+        8192,
+        128,
+        2,
+        2048,
+        1,
+        (2, 4),
+        True,
+        256,
+        4_194_304,
+        1024,
+        46,
+        182_361,
+        "22.26",
+    ),
+    # GPU (block 16) at the full 262,144 context: 16 · cdiv(311,296, 65,536) = 80; 80 · 4096 · 4 = 1,310,720;
+    # 40 GiB // that = 32,768; cdiv(262,144, 80) = 3277 + 14 = 3291 → 9.96 → 2,610,129.
+    (
+        "jamba-gpu-40g",
+        JAMBA,
+        40 * GIB,
+        262_144,
+        16,
+        2,
+        4096,
+        1,
+        (2, 2),
+        True,
+        80,
+        1_310_720,
+        32_768,
+        3291,
+        2_610_129,
+        "9.96",
+    ),
     # Without prefix caching one state page: 2 + 3 = 5 → 3276.80.
     (
         "granite-cpu-no-prefix",
@@ -423,6 +488,8 @@ DTYPES = [
     (Q35, True, (2, 4)),
     (NANO9, False, (2, 4)),  # Nemotron-H: float32 unless the config says otherwise, on every host
     (NANO9, True, (2, 4)),
+    (JAMBA, False, (2, 2)),  # Jamba: "auto", the model dtype
+    (JAMBA, True, (2, 4)),  # reset to float32 by CpuPlatform on AVX-512 BF16 / AMX hosts
 ]
 
 
@@ -445,6 +512,7 @@ PER_TOKEN = [
     (H8B, 1, 4 * 4096),  # 16,384: 4 attention layers; the 24 Mamba2 and 24 MLP-only layers keep none
     (NANO9, 2, 4 * 2048),  # TP 2: 4 KV heads per rank
     (NANO30, 1, 6 * 1024),  # 6144
+    (JAMBA, 1, 4 * 4096),  # 16,384: 4 attention layers of 32
 ]
 
 

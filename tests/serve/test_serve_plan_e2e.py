@@ -193,6 +193,10 @@ MAMBA2_FP32_STATE = (508_369, 992.91)
 # 65,536 → 67,840 B; block 128 · cdiv(67,840, 32,768) = 384, page 98,304 B; 1 full + 2 Mamba groups of
 # one layer; 10,922 blocks / (cdiv(512, 384) = 2 + 2 · 3 state pages) = 1365.25 → 699,008 tokens.
 NEMOTRON_H = (699_008, 1365.25)
+# Jamba (Mamba1 layers 0-2, attention layer 3): state conv 3 · 256 · 2 = 1536 + temporal 256 · 16 · 2 =
+# 8192 → 9728 B (17,920 B where vLLM keeps it in float32), under the 128-token attention page 32,768 B:
+# the block stays 128, the state is padded; 4 groups of one layer: 32,768 blocks / (4 + 3 · 2) = 3276.80.
+JAMBA = (1_677_721, 3276.80)
 
 # family, logged tokens, logged concurrency; the arithmetic: B/token/layer × layers × 128 = bytes
 # per block, 2**30 // that = blocks, blocks / blocks-per-request = concurrency, × 512 = tokens.
@@ -208,6 +212,7 @@ FAMILIES = [
     ("qwen3-next", *(GDN_FP32_STATE if host_has_avx512_bf16() else GDN_BF16_STATE)),
     ("granite-4-h", *(MAMBA2_FP32_STATE if host_has_avx512_bf16() else MAMBA2_BF16_STATE)),
     ("nemotron-h", *NEMOTRON_H),
+    ("jamba", *JAMBA),
 ]
 
 
