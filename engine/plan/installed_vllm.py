@@ -38,6 +38,8 @@ PROBED: dict[str, str] = {
 LIMITS: tuple[tuple[MethodCapability, str, str], ...] = (
     (vllm_facts.CT_FP8, "w8a8_min", "CompressedTensorsW8A8Fp8"),
     (vllm_facts.CT_FP8, "weight_only_min", "CompressedTensorsW8A16Fp8"),
+    # An FP8 weight-only checkpoint is always CompressedTensorsW8A16Fp8 (its get_min_capability: 75).
+    (vllm_facts.CT_FP8_W8A16, "weight_only_min", "CompressedTensorsW8A16Fp8"),
     (vllm_facts.CT_INT8_W8A8, "w8a8_min", "CompressedTensorsW8A8Int8"),
     (vllm_facts.CT_WNA16, "weight_only_min", "CompressedTensorsWNA16"),
     (vllm_facts.CT_WNA16_INT8, "weight_only_min", "CompressedTensorsWNA16"),

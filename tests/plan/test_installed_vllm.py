@@ -30,8 +30,11 @@ VLLM_032_LIMITS = {
     "CompressedTensorsW4A4Fp4": 75,
     "Mxfp4Config": 80,
 }
-# A made-up vLLM that raised FP8 W8A8 to Hopper and MXFP4 to Hopper: the plan must follow it.
-RAISED = VllmLimits("9.9.9", {"CompressedTensorsW8A8Fp8": 90, "Mxfp4Config": 90})
+# A made-up vLLM that raised FP8 W8A8 to Hopper, MXFP4 to Hopper and Marlin FP8 (W8A16) to Ampere: the
+# plan must follow it.
+RAISED = VllmLimits(
+    "9.9.9", {"CompressedTensorsW8A8Fp8": 90, "Mxfp4Config": 90, "CompressedTensorsW8A16Fp8": 80}
+)
 
 
 @pytest.mark.parametrize(
@@ -42,6 +45,11 @@ RAISED = VllmLimits("9.9.9", {"CompressedTensorsW8A8Fp8": 90, "Mxfp4Config": 90}
         ("A100-80GB", "mxfp4", "weight-only", None),  # 8.0 < 90
         ("H100", "mxfp4", "weight-only", "weight-only"),
         ("T4", "int8-w8a8", "w8a8", "w8a8"),  # not probed differently: the bundled 75 stays
+        # FP8 on Turing is CompressedTensorsW8A16Fp8 (Marlin FP8) for both FP8 methods: 7.5 < 80.
+        ("T4", "fp8", "weight-only", None),
+        ("T4", "fp8-w8a16", "weight-only", None),
+        ("A100-80GB", "fp8-w8a16", "weight-only", "weight-only"),
+        ("H100", "fp8-w8a16", "weight-only", "weight-only"),  # never W8A8, whatever vLLM reports
     ],
 )
 def test_probed_limits_replace_the_bundled_ones(
@@ -50,6 +58,26 @@ def test_probed_limits_replace_the_bundled_ones(
     target = target_from_spec(gpu)
     assert execution_for(method, target) == bundled
     assert execution_for(method, target, RAISED) == raised
+
+
+def test_every_probed_class_a_method_names_updates_its_capability() -> None:
+    """A method whose capability comes from a probed class's get_min_capability follows the probe.
+
+    Each registry method names its vLLM classes in ``capability.vllm_source`` (vllm_facts); when one of
+    them is probed, LIMITS must map it onto that very record, or the probe would leave it on the bundled
+    figure (as fp8-w8a16's CT_FP8_W8A16 was left at first).
+    """
+    from engine.plan.installed_vllm import LIMITS, PROBED
+    from engine.plan.methods import METHODS
+
+    unmapped = [
+        (record.name, name)
+        for record in METHODS
+        for name in record.capability.vllm_source.split(" / ")
+        if name in PROBED
+        and not any(cap is record.capability and probed == name for cap, _, probed in LIMITS)
+    ]
+    assert unmapped == []
 
 
 def _write(path: Path, data: object) -> Path:
