@@ -171,6 +171,8 @@ def _mlp(arch: Architecture, moe_layers: int, dense_layers: int) -> tuple[list[L
     shapes: list[LinearShape] = []
     vectors = 0
     dense_width = int(first_key(text, "intermediate_size_mlp", default=arch.intermediate_size))
+    if arch.model_type == "granitemoehybrid" and text.get("shared_intermediate_size"):
+        dense_width = int(text["shared_intermediate_size"])  # a dense Granite-4.0's MLP is its shared_mlp
     if arch.moe is None:
         dense_layers += moe_layers
         moe_layers = 0
