@@ -106,6 +106,8 @@ class AttentionLayout:
             text += ", layers: " + " + ".join(parts)
         else:
             text += f" × {len(self.layer_kinds)} layers"
+        if self.state is not None and self.state.parallel:  # Falcon-H1: attention and Mamba2 in each layer
+            text += f", each with a {self.state.mixer.upper()} state"
         if self.mtp_layers:
             text += f" (+{self.mtp_layers} MTP, not loaded)"
         return text

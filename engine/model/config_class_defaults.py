@@ -28,6 +28,7 @@ UNTIED_BY_DEFAULT = {
     "granitemoehybrid",
     "nemotron_h",
     "jamba",
+    "falcon_h1",
 }
 # vLLM's ModelArchConfigConvertor.is_deepseek_mla list: these cache one latent vector per layer.
 MLA_MODEL_TYPES = frozenset(

@@ -1,4 +1,4 @@
-"""Which decoder layers of Mamba hybrids (Nemotron-H, Jamba) hold attention, Mamba or no mixer, and which are MoE."""
+"""Which decoder layers of Mamba hybrids (Nemotron-H, Jamba, Falcon-H1) hold attention, Mamba or no mixer, which are MoE."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ def hybrid_layer_names(text: dict[str, Any], num_layers: int) -> list[str] | Non
             return [str(name) for name in names]
         pattern = str(text.get("hybrid_override_pattern") or "")
         return [NEMOTRON_H_LETTERS.get(letter, "full_attention") for letter in pattern]
+    if model_type == "falcon_h1":  # attention in every layer, its Mamba2 mixer beside it (not a layer kind)
+        return ["full_attention"] * num_layers
     if model_type == "jamba":
         period = int(text.get("attn_layer_period") or 8)
         offset = _int_or(text, "attn_layer_offset", 4)

@@ -12,7 +12,8 @@ def mamba_mixer_shapes(arch: Architecture, layers: int) -> tuple[list[LinearShap
     Mamba2 (vllm/model_executor/layers/mamba/mamba_mixer2.py::MambaMixer2): in_proj (x, z: heads ×
     head dim; B, C: groups × state; dt: one per head), out_proj; conv1d (conv_dim × kernel) with its
     bias (Granite's ``mamba_conv_bias``, Nemotron-H's ``use_conv_bias``, default True), dt_bias, A,
-    D (one per head) and the gated RMSNorm (heads × head dim) as vectors. Mamba1 (``_mamba1``).
+    D (one per head) and the gated RMSNorm (heads × head dim; Falcon-H1 only with ``mamba_rms_norm``)
+    as vectors. Mamba1 (``_mamba1``).
     """
     state = arch.attention.state
     if state is None or not layers:
@@ -30,7 +31,10 @@ def mamba_mixer_shapes(arch: Architecture, layers: int) -> tuple[list[LinearShap
     conv_bias = (
         state.conv_dim if first_key(arch.text, "mamba_conv_bias", "use_conv_bias", default=True) else 0
     )
-    return shapes, state.conv_dim * state.conv_kernel + conv_bias + 3 * state.value_heads + values
+    norm = (
+        values if arch.text.get("mamba_rms_norm", True) else 0
+    )  # Falcon-H1's mamba_rms_norm (default False)
+    return shapes, state.conv_dim * state.conv_kernel + conv_bias + 3 * state.value_heads + norm
 
 
 def _mamba1(arch: Architecture, layers: int) -> tuple[list[LinearShape], int]:

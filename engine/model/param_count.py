@@ -17,7 +17,7 @@ _OUTPUT_GATED = {"qwen3_next", "qwen3_5_text", "qwen3_5_moe_text"}
 _NON_GATED_MLP = {"nemotron_h"}
 # Nemotron-H's decoder layers hold one mixer (Mamba2, attention, MLP or MoE) after one RMSNorm.
 _ONE_NORM_PER_LAYER = {"nemotron_h"}
-Mixer = Literal["attention", "linear", None]
+Mixer = Literal["attention", "linear", "both", None]  # both: Falcon-H1's attention + Mamba2 in one layer
 Ffn = Literal["moe", "dense", None]
 
 
@@ -273,6 +273,8 @@ def _mixer_of(arch: Architecture, index: int) -> Mixer:
     """Layer ``index``'s sequence mixer: attention, a linear (GDN / Mamba) one, or none (kind "none")."""
     kinds = arch.attention.layer_kinds
     kind = kinds[index] if index < len(kinds) else "full"
+    if kind != "none" and arch.attention.state is not None and arch.attention.state.parallel:
+        return "both"
     return None if kind == "none" else "linear" if kind == "linear" else "attention"
 
 
@@ -290,7 +292,8 @@ def model_shapes(arch: Architecture) -> ModelShapes:
     layers, h = arch.num_layers, arch.hidden_size
     mixers = [_mixer_of(arch, index) for index in range(layers)]
     ffns = [_ffn_of(arch, index) for index in range(layers)]
-    attention_layers, linear_layers = mixers.count("attention"), mixers.count("linear")
+    both = mixers.count("both")
+    attention_layers, linear_layers = mixers.count("attention") + both, mixers.count("linear") + both
     attention, attention_vectors = _attention(arch, attention_layers)
     gdn, gdn_vectors = _linear_attention(arch, linear_layers)
     mlp, mlp_vectors = _mlp(arch, ffns.count("moe"), ffns.count("dense"))
@@ -323,6 +326,10 @@ def decoder_layer_shapes(arch: Architecture) -> tuple[ModelShapes, ...]:
     ``model_shapes``; MTP layers are not among them.
     """
     mixers = {None: ([], 0), "attention": _attention(arch, 1), "linear": _linear_attention(arch, 1)}
+    mixers["both"] = (
+        mixers["attention"][0] + mixers["linear"][0],
+        mixers["attention"][1] + mixers["linear"][1],
+    )
     ffns = {None: ([], 0), "moe": _mlp(arch, 1, 0), "dense": _mlp(arch, 0, 1)}
     by_kind: dict[tuple[Mixer, Ffn], ModelShapes] = {}
     for index in range(arch.num_layers):

@@ -16,6 +16,8 @@ GDN_MODEL_TYPES = frozenset({"qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_m
 MAMBA2_MODEL_TYPES = frozenset({"granitemoehybrid"})
 # vLLM's NemotronHForCausalLM: Mamba2 layers where ``hybrid_override_pattern`` says "M".
 NEMOTRON_H_MODEL_TYPES = frozenset({"nemotron_h"})
+# vLLM's FalconH1ForCausalLM: every decoder layer runs attention and a MambaMixer2 side by side.
+FALCON_H1_MODEL_TYPES = frozenset({"falcon_h1"})
 # vLLM's JambaForCausalLM: Mamba1 (MambaMixer) layers wherever a layer is not attention.
 MAMBA1_MODEL_TYPES = frozenset({"jamba"})
 # NemotronHForCausalLMConfig.DEFAULT_MAMBA_SSM_CACHE_DTYPE (vllm/model_executor/models/config.py), which is
@@ -47,6 +49,8 @@ class RecurrentState:
         conv_kernel: the causal convolution's width (the state keeps ``conv_kernel - 1`` steps).
         ssm_dtype: the temporal state's dtype the config asks for (Qwen3.5's ``mamba_ssm_dtype``),
             None when vLLM's "auto" applies (the model dtype).
+        parallel: the state sits beside attention in every layer (Falcon-H1's FalconH1ParallelHybrid:
+            each layer holds an AttentionSpec and a MambaSpec), not in layers of its own.
     """
 
     mixer: Mixer
@@ -56,6 +60,7 @@ class RecurrentState:
     value_dim: int
     conv_kernel: int
     ssm_dtype: str | None = None
+    parallel: bool = False
 
     @property
     def conv_dim(self) -> int:
@@ -99,6 +104,8 @@ def linear_attention_state(text: dict[str, Any], model_type: str) -> RecurrentSt
         return _nemotron_h_mamba2_state(text)
     if model_type in MAMBA1_MODEL_TYPES:
         return _jamba_mamba1_state(text)
+    if model_type in FALCON_H1_MODEL_TYPES:
+        return _falcon_h1_mamba2_state(text)
     if model_type not in GDN_MODEL_TYPES or not text.get("linear_num_value_heads"):
         return None
     dtype = text.get("mamba_ssm_dtype")
@@ -162,6 +169,27 @@ def _jamba_mamba1_state(text: dict[str, Any]) -> RecurrentState:
         key_dim=int(text.get("mamba_d_state") or 16),
         value_dim=1,
         conv_kernel=int(text.get("mamba_d_conv") or 4),
+    )
+
+
+def _falcon_h1_mamba2_state(text: dict[str, Any]) -> RecurrentState:
+    """vLLM's FalconH1ForCausalLM.get_mamba_state_shape_from_config, with transformers' FalconH1Config defaults.
+
+    Inner ``mamba_d_ssm`` (``mamba_expand · hidden_size`` when null), ``mamba_n_heads`` (128) heads of
+    ``mamba_d_head`` ("auto": inner / heads), ``mamba_n_groups`` (1), ``mamba_d_state`` (256),
+    ``mamba_d_conv`` (4); the dtype "auto" (``mamba2_state_dtype``).
+    """
+    inner = text.get("mamba_d_ssm") or int(text.get("mamba_expand") or 2) * int(text["hidden_size"])
+    heads = int(text.get("mamba_n_heads") or 128)
+    head_dim = text.get("mamba_d_head")
+    return RecurrentState(
+        "mamba2",
+        key_heads=int(text.get("mamba_n_groups") or 1),
+        value_heads=heads,
+        key_dim=int(text.get("mamba_d_state") or 256),
+        value_dim=int(head_dim) if isinstance(head_dim, int) else int(inner) // heads,
+        conv_kernel=int(text.get("mamba_d_conv") or 4),
+        parallel=True,
     )
 
 

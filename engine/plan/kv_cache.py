@@ -180,7 +180,7 @@ def hybrid_block_size(
     cdiv(state_page, kernel_alignment × attention_page_per_token)``, where the kernel alignment is
     the backend's configured block (CPU_ATTN: max(32, 128) = 128; FLASH_ATTN: 16); never lowered.
     """
-    if attention.state is None or not attention.count("linear"):
+    if attention.state is None or not (attention.count("linear") or attention.state.parallel):
         return block_size
     per_token = attention.bytes_per_token_per_layer(kv_dtype_bytes, tensor_parallel_size)
     state_page = attention.state.page_bytes(*state_bytes, tensor_parallel_size)
@@ -275,6 +275,8 @@ def kv_groups(
     for index, kind in enumerate(attention.layer_kinds):
         if kind != "none":
             layers_of.setdefault(kind, []).append(index)
+        if attention.state is not None and attention.state.parallel:  # Falcon-H1: a MambaSpec in every layer
+            layers_of.setdefault("linear", []).append(index)
     if not layers_of:
         return 0, ()
     counts = [len(layers) for layers in layers_of.values()]

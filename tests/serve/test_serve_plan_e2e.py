@@ -197,6 +197,12 @@ NEMOTRON_H = (699_008, 1365.25)
 # 8192 → 9728 B (17,920 B where vLLM keeps it in float32), under the 128-token attention page 32,768 B:
 # the block stays 128, the state is padded; 4 groups of one layer: 32,768 blocks / (4 + 3 · 2) = 3276.80.
 JAMBA = (1_677_721, 3276.80)
+# Falcon-H1 (2 layers, each with attention and a Mamba2 mixer: 2 attention + 2 Mamba layers for the KV
+# manager): state conv 3 · 384 · 2 = 2304 + temporal 8 · 32 · 64 · 2 = 32,768 → 35,072 B; block 256, page
+# 65,536 B; 2 groups of 2 layers: 131,072 B/block, 8192 blocks / (2 + 3 state pages) = 1638.40.
+FALCON_H1_BF16_STATE = (838_860, 1638.40)
+# float32 state: 2304 + 65,536 = 67,840 B → block 384, 196,608 B/block; 5461 blocks / (2 + 3) = 1092.20.
+FALCON_H1_FP32_STATE = (559_206, 1092.20)
 
 # family, logged tokens, logged concurrency; the arithmetic: B/token/layer × layers × 128 = bytes
 # per block, 2**30 // that = blocks, blocks / blocks-per-request = concurrency, × 512 = tokens.
@@ -213,6 +219,7 @@ FAMILIES = [
     ("granite-4-h", *(MAMBA2_FP32_STATE if host_has_avx512_bf16() else MAMBA2_BF16_STATE)),
     ("nemotron-h", *NEMOTRON_H),
     ("jamba", *JAMBA),
+    ("falcon-h1", *(FALCON_H1_FP32_STATE if host_has_avx512_bf16() else FALCON_H1_BF16_STATE)),
 ]
 
 
