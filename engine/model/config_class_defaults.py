@@ -63,6 +63,9 @@ QK_NORM_MODEL_TYPES = {
 CONFIG_CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
     "gemma3_text": {"vocab_size": 262_208, "tie_word_embeddings": True},
     "gemma2": {"tie_word_embeddings": True},
+    # NemotronHConfig.head_dim (vLLM's NemotronHAttention reads it before hidden_size // heads); the
+    # remote-code configs' attention_head_dim is not read.
+    "nemotron_h": {"head_dim": 128},
 }
 
 # DeepseekV32Indexer.quant_block_size: its key cache keeps one float32 scale per 128 fp8 values.

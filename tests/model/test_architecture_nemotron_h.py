@@ -100,6 +100,15 @@ def test_mamba2_state_as_vllm_sizes_it(
     assert state.page_bytes(2, 4, tp) == page
 
 
+def test_head_dim_is_the_config_class_default() -> None:
+    # A Nemotron-H-4B-style file: hidden 3072, 32 heads, attention_head_dim 128, no head_dim. vLLM takes
+    # NemotronHConfig.head_dim (128), not 3072 / 32 = 96: 8 KV heads · 256 · 2 B = 4096 B/token/layer.
+    config = published_config(H_8B) | {"hidden_size": 3072}
+    arch = read_architecture(config, CONFIGS)
+    assert arch.head_dim == 128
+    assert arch.attention.bytes_per_token_per_layer(2) == 4096
+
+
 def test_a_configured_ssm_dtype_is_kept() -> None:
     config = published_config(H_8B) | {"mamba_ssm_cache_dtype": "bfloat16"}
     state = read_architecture(config, CONFIGS).attention.state
