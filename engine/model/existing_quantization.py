@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,15 @@ class ExistingQuantization:
         method: the format: "compressed-tensors", "gptq", "awq", "fp8", "bitsandbytes", "gguf", ...
         scheme: a short human description, e.g. "FP8 W8A8" or "4-bit, group 128".
         recommend_as: the quant-tui method name it corresponds to, when there is one.
+        quantizes_experts: whether vLLM gives the routed experts a quantized scheme (a compressed-tensors
+            target reaches an expert projection its ignore list leaves); None when it can't be told
+            (no expert tensors in the headers, or not compressed-tensors).
     """
 
     method: str
     scheme: str
     recommend_as: str | None
+    quantizes_experts: bool | None = None
 
 
 # (weights' type, bits, activations quantized, FP4's group size: vLLM's CompressedTensorsConfig
@@ -68,6 +73,49 @@ def _modelopt(quant_config: dict[str, Any]) -> ExistingQuantization:
     return ExistingQuantization("modelopt", algo or "ModelOpt", "nvfp4" if "FP4" in algo else "fp8")
 
 
+# A routed expert's projection weight, as llm-compressor saves MoE experts (linearized, one per expert).
+EXPERT_WEIGHT = re.compile(r"(?P<experts>.+\.experts)\.\d+\.(?P<proj>[^.]+)\.weight")
+
+
+def _vllm_match(value: str, pattern: str, check_contains: bool = False) -> bool:
+    # vLLM 0.32 quantization/utils/config_utils.py::is_equal_or_regex_match: "re:" is re.match, else equality
+    # (or, with check_contains, the pattern inside the value, case-insensitively).
+    if pattern.startswith("re:"):
+        return re.match(pattern[3:], value) is not None
+    return pattern == value or (check_contains and pattern.lower() in value.lower())
+
+
+def quantizes_experts(quant_config: dict[str, Any], headers: list[TensorHeader]) -> bool | None:
+    """Whether vLLM 0.32 finds a compressed-tensors scheme for the checkpoint's routed experts.
+
+    compressed_tensors_moe.py::get_moe_method asks get_scheme_dict for ``<experts>.0.<proj>``: None
+    (unquantized experts) when ``ignore`` matches it (utils.py::should_ignore_layer), else the scheme of the
+    first target matching the name, or the module's class name RoutedExperts (utils.py::find_matched_target,
+    by regex or as a substring), a "Linear" target standing for RoutedExperts too
+    (compressed_tensors.py::_add_fused_moe_to_target_scheme_map). from_config drops groups that target
+    only an ``*Attention`` module. None when the headers list no expert weights.
+    """
+    names = sorted(
+        {f"{m['experts']}.0.{m['proj']}" for h in headers if (m := EXPERT_WEIGHT.fullmatch(h.name))}
+    )
+    if not names:
+        return None
+    targets = [
+        target
+        for group in (quant_config.get("config_groups") or {}).values()
+        if not (len(group.get("targets") or []) == 1 and str(group["targets"][0]).endswith("Attention"))
+        for target in group.get("targets") or []
+    ]
+    if "Linear" in targets:
+        targets.append("RoutedExperts")
+    ignore = quant_config.get("ignore") or []
+    return any(
+        not any(_vllm_match(name, pattern) for pattern in ignore)
+        and any(_vllm_match(name, t) or _vllm_match("RoutedExperts", t, check_contains=True) for t in targets)
+        for name in names
+    )
+
+
 def _compressed_tensors_scheme(quant_config: dict[str, Any]) -> tuple[str, str | None]:
     for group in (quant_config.get("config_groups") or {}).values():
         weights = group.get("weights") or {}
@@ -93,7 +141,8 @@ def detect_quantization(
         method = str(quant_config.get("quant_method", "compressed-tensors")).lower()
         if method == "compressed-tensors" or "config_groups" in quant_config:
             scheme, recommend_as = _compressed_tensors_scheme(quant_config)
-            return ExistingQuantization("compressed-tensors", scheme, recommend_as)
+            experts = quantizes_experts(quant_config, headers)
+            return ExistingQuantization("compressed-tensors", scheme, recommend_as, experts)
         bits = quant_config.get("bits") or quant_config.get("w_bit")
         group = quant_config.get("group_size") or quant_config.get("q_group_size")
         if method in {"gptq", "awq"}:

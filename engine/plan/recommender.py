@@ -9,6 +9,7 @@ from engine.errors import QuantTuiError
 from engine.hardware.detect import HardwareTarget
 from engine.model.checkpoint_size import WeightBytes
 from engine.model.inspect_model import ModelInfo, human_params
+from engine.plan.checkpoint_limits import check_quantized_experts, raise_unservable
 from engine.plan.fitting import DeviceFit, fit_on_target
 from engine.plan.installed_vllm import installed_limits
 from engine.plan.make_it import make_it_line, quantized_dir
@@ -341,6 +342,8 @@ def recommend(model: ModelInfo, target: HardwareTarget, request: PlanRequest | N
             f"already quantized ({existing.method}: {existing.scheme}); quant-tui will not quantize it again"
         )
         methods = [existing.recommend_as] if existing.recommend_as else []
+        if (experts_note := check_quantized_experts(model)) is not None:
+            notes.append(experts_note)
     else:
         methods = preference_order(target, request.goal, model)
     if "bf16" not in methods and model.quantization is None:
@@ -361,17 +364,6 @@ def recommend(model: ModelInfo, target: HardwareTarget, request: PlanRequest | N
     # Stable sort: what fits first; within each group the flowchart's order stays.
     ranked = sorted(candidates, key=lambda c: not c.fits)
     return Recommendation(target, model, request, max_model_len, tuple(ranked), tuple(notes))
-
-
-def raise_unservable(model: ModelInfo, target: HardwareTarget) -> None:
-    """Explains that an existing checkpoint's format can't run on the target."""
-    from engine.errors import ModelError
-
-    assert model.quantization is not None
-    raise ModelError(
-        f"{model.name} is already quantized as {model.quantization.method} ({model.quantization.scheme}), "
-        f"which vLLM 0.32 cannot run on {target.name}; start from the unquantized model"
-    )
 
 
 def as_is_candidate(recommendation: Recommendation) -> Candidate | None:

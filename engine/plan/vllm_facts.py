@@ -61,8 +61,9 @@ CT_FP8 = MethodCapability(89, 75, True, "CompressedTensorsW8A8Fp8 / CompressedTe
 # runs W8A8, even on Hopper. Its kernels (kernels/linear::_POSSIBLE_WFP8A16_KERNELS) are Humming and
 # Marlin FP8 on CUDA from 7.5 (marlin_utils_fp8.is_fp8_marlin_supported) and none on the CPU backend,
 # where init_wfp8_a16_linear_kernel raises "Failed to find a kernel". Fused-MoE experts in it do not
-# load at all in 0.32 (compressed_tensors_moe.get_moe_method: WNA16 wants pack-quantized, the FP8 MoE
-# method wants input_activations).
+# load at all in 0.32 (compressed_tensors_moe.get_moe_method: channel scales fail WNA16's pack-quantized
+# check, tensor/block ones its W8A8 checks on input_quant None), unless ignore keeps the experts
+# unquantized: engine/plan/checkpoint_limits.py refuses such a checkpoint.
 CT_FP8_W8A16 = MethodCapability(None, 75, False, "CompressedTensorsW8A16Fp8")
 CT_INT8_W8A8 = MethodCapability(75, None, True, "CompressedTensorsW8A8Int8")
 CT_WNA16 = MethodCapability(None, 75, True, "CompressedTensorsWNA16")

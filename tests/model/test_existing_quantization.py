@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from engine.model.existing_quantization import detect_quantization
+from engine.model.safetensors_headers import TensorHeader
 from tests.plan.model_configs import published_config
 
 # RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8's quantization_config (tests/fixtures/configs): FP8 W8A8, static
@@ -72,3 +73,52 @@ def test_a_published_quantization_config_is_read_as_vllm_serves_it(
     found = detect_quantization({"quantization_config": quantization_config}, Path("/nonexistent"), [])
     assert found is not None
     assert (found.method, found.scheme, found.recommend_as) == (method, scheme, recommend_as)
+
+
+def _expert_headers(prefix: str, projections: tuple[str, ...]) -> list[TensorHeader]:
+    """Two layers of two linearized experts (llm-compressor's saved MoE layout), stored FP8, plus attention."""
+    headers = [
+        TensorHeader(f"model.layers.{i}.self_attn.q_proj.weight", "F8_E4M3", (64, 64)) for i in range(2)
+    ]
+    for layer in range(2):
+        for expert in range(2):
+            for proj in projections:
+                name = f"model.layers.{layer}.{prefix}.experts.{expert}.{proj}.weight"
+                headers.append(TensorHeader(name, "F8_E4M3", (32, 64)))
+    return headers
+
+
+QWEN3_MOE_EXPERTS = _expert_headers("mlp", ("gate_proj", "up_proj", "down_proj"))
+MIXTRAL_EXPERTS = _expert_headers("block_sparse_moe", ("w1", "w2", "w3"))
+DENSE = [TensorHeader("model.layers.0.mlp.gate_proj.weight", "F8_E4M3", (64, 64))]
+
+# Whether vLLM 0.32 gives the routed experts the FP8 weight-only scheme, worked out by hand from
+# compressed_tensors.py::get_scheme_dict as get_moe_method calls it on "<experts>.0.<proj>" (the same
+# configs tests/plan/test_vllm_facts.py::test_fp8_weight_only_experts_do_not_load runs through vLLM):
+# "Linear" reaches RoutedExperts; ignore and regex targets are re.match on the name.
+EXPERT_CASES = [
+    (QWEN3_MOE_EXPERTS, ["lm_head", "re:.*mlp.gate$"], ["Linear"], True),  # the routers only
+    (QWEN3_MOE_EXPERTS, ["lm_head", "re:.*mlp.gate$", "re:.*mlp.experts.*"], ["Linear"], False),
+    (QWEN3_MOE_EXPERTS, ["lm_head"], ["re:.*self_attn.*"], False),
+    (QWEN3_MOE_EXPERTS, ["lm_head"], ["re:.*experts.*"], True),
+    (QWEN3_MOE_EXPERTS, ["lm_head"], ["RoutedExperts"], True),
+    # "experts" alone is no regex: not equal to the name, but inside the class name RoutedExperts.
+    (QWEN3_MOE_EXPERTS, ["lm_head"], ["experts"], True),
+    (QWEN3_MOE_EXPERTS, ["lm_head"], ["down_proj"], False),  # equality with the full name only
+    (MIXTRAL_EXPERTS, ["lm_head", "re:.*block_sparse_moe.gate$"], ["Linear"], True),
+    (MIXTRAL_EXPERTS, ["lm_head", "re:.*block_sparse_moe.experts.*"], ["Linear"], False),
+    (DENSE, ["lm_head"], ["Linear"], None),  # no experts in the headers
+    ([], ["lm_head"], ["Linear"], None),  # config-only
+]
+
+
+@pytest.mark.parametrize(("headers", "ignore", "targets", "expected"), EXPERT_CASES)
+def test_whether_an_fp8_weight_only_config_reaches_the_experts(
+    headers: list[TensorHeader], ignore: list[str], targets: list[str], expected: bool | None
+) -> None:
+    config = fp8_weight_only("channel")
+    config["ignore"] = ignore
+    config["config_groups"]["group_0"]["targets"] = targets
+    found = detect_quantization({"quantization_config": config}, Path("/nonexistent"), headers)
+    assert found is not None and found.recommend_as == "fp8-w8a16"
+    assert found.quantizes_experts is expected

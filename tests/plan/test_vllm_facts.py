@@ -115,3 +115,67 @@ def test_fp8_weight_only_checkpoints_never_run_w8a8_and_have_no_cpu_kernel() -> 
     assert CompressedTensorsConfig._is_fp8_w8a16(weights, None)
     assert _POSSIBLE_WFP8A16_KERNELS[PlatformEnum.CPU] == []
     assert vllm_facts.CT_FP8_W8A16.w8a8_min is None and not vllm_facts.CT_FP8_W8A16.cpu
+
+
+def _fp8_weight_only_moe_config(
+    strategy: str, extra_ignore: list[str], targets: list[str]
+) -> dict[str, object]:
+    # llm-compressor's FP8 weight-only recipes on an MoE model (its Qwen3-MoE examples ignore the routers,
+    # re:.*mlp.gate$): RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8's config without input_activations.
+    import copy
+
+    from tests.plan.model_configs import published_config
+
+    config = copy.deepcopy(published_config("llama-3.1-8b-instruct-fp8")["quantization_config"])
+    config.update(format="float-quantized", ignore=["lm_head", "re:.*mlp.gate$", *extra_ignore])
+    group = config["config_groups"]["group_0"]
+    group.update(input_activations=None, targets=targets)
+    group["weights"].update(strategy=strategy, block_structure=[128, 128] if strategy == "block" else None)
+    return config
+
+
+# vLLM 0.32 compressed_tensors_moe.py::get_moe_method on FP8 weight-only experts, read by hand: channel
+# weights pass _is_wNa16_group_channel and fail its pack-quantized check (ValueError "For Fused MoE layers,
+# only format: pack-quantized ..."); tensor and block weights reach _is_dynamic_token_w8a8, which reads
+# input_quant.num_bits of None (AttributeError); experts ignored or not targeted load unquantized.
+FP8_WEIGHT_ONLY_EXPERTS = [
+    ("channel", [], ["Linear"], "ValueError"),
+    ("tensor", [], ["Linear"], "AttributeError"),
+    ("block", [], ["Linear"], "AttributeError"),
+    ("channel", [], ["re:.*experts.*"], "ValueError"),
+    ("channel", ["re:.*mlp.experts.*"], ["Linear"], "unquantized"),
+    ("channel", [], ["re:.*self_attn.*"], "unquantized"),
+]
+
+
+@pytest.mark.parametrize(("strategy", "extra_ignore", "targets", "outcome"), FP8_WEIGHT_ONLY_EXPERTS)
+def test_fp8_weight_only_experts_do_not_load(
+    strategy: str, extra_ignore: list[str], targets: list[str], outcome: str
+) -> None:
+    """vllm_facts.CT_FP8_W8A16's MoE note: the planner refuses such checkpoints (engine/plan/checkpoint_limits)."""
+    from vllm.model_executor.layers.fused_moe import RoutedExperts
+    from vllm.model_executor.layers.quantization.compressed_tensors.compressed_tensors import (
+        CompressedTensorsConfig,
+    )
+    from vllm.model_executor.layers.quantization.compressed_tensors.compressed_tensors_moe.compressed_tensors_moe import (
+        CompressedTensorsMoEMethod,
+    )
+
+    config = CompressedTensorsConfig.from_config(_fp8_weight_only_moe_config(strategy, extra_ignore, targets))
+    # A RoutedExperts with only what get_moe_method reads (Qwen3-MoE's projection names); building a real
+    # one needs a running vLLM config.
+    layer = RoutedExperts.__new__(RoutedExperts)
+    layer.__dict__.update(
+        ckpt_gate_proj_name="gate_proj",
+        ckpt_up_proj_name="up_proj",
+        ckpt_down_proj_name="down_proj",
+        moe_config=None,
+    )
+    if outcome == "unquantized":  # get_moe_method's UnquantizedFusedMoEMethod, which needs a vLLM config
+        config._add_fused_moe_to_target_scheme_map()
+        names = [f"model.layers.0.mlp.experts.0.{proj}" for proj in ("gate_proj", "up_proj", "down_proj")]
+        assert [config.get_scheme_dict(layer, name) for name in names] == [None, None, None]
+        return
+    with pytest.raises((ValueError, AttributeError)) as raised:
+        CompressedTensorsMoEMethod.get_moe_method(config, layer, "model.layers.0.mlp.experts")
+    assert type(raised.value).__name__ == outcome
