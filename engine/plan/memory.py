@@ -20,13 +20,8 @@ from engine.plan.kv_cache import (
     state_dtype_bytes,
 )
 from engine.plan.methods import method as method_record
-from engine.plan.pipeline_stages import PipelineStage, pipeline_stages
+from engine.plan.pipeline_stages import VOCAB_PADDING, PipelineStage, pipeline_stages, vocab_matrices
 from engine.plan.vllm_facts import DEFAULT_GPU_MEMORY_UTILIZATION, GIB
-
-# GGUF Q4_K_M keeps the embeddings in Q6_K.
-GGUF_EMBEDDING_BITS = 6.5625
-# vocab_parallel_embedding.DEFAULT_VOCAB_PADDING_SIZE: embedding and lm_head rows are padded to it.
-VOCAB_PADDING = 64
 
 
 def weight_bytes(model: ModelInfo, method: str, dtype_bytes: int = 2) -> WeightBytes:
@@ -59,12 +54,15 @@ def weight_bytes(model: ModelInfo, method: str, dtype_bytes: int = 2) -> WeightB
         for params, linear in zip(model.layer_params, model.layer_linear_params, strict=True)
     )
     unquantized_params = model.unquantized_params
-    if fmt.quantizes_embeddings:
+    vocab_bits = fmt.vocab_bits
+    if vocab_bits is not None:  # GGUF: embed_tokens and lm_head in the file's types (vocab_matrices)
         embedding_params = model.vocab_size * model.hidden_size * (1 if model.tie_word_embeddings else 2)
-        embedding_params = min(embedding_params, unquantized_params)
-        quantized += math.ceil(embedding_params * GGUF_EMBEDDING_BITS / 8)
-        unquantized_params -= embedding_params
-    return WeightBytes(quantized, scales, unquantized_params * dtype_bytes, layers)
+        vocab = vocab_matrices(
+            model.vocab_size, model.hidden_size, model.tie_word_embeddings, dtype_bytes, vocab_bits
+        )
+        quantized += vocab.stored
+        unquantized_params -= min(embedding_params, unquantized_params)
+    return WeightBytes(quantized, scales, unquantized_params * dtype_bytes, layers, vocab_bits)
 
 
 def kv_bytes_per_token(model: ModelInfo, kv_dtype_bytes: float = 2, tensor_parallel_size: int = 1) -> int:
@@ -187,21 +185,22 @@ def stage_weights_bytes(
 
     The decoder layers' bytes (all but the vocabulary matrices, the final norm and any vision tower)
     are the stage's own layers' (``stage_layer_share``); the stage adds its own vocabulary matrices
-    (``stage.vocab_matrices``, at the serving dtype, with vLLM's padded rows), the final norm on the
-    last stage, and the vision tower, which every stage builds (vLLM's multimodal models make it
-    without a pipeline check). One stage holds ``weights`` whole, plus the vocabulary padding.
+    (``VocabMatrices.held_by``: at the serving dtype, or in the GGUF file's types when
+    ``weights.vocab_bits`` says so, with vLLM's padded rows), the final norm on the last stage, and the
+    vision tower, which every stage builds (vLLM's multimodal models make it without a pipeline
+    check). One stage holds ``weights`` whole, plus the vocabulary padding.
     """
-    matrix = model.vocab_size * model.hidden_size * dtype_bytes
-    padded_matrix = padded_vocab_size(model.vocab_size) * model.hidden_size * dtype_bytes
+    vocab = vocab_matrices(
+        model.vocab_size, model.hidden_size, model.tie_word_embeddings, dtype_bytes, weights.vocab_bits
+    )
     if stage.rank == 0 and stage.holds_lm_head:
-        return weights.total + stage.vocab_matrices * (padded_matrix - matrix)
+        return weights.total + vocab.held_by(stage) - vocab.stored
     final_norm = model.hidden_size * dtype_bytes
     vision = min(model.vision_params * dtype_bytes, weights.unquantized)
-    stored_matrices = 1 if model.tie_word_embeddings else 2
-    decoder = max(0, weights.total - stored_matrices * matrix - final_norm - vision)
+    decoder = max(0, weights.total - vocab.stored - final_norm - vision)
     held, of = stage_layer_share(weights, stage.layers, model.num_layers)
     layers = ceil_div(decoder * held, of)
-    return layers + stage.vocab_matrices * padded_matrix + (final_norm if stage.holds_lm_head else 0) + vision
+    return layers + vocab.held_by(stage) + (final_norm if stage.holds_lm_head else 0) + vision
 
 
 def plan_gpu(

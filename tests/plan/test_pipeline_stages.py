@@ -281,3 +281,21 @@ def test_each_stage_holds_its_own_vocab_matrices(
     matrices = vocab_matrices(vocab, hidden, tied, 2, bits)
     built = pipeline_stages(32, stages, tied)
     assert [matrices.held_by(stage) for stage in built] == held
+
+
+def test_gguf_stages_hold_the_vocab_matrices_in_the_files_types(tmp_path: Path) -> None:
+    # Llama-3.1-8B as GGUF Q4_K_M: 6,979,321,856 Linear weights at 4.85 bits = 4,231,213,876 B (rounded
+    # up); token_embd Q4_K 295,501,824 B and output Q6_K 430,940,160 B (VOCAB_CASES); 65 norms of 4,096
+    # bf16 = 532,480 B; 4,958,188,340 B in all. P 2, 16 equal layers each: the decoder's 4,958,188,340 -
+    # 726,441,984 - 8,192 (final norm) = 4,231,738,164 B split in halves of 2,115,869,082; the first
+    # stage adds the Q4_K embedding, the last the Q6_K lm_head and the norm. At bf16 vocab matrices the
+    # split had said 2,546,309,242 and 2,546,317,434 (decoder halves of 1,495,636,090).
+    model = model_from_config(tmp_path, "llama-3.1-8b")
+    weights = weight_bytes(model, "gguf")
+    assert weights.total == 4_958_188_340
+    built = pipeline_stages(model.num_layers, 2, model.tie_word_embeddings)
+    first, last = (stage_weights_bytes(model, weights, stage) for stage in built)
+    assert first == 2_115_869_082 + 295_501_824 == 2_411_370_906
+    assert last == 2_115_869_082 + 430_940_160 + 8_192 == 2_546_817_434
+    (whole,) = pipeline_stages(model.num_layers, 1, model.tie_word_embeddings)
+    assert stage_weights_bytes(model, weights, whole) == weights.total
