@@ -175,9 +175,25 @@ def _parameters_of(header: TensorHeader) -> int:
     return numel
 
 
-def _role_of(header: TensorHeader) -> TensorRole:
-    """``classify_tensor``'s role, with MXFP4 expert blocks (gpt-oss's ``*_blocks``) as Linear weights."""
+def unquantized_linears(arch: Architecture) -> tuple[str, ...]:
+    """Name parts of Linear weights vLLM builds without the quantization config, which stay 16-bit.
+
+    Jamba's Mamba1 mixer (vllm/model_executor/layers/mamba/mamba_mixer.py::MambaMixer passes no
+    quant_config to in_proj, x_proj, dt_proj, out_proj); Mamba2's in_proj / out_proj are quantized.
+    """
+    if arch.attention.state is None or arch.attention.state.mixer != "mamba1":
+        return ()
+    return tuple(f".mamba.{name}." for name in ("in_proj", "x_proj", "dt_proj", "out_proj"))
+
+
+def _role_of(header: TensorHeader, unquantized: tuple[str, ...] = ()) -> TensorRole:
+    """``classify_tensor``'s role, with MXFP4 expert blocks (gpt-oss's ``*_blocks``) as Linear weights.
+
+    Weights under one of ``unquantized``'s name parts (``unquantized_linears``) are "other".
+    """
     role = classify_tensor(header.name, list(header.shape))
+    if role == "linear" and any(part in header.name for part in unquantized):
+        return "other"
     if role == "other" and header.name.endswith("_blocks") and ".experts." in header.name:
         return "linear"
     return role
@@ -188,7 +204,10 @@ _LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
 
 
 def layer_sizes_from_headers(
-    headers: list[TensorHeader], num_layers: int, skip_prefixes: tuple[str, ...] = ()
+    headers: list[TensorHeader],
+    num_layers: int,
+    skip_prefixes: tuple[str, ...] = (),
+    unquantized: tuple[str, ...] = (),
 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
     """Each decoder layer's (parameters, Linear parameters, stored bytes), summed over its tensors.
 
@@ -201,7 +220,7 @@ def layer_sizes_from_headers(
         found = _LAYER_INDEX.search(header.name)
         if found is None or header.name.startswith(skip_prefixes):
             continue
-        role = _role_of(header)
+        role = _role_of(header, unquantized)
         index = int(found.group(1))
         if role == "vision" or index >= num_layers:
             continue
@@ -227,10 +246,13 @@ def layer_sizes_from_config(
     )
 
 
-def count_from_headers(headers: list[TensorHeader], skip_prefixes: tuple[str, ...] = ()) -> ParamCounts:
+def count_from_headers(
+    headers: list[TensorHeader], skip_prefixes: tuple[str, ...] = (), unquantized: tuple[str, ...] = ()
+) -> ParamCounts:
     """Counts parameters by role from tensor headers (packed 4-bit weights counted as unpacked).
 
-    Tensors whose names start with one of ``skip_prefixes`` (MTP layers) are counted apart in ``mtp``.
+    Tensors whose names start with one of ``skip_prefixes`` (MTP layers) are counted apart in ``mtp``;
+    those under ``unquantized``'s name parts count as other parameters, not Linear weights.
     """
     linear = linear_out = embedding = lm_head = other = vision = mtp = 0
     for header in headers:
@@ -240,7 +262,7 @@ def count_from_headers(headers: list[TensorHeader], skip_prefixes: tuple[str, ..
         if header.name.startswith(skip_prefixes):
             mtp += numel
             continue
-        role = _role_of(header)
+        role = _role_of(header, unquantized)
         if role == "linear":
             linear += numel
             out_features = header.shape[0] if not header.name.endswith(".qweight") else header.shape[1]
@@ -279,7 +301,7 @@ def inspect_model(folder: Path) -> ModelInfo:
     layout = weight_layout(config, folder)
     if headers:
         skip = mtp_prefixes(arch)
-        counts = count_from_headers(headers, skip)
+        counts = count_from_headers(headers, skip, unquantized_linears(arch))
         source: Literal["safetensors", "estimate"] = "safetensors"
         dtype_params = Counter[str]()
         for header in headers:
@@ -293,7 +315,11 @@ def inspect_model(folder: Path) -> ModelInfo:
         weight_bytes = 0
         loaded_bytes = checkpoint_bytes(shapes, layout).total
     tied = arch.tie_word_embeddings if not headers else counts.lm_head == 0
-    layers = layer_sizes_from_headers(headers, arch.num_layers, mtp_prefixes(arch)) if headers else None
+    layers = (
+        layer_sizes_from_headers(headers, arch.num_layers, mtp_prefixes(arch), unquantized_linears(arch))
+        if headers
+        else None
+    )
     layer_params, layer_linear, layer_bytes = layers or layer_sizes_from_config(arch, layout)
     return ModelInfo(
         **(arch.shape() | {"tie_word_embeddings": tied}),

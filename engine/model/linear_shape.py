@@ -5,8 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+# "unquantized": a decoder Linear vLLM builds without the quantization config (Jamba's MambaMixer).
 Part = Literal[
-    "attention", "linear_attention", "mlp", "experts", "shared_expert", "router", "vision", "lm_head"
+    "attention",
+    "linear_attention",
+    "mlp",
+    "experts",
+    "shared_expert",
+    "router",
+    "unquantized",
+    "vision",
+    "lm_head",
 ]
 # Parts a weight quantizer targets in the decoder (routers, vision towers and lm_head usually stay 16-bit).
 DECODER_LINEAR_PARTS: tuple[Part, ...] = ("attention", "linear_attention", "mlp", "experts", "shared_expert")

@@ -41,7 +41,7 @@ def _mamba1(arch: Architecture, layers: int) -> tuple[list[LinearShape], int]:
     """Jamba's Mamba1 mixer (vllm/model_executor/layers/mamba/mamba_mixer.py::MambaMixer).
 
     in_proj (x and z: 2 × inner), x_proj (dt rank + B + C), dt_proj (rank → inner, with a bias),
-    out_proj; conv1d (inner × kernel, with ``mamba_conv_bias``, default True), A (inner × state), D,
+    out_proj, all built without the quantization config (so "unquantized", kept 16-bit); conv1d (inner × kernel, with ``mamba_conv_bias``, default True), A (inner × state), D,
     and Jamba's dt / B / C RMSNorms (``use_rms_norm=True``) are vectors here.
     """
     state, h = arch.attention.state, arch.hidden_size
@@ -50,10 +50,10 @@ def _mamba1(arch: Architecture, layers: int) -> tuple[list[LinearShape], int]:
     rank = arch.text.get("mamba_dt_rank")
     rank = int(rank) if isinstance(rank, int) else -(-h // 16)  # JambaConfig: "auto" is ceil(h / 16)
     shapes = [
-        LinearShape("mamba.in_proj", "linear_attention", h, 2 * inner, layers),
-        LinearShape("mamba.x_proj", "linear_attention", inner, rank + 2 * n, layers),
-        LinearShape("mamba.dt_proj", "linear_attention", rank, inner, layers),
-        LinearShape("mamba.out_proj", "linear_attention", inner, h, layers),
+        LinearShape("mamba.in_proj", "unquantized", h, 2 * inner, layers),
+        LinearShape("mamba.x_proj", "unquantized", inner, rank + 2 * n, layers),
+        LinearShape("mamba.dt_proj", "unquantized", rank, inner, layers),
+        LinearShape("mamba.out_proj", "unquantized", inner, h, layers),
     ]
     conv_bias = inner if arch.text.get("mamba_conv_bias", True) else 0
     # conv1d + its bias, dt_proj's bias, A, D, dt / B / C norms

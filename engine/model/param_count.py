@@ -63,7 +63,7 @@ class ModelShapes:
         decoder = [shape for shape in self.linears if shape.part in DECODER_LINEAR_PARTS]
         linear = sum(shape.numel for shape in decoder)
         vision = self.vision_vector_params + sum(s.numel for s in self.linears if s.part == "vision")
-        router = sum(shape.numel for shape in self.linears if shape.part == "router")
+        router = sum(shape.numel for shape in self.linears if shape.part in ("router", "unquantized"))
         other = self.vector_params + router + vision
         return ParamCounts(
             total=linear + self.embedding + self.lm_head + other,

@@ -87,6 +87,18 @@ def test_parameters_config_only() -> None:
     assert (layers[0], layers[1], layers[4]) == (281_477_408, 2_923_954_464, 218_112_000)
 
 
+def test_mamba1_projections_are_not_quantizable() -> None:
+    # vLLM's MambaMixer builds in_proj, x_proj, dt_proj and out_proj without the quantization config: they
+    # stay 16-bit. Quantizable: attention 4 · 41,943,040 + MLP 16 · 176,160,768 + experts 16 · 16 ·
+    # 176,160,768 = 48,083,501,056; the 28 Mamba1 layers keep 28 · (67,108,864 + 2,359,296 + 2,097,152
+    # + 33,554,432) = 2,943,352,832 Linear weights unquantized.
+    counts = estimate_params(architecture())
+    assert counts.linear == 48_083_501_056
+    mamba = [s for s in decoder_layer_shapes(architecture())[0].linears if s.module.startswith("mamba.")]
+    assert {s.part for s in mamba} == {"unquantized"}
+    assert 28 * sum(s.numel for s in mamba) == 2_943_352_832
+
+
 def test_jamba_defaults_when_the_file_is_silent() -> None:
     # JambaConfig's defaults: attention period 8 / offset 4, experts period 2 / offset 1, dt rank "auto"
     # = ceil(4096 / 16) = 256: the same model as the full file.
@@ -124,6 +136,9 @@ def test_a_real_checkpoints_headers_equal_the_config_estimate(tmp_path: Path) ->
     from_headers = inspect_model(tmp_path)
     assert (from_headers.params_source, from_headers.params) == ("safetensors", 1_908_216)
     assert from_headers.layer_params == layers
+    # Linear weights a quantizer may take: not the Mamba1 projections (3 · 110,592 of them); attention
+    # 49,152 + MLPs 2 · 98,304 + experts 2 · 393,216 = 1,032,192.
+    assert from_headers.linear_params == 1_032_192
     arch = read_architecture(json.loads((tmp_path / "config.json").read_text()), tmp_path)
     assert estimate_params(arch).total == 1_908_216
     assert tuple(layer.counts().total for layer in decoder_layer_shapes(arch)) == layers
