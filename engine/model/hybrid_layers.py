@@ -19,10 +19,11 @@ MIXERLESS_NAMES = frozenset({"mlp", "moe"})
 
 
 def hybrid_layer_names(text: dict[str, Any], num_layers: int) -> list[str] | None:
-    """Each layer's name ("linear_attention", "full_attention", "mlp", "moe") for Nemotron-H and Jamba, else None.
+    """Each layer's name ("linear_attention", "full_attention", "mlp", "moe") for Mamba hybrids, else None.
 
-    Nemotron-H: ``layers_block_type`` (transformers' NemotronHConfig saves it) or the legacy
-    ``hybrid_override_pattern``. Jamba: ``JambaConfig.layers_block_type``: layer ``i`` is attention
+    Nemotron-H: ``layers_block_type`` (transformers' NemotronHConfig saves it; legacy names are mapped
+    by ``linear_layer_names``) or the legacy ``hybrid_override_pattern``. Falcon-H1: attention
+    everywhere (its Mamba2 mixers are ``RecurrentState.parallel``). Jamba: ``JambaConfig.layers_block_type``: layer ``i`` is attention
     where ``i % attn_layer_period == attn_layer_offset`` (defaults 8 and 4), Mamba elsewhere.
     """
     model_type = str(text.get("model_type"))

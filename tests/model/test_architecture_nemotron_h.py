@@ -58,12 +58,19 @@ def test_layer_kinds_follow_the_pattern(
     assert attention.description == description
 
 
-def test_transformers_5_layer_list_reads_like_the_pattern() -> None:
+# the names a layer list spells M and * with: transformers 5's, and the legacy ones some files carry
+NAMES = [
+    {"M": "linear_attention", "*": "full_attention", "-": "mlp", "E": "moe"},
+    {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"},
+]
+
+
+@pytest.mark.parametrize("names", NAMES)
+def test_transformers_5_layer_list_reads_like_the_pattern(names: dict[str, str]) -> None:
     # transformers' NemotronHConfig saves layers_block_type and no num_hidden_layers.
     config = published_config(NANO_30B)
     pattern = config.pop("hybrid_override_pattern")
     del config["num_hidden_layers"]
-    names = {"M": "linear_attention", "*": "full_attention", "-": "mlp", "E": "moe"}
     config["layers_block_type"] = [names[letter] for letter in pattern]
     arch = read_architecture(config, CONFIGS)
     assert arch.num_layers == 52
