@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -53,6 +54,10 @@ COMPRESSED_TENSORS_METHODS: MappingProxyType[tuple[str, int, bool, int | None], 
 )
 
 
+# The quant_algos ModelOptFp8Config owns (vLLM 0.32 modelopt.py::LINEAR_ALGOS, owner "modelopt").
+MODELOPT_FP8_ALGOS = frozenset({"FP8", "FP8_PER_CHANNEL_PER_TOKEN", "FP8_PB_WO"})
+
+
 def _granularity(weights: dict[str, Any]) -> str:
     """How the scales are laid out, as the scheme text adds it: ", group 128", ", per channel"."""
     if weights.get("group_size"):
@@ -66,10 +71,13 @@ def _granularity(weights: dict[str, Any]) -> str:
 
 def _modelopt(quant_config: dict[str, Any]) -> ExistingQuantization:
     # vLLM 0.32's ModelOpt algos (modelopt.py::LINEAR_ALGOS, resolve): FP8, FP8_PER_CHANNEL_PER_TOKEN and
-    # FP8_PB_WO (despite its name) quantize activations too; W4A16_NVFP4 is NVFP4 weight-only (Marlin).
+    # FP8_PB_WO (despite its name) quantize activations too, all ModelOptFp8Config (from 8.0, not
+    # compressed-tensors' 7.5: vllm_facts.MODELOPT_FP8); W4A16_NVFP4 is NVFP4 weight-only (Marlin).
     algo = str(quant_config.get("quant_algo", "")).upper()
     if algo == "W4A16_NVFP4":
         return ExistingQuantization("modelopt", "NVFP4 weight-only (W4A16_NVFP4)", "nvfp4a16")
+    if algo in MODELOPT_FP8_ALGOS:
+        return ExistingQuantization("modelopt", algo, "modelopt-fp8")
     return ExistingQuantization("modelopt", algo or "ModelOpt", "nvfp4" if "FP4" in algo else "fp8")
 
 
@@ -114,6 +122,18 @@ def quantizes_experts(quant_config: dict[str, Any], headers: list[TensorHeader])
         and any(_vllm_match(name, t) or _vllm_match("RoutedExperts", t, check_contains=True) for t in targets)
         for name in names
     )
+
+
+def _modelopt_file(path: Path) -> ExistingQuantization:
+    # ModelOpt 0.29 and older keep the config in hf_quant_config.json, which vLLM 0.32 takes as the
+    # quantization_config (transformers_utils/config.py::get_config); its algo is under "quantization".
+    try:
+        section = json.loads(path.read_text(encoding="utf-8")).get("quantization")
+    except (OSError, ValueError, AttributeError):
+        section = None
+    if not isinstance(section, dict) or not section.get("quant_algo"):
+        return ExistingQuantization("modelopt", "ModelOpt (hf_quant_config.json)", None)
+    return _modelopt(section)
 
 
 def _compressed_tensors_scheme(quant_config: dict[str, Any]) -> tuple[str, str | None]:
@@ -164,7 +184,7 @@ def detect_quantization(
             return ExistingQuantization(method, "MXFP4", "mxfp4")
         return ExistingQuantization(method, method, None)
     if (folder / "hf_quant_config.json").is_file():
-        return ExistingQuantization("modelopt", "ModelOpt (hf_quant_config.json)", None)
+        return _modelopt_file(folder / "hf_quant_config.json")
     if any(folder.glob("*.gguf")):
         return ExistingQuantization("gguf", "GGUF file", "gguf")
     low_precision = Counter(h.dtype for h in headers if h.dtype in {"F8_E4M3", "F8_E5M2", "I8", "U8", "I32"})

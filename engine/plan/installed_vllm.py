@@ -33,6 +33,7 @@ PROBED: dict[str, str] = {
     "CompressedTensorsWNA16": f"{SCHEMES}.compressed_tensors_wNa16",
     "CompressedTensorsW4A4Fp4": f"{SCHEMES}.compressed_tensors_w4a4_nvfp4",
     "Mxfp4Config": f"{QUANT}.mxfp4",
+    "ModelOptFp8Config": f"{QUANT}.modelopt",
 }
 # Which bundled limit each probed class replaces: (capability record, its field, the class).
 LIMITS: tuple[tuple[MethodCapability, str, str], ...] = (
@@ -46,6 +47,8 @@ LIMITS: tuple[tuple[MethodCapability, str, str], ...] = (
     (vllm_facts.CT_NVFP4, "weight_only_min", "CompressedTensorsW4A4Fp4"),
     (vllm_facts.CT_NVFP4A16, "weight_only_min", "CompressedTensorsW4A4Fp4"),
     (vllm_facts.MXFP4, "weight_only_min", "Mxfp4Config"),
+    # vLLM refuses a ModelOpt FP8 checkpoint below this on any GPU; Marlin FP8 runs it up to 8.9.
+    (vllm_facts.MODELOPT_FP8, "weight_only_min", "ModelOptFp8Config"),
 )
 PROBE_TIMEOUT_S = 300
 

@@ -14,6 +14,7 @@ MethodName = Literal[
     "fp8",
     "fp8-block",
     "fp8-w8a16",
+    "modelopt-fp8",
     "int8-w8a8",
     "w8a16",
     "w4a16",

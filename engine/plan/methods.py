@@ -69,6 +69,20 @@ METHODS: tuple[Method, ...] = (
         not_made_here="quant-tui makes FP8 as W8A8 (`--method fp8`); serve a published FP8 weight-only checkpoint",
     ),
     Method(
+        name="modelopt-fp8",
+        label="FP8 W8A8 (ModelOpt)",
+        # float32 weight scales per tensor (FP8), per output channel (FP8_PER_CHANNEL_PER_TOKEN) or per
+        # 128x128 block (FP8_PB_WO): one a row bounds them all.
+        weights=WeightLayout(8, None, 4, quantizes_activations=True),
+        capability=vllm_facts.MODELOPT_FP8,
+        producer="pre-quantized",
+        folder_suffix=None,
+        trade_off="near-lossless (perplexity +<0.1 typical)",
+        ct_scheme=None,
+        description="FP8 E4M3 weights with NVIDIA ModelOpt's scales (per tensor, channel or 128x128 block); activations FP8",
+        not_made_here="quant-tui makes FP8 as compressed-tensors (`--method fp8`); serve a checkpoint NVIDIA ModelOpt exported",
+    ),
+    Method(
         name="int8-w8a8",
         label="INT8 W8A8",
         weights=WeightLayout(8, None, 4, quantizes_activations=True),

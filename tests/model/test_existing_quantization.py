@@ -53,9 +53,16 @@ CASES = [
         "fp8",
     ),
     # ModelOpt algos as vLLM 0.32 reads them (modelopt.py::resolve): FP8_PB_WO quantizes activations per
-    # 128 block despite its name; W4A16_NVFP4 is NVFP4 weight-only.
-    ({"quant_method": "modelopt", "quant_algo": "FP8"}, "modelopt", "FP8", "fp8"),
-    ({"quant_method": "modelopt", "quant_algo": "FP8_PB_WO"}, "modelopt", "FP8_PB_WO", "fp8"),
+    # 128 block despite its name; W4A16_NVFP4 is NVFP4 weight-only. The three FP8 algos are ModelOptFp8Config's
+    # (LINEAR_ALGOS owner "modelopt"), from compute 8.0: modelopt-fp8, not compressed-tensors' fp8.
+    ({"quant_method": "modelopt", "quant_algo": "FP8"}, "modelopt", "FP8", "modelopt-fp8"),
+    ({"quant_method": "modelopt", "quant_algo": "fp8_pb_wo"}, "modelopt", "FP8_PB_WO", "modelopt-fp8"),
+    (
+        {"quant_method": "modelopt", "quant_algo": "FP8_PER_CHANNEL_PER_TOKEN"},
+        "modelopt",
+        "FP8_PER_CHANNEL_PER_TOKEN",
+        "modelopt-fp8",
+    ),
     ({"quant_method": "modelopt", "quant_algo": "NVFP4", "group_size": 16}, "modelopt", "NVFP4", "nvfp4"),
     (
         {"quant_method": "modelopt", "quant_algo": "W4A16_NVFP4", "group_size": 16},
@@ -122,3 +129,30 @@ def test_whether_an_fp8_weight_only_config_reaches_the_experts(
     found = detect_quantization({"quantization_config": config}, Path("/nonexistent"), headers)
     assert found is not None and found.recommend_as == "fp8-w8a16"
     assert found.quantizes_experts is expected
+
+
+# ModelOpt 0.29's hf_quant_config.json next to a config.json without quantization_config, which vLLM 0.32
+# reads as the quantization_config (transformers_utils/config.py::get_config).
+HF_QUANT_CONFIGS = [
+    (
+        '{"producer": {"name": "modelopt", "version": "0.29.0"}, "quantization": {"quant_algo": "FP8", '
+        '"kv_cache_quant_algo": null, "exclude_modules": ["lm_head"]}}',
+        ("modelopt", "FP8", "modelopt-fp8"),
+    ),
+    (
+        '{"producer": {"name": "modelopt"}, "quantization": {"quant_algo": "NVFP4", "group_size": 16}}',
+        ("modelopt", "NVFP4", "nvfp4"),
+    ),
+    ("{not json", ("modelopt", "ModelOpt (hf_quant_config.json)", None)),
+    ("[1, 2]", ("modelopt", "ModelOpt (hf_quant_config.json)", None)),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), HF_QUANT_CONFIGS)
+def test_an_hf_quant_config_file_is_read_as_modelopt(
+    tmp_path: Path, text: str, expected: tuple[str, str, str | None]
+) -> None:
+    (tmp_path / "hf_quant_config.json").write_text(text)
+    found = detect_quantization({}, tmp_path, [])
+    assert found is not None
+    assert (found.method, found.scheme, found.recommend_as) == expected

@@ -29,11 +29,18 @@ VLLM_032_LIMITS = {
     "CompressedTensorsWNA16": 75,
     "CompressedTensorsW4A4Fp4": 75,
     "Mxfp4Config": 80,
+    "ModelOptFp8Config": 80,  # modelopt.py::ModelOptFp8Config.get_min_capability
 }
-# A made-up vLLM that raised FP8 W8A8 to Hopper, MXFP4 to Hopper and Marlin FP8 (W8A16) to Ampere: the
-# plan must follow it.
+# A made-up vLLM that raised FP8 W8A8 to Hopper, MXFP4 to Hopper, Marlin FP8 (W8A16) to Ampere and ModelOpt
+# FP8 to Ada: the plan must follow it.
 RAISED = VllmLimits(
-    "9.9.9", {"CompressedTensorsW8A8Fp8": 90, "Mxfp4Config": 90, "CompressedTensorsW8A16Fp8": 80}
+    "9.9.9",
+    {
+        "CompressedTensorsW8A8Fp8": 90,
+        "Mxfp4Config": 90,
+        "CompressedTensorsW8A16Fp8": 80,
+        "ModelOptFp8Config": 89,
+    },
 )
 
 
@@ -50,6 +57,9 @@ RAISED = VllmLimits(
         ("T4", "fp8-w8a16", "weight-only", None),
         ("A100-80GB", "fp8-w8a16", "weight-only", "weight-only"),
         ("H100", "fp8-w8a16", "weight-only", "weight-only"),  # never W8A8, whatever vLLM reports
+        ("T4", "modelopt-fp8", None, None),  # ModelOptFp8Config's 80
+        ("A100-80GB", "modelopt-fp8", "weight-only", None),  # 8.0 < 89
+        ("L4", "modelopt-fp8", "w8a8", "w8a8"),
     ],
 )
 def test_probed_limits_replace_the_bundled_ones(

@@ -16,6 +16,7 @@ EXPECTED_LAYOUT = [
     ("bf16", 16, None, False),
     ("fp8", 8, None, True),
     ("fp8-w8a16", 8, None, False),
+    ("modelopt-fp8", 8, None, True),
     ("int8-w8a8", 8, None, True),
     ("w8a16", 8, 128, False),
     ("w4a16", 4, 128, False),
@@ -252,3 +253,43 @@ def test_an_fp8_weight_only_checkpoint_is_not_planned_on_the_cpu_backend(tmp_pat
 def test_only_gguf_keeps_the_vocab_matrices_quantized(record: methods.Method) -> None:
     # llama.cpp's Q4_K_M: token_embd Q4_K (144 B per 256 weights), output Q6_K (210 B per 256).
     assert record.weights.vocab_bits == ((144 * 8 / 256, 210 * 8 / 256) if record.name == "gguf" else None)
+
+
+# An NVIDIA ModelOpt FP8 checkpoint (config.json's quantization_config as ModelOpt exports it) by GPU, as vLLM
+# 0.32 runs it, read by hand: ModelOptFp8Config.get_min_capability is 80, so V100 and T4 refuse it
+# (config/vllm.py::_get_quantization_config) where a compressed-tensors FP8 checkpoint runs weight-only on T4;
+# Marlin FP8 on Ampere; CUTLASS FP8 W8A8 from 8.9 (cutlass_fp8_supported).
+MODELOPT_FP8_BY_GPU = [("V100-32GB", None), ("T4", None), ("A100-80GB", "weight-only"), ("L4", "w8a8"),
+                       ("H100", "w8a8"), ("B200", "w8a8")]  # fmt: skip
+COMPRESSED_TENSORS_FP8_ON_T4 = "weight-only"  # CompressedTensorsW8A16Fp8.get_min_capability: 75
+# Its weights as ModelOpt's per-tensor FP8 stores them (modelopt.py::KFp8StaticTensor): the FP8 Llama-3.1-8B
+# bytes above, and a float32 weight_scale and input_scale for each of a layer's 7 Linears: 32 x 14 x 4 = 1,792 B.
+MODELOPT_FP8_LLAMA_8B_BYTES = 6_979_321_856 + 1_792 + 2_101_346_304 + 532_480
+
+
+@pytest.mark.parametrize(("gpu", "execution"), MODELOPT_FP8_BY_GPU)
+def test_a_modelopt_fp8_checkpoint_is_planned_from_ampere(
+    tmp_path: Path, gpu: str, execution: str | None
+) -> None:
+    from engine.errors import ModelError
+    from engine.hardware.detect import target_from_spec
+    from engine.plan.recommender import PlanRequest, recommend
+    from tests.plan.model_configs import model_from_config
+
+    quant = {"quant_method": "modelopt", "quant_algo": "FP8", "ignore": ["lm_head"]}
+    model = model_from_config(tmp_path, "llama-3.1-8b", {"quantization_config": quant})
+    request = PlanRequest(max_model_len=4096)
+    if execution is None:
+        with pytest.raises(ModelError, match=f"cannot run on {gpu}"):
+            recommend(model, target_from_spec(gpu), request)
+        return
+    (candidate,) = recommend(model, target_from_spec(gpu), request).candidates
+    assert (candidate.method, candidate.execution) == ("modelopt-fp8", execution)
+    assert candidate.weights.total == MODELOPT_FP8_LLAMA_8B_BYTES
+
+
+def test_compressed_tensors_fp8_still_runs_on_turing() -> None:
+    from engine.hardware.detect import target_from_spec
+    from engine.plan.method_choice import execution_for
+
+    assert execution_for("fp8", target_from_spec("T4")) == COMPRESSED_TENSORS_FP8_ON_T4

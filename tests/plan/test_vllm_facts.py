@@ -45,6 +45,7 @@ CHECKS = [
         vllm_facts.CT_NVFP4.weight_only_min,
     ),
     (f"{QUANT}.mxfp4", "Mxfp4Config", vllm_facts.MXFP4.weight_only_min),
+    (f"{QUANT}.modelopt", "ModelOptFp8Config", vllm_facts.MODELOPT_FP8.weight_only_min),
     ("vllm.model_executor.kernels.linear.mixed_precision.marlin", "MarlinLinearKernel", 75),
 ]
 
