@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.model.architecture import first_key, text_config
-from engine.model.param_count import DECODER_LINEAR_PARTS, LinearShape, ModelShapes, Part
+from engine.model.linear_shape import DECODER_LINEAR_PARTS, LinearShape, Part
+from engine.model.param_count import ModelShapes
 from engine.model.safetensors_headers import TORCH_DTYPE_BYTES
 
 
