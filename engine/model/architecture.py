@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.errors import ModelError
-from engine.model import hybrid_layers
+from engine.model import hybrid_layers, mtp_layers
 from engine.model.config_class_defaults import (
     ALTERNATING_SLIDING,
     CONFIG_CLASS_DEFAULTS,
@@ -36,7 +36,7 @@ class AttentionLayout:
         mla: whether vLLM caches the compressed MLA latent (DeepSeek-V2/V3, Kimi-K2, ...).
         sliding_window: the window of the "sliding" layers, in tokens.
         attention_chunk_size: the chunk of the "chunked" (Llama-4 local) layers, in tokens.
-        mtp_layers: multi-token-prediction layers in the checkpoint, not loaded for plain serving.
+        mtp_layers: multi-token-prediction layers (Nemotron-H: steps) in the checkpoint, not loaded to serve.
         qk_rope_head_dim: MLA's decoupled rope part of the latent (0 otherwise).
         state: the recurrent state of the "linear" layers (None without such layers).
         indexer_bytes_per_token: DeepSeek Sparse Attention's indexer key cache, bytes per token in
@@ -276,7 +276,7 @@ def _attention_layout(
     kinds = _layer_kinds(text, model_type, num_layers, state)
     window = text.get("sliding_window") if "sliding" in kinds else None
     chunk = text.get("attention_chunk_size") if "chunked" in kinds else None
-    mtp = int(text.get("num_nextn_predict_layers") or 0)
+    mtp = mtp_layers.mtp_layer_count(text, model_type)  # Qwen3-Next / Qwen3.5: 1 unless the config says
     if model_type in MLA_MODEL_TYPES and text.get("kv_lora_rank"):
         rope = int(text.get("qk_rope_head_dim") or 0)
         latent = int(text["kv_lora_rank"]) + rope

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -153,8 +153,8 @@ _QUANT_METADATA_SUFFIXES = (
 def mtp_prefixes(arch: Architecture) -> tuple[str, ...]:
     """Name prefixes of the multi-token-prediction weights, which vLLM skips for plain serving.
 
-    DeepSeek-style layers past the decoder's (``model.layers.61.``), and Qwen3-Next's and Qwen3.5's
-    ``mtp.`` module.
+    DeepSeek-style layers past the decoder's (``model.layers.61.``), and Qwen3-Next's, Qwen3.5's and
+    Nemotron-H's ``mtp.`` module (vLLM's WeightsMapper maps ``mtp.`` to None for plain serving).
     """
     layers = range(arch.num_layers, arch.num_layers + arch.attention.mtp_layers)
     numbered = tuple(
@@ -321,6 +321,9 @@ def inspect_model(folder: Path) -> ModelInfo:
         else None
     )
     layer_params, layer_linear, layer_bytes = layers or layer_sizes_from_config(arch, layout)
+    attention = arch.attention
+    if headers and not counts.mtp:  # a checkpoint saved without its MTP weights (transformers drops mtp.*)
+        attention = replace(attention, mtp_layers=0)
     return ModelInfo(
         **(arch.shape() | {"tie_word_embeddings": tied}),
         path=folder,
@@ -335,7 +338,7 @@ def inspect_model(folder: Path) -> ModelInfo:
         experts_per_token=arch.experts_per_token,
         is_multimodal=arch.is_multimodal,
         quantization=quantization,
-        attention=arch.attention,
+        attention=attention,
         moe=arch.moe,
         loaded_weight_bytes=loaded_bytes,
         weight_layout=layout.name,

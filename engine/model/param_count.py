@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from engine.model import mtp_layers
 from engine.model.architecture import Architecture, first_key
 from engine.model.linear_shape import DECODER_LINEAR_PARTS, LinearShape
 from engine.model.linear_shape import Part as Part  # checkpoint_size imports it from here
@@ -304,16 +305,39 @@ def model_shapes(arch: Architecture) -> ModelShapes:
     vision, vision_vectors = _vision(arch.config, h)
     vectors = attention_layers * attention_vectors + linear_layers * gdn_vectors
     vectors += layers * _norms_per_layer(arch) + mlp_vectors + h  # final norm
-    mtp = 0
-    if arch.attention.mtp_layers:
-        # DeepSeek's MTP block: one MoE decoder layer, enorm, hnorm, eh_proj, shared_head (norm +
-        # head) and its own embed_tokens copy, as the checkpoint stores it.
-        one_attention, one_attention_vectors = _attention(arch, 1)
-        one_mlp, one_mlp_vectors = _mlp(arch, 1, 0)
-        per_layer = sum(s.numel for s in one_attention + one_mlp) + one_attention_vectors + one_mlp_vectors
-        per_layer += _norms_per_layer(arch) + 3 * h + 2 * h * h + 2 * embedding
-        mtp = arch.attention.mtp_layers * per_layer
-    return ModelShapes(tuple(linears + vision), vectors, embedding, vision_vectors, mtp)
+    return ModelShapes(tuple(linears + vision), vectors, embedding, vision_vectors, _mtp_params(arch))
+
+
+def _params_of(part: tuple[list[LinearShape], int]) -> int:
+    """The weights of ``(shapes, vectors)`` as ``_attention`` / ``_mlp`` return them for one layer."""
+    shapes, vectors = part
+    return sum(shape.numel for shape in shapes) + vectors
+
+
+def _mtp_params(arch: Architecture) -> int:
+    """The MTP layers' parameters in the checkpoint, built as vLLM's MTP module of the family builds them.
+
+    Every style fuses the token's embedding with the last hidden state: two RMSNorms and one
+    2h → h projection (DeepSeek's enorm / hnorm / eh_proj, Qwen's pre_fc_norm_* / fc). Styles:
+    ``mtp_layers.MtpStyle``.
+    """
+    steps, h = arch.attention.mtp_layers, arch.hidden_size
+    if not steps:
+        return 0
+    fusion = 2 * h * h + 2 * h
+    style = mtp_layers.mtp_style(arch.model_type)
+    ffn = _mlp(arch, 1, 0)  # the MoE block where the model has one, else its dense MLP
+    if style == "qwen":  # one fusion and final norm, then ``steps`` gated full-attention layers
+        layer = _params_of(_attention(arch, 1)) + _params_of(ffn) + _norms_per_layer(arch)
+        return fusion + h + steps * layer
+    if style == "nemotron_h":  # one norm per block layer, final_layernorm after the last
+        blocks = {"attention": _attention(arch, 1), "moe": ffn, "mlp": _mlp(arch, 0, 1)}
+        layers = mtp_layers.nemotron_h_mtp_blocks(arch.text)
+        step = sum(_params_of(blocks[block]) + _norms_per_layer(arch) for block in layers)
+        return steps * (fusion + h + step)
+    # DeepSeek: one MoE decoder layer, shared_head (norm + head) and its own embed_tokens copy.
+    layer = _params_of(_attention(arch, 1)) + _params_of(ffn) + _norms_per_layer(arch)
+    return steps * (fusion + h + layer + 2 * arch.vocab_size * h)
 
 
 def decoder_layer_shapes(arch: Architecture) -> tuple[ModelShapes, ...]:

@@ -30,10 +30,11 @@ def architecture(name: str) -> Architecture:
 
 # name, full layers, linear layers, the UI line
 LAYOUTS = [
-    # 48 layers, every 4th (3, 7, ..., 47) full: 12 full + 36 linear.
-    (NEXT_80B, 12, 36, "GQA 2 KV heads × 256, layers: 36 linear (GDN) + 12 full"),
-    # 32 layers, layer_types (3 linear + 1 full) × 8.
-    (QWEN35_9B, 8, 24, "GQA 4 KV heads × 256, layers: 24 linear (GDN) + 8 full"),
+    # 48 layers, every 4th (3, 7, ..., 47) full: 12 full + 36 linear; no num_nextn_predict_layers in
+    # the config, so vLLM's default, 1 MTP layer (tests/model/test_mtp_layers.py).
+    (NEXT_80B, 12, 36, "GQA 2 KV heads × 256, layers: 36 linear (GDN) + 12 full (+1 MTP, not loaded)"),
+    # 32 layers, layer_types (3 linear + 1 full) × 8; mtp_num_hidden_layers 1.
+    (QWEN35_9B, 8, 24, "GQA 4 KV heads × 256, layers: 24 linear (GDN) + 8 full (+1 MTP, not loaded)"),
 ]
 
 
@@ -111,7 +112,8 @@ def test_parameter_counts(name: str, total: int | None, vision: int, active: int
 
 def test_qwen35_total_is_near_the_checkpoint() -> None:
     # model.safetensors.index.json total_size 19,306,216,416 B = 9,653,108,208 bf16 params, of which
-    # about 0.24B are the MTP layer vLLM does not load: 9.41B served, against 9.39B estimated.
+    # 243,290,624 are the MTP layer vLLM does not load (tests/model/test_mtp_layers.py): 9.41B served,
+    # against 9.39B estimated.
     assert estimate_params(architecture(QWEN35_9B)).total == pytest.approx(9_410_000_000, rel=0.005)
 
 
@@ -140,7 +142,10 @@ def test_inspect_model_reports_the_hybrid_layout(tmp_path: Path) -> None:
     shutil.copy(CONFIGS / f"{NEXT_80B}.json", tmp_path / "config.json")
     model = inspect_model(tmp_path)
     assert model.params == 79_674_391_296
-    assert model.attention_summary == "GQA 2 KV heads × 256, layers: 36 linear (GDN) + 12 full"
+    assert (
+        model.attention_summary
+        == "GQA 2 KV heads × 256, layers: 36 linear (GDN) + 12 full (+1 MTP, not loaded)"
+    )
 
 
 # family (tests/fixtures/tiny_models.py), total params, each layer's params
