@@ -8,7 +8,6 @@ from typing import Any, Literal
 from engine.model import mtp_layers
 from engine.model.architecture import Architecture, first_key
 from engine.model.linear_shape import DECODER_LINEAR_PARTS, LinearShape
-from engine.model.linear_shape import Part as Part  # checkpoint_size imports it from here
 from engine.model.mamba_params import mamba_mixer_shapes
 
 # Full-attention layers of these gate their output with a second half of q_proj (vLLM's
