@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.errors import QuantTuiError
@@ -87,8 +87,25 @@ def size_plan_method(name: str) -> str:
     raise QuantTuiError(f"no data-free method has {name}'s weight layout; quant-tui cannot size its output")
 
 
-def preflight_calibrated(request: QuantizeRequest) -> tuple[Path, int]:
-    """Checks a calibrated request; returns the calibration file and the estimated output bytes.
+@dataclass(frozen=True)
+class CalibratedPreflight:
+    """What the checks of a calibrated request decided.
+
+    Attributes:
+        calibration: the calibration text file.
+        estimated_output_bytes: the output's size, from the data-free plan of the same layout.
+        unquantized_linear: the checkpoint's Linear-like modules kept 16-bit (that plan's choice:
+            lm_head, routers, what vLLM builds without the quantization config, the user's
+            ``--ignore``), which the worker leaves out of its recipe.
+    """
+
+    calibration: Path
+    estimated_output_bytes: int
+    unquantized_linear: tuple[str, ...]
+
+
+def preflight_calibrated(request: QuantizeRequest) -> CalibratedPreflight:
+    """Checks a calibrated request; returns the calibration file, the output size and the kept layers.
 
     Raises:
         QuantTuiError: the first problem, in one line (source, calibration file, output, disk, memory).
@@ -114,7 +131,7 @@ def preflight_calibrated(request: QuantizeRequest) -> tuple[Path, int]:
             f"{request.method} loads the whole model: it needs about {format_bytes(needed_memory)} of memory, "
             f"{format_bytes(available)} is available; use the streaming w4a16 method instead"
         )
-    return calibration, plan.estimated_output_bytes
+    return CalibratedPreflight(calibration, plan.estimated_output_bytes, plan.unquantized_linear)
 
 
 def quantize_calibrated(
@@ -129,12 +146,12 @@ def quantize_calibrated(
     """
 
     started = time.monotonic()
-    calibration, _ = preflight_calibrated(request)
+    checked = preflight_calibrated(request)
     output = request.output or default_output_dir(request.source, request.method)
     cancel = cancel or threading.Event()
     python = ensure_llmcompressor_env(on_progress, cancel)
     with PeakRss() as rss, staging_folder(output) as staging:
-        worker_peak = _run_worker(python, request, calibration, staging, on_progress, cancel)
+        worker_peak = _run_worker(python, request, checked, staging, on_progress, cancel)
         if cancel.is_set():
             raise QuantizeCancelled("quantization cancelled; nothing was written")
         # This process stays resident while it waits for the worker, so the two peaks add up; after
@@ -152,7 +169,7 @@ def quantize_calibrated(
 def _run_worker(
     python: Path,
     request: QuantizeRequest,
-    calibration: Path,
+    checked: CalibratedPreflight,
     staging: Path,
     on_progress: ProgressCallback | None,
     cancel: threading.Event,
@@ -162,6 +179,10 @@ def _run_worker(
 
     log_path = cache_dir() / "logs" / f"llmcompressor-{time.strftime('%Y%m%d-%H%M%S')}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    # The layers the data-free plan keeps 16-bit, by checkpoint name: the worker cannot import
+    # quant-tui, so it reads them from this file (kept beside the log, for the record).
+    ignore_path = log_path.with_suffix(".ignore.json")
+    ignore_path.write_text(json.dumps(list(checked.unquantized_linear)) + "\n", encoding="utf-8")
     command = [
         str(python),
         str(WORKER),
@@ -172,7 +193,9 @@ def _run_worker(
         "--method",
         request.method,
         "--calibration",
-        str(calibration),
+        str(checked.calibration),
+        "--ignore-file",
+        str(ignore_path),
         "--samples",
         str(request.samples),
     ]

@@ -45,9 +45,9 @@ def read_samples(path: Path, limit: int) -> list[str]:
     return samples[:limit]
 
 
-# Linear layers every recipe keeps in 16-bit, as llm-compressor's MoE examples do: the output head,
-# MoE routers (``mlp.gate``, Mixtral's ``block_sparse_moe.gate``) and Qwen's shared-expert gate.
-IGNORE = ["lm_head", "re:.*mlp.gate$", "re:.*block_sparse_moe.gate$", "re:.*shared_expert_gate$"]
+# The output head stays 16-bit in every recipe, tied or not; the other kept layers come from quant-tui's
+# plan (``--ignore-file``: lm_head, routers, shared-expert gates, what vLLM builds unquantized).
+ALWAYS_IGNORED = ["lm_head"]
 # llm-compressor's FP8 KV cache scheme (examples/quantization_kv_cache): one calibrated static scale
 # per layer for keys and one for values, which vLLM reads with ``--kv-cache-dtype fp8``.
 KV_CACHE_SCHEMES = {
@@ -55,15 +55,19 @@ KV_CACHE_SCHEMES = {
 }
 
 
-def recipe_for(method: str, kv_cache_scheme: str | None = None) -> list[Any]:
-    """The llm-compressor modifiers for a quant-tui calibrated method, with the KV cache scheme when asked."""
+def recipe_for(method: str, kv_cache_scheme: str | None = None, ignore: list[str] | None = None) -> list[Any]:
+    """The llm-compressor modifiers for a quant-tui calibrated method, with the KV cache scheme when asked.
+
+    ``ignore``: the model's module names left in 16-bit (``lm_head`` when not given).
+    """
     from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
 
+    kept = ignore if ignore is not None else list(ALWAYS_IGNORED)
     kv = {"kv_cache_scheme": KV_CACHE_SCHEMES[kv_cache_scheme]} if kv_cache_scheme else {}
     if method == "gptq-w4a16":
-        return [GPTQModifier(targets="Linear", scheme="W4A16", ignore=IGNORE, **kv)]
+        return [GPTQModifier(targets="Linear", scheme="W4A16", ignore=kept, **kv)]
     if method == "gptq-w8a16":
-        return [GPTQModifier(targets="Linear", scheme="W8A16", ignore=IGNORE, **kv)]
+        return [GPTQModifier(targets="Linear", scheme="W8A16", ignore=kept, **kv)]
     if method == "smoothquant-int8":
         # llm-compressor's INT8 W8A8 recipe (examples/quantization_w8a8_int8): SmoothQuant moves
         # activation outliers into the weights, then GPTQ quantizes them.
@@ -71,20 +75,53 @@ def recipe_for(method: str, kv_cache_scheme: str | None = None) -> list[Any]:
 
         return [
             SmoothQuantModifier(smoothing_strength=0.8),
-            GPTQModifier(targets="Linear", scheme="W8A8", ignore=IGNORE, **kv),
+            GPTQModifier(targets="Linear", scheme="W8A8", ignore=kept, **kv),
         ]
     if method == "nvfp4":
         # llm-compressor's NVFP4 recipe (examples/quantization_w4a4_fp4): FP4 weights with FP8 group
         # scales and a global scale, and a per-tensor activation global scale measured on the samples.
-        return [QuantizationModifier(targets="Linear", scheme="NVFP4", ignore=IGNORE, **kv)]
+        return [QuantizationModifier(targets="Linear", scheme="NVFP4", ignore=kept, **kv)]
     if method == "awq-w4a16":
         from llmcompressor.modifiers.transform import AWQModifier
 
         return [
             AWQModifier(duo_scaling="both"),
-            QuantizationModifier(targets=["Linear"], scheme="W4A16_ASYM", ignore=IGNORE, **kv),
+            QuantizationModifier(targets=["Linear"], scheme="W4A16_ASYM", ignore=kept, **kv),
         ]
     raise SystemExit(f"unknown calibrated method {method}")
+
+
+def saved_module_name(model: Any, name: str, weight: Any) -> str:
+    """The name a module of ``model`` is saved under: transformers' save-time renaming of its name in memory."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+
+        (key,) = revert_weight_conversion(model, {f"{name}.weight": weight})
+    except (ImportError, AttributeError, ValueError, TypeError, KeyError):
+        return name
+    return str(key).removesuffix(".weight")
+
+
+def ignored_modules(model: Any, kept: list[str], renames: dict[str, str]) -> list[str]:
+    """The names in memory of the Linear modules whose checkpoint names are in ``kept``, plus ``lm_head``.
+
+    A module's checkpoint name is its saved name, or the source name ``renames`` gives it.
+    """
+    import torch
+
+    wanted = set(kept) - set(ALWAYS_IGNORED)
+    found: set[str] = set()
+    names = list(ALWAYS_IGNORED)
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or name in ALWAYS_IGNORED:
+            continue
+        saved = saved_module_name(model, name, module.weight)
+        if renames.get(saved, saved) in wanted:
+            names.append(name)
+            found.add(renames.get(saved, saved))
+    for missing in sorted(wanted - found):
+        print(f"{missing}: kept 16-bit by quant-tui, not a Linear of the loaded model", file=sys.stderr)
+    return names
 
 
 def original_module_names(model: Any, source: Path) -> dict[str, str]:
@@ -103,15 +140,6 @@ def original_module_names(model: Any, source: Path) -> dict[str, str]:
     import torch
     from safetensors import safe_open
 
-    def saved_name(name: str, weight: Any) -> str:
-        try:
-            from transformers.core_model_loading import revert_weight_conversion
-
-            (key,) = revert_weight_conversion(model, {f"{name}.weight": weight})
-        except (ImportError, AttributeError, ValueError, TypeError, KeyError):
-            return name
-        return str(key).removesuffix(".weight")
-
     with contextlib.ExitStack() as stack:
         readers = [
             stack.enter_context(safe_open(path, "pt")) for path in sorted(source.glob("*.safetensors"))
@@ -128,7 +156,7 @@ def original_module_names(model: Any, source: Path) -> dict[str, str]:
             if not isinstance(module, torch.nn.Linear) or module.weight.device.type == "meta":
                 continue
             weight = module.weight.detach()
-            saved = saved_name(name, weight)
+            saved = saved_module_name(model, name, weight)
             if f"{saved}.weight" in located:
                 continue
             first_row = weight[0:1].cpu()
@@ -189,6 +217,23 @@ def restore_source_names(output: Path, renames: dict[str, str]) -> None:
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def list_kept_layers(output: Path, kept: list[str]) -> None:
+    """Adds the plan's kept layers that llm-compressor left out (no ``nn.Linear`` in memory: conv1d) to the config's ignore.
+
+    vLLM builds those without the quantization config anyway; listing them keeps the checkpoint's
+    ``ignore`` the same as the data-free writer's for the same model.
+    """
+    config_path = output / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    quantization = config.get("quantization_config")
+    if not isinstance(quantization, dict) or not isinstance(quantization.get("ignore"), list):
+        return
+    missing = [name for name in kept if name not in quantization["ignore"]]
+    if missing:
+        quantization["ignore"] = [*quantization["ignore"], *missing]
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def report_batches() -> None:
     """Turns the sequential pipeline's per-layer tqdm bars into progress lines."""
     import llmcompressor.pipelines.sequential.pipeline as sequential
@@ -218,6 +263,7 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--max-seq-length", type=int, default=512)
     parser.add_argument("--kv-cache-scheme", choices=sorted(KV_CACHE_SCHEMES))
+    parser.add_argument("--ignore-file", type=Path, help="JSON list of checkpoint module names kept 16-bit")
     args = parser.parse_args()
 
     # Libraries print to stdout; keep it for the protocol and send everything else to stderr.
@@ -247,6 +293,8 @@ def main() -> int:
         model = AutoModelForCausalLM.from_pretrained(args.source, dtype="auto")
     tokenizer = AutoTokenizer.from_pretrained(args.source)
     renames = original_module_names(model, args.source)
+    kept = json.loads(args.ignore_file.read_text(encoding="utf-8")) if args.ignore_file else []
+    ignore = ignored_modules(model, [str(name) for name in kept], renames)
     samples = read_samples(args.calibration, args.samples)
     emit(
         "calibrating",
@@ -259,7 +307,7 @@ def main() -> int:
         model=model,
         tokenizer=tokenizer,
         dataset=Dataset.from_dict({"text": samples}),
-        recipe=recipe_for(args.method, args.kv_cache_scheme),
+        recipe=recipe_for(args.method, args.kv_cache_scheme, ignore),
         max_seq_length=args.max_seq_length,
         num_calibration_samples=len(samples),
         pipeline="sequential",
@@ -273,6 +321,7 @@ def main() -> int:
             message=f"naming {len(renames)} linearized expert layers as {args.source.name} names them",
         )
         restore_source_names(args.output, renames)
+    list_kept_layers(args.output, [str(name) for name in kept])
     emit("done", peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return 0
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from engine.errors import ModelError, QuantTuiError
 from engine.model.architecture import load_config, read_architecture
-from engine.model.inspect_model import classify_tensor, detect_quantization
+from engine.model.inspect_model import classify_tensor, detect_quantization, unquantized_linears
 from engine.model.safetensors_headers import (
     DTYPE_BYTES,
     TensorHeader,
@@ -26,9 +26,20 @@ from engine.units import format_bytes
 
 # Model types whose checkpoints are plain per-layer Linear weights vLLM loads with compressed-tensors.
 _DENSE_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3")
-SUPPORTED_MODEL_TYPES: tuple[str, ...] = (*_DENSE_MODEL_TYPES, "granite", "mixtral", "qwen2_moe", "qwen3_moe")
-# vLLM builds Qwen-MoE's shared-expert gate without quantization (quant_config=None), like the routers.
-SHARED_EXPERT_GATE_SUFFIX = ".shared_expert_gate.weight"
+# Jamba (Mamba1 hybrid, MoE): its attention, dense MLP and expert weights take the quantization config;
+# its Mamba1 projections and conv1d do not (inspect_model.unquantized_linears), so they stay 16-bit.
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = (
+    *_DENSE_MODEL_TYPES,
+    "granite",
+    "mixtral",
+    "qwen2_moe",
+    "qwen3_moe",
+    "jamba",
+)
+# Roles of the copied weights listed in the config's ``ignore``: every Linear-like weight left 16-bit
+# (routers and shared-expert gates, which vLLM builds with quant_config=None, and "other" weights such
+# as Mamba's conv1d and Jamba's Mamba1 projections), so vLLM's scheme matching leaves them unquantized too.
+_IGNORED_ROLES = ("linear", "lm_head", "router", "other")
 # Checkpoint tensors vLLM loads into one fused Linear: all or none of them may be quantized.
 FUSED_SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 _EXPERT_PATTERN = re.compile(r"^(?P<block>.+\.experts)\.\d+\.[^.]+$")
@@ -75,7 +86,9 @@ class QuantizePlan:
         config: the source config.json.
         tensors: the source tensors in reading order (file, then position in the file).
         unquantized_linear: module names of Linear-like weights left unquantized (the
-            ``ignore`` list of quantization_config): lm_head, MoE routers, the user's ``--ignore``.
+            ``ignore`` list of quantization_config): lm_head, MoE routers, the weights vLLM builds
+            without the quantization config (``inspect_model.unquantized_linears``, conv1d), the
+            user's ``--ignore``.
         files_to_copy: tokenizer, generation config and other small files copied verbatim.
         estimated_output_bytes: tensor data plus copied files.
     """
@@ -324,8 +337,12 @@ def build_plan(request: QuantizeRequest) -> QuantizePlan:
             seen[name] = path
             entries.append((name, path, location.header.dtype, location.header.shape))
 
+    # One source for what vLLM builds unquantized: classify_tensor's roles (routers, shared-expert
+    # gates, conv1d) and unquantized_linears' name parts (Jamba's Mamba1 projections).
+    kept_parts = unquantized_linears(read_architecture(config, source))
+
     def quantizable(name: str, dtype: str, shape: tuple[int, ...]) -> bool:
-        if len(shape) != 2 or not name.endswith(".weight") or name.endswith(SHARED_EXPERT_GATE_SUFFIX):
+        if len(shape) != 2 or not name.endswith(".weight") or any(part in name for part in kept_parts):
             return False
         return classify_tensor(name, list(shape)) == "linear"
 
@@ -357,7 +374,8 @@ def build_plan(request: QuantizeRequest) -> QuantizePlan:
             outputs = tuple(TensorHeader(*spec) for spec in scheme.output_tensors(name, shape, dtype))
             tensors.append(SourceTensor(name, path, dtype, shape, "quantize", outputs))
             continue
-        if name.endswith(".weight") and len(shape) == 2 and role in ("linear", "lm_head", "router"):
+        # conv1d weights are 3-D ([channels, 1, kernel]); a Linear weight is 2-D.
+        if name.endswith(".weight") and role in _IGNORED_ROLES and (len(shape) == 2 or role == "other"):
             unquantized.add(module)
         tensors.append(SourceTensor(name, path, dtype, shape, "copy", (TensorHeader(name, dtype, shape),)))
 

@@ -1,15 +1,21 @@
-"""The llm-compressor worker's renaming of linearized MoE experts back to the source checkpoint's names."""
+"""The llm-compressor worker's renaming of linearized MoE experts back to the source checkpoint's names, and its ignore list."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from engine.quantize.llmcompressor_worker import original_module_names, restore_source_names
+from engine.quantize.llmcompressor_worker import (
+    ignored_modules,
+    list_kept_layers,
+    original_module_names,
+    restore_source_names,
+)
 
 
 class Expert(torch.nn.Module):
@@ -100,3 +106,32 @@ def test_saved_tensors_index_and_config_take_the_source_names(tmp_path: Path) ->
     assert config["ignore"] == ["gate", "experts.0.w1"]
     assert config["config_groups"]["g"]["targets"] == ["Linear"]
     assert [path.name for path in output.iterdir() if path.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize(
+    ("kept", "renames", "expected"),
+    [
+        # The plan's names are checkpoint names; the recipe needs the names in memory.
+        (["lm_head", "gate"], {}, ["lm_head", "gate"]),
+        # A module saved under another name is found by the source name it is saved back under.
+        (["experts.1.w2"], {"experts.1.down_proj": "experts.1.w2"}, ["lm_head", "experts.1.down_proj"]),
+        # A kept name the loaded model has no Linear for (a conv1d, a router that is no nn.Linear).
+        (["mamba.conv1d"], {}, ["lm_head"]),
+        ([], {}, ["lm_head"]),
+    ],
+)
+def test_the_plan_s_kept_layers_become_the_recipe_s_ignore_list(
+    kept: list[str], renames: dict[str, str], expected: list[str]
+) -> None:
+    assert ignored_modules(Block(), kept, renames) == expected
+
+
+def test_kept_layers_without_a_linear_in_memory_join_the_saved_ignore_list(tmp_path: Path) -> None:
+    quantization = {"ignore": ["lm_head", "model.layers.0.mamba.in_proj"], "format": "pack-quantized"}
+    (tmp_path / "config.json").write_text(json.dumps({"quantization_config": quantization}))
+    list_kept_layers(tmp_path, ["lm_head", "model.layers.0.mamba.in_proj", "model.layers.0.mamba.conv1d"])
+    saved = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
+    assert saved == {
+        "ignore": ["lm_head", "model.layers.0.mamba.in_proj", "model.layers.0.mamba.conv1d"],
+        "format": "pack-quantized",
+    }
