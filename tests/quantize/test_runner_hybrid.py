@@ -1,4 +1,4 @@
-"""A real data-free run on a tiny Jamba: Mamba1 projections, conv1d and routers stay 16-bit and are ignored."""
+"""A real data-free run on tiny hybrids: what vLLM builds unquantized (Jamba's Mamba1 projections, conv1d, routers) stays 16-bit and is ignored."""
 
 from __future__ import annotations
 
@@ -11,30 +11,33 @@ from engine.model.safetensors_headers import read_safetensors_headers
 from engine.quantize.request import QuantizeRequest
 from engine.quantize.runner import quantize_model
 from tests.fixtures.tiny_models import build_tiny_model
-from tests.quantize.test_tensor_plan import JAMBA_IGNORED, JAMBA_QUANTIZED
+from tests.quantize.test_tensor_plan import CASES
 
 
 @pytest.mark.e2e
-def test_jamba_int8_keeps_what_vllm_builds_unquantized_in_16_bit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("family", ["jamba", "nemotron-h", "falcon-h1"])
+def test_int8_keeps_what_vllm_builds_unquantized_in_16_bit(tmp_path: Path, family: str) -> None:
     from vllm.model_executor.layers.quantization.compressed_tensors.utils import should_ignore_layer
 
-    source = build_tiny_model("jamba", tmp_path / "jamba", Path(__file__).parent)
+    quantized, ignored = CASES[family]
+    source = build_tiny_model(family, tmp_path / family, Path(__file__).parent)
     report = quantize_model(QuantizeRequest(source, "int8-w8a8", output=tmp_path / "int8"))
     dtypes = {
         header.name: header.dtype
         for header in read_safetensors_headers(sorted(report.output.glob("*.safetensors")))
     }
-    for weight in JAMBA_QUANTIZED:
+    for weight in quantized:
         module = weight.removesuffix(".weight")
         assert (dtypes[weight], dtypes[f"{module}.weight_scale"]) == ("I8", "BF16"), weight
-    for module in JAMBA_IGNORED:
+    for module in ignored:
         if module == "lm_head":
             continue
         assert dtypes[f"{module}.weight"] == "BF16", module
         assert f"{module}.weight_scale" not in dtypes, module
     quantization = json.loads((report.output / "config.json").read_text())["quantization_config"]
-    assert sorted(quantization["ignore"]) == JAMBA_IGNORED
+    assert sorted(quantization["ignore"]) == ignored
     # vLLM's own matching (compressed_tensors/utils.py::should_ignore_layer) leaves them unquantized.
-    for module in JAMBA_IGNORED:
+    for module in ignored:
         assert should_ignore_layer(module, quantization["ignore"])
-    assert not should_ignore_layer("model.layers.3.self_attn.o_proj", quantization["ignore"])
+    for weight in quantized:
+        assert not should_ignore_layer(weight.removesuffix(".weight"), quantization["ignore"]), weight

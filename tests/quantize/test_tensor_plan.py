@@ -64,8 +64,31 @@ QWEN2_MOE_QUANTIZED = sorted(
 QWEN2_MOE_IGNORED = sorted(
     ["lm_head"] + [f"model.layers.{i}.mlp.{g}" for i in (0, 1) for g in ("gate", "shared_expert_gate")]
 )
+# Nemotron-H "M-M*" (models/nemotron_h.py): MambaMixer2's in_proj / out_proj, the MLP's up / down and the
+# attention take quant_config; mamba_mixer2.py builds conv1d with quant_config=None.
+NEMOTRON_H_QUANTIZED = sorted(
+    [f"backbone.layers.{i}.mixer.{p}.weight" for i in (0, 2) for p in ("in_proj", "out_proj")]
+    + [f"backbone.layers.1.mixer.{p}.weight" for p in ("up_proj", "down_proj")]
+    + [f"backbone.layers.3.mixer.{p}.weight" for p in ("q_proj", "k_proj", "v_proj", "o_proj")]
+)
+NEMOTRON_H_IGNORED = sorted(["lm_head"] + [f"backbone.layers.{i}.mixer.conv1d" for i in (0, 2)])
+# Falcon-H1 (models/falcon_h1.py): each layer's attention, Mamba2 mixer (its ``mamba.in_proj`` /
+# ``mamba.out_proj``: MambaMixer2 with quant_config) and gated MLP are quantized; conv1d is not.
+FALCON_H1_QUANTIZED = sorted(
+    f"model.layers.{i}.{p}.weight"
+    for i in (0, 1)
+    for p in (
+        *(f"self_attn.{q}" for q in ("q_proj", "k_proj", "v_proj", "o_proj")),
+        "mamba.in_proj",
+        "mamba.out_proj",
+        *(f"feed_forward.{q}" for q in ("gate_proj", "up_proj", "down_proj")),
+    )
+)
+FALCON_H1_IGNORED = sorted(["lm_head"] + [f"model.layers.{i}.mamba.conv1d" for i in (0, 1)])
 CASES = {
     "jamba": (JAMBA_QUANTIZED, JAMBA_IGNORED),
+    "nemotron-h": (NEMOTRON_H_QUANTIZED, NEMOTRON_H_IGNORED),
+    "falcon-h1": (FALCON_H1_QUANTIZED, FALCON_H1_IGNORED),
     "qwen2-moe-shared": (QWEN2_MOE_QUANTIZED, QWEN2_MOE_IGNORED),
 }
 
@@ -117,3 +140,12 @@ def test_mamba_projections_are_not_user_ignorable_linears(sources: dict[str, Pat
     # They are no quantizable Linear, so a pattern that names only them matches nothing.
     with pytest.raises(QuantTuiError, match="matches no Linear layer"):
         _plan(sources["jamba"], "int8-w8a8", tmp_path, ignore=("*.mamba.x_proj",))
+
+
+def test_nemotron_h_moe_layers_are_refused_in_one_line(tmp_path: Path) -> None:
+    source = build_tiny_model(
+        "nemotron-h", tmp_path / "nemotron-h-moe", tmp_path, hybrid_override_pattern="ME"
+    )
+    with pytest.raises(QuantTuiError, match="Nemotron-H MoE layers") as refused:
+        _plan(source, "int8-w8a8", tmp_path)
+    assert "\n" not in str(refused.value)
