@@ -10,20 +10,22 @@ import sys
 import time
 from collections.abc import Sequence
 
+import psutil
+
 # How often the parent is checked, and how long the group gets between SIGTERM and SIGKILL.
 POLL_S = 0.5
 GRACE_S = 5.0
 
 
-def parent_alive(pid: int, create_time: float | None) -> bool:
-    """Whether ``pid`` is still the same running (not zombie) process."""
-    import psutil
+def parent_alive(parent: psutil.Process) -> bool:
+    """Whether the app is still the same running (not zombie) process.
 
+    psutil's identity check compares the start time counted from boot, which a step of the wall
+    clock (NTP, a resumed VM) leaves alone; the start time in seconds since the epoch moves with such
+    a step, and comparing that once made the watchdog kill the server of an app that was still running.
+    """
     try:
-        process = psutil.Process(pid)
-        if create_time is not None and abs(process.create_time() - create_time) > 0.5:
-            return False  # the id was reused by another process
-        return process.status() != psutil.STATUS_ZOMBIE
+        return parent.is_running() and parent.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 
@@ -40,8 +42,6 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         pass
-    import psutil
-
     for process in psutil.process_iter(["status"]):
         try:
             if process.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(process.pid) == pgid:
@@ -62,10 +62,13 @@ def kill_group(pgid: int, grace_s: float = GRACE_S) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def watch(parent: int, pgid: int, parent_create_time: float | None = None, poll_s: float = POLL_S) -> int:
-    """Polls until the group is gone (nothing left to guard) or the parent died (then kills the group)."""
+def watch(parent: psutil.Process | None, pgid: int, poll_s: float = POLL_S) -> int:
+    """Polls until the group is gone (nothing left to guard) or the parent died (then kills the group).
+
+    ``parent`` is ``None`` when the app was already gone as the watchdog started.
+    """
     while group_alive(pgid):
-        if not parent_alive(parent, parent_create_time):
+        if parent is None or not parent_alive(parent):
             kill_group(pgid)
             return 0
         time.sleep(poll_s)
@@ -82,12 +85,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Ignore the terminal's signals: this process must outlive a closed terminal to do its job.
     for signum in (signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, signal.SIG_IGN)
-    create_time = None
-    with contextlib.suppress(Exception):
-        import psutil
+    return watch(_parent_process(args.parent), args.pgid, args.poll)
 
-        create_time = psutil.Process(args.parent).create_time()
-    return watch(args.parent, args.pgid, create_time, args.poll)
+
+def _parent_process(pid: int) -> psutil.Process | None:
+    """The app as a psutil process (its identity from now on), or ``None`` if it is gone already."""
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -350,6 +351,13 @@ def diagnose_failure(lines: Iterable[str], returncode: int | None) -> Diagnosis 
             "the server was killed (SIGKILL), most likely by the system's out-of-memory killer",
             "free some RAM, or serve a smaller or quantized model with a smaller KV cache",
         )
+    # Before the exception rule: vLLM turns SIGTERM into KeyboardInterrupt("terminated"), an effect.
+    if returncode is not None and returncode < 0:
+        return Diagnosis(
+            f"the server was ended by {_signal_name(-returncode)} from outside quant-tui "
+            "(a session or container stop, a memory monitor, another tool)",
+            "see what else ends processes on this machine (`dmesg`, `journalctl`), then start it again",
+        )
     # Otherwise the first exception that is not a wrapper is the root cause the log shows.
     for message in messages:
         if (match := _EXCEPTION.match(message.strip())) and not _WRAPPERS.search(message):
@@ -358,6 +366,13 @@ def diagnose_failure(lines: Iterable[str], returncode: int | None) -> Diagnosis 
                 "see the server log for the full trace",
             )
     return None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _shorten(text: str, limit: int = 240) -> str:

@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.process_tree import alive, wait_gone
@@ -85,7 +86,7 @@ def test_watchdog_exits_when_the_group_is_gone() -> None:
     leader.wait(5)
     wait_gone(pids, 5)
     started = time.monotonic()
-    assert watch(os.getpid(), leader.pid, poll_s=0.05) == 0
+    assert watch(psutil.Process(), leader.pid, poll_s=0.05) == 0
     assert time.monotonic() - started < 2
 
 
@@ -102,12 +103,29 @@ def test_kill_group_escalates_to_sigkill() -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("reuse", [False, True])
-def test_parent_alive(reuse: bool) -> None:
-    import psutil
+def test_parent_alive_follows_the_process_not_its_id() -> None:
+    from engine.process.watchdog import parent_alive
+
+    assert parent_alive(psutil.Process()) is True
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    watched = psutil.Process(ended.pid)
+    ended.wait()
+    assert parent_alive(watched) is False
+
+
+def test_parent_alive_survives_a_step_of_the_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    # /proc/stat's btime is the wall clock minus the uptime: an NTP step or a resumed VM moves it, and
+    # with it the epoch start time psutil reports. The watchdog once compared that and killed the
+    # server of an app that was still running (CI, 2026-12-03: 8 servers ended by SIGTERM/SIGKILL).
+    from psutil import _pslinux
 
     from engine.process.watchdog import parent_alive
 
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the boot time is read from /proc on Linux")
     me = psutil.Process()
-    created = me.create_time() + (100.0 if reuse else 0.0)  # another process's start time: a reused id
-    assert parent_alive(me.pid, created) is (not reuse)
+    before = me.create_time()
+    booted = _pslinux.boot_time()
+    monkeypatch.setattr(_pslinux, "boot_time", lambda: booted + 1.0)
+    assert psutil.Process().create_time() == pytest.approx(before + 1.0)  # the step is visible to psutil
+    assert parent_alive(me) is True

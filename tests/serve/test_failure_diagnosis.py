@@ -94,6 +94,9 @@ _WORKER_DIED = (
             None,
         ),
         (["INFO:     Started server process [1]"], -9, "killed (SIGKILL)"),
+        # vLLM's SIGTERM handler raises KeyboardInterrupt("terminated"): the signal is the cause, not that.
+        (["KeyboardInterrupt: terminated"], -15, "ended by SIGTERM from outside quant-tui"),
+        (["INFO:     Started server process [1]"], -1, "ended by SIGHUP from outside quant-tui"),
         (
             [_WORKER_DIED.format(code="-9")],
             0,

@@ -50,7 +50,9 @@ def _serve_json(model: Path, *options: str, timeout: float = 300) -> tuple[dict[
             line = cli.stdout.readline()
             if not line:
                 _, err = cli.communicate(timeout=30)
-                pytest.fail(f"serve ended before its JSON line: {''.join(shown)}\n{err[-3000:]}")
+                pytest.fail(
+                    f"serve ended before its JSON line: {''.join(shown)}\n{err[-3000:]}{_log_tail(err)}"
+                )
             shown.append(line)
             if line.startswith("{"):
                 break
@@ -62,6 +64,19 @@ def _serve_json(model: Path, *options: str, timeout: float = 300) -> tuple[dict[
             cli.wait()
     assert cli.returncode == 0, err[-3000:]
     return json.loads(shown[-1]), "".join(shown) + err
+
+
+def _log_tail(printed: str, lines: int = 40) -> str:
+    """The end of the server log that `quant-tui serve` names, so a CI failure shows vLLM's own words."""
+    marker = "full log: "
+    for line in reversed(printed.splitlines()):
+        if marker in line:
+            log = Path(line.split(marker, 1)[1].strip())
+            if log.is_file():
+                return "\nserver log tail:\n" + "\n".join(
+                    log.read_text(errors="replace").splitlines()[-lines:]
+                )
+    return ""
 
 
 def _recommended_command(model: Path, *options: str) -> str:
