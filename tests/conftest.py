@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give SIGHUP its default action, as a terminal session does.
+
+    Under ``nohup`` (or any launcher that ignores SIGHUP) every process the tests start inherits the
+    ignored disposition, so the tests that hang up a real quant-tui (an SSH drop) would see it live on.
+    """
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")
