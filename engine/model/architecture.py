@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +17,8 @@ from engine.model.config_class_defaults import (
     UNTIED_BY_DEFAULT,
     sparse_indexer_cache,
 )
+from engine.model.config_json import first_key, text_config
+from engine.model.moe_layout import MoeLayout, read_moe_layout
 from engine.model.recurrent_state import RecurrentState, linear_attention_state, linear_layer_names
 
 # "linear": a Gated DeltaNet or Mamba layer (a fixed-size state, no per-token KV); "none": no mixer, no cache.
@@ -114,25 +115,6 @@ class AttentionLayout:
 
 
 @dataclass(frozen=True, slots=True)
-class MoeLayout:
-    """Which layers route to experts and how wide the experts are.
-
-    Attributes:
-        num_experts: routed experts per MoE layer.
-        experts_per_token: routed experts each token uses.
-        expert_intermediate_size: one expert's MLP width.
-        shared_intermediate_size: the always-on shared expert(s)' total MLP width (0 without).
-        moe_layers: indices of the decoder layers that are MoE (the others are dense MLPs).
-    """
-
-    num_experts: int
-    experts_per_token: int
-    expert_intermediate_size: int
-    shared_intermediate_size: int
-    moe_layers: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class ModelShape:
     """The shape numbers every description of a model carries (an Architecture's, a ModelInfo's).
 
@@ -183,47 +165,6 @@ class Architecture(ModelShape):
     def experts_per_token(self) -> int | None:
         """Routed experts each token uses, None for a dense model."""
         return self.moe.experts_per_token if self.moe else None
-
-
-def load_config(folder: Path) -> dict[str, Any]:
-    """Loads ``config.json``; a missing or malformed file is a ModelError saying what is wrong."""
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise ModelError(
-            f"no config.json in {folder}; point --model at a Hugging Face model folder (or use 'demo')"
-        )
-    try:
-        text = config_path.read_bytes()
-    except OSError as error:  # removed or replaced since it was listed: a copy or download in progress
-        raise ModelError(
-            f"cannot read {config_path} ({error.strerror or error}); if the folder is being written, wait and retry"
-        ) from None
-    try:
-        config = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelError(f"{config_path} is not valid JSON ({error}); re-download or fix the file") from None
-    if not isinstance(config, dict):
-        raise ModelError(f"{config_path} does not hold a JSON object; re-download or fix the file")
-    return config
-
-
-def text_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The language model's part of a (possibly multimodal) config, merged over its parent."""
-    for key in ("text_config", "llm_config", "language_config", "thinker_config"):
-        nested = config.get(key)
-        if isinstance(nested, dict):
-            inner = text_config(nested) if key == "thinker_config" else nested
-            return {**{k: v for k, v in config.items() if not isinstance(v, dict)}, **inner}
-    return config
-
-
-def first_key(config: dict[str, Any], *keys: str, default: Any = None) -> Any:
-    """The value of the first of ``keys`` that the config sets (not None), else ``default``."""
-    for key in keys:
-        value = config.get(key)
-        if value is not None:
-            return value
-    return default
 
 
 def _layer_kinds(
@@ -287,53 +228,6 @@ def _attention_layout(
     return AttentionLayout(kinds, kv_heads, head_dim, head_dim, False, window, chunk, mtp, state=state)
 
 
-def _moe_layout(
-    text: dict[str, Any], model_type: str, num_layers: int, intermediate: int
-) -> MoeLayout | None:
-    """Routed experts and which layers have them, following each vLLM model file's rule."""
-    experts = int(
-        first_key(text, "num_experts", "moe_num_experts", "n_routed_experts", "num_local_experts", default=0)
-    )
-    if experts <= 1:
-        return None
-    per_token = int(
-        first_key(
-            text,
-            "num_experts_per_tok",
-            "num_experts_per_token",
-            "top_k_experts",
-            "moe_topk",
-            "moe_top_k",
-            default=1,
-        )
-    )
-    if (hybrid := hybrid_layers.hybrid_moe_layers(text, num_layers)) is not None:  # Nemotron-H, Jamba
-        layers = hybrid
-    elif text.get("moe_layers") is not None:
-        layers = [int(i) for i in text["moe_layers"]]
-    elif text.get("interleave_moe_layer_step") is not None:  # Llama-4
-        step = int(text["interleave_moe_layer_step"])
-        layers = list(range(step - 1, num_layers, step))
-    elif text.get("decoder_sparse_step") is not None:  # Qwen2/Qwen3-MoE
-        step = int(text["decoder_sparse_step"])
-        dense = set(text.get("mlp_only_layers") or [])
-        layers = [i for i in range(num_layers) if i not in dense and (i + 1) % step == 0]
-    else:  # DeepSeek, GLM-4-MoE: dense first layers, then every moe_layer_freq-th layer
-        first_dense = int(text.get("first_k_dense_replace") or 0)
-        frequency = int(text.get("moe_layer_freq") or 1)
-        layers = [i for i in range(num_layers) if i >= first_dense and i % frequency == 0]
-    expert_width = int(first_key(text, "moe_intermediate_size", default=intermediate))
-    if model_type == "llama4_text":
-        expert_width = intermediate  # Llama-4's dense layers use intermediate_size_mlp instead
-    shared = int(first_key(text, "shared_expert_intermediate_size", "shared_intermediate_size", default=0))
-    shared = hybrid_layers.nemotron_h_shared_width(text) if model_type == "nemotron_h" else shared
-    if not shared and text.get("n_shared_experts"):
-        shared = int(text["n_shared_experts"]) * expert_width
-    if not shared and model_type == "llama4_text":
-        shared = expert_width  # one shared expert as wide as a routed one
-    return MoeLayout(experts, per_token, expert_width, shared, tuple(layers))
-
-
 def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:
     """Pulls the shape numbers out of a config, whatever the model family calls them."""
     text = text_config(config)
@@ -393,7 +287,7 @@ def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:
         ),
         torch_dtype=str(dtype),
         attention=_attention_layout(text, model_type, num_layers, kv_heads, head_dim),
-        moe=_moe_layout(text, model_type, num_layers, intermediate),
+        moe=read_moe_layout(text, model_type, num_layers, intermediate),
         attention_bias=bool(first_key(text, "attention_bias", default=model_type in {"qwen2", "qwen2_moe"})),
         qk_norm=model_type in QK_NORM_MODEL_TYPES,
         is_multimodal=isinstance(config.get("vision_config"), dict) or text_config(config) is not config,

@@ -7,14 +7,21 @@ groups), ModelOpt FP8/NVFP4 and bitsandbytes.
 
 from __future__ import annotations
 
-import json
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.model.architecture import first_key, text_config
+from engine.model.config_json import first_key, text_config
 from engine.model.linear_shape import DECODER_LINEAR_PARTS, LinearShape, Part
+from engine.model.modelopt_config import (
+    MODELOPT_LINEAR_ALGOS,
+    decoder_module,
+    is_excluded,
+    read_hf_quant_config,
+    read_modelopt,
+)
 from engine.model.param_count import ModelShapes
 from engine.model.safetensors_headers import TORCH_DTYPE_BYTES
 
@@ -35,6 +42,7 @@ class WeightLayout:
         act_order_index: whether a ``g_idx`` (int32 per input feature) is stored.
         extra_bytes_per_matrix: global scales, input scales, shape records.
         unquantized_bytes: bytes per parameter of everything that is not quantized.
+        per_module: ModelOpt MIXED_PRECISION: each checkpoint module's own layout (``parts`` stays empty).
     """
 
     name: str
@@ -48,6 +56,22 @@ class WeightLayout:
     act_order_index: bool = False
     extra_bytes_per_matrix: int = 0
     unquantized_bytes: float = 2
+    per_module: tuple[ModuleLayout, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleLayout:
+    """How many of one decoder module's matrices a mixed-precision checkpoint stores in one layout.
+
+    Attributes:
+        module: the checkpoint's name without layer and expert numbers, e.g. ``mlp.experts.gate_proj``.
+        layout: how those matrices are stored.
+        matrices: how many there are (over all layers and experts).
+    """
+
+    module: str
+    layout: WeightLayout
+    matrices: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,14 +158,72 @@ def _compressed_tensors(quant: dict[str, Any], dtype_bytes: float) -> WeightLayo
     )
 
 
-def _modelopt(quant: dict[str, Any], dtype_bytes: float) -> WeightLayout:
-    algo = str(quant.get("quant_algo", "")).upper()
-    parts = _parts(quant.get("exclude_modules") or quant.get("ignore"))
-    if "FP4" in algo:
-        group = int(quant.get("group_size") or 16)
-        return WeightLayout("NVFP4 (ModelOpt)", parts, 4, group, scale_bytes=1, extra_bytes_per_matrix=8)
+def _modelopt_algo(
+    algo: str, group_size: int | None, parts: tuple[Part, ...], dtype_bytes: float
+) -> WeightLayout:
+    """One ModelOpt linear algo's tensors per matrix, as vLLM 0.32's modelopt.py create_weights registers them."""
+    if algo in {"NVFP4", "W4A16_NVFP4"}:
+        # KNvfp4Static: uint8 weight (2 values a byte), an FP8 weight_scale per group (16) along the input and
+        # a float32 weight_scale_2; W4A4 adds KNvfp4Dynamic's float32 input_scale.
+        return WeightLayout(
+            f"{algo} (ModelOpt)",
+            parts,
+            4,
+            group_size or 16,
+            scale_bytes=1,
+            extra_bytes_per_matrix=8 if algo == "NVFP4" else 4,
+            unquantized_bytes=dtype_bytes,
+        )
+    if algo == "MXFP8":
+        # KMxfp8Static: float8_e4m3fn weight, a uint8 (E8M0) weight_scale per 32 along the input; the
+        # activations are quantized at run time (KDynamicNoParam: nothing stored).
+        return WeightLayout("MXFP8 (ModelOpt)", parts, 8, 32, scale_bytes=1, unquantized_bytes=dtype_bytes)
+    if algo == "FP8_PER_CHANNEL_PER_TOKEN":
+        # KFp8StaticChannel: a float32 weight_scale per output row; per-token activations, nothing stored.
+        return WeightLayout(
+            "FP8 per channel (ModelOpt)", parts, 8, scale_bytes=4, unquantized_bytes=dtype_bytes
+        )
+    if algo == "FP8_PB_WO":
+        # KFp8Block128: a float32 weight_scale per 128x128 block (cdiv on the output).
+        return WeightLayout(
+            "FP8 block 128×128 (ModelOpt)",
+            parts,
+            8,
+            block=(128, 128),
+            scale_bytes=4,
+            unquantized_bytes=dtype_bytes,
+        )
+    # KFp8StaticTensor (FP8): a float32 weight_scale and input_scale per matrix.
     return WeightLayout(
-        "FP8 (ModelOpt)", parts, 8, per_tensor_scale=True, scale_bytes=4, extra_bytes_per_matrix=4
+        "FP8 (ModelOpt)",
+        parts,
+        8,
+        per_tensor_scale=True,
+        scale_bytes=4,
+        extra_bytes_per_matrix=4,
+        unquantized_bytes=dtype_bytes,
+    )
+
+
+def _modelopt(quant: dict[str, Any], dtype_bytes: float) -> WeightLayout:
+    config = read_modelopt(quant)
+    if config.algo != "MIXED_PRECISION":
+        algo = "NVFP4" if "FP4" in config.algo and config.algo != "W4A16_NVFP4" else config.algo
+        return _modelopt_algo(algo, config.group_size, _parts(list(config.exclude_modules)), dtype_bytes)
+    # ModelOptMixedPrecisionConfig.get_quant_method: an excluded layer, or one missing from quantized_layers,
+    # stays unquantized; the others take their own algo.
+    matrices = Counter(
+        (decoder_module(name), algo)
+        for name, algo in config.quantized_layers.items()
+        if algo in MODELOPT_LINEAR_ALGOS and not is_excluded(name, config.exclude_modules)
+    )
+    modules = tuple(
+        ModuleLayout(module, _modelopt_algo(algo, config.group_size, (), dtype_bytes), count)
+        for (module, algo), count in sorted(matrices.items())
+    )
+    algos = sorted({algo for _, algo in matrices})
+    return WeightLayout(
+        f"MIXED_PRECISION {' + '.join(algos)} (ModelOpt)", unquantized_bytes=dtype_bytes, per_module=modules
     )
 
 
@@ -189,13 +271,7 @@ def weight_layout(config: dict[str, Any], folder: Path | None = None) -> WeightL
         or config.get("compression_config")
     )
     if not isinstance(quant, dict) and folder is not None and (folder / "hf_quant_config.json").is_file():
-        try:
-            quant = json.loads((folder / "hf_quant_config.json").read_text(encoding="utf-8")).get(
-                "quantization"
-            )
-            quant = {**quant, "quant_method": "modelopt"} if isinstance(quant, dict) else None
-        except (OSError, json.JSONDecodeError):
-            quant = None
+        quant = read_hf_quant_config(folder / "hf_quant_config.json")
     if not isinstance(quant, dict):
         return WeightLayout(f"{dtype} (unquantized)", unquantized_bytes=dtype_bytes)
     method = str(quant.get("quant_method", "compressed-tensors")).lower()
@@ -253,11 +329,62 @@ def _matrix_bytes(shape: LinearShape, layout: WeightLayout) -> tuple[int, int]:
     return values, scale_bytes
 
 
+def _module_part(module: str) -> str:
+    """The part (linear_shape.Part) a checkpoint module name belongs to."""
+    if module == "lm_head":
+        return "lm_head"
+    if "shared_expert" in module:
+        return "shared_expert"
+    if "experts." in module:
+        return "experts"
+    if "linear_attn" in module or "mamba" in module:
+        return "linear_attention"
+    return "attention" if "attn" in module else "mlp"
+
+
+def _mixed_shape_bytes(shape: LinearShape, modules: tuple[ModuleLayout, ...]) -> tuple[int, int, int]:
+    """(values, scales, unquantized parameters) of ``shape`` in a mixed-precision checkpoint.
+
+    The checkpoint names each matrix: one of ``shape``'s (a fused gate_up_proj is its gate_proj and up_proj
+    halves) takes its own layout, the rest stay 16-bit. More names than ``shape`` has matrices (its layers
+    sized one at a time, or MTP layers listed too) share its matrices in proportion. A part whose names don't
+    match the shape's (Mixtral's w1/w2/w3) is taken as quantized throughout, in its algos' proportions.
+    """
+    base, _, projection = shape.module.rpartition(".")
+    halves = {f"{base}.gate_proj", f"{base}.up_proj"} if projection == "gate_up_proj" else set()
+    exact = [m for m in modules if m.module == shape.module]
+    split = [m for m in modules if m.module in halves]
+    pieces, matched = (2, split) if split and not exact else (1, exact)
+    if not matched:
+        matched = [m for m in modules if _module_part(m.module) == shape.part]
+        pieces = 1
+        named = sum(m.matrices for m in matched)
+        share = [shape.count * m.matrices / named for m in matched]
+    else:
+        named = sum(m.matrices for m in matched)
+        scale = min(1.0, shape.count * pieces / named)
+        share = [m.matrices * scale for m in matched]
+    piece = LinearShape(shape.module, shape.part, shape.in_features, shape.out_features // pieces, 1)
+    values = scales = 0.0
+    for entry, count in zip(matched, share, strict=True):
+        value, scale_bytes = _matrix_bytes(piece, entry.layout)
+        values, scales = values + value * count, scales + scale_bytes * count
+    kept = shape.numel - round(sum(share) * piece.in_features * piece.out_features)
+    return round(values), round(scales), kept
+
+
 def checkpoint_bytes(shapes: ModelShapes, layout: WeightLayout) -> WeightBytes:
     """The loaded weights' bytes (MTP layers excluded) of a model stored as ``layout``."""
     quantized = scales = unquantized_params = 0
     for shape in shapes.linears:
-        if shape.part in layout.parts:
+        if layout.per_module:
+            values, scale, kept = _mixed_shape_bytes(shape, layout.per_module)
+            quantized, scales, unquantized_params = (
+                quantized + values,
+                scales + scale,
+                unquantized_params + kept,
+            )
+        elif shape.part in layout.parts:
             values, scale = _matrix_bytes(shape, layout)
             quantized += values * shape.count
             scales += scale * shape.count

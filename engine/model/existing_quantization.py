@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -10,7 +9,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from engine.model.architecture import text_config
+from engine.model.config_json import text_config
+from engine.model.modelopt_config import MODELOPT_FP8_ALGOS, mixed_algos, read_hf_quant_config, read_modelopt
 from engine.model.safetensors_headers import TensorHeader
 
 
@@ -54,10 +54,6 @@ COMPRESSED_TENSORS_METHODS: MappingProxyType[tuple[str, int, bool, int | None], 
 )
 
 
-# The quant_algos ModelOptFp8Config owns (vLLM 0.32 modelopt.py::LINEAR_ALGOS, owner "modelopt").
-MODELOPT_FP8_ALGOS = frozenset({"FP8", "FP8_PER_CHANNEL_PER_TOKEN", "FP8_PB_WO"})
-
-
 def _granularity(weights: dict[str, Any]) -> str:
     """How the scales are laid out, as the scheme text adds it: ", group 128", ", per channel"."""
     if weights.get("group_size"):
@@ -72,12 +68,22 @@ def _granularity(weights: dict[str, Any]) -> str:
 def _modelopt(quant_config: dict[str, Any]) -> ExistingQuantization:
     # vLLM 0.32's ModelOpt algos (modelopt.py::LINEAR_ALGOS, resolve): FP8, FP8_PER_CHANNEL_PER_TOKEN and
     # FP8_PB_WO (despite its name) quantize activations too, all ModelOptFp8Config (from 8.0, not
-    # compressed-tensors' 7.5: vllm_facts.MODELOPT_FP8); W4A16_NVFP4 is NVFP4 weight-only (Marlin).
-    algo = str(quant_config.get("quant_algo", "")).upper()
+    # compressed-tensors' 7.5: vllm_facts.MODELOPT_FP8); W4A16_NVFP4 is NVFP4 weight-only (Marlin); MXFP8 is
+    # ModelOptMxFp8Config (e4m3 weights, an e8m0 scale per 32); MIXED_PRECISION (ModelOptMixedPrecisionConfig)
+    # gives each layer in ``quantized_layers`` its own algo.
+    config = read_modelopt(quant_config)
+    algo = config.algo
     if algo == "W4A16_NVFP4":
         return ExistingQuantization("modelopt", "NVFP4 weight-only (W4A16_NVFP4)", "nvfp4a16")
     if algo in MODELOPT_FP8_ALGOS:
         return ExistingQuantization("modelopt", algo, "modelopt-fp8")
+    if algo == "MXFP8":
+        return ExistingQuantization("modelopt", "MXFP8 (E8M0 scale per 32)", "modelopt-mxfp8")
+    if algo == "MIXED_PRECISION":
+        algos = mixed_algos(config)
+        return ExistingQuantization(
+            "modelopt", f"MIXED_PRECISION ({' + '.join(algos) or 'no quantized layers'})", "modelopt-mixed"
+        )
     return ExistingQuantization("modelopt", algo or "ModelOpt", "nvfp4" if "FP4" in algo else "fp8")
 
 
@@ -127,13 +133,10 @@ def quantizes_experts(quant_config: dict[str, Any], headers: list[TensorHeader])
 def _modelopt_file(path: Path) -> ExistingQuantization:
     # ModelOpt 0.29 and older keep the config in hf_quant_config.json, which vLLM 0.32 takes as the
     # quantization_config (transformers_utils/config.py::get_config); its algo is under "quantization".
-    try:
-        section = json.loads(path.read_text(encoding="utf-8")).get("quantization")
-    except (OSError, ValueError, AttributeError):
-        section = None
-    if not isinstance(section, dict) or not section.get("quant_algo"):
+    quant_config = read_hf_quant_config(path)
+    if quant_config is None:
         return ExistingQuantization("modelopt", "ModelOpt (hf_quant_config.json)", None)
-    return _modelopt(section)
+    return _modelopt(quant_config)
 
 
 def _compressed_tensors_scheme(quant_config: dict[str, Any]) -> tuple[str, str | None]:

@@ -9,16 +9,11 @@ from pathlib import Path
 from typing import Literal
 
 from engine.errors import ModelError
-from engine.model.architecture import (
-    Architecture,
-    AttentionLayout,
-    ModelShape,
-    MoeLayout,
-    load_config,
-    read_architecture,
-)
+from engine.model.architecture import Architecture, AttentionLayout, ModelShape, read_architecture
 from engine.model.checkpoint_size import WeightLayout, checkpoint_bytes, weight_layout
+from engine.model.config_json import load_config
 from engine.model.existing_quantization import ExistingQuantization, detect_quantization
+from engine.model.moe_layout import MoeLayout
 from engine.model.param_count import ParamCounts, active_params, decoder_layer_shapes, model_shapes
 from engine.model.safetensors_headers import TensorHeader, read_safetensors_headers, weight_files
 

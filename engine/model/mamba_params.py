@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from engine.model.architecture import Architecture, first_key
+from engine.model.architecture import Architecture
+from engine.model.config_json import first_key
 from engine.model.linear_shape import LinearShape
 
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from engine.model import mtp_layers
-from engine.model.architecture import Architecture, first_key
+from engine.model.architecture import Architecture
+from engine.model.config_json import first_key
 from engine.model.linear_shape import DECODER_LINEAR_PARTS, LinearShape
 from engine.model.mamba_params import mamba_mixer_shapes
 

