@@ -214,7 +214,7 @@ def _modelopt(quant: dict[str, Any], dtype_bytes: float) -> WeightLayout:
     # stays unquantized; the others take their own algo.
     matrices = Counter(
         (decoder_module(name), algo)
-        for name, algo in config.quantized_layers.items()
+        for name, algo in config.quantized_layers
         if algo in MODELOPT_LINEAR_ALGOS and not is_excluded(name, config.exclude_modules)
     )
     modules = tuple(

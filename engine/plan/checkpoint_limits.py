@@ -98,7 +98,7 @@ CPU_MODELOPT = {
         "static FP8 dies loading)"
     ),
 }
-CPU_MODELOPT_FIX = "serve it on an NVIDIA GPU (MXFP8 from Ampere, 8.0), or start from the unquantized model"
+CPU_MODELOPT_FIX = "serve it on an NVIDIA GPU (MXFP8 from compute 8.0, MIXED_PRECISION from 7.5), or start from the unquantized model"
 
 
 def _static_fp8_groups(config: dict[str, Any]) -> bool:

@@ -15,6 +15,8 @@ MethodName = Literal[
     "fp8-block",
     "fp8-w8a16",
     "modelopt-fp8",
+    "modelopt-mxfp8",
+    "modelopt-mixed",
     "int8-w8a8",
     "w8a16",
     "w4a16",

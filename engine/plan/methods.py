@@ -83,6 +83,32 @@ METHODS: tuple[Method, ...] = (
         not_made_here="quant-tui makes FP8 as compressed-tensors (`--method fp8`); serve a checkpoint NVIDIA ModelOpt exported",
     ),
     Method(
+        name="modelopt-mxfp8",
+        label="MXFP8 (ModelOpt)",
+        # An E8M0 (1-byte) scale per 32 weights.
+        weights=WeightLayout(8, 32, 1, quantizes_activations=True),
+        capability=vllm_facts.MODELOPT_MXFP8,
+        producer="pre-quantized",
+        folder_suffix=None,
+        trade_off="near-lossless (8-bit float weights with fine-grained scales)",
+        ct_scheme=None,
+        description="MXFP8 (FP8 E4M3) weights with one E8M0 scale per 32 inputs; activations MXFP8 at run time",
+        not_made_here="quant-tui does not write MXFP8; serve a checkpoint NVIDIA ModelOpt exported",
+    ),
+    Method(
+        name="modelopt-mixed",
+        label="Mixed precision (ModelOpt)",
+        # Sized per layer from the checkpoint (engine/model/checkpoint_size.py); FP8 as the typical layer.
+        weights=WeightLayout(8, None, 4, quantizes_activations=True),
+        capability=vllm_facts.MODELOPT_MIXED,
+        producer="pre-quantized",
+        folder_suffix=None,
+        trade_off="depends on the per-layer mix (FP8 near-lossless, NVFP4 small loss)",
+        ct_scheme=None,
+        description="each layer in its own ModelOpt format (FP8, NVFP4 or MXFP8), listed in quantized_layers",
+        not_made_here="quant-tui does not write mixed-precision checkpoints; serve one NVIDIA ModelOpt exported",
+    ),
+    Method(
         name="int8-w8a8",
         label="INT8 W8A8",
         weights=WeightLayout(8, None, 4, quantizes_activations=True),

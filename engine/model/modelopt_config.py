@@ -1,0 +1,110 @@
+"""NVIDIA ModelOpt's quantization config as vLLM 0.32 reads it: the algo, excluded modules, per-layer algos."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+# The quant_algos ModelOptFp8Config owns (vLLM 0.32 modelopt.py::LINEAR_ALGOS, owner "modelopt").
+MODELOPT_FP8_ALGOS = frozenset({"FP8", "FP8_PER_CHANNEL_PER_TOKEN", "FP8_PB_WO"})
+# modelopt.py::LINEAR_ALGOS: every algo a layer can carry (MIXED_PRECISION picks one per layer).
+MODELOPT_LINEAR_ALGOS = MODELOPT_FP8_ALGOS | {"NVFP4", "W4A16_NVFP4", "MXFP8"}
+
+# A decoder layer's module, as checkpoint names spell it: "model.layers.3.mlp.experts.7.gate_proj".
+_NVFP4 = frozenset({"NVFP4", "W4A16_NVFP4"})
+_DECODER_MODULE = re.compile(r"(?:^|.*\.)layers\.\d+\.(?P<module>.+)")
+_EXPERT_INDEX = re.compile(r"\.experts\.\d+\.")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOptConfig:
+    """A ModelOpt checkpoint's quantization, as ModelOptQuantConfigBase.from_config reads it.
+
+    Attributes:
+        algo: ``quant_algo`` upper-cased ("FP8", "NVFP4", "MXFP8", "MIXED_PRECISION", ...; "" when missing).
+        exclude_modules: ``exclude_modules`` (the hf_quant_config.json form) or ``ignore`` (config.json's).
+        group_size: the NVFP4 group size, when given (MIXED_PRECISION: else its first NVFP4 layer's).
+        quantized_layers: MIXED_PRECISION's (checkpoint module name, its own upper-cased algo) pairs.
+    """
+
+    algo: str
+    exclude_modules: tuple[str, ...] = ()
+    group_size: int | None = None
+    quantized_layers: tuple[tuple[str, str], ...] = ()
+
+
+def read_modelopt(quant_config: dict[str, Any]) -> ModelOptConfig:
+    """Reads either form vLLM 0.32 takes: ``{"quantization": {"quant_algo": ...}}`` or a flat config.json one.
+
+    modelopt.py::ModelOptQuantConfigBase.from_config: the nested (hf_quant_config.json) form keeps its list in
+    ``exclude_modules``, the flat (config.json ``quantization_config``) form in ``ignore``;
+    ModelOptMixedPrecisionConfig._from_config reads ``quantized_layers`` beside ``quant_algo`` in either.
+    """
+    nested = quant_config.get("quantization")
+    section = nested if isinstance(nested, dict) else quant_config
+    excluded = section.get("exclude_modules" if isinstance(nested, dict) else "ignore") or []
+    layers = section.get("quantized_layers") or {}
+    group = section.get("group_size")
+    if group is None and isinstance(layers, dict):
+        # ModelOptMixedPrecisionConfig._from_config: else the first NVFP4 layer's (16 when it has none).
+        nvfp4 = (
+            v for v in layers.values() if isinstance(v, dict) and str(v.get("quant_algo")).upper() in _NVFP4
+        )
+        group = next((v.get("group_size", 16) for v in nvfp4), None)
+    return ModelOptConfig(
+        str(section.get("quant_algo") or "").upper(),
+        tuple(str(name) for name in excluded) if isinstance(excluded, list) else (),
+        int(group) if isinstance(group, int | str) and str(group).isdigit() else None,
+        tuple(
+            (str(name), str(info.get("quant_algo") or "").upper())
+            for name, info in (layers.items() if isinstance(layers, dict) else ())
+            if isinstance(info, dict)
+        ),
+    )
+
+
+def read_hf_quant_config(path: Path) -> dict[str, Any] | None:
+    """hf_quant_config.json (ModelOpt 0.29 and older), which vLLM 0.32 takes as the quantization_config.
+
+    Returns:
+        The file's object with ``quant_method`` "modelopt" (transformers_utils/config.py::get_config), or None
+        when it is unreadable or has no ``quantization`` section with a ``quant_algo``.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    section = data.get("quantization") if isinstance(data, dict) else None
+    if not isinstance(section, dict) or not section.get("quant_algo"):
+        return None
+    return {**data, "quant_method": "modelopt"}
+
+
+def is_excluded(name: str, patterns: tuple[str, ...]) -> bool:
+    """Whether vLLM's ModelOptQuantConfigBase.is_layer_excluded leaves ``name`` unquantized.
+
+    An exact name, a pattern contained in the name (kept for ModelOpt < 0.39), or an fnmatch wildcard.
+    """
+    return any(pattern == name or pattern in name or fnmatch(name, pattern) for pattern in patterns)
+
+
+def decoder_module(name: str) -> str:
+    """A checkpoint module name without its layer and expert numbers: ``mlp.experts.gate_proj``, ``lm_head``."""
+    if name == "lm_head" or name.endswith(".lm_head"):
+        return "lm_head"
+    # Only the decoder's layers are sized by name; a vision tower's keep their full name (and 16 bits).
+    match = None if "vision" in name or "visual" in name else _DECODER_MODULE.fullmatch(name)
+    return _EXPERT_INDEX.sub(".experts.", "." + match["module"] + ".")[1:-1] if match else name
+
+
+def mixed_algos(config: ModelOptConfig) -> tuple[str, ...]:
+    """The algos a MIXED_PRECISION config's layers (those not excluded) carry, sorted."""
+    return tuple(
+        sorted(
+            {algo for name, algo in config.quantized_layers if not is_excluded(name, config.exclude_modules)}
+        )
+    )
