@@ -286,8 +286,7 @@ def check_source(request: QuantizeRequest) -> tuple[dict[str, Any], str, list[Pa
         raise QuantTuiError(f"unknown method {request.method!r}; choose one of {', '.join(METHODS)}")
     source = request.source
     _check_source_folder(source)
-    config = load_config(source)
-    arch = read_architecture(config, source)
+    arch = read_architecture(config := load_config(source), source)
     if arch.is_multimodal:
         raise ModelError(
             f"{source.name} is a multimodal model ({arch.architecture}); quant-tui quantizes text-only models"
