@@ -289,6 +289,8 @@ def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:
         attention=_attention_layout(text, model_type, num_layers, kv_heads, head_dim),
         moe=read_moe_layout(text, model_type, num_layers, intermediate),
         attention_bias=bool(first_key(text, "attention_bias", default=model_type in {"qwen2", "qwen2_moe"})),
-        qk_norm=model_type in QK_NORM_MODEL_TYPES,
+        # GLM-4-MoE: vLLM's Glm4MoeAttention builds q_norm / k_norm only when use_qk_norm (GLM-4.5, not -Air).
+        qk_norm=model_type in QK_NORM_MODEL_TYPES
+        or (model_type == "glm4_moe" and bool(text.get("use_qk_norm"))),
         is_multimodal=isinstance(config.get("vision_config"), dict) or text_config(config) is not config,
     )

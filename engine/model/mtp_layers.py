@@ -9,6 +9,9 @@ from engine.model.hybrid_layers import NEMOTRON_H_LETTERS
 # How the MTP block is built (param_count counts each style):
 # "deepseek": per layer enorm, hnorm, eh_proj (2h → h), one decoder layer, shared_head norm and the
 #   embed_tokens / head copies the checkpoint stores (deepseek_mtp.py::DeepSeekMultiTokenPredictorLayer).
+#   GLM-4-MoE builds the same (glm4_moe_mtp.py::Glm4MoeMultiTokenPredictorLayer): its decoder layer is
+#   built at index num_hidden_layers (>= first_k_dense_replace), so MoE; GLM-4.5's checkpoint stores the
+#   copies, and load_weights also maps model.embed_tokens / lm_head into them for one without.
 # "qwen": one fc (2h → h), pre_fc_norm_embedding / _hidden and norm for the whole predictor, then
 #   full-attention decoder layers; embedding and lm_head shared with the main model, not in ``mtp.*``
 #   (qwen3_next_mtp.py::Qwen3NextMultiTokenPredictor, qwen3_5_mtp.py::Qwen3_5MultiTokenPredictor).

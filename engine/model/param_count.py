@@ -18,6 +18,10 @@ _OUTPUT_GATED = {"qwen3_next", "qwen3_5_text", "qwen3_5_moe_text"}
 _NON_GATED_MLP = {"nemotron_h"}
 # Nemotron-H's decoder layers hold one mixer (Mamba2, attention, MLP or MoE) after one RMSNorm.
 _ONE_NORM_PER_LAYER = {"nemotron_h"}
+# attention_bias puts a bias on q, k and v only, not on o_proj (vLLM's Qwen2Attention, Glm4MoeAttention).
+_NO_O_PROJ_BIAS = ("qwen2", "glm4_moe")
+# Routers with an e_score_correction_bias whatever the config says (vLLM's Glm4MoE, NemotronHMoE).
+_SCORE_BIAS_ALWAYS = {"glm4_moe", "nemotron_h"}
 Mixer = Literal["attention", "linear", "both", None]  # both: Falcon-H1's attention + Mamba2 in one layer
 Ffn = Literal["moe", "dense", None]
 
@@ -132,8 +136,8 @@ def _attention(arch: Architecture, layers: int) -> tuple[list[LinearShape], int]
     vectors = 0
     if arch.attention_bias:
         vectors += q_out + 2 * kv_out
-        if not arch.model_type.startswith("qwen2"):
-            vectors += h  # o_proj's bias (Qwen2 has none)
+        if not arch.model_type.startswith(_NO_O_PROJ_BIAS):
+            vectors += h  # o_proj's bias
     if arch.qk_norm:
         vectors += 2 * arch.head_dim
     if arch.model_type == "gpt_oss":
@@ -207,7 +211,7 @@ def _mlp(arch: Architecture, moe_layers: int, dense_layers: int) -> tuple[list[L
             ]
         if "shared_expert_intermediate_size" in text and moe.shared_intermediate_size:
             vectors += moe_layers * h  # Qwen2-MoE's shared_expert_gate (one output)
-        if text.get("topk_method") == "noaux_tc" or arch.model_type == "nemotron_h":
+        if text.get("topk_method") == "noaux_tc" or arch.model_type in _SCORE_BIAS_ALWAYS:
             vectors += moe_layers * experts  # DeepSeek-V3's e_score_correction_bias
         if arch.model_type == "gpt_oss":
             vectors += moe_layers * (experts + experts * (2 * width + h))  # router and expert biases
