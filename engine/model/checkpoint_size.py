@@ -19,6 +19,7 @@ from engine.model.modelopt_config import (
     MODELOPT_LINEAR_ALGOS,
     decoder_module,
     is_excluded,
+    names_one_matrix,
     read_hf_quant_config,
     read_modelopt,
 )
@@ -66,12 +67,14 @@ class ModuleLayout:
     Attributes:
         module: the checkpoint's name without layer and expert numbers, e.g. ``mlp.experts.gate_proj``.
         layout: how those matrices are stored.
-        matrices: how many there are (over all layers and experts).
+        matrices: how many names there are (over all layers and experts).
+        one_per_name: each name is one matrix (False: a fused-experts name stands for all of a layer's experts).
     """
 
     module: str
     layout: WeightLayout
     matrices: int
+    one_per_name: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,15 +216,15 @@ def _modelopt(quant: dict[str, Any], dtype_bytes: float) -> WeightLayout:
     # ModelOptMixedPrecisionConfig.get_quant_method: an excluded layer, or one missing from quantized_layers,
     # stays unquantized; the others take their own algo.
     matrices = Counter(
-        (decoder_module(name), algo)
+        (decoder_module(name), algo, names_one_matrix(name))
         for name, algo in config.quantized_layers
         if algo in MODELOPT_LINEAR_ALGOS and not is_excluded(name, config.exclude_modules)
     )
     modules = tuple(
-        ModuleLayout(module, _modelopt_algo(algo, config.group_size, (), dtype_bytes), count)
-        for (module, algo), count in sorted(matrices.items())
+        ModuleLayout(module, _modelopt_algo(algo, config.group_size, (), dtype_bytes), count, one)
+        for (module, algo, one), count in sorted(matrices.items())
     )
-    algos = sorted({algo for _, algo in matrices})
+    algos = sorted({algo for _, algo, _ in matrices})
     return WeightLayout(
         f"MIXED_PRECISION {' + '.join(algos)} (ModelOpt)", unquantized_bytes=dtype_bytes, per_module=modules
     )
@@ -335,7 +338,7 @@ def _module_part(module: str) -> str:
         return "lm_head"
     if "shared_expert" in module:
         return "shared_expert"
-    if "experts." in module:
+    if "experts" in module.split("."):
         return "experts"
     if "linear_attn" in module or "mamba" in module:
         return "linear_attention"
@@ -348,12 +351,12 @@ def _mixed_shape_bytes(shape: LinearShape, modules: tuple[ModuleLayout, ...]) ->
     The checkpoint names each matrix: one of ``shape``'s (a fused gate_up_proj is its gate_proj and up_proj
     halves) takes its own layout, the rest stay 16-bit. More names than ``shape`` has matrices (its layers
     sized one at a time, or MTP layers listed too) share its matrices in proportion. A part whose names don't
-    match the shape's (Mixtral's w1/w2/w3) is taken as quantized throughout, in its algos' proportions.
+    match the shape's (Mixtral's w1/w2/w3, fused experts) is taken as quantized throughout, in its algos' proportions.
     """
     base, _, projection = shape.module.rpartition(".")
     halves = {f"{base}.gate_proj", f"{base}.up_proj"} if projection == "gate_up_proj" else set()
-    exact = [m for m in modules if m.module == shape.module]
-    split = [m for m in modules if m.module in halves]
+    exact = [m for m in modules if m.module == shape.module and m.one_per_name]
+    split = [m for m in modules if m.module in halves and m.one_per_name]
     pieces, matched = (2, split) if split and not exact else (1, exact)
     if not matched:
         matched = [m for m in modules if _module_part(m.module) == shape.part]

@@ -101,6 +101,11 @@ def decoder_module(name: str) -> str:
     return _EXPERT_INDEX.sub(".experts.", "." + match["module"] + ".")[1:-1] if match else name
 
 
+def names_one_matrix(name: str) -> bool:
+    """Whether a quantized_layers name is one matrix; an experts name without an expert number is all of them."""
+    return "experts" not in name.split(".") or _EXPERT_INDEX.search(name + ".") is not None
+
+
 def mixed_algos(config: ModelOptConfig) -> tuple[str, ...]:
     """The algos a MIXED_PRECISION config's layers (those not excluded) carry, sorted."""
     return tuple(

@@ -141,6 +141,42 @@ def test_a_fused_expert_projection_takes_its_halves_algos() -> None:
     assert checkpoint_bytes(_one_layer(gate_up), layout) == WeightBytes(4_194_304, 131_072, 8_388_608)
 
 
+# Two layers of two experts' fused gate_up_proj (4096 -> 2048), named other than one matrix a name: (names,
+# values, scales). A fused-experts name (no expert number) stands for all of its layer's experts: 4 MXFP8 matrices
+# of 8,388,608 B and 2048 x 128 scales. Mixtral's w1/w3 don't name the fused matrix: the part is quantized in its
+# names' proportions, half NVFP4 (4,194,304 B, 2048 x 256 + 8 B of scales), half FP8 (8,388,608 B + 8 B).
+FUSED_CASES = [
+    (
+        {
+            "model.layers.0.mlp.experts.gate_up_proj": "MXFP8",
+            "model.layers.1.mlp.experts.gate_up_proj": "MXFP8",
+        },
+        4 * 8_388_608,
+        4 * 262_144,
+    ),
+    (
+        {
+            "model.layers.0.block_sparse_moe.experts.0.w1": "NVFP4",
+            "model.layers.0.block_sparse_moe.experts.0.w3": "NVFP4",
+            "model.layers.0.block_sparse_moe.experts.1.w1": "FP8",
+            "model.layers.0.block_sparse_moe.experts.1.w3": "FP8",
+        },
+        2 * (4_194_304 + 8_388_608),
+        2 * (524_296 + 8),
+    ),
+]
+
+
+@pytest.mark.parametrize(("layers", "values", "scales"), FUSED_CASES)
+def test_experts_named_otherwise_are_quantized_in_their_algos_proportions(
+    layers: dict[str, str], values: int, scales: int
+) -> None:
+    gate_up = LinearShape("mlp.experts.gate_up_proj", "experts", 4096, 2048, 4)
+    assert checkpoint_bytes(_one_layer(gate_up), weight_layout(_mixed(layers))) == WeightBytes(
+        values, scales, 0
+    )
+
+
 # Llama-3.1-8B: 32 layers of q, o (4096 x 4096), k, v (1024 x 4096) = 41,943,040 attention weights and gate, up,
 # down (14336 x 4096) = 176,160,768 MLP weights a layer; embed_tokens, lm_head and norms 2,101,878,784 B bf16.
 LLAMA_REST = 2_101_878_784
