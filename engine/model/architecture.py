@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.errors import ModelError
-from engine.model import hybrid_layers, mtp_layers
+from engine.model import hybrid_layers, mtp_layers, shared_kv_layers
 from engine.model.config_class_defaults import (
     ALTERNATING_SLIDING,
     CONFIG_CLASS_DEFAULTS,
@@ -43,6 +43,9 @@ class AttentionLayout:
         indexer_bytes_per_token: DeepSeek Sparse Attention's indexer key cache, bytes per token in
             each layer with an indexer (``DeepseekV32IndexerCache``: uint8, whatever the KV dtype).
         indexer_layers: the decoder layers that own an indexer (and its cache).
+        full_num_kv_heads: KV heads of the "full" layers where they differ (Gemma 4's global layers; 0: same).
+        full_head_size: head size of the "full" layers where it differs (Gemma 4's ``global_head_dim``; 0: same).
+        kv_shared_layers: layers that read an earlier layer's KV cache and allocate none (Gemma 3n / 4).
     """
 
     layer_kinds: tuple[LayerAttention, ...]
@@ -57,6 +60,9 @@ class AttentionLayout:
     state: RecurrentState | None = None
     indexer_bytes_per_token: int = 0
     indexer_layers: tuple[int, ...] = ()
+    full_num_kv_heads: int = 0
+    full_head_size: int = 0
+    kv_shared_layers: tuple[int, ...] = ()
 
     def kv_heads_per_rank(self, tensor_parallel_size: int = 1) -> int:
         """KV heads one tensor-parallel rank holds: MLA's latent is whole on every rank; others split, at least 1."""
@@ -69,6 +75,20 @@ class AttentionLayout:
         elements = self.kv_heads_per_rank(tensor_parallel_size) * (self.head_size + self.head_size_v)
         # round, not int: fp8_ds_mla's 656 bytes per 576-element latent come in as 656 / 576 per element.
         return round(elements * kv_dtype_bytes)
+
+    def bytes_per_token_of(
+        self, kind: LayerAttention, kv_dtype_bytes: float, tensor_parallel_size: int = 1
+    ) -> int:
+        """KV bytes one token takes in one layer of ``kind`` on one rank (Gemma 4's full layers: their own heads)."""
+        if kind == "full" and self.full_head_size:
+            heads = max(1, (self.full_num_kv_heads or self.num_kv_heads) // tensor_parallel_size)
+            return round(heads * 2 * self.full_head_size * kv_dtype_bytes)
+        return self.bytes_per_token_per_layer(kv_dtype_bytes, tensor_parallel_size)
+
+    def caches_kv(self, index: int) -> bool:
+        """Whether decoder layer ``index`` allocates a KV cache page (attention, not KV-shared)."""
+        kind = self.layer_kinds[index]
+        return kind not in ("linear", "none") and index not in self.kv_shared_layers
 
     def indexer_count(self, stage_layers: range | None = None) -> int:
         """Layers with an indexer cache (among ``stage_layers``' decoder layers when given)."""
@@ -109,6 +129,10 @@ class AttentionLayout:
             text += f" × {len(self.layer_kinds)} layers"
         if self.state is not None and self.state.parallel:  # Falcon-H1: attention and Mamba2 in each layer
             text += f", each with a {self.state.mixer.upper()} state"
+        if self.full_head_size:
+            text += f", full layers {self.full_num_kv_heads or self.num_kv_heads} KV heads × {self.full_head_size}"
+        if self.kv_shared_layers:
+            text += f", {len(self.kv_shared_layers)} reuse earlier layers' KV"
         if self.mtp_layers:
             text += f" (+{self.mtp_layers} MTP, not loaded)"
         return text
@@ -225,7 +249,23 @@ def _attention_layout(
         return AttentionLayout(
             kinds, 1, latent, 0, True, window, chunk, mtp, rope, None, indexer_bytes, indexer_layers
         )
-    return AttentionLayout(kinds, kv_heads, head_dim, head_dim, False, window, chunk, mtp, state=state)
+    full_heads, full_size = shared_kv_layers.gemma4_full_attention(text, model_type, kv_heads)
+    if (full_heads, full_size) == (kv_heads, head_dim):
+        full_heads, full_size = 0, 0
+    return AttentionLayout(
+        kinds,
+        kv_heads,
+        head_dim,
+        head_dim,
+        False,
+        window,
+        chunk,
+        mtp,
+        state=state,
+        full_num_kv_heads=full_heads if full_size else 0,
+        full_head_size=full_size,
+        kv_shared_layers=shared_kv_layers.kv_shared_layers(text, model_type, num_layers),
+    )
 
 
 def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:

@@ -10,7 +10,9 @@ Hybrid linear-attention and Mamba models (Qwen3-Next, Qwen3.5, Granite-4.0-H, Ne
 ``MambaSpec`` layers: one state page per request, the attention block raised until its page holds a
 state page, the state padded to it; layers without a mixer (Nemotron-H's MLP/MoE ones) cache nothing.
 DeepSeek Sparse Attention models (DeepSeek-V3.2, GLM-5) add an indexer key cache to each layer with an
-indexer (``indexer_page_bytes``).
+indexer (``indexer_page_bytes``). Gemma 4's full layers have larger pages than its sliding ones
+(``unify_kv_cache_spec_page_size``: the smaller page's block size is raised to match, ``kind_block_size``);
+Gemma 3n / 4's KV-sharing layers have no spec (``GPUModelRunner.get_kv_cache_spec``), so no page.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from engine.model.architecture import AttentionLayout, LayerAttention
 from engine.model.param_count import ceil_div
 from engine.model.recurrent_state import RecurrentState
 from engine.plan.gpu_block_size import DEFAULT_COMPUTE_CAPABILITY, gpu_block_size
+from engine.plan.kv_page_size import kind_block_size, largest_page_bytes_per_token
 
 # vLLM's CPU block sizes (GPUs: engine/plan/gpu_block_size.py).
 CPU_BLOCK_SIZE = 128  # CPU_ATTN, and AMX_MLA on AMX hosts
@@ -258,6 +261,7 @@ def kv_groups(
     max_in_flight_tokens: int,
     stage_layers: range | None = None,
     prefix_caching: bool = True,
+    tensor_parallel_size: int = 1,
 ) -> tuple[int, tuple[KvGroup, ...]]:
     """vLLM's layer groups: ``(layers in the largest group, groups)``.
 
@@ -269,11 +273,13 @@ def kv_groups(
     (one stage's decoder layers) counts only those; its largest group sets its bytes per block.
     Linear layers form their own kind: their state page is padded to the attention page, so the page
     is uniform (``_get_kv_cache_groups_uniform_page_size``). Layers of kind "none" (Nemotron-H's MLP
-    and MoE layers) have no Attention or Mamba module, so no KV cache spec: they join no group.
+    and MoE layers) have no Attention or Mamba module, so no KV cache spec: they join no group;
+    nor do KV-sharing layers (Gemma 3n / 4). Each kind's blocks are counted in its own block size
+    (``kind_block_size``).
     """
     layers_of: dict[LayerAttention, list[int]] = {}
     for index, kind in enumerate(attention.layer_kinds):
-        if kind != "none":
+        if kind != "none" and index not in attention.kv_shared_layers:
             layers_of.setdefault(kind, []).append(index)
         if attention.state is not None and attention.state.parallel:  # Falcon-H1: a MambaSpec in every layer
             layers_of.setdefault("linear", []).append(index)
@@ -287,7 +293,7 @@ def kv_groups(
         per_request = blocks_per_request(
             kind,
             max_model_len,
-            block_size,
+            kind_block_size(attention, kind, block_size, tensor_parallel_size),
             max_in_flight_tokens,
             attention.sliding_window,
             attention.attention_chunk_size,
@@ -337,9 +343,15 @@ def kv_capacity_for(
         attention, block_size, kv_dtype_bytes, state_bytes or (2, 2), tensor_parallel_size
     )
     group_size, groups = kv_groups(
-        attention, max_model_len, block_size, max_in_flight_tokens, stage_layers, prefix_caching
+        attention,
+        max_model_len,
+        block_size,
+        max_in_flight_tokens,
+        stage_layers,
+        prefix_caching,
+        tensor_parallel_size,
     )
-    page = block_size * attention.bytes_per_token_per_layer(kv_dtype_bytes, tensor_parallel_size)
+    page = block_size * largest_page_bytes_per_token(attention, kv_dtype_bytes, tensor_parallel_size)
     bytes_per_block = group_size * page + indexer_page_bytes(attention, block_size, stage_layers)
     per_request = sum(group.blocks_per_request for group in groups)
     if kv_space_bytes <= 0 or bytes_per_block <= 0 or per_request <= 0:
@@ -361,12 +373,19 @@ def kv_bytes_per_token(
     """KV bytes one token takes over the attention layers of one rank (of ``stage_layers``' stage).
 
     As if every attention layer kept every token; linear layers keep a fixed state, no per-token KV,
-    and layers without a mixer (kind "none") nothing.
+    layers without a mixer (kind "none") and KV-sharing layers nothing; Gemma 4's full layers their
+    own heads.
     Layers with a sparse-attention indexer add its key cache (``indexer_page_bytes``).
     """
-    per_layer = attention.bytes_per_token_per_layer(kv_dtype_bytes, tensor_parallel_size)
     kinds = attention.layer_kinds
-    held = kinds if stage_layers is None else kinds[stage_layers.start : stage_layers.stop]
-    return per_layer * sum(1 for kind in held if kind not in ("linear", "none")) + indexer_page_bytes(
-        attention, 1, stage_layers
+    held = (
+        range(len(kinds))
+        if stage_layers is None
+        else range(len(kinds))[stage_layers.start : stage_layers.stop]
     )
+    per_token = sum(
+        attention.bytes_per_token_of(kinds[index], kv_dtype_bytes, tensor_parallel_size)
+        for index in held
+        if attention.caches_kv(index)
+    )
+    return per_token + indexer_page_bytes(attention, 1, stage_layers)

@@ -1,0 +1,48 @@
+"""Layers whose KV cache differs from the rest: Gemma 4's full-attention heads, Gemma 3n / 4's KV-sharing layers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Families whose last ``num_kv_shared_layers`` layers reuse an earlier layer's KV cache
+# (vLLM's Gemma3nAttention / Gemma4Attention set ``kv_sharing_target_layer_name``).
+KV_SHARING_MODEL_TYPES = {"gemma3n_text", "gemma4_text"}
+# transformers' Gemma4TextConfig.__post_init__: ``global_head_dim`` defaults to 512.
+GEMMA4_GLOBAL_HEAD_DIM = 512
+
+
+def kv_shared_layers(text: dict[str, Any], model_type: str, num_layers: int) -> tuple[int, ...]:
+    """The decoder layers that allocate no KV cache of their own, in order.
+
+    vLLM 0.32 (gemma4.py::Gemma4Attention, gemma3n.py::Gemma3nAttention): the layers from
+    ``num_hidden_layers - num_kv_shared_layers`` on read the cache of the last earlier layer of their
+    type; GPUModelRunner.get_kv_cache_spec gives them no KVCacheSpec, so no page is allocated.
+    """
+    shared = int(text.get("num_kv_shared_layers") or 0)
+    if model_type not in KV_SHARING_MODEL_TYPES or shared <= 0:
+        return ()
+    return tuple(range(max(0, num_layers - shared), num_layers))
+
+
+def gemma4_full_attention(text: dict[str, Any], model_type: str, kv_heads: int) -> tuple[int, int]:
+    """``(KV heads, head size)`` of Gemma 4's full-attention layers; ``(0, 0)`` for other families.
+
+    transformers' Gemma4TextConfig gives each full-attention layer a ``per_layer_config`` override:
+    ``head_dim`` = ``global_head_dim`` (512 unless set), ``num_key_value_heads`` =
+    ``num_global_key_value_heads`` where ``attention_k_eq_v`` (else the model's); vLLM's
+    Gemma4DecoderLayer reads ``config.per_layer_config[layer_idx]``. A config.json that carries
+    ``per_layer_config`` itself (keyed by layer index) is read as it stands.
+    """
+    if model_type != "gemma4_text":
+        return 0, 0
+    layer_types = list(text.get("layer_types") or [])
+    full = [index for index, name in enumerate(layer_types) if name == "full_attention"]
+    per_layer = text.get("per_layer_config")
+    if isinstance(per_layer, dict) and full:
+        override = per_layer.get(str(full[0])) or per_layer.get(full[0]) or {}
+        heads = int(override.get("num_key_value_heads") or kv_heads)
+        return heads, int(override.get("head_dim") or text.get("head_dim") or 0)
+    heads = kv_heads
+    if text.get("attention_k_eq_v") and text.get("num_global_key_value_heads") is not None:
+        heads = int(text["num_global_key_value_heads"])
+    return heads, int(text.get("global_head_dim") or GEMMA4_GLOBAL_HEAD_DIM)
