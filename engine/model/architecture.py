@@ -289,9 +289,14 @@ def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:
     if text.get("multi_query"):
         kv_heads = 1
     head_dim = int(first_key(text, "head_dim", default=0) or hidden_size // heads)
-    intermediate = int(
-        first_key(text, "intermediate_size", "ffn_hidden_size", "n_inner", default=4 * hidden_size)
+    intermediate_value = first_key(
+        text, "intermediate_size", "ffn_hidden_size", "n_inner", default=4 * hidden_size
     )
+    if isinstance(
+        intermediate_value, list
+    ):  # one width per layer (Gemma 3n): the first here, each in param_count
+        intermediate_value = intermediate_value[0] if intermediate_value else 4 * hidden_size
+    intermediate = int(intermediate_value)
     tie_default = model_type not in UNTIED_BY_DEFAULT
     dtype = first_key(
         text, "torch_dtype", "dtype", default=first_key(config, "torch_dtype", "dtype", default="bfloat16")
@@ -331,6 +336,7 @@ def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:
         attention_bias=bool(first_key(text, "attention_bias", default=model_type in {"qwen2", "qwen2_moe"})),
         # GLM-4-MoE: vLLM's Glm4MoeAttention builds q_norm / k_norm only when use_qk_norm (GLM-4.5, not -Air).
         qk_norm=model_type in QK_NORM_MODEL_TYPES
+        or model_type == "gemma4_text"  # Gemma4Attention: q_norm, k_norm (v_norm has no weight)
         or (model_type == "glm4_moe" and bool(text.get("use_qk_norm"))),
         is_multimodal=isinstance(config.get("vision_config"), dict) or text_config(config) is not config,
     )

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from engine.model import mtp_layers
 from engine.model.architecture import Architecture
 from engine.model.config_json import first_key
+from engine.model.layer_variants import AttentionVariant, attention_variant, mlp_width, per_layer_input_size
 from engine.model.linear_shape import DECODER_LINEAR_PARTS, LinearShape
 from engine.model.mamba_params import mamba_mixer_shapes
+from engine.model.vision_params import vision_tower_shapes
 
 # Full-attention layers of these gate their output with a second half of q_proj (vLLM's
 # Qwen3NextAttention: ``attn_output_gate``, True unless the config says otherwise).
@@ -82,9 +85,12 @@ class ModelShapes:
         )
 
 
-def _attention(arch: Architecture, layers: int) -> tuple[list[LinearShape], int]:
-    """The attention projections of ``layers`` layers and their vector parameters per layer."""
+def _attention(
+    arch: Architecture, layers: int, variant: AttentionVariant | None = None
+) -> tuple[list[LinearShape], int]:
+    """The attention projections of ``layers`` layers of one shape and their vector parameters per layer."""
     text, h, heads = arch.text, arch.hidden_size, arch.num_attention_heads
+    variant = variant or AttentionVariant(arch.num_kv_heads, arch.head_dim)
     if arch.attention.mla:
         rope = int(text.get("qk_rope_head_dim") or 0)
         nope = int(text.get("qk_nope_head_dim") or 0)
@@ -121,8 +127,9 @@ def _attention(arch: Architecture, layers: int) -> tuple[list[LinearShape], int]
             )
             vectors += h * (index_dim + index_heads) + 2 * index_dim
         return shapes, vectors
-    q_out = heads * arch.head_dim
-    kv_out = arch.num_kv_heads * arch.head_dim
+    head_dim = variant.head_dim
+    q_out = heads * head_dim
+    kv_out = 0 if variant.kv_shared else variant.kv_heads * head_dim  # KV-sharing layers: q_proj only
     gated = arch.model_type in _OUTPUT_GATED and text.get("attn_output_gate", True)
     if arch.model_type == "phi3":  # one fused projection in the checkpoint
         shapes = [LinearShape("self_attn.qkv_proj", "attention", h, q_out + 2 * kv_out, layers)]
@@ -131,7 +138,7 @@ def _attention(arch: Architecture, layers: int) -> tuple[list[LinearShape], int]
             LinearShape("self_attn.q_proj", "attention", h, q_out * (2 if gated else 1), layers),
             LinearShape("self_attn.k_proj", "attention", h, kv_out, layers),
             LinearShape("self_attn.v_proj", "attention", h, kv_out, layers),
-        ]
+        ][: 1 if variant.kv_shared else 3]
     shapes.append(LinearShape("self_attn.o_proj", "attention", q_out, h, layers))
     vectors = 0
     if arch.attention_bias:
@@ -139,7 +146,7 @@ def _attention(arch: Architecture, layers: int) -> tuple[list[LinearShape], int]
         if not arch.model_type.startswith(_NO_O_PROJ_BIAS):
             vectors += h  # o_proj's bias
     if arch.qk_norm:
-        vectors += 2 * arch.head_dim
+        vectors += (1 if variant.kv_shared else 2) * head_dim  # no k_norm without k_proj
     if arch.model_type == "gpt_oss":
         vectors += heads  # attention sinks
     return shapes, vectors
@@ -170,14 +177,22 @@ def _linear_attention(arch: Architecture, layers: int) -> tuple[list[LinearShape
     return shapes, vectors
 
 
-def _mlp(arch: Architecture, moe_layers: int, dense_layers: int) -> tuple[list[LinearShape], int]:
-    """The MLP/MoE projections and the vector parameters over all those layers."""
+def _dense_width(arch: Architecture) -> int:
+    """The dense MLP's width where all layers share one."""
+    text = arch.text
+    if arch.model_type == "granitemoehybrid" and text.get("shared_intermediate_size"):
+        return int(text["shared_intermediate_size"])  # a dense Granite-4.0's MLP is its shared_mlp
+    return int(first_key(text, "intermediate_size_mlp", default=arch.intermediate_size))
+
+
+def _mlp(
+    arch: Architecture, moe_layers: int, dense_layers: int, width: int | None = None
+) -> tuple[list[LinearShape], int]:
+    """The MLP/MoE projections and the vector parameters over all those layers (dense ones ``width`` wide)."""
     h, text = arch.hidden_size, arch.text
     shapes: list[LinearShape] = []
     vectors = 0
-    dense_width = int(first_key(text, "intermediate_size_mlp", default=arch.intermediate_size))
-    if arch.model_type == "granitemoehybrid" and text.get("shared_intermediate_size"):
-        dense_width = int(text["shared_intermediate_size"])  # a dense Granite-4.0's MLP is its shared_mlp
+    dense_width = width or _dense_width(arch)
     if arch.moe is None:
         dense_layers += moe_layers
         moe_layers = 0
@@ -218,60 +233,23 @@ def _mlp(arch: Architecture, moe_layers: int, dense_layers: int) -> tuple[list[L
     return shapes, vectors
 
 
-def _vision(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], int]:
-    """A ViT-style tower (attention with biases, two-layer MLP, LayerNorms) plus its projector."""
-    vision = config.get("vision_config")
-    if not isinstance(vision, dict):
-        return [], 0
-    h = int(first_key(vision, "hidden_size", "embed_dim", "width", default=0))
-    if not h:
-        return [], 0
-    layers = int(first_key(vision, "num_hidden_layers", "depth", "num_layers", default=0))
-    inner = int(first_key(vision, "intermediate_size", default=4 * h))
-    patch = int(first_key(vision, "patch_size", default=14))
-    channels = int(first_key(vision, "num_channels", "in_channels", default=3))
-    image = int(first_key(vision, "image_size", default=0))
-    shapes = [
-        LinearShape("vision.attn.qkvo", "vision", h, h, 4 * layers),
-        LinearShape("vision.mlp.fc1", "vision", h, inner, layers),
-        LinearShape("vision.mlp.fc2", "vision", inner, h, layers),
-        LinearShape("vision.patch_embedding", "vision", channels * patch * patch, h, 1),
-    ]
-    vectors = layers * (4 * h + inner + h + 4 * h)  # biases and two LayerNorms per block
-    positions = (image // patch) ** 2 + 1 if image else 0
-    vectors += positions * h + h + 4 * h  # position and class embeddings, pre/post LayerNorms
-    projector_in = int(first_key(vision, "projector_input_dim", default=0))
-    if projector_in:  # Llama-4: pixel-shuffle MLP, then one projection into the text model
-        ratio = float(vision.get("pixel_shuffle_ratio") or 0.5)
-        shuffled = int(h / (ratio * ratio))
-        out = int(first_key(vision, "projector_output_dim", default=projector_in))
-        shapes += [
-            LinearShape("vision_adapter.mlp.fc1", "vision", shuffled, projector_in, 1),
-            LinearShape("vision_adapter.mlp.fc2", "vision", out, out, 1),
-            LinearShape(
-                "multi_modal_projector.linear_1",
-                "vision",
-                int(vision.get("vision_output_dim") or out),
-                text_hidden,
-                1,
-            ),
-        ]
-    elif str(config.get("model_type")) == "gemma3":  # one projection after a soft-embedding RMSNorm
-        shapes.append(LinearShape("multi_modal_projector.mm_input_projection", "vision", h, text_hidden, 1))
-        vectors += h
-    else:  # LLaVA-style two-layer projector
-        shapes += [
-            LinearShape("multi_modal_projector.linear_1", "vision", h, text_hidden, 1),
-            LinearShape("multi_modal_projector.linear_2", "vision", text_hidden, text_hidden, 1),
-        ]
-        vectors += 2 * text_hidden
-    return shapes, vectors
-
-
 def _norms_per_layer(arch: Architecture) -> int:
     if arch.model_type in _ONE_NORM_PER_LAYER:
         return arch.hidden_size
+    if arch.model_type == "gemma4_text":  # four norms, and post_per_layer_input_norm with per-layer inputs
+        return (5 if per_layer_input_size(arch.text, arch.model_type) else 4) * arch.hidden_size
     return (4 if arch.model_type in {"gemma2", "gemma3", "gemma3_text"} else 2) * arch.hidden_size
+
+
+def _per_layer_inputs(arch: Architecture, layers: int) -> list[LinearShape]:
+    """Gemma 4's per-layer-input gate and projection in ``layers`` layers (vLLM's Gemma4DecoderLayer)."""
+    size, h = per_layer_input_size(arch.text, arch.model_type), arch.hidden_size
+    if not size:
+        return []
+    return [
+        LinearShape("per_layer_input_gate", "mlp", h, size, layers),
+        LinearShape("per_layer_projection", "mlp", size, h, layers),
+    ]
 
 
 def _mixer_of(arch: Architecture, index: int) -> Mixer:
@@ -298,16 +276,30 @@ def model_shapes(arch: Architecture) -> ModelShapes:
     mixers = [_mixer_of(arch, index) for index in range(layers)]
     ffns = [_ffn_of(arch, index) for index in range(layers)]
     both = mixers.count("both")
-    attention_layers, linear_layers = mixers.count("attention") + both, mixers.count("linear") + both
-    attention, attention_vectors = _attention(arch, attention_layers)
+    linear_layers = mixers.count("linear") + both
+    attention: list[LinearShape] = []
+    attention_vectors = 0  # over all attention layers, one call per attention shape
+    variants = [attention_variant(arch, i) for i in range(layers) if mixers[i] in ("attention", "both")]
+    for variant, count in Counter(variants).items():
+        shapes, vectors = _attention(arch, count, variant)
+        attention, attention_vectors = attention + shapes, attention_vectors + count * vectors
     gdn, gdn_vectors = _linear_attention(arch, linear_layers)
-    mlp, mlp_vectors = _mlp(arch, ffns.count("moe"), ffns.count("dense"))
-    linears = attention + gdn + mlp
+    widths = Counter(mlp_width(arch, i, _dense_width(arch)) for i in range(layers) if ffns[i] == "dense")
+    mlp: list[LinearShape] = []
+    for width, count in widths.items():
+        mlp += _mlp(arch, 0, count, width)[0]  # dense MLPs have no vector parameters
+    moe, mlp_vectors = _mlp(arch, ffns.count("moe"), 0)
+    linears = attention + gdn + mlp + moe + _per_layer_inputs(arch, layers)
     embedding = arch.vocab_size * h
+    if size := per_layer_input_size(arch.text, arch.model_type):  # Gemma 4's per-layer embeddings
+        vocab = int(arch.text.get("vocab_size_per_layer_input") or arch.vocab_size)
+        embedding += vocab * layers * size
+        linears.append(LinearShape("per_layer_model_projection", "mlp", h, layers * size, 1))
+        attention_vectors += size  # per_layer_projection_norm
     if not arch.tie_word_embeddings:
         linears.append(LinearShape("lm_head", "lm_head", h, arch.vocab_size, 1))
-    vision, vision_vectors = _vision(arch.config, h)
-    vectors = attention_layers * attention_vectors + linear_layers * gdn_vectors
+    vision, vision_vectors = vision_tower_shapes(arch.config, h)
+    vectors = attention_vectors + linear_layers * gdn_vectors
     vectors += layers * _norms_per_layer(arch) + mlp_vectors + h  # final norm
     return ModelShapes(tuple(linears + vision), vectors, embedding, vision_vectors, _mtp_params(arch))
 
@@ -353,20 +345,24 @@ def decoder_layer_shapes(arch: Architecture) -> tuple[ModelShapes, ...]:
     beside full-attention ones; a Nemotron-H layer holds one mixer only (Mamba2, attention, MLP or MoE). Their sum plus the vocabulary matrices, final norm and vision tower is
     ``model_shapes``; MTP layers are not among them.
     """
-    mixers = {None: ([], 0), "attention": _attention(arch, 1), "linear": _linear_attention(arch, 1)}
-    mixers["both"] = (
-        mixers["attention"][0] + mixers["linear"][0],
-        mixers["attention"][1] + mixers["linear"][1],
-    )
-    ffns = {None: ([], 0), "moe": _mlp(arch, 1, 0), "dense": _mlp(arch, 0, 1)}
-    by_kind: dict[tuple[Mixer, Ffn], ModelShapes] = {}
+    linear = _linear_attention(arch, 1)
+    extra = _per_layer_inputs(arch, 1)
+    by_kind: dict[tuple[Mixer, Ffn, AttentionVariant, int], ModelShapes] = {}
+    keys = []
     for index in range(arch.num_layers):
-        kind = (_mixer_of(arch, index), _ffn_of(arch, index))
-        if kind not in by_kind:
-            (mixer, mixer_vectors), (mlp, mlp_vectors) = mixers[kind[0]], ffns[kind[1]]
-            vectors = mixer_vectors + _norms_per_layer(arch) + mlp_vectors
-            by_kind[kind] = ModelShapes(tuple(mixer + mlp), vectors, 0, 0, 0)
-    return tuple(by_kind[_mixer_of(arch, index), _ffn_of(arch, index)] for index in range(arch.num_layers))
+        variant, width = attention_variant(arch, index), mlp_width(arch, index, _dense_width(arch))
+        kind = (_mixer_of(arch, index), _ffn_of(arch, index), variant, width)
+        keys.append(kind)
+        if kind in by_kind:
+            continue
+        attention = _attention(arch, 1, variant)
+        mixers = {None: ([], 0), "attention": attention, "linear": linear}
+        mixers["both"] = (attention[0] + linear[0], attention[1] + linear[1])
+        ffns = {None: ([], 0), "moe": _mlp(arch, 1, 0), "dense": _mlp(arch, 0, 1, width)}
+        (mixer, mixer_vectors), (mlp, mlp_vectors) = mixers[kind[0]], ffns[kind[1]]
+        vectors = mixer_vectors + _norms_per_layer(arch) + mlp_vectors
+        by_kind[kind] = ModelShapes(tuple(mixer + mlp + extra), vectors, 0, 0, 0)
+    return tuple(by_kind[key] for key in keys)
 
 
 def estimate_params(arch: Architecture) -> ParamCounts:

@@ -1,0 +1,58 @@
+"""Parameters of a multimodal model's vision tower and projector, from its ``vision_config``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.model.config_json import first_key
+from engine.model.linear_shape import LinearShape
+
+
+def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], int]:
+    """A ViT-style tower (attention with biases, two-layer MLP, LayerNorms) plus its projector."""
+    vision = config.get("vision_config")
+    if not isinstance(vision, dict):
+        return [], 0
+    h = int(first_key(vision, "hidden_size", "embed_dim", "width", default=0))
+    if not h:
+        return [], 0
+    layers = int(first_key(vision, "num_hidden_layers", "depth", "num_layers", default=0))
+    inner = int(first_key(vision, "intermediate_size", default=4 * h))
+    patch = int(first_key(vision, "patch_size", default=14))
+    channels = int(first_key(vision, "num_channels", "in_channels", default=3))
+    image = int(first_key(vision, "image_size", default=0))
+    shapes = [
+        LinearShape("vision.attn.qkvo", "vision", h, h, 4 * layers),
+        LinearShape("vision.mlp.fc1", "vision", h, inner, layers),
+        LinearShape("vision.mlp.fc2", "vision", inner, h, layers),
+        LinearShape("vision.patch_embedding", "vision", channels * patch * patch, h, 1),
+    ]
+    vectors = layers * (4 * h + inner + h + 4 * h)  # biases and two LayerNorms per block
+    positions = (image // patch) ** 2 + 1 if image else 0
+    vectors += positions * h + h + 4 * h  # position and class embeddings, pre/post LayerNorms
+    projector_in = int(first_key(vision, "projector_input_dim", default=0))
+    if projector_in:  # Llama-4: pixel-shuffle MLP, then one projection into the text model
+        ratio = float(vision.get("pixel_shuffle_ratio") or 0.5)
+        shuffled = int(h / (ratio * ratio))
+        out = int(first_key(vision, "projector_output_dim", default=projector_in))
+        shapes += [
+            LinearShape("vision_adapter.mlp.fc1", "vision", shuffled, projector_in, 1),
+            LinearShape("vision_adapter.mlp.fc2", "vision", out, out, 1),
+            LinearShape(
+                "multi_modal_projector.linear_1",
+                "vision",
+                int(vision.get("vision_output_dim") or out),
+                text_hidden,
+                1,
+            ),
+        ]
+    elif str(config.get("model_type")) == "gemma3":  # one projection after a soft-embedding RMSNorm
+        shapes.append(LinearShape("multi_modal_projector.mm_input_projection", "vision", h, text_hidden, 1))
+        vectors += h
+    else:  # LLaVA-style two-layer projector
+        shapes += [
+            LinearShape("multi_modal_projector.linear_1", "vision", h, text_hidden, 1),
+            LinearShape("multi_modal_projector.linear_2", "vision", text_hidden, text_hidden, 1),
+        ]
+        vectors += 2 * text_hidden
+    return shapes, vectors
