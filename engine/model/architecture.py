@@ -237,6 +237,7 @@ def _layer_kinds(
 def _attention_layout(
     text: dict[str, Any], model_type: str, num_layers: int, kv_heads: int, head_dim: int
 ) -> AttentionLayout:
+    text = shared_kv_layers.with_gemma4_defaults(text, model_type, num_layers)
     state = linear_attention_state(text, model_type)
     kinds = _layer_kinds(text, model_type, num_layers, state)
     window = text.get("sliding_window") if "sliding" in kinds else None

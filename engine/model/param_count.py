@@ -25,6 +25,8 @@ _ONE_NORM_PER_LAYER = {"nemotron_h"}
 _NO_O_PROJ_BIAS = ("qwen2", "glm4_moe")
 # Routers with an e_score_correction_bias whatever the config says (vLLM's Glm4MoE, NemotronHMoE).
 _SCORE_BIAS_ALWAYS = {"glm4_moe", "nemotron_h"}
+# Gemma 4's MoE layers keep their dense MLP beside the experts (Gemma4DecoderLayer's enable_moe_block).
+_MLP_BESIDE_MOE = {"gemma4_text"}
 Mixer = Literal["attention", "linear", "both", None]  # both: Falcon-H1's attention + Mamba2 in one layer
 Ffn = Literal["moe", "dense", None]
 
@@ -228,6 +230,8 @@ def _mlp(
             vectors += moe_layers * h  # Qwen2-MoE's shared_expert_gate (one output)
         if text.get("topk_method") == "noaux_tc" or arch.model_type in _SCORE_BIAS_ALWAYS:
             vectors += moe_layers * experts  # DeepSeek-V3's e_score_correction_bias
+        if arch.model_type in _MLP_BESIDE_MOE:
+            vectors += moe_layers * (h + experts)  # Gemma4Router's scale and per_expert_scale
         if arch.model_type == "gpt_oss":
             vectors += moe_layers * (experts + experts * (2 * width + h))  # router and expert biases
     return shapes, vectors
@@ -237,7 +241,10 @@ def _norms_per_layer(arch: Architecture) -> int:
     if arch.model_type in _ONE_NORM_PER_LAYER:
         return arch.hidden_size
     if arch.model_type == "gemma4_text":  # four norms, and post_per_layer_input_norm with per-layer inputs
-        return (5 if per_layer_input_size(arch.text, arch.model_type) else 4) * arch.hidden_size
+        extra = (1 if per_layer_input_size(arch.text, arch.model_type) else 0) + (3 if arch.moe else 0)
+        return (
+            4 + extra
+        ) * arch.hidden_size  # MoE: post_feedforward_layernorm_1/_2, pre_feedforward_layernorm_2
     return (4 if arch.model_type in {"gemma2", "gemma3", "gemma3_text"} else 2) * arch.hidden_size
 
 
@@ -270,6 +277,11 @@ def _ffn_of(arch: Architecture, index: int) -> Ffn:
     return "dense"
 
 
+def _has_mlp(arch: Architecture, ffn: Ffn) -> bool:
+    """Whether a layer with this feed-forward part holds a dense MLP."""
+    return ffn == "dense" or (ffn == "moe" and arch.model_type in _MLP_BESIDE_MOE)
+
+
 def model_shapes(arch: Architecture) -> ModelShapes:
     """Every matrix vLLM allocates for the model, from its config (MTP layers counted apart)."""
     layers, h = arch.num_layers, arch.hidden_size
@@ -284,7 +296,7 @@ def model_shapes(arch: Architecture) -> ModelShapes:
         shapes, vectors = _attention(arch, count, variant)
         attention, attention_vectors = attention + shapes, attention_vectors + count * vectors
     gdn, gdn_vectors = _linear_attention(arch, linear_layers)
-    widths = Counter(mlp_width(arch, i, _dense_width(arch)) for i in range(layers) if ffns[i] == "dense")
+    widths = Counter(mlp_width(arch, i, _dense_width(arch)) for i in range(layers) if _has_mlp(arch, ffns[i]))
     mlp: list[LinearShape] = []
     for width, count in widths.items():
         mlp += _mlp(arch, 0, count, width)[0]  # dense MLPs have no vector parameters
@@ -358,7 +370,9 @@ def decoder_layer_shapes(arch: Architecture) -> tuple[ModelShapes, ...]:
         attention = _attention(arch, 1, variant)
         mixers = {None: ([], 0), "attention": attention, "linear": linear}
         mixers["both"] = (attention[0] + linear[0], attention[1] + linear[1])
-        ffns = {None: ([], 0), "moe": _mlp(arch, 1, 0), "dense": _mlp(arch, 0, 1, width)}
+        dense, moe = _mlp(arch, 0, 1, width), _mlp(arch, 1, 0)
+        beside = dense[0] if _has_mlp(arch, "moe") else []
+        ffns = {None: ([], 0), "moe": (beside + moe[0], moe[1]), "dense": dense}
         (mixer, mixer_vectors), (mlp, mlp_vectors) = mixers[kind[0]], ffns[kind[1]]
         vectors = mixer_vectors + _norms_per_layer(arch) + mlp_vectors
         by_kind[kind] = ModelShapes(tuple(mixer + mlp + extra), vectors, 0, 0, 0)

@@ -46,3 +46,19 @@ def gemma4_full_attention(text: dict[str, Any], model_type: str, kv_heads: int) 
     if text.get("attention_k_eq_v") and text.get("num_global_key_value_heads") is not None:
         heads = int(text["num_global_key_value_heads"])
     return heads, int(text.get("global_head_dim") or GEMMA4_GLOBAL_HEAD_DIM)
+
+
+def with_gemma4_defaults(text: dict[str, Any], model_type: str, num_layers: int) -> dict[str, Any]:
+    """Gemma 4's config with what transformers' Gemma4TextConfig fills in when config.json leaves it out.
+
+    ``layer_types``: five sliding layers to one full (``sliding_window_pattern`` 6), the last layer
+    forced to full; ``sliding_window`` 512.
+    """
+    if model_type != "gemma4_text":
+        return text
+    names = list(text.get("layer_types") or [])
+    if not names:
+        names = ["sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(num_layers)]
+    if names:
+        names[-1] = "full_attention"
+    return {**text, "layer_types": names, "sliding_window": text.get("sliding_window") or 512}

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from engine.model.architecture import read_architecture
-from engine.model.param_count import decoder_layer_shapes, estimate_params
+from engine.model.param_count import active_params, decoder_layer_shapes, estimate_params
 
 SLIDING, FULL = "sliding_attention", "full_attention"
 GEMMA4: dict[str, Any] = {
@@ -53,8 +53,15 @@ TOTAL = DECODER + EMBEDDING + 1536  # final norm: 837,631,232
 # 4,718,592, per_layer_projection_norm 256.
 PER_LAYER_INPUTS = 12 * (786_432 + 1536) + 805_306_368 + 4_718_592 + 256  # 819,480,832
 
+# Gemma 4 MoE (enable_moe_block; vLLM: num_experts set) with 16 experts × 512, top 2: per layer experts
+# 16·3·1536·512 = 37,748,736 + Gemma4Router proj 1536·16 = 24,576, scale 1536, per_expert_scale 16
+# + three more norms 4608 = 37,779,472, beside the dense MLP.
+MOE = {"enable_moe_block": True, "num_experts": 16, "top_k_experts": 2, "moe_intermediate_size": 512}
+MOE_LAYER = 37_779_472
+
 # overrides, loaded parameters
 CASES = [
+    (MOE, TOTAL + 12 * MOE_LAYER),  # 1,290,984,896
     ({}, TOTAL),
     ({"use_double_wide_mlp": True}, TOTAL + 4 * MLP),  # layers 8-11 at 12,288
     ({"hidden_size_per_layer_input": 256}, TOTAL + PER_LAYER_INPUTS),
@@ -74,6 +81,13 @@ def _arch(config: dict[str, Any], **overrides: Any) -> Any:
 def test_gemma4_parameters(overrides: dict[str, Any], total: int) -> None:
     arch = _arch(GEMMA4, **overrides)
     assert estimate_params(arch).total == total
+
+
+def test_gemma4_moe_active_parameters() -> None:
+    # 14 of 16 routed experts idle in 12 layers: 12 · 2,359,296 · 14 = 396,361,728.
+    arch = _arch(GEMMA4, **MOE)
+    assert active_params(arch) == TOTAL + 12 * MOE_LAYER - 396_361_728
+    assert sum(layer.counts().total for layer in decoder_layer_shapes(arch)) == DECODER + 12 * MOE_LAYER
 
 
 def test_gemma4_layers_add_up_to_the_decoder() -> None:

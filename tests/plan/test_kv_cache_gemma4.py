@@ -57,6 +57,8 @@ BYTES_PER_TOKEN = [
     ({"num_key_value_heads": 4, "num_global_key_value_heads": 1}, 1, 7 * 4_096 + 8_192),
     # global_head_dim unset: transformers' 512.
     ({"global_head_dim": None}, 1, 9_216),
+    # layer_types and sliding_window unset: transformers' 5 sliding to 1 full (full at 5, 11) and 512.
+    ({"layer_types": None, "sliding_window": None}, 1, 9_216),
     # per_layer_config in the file: full layers 2 heads × 2 × 512 × 2 = 4096: 7 × 1024 + 4096.
     ({"per_layer_config": {"5": {"head_dim": 512, "num_key_value_heads": 2}}}, 1, 11_264),
 ]
@@ -65,6 +67,15 @@ BYTES_PER_TOKEN = [
 @pytest.mark.parametrize(("overrides", "tensor_parallel", "expected"), BYTES_PER_TOKEN)
 def test_kv_bytes_per_token(overrides: dict[str, Any], tensor_parallel: int, expected: int) -> None:
     assert kv_bytes_per_token(_attention(**overrides), 2, tensor_parallel) == expected
+
+
+def test_the_last_layer_is_forced_to_full() -> None:
+    attention = _attention(layer_types=[SLIDING] * 5 + [FULL] + [SLIDING] * 6)
+    assert (attention.layer_kinds[5], attention.layer_kinds[-1], attention.count("full")) == (
+        "full",
+        "full",
+        2,
+    )
 
 
 def test_other_families_keep_one_head_shape() -> None:
