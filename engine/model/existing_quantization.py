@@ -10,7 +10,13 @@ from types import MappingProxyType
 from typing import Any
 
 from engine.model.config_json import text_config
-from engine.model.modelopt_config import MODELOPT_FP8_ALGOS, mixed_algos, read_hf_quant_config, read_modelopt
+from engine.model.modelopt_config import (
+    MODELOPT_FP8_ALGOS,
+    load_error,
+    mixed_algos,
+    read_hf_quant_config,
+    read_modelopt,
+)
 from engine.model.safetensors_headers import TensorHeader
 
 
@@ -25,12 +31,14 @@ class ExistingQuantization:
         quantizes_experts: whether vLLM gives the routed experts a quantized scheme (a compressed-tensors
             target reaches an expert projection its ignore list leaves); None when it can't be told
             (no expert tensors in the headers, or not compressed-tensors).
+        load_error: why vLLM refuses the checkpoint's quantization config on every device, when it does.
     """
 
     method: str
     scheme: str
     recommend_as: str | None
     quantizes_experts: bool | None = None
+    load_error: str | None = None
 
 
 # (weights' type, bits, activations quantized, FP4's group size: vLLM's CompressedTensorsConfig
@@ -78,11 +86,16 @@ def _modelopt(quant_config: dict[str, Any]) -> ExistingQuantization:
     if algo in MODELOPT_FP8_ALGOS:
         return ExistingQuantization("modelopt", algo, "modelopt-fp8")
     if algo == "MXFP8":
-        return ExistingQuantization("modelopt", "MXFP8 (E8M0 scale per 32)", "modelopt-mxfp8")
+        return ExistingQuantization(
+            "modelopt", "MXFP8 (E8M0 scale per 32)", "modelopt-mxfp8", load_error=load_error(quant_config)
+        )
     if algo == "MIXED_PRECISION":
         algos = mixed_algos(config)
         return ExistingQuantization(
-            "modelopt", f"MIXED_PRECISION ({' + '.join(algos) or 'no quantized layers'})", "modelopt-mixed"
+            "modelopt",
+            f"MIXED_PRECISION ({' + '.join(algos) or 'no quantized layers'})",
+            "modelopt-mixed",
+            load_error=load_error(quant_config),
         )
     return ExistingQuantization("modelopt", algo or "ModelOpt", "nvfp4" if "FP4" in algo else "fp8")
 

@@ -67,6 +67,25 @@ def read_modelopt(quant_config: dict[str, Any]) -> ModelOptConfig:
     )
 
 
+def load_error(quant_config: dict[str, Any]) -> str | None:
+    """Why vLLM 0.32 refuses this ModelOpt config on every device, or None when it loads it.
+
+    modelopt.py::ModelOptMxFp8Config._from_config: an hf_quant_config.json-form MXFP8 config must name
+    ``kv_cache_quant_algo`` and ``exclude_modules`` (null and [] will do); ModelOptMixedPrecisionConfig._from_config:
+    MIXED_PRECISION needs a non-empty ``quantized_layers`` mapping.
+    """
+    nested = quant_config.get("quantization")
+    section = nested if isinstance(nested, dict) else quant_config
+    algo = str(section.get("quant_algo") or "").upper()
+    if algo == "MXFP8" and isinstance(nested, dict):
+        missing = [key for key in ("kv_cache_quant_algo", "exclude_modules") if key not in nested]
+        if missing:
+            return f"vLLM 0.32 refuses an MXFP8 hf_quant_config.json without {' and '.join(missing)}"
+    if algo == "MIXED_PRECISION" and not section.get("quantized_layers"):
+        return "vLLM 0.32 refuses a MIXED_PRECISION config without a non-empty quantized_layers mapping"
+    return None
+
+
 def read_hf_quant_config(path: Path) -> dict[str, Any] | None:
     """hf_quant_config.json (ModelOpt 0.29 and older), which vLLM 0.32 takes as the quantization_config.
 

@@ -46,6 +46,20 @@ def check_quantized_experts(model: ModelInfo) -> str | None:
     return None
 
 
+def check_loadable(model: ModelInfo) -> None:
+    """Refuses a checkpoint whose quantization config vLLM 0.32 rejects on every device.
+
+    Raises:
+        ModelError: the config lacks what vLLM's config class requires (ExistingQuantization.load_error).
+    """
+    quantization = model.quantization
+    if quantization is not None and quantization.load_error is not None:
+        raise ModelError(
+            f"{model.name}: {quantization.load_error}",
+            "fix the checkpoint's quantization config (re-export it with ModelOpt), or start from the unquantized model",
+        )
+
+
 def raise_unservable(model: ModelInfo, target: HardwareTarget) -> None:
     """Explains that an existing checkpoint's format can't run on the target."""
     assert model.quantization is not None

@@ -9,7 +9,12 @@ from engine.errors import QuantTuiError
 from engine.hardware.detect import HardwareTarget
 from engine.model.checkpoint_size import WeightBytes
 from engine.model.inspect_model import ModelInfo, human_params
-from engine.plan.checkpoint_limits import check_cpu_backend, check_quantized_experts, raise_unservable
+from engine.plan.checkpoint_limits import (
+    check_cpu_backend,
+    check_loadable,
+    check_quantized_experts,
+    raise_unservable,
+)
 from engine.plan.fitting import DeviceFit, fit_on_target
 from engine.plan.installed_vllm import installed_limits
 from engine.plan.make_it import make_it_line, quantized_dir
@@ -331,6 +336,7 @@ def recommend(model: ModelInfo, target: HardwareTarget, request: PlanRequest | N
             notes.append(
                 "--gpu-memory-utilization does not size the CPU backend's KV cache: VLLM_CPU_KVCACHE_SPACE does"
             )
+    check_loadable(model)
     check_cpu_backend(model, target)
     if request.max_model_len and request.max_model_len > model.max_context:
         notes.append(

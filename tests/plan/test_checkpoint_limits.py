@@ -275,3 +275,49 @@ def test_the_modelopt_capabilities_are_vllms(name: str, weight_only_min: int) ->
 
     facts = vllm_facts.MODELOPT_MXFP8 if name == "ModelOptMxFp8Config" else vllm_facts.MODELOPT_MIXED
     assert getattr(modelopt, name).get_min_capability() == facts.weight_only_min == weight_only_min
+
+
+# ModelOpt configs vLLM 0.32 rejects whatever the device (True: it loads them), read from modelopt.py:
+# ModelOptMxFp8Config._from_config wants kv_cache_quant_algo and exclude_modules in the nested form (null and []
+# will do); ModelOptMixedPrecisionConfig._from_config a non-empty quantized_layers.
+_FP8_LAYER = {"model.layers.0.self_attn.q_proj": {"quant_algo": "FP8"}}
+MODELOPT_LOAD_CASES = [
+    ({"quantization": {"quant_algo": "MXFP8", "kv_cache_quant_algo": None, "exclude_modules": []}}, True),
+    ({"quantization": {"quant_algo": "MXFP8", "exclude_modules": ["lm_head"]}}, False),
+    ({"quantization": {"quant_algo": "MXFP8", "kv_cache_quant_algo": "FP8"}}, False),
+    ({"quant_method": "modelopt", "quant_algo": "MXFP8", "ignore": ["lm_head"]}, True),
+    ({"quant_method": "modelopt", "quant_algo": "MIXED_PRECISION", "quantized_layers": _FP8_LAYER}, True),
+    ({"quant_method": "modelopt", "quant_algo": "MIXED_PRECISION"}, False),
+    ({"quantization": {"quant_algo": "MIXED_PRECISION", "quantized_layers": {}}}, False),
+]
+
+
+@pytest.mark.parametrize(("quant", "loads"), MODELOPT_LOAD_CASES)
+def test_a_modelopt_config_vllm_rejects_is_refused_and_vllm_agrees(
+    tmp_path: Path, quant: dict[str, Any], loads: bool
+) -> None:
+    from vllm.model_executor.layers.quantization import modelopt
+
+    from engine.model.modelopt_config import load_error
+
+    section = quant.get("quantization", quant)
+    config_class = (
+        modelopt.ModelOptMxFp8Config
+        if section["quant_algo"] == "MXFP8"
+        else modelopt.ModelOptMixedPrecisionConfig
+    )
+    if loads:
+        config_class.from_config(copy.deepcopy(quant))
+    else:
+        with pytest.raises(ValueError):
+            config_class.from_config(copy.deepcopy(quant))
+    assert (load_error(quant) is None) == loads
+    model = model_from_config(
+        tmp_path, "llama-3.1-8b", {"quantization_config": {"quant_method": "modelopt", **quant}}
+    )
+    if loads:
+        recommend(model, target_from_spec("B200"), PlanRequest(max_model_len=4096))
+        return
+    with pytest.raises(ModelError) as error:
+        recommend(model, target_from_spec("B200"), PlanRequest(max_model_len=4096))
+    assert "\n" not in str(error.value) and "vLLM 0.32 refuses" in str(error.value)
