@@ -93,7 +93,8 @@ def gpu_block_size(
       FlashAttention 4's 128-token head-256 pages (``_get_fa4_hd256_block_size``) come only with
       FLASH_ATTN, which FLASHINFER (head sizes 64/128/256/512) precedes.
     - SM90: FLASH_ATTN 16; 64 with an fp8 KV cache at head size 512 (FA3 takes up to 256, so FA4
-      serves it, with its FP8-KV 64-token pages).
+      serves it, with its FP8-KV 64-token pages), Gemma 4's 512-wide full layers included (its
+      sliding layers stay on FA3, models/config.py::Gemma4Config's per-layer FA3/FA4 for fp8).
     - Others (Ampere, Ada, SM11x/12x: FA2; Volta/Turing: TRITON_ATTN): 16.
 
     Args:
@@ -110,6 +111,9 @@ def gpu_block_size(
         return _mla_block_size(attention, major, kv_cache_dtype, qk_nope_head_dim)
     if major == 10 and mm_prefix and attention.head_size in MM_PREFIX_COMPOSITE_HEAD_SIZES:
         return TRITON_FLASHINFER_BLOCK_SIZE
-    if major == 9 and kv_cache_dtype in FP8_E4M3_KV_DTYPES and attention.head_size == SM90_FA4_FP8_HEAD_SIZE:
+    # FlashAttentionBackend.get_preferred_block_size asks model_config.get_head_size(), the largest
+    # layer's (ModelArchitectureConfig.from_layers: "collapsed with `max`"): Gemma 4's full layers.
+    largest_head = max(attention.head_size, attention.full_head_size)
+    if major == 9 and kv_cache_dtype in FP8_E4M3_KV_DTYPES and largest_head == SM90_FA4_FP8_HEAD_SIZE:
         return SM90_FA4_FP8_BLOCK_SIZE
     return DEFAULT_BLOCK_SIZE
