@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 from engine.model.config_json import text_config
+from engine.model.gguf_file import GgufCheckpoint
 from engine.model.modelopt_config import (
     MODELOPT_FP8_ALGOS,
     load_error,
@@ -165,9 +166,12 @@ def _compressed_tensors_scheme(quant_config: dict[str, Any]) -> tuple[str, str |
 
 
 def detect_quantization(
-    config: dict[str, Any], folder: Path, headers: list[TensorHeader]
+    config: dict[str, Any], folder: Path, headers: list[TensorHeader], gguf: GgufCheckpoint | None = None
 ) -> ExistingQuantization | None:
-    """Recognises a checkpoint that is already quantized, from its config, files or tensor dtypes."""
+    """Recognises a checkpoint that is already quantized, from its config, files or tensor dtypes.
+
+    ``gguf`` is the folder's GGUF model when it has no safetensors weights (``read_gguf``).
+    """
     quant_config = (
         text_config(config).get("quantization_config")
         or config.get("quantization_config")
@@ -201,8 +205,16 @@ def detect_quantization(
         return ExistingQuantization(method, method, None)
     if (folder / "hf_quant_config.json").is_file():
         return _modelopt_file(folder / "hf_quant_config.json")
-    if any(folder.glob("*.gguf")):
-        return ExistingQuantization("gguf", "GGUF file", "gguf")
+    if gguf is not None:
+        # vLLM's GGUF loader takes one file (its docs: "only supports loading single-file GGUF models").
+        split = len(gguf.files) > 1
+        unloadable = (
+            f"vLLM loads a GGUF model from one file and this one is split in {len(gguf.files)}; "
+            f"merge them first (llama.cpp: llama-gguf-split --merge {gguf.files[0].name} merged.gguf)"
+        )
+        return ExistingQuantization(
+            "gguf", f"GGUF {gguf.file_type}".rstrip(), "gguf", None, unloadable if split else None
+        )
     low_precision = Counter(h.dtype for h in headers if h.dtype in {"F8_E4M3", "F8_E5M2", "I8", "U8", "I32"})
     if low_precision:
         dtype = low_precision.most_common(1)[0][0]

@@ -13,6 +13,7 @@ from engine.model.architecture import Architecture, AttentionLayout, ModelShape,
 from engine.model.checkpoint_size import WeightLayout, checkpoint_bytes, weight_layout
 from engine.model.config_json import load_config
 from engine.model.existing_quantization import ExistingQuantization, detect_quantization
+from engine.model.gguf_file import gguf_layer_sizes, gguf_model_files, gguf_param_counts, read_gguf
 from engine.model.moe_layout import MoeLayout
 from engine.model.param_count import ParamCounts, active_params, decoder_layer_shapes, model_shapes
 from engine.model.safetensors_headers import TensorHeader, read_safetensors_headers, weight_files
@@ -43,7 +44,8 @@ class ModelInfo(ModelShape):
     Attributes:
         params: parameters vLLM loads for plain serving (exact from safetensors headers, else
             estimated from config.json): vision towers included, MTP layers not.
-        params_source: "safetensors" when counted from the weights, "estimate" from the config.
+        params_source: "safetensors" or "gguf" when counted from the weights' headers, "estimate"
+            from the config.
         linear_params: parameters in the Linear layers a quantizer would target.
         linear_out_features: the sum of output features over those layers (one scale per row).
         unquantized_params: embeddings, lm_head, norms, biases, routers, vision tower: what stays 16-bit.
@@ -61,11 +63,15 @@ class ModelInfo(ModelShape):
         layer_linear_params: of those, the Linear weights a quantizer would target.
         layer_bytes: each decoder layer's bytes as the checkpoint stores them (``loaded_weight_bytes``'
             share): from the headers when every layer is found there, else from the format.
+        gguf_files: the GGUF model's files when the folder holds one and no safetensors weights
+            (vLLM is given the file, not the folder).
+        vocab_bits: (embed_tokens, lm_head) bits per weight when the checkpoint keeps them quantized
+            (a GGUF file's types, which its vLLM plugin loads as they are); None: 16-bit.
     """
 
     path: Path
     params: int
-    params_source: Literal["safetensors", "estimate"]
+    params_source: Literal["safetensors", "gguf", "estimate"]
     linear_params: int
     linear_out_features: int
     unquantized_params: int
@@ -85,6 +91,8 @@ class ModelInfo(ModelShape):
     layer_params: tuple[int, ...] = ()
     layer_linear_params: tuple[int, ...] = ()
     layer_bytes: tuple[int, ...] = ()
+    gguf_files: tuple[Path, ...] = ()
+    vocab_bits: tuple[float, float] | None = None
 
     @property
     def attention_summary(self) -> str:
@@ -92,6 +100,11 @@ class ModelInfo(ModelShape):
         if self.attention is None:
             return f"{self.num_kv_heads} KV heads × {self.head_dim}"
         return self.attention.description
+
+    @property
+    def gguf_file(self) -> Path | None:
+        """The one file vLLM is given for a single-file GGUF model (None: no GGUF, or a split set)."""
+        return self.gguf_files[0] if len(self.gguf_files) == 1 else None
 
     @property
     def name(self) -> str:
@@ -291,33 +304,45 @@ def inspect_model(folder: Path) -> ModelInfo:
     config = load_config(folder)
     arch = read_architecture(config, folder)
     headers = read_safetensors_headers(weight_files(folder))
-    quantization = detect_quantization(config, folder, headers)
+    gguf_files = () if headers else gguf_model_files(folder)
+    gguf = read_gguf(gguf_files) if gguf_files else None
+    quantization = detect_quantization(config, folder, headers, gguf)
     shapes = model_shapes(arch)
     layout = weight_layout(config, folder)
     if headers:
         skip = mtp_prefixes(arch)
         counts = count_from_headers(headers, skip, unquantized_linears(arch))
-        source: Literal["safetensors", "estimate"] = "safetensors"
+        source: Literal["safetensors", "gguf", "estimate"] = "safetensors"
         dtype_params = Counter[str]()
         for header in headers:
             dtype_params[header.dtype] += header.numel
         weight_bytes = sum(header.nbytes for header in headers)
         loaded_bytes = sum(header.nbytes for header in headers if not header.name.startswith(skip))
+    elif gguf is not None:  # the GGUF plugin loads the file's blocks as they are
+        counts = gguf_param_counts(gguf, arch.num_layers)
+        source = "gguf"
+        dtype_params = Counter()
+        for tensor in gguf.tensors:
+            dtype_params[tensor.type_name] += tensor.n_elements
+        weight_bytes = gguf.total_bytes
+        loaded_bytes = gguf.loaded_bytes(arch.num_layers)
     else:
         counts = shapes.counts()
         source = "estimate"
         dtype_params = Counter()
         weight_bytes = 0
         loaded_bytes = checkpoint_bytes(shapes, layout).total
-    tied = arch.tie_word_embeddings if not headers else counts.lm_head == 0
-    layers = (
-        layer_sizes_from_headers(headers, arch.num_layers, mtp_prefixes(arch), unquantized_linears(arch))
-        if headers
-        else None
-    )
+    tied = arch.tie_word_embeddings if source == "estimate" else counts.lm_head == 0
+    if headers:
+        layers = layer_sizes_from_headers(
+            headers, arch.num_layers, mtp_prefixes(arch), unquantized_linears(arch)
+        )
+    else:
+        layers = gguf_layer_sizes(gguf, arch.num_layers) if gguf is not None else None
     layer_params, layer_linear, layer_bytes = layers or layer_sizes_from_config(arch, layout)
     attention = arch.attention
-    if headers and not counts.mtp:  # a checkpoint saved without its MTP weights (transformers drops mtp.*)
+    # A checkpoint saved without its MTP weights (transformers drops mtp.*).
+    if source != "estimate" and not counts.mtp:
         attention = replace(attention, mtp_layers=0)
     return ModelInfo(
         **(arch.shape() | {"tie_word_embeddings": tied}),
@@ -343,6 +368,8 @@ def inspect_model(folder: Path) -> ModelInfo:
         layer_params=layer_params,
         layer_linear_params=layer_linear,
         layer_bytes=layer_bytes,
+        gguf_files=gguf_files,
+        vocab_bits=gguf.vocab_bits if gguf is not None else None,
     )
 
 

@@ -36,8 +36,15 @@ def weight_bytes(model: ModelInfo, method: str, dtype_bytes: int = 2) -> WeightB
     """
     existing = model.quantization
     if existing is not None and existing.recommend_as == method and model.loaded_weight_bytes:
-        unquantized = min(model.unquantized_params * dtype_bytes, model.loaded_weight_bytes)
-        return WeightBytes(model.loaded_weight_bytes - unquantized, 0, unquantized, model.layer_bytes)
+        unquantized_params = model.unquantized_params
+        if model.vocab_bits is not None:  # GGUF: the vocabulary matrices are in its quantized bytes
+            unquantized_params -= (
+                model.vocab_size * model.hidden_size * (1 if model.tie_word_embeddings else 2)
+            )
+        unquantized = min(max(unquantized_params, 0) * dtype_bytes, model.loaded_weight_bytes)
+        return WeightBytes(
+            model.loaded_weight_bytes - unquantized, 0, unquantized, model.layer_bytes, model.vocab_bits
+        )
     fmt = method_record(method).weights
     if method == "bf16":
         return WeightBytes(

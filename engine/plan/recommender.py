@@ -113,7 +113,6 @@ def _server_config(
     """The one server plan for a candidate: what recommend prints and serve, the app and bench run."""
     plan = fit.plan
     cpu = target.kind == "cpu"
-    plugin = method_record(method).plugin
     prediction = Prediction(
         kv_cache_tokens=plan.capacity.tokens,
         max_concurrency=plan.capacity.max_concurrency,
@@ -125,8 +124,10 @@ def _server_config(
         computed_kv_cache_tokens=plan.capacity.tokens,
         calibration_key=None if cpu else (target.name, VLLM_VERSION, model.architecture),
     )
+    gguf_file = model.gguf_file if method == "gguf" else None
     return ServerConfig(
-        model=Path(model_dir),
+        model=gguf_file or Path(model_dir),
+        tokenizer=model_dir if gguf_file else None,
         backend="cpu" if cpu else "cuda",
         max_model_len=max_model_len,
         dtype=request.dtype,
@@ -138,7 +139,7 @@ def _server_config(
         gpu_memory_utilization=None if cpu else request.gpu_memory_utilization,
         max_num_seqs=request.max_num_seqs,
         max_num_batched_tokens=request.max_num_batched_tokens,
-        quantization=plugin.lower() if plugin else None,
+        quantization=(method_record(method).plugin or "").lower() or None,
         cpu_kvcache_gib=plan.kv_budget_bytes // GIB if cpu else None,
         # The CPU backend gains nothing from graph capture and starts much faster without it.
         enforce_eager=cpu,

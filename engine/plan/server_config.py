@@ -84,7 +84,9 @@ class ServerConfig:
     """How to run one vLLM server.
 
     Attributes:
-        model: the model folder.
+        model: the model folder (a single-file GGUF model: the file).
+        tokenizer: ``--tokenizer`` (``None``: the model's own); a GGUF file's folder, since vLLM's docs
+            advise against converting the tokenizer inside the file.
         served_model_name: the name clients use; vLLM's default is the model path.
         host: the address to bind; anything but loopback needs ``allow_remote`` and an ``api_key``.
         port: the port; ``None`` picks a free one.
@@ -113,6 +115,7 @@ class ServerConfig:
     """
 
     model: Path
+    tokenizer: str | None = None
     served_model_name: str | None = None
     host: str = "127.0.0.1"
     port: int | None = None
@@ -187,6 +190,8 @@ class ServerConfig:
             raise QuantTuiError(f"unknown backend {backend!r}; use cuda or cpu")
         argv = list(program or DISPLAY_PROGRAM[backend])
         argv += ["--model", str(self.model)] if backend == "cpu" else [str(self.model)]
+        if self.tokenizer:
+            argv += ["--tokenizer", self.tokenizer]
         port = port if port is not None else self.port
         if port is not None or self.host != "127.0.0.1":
             argv += ["--host", self.host]

@@ -221,12 +221,13 @@ def test_detects_existing_quantization(
     assert (info.quantization.method, info.quantization.recommend_as) == (method, recommend_as)
 
 
-def test_detects_gguf_files(tmp_path: Path) -> None:
-    folder = tmp_path / "gguf"
+def test_safetensors_weights_are_served_before_a_gguf_file_beside_them(tmp_path: Path) -> None:
+    # vLLM given the folder loads its safetensors; a .gguf there (even a broken one) is not read.
+    folder = tmp_path / "both"
     _write_tiny_checkpoint(folder)
     (folder / "model-Q4_K_M.gguf").write_bytes(b"GGUF")
     info = inspect_model(folder)
-    assert info.quantization is not None and info.quantization.method == "gguf"
+    assert info.quantization is None and info.params_source == "safetensors"
 
 
 def test_detects_low_precision_tensors_without_config(tmp_path: Path) -> None:

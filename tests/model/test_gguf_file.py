@@ -1,0 +1,213 @@
+"""GGUF checkpoints read from their tensor tables: sizes, parameters, layers and the plan's weight bytes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType, GGUFWriter
+from gguf.quants import quantize
+
+from engine.errors import ModelError
+from engine.hardware.detect import target_from_spec
+from engine.model.gguf_file import gguf_model_files
+from engine.model.inspect_model import inspect_model
+from engine.plan.memory import stage_weights_bytes, weight_bytes
+from engine.plan.pipeline_stages import pipeline_stages
+from engine.plan.recommender import PlanRequest, recommend
+
+HIDDEN, KV_WIDTH, FFN, VOCAB, LAYERS = 256, 128, 512, 64, 2
+Q8_0, Q4_0 = GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_0
+
+# llama.cpp's names and (out, in) shapes; numpy's (rows, columns) is GGML's shape reversed.
+LAYER_TENSORS: tuple[tuple[str, tuple[int, ...], GGMLQuantizationType | None], ...] = (
+    ("attn_norm", (HIDDEN,), None),
+    ("attn_q", (HIDDEN, HIDDEN), Q4_0),
+    ("attn_k", (KV_WIDTH, HIDDEN), Q4_0),
+    ("attn_v", (KV_WIDTH, HIDDEN), Q4_0),
+    ("attn_output", (HIDDEN, HIDDEN), Q4_0),
+    ("ffn_norm", (HIDDEN,), None),
+    ("ffn_gate", (FFN, HIDDEN), Q4_0),
+    ("ffn_up", (FFN, HIDDEN), Q4_0),
+    ("ffn_down", (HIDDEN, FFN), None),  # left F16, as some mixes keep a down projection wider
+)
+
+# By hand (ggml's block sizes): Q8_0 keeps 32 weights in 34 B (32 int8 + an f16 scale), Q4_0 in 18 B
+# (16 B of nibbles + an f16 scale): 8.5 and 4.5 bits. A row of 256 is 8 blocks: 272 B in Q8_0, 144 B
+# in Q4_0. token_embd 64 x 256 Q8_0 = 17,408 B; output 64 x 256 Q4_0 = 9,216 B; output_norm F32 1,024 B.
+# One layer: two F32 norms 2,048 + attn_q 256 x 144 = 36,864 + attn_k, attn_v 128 x 144 = 18,432 each
+# + attn_output 36,864 + ffn_gate, ffn_up 512 x 144 = 73,728 each + ffn_down F16 256 x 512 x 2
+# = 262,144: 522,240 B. Two layers and the rest: 1,044,480 + 27,648 = 1,072,128 B.
+LAYER_BYTES = 522_240
+FILE_BYTES = 1_072_128
+# Parameters: a layer's Linear weights 65,536 + 32,768 + 32,768 + 65,536 + 3 x 131,072 = 589,824,
+# plus 512 norm weights = 590,336; the model: 2 x 590,336 + 2 x 16,384 (embedding, output) + 256.
+LAYER_PARAMS, LAYER_LINEAR = 590_336, 589_824
+PARAMS = 1_213_696
+
+
+def _tensor(
+    writer: GGUFWriter, name: str, shape: tuple[int, ...], qtype: GGMLQuantizationType | None
+) -> None:
+    values = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    if qtype is None:
+        writer.add_tensor(name, values if len(shape) == 1 else values.astype(np.float16))
+    else:
+        writer.add_tensor(name, quantize(values, qtype), raw_dtype=qtype)
+
+
+def write_gguf(path: Path, layers: int = LAYERS, file_type: int | None = 2) -> None:
+    """A tiny Llama GGUF (file type 2 is llama.cpp's MOSTLY_Q4_0)."""
+    writer = GGUFWriter(path, "llama")
+    if file_type is not None:
+        writer.add_file_type(file_type)
+    _tensor(writer, "token_embd.weight", (VOCAB, HIDDEN), Q8_0)
+    _tensor(writer, "output_norm.weight", (HIDDEN,), None)
+    _tensor(writer, "output.weight", (VOCAB, HIDDEN), Q4_0)
+    for index in range(layers):
+        for name, shape, qtype in LAYER_TENSORS:
+            _tensor(writer, f"blk.{index}.{name}.weight", shape, qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def write_config(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": HIDDEN,
+        "intermediate_size": FFN,
+        "num_hidden_layers": LAYERS,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+        "vocab_size": VOCAB,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+    }
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+
+
+@pytest.fixture
+def gguf_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "llama-q4_0"
+    write_config(folder)
+    write_gguf(folder / "llama-Q4_0.gguf")
+    return folder
+
+
+def test_a_gguf_folder_is_sized_from_its_tensor_table(gguf_folder: Path) -> None:
+    info = inspect_model(gguf_folder)
+    assert info.quantization is not None
+    assert (info.quantization.method, info.quantization.scheme, info.quantization.recommend_as) == (
+        "gguf",
+        "GGUF Q4_0",
+        "gguf",
+    )
+    assert info.params_source == "gguf"
+    assert (info.weight_bytes, info.loaded_weight_bytes) == (FILE_BYTES, FILE_BYTES)
+    assert (info.params, info.linear_params) == (PARAMS, 2 * LAYER_LINEAR)
+    # Output rows: attn_q 256 + k, v 128 each + attn_output 256 + gate, up 512 each + down 256, twice.
+    assert info.linear_out_features == 2 * 2_048
+    assert info.layer_params == (LAYER_PARAMS, LAYER_PARAMS)
+    assert info.layer_linear_params == (LAYER_LINEAR, LAYER_LINEAR)
+    assert info.layer_bytes == (LAYER_BYTES, LAYER_BYTES)
+    assert info.vocab_bits == (8.5, 4.5)
+    assert not info.tie_word_embeddings
+    assert info.dtype_params == {
+        "Q8_0": 16_384,
+        "Q4_0": 16_384 + 2 * 458_752,
+        "F32": 256 + 2 * 512,
+        "F16": 2 * 131_072,
+    }
+
+
+def test_the_plan_serves_a_gguf_checkpoint_at_its_own_bytes(gguf_folder: Path) -> None:
+    # Before GGUF tables were read, a folder with config.json and a .gguf was planned at its 16-bit size.
+    info = inspect_model(gguf_folder)
+    weights = weight_bytes(info, "gguf")
+    assert weights.total == FILE_BYTES
+    assert weights.vocab_bits == (8.5, 4.5)
+    # 16-bit part: the 1,280 norm weights at 2 B (the vocabulary matrices are in the quantized bytes).
+    assert weights.unquantized == 2_560
+    # P 2: the decoder is 1,072,128 - 26,624 (token_embd + output) - 512 (final norm, hidden x 2 B)
+    # = 1,044,992 B, halved by the two equal layers: 522,496 each; the first stage adds token_embd,
+    # the last the output matrix and the final norm.
+    first, last = (stage_weights_bytes(info, weights, stage) for stage in pipeline_stages(LAYERS, 2, False))
+    assert (first, last) == (522_496 + 17_408, 522_496 + 9_216 + 512)
+
+
+def test_a_split_gguf_set_is_one_model_and_an_mmproj_file_is_no_second(tmp_path: Path) -> None:
+    for name in ("m-00001-of-00002.gguf", "m-00002-of-00002.gguf", "mmproj-m-f16.gguf"):
+        (tmp_path / name).write_bytes(b"")
+    assert [path.name for path in gguf_model_files(tmp_path)] == [
+        "m-00001-of-00002.gguf",
+        "m-00002-of-00002.gguf",
+    ]
+
+
+def test_a_folder_of_several_gguf_types_asks_for_one(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    for name in ("m-Q4_K_M.gguf", "m-Q8_0.gguf"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(ModelError, match=r"holds 2 GGUF models \(m-Q4_K_M.gguf, m-Q8_0.gguf\); put the one"):
+        inspect_model(tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"GGUF", b"not a gguf file at all"])
+def test_an_unreadable_gguf_file_is_one_line(tmp_path: Path, content: bytes) -> None:
+    write_config(tmp_path)
+    (tmp_path / "m.gguf").write_bytes(content)
+    with pytest.raises(ModelError, match=r"m.gguf is not a readable GGUF file .*download it again"):
+        inspect_model(tmp_path)
+
+
+def test_a_truncated_gguf_file_is_one_line(gguf_folder: Path) -> None:
+    path = gguf_folder / "llama-Q4_0.gguf"
+    path.write_bytes(path.read_bytes()[: FILE_BYTES // 2])
+    with pytest.raises(ModelError, match="is not a readable GGUF file"):
+        inspect_model(gguf_folder)
+
+
+def test_layers_past_the_decoder_are_mtp_and_not_loaded(tmp_path: Path) -> None:
+    # A third blk (GLM-4.5's GGUF keeps its nextn layer as blk.N) while config.json says 2 layers.
+    write_config(tmp_path)
+    write_gguf(tmp_path / "m.gguf", layers=3, file_type=None)
+    info = inspect_model(tmp_path)
+    assert info.quantization is not None and info.quantization.scheme == "GGUF"
+    assert (info.params, info.mtp_params) == (PARAMS, LAYER_PARAMS)
+    assert (info.weight_bytes, info.loaded_weight_bytes) == (FILE_BYTES + LAYER_BYTES, FILE_BYTES)
+
+
+def test_a_single_file_gguf_is_served_as_the_file_with_its_folders_tokenizer(gguf_folder: Path) -> None:
+    # vLLM's GGUF docs: `vllm serve ./model-Q4_K_M.gguf --tokenizer <the base model>`.
+    top = recommend(
+        inspect_model(gguf_folder), target_from_spec("H100"), PlanRequest(max_model_len=2048)
+    ).best
+    assert top.method == "gguf"
+    argv = top.server.vllm_args("cuda")
+    assert argv[:5] == [
+        "vllm",
+        "serve",
+        str(gguf_folder / "llama-Q4_0.gguf"),
+        "--tokenizer",
+        str(gguf_folder),
+    ]
+
+
+def test_a_split_gguf_set_is_refused_with_the_merge_command(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    for part in (1, 2):
+        write_gguf(tmp_path / f"m-0000{part}-of-00002.gguf")
+    with pytest.raises(ModelError) as refused:
+        recommend(inspect_model(tmp_path), target_from_spec("H100"))
+    assert str(refused.value) == (
+        f"{tmp_path.name}: vLLM loads a GGUF model from one file and this one is split in 2; merge them first "
+        "(llama.cpp: llama-gguf-split --merge m-00001-of-00002.gguf merged.gguf)"
+    )
