@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from engine.errors import QuantTuiError
+from engine.errors import ModelError, QuantTuiError
 from engine.hardware.detect import HardwareTarget
 from engine.model.checkpoint_size import WeightBytes
 from engine.model.inspect_model import ModelInfo
@@ -14,6 +14,7 @@ from engine.plan.memory import DevicePlan, attention_of, plan_cpu, plan_gpu
 from engine.plan.pipeline_stages import check_layer_partition
 from engine.plan.plan_request import PlanRequest, dtype_bytes
 from engine.plan.server_plan import CpuKvSpace, available_ram_bytes, cpu_kv_space
+from engine.plan.tp_divisibility import BlockedWidth, mxfp8_tp_refusal, mxfp8_widths
 from engine.plan.vllm_facts import (
     DEFAULT_GPU_MEMORY_UTILIZATION,
     GIB,
@@ -38,6 +39,7 @@ class DeviceFit:
         pipeline_parallel_size: pipeline stages (the boxes, with ``--nodes``).
         max_num_batched_tokens: vLLM's batch the plan assumes (given or its default).
         max_num_seqs: vLLM's sequence limit the plan assumes (given or its default).
+        skipped_tp: why TP sizes this box has GPUs for were left out (an MXFP8 layer vLLM can't split), if any.
     """
 
     plan: DevicePlan
@@ -48,6 +50,12 @@ class DeviceFit:
     pipeline_parallel_size: int = 1
     max_num_batched_tokens: int = 2048
     max_num_seqs: int = 128
+    skipped_tp: str | None = None
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """What the fit adds to its candidate's reasons: the CPU KV space's, the TP sizes left out."""
+        return tuple(r for r in (self.cpu_space.reason if self.cpu_space else None, self.skipped_tp) if r)
 
 
 def kv_dtype_bytes(kv_cache_dtype: str, dtype: str = "auto") -> int:
@@ -55,12 +63,53 @@ def kv_dtype_bytes(kv_cache_dtype: str, dtype: str = "auto") -> int:
     return 1 if kv_cache_dtype.startswith("fp8") else dtype_bytes(dtype)
 
 
-def tp_options(target: HardwareTarget, model: ModelInfo) -> list[int]:
-    """Tensor-parallel sizes vLLM accepts on this box: up to its GPU count, dividing the attention heads."""
+def tp_options(target: HardwareTarget, model: ModelInfo, widths: tuple[BlockedWidth, ...] = ()) -> list[int]:
+    """Tensor-parallel sizes vLLM accepts on this box: up to its GPU count, dividing the attention heads.
+
+    ``widths`` (``mxfp8_widths``) also drops the sizes at which an MXFP8 layer's inputs per rank are not
+    whole scale blocks.
+    """
     if target.kind == "cpu":
         return [1]
-    options = [tp for tp in (1, 2, 4, 8) if tp <= target.count and model.num_attention_heads % tp == 0]
+    options = [
+        tp
+        for tp in (1, 2, 4, 8)
+        if tp <= target.count and model.num_attention_heads % tp == 0 and mxfp8_tp_refusal(widths, tp) is None
+    ]
     return options or [1]
+
+
+def skipped_tp_reason(
+    target: HardwareTarget, model: ModelInfo, widths: tuple[BlockedWidth, ...]
+) -> str | None:
+    """Which TP sizes ``widths`` drops on this box, and vLLM's reason for the smallest (None: none dropped)."""
+    dropped = [
+        tp
+        for tp in (2, 4, 8)
+        if tp <= target.count and model.num_attention_heads % tp == 0 and mxfp8_tp_refusal(widths, tp)
+    ]
+    if not dropped:
+        return None
+    sizes = " and ".join(str(tp) for tp in dropped)
+    return f"tensor parallel {sizes} left out: {mxfp8_tp_refusal(widths, dropped[0])}"
+
+
+def check_tp_size(tensor_parallel_size: int, widths: tuple[BlockedWidth, ...]) -> None:
+    """A ``--tensor-parallel-size`` asked for that an MXFP8 layer can't be split at.
+
+    Raises:
+        QuantTuiError: one line with vLLM's reason and the sizes that build.
+    """
+    refusal = mxfp8_tp_refusal(widths, tensor_parallel_size)
+    if refusal is None:
+        return
+    working = [tp for tp in (1, 2, 4, 8) if mxfp8_tp_refusal(widths, tp) is None]
+    raise QuantTuiError(
+        f"--tensor-parallel-size {tensor_parallel_size}: {refusal}",
+        f"use --tensor-parallel-size {' or '.join(map(str, working))}"
+        if working
+        else "start from the unquantized model",
+    )
 
 
 def scheduler_limits(target: HardwareTarget, request: PlanRequest) -> tuple[int, int]:
@@ -90,8 +139,11 @@ class _Sizing:
         pp: int = 1,
         machines: int | None = None,
         cpu_space: CpuKvSpace | None = None,
+        skipped_tp: str | None = None,
     ) -> DeviceFit:
-        return DeviceFit(plan, tp, self.kv_cache_dtype, machines, cpu_space, pp, self.batched, self.seqs)
+        return DeviceFit(
+            plan, tp, self.kv_cache_dtype, machines, cpu_space, pp, self.batched, self.seqs, skipped_tp
+        )
 
 
 def fit_on_target(
@@ -144,24 +196,33 @@ def fit_on_target(
         )
 
     check_layout(request, target)
+    widths = mxfp8_widths(model)
+    if (unsplit := mxfp8_tp_refusal(widths, 1)) is not None:  # no TP size builds it
+        raise ModelError(
+            f"{model.name}: {unsplit}",
+            "re-export it with ModelOpt keeping that module 16-bit (exclude_modules), or start from the unquantized model",
+        )
+    if request.tensor_parallel_size:
+        check_tp_size(request.tensor_parallel_size, widths)
+    skipped = None if request.tensor_parallel_size else skipped_tp_reason(target, model, widths)
     stages = request.stages
     if request.nodes > 1:
-        tp = request.tensor_parallel_size or max(tp_options(target, model))
-        return sizing.fit(plan(tp, stages), tp, stages)
+        tp = request.tensor_parallel_size or max(tp_options(target, model, widths))
+        return sizing.fit(plan(tp, stages), tp, stages, skipped_tp=skipped)
     # The smallest TP per stage that fits this one box (P × TP within its GPUs; P is 1 unless asked).
-    fitting = [tp for tp in tp_options(target, model) if tp * stages <= target.count] or [1]
+    fitting = [tp for tp in tp_options(target, model, widths) if tp * stages <= target.count] or [1]
     options = [request.tensor_parallel_size] if request.tensor_parallel_size else fitting
     for tp in options:
         one_box = plan(tp, stages)
         if one_box.capacity.max_concurrency >= request.concurrency:
-            return sizing.fit(one_box, tp, stages)
+            return sizing.fit(one_box, tp, stages, skipped_tp=skipped)
     if stages > 1:  # the stages asked for stay on this box: no search over boxes
-        return sizing.fit(one_box, tp, stages)
+        return sizing.fit(one_box, tp, stages, skipped_tp=skipped)
     # Several boxes of this GPU: pipeline stages across boxes, tensor parallel within each.
     for pp in PIPELINE_STAGES_TRIED:
         if plan(tp, pp).capacity.max_concurrency >= request.concurrency:
-            return sizing.fit(one_box, tp, machines=pp)
-    return sizing.fit(one_box, tp)
+            return sizing.fit(one_box, tp, machines=pp, skipped_tp=skipped)
+    return sizing.fit(one_box, tp, skipped_tp=skipped)
 
 
 def check_layout(request: PlanRequest, target: HardwareTarget) -> None:

@@ -210,8 +210,7 @@ def _candidate(
     server, calibration_note = _calibrated(
         _server_config(model, target, model_dir, fit, max_model_len, method, request), request
     )
-    if fit.cpu_space is not None:
-        reasons.append(fit.cpu_space.reason)
+    reasons.extend(fit.reasons)
     if calibration_note:
         reasons.append(calibration_note)
     assert server.prediction is not None
