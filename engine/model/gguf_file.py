@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.errors import ModelError
 from engine.model.param_count import ParamCounts
@@ -90,6 +91,51 @@ def gguf_model_files(folder: Path) -> tuple[Path, ...]:
             "put the one to serve in its own folder beside its config.json"
         )
     return tuple(files)
+
+
+def config_from_gguf(folder: Path) -> dict[str, Any] | None:
+    """The config a lone GGUF model's metadata gives (no config.json beside it), as vLLM reads it.
+
+    transformers' GGUF reader (``PretrainedConfig.get_config_dict(..., gguf_file=...)``) maps the
+    metadata to config.json's keys; a config without ``architectures`` gets its model type's causal-LM
+    class, as vLLM's GGUF path does. None when the folder holds no GGUF model.
+
+    Raises:
+        ModelError: the metadata names an architecture transformers cannot read from GGUF, or lacks
+            the model's shape (transformers would fill in its config class's defaults).
+    """
+    files = gguf_model_files(folder)
+    if not files:
+        return None
+    try:
+        from transformers import PretrainedConfig
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        config, _ = PretrainedConfig.get_config_dict(str(folder), gguf_file=files[0].name)
+    except ImportError:
+        raise ModelError(
+            f"no config.json in {folder}; put the original model's config.json beside the GGUF file"
+        ) from None
+    except (ValueError, KeyError, OSError) as error:
+        raise ModelError(
+            f"cannot read a model config from {files[0].name} ({error}); "
+            "put the original model's config.json beside the GGUF file"
+        ) from None
+    missing = [key for key in ("num_hidden_layers", "hidden_size", "vocab_size") if key not in config]
+    if missing:
+        raise ModelError(
+            f"cannot read a model config from {files[0].name} (its metadata has no {', '.join(missing)}); "
+            "put the original model's config.json beside the GGUF file"
+        )
+    if not config.get("architectures") and config.get("model_type") in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        config["architectures"] = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config["model_type"]]]
+    return config
+
+
+def tokenizer_folder(folder: Path) -> str | None:
+    """``folder`` when it holds a Hugging Face tokenizer, which vLLM's GGUF docs advise over the file's own."""
+    names = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+    return str(folder) if any((folder / name).is_file() for name in names) else None
 
 
 def _split_stem(path: Path) -> str:

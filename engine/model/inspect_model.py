@@ -13,10 +13,17 @@ from engine.model.architecture import Architecture, AttentionLayout, ModelShape,
 from engine.model.checkpoint_size import WeightLayout, checkpoint_bytes, weight_layout
 from engine.model.config_json import load_config
 from engine.model.existing_quantization import ExistingQuantization, detect_quantization
-from engine.model.gguf_file import gguf_layer_sizes, gguf_model_files, gguf_param_counts, read_gguf
+from engine.model.gguf_file import (
+    config_from_gguf,
+    gguf_layer_sizes,
+    gguf_model_files,
+    gguf_param_counts,
+    read_gguf,
+)
 from engine.model.moe_layout import MoeLayout
 from engine.model.param_count import ParamCounts, active_params, decoder_layer_shapes, model_shapes
 from engine.model.safetensors_headers import TensorHeader, read_safetensors_headers, weight_files
+from engine.model.shared_kv_layers import kv_shared_weight_prefixes
 
 TensorRole = Literal["linear", "embedding", "lm_head", "router", "norm", "bias", "vision", "other"]
 
@@ -54,7 +61,7 @@ class ModelInfo(ModelShape):
         attention: what each layer caches per token (see ``attention_summary`` for the UI).
         moe: the expert layout of an MoE model.
         loaded_weight_bytes: bytes of the weights vLLM loads as the checkpoint stores them (exact
-            from the headers without MTP tensors; config-only: estimated from the format).
+            from the headers without MTP tensors or KV-sharing layers' K/V; config-only: estimated).
         weight_layout: how the checkpoint stores its weights, e.g. "MXFP4 experts", "FP8 block 128×128".
         vision_params: parameters of vision/audio towers and projectors (in ``params``).
         mtp_params: multi-token-prediction parameters, not loaded for plain serving (not in ``params``).
@@ -250,7 +257,7 @@ def layer_sizes_from_config(
     return (
         tuple(count.total for count in counts),
         tuple(count.linear for count in counts),
-        tuple(checkpoint_bytes(shapes, layout).total for shapes in layers),
+        tuple(checkpoint_bytes(shapes, layout, index).total for index, shapes in enumerate(layers)),
     )
 
 
@@ -301,22 +308,27 @@ def inspect_model(folder: Path) -> ModelInfo:
     """
     if not folder.is_dir():
         raise ModelError(f"model folder {folder} does not exist; pass a Hugging Face model folder or 'demo'")
-    config = load_config(folder)
+    # llama.cpp repos ship a GGUF file without config.json: vLLM reads the config from the file.
+    gguf_config = None if (folder / "config.json").is_file() else config_from_gguf(folder)
+    config = gguf_config or load_config(folder)
     arch = read_architecture(config, folder)
-    headers = read_safetensors_headers(weight_files(folder))
-    gguf_files = () if headers else gguf_model_files(folder)
+    stored = read_safetensors_headers(weight_files(folder))
+    # KV-sharing layers' K/V tensors are on disk (weight_bytes, dtypes) but never loaded.
+    dropped = kv_shared_weight_prefixes(arch.attention.kv_shared_layers)
+    headers = [header for header in stored if not header.name.startswith(dropped)]
+    gguf_files = () if stored else gguf_model_files(folder)
     gguf = read_gguf(gguf_files) if gguf_files else None
-    quantization = detect_quantization(config, folder, headers, gguf)
+    quantization = detect_quantization(config, folder, stored, gguf)
     shapes = model_shapes(arch)
     layout = weight_layout(config, folder)
-    if headers:
+    if stored:
         skip = mtp_prefixes(arch)
         counts = count_from_headers(headers, skip, unquantized_linears(arch))
         source: Literal["safetensors", "gguf", "estimate"] = "safetensors"
         dtype_params = Counter[str]()
-        for header in headers:
+        for header in stored:
             dtype_params[header.dtype] += header.numel
-        weight_bytes = sum(header.nbytes for header in headers)
+        weight_bytes = sum(header.nbytes for header in stored)
         loaded_bytes = sum(header.nbytes for header in headers if not header.name.startswith(skip))
     elif gguf is not None:  # the GGUF plugin loads the file's blocks as they are
         counts = gguf_param_counts(gguf, arch.num_layers)
@@ -333,7 +345,7 @@ def inspect_model(folder: Path) -> ModelInfo:
         weight_bytes = 0
         loaded_bytes = checkpoint_bytes(shapes, layout).total
     tied = arch.tie_word_embeddings if source == "estimate" else counts.lm_head == 0
-    if headers:
+    if stored:
         layers = layer_sizes_from_headers(
             headers, arch.num_layers, mtp_prefixes(arch), unquantized_linears(arch)
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 from engine.errors import QuantTuiError
 from engine.hardware.detect import HardwareTarget
 from engine.model.checkpoint_size import WeightBytes
+from engine.model.gguf_file import tokenizer_folder
 from engine.model.inspect_model import ModelInfo, human_params
 from engine.plan.checkpoint_limits import (
     check_cpu_backend,
@@ -127,7 +128,7 @@ def _server_config(
     gguf_file = model.gguf_file if method == "gguf" else None
     return ServerConfig(
         model=gguf_file or Path(model_dir),
-        tokenizer=model_dir if gguf_file else None,
+        tokenizer=tokenizer_folder(model.path) if gguf_file else None,
         backend="cpu" if cpu else "cuda",
         max_model_len=max_model_len,
         dtype=request.dtype,

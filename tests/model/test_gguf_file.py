@@ -58,11 +58,22 @@ def _tensor(
         writer.add_tensor(name, quantize(values, qtype), raw_dtype=qtype)
 
 
-def write_gguf(path: Path, layers: int = LAYERS, file_type: int | None = 2) -> None:
-    """A tiny Llama GGUF (file type 2 is llama.cpp's MOSTLY_Q4_0)."""
+def write_gguf(path: Path, layers: int = LAYERS, file_type: int | None = 2, metadata: bool = False) -> None:
+    """A tiny Llama GGUF (file type 2 is llama.cpp's MOSTLY_Q4_0); ``metadata``: the model's keys too."""
     writer = GGUFWriter(path, "llama")
     if file_type is not None:
         writer.add_file_type(file_type)
+    if metadata:  # what llama.cpp's convert_hf_to_gguf.py writes for a Llama (what config.json says)
+        writer.add_block_count(LAYERS)
+        writer.add_context_length(2048)
+        writer.add_embedding_length(HIDDEN)
+        writer.add_feed_forward_length(FFN)
+        writer.add_head_count(4)
+        writer.add_head_count_kv(2)
+        writer.add_rope_freq_base(10000.0)
+        writer.add_layer_norm_rms_eps(1e-5)
+        writer.add_tokenizer_model("llama")
+        writer.add_token_list([f"t{index}" for index in range(VOCAB)])
     _tensor(writer, "token_embd.weight", (VOCAB, HIDDEN), Q8_0)
     _tensor(writer, "output_norm.weight", (HIDDEN,), None)
     _tensor(writer, "output.weight", (VOCAB, HIDDEN), Q4_0)
@@ -187,6 +198,7 @@ def test_layers_past_the_decoder_are_mtp_and_not_loaded(tmp_path: Path) -> None:
 
 def test_a_single_file_gguf_is_served_as_the_file_with_its_folders_tokenizer(gguf_folder: Path) -> None:
     # vLLM's GGUF docs: `vllm serve ./model-Q4_K_M.gguf --tokenizer <the base model>`.
+    (gguf_folder / "tokenizer_config.json").write_text("{}", encoding="utf-8")
     top = recommend(
         inspect_model(gguf_folder), target_from_spec("H100"), PlanRequest(max_model_len=2048)
     ).best
@@ -211,3 +223,39 @@ def test_a_split_gguf_set_is_refused_with_the_merge_command(tmp_path: Path) -> N
         f"{tmp_path.name}: vLLM loads a GGUF model from one file and this one is split in 2; merge them first "
         "(llama.cpp: llama-gguf-split --merge m-00001-of-00002.gguf merged.gguf)"
     )
+
+
+def test_a_lone_gguf_file_gives_its_own_config_as_vllm_reads_it(tmp_path: Path) -> None:
+    # llama.cpp repos ship no config.json: transformers reads block_count, embedding_length, ... from
+    # the file's metadata, and the plan is the one the config.json folder gets.
+    write_gguf(tmp_path / "m-Q4_0.gguf", metadata=True)
+    info = inspect_model(tmp_path)
+    assert (info.architecture, info.num_layers, info.hidden_size, info.vocab_size) == (
+        "LlamaForCausalLM",
+        2,
+        256,
+        64,
+    )
+    assert (info.num_kv_heads, info.head_dim, info.tie_word_embeddings) == (2, 64, False)
+    assert (info.params, info.loaded_weight_bytes, info.layer_bytes) == (
+        PARAMS,
+        FILE_BYTES,
+        (LAYER_BYTES,) * 2,
+    )
+    top = recommend(info, target_from_spec("H100"), PlanRequest(max_model_len=2048)).best
+    # No tokenizer files beside it: vLLM converts the file's own (no --tokenizer).
+    assert top.server.vllm_args("cuda")[:4] == [
+        "vllm",
+        "serve",
+        str(tmp_path / "m-Q4_0.gguf"),
+        "--quantization",
+    ]
+
+
+def test_a_lone_gguf_file_without_model_metadata_is_one_line(tmp_path: Path) -> None:
+    write_gguf(tmp_path / "m.gguf")
+    with pytest.raises(ModelError) as refused:
+        inspect_model(tmp_path)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("cannot read a model config from m.gguf (")
+    assert message.endswith("put the original model's config.json beside the GGUF file")
