@@ -62,3 +62,19 @@ def with_gemma4_defaults(text: dict[str, Any], model_type: str, num_layers: int)
     if names:
         names[-1] = "full_attention"
     return {**text, "layer_types": names, "sliding_window": text.get("sliding_window") or 512}
+
+
+def kv_shared_weight_prefixes(layers: tuple[int, ...]) -> tuple[str, ...]:
+    """Name prefixes of the KV-sharing layers' k_proj / v_proj / k_norm tensors, which vLLM drops at load.
+
+    vLLM 0.32's gemma4.py::_gemma4_layer_weights_mapper and gemma3n.py::_kv_sharing_weights_mapper map
+    ``layers.{i}.self_attn.{k_proj,v_proj,k_norm}.`` to None for those layers ("the K/V tensors
+    original checkpoints still ship for them are dropped"); the layers build q_proj, o_proj and q_norm
+    only. Roots as checkpoints spell them: ``model.language_model.`` (the multimodal wrapper's),
+    ``model.`` (text-only), none.
+    """
+    roots = ("model.language_model.", "model.", "")
+    parts = ("k_proj", "v_proj", "k_norm")
+    return tuple(
+        f"{root}layers.{index}.self_attn.{part}." for index in layers for root in roots for part in parts
+    )
