@@ -8,7 +8,7 @@ groups), ModelOpt FP8/NVFP4 and bitsandbytes.
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from engine.model.config_json import first_key, text_config
 from engine.model.linear_shape import DECODER_LINEAR_PARTS, LinearShape, Part
 from engine.model.modelopt_config import (
     MODELOPT_LINEAR_ALGOS,
+    decoder_layer,
     decoder_module,
     is_excluded,
     names_one_matrix,
@@ -25,56 +26,7 @@ from engine.model.modelopt_config import (
 )
 from engine.model.param_count import ModelShapes
 from engine.model.safetensors_headers import TORCH_DTYPE_BYTES
-
-
-@dataclass(frozen=True, slots=True)
-class WeightLayout:
-    """How a checkpoint stores its Linear weights.
-
-    Attributes:
-        name: a short label, e.g. "MXFP4 experts", "FP8 block 128×128", "GPTQ 4-bit g128".
-        parts: which parts of the model are quantized (the rest stays at ``unquantized_bytes``).
-        bits: bits per quantized weight.
-        group_size: weights along the input sharing one scale (None: per output row or block).
-        block: (rows, columns) of one scale's block, for block-wise FP8.
-        per_tensor_scale: one scale for the whole matrix.
-        scale_bytes: bytes of one scale.
-        zero_point_bits: bits of a zero point per scale (asymmetric formats).
-        act_order_index: whether a ``g_idx`` (int32 per input feature) is stored.
-        extra_bytes_per_matrix: global scales, input scales, shape records.
-        unquantized_bytes: bytes per parameter of everything that is not quantized.
-        per_module: ModelOpt MIXED_PRECISION: each checkpoint module's own layout (``parts`` stays empty).
-    """
-
-    name: str
-    parts: tuple[Part, ...] = ()
-    bits: float = 16
-    group_size: int | None = None
-    block: tuple[int, int] | None = None
-    per_tensor_scale: bool = False
-    scale_bytes: float = 0
-    zero_point_bits: float = 0
-    act_order_index: bool = False
-    extra_bytes_per_matrix: int = 0
-    unquantized_bytes: float = 2
-    per_module: tuple[ModuleLayout, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ModuleLayout:
-    """How many of one decoder module's matrices a mixed-precision checkpoint stores in one layout.
-
-    Attributes:
-        module: the checkpoint's name without layer and expert numbers, e.g. ``mlp.experts.gate_proj``.
-        layout: how those matrices are stored.
-        matrices: how many names there are (over all layers and experts).
-        one_per_name: each name is one matrix (False: a fused-experts name stands for all of a layer's experts).
-    """
-
-    module: str
-    layout: WeightLayout
-    matrices: int
-    one_per_name: bool = True
+from engine.model.storage_layout import ModuleLayout, WeightLayout, layer_layout
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,16 +167,21 @@ def _modelopt(quant: dict[str, Any], dtype_bytes: float) -> WeightLayout:
         return _modelopt_algo(algo, config.group_size, _parts(list(config.exclude_modules)), dtype_bytes)
     # ModelOptMixedPrecisionConfig.get_quant_method: an excluded layer, or one missing from quantized_layers,
     # stays unquantized; the others take their own algo.
-    matrices = Counter(
-        (decoder_module(name), algo, names_one_matrix(name))
-        for name, algo in config.quantized_layers
-        if algo in MODELOPT_LINEAR_ALGOS and not is_excluded(name, config.exclude_modules)
-    )
+    names: dict[tuple[str, str, bool], list[int | None]] = defaultdict(list)
+    for name, algo in config.quantized_layers:
+        if algo in MODELOPT_LINEAR_ALGOS and not is_excluded(name, config.exclude_modules):
+            names[(decoder_module(name), algo, names_one_matrix(name))].append(decoder_layer(name))
     modules = tuple(
-        ModuleLayout(module, _modelopt_algo(algo, config.group_size, (), dtype_bytes), count, one)
-        for (module, algo, one), count in sorted(matrices.items())
+        ModuleLayout(
+            module,
+            _modelopt_algo(algo, config.group_size, (), dtype_bytes),
+            len(layers),
+            one,
+            tuple(layer for layer in layers if layer is not None),
+        )
+        for (module, algo, one), layers in sorted(names.items())
     )
-    algos = sorted({algo for _, algo, _ in matrices})
+    algos = sorted({algo for _, algo, _ in names})
     return WeightLayout(
         f"MIXED_PRECISION {' + '.join(algos)} (ModelOpt)", unquantized_bytes=dtype_bytes, per_module=modules
     )
@@ -376,8 +333,14 @@ def _mixed_shape_bytes(shape: LinearShape, modules: tuple[ModuleLayout, ...]) ->
     return round(values), round(scales), kept
 
 
-def checkpoint_bytes(shapes: ModelShapes, layout: WeightLayout) -> WeightBytes:
-    """The loaded weights' bytes (MTP layers excluded) of a model stored as ``layout``."""
+def checkpoint_bytes(shapes: ModelShapes, layout: WeightLayout, layer: int | None = None) -> WeightBytes:
+    """The loaded weights' bytes (MTP layers excluded) of a model stored as ``layout``.
+
+    ``shapes`` may be one decoder layer's (``decoder_layer_shapes``): ``layer`` then sizes a mixed-precision
+    checkpoint's matrices by that layer's own names (``layer_layout``), not all layers' mix.
+    """
+    if layer is not None:
+        layout = layer_layout(layout, layer)
     quantized = scales = unquantized_params = 0
     for shape in shapes.linears:
         if layout.per_module:

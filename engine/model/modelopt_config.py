@@ -16,7 +16,7 @@ MODELOPT_LINEAR_ALGOS = MODELOPT_FP8_ALGOS | {"NVFP4", "W4A16_NVFP4", "MXFP8"}
 
 # A decoder layer's module, as checkpoint names spell it: "model.layers.3.mlp.experts.7.gate_proj".
 _NVFP4 = frozenset({"NVFP4", "W4A16_NVFP4"})
-_DECODER_MODULE = re.compile(r"(?:^|.*\.)layers\.\d+\.(?P<module>.+)")
+_DECODER_MODULE = re.compile(r"(?:^|.*\.)layers\.(?P<layer>\d+)\.(?P<module>.+)")
 _EXPERT_INDEX = re.compile(r"\.experts\.\d+\.")
 
 
@@ -118,6 +118,12 @@ def decoder_module(name: str) -> str:
     # Only the decoder's layers are sized by name; a vision tower's keep their full name (and 16 bits).
     match = None if "vision" in name or "visual" in name else _DECODER_MODULE.fullmatch(name)
     return _EXPERT_INDEX.sub(".experts.", "." + match["module"] + ".")[1:-1] if match else name
+
+
+def decoder_layer(name: str) -> int | None:
+    """The decoder layer a checkpoint module name is in (``model.layers.3.mlp.down_proj``: 3); None outside them."""
+    match = None if "vision" in name or "visual" in name else _DECODER_MODULE.fullmatch(name)
+    return int(match["layer"]) if match else None
 
 
 def names_one_matrix(name: str) -> bool:

@@ -50,3 +50,17 @@ def model_from_config(
     from engine.model.inspect_model import inspect_model
 
     return inspect_model(write_config(folder, name, changes, text_changes))
+
+
+# A Llama decoder layer's Linears as ModelOpt names them: model.layers.{i}.self_attn.q_proj, ... mlp.down_proj.
+_LLAMA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj"), ("gate_proj", "up_proj", "down_proj")
+
+
+def modelopt_mixed_layers(algos: list[str]) -> dict[str, dict[str, Any]]:
+    """A ModelOpt MIXED_PRECISION ``quantized_layers`` giving layer i's seven Llama Linears ``algos[i]`` (NVFP4: group 16)."""
+    layers: dict[str, dict[str, Any]] = {}
+    for index, algo in enumerate(algos):
+        recipe: dict[str, Any] = {"quant_algo": algo} | ({"group_size": 16} if algo == "NVFP4" else {})
+        for block, names in zip(("self_attn", "mlp"), _LLAMA_MODULES, strict=True):
+            layers |= {f"model.layers.{index}.{block}.{name}": recipe for name in names}
+    return layers

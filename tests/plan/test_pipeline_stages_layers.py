@@ -10,7 +10,7 @@ import pytest
 from engine.model.inspect_model import ModelInfo, inspect_model
 from engine.plan.memory import plan_gpu, stage_weights_bytes, weight_bytes
 from engine.plan.pipeline_stages import pipeline_stages
-from tests.plan.model_configs import model_from_config
+from tests.plan.model_configs import model_from_config, modelopt_mixed_layers
 
 # DeepSeek-V3 (tests/fixtures/configs/deepseek-v3.json) by hand, h 7,168, 128 heads:
 #   MLA attention: q_a 7,168 × 1,536 + q_b 1,536 × 24,576 (128 × (128 + 64)) + kv_a 7,168 × 576
@@ -220,4 +220,35 @@ def test_a_padded_vocabulary_is_counted_as_allocated(
     weights = weight_bytes(model, "bf16")
     assert weights.total == 14_483_480_576
     built = pipeline_stages(model.num_layers, stages, model.tie_word_embeddings)
+    assert [stage_weights_bytes(model, weights, stage) for stage in built] == per_stage
+
+
+# The 4-layer ModelOpt MIXED_PRECISION Llama of tests/model/test_modelopt_config.py (layers 0-1 FP8, 2-3 NVFP4:
+# 218,120,248 and 122,699,832 B each, by hand there), P 2 → layers 0-1 and 2-3:
+#   stage 0: 2 × 218,120,248 + embed_tokens 1,050,673,152 (128,256 = 64 × 2,004: no padding) = 1,486,913,648 B
+#   stage 1: 2 × 122,699,832 + lm_head 1,050,673,152 + final norm 8,192                  = 1,296,081,008 B
+# Reversed (0-1 NVFP4, 2-3 FP8): stage 0 2 × 122,699,832 + 1,050,673,152 = 1,296,072,816 B,
+#   stage 1 2 × 218,120,248 + 1,050,673,152 + 8,192 = 1,486,921,840 B.
+# (Averaged layers had said 2 × 170,410,040 = 340,820,080 B of layers on each stage, 95,420,416 B off either way.)
+@pytest.mark.parametrize(
+    ("algos", "per_stage"),
+    [
+        (["FP8", "FP8", "NVFP4", "NVFP4"], [1_486_913_648, 1_296_081_008]),
+        (["NVFP4", "NVFP4", "FP8", "FP8"], [1_296_072_816, 1_486_921_840]),
+    ],
+)
+def test_a_mixed_modelopt_checkpoints_stages_hold_their_own_layers_algos(
+    tmp_path: Path, algos: list[str], per_stage: list[int]
+) -> None:
+    quant = {
+        "quant_method": "modelopt",
+        "quant_algo": "MIXED_PRECISION",
+        "ignore": ["lm_head"],
+        "quantized_layers": modelopt_mixed_layers(algos),
+    }
+    model = model_from_config(
+        tmp_path, "llama-3.1-8b", {"quantization_config": quant}, {"num_hidden_layers": 4}
+    )
+    weights = weight_bytes(model, "modelopt-mixed")
+    built = pipeline_stages(model.num_layers, 2, model.tie_word_embeddings)
     assert [stage_weights_bytes(model, weights, stage) for stage in built] == per_stage

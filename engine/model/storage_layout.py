@@ -1,0 +1,69 @@
+"""How a checkpoint stores its Linear weights: one WeightLayout, or a mixed-precision one's layout per module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from engine.model.linear_shape import Part
+
+
+@dataclass(frozen=True, slots=True)
+class WeightLayout:
+    """How a checkpoint stores its Linear weights.
+
+    Attributes:
+        name: a short label, e.g. "MXFP4 experts", "FP8 block 128×128", "GPTQ 4-bit g128".
+        parts: which parts of the model are quantized (the rest stays at ``unquantized_bytes``).
+        bits: bits per quantized weight.
+        group_size: weights along the input sharing one scale (None: per output row or block).
+        block: (rows, columns) of one scale's block, for block-wise FP8.
+        per_tensor_scale: one scale for the whole matrix.
+        scale_bytes: bytes of one scale.
+        zero_point_bits: bits of a zero point per scale (asymmetric formats).
+        act_order_index: whether a ``g_idx`` (int32 per input feature) is stored.
+        extra_bytes_per_matrix: global scales, input scales, shape records.
+        unquantized_bytes: bytes per parameter of everything that is not quantized.
+        per_module: ModelOpt MIXED_PRECISION: each checkpoint module's own layout (``parts`` stays empty).
+    """
+
+    name: str
+    parts: tuple[Part, ...] = ()
+    bits: float = 16
+    group_size: int | None = None
+    block: tuple[int, int] | None = None
+    per_tensor_scale: bool = False
+    scale_bytes: float = 0
+    zero_point_bits: float = 0
+    act_order_index: bool = False
+    extra_bytes_per_matrix: int = 0
+    unquantized_bytes: float = 2
+    per_module: tuple[ModuleLayout, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleLayout:
+    """How many of one decoder module's matrices a mixed-precision checkpoint stores in one layout.
+
+    Attributes:
+        module: the checkpoint's name without layer and expert numbers, e.g. ``mlp.experts.gate_proj``.
+        layout: how those matrices are stored.
+        matrices: how many names there are (over all layers and experts).
+        one_per_name: each name is one matrix (False: a fused-experts name stands for all of a layer's experts).
+        layers: the decoder layer of each of those names that is in one (``layer_layout`` picks a layer's).
+    """
+
+    module: str
+    layout: WeightLayout
+    matrices: int
+    one_per_name: bool = True
+    layers: tuple[int, ...] = ()
+
+
+def layer_layout(layout: WeightLayout, layer: int) -> WeightLayout:
+    """``layout`` for one decoder layer: a mixed-precision checkpoint's modules as that layer's names list them."""
+    modules = tuple(
+        replace(module, matrices=module.layers.count(layer), layers=(layer,) * module.layers.count(layer))
+        for module in layout.per_module
+        if layer in module.layers
+    )
+    return replace(layout, per_module=modules) if layout.per_module else layout
