@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import QuantTuiError
@@ -10,13 +10,14 @@ from engine.hardware.detect import HardwareTarget
 from engine.model.checkpoint_size import WeightBytes
 from engine.model.gguf_file import tokenizer_folder
 from engine.model.inspect_model import ModelInfo, human_params
+from engine.plan.candidate_server import apply_calibration, candidate_server_config
 from engine.plan.checkpoint_limits import (
     check_cpu_backend,
     check_loadable,
     check_quantized_experts,
     raise_unservable,
 )
-from engine.plan.fitting import DeviceFit, fit_on_target
+from engine.plan.fitting import fit_on_target
 from engine.plan.installed_vllm import installed_limits
 from engine.plan.make_it import make_it_line, quantized_dir
 from engine.plan.memory import DevicePlan, weight_bytes
@@ -33,9 +34,8 @@ from engine.plan.method_choice import (
 from engine.plan.methods import method as method_record
 from engine.plan.multi_node import ClusterStep, expert_parallel_hint, ray_cluster_steps
 from engine.plan.plan_request import PlanRequest, dtype_bytes, kv_cache_dtype_warning
-from engine.plan.server_config import Prediction, ServerConfig
-from engine.plan.server_plan import CalibrationKey, load_calibration
-from engine.plan.vllm_facts import GIB, VLLM_VERSION
+from engine.plan.server_config import ServerConfig
+from engine.plan.vllm_facts import VLLM_VERSION
 from engine.units import format_bytes
 
 # Names other modules import from here: the planner's request, goals and execution kinds.
@@ -102,74 +102,6 @@ class Recommendation:
         return self.candidates[0]
 
 
-def _server_config(
-    model: ModelInfo,
-    target: HardwareTarget,
-    model_dir: str,
-    fit: DeviceFit,
-    max_model_len: int,
-    method: str,
-    request: PlanRequest,
-) -> ServerConfig:
-    """The one server plan for a candidate: what recommend prints and serve, the app and bench run."""
-    plan = fit.plan
-    cpu = target.kind == "cpu"
-    prediction = Prediction(
-        kv_cache_tokens=plan.capacity.tokens,
-        max_concurrency=plan.capacity.max_concurrency,
-        max_model_len=max_model_len,
-        kv_cache_bytes=plan.kv_budget_bytes,
-        weights_bytes=plan.weights_bytes,
-        kv_bytes_per_token=plan.kv_bytes_per_token,
-        backend="cpu" if cpu else "cuda",
-        computed_kv_cache_tokens=plan.capacity.tokens,
-        calibration_key=None if cpu else (target.name, VLLM_VERSION, model.architecture),
-    )
-    gguf_file = model.gguf_file if method == "gguf" else None
-    return ServerConfig(
-        model=gguf_file or Path(model_dir),
-        tokenizer=tokenizer_folder(model.path) if gguf_file else None,
-        backend="cpu" if cpu else "cuda",
-        max_model_len=max_model_len,
-        dtype=request.dtype,
-        kv_cache_dtype=fit.kv_cache_dtype,
-        tensor_parallel_size=fit.tensor_parallel_size,
-        pipeline_parallel_size=fit.pipeline_parallel_size,
-        # Ray only to span boxes; stages on one box run on vLLM's default multiprocessing executor.
-        distributed_executor_backend="ray" if request.nodes > 1 else None,
-        gpu_memory_utilization=None if cpu else request.gpu_memory_utilization,
-        max_num_seqs=request.max_num_seqs,
-        max_num_batched_tokens=request.max_num_batched_tokens,
-        quantization=(method_record(method).plugin or "").lower() or None,
-        cpu_kvcache_gib=plan.kv_budget_bytes // GIB if cpu else None,
-        # The CPU backend gains nothing from graph capture and starts much faster without it.
-        enforce_eager=cpu,
-        prediction=prediction,
-        method=method,
-        layer_partition=request.layer_partition,
-    )
-
-
-def _calibrated(server: ServerConfig, request: PlanRequest) -> tuple[ServerConfig, str | None]:
-    """Applies a calibration recorded for the same GPU, vLLM version and architecture, if any."""
-    prediction = server.prediction
-    if prediction is None or prediction.calibration_key is None:
-        return server, None
-    path = request.calibration_file
-    calibration = load_calibration(CalibrationKey(*prediction.calibration_key), path)
-    if calibration is None:
-        return server, None
-    sentence = calibration.sentence()
-    calibrated = replace(
-        prediction,
-        kv_cache_tokens=int(prediction.kv_cache_tokens * calibration.kv_ratio),
-        max_concurrency=prediction.max_concurrency * calibration.kv_ratio,
-        kv_cache_bytes=int(prediction.kv_cache_bytes * calibration.kv_ratio),
-        calibration=sentence,
-    )
-    return replace(server, prediction=calibrated), sentence
-
-
 def _shown_path(path: Path) -> str:
     """The model's folder as a command shows it: ``./…`` inside the working folder, else absolute."""
     try:
@@ -208,8 +140,8 @@ def _candidate(
     model_dir = str(model.path)
     if needs_quantization:
         model_dir = str(quantized_dir(model, method))
-    server, calibration_note = _calibrated(
-        _server_config(model, target, model_dir, fit, max_model_len, method, request), request
+    server, calibration_note = apply_calibration(
+        candidate_server_config(model, target, model_dir, fit, max_model_len, method, request), request
     )
     reasons.extend(fit.reasons)
     if calibration_note:
@@ -276,6 +208,11 @@ def _candidate(
     if record.plugin:
         warnings.append(
             f"vLLM {VLLM_VERSION} no longer ships {record.plugin} support: install its vLLM plugin first"
+        )
+    if method == "gguf" and model.gguf_file and tokenizer_folder(model.path) is None:
+        warnings.append(
+            "no tokenizer beside the GGUF file: vLLM converts the file's own, slowly and unreliably for large "
+            "vocabularies (its GGUF docs); put the base model's tokenizer files in the folder"
         )
     if method == "w4a16" and model.linear_params and model.hidden_size % 128:
         warnings.append("hidden size is not a multiple of 128: group-128 W4A16 cannot quantize every layer")

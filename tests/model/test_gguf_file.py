@@ -243,13 +243,10 @@ def test_a_lone_gguf_file_gives_its_own_config_as_vllm_reads_it(tmp_path: Path) 
         (LAYER_BYTES,) * 2,
     )
     top = recommend(info, target_from_spec("H100"), PlanRequest(max_model_len=2048)).best
-    # No tokenizer files beside it: vLLM converts the file's own (no --tokenizer).
-    assert top.server.vllm_args("cuda")[:4] == [
-        "vllm",
-        "serve",
-        str(tmp_path / "m-Q4_0.gguf"),
-        "--quantization",
-    ]
+    # No tokenizer files beside it: vLLM converts the file's own (no --tokenizer), and the plan says so.
+    served = top.server.vllm_args("cuda")
+    assert served[:4] == ["vllm", "serve", str(tmp_path / "m-Q4_0.gguf"), "--quantization"]
+    assert any(warning.startswith("no tokenizer beside the GGUF file") for warning in top.warnings)
 
 
 def test_a_lone_gguf_file_without_model_metadata_is_one_line(tmp_path: Path) -> None:
