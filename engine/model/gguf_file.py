@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +112,14 @@ def config_from_gguf(folder: Path) -> dict[str, Any] | None:
         from transformers import PretrainedConfig
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-        config, _ = PretrainedConfig.get_config_dict(str(folder), gguf_file=files[0].name)
+        # Its warning about keys the metadata lacks would print beside quant-tui's one-line error below.
+        reader_log = logging.getLogger("transformers.modeling_gguf_pytorch_utils")
+        level = reader_log.level
+        reader_log.setLevel(logging.ERROR)
+        try:
+            config, _ = PretrainedConfig.get_config_dict(str(folder), gguf_file=files[0].name)
+        finally:
+            reader_log.setLevel(level)
     except ImportError:
         raise ModelError(
             f"no config.json in {folder}; put the original model's config.json beside the GGUF file"

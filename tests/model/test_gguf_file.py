@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from gguf import GGMLQuantizationType, GGUFWriter
-from gguf.quants import quantize
 
 from engine.errors import ModelError
 from engine.hardware.detect import target_from_spec
@@ -17,22 +13,7 @@ from engine.model.inspect_model import inspect_model
 from engine.plan.memory import stage_weights_bytes, weight_bytes
 from engine.plan.pipeline_stages import pipeline_stages
 from engine.plan.recommender import PlanRequest, recommend
-
-HIDDEN, KV_WIDTH, FFN, VOCAB, LAYERS = 256, 128, 512, 64, 2
-Q8_0, Q4_0 = GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_0
-
-# llama.cpp's names and (out, in) shapes; numpy's (rows, columns) is GGML's shape reversed.
-LAYER_TENSORS: tuple[tuple[str, tuple[int, ...], GGMLQuantizationType | None], ...] = (
-    ("attn_norm", (HIDDEN,), None),
-    ("attn_q", (HIDDEN, HIDDEN), Q4_0),
-    ("attn_k", (KV_WIDTH, HIDDEN), Q4_0),
-    ("attn_v", (KV_WIDTH, HIDDEN), Q4_0),
-    ("attn_output", (HIDDEN, HIDDEN), Q4_0),
-    ("ffn_norm", (HIDDEN,), None),
-    ("ffn_gate", (FFN, HIDDEN), Q4_0),
-    ("ffn_up", (FFN, HIDDEN), Q4_0),
-    ("ffn_down", (HIDDEN, FFN), None),  # left F16, as some mixes keep a down projection wider
-)
+from tests.fixtures.tiny_gguf import LAYERS, write_config, write_gguf
 
 # By hand (ggml's block sizes): Q8_0 keeps 32 weights in 34 B (32 int8 + an f16 scale), Q4_0 in 18 B
 # (16 B of nibbles + an f16 scale): 8.5 and 4.5 bits. A row of 256 is 8 blocks: 272 B in Q8_0, 144 B
@@ -46,63 +27,6 @@ FILE_BYTES = 1_072_128
 # plus 512 norm weights = 590,336; the model: 2 x 590,336 + 2 x 16,384 (embedding, output) + 256.
 LAYER_PARAMS, LAYER_LINEAR = 590_336, 589_824
 PARAMS = 1_213_696
-
-
-def _tensor(
-    writer: GGUFWriter, name: str, shape: tuple[int, ...], qtype: GGMLQuantizationType | None
-) -> None:
-    values = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    if qtype is None:
-        writer.add_tensor(name, values if len(shape) == 1 else values.astype(np.float16))
-    else:
-        writer.add_tensor(name, quantize(values, qtype), raw_dtype=qtype)
-
-
-def write_gguf(path: Path, layers: int = LAYERS, file_type: int | None = 2, metadata: bool = False) -> None:
-    """A tiny Llama GGUF (file type 2 is llama.cpp's MOSTLY_Q4_0); ``metadata``: the model's keys too."""
-    writer = GGUFWriter(path, "llama")
-    if file_type is not None:
-        writer.add_file_type(file_type)
-    if metadata:  # what llama.cpp's convert_hf_to_gguf.py writes for a Llama (what config.json says)
-        writer.add_block_count(LAYERS)
-        writer.add_context_length(2048)
-        writer.add_embedding_length(HIDDEN)
-        writer.add_feed_forward_length(FFN)
-        writer.add_head_count(4)
-        writer.add_head_count_kv(2)
-        writer.add_rope_freq_base(10000.0)
-        writer.add_layer_norm_rms_eps(1e-5)
-        writer.add_tokenizer_model("llama")
-        writer.add_token_list([f"t{index}" for index in range(VOCAB)])
-    _tensor(writer, "token_embd.weight", (VOCAB, HIDDEN), Q8_0)
-    _tensor(writer, "output_norm.weight", (HIDDEN,), None)
-    _tensor(writer, "output.weight", (VOCAB, HIDDEN), Q4_0)
-    for index in range(layers):
-        for name, shape, qtype in LAYER_TENSORS:
-            _tensor(writer, f"blk.{index}.{name}.weight", shape, qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
-def write_config(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": HIDDEN,
-        "intermediate_size": FFN,
-        "num_hidden_layers": LAYERS,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 64,
-        "vocab_size": VOCAB,
-        "max_position_embeddings": 2048,
-        "tie_word_embeddings": False,
-        "torch_dtype": "bfloat16",
-    }
-    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
 
 
 @pytest.fixture

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.tiny_gguf import write_gguf
 from tests.plan.model_configs import write_config
+from tests.quant_tui_command import QUANT_TUI, REPO
 from tui.cli import main
 
 # config -> what the KV cache holds, from each config.json: DeepSeek-V3 caches one latent of
@@ -65,3 +68,21 @@ def test_a_layer_partition_from_the_environment_is_planned_and_passed_on(
     assert as_is["env"] == {"VLLM_PP_LAYER_PARTITION": "30,50"}
     assert as_is["command"].startswith("VLLM_PP_LAYER_PARTITION=30,50 vllm serve ")
     assert all("VLLM_PP_LAYER_PARTITION" not in c["command"] for c in default)  # unset: vLLM's own split
+
+
+def test_a_gguf_file_without_model_metadata_is_one_line_on_stderr(tmp_path: Path) -> None:
+    # transformers' GGUF reader warns about the missing keys on its own logger; only quant-tui's line shows.
+    write_gguf(tmp_path / "m.gguf")
+    done = subprocess.run(
+        [*QUANT_TUI, "recommend", "--model", str(tmp_path), "--gpu", "L4"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "quant-tui: error: cannot read a model config from m.gguf (its metadata has no num_hidden_layers, "
+        "hidden_size, vocab_size); put the original model's config.json beside the GGUF file"
+    ]
