@@ -193,7 +193,10 @@ def _candidate(
     if method == "bf16" and cc is not None and cc < 80:
         warnings.append("no bfloat16 before Ampere: vLLM serves it as float16 (--dtype half)")
     record = method_record(method)
-    if record.four_bit and model.params < 13e9:
+    # A GGUF file mixes types: its bits per weight say whether it is 4-bit (Q4_K_M 4.85; Q8_0 8.5).
+    stored_bits = 8 * model.loaded_weight_bytes / max(model.params, 1)
+    four_bit = stored_bits < 5 if model.gguf_files else record.four_bit
+    if four_bit and model.params < 13e9:
         warnings.append(
             f"4-bit weights cost more quality on small models ({human_params(model.params)} < 13B); "
             "prefer 8-bit unless memory forces it"

@@ -180,3 +180,16 @@ def test_a_lone_gguf_file_without_model_metadata_is_one_line(tmp_path: Path) -> 
     message = str(refused.value)
     assert "\n" not in message and message.startswith("cannot read a model config from m.gguf (")
     assert message.endswith("put the original model's config.json beside the GGUF file")
+
+
+@pytest.mark.parametrize(("all_q4_0", "warned"), [(False, False), (True, True)])
+def test_the_4_bit_warning_follows_the_files_own_bits(tmp_path: Path, all_q4_0: bool, warned: bool) -> None:
+    # The fixture keeps ffn_down F16: 1,072,128 B x 8 / 1,213,696 weights = 7.07 bits, no 4-bit file.
+    # All Q4_0: each ffn_down is 256 x 288 B (512 weights per row, 16 blocks) = 73,728 B instead of
+    # 262,144, so 1,072,128 - 2 x 188,416 = 695,296 B = 4.58 bits: warned as 4-bit.
+    write_config(tmp_path)
+    write_gguf(tmp_path / "m.gguf", all_q4_0=all_q4_0)
+    info = inspect_model(tmp_path)
+    assert info.loaded_weight_bytes == (695_296 if all_q4_0 else FILE_BYTES)
+    top = recommend(info, target_from_spec("H100"), PlanRequest(max_model_len=2048)).best
+    assert any(warning.startswith("4-bit weights cost more quality") for warning in top.warnings) is warned
