@@ -46,6 +46,8 @@ class AttentionLayout:
         full_num_kv_heads: KV heads of the "full" layers where they differ (Gemma 4's global layers; 0: same).
         full_head_size: head size of the "full" layers where it differs (Gemma 4's ``global_head_dim``; 0: same).
         kv_shared_layers: layers that read an earlier layer's KV cache and allocate none (Gemma 3n / 4).
+        vision_bidirectional: image tokens attend both ways (Gemma 4's ``use_bidirectional_attention``
+            "vision": vLLM's Gemma4ModelArchConfigConvertor.is_mm_prefix_lm).
     """
 
     layer_kinds: tuple[LayerAttention, ...]
@@ -63,6 +65,7 @@ class AttentionLayout:
     full_num_kv_heads: int = 0
     full_head_size: int = 0
     kv_shared_layers: tuple[int, ...] = ()
+    vision_bidirectional: bool = False
 
     def kv_heads_per_rank(self, tensor_parallel_size: int = 1) -> int:
         """KV heads one tensor-parallel rank holds: MLA's latent is whole on every rank; others split, at least 1."""
@@ -266,6 +269,8 @@ def _attention_layout(
         full_num_kv_heads=full_heads if full_size else 0,
         full_head_size=full_size,
         kv_shared_layers=shared_kv_layers.kv_shared_layers(text, model_type, num_layers),
+        vision_bidirectional=model_type == "gemma4_text"
+        and text.get("use_bidirectional_attention") == "vision",
     )
 
 

@@ -95,16 +95,20 @@ def gpu_block_size(
     - SM90: FLASH_ATTN 16; 64 with an fp8 KV cache at head size 512 (FA3 takes up to 256, so FA4
       serves it, with its FP8-KV 64-token pages), Gemma 4's 512-wide full layers included (its
       sliding layers stay on FA3, models/config.py::Gemma4Config's per-layer FA3/FA4 for fp8).
+      mm-prefix models of head size 256/512: TRITON_FLASH_ATTN, whose kernel sizes are FLASH_ATTN's
+      (composite.py::_intersect_kernel_block_sizes with Triton's MultipleOf(16)): the same blocks.
     - Others (Ampere, Ada, SM11x/12x: FA2; Volta/Turing: TRITON_ATTN): 16.
 
     Args:
         attention: the model's attention layout.
         compute_capability: the GPU's CUDA compute capability.
         kv_cache_dtype: vLLM's ``--kv-cache-dtype`` ("auto", "fp8", ...).
-        mm_prefix: the model attends bidirectionally over images (``is_mm_prefix_lm``).
+        mm_prefix: the model attends bidirectionally over images (``is_mm_prefix_lm``; Gemma 4's
+            ``attention.vision_bidirectional`` counts too).
         qk_nope_head_dim: MLA's non-rope query/key head size (None: one FLASHINFER_MLA takes).
     """
     major = compute_capability[0]
+    mm_prefix = mm_prefix or attention.vision_bidirectional  # Gemma 4 by its config, not by name
     if attention.indexer_layers:
         return SPARSE_MLA_BLOCK_SIZE
     if attention.mla:

@@ -23,6 +23,16 @@ Worked by hand from the installed vLLM 0.32 (.venv/lib/python3.11/site-packages/
 - v1/core/kv_cache_utils.py::unify_kv_cache_spec_page_size: the smaller page's block is multiplied
   by (largest page / its page) (engine/plan/kv_page_size.py::kind_block_size).
 
+- Published Gemma 4 configs say ``use_bidirectional_attention: "vision"``: transformers_utils/
+  model_arch_config_convertor.py::Gemma4ModelArchConfigConvertor.is_mm_prefix_lm makes them mm-prefix
+  models (ModelConfig._supports_multimodal_for_mm_prefix: True unless multimodal inputs are turned
+  off). A100: still TRITON_ATTN, 16. H100: TRITON_FLASH_ATTN first (a Triton + FLASH_ATTN composite,
+  head_sizes (256, 512); the causal FA half gets use_mm_prefix False, so fp8 passes): kernel sizes
+  composite.py::_intersect_kernel_block_sizes of Triton's MultipleOf(16) and FLASH_ATTN's
+  (MultipleOf(16); [64] with fp8 at model head size 512): 16, fp8 64 (16 % 64 fails
+  supports_block_size, so the smallest listed). B200: TRITON_FLASHINFER, "kernel_block_sizes=(64,)":
+  64 with either dtype.
+
 Config: tests/plan/test_kv_cache_gemma4.py's made-up Gemma 4 (sliding 1 KV head × 256, full 1 × 512).
 """
 
@@ -44,6 +54,7 @@ MQA: dict[str, Any] = {}
 # k_eq_v: sliding 4 KV heads × 2 × 256 = 2048, full num_global_key_value_heads 1 × 2 × 512 = 1024:
 # the full page is the smaller one, its block doubles.
 K_EQ_V = {"num_key_value_heads": 4, "attention_k_eq_v": True, "num_global_key_value_heads": 1}
+VISION = {"use_bidirectional_attention": "vision"}
 
 
 @pytest.mark.parametrize(
@@ -64,6 +75,12 @@ K_EQ_V = {"num_key_value_heads": 4, "attention_k_eq_v": True, "num_global_key_va
         # B200: FLASHINFER for both head sizes, 16.
         (MQA, B200, "auto", 16, 32, 16),
         (MQA, B200, "fp8", 16, 32, 16),
+        # Bidirectional image attention (mm prefix).
+        (VISION, A100, "auto", 16, 32, 16),
+        (VISION, H100, "auto", 16, 32, 16),
+        (VISION, H100, "fp8", 64, 128, 64),
+        (VISION, B200, "auto", 64, 128, 64),
+        (VISION, B200, "fp8", 64, 128, 64),
     ],
 )
 def test_gemma4_block_size_per_gpu(
@@ -82,3 +99,14 @@ def test_gemma4_block_size_per_gpu(
         kind_block_size(attention, "sliding", chosen),
         kind_block_size(attention, "full", chosen),
     ) == (block, sliding_block, full_block)
+
+
+def test_the_multimodal_configs_text_part_carries_the_flag() -> None:
+    """Gemma4ForConditionalGeneration's config.json: the flag sits in text_config, as published."""
+    text = {key: value for key, value in GEMMA4.items() if key != "architectures"}
+    config = {"architectures": ["Gemma4ForConditionalGeneration"], "model_type": "gemma4"}
+    vision = read_architecture({**config, "text_config": text | VISION}, Path(".")).attention
+    plain = read_architecture({**config, "text_config": text}, Path(".")).attention
+    # B200: TRITON_FLASHINFER's 64 with the flag (rows above), FLASHINFER's 16 without.
+    assert (vision.vision_bidirectional, gpu_block_size(vision, B200)) == (True, 64)
+    assert (plain.vision_bidirectional, gpu_block_size(plain, B200)) == (False, 16)
