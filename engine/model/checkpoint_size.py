@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.model.config_json import first_key, text_config
-from engine.model.linear_shape import DECODER_LINEAR_PARTS, LinearShape, Part
+from engine.model.linear_shape import DECODER_LINEAR_PARTS, Part
+from engine.model.mixed_precision_size import mixed_shape_bytes, mixed_vision_bytes
 from engine.model.modelopt_config import (
     MODELOPT_LINEAR_ALGOS,
     decoder_layer,
@@ -26,7 +27,7 @@ from engine.model.modelopt_config import (
 )
 from engine.model.param_count import ModelShapes
 from engine.model.safetensors_headers import TORCH_DTYPE_BYTES
-from engine.model.storage_layout import ModuleLayout, WeightLayout, layer_layout
+from engine.model.storage_layout import ModuleLayout, WeightLayout, layer_layout, matrix_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,67 +273,6 @@ def weight_layout(config: dict[str, Any], folder: Path | None = None) -> WeightL
     return WeightLayout(f"{method} (size unknown, counted 16-bit)", unquantized_bytes=dtype_bytes)
 
 
-def _matrix_bytes(shape: LinearShape, layout: WeightLayout) -> tuple[int, int]:
-    """(values, scales) bytes of one matrix of ``shape`` quantized as ``layout``."""
-    rows, cols = shape.out_features, shape.in_features
-    values = math.ceil(rows * cols * layout.bits / 8)
-    if layout.block is not None:
-        scales = math.ceil(rows / layout.block[0]) * math.ceil(cols / layout.block[1])
-    elif layout.per_tensor_scale:
-        scales = 1
-    elif layout.group_size:
-        scales = rows * math.ceil(cols / layout.group_size)
-    else:
-        scales = rows
-    scale_bytes = math.ceil(scales * (layout.scale_bytes + layout.zero_point_bits / 8))
-    scale_bytes += layout.extra_bytes_per_matrix + (4 * cols if layout.act_order_index else 0)
-    return values, scale_bytes
-
-
-def _module_part(module: str) -> str:
-    """The part (linear_shape.Part) a checkpoint module name belongs to."""
-    if module == "lm_head":
-        return "lm_head"
-    if "shared_expert" in module:
-        return "shared_expert"
-    if "experts" in module.split("."):
-        return "experts"
-    if "linear_attn" in module or "mamba" in module:
-        return "linear_attention"
-    return "attention" if "attn" in module else "mlp"
-
-
-def _mixed_shape_bytes(shape: LinearShape, modules: tuple[ModuleLayout, ...]) -> tuple[int, int, int]:
-    """(values, scales, unquantized parameters) of ``shape`` in a mixed-precision checkpoint.
-
-    The checkpoint names each matrix: one of ``shape``'s (a fused gate_up_proj is its gate_proj and up_proj
-    halves) takes its own layout, the rest stay 16-bit. More names than ``shape`` has matrices (its layers
-    sized one at a time, or MTP layers listed too) share its matrices in proportion. A part whose names don't
-    match the shape's (Mixtral's w1/w2/w3, fused experts) is taken as quantized throughout, in its algos' proportions.
-    """
-    base, _, projection = shape.module.rpartition(".")
-    halves = {f"{base}.gate_proj", f"{base}.up_proj"} if projection == "gate_up_proj" else set()
-    exact = [m for m in modules if m.module == shape.module and m.one_per_name]
-    split = [m for m in modules if m.module in halves and m.one_per_name]
-    pieces, matched = (2, split) if split and not exact else (1, exact)
-    if not matched:
-        matched = [m for m in modules if _module_part(m.module) == shape.part]
-        pieces = 1
-        named = sum(m.matrices for m in matched)
-        share = [shape.count * m.matrices / named for m in matched]
-    else:
-        named = sum(m.matrices for m in matched)
-        scale = min(1.0, shape.count * pieces / named)
-        share = [m.matrices * scale for m in matched]
-    piece = LinearShape(shape.module, shape.part, shape.in_features, shape.out_features // pieces, 1)
-    values = scales = 0.0
-    for entry, count in zip(matched, share, strict=True):
-        value, scale_bytes = _matrix_bytes(piece, entry.layout)
-        values, scales = values + value * count, scales + scale_bytes * count
-    kept = shape.numel - round(sum(share) * piece.in_features * piece.out_features)
-    return round(values), round(scales), kept
-
-
 def checkpoint_bytes(shapes: ModelShapes, layout: WeightLayout, layer: int | None = None) -> WeightBytes:
     """The loaded weights' bytes (MTP layers excluded) of a model stored as ``layout``.
 
@@ -342,16 +282,20 @@ def checkpoint_bytes(shapes: ModelShapes, layout: WeightLayout, layer: int | Non
     if layer is not None:
         layout = layer_layout(layout, layer)
     quantized = scales = unquantized_params = 0
-    for shape in shapes.linears:
+    linears = list(shapes.linears)
+    if layout.per_module:
+        quantized, scales, unquantized_params = mixed_vision_bytes(
+            [shape for shape in linears if shape.part == "vision"], layout.per_module
+        )
+        linears = [shape for shape in linears if shape.part != "vision"]
+    for shape in linears:
         if layout.per_module:
-            values, scale, kept = _mixed_shape_bytes(shape, layout.per_module)
-            quantized, scales, unquantized_params = (
-                quantized + values,
-                scales + scale,
-                unquantized_params + kept,
-            )
+            values, scale, kept = mixed_shape_bytes(shape, layout.per_module)
+            quantized += values
+            scales += scale
+            unquantized_params += kept
         elif shape.part in layout.parts:
-            values, scale = _matrix_bytes(shape, layout)
+            values, scale = matrix_bytes(shape, layout)
             quantized += values * shape.count
             scales += scale * shape.count
         else:

@@ -18,6 +18,8 @@ MODELOPT_LINEAR_ALGOS = MODELOPT_FP8_ALGOS | {"NVFP4", "W4A16_NVFP4", "MXFP8"}
 _NVFP4 = frozenset({"NVFP4", "W4A16_NVFP4"})
 _DECODER_MODULE = re.compile(r"(?:^|.*\.)layers\.(?P<layer>\d+)\.(?P<module>.+)")
 _EXPERT_INDEX = re.compile(r"\.experts\.\d+\.")
+# Names of a vision tower's or projector's modules (LLaVA's vision_tower / multi_modal_projector, Qwen-VL's visual).
+_VISION_NAMES = ("vision", "visual", "multi_modal_projector", "mm_projector")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,18 +113,23 @@ def is_excluded(name: str, patterns: tuple[str, ...]) -> bool:
     return any(pattern == name or pattern in name or fnmatch(name, pattern) for pattern in patterns)
 
 
+def is_vision_name(name: str) -> bool:
+    """Whether a checkpoint module name is in a vision tower or its projector, not the decoder."""
+    return any(part in name for part in _VISION_NAMES)
+
+
 def decoder_module(name: str) -> str:
     """A checkpoint module name without its layer and expert numbers: ``mlp.experts.gate_proj``, ``lm_head``."""
     if name == "lm_head" or name.endswith(".lm_head"):
         return "lm_head"
-    # Only the decoder's layers are sized by name; a vision tower's keep their full name (and 16 bits).
-    match = None if "vision" in name or "visual" in name else _DECODER_MODULE.fullmatch(name)
+    # Only the decoder's layers lose their numbers; a vision tower's names stay whole (checkpoint_size sizes them).
+    match = None if is_vision_name(name) else _DECODER_MODULE.fullmatch(name)
     return _EXPERT_INDEX.sub(".experts.", "." + match["module"] + ".")[1:-1] if match else name
 
 
 def decoder_layer(name: str) -> int | None:
     """The decoder layer a checkpoint module name is in (``model.layers.3.mlp.down_proj``: 3); None outside them."""
-    match = None if "vision" in name or "visual" in name else _DECODER_MODULE.fullmatch(name)
+    match = None if is_vision_name(name) else _DECODER_MODULE.fullmatch(name)
     return int(match["layer"]) if match else None
 
 

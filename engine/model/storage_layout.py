@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
-from engine.model.linear_shape import Part
+from engine.model.linear_shape import LinearShape, Part
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +68,20 @@ def layer_layout(layout: WeightLayout, layer: int) -> WeightLayout:
         if layer in module.layers
     )
     return replace(layout, per_module=modules) if layout.per_module else layout
+
+
+def matrix_bytes(shape: LinearShape, layout: WeightLayout) -> tuple[int, int]:
+    """(values, scales) bytes of one matrix of ``shape`` quantized as ``layout``."""
+    rows, cols = shape.out_features, shape.in_features
+    values = math.ceil(rows * cols * layout.bits / 8)
+    if layout.block is not None:
+        scales = math.ceil(rows / layout.block[0]) * math.ceil(cols / layout.block[1])
+    elif layout.per_tensor_scale:
+        scales = 1
+    elif layout.group_size:
+        scales = rows * math.ceil(cols / layout.group_size)
+    else:
+        scales = rows
+    scale_bytes = math.ceil(scales * (layout.scale_bytes + layout.zero_point_bits / 8))
+    scale_bytes += layout.extra_bytes_per_matrix + (4 * cols if layout.act_order_index else 0)
+    return values, scale_bytes

@@ -1,0 +1,101 @@
+"""A ModelOpt MIXED_PRECISION checkpoint's vision tower: 16-bit unless quantized_layers names it, as vLLM 0.32 builds it."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.plan.model_configs import model_from_config
+
+# LLaVA (tests/fixtures/configs/llava-mistral-7b.json) by hand. Decoder: Mistral-7B, h 4,096, 32 layers, every
+# layer's gate/up/down NVFP4 (group 16), attention unlisted (16-bit):
+#   attention 4,096² + 2 × 1,024 × 4,096 + 4,096² = 41,943,040 × 2 B = 83,886,080 B
+#   MLP 3 × 14,336 × 4,096 = 176,160,768: 88,080,384 B + a scale per 16 11,010,048 B + 3 × 8 = 99,090,456 B
+#   norms 16,384 B → 182,992,920 B a layer, 5,855,773,440 B for 32;
+#   embed_tokens and the (unlisted) lm_head 32,000 × 4,096 × 2 B = 262,144,000 B each, final norm 8,192 B.
+# Vision (CLIP-L as quant-tui sizes it: h 1,024, 24 layers, MLP 4,096, patch 14):
+#   q/k/v/out 96 × 1,024² = 100,663,296, fc1 and fc2 24 × 1,024 × 4,096 = 100,663,296 each (144 matrices);
+#   patch embedding 588 × 1,024 = 602,112 (a Conv2dLayer in vLLM's clip.py: never quantized) = 1,204,224 B;
+#   projector linear_1 1,024 × 4,096 = 4,194,304 and linear_2 4,096² = 16,777,216 (= 41,943,040 B at 16 bits);
+#   biases and LayerNorms 332,800 = 665,600 B.
+DECODER, VOCAB_AND_NORM = 32 * 182_992_920, 2 * 262_144_000 + 8_192
+TOWER_16, PATCH, PROJECTOR_16, VISION_VECTORS = 2 * 301_989_888, 1_204_224, 41_943_040, 665_600
+TOWER_MODULES = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.out_proj",
+    "mlp.fc1",
+    "mlp.fc2",
+)
+
+
+def _layers(tower_layers: int, projector: bool) -> dict[str, dict[str, Any]]:
+    layers: dict[str, dict[str, Any]] = {
+        f"language_model.model.layers.{i}.mlp.{name}": {"quant_algo": "NVFP4", "group_size": 16}
+        for i in range(32)
+        for name in ("gate_proj", "up_proj", "down_proj")
+    }
+    for i in range(tower_layers):
+        layers |= {
+            f"vision_tower.vision_model.encoder.layers.{i}.{m}": {"quant_algo": "FP8"} for m in TOWER_MODULES
+        }
+    if projector:
+        layers |= {f"multi_modal_projector.linear_{n}": {"quant_algo": "FP8"} for n in (1, 2)}
+    return layers
+
+
+VISION_CASES = [
+    # Nothing in the tower listed: all 16-bit (_resolve_quant_algo None -> UnquantizedLinearMethod).
+    (0, False, TOWER_16 + PATCH + PROJECTOR_16 + VISION_VECTORS),
+    # The whole tower FP8 (KFp8StaticTensor): 301,989,888 B + 144 × 8 B of scales = 301,991,040 B.
+    (24, False, 301_991_040 + PATCH + PROJECTOR_16 + VISION_VECTORS),
+    # ... and the projector FP8: 4,194,304 + 8 + 16,777,216 + 8 = 20,971,536 B.
+    (24, True, 301_991_040 + PATCH + 20_971_536 + VISION_VECTORS),
+    # Layers 0-11 listed (72 of 144 matrices): half the tower FP8 (150,994,944 + 576 B), half 16-bit (301,989,888).
+    (12, False, 150_994_944 + 576 + 301_989_888 + PATCH + PROJECTOR_16 + VISION_VECTORS),
+]
+
+
+@pytest.mark.parametrize(("tower_layers", "projector", "vision_bytes"), VISION_CASES)
+def test_vision_layers_take_their_listed_algo_and_stay_16_bit_unlisted(
+    tmp_path: Path, tower_layers: int, projector: bool, vision_bytes: int
+) -> None:
+    quant = {
+        "quant_method": "modelopt",
+        "quant_algo": "MIXED_PRECISION",
+        "ignore": ["lm_head"],
+        "quantized_layers": _layers(tower_layers, projector),
+    }
+    model = model_from_config(tmp_path, "llava-mistral-7b", {"quantization_config": quant})
+    # The decoder's attention stays 16-bit: a vision block's self_attn names are not the decoder's (they had
+    # made quant-tui count the decoder's unlisted attention FP8, 1,342,176,256 B short).
+    assert model.layer_bytes == (182_992_920,) * 32
+    assert model.loaded_weight_bytes == DECODER + VOCAB_AND_NORM + vision_bytes
+
+
+# vLLM 0.32's ModelOptMixedPrecisionConfig on the same names: a listed vision prefix resolves to its algo (no
+# vision_tower exception, unlike ModelOptQuantConfigBase.get_quant_method), an unlisted one to None (16-bit).
+RESOLVE_CASES = [
+    ("vision_tower.vision_model.encoder.layers.0.self_attn.q_proj", "FP8"),
+    ("vision_tower.vision_model.encoder.layers.12.mlp.fc1", None),
+    ("multi_modal_projector.linear_1", None),
+    ("language_model.model.layers.0.self_attn.o_proj", None),
+    ("language_model.model.layers.0.mlp.down_proj", "NVFP4"),
+]
+
+
+@pytest.mark.parametrize(("prefix", "algo"), RESOLVE_CASES)
+def test_vllm_resolves_the_vision_names_the_same_way(prefix: str, algo: str | None) -> None:
+    from vllm.model_executor.layers.quantization import modelopt
+
+    quant = {
+        "quant_method": "modelopt",
+        "quant_algo": "MIXED_PRECISION",
+        "quantized_layers": _layers(12, False),
+    }
+    config = modelopt.ModelOptMixedPrecisionConfig.from_config(copy.deepcopy(quant))
+    assert config._resolve_quant_algo(prefix) == algo
