@@ -28,6 +28,13 @@ _QWEN_COUNT_KEYS = {
     "qwen3_5_text": "mtp_num_hidden_layers",
     "qwen3_5_moe_text": "mtp_num_hidden_layers",
 }
+# Gemma 4's multi-token predictor is a separate draft checkpoint, never part of the served one: the
+# "assistant" repo (model_type gemma4_assistant / gemma4_unified_assistant, e.g.
+# google/gemma-4-e2b-it-assistant) that vLLM 0.32 builds as gemma4_mtp.py::Gemma4MTP only when it is
+# passed as --speculative-config's draft model (config/speculative.py rewrites that draft config's
+# model_type to gemma4_mtp). The main checkpoint's config has no MTP key and gemma4.py / gemma4_mm.py
+# build and load no predictor, so nothing of the assistant is counted here, whatever the config holds.
+_SEPARATE_DRAFT_CHECKPOINT = {"gemma4", "gemma4_text", "gemma4_unified", "gemma4_unified_text"}
 # transformers' NemotronHConfig: ``mtp_layers_block_type`` defaults to attention then MoE; the legacy
 # ``mtp_hybrid_override_pattern`` ("*E") is read with the decoder's letters.
 _NEMOTRON_H_DEFAULT_BLOCKS: tuple[MtpBlock, ...] = ("attention", "moe")
@@ -53,9 +60,12 @@ def mtp_layer_count(text: dict[str, Any], model_type: str) -> int:
 
     Qwen3-Next: ``num_nextn_predict_layers``, default 1; Qwen3.5: ``mtp_num_hidden_layers``, default 1.
     Nemotron-H: ``num_nextn_predict_layers`` (transformers' default 0; vllm/config/speculative.py
-    makes the model ``nemotron_h_mtp`` only when it is > 0). Others (DeepSeek, GLM-4-MoE, ...):
+    makes the model ``nemotron_h_mtp`` only when it is > 0). Gemma 4: always 0, its MTP being a
+    separate assistant checkpoint (``_SEPARATE_DRAFT_CHECKPOINT``). Others (DeepSeek, GLM-4-MoE, ...):
     ``num_nextn_predict_layers``, default 0.
     """
+    if model_type in _SEPARATE_DRAFT_CHECKPOINT:
+        return 0
     key = _QWEN_COUNT_KEYS.get(model_type)
     if key is not None:
         value = text.get(key)
