@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from engine.model.modelopt_config import (
 from engine.model.param_count import ModelShapes
 from engine.model.safetensors_headers import TORCH_DTYPE_BYTES
 from engine.model.storage_layout import ModuleLayout, WeightLayout, layer_layout, matrix_bytes
+from engine.model.vision_params import quantizable_vision
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,11 +162,27 @@ def _modelopt_algo(
     )
 
 
-def _modelopt(quant: dict[str, Any], dtype_bytes: float) -> WeightLayout:
+# ModelOptQuantConfigBase.get_quant_method keeps these unquantized whatever exclude_modules says (ModelOpt < 0.39).
+_MODELOPT_16_BIT_VISION = ("vision_tower", "vision_model", "vit_large_projector")
+
+
+def _modelopt_vision(model_type: str, excluded: tuple[str, ...]) -> tuple[str, ...]:
+    """The vision shapes a one-algo ModelOpt config quantizes: built with it, not kept 16-bit, not excluded."""
+    return tuple(
+        shapes
+        for shapes, prefix in quantizable_vision(model_type) or ()
+        if not any(kept in prefix for kept in _MODELOPT_16_BIT_VISION)
+        and not is_excluded(prefix, excluded)
+        and not is_excluded(f"model.{prefix}", excluded)  # the name ModelOpt saw, before vLLM's mapper
+    )
+
+
+def _modelopt(quant: dict[str, Any], dtype_bytes: float, model_type: str = "") -> WeightLayout:
     config = read_modelopt(quant)
     if config.algo != "MIXED_PRECISION":
         algo = "NVFP4" if "FP4" in config.algo and config.algo != "W4A16_NVFP4" else config.algo
-        return _modelopt_algo(algo, config.group_size, _parts(list(config.exclude_modules)), dtype_bytes)
+        layout = _modelopt_algo(algo, config.group_size, _parts(list(config.exclude_modules)), dtype_bytes)
+        return replace(layout, vision_modules=_modelopt_vision(model_type, config.exclude_modules))
     # ModelOptMixedPrecisionConfig.get_quant_method: an excluded layer, or one missing from quantized_layers,
     # stays unquantized; the others take their own algo.
     names: dict[tuple[str, str, bool], list[int | None]] = defaultdict(list)
@@ -183,8 +200,12 @@ def _modelopt(quant: dict[str, Any], dtype_bytes: float) -> WeightLayout:
         for (module, algo, one), layers in sorted(names.items())
     )
     algos = sorted({algo for _, algo, _ in names})
+    vision = quantizable_vision(model_type)
     return WeightLayout(
-        f"MIXED_PRECISION {' + '.join(algos)} (ModelOpt)", unquantized_bytes=dtype_bytes, per_module=modules
+        f"MIXED_PRECISION {' + '.join(algos)} (ModelOpt)",
+        unquantized_bytes=dtype_bytes,
+        per_module=modules,
+        vision_modules=None if vision is None else tuple(shapes for shapes, _ in vision),
     )
 
 
@@ -267,7 +288,7 @@ def weight_layout(config: dict[str, Any], folder: Path | None = None) -> WeightL
     if method == "compressed-tensors" or "config_groups" in quant:
         return _compressed_tensors(quant, dtype_bytes)
     if method in {"modelopt", "modelopt_fp4"}:
-        return _modelopt(quant, dtype_bytes)
+        return _modelopt(quant, dtype_bytes, str(config.get("model_type") or ""))
     if method == "bitsandbytes":
         return _bitsandbytes(quant, dtype_bytes)
     return WeightLayout(f"{method} (size unknown, counted 16-bit)", unquantized_bytes=dtype_bytes)
@@ -285,7 +306,7 @@ def checkpoint_bytes(shapes: ModelShapes, layout: WeightLayout, layer: int | Non
     linears = list(shapes.linears)
     if layout.per_module:
         quantized, scales, unquantized_params = mixed_vision_bytes(
-            [shape for shape in linears if shape.part == "vision"], layout.per_module
+            [shape for shape in linears if shape.part == "vision"], layout.per_module, layout.vision_modules
         )
         linears = [shape for shape in linears if shape.part != "vision"]
     for shape in linears:
@@ -294,7 +315,7 @@ def checkpoint_bytes(shapes: ModelShapes, layout: WeightLayout, layer: int | Non
             quantized += values
             scales += scale
             unquantized_params += kept
-        elif shape.part in layout.parts:
+        elif shape.part in layout.parts or layout.quantizes_vision(shape):
             values, scale = matrix_bytes(shape, layout)
             quantized += values * shape.count
             scales += scale * shape.count

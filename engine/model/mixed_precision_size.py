@@ -60,16 +60,28 @@ def _shared_bytes(
     return round(values), round(scales), kept
 
 
-def mixed_vision_bytes(shapes: list[LinearShape], modules: tuple[ModuleLayout, ...]) -> tuple[int, int, int]:
+def mixed_vision_bytes(
+    shapes: list[LinearShape],
+    modules: tuple[ModuleLayout, ...],
+    built_quantized: tuple[str, ...] | None = None,
+) -> tuple[int, int, int]:
     """(values, scales, unquantized parameters) of the vision tower and projector in a mixed-precision checkpoint.
 
     ModelOptMixedPrecisionConfig quantizes a vision Linear only when quantized_layers names it
     (_resolve_quant_algo; unlike the one-algo configs it has no vision_tower exception). A projector matrix
     (``multi_modal_projector.linear_1``) takes the names ending in its own; the tower, sized as a generic ViT,
     is quantized in the share its other names are of its matrices, in their algos' proportions. The patch
-    embedding is a convolution, never quantized.
+    embedding is a convolution, never quantized, and so is a shape vLLM builds without the quantization config
+    (``built_quantized``: the shape prefixes it builds with it; None: all).
     """
     vision = [m for m in modules if _module_part(m.module) == "vision"]
+    if built_quantized is not None:
+        unbuilt = [s for s in shapes if not s.module.startswith(built_quantized)]
+        shapes = [s for s in shapes if s not in unbuilt]
+        if not shapes:
+            return 0, 0, sum(s.numel for s in unbuilt)
+        values, scales, kept = mixed_vision_bytes(shapes, modules)
+        return values, scales, kept + sum(s.numel for s in unbuilt)
     tower = [s for s in shapes if s.module.startswith("vision.") and s.module != "vision.patch_embedding"]
     values = scales = kept = 0
     for shape in shapes:

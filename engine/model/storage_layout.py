@@ -25,6 +25,8 @@ class WeightLayout:
         extra_bytes_per_matrix: global scales, input scales, shape records.
         unquantized_bytes: bytes per parameter of everything that is not quantized.
         per_module: ModelOpt MIXED_PRECISION: each checkpoint module's own layout (``parts`` stays empty).
+        vision_modules: prefixes of the vision shapes (``vision.``, ``multi_modal_projector.``) it quantizes; with
+            ``per_module``, those vLLM builds with the quantization config, quantized where named (None: any).
     """
 
     name: str
@@ -39,6 +41,16 @@ class WeightLayout:
     extra_bytes_per_matrix: int = 0
     unquantized_bytes: float = 2
     per_module: tuple[ModuleLayout, ...] = ()
+    vision_modules: tuple[str, ...] | None = ()
+
+    def quantizes_vision(self, shape: LinearShape) -> bool:
+        """Whether this one-algo layout quantizes a vision ``shape`` (never the patch embedding, a convolution)."""
+        prefixes = self.vision_modules or ()
+        return (
+            shape.part == "vision"
+            and shape.module != "vision.patch_embedding"
+            and shape.module.startswith(prefixes)
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,3 +56,36 @@ def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[
         ]
         vectors += 2 * text_hidden
     return shapes, vectors
+
+
+# Where vLLM 0.32's multimodal models build their vision part with the quantization config, by model_type:
+# (the tower's prefix, the projector's), None where it is built without it. llava.py and mistral3.py give both
+# vision_tower and multi_modal_projector quant_config; gemma3_mm.py its vision_tower (the projector is a
+# Parameter, no Linear); mllama4.py both quant_config=None; the Qwen-VL towers ("visual") hold their merger,
+# which quant-tui sizes as the projector.
+_VISION_BUILDS: dict[str, tuple[str | None, str | None]] = {
+    "llava": ("vision_tower", "multi_modal_projector"),
+    "mistral3": ("vision_tower", "multi_modal_projector"),
+    "gemma3": ("vision_tower", None),
+    "llama4": (None, None),
+    "qwen2_vl": ("visual", "visual"),
+    "qwen2_5_vl": ("visual", "visual"),
+    "qwen3_vl": ("visual", "visual"),
+    "qwen3_vl_moe": ("visual", "visual"),
+}
+
+
+def quantizable_vision(model_type: str) -> tuple[tuple[str, str], ...] | None:
+    """(quant-tui's vision shape prefix, vLLM's module prefix) pairs vLLM builds with the quantization config.
+
+    ``vision.`` is the tower (its patch embedding is a convolution, never quantized), ``multi_modal_projector.``
+    and ``vision_adapter.`` the projector. None for a model type quant-tui has not read in vLLM.
+    """
+    build = _VISION_BUILDS.get(model_type)
+    if build is None:
+        return None
+    tower, projector = build
+    pairs = [("vision.", tower)] if tower else []
+    if projector:
+        pairs += [("multi_modal_projector.", projector), ("vision_adapter.", projector)]
+    return tuple(pairs)

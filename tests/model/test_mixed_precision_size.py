@@ -99,3 +99,61 @@ def test_vllm_resolves_the_vision_names_the_same_way(prefix: str, algo: str | No
     }
     config = modelopt.ModelOptMixedPrecisionConfig.from_config(copy.deepcopy(quant))
     assert config._resolve_quant_algo(prefix) == algo
+
+
+# One-algo ModelOpt FP8 (ModelOptQuantConfigBase.get_quant_method) on the same LLaVA: every decoder Linear FP8,
+# 218,103,808 + 7 × 8 + 16,384 = 218,120,248 B a layer (6,979,847,936 for 32); the tower stays 16-bit (its
+# vision_tower prefix is kept unquantized whatever the exclude list says); multi_modal_projector is built with the
+# quant config (llava.py) and quantized unless excluded: FP8 20,971,536 B, 16-bit 41,943,040.
+FP8_DECODER = 32 * 218_120_248
+FP8_CASES = [
+    (["lm_head"], TOWER_16 + PATCH + 20_971_536 + VISION_VECTORS),
+    (["lm_head", "multi_modal_projector*"], TOWER_16 + PATCH + PROJECTOR_16 + VISION_VECTORS),
+    (["lm_head", "model.multi_modal_projector*"], TOWER_16 + PATCH + PROJECTOR_16 + VISION_VECTORS),
+]
+
+
+@pytest.mark.parametrize(("ignore", "vision_bytes"), FP8_CASES)
+def test_a_one_algo_modelopt_checkpoint_quantizes_the_vision_layers_vllm_does(
+    tmp_path: Path, ignore: list[str], vision_bytes: int
+) -> None:
+    quant = {"quant_method": "modelopt", "quant_algo": "FP8", "ignore": ignore}
+    model = model_from_config(tmp_path, "llava-mistral-7b", {"quantization_config": quant})
+    assert model.loaded_weight_bytes == FP8_DECODER + VOCAB_AND_NORM + vision_bytes
+
+
+# vLLM's ModelOptFp8Config on those prefixes (an uninitialised ColumnParallelLinear: get_quant_method only asks
+# its type): the projector quantized unless excluded, the vision_tower never.
+ONE_ALGO_CASES = [
+    (["lm_head"], "multi_modal_projector.linear_1", "ModelOptLinearMethod"),
+    (["lm_head", "multi_modal_projector*"], "multi_modal_projector.linear_1", "UnquantizedLinearMethod"),
+    (["lm_head"], "vision_tower.vision_model.encoder.layers.0.self_attn.qkv_proj", "UnquantizedLinearMethod"),
+]
+
+
+@pytest.mark.parametrize(("ignore", "prefix", "method"), ONE_ALGO_CASES)
+def test_vllm_quantizes_the_same_vision_layers(ignore: list[str], prefix: str, method: str) -> None:
+    from vllm.model_executor.layers.linear import ColumnParallelLinear
+    from vllm.model_executor.layers.quantization import modelopt
+
+    config = modelopt.ModelOptFp8Config.from_config(
+        {"quant_method": "modelopt", "quant_algo": "FP8", "ignore": ignore}
+    )
+    layer = ColumnParallelLinear.__new__(ColumnParallelLinear)
+    assert type(config.get_quant_method(layer, prefix)).__name__ == method
+
+
+def test_llama4_vision_stays_16_bit_even_when_named(tmp_path: Path) -> None:
+    # mllama4.py builds vision_model and multi_modal_projector with quant_config=None: names change nothing.
+    def loaded(names: list[str]) -> int:
+        layers = {
+            f"language_model.model.layers.{i}.self_attn.q_proj": {"quant_algo": "FP8"} for i in range(48)
+        }
+        layers |= {name: {"quant_algo": "FP8"} for name in names}
+        quant = {"quant_method": "modelopt", "quant_algo": "MIXED_PRECISION", "quantized_layers": layers}
+        return model_from_config(
+            tmp_path, "llama-4-scout-17b-16e", {"quantization_config": quant}
+        ).loaded_weight_bytes
+
+    vision = ["vision_model.model.layers.0.mlp.fc1", "multi_modal_projector.linear_1"]
+    assert loaded(vision) == loaded([])
