@@ -14,7 +14,7 @@ from engine.plan.memory import DevicePlan, attention_of, plan_cpu, plan_gpu
 from engine.plan.pipeline_stages import check_layer_partition
 from engine.plan.plan_request import PlanRequest, dtype_bytes
 from engine.plan.server_plan import CpuKvSpace, available_ram_bytes, cpu_kv_space
-from engine.plan.tp_divisibility import BlockedWidth, mxfp8_tp_refusal, mxfp8_widths
+from engine.plan.tp_divisibility import BlockedWidth, scale_block_widths, tp_refusal
 from engine.plan.vllm_facts import (
     DEFAULT_GPU_MEMORY_UTILIZATION,
     GIB,
@@ -39,7 +39,7 @@ class DeviceFit:
         pipeline_parallel_size: pipeline stages (the boxes, with ``--nodes``).
         max_num_batched_tokens: vLLM's batch the plan assumes (given or its default).
         max_num_seqs: vLLM's sequence limit the plan assumes (given or its default).
-        skipped_tp: why TP sizes this box has GPUs for were left out (an MXFP8 layer vLLM can't split), if any.
+        skipped_tp: why TP sizes this box has GPUs for were left out (a ModelOpt scale block split), if any.
     """
 
     plan: DevicePlan
@@ -66,7 +66,7 @@ def kv_dtype_bytes(kv_cache_dtype: str, dtype: str = "auto") -> int:
 def tp_options(target: HardwareTarget, model: ModelInfo, widths: tuple[BlockedWidth, ...] = ()) -> list[int]:
     """Tensor-parallel sizes vLLM accepts on this box: up to its GPU count, dividing the attention heads.
 
-    ``widths`` (``mxfp8_widths``) also drops the sizes at which an MXFP8 layer's inputs per rank are not
+    ``widths`` (``scale_block_widths``) also drops the sizes at which a ModelOpt layer's inputs per rank are not
     whole scale blocks.
     """
     if target.kind == "cpu":
@@ -74,7 +74,7 @@ def tp_options(target: HardwareTarget, model: ModelInfo, widths: tuple[BlockedWi
     options = [
         tp
         for tp in (1, 2, 4, 8)
-        if tp <= target.count and model.num_attention_heads % tp == 0 and mxfp8_tp_refusal(widths, tp) is None
+        if tp <= target.count and model.num_attention_heads % tp == 0 and tp_refusal(widths, tp) is None
     ]
     return options or [1]
 
@@ -86,24 +86,24 @@ def skipped_tp_reason(
     dropped = [
         tp
         for tp in (2, 4, 8)
-        if tp <= target.count and model.num_attention_heads % tp == 0 and mxfp8_tp_refusal(widths, tp)
+        if tp <= target.count and model.num_attention_heads % tp == 0 and tp_refusal(widths, tp)
     ]
     if not dropped:
         return None
     sizes = " and ".join(str(tp) for tp in dropped)
-    return f"tensor parallel {sizes} left out: {mxfp8_tp_refusal(widths, dropped[0])}"
+    return f"tensor parallel {sizes} left out: {tp_refusal(widths, dropped[0])}"
 
 
 def check_tp_size(tensor_parallel_size: int, widths: tuple[BlockedWidth, ...]) -> None:
-    """A ``--tensor-parallel-size`` asked for that an MXFP8 layer can't be split at.
+    """A ``--tensor-parallel-size`` asked for that a ModelOpt layer's scale blocks can't be split at.
 
     Raises:
         QuantTuiError: one line with vLLM's reason and the sizes that build.
     """
-    refusal = mxfp8_tp_refusal(widths, tensor_parallel_size)
+    refusal = tp_refusal(widths, tensor_parallel_size)
     if refusal is None:
         return
-    working = [tp for tp in (1, 2, 4, 8) if mxfp8_tp_refusal(widths, tp) is None]
+    working = [tp for tp in (1, 2, 4, 8) if tp_refusal(widths, tp) is None]
     raise QuantTuiError(
         f"--tensor-parallel-size {tensor_parallel_size}: {refusal}",
         f"use --tensor-parallel-size {' or '.join(map(str, working))}"
@@ -196,8 +196,8 @@ def fit_on_target(
         )
 
     check_layout(request, target)
-    widths = mxfp8_widths(model)
-    if (unsplit := mxfp8_tp_refusal(widths, 1)) is not None:  # no TP size builds it
+    widths = scale_block_widths(model)
+    if (unsplit := tp_refusal(widths, 1)) is not None:  # no TP size builds it
         raise ModelError(
             f"{model.name}: {unsplit}",
             "re-export it with ModelOpt keeping that module 16-bit (exclude_modules), or start from the unquantized model",

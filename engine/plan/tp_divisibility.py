@@ -1,4 +1,4 @@
-"""Tensor-parallel sizes vLLM 0.32 refuses for a ModelOpt MXFP8 checkpoint: each rank's inputs in whole scale blocks."""
+"""Tensor-parallel sizes vLLM 0.32 refuses for a ModelOpt checkpoint: each rank's inputs in whole scale blocks."""
 
 from __future__ import annotations
 
@@ -7,33 +7,50 @@ from dataclasses import dataclass
 from engine.model.architecture import read_architecture
 from engine.model.config_json import load_config, text_config
 from engine.model.inspect_model import ModelInfo
-from engine.model.modelopt_config import is_excluded, read_hf_quant_config, read_modelopt
+from engine.model.modelopt_config import (
+    ModelOptConfig,
+    decoder_module,
+    is_excluded,
+    read_hf_quant_config,
+    read_modelopt,
+)
 from engine.model.param_count import model_shapes
 
 # modelopt.py::MXFP8_BLOCK_SIZE (mxfp8_utils): one E8M0 weight scale per 32 inputs.
 MXFP8_BLOCK = 32
+# Each ModelOpt algo's scale block along a Linear's input, as its create_weights checks each rank's share
+# (input_size_per_partition): KMxfp8Static "MXFP8 requires input size divisible by 32", KNvfp4Static (NVFP4 and
+# W4A16_NVFP4) "in features size is not multiple of 16", KFp8Block128 (FP8_PB_WO) "requires in divisible by 128".
+# FP8 and FP8_PER_CHANNEL_PER_TOKEN scale per tensor or per row: nothing to split.
+LINEAR_INPUT_BLOCK = {"MXFP8": MXFP8_BLOCK, "NVFP4": 16, "W4A16_NVFP4": 16, "FP8_PB_WO": 128}
+# Fused-MoE methods that check their widths: ModelOptMxFp8FusedMoE.create_weights, hidden_size and
+# intermediate_size_per_partition (FusedMoEConfig: intermediate_size // TP) by 32. ModelOptNvFp4FusedMoE checks none.
+EXPERTS_BLOCK = {"MXFP8": MXFP8_BLOCK}
 # RowParallelLinear modules (llama.py, qwen3_moe.py, deepseek_v2.py, mamba_mixer2.py, qwen3_next.py): each rank
 # holds input_size / TP columns. Column-parallel ones (q/k/v, gate/up, lm_head) keep the whole input.
 _ROW_PARALLEL = ("o_proj", "down_proj", "out_proj")
-# Parts ModelOptMxFp8Config quantizes: decoder Linears, FusedMoE experts and a ParallelLMHead it does not exclude.
-# Routers and Jamba's Mamba are built without the quant config; ModelOptQuantConfigBase.get_quant_method keeps
-# vision_tower / vision_model prefixes unquantized (others, like Qwen-VL's "visual", only when excluded).
+# Parts a ModelOpt config quantizes: decoder Linears, FusedMoE experts and a ParallelLMHead it does not exclude.
+# Routers and Jamba's Mamba are built without the quant config; vision towers are left out here.
 _QUANTIZED_PARTS = frozenset({"attention", "linear_attention", "mlp", "experts", "shared_expert", "lm_head"})
 
 
 @dataclass(frozen=True, slots=True)
 class BlockedWidth:
-    """One quantized module's input width that must be whole MXFP8 scale blocks on every rank.
+    """One quantized module's input width that must be whole scale blocks on every rank.
 
     Attributes:
         module: the module inside a decoder layer (``self_attn.o_proj``, ``mlp.experts.down_proj``) or ``lm_head``.
         width: its input features before the TP split.
         row_parallel: each rank holds ``width / TP`` of them (else all of them, at any TP).
+        block: the scale block its inputs come in (32 for MXFP8).
+        algo: the ModelOpt algo that wants it.
     """
 
     module: str
     width: int
     row_parallel: bool
+    block: int = MXFP8_BLOCK
+    algo: str = "MXFP8"
 
     def per_rank(self, tensor_parallel_size: int) -> int | None:
         """The inputs one rank holds, or None when ``width`` does not split evenly (vLLM's divide() asserts)."""
@@ -51,49 +68,76 @@ def _quant_config(model: ModelInfo) -> dict[str, object] | None:
     return read_hf_quant_config(model.path / "hf_quant_config.json")
 
 
-def mxfp8_widths(model: ModelInfo) -> tuple[BlockedWidth, ...]:
-    """The input widths of a ModelOpt MXFP8 checkpoint's quantized modules (empty for any other checkpoint).
+def _one_algo(config: ModelOptConfig) -> str:
+    """The algo a one-algo config gives every layer (checkpoint_size reads any other FP4 one as NVFP4)."""
+    return "NVFP4" if "FP4" in config.algo and config.algo != "W4A16_NVFP4" else config.algo
 
-    A module its exclude list leaves unquantized in every decoder layer is left out (vLLM gives it
-    UnquantizedLinearMethod: no scale block). Names are tried as vLLM's prefixes spell them,
-    ``model.layers.{i}.<module>``; the fused experts are one FusedMoE, ``model.layers.{i}.mlp.experts``.
+
+def _module_algos(
+    config: ModelOptConfig, listed: list[tuple[str, str]], module: str, experts: bool, num_layers: int
+) -> set[str]:
+    """The algos ``module``'s matrices carry: the one algo unless excluded everywhere, else its listed names'.
+
+    Names are tried as vLLM's prefixes spell them, ``model.layers.{i}.<module>``; fused experts are one FusedMoE
+    (``model.layers.{i}.mlp.experts``), and a MIXED_PRECISION expert name of any projection gives it its algo
+    (ModelOptMixedPrecisionConfig._resolve_quant_algo's prefix lookup). ``listed``: its names not excluded, as
+    (``decoder_module``, algo).
     """
-    if model.quantization is None or model.quantization.recommend_as != "modelopt-mxfp8":
+    if config.algo != "MIXED_PRECISION":
+        vllm_module = module.rsplit(".", 1)[0] if experts else module
+        names = (
+            ["lm_head"]
+            if module == "lm_head"
+            else [f"model.layers.{i}.{vllm_module}" for i in range(num_layers)]
+        )
+        return (
+            set() if all(is_excluded(name, config.exclude_modules) for name in names) else {_one_algo(config)}
+        )
+    base, _, projection = module.rpartition(".")
+    wanted = {f"{base}.gate_proj", f"{base}.up_proj"} if projection == "gate_up_proj" else {module}
+    return {algo for name, algo in listed if (name.startswith(base + ".") if experts else name in wanted)}
+
+
+def scale_block_widths(model: ModelInfo) -> tuple[BlockedWidth, ...]:
+    """The input widths a ModelOpt checkpoint's scale blocks split (empty for any other checkpoint).
+
+    A module its config leaves unquantized in every layer (excluded, or unlisted in MIXED_PRECISION) gets
+    UnquantizedLinearMethod: no scale block.
+    """
+    if model.quantization is None or model.quantization.method != "modelopt":
         return ()
     quant = _quant_config(model)
     if quant is None:
         return ()
-    excluded = read_modelopt(quant).exclude_modules
-    config = load_config(model.path)
-    shapes = model_shapes(read_architecture(config, model.path))
-    widths: dict[tuple[str, int, bool], None] = {}
+    config = read_modelopt(quant)
+    listed = [
+        (decoder_module(name), algo)
+        for name, algo in config.quantized_layers
+        if not is_excluded(name, config.exclude_modules)
+    ]
+    shapes = model_shapes(read_architecture(load_config(model.path), model.path))
+    widths: dict[BlockedWidth, None] = {}
     for shape in shapes.linears:
         if shape.part not in _QUANTIZED_PARTS:
             continue
-        module = shape.module
-        vllm_module = module.rsplit(".", 1)[0] if shape.part == "experts" else module
-        names = (
-            ["lm_head"]
-            if module == "lm_head"
-            else [f"model.layers.{index}.{vllm_module}" for index in range(model.num_layers)]
-        )
-        if all(is_excluded(name, excluded) for name in names):
-            continue
-        row_parallel = module.rsplit(".", 1)[-1] in _ROW_PARALLEL
-        widths[(module, shape.in_features, row_parallel)] = None
-    return tuple(BlockedWidth(*key) for key in widths)
+        experts = shape.part == "experts"
+        blocks = EXPERTS_BLOCK if experts else LINEAR_INPUT_BLOCK
+        row_parallel = shape.module.rsplit(".", 1)[-1] in _ROW_PARALLEL
+        for algo in sorted(_module_algos(config, listed, shape.module, experts, model.num_layers)):
+            if algo in blocks:
+                widths[BlockedWidth(shape.module, shape.in_features, row_parallel, blocks[algo], algo)] = None
+    return tuple(widths)
 
 
-def mxfp8_tp_refusal(widths: tuple[BlockedWidth, ...], tensor_parallel_size: int) -> str | None:
-    """Why vLLM 0.32 fails to build an MXFP8 layer at this TP size, or None when every layer builds.
+def tp_refusal(widths: tuple[BlockedWidth, ...], tensor_parallel_size: int) -> str | None:
+    """Why vLLM 0.32 fails to build a layer at this TP size, or None when every layer builds.
 
-    KMxfp8Static.create_weights raises "MXFP8 requires input size divisible by 32" for a Linear whose
-    input_size_per_partition is not; ModelOptMxFp8FusedMoE.create_weights the same for hidden_size and
-    intermediate_size_per_partition (FusedMoEConfig: intermediate_size // TP).
+    The layer's create_weights raises when input_size_per_partition (ModelOptMxFp8FusedMoE: the hidden size and
+    intermediate_size_per_partition) is not whole scale blocks (``LINEAR_INPUT_BLOCK``, ``EXPERTS_BLOCK``).
     """
     for width in widths:
         per_rank = width.per_rank(tensor_parallel_size)
-        if per_rank is not None and per_rank % MXFP8_BLOCK == 0:
+        if per_rank is not None and per_rank % width.block == 0:
             continue
         if not width.row_parallel:
             held = f"{width.width} inputs on every rank"
@@ -102,7 +146,7 @@ def mxfp8_tp_refusal(widths: tuple[BlockedWidth, ...], tensor_parallel_size: int
         else:
             held = f"{width.width} inputs, {per_rank} per rank at TP {tensor_parallel_size}"
         return (
-            f"vLLM 0.32 refuses MXFP8 layers whose inputs per rank are not a multiple of {MXFP8_BLOCK} "
-            f"(KMxfp8Static / ModelOptMxFp8FusedMoE.create_weights): {width.module} has {held}"
+            f"vLLM 0.32 refuses {width.algo} layers whose inputs per rank are not a multiple of {width.block} "
+            f"(its create_weights): {width.module} has {held}"
         )
     return None
