@@ -77,37 +77,57 @@ class GgufCheckpoint:
         return embedding_bits, output.bits if output else embedding_bits
 
 
-def gguf_model_files(folder: Path) -> tuple[Path, ...]:
-    """The GGUF files of the one model in ``folder`` (empty when it has none).
+def gguf_model_files(folder: Path, chosen: Path | None = None) -> tuple[Path, ...]:
+    """The GGUF files of the one model in ``folder``, or of ``chosen``'s model (empty when none).
 
     Raises:
-        ModelError: the folder holds several GGUF models (llama.cpp repos ship one file per type).
+        ModelError: the folder holds several GGUF models (llama.cpp repos ship one file per type)
+            and none was chosen.
     """
     files = sorted(path for path in folder.glob("*.gguf") if _PROJECTOR not in path.name.lower())
-    models = {_split_stem(path) for path in files}
+    if chosen is not None:
+        return tuple(path for path in files if gguf_model_name(path) == gguf_model_name(chosen))
+    models = {gguf_model_name(path) for path in files}
     if len(models) > 1:
         names = ", ".join(path.name for path in files[:4]) + (", ..." if len(files) > 4 else "")
         raise ModelError(
             f"{folder} holds {len(models)} GGUF models ({names}); "
-            "put the one to serve in its own folder beside its config.json"
+            f"pass the one to serve: --model {folder / files[0].name}"
         )
     return tuple(files)
 
 
-def config_from_gguf(folder: Path) -> dict[str, Any] | None:
+def gguf_file_of_type(folder: Path, file_type: str) -> Path:
+    """The GGUF file of ``file_type`` (vLLM's ``repo_id:quant_type``, e.g. "Q4_K_M") in a repo's folder.
+
+    Raises:
+        ModelError: no file of that type is there; the message lists the types that are.
+    """
+    files = sorted(path for path in folder.rglob("*.gguf") if _PROJECTOR not in path.name.lower())
+    # The type ends at a separator, so Q4_K does not pick Q4_K_M's file.
+    pattern = re.compile(rf"(?<![A-Za-z0-9]){re.escape(file_type)}(?![A-Za-z0-9_])", re.IGNORECASE)
+    matches = [path for path in files if pattern.search(path.name)]
+    if not matches:
+        types = sorted({gguf_model_name(path).rsplit("-", 1)[-1] for path in files}) or ["none"]
+        raise ModelError(
+            f"no {file_type} GGUF file in {folder}; the types there: {', '.join(types)}",
+            f"pick one of them after the ':', or download it first (hf download REPO --include '*{file_type}*')",
+        )
+    return matches[0]
+
+
+def config_from_gguf(files: tuple[Path, ...]) -> dict[str, Any]:
     """The config a lone GGUF model's metadata gives (no config.json beside it), as vLLM reads it.
 
     transformers' GGUF reader (``PretrainedConfig.get_config_dict(..., gguf_file=...)``) maps the
     metadata to config.json's keys; a config without ``architectures`` gets its model type's causal-LM
-    class, as vLLM's GGUF path does. None when the folder holds no GGUF model.
+    class, as vLLM's GGUF path does.
 
     Raises:
         ModelError: the metadata names an architecture transformers cannot read from GGUF, or lacks
             the model's shape (transformers would fill in its config class's defaults).
     """
-    files = gguf_model_files(folder)
-    if not files:
-        return None
+    folder = files[0].parent
     try:
         from transformers import PretrainedConfig
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -146,7 +166,8 @@ def tokenizer_folder(folder: Path) -> str | None:
     return str(folder) if any((folder / name).is_file() for name in names) else None
 
 
-def _split_stem(path: Path) -> str:
+def gguf_model_name(path: Path) -> str:
+    """The model a GGUF file is (its name without ``.gguf`` and a split part's ``-00001-of-00003``)."""
     found = _SPLIT.match(path.stem)
     return found.group("stem") if found else path.stem
 

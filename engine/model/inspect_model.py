@@ -16,6 +16,7 @@ from engine.model.gguf_file import (
     config_from_gguf,
     gguf_layer_sizes,
     gguf_model_files,
+    gguf_model_name,
     gguf_param_counts,
     read_gguf,
 )
@@ -102,7 +103,9 @@ class ModelInfo(ModelShape):
 
     @property
     def name(self) -> str:
-        """The folder name, or the repo name for a Hugging Face cache snapshot."""
+        """The GGUF model's name, the folder name, or the repo name for a Hugging Face cache snapshot."""
+        if self.gguf_files:  # a folder (or repo) of llama.cpp files holds one file per type
+            return gguf_model_name(self.gguf_files[0])
         parts = self.path.parts
         if "snapshots" in parts:
             repo_folder = parts[parts.index("snapshots") - 1]
@@ -141,17 +144,20 @@ def inspect_model(folder: Path) -> ModelInfo:
     Raises:
         ModelError: the folder, its config or a weights file cannot be used.
     """
+    chosen = folder if folder.suffix == ".gguf" and folder.is_file() else None
+    folder = folder.parent if chosen else folder
     if not folder.is_dir():
         raise ModelError(f"model folder {folder} does not exist; pass a Hugging Face model folder or 'demo'")
+    safetensors = [] if chosen else weight_files(folder)
+    gguf_files = () if safetensors else gguf_model_files(folder, chosen)
     # llama.cpp repos ship a GGUF file without config.json: vLLM reads the config from the file.
-    gguf_config = None if (folder / "config.json").is_file() else config_from_gguf(folder)
-    config = gguf_config or load_config(folder)
+    has_config = (folder / "config.json").is_file()
+    config = config_from_gguf(gguf_files) if gguf_files and not has_config else load_config(folder)
     arch = read_architecture(config, folder)
-    stored = read_safetensors_headers(weight_files(folder))
+    stored = read_safetensors_headers(safetensors)
     # KV-sharing layers' K/V tensors are on disk (weight_bytes, dtypes) but never loaded.
     dropped = kv_shared_weight_prefixes(arch.attention.kv_shared_layers)
     headers = [header for header in stored if not header.name.startswith(dropped)]
-    gguf_files = () if stored else gguf_model_files(folder)
     gguf = read_gguf(gguf_files) if gguf_files else None
     quantization = detect_quantization(config, folder, stored, gguf)
     shapes = model_shapes(arch)

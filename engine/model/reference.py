@@ -1,4 +1,4 @@
-"""Turns what the user typed for --model (a folder, a cached Hugging Face repo id or 'demo') into a folder."""
+"""Turns what the user typed for --model (a folder, a GGUF file, a cached Hugging Face repo id or 'demo') into a path."""
 
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ def resolve_model(
     """Finds the model folder the user means, never downloading anything.
 
     Args:
-        reference: ``demo``, a path to a model folder, or a repo id (``org/name``) already present
-            in the Hugging Face cache.
+        reference: ``demo``, a path to a model folder or a ``.gguf`` file, or a repo id (``org/name``)
+            already present in the Hugging Face cache; ``org/name:Q4_K_M`` picks a GGUF repo's file
+            of that type, as vLLM reads it.
         cache_dir: the Hugging Face hub cache to look in (default: huggingface_hub's own).
         on_demo_progress: progress callback for the first-time build of the demo model.
 
@@ -45,21 +46,29 @@ def resolve_model(
 
         return ensure_demo_model(progress=on_demo_progress)
     path = Path(reference).expanduser()
-    if path.is_dir():
+    if path.is_dir() or (path.is_file() and path.suffix == ".gguf"):
         return path.resolve()
     if path.exists():
-        raise ModelError(f"{reference} is a file; pass the model's folder (the one holding config.json)")
-    if _looks_like_repo_id(reference):
+        raise ModelError(
+            f"{reference} is a file; pass the model's folder (the one holding config.json) or a .gguf file"
+        )
+    repo, _, file_type = reference.partition(":")
+    if _looks_like_repo_id(repo):
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import LocalEntryNotFoundError
 
         try:
-            return Path(snapshot_download(reference, local_files_only=True, cache_dir=cache_dir))
+            folder = Path(snapshot_download(repo, local_files_only=True, cache_dir=cache_dir))
         except (LocalEntryNotFoundError, OSError, ValueError):
             raise ModelError(
-                f"'{reference}' is neither a folder nor a model in the local Hugging Face cache; "
-                f"download it first (hf download {reference}) or pass a folder"
+                f"'{repo}' is neither a folder nor a model in the local Hugging Face cache; "
+                f"download it first (hf download {repo}) or pass a folder"
             ) from None
+        if file_type:
+            from engine.model.gguf_file import gguf_file_of_type
+
+            return gguf_file_of_type(folder, file_type)
+        return folder
     raise ModelError(f"model folder {reference} does not exist; pass a Hugging Face model folder or 'demo'")
 
 
@@ -69,7 +78,7 @@ def _looks_like_repo_id(reference: str) -> bool:
 
 
 def list_cached_models(cache_dir: Path | None = None) -> list[CachedModel]:
-    """Lists the model repos in the local Hugging Face cache that have a config.json, largest first."""
+    """Lists the model repos in the local Hugging Face cache with a config.json or a GGUF file, largest first."""
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
 
@@ -82,7 +91,8 @@ def list_cached_models(cache_dir: Path | None = None) -> list[CachedModel]:
         if repo.repo_type != "model":
             continue
         for revision in sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True):
-            if (revision.snapshot_path / "config.json").is_file():
-                found.append(CachedModel(repo.repo_id, revision.snapshot_path, repo.size_on_disk))
+            snapshot = revision.snapshot_path
+            if (snapshot / "config.json").is_file() or any(snapshot.glob("*.gguf")):
+                found.append(CachedModel(repo.repo_id, snapshot, repo.size_on_disk))
                 break
     return sorted(found, key=lambda model: model.size_bytes, reverse=True)

@@ -10,6 +10,7 @@ from engine.errors import ModelError
 from engine.hardware.detect import target_from_spec
 from engine.model.gguf_file import gguf_model_files
 from engine.model.inspect_model import inspect_model
+from engine.model.reference import resolve_model
 from engine.plan.memory import stage_weights_bytes, weight_bytes
 from engine.plan.pipeline_stages import pipeline_stages
 from engine.plan.recommender import PlanRequest, recommend
@@ -87,14 +88,6 @@ def test_a_split_gguf_set_is_one_model_and_an_mmproj_file_is_no_second(tmp_path:
     ]
 
 
-def test_a_folder_of_several_gguf_types_asks_for_one(tmp_path: Path) -> None:
-    write_config(tmp_path)
-    for name in ("m-Q4_K_M.gguf", "m-Q8_0.gguf"):
-        (tmp_path / name).write_bytes(b"")
-    with pytest.raises(ModelError, match=r"holds 2 GGUF models \(m-Q4_K_M.gguf, m-Q8_0.gguf\); put the one"):
-        inspect_model(tmp_path)
-
-
 @pytest.mark.parametrize("content", [b"GGUF", b"not a gguf file at all"])
 def test_an_unreadable_gguf_file_is_one_line(tmp_path: Path, content: bytes) -> None:
     write_config(tmp_path)
@@ -144,7 +137,7 @@ def test_a_split_gguf_set_is_refused_with_the_merge_command(tmp_path: Path) -> N
     with pytest.raises(ModelError) as refused:
         recommend(inspect_model(tmp_path), target_from_spec("H100"))
     assert str(refused.value) == (
-        f"{tmp_path.name}: vLLM loads a GGUF model from one file and this one is split in 2; merge them first "
+        "m: vLLM loads a GGUF model from one file and this one is split in 2; merge them first "
         "(llama.cpp: llama-gguf-split --merge m-00001-of-00002.gguf merged.gguf)"
     )
 
@@ -193,3 +186,46 @@ def test_the_4_bit_warning_follows_the_files_own_bits(tmp_path: Path, all_q4_0: 
     assert info.loaded_weight_bytes == (695_296 if all_q4_0 else FILE_BYTES)
     top = recommend(info, target_from_spec("H100"), PlanRequest(max_model_len=2048)).best
     assert any(warning.startswith("4-bit weights cost more quality") for warning in top.warnings) is warned
+
+
+def _cached_gguf_repo(hub: Path, files: tuple[str, ...]) -> Path:
+    """A GGUF repo laid out the way huggingface_hub caches it (no config.json, as llama.cpp repos ship)."""
+    repo = hub / "models--acme--tiny-GGUF"
+    snapshot = repo / "snapshots" / ("b" * 40)
+    for name in files:
+        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+        write_gguf(snapshot / name, metadata=True)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("b" * 40)
+    return snapshot
+
+
+def test_a_repo_id_with_a_type_picks_that_gguf_file_as_vllm_does(tmp_path: Path) -> None:
+    # vLLM: `vllm serve unsloth/Qwen3-0.6B-GGUF:Q4_K_M`; Q4_K must not take Q4_K_M's file.
+    names = ("tiny-Q4_K_M.gguf", "tiny-Q4_K.gguf", "Q8_0/tiny-Q8_0-00001-of-00002.gguf")
+    snapshot = _cached_gguf_repo(tmp_path / "hub", names)
+    for file_type, expected in (("Q4_K_M", names[0]), ("q4_k", names[1]), ("Q8_0", names[2])):
+        assert resolve_model(f"acme/tiny-GGUF:{file_type}", cache_dir=tmp_path / "hub") == snapshot / expected
+    with pytest.raises(ModelError) as missing:
+        resolve_model("acme/tiny-GGUF:Q6_K", cache_dir=tmp_path / "hub")
+    assert str(missing.value) == (
+        f"no Q6_K GGUF file in {snapshot}; the types there: Q4_K, Q4_K_M, Q8_0; pick one of them after the ':', "
+        "or download it first (hf download REPO --include '*Q6_K*')"
+    )
+
+
+def test_a_gguf_file_among_several_types_is_its_own_model(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    write_gguf(tmp_path / "tiny-Q4_0.gguf")
+    write_gguf(tmp_path / "tiny-Q8_0.gguf", all_q4_0=True)
+    with pytest.raises(
+        ModelError, match=f"holds 2 GGUF models .*; pass the one to serve: --model {tmp_path}/tiny-Q4_0.gguf"
+    ):
+        inspect_model(tmp_path)
+    chosen = inspect_model(resolve_model(str(tmp_path / "tiny-Q8_0.gguf")))
+    assert (chosen.name, chosen.path, chosen.gguf_files) == (
+        "tiny-Q8_0",
+        tmp_path,
+        (tmp_path / "tiny-Q8_0.gguf",),
+    )
+    assert chosen.loaded_weight_bytes == 695_296  # the all-Q4_0 file's bytes (test above), not the other's

@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default="demo",
-        help="model to start with: a folder, a repo id in the local Hugging Face cache, or 'demo' (default)",
+        help="model to start with: a folder, a .gguf file, a repo id in the local Hugging Face cache, or 'demo' (default)",
     )
     parser.add_argument(
         "--gpu",

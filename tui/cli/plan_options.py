@@ -96,8 +96,8 @@ PLAN_OPTIONS: tuple[PlanOption, ...] = (
 
 
 def add_model_option(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
-    """``--model``: a folder, a repo id in the local Hugging Face cache, or ``demo``."""
-    where = "model folder, a repo id in the local Hugging Face cache, or 'demo'"
+    """``--model``: a folder, a ``.gguf`` file, a repo id in the local Hugging Face cache, or ``demo``."""
+    where = "model folder, a .gguf file, a repo id in the local Hugging Face cache (a GGUF repo's org/name:Q4_K_M), or 'demo'"
     if required:
         parser.add_argument("--model", required=True, help=where)
     else:
