@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.model.config_json import first_key
 from engine.model.linear_shape import LinearShape
 
 # Multimodal configs whose towers are Gemma 4's: vLLM 0.32 gemma4_mm.py::Gemma4ForConditionalGeneration builds
 # them with transformers' AutoModel.from_config (Gemma4VisionModel, Gemma4AudioModel), swaps each nn.Linear for
 # a ReplicatedLinear of the same shape (recursive_replace_linear) and adds its own Gemma4MultimodalEmbedder.
-GEMMA4_TOWER_MODEL_TYPES = {"gemma4"}
+# gemma4_unified.py::Gemma4UnifiedForConditionalGeneration builds no tower: an encoder-free vision_embedder and
+# the same embedders.
+GEMMA4_TOWER_MODEL_TYPES = {"gemma4", "gemma4_unified"}
 # transformers' Gemma4VisionConfig / Gemma4AudioConfig defaults, for keys a config.json leaves out.
 _VISION_DEFAULTS: dict[str, Any] = {
     "hidden_size": 768,
@@ -32,6 +35,15 @@ _AUDIO_DEFAULTS: dict[str, Any] = {
     "use_clipped_linears": True,
     "output_proj_dims": 1536,
 }
+# transformers' Gemma4UnifiedVisionConfig / Gemma4UnifiedAudioConfig defaults.
+_UNIFIED_VISION_DEFAULTS: dict[str, Any] = {
+    "patch_size": 16,
+    "pooling_kernel_size": 3,
+    "mm_embed_dim": 3840,
+    "mm_posemb_size": 1120,
+    "output_proj_dims": 3840,
+}
+_UNIFIED_AUDIO_EMBED_DIM = 640
 # Gemma4ClippableLinear with use_clipped_linears: input_min, input_max, output_min, output_max, one scalar
 # each, persistent buffers the checkpoint ships and vLLM's AutoWeightsLoader loads.
 _CLIP_BOUNDS = 4
@@ -115,18 +127,53 @@ def _audio(audio: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], 
     return shapes, vectors
 
 
+def _unified(
+    vision: dict[str, Any] | None, audio: dict[str, Any] | None, text_hidden: int
+) -> tuple[list[LinearShape], int]:
+    """Gemma 4 Unified's encoder-free embedders (gemma4_unified.py).
+
+    Gemma4UnifiedVisionEmbedder: patch_ln1 (LayerNorm over 3·(patch_size·pooling_kernel_size)² with bias),
+    patch_dense (→ mm_embed_dim, with bias), patch_ln2, pos_embedding (mm_posemb_size × 2 × mm_embed_dim) and
+    pos_norm; embed_vision projects output_proj_dims → text hidden. embed_audio (with an ``audio_config``)
+    projects the raw frames, audio_embed_dim wide (its hidden_size / output_proj_dims), → text hidden.
+    """
+    shapes: list[LinearShape] = []
+    vectors = 0
+    if vision is not None:
+        v = _filled(vision, _UNIFIED_VISION_DEFAULTS)
+        patch_dim = 3 * (int(v["patch_size"]) * int(v["pooling_kernel_size"])) ** 2
+        embed, out = int(v["mm_embed_dim"]), int(v["output_proj_dims"])
+        shapes += [
+            LinearShape("vision_embedder.patch_dense", "vision", patch_dim, embed, 1),
+            LinearShape("embed_vision.embedding_projection", "vision", out, text_hidden, 1),
+        ]
+        # patch_ln1; patch_dense's bias; patch_ln2 and pos_norm; the position table
+        vectors += 2 * patch_dim + embed + 2 * 2 * embed + int(v["mm_posemb_size"]) * 2 * embed
+    if audio is not None:
+        # audio_embed_dim is also the config class's hidden_size and output_proj_dims (properties)
+        keys = ("audio_embed_dim", "output_proj_dims", "hidden_size")
+        frames = int(first_key(audio, *keys, default=_UNIFIED_AUDIO_EMBED_DIM))
+        shapes.append(LinearShape("embed_audio.embedding_projection", "vision", frames, text_hidden, 1))
+    return shapes, vectors
+
+
 def gemma4_tower_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], int]:
     """Gemma 4's vision tower and audio tower (each where the config has its sub-config) with their embedders.
 
     vLLM builds the vision tower unconditionally (a config without ``vision_config`` fails to load there), the
     audio tower only with an ``audio_config``; quant-tui counts a tower only where its sub-config is given.
     """
+    vision, audio = config.get("vision_config"), config.get("audio_config")
+    if config.get("model_type") == "gemma4_unified":
+        return _unified(
+            vision if isinstance(vision, dict) else None,
+            audio if isinstance(audio, dict) else None,
+            text_hidden,
+        )
     shapes: list[LinearShape] = []
     vectors = 0
-    vision = config.get("vision_config")
     if isinstance(vision, dict):
         shapes, vectors = _vision(vision, text_hidden)
-    audio = config.get("audio_config")
     if isinstance(audio, dict):
         audio_shapes, audio_vectors = _audio(audio, text_hidden)
         shapes, vectors = shapes + audio_shapes, vectors + audio_vectors

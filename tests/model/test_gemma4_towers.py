@@ -156,3 +156,66 @@ def test_transformers_builds_the_same_towers(vision: dict[str, Any], audio: dict
         built += _state_numel(Gemma4MultimodalEmbedder(audio_config, text_config))
     shapes, vectors = gemma4_tower_shapes({"vision_config": vision, "audio_config": audio}, TEXT_HIDDEN)
     assert sum(shape.numel for shape in shapes) + vectors == built
+
+
+# Gemma 4 Unified (gemma4_unified.py): no towers. Vision patch 2 × pooling 2 = model patches of 4 (3·4·4 = 48
+# values), mm_embed_dim 64, a position table of 5, output_proj_dims 64; audio frames of 20.
+UNIFIED_VISION: dict[str, Any] = {
+    "model_type": "gemma4_unified_vision",
+    "patch_size": 2,
+    "pooling_kernel_size": 2,
+    "mm_embed_dim": 64,
+    "mm_posemb_size": 5,
+    "output_proj_dims": 64,
+}
+UNIFIED_AUDIO: dict[str, Any] = {"model_type": "gemma4_unified_audio", "audio_embed_dim": 20}
+# patch_ln1 weight + bias 2·48 = 96; patch_dense 48·64 = 3072 + bias 64; patch_ln2 and pos_norm 2·2·64 = 256;
+# pos_embedding 5·2·64 = 640; embed_vision.embedding_projection 64·64 = 4096.
+UNIFIED_VISION_PARAMS = 96 + 3_072 + 64 + 256 + 640 + 4_096  # 8,224
+UNIFIED_AUDIO_PARAMS = 20 * 64  # embed_audio.embedding_projection: 1,280
+# transformers' defaults (patch 16 × 3 = 48: 6912 values, mm_embed_dim 3840, table 1120, output 3840):
+# patch_ln1 13,824; patch_dense 6912·3840 = 26,542,080 + 3840; patch_ln2, pos_norm 15,360; table
+# 1120·2·3840 = 8,601,600; embed_vision 3840·64 = 245,760. Audio frames 640: 640·64 = 40,960.
+UNIFIED_DEFAULTS = 13_824 + 26_542_080 + 3_840 + 15_360 + 8_601_600 + 245_760  # 35,422,464
+
+# vision_config, audio_config, embedder parameters
+UNIFIED_CASES = [
+    (UNIFIED_VISION, None, UNIFIED_VISION_PARAMS),
+    (UNIFIED_VISION, UNIFIED_AUDIO, UNIFIED_VISION_PARAMS + UNIFIED_AUDIO_PARAMS),  # 9,504
+    ({"model_type": "gemma4_unified_vision"}, {}, UNIFIED_DEFAULTS + 40_960),
+]
+
+
+@pytest.mark.parametrize(("vision", "audio", "embedders"), UNIFIED_CASES)
+def test_gemma4_unified_embedders_from_the_config(
+    vision: dict[str, Any], audio: dict[str, Any] | None, embedders: int
+) -> None:
+    config = {**_config(vision, audio), "model_type": "gemma4_unified"}
+    config["architectures"] = ["Gemma4UnifiedForConditionalGeneration"]
+    assert estimate_params(read_architecture(config, Path("."))).vision == embedders
+
+
+@pytest.mark.parametrize(("vision", "audio"), [(UNIFIED_VISION, UNIFIED_AUDIO), ({}, {})])
+def test_transformers_builds_the_same_unified_embedders(
+    vision: dict[str, Any], audio: dict[str, Any]
+) -> None:
+    import torch
+    from transformers.models.gemma4_unified.configuration_gemma4_unified import (
+        Gemma4UnifiedAudioConfig,
+        Gemma4UnifiedTextConfig,
+        Gemma4UnifiedVisionConfig,
+    )
+    from transformers.models.gemma4_unified.modeling_gemma4_unified import (
+        Gemma4UnifiedMultimodalEmbedder,
+        Gemma4UnifiedVisionEmbedder,
+    )
+
+    vision_config = Gemma4UnifiedVisionConfig(**{k: v for k, v in vision.items() if k != "model_type"})
+    audio_config = Gemma4UnifiedAudioConfig(**{k: v for k, v in audio.items() if k != "model_type"})
+    text_config = Gemma4UnifiedTextConfig(hidden_size=TEXT_HIDDEN)
+    with torch.device("meta"):  # its multimodal_embedder is vLLM's embed_vision
+        built = _state_numel(Gemma4UnifiedVisionEmbedder(vision_config, text_config))
+        built += _state_numel(Gemma4UnifiedMultimodalEmbedder(audio_config, text_config))
+    config = {"model_type": "gemma4_unified", "vision_config": vision, "audio_config": audio}
+    shapes, vectors = gemma4_tower_shapes(config, TEXT_HIDDEN)
+    assert sum(shape.numel for shape in shapes) + vectors == built
