@@ -92,9 +92,18 @@ def gguf_model_files(folder: Path, chosen: Path | None = None) -> tuple[Path, ..
         names = ", ".join(path.name for path in files[:4]) + (", ..." if len(files) > 4 else "")
         raise ModelError(
             f"{folder} holds {len(models)} GGUF models ({names}); "
-            f"pass the one to serve: --model {folder / files[0].name}"
+            f"pass the one to serve: --model {_model_reference(folder, files[0])}"
         )
     return tuple(files)
+
+
+def _model_reference(folder: Path, file: Path) -> str:
+    """How to name ``file`` for --model: ``org/name:TYPE`` inside a Hugging Face cache snapshot, else its path."""
+    parts = folder.parts
+    if "snapshots" in parts and parts[parts.index("snapshots") - 1].startswith("models--"):
+        repo = parts[parts.index("snapshots") - 1].removeprefix("models--").replace("--", "/", 1)
+        return f"{repo}:{gguf_model_name(file).rsplit('-', 1)[-1]}"
+    return str(folder / file.name)
 
 
 def gguf_file_of_type(folder: Path, file_type: str) -> Path:

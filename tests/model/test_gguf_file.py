@@ -206,6 +206,10 @@ def test_a_repo_id_with_a_type_picks_that_gguf_file_as_vllm_does(tmp_path: Path)
     snapshot = _cached_gguf_repo(tmp_path / "hub", names)
     for file_type, expected in (("Q4_K_M", names[0]), ("q4_k", names[1]), ("Q8_0", names[2])):
         assert resolve_model(f"acme/tiny-GGUF:{file_type}", cache_dir=tmp_path / "hub") == snapshot / expected
+    with pytest.raises(
+        ModelError, match=r"holds 2 GGUF models .*; pass the one to serve: --model acme/tiny-GGUF:Q4_K$"
+    ):
+        inspect_model(resolve_model("acme/tiny-GGUF", cache_dir=tmp_path / "hub"))
     with pytest.raises(ModelError) as missing:
         resolve_model("acme/tiny-GGUF:Q6_K", cache_dir=tmp_path / "hub")
     assert str(missing.value) == (
