@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from engine.model.inspect_model import inspect_model
+from tests.fixtures.tiny_gguf import write_config, write_gguf
 from tests.model.test_inspect_model_real_configs import config_only
 from tui.screens.model import model_summary
 
@@ -31,3 +33,15 @@ def _text(name: str, tmp_path: Path) -> str:
 )
 def test_attention_row(name: str, attention: str, tmp_path: Path) -> None:
     assert attention in _text(name, tmp_path)
+
+
+def test_a_gguf_files_weights_row_shows_its_mix_of_types(tmp_path: Path) -> None:
+    # The tiny GGUF's 1,213,696 weights: Q4_0 933,888 (attn_q/k/v/output, ffn_gate/up and output),
+    # F16 262,144 (ffn_down), Q8_0 16,384 (token_embd), F32 1,280 (norms): 77 %, 22 %, 1 %.
+    write_config(tmp_path)
+    write_gguf(tmp_path / "m-Q4_0.gguf")
+    console = Console(width=200, record=True)
+    console.print(model_summary(inspect_model(tmp_path)))
+    text = console.export_text()
+    assert "1.0 MiB, GGUF Q4_0 77%, F16 22%, Q8_0 1%" in text
+    assert "already quantized: gguf, GGUF Q4_0" in text

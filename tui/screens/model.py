@@ -51,7 +51,7 @@ def model_summary(model: ModelInfo) -> Table:
     table.add_row("Attention", attention)
     table.add_row("Context", f"{model.max_context:,} tokens, vocabulary {model.vocab_size:,}")
     weights = size(model.weight_bytes) if model.weight_bytes else "no weights found (config only)"
-    table.add_row("Weights", f"{weights}, {model.torch_dtype}")
+    table.add_row("Weights", f"{weights}, {_gguf_types(model) if model.gguf_files else model.torch_dtype}")
     if model.is_moe:
         table.add_row("Experts", f"{model.num_experts}, {model.experts_per_token} per token")
     quantization = (
@@ -61,6 +61,13 @@ def model_summary(model: ModelInfo) -> Table:
     )
     table.add_row("Quantization", quantization)
     return table
+
+
+def _gguf_types(model: ModelInfo) -> str:
+    """A GGUF file's mix, by share of the weights: "GGUF Q4_K 62%, Q6_K 30%, F32 1%"."""
+    total = sum(model.dtype_params.values()) or 1
+    ranked = sorted(model.dtype_params.items(), key=lambda item: item[1], reverse=True)[:3]
+    return "GGUF " + ", ".join(f"{name} {100 * count / total:.0f}%" for name, count in ranked)
 
 
 class ModelScreen(StepScreen):
