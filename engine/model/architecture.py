@@ -11,6 +11,8 @@ from engine.model import hybrid_layers, mtp_layers, shared_kv_layers
 from engine.model.config_class_defaults import (
     ALTERNATING_SLIDING,
     CONFIG_CLASS_DEFAULTS,
+    DRAFT_ONLY_MODEL_TYPES,
+    GEMMA4_TEXT_MODEL_TYPES,
     MLA_MODEL_TYPES,
     QK_NORM_MODEL_TYPES,
     SLIDING_PATTERN_DEFAULTS,
@@ -269,7 +271,7 @@ def _attention_layout(
         full_num_kv_heads=full_heads if full_size else 0,
         full_head_size=full_size,
         kv_shared_layers=shared_kv_layers.kv_shared_layers(text, model_type, num_layers),
-        vision_bidirectional=model_type == "gemma4_text"
+        vision_bidirectional=model_type in GEMMA4_TEXT_MODEL_TYPES
         and text.get("use_bidirectional_attention") == "vision",
     )
 
@@ -282,6 +284,11 @@ def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:
     architectures = config.get("architectures") or text.get("architectures") or []
     architecture = str(architectures[0]) if architectures else str(text.get("model_type", "unknown"))
     model_type = str(text.get("model_type") or config.get("model_type") or "unknown")
+    if str(config.get("model_type")) in DRAFT_ONLY_MODEL_TYPES:
+        raise ModelError(
+            f"{folder} is a {config.get('model_type')} draft checkpoint, which vLLM loads only as the "
+            "--speculative-config model of its main Gemma 4 model; pass the main model's folder"
+        )
     try:
         num_layers = int(first_key(text, "num_hidden_layers", "n_layer", "num_layers", "n_layers"))
         hidden_size = int(first_key(text, "hidden_size", "n_embd", "d_model", "dim"))
@@ -342,7 +349,7 @@ def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:
         attention_bias=bool(first_key(text, "attention_bias", default=model_type in {"qwen2", "qwen2_moe"})),
         # GLM-4-MoE: vLLM's Glm4MoeAttention builds q_norm / k_norm only when use_qk_norm (GLM-4.5, not -Air).
         qk_norm=model_type in QK_NORM_MODEL_TYPES
-        or model_type == "gemma4_text"  # Gemma4Attention: q_norm, k_norm (v_norm has no weight)
+        or model_type in GEMMA4_TEXT_MODEL_TYPES  # Gemma4Attention: q_norm, k_norm (v_norm has no weight)
         or (model_type == "glm4_moe" and bool(text.get("use_qk_norm"))),
         is_multimodal=isinstance(config.get("vision_config"), dict) or text_config(config) is not config,
     )

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+# Gemma 4's text model under both its config types: Gemma4UnifiedForConditionalGeneration builds the
+# same Gemma4ForCausalLM from a "gemma4_unified_text" text_config (vLLM 0.32 gemma4_unified.py).
+GEMMA4_TEXT_MODEL_TYPES = frozenset({"gemma4_text", "gemma4_unified_text"})
+# Draft checkpoints vLLM builds only under --speculative-config (config/speculative.py turns them into
+# Gemma4MTPModel): never a model to serve on its own.
+DRAFT_ONLY_MODEL_TYPES = frozenset({"gemma4_assistant", "gemma4_unified_assistant"})
 # Architectures whose config class defaults tie_word_embeddings to False (PretrainedConfig says True).
 UNTIED_BY_DEFAULT = {
     "llama",

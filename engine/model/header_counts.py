@@ -11,7 +11,16 @@ from engine.model.safetensors_headers import TensorHeader
 
 TensorRole = Literal["linear", "embedding", "lm_head", "router", "norm", "bias", "vision", "other"]
 
-_VISION_PARTS = ("vision_tower", "vision_model", "visual.", "multi_modal_projector", "mm_projector", "audio")
+_VISION_PARTS = (
+    "vision_tower",
+    "vision_model",
+    "visual.",
+    "multi_modal_projector",
+    "mm_projector",
+    "audio",
+    "embed_vision",  # Gemma 4's vision projection (gemma4_mm.py)
+    "vision_embedder",  # Gemma 4 Unified's patch embedder (gemma4_unified.py)
+)
 _ROUTER_SUFFIXES = (
     ".mlp.gate.weight",
     ".block_sparse_moe.gate.weight",

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.model.architecture import Architecture
+from engine.model.config_class_defaults import GEMMA4_TEXT_MODEL_TYPES
 
 # transformers' Gemma4TextConfig: hidden_size_per_layer_input defaults to 256 (per-layer embeddings).
 GEMMA4_PER_LAYER_INPUT = 256
@@ -46,13 +47,13 @@ def mlp_width(arch: Architecture, index: int, default: int) -> int:
     """
     widths = arch.text.get("intermediate_size")
     width = int(widths[index]) if isinstance(widths, list) and index < len(widths) else default
-    double = arch.model_type == "gemma4_text" and arch.text.get("use_double_wide_mlp")
+    double = arch.model_type in GEMMA4_TEXT_MODEL_TYPES and arch.text.get("use_double_wide_mlp")
     return 2 * width if double and index in arch.attention.kv_shared_layers else width
 
 
 def per_layer_input_size(text: dict[str, Any], model_type: str) -> int:
     """Gemma 4's per-layer-embedding width (``hidden_size_per_layer_input``, 0 without)."""
-    if model_type != "gemma4_text":
+    if model_type not in GEMMA4_TEXT_MODEL_TYPES:
         return 0
     value = text.get("hidden_size_per_layer_input", GEMMA4_PER_LAYER_INPUT)
     return int(value or 0)

@@ -9,6 +9,7 @@ from typing import Literal
 from engine.model import mtp_layers
 from engine.model.architecture import Architecture
 from engine.model.attention_params import attention_shapes, linear_attention_shapes
+from engine.model.config_class_defaults import GEMMA4_TEXT_MODEL_TYPES
 from engine.model.config_json import first_key
 from engine.model.gemma4_towers import GEMMA4_TOWER_MODEL_TYPES, gemma4_tower_shapes
 from engine.model.layer_variants import AttentionVariant, attention_variant, mlp_width, per_layer_input_size
@@ -22,7 +23,7 @@ _ONE_NORM_PER_LAYER = {"nemotron_h"}
 # Routers with an e_score_correction_bias whatever the config says (vLLM's Glm4MoE, NemotronHMoE).
 _SCORE_BIAS_ALWAYS = {"glm4_moe", "nemotron_h"}
 # Gemma 4's MoE layers keep their dense MLP beside the experts (Gemma4DecoderLayer's enable_moe_block).
-_MLP_BESIDE_MOE = {"gemma4_text"}
+_MLP_BESIDE_MOE = GEMMA4_TEXT_MODEL_TYPES
 Mixer = Literal["attention", "linear", "both", None]  # both: Falcon-H1's attention + Mamba2 in one layer
 Ffn = Literal["moe", "dense", None]
 
@@ -144,7 +145,9 @@ def _mlp(
 def _norms_per_layer(arch: Architecture) -> int:
     if arch.model_type in _ONE_NORM_PER_LAYER:
         return arch.hidden_size
-    if arch.model_type == "gemma4_text":  # four norms, and post_per_layer_input_norm with per-layer inputs
+    if (
+        arch.model_type in GEMMA4_TEXT_MODEL_TYPES
+    ):  # four norms, and post_per_layer_input_norm with per-layer inputs
         extra = (1 if per_layer_input_size(arch.text, arch.model_type) else 0) + (3 if arch.moe else 0)
         return (
             4 + extra

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.model.config_class_defaults import GEMMA4_TEXT_MODEL_TYPES
+
 # Families whose last ``num_kv_shared_layers`` layers reuse an earlier layer's KV cache
 # (vLLM's Gemma3nAttention / Gemma4Attention set ``kv_sharing_target_layer_name``).
-KV_SHARING_MODEL_TYPES = {"gemma3n_text", "gemma4_text"}
+KV_SHARING_MODEL_TYPES = {"gemma3n_text", *GEMMA4_TEXT_MODEL_TYPES}
 # transformers' Gemma4TextConfig.__post_init__: ``global_head_dim`` defaults to 512.
 GEMMA4_GLOBAL_HEAD_DIM = 512
 
@@ -33,7 +35,7 @@ def gemma4_full_attention(text: dict[str, Any], model_type: str, kv_heads: int) 
     Gemma4DecoderLayer reads ``config.per_layer_config[layer_idx]``. A config.json that carries
     ``per_layer_config`` itself (keyed by layer index) is read as it stands.
     """
-    if model_type != "gemma4_text":
+    if model_type not in GEMMA4_TEXT_MODEL_TYPES:
         return 0, 0
     layer_types = list(text.get("layer_types") or [])
     full = [index for index, name in enumerate(layer_types) if name == "full_attention"]
@@ -54,7 +56,7 @@ def with_gemma4_defaults(text: dict[str, Any], model_type: str, num_layers: int)
     ``layer_types``: five sliding layers to one full (``sliding_window_pattern`` 6), the last layer
     forced to full; ``sliding_window`` 512.
     """
-    if model_type != "gemma4_text":
+    if model_type not in GEMMA4_TEXT_MODEL_TYPES:
         return text
     names = list(text.get("layer_types") or [])
     if not names:

@@ -262,10 +262,17 @@ def _not_llm(folder: Path) -> None:
     (folder / "config.json").write_text(json.dumps({"model_type": "resnet", "num_channels": 3}))
 
 
+def _draft_only(folder: Path) -> None:
+    # google/gemma-4-e2b-it-assistant's kind: vLLM builds it only as a --speculative-config draft.
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "gemma4_assistant"}))
+
+
 @pytest.mark.parametrize(
     ("break_it", "message"),
     [
         (_corrupt, "incomplete or damaged"),
+        (_draft_only, "gemma4_assistant draft checkpoint, which vLLM loads only as the --speculative-config"),
         (_no_config, "no config.json"),
         (_bad_json, "not valid JSON"),
         (_not_llm, "decoder-only"),
@@ -293,6 +300,9 @@ def test_bad_model_folders_give_one_line_errors(tmp_path: Path, break_it: object
         ("model.layers.0.block_sparse_moe.experts.3.w1.weight", [14336, 4096], "linear"),
         ("model.layers.0.mlp.gate_proj.weight", [14336, 4096], "linear"),
         ("vision_tower.encoder.layers.0.mlp.fc1.weight", [4096, 1024], "vision"),
+        # Gemma 4's vision projection and Gemma 4 Unified's patch embedder (gemma4_mm.py, gemma4_unified.py).
+        ("model.embed_vision.embedding_projection.weight", [2560, 768], "vision"),
+        ("model.vision_embedder.patch_dense.weight", [768, 588], "vision"),
         # Qwen3-Next: the Gated DeltaNet convolution (conv_dim 2·16·128 + 32·128 = 8192, kernel 4) and the
         # shared expert's one-row gate are built unquantized by vLLM; the projections are Linear.
         ("model.layers.0.linear_attn.conv1d.weight", [8192, 1, 4], "other"),

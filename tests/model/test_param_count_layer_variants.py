@@ -63,6 +63,7 @@ MOE_LAYER = 37_779_472
 CASES = [
     (MOE, TOTAL + 12 * MOE_LAYER),  # 1,290,984,896
     ({}, TOTAL),
+    ({"model_type": "gemma4_unified_text"}, TOTAL),  # the same Gemma4ForCausalLM (gemma4_unified.py)
     ({"use_double_wide_mlp": True}, TOTAL + 4 * MLP),  # layers 8-11 at 12,288
     ({"hidden_size_per_layer_input": 256}, TOTAL + PER_LAYER_INPUTS),
     ({"hidden_size_per_layer_input": None}, TOTAL + PER_LAYER_INPUTS),  # unset: transformers' 256

@@ -47,6 +47,8 @@ def _attention(**overrides: Any) -> Any:
 BYTES_PER_TOKEN = [
     # sliding 1 head × (256 + 256) × 2 B = 1024; full 1 × 2 × 512 × 2 = 2048: 7 × 1024 + 2048.
     ({}, 1, 9_216),
+    # Gemma 4 Unified's text_config type builds the same Gemma4ForCausalLM (gemma4_unified.py).
+    ({"model_type": "gemma4_unified_text"}, 1, 9_216),
     # without sharing all 12: 10 × 1024 + 2 × 2048.
     ({"num_kv_shared_layers": 0}, 1, 14_336),
     # k_eq_v: sliding 4 heads × 512 × 2 = 4096, full num_global_key_value_heads 1 × 1024 × 2 = 2048.
