@@ -8,6 +8,7 @@ groups), ModelOpt FP8/NVFP4 and bitsandbytes.
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -71,9 +72,58 @@ def _parts(patterns: list[str] | None) -> tuple[Part, ...]:
     return tuple(part for part in DECODER_LINEAR_PARTS if part not in ignored)
 
 
-def _compressed_tensors(quant: dict[str, Any], dtype_bytes: float) -> WeightLayout:
+def _ignores(prefix: str, patterns: list[str]) -> bool:
+    """Whether an ignore list leaves the vision module vLLM builds as ``prefix`` unquantized.
+
+    compressed-tensors' should_ignore_layer and Fp8Config's is_layer_skipped (exact mode) match each layer's full
+    name: a ``re:`` regex by re.match, anything else exactly, after the model's hf_to_vllm_mapper (so a name is
+    taken in either form). A regex is tried on the module's own name and a listed layer inside the module stands
+    for all of it: a checkpoint ignores a tower whole or not at all.
+    """
+    for name in (prefix, f"model.{prefix}"):
+        for pattern in patterns:
+            if pattern.startswith("re:"):
+                if re.match(pattern[3:], name):
+                    return True
+            elif pattern == name or pattern.startswith(f"{name}."):
+                return True
+    return False
+
+
+def _built_vision(
+    config: dict[str, Any], method: str, ignore: list[str], targets: list[str] | None = None
+) -> tuple[str, ...]:
+    """The vision shapes vLLM builds with the quantization config ``method`` that ``ignore`` leaves quantized.
+
+    ``targets`` (compressed-tensors' config_groups): find_matched_target needs one, either a ``re:`` regex on the
+    name or a class name the layer's contains ("Linear" is in every vLLM Linear's); None: every layer is reached.
+    """
+
+    def reached(prefix: str) -> bool:
+        if targets is None:
+            return True
+        names = (prefix, f"model.{prefix}")
+        return any(
+            target.lower() == "linear"
+            or (target.startswith("re:") and any(re.match(target[3:], name) for name in names))
+            for target in targets
+        )
+
+    model_type = str(config.get("model_type") or "")
+    return tuple(
+        shapes
+        for shapes, prefix in quantizable_vision(model_type, config, method) or ()
+        if reached(prefix) and not _ignores(prefix, ignore)
+    )
+
+
+def _compressed_tensors(
+    quant: dict[str, Any], dtype_bytes: float, config: dict[str, Any] | None = None
+) -> WeightLayout:
     groups = list((quant.get("config_groups") or {}).values())
     group = groups[0] if groups else {}
+    targets = [str(target) for g in groups for target in g.get("targets") or []]
+    vision = _built_vision(config or {}, "compressed-tensors", list(quant.get("ignore") or []), targets)
     weights = group.get("weights") or {}
     bits = int(weights.get("num_bits", 8))
     kind = str(weights.get("type", "int"))
@@ -92,9 +142,17 @@ def _compressed_tensors(quant: dict[str, Any], dtype_bytes: float) -> WeightLayo
             16,
             scale_bytes=1,
             extra_bytes_per_matrix=8,
+            vision_modules=vision,
         )
     if "mxfp4" in fmt:
-        return WeightLayout("MXFP4 (compressed-tensors)", _parts(quant.get("ignore")), 4, 32, scale_bytes=1)
+        return WeightLayout(
+            "MXFP4 (compressed-tensors)",
+            _parts(quant.get("ignore")),
+            4,
+            32,
+            scale_bytes=1,
+            vision_modules=vision,
+        )
     if fmt == "pack-quantized":
         extra += 16  # weight_shape: two int64
     zero_bits = 0 if weights.get("symmetric", True) else bits
@@ -112,6 +170,7 @@ def _compressed_tensors(quant: dict[str, Any], dtype_bytes: float) -> WeightLayo
         zero_point_bits=zero_bits,
         extra_bytes_per_matrix=extra,
         unquantized_bytes=dtype_bytes,
+        vision_modules=vision,
     )
 
 
@@ -166,23 +225,24 @@ def _modelopt_algo(
 _MODELOPT_16_BIT_VISION = ("vision_tower", "vision_model", "vit_large_projector")
 
 
-def _modelopt_vision(model_type: str, excluded: tuple[str, ...]) -> tuple[str, ...]:
+def _modelopt_vision(config: dict[str, Any], excluded: tuple[str, ...]) -> tuple[str, ...]:
     """The vision shapes a one-algo ModelOpt config quantizes: built with it, not kept 16-bit, not excluded."""
+    model_type = str(config.get("model_type") or "")
     return tuple(
         shapes
-        for shapes, prefix in quantizable_vision(model_type) or ()
+        for shapes, prefix in quantizable_vision(model_type, config, "modelopt") or ()
         if not any(kept in prefix for kept in _MODELOPT_16_BIT_VISION)
         and not is_excluded(prefix, excluded)
         and not is_excluded(f"model.{prefix}", excluded)  # the name ModelOpt saw, before vLLM's mapper
     )
 
 
-def _modelopt(quant: dict[str, Any], dtype_bytes: float, model_type: str = "") -> WeightLayout:
+def _modelopt(quant: dict[str, Any], dtype_bytes: float, model: dict[str, Any]) -> WeightLayout:
     config = read_modelopt(quant)
     if config.algo != "MIXED_PRECISION":
         algo = "NVFP4" if "FP4" in config.algo and config.algo != "W4A16_NVFP4" else config.algo
         layout = _modelopt_algo(algo, config.group_size, _parts(list(config.exclude_modules)), dtype_bytes)
-        return replace(layout, vision_modules=_modelopt_vision(model_type, config.exclude_modules))
+        return replace(layout, vision_modules=_modelopt_vision(model, config.exclude_modules))
     # ModelOptMixedPrecisionConfig.get_quant_method: an excluded layer, or one missing from quantized_layers,
     # stays unquantized; the others take their own algo.
     names: dict[tuple[str, str, bool], list[int | None]] = defaultdict(list)
@@ -200,7 +260,7 @@ def _modelopt(quant: dict[str, Any], dtype_bytes: float, model_type: str = "") -
         for (module, algo, one), layers in sorted(names.items())
     )
     algos = sorted({algo for _, algo, _ in names})
-    vision = quantizable_vision(model_type)
+    vision = quantizable_vision(str(model.get("model_type") or ""), model, "modelopt_mixed")
     return WeightLayout(
         f"MIXED_PRECISION {' + '.join(algos)} (ModelOpt)",
         unquantized_bytes=dtype_bytes,
@@ -264,11 +324,22 @@ def weight_layout(config: dict[str, Any], folder: Path | None = None) -> WeightL
     if method in {"fp8", "fbgemm_fp8"}:
         block = quant.get("weight_block_size")
         parts = _parts(quant.get("modules_to_not_convert"))
+        # Fp8Config.from_config: ignored_layers, else modules_to_not_convert
+        skipped = list(quant.get("ignored_layers") or quant.get("modules_to_not_convert") or [])
+        vision = _built_vision(config, method, skipped)
         if block:
             rows, cols = int(block[0]), int(block[1])
-            return WeightLayout(f"FP8 block {rows}×{cols}", parts, 8, block=(rows, cols), scale_bytes=4)
+            return WeightLayout(
+                f"FP8 block {rows}×{cols}", parts, 8, block=(rows, cols), scale_bytes=4, vision_modules=vision
+            )
         return WeightLayout(
-            "FP8 per tensor", parts, 8, per_tensor_scale=True, scale_bytes=4, extra_bytes_per_matrix=4
+            "FP8 per tensor",
+            parts,
+            8,
+            per_tensor_scale=True,
+            scale_bytes=4,
+            extra_bytes_per_matrix=4,
+            vision_modules=vision,
         )
     if method in {"gptq", "awq"}:
         bits = int(quant.get("bits") or quant.get("w_bit") or 4)
@@ -286,9 +357,9 @@ def weight_layout(config: dict[str, Any], folder: Path | None = None) -> WeightL
             unquantized_bytes=2,  # GPTQ/AWQ checkpoints are float16
         )
     if method == "compressed-tensors" or "config_groups" in quant:
-        return _compressed_tensors(quant, dtype_bytes)
+        return _compressed_tensors(quant, dtype_bytes, config)
     if method in {"modelopt", "modelopt_fp4"}:
-        return _modelopt(quant, dtype_bytes, str(config.get("model_type") or ""))
+        return _modelopt(quant, dtype_bytes, config)
     if method == "bitsandbytes":
         return _bitsandbytes(quant, dtype_bytes)
     return WeightLayout(f"{method} (size unknown, counted 16-bit)", unquantized_bytes=dtype_bytes)

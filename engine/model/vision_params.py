@@ -75,12 +75,49 @@ _VISION_BUILDS: dict[str, tuple[str | None, str | None]] = {
 }
 
 
-def quantizable_vision(model_type: str) -> tuple[tuple[str, str], ...] | None:
+# gemma4_mm.py::Gemma4ForConditionalGeneration builds the vision tower, embed_vision, the audio tower and
+# embed_audio with one tower_quant, every nn.Linear in the towers (the patch embedder's input_proj too) swapped for
+# a ReplicatedLinear with it (recursive_replace_linear); gemma4_unified.py gives quant_config to vision_embedder's
+# patch_dense only, its embed_vision / embed_audio to none.
+_GEMMA4_BUILDS = (
+    ("vision.", "vision_tower"),
+    ("embed_vision.", "embed_vision"),
+    ("audio.", "audio_tower"),
+    ("embed_audio.", "embed_audio"),
+)
+_GEMMA4_UNIFIED_BUILDS = (("vision_embedder.", "vision_embedder"),)
+# tower_quant is the checkpoint's config for these methods (QuantizationConfig.get_name()) whatever the sizes; for
+# the others (Marlin, FP8 kernels want multiples of 64) only when the vision hidden and intermediate sizes both are.
+_GEMMA4_ANY_SIZE_METHODS = {"bitsandbytes", "torchao", "compressed-tensors"}
+# transformers' Gemma4VisionConfig defaults, for a vision_config that leaves them out.
+_GEMMA4_VISION_WIDTHS = (768, 3072)
+
+
+def _gemma4_towers_quantized(config: dict[str, Any], method: str) -> bool:
+    if method in _GEMMA4_ANY_SIZE_METHODS:
+        return True
+    vision = config.get("vision_config")
+    if not isinstance(vision, dict):
+        return False  # vLLM cannot build a Gemma 4 without one
+    hidden = int(vision.get("hidden_size") or _GEMMA4_VISION_WIDTHS[0])
+    inner = int(vision.get("intermediate_size") or _GEMMA4_VISION_WIDTHS[1])
+    return hidden % 64 == 0 and inner % 64 == 0
+
+
+def quantizable_vision(
+    model_type: str, config: dict[str, Any] | None = None, method: str = ""
+) -> tuple[tuple[str, str], ...] | None:
     """(quant-tui's vision shape prefix, vLLM's module prefix) pairs vLLM builds with the quantization config.
 
-    ``vision.`` is the tower (its patch embedding is a convolution, never quantized), ``multi_modal_projector.``
-    and ``vision_adapter.`` the projector. None for a model type quant-tui has not read in vLLM.
+    ``vision.`` is the tower (a ViT's patch embedding is a convolution, never quantized; Gemma 4's is a Linear),
+    ``multi_modal_projector.`` and ``vision_adapter.`` the projector. Gemma 4's choice depends on ``config`` (its
+    vision sizes) and ``method``, vLLM's name of the quantization method (``compressed-tensors``, ``fp8``,
+    ``modelopt``...). None for a model type quant-tui has not read in vLLM.
     """
+    if model_type == "gemma4_unified":
+        return _GEMMA4_UNIFIED_BUILDS
+    if model_type == "gemma4":
+        return _GEMMA4_BUILDS if _gemma4_towers_quantized(config or {}, method) else ()
     build = _VISION_BUILDS.get(model_type)
     if build is None:
         return None
