@@ -83,6 +83,33 @@ def test_gemma4_towers_are_quantized_as_vllm_builds_them(
     assert checkpoint_bytes(shapes, weight_layout(config)).total == expected
 
 
+# An audio tower beside the "96" vision tower: h 64, 1 layer, 2 heads, subsampling channels 8 and 4, output 64.
+#   input_proj_linear (8 // 4)·4 = 8 → 64: 512 (64 rows); ffw_layer_1 2 of 64 → 256: 32,768 (512 rows);
+#   ffw_layer_2 2 of 256 → 64: 32,768 (128); q/k/v 3 of 64 × 64: 12,288 (192); post, relative_k_proj,
+#   linear_end, output_proj 4 of 64 × 64: 16,384 (256); linear_start 64 → 128: 8,192 (128);
+#   embed_audio 64 → 128: 8,192 (128) = 111,104 weights, 14 matrices, 1,408 rows.
+_AUDIO = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+_AUDIO |= {"subsampling_conv_channels": [8, 4], "output_proj_dims": 64}
+AUDIO_CASES = [
+    # FP8 at MLP 96: tower_quant None for the audio tower too (one choice, from the vision sizes):
+    # (80,896 + 111,104) × 2 B.
+    (_FP8, 384_000),
+    # compressed-tensors ignoring the vision side only: vision 161,792 B 16-bit, audio W8A16
+    # 111,104 + 1,408 × 2 + 14 × 16 = 114,144 B.
+    (_ct(["lm_head", "re:.*vision_tower.*", "re:.*embed_vision.*"]), 161_792 + 114_144),
+]
+
+
+@pytest.mark.parametrize(("quant", "expected"), AUDIO_CASES)
+def test_the_audio_tower_follows_the_vision_towers_choice(quant: dict[str, Any], expected: int) -> None:
+    vision = _VISION | {"intermediate_size": 96}
+    config = {"model_type": "gemma4", "vision_config": vision, "audio_config": _AUDIO}
+    config |= {"quantization_config": quant, "torch_dtype": "bfloat16"}
+    linears, _ = gemma4_tower_shapes(config, TEXT_HIDDEN)
+    shapes = ModelShapes(tuple(linears), vector_params=0, embedding=0, vision_vector_params=0, mtp=0)
+    assert checkpoint_bytes(shapes, weight_layout(config)).total == expected
+
+
 # vLLM's own quantization configs on the prefixes gemma4_mm.py / gemma4_unified.py build (an uninitialised
 # ReplicatedLinear: get_quant_method asks its type and class name), where tower_quant is the checkpoint's config.
 VLLM_CASES = [
