@@ -172,6 +172,17 @@ def detect_quantization(
 
     ``gguf`` is the folder's GGUF model when it has no safetensors weights (``read_gguf``).
     """
+    # The file is what vLLM serves, whatever a base model's config.json beside it says.
+    if gguf is not None:
+        # vLLM's GGUF loader takes one file (its docs: "only supports loading single-file GGUF models").
+        split = len(gguf.files) > 1
+        unloadable = (
+            f"vLLM loads a GGUF model from one file and this one is split in {len(gguf.files)}; "
+            f"merge them first (llama.cpp: llama-gguf-split --merge {gguf.files[0].name} merged.gguf)"
+        )
+        return ExistingQuantization(
+            "gguf", f"GGUF {gguf.file_type}".rstrip(), "gguf", None, unloadable if split else None
+        )
     quant_config = (
         text_config(config).get("quantization_config")
         or config.get("quantization_config")
@@ -205,16 +216,6 @@ def detect_quantization(
         return ExistingQuantization(method, method, None)
     if (folder / "hf_quant_config.json").is_file():
         return _modelopt_file(folder / "hf_quant_config.json")
-    if gguf is not None:
-        # vLLM's GGUF loader takes one file (its docs: "only supports loading single-file GGUF models").
-        split = len(gguf.files) > 1
-        unloadable = (
-            f"vLLM loads a GGUF model from one file and this one is split in {len(gguf.files)}; "
-            f"merge them first (llama.cpp: llama-gguf-split --merge {gguf.files[0].name} merged.gguf)"
-        )
-        return ExistingQuantization(
-            "gguf", f"GGUF {gguf.file_type}".rstrip(), "gguf", None, unloadable if split else None
-        )
     low_precision = Counter(h.dtype for h in headers if h.dtype in {"F8_E4M3", "F8_E5M2", "I8", "U8", "I32"})
     if low_precision:
         dtype = low_precision.most_common(1)[0][0]

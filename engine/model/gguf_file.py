@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ _SPLIT = re.compile(r"^(?P<stem>.+)-\d{5}-of-\d{5}$")
 # A vision projector beside a language model (llama.cpp's mmproj files) is no second model.
 _PROJECTOR = "mmproj"
 _LAYER = re.compile(r"^blk\.(\d+)\.")
+# llama.cpp's type names as repos end file names with them: Q4_K_M, IQ3_XXS, Q8_0, F16, BF16, TQ1_0.
+_TYPE_SUFFIX = re.compile(r"(?:^|[-.])((?:I?Q|TQ|BF|F)\d\w*)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +105,7 @@ def _model_reference(folder: Path, file: Path) -> str:
     parts = folder.parts
     if "snapshots" in parts and parts[parts.index("snapshots") - 1].startswith("models--"):
         repo = parts[parts.index("snapshots") - 1].removeprefix("models--").replace("--", "/", 1)
-        return f"{repo}:{gguf_model_name(file).rsplit('-', 1)[-1]}"
+        return f"{repo}:{gguf_type_name(file)}"
     return str(folder / file.name)
 
 
@@ -117,7 +120,7 @@ def gguf_file_of_type(folder: Path, file_type: str) -> Path:
     pattern = re.compile(rf"(?<![A-Za-z0-9]){re.escape(file_type)}(?![A-Za-z0-9_])", re.IGNORECASE)
     matches = [path for path in files if pattern.search(path.name)]
     if not matches:
-        types = sorted({gguf_model_name(path).rsplit("-", 1)[-1] for path in files}) or ["none"]
+        types = sorted({gguf_type_name(path) for path in files}) or ["none"]
         raise ModelError(
             f"no {file_type} GGUF file in {folder}; the types there: {', '.join(types)}",
             f"pick one of them after the ':', or download it first (hf download REPO --include '*{file_type}*')",
@@ -153,10 +156,10 @@ def config_from_gguf(files: tuple[Path, ...]) -> dict[str, Any]:
         raise ModelError(
             f"no config.json in {folder}; put the original model's config.json beside the GGUF file"
         ) from None
-    except (ValueError, KeyError, OSError) as error:
+    except (ValueError, KeyError, IndexError, TypeError, struct.error, OSError) as error:
         raise ModelError(
             f"cannot read a model config from {files[0].name} ({error}); "
-            "put the original model's config.json beside the GGUF file"
+            "download the file again, or put the original model's config.json beside it"
         ) from None
     missing = [key for key in ("num_hidden_layers", "hidden_size", "vocab_size") if key not in config]
     if missing:
@@ -173,6 +176,13 @@ def tokenizer_folder(folder: Path) -> str | None:
     """``folder`` when it holds a Hugging Face tokenizer, which vLLM's GGUF docs advise over the file's own."""
     names = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
     return str(folder) if any((folder / name).is_file() for name in names) else None
+
+
+def gguf_type_name(path: Path) -> str:
+    """The GGML type a file's name ends with: "Q4_K_M" for Qwen3-8B-Q4_K_M.gguf and llama-2-7b.Q4_K_M.gguf."""
+    name = gguf_model_name(path)
+    found = _TYPE_SUFFIX.search(name)
+    return found.group(1) if found else name
 
 
 def gguf_model_name(path: Path) -> str:
@@ -194,7 +204,7 @@ def read_gguf(files: tuple[Path, ...]) -> GgufCheckpoint:
     for path in files:
         try:
             reader = GGUFReader(path)
-        except (ValueError, KeyError, IndexError, TypeError, OSError) as error:
+        except (ValueError, KeyError, IndexError, TypeError, struct.error, OSError) as error:
             raise ModelError(
                 f"{path} is not a readable GGUF file ({error}); download it again or pass a safetensors folder"
             ) from None

@@ -150,6 +150,7 @@ def inspect_model(folder: Path) -> ModelInfo:
         raise ModelError(f"model folder {folder} does not exist; pass a Hugging Face model folder or 'demo'")
     safetensors = [] if chosen else weight_files(folder)
     gguf_files = () if safetensors else gguf_model_files(folder, chosen)
+    gguf = read_gguf(gguf_files) if gguf_files else None  # a damaged file says so before its config
     # llama.cpp repos ship a GGUF file without config.json: vLLM reads the config from the file.
     has_config = (folder / "config.json").is_file()
     config = config_from_gguf(gguf_files) if gguf_files and not has_config else load_config(folder)
@@ -158,7 +159,6 @@ def inspect_model(folder: Path) -> ModelInfo:
     # KV-sharing layers' K/V tensors are on disk (weight_bytes, dtypes) but never loaded.
     dropped = kv_shared_weight_prefixes(arch.attention.kv_shared_layers)
     headers = [header for header in stored if not header.name.startswith(dropped)]
-    gguf = read_gguf(gguf_files) if gguf_files else None
     quantization = detect_quantization(config, folder, stored, gguf)
     shapes = model_shapes(arch)
     layout = weight_layout(config, folder)

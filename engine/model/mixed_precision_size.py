@@ -39,9 +39,13 @@ def mixed_shape_bytes(shape: LinearShape, modules: tuple[ModuleLayout, ...]) -> 
         matched = [m for m in modules if _module_part(m.module) == shape.part]
         pieces = 1
         named = sum(m.matrices for m in matched)
+        if not named:  # named in other layers only (``layer_layout``): 16-bit here
+            return 0, 0, shape.numel
         share = [shape.count * m.matrices / named for m in matched]
     else:
         named = sum(m.matrices for m in matched)
+        if not named:  # this layer does not list it: vLLM builds it unquantized
+            return 0, 0, shape.numel
         scale = min(1.0, shape.count * pieces / named)
         share = [m.matrices * scale for m in matched]
     piece = LinearShape(shape.module, shape.part, shape.in_features, shape.out_features // pieces, 1)

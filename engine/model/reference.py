@@ -29,7 +29,7 @@ def resolve_model(
     cache_dir: Path | None = None,
     on_demo_progress: Callable[[DemoBuildProgress], None] | None = None,
 ) -> Path:
-    """Finds the model folder the user means, never downloading anything.
+    """Finds the model folder (or GGUF file) the user means, never downloading anything.
 
     Args:
         reference: ``demo``, a path to a model folder or a ``.gguf`` file, or a repo id (``org/name``)
@@ -46,8 +46,10 @@ def resolve_model(
 
         return ensure_demo_model(progress=on_demo_progress)
     path = Path(reference).expanduser()
-    if path.is_dir() or (path.is_file() and path.suffix == ".gguf"):
+    if path.is_dir():
         return path.resolve()
+    if path.is_file() and path.suffix == ".gguf":  # a cache snapshot's link keeps its name; its blob has none
+        return path.absolute()
     if path.exists():
         raise ModelError(
             f"{reference} is a file; pass the model's folder (the one holding config.json) or a .gguf file"
@@ -92,7 +94,7 @@ def list_cached_models(cache_dir: Path | None = None) -> list[CachedModel]:
             continue
         for revision in sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True):
             snapshot = revision.snapshot_path
-            if (snapshot / "config.json").is_file() or any(snapshot.glob("*.gguf")):
+            if (snapshot / "config.json").is_file() or any(snapshot.rglob("*.gguf")):
                 found.append(CachedModel(repo.repo_id, snapshot, repo.size_on_disk))
                 break
     return sorted(found, key=lambda model: model.size_bytes, reverse=True)

@@ -73,11 +73,14 @@ class ModuleLayout:
 
 
 def layer_layout(layout: WeightLayout, layer: int) -> WeightLayout:
-    """``layout`` for one decoder layer: a mixed-precision checkpoint's modules as that layer's names list them."""
+    """``layout`` for one decoder layer: a mixed-precision checkpoint's modules as that layer's names list them.
+
+    A module the layer does not list stays, with no matrices: vLLM leaves that layer's matrix unquantized
+    (ModelOptMixedPrecisionConfig.get_quant_method), where a missing module would take its part's algos.
+    """
     modules = tuple(
         replace(module, matrices=module.layers.count(layer), layers=(layer,) * module.layers.count(layer))
         for module in layout.per_module
-        if layer in module.layers
     )
     return replace(layout, per_module=modules) if layout.per_module else layout
 

@@ -145,9 +145,10 @@ class VllmServer:
         """
         if self._process is not None:
             raise QuantTuiError("this server was already started; create a new VllmServer")
-        if not self.config.model.is_dir():
+        model = self.config.model
+        if not (model.is_dir() or (model.suffix == ".gguf" and model.is_file())):
             raise QuantTuiError(
-                f"model folder {self.config.model} does not exist; pass the folder holding config.json"
+                f"model folder {model} does not exist; pass the folder holding config.json (or a .gguf file)"
             )
         if self.config.port is not None and not port_is_free(self.config.connect_host, self.config.port):
             raise PortInUseError(

@@ -8,7 +8,7 @@ import pytest
 
 from engine.errors import ModelError
 from engine.hardware.detect import target_from_spec
-from engine.model.gguf_file import gguf_model_files
+from engine.model.gguf_file import gguf_model_files, gguf_type_name
 from engine.model.inspect_model import inspect_model
 from engine.model.reference import resolve_model
 from engine.plan.memory import stage_weights_bytes, weight_bytes
@@ -233,3 +233,45 @@ def test_a_gguf_file_among_several_types_is_its_own_model(tmp_path: Path) -> Non
         (tmp_path / "tiny-Q8_0.gguf",),
     )
     assert chosen.loaded_weight_bytes == 695_296  # the all-Q4_0 file's bytes (test above), not the other's
+
+
+def test_a_gguf_link_in_the_hugging_face_cache_keeps_its_name(tmp_path: Path) -> None:
+    # huggingface_hub's snapshot holds a link named after the file; its blob (a hash) has no suffix.
+    snapshot = _cached_gguf_repo(tmp_path / "hub", ("tiny-Q4_K_M.gguf",))
+    blob = tmp_path / "hub" / "models--acme--tiny-GGUF" / "blobs" / "0123abcd"
+    blob.parent.mkdir(parents=True)
+    (snapshot / "tiny-Q4_K_M.gguf").rename(blob)
+    (snapshot / "tiny-Q4_K_M.gguf").symlink_to(blob)
+    resolved = resolve_model(str(snapshot / "tiny-Q4_K_M.gguf"))
+    assert resolved == snapshot / "tiny-Q4_K_M.gguf"
+    assert inspect_model(resolved).loaded_weight_bytes == FILE_BYTES
+
+
+@pytest.mark.parametrize("kept", [100, 2_000])
+def test_a_truncated_lone_gguf_file_is_one_line(tmp_path: Path, kept: int) -> None:
+    # No config.json: the file is read before transformers parses its metadata (struct.error there).
+    write_gguf(tmp_path / "m.gguf", metadata=True)
+    (tmp_path / "m.gguf").write_bytes((tmp_path / "m.gguf").read_bytes()[:kept])
+    with pytest.raises(ModelError, match=r"m.gguf is not a readable GGUF file .*download it again"):
+        inspect_model(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "file_type"),
+    [
+        ("Qwen3-8B-Q4_K_M.gguf", "Q4_K_M"),
+        ("llama-2-7b.Q4_K_M.gguf", "Q4_K_M"),  # TheBloke's names
+        ("gemma-3-27b-it-IQ3_XXS-00001-of-00002.gguf", "IQ3_XXS"),
+        ("phi-4-BF16.gguf", "BF16"),
+    ],
+)
+def test_the_type_is_read_from_the_end_of_the_name(name: str, file_type: str) -> None:
+    assert gguf_type_name(Path(name)) == file_type
+
+
+def test_the_serve_screen_serves_the_gguf_file_not_its_folder(gguf_folder: Path) -> None:
+    from tui.screens.serve import serve_folder
+    from tui.state import Selection
+
+    model = inspect_model(gguf_folder)
+    assert serve_folder(Selection(model=model)) == gguf_folder / "llama-Q4_0.gguf"

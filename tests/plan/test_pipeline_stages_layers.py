@@ -252,3 +252,24 @@ def test_a_mixed_modelopt_checkpoints_stages_hold_their_own_layers_algos(
     weights = weight_bytes(model, "modelopt-mixed")
     built = pipeline_stages(model.num_layers, 2, model.tie_word_embeddings)
     assert [stage_weights_bytes(model, weights, stage) for stage in built] == per_stage
+
+
+def test_a_module_a_mixed_layer_does_not_list_stays_16_bit_in_that_layer(tmp_path: Path) -> None:
+    # Both layers FP8 (218,120,248 B each, above), but quantized_layers leaves out layer 0's down_proj:
+    # vLLM builds it unquantized (ModelOptMixedPrecisionConfig.get_quant_method). Its 14,336 × 4,096 =
+    # 58,720,256 weights take 117,440,512 B at bf16 instead of 58,720,256 + two float32 scales = 58,720,264:
+    # layer 0 = 218,120,248 + 58,720,248 = 276,840,496 B. The layers then add up to the loaded weights
+    # less the two vocabulary matrices (1,050,673,152 each) and the final norm (8,192).
+    layers = modelopt_mixed_layers(["FP8", "FP8"])
+    del layers["model.layers.0.mlp.down_proj"]
+    quant = {
+        "quant_method": "modelopt",
+        "quant_algo": "MIXED_PRECISION",
+        "ignore": ["lm_head"],
+        "quantized_layers": layers,
+    }
+    model = model_from_config(
+        tmp_path, "llama-3.1-8b", {"quantization_config": quant}, {"num_hidden_layers": 2}
+    )
+    assert model.layer_bytes == (276_840_496, 218_120_248)
+    assert sum(model.layer_bytes) == model.loaded_weight_bytes - 2 * 1_050_673_152 - 8_192

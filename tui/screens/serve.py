@@ -36,12 +36,12 @@ ServeState = Literal["stopped", "starting", "healthy", "stopping", "failed"]
 
 
 def serve_folder(selection: Selection) -> Path | None:
-    """The folder to serve: the quantized output, or the model itself when the plan needs no quantization."""
+    """What to serve: the quantized output, or the model itself (a single-file GGUF model: its file) when the plan needs no quantization."""
     if selection.serve_dir is not None:
         return selection.serve_dir
     candidate = selection.candidate
     if selection.model is not None and (candidate is None or not candidate.needs_quantization):
-        return selection.model.path
+        return selection.model.gguf_file or selection.model.path
     return None
 
 
