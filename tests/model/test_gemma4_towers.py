@@ -16,6 +16,7 @@ import pytest
 from engine.model.architecture import read_architecture
 from engine.model.gemma4_towers import gemma4_tower_shapes
 from engine.model.param_count import estimate_params
+from tests.plan.model_configs import TINY_GEMMA4_TEXT
 
 TEXT_HIDDEN = 64
 # Vision h 32, MLP 64, 2 layers, 2 heads and 1 KV head of 16, patch 4, a position table of 10.
@@ -68,23 +69,8 @@ AUDIO_PARAMS = 628 + 25_016 + 1_584 + 3_072  # 30,300
 
 
 def _text() -> dict[str, Any]:
-    """A tiny Gemma 4 text model (tests/model/test_mtp_layers.py's): 84,640 parameters served."""
-    return {
-        "model_type": "gemma4_text",
-        "hidden_size": TEXT_HIDDEN,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
-        "head_dim": 16,
-        "global_head_dim": 32,
-        "layer_types": ["sliding_attention", "full_attention"],
-        "sliding_window": 8,
-        "intermediate_size": 128,
-        "vocab_size": 256,
-        "tie_word_embeddings": True,
-        "hidden_size_per_layer_input": 0,
-        "num_kv_shared_layers": 0,
-    }
+    """The shared tiny Gemma 4 text model (tests/plan/model_configs.py): 84,640 parameters served."""
+    return {key: value for key, value in TINY_GEMMA4_TEXT.items() if key != "architectures"}
 
 
 TEXT_PARAMS = 84_640

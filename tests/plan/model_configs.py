@@ -64,3 +64,28 @@ def modelopt_mixed_layers(algos: list[str]) -> dict[str, dict[str, Any]]:
         for block, names in zip(("self_attn", "mlp"), _LLAMA_MODULES, strict=True):
             layers |= {f"model.layers.{index}.{block}.{name}": recipe for name in names}
     return layers
+
+
+# A made-up tiny Gemma 4 text config: h 64, 2 heads, 1 KV head × 16, layer 1 full with global_head_dim 32,
+# MLP 128, vocab 256, tied, no per-layer inputs, no KV sharing.
+# Sliding layer 0: q 64·32 = 2048 + k, v 2·64·16 = 2048 + o 32·64 = 2048 + q/k norms 32 = 6176.
+# Full layer 1: q 64·64 = 4096 + k, v 2·64·32 = 4096 + o 4096 + q/k norms 64 = 12,352.
+# MLPs 2·3·64·128 = 49,152; four norms a layer 2·256 = 512; embedding 256·64 = 16,384; final norm 64.
+TINY_GEMMA4_TOTAL = 6_176 + 12_352 + 49_152 + 512 + 16_384 + 64  # 84,640
+TINY_GEMMA4_TEXT: dict[str, Any] = {
+    "architectures": ["Gemma4ForCausalLM"],
+    "model_type": "gemma4_text",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 16,
+    "global_head_dim": 32,
+    "layer_types": ["sliding_attention", "full_attention"],
+    "sliding_window": 8,
+    "intermediate_size": 128,
+    "vocab_size": 256,
+    "tie_word_embeddings": True,
+    "hidden_size_per_layer_input": 0,
+    "num_kv_shared_layers": 0,
+}
