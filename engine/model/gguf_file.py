@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ModelError
+from engine.model.hub_cache import cached_repo_id
 from engine.model.param_count import ParamCounts
 
 # llama.cpp's split files: "<name>-00001-of-00003.gguf" (gguf-split); the set is one model.
@@ -102,11 +103,8 @@ def gguf_model_files(folder: Path, chosen: Path | None = None) -> tuple[Path, ..
 
 def _model_reference(folder: Path, file: Path) -> str:
     """How to name ``file`` for --model: ``org/name:TYPE`` inside a Hugging Face cache snapshot, else its path."""
-    parts = folder.parts
-    if "snapshots" in parts and parts[parts.index("snapshots") - 1].startswith("models--"):
-        repo = parts[parts.index("snapshots") - 1].removeprefix("models--").replace("--", "/", 1)
-        return f"{repo}:{gguf_type_name(file)}"
-    return str(folder / file.name)
+    repo = cached_repo_id(folder)
+    return f"{repo}:{gguf_type_name(file)}" if repo else str(folder / file.name)
 
 
 def gguf_file_of_type(folder: Path, file_type: str) -> Path:

@@ -26,6 +26,7 @@ from engine.model.header_counts import (
     mtp_prefixes,
     unquantized_linears,
 )
+from engine.model.hub_cache import cached_repo_id
 from engine.model.moe_layout import MoeLayout
 from engine.model.param_count import active_params, decoder_layer_shapes, model_shapes
 from engine.model.safetensors_headers import read_safetensors_headers, weight_files
@@ -106,12 +107,8 @@ class ModelInfo(ModelShape):
         """The GGUF model's name, the folder name, or the repo name for a Hugging Face cache snapshot."""
         if self.gguf_files:  # a folder (or repo) of llama.cpp files holds one file per type
             return gguf_model_name(self.gguf_files[0])
-        parts = self.path.parts
-        if "snapshots" in parts:
-            repo_folder = parts[parts.index("snapshots") - 1]
-            if repo_folder.startswith("models--"):
-                return repo_folder.removeprefix("models--").split("--", 1)[-1]
-        return self.path.name
+        repo = cached_repo_id(self.path)
+        return repo.split("/", 1)[-1] if repo else self.path.name
 
     @property
     def is_moe(self) -> bool:

@@ -15,7 +15,7 @@ from engine.model.modelopt_config import (
     names_one_matrix,
     read_modelopt,
 )
-from tests.plan.model_configs import model_from_config, modelopt_mixed_layers
+from tests.plan.model_configs import model_from_config, modelopt_mixed_layers, modelopt_mixed_quant
 
 LAYERS = {"model.layers.0.mlp.down_proj": {"quant_algo": "nvfp4", "group_size": 32}}
 
@@ -108,12 +108,7 @@ FP8_LAYER, NVFP4_LAYER = 218_120_248, 122_699_832
 def test_a_mixed_checkpoints_layers_are_sized_by_their_own_algos(
     tmp_path: Path, algos: list[str], layer_bytes: tuple[int, ...]
 ) -> None:
-    quant = {
-        "quant_method": "modelopt",
-        "quant_algo": "MIXED_PRECISION",
-        "ignore": ["lm_head"],
-        "quantized_layers": modelopt_mixed_layers(algos),
-    }
+    quant = modelopt_mixed_quant(modelopt_mixed_layers(algos))
     model = model_from_config(
         tmp_path, "llama-3.1-8b", {"quantization_config": quant}, {"num_hidden_layers": 4}
     )

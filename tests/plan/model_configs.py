@@ -56,6 +56,16 @@ def model_from_config(
 _LLAMA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj"), ("gate_proj", "up_proj", "down_proj")
 
 
+def modelopt_mixed_quant(layers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A ModelOpt MIXED_PRECISION quantization_config with ``layers`` as its quantized_layers (lm_head ignored)."""
+    return {
+        "quant_method": "modelopt",
+        "quant_algo": "MIXED_PRECISION",
+        "ignore": ["lm_head"],
+        "quantized_layers": layers,
+    }
+
+
 def modelopt_mixed_layers(algos: list[str]) -> dict[str, dict[str, Any]]:
     """A ModelOpt MIXED_PRECISION ``quantized_layers`` giving layer i's seven Llama Linears ``algos[i]`` (NVFP4: group 16)."""
     layers: dict[str, dict[str, Any]] = {}

@@ -10,7 +10,7 @@ import pytest
 from engine.model.inspect_model import ModelInfo, inspect_model
 from engine.plan.memory import plan_gpu, stage_weights_bytes, weight_bytes
 from engine.plan.pipeline_stages import pipeline_stages
-from tests.plan.model_configs import model_from_config, modelopt_mixed_layers
+from tests.plan.model_configs import model_from_config, modelopt_mixed_layers, modelopt_mixed_quant
 
 # DeepSeek-V3 (tests/fixtures/configs/deepseek-v3.json) by hand, h 7,168, 128 heads:
 #   MLA attention: q_a 7,168 × 1,536 + q_b 1,536 × 24,576 (128 × (128 + 64)) + kv_a 7,168 × 576
@@ -240,12 +240,7 @@ def test_a_padded_vocabulary_is_counted_as_allocated(
 def test_a_mixed_modelopt_checkpoints_stages_hold_their_own_layers_algos(
     tmp_path: Path, algos: list[str], per_stage: list[int]
 ) -> None:
-    quant = {
-        "quant_method": "modelopt",
-        "quant_algo": "MIXED_PRECISION",
-        "ignore": ["lm_head"],
-        "quantized_layers": modelopt_mixed_layers(algos),
-    }
+    quant = modelopt_mixed_quant(modelopt_mixed_layers(algos))
     model = model_from_config(
         tmp_path, "llama-3.1-8b", {"quantization_config": quant}, {"num_hidden_layers": 4}
     )
@@ -262,12 +257,7 @@ def test_a_module_a_mixed_layer_does_not_list_stays_16_bit_in_that_layer(tmp_pat
     # less the two vocabulary matrices (1,050,673,152 each) and the final norm (8,192).
     layers = modelopt_mixed_layers(["FP8", "FP8"])
     del layers["model.layers.0.mlp.down_proj"]
-    quant = {
-        "quant_method": "modelopt",
-        "quant_algo": "MIXED_PRECISION",
-        "ignore": ["lm_head"],
-        "quantized_layers": layers,
-    }
+    quant = modelopt_mixed_quant(layers)
     model = model_from_config(
         tmp_path, "llama-3.1-8b", {"quantization_config": quant}, {"num_hidden_layers": 2}
     )
