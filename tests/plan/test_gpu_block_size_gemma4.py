@@ -107,6 +107,11 @@ def test_the_multimodal_configs_text_part_carries_the_flag() -> None:
     config = {"architectures": ["Gemma4ForConditionalGeneration"], "model_type": "gemma4"}
     vision = read_architecture({**config, "text_config": text | VISION}, Path(".")).attention
     plain = read_architecture({**config, "text_config": text}, Path(".")).attention
+    # vLLM 0.32 acts only on == "vision" (is_mm_prefix_lm, gemma4_mm.py's full-attention set): "all" is causal.
+    every_token = read_architecture(
+        {**config, "text_config": text | {"use_bidirectional_attention": "all"}}, Path(".")
+    ).attention
     # B200: TRITON_FLASHINFER's 64 with the flag (rows above), FLASHINFER's 16 without.
     assert (vision.vision_bidirectional, gpu_block_size(vision, B200)) == (True, 64)
     assert (plain.vision_bidirectional, gpu_block_size(plain, B200)) == (False, 16)
+    assert (every_token.vision_bidirectional, gpu_block_size(every_token, B200)) == (False, 16)
