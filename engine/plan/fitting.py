@@ -14,7 +14,7 @@ from engine.plan.memory import DevicePlan, attention_of, plan_cpu, plan_gpu
 from engine.plan.pipeline_stages import check_layer_partition
 from engine.plan.plan_request import PlanRequest, dtype_bytes
 from engine.plan.server_plan import CpuKvSpace, available_ram_bytes, cpu_kv_space
-from engine.plan.tp_divisibility import BlockedWidth, scale_block_widths, tp_refusal
+from engine.plan.tp_divisibility import TpCheck, scale_block_widths, tp_refusal
 from engine.plan.vllm_facts import (
     DEFAULT_GPU_MEMORY_UTILIZATION,
     GIB,
@@ -39,7 +39,7 @@ class DeviceFit:
         pipeline_parallel_size: pipeline stages (the boxes, with ``--nodes``).
         max_num_batched_tokens: vLLM's batch the plan assumes (given or its default).
         max_num_seqs: vLLM's sequence limit the plan assumes (given or its default).
-        skipped_tp: why TP sizes this box has GPUs for were left out (a ModelOpt scale block split), if any.
+        skipped_tp: why TP sizes this box has GPUs for were left out (a scale block split), if any.
     """
 
     plan: DevicePlan
@@ -63,30 +63,36 @@ def kv_dtype_bytes(kv_cache_dtype: str, dtype: str = "auto") -> int:
     return 1 if kv_cache_dtype.startswith("fp8") else dtype_bytes(dtype)
 
 
-def tp_options(target: HardwareTarget, model: ModelInfo, widths: tuple[BlockedWidth, ...] = ()) -> list[int]:
-    """Tensor-parallel sizes vLLM accepts on this box: up to its GPU count, dividing the attention heads.
+def heads_split(model: ModelInfo, tensor_parallel_size: int) -> bool:
+    """Whether vLLM splits the heads at this TP size: query heads evenly (ModelConfig.verify_with_parallel_config),
+    K/V heads evenly or, when fewer than the ranks, replicated a whole number of times (QKVParallelLinear).
+    """
+    tp, kv_heads = tensor_parallel_size, model.num_kv_heads
+    if model.num_attention_heads % tp:
+        return False
+    return kv_heads <= 0 or (kv_heads % tp == 0 if kv_heads >= tp else tp % kv_heads == 0)
 
-    ``widths`` (``scale_block_widths``) also drops the sizes at which a ModelOpt layer's inputs per rank are not
-    whole scale blocks.
+
+def tp_options(target: HardwareTarget, model: ModelInfo, widths: tuple[TpCheck, ...] = ()) -> list[int]:
+    """Tensor-parallel sizes vLLM accepts on this box: up to its GPU count, splitting the heads (``heads_split``).
+
+    ``widths`` (``scale_block_widths``) also drops the sizes at which a layer's share per rank is not whole
+    scale blocks (ModelOpt, block FP8).
     """
     if target.kind == "cpu":
         return [1]
     options = [
         tp
         for tp in (1, 2, 4, 8)
-        if tp <= target.count and model.num_attention_heads % tp == 0 and tp_refusal(widths, tp) is None
+        if tp <= target.count and heads_split(model, tp) and tp_refusal(widths, tp) is None
     ]
     return options or [1]
 
 
-def skipped_tp_reason(
-    target: HardwareTarget, model: ModelInfo, widths: tuple[BlockedWidth, ...]
-) -> str | None:
+def skipped_tp_reason(target: HardwareTarget, model: ModelInfo, widths: tuple[TpCheck, ...]) -> str | None:
     """Which TP sizes ``widths`` drops on this box, and vLLM's reason for the smallest (None: none dropped)."""
     dropped = [
-        tp
-        for tp in (2, 4, 8)
-        if tp <= target.count and model.num_attention_heads % tp == 0 and tp_refusal(widths, tp)
+        tp for tp in (2, 4, 8) if tp <= target.count and heads_split(model, tp) and tp_refusal(widths, tp)
     ]
     if not dropped:
         return None
@@ -94,8 +100,8 @@ def skipped_tp_reason(
     return f"tensor parallel {sizes} left out: {tp_refusal(widths, dropped[0])}"
 
 
-def check_tp_size(tensor_parallel_size: int, widths: tuple[BlockedWidth, ...]) -> None:
-    """A ``--tensor-parallel-size`` asked for that a ModelOpt layer's scale blocks can't be split at.
+def check_tp_size(tensor_parallel_size: int, widths: tuple[TpCheck, ...]) -> None:
+    """A ``--tensor-parallel-size`` asked for that a layer's scale blocks (ModelOpt, block FP8) can't be split at.
 
     Raises:
         QuantTuiError: one line with vLLM's reason and the sizes that build.
@@ -200,7 +206,8 @@ def fit_on_target(
     if (unsplit := tp_refusal(widths, 1)) is not None:  # no TP size builds it
         raise ModelError(
             f"{model.name}: {unsplit}",
-            "re-export it with ModelOpt keeping that module 16-bit (exclude_modules), or start from the unquantized model",
+            "re-export it keeping that module 16-bit (ModelOpt's exclude_modules, the ignore list), "
+            "or start from the unquantized model",
         )
     if request.tensor_parallel_size:
         check_tp_size(request.tensor_parallel_size, widths)

@@ -1,4 +1,4 @@
-"""Tensor-parallel sizes vLLM 0.32 refuses for a ModelOpt checkpoint: each rank's inputs in whole scale blocks."""
+"""Tensor-parallel sizes vLLM 0.32 refuses for a ModelOpt or block-FP8 checkpoint: each rank's share in whole blocks."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from engine.model.modelopt_config import (
     read_modelopt,
 )
 from engine.model.param_count import model_shapes
+from engine.plan.fp8_block_split import Fp8BlockCheck, fp8_block_checks
 
 # modelopt.py::MXFP8_BLOCK_SIZE (mxfp8_utils): one E8M0 weight scale per 32 inputs.
 MXFP8_BLOCK = 32
@@ -58,6 +59,26 @@ class BlockedWidth:
             return self.width
         return self.width // tensor_parallel_size if self.width % tensor_parallel_size == 0 else None
 
+    def refusal(self, tensor_parallel_size: int) -> str | None:
+        """Why the layer's create_weights raises at this TP size (inputs per rank not whole blocks), or None."""
+        per_rank = self.per_rank(tensor_parallel_size)
+        if per_rank is not None and per_rank % self.block == 0:
+            return None
+        if not self.row_parallel:
+            held = f"{self.width} inputs on every rank"
+        elif per_rank is None:
+            held = f"{self.width} inputs, which TP {tensor_parallel_size} does not split evenly"
+        else:
+            held = f"{self.width} inputs, {per_rank} per rank at TP {tensor_parallel_size}"
+        return (
+            f"vLLM 0.32 refuses {self.algo} layers whose inputs per rank are not a multiple of {self.block} "
+            f"(its create_weights): {self.module} has {held}"
+        )
+
+
+# A layer vLLM checks at each TP size: ``refusal(tp)`` says why it does not build, None when it does.
+TpCheck = BlockedWidth | Fp8BlockCheck
+
 
 def _quant_config(model: ModelInfo) -> dict[str, object] | None:
     """The ModelOpt config vLLM reads: config.json's quantization_config, else hf_quant_config.json."""
@@ -98,8 +119,13 @@ def _module_algos(
     return {algo for name, algo in listed if (name.startswith(base + ".") if experts else name in wanted)}
 
 
-def scale_block_widths(model: ModelInfo) -> tuple[BlockedWidth, ...]:
-    """The input widths a ModelOpt checkpoint's scale blocks split (empty for any other checkpoint).
+def scale_block_widths(model: ModelInfo) -> tuple[TpCheck, ...]:
+    """The layers whose scale blocks a TP split must keep whole: a ModelOpt or block-FP8 checkpoint's (else empty)."""
+    return _modelopt_widths(model) + fp8_block_checks(model)
+
+
+def _modelopt_widths(model: ModelInfo) -> tuple[BlockedWidth, ...]:
+    """A ModelOpt checkpoint's input widths its scale blocks split.
 
     A module its config leaves unquantized in every layer (excluded, or unlisted in MIXED_PRECISION) gets
     UnquantizedLinearMethod: no scale block.
@@ -129,24 +155,11 @@ def scale_block_widths(model: ModelInfo) -> tuple[BlockedWidth, ...]:
     return tuple(widths)
 
 
-def tp_refusal(widths: tuple[BlockedWidth, ...], tensor_parallel_size: int) -> str | None:
+def tp_refusal(checks: tuple[TpCheck, ...], tensor_parallel_size: int) -> str | None:
     """Why vLLM 0.32 fails to build a layer at this TP size, or None when every layer builds.
 
-    The layer's create_weights raises when input_size_per_partition (ModelOptMxFp8FusedMoE: the hidden size and
-    intermediate_size_per_partition) is not whole scale blocks (``LINEAR_INPUT_BLOCK``, ``EXPERTS_BLOCK``).
+    ModelOpt layers' create_weights raise when input_size_per_partition (ModelOptMxFp8FusedMoE: the hidden size
+    and intermediate_size_per_partition) is not whole scale blocks (``LINEAR_INPUT_BLOCK``, ``EXPERTS_BLOCK``);
+    block-FP8 ones follow ``fp8_block_split``.
     """
-    for width in widths:
-        per_rank = width.per_rank(tensor_parallel_size)
-        if per_rank is not None and per_rank % width.block == 0:
-            continue
-        if not width.row_parallel:
-            held = f"{width.width} inputs on every rank"
-        elif per_rank is None:
-            held = f"{width.width} inputs, which TP {tensor_parallel_size} does not split evenly"
-        else:
-            held = f"{width.width} inputs, {per_rank} per rank at TP {tensor_parallel_size}"
-        return (
-            f"vLLM 0.32 refuses {width.algo} layers whose inputs per rank are not a multiple of {width.block} "
-            f"(its create_weights): {width.module} has {held}"
-        )
-    return None
+    return next((why for check in checks if (why := check.refusal(tensor_parallel_size))), None)
