@@ -54,11 +54,9 @@ def check_loadable(model: ModelInfo) -> None:
     """
     quantization = model.quantization
     if quantization is not None and quantization.load_error is not None:
-        cause, _, fix = quantization.load_error.partition("; ")
         raise ModelError(
-            f"{model.name}: {cause}",
-            fix
-            or "fix the checkpoint's quantization config (re-export it with ModelOpt), or start from the unquantized model",
+            f"{model.name}: {quantization.load_error}",
+            "fix the checkpoint's quantization config (re-export it with ModelOpt), or start from the unquantized model",
         )
 
 

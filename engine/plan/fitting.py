@@ -63,18 +63,22 @@ def kv_dtype_bytes(kv_cache_dtype: str, dtype: str = "auto") -> int:
     return 1 if kv_cache_dtype.startswith("fp8") else dtype_bytes(dtype)
 
 
-def heads_split(model: ModelInfo, tensor_parallel_size: int) -> bool:
-    """Whether vLLM splits the heads at this TP size: query heads evenly (ModelConfig.verify_with_parallel_config),
-    K/V heads evenly or, when fewer than the ranks, replicated a whole number of times (QKVParallelLinear).
+def heads_refusal(model: ModelInfo, tensor_parallel_size: int) -> str | None:
+    """Why vLLM does not split the heads at this TP size, or None when it does.
+
+    Query heads split evenly (ModelConfig.verify_with_parallel_config); K/V heads evenly or, when fewer than the
+    ranks, replicated a whole number of times (QKVParallelLinear's divide()).
     """
-    tp, kv_heads = tensor_parallel_size, model.num_kv_heads
-    if model.num_attention_heads % tp:
-        return False
-    return kv_heads <= 0 or (kv_heads % tp == 0 if kv_heads >= tp else tp % kv_heads == 0)
+    tp, heads, kv_heads = tensor_parallel_size, model.num_attention_heads, model.num_kv_heads
+    if heads % tp:
+        return f"vLLM needs the {heads} attention heads to divide evenly over the ranks"
+    if kv_heads > 0 and (kv_heads % tp if kv_heads >= tp else tp % kv_heads):
+        return f"vLLM splits the {kv_heads} KV heads evenly or copies them whole onto the ranks, and {tp} does neither"
+    return None
 
 
 def tp_options(target: HardwareTarget, model: ModelInfo, widths: tuple[TpCheck, ...] = ()) -> list[int]:
-    """Tensor-parallel sizes vLLM accepts on this box: up to its GPU count, splitting the heads (``heads_split``).
+    """Tensor-parallel sizes vLLM accepts on this box: up to its GPU count, splitting the heads (``heads_refusal``).
 
     ``widths`` (``scale_block_widths``) also drops the sizes at which a layer's share per rank is not whole
     scale blocks (ModelOpt, block FP8).
@@ -84,7 +88,7 @@ def tp_options(target: HardwareTarget, model: ModelInfo, widths: tuple[TpCheck, 
     options = [
         tp
         for tp in (1, 2, 4, 8)
-        if tp <= target.count and heads_split(model, tp) and tp_refusal(widths, tp) is None
+        if tp <= target.count and heads_refusal(model, tp) is None and tp_refusal(widths, tp) is None
     ]
     return options or [1]
 
@@ -92,7 +96,9 @@ def tp_options(target: HardwareTarget, model: ModelInfo, widths: tuple[TpCheck, 
 def skipped_tp_reason(target: HardwareTarget, model: ModelInfo, widths: tuple[TpCheck, ...]) -> str | None:
     """Which TP sizes ``widths`` drops on this box, and vLLM's reason for the smallest (None: none dropped)."""
     dropped = [
-        tp for tp in (2, 4, 8) if tp <= target.count and heads_split(model, tp) and tp_refusal(widths, tp)
+        tp
+        for tp in (2, 4, 8)
+        if tp <= target.count and heads_refusal(model, tp) is None and tp_refusal(widths, tp)
     ]
     if not dropped:
         return None
@@ -100,18 +106,22 @@ def skipped_tp_reason(target: HardwareTarget, model: ModelInfo, widths: tuple[Tp
     return f"tensor parallel {sizes} left out: {tp_refusal(widths, dropped[0])}"
 
 
-def check_tp_size(tensor_parallel_size: int, widths: tuple[TpCheck, ...]) -> None:
-    """A ``--tensor-parallel-size`` asked for that a layer's scale blocks (ModelOpt, block FP8) can't be split at.
+def check_tp_size(tensor_parallel_size: int, model: ModelInfo, widths: tuple[TpCheck, ...]) -> None:
+    """A ``--tensor-parallel-size`` asked for that vLLM can't split the heads or a layer's scale blocks at.
 
     Raises:
         QuantTuiError: one line with vLLM's reason and the sizes that build.
     """
-    refusal = tp_refusal(widths, tensor_parallel_size)
-    if refusal is None:
+
+    def refusal(tp: int) -> str | None:
+        return heads_refusal(model, tp) or tp_refusal(widths, tp)
+
+    why = refusal(tensor_parallel_size)
+    if why is None:
         return
-    working = [tp for tp in (1, 2, 4, 8) if tp_refusal(widths, tp) is None]
+    working = [tp for tp in (1, 2, 4, 8) if refusal(tp) is None]
     raise QuantTuiError(
-        f"--tensor-parallel-size {tensor_parallel_size}: {refusal}",
+        f"--tensor-parallel-size {tensor_parallel_size}: {why}",
         f"use --tensor-parallel-size {' or '.join(map(str, working))}"
         if working
         else "start from the unquantized model",
@@ -210,7 +220,7 @@ def fit_on_target(
             "or start from the unquantized model",
         )
     if request.tensor_parallel_size:
-        check_tp_size(request.tensor_parallel_size, widths)
+        check_tp_size(request.tensor_parallel_size, model, widths)
     skipped = None if request.tensor_parallel_size else skipped_tp_reason(target, model, widths)
     stages = request.stages
     if request.nodes > 1:

@@ -175,3 +175,23 @@ def test_tp_sizes_that_do_not_split_the_kv_heads_are_not_offered(tmp_path: Path)
     # multiple of 10 to replicate them): QKVParallelLinear's divide() asserts.
     model = model_from_config(tmp_path, "phi-4")
     assert tp_options(target_from_spec("H100x8"), model) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("tp", "why"),
+    [
+        (
+            4,
+            "--tensor-parallel-size 4: vLLM splits the 10 KV heads evenly or copies them whole onto the ranks",
+        ),
+        (3, "--tensor-parallel-size 3: vLLM needs the 40 attention heads to divide evenly over the ranks"),
+    ],
+)
+def test_an_asked_tp_size_that_does_not_split_the_heads_is_refused_in_one_line(
+    tmp_path: Path, tp: int, why: str
+) -> None:
+    model = model_from_config(tmp_path, "phi-4")
+    with pytest.raises(QuantTuiError) as error:
+        recommend(model, target_from_spec("H100x8"), PlanRequest(max_model_len=4096, tensor_parallel_size=tp))
+    assert str(error.value).startswith(why)
+    assert error.value.fix == "use --tensor-parallel-size 1 or 2"
