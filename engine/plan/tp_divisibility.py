@@ -15,7 +15,7 @@ from engine.model.modelopt_config import (
     read_modelopt,
 )
 from engine.model.param_count import model_shapes
-from engine.plan.fp8_block_split import Fp8BlockCheck, fp8_block_checks
+from engine.plan.fp8_block_split import Fp8BlockCheck, Fp8BlockExperts, fp8_block_checks
 
 # modelopt.py::MXFP8_BLOCK_SIZE (mxfp8_utils): one E8M0 weight scale per 32 inputs.
 MXFP8_BLOCK = 32
@@ -27,6 +27,8 @@ LINEAR_INPUT_BLOCK = {"MXFP8": MXFP8_BLOCK, "NVFP4": 16, "W4A16_NVFP4": 16, "FP8
 # Fused-MoE methods that check their widths: ModelOptMxFp8FusedMoE.create_weights, hidden_size and
 # intermediate_size_per_partition (FusedMoEConfig: intermediate_size // TP) by 32. ModelOptNvFp4FusedMoE checks none.
 EXPERTS_BLOCK = {"MXFP8": MXFP8_BLOCK}
+# modelopt.py::_BLOCK_FP8_MOE_ALGOS: MIXED_PRECISION experts vLLM builds with Fp8MoEMethod.
+BLOCK_FP8_MOE_ALGOS = ("FP8_PB_WO", "FP8_BLOCK_SCALES")
 # RowParallelLinear modules (llama.py, qwen3_moe.py, deepseek_v2.py, mamba_mixer2.py, qwen3_next.py): each rank
 # holds input_size / TP columns. Column-parallel ones (q/k/v, gate/up, lm_head) keep the whole input.
 _ROW_PARALLEL = ("o_proj", "down_proj", "out_proj")
@@ -124,11 +126,12 @@ def scale_block_widths(model: ModelInfo) -> tuple[TpCheck, ...]:
     return _modelopt_widths(model) + fp8_block_checks(model)
 
 
-def _modelopt_widths(model: ModelInfo) -> tuple[BlockedWidth, ...]:
+def _modelopt_widths(model: ModelInfo) -> tuple[TpCheck, ...]:
     """A ModelOpt checkpoint's input widths its scale blocks split.
 
     A module its config leaves unquantized in every layer (excluded, or unlisted in MIXED_PRECISION) gets
-    UnquantizedLinearMethod: no scale block.
+    UnquantizedLinearMethod: no scale block. MIXED_PRECISION's block-FP8 experts are Fp8MoEMethod's, with
+    Fp8Config([g, g]) for their one group_size g (default 128): lenient block-FP8 experts.
     """
     if model.quantization is None or model.quantization.method != "modelopt":
         return ()
@@ -142,7 +145,7 @@ def _modelopt_widths(model: ModelInfo) -> tuple[BlockedWidth, ...]:
         if not is_excluded(name, config.exclude_modules)
     ]
     shapes = model_shapes(read_architecture(load_config(model.path), model.path))
-    widths: dict[BlockedWidth, None] = {}
+    widths: dict[TpCheck, None] = {}
     for shape in shapes.linears:
         if shape.part not in _QUANTIZED_PARTS:
             continue
@@ -150,9 +153,27 @@ def _modelopt_widths(model: ModelInfo) -> tuple[BlockedWidth, ...]:
         blocks = EXPERTS_BLOCK if experts else LINEAR_INPUT_BLOCK
         row_parallel = shape.module.rsplit(".", 1)[-1] in _ROW_PARALLEL
         for algo in sorted(_module_algos(config, listed, shape.module, experts, model.num_layers)):
-            if algo in blocks:
+            if experts and config.algo == "MIXED_PRECISION" and algo in BLOCK_FP8_MOE_ALGOS and row_parallel:
+                group = _block_fp8_group_size(quant)
+                module = shape.module.rsplit(".", 1)[0]
+                widths[
+                    Fp8BlockExperts(module, shape.in_features, shape.out_features, (group, group), True)
+                ] = None
+            elif algo in blocks:
                 widths[BlockedWidth(shape.module, shape.in_features, row_parallel, blocks[algo], algo)] = None
     return tuple(widths)
+
+
+def _block_fp8_group_size(quant: dict[str, object]) -> int:
+    """ModelOptMixedPrecisionConfig's one group_size of its block-FP8 MoE layers (128 when none gives one)."""
+    section = quant.get("quantization")
+    layers = (section if isinstance(section, dict) else quant).get("quantized_layers")
+    sizes = [
+        int(info.get("group_size", 128))
+        for info in (layers.values() if isinstance(layers, dict) else ())
+        if isinstance(info, dict) and str(info.get("quant_algo", "")).upper() in BLOCK_FP8_MOE_ALGOS
+    ]
+    return sizes[0] if sizes else 128
 
 
 def tp_refusal(checks: tuple[TpCheck, ...], tensor_parallel_size: int) -> str | None:

@@ -195,3 +195,32 @@ def test_an_asked_tp_size_that_does_not_split_the_heads_is_refused_in_one_line(
         recommend(model, target_from_spec("H100x8"), PlanRequest(max_model_len=4096, tensor_parallel_size=tp))
     assert str(error.value).startswith(why)
     assert error.value.fix == "use --tensor-parallel-size 1 or 2"
+
+
+def _mixed_block_fp8_experts(layers: int, group_size: int | None) -> dict[str, Any]:
+    recipe = {"quant_algo": "FP8_PB_WO"} | ({"group_size": group_size} if group_size else {})
+    listed = {
+        f"model.layers.{i}.mlp.experts.0.{name}": recipe
+        for i in range(layers)
+        for name in ("gate_proj", "down_proj")
+    }
+    return {
+        "quantization_config": {
+            "quant_method": "modelopt",
+            "quant_algo": "MIXED_PRECISION",
+            "quantized_layers": listed,
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("group_size", "tp", "builds"), [(None, 4, True), (None, 8, True), (None, 16, False), (64, 16, False)]
+)
+def test_modelopt_mixed_block_fp8_experts_refine_as_fp8config_does(
+    tmp_path: Path, group_size: int | None, tp: int, builds: bool
+) -> None:
+    # Qwen3-30B-A3B's experts (768, hidden 2048) under Fp8MoEMethod with Fp8Config([g, g]), g 128 by default:
+    # TP 4 holds 192 per rank, refined to gcd(128, 128, 192, 2048) = 64; TP 8 96 -> 32; TP 16 48 -> 16 < 32.
+    # g 64 at TP 16: 48 per rank, gcd(64, 64, 48, 2048) = 16: refused too.
+    model = model_from_config(tmp_path, "qwen3-30b-a3b", _mixed_block_fp8_experts(48, group_size))
+    assert (tp_refusal(scale_block_widths(model), tp) is None) == builds
