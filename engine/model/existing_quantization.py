@@ -33,6 +33,7 @@ class ExistingQuantization:
             target reaches an expert projection its ignore list leaves); None when it can't be told
             (no expert tensors in the headers, or not compressed-tensors).
         load_error: why vLLM refuses the checkpoint's quantization config on every device, when it does.
+        load_fix: what to do about ``load_error``, when the format has its own remedy.
     """
 
     method: str
@@ -40,6 +41,7 @@ class ExistingQuantization:
     recommend_as: str | None
     quantizes_experts: bool | None = None
     load_error: str | None = None
+    load_fix: str | None = None
 
 
 # (weights' type, bits, activations quantized, FP4's group size: vLLM's CompressedTensorsConfig
@@ -176,12 +178,16 @@ def detect_quantization(
     if gguf is not None:
         # vLLM's GGUF loader takes one file (its docs: "only supports loading single-file GGUF models").
         split = len(gguf.files) > 1
-        unloadable = (
-            f"vLLM loads a GGUF model from one file and this one is split in {len(gguf.files)}; "
-            f"merge them first (llama.cpp: llama-gguf-split --merge {gguf.files[0].name} merged.gguf)"
-        )
         return ExistingQuantization(
-            "gguf", f"GGUF {gguf.file_type}".rstrip(), "gguf", None, unloadable if split else None
+            "gguf",
+            f"GGUF {gguf.file_type}".rstrip(),
+            "gguf",
+            load_error=f"vLLM loads a GGUF model from one file and this one is split in {len(gguf.files)}"
+            if split
+            else None,
+            load_fix=f"merge them first (llama.cpp: llama-gguf-split --merge {gguf.files[0].name} merged.gguf)"
+            if split
+            else None,
         )
     quant_config = (
         text_config(config).get("quantization_config")

@@ -56,7 +56,8 @@ def check_loadable(model: ModelInfo) -> None:
     if quantization is not None and quantization.load_error is not None:
         raise ModelError(
             f"{model.name}: {quantization.load_error}",
-            "fix the checkpoint's quantization config (re-export it with ModelOpt), or start from the unquantized model",
+            quantization.load_fix
+            or "fix the checkpoint's quantization config (re-export it with ModelOpt), or start from the unquantized model",
         )
 
 
