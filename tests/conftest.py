@@ -9,12 +9,15 @@ import pytest
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Give SIGHUP its default action, as a terminal session does.
+    """Give SIGHUP and SIGINT the actions they have in a terminal's foreground job.
 
-    Under ``nohup`` (or any launcher that ignores SIGHUP) every process the tests start inherits the
-    ignored disposition, so the tests that hang up a real quant-tui (an SSH drop) would see it live on.
+    Under ``nohup`` (or any launcher that ignores SIGHUP) and in a shell's background job without job
+    control (which ignores SIGINT) every process the tests start inherits the ignored disposition, so
+    the tests that hang up or Ctrl-C a real quant-tui would see it live on. A Python handler, unlike
+    SIG_IGN, is reset to the default in the children at exec.
     """
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
