@@ -28,7 +28,8 @@ class ModelOptConfig:
 
     Attributes:
         algo: ``quant_algo`` upper-cased ("FP8", "NVFP4", "MXFP8", "MIXED_PRECISION", ...; "" when missing).
-        exclude_modules: ``exclude_modules`` (the hf_quant_config.json form) or ``ignore`` (config.json's).
+        exclude_modules: ``exclude_modules`` (the hf_quant_config.json form) or ``ignore`` (config.json's, or its
+            ``exclude_modules`` when it has no ``ignore``).
         group_size: the NVFP4 group size, when given (MIXED_PRECISION: else its first NVFP4 layer's).
         quantized_layers: MIXED_PRECISION's (checkpoint module name, its own upper-cased algo) pairs.
     """
@@ -43,12 +44,19 @@ def read_modelopt(quant_config: dict[str, Any]) -> ModelOptConfig:
     """Reads either form vLLM 0.32 takes: ``{"quantization": {"quant_algo": ...}}`` or a flat config.json one.
 
     modelopt.py::ModelOptQuantConfigBase.from_config: the nested (hf_quant_config.json) form keeps its list in
-    ``exclude_modules``, the flat (config.json ``quantization_config``) form in ``ignore``;
+    ``exclude_modules``, the flat (config.json ``quantization_config``) form in ``ignore``, else (vLLM 0.33) in
+    ``exclude_modules``;
     ModelOptMixedPrecisionConfig._from_config reads ``quantized_layers`` beside ``quant_algo`` in either.
     """
     nested = quant_config.get("quantization")
     section = nested if isinstance(nested, dict) else quant_config
-    excluded = section.get("exclude_modules" if isinstance(nested, dict) else "ignore") or []
+    excluded = (
+        nested.get("exclude_modules")
+        if isinstance(nested, dict)
+        # vLLM 0.33 takes a flat config's exclude_modules when it has no ignore (ModelOpt writes either key);
+        # 0.32 reads ignore alone, but the exporter left those modules 16-bit in the files all the same.
+        else section.get("ignore", section.get("exclude_modules"))
+    ) or []
     layers = section.get("quantized_layers") or {}
     group = section.get("group_size")
     if group is None and isinstance(layers, dict):

@@ -200,6 +200,13 @@ def _llama_mixed_layers() -> dict[str, Any]:
 
 WHOLE_MODEL_CASES = [
     ("config.json", {"quant_method": "modelopt", "quant_algo": "MXFP8", "ignore": ["lm_head"]}, LLAMA_MXFP8),
+    # A flat config that names its list exclude_modules (vLLM 0.33 reads it): attention stays bf16, 2 B a weight
+    # where MXFP8 gives 1 + 1/32, so 32 x 41,943,040 = 1,342,177,280 weights add 1,342,177,280 - 41,943,040.
+    (
+        "config.json",
+        {"quant_method": "modelopt", "quant_algo": "MXFP8", "exclude_modules": ["lm_head", "*self_attn*"]},
+        LLAMA_MXFP8 + 1_300_234_240,
+    ),
     (
         "hf_quant_config.json",
         {"quant_algo": "MXFP8", "kv_cache_quant_algo": None, "exclude_modules": ["lm_head"]},

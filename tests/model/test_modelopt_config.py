@@ -19,8 +19,9 @@ from tests.plan.model_configs import model_from_config, modelopt_mixed_layers, m
 
 LAYERS = {"model.layers.0.mlp.down_proj": {"quant_algo": "nvfp4", "group_size": 32}}
 
-# ModelOptQuantConfigBase.from_config: the nested form's list is exclude_modules, the flat form's ignore (the other
-# key is not read); ModelOptMixedPrecisionConfig._from_config takes group_size from the first NVFP4 layer.
+# ModelOptQuantConfigBase.from_config: the nested form's list is exclude_modules (ignore is not read), the flat
+# form's ignore, or in vLLM 0.33 its exclude_modules when the key ignore is absent (an empty ignore still wins);
+# ModelOptMixedPrecisionConfig._from_config takes group_size from the first NVFP4 layer.
 READ_CASES = [
     (
         {"quantization": {"quant_algo": "mxfp8", "exclude_modules": ["lm_head"], "ignore": ["x"]}},
@@ -30,6 +31,9 @@ READ_CASES = [
         {"quant_algo": "MXFP8", "ignore": ["lm_head"], "exclude_modules": ["x"]},
         ModelOptConfig("MXFP8", ("lm_head",)),
     ),
+    ({"quant_algo": "FP8", "exclude_modules": ["lm_head"]}, ModelOptConfig("FP8", ("lm_head",))),
+    ({"quant_algo": "FP8", "ignore": [], "exclude_modules": ["lm_head"]}, ModelOptConfig("FP8")),
+    ({"quantization": {"quant_algo": "FP8", "ignore": ["lm_head"]}}, ModelOptConfig("FP8")),
     (
         {"quant_algo": "MIXED_PRECISION", "quantized_layers": LAYERS},
         ModelOptConfig("MIXED_PRECISION", (), 32, (("model.layers.0.mlp.down_proj", "NVFP4"),)),
