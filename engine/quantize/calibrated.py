@@ -22,6 +22,7 @@ from engine.quantize.llmcompressor_env import (
     ensure_llmcompressor_env,
     llmcompressor_python,
 )
+from engine.quantize.output_checks import check_disk_space, check_output
 from engine.quantize.request import (
     CALIBRATED_METHODS,
     LayerError,
@@ -31,7 +32,7 @@ from engine.quantize.request import (
     stage_progress,
 )
 from engine.quantize.staging import PeakRss, QuantizeCancelled, publish, staging_folder
-from engine.quantize.tensor_plan import build_plan, check_disk_space, check_output, check_source
+from engine.quantize.tensor_plan import build_plan, check_source
 from engine.units import format_bytes
 
 WORKER = Path(__file__).with_name("llmcompressor_worker.py")

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from engine.quantize import work_split
 from engine.quantize.device import ComputeDevice
-from engine.quantize.tensor_plan import SourceTensor, fused_siblings
+from engine.quantize.ignore_patterns import fused_siblings
+from engine.quantize.tensor_plan import SourceTensor
 
 if TYPE_CHECKING:
     import torch

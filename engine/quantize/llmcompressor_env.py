@@ -15,9 +15,9 @@ from pathlib import Path
 
 from engine.errors import QuantTuiError
 from engine.process.child import ChildProcess
+from engine.quantize.output_checks import check_disk_space
 from engine.quantize.request import ProgressCallback, stage_progress
 from engine.quantize.staging import QuantizeCancelled
-from engine.quantize.tensor_plan import check_disk_space
 
 REQUIREMENTS = ("llmcompressor==0.14.*", "torch==2.13.0")
 READY_MARKER = ".quant-tui-ready"

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,9 +19,10 @@ from engine.model.safetensors_headers import (
     read_tensor_locations,
 )
 from engine.plan.methods import default_output_dir
+from engine.quantize.ignore_patterns import fused_siblings, resolve_ignored
+from engine.quantize.output_checks import check_disk_space, check_output
 from engine.quantize.request import CALIBRATED_METHODS, METHODS, QuantizeRequest
 from engine.quantize.schemes import FLOAT_DTYPES, SCHEMES, Scheme
-from engine.units import format_bytes
 
 # Model types whose checkpoints are plain per-layer Linear weights vLLM loads with compressed-tensors.
 _DENSE_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3")
@@ -36,14 +34,9 @@ SUPPORTED_MODEL_TYPES = (*_DENSE_MODEL_TYPES, "granite", *_MOE_MODEL_TYPES, *_HY
 # Roles of the copied weights the config's ``ignore`` lists, so vLLM's scheme matching leaves them 16-bit too:
 # routers, shared-expert gates (quant_config=None in vLLM), "other" ones (conv1d, Jamba's Mamba1 projections).
 _IGNORED_ROLES = ("linear", "lm_head", "router", "other")
-# Checkpoint tensors vLLM loads into one fused Linear: all or none of them may be quantized.
-FUSED_SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
-_EXPERT_PATTERN = re.compile(r"^(?P<block>.+\.experts)\.\d+\.[^.]+$")
 # Files that are weights in another format, or that the run rewrites: never copied.
 _NOT_COPIED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx")
 _REWRITTEN_FILES = ("config.json", "README.md", "model.safetensors.index.json", "recipe.yaml")
-# Free space kept on top of the estimate: headers, filesystem slack, copied small files.
-DISK_MARGIN_BYTES = 64 * 1024 * 1024
 PARTIAL_MARKER = ".partial-"
 
 
@@ -140,71 +133,6 @@ def source_weight_files(folder: Path) -> list[Path]:
     return files
 
 
-def compile_ignore(patterns: tuple[str, ...]) -> list[tuple[str, re.Pattern[str] | None]]:
-    """Checks the user's ignore patterns: ``re:`` regular expressions, else shell globs or exact names.
-
-    Raises:
-        QuantTuiError: a ``re:`` pattern is not a valid regular expression.
-    """
-    compiled: list[tuple[str, re.Pattern[str] | None]] = []
-    for pattern in patterns:
-        if pattern.startswith("re:"):
-            try:
-                compiled.append((pattern, re.compile(pattern[3:])))
-            except re.error as error:
-                raise QuantTuiError(f"--ignore {pattern}: not a valid regular expression ({error})") from None
-        else:
-            compiled.append((pattern, None))
-    return compiled
-
-
-def _matches(module: str, pattern: str, regex: re.Pattern[str] | None) -> bool:
-    if regex is not None:
-        return regex.match(module) is not None
-    return module == pattern or fnmatch.fnmatchcase(module, pattern)
-
-
-def resolve_ignored(linear_modules: list[str], patterns: tuple[str, ...]) -> set[str]:
-    """The Linear modules the user's patterns leave unquantized, widened to whole fused layers.
-
-    Raises:
-        QuantTuiError: a pattern matches no Linear layer, or selects single MoE experts.
-    """
-    ignored: set[str] = set()
-    for pattern, regex in compile_ignore(patterns):
-        hits = {module for module in linear_modules if _matches(module, pattern, regex)}
-        if not hits:
-            example = linear_modules[0] if linear_modules else "model.layers.0.mlp.down_proj"
-            raise QuantTuiError(
-                f"--ignore {pattern} matches no Linear layer; names look like {example} "
-                "(use a glob such as '*.down_proj' or 're:<regex>')"
-            )
-        ignored |= hits
-    experts = {match["block"] for module in ignored if (match := _EXPERT_PATTERN.match(module))}
-    if experts:
-        raise QuantTuiError(
-            f"--ignore selects MoE expert weights in {sorted(experts)[0]}; vLLM quantizes a layer's "
-            "experts together, so leave experts out of --ignore"
-        )
-    present = set(linear_modules)
-    for module in list(ignored):
-        parent, _, leaf = module.rpartition(".")
-        for group in FUSED_SIBLINGS:
-            if leaf in group:
-                ignored |= {f"{parent}.{sibling}" for sibling in group} & present
-    return ignored
-
-
-def fused_siblings(weight_name: str) -> tuple[str, ...]:
-    """The weights vLLM fuses with ``weight_name`` into one Linear (itself included); just itself when none."""
-    module = weight_name.removesuffix(".weight")
-    parent, _, leaf = module.rpartition(".")
-    for group in FUSED_SIBLINGS:
-        if leaf in group:
-            return tuple(f"{parent}.{sibling}.weight" for sibling in group)
-    return (weight_name,)
-
-
 def _check_block_shapes(name: str, shape: tuple[int, ...], scheme: Scheme, method: str) -> None:
     """vLLM loads a fused block-FP8 layer only when every part but the last is a whole number of blocks."""
     if scheme.block is None:
@@ -237,40 +165,6 @@ def _check_source_folder(source: Path) -> None:
         raise ModelError(f"{source} is a file; pass the model's folder (the one holding config.json)")
     if not os.access(source, os.R_OK | os.X_OK):
         raise ModelError(f"cannot read {source} (permission denied); check its permissions")
-
-
-def check_output(source: Path, output: Path) -> None:
-    """Refuses an output folder that exists or lies inside the source.
-
-    Raises:
-        QuantTuiError: the output cannot be created there.
-    """
-    if output.exists():
-        raise QuantTuiError(f"output folder {output} already exists; remove it or pass --out NEW_FOLDER")
-    if output.resolve().is_relative_to(source.resolve()):
-        raise QuantTuiError(f"output folder {output} is inside the source model; pass --out outside {source}")
-    parent = output.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise QuantTuiError(f"cannot write to {parent} (permission denied); pass --out somewhere writable")
-
-
-def check_disk_space(output: Path, needed_bytes: int) -> None:
-    """Refuses to start when the output's filesystem has less free space than the run will write.
-
-    Raises:
-        QuantTuiError: not enough free space, with the figures.
-    """
-    anchor = output.parent
-    while not anchor.exists():
-        anchor = anchor.parent
-    free = shutil.disk_usage(anchor).free
-    if free < needed_bytes + DISK_MARGIN_BYTES:
-        raise QuantTuiError(
-            f"not enough disk space in {anchor}: the output needs about {format_bytes(needed_bytes)}, "
-            f"{format_bytes(free)} is free; free some space or pass --out on another disk"
-        )
 
 
 def check_source(request: QuantizeRequest) -> tuple[dict[str, Any], str, list[Path]]:

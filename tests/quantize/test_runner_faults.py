@@ -153,9 +153,11 @@ DiskUsage = namedtuple("DiskUsage", "total used free")
 
 
 def test_not_enough_disk_space_is_refused_up_front(source: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.quantize.tensor_plan as plan
+    import engine.quantize.output_checks as output_checks
 
-    monkeypatch.setattr(plan.shutil, "disk_usage", lambda _path: DiskUsage(10**12, 10**12 - 10**6, 10**6))
+    monkeypatch.setattr(
+        output_checks.shutil, "disk_usage", lambda _path: DiskUsage(10**12, 10**12 - 10**6, 10**6)
+    )
     message = refuse(QuantizeRequest(source, "fp8"), "not enough disk space")
     assert "976.6 KiB is free" in message  # 10**6 bytes / 1024
 
