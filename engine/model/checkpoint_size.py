@@ -9,26 +9,24 @@ from __future__ import annotations
 
 import math
 import re
-from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.model.config_json import first_key, text_config
-from engine.model.linear_shape import DECODER_LINEAR_PARTS, Part
 from engine.model.mixed_precision_size import mixed_shape_bytes, mixed_vision_bytes
 from engine.model.modelopt_config import (
-    MODELOPT_LINEAR_ALGOS,
-    decoder_layer,
-    decoder_module,
-    is_excluded,
-    names_one_matrix,
     read_hf_quant_config,
-    read_modelopt,
 )
+from engine.model.modelopt_layout import modelopt_layout
 from engine.model.param_count import ModelShapes
 from engine.model.safetensors_headers import TORCH_DTYPE_BYTES
-from engine.model.storage_layout import ModuleLayout, WeightLayout, layer_layout, matrix_bytes
+from engine.model.storage_layout import (
+    WeightLayout,
+    layer_layout,
+    matrix_bytes,
+    quantized_parts,
+)
 from engine.model.vision_params import quantizable_vision
 
 
@@ -53,23 +51,6 @@ class WeightBytes:
     def total(self) -> int:
         """All weight bytes."""
         return self.quantized + self.scales + self.unquantized
-
-
-def _ignored_parts(patterns: list[str]) -> set[Part]:
-    ignored: set[Part] = set()
-    for pattern in patterns:
-        if "self_attn" in pattern or pattern.endswith("attn"):
-            ignored.add("attention")
-        if "shared_expert" in pattern:
-            ignored.add("shared_expert")
-        elif "experts" in pattern:
-            ignored.add("experts")
-    return ignored
-
-
-def _parts(patterns: list[str] | None) -> tuple[Part, ...]:
-    ignored = _ignored_parts(patterns or [])
-    return tuple(part for part in DECODER_LINEAR_PARTS if part not in ignored)
 
 
 def _ignores(prefix: str, patterns: list[str]) -> bool:
@@ -137,7 +118,7 @@ def _compressed_tensors(
     if "nvfp4" in fmt or (kind == "float" and bits == 4 and weights.get("group_size") == 16):
         return WeightLayout(
             "NVFP4 (compressed-tensors)",
-            _parts(quant.get("ignore")),
+            quantized_parts(quant.get("ignore")),
             4,
             16,
             scale_bytes=1,
@@ -147,7 +128,7 @@ def _compressed_tensors(
     if "mxfp4" in fmt:
         return WeightLayout(
             "MXFP4 (compressed-tensors)",
-            _parts(quant.get("ignore")),
+            quantized_parts(quant.get("ignore")),
             4,
             32,
             scale_bytes=1,
@@ -161,7 +142,7 @@ def _compressed_tensors(
     )
     return WeightLayout(
         f"{kind.upper()}{bits} {strategy} (compressed-tensors)",
-        _parts(quant.get("ignore")),
+        quantized_parts(quant.get("ignore")),
         bits,
         int(weights["group_size"]) if strategy == "group" and weights.get("group_size") else None,
         (int(block[0]), int(block[1])) if block else None,
@@ -174,103 +155,8 @@ def _compressed_tensors(
     )
 
 
-def _modelopt_algo(
-    algo: str, group_size: int | None, parts: tuple[Part, ...], dtype_bytes: float
-) -> WeightLayout:
-    """One ModelOpt linear algo's tensors per matrix, as vLLM 0.32's modelopt.py create_weights registers them."""
-    if algo in {"NVFP4", "W4A16_NVFP4"}:
-        # KNvfp4Static: uint8 weight (2 values a byte), an FP8 weight_scale per group (16) along the input and
-        # a float32 weight_scale_2; W4A4 adds KNvfp4Dynamic's float32 input_scale.
-        return WeightLayout(
-            f"{algo} (ModelOpt)",
-            parts,
-            4,
-            group_size or 16,
-            scale_bytes=1,
-            extra_bytes_per_matrix=8 if algo == "NVFP4" else 4,
-            unquantized_bytes=dtype_bytes,
-        )
-    if algo == "MXFP8":
-        # KMxfp8Static: float8_e4m3fn weight, a uint8 (E8M0) weight_scale per 32 along the input; the
-        # activations are quantized at run time (KDynamicNoParam: nothing stored).
-        return WeightLayout("MXFP8 (ModelOpt)", parts, 8, 32, scale_bytes=1, unquantized_bytes=dtype_bytes)
-    if algo == "FP8_PER_CHANNEL_PER_TOKEN":
-        # KFp8StaticChannel: a float32 weight_scale per output row; per-token activations, nothing stored.
-        return WeightLayout(
-            "FP8 per channel (ModelOpt)", parts, 8, scale_bytes=4, unquantized_bytes=dtype_bytes
-        )
-    if algo == "FP8_PB_WO":
-        # KFp8Block128: a float32 weight_scale per 128x128 block (cdiv on the output).
-        return WeightLayout(
-            "FP8 block 128×128 (ModelOpt)",
-            parts,
-            8,
-            block=(128, 128),
-            scale_bytes=4,
-            unquantized_bytes=dtype_bytes,
-        )
-    # KFp8StaticTensor (FP8): a float32 weight_scale and input_scale per matrix.
-    return WeightLayout(
-        "FP8 (ModelOpt)",
-        parts,
-        8,
-        per_tensor_scale=True,
-        scale_bytes=4,
-        extra_bytes_per_matrix=4,
-        unquantized_bytes=dtype_bytes,
-    )
-
-
-# ModelOptQuantConfigBase.get_quant_method keeps these unquantized whatever exclude_modules says (ModelOpt < 0.39).
-_MODELOPT_16_BIT_VISION = ("vision_tower", "vision_model", "vit_large_projector")
-
-
-def _modelopt_vision(config: dict[str, Any], excluded: tuple[str, ...]) -> tuple[str, ...]:
-    """The vision shapes a one-algo ModelOpt config quantizes: built with it, not kept 16-bit, not excluded."""
-    model_type = str(config.get("model_type") or "")
-    return tuple(
-        shapes
-        for shapes, prefix in quantizable_vision(model_type, config, "modelopt") or ()
-        if not any(kept in prefix for kept in _MODELOPT_16_BIT_VISION)
-        and not is_excluded(prefix, excluded)
-        and not is_excluded(f"model.{prefix}", excluded)  # the name ModelOpt saw, before vLLM's mapper
-    )
-
-
-def _modelopt(quant: dict[str, Any], dtype_bytes: float, model: dict[str, Any]) -> WeightLayout:
-    config = read_modelopt(quant)
-    if config.algo != "MIXED_PRECISION":
-        algo = "NVFP4" if "FP4" in config.algo and config.algo != "W4A16_NVFP4" else config.algo
-        layout = _modelopt_algo(algo, config.group_size, _parts(list(config.exclude_modules)), dtype_bytes)
-        return replace(layout, vision_modules=_modelopt_vision(model, config.exclude_modules))
-    # ModelOptMixedPrecisionConfig.get_quant_method: an excluded layer, or one missing from quantized_layers,
-    # stays unquantized; the others take their own algo.
-    names: dict[tuple[str, str, bool], list[int | None]] = defaultdict(list)
-    for name, algo in config.quantized_layers:
-        if algo in MODELOPT_LINEAR_ALGOS and not is_excluded(name, config.exclude_modules):
-            names[(decoder_module(name), algo, names_one_matrix(name))].append(decoder_layer(name))
-    modules = tuple(
-        ModuleLayout(
-            module,
-            _modelopt_algo(algo, config.group_size, (), dtype_bytes),
-            len(layers),
-            one,
-            tuple(layer for layer in layers if layer is not None),
-        )
-        for (module, algo, one), layers in sorted(names.items())
-    )
-    algos = sorted({algo for _, algo, _ in names})
-    vision = quantizable_vision(str(model.get("model_type") or ""), model, "modelopt_mixed")
-    return WeightLayout(
-        f"MIXED_PRECISION {' + '.join(algos)} (ModelOpt)",
-        unquantized_bytes=dtype_bytes,
-        per_module=modules,
-        vision_modules=None if vision is None else tuple(shapes for shapes, _ in vision),
-    )
-
-
 def _bitsandbytes(quant: dict[str, Any], dtype_bytes: float) -> WeightLayout:
-    parts = _parts(quant.get("llm_int8_skip_modules"))
+    parts = quantized_parts(quant.get("llm_int8_skip_modules"))
     if not (quant.get("load_in_4bit") or quant.get("_load_in_4bit")):
         return WeightLayout("bitsandbytes INT8", parts, 8, scale_bytes=4, unquantized_bytes=dtype_bytes)
     # bitsandbytes functional.quantize_4bit: one fp32 absmax per 64 weights and, saved with each weight,
@@ -323,7 +209,7 @@ def weight_layout(config: dict[str, Any], folder: Path | None = None) -> WeightL
         )
     if method in {"fp8", "fbgemm_fp8"}:
         block = quant.get("weight_block_size")
-        parts = _parts(quant.get("modules_to_not_convert"))
+        parts = quantized_parts(quant.get("modules_to_not_convert"))
         # Fp8Config.from_config: ignored_layers, else modules_to_not_convert
         skipped = list(quant.get("ignored_layers") or quant.get("modules_to_not_convert") or [])
         vision = _built_vision(config, method, skipped)
@@ -344,7 +230,7 @@ def weight_layout(config: dict[str, Any], folder: Path | None = None) -> WeightL
     if method in {"gptq", "awq"}:
         bits = int(quant.get("bits") or quant.get("w_bit") or 4)
         group = int(quant.get("group_size") or quant.get("q_group_size") or -1)
-        parts = _parts(quant.get("modules_to_not_convert"))
+        parts = quantized_parts(quant.get("modules_to_not_convert"))
         label = f"{method.upper()} {bits}-bit" + (f" g{group}" if group > 0 else "")
         return WeightLayout(
             label,
@@ -359,7 +245,7 @@ def weight_layout(config: dict[str, Any], folder: Path | None = None) -> WeightL
     if method == "compressed-tensors" or "config_groups" in quant:
         return _compressed_tensors(quant, dtype_bytes, config)
     if method in {"modelopt", "modelopt_fp4"}:
-        return _modelopt(quant, dtype_bytes, config)
+        return modelopt_layout(quant, dtype_bytes, config)
     if method == "bitsandbytes":
         return _bitsandbytes(quant, dtype_bytes)
     return WeightLayout(f"{method} (size unknown, counted 16-bit)", unquantized_bytes=dtype_bytes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from engine.model.linear_shape import LinearShape, Part
+from engine.model.linear_shape import DECODER_LINEAR_PARTS, LinearShape, Part
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,3 +100,21 @@ def matrix_bytes(shape: LinearShape, layout: WeightLayout) -> tuple[int, int]:
     scale_bytes = math.ceil(scales * (layout.scale_bytes + layout.zero_point_bits / 8))
     scale_bytes += layout.extra_bytes_per_matrix + (4 * cols if layout.act_order_index else 0)
     return values, scale_bytes
+
+
+def _ignored_parts(patterns: list[str]) -> set[Part]:
+    ignored: set[Part] = set()
+    for pattern in patterns:
+        if "self_attn" in pattern or pattern.endswith("attn"):
+            ignored.add("attention")
+        if "shared_expert" in pattern:
+            ignored.add("shared_expert")
+        elif "experts" in pattern:
+            ignored.add("experts")
+    return ignored
+
+
+def quantized_parts(patterns: list[str] | None) -> tuple[Part, ...]:
+    """The decoder's Linear parts a format quantizes, less those its skip list (ignore, modules_to_not_convert) names."""
+    ignored = _ignored_parts(patterns or [])
+    return tuple(part for part in DECODER_LINEAR_PARTS if part not in ignored)
