@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from math import ceil
 from typing import Any
 
 from engine.errors import ModelError
 from engine.hardware.detect import HardwareTarget
+from engine.model.architecture import read_architecture
 from engine.model.config_json import load_config, text_config
 from engine.model.inspect_model import ModelInfo
+from engine.model.modelopt_config import read_modelopt
+from engine.model.param_count import model_shapes
+from engine.plan.tp_divisibility import modelopt_quant_config, module_algos
 
 # vLLM 0.32 compressed_tensors_moe.py::get_moe_method has no fused-MoE method for FP8 weights without FP8
 # activations: per-channel weights fail its WNA16 branch ("For Fused MoE layers, only format: pack-quantized
@@ -22,6 +27,43 @@ FP8_WEIGHT_ONLY_FIX = (
     "one), or an FP8 weight-only one whose ignore list keeps the experts unquantized"
 )
 
+# vLLM 0.32 and 0.33 modelopt.py: a one-algo ModelOptFp8Config gives routed experts ModelOptFp8MoEMethod
+# (its FusedMoEMethodCls) whatever the algo, and that registers per-tensor weight scales, (E, 2) and (E,).
+# routed_experts.py::weight_loader hands a ModelOpt expert's weight_scale to _load_per_tensor_weight_scale,
+# whose _to_scalar (reshape(())) raises on more than one value, and FP8_PB_WO's scale has
+# ceil(out / 128) x ceil(in / 128). MIXED_PRECISION builds block-FP8 experts with Fp8MoEMethod instead.
+FP8_PB_WO_BLOCK = 128
+FP8_PB_WO_EXPERTS_FIX = (
+    "re-export it with ModelOpt as MIXED_PRECISION (quantized_layers giving the experts FP8_PB_WO, which vLLM "
+    "builds with block scales), or with the experts excluded, or start from the unquantized model"
+)
+
+
+def _block_scaled_experts(model: ModelInfo) -> str | None:
+    """Why vLLM can't load a one-algo FP8_PB_WO checkpoint's routed experts, or None when it can."""
+    if model.quantization is None or model.quantization.method != "modelopt" or model.moe is None:
+        return None
+    quant = modelopt_quant_config(model)
+    config = read_modelopt(quant) if quant is not None else None
+    if config is None or config.algo != "FP8_PB_WO":
+        return None
+    experts = [
+        shape
+        for shape in model_shapes(read_architecture(load_config(model.path), model.path)).linears
+        if shape.part == "experts" and module_algos(config, [], shape.module, True, model.num_layers)
+    ]
+    # Each expert projection is loaded on its own: gate and up are intermediate x hidden, down the transpose.
+    values = ceil(model.hidden_size / FP8_PB_WO_BLOCK) * ceil(
+        model.moe.expert_intermediate_size / FP8_PB_WO_BLOCK
+    )
+    if not experts or values == 1:
+        return None
+    return (
+        f"{model.name}: vLLM 0.32 and 0.33 load a one-algo FP8_PB_WO config's routed experts with per-tensor "
+        f"scales (ModelOptFp8MoEMethod), and each expert projection's 128x128 block scale has {values} values "
+        "(_to_scalar fails loading it)"
+    )
+
 
 def check_quantized_experts(model: ModelInfo) -> str | None:
     """Refuses a checkpoint whose routed experts vLLM cannot load; a note when that can't be told.
@@ -31,8 +73,11 @@ def check_quantized_experts(model: ModelInfo) -> str | None:
         (a config-only folder), else None.
 
     Raises:
-        ModelError: the checkpoint is FP8 weight-only (fp8-w8a16) and its config gives the experts that scheme.
+        ModelError: the checkpoint is FP8 weight-only (fp8-w8a16) and its config gives the experts that scheme,
+            or it is a one-algo ModelOpt FP8_PB_WO one whose experts are quantized (``_block_scaled_experts``).
     """
+    if (why := _block_scaled_experts(model)) is not None:
+        raise ModelError(why, FP8_PB_WO_EXPERTS_FIX)
     quantization = model.quantization
     if quantization is None or quantization.recommend_as != "fp8-w8a16" or not model.is_moe:
         return None

@@ -82,7 +82,7 @@ class BlockedWidth:
 TpCheck = BlockedWidth | Fp8BlockCheck
 
 
-def _quant_config(model: ModelInfo) -> dict[str, object] | None:
+def modelopt_quant_config(model: ModelInfo) -> dict[str, object] | None:
     """The ModelOpt config vLLM reads: config.json's quantization_config, else hf_quant_config.json."""
     config = load_config(model.path)
     quant = text_config(config).get("quantization_config") or config.get("quantization_config")
@@ -96,7 +96,7 @@ def _one_algo(config: ModelOptConfig) -> str:
     return "NVFP4" if "FP4" in config.algo and config.algo != "W4A16_NVFP4" else config.algo
 
 
-def _module_algos(
+def module_algos(
     config: ModelOptConfig, listed: list[tuple[str, str]], module: str, experts: bool, num_layers: int
 ) -> set[str]:
     """The algos ``module``'s matrices carry: the one algo unless excluded everywhere, else its listed names'.
@@ -135,7 +135,7 @@ def _modelopt_widths(model: ModelInfo) -> tuple[TpCheck, ...]:
     """
     if model.quantization is None or model.quantization.method != "modelopt":
         return ()
-    quant = _quant_config(model)
+    quant = modelopt_quant_config(model)
     if quant is None:
         return ()
     config = read_modelopt(quant)
@@ -152,7 +152,7 @@ def _modelopt_widths(model: ModelInfo) -> tuple[TpCheck, ...]:
         experts = shape.part == "experts"
         blocks = EXPERTS_BLOCK if experts else LINEAR_INPUT_BLOCK
         row_parallel = shape.module.rsplit(".", 1)[-1] in _ROW_PARALLEL
-        for algo in sorted(_module_algos(config, listed, shape.module, experts, model.num_layers)):
+        for algo in sorted(module_algos(config, listed, shape.module, experts, model.num_layers)):
             if experts and config.algo == "MIXED_PRECISION" and algo in BLOCK_FP8_MOE_ALGOS and row_parallel:
                 group = _block_fp8_group_size(quant)
                 module = shape.module.rsplit(".", 1)[0]

@@ -6,6 +6,7 @@ import copy
 import os
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from engine.errors import ModelError
 from engine.hardware.detect import HardwareTarget, target_from_spec
 from engine.plan.recommender import PlanRequest, recommend
-from tests.plan.model_configs import model_from_config, published_config, write_config
+from tests.plan.model_configs import model_from_config, modelopt_mixed_quant, published_config, write_config
 from tests.quant_tui_command import QUANT_TUI, REPO
 
 ROUTERS = ["lm_head", "re:.*mlp.gate$"]  # llm-compressor's Qwen3-MoE examples leave the routers unquantized
@@ -321,3 +322,103 @@ def test_a_modelopt_config_vllm_rejects_is_refused_and_vllm_agrees(
     with pytest.raises(ModelError) as error:
         recommend(model, target_from_spec("B200"), PlanRequest(max_model_len=4096))
     assert "\n" not in str(error.value) and "vLLM 0.32 refuses" in str(error.value)
+
+
+def _fp8_pb_wo(ignore: list[str]) -> dict[str, Any]:
+    return {"quantization_config": {"quant_method": "modelopt", "quant_algo": "FP8_PB_WO", "ignore": ignore}}
+
+
+_QWEN3_EXPERT = {"quant_algo": "FP8_PB_WO"}
+# (config, changes, quantization, values in each expert scale when refused, else None), worked by hand: a one-algo
+# FP8_PB_WO config's experts get ModelOptFp8MoEMethod's per-tensor scales, and a 128 x 128 block scale of more
+# than one value fails to load into them.
+FP8_PB_WO_EXPERT_CASES = [
+    # Qwen3-30B-A3B: hidden 2048, experts 768 wide: ceil(2048 / 128) x ceil(768 / 128) = 16 x 6 = 96.
+    ("qwen3-30b-a3b", {}, _fp8_pb_wo(["lm_head", "*mlp.gate"]), 96),
+    # The same in hf_quant_config.json's nested form (ModelOptFp8Config either way).
+    (
+        "qwen3-30b-a3b",
+        {},
+        {"quantization_config": {"quant_method": "modelopt", "quantization": {"quant_algo": "FP8_PB_WO"}}},
+        96,
+    ),
+    # The experts excluded: UnquantizedFusedMoEMethod, nothing per tensor to load into.
+    ("qwen3-30b-a3b", {}, _fp8_pb_wo(["lm_head", "*mlp.gate", "*mlp.experts*"]), None),
+    # Hidden 128 and experts 128 wide: one block, a scale of one value, which _to_scalar takes.
+    ("qwen3-30b-a3b", {"hidden_size": 128, "moe_intermediate_size": 128}, _fp8_pb_wo(["lm_head"]), None),
+    # ... experts 256 wide: 1 x 2 = 2 values.
+    ("qwen3-30b-a3b", {"hidden_size": 128, "moe_intermediate_size": 256}, _fp8_pb_wo(["lm_head"]), 2),
+    # MIXED_PRECISION's FP8_PB_WO experts are Fp8MoEMethod's, with block scales; a dense model has no experts.
+    (
+        "qwen3-30b-a3b",
+        {
+            "quantization_config": modelopt_mixed_quant(
+                {
+                    f"model.layers.{i}.mlp.experts.0.{p}": _QWEN3_EXPERT
+                    for i in range(48)
+                    for p in QWEN3_PROJECTIONS
+                }
+            )
+        },
+        {},
+        None,
+    ),
+    ("llama-3.1-8b", {}, _fp8_pb_wo(["lm_head"]), None),
+]
+
+
+@pytest.mark.parametrize(("name", "changes", "quant", "values"), FP8_PB_WO_EXPERT_CASES)
+def test_one_algo_fp8_pb_wo_experts_are_refused(
+    tmp_path: Path, name: str, changes: dict[str, Any], quant: dict[str, Any], values: int | None
+) -> None:
+    model = model_from_config(tmp_path, name, {**changes, **quant})
+    request = PlanRequest(max_model_len=4096)
+    if values is None:
+        assert recommend(model, target_from_spec("H100"), request).candidates
+        return
+    with pytest.raises(ModelError) as refused:
+        recommend(model, target_from_spec("H100"), request)
+    message = str(refused.value)
+    assert "\n" not in message and "per-tensor scales (ModelOptFp8MoEMethod)" in message
+    assert f"block scale has {values} values" in message
+    assert "MIXED_PRECISION" in refused.value.fix
+
+
+def test_vllm_loads_a_one_algo_fp8_pb_wo_experts_scale_per_tensor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The facts the refusal rests on, from vLLM's own create_weights and weight_loader."""
+    import torch
+    from vllm.model_executor import parameter
+    from vllm.model_executor.layers.fused_moe.routed_experts import RoutedExperts
+    from vllm.model_executor.layers.quantization import modelopt
+
+    monkeypatch.setattr(parameter, "get_tensor_model_parallel_rank", lambda: 0)
+    monkeypatch.setattr(parameter, "get_tensor_model_parallel_world_size", lambda: 1)
+    config = modelopt.ModelOptFp8Config.from_config(
+        {"quant_method": "modelopt", "quant_algo": "FP8_PB_WO", "ignore": ["lm_head"]}
+    )
+    method = object.__new__(config.FusedMoEMethodCls)
+    method.quant_config = config
+    method.moe = SimpleNamespace(is_act_and_mul=True)
+    layer = torch.nn.Module()
+    # 4 experts, hidden 256, 384 wide: down_proj's block scale is ceil(256 / 128) x ceil(384 / 128) = 6 values.
+    method.create_weights(layer, 4, 256, 384, torch.bfloat16, weight_loader=None)
+    assert tuple(layer.w13_weight_scale.shape) == (4, 2) and tuple(layer.w2_weight_scale.shape) == (4,)
+    experts = SimpleNamespace(
+        quant_config=config,
+        quant_method=method,
+        _fused_shared_expert_quantizer=None,
+        _map_global_expert_id_to_local_expert_id=lambda expert: expert,
+        _to_scalar=RoutedExperts._to_scalar,
+    )
+    experts._load_per_tensor_weight_scale = lambda **kw: RoutedExperts._load_per_tensor_weight_scale(
+        experts, **kw
+    )
+
+    def load(scale: torch.Tensor) -> bool:
+        return RoutedExperts.weight_loader(
+            experts, layer.w2_weight_scale, scale, "w2_weight_scale", "w2", 0, True
+        )  # type: ignore[arg-type]
+
+    assert load(torch.tensor(0.5)) and layer.w2_weight_scale[0].item() == 0.5
+    with pytest.raises(RuntimeError, match="invalid for input of size 6"):
+        load(torch.ones(2, 1, 3, 1))
