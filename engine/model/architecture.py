@@ -25,6 +25,11 @@ from engine.model.recurrent_state import RecurrentState, linear_attention_state,
 
 # "linear": a Gated DeltaNet or Mamba layer (a fixed-size state, no per-token KV); "none": no mixer, no cache.
 LayerAttention = Literal["full", "sliding", "chunked", "linear", "none"]
+# Families whose q/k/v carry a bias when config.json says nothing: Qwen2 and the Qwen2-VL / Qwen2.5-VL language
+# models, which vLLM builds as Qwen2Model (flat configs, or a text_config of model_type "qwen2_5_vl_text").
+_QKV_BIAS_MODEL_TYPES = frozenset(
+    {"qwen2", "qwen2_moe", "qwen2_vl", "qwen2_vl_text", "qwen2_5_vl", "qwen2_5_vl_text"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +351,7 @@ def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:
         torch_dtype=str(dtype),
         attention=_attention_layout(text, model_type, num_layers, kv_heads, head_dim),
         moe=read_moe_layout(text, model_type, num_layers, intermediate),
-        attention_bias=bool(first_key(text, "attention_bias", default=model_type in {"qwen2", "qwen2_moe"})),
+        attention_bias=bool(first_key(text, "attention_bias", default=model_type in _QKV_BIAS_MODEL_TYPES)),
         # GLM-4-MoE: vLLM's Glm4MoeAttention builds q_norm / k_norm only when use_qk_norm (GLM-4.5, not -Air).
         qk_norm=model_type in QK_NORM_MODEL_TYPES
         or model_type in GEMMA4_TEXT_MODEL_TYPES  # Gemma4Attention: q_norm, k_norm (v_norm has no weight)

@@ -6,13 +6,30 @@ from typing import Any
 
 from engine.model.config_json import first_key
 from engine.model.linear_shape import LinearShape
+from engine.model.vision_towers import (
+    QWEN_VL_MODEL_TYPES,
+    mistral3_projector_shapes,
+    pixtral_tower_shapes,
+    qwen_vl_shapes,
+)
 
 
 def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], int]:
-    """A ViT-style tower (attention with biases, two-layer MLP, LayerNorms) plus its projector."""
+    """The vision tower and projector vLLM builds; by default a ViT (biased attention, two-layer MLP, LayerNorms)."""
     vision = config.get("vision_config")
     if not isinstance(vision, dict):
         return [], 0
+    model_type = str(config.get("model_type"))
+    if model_type in QWEN_VL_MODEL_TYPES:
+        return qwen_vl_shapes(config)
+    if vision.get("model_type") == "pixtral":
+        tower, tower_vectors = pixtral_tower_shapes(config)
+        if model_type == "mistral3":
+            projector, projector_vectors = mistral3_projector_shapes(config, text_hidden)
+        else:  # LLaVA's two biased projections (multimodal_projector_bias defaults to True there)
+            projector = _llava_projector(vision, text_hidden)
+            projector_vectors = 2 * text_hidden if config.get("multimodal_projector_bias", True) else 0
+        return tower + projector, tower_vectors + projector_vectors
     h = int(first_key(vision, "hidden_size", "embed_dim", "width", default=0))
     if not h:
         return [], 0
@@ -50,12 +67,17 @@ def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[
         shapes.append(LinearShape("multi_modal_projector.mm_input_projection", "vision", h, text_hidden, 1))
         vectors += h
     else:  # LLaVA-style two-layer projector
-        shapes += [
-            LinearShape("multi_modal_projector.linear_1", "vision", h, text_hidden, 1),
-            LinearShape("multi_modal_projector.linear_2", "vision", text_hidden, text_hidden, 1),
-        ]
+        shapes += _llava_projector(vision, text_hidden)
         vectors += 2 * text_hidden
     return shapes, vectors
+
+
+def _llava_projector(vision: dict[str, Any], text_hidden: int) -> list[LinearShape]:
+    h = int(first_key(vision, "hidden_size", "embed_dim", "width", default=0))
+    return [
+        LinearShape("multi_modal_projector.linear_1", "vision", h, text_hidden, 1),
+        LinearShape("multi_modal_projector.linear_2", "vision", text_hidden, text_hidden, 1),
+    ]
 
 
 # Where vLLM 0.32's multimodal models build their vision part with the quantization config, by model_type:

@@ -43,6 +43,12 @@ PARAMS = [
     ("llama-3.1-8b-instruct-gptq-int4", 8_030_261_248, 0.0),
     # Qwen3-8B card: 8.2B.
     ("qwen3-8b-fp8", 8_190_000_000, 0.001),
+    # By hand: Qwen2-7B text (28 × 233,057,792 with q/k/v biases + 2 × 152,064·3584 + 3,584 = 7,615,616,512)
+    # + vision 676,550,144 (below) = 8,292,166,656; card of Qwen/Qwen2.5-VL-7B-Instruct: 8.29B.
+    ("qwen2.5-vl-7b-instruct", 8_292_166_656, 0.0),
+    # By hand: Mistral-Small-24B text (40 × 555,755,520 + 2 × 131,072·5120 + 5,120 = 23,572,403,200)
+    # + vision 438,958,080 (below) = 24,011,361,280; card of Mistral-Small-3.1-24B-Instruct-2503: 24B.
+    ("mistral-small-3.1-24b-instruct-2503", 24_011_361_280, 0.0),
 ]
 
 
@@ -153,6 +159,25 @@ def test_moe_and_vision_layout(
     assert model.moe is not None
     assert (model.moe.num_experts, len(model.moe.moe_layers)) == (experts, moe_layers)
     assert model.vision_params == vision_params
+
+
+# name, vision tower + projector parameters vLLM loads, summed by hand from its model files.
+VISION = [
+    # qwen2_5_vl.py: Conv3d 3·2·14·14 = 1,176 → 1,280 (no bias) 1,505,280; 32 blocks of 19,702,200 (qkv
+    # 1280×3840 + 3,840, proj 1280² + 1,280, gate_up 1280×6840 + 6,840, down 3420×1280 + 1,280, two RMSNorms
+    # 2,560) = 630,470,400; merger ln_q 1,280 + 5120² + 5,120 + 5120×3584 + 3,584 = 44,574,464. 676,550,144.
+    ("qwen2.5-vl-7b-instruct", 676_550_144),
+    # pixtral.py + mistral3.py: patch 3·14²·1024 = 602,112, ln_pre 1,024, 24 layers (feature layer -1) of
+    # 16,779,264 (q/k/v/o 4 × 1024², gate_up 1024×8192, down 4096×1024, two RMSNorms 2,048) = 402,702,336;
+    # projector norm 1,024 + merging_layer 4096×1024 + linear_1 1024×5120 + linear_2 5120², no biases =
+    # 35,652,608. 438,958,080.
+    ("mistral-small-3.1-24b-instruct-2503", 438_958_080),
+]
+
+
+@pytest.mark.parametrize(("name", "vision_params"), VISION, ids=[row[0] for row in VISION])
+def test_vision_tower_and_projector(name: str, vision_params: int, tmp_path: Path) -> None:
+    assert config_only(name, tmp_path).vision_params == vision_params
 
 
 def test_prequantized_checkpoint_is_planned_at_its_own_size(tmp_path: Path) -> None:

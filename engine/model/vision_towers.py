@@ -1,0 +1,112 @@
+"""Vision towers vLLM builds its own way: Qwen2-VL / Qwen2.5-VL (``visual``) and Pixtral (Mistral 3, Pixtral-HF)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.model.config_json import first_key
+from engine.model.linear_shape import LinearShape
+
+QWEN_VL_MODEL_TYPES = frozenset({"qwen2_vl", "qwen2_5_vl"})
+
+
+def qwen_vl_shapes(config: dict[str, Any]) -> tuple[list[LinearShape], int]:
+    """vLLM's Qwen2VisionTransformer / Qwen2_5_VisionTransformer (qwen2_vl.py, qwen2_5_vl.py).
+
+    Both: a Conv3d patch embedding without bias over ``temporal_patch_size`` frames, ``depth`` blocks whose
+    Linears all have biases, rotary positions (no table), and the merger: a norm over the tower width, then
+    two biased Linears from ``width · merge²`` to ``width · merge²`` and to the text model's width. Qwen2-VL:
+    LayerNorms (weight and bias), a two-matrix MLP of ``embed_dim · mlp_ratio``, and ``hidden_size`` is the
+    merger's output. Qwen2.5-VL: RMSNorms, a gated MLP (gate, up, down) of ``intermediate_size``, and the
+    output is ``out_hidden_size``.
+    """
+    vision = config["vision_config"]
+    qwen2_5 = config.get("model_type") == "qwen2_5_vl"
+    if qwen2_5:
+        h = int(vision.get("hidden_size") or 1280)
+        out = int(first_key(vision, "out_hidden_size", default=config.get("hidden_size") or 3584))
+        inner = int(vision.get("intermediate_size") or 3420)
+    else:
+        h = int(vision.get("embed_dim") or 1280)
+        out = int(vision.get("hidden_size") or 3584)
+        inner = int(h * float(vision.get("mlp_ratio") or 4))
+    layers = int(vision.get("depth") or 32)
+    patch = int(vision.get("patch_size") or 14)
+    frames = int(vision.get("temporal_patch_size") or 2)
+    channels = int(first_key(vision, "in_channels", "in_chans", default=3))
+    merged = h * int(vision.get("spatial_merge_size") or 2) ** 2
+    shapes = [
+        LinearShape("vision.patch_embedding", "vision", channels * frames * patch * patch, h, 1),
+        LinearShape("vision.attn.qkvo", "vision", h, h, 4 * layers),
+    ]
+    if qwen2_5:
+        shapes += [
+            LinearShape("vision.mlp.gate_up_proj", "vision", h, 2 * inner, layers),
+            LinearShape("vision.mlp.down_proj", "vision", inner, h, layers),
+        ]
+        mlp_biases, norm_params = 2 * inner + h, h  # RMSNorm: a weight only
+    else:
+        shapes += [
+            LinearShape("vision.mlp.fc1", "vision", h, inner, layers),
+            LinearShape("vision.mlp.fc2", "vision", inner, h, layers),
+        ]
+        mlp_biases, norm_params = inner + h, 2 * h  # LayerNorm: weight and bias
+    shapes += [
+        LinearShape("multi_modal_projector.merger.mlp.0", "vision", merged, merged, 1),
+        LinearShape("multi_modal_projector.merger.mlp.2", "vision", merged, out, 1),
+    ]
+    block_vectors = 4 * h + mlp_biases + 2 * norm_params  # qkv and proj biases, the MLP's, norm1 and norm2
+    vectors = layers * block_vectors + norm_params + merged + out  # the merger's ln_q and its two biases
+    return shapes, vectors
+
+
+def pixtral_tower_shapes(config: dict[str, Any]) -> tuple[list[LinearShape], int]:
+    """vLLM's PixtralHFVisionModel (pixtral.py), built up to the deepest ``vision_feature_layer``.
+
+    The feature layer defaults to transformers' -1 for Mistral 3 and -2 for LLaVA (Pixtral-12B in HF form).
+
+    A Conv2d patch embedding without bias, ``ln_pre`` (RMSNorm), and blocks of bias-free q/k/v/o
+    (``num_attention_heads × head_dim`` wide) and a gated MLP, each with two RMSNorms; rotary positions, no
+    post-norm. vLLM's ``get_layer_index`` maps a negative feature layer ``i`` to ``layers + i + 1``.
+    """
+    vision = config["vision_config"]
+    h = int(vision.get("hidden_size") or 1024)
+    heads = int(vision.get("num_attention_heads") or 16)
+    width = heads * int(vision.get("head_dim") or h // heads)
+    inner = int(vision.get("intermediate_size") or 4096)
+    patch = int(vision.get("patch_size") or 16)
+    channels = int(vision.get("num_channels") or 3)
+    layers = _layers_built(config, int(vision.get("num_hidden_layers") or 24))
+    shapes = [
+        LinearShape("vision.patch_embedding", "vision", channels * patch * patch, h, 1),
+        LinearShape("vision.attn.qkv", "vision", h, 3 * width, layers),
+        LinearShape("vision.attn.o_proj", "vision", width, h, layers),
+        LinearShape("vision.mlp.gate_up_proj", "vision", h, 2 * inner, layers),
+        LinearShape("vision.mlp.down_proj", "vision", inner, h, layers),
+    ]
+    return shapes, h + layers * 2 * h  # ln_pre, attention_norm and ffn_norm
+
+
+def mistral3_projector_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], int]:
+    """vLLM's Mistral3MultiModalProjector: an RMSNorm, the patch merger, then linear_1 and linear_2.
+
+    The patch merger's ``merging_layer`` is a plain ``nn.Linear`` (built without the quantization config), so
+    its weights count as vectors that stay 16-bit; the two projections have biases only with
+    ``multimodal_projector_bias`` (transformers' default: False).
+    """
+    vision = config["vision_config"]
+    h = int(vision.get("hidden_size") or 1024)
+    merged = h * int(config.get("spatial_merge_size") or 2) ** 2
+    shapes = [
+        LinearShape("multi_modal_projector.linear_1", "vision", h, text_hidden, 1),
+        LinearShape("multi_modal_projector.linear_2", "vision", text_hidden, text_hidden, 1),
+    ]
+    biases = 2 * text_hidden if config.get("multimodal_projector_bias") else 0
+    return shapes, h + merged * h + biases
+
+
+def _layers_built(config: dict[str, Any], layers: int) -> int:
+    """vLLM's ``_get_num_hidden_layers`` (llava.py, mistral3.py): up to the deepest feature layer."""
+    feature = config.get("vision_feature_layer", -1 if config.get("model_type") == "mistral3" else -2)
+    indices = feature if isinstance(feature, list) else [feature]
+    return max(layers + int(i) + 1 if int(i) < 0 else int(i) for i in indices)

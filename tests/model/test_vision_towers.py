@@ -1,0 +1,60 @@
+"""Vision towers counted as vLLM 0.32 builds them: Qwen2-VL, Qwen2.5-VL, Pixtral (Mistral 3 and LLaVA).
+
+Every expectation is summed by hand from the modules of vLLM's qwen2_vl.py, qwen2_5_vl.py, pixtral.py and
+mistral3.py (arithmetic in the comments); the real-checkpoint totals are in test_inspect_model_real_configs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine.model.vision_params import vision_tower_shapes
+
+TEXT_HIDDEN = 32
+_QWEN2_VL = {"embed_dim": 8, "hidden_size": 16, "mlp_ratio": 2, "depth": 2, "patch_size": 2}
+_QWEN2_VL |= {"temporal_patch_size": 2, "in_channels": 3, "spatial_merge_size": 2}
+_QWEN2_5_VL = {"hidden_size": 8, "out_hidden_size": 16, "intermediate_size": 12, "depth": 2, "patch_size": 2}
+_QWEN2_5_VL |= {"temporal_patch_size": 2, "in_chans": 3, "spatial_merge_size": 2}
+_PIXTRAL = {"model_type": "pixtral", "hidden_size": 8, "num_attention_heads": 2, "head_dim": 4}
+_PIXTRAL |= {"intermediate_size": 16, "num_hidden_layers": 3, "patch_size": 2, "num_channels": 3}
+
+CASES = [
+    # Qwen2-VL: Conv3d 3·2·2·2 = 24 → 8, no bias: 192. A block: qkv 8×24 + 24 = 216, proj 64 + 8 = 72,
+    # fc1 8×16 + 16 = 144, fc2 16×8 + 8 = 136, two LayerNorms 2·(8 + 8) = 32: 600, × 2 = 1,200. Merger
+    # (8·2² = 32 wide): ln_q 8 + 8, mlp.0 32×32 + 32 = 1,056, mlp.2 32×16 + 16 = 528: 1,600. 2,992.
+    ({"model_type": "qwen2_vl", "vision_config": _QWEN2_VL}, 2_992),
+    # Qwen2.5-VL: patch 192. A block: qkv 216, proj 72, gate_up 8×24 + 24 = 216, down 12×8 + 8 = 104, two
+    # RMSNorms 16: 624, × 2 = 1,248. Merger: ln_q 8, mlp.0 1,056, mlp.2 528: 1,592. 3,032.
+    ({"model_type": "qwen2_5_vl", "vision_config": _QWEN2_5_VL}, 3_032),
+    # Mistral 3, feature layer -1 (all 3 layers): patch 3·2·2 = 12 → 8: 96, ln_pre 8. A layer: q/k/v 8×24 = 192,
+    # o 8×8 = 64, gate_up 8×32 = 256, down 16×8 = 128, two RMSNorms 16: 656, × 3 = 1,968. Projector: norm 8,
+    # merging_layer 32×8 = 256, linear_1 8×32 = 256, linear_2 32×32 = 1,024, no biases: 1,544. 3,616.
+    ({"model_type": "mistral3", "vision_config": _PIXTRAL, "vision_feature_layer": -1}, 3_616),
+    # ... transformers' default feature layer for Mistral 3 is -1 too.
+    ({"model_type": "mistral3", "vision_config": _PIXTRAL}, 3_616),
+    # ... feature layer -2: vLLM builds 3 - 2 + 1 = 2 layers, one fewer: 3,616 - 656 = 2,960.
+    ({"model_type": "mistral3", "vision_config": _PIXTRAL, "vision_feature_layer": -2}, 2_960),
+    # ... multimodal_projector_bias: linear_1 and linear_2 get 32 each: 3,680.
+    ({"model_type": "mistral3", "vision_config": _PIXTRAL, "multimodal_projector_bias": True}, 3_680),
+    # Pixtral in LLaVA form, LLaVA's default feature layer -2: 2 layers. Tower 96 + 8 + 2 × 656 = 1,416;
+    # LLaVA projector with biases: 8×32 + 32 = 288, 32×32 + 32 = 1,056. 2,760.
+    ({"model_type": "llava", "vision_config": _PIXTRAL}, 2_760),
+]
+
+
+@pytest.mark.parametrize(("config", "expected"), CASES)
+def test_vision_parameters_as_vllm_builds_them(config: dict[str, Any], expected: int) -> None:
+    shapes, vectors = vision_tower_shapes(config, TEXT_HIDDEN)
+    assert sum(shape.numel for shape in shapes) + vectors == expected
+
+
+def test_mistral3_patch_merger_is_never_a_quantizable_linear() -> None:
+    """mistral3.py builds merging_layer as a plain nn.Linear: no quantization config reaches it."""
+    shapes, _ = vision_tower_shapes({"model_type": "mistral3", "vision_config": _PIXTRAL}, TEXT_HIDDEN)
+    assert not [shape for shape in shapes if "merg" in shape.module]
+    assert {s.module for s in shapes if s.module.startswith("multi_modal_projector.")} == {
+        "multi_modal_projector.linear_1",
+        "multi_modal_projector.linear_2",
+    }
