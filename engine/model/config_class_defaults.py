@@ -31,6 +31,8 @@ UNTIED_BY_DEFAULT = {
     "qwen3_5_text",
     "qwen3_5_moe",
     "qwen3_5_moe_text",
+    "qwen3_vl_text",
+    "qwen3_vl_moe_text",
     "granitemoehybrid",
     "nemotron_h",
     "jamba",
@@ -63,6 +65,8 @@ QK_NORM_MODEL_TYPES = {
     "qwen3_next",
     "qwen3_5_text",
     "qwen3_5_moe_text",
+    "qwen3_vl_text",  # vLLM's Qwen3-VL language models are built of Qwen3 / Qwen3-MoE decoder layers
+    "qwen3_vl_moe_text",
 }
 
 # Defaults of transformers' config classes that real config.json files leave out.

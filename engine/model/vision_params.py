@@ -7,9 +7,11 @@ from typing import Any
 from engine.model.config_json import first_key
 from engine.model.linear_shape import LinearShape
 from engine.model.vision_towers import (
+    QWEN3_VL_MODEL_TYPES,
     QWEN_VL_MODEL_TYPES,
     mistral3_projector_shapes,
     pixtral_tower_shapes,
+    qwen3_vl_shapes,
     qwen_vl_shapes,
 )
 
@@ -22,6 +24,8 @@ def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[
     model_type = str(config.get("model_type"))
     if model_type in QWEN_VL_MODEL_TYPES:
         return qwen_vl_shapes(config)
+    if model_type in QWEN3_VL_MODEL_TYPES:
+        return qwen3_vl_shapes(config)
     if vision.get("model_type") == "pixtral":
         tower, tower_vectors = pixtral_tower_shapes(config)
         if model_type == "mistral3":

@@ -8,6 +8,7 @@ from engine.model.config_json import first_key
 from engine.model.linear_shape import LinearShape
 
 QWEN_VL_MODEL_TYPES = frozenset({"qwen2_vl", "qwen2_5_vl"})
+QWEN3_VL_MODEL_TYPES = frozenset({"qwen3_vl", "qwen3_vl_moe"})
 
 
 def qwen_vl_shapes(config: dict[str, Any]) -> tuple[list[LinearShape], int]:
@@ -57,6 +58,39 @@ def qwen_vl_shapes(config: dict[str, Any]) -> tuple[list[LinearShape], int]:
     ]
     block_vectors = 4 * h + mlp_biases + 2 * norm_params  # qkv and proj biases, the MLP's, norm1 and norm2
     vectors = layers * block_vectors + norm_params + merged + out  # the merger's ln_q and its two biases
+    return shapes, vectors
+
+
+def qwen3_vl_shapes(config: dict[str, Any]) -> tuple[list[LinearShape], int]:
+    """vLLM's Qwen3_VisionTransformer (qwen3_vl.py), for Qwen3-VL and Qwen3-VL-MoE.
+
+    A Conv3d patch embedding with a bias, a learned position table of ``num_position_embeddings``, blocks of
+    LayerNorms and biased qkv / proj / linear_fc1 / linear_fc2, the merger (a LayerNorm over the tower width,
+    then two biased Linears), and one more merger per ``deepstack_visual_indexes`` entry whose LayerNorm is
+    over the merged width (``use_postshuffle_norm``).
+    """
+    vision = config["vision_config"]
+    h = int(vision.get("hidden_size") or 1152)
+    inner = int(vision.get("intermediate_size") or 4304)
+    out = int(vision.get("out_hidden_size") or 3584)
+    layers = int(vision.get("depth") or 27)
+    patch = int(vision.get("patch_size") or 16)
+    frames = int(vision.get("temporal_patch_size") or 2)
+    channels = int(vision.get("in_channels") or 3)
+    merged = h * int(vision.get("spatial_merge_size") or 2) ** 2
+    deepstack = len(vision.get("deepstack_visual_indexes") or [])
+    mergers = 1 + deepstack
+    shapes = [
+        LinearShape("vision.patch_embedding", "vision", channels * frames * patch * patch, h, 1),
+        LinearShape("vision.attn.qkvo", "vision", h, h, 4 * layers),
+        LinearShape("vision.mlp.linear_fc1", "vision", h, inner, layers),
+        LinearShape("vision.mlp.linear_fc2", "vision", inner, h, layers),
+        LinearShape("multi_modal_projector.merger.linear_fc1", "vision", merged, merged, mergers),
+        LinearShape("multi_modal_projector.merger.linear_fc2", "vision", merged, out, mergers),
+    ]
+    block_vectors = 4 * h + inner + h + 2 * 2 * h  # qkv, proj, fc1, fc2 biases; norm1 and norm2
+    vectors = h + int(vision.get("num_position_embeddings") or 2304) * h + layers * block_vectors
+    vectors += mergers * (merged + out) + 2 * h + deepstack * 2 * merged  # biases; LayerNorms
     return shapes, vectors
 
 

@@ -49,6 +49,12 @@ PARAMS = [
     # By hand: Mistral-Small-24B text (40 × 555,755,520 + 2 × 131,072·5120 + 5,120 = 23,572,403,200)
     # + vision 438,958,080 (below) = 24,011,361,280; card of Mistral-Small-3.1-24B-Instruct-2503: 24B.
     ("mistral-small-3.1-24b-instruct-2503", 24_011_361_280, 0.0),
+    # By hand: the Qwen3-8B text model (8,190,735,360, as qwen3-8b above) + vision 576,388,336 (below) =
+    # 8,767,123,696; card of Qwen/Qwen3-VL-8B-Instruct: 8.77B.
+    ("qwen3-vl-8b-instruct", 8_767_123_696, 0.0),
+    # By hand: Qwen3-30B-A3B's text model (30,532,122,624, above) + vision 538,631,408 = 31,070,754,032;
+    # card of Qwen/Qwen3-VL-30B-A3B-Instruct: 31.1B.
+    ("qwen3-vl-30b-a3b-instruct", 31_070_754_032, 0.0),
 ]
 
 
@@ -172,6 +178,15 @@ VISION = [
     # projector norm 1,024 + merging_layer 4096×1024 + linear_1 1024×5120 + linear_2 5120², no biases =
     # 35,652,608. 438,958,080.
     ("mistral-small-3.1-24b-instruct-2503", 438_958_080),
+    # qwen3_vl.py: Conv3d 3·2·16² = 1,536 → 1,152 with a bias 1,770,624; position table 2,304 × 1,152 =
+    # 2,654,208; 27 blocks of 15,239,504 (qkv 1152×3456 + 3,456, proj 1152² + 1,152, fc1 1152×4304 + 4,304,
+    # fc2 4304×1152 + 1,152, two LayerNorms 4,608) = 411,466,608; merger LayerNorm 2,304 + 4608² + 4,608 +
+    # 4608×4096 + 4,096 = 40,119,040; 3 deepstack mergers of 40,125,952 (LayerNorm over 4,608: 9,216).
+    # 576,388,336.
+    ("qwen3-vl-8b-instruct", 576_388_336),
+    # The same tower, out_hidden_size 2,048: each of the 4 mergers' fc2 is 4608×2048 + 2,048 = 9,439,232
+    # instead of 18,878,464: 576,388,336 - 4 × 9,439,232 = 538,631,408.
+    ("qwen3-vl-30b-a3b-instruct", 538_631_408),
 ]
 
 

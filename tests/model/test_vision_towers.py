@@ -17,6 +17,13 @@ _QWEN2_VL = {"embed_dim": 8, "hidden_size": 16, "mlp_ratio": 2, "depth": 2, "pat
 _QWEN2_VL |= {"temporal_patch_size": 2, "in_channels": 3, "spatial_merge_size": 2}
 _QWEN2_5_VL = {"hidden_size": 8, "out_hidden_size": 16, "intermediate_size": 12, "depth": 2, "patch_size": 2}
 _QWEN2_5_VL |= {"temporal_patch_size": 2, "in_chans": 3, "spatial_merge_size": 2}
+_QWEN3_VL = {"hidden_size": 8, "intermediate_size": 12, "out_hidden_size": 16, "depth": 2, "patch_size": 2}
+_QWEN3_VL |= {
+    "temporal_patch_size": 2,
+    "in_channels": 3,
+    "spatial_merge_size": 2,
+    "num_position_embeddings": 4,
+}
 _PIXTRAL = {"model_type": "pixtral", "hidden_size": 8, "num_attention_heads": 2, "head_dim": 4}
 _PIXTRAL |= {"intermediate_size": 16, "num_hidden_layers": 3, "patch_size": 2, "num_channels": 3}
 
@@ -28,6 +35,12 @@ CASES = [
     # Qwen2.5-VL: patch 192. A block: qkv 216, proj 72, gate_up 8×24 + 24 = 216, down 12×8 + 8 = 104, two
     # RMSNorms 16: 624, × 2 = 1,248. Merger: ln_q 8, mlp.0 1,056, mlp.2 528: 1,592. 3,032.
     ({"model_type": "qwen2_5_vl", "vision_config": _QWEN2_5_VL}, 3_032),
+    # Qwen3-VL without deepstack: Conv3d 24 → 8 with a bias: 200; position table 4 × 8 = 32. A block: qkv 216,
+    # proj 72, linear_fc1 8×12 + 12 = 108, linear_fc2 12×8 + 8 = 104, two LayerNorms 32: 532, × 2 = 1,064.
+    # Merger: LayerNorm 16, fc1 1,056, fc2 528: 1,600. 2,896.
+    ({"model_type": "qwen3_vl", "vision_config": _QWEN3_VL}, 2_896),
+    # ... one deepstack merger (Qwen3-VL-MoE the same): its LayerNorm is over 32, 64 + 1,056 + 528 = 1,648. 4,544.
+    ({"model_type": "qwen3_vl_moe", "vision_config": _QWEN3_VL | {"deepstack_visual_indexes": [0]}}, 4_544),
     # Mistral 3, feature layer -1 (all 3 layers): patch 3·2·2 = 12 → 8: 96, ln_pre 8. A layer: q/k/v 8×24 = 192,
     # o 8×8 = 64, gate_up 8×32 = 256, down 16×8 = 128, two RMSNorms 16: 656, × 3 = 1,968. Projector: norm 8,
     # merging_layer 32×8 = 256, linear_1 8×32 = 256, linear_2 32×32 = 1,024, no biases: 1,544. 3,616.
