@@ -31,7 +31,7 @@ def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[
         if model_type == "mistral3":
             projector, projector_vectors = mistral3_projector_shapes(config, text_hidden)
         else:  # LLaVA's two biased projections (multimodal_projector_bias defaults to True there)
-            projector = _llava_projector(vision, text_hidden)
+            projector = _llava_projector(int(vision.get("hidden_size") or 1024), text_hidden)
             projector_vectors = 2 * text_hidden if config.get("multimodal_projector_bias", True) else 0
         return tower + projector, tower_vectors + projector_vectors
     h = int(first_key(vision, "hidden_size", "embed_dim", "width", default=0))
@@ -71,13 +71,12 @@ def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[
         shapes.append(LinearShape("multi_modal_projector.mm_input_projection", "vision", h, text_hidden, 1))
         vectors += h
     else:  # LLaVA-style two-layer projector
-        shapes += _llava_projector(vision, text_hidden)
+        shapes += _llava_projector(h, text_hidden)
         vectors += 2 * text_hidden
     return shapes, vectors
 
 
-def _llava_projector(vision: dict[str, Any], text_hidden: int) -> list[LinearShape]:
-    h = int(first_key(vision, "hidden_size", "embed_dim", "width", default=0))
+def _llava_projector(h: int, text_hidden: int) -> list[LinearShape]:
     return [
         LinearShape("multi_modal_projector.linear_1", "vision", h, text_hidden, 1),
         LinearShape("multi_modal_projector.linear_2", "vision", text_hidden, text_hidden, 1),

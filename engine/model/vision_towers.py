@@ -1,4 +1,4 @@
-"""Vision towers vLLM builds its own way: Qwen2-VL / Qwen2.5-VL (``visual``) and Pixtral (Mistral 3, Pixtral-HF)."""
+"""Vision towers vLLM builds its own way: the Qwen-VL families (``visual``) and Pixtral (Mistral 3, LLaVA-Pixtral)."""
 
 from __future__ import annotations
 
@@ -97,11 +97,10 @@ def qwen3_vl_shapes(config: dict[str, Any]) -> tuple[list[LinearShape], int]:
 def pixtral_tower_shapes(config: dict[str, Any]) -> tuple[list[LinearShape], int]:
     """vLLM's PixtralHFVisionModel (pixtral.py), built up to the deepest ``vision_feature_layer``.
 
-    The feature layer defaults to transformers' -1 for Mistral 3 and -2 for LLaVA (Pixtral-12B in HF form).
-
     A Conv2d patch embedding without bias, ``ln_pre`` (RMSNorm), and blocks of bias-free q/k/v/o
     (``num_attention_heads × head_dim`` wide) and a gated MLP, each with two RMSNorms; rotary positions, no
-    post-norm. vLLM's ``get_layer_index`` maps a negative feature layer ``i`` to ``layers + i + 1``.
+    post-norm. vLLM's ``get_layer_index`` maps a negative feature layer ``i`` to ``layers + i + 1``; the feature
+    layer defaults to transformers' -1 for Mistral 3 and -2 for LLaVA (Pixtral-12B in HF form).
     """
     vision = config["vision_config"]
     h = int(vision.get("hidden_size") or 1024)
