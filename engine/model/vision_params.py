@@ -6,6 +6,7 @@ from typing import Any
 
 from engine.model.config_json import first_key
 from engine.model.linear_shape import LinearShape
+from engine.model.llava_family import llava_projector_shapes, vision_model_type
 from engine.model.vision_towers import (
     QWEN3_VL_MODEL_TYPES,
     QWEN_VL_MODEL_TYPES,
@@ -14,6 +15,7 @@ from engine.model.vision_towers import (
     qwen3_vl_shapes,
     qwen_vl_shapes,
 )
+from engine.model.vit_towers import VIT_MODEL_TYPES, vit_tower_shapes
 
 
 def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], int]:
@@ -26,14 +28,28 @@ def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[
         return qwen_vl_shapes(config)
     if model_type in QWEN3_VL_MODEL_TYPES:
         return qwen3_vl_shapes(config)
-    if vision.get("model_type") == "pixtral":
+    tower_type = vision_model_type(config)
+    if tower_type == "pixtral":
         tower, tower_vectors = pixtral_tower_shapes(config)
-        if model_type == "mistral3":
-            projector, projector_vectors = mistral3_projector_shapes(config, text_hidden)
-        else:  # LLaVA's two biased projections (multimodal_projector_bias defaults to True there)
-            projector = _llava_projector(int(vision.get("hidden_size") or 1024), text_hidden)
-            projector_vectors = 2 * text_hidden if config.get("multimodal_projector_bias", True) else 0
-        return tower + projector, tower_vectors + projector_vectors
+        h = int(vision.get("hidden_size") or 1024)
+    elif tower_type in VIT_MODEL_TYPES:
+        tower, tower_vectors, h = vit_tower_shapes(config, tower_type)
+    else:
+        return _generic_vit_shapes(config, vision, text_hidden)
+    if model_type == "mistral3":
+        projector, projector_vectors = mistral3_projector_shapes(config, text_hidden)
+    elif model_type == "gemma3":  # one projection Parameter after a soft-embedding RMSNorm
+        projector = [LinearShape("multi_modal_projector.mm_input_projection", "vision", h, text_hidden, 1)]
+        projector_vectors = h
+    else:
+        projector, projector_vectors = llava_projector_shapes(config, h, text_hidden)
+    return tower + projector, tower_vectors + projector_vectors
+
+
+def _generic_vit_shapes(
+    config: dict[str, Any], vision: dict[str, Any], text_hidden: int
+) -> tuple[list[LinearShape], int]:
+    """A ViT quant-tui has not read in vLLM (and Llama 4's), with a LLaVA-style or Llama 4 projector."""
     h = int(first_key(vision, "hidden_size", "embed_dim", "width", default=0))
     if not h:
         return [], 0
@@ -52,44 +68,36 @@ def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[
     positions = (image // patch) ** 2 + 1 if image else 0
     vectors += positions * h + h + 4 * h  # position and class embeddings, pre/post LayerNorms
     projector_in = int(first_key(vision, "projector_input_dim", default=0))
-    if projector_in:  # Llama-4: pixel-shuffle MLP, then one projection into the text model
-        ratio = float(vision.get("pixel_shuffle_ratio") or 0.5)
-        shuffled = int(h / (ratio * ratio))
-        out = int(first_key(vision, "projector_output_dim", default=projector_in))
-        shapes += [
-            LinearShape("vision_adapter.mlp.fc1", "vision", shuffled, projector_in, 1),
-            LinearShape("vision_adapter.mlp.fc2", "vision", out, out, 1),
-            LinearShape(
-                "multi_modal_projector.linear_1",
-                "vision",
-                int(vision.get("vision_output_dim") or out),
-                text_hidden,
-                1,
-            ),
-        ]
-    elif str(config.get("model_type")) == "gemma3":  # one projection after a soft-embedding RMSNorm
-        shapes.append(LinearShape("multi_modal_projector.mm_input_projection", "vision", h, text_hidden, 1))
-        vectors += h
-    else:  # LLaVA-style two-layer projector
-        shapes += _llava_projector(h, text_hidden)
-        vectors += 2 * text_hidden
+    if not projector_in:
+        projector, projector_vectors = llava_projector_shapes(config, h, text_hidden)
+        return shapes + projector, vectors + projector_vectors
+    # Llama 4: pixel-shuffle MLP, then one projection into the text model
+    ratio = float(vision.get("pixel_shuffle_ratio") or 0.5)
+    shuffled = int(h / (ratio * ratio))
+    out = int(first_key(vision, "projector_output_dim", default=projector_in))
+    shapes += [
+        LinearShape("vision_adapter.mlp.fc1", "vision", shuffled, projector_in, 1),
+        LinearShape("vision_adapter.mlp.fc2", "vision", out, out, 1),
+        LinearShape(
+            "multi_modal_projector.linear_1",
+            "vision",
+            int(vision.get("vision_output_dim") or out),
+            text_hidden,
+            1,
+        ),
+    ]
     return shapes, vectors
 
 
-def _llava_projector(h: int, text_hidden: int) -> list[LinearShape]:
-    return [
-        LinearShape("multi_modal_projector.linear_1", "vision", h, text_hidden, 1),
-        LinearShape("multi_modal_projector.linear_2", "vision", text_hidden, text_hidden, 1),
-    ]
-
-
 # Where vLLM 0.32's multimodal models build their vision part with the quantization config, by model_type:
-# (the tower's prefix, the projector's), None where it is built without it. llava.py and mistral3.py give both
-# vision_tower and multi_modal_projector quant_config; gemma3_mm.py its vision_tower (the projector is a
-# Parameter, no Linear); mllama4.py both quant_config=None; the Qwen-VL towers ("visual") hold their merger,
-# which quant-tui sizes as the projector.
+# (the tower's prefix, the projector's), None where it is built without it. llava.py, llava_next.py and
+# mistral3.py give both vision_tower and multi_modal_projector quant_config; llava_onevision.py and
+# gemma3_mm.py their vision_tower (the projectors are nn.Linear and a Parameter); mllama4.py both
+# quant_config=None; the Qwen-VL towers ("visual") hold their merger, which quant-tui sizes as the projector.
 _VISION_BUILDS: dict[str, tuple[str | None, str | None]] = {
     "llava": ("vision_tower", "multi_modal_projector"),
+    "llava_next": ("vision_tower", "multi_modal_projector"),
+    "llava_onevision": ("vision_tower", None),
     "mistral3": ("vision_tower", "multi_modal_projector"),
     "gemma3": ("vision_tower", None),
     "llama4": (None, None),

@@ -6,6 +6,7 @@ from typing import Any
 
 from engine.model.config_json import first_key
 from engine.model.linear_shape import LinearShape
+from engine.model.llava_family import layers_built, projector_bias
 
 QWEN_VL_MODEL_TYPES = frozenset({"qwen2_vl", "qwen2_5_vl"})
 QWEN3_VL_MODEL_TYPES = frozenset({"qwen3_vl", "qwen3_vl_moe"})
@@ -109,7 +110,7 @@ def pixtral_tower_shapes(config: dict[str, Any]) -> tuple[list[LinearShape], int
     inner = int(vision.get("intermediate_size") or 4096)
     patch = int(vision.get("patch_size") or 16)
     channels = int(vision.get("num_channels") or 3)
-    layers = _layers_built(config, int(vision.get("num_hidden_layers") or 24))
+    layers = layers_built(config, int(vision.get("num_hidden_layers") or 24))
     shapes = [
         LinearShape("vision.patch_embedding", "vision", channels * patch * patch, h, 1),
         LinearShape("vision.attn.qkv", "vision", h, 3 * width, layers),
@@ -134,12 +135,5 @@ def mistral3_projector_shapes(config: dict[str, Any], text_hidden: int) -> tuple
         LinearShape("multi_modal_projector.linear_1", "vision", h, text_hidden, 1),
         LinearShape("multi_modal_projector.linear_2", "vision", text_hidden, text_hidden, 1),
     ]
-    biases = 2 * text_hidden if config.get("multimodal_projector_bias") else 0
+    biases = 2 * text_hidden if projector_bias(config) else 0
     return shapes, h + merged * h + biases
-
-
-def _layers_built(config: dict[str, Any], layers: int) -> int:
-    """vLLM's ``_get_num_hidden_layers`` (llava.py, mistral3.py): up to the deepest feature layer."""
-    feature = config.get("vision_feature_layer", -1 if config.get("model_type") == "mistral3" else -2)
-    indices = feature if isinstance(feature, list) else [feature]
-    return max(layers + int(i) + 1 if int(i) < 0 else int(i) for i in indices)

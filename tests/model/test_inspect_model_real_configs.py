@@ -187,6 +187,16 @@ VISION = [
     # The same tower, out_hidden_size 2,048: each of the 4 mergers' fc2 is 4608×2048 + 2,048 = 9,439,232
     # instead of 18,878,464: 576,388,336 - 4 × 9,439,232 = 538,631,408.
     ("qwen3-vl-30b-a3b-instruct", 538_631_408),
+    # siglip.py, built whole by gemma3_mm.py: 27 blocks of 15,239,504 (q/k/v/out 4 × 1152² + 4,608, fc1
+    # 1152×4304 + 4,304, fc2 4304×1152 + 1,152, two LayerNorms 4,608) = 411,466,608; patch 3·14² → 1,152 with a
+    # bias 678,528; positions (896/14)² = 4,096 × 1,152 = 4,718,592; post_layernorm 2,304; projector
+    # 1152×5376 = 6,193,152 and its soft-embedding norm 1,152. 423,060,336.
+    ("gemma-3-27b-it", 423_060_336),
+    # clip.py for llava.py (feature layer -2, no post_layernorm): 23 blocks of 12,596,224 (q/k/v/out 4 × 1024²
+    # + 4,096, fc1 1024×4096 + 4,096, fc2 4096×1024 + 1,024, two LayerNorms 4,096) = 289,713,152; patch
+    # 588×1024 = 602,112 (no bias), class 1,024, positions 577 × 1,024 = 590,848, pre_layrnorm 2,048;
+    # projector 1024×4096 + 4,096 + 4096² + 4,096 = 20,979,712. 311,888,896.
+    ("llava-mistral-7b", 311_888_896),
 ]
 
 

@@ -16,13 +16,17 @@ from tests.plan.model_configs import model_from_config
 #   MLP 3 × 14,336 × 4,096 = 176,160,768: 88,080,384 B + a scale per 16 11,010,048 B + 3 × 8 = 99,090,456 B
 #   norms 16,384 B → 182,992,920 B a layer, 5,855,773,440 B for 32;
 #   embed_tokens and the (unlisted) lm_head 32,000 × 4,096 × 2 B = 262,144,000 B each, final norm 8,192 B.
-# Vision (CLIP-L as quant-tui sizes it: h 1,024, 24 layers, MLP 4,096, patch 14):
-#   q/k/v/out 96 × 1,024² = 100,663,296, fc1 and fc2 24 × 1,024 × 4,096 = 100,663,296 each (144 matrices);
+# Vision (CLIP-L/14-336: h 1,024, 24 layers, MLP 4,096, patch 14, image 336). LLaVA's vision_feature_layer -2:
+# vLLM's clip.py builds 24 - 2 + 1 = 23 layers and no post_layernorm (llava.py: require_post_norm=False):
+#   q/k/v/out 92 × 1,024² = 96,468,992, fc1 and fc2 23 × 1,024 × 4,096 = 96,468,992 each (138 matrices,
+#   289,406,976 = 578,813,952 B at 16 bits);
 #   patch embedding 588 × 1,024 = 602,112 (a Conv2dLayer in vLLM's clip.py: never quantized) = 1,204,224 B;
 #   projector linear_1 1,024 × 4,096 = 4,194,304 and linear_2 4,096² = 16,777,216 (= 41,943,040 B at 16 bits);
-#   biases and LayerNorms 332,800 = 665,600 B.
+#   vectors: 23 blocks × (q/k/v/out biases 4,096 + fc1 4,096 + fc2 1,024 + two LayerNorms 4,096) = 306,176,
+#   class embedding 1,024, positions (24² + 1) × 1,024 = 590,848, pre_layrnorm 2,048, projector biases 8,192:
+#   908,288 = 1,816,576 B.
 DECODER, VOCAB_AND_NORM = 32 * 182_992_920, 2 * 262_144_000 + 8_192
-TOWER_16, PATCH, PROJECTOR_16, VISION_VECTORS = 2 * 301_989_888, 1_204_224, 41_943_040, 665_600
+TOWER_16, PATCH, PROJECTOR_16, VISION_VECTORS = 578_813_952, 1_204_224, 41_943_040, 1_816_576
 TOWER_MODULES = (
     "self_attn.q_proj",
     "self_attn.k_proj",
@@ -51,12 +55,14 @@ def _layers(tower_layers: int, projector: bool) -> dict[str, dict[str, Any]]:
 VISION_CASES = [
     # Nothing in the tower listed: all 16-bit (_resolve_quant_algo None -> UnquantizedLinearMethod).
     (0, False, TOWER_16 + PATCH + PROJECTOR_16 + VISION_VECTORS),
-    # The whole tower FP8 (KFp8StaticTensor): 301,989,888 B + 144 × 8 B of scales = 301,991,040 B.
-    (24, False, 301_991_040 + PATCH + PROJECTOR_16 + VISION_VECTORS),
+    # The whole tower FP8 (KFp8StaticTensor): 289,406,976 B + 138 × 8 B of scales = 289,408,080 B.
+    (23, False, 289_408_080 + PATCH + PROJECTOR_16 + VISION_VECTORS),
+    # ... all 24 checkpoint layers listed: the one vLLM does not build changes nothing.
+    (24, False, 289_408_080 + PATCH + PROJECTOR_16 + VISION_VECTORS),
     # ... and the projector FP8: 4,194,304 + 8 + 16,777,216 + 8 = 20,971,536 B.
-    (24, True, 301_991_040 + PATCH + 20_971_536 + VISION_VECTORS),
-    # Layers 0-11 listed (72 of 144 matrices): half the tower FP8 (150,994,944 + 576 B), half 16-bit (301,989,888).
-    (12, False, 150_994_944 + 576 + 301_989_888 + PATCH + PROJECTOR_16 + VISION_VECTORS),
+    (23, True, 289_408_080 + PATCH + 20_971_536 + VISION_VECTORS),
+    # Layers 0-11 listed (72 of 138 matrices): 12 layers FP8 (150,994,944 + 576 B), 11 16-bit (276,824,064 B).
+    (12, False, 150_994_944 + 576 + 276_824_064 + PATCH + PROJECTOR_16 + VISION_VECTORS),
 ]
 
 

@@ -1,7 +1,8 @@
-"""Vision towers counted as vLLM 0.32 builds them: Qwen2-VL, Qwen2.5-VL, Pixtral (Mistral 3 and LLaVA).
+"""Vision towers counted as vLLM 0.32 builds them: Qwen-VL, Pixtral, CLIP and SigLIP (LLaVA family, Gemma 3).
 
-Every expectation is summed by hand from the modules of vLLM's qwen2_vl.py, qwen2_5_vl.py, pixtral.py and
-mistral3.py (arithmetic in the comments); the real-checkpoint totals are in test_inspect_model_real_configs.
+Every expectation is summed by hand from the modules of vLLM's qwen2_vl.py, qwen2_5_vl.py, qwen3_vl.py,
+pixtral.py, mistral3.py, clip.py, siglip.py, llava*.py and gemma3_mm.py (arithmetic in the comments); the
+real-checkpoint totals are in test_inspect_model_real_configs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ _QWEN3_VL |= {
 }
 _PIXTRAL = {"model_type": "pixtral", "hidden_size": 8, "num_attention_heads": 2, "head_dim": 4}
 _PIXTRAL |= {"intermediate_size": 16, "num_hidden_layers": 3, "patch_size": 2, "num_channels": 3}
+
+_CLIP = {"model_type": "clip_vision_model", "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 3}
+_CLIP |= {"num_attention_heads": 2, "image_size": 4, "patch_size": 2, "num_channels": 3}
+_SIGLIP = _CLIP | {"model_type": "siglip_vision_model"}
 
 CASES = [
     # Qwen2-VL: Conv3d 3·2·2·2 = 24 → 8, no bias: 192. A block: qkv 8×24 + 24 = 216, proj 64 + 8 = 72,
@@ -54,6 +59,31 @@ CASES = [
     # Pixtral in LLaVA form, LLaVA's default feature layer -2: 2 layers. Tower 96 + 8 + 2 × 656 = 1,416;
     # LLaVA projector with biases: 8×32 + 32 = 288, 32×32 + 32 = 1,056. 2,760.
     ({"model_type": "llava", "vision_config": _PIXTRAL}, 2_760),
+    # CLIP in LLaVA (clip.py): a block is q/k/v/out 4 × 64 + 32 = 288, fc1 8×16 + 16 = 144, fc2 16×8 + 8 = 136,
+    # two LayerNorms 32: 600. Embeddings: patch 3·2·2 = 12 → 8 without bias 96, class 8, positions
+    # ((4/2)² + 1) × 8 = 40, pre_layrnorm 16: 160. LLaVA's default feature layer -2: 2 blocks, and no
+    # post_layernorm (require_post_norm=False): 1,360. Projector with biases 288 + 1,056 = 1,344. 2,704.
+    ({"model_type": "llava", "vision_config": _CLIP}, 2_704),
+    # ... feature layer -1: all 3 blocks, still no post_layernorm: 3,304.
+    ({"model_type": "llava", "vision_config": _CLIP, "vision_feature_layer": -1}, 3_304),
+    # ... feature layers [1, -3]: the deepest is layer 1 (3 - 3 + 1 = 1): one block, 2,104.
+    ({"model_type": "llava", "vision_config": _CLIP, "vision_feature_layer": [1, -3]}, 2_104),
+    # ... multimodal_projector_bias False: 2,704 - 2 × 32 = 2,640.
+    ({"model_type": "llava", "vision_config": _CLIP, "multimodal_projector_bias": False}, 2_640),
+    # LLaVA-NeXT: LLaVA's tower and projector, plus image_newline (32): 2,736.
+    ({"model_type": "llava_next", "vision_config": _CLIP}, 2_736),
+    # LLaVA-OneVision, SigLIP (siglip.py): patch 96 with a bias 8, positions (4/2)² × 8 = 32, no class or
+    # pre-norm: 136. Feature layer -1: 3 blocks (1,800), no post_layernorm. Projector 1,344, image_newline 32.
+    # 3,312.
+    ({"model_type": "llava_onevision", "vision_config": _SIGLIP}, 3_312),
+    # Gemma 3 builds SigLIP whole: 1,800 + 136 + post_layernorm 16 = 1,952; mm_input_projection 8×32 = 256 and
+    # mm_soft_emb_norm 8. 2,216.
+    ({"model_type": "gemma3", "vision_config": _SIGLIP}, 2_216),
+    # A LLaVA vision_config that says nothing is CLIPVisionConfig's defaults: h 768, MLP 3,072, 12 layers,
+    # image 224, patch 32. 11 blocks of 4 × 768² + 3,072 + 2 × 768 × 3,072 + 3,072 + 768 + 3,072 = 7,087,872
+    # (77,966,592); patch 3·32² × 768 = 2,359,296, class 768, positions (7² + 1) × 768 = 38,400, pre_layrnorm
+    # 1,536; projector 768×32 + 32 + 32×32 + 32 = 25,664. 80,392,256.
+    ({"model_type": "llava", "vision_config": {"projection_dim": 768}}, 80_392_256),
 ]
 
 
@@ -71,3 +101,43 @@ def test_mistral3_patch_merger_is_never_a_quantizable_linear() -> None:
         "multi_modal_projector.linear_1",
         "multi_modal_projector.linear_2",
     }
+
+
+def test_onevision_projector_is_never_a_quantizable_linear() -> None:
+    """llava_onevision.py builds its projector of nn.Linear: no quantization config reaches it."""
+    shapes, _ = vision_tower_shapes({"model_type": "llava_onevision", "vision_config": _SIGLIP}, TEXT_HIDDEN)
+    assert not [shape for shape in shapes if shape.module.startswith("multi_modal_projector.")]
+
+
+def _state_numel(module: Any) -> int:
+    return sum(tensor.numel() for tensor in module.state_dict().values())
+
+
+# transformers' own towers built to the depth vLLM builds (a second implementation of the same modules):
+# (config, the depth, whether vLLM keeps post_layernorm). Projectors apart: LLaVA's is 2,704 - 1,360 = 1,344.
+BUILT_CASES = [
+    ({"model_type": "llava", "vision_config": _CLIP}, 2, False, 1_344),
+    ({"model_type": "llava", "vision_config": _CLIP | {"image_size": 6}}, 2, False, 1_344),
+    ({"model_type": "gemma3", "vision_config": _SIGLIP}, 3, True, 264),
+]
+
+
+@pytest.mark.parametrize(("config", "depth", "post_norm", "projector"), BUILT_CASES)
+def test_transformers_builds_the_same_tower(
+    config: dict[str, Any], depth: int, post_norm: bool, projector: int
+) -> None:
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
+
+    fields = {key: value for key, value in config["vision_config"].items() if key != "model_type"}
+    fields["num_hidden_layers"] = depth
+    clip = config["vision_config"]["model_type"] == "clip_vision_model"
+    with torch.device("meta"):
+        tower = (
+            CLIPVisionModel(CLIPVisionConfig(**fields))
+            if clip
+            else SiglipVisionModel(SiglipVisionConfig(**fields, vision_use_head=False))
+        )
+    built = _state_numel(tower) - (0 if post_norm else 2 * int(fields["hidden_size"]))
+    shapes, vectors = vision_tower_shapes(config, TEXT_HIDDEN)
+    assert sum(shape.numel for shape in shapes) + vectors == built + projector

@@ -1,0 +1,51 @@
+"""CLIP and SigLIP vision towers as vLLM's clip.py and siglip.py build them (LLaVA, LLaVA-NeXT, Gemma 3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.model.config_json import first_key
+from engine.model.linear_shape import LinearShape
+from engine.model.llava_family import LLAVA_FAMILY, layers_built
+
+CLIP_MODEL_TYPE, SIGLIP_MODEL_TYPE = "clip_vision_model", "siglip_vision_model"
+# CLIPVisionConfig's and SiglipVisionConfig's defaults: (hidden, intermediate, layers, image, patch).
+_CONFIG_DEFAULTS = {
+    CLIP_MODEL_TYPE: (768, 3072, 12, 224, 32),
+    SIGLIP_MODEL_TYPE: (768, 3072, 12, 224, 16),
+}
+VIT_MODEL_TYPES = frozenset(_CONFIG_DEFAULTS)
+
+
+def vit_tower_shapes(config: dict[str, Any], vision_type: str) -> tuple[list[LinearShape], int, int]:
+    """(shapes, vectors, tower width) of a CLIP or SigLIP tower as vLLM builds it for ``config``.
+
+    Both: ``layers`` blocks of biased q/k/v/out and fc1/fc2 with two LayerNorms, a Conv2d patch embedding and
+    a learned position per patch. CLIP adds a class embedding (and its position), ``pre_layrnorm``, and a
+    patch embedding without bias; SigLIP's patch embedding has one. The LLaVA family builds the tower only up
+    to its feature layer and with ``require_post_norm=False``; Gemma 3 builds it whole, so ``post_layernorm``
+    is there (vLLM drops it only for a truncated tower).
+    """
+    vision = config["vision_config"]
+    hidden, inner, layers, image, patch = _CONFIG_DEFAULTS[vision_type]
+    h = int(first_key(vision, "hidden_size", default=hidden))
+    inner = int(first_key(vision, "intermediate_size", default=inner))
+    total_layers = int(first_key(vision, "num_hidden_layers", default=layers))
+    image = int(first_key(vision, "image_size", default=image))
+    patch = int(first_key(vision, "patch_size", default=patch))
+    channels = int(first_key(vision, "num_channels", default=3))
+    built = layers_built(config, total_layers)
+    shapes = [
+        LinearShape("vision.attn.qkvo", "vision", h, h, 4 * built),
+        LinearShape("vision.mlp.fc1", "vision", h, inner, built),
+        LinearShape("vision.mlp.fc2", "vision", inner, h, built),
+        LinearShape("vision.patch_embedding", "vision", channels * patch * patch, h, 1),
+    ]
+    vectors = built * (4 * h + inner + h + 2 * 2 * h)  # q/k/v/out, fc1 and fc2 biases; two LayerNorms
+    patches = (image // patch) ** 2
+    if vision_type == CLIP_MODEL_TYPE:
+        vectors += h + (patches + 1) * h + 2 * h  # class embedding, positions, pre_layrnorm
+    else:
+        vectors += h + patches * h  # the patch embedding's bias, positions
+    post_norm = str(config.get("model_type")) not in LLAVA_FAMILY and built == total_layers
+    return shapes, vectors + (2 * h if post_norm else 0), h
