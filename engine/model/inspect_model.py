@@ -31,6 +31,7 @@ from engine.model.moe_layout import MoeLayout
 from engine.model.param_count import active_params, decoder_layer_shapes, model_shapes
 from engine.model.safetensors_headers import read_safetensors_headers, weight_files
 from engine.model.shared_kv_layers import kv_shared_weight_prefixes
+from engine.model.vision_params import vision_read
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,8 @@ class ModelInfo(ModelShape):
             from the headers without MTP tensors or KV-sharing layers' K/V; config-only: estimated).
         weight_layout: how the checkpoint stores its weights, e.g. "MXFP4 experts", "FP8 block 128×128".
         vision_params: parameters of vision/audio towers and projectors (in ``params``).
+        vision_guessed: the towers were estimated from the config as a generic ViT, a model type
+            quant-tui has not read in vLLM (its weights may be off by a few %).
         mtp_params: multi-token-prediction parameters, not loaded for plain serving (not in ``params``).
         active_params: parameters one token uses (routed experts it skips left out; no vision tower).
         layer_params: each decoder layer's parameters (layers differ: dense vs MoE MLPs, hybrids).
@@ -82,6 +85,7 @@ class ModelInfo(ModelShape):
     loaded_weight_bytes: int = 0
     weight_layout: str = ""
     vision_params: int = 0
+    vision_guessed: bool = False
     mtp_params: int = 0
     active_params: int = 0
     layer_params: tuple[int, ...] = ()
@@ -213,6 +217,7 @@ def inspect_model(folder: Path) -> ModelInfo:
         loaded_weight_bytes=loaded_bytes,
         weight_layout=layout.name,
         vision_params=counts.vision,
+        vision_guessed=bool(counts.vision) and source == "estimate" and not vision_read(arch.config),
         mtp_params=counts.mtp,
         active_params=active_params(arch) if source == "estimate" else counts.total - counts.vision,
         layer_params=layer_params,

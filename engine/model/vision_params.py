@@ -137,6 +137,11 @@ def _gemma4_towers_quantized(config: dict[str, Any], method: str) -> bool:
     return hidden % 64 == 0 and inner % 64 == 0
 
 
+def vision_read(config: dict[str, Any]) -> bool:
+    """Whether quant-tui sizes this model's towers as vLLM's model file builds them (not as a generic ViT)."""
+    return quantizable_vision(str(config.get("model_type"))) is not None
+
+
 def quantizable_vision(
     model_type: str, config: dict[str, Any] | None = None, method: str = ""
 ) -> tuple[tuple[str, str], ...] | None:

@@ -190,6 +190,11 @@ def _candidate(
         hint = expert_parallel_hint(model, fit.tensor_parallel_size * fit.pipeline_parallel_size)
         if hint:
             reasons.append(hint)
+    if model.vision_guessed:
+        warnings.append(
+            f"the vision tower ({human_params(model.vision_params)}) is estimated as a generic ViT: quant-tui "
+            "has not read this model type in vLLM; its weights may be a few % off"
+        )
     if method == "bf16" and cc is not None and cc < 80:
         warnings.append("no bfloat16 before Ampere: vLLM serves it as float16 (--dtype half)")
     record = method_record(method)

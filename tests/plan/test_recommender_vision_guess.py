@@ -1,0 +1,36 @@
+"""A vision tower quant-tui only guesses (a model type it has not read in vLLM) is said in the plan's warnings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.hardware.detect import target_from_spec
+from engine.plan.recommender import PlanRequest, recommend
+from tests.plan.model_configs import model_from_config
+
+CASES = [
+    ("llava-mistral-7b", {}, False),  # llava.py read: CLIP to the feature layer, the LLaVA projector
+    ("gemma-3-27b-it", {}, False),
+    ("qwen2.5-vl-7b-instruct", {}, False),
+    ("qwen3-8b", {}, False),  # no tower at all
+    # The same CLIP tower under a model type whose vLLM file quant-tui has not read: a generic ViT guess, all 24
+    # layers, 5 LayerNorm widths: 301,989,888 + patch 602,112 + 319,488 + positions 590,848 + 5,120 + the
+    # LLaVA-style projector 20,979,712 = 324,487,168.
+    ("llava-mistral-7b", {"model_type": "internvl_chat"}, True),
+]
+
+
+@pytest.mark.parametrize(("name", "changes", "guessed"), CASES)
+def test_a_guessed_vision_tower_is_warned_about(
+    tmp_path: Path, name: str, changes: dict[str, Any], guessed: bool
+) -> None:
+    model = model_from_config(tmp_path, name, changes)
+    assert model.vision_guessed is guessed
+    best = recommend(model, target_from_spec("H100"), PlanRequest(max_model_len=4096)).best
+    warned = [w for w in best.warnings if "generic ViT" in w]
+    assert len(warned) == int(guessed)
+    if guessed:
+        assert warned[0].startswith("the vision tower (324M) is estimated as a generic ViT")
