@@ -14,6 +14,7 @@ import pytest
 
 from engine.model.inspect_model import ModelInfo, inspect_model
 from engine.plan.memory import kv_bytes_per_token, weight_bytes
+from tests.plan.model_configs import model_from_config
 
 CONFIGS = Path(__file__).parents[1] / "fixtures" / "configs"
 
@@ -203,6 +204,19 @@ VISION = [
 @pytest.mark.parametrize(("name", "vision_params"), VISION, ids=[row[0] for row in VISION])
 def test_vision_tower_and_projector(name: str, vision_params: int, tmp_path: Path) -> None:
     assert config_only(name, tmp_path).vision_params == vision_params
+
+
+def test_llava_next_loads_its_tower_to_the_feature_layer(tmp_path: Path) -> None:
+    """LLaVA-v1.6-Mistral-7B as llava_next: text vocab 32,064, image_newline; HF's page says 7.57B stored.
+
+    By hand: Mistral-7B 7,241,732,096 + 2 × 64 × 4,096 for the larger vocabulary = 7,242,256,384; the LLaVA
+    tower and projector above 311,888,896 + image_newline 4,096. 7,554,149,376: the stored 7.57B less the CLIP
+    layer (12,596,224) and post_layernorm (2,048) that vLLM does not build.
+    """
+    llava_next = {"model_type": "llava_next", "architectures": ["LlavaNextForConditionalGeneration"]}
+    model = model_from_config(tmp_path, "llava-mistral-7b", llava_next, {"vocab_size": 32_064})
+    assert model.params == 7_554_149_376
+    assert model.vision_params == 311_892_992
 
 
 def test_prequantized_checkpoint_is_planned_at_its_own_size(tmp_path: Path) -> None:
