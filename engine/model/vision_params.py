@@ -28,7 +28,7 @@ def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[
         return qwen_vl_shapes(config)
     if model_type in QWEN3_VL_MODEL_TYPES:
         return qwen3_vl_shapes(config)
-    tower_type = vision_model_type(config)
+    tower_type = vision_model_type(config) or ("siglip_vision_model" if model_type == "gemma3" else "")
     if tower_type == "pixtral":
         tower, tower_vectors = pixtral_tower_shapes(config)
         h = int(vision.get("hidden_size") or 1024)

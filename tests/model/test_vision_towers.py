@@ -79,6 +79,8 @@ CASES = [
     # Gemma 3 builds SigLIP whole: 1,800 + 136 + post_layernorm 16 = 1,952; mm_input_projection 8×32 = 256 and
     # mm_soft_emb_norm 8. 2,216.
     ({"model_type": "gemma3", "vision_config": _SIGLIP}, 2_216),
+    # ... a Gemma 3 vision_config without model_type is Gemma3Config's SigLIP all the same.
+    ({"model_type": "gemma3", "vision_config": _CLIP | {"model_type": None}}, 2_216),
     # A LLaVA vision_config that says nothing is CLIPVisionConfig's defaults: h 768, MLP 3,072, 12 layers,
     # image 224, patch 32. 11 blocks of 4 × 768² + 3,072 + 2 × 768 × 3,072 + 3,072 + 768 + 3,072 = 7,087,872
     # (77,966,592); patch 3·32² × 768 = 2,359,296, class 768, positions (7² + 1) × 768 = 38,400, pre_layrnorm
