@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.model.config_json import first_key
+from engine.model.intern_vit import INTERNVL_MODEL_TYPES, intern_vit_shapes
 from engine.model.linear_shape import LinearShape
 from engine.model.llava_family import llava_projector_shapes, vision_model_type
 from engine.model.vision_towers import (
@@ -28,6 +29,8 @@ def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[
         return qwen_vl_shapes(config)
     if model_type in QWEN3_VL_MODEL_TYPES:
         return qwen3_vl_shapes(config)
+    if model_type in INTERNVL_MODEL_TYPES:
+        return intern_vit_shapes(config, text_hidden)
     tower_type = vision_model_type(config) or ("siglip_vision_model" if model_type == "gemma3" else "")
     if tower_type == "pixtral":
         tower, tower_vectors = pixtral_tower_shapes(config)
@@ -91,13 +94,14 @@ def _generic_vit_shapes(
 
 # Where vLLM 0.32's multimodal models build their vision part with the quantization config, by model_type:
 # (the tower's prefix, the projector's), None where it is built without it. llava.py, llava_next.py and
-# mistral3.py give both vision_tower and multi_modal_projector quant_config; llava_onevision.py and
-# gemma3_mm.py their vision_tower (the projectors are nn.Linear and a Parameter); mllama4.py both
+# mistral3.py give both vision_tower and multi_modal_projector quant_config; llava_onevision.py, internvl.py
+# and gemma3_mm.py their vision tower (the projectors are nn.Linear and a Parameter); mllama4.py both
 # quant_config=None; the Qwen-VL towers ("visual") hold their merger, which quant-tui sizes as the projector.
 _VISION_BUILDS: dict[str, tuple[str | None, str | None]] = {
     "llava": ("vision_tower", "multi_modal_projector"),
     "llava_next": ("vision_tower", "multi_modal_projector"),
     "llava_onevision": ("vision_tower", None),
+    "internvl_chat": ("vision_model", None),
     "mistral3": ("vision_tower", "multi_modal_projector"),
     "gemma3": ("vision_tower", None),
     "llama4": (None, None),
