@@ -29,6 +29,7 @@ from engine.model.header_counts import (
 from engine.model.hub_cache import cached_repo_id
 from engine.model.moe_layout import MoeLayout
 from engine.model.param_count import active_params, decoder_layer_shapes, model_shapes
+from engine.model.remote_config import remote_config_class
 from engine.model.safetensors_headers import read_safetensors_headers, weight_files
 from engine.model.shared_kv_layers import kv_shared_weight_prefixes
 from engine.model.vision_params import vision_read
@@ -56,6 +57,8 @@ class ModelInfo(ModelShape):
         vision_params: parameters of vision/audio towers and projectors (in ``params``).
         vision_guessed: the towers were estimated from the config as a generic ViT, a model type
             quant-tui has not read in vLLM (its weights may be off by a few %).
+        remote_config: the checkpoint's own config class ("module.Class") when vLLM can read the config
+            only by running it (``--trust-remote-code``); None when transformers or vLLM has a class.
         mtp_params: multi-token-prediction parameters, not loaded for plain serving (not in ``params``).
         active_params: parameters one token uses (routed experts it skips left out; no vision tower).
         layer_params: each decoder layer's parameters (layers differ: dense vs MoE MLPs, hybrids).
@@ -86,6 +89,7 @@ class ModelInfo(ModelShape):
     weight_layout: str = ""
     vision_params: int = 0
     vision_guessed: bool = False
+    remote_config: str | None = None
     mtp_params: int = 0
     active_params: int = 0
     layer_params: tuple[int, ...] = ()
@@ -218,6 +222,7 @@ def inspect_model(folder: Path) -> ModelInfo:
         weight_layout=layout.name,
         vision_params=counts.vision,
         vision_guessed=bool(counts.vision) and source == "estimate" and not vision_read(arch.config),
+        remote_config=remote_config_class(arch.config),
         mtp_params=counts.mtp,
         active_params=active_params(arch) if source == "estimate" else counts.total - counts.vision,
         layer_params=layer_params,

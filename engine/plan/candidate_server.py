@@ -58,6 +58,7 @@ def candidate_server_config(
         cpu_kvcache_gib=plan.kv_budget_bytes // GIB if cpu else None,
         # The CPU backend gains nothing from graph capture and starts much faster without it.
         enforce_eager=cpu,
+        trust_remote_code=model.remote_config is not None,
         prediction=prediction,
         method=method,
         layer_partition=request.layer_partition,

@@ -10,6 +10,7 @@ from engine.hardware.detect import HardwareTarget
 from engine.model.checkpoint_size import WeightBytes
 from engine.model.gguf_file import tokenizer_folder
 from engine.model.inspect_model import ModelInfo, human_params
+from engine.model.remote_config import remote_config_warning
 from engine.plan.candidate_server import apply_calibration, candidate_server_config
 from engine.plan.checkpoint_limits import (
     check_cpu_backend,
@@ -195,6 +196,8 @@ def _candidate(
             f"the vision tower ({human_params(model.vision_params)}) is estimated as a generic ViT: quant-tui "
             "has not read this model type in vLLM; its weights may be a few % off"
         )
+    if model.remote_config is not None:
+        warnings.append(remote_config_warning(model.path, model.remote_config))
     if method == "bf16" and cc is not None and cc < 80:
         warnings.append("no bfloat16 before Ampere: vLLM serves it as float16 (--dtype half)")
     record = method_record(method)

@@ -100,6 +100,8 @@ class ServerConfig:
         max_num_seqs: ``--max-num-seqs`` (``None``: vLLM's per-hardware default).
         max_num_batched_tokens: ``--max-num-batched-tokens`` (``None``: vLLM's per-hardware default).
         enforce_eager: ``--enforce-eager`` (no graph capture or compilation: faster start-up).
+        trust_remote_code: ``--trust-remote-code``: vLLM reads the model's config only through the
+            checkpoint's own Python file (``ModelInfo.remote_config``), which this runs.
         api_key: clients must send it as a Bearer token; passed through the environment, never argv.
         cpu_kvcache_gib: KV cache space on the CPU backend; ``None`` lets the launcher plan it
             with the same rule as the planner (``engine.plan.server_plan.cpu_kv_space``).
@@ -127,6 +129,7 @@ class ServerConfig:
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
     enforce_eager: bool = False
+    trust_remote_code: bool = False
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     api_key: str | None = None
@@ -221,6 +224,8 @@ class ServerConfig:
             argv += ["--max-num-batched-tokens", str(self.max_num_batched_tokens)]
         if self.enforce_eager:
             argv.append("--enforce-eager")
+        if self.trust_remote_code:
+            argv.append("--trust-remote-code")
         if (
             backend == "cpu"
             and self.cpu_kvcache_gib is not None

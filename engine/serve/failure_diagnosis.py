@@ -152,6 +152,13 @@ def _bad_config(match: re.Match[str]) -> Diagnosis:
     )
 
 
+def _remote_config(match: re.Match[str]) -> Diagnosis:
+    return Diagnosis(
+        "vLLM can read this model's config only by running the checkpoint's own Python file (auto_map)",
+        "read that file in the model folder, then serve with --trust-remote-code (after -- for quant-tui serve)",
+    )
+
+
 def _no_weights(match: re.Match[str]) -> Diagnosis:
     return Diagnosis(
         "the model folder has no weights vLLM can load",
@@ -287,6 +294,8 @@ _RULES: Sequence[_Rule] = (
     ),
     (re.compile(r"Model architectures \[(?P<arch>[^\]]*)\] are not supported"), _unsupported_arch),
     (re.compile(r"Cannot find any model weights"), _no_weights),
+    # vLLM's own sentence, or transformers 5's that vLLM passes on.
+    (re.compile(r"--trust-remote-code` flag|contains custom code which must be executed"), _remote_config),
     (
         re.compile(
             r"JSONDecodeError|config\.json.*(?:is not a valid JSON|Expecting)|Expecting property name"

@@ -56,6 +56,9 @@ PARAMS = [
     # By hand: Qwen3-30B-A3B's text model (30,532,122,624, above) + vision 538,631,408 = 31,070,754,032;
     # card of Qwen/Qwen3-VL-30B-A3B-Instruct: 31.1B.
     ("qwen3-vl-30b-a3b-instruct", 31_070_754_032, 0.0),
+    # By hand: Qwen2.5-0.5B's layers with InternVL3's vocabulary, untied (24 × 14,912,384 + 2 × 151,674·896 +
+    # 896 = 629,697,920) + vision 308,495,104 (below) = 938,193,024; card of OpenGVLab/InternVL3-1B: 0.9B.
+    ("internvl3-1b", 938_193_024, 0.0),
 ]
 
 
@@ -198,6 +201,12 @@ VISION = [
     # 588×1024 = 602,112 (no bias), class 1,024, positions 577 × 1,024 = 590,848, pre_layrnorm 2,048;
     # projector 1024×4096 + 4,096 + 4096² + 4,096 = 20,979,712. 311,888,896.
     ("llava-mistral-7b", 311_888_896),
+    # intern_vit.py + internvl.py (select_layer -1: all 24 layers, no final norm): 24 blocks of 12,598,272
+    # (qkv 1024×3072 + 3,072, proj 1024² + 1,024, fc1 1024×4096 + 4,096, fc2 4096×1024 + 1,024, two LayerNorms
+    # 4,096, ls1/ls2 2,048) = 302,358,528; class token 1,024, patch 588×1024 + 1,024 = 603,136, positions
+    # ((448/14)² + 1) × 1,024 = 1,049,600: InternViT-300M's 304,012,288. mlp1 over 1024·2² = 4,096: LayerNorm
+    # 8,192 + 4096×896 + 896 + 896² + 896 = 4,482,816. 308,495,104.
+    ("internvl3-1b", 308_495_104),
 ]
 
 

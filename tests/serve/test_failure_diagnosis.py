@@ -53,6 +53,8 @@ def _lines(name: str) -> list[str]:
         ),
         ("log_unsupported_architecture.log", 1, "architecture", "architecture"),
         ("log_no_weights.log", 1, "no weights", "safetensors"),
+        # A config.json whose auto_map names the folder's own configuration_probe.py, served without the flag.
+        ("log_remote_config.log", 1, "the checkpoint's own Python file", "--trust-remote-code"),
         # An eager server on an AMX host without the AMX plugin: a 2-token first request.
         (
             "log_cpu_engine_died_sigill.log",
