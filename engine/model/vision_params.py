@@ -16,7 +16,7 @@ from engine.model.vision_towers import (
     qwen3_vl_shapes,
     qwen_vl_shapes,
 )
-from engine.model.vit_towers import VIT_MODEL_TYPES, vit_tower_shapes
+from engine.model.vit_towers import IDEFICS3_MODEL_TYPES, VIT_MODEL_TYPES, idefics3_shapes, vit_tower_shapes
 
 
 def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], int]:
@@ -31,6 +31,8 @@ def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[
         return qwen3_vl_shapes(config)
     if model_type in INTERNVL_MODEL_TYPES:
         return intern_vit_shapes(config, text_hidden)
+    if model_type in IDEFICS3_MODEL_TYPES:
+        return idefics3_shapes(config, text_hidden)
     tower_type = vision_model_type(config) or ("siglip_vision_model" if model_type == "gemma3" else "")
     if tower_type == "pixtral":
         tower, tower_vectors = pixtral_tower_shapes(config)
@@ -96,12 +98,15 @@ def _generic_vit_shapes(
 # (the tower's prefix, the projector's), None where it is built without it. llava.py, llava_next.py and
 # mistral3.py give both vision_tower and multi_modal_projector quant_config; llava_onevision.py, internvl.py
 # and gemma3_mm.py their vision tower (the projectors are nn.Linear and a Parameter); mllama4.py both
-# quant_config=None; the Qwen-VL towers ("visual") hold their merger, which quant-tui sizes as the projector.
+# quant_config=None; idefics3.py (and smolvlm.py) both, its projector being connector.modality_projection; the
+# Qwen-VL towers ("visual") hold their merger, which quant-tui sizes as the projector.
 _VISION_BUILDS: dict[str, tuple[str | None, str | None]] = {
     "llava": ("vision_tower", "multi_modal_projector"),
     "llava_next": ("vision_tower", "multi_modal_projector"),
     "llava_onevision": ("vision_tower", None),
     "internvl_chat": ("vision_model", None),
+    "idefics3": ("vision_model", "connector"),
+    "smolvlm": ("vision_model", "connector"),
     "mistral3": ("vision_tower", "multi_modal_projector"),
     "gemma3": ("vision_tower", None),
     "llama4": (None, None),

@@ -1,4 +1,4 @@
-"""CLIP and SigLIP vision towers as vLLM's clip.py and siglip.py build them (LLaVA, LLaVA-NeXT, Gemma 3)."""
+"""CLIP and SigLIP vision towers as vLLM's clip.py, siglip.py and idefics2_vision_model.py build them (LLaVA, Gemma 3, Idefics3)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ from engine.model.linear_shape import LinearShape
 from engine.model.llava_family import LLAVA_FAMILY, layers_built
 
 CLIP_MODEL_TYPE, SIGLIP_MODEL_TYPE = "clip_vision_model", "siglip_vision_model"
-# CLIPVisionConfig's and SiglipVisionConfig's defaults: (hidden, intermediate, layers, image, patch).
+IDEFICS3_VISION_TYPE = "idefics3_vision"
+# CLIPVisionConfig's, SiglipVisionConfig's and Idefics3VisionConfig's (= SmolVLMVisionConfig's) defaults:
+# (hidden, intermediate, layers, image, patch).
 _CONFIG_DEFAULTS = {
     CLIP_MODEL_TYPE: (768, 3072, 12, 224, 32),
     SIGLIP_MODEL_TYPE: (768, 3072, 12, 224, 16),
+    IDEFICS3_VISION_TYPE: (1152, 3072, 12, 224, 32),
 }
-VIT_MODEL_TYPES = frozenset(_CONFIG_DEFAULTS)
+VIT_MODEL_TYPES = frozenset({CLIP_MODEL_TYPE, SIGLIP_MODEL_TYPE})
+IDEFICS3_MODEL_TYPES = frozenset({"idefics3", "smolvlm"})
 
 
 def vit_tower_shapes(config: dict[str, Any], vision_type: str) -> tuple[list[LinearShape], int, int]:
@@ -49,3 +53,18 @@ def vit_tower_shapes(config: dict[str, Any], vision_type: str) -> tuple[list[Lin
         vectors += h + patches * h  # the patch embedding's bias, positions
     post_norm = str(config.get("model_type")) not in LLAVA_FAMILY and built == total_layers
     return shapes, vectors + (2 * h if post_norm else 0), h
+
+
+def idefics3_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], int]:
+    """Idefics3 and SmolVLM (idefics3.py, smolvlm.py): the tower and the connector, both with the quant config.
+
+    The tower is Idefics2VisionTransformer, SigLIP's layout (a biased patch embedding, a position per patch,
+    biased q/k/v/out and fc1/fc2, two LayerNorms a block), built whole with its ``post_layernorm``. The connector
+    pixel-shuffles ``scale_factor``² patches into one and projects them with a bias-free ReplicatedLinear.
+    """
+    tower, vectors, h = vit_tower_shapes(config, IDEFICS3_VISION_TYPE)
+    scale = int(first_key(config, "scale_factor", default=2))
+    projection = LinearShape(
+        "multi_modal_projector.modality_projection", "vision", h * scale * scale, text_hidden, 1
+    )
+    return [*tower, projection], vectors

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 from engine.model.vision_params import quantizable_vision, vision_tower_shapes
-from engine.serve.ports import pick_free_port
+from tests.model.vllm_meta_build import vllm_parameter_counts
 
 TEXT_HIDDEN = 32
 # InternViT-300M style (InternVL 2.5 / 3): biased qkv, LayerNorms, no q/k norms.
@@ -51,34 +48,8 @@ def test_mlp1_is_never_a_quantizable_linear() -> None:
     assert quantizable_vision("internvl_chat") == (("vision.", "vision_model"),)
 
 
-# vLLM's own towers, built on the meta device in a child process (it sets up a one-rank process group):
-# InternVisionModel to select_layer -1 and -2, CLIPVisionModel as llava.py builds it (to layer -2, no
-# post_layernorm). The counts are of their state dicts: what vLLM's weight loader fills.
-_BUILD = """
-import json, sys, torch
-from types import SimpleNamespace
-from transformers import CLIPVisionConfig
-from vllm.config import VllmConfig, set_current_vllm_config
-from vllm.distributed import parallel_state
-cases = json.loads(sys.argv[1])
-with set_current_vllm_config(VllmConfig()):
-    parallel_state.init_distributed_environment(1, 0, "tcp://127.0.0.1:" + sys.argv[2], 0, "gloo")
-    parallel_state.initialize_model_parallel(1, 1)
-    from vllm.model_executor.models.clip import CLIPVisionModel
-    from vllm.model_executor.models.intern_vit import InternVisionModel
-    counts = []
-    with torch.device("meta"):
-        for kind, fields, layers in cases:
-            if kind == "intern":
-                config = SimpleNamespace(**fields, layer_norm_eps=1e-6, initializer_factor=0.1, hidden_act="gelu")
-                tower = InternVisionModel(config, num_hidden_layers_override=layers)
-            else:
-                tower = CLIPVisionModel(
-                    CLIPVisionConfig(**fields), num_hidden_layers_override=layers, require_post_norm=False
-                )
-            counts.append(sum(t.numel() for t in tower.state_dict().values()))
-print(json.dumps(counts))
-"""
+# vLLM's own InternVisionModel to select_layer -1 and -2, and CLIPVisionModel as llava.py builds it (to layer -2,
+# no post_layernorm).
 _CLIP = {"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 3, "num_attention_heads": 2}
 _CLIP |= {"image_size": 4, "patch_size": 2}
 # (builder, fields, layers vLLM builds), the config quant-tui sizes, and its projector's parameters (2,176: mlp1;
@@ -99,16 +70,7 @@ BUILT = [
 
 
 def test_vllm_builds_the_same_towers() -> None:
-    cases = [case for case, _, _ in BUILT]
-    done = subprocess.run(
-        [sys.executable, "-c", _BUILD, json.dumps(cases), str(pick_free_port())],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    built = json.loads(done.stdout.strip().splitlines()[-1])
+    built = vllm_parameter_counts([case for case, _, _ in BUILT])
     for count, (_, config, projector) in zip(built, BUILT, strict=True):
         shapes, vectors = vision_tower_shapes(config, TEXT_HIDDEN)
         assert sum(shape.numel for shape in shapes) + vectors == count + projector

@@ -1,0 +1,66 @@
+"""vLLM's own vision towers and projectors, built on the meta device in a child process: their parameter counts.
+
+The child sets up the one-rank process group vLLM's parallel layers need; each count is of a module's state dict,
+what vLLM's weight loader fills.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+from engine.serve.ports import pick_free_port
+
+_BUILD = """
+import json, sys, torch
+from types import SimpleNamespace
+from transformers import CLIPVisionConfig, Idefics3VisionConfig
+from vllm.config import VllmConfig, set_current_vllm_config
+from vllm.distributed import parallel_state
+cases = json.loads(sys.argv[1])
+with set_current_vllm_config(VllmConfig()):
+    parallel_state.init_distributed_environment(1, 0, "tcp://127.0.0.1:" + sys.argv[2], 0, "gloo")
+    parallel_state.initialize_model_parallel(1, 1)
+    from vllm.model_executor.models.clip import CLIPVisionModel
+    from vllm.model_executor.models.idefics3 import Idefics3Connector, Idefics3VisionTransformer
+    from vllm.model_executor.models.intern_vit import InternVisionModel
+    counts = []
+    with torch.device("meta"):
+        for kind, fields, extra in cases:
+            if kind == "intern":
+                config = SimpleNamespace(**fields, layer_norm_eps=1e-6, initializer_factor=0.1, hidden_act="gelu")
+                module = InternVisionModel(config, num_hidden_layers_override=extra)
+            elif kind == "clip":
+                module = CLIPVisionModel(
+                    CLIPVisionConfig(**fields), num_hidden_layers_override=extra, require_post_norm=False
+                )
+            elif kind == "idefics3":
+                module = Idefics3VisionTransformer(Idefics3VisionConfig(**fields))
+            else:  # the connector: fields are the vision config, extra (scale_factor, text hidden)
+                config = SimpleNamespace(
+                    vision_config=SimpleNamespace(**fields),
+                    scale_factor=extra[0],
+                    text_config=SimpleNamespace(hidden_size=extra[1]),
+                )
+                module = Idefics3Connector(config)
+            counts.append(sum(t.numel() for t in module.state_dict().values()))
+print(json.dumps(counts))
+"""
+
+
+def vllm_parameter_counts(cases: list[tuple[str, dict[str, Any], Any]]) -> list[int]:
+    """Parameters of each (kind, config fields, extra) vLLM builds: ``intern`` (InternVisionModel, extra = layers),
+    ``clip`` (CLIPVisionModel as llava.py builds it, extra = layers), ``idefics3`` (Idefics3VisionTransformer) and
+    ``idefics3_connector`` (extra = (scale_factor, text hidden size))."""
+    done = subprocess.run(
+        [sys.executable, "-c", _BUILD, json.dumps(cases), str(pick_free_port())],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    counts: list[int] = json.loads(done.stdout.strip().splitlines()[-1])
+    return counts
