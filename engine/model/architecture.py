@@ -30,6 +30,9 @@ LayerAttention = Literal["full", "sliding", "chunked", "linear", "none"]
 _QKV_BIAS_MODEL_TYPES = frozenset(
     {"qwen2", "qwen2_moe", "qwen2_vl", "qwen2_vl_text", "qwen2_5_vl", "qwen2_5_vl_text"}
 )
+# Language models vLLM builds as another family's (glm4_1v.py: GLM-4.1V's text is Glm4ForCausalLM, GLM-4.5V's
+# Glm4MoeForCausalLM): the family's rules apply.
+BUILT_AS_MODEL_TYPE = {"glm4v_text": "glm4", "glm4v_moe_text": "glm4_moe"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +292,7 @@ def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:
     architectures = config.get("architectures") or text.get("architectures") or []
     architecture = str(architectures[0]) if architectures else str(text.get("model_type", "unknown"))
     model_type = str(text.get("model_type") or config.get("model_type") or "unknown")
+    model_type = BUILT_AS_MODEL_TYPE.get(model_type, model_type)
     if str(config.get("model_type")) in DRAFT_ONLY_MODEL_TYPES:
         raise ModelError(
             f"{folder} is a {config.get('model_type')} draft checkpoint, which vLLM loads only as the "

@@ -10,8 +10,9 @@ from engine.model.mamba_params import mamba_mixer_shapes
 # Full-attention layers of these gate their output with a second half of q_proj (vLLM's
 # Qwen3NextAttention: ``attn_output_gate``, True unless the config says otherwise).
 _OUTPUT_GATED = {"qwen3_next", "qwen3_5_text", "qwen3_5_moe_text"}
-# attention_bias puts a bias on q, k and v only, not on o_proj (vLLM's Qwen2Attention, Glm4MoeAttention).
-_NO_O_PROJ_BIAS = ("qwen2", "glm4_moe")
+# attention_bias puts a bias on q, k and v only, not on o_proj (vLLM's Qwen2Attention, Glm4Attention,
+# Glm4MoeAttention).
+_NO_O_PROJ_BIAS = ("qwen2", "glm4")
 
 
 def attention_shapes(

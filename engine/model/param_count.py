@@ -152,7 +152,8 @@ def _norms_per_layer(arch: Architecture) -> int:
         return (
             4 + extra
         ) * arch.hidden_size  # MoE: post_feedforward_layernorm_1/_2, pre_feedforward_layernorm_2
-    return (4 if arch.model_type in {"gemma2", "gemma3", "gemma3_text"} else 2) * arch.hidden_size
+    # Gemma 2/3; GLM-4-0414's Glm4DecoderLayer adds post_self_attn_layernorm and post_mlp_layernorm (glm4.py).
+    return (4 if arch.model_type in {"gemma2", "gemma3", "gemma3_text", "glm4"} else 2) * arch.hidden_size
 
 
 def _per_layer_inputs(arch: Architecture, layers: int) -> list[LinearShape]:

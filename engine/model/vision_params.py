@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.model.config_json import first_key
+from engine.model.glm4v_tower import GLM4V_MODEL_TYPES, glm4v_shapes
 from engine.model.intern_vit import INTERNVL_MODEL_TYPES, intern_vit_shapes
 from engine.model.linear_shape import LinearShape
 from engine.model.llava_family import llava_projector_shapes, vision_model_type
@@ -33,6 +34,8 @@ def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[
         return intern_vit_shapes(config, text_hidden)
     if model_type in IDEFICS3_MODEL_TYPES:
         return idefics3_shapes(config, text_hidden)
+    if model_type in GLM4V_MODEL_TYPES:
+        return glm4v_shapes(config)
     tower_type = vision_model_type(config) or ("siglip_vision_model" if model_type == "gemma3" else "")
     if tower_type == "pixtral":
         tower, tower_vectors = pixtral_tower_shapes(config)
@@ -99,7 +102,7 @@ def _generic_vit_shapes(
 # mistral3.py give both vision_tower and multi_modal_projector quant_config; llava_onevision.py, internvl.py
 # and gemma3_mm.py their vision tower (the projectors are nn.Linear and a Parameter); mllama4.py both
 # quant_config=None; idefics3.py (and smolvlm.py) both, its projector being connector.modality_projection; the
-# Qwen-VL towers ("visual") hold their merger, which quant-tui sizes as the projector.
+# Qwen-VL and GLM-4V towers ("visual") hold their merger, which quant-tui sizes as the projector.
 _VISION_BUILDS: dict[str, tuple[str | None, str | None]] = {
     "llava": ("vision_tower", "multi_modal_projector"),
     "llava_next": ("vision_tower", "multi_modal_projector"),
@@ -110,6 +113,8 @@ _VISION_BUILDS: dict[str, tuple[str | None, str | None]] = {
     "mistral3": ("vision_tower", "multi_modal_projector"),
     "gemma3": ("vision_tower", None),
     "llama4": (None, None),
+    "glm4v": ("visual", "visual"),
+    "glm4v_moe": ("visual", "visual"),
     "qwen2_vl": ("visual", "visual"),
     "qwen2_5_vl": ("visual", "visual"),
     "qwen3_vl": ("visual", "visual"),

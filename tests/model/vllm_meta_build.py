@@ -14,9 +14,28 @@ from typing import Any
 from engine.serve.ports import pick_free_port
 
 _BUILD = """
-import json, sys, torch
+import importlib.abc, importlib.machinery, importlib.util, json, re, sys, types, torch
 from types import SimpleNamespace
-from transformers import CLIPVisionConfig, Idefics3VisionConfig
+# glm4_1v.py (through qwen2_vl.py too) imports transformers' image and video processors, which import torchvision
+# (removed from this venv: the CPU wheel pulls a CUDA build). Building a tower uses none of them, so without
+# torchvision those modules are served as stand-ins whose every name is an empty class.
+def _stand_in_class(attribute):
+    if attribute.startswith("__"):
+        raise AttributeError(attribute)
+    return type(attribute, (), {})
+class _ProcessorStandIns(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    PATTERN = re.compile(r"transformers[.]models[.](glm4v|qwen2_vl)[.](image|video)_processing_(glm4v|qwen2_vl)$")
+    def find_spec(self, name, path=None, target=None):
+        return importlib.machinery.ModuleSpec(name, self) if self.PATTERN.match(name) else None
+    def create_module(self, spec):
+        module = types.ModuleType(spec.name)
+        module.__getattr__ = _stand_in_class
+        return module
+    def exec_module(self, module):
+        pass
+if importlib.util.find_spec("torchvision") is None:
+    sys.meta_path.insert(0, _ProcessorStandIns())
+from transformers import CLIPVisionConfig, Glm4vTextConfig, Glm4vVisionConfig, Idefics3VisionConfig
 from vllm.config import VllmConfig, set_current_vllm_config
 from vllm.distributed import parallel_state
 cases = json.loads(sys.argv[1])
@@ -24,6 +43,7 @@ with set_current_vllm_config(VllmConfig()):
     parallel_state.init_distributed_environment(1, 0, "tcp://127.0.0.1:" + sys.argv[2], 0, "gloo")
     parallel_state.initialize_model_parallel(1, 1)
     from vllm.model_executor.models.clip import CLIPVisionModel
+    from vllm.model_executor.models.glm4_1v import Glm4vVisionTransformer
     from vllm.model_executor.models.idefics3 import Idefics3Connector, Idefics3VisionTransformer
     from vllm.model_executor.models.intern_vit import InternVisionModel
     counts = []
@@ -36,6 +56,8 @@ with set_current_vllm_config(VllmConfig()):
                 module = CLIPVisionModel(
                     CLIPVisionConfig(**fields), num_hidden_layers_override=extra, require_post_norm=False
                 )
+            elif kind == "glm4v":
+                module = Glm4vVisionTransformer(Glm4vTextConfig(), Glm4vVisionConfig(**fields))
             elif kind == "idefics3":
                 module = Idefics3VisionTransformer(Idefics3VisionConfig(**fields))
             else:  # the connector: fields are the vision config, extra (scale_factor, text hidden)
@@ -52,7 +74,7 @@ print(json.dumps(counts))
 
 def vllm_parameter_counts(cases: list[tuple[str, dict[str, Any], Any]]) -> list[int]:
     """Parameters of each (kind, config fields, extra) vLLM builds: ``intern`` (InternVisionModel, extra = layers),
-    ``clip`` (CLIPVisionModel as llava.py builds it, extra = layers), ``idefics3`` (Idefics3VisionTransformer) and
+    ``clip`` (CLIPVisionModel as llava.py builds it, extra = layers), ``glm4v`` (Glm4vVisionTransformer), ``idefics3`` (Idefics3VisionTransformer) and
     ``idefics3_connector`` (extra = (scale_factor, text hidden size))."""
     done = subprocess.run(
         [sys.executable, "-c", _BUILD, json.dumps(cases), str(pick_free_port())],
