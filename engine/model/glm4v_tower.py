@@ -56,11 +56,9 @@ def glm4v_shapes(config: dict[str, Any]) -> tuple[list[LinearShape], int]:
         LinearShape("multi_modal_projector.merger.gate_up_proj", "vision", out, 2 * inner, 1),
         LinearShape("multi_modal_projector.merger.down_proj", "vision", inner, out, 1),
     ]
-    embeddings = (
-        h + h + (vision["image_size"] // patch) ** 2 * h
-    )  # patch bias, post_conv_layernorm, positions
+    # The patch bias, post_conv_layernorm and positions; the downsample conv; norm1/2 a block, post_layernorm and
+    # the merger's LayerNorm.
+    embeddings = h + h + (vision["image_size"] // patch) ** 2 * h
     downsample = h * merge * merge * out + out
-    vectors = (
-        embeddings + depth * 2 * h + h + downsample + 2 * out
-    )  # norm1/2, post_layernorm, the merger's norm
+    vectors = embeddings + downsample + depth * 2 * h + h + 2 * out
     return shapes, vectors
