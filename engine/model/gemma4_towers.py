@@ -12,7 +12,6 @@ from engine.model.linear_shape import LinearShape
 # a ReplicatedLinear of the same shape (recursive_replace_linear) and adds its own Gemma4MultimodalEmbedder.
 # gemma4_unified.py::Gemma4UnifiedForConditionalGeneration builds no tower: an encoder-free vision_embedder and
 # the same embedders.
-GEMMA4_TOWER_MODEL_TYPES = {"gemma4", "gemma4_unified"}
 # transformers' Gemma4VisionConfig / Gemma4AudioConfig defaults, for keys a config.json leaves out.
 _VISION_DEFAULTS: dict[str, Any] = {
     "hidden_size": 768,

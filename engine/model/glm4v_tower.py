@@ -6,7 +6,6 @@ from typing import Any
 
 from engine.model.linear_shape import LinearShape
 
-GLM4V_MODEL_TYPES = frozenset({"glm4v", "glm4v_moe"})
 # Glm4vVisionConfig's defaults (= Glm4vMoeVisionConfig's) in transformers, for keys a config.json leaves out.
 _VISION_DEFAULTS: dict[str, int] = {
     "hidden_size": 1536,

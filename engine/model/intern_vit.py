@@ -7,7 +7,6 @@ from typing import Any
 from engine.model.config_json import first_key
 from engine.model.linear_shape import LinearShape
 
-INTERNVL_MODEL_TYPES = frozenset({"internvl_chat"})
 # InternVisionConfig's defaults (InternViT-6B) in OpenGVLab's remote code, for keys a config.json leaves out.
 _VISION_DEFAULTS: dict[str, Any] = {
     "hidden_size": 3200,

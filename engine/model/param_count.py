@@ -11,7 +11,6 @@ from engine.model.architecture import Architecture
 from engine.model.attention_params import attention_shapes, linear_attention_shapes
 from engine.model.config_class_defaults import GEMMA4_TEXT_MODEL_TYPES
 from engine.model.config_json import first_key
-from engine.model.gemma4_towers import GEMMA4_TOWER_MODEL_TYPES, gemma4_tower_shapes
 from engine.model.layer_variants import AttentionVariant, attention_variant, mlp_width, per_layer_input_size
 from engine.model.linear_shape import DECODER_LINEAR_PARTS, LinearShape
 from engine.model.vision_params import vision_tower_shapes
@@ -218,12 +217,7 @@ def model_shapes(arch: Architecture) -> ModelShapes:
         attention_vectors += size  # per_layer_projection_norm
     if not arch.tie_word_embeddings:
         linears.append(LinearShape("lm_head", "lm_head", h, arch.vocab_size, 1))
-    towers = (
-        gemma4_tower_shapes
-        if arch.config.get("model_type") in GEMMA4_TOWER_MODEL_TYPES
-        else vision_tower_shapes
-    )
-    vision, vision_vectors = towers(arch.config, h)
+    vision, vision_vectors = vision_tower_shapes(arch.config, h)
     vectors = attention_vectors + linear_layers * gdn_vectors
     vectors += layers * _norms_per_layer(arch) + mlp_vectors + h  # final norm
     return ModelShapes(tuple(linears + vision), vectors, embedding, vision_vectors, _mtp_params(arch))

@@ -1,41 +1,58 @@
-"""Parameters of a multimodal model's vision tower and projector, from its ``vision_config``."""
+"""Parameters of a multimodal model's towers and projector, and which of them vLLM quantizes, by ``model_type``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from engine.model.config_json import first_key
-from engine.model.glm4v_tower import GLM4V_MODEL_TYPES, glm4v_shapes
-from engine.model.intern_vit import INTERNVL_MODEL_TYPES, intern_vit_shapes
+from engine.model.gemma4_towers import gemma4_tower_shapes
+from engine.model.glm4v_tower import glm4v_shapes
+from engine.model.intern_vit import intern_vit_shapes
 from engine.model.linear_shape import LinearShape
+from engine.model.llama4_vision import llama4_vision_shapes
 from engine.model.llava_family import llava_projector_shapes, vision_model_type
 from engine.model.vision_towers import (
-    QWEN3_VL_MODEL_TYPES,
-    QWEN_VL_MODEL_TYPES,
     mistral3_projector_shapes,
     pixtral_tower_shapes,
     qwen3_vl_shapes,
     qwen_vl_shapes,
 )
-from engine.model.vit_towers import IDEFICS3_MODEL_TYPES, VIT_MODEL_TYPES, idefics3_shapes, vit_tower_shapes
+from engine.model.vit_towers import VIT_MODEL_TYPES, idefics3_shapes, vit_tower_shapes
+
+Shapes = tuple[list[LinearShape], int]
+# (quant-tui's shape prefix, vLLM's module prefix) pairs that vLLM builds with the quantization config.
+PrefixPairs = tuple[tuple[str, str], ...]
 
 
-def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], int]:
-    """The vision tower and projector vLLM builds; by default a ViT (biased attention, two-layer MLP, LayerNorms)."""
-    vision = config.get("vision_config")
-    if not isinstance(vision, dict):
-        return [], 0
+@dataclass(frozen=True, slots=True)
+class TowersRead:
+    """How vLLM 0.32's model file of one multimodal ``model_type`` builds its towers and projector.
+
+    ``shapes`` gives None where the config names a tower this file builds but quant-tui has not read. ``tower``
+    and ``projector`` are vLLM's module prefixes where they are built with the quantization config (None where
+    they are not); ``quantized`` replaces them where that depends on the config and method (Gemma 4).
+    """
+
+    shapes: Callable[[dict[str, Any], int], Shapes | None]
+    tower: str | None = None
+    projector: str | None = None
+    quantized: Callable[[dict[str, Any], str], PrefixPairs] | None = None
+    # Gemma 4 counts an audio tower without a vision_config; the others have nothing without one.
+    needs_vision_config: bool = True
+
+
+def _tower_only(shapes: Callable[[dict[str, Any]], Shapes]) -> Callable[[dict[str, Any], int], Shapes]:
+    """A tower function whose merger is its own output projection: the text width does not enter."""
+    return lambda config, _text_hidden: shapes(config)
+
+
+def _llava_family_shapes(config: dict[str, Any], text_hidden: int) -> Shapes | None:
+    """A CLIP, SigLIP or Pixtral tower (llava.py, llava_next.py, llava_onevision.py, mistral3.py, gemma3_mm.py)
+    and the family's projector; None for another tower type."""
     model_type = str(config.get("model_type"))
-    if model_type in QWEN_VL_MODEL_TYPES:
-        return qwen_vl_shapes(config)
-    if model_type in QWEN3_VL_MODEL_TYPES:
-        return qwen3_vl_shapes(config)
-    if model_type in INTERNVL_MODEL_TYPES:
-        return intern_vit_shapes(config, text_hidden)
-    if model_type in IDEFICS3_MODEL_TYPES:
-        return idefics3_shapes(config, text_hidden)
-    if model_type in GLM4V_MODEL_TYPES:
-        return glm4v_shapes(config)
+    vision = config["vision_config"]
     tower_type = vision_model_type(config) or ("siglip_vision_model" if model_type == "gemma3" else "")
     if tower_type == "pixtral":
         tower, tower_vectors = pixtral_tower_shapes(config)
@@ -43,7 +60,7 @@ def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[
     elif tower_type in VIT_MODEL_TYPES:
         tower, tower_vectors, h = vit_tower_shapes(config, tower_type)
     else:
-        return _generic_vit_shapes(config, vision, text_hidden)
+        return None
     if model_type == "mistral3":
         projector, projector_vectors = mistral3_projector_shapes(config, text_hidden)
     elif model_type == "gemma3":  # one projection Parameter after a soft-embedding RMSNorm
@@ -57,7 +74,7 @@ def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[
 def _generic_vit_shapes(
     config: dict[str, Any], vision: dict[str, Any], text_hidden: int
 ) -> tuple[list[LinearShape], int]:
-    """A ViT quant-tui has not read in vLLM (and Llama 4's), with a LLaVA-style or Llama 4 projector."""
+    """A ViT of a model type quant-tui has not read in vLLM, with a LLaVA-style projector."""
     h = int(first_key(vision, "hidden_size", "embed_dim", "width", default=0))
     if not h:
         return [], 0
@@ -75,51 +92,8 @@ def _generic_vit_shapes(
     vectors = layers * (4 * h + inner + h + 4 * h)  # biases and two LayerNorms per block
     positions = (image // patch) ** 2 + 1 if image else 0
     vectors += positions * h + h + 4 * h  # position and class embeddings, pre/post LayerNorms
-    projector_in = int(first_key(vision, "projector_input_dim", default=0))
-    if not projector_in:
-        projector, projector_vectors = llava_projector_shapes(config, h, text_hidden)
-        return shapes + projector, vectors + projector_vectors
-    # Llama 4: pixel-shuffle MLP, then one projection into the text model
-    ratio = float(vision.get("pixel_shuffle_ratio") or 0.5)
-    shuffled = int(h / (ratio * ratio))
-    out = int(first_key(vision, "projector_output_dim", default=projector_in))
-    shapes += [
-        LinearShape("vision_adapter.mlp.fc1", "vision", shuffled, projector_in, 1),
-        LinearShape("vision_adapter.mlp.fc2", "vision", out, out, 1),
-        LinearShape(
-            "multi_modal_projector.linear_1",
-            "vision",
-            int(vision.get("vision_output_dim") or out),
-            text_hidden,
-            1,
-        ),
-    ]
-    return shapes, vectors
-
-
-# Where vLLM 0.32's multimodal models build their vision part with the quantization config, by model_type:
-# (the tower's prefix, the projector's), None where it is built without it. llava.py, llava_next.py and
-# mistral3.py give both vision_tower and multi_modal_projector quant_config; llava_onevision.py, internvl.py
-# and gemma3_mm.py their vision tower (the projectors are nn.Linear and a Parameter); mllama4.py both
-# quant_config=None; idefics3.py (and smolvlm.py) both, its projector being connector.modality_projection; the
-# Qwen-VL and GLM-4V towers ("visual") hold their merger, which quant-tui sizes as the projector.
-_VISION_BUILDS: dict[str, tuple[str | None, str | None]] = {
-    "llava": ("vision_tower", "multi_modal_projector"),
-    "llava_next": ("vision_tower", "multi_modal_projector"),
-    "llava_onevision": ("vision_tower", None),
-    "internvl_chat": ("vision_model", None),
-    "idefics3": ("vision_model", "connector"),
-    "smolvlm": ("vision_model", "connector"),
-    "mistral3": ("vision_tower", "multi_modal_projector"),
-    "gemma3": ("vision_tower", None),
-    "llama4": (None, None),
-    "glm4v": ("visual", "visual"),
-    "glm4v_moe": ("visual", "visual"),
-    "qwen2_vl": ("visual", "visual"),
-    "qwen2_5_vl": ("visual", "visual"),
-    "qwen3_vl": ("visual", "visual"),
-    "qwen3_vl_moe": ("visual", "visual"),
-}
+    projector, projector_vectors = llava_projector_shapes(config, h, text_hidden)
+    return shapes + projector, vectors + projector_vectors
 
 
 # gemma4_mm.py::Gemma4ForConditionalGeneration builds the vision tower, embed_vision, the audio tower and
@@ -140,25 +114,81 @@ _GEMMA4_ANY_SIZE_METHODS = {"bitsandbytes", "torchao", "compressed-tensors"}
 _GEMMA4_VISION_WIDTHS = (768, 3072)
 
 
-def _gemma4_towers_quantized(config: dict[str, Any], method: str) -> bool:
+def _gemma4_builds(config: dict[str, Any], method: str) -> PrefixPairs:
     if method in _GEMMA4_ANY_SIZE_METHODS:
-        return True
+        return _GEMMA4_BUILDS
     vision = config.get("vision_config")
     if not isinstance(vision, dict):
-        return False  # vLLM cannot build a Gemma 4 without one
+        return ()  # vLLM cannot build a Gemma 4 without one
     hidden = int(vision.get("hidden_size") or _GEMMA4_VISION_WIDTHS[0])
     inner = int(vision.get("intermediate_size") or _GEMMA4_VISION_WIDTHS[1])
-    return hidden % 64 == 0 and inner % 64 == 0
+    return _GEMMA4_BUILDS if hidden % 64 == 0 and inner % 64 == 0 else ()
+
+
+_LLAVA_FAMILY = TowersRead(_llava_family_shapes, "vision_tower", "multi_modal_projector")
+_IDEFICS3 = TowersRead(idefics3_shapes, "vision_model", "connector")
+_GLM4V = TowersRead(_tower_only(glm4v_shapes), "visual", "visual")
+_QWEN_VL = TowersRead(_tower_only(qwen_vl_shapes), "visual", "visual")
+_QWEN3_VL = TowersRead(_tower_only(qwen3_vl_shapes), "visual", "visual")
+# The model types whose vLLM 0.32 file quant-tui has read. llava.py, llava_next.py and mistral3.py give both
+# vision_tower and multi_modal_projector quant_config; llava_onevision.py, internvl.py and gemma3_mm.py their vision
+# tower (the projectors are nn.Linear and a Parameter); mllama4.py both quant_config=None; idefics3.py (and
+# smolvlm.py) both, its projector being connector.modality_projection; the Qwen-VL towers (qwen3_5.py's too) and
+# GLM-4V's ("visual") hold their merger, which quant-tui sizes as the projector.
+_TOWERS_READ: dict[str, TowersRead] = {
+    "llava": _LLAVA_FAMILY,
+    "llava_next": _LLAVA_FAMILY,
+    "llava_onevision": TowersRead(_llava_family_shapes, "vision_tower"),
+    "mistral3": _LLAVA_FAMILY,
+    "gemma3": TowersRead(_llava_family_shapes, "vision_tower"),
+    "internvl_chat": TowersRead(intern_vit_shapes, "vision_model"),
+    "idefics3": _IDEFICS3,
+    "smolvlm": _IDEFICS3,
+    "llama4": TowersRead(llama4_vision_shapes),
+    "glm4v": _GLM4V,
+    "glm4v_moe": _GLM4V,
+    "qwen2_vl": _QWEN_VL,
+    "qwen2_5_vl": _QWEN_VL,
+    "qwen3_vl": _QWEN3_VL,
+    "qwen3_vl_moe": _QWEN3_VL,
+    "qwen3_5": _QWEN3_VL,
+    "qwen3_5_moe": _QWEN3_VL,
+    "gemma4": TowersRead(gemma4_tower_shapes, quantized=_gemma4_builds, needs_vision_config=False),
+    "gemma4_unified": TowersRead(
+        gemma4_tower_shapes,
+        quantized=lambda _config, _method: _GEMMA4_UNIFIED_BUILDS,
+        needs_vision_config=False,
+    ),
+}
+
+
+def _read_shapes(config: dict[str, Any], text_hidden: int) -> Shapes | None:
+    """The towers as vLLM's file for this model type builds them; None where quant-tui has not read it."""
+    read = _TOWERS_READ.get(str(config.get("model_type")))
+    if read is None:
+        return None
+    if read.needs_vision_config and not isinstance(config.get("vision_config"), dict):
+        return [], 0
+    return read.shapes(config, text_hidden)
+
+
+def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> Shapes:
+    """The towers and projector vLLM builds; for a model type not read here, a generic ViT with a LLaVA projector."""
+    read = _read_shapes(config, text_hidden)
+    if read is not None:
+        return read
+    vision = config.get("vision_config")
+    return _generic_vit_shapes(config, vision, text_hidden) if isinstance(vision, dict) else ([], 0)
 
 
 def vision_read(config: dict[str, Any]) -> bool:
     """Whether quant-tui sizes this model's towers as vLLM's model file builds them (not as a generic ViT)."""
-    return quantizable_vision(str(config.get("model_type"))) is not None
+    return _read_shapes(config, 0) is not None
 
 
 def quantizable_vision(
     model_type: str, config: dict[str, Any] | None = None, method: str = ""
-) -> tuple[tuple[str, str], ...] | None:
+) -> PrefixPairs | None:
     """(quant-tui's vision shape prefix, vLLM's module prefix) pairs vLLM builds with the quantization config.
 
     ``vision.`` is the tower (a ViT's patch embedding is a convolution, never quantized; Gemma 4's is a Linear),
@@ -166,15 +196,12 @@ def quantizable_vision(
     vision sizes) and ``method``, vLLM's name of the quantization method (``compressed-tensors``, ``fp8``,
     ``modelopt``...). None for a model type quant-tui has not read in vLLM.
     """
-    if model_type == "gemma4_unified":
-        return _GEMMA4_UNIFIED_BUILDS
-    if model_type == "gemma4":
-        return _GEMMA4_BUILDS if _gemma4_towers_quantized(config or {}, method) else ()
-    build = _VISION_BUILDS.get(model_type)
-    if build is None:
+    read = _TOWERS_READ.get(model_type)
+    if read is None:
         return None
-    tower, projector = build
-    pairs = [("vision.", tower)] if tower else []
-    if projector:
-        pairs += [("multi_modal_projector.", projector), ("vision_adapter.", projector)]
+    if read.quantized is not None:
+        return read.quantized(config or {}, method)
+    pairs = [("vision.", read.tower)] if read.tower else []
+    if read.projector:
+        pairs += [("multi_modal_projector.", read.projector), ("vision_adapter.", read.projector)]
     return tuple(pairs)

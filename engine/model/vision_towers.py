@@ -8,9 +8,6 @@ from engine.model.config_json import first_key
 from engine.model.linear_shape import LinearShape
 from engine.model.llava_family import layers_built, projector_bias
 
-QWEN_VL_MODEL_TYPES = frozenset({"qwen2_vl", "qwen2_5_vl"})
-QWEN3_VL_MODEL_TYPES = frozenset({"qwen3_vl", "qwen3_vl_moe"})
-
 
 def qwen_vl_shapes(config: dict[str, Any]) -> tuple[list[LinearShape], int]:
     """vLLM's Qwen2VisionTransformer / Qwen2_5_VisionTransformer (qwen2_vl.py, qwen2_5_vl.py).
@@ -62,8 +59,12 @@ def qwen_vl_shapes(config: dict[str, Any]) -> tuple[list[LinearShape], int]:
     return shapes, vectors
 
 
+# Qwen3VLVisionConfig's and Qwen3VLMoeVisionConfig's deepstack_visual_indexes; Qwen3.5's vision configs have none.
+_DEEPSTACK_DEFAULTS = {"qwen3_vl": (8, 16, 24), "qwen3_vl_moe": (8, 16, 24)}
+
+
 def qwen3_vl_shapes(config: dict[str, Any]) -> tuple[list[LinearShape], int]:
-    """vLLM's Qwen3_VisionTransformer (qwen3_vl.py), for Qwen3-VL and Qwen3-VL-MoE.
+    """vLLM's Qwen3_VisionTransformer (qwen3_vl.py), for Qwen3-VL, Qwen3-VL-MoE, Qwen3.5 and Qwen3.5-MoE.
 
     A Conv3d patch embedding with a bias, a learned position table of ``num_position_embeddings``, blocks of
     LayerNorms and biased qkv / proj / linear_fc1 / linear_fc2, the merger (a LayerNorm over the tower width,
@@ -79,7 +80,8 @@ def qwen3_vl_shapes(config: dict[str, Any]) -> tuple[list[LinearShape], int]:
     frames = int(vision.get("temporal_patch_size") or 2)
     channels = int(vision.get("in_channels") or 3)
     merged = h * int(vision.get("spatial_merge_size") or 2) ** 2
-    deepstack = len(vision.get("deepstack_visual_indexes") or [])
+    default_deepstack = _DEEPSTACK_DEFAULTS.get(str(config.get("model_type")), ())
+    deepstack = len(vision.get("deepstack_visual_indexes", default_deepstack) or ())
     mergers = 1 + deepstack
     shapes = [
         LinearShape("vision.patch_embedding", "vision", channels * frames * patch * patch, h, 1),

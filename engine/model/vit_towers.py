@@ -18,7 +18,6 @@ _CONFIG_DEFAULTS = {
     IDEFICS3_VISION_TYPE: (1152, 3072, 12, 224, 32),
 }
 VIT_MODEL_TYPES = frozenset({CLIP_MODEL_TYPE, SIGLIP_MODEL_TYPE})
-IDEFICS3_MODEL_TYPES = frozenset({"idefics3", "smolvlm"})
 
 
 def vit_tower_shapes(config: dict[str, Any], vision_type: str) -> tuple[list[LinearShape], int, int]:

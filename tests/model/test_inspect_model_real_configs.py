@@ -191,6 +191,11 @@ VISION = [
     # The same tower, out_hidden_size 2,048: each of the 4 mergers' fc2 is 4608×2048 + 2,048 = 9,439,232
     # instead of 18,878,464: 576,388,336 - 4 × 9,439,232 = 538,631,408.
     ("qwen3-vl-30b-a3b-instruct", 538_631_408),
+    # qwen3_5.py builds the same Qwen3_VisionTransformer for Qwen3.5-9B, with no deepstack mergers:
+    # 576,388,336 - 3 × 40,125,952 = 456,010,480.
+    ("qwen3.5-9b", 456_010_480),
+    # mllama4.py, Llama-4-Scout (sum in tests/model/test_llama4_vision.py): 871,932,416.
+    ("llama-4-scout-17b-16e", 871_932_416),
     # siglip.py, built whole by gemma3_mm.py: 27 blocks of 15,239,504 (q/k/v/out 4 × 1152² + 4,608, fc1
     # 1152×4304 + 4,304, fc2 4304×1152 + 1,152, two LayerNorms 4,608) = 411,466,608; patch 3·14² → 1,152 with a
     # bias 678,528; positions (896/14)² = 4,096 × 1,152 = 4,718,592; post_layernorm 2,304; projector

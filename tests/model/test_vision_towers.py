@@ -7,11 +7,14 @@ real-checkpoint totals are in test_inspect_model_real_configs.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine.model.vision_params import vision_tower_shapes
+from engine.model.vision_params import quantizable_vision, vision_tower_shapes
+from tests.model.vllm_meta_build import vllm_parameter_counts
 
 TEXT_HIDDEN = 32
 _QWEN2_VL = {"embed_dim": 8, "hidden_size": 16, "mlp_ratio": 2, "depth": 2, "patch_size": 2}
@@ -43,9 +46,15 @@ CASES = [
     # Qwen3-VL without deepstack: Conv3d 24 → 8 with a bias: 200; position table 4 × 8 = 32. A block: qkv 216,
     # proj 72, linear_fc1 8×12 + 12 = 108, linear_fc2 12×8 + 8 = 104, two LayerNorms 32: 532, × 2 = 1,064.
     # Merger: LayerNorm 16, fc1 1,056, fc2 528: 1,600. 2,896.
-    ({"model_type": "qwen3_vl", "vision_config": _QWEN3_VL}, 2_896),
+    ({"model_type": "qwen3_vl", "vision_config": _QWEN3_VL | {"deepstack_visual_indexes": []}}, 2_896),
     # ... one deepstack merger (Qwen3-VL-MoE the same): its LayerNorm is over 32, 64 + 1,056 + 528 = 1,648. 4,544.
     ({"model_type": "qwen3_vl_moe", "vision_config": _QWEN3_VL | {"deepstack_visual_indexes": [0]}}, 4_544),
+    # ... a vision_config without deepstack_visual_indexes: Qwen3VLVisionConfig's [8, 16, 24], 2,896 + 3 × 1,648.
+    ({"model_type": "qwen3_vl", "vision_config": _QWEN3_VL}, 7_840),
+    # Qwen3.5 and Qwen3.5-MoE (qwen3_5.py) build qwen3_vl.py's Qwen3_VisionTransformer; their vision config
+    # classes have no deepstack: 2,896.
+    ({"model_type": "qwen3_5", "vision_config": _QWEN3_VL}, 2_896),
+    ({"model_type": "qwen3_5_moe", "vision_config": _QWEN3_VL | {"deepstack_visual_indexes": []}}, 2_896),
     # Mistral 3, feature layer -1 (all 3 layers): patch 3·2·2 = 12 → 8: 96, ln_pre 8. A layer: q/k/v 8×24 = 192,
     # o 8×8 = 64, gate_up 8×32 = 256, down 16×8 = 128, two RMSNorms 16: 656, × 3 = 1,968. Projector: norm 8,
     # merging_layer 32×8 = 256, linear_1 8×32 = 256, linear_2 32×32 = 1,024, no biases: 1,544. 3,616.
@@ -143,3 +152,27 @@ def test_transformers_builds_the_same_tower(
     built = _state_numel(tower) - (0 if post_norm else 2 * int(fields["hidden_size"]))
     shapes, vectors = vision_tower_shapes(config, TEXT_HIDDEN)
     assert sum(shape.numel for shape in shapes) + vectors == built + projector
+
+
+def test_qwen3_5_tower_is_built_quantized_with_its_merger() -> None:
+    # qwen3_5.py gives the Qwen3_VisionTransformer ("visual", its merger inside) the quantization config.
+    visual = (("vision.", "visual"), ("multi_modal_projector.", "visual"), ("vision_adapter.", "visual"))
+    assert quantizable_vision("qwen3_5") == quantizable_vision("qwen3_5_moe") == visual
+
+
+_CONFIGS = Path(__file__).parents[1] / "fixtures/configs"
+
+
+def test_vllm_builds_the_same_qwen3_vl_towers() -> None:
+    """vLLM's own Qwen3_VisionTransformer on meta: the tiny towers above, and Qwen3.5-9B's and Qwen3-VL-8B's
+    (their hand sums are in test_inspect_model_real_configs)."""
+    tiny = _QWEN3_VL | {"num_heads": 2}  # heads do not change the count; vLLM wants them to divide the width
+    configs = [
+        ("qwen3_5", tiny),
+        ("qwen3_vl", tiny),
+        ("qwen3_vl", tiny | {"deepstack_visual_indexes": [0]}),
+        ("qwen3_5", json.loads((_CONFIGS / "qwen3.5-9b.json").read_text())["vision_config"]),
+        ("qwen3_vl", json.loads((_CONFIGS / "qwen3-vl-8b-instruct.json").read_text())["vision_config"]),
+    ]
+    cases = [("qwen3_vl", {k: v for k, v in c.items() if k != "model_type"}, kind) for kind, c in configs]
+    assert vllm_parameter_counts(cases) == [2_896, 7_840, 4_544, 456_010_480, 576_388_336]

@@ -16,7 +16,7 @@ from engine.serve.ports import pick_free_port
 _BUILD = """
 import importlib.abc, importlib.machinery, importlib.util, json, re, sys, types, torch
 from types import SimpleNamespace
-# glm4_1v.py (through qwen2_vl.py too) imports transformers' image and video processors, which import torchvision
+# glm4_1v.py (through qwen2_vl.py too) and mllama4.py import transformers' image and video processors, which import torchvision
 # (removed from this venv: the CPU wheel pulls a CUDA build). Building a tower uses none of them, so without
 # torchvision those modules are served as stand-ins whose every name is an empty class.
 def _stand_in_class(attribute):
@@ -24,7 +24,9 @@ def _stand_in_class(attribute):
         raise AttributeError(attribute)
     return type(attribute, (), {})
 class _ProcessorStandIns(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    PATTERN = re.compile(r"transformers[.]models[.](glm4v|qwen2_vl)[.](image|video)_processing_(glm4v|qwen2_vl)$")
+    PATTERN = re.compile(
+        r"transformers[.]models[.](glm4v|qwen2_vl|llama4)[.](image|video)_processing_(glm4v|qwen2_vl|llama4)$"
+    )
     def find_spec(self, name, path=None, target=None):
         return importlib.machinery.ModuleSpec(name, self) if self.PATTERN.match(name) else None
     def create_module(self, spec):
@@ -35,7 +37,10 @@ class _ProcessorStandIns(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         pass
 if importlib.util.find_spec("torchvision") is None:
     sys.meta_path.insert(0, _ProcessorStandIns())
-from transformers import CLIPVisionConfig, Glm4vTextConfig, Glm4vVisionConfig, Idefics3VisionConfig
+from transformers import (
+    CLIPVisionConfig, Glm4vTextConfig, Glm4vVisionConfig, Idefics3VisionConfig, Llama4VisionConfig, Qwen3VLVisionConfig,
+    Qwen3_5VisionConfig,
+)
 from vllm.config import VllmConfig, set_current_vllm_config
 from vllm.distributed import parallel_state
 cases = json.loads(sys.argv[1])
@@ -46,6 +51,8 @@ with set_current_vllm_config(VllmConfig()):
     from vllm.model_executor.models.glm4_1v import Glm4vVisionTransformer
     from vllm.model_executor.models.idefics3 import Idefics3Connector, Idefics3VisionTransformer
     from vllm.model_executor.models.intern_vit import InternVisionModel
+    from vllm.model_executor.models.mllama4 import Llama4MultiModalProjector, Llama4VisionModel
+    from vllm.model_executor.models.qwen3_vl import Qwen3_VisionTransformer
     counts = []
     with torch.device("meta"):
         for kind, fields, extra in cases:
@@ -60,6 +67,17 @@ with set_current_vllm_config(VllmConfig()):
                 module = Glm4vVisionTransformer(Glm4vTextConfig(), Glm4vVisionConfig(**fields))
             elif kind == "idefics3":
                 module = Idefics3VisionTransformer(Idefics3VisionConfig(**fields))
+            elif kind == "qwen3_vl":  # extra: the vision config class's model type, qwen3_vl or qwen3_5
+                vision_class = Qwen3_5VisionConfig if extra == "qwen3_5" else Qwen3VLVisionConfig
+                module = Qwen3_VisionTransformer(vision_class(**fields))
+            elif kind == "llama4":  # the vision model and the projector; extra = the text hidden size
+                vision = Llama4VisionConfig(**fields)
+                module = torch.nn.ModuleList([
+                    Llama4VisionModel(vision),
+                    Llama4MultiModalProjector(
+                        SimpleNamespace(vision_config=vision, text_config=SimpleNamespace(hidden_size=extra))
+                    ),
+                ])
             else:  # the connector: fields are the vision config, extra (scale_factor, text hidden)
                 config = SimpleNamespace(
                     vision_config=SimpleNamespace(**fields),
@@ -74,8 +92,10 @@ print(json.dumps(counts))
 
 def vllm_parameter_counts(cases: list[tuple[str, dict[str, Any], Any]]) -> list[int]:
     """Parameters of each (kind, config fields, extra) vLLM builds: ``intern`` (InternVisionModel, extra = layers),
-    ``clip`` (CLIPVisionModel as llava.py builds it, extra = layers), ``glm4v`` (Glm4vVisionTransformer), ``idefics3`` (Idefics3VisionTransformer) and
-    ``idefics3_connector`` (extra = (scale_factor, text hidden size))."""
+    ``clip`` (CLIPVisionModel as llava.py builds it, extra = layers), ``glm4v`` (Glm4vVisionTransformer),
+    ``idefics3`` (Idefics3VisionTransformer), ``idefics3_connector`` (extra = (scale_factor, text hidden size)),
+    ``qwen3_vl`` (Qwen3_VisionTransformer, extra = ``qwen3_vl`` or ``qwen3_5``: whose vision config class) and ``llama4``
+    (Llama4VisionModel with Llama4MultiModalProjector, extra = text hidden size)."""
     done = subprocess.run(
         [sys.executable, "-c", _BUILD, json.dumps(cases), str(pick_free_port())],
         capture_output=True,
