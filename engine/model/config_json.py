@@ -41,6 +41,16 @@ def text_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def with_defaults(section: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``section`` over its config class's ``defaults``: a key it leaves out or sets to None takes the default."""
+    return defaults | {key: value for key, value in section.items() if value is not None}
+
+
+def int_fields(section: dict[str, Any], defaults: dict[str, int]) -> dict[str, int]:
+    """The integer fields named in ``defaults``, each from ``section`` where it is set (not None)."""
+    return {key: int(first_key(section, key, default=default)) for key, default in defaults.items()}
+
+
 def first_key(config: dict[str, Any], *keys: str, default: Any = None) -> Any:
     """The value of the first of ``keys`` that the config sets (not None), else ``default``."""
     for key in keys:

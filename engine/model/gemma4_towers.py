@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.model.config_json import first_key
+from engine.model.config_json import first_key, with_defaults
 from engine.model.linear_shape import LinearShape
 
 # Multimodal configs whose towers are Gemma 4's: vLLM 0.32 gemma4_mm.py::Gemma4ForConditionalGeneration builds
@@ -48,10 +48,6 @@ _UNIFIED_AUDIO_EMBED_DIM = 640
 _CLIP_BOUNDS = 4
 
 
-def _filled(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    return {**defaults, **{key: value for key, value in config.items() if value is not None}}
-
-
 def _vision(vision: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], int]:
     """Gemma4VisionModel + embed_vision.
 
@@ -62,7 +58,7 @@ def _vision(vision: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape]
     Gemma4MultimodalEmbedder: embedding_projection (h → text hidden; vision has no output_proj_dims), its
     pre-projection RMSNorm without weight.
     """
-    v = _filled(vision, _VISION_DEFAULTS)
+    v = with_defaults(vision, _VISION_DEFAULTS)
     h, inner, layers = int(v["hidden_size"]), int(v["intermediate_size"]), int(v["num_hidden_layers"])
     heads, kv_heads, head_dim = (
         int(v["num_attention_heads"]),
@@ -100,7 +96,7 @@ def _audio(audio: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], 
     Linears are Gemma4ClippableLinear. output_proj (h → output_proj_dims) has a bias; the embedder projects
     output_proj_dims → text hidden. Convolutions stay vectors: vLLM replaces Linears only.
     """
-    a = _filled(audio, _AUDIO_DEFAULTS)
+    a = with_defaults(audio, _AUDIO_DEFAULTS)
     h, layers, heads = int(a["hidden_size"]), int(a["num_hidden_layers"]), int(a["num_attention_heads"])
     first, second = (int(channels) for channels in a["subsampling_conv_channels"][:2])
     attention, out = heads * (h // heads), int(a["output_proj_dims"])
@@ -139,7 +135,7 @@ def _unified(
     shapes: list[LinearShape] = []
     vectors = 0
     if vision is not None:
-        v = _filled(vision, _UNIFIED_VISION_DEFAULTS)
+        v = with_defaults(vision, _UNIFIED_VISION_DEFAULTS)
         patch_dim = 3 * (int(v["patch_size"]) * int(v["pooling_kernel_size"])) ** 2
         embed, out = int(v["mm_embed_dim"]), int(v["output_proj_dims"])
         shapes += [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.model.config_json import int_fields
 from engine.model.linear_shape import LinearShape
 
 # Glm4vVisionConfig's defaults (= Glm4vMoeVisionConfig's) in transformers, for keys a config.json leaves out.
@@ -29,9 +30,7 @@ def glm4v_shapes(config: dict[str, Any]) -> tuple[list[LinearShape], int]:
     biased Conv2d ``downsample`` over ``spatial_merge_size``² patches into ``out_hidden_size`` (a convolution:
     16-bit vectors here); the merger: a bias-free proj, a LayerNorm, and a gated MLP of ``intermediate_size``.
     """
-    vision = _VISION_DEFAULTS | {
-        k: int(v) for k, v in config["vision_config"].items() if k in _VISION_DEFAULTS
-    }
+    vision = int_fields(config["vision_config"], _VISION_DEFAULTS)
     h, depth, out, inner = (
         vision["hidden_size"],
         vision["depth"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.model.config_json import first_key
+from engine.model.config_json import first_key, with_defaults
 from engine.model.linear_shape import LinearShape
 
 # InternVisionConfig's defaults (InternViT-6B) in OpenGVLab's remote code, for keys a config.json leaves out.
@@ -30,7 +30,7 @@ def intern_vit_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[Li
     ``-k`` one fewer per step, ``k`` >= 0 the first ``k + 1``. mlp1: a LayerNorm over the pixel-shuffled width
     (``hidden · (1 / downsample_ratio)²``), then two biased Linears into the text model's width.
     """
-    vision = _VISION_DEFAULTS | {k: v for k, v in config["vision_config"].items() if v is not None}
+    vision = with_defaults(config["vision_config"], _VISION_DEFAULTS)
     h, inner = int(vision["hidden_size"]), int(vision["intermediate_size"])
     patch, image = int(vision["patch_size"]), int(vision["image_size"])
     select = int(first_key(config, "select_layer", default=-1))

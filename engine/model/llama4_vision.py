@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.model.config_json import int_fields
 from engine.model.linear_shape import LinearShape
 
 # Llama4VisionConfig's defaults in transformers, for keys a config.json leaves out.
@@ -29,7 +30,7 @@ def llama4_vision_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list
     biased only with ``multi_modal_projector_bias``; the projector's bias-free ``linear_1`` into the text width.
     """
     raw = config["vision_config"]
-    vision = _VISION_DEFAULTS | {k: int(v) for k, v in raw.items() if k in _VISION_DEFAULTS}
+    vision = int_fields(raw, _VISION_DEFAULTS)
     h, layers, inner = vision["hidden_size"], vision["num_hidden_layers"], vision["intermediate_size"]
     patch = vision["patch_size"]
     adapter_in, adapter_out = vision["projector_input_dim"], vision["projector_output_dim"]
