@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 
 from engine.model.linear_shape import DECODER_LINEAR_PARTS, LinearShape, Part
@@ -102,9 +103,35 @@ def matrix_bytes(shape: LinearShape, layout: WeightLayout) -> tuple[int, int]:
     return values, scale_bytes
 
 
+# One layer's checkpoint names of each part's matrices, unfused, as a ``re:`` skip pattern is matched against them
+# (compressed-tensors' should_ignore_layer checks each shard of a fused gate_up_proj or qkv_proj).
+_PART_NAMES: dict[Part, tuple[str, ...]] = {
+    "attention": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"),
+    "mlp": ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
+    "experts": ("mlp.experts.0.gate_proj", "mlp.experts.0.up_proj", "mlp.experts.0.down_proj"),
+    "shared_expert": (
+        "mlp.shared_experts.gate_proj",
+        "mlp.shared_experts.up_proj",
+        "mlp.shared_experts.down_proj",
+    ),
+}
+
+
+def _regex_skips(regex: str, part: Part) -> bool:
+    """Whether ``regex`` (re.match, as vLLM applies it) names every matrix of ``part`` in every layer (a first and
+    a far one stand for them), bare or in a multimodal model's language_model."""
+    return all(
+        any(re.match(regex, f"{root}model.layers.{layer}.{name}") for root in ("", "language_model."))
+        for name in _PART_NAMES[part]
+        for layer in (0, 999)
+    )
+
+
 def _ignored_parts(patterns: list[str]) -> set[Part]:
     ignored: set[Part] = set()
     for pattern in patterns:
+        if pattern.startswith("re:"):
+            ignored.update(part for part in _PART_NAMES if _regex_skips(pattern[3:], part))
         if "self_attn" in pattern or pattern.endswith("attn"):
             ignored.add("attention")
         if "shared_expert" in pattern:
