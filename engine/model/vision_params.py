@@ -13,6 +13,7 @@ from engine.model.intern_vit import intern_vit_shapes
 from engine.model.linear_shape import LinearShape
 from engine.model.llama4_vision import llama4_vision_shapes
 from engine.model.llava_family import llava_projector_shapes, vision_model_type
+from engine.model.moonvit_towers import kimi_vl_shapes, moonvit_3d_shapes
 from engine.model.vision_towers import (
     mistral3_projector_shapes,
     pixtral_tower_shapes,
@@ -125,6 +126,16 @@ def _gemma4_builds(config: dict[str, Any], method: str) -> PrefixPairs:
     return _GEMMA4_BUILDS if hidden % 64 == 0 and inner % 64 == 0 else ()
 
 
+# kimi_k25.py and Kimi K3's model give vision_tower and mm_projector the checkpoint's quant_config, except a
+# compressed-tensors one (_maybe_ignore_quant_config): Kimi-K2.5's INT4 checkpoint keeps both 16-bit.
+_KIMI_3D_BUILDS = (("vision.", "vision_tower"), ("multi_modal_projector.", "mm_projector"))
+
+
+def _kimi_3d_builds(_config: dict[str, Any], method: str) -> PrefixPairs:
+    return () if method == "compressed-tensors" else _KIMI_3D_BUILDS
+
+
+_KIMI_3D = TowersRead(moonvit_3d_shapes, quantized=_kimi_3d_builds, needs_vision_config=False)
 _LLAVA_FAMILY = TowersRead(_llava_family_shapes, "vision_tower", "multi_modal_projector")
 _IDEFICS3 = TowersRead(idefics3_shapes, "vision_model", "connector")
 _GLM4V = TowersRead(_tower_only(glm4v_shapes), "visual", "visual")
@@ -134,7 +145,8 @@ _QWEN3_VL = TowersRead(_tower_only(qwen3_vl_shapes), "visual", "visual")
 # vision_tower and multi_modal_projector quant_config; llava_onevision.py, internvl.py and gemma3_mm.py their vision
 # tower (the projectors are nn.Linear and a Parameter); mllama4.py both quant_config=None; idefics3.py (and
 # smolvlm.py) both, its projector being connector.modality_projection; the Qwen-VL towers (qwen3_5.py's too) and
-# GLM-4V's ("visual") hold their merger, which quant-tui sizes as the projector.
+# GLM-4V's ("visual") hold their merger, which quant-tui sizes as the projector; kimi_vl.py builds its MoonViT and
+# projector without quant_config. The Kimi configs build a tower from their class's defaults without a vision_config.
 _TOWERS_READ: dict[str, TowersRead] = {
     "llava": _LLAVA_FAMILY,
     "llava_next": _LLAVA_FAMILY,
@@ -145,6 +157,9 @@ _TOWERS_READ: dict[str, TowersRead] = {
     "idefics3": _IDEFICS3,
     "smolvlm": _IDEFICS3,
     "llama4": TowersRead(llama4_vision_shapes),
+    "kimi_vl": TowersRead(kimi_vl_shapes, needs_vision_config=False),
+    "kimi_k25": _KIMI_3D,
+    "kimi_k3": _KIMI_3D,
     "glm4v": _GLM4V,
     "glm4v_moe": _GLM4V,
     "qwen2_vl": _QWEN_VL,

@@ -59,6 +59,9 @@ PARAMS = [
     # By hand: Qwen2.5-0.5B's layers with InternVL3's vocabulary, untied (24 × 14,912,384 + 2 × 151,674·896 +
     # 896 = 629,697,920) + vision 308,495,104 (below) = 938,193,024; card of OpenGVLab/InternVL3-1B: 0.9B.
     ("internvl3-1b", 938_193_024, 0.0),
+    # The sum of the tensors of moonshotai/Kimi-K2.5's checkpoint (its packed INT4 experts as 60 × 384 × 3 ×
+    # 7168·2048 weights, scales and shapes left out): text 1,026,408,232,448 + vision 471,143,920.
+    ("kimi-k2.5", 1_026_879_376_368, 0.0),
 ]
 
 
@@ -89,6 +92,10 @@ WEIGHT_BYTES = [
     ("qwen3-8b-fp8", 9_437_399_040, 0.0),
     # bf16: 2 bytes × 108,641,793,536 parameters.
     ("llama-4-scout-17b-16e", 217_283_587_072, 0.0),
+    # moonshotai/Kimi-K2.5's 208,550 tensors sum to 595,148,192,736 B (554.27 GiB): INT4 experts with a bf16 scale
+    # per 32; its dense first-layer MLP, attention, shared experts and the MoonViT bf16 (kimi_k25.py keeps the
+    # tower 16-bit under compressed-tensors). quant-tui's count is 138,240 B (0.00002 %) over.
+    ("kimi-k2.5", 595_148_192_736, 1e-6),
 ]
 
 
@@ -212,6 +219,9 @@ VISION = [
     # ((448/14)² + 1) × 1,024 = 1,049,600: InternViT-300M's 304,012,288. mlp1 over 1024·2² = 4,096: LayerNorm
     # 8,192 + 4096×896 + 896 + 896² + 896 = 4,482,816. 308,495,104.
     ("internvl3-1b", 308_495_104),
+    # kimi_k25_vit.py's MoonViT3d and KimiK25MultiModalProjector (sum in tests/model/test_moonvit_towers.py),
+    # equal to the checkpoint's vision_tower.* and mm_projector.* tensors: 471,143,920.
+    ("kimi-k2.5", 471_143_920),
 ]
 
 

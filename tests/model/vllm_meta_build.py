@@ -41,7 +41,10 @@ from transformers import (
     CLIPVisionConfig, Glm4vTextConfig, Glm4vVisionConfig, Idefics3VisionConfig, Llama4VisionConfig, Qwen3VLVisionConfig,
     Qwen3_5VisionConfig,
 )
+from transformers.models.kimi_k25.configuration_kimi_k25 import Kimi_K25VisionConfig
 from vllm.config import VllmConfig, set_current_vllm_config
+from vllm.transformers_utils.configs.kimi_k3 import KimiK3VisionConfig
+from vllm.transformers_utils.configs.moonvit import MoonViTConfig
 from vllm.distributed import parallel_state
 cases = json.loads(sys.argv[1])
 with set_current_vllm_config(VllmConfig()):
@@ -51,6 +54,9 @@ with set_current_vllm_config(VllmConfig()):
     from vllm.model_executor.models.glm4_1v import Glm4vVisionTransformer
     from vllm.model_executor.models.idefics3 import Idefics3Connector, Idefics3VisionTransformer
     from vllm.model_executor.models.intern_vit import InternVisionModel
+    from vllm.model_executor.models.kimi_k25_vit import KimiK25MultiModalProjector, MoonViT3dPretrainedModel
+    from vllm.model_executor.models.kimi_vl import KimiVLMultiModalProjector
+    from vllm.model_executor.models.moonvit import MoonVitPretrainedModel
     from vllm.model_executor.models.mllama4 import Llama4MultiModalProjector, Llama4VisionModel
     from vllm.model_executor.models.qwen3_vl import Qwen3_VisionTransformer
     counts = []
@@ -78,6 +84,20 @@ with set_current_vllm_config(VllmConfig()):
                         SimpleNamespace(vision_config=vision, text_config=SimpleNamespace(hidden_size=extra))
                     ),
                 ])
+            elif kind == "kimi_vl":  # the MoonViT and the projector; extra = the text hidden size
+                vision = MoonViTConfig(**fields)
+                module = torch.nn.ModuleList([
+                    MoonVitPretrainedModel(vision),
+                    KimiVLMultiModalProjector(
+                        SimpleNamespace(vision_config=vision, text_config=SimpleNamespace(hidden_size=extra))
+                    ),
+                ])
+            elif kind == "moonvit_3d":  # extra: (the vision config class, kimi_k25 or kimi_k3; the text hidden size)
+                vision = (KimiK3VisionConfig if extra[0] == "kimi_k3" else Kimi_K25VisionConfig)(**fields)
+                module = torch.nn.ModuleList([
+                    MoonViT3dPretrainedModel(vision),
+                    KimiK25MultiModalProjector(vision, out_hidden_size=extra[1]),
+                ])
             else:  # the connector: fields are the vision config, extra (scale_factor, text hidden)
                 config = SimpleNamespace(
                     vision_config=SimpleNamespace(**fields),
@@ -95,7 +115,9 @@ def vllm_parameter_counts(cases: list[tuple[str, dict[str, Any], Any]]) -> list[
     ``clip`` (CLIPVisionModel as llava.py builds it, extra = layers), ``glm4v`` (Glm4vVisionTransformer),
     ``idefics3`` (Idefics3VisionTransformer), ``idefics3_connector`` (extra = (scale_factor, text hidden size)),
     ``qwen3_vl`` (Qwen3_VisionTransformer, extra = ``qwen3_vl`` or ``qwen3_5``: whose vision config class) and ``llama4``
-    (Llama4VisionModel with Llama4MultiModalProjector, extra = text hidden size)."""
+    (Llama4VisionModel with Llama4MultiModalProjector, extra = text hidden size), ``kimi_vl`` (MoonVitPretrainedModel
+    with KimiVLMultiModalProjector, extra = text hidden size) and ``moonvit_3d`` (MoonViT3dPretrainedModel with
+    KimiK25MultiModalProjector, extra = (``kimi_k25`` or ``kimi_k3``: whose vision config class, text hidden size))."""
     done = subprocess.run(
         [sys.executable, "-c", _BUILD, json.dumps(cases), str(pick_free_port())],
         capture_output=True,
