@@ -20,6 +20,7 @@ from engine.model.config_class_defaults import (
     sparse_indexer_cache,
 )
 from engine.model.config_json import first_key, text_config
+from engine.model.minicpmv import minicpmv_language_model_type
 from engine.model.moe_layout import MoeLayout, read_moe_layout
 from engine.model.recurrent_state import RecurrentState, linear_attention_state, linear_layer_names
 
@@ -293,6 +294,8 @@ def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:
     architecture = str(architectures[0]) if architectures else str(text.get("model_type", "unknown"))
     model_type = str(text.get("model_type") or config.get("model_type") or "unknown")
     model_type = BUILT_AS_MODEL_TYPE.get(model_type, model_type)
+    if model_type == "minicpmv":  # one model type, a language model per version
+        model_type = minicpmv_language_model_type(config)
     if str(config.get("model_type")) in DRAFT_ONLY_MODEL_TYPES:
         raise ModelError(
             f"{folder} is a {config.get('model_type')} draft checkpoint, which vLLM loads only as the "

@@ -13,6 +13,7 @@ from engine.model.intern_vit import intern_vit_shapes
 from engine.model.linear_shape import LinearShape
 from engine.model.llama4_vision import llama4_vision_shapes
 from engine.model.llava_family import llava_projector_shapes, vision_model_type
+from engine.model.minicpmv import minicpmv_shapes
 from engine.model.moonvit_towers import kimi_vl_shapes, moonvit_3d_shapes
 from engine.model.vision_towers import (
     mistral3_projector_shapes,
@@ -146,7 +147,7 @@ _QWEN3_VL = TowersRead(_tower_only(qwen3_vl_shapes), "visual", "visual")
 # tower (the projectors are nn.Linear and a Parameter); mllama4.py both quant_config=None; idefics3.py (and
 # smolvlm.py) both, its projector being connector.modality_projection; the Qwen-VL towers (qwen3_5.py's too) and
 # GLM-4V's ("visual") hold their merger, which quant-tui sizes as the projector; kimi_vl.py builds its MoonViT and
-# projector without quant_config. The Kimi configs build a tower from their class's defaults without a vision_config.
+# projector without quant_config; minicpmv.py its vpm and resampler with it. The Kimi configs build a tower from their class's defaults without a vision_config.
 _TOWERS_READ: dict[str, TowersRead] = {
     "llava": _LLAVA_FAMILY,
     "llava_next": _LLAVA_FAMILY,
@@ -157,6 +158,7 @@ _TOWERS_READ: dict[str, TowersRead] = {
     "idefics3": _IDEFICS3,
     "smolvlm": _IDEFICS3,
     "llama4": TowersRead(llama4_vision_shapes),
+    "minicpmv": TowersRead(minicpmv_shapes, "vpm", "resampler"),
     "kimi_vl": TowersRead(kimi_vl_shapes, needs_vision_config=False),
     "kimi_k25": _KIMI_3D,
     "kimi_k3": _KIMI_3D,

@@ -38,7 +38,7 @@ class _ProcessorStandIns(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 if importlib.util.find_spec("torchvision") is None:
     sys.meta_path.insert(0, _ProcessorStandIns())
 from transformers import (
-    CLIPVisionConfig, Glm4vTextConfig, Glm4vVisionConfig, Idefics3VisionConfig, Llama4VisionConfig, Qwen3VLVisionConfig,
+    CLIPVisionConfig, SiglipVisionConfig, Glm4vTextConfig, Glm4vVisionConfig, Idefics3VisionConfig, Llama4VisionConfig, Qwen3VLVisionConfig,
     Qwen3_5VisionConfig,
 )
 from transformers.models.kimi_k25.configuration_kimi_k25 import Kimi_K25VisionConfig
@@ -52,6 +52,8 @@ with set_current_vllm_config(VllmConfig()):
     parallel_state.initialize_model_parallel(1, 1)
     from vllm.model_executor.models.clip import CLIPVisionModel
     from vllm.model_executor.models.glm4_1v import Glm4vVisionTransformer
+    from vllm.model_executor.models.idefics2_vision_model import Idefics2VisionTransformer
+    from vllm.model_executor.models.minicpmv import Resampler2_5
     from vllm.model_executor.models.idefics3 import Idefics3Connector, Idefics3VisionTransformer
     from vllm.model_executor.models.intern_vit import InternVisionModel
     from vllm.model_executor.models.kimi_k25_vit import KimiK25MultiModalProjector, MoonViT3dPretrainedModel
@@ -82,6 +84,17 @@ with set_current_vllm_config(VllmConfig()):
                     Llama4VisionModel(vision),
                     Llama4MultiModalProjector(
                         SimpleNamespace(vision_config=vision, text_config=SimpleNamespace(hidden_size=extra))
+                    ),
+                ])
+            elif kind == "minicpmv":  # the vpm and resampler; extra: (query_num, text hidden, drop_vision_last_layer)
+                vision = SiglipVisionConfig(**fields)
+                vpm = Idefics2VisionTransformer(vision, apply_encoder_attention_mask=True)
+                if extra[2]:
+                    vpm.encoder.layers = vpm.encoder.layers[:-1]
+                module = torch.nn.ModuleList([
+                    vpm,
+                    Resampler2_5(
+                        num_queries=extra[0], embed_dim=extra[1], num_heads=extra[1] // 128, kv_dim=vision.hidden_size
                     ),
                 ])
             elif kind == "kimi_vl":  # the MoonViT and the projector; extra = the text hidden size
@@ -115,7 +128,8 @@ def vllm_parameter_counts(cases: list[tuple[str, dict[str, Any], Any]]) -> list[
     ``clip`` (CLIPVisionModel as llava.py builds it, extra = layers), ``glm4v`` (Glm4vVisionTransformer),
     ``idefics3`` (Idefics3VisionTransformer), ``idefics3_connector`` (extra = (scale_factor, text hidden size)),
     ``qwen3_vl`` (Qwen3_VisionTransformer, extra = ``qwen3_vl`` or ``qwen3_5``: whose vision config class) and ``llama4``
-    (Llama4VisionModel with Llama4MultiModalProjector, extra = text hidden size), ``kimi_vl`` (MoonVitPretrainedModel
+    (Llama4VisionModel with Llama4MultiModalProjector, extra = text hidden size), ``minicpmv``
+    (Idefics2VisionTransformer with Resampler2_5, extra = (query_num, text hidden size, drop_vision_last_layer)), ``kimi_vl`` (MoonVitPretrainedModel
     with KimiVLMultiModalProjector, extra = text hidden size) and ``moonvit_3d`` (MoonViT3dPretrainedModel with
     KimiK25MultiModalProjector, extra = (``kimi_k25`` or ``kimi_k3``: whose vision config class, text hidden size))."""
     done = subprocess.run(

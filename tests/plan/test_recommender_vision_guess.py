@@ -19,7 +19,7 @@ CASES = [
     # The same CLIP tower under a model type whose vLLM file quant-tui has not read: a generic ViT guess, all 24
     # layers, 5 LayerNorm widths: 301,989,888 + patch 602,112 + 319,488 + positions 590,848 + 5,120 + the
     # LLaVA-style projector 20,979,712 = 324,487,168.
-    ("llava-mistral-7b", {"model_type": "minicpmv"}, True),
+    ("llava-mistral-7b", {"model_type": "deepseek_vl_v2"}, True),
 ]
 
 
