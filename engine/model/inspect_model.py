@@ -55,8 +55,8 @@ class ModelInfo(ModelShape):
             from the headers without MTP tensors or KV-sharing layers' K/V; config-only: estimated).
         weight_layout: how the checkpoint stores its weights, e.g. "MXFP4 experts", "FP8 block 128×128".
         vision_params: parameters of vision/audio towers and projectors (in ``params``).
-        vision_guessed: the towers were estimated from the config as a generic ViT, a model type
-            quant-tui has not read in vLLM (its weights may be off by a few %).
+        vision_guessed: a vision_config of a model type quant-tui has not read in vLLM: the towers are a
+            generic-ViT estimate (off by a few %), or 0 where the config has no width to estimate from.
         remote_config: the checkpoint's own config class ("module.Class") when vLLM can read the config
             only by running it (``--trust-remote-code``); None when transformers or vLLM has a class.
         mtp_params: multi-token-prediction parameters, not loaded for plain serving (not in ``params``).
@@ -221,7 +221,9 @@ def inspect_model(folder: Path) -> ModelInfo:
         loaded_weight_bytes=loaded_bytes,
         weight_layout=layout.name,
         vision_params=counts.vision,
-        vision_guessed=bool(counts.vision) and source == "estimate" and not vision_read(arch.config),
+        vision_guessed=source == "estimate"
+        and isinstance(arch.config.get("vision_config"), dict)
+        and not vision_read(arch.config),
         remote_config=remote_config_class(arch.config),
         mtp_params=counts.mtp,
         active_params=active_params(arch) if source == "estimate" else counts.total - counts.vision,

@@ -191,10 +191,15 @@ def _candidate(
         hint = expert_parallel_hint(model, fit.tensor_parallel_size * fit.pipeline_parallel_size)
         if hint:
             reasons.append(hint)
-    if model.vision_guessed:
+    if model.vision_guessed and model.vision_params:
         warnings.append(
             f"the vision tower ({human_params(model.vision_params)}) is estimated as a generic ViT: quant-tui "
             "has not read this model type in vLLM; its weights may be a few % off"
+        )
+    elif model.vision_guessed:  # a vision_config without the sizes a generic ViT is read from
+        warnings.append(
+            "the vision tower is left out of the weights: quant-tui has not read this model type in vLLM and its "
+            "vision_config has no hidden_size to estimate it from"
         )
     if model.remote_config is not None:
         warnings.append(remote_config_warning(model.path, model.remote_config))

@@ -34,3 +34,17 @@ def test_a_guessed_vision_tower_is_warned_about(
     assert len(warned) == int(guessed)
     if guessed:
         assert warned[0].startswith("the vision tower (324M) is estimated as a generic ViT")
+
+
+def test_a_vision_config_without_a_width_is_said_to_be_left_out(tmp_path: Path) -> None:
+    # An unread model type whose vision_config names its sizes otherwise (as Kimi-K2.5's vt_hidden_size did
+    # before its tower was read): nothing to estimate from, so the plan says the tower is not in the weights.
+    model = model_from_config(
+        tmp_path, "llava-mistral-7b", {"model_type": "deepseek_vl_v2", "vision_config": {"width": None}}
+    )
+    assert (model.vision_guessed, model.vision_params) == (True, 0)
+    best = recommend(model, target_from_spec("H100"), PlanRequest(max_model_len=4096)).best
+    assert [w for w in best.warnings if "vision tower" in w] == [
+        "the vision tower is left out of the weights: quant-tui has not read this model type in vLLM and its "
+        "vision_config has no hidden_size to estimate it from"
+    ]
