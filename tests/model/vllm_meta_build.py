@@ -41,6 +41,10 @@ from transformers import (
     CLIPVisionConfig, SiglipVisionConfig, Glm4vTextConfig, Glm4vVisionConfig, Idefics3VisionConfig, Llama4VisionConfig, Qwen3VLVisionConfig,
     Qwen3_5VisionConfig,
 )
+from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import (
+    Qwen2_5OmniAudioEncoderConfig, Qwen2_5OmniVisionEncoderConfig,
+)
+from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniAudioEncoder
 from transformers.models.kimi_k25.configuration_kimi_k25 import Kimi_K25VisionConfig
 from vllm.config import VllmConfig, set_current_vllm_config
 from vllm.transformers_utils.configs.kimi_k3 import KimiK3VisionConfig
@@ -61,6 +65,7 @@ with set_current_vllm_config(VllmConfig()):
     from vllm.model_executor.models.moonvit import MoonVitPretrainedModel
     from vllm.model_executor.models.mllama4 import Llama4MultiModalProjector, Llama4VisionModel
     from vllm.model_executor.models.qwen3_vl import Qwen3_VisionTransformer
+    from vllm.model_executor.models.qwen2_5_vl import Qwen2_5_VisionTransformer
     counts = []
     with torch.device("meta"):
         for kind, fields, extra in cases:
@@ -97,6 +102,11 @@ with set_current_vllm_config(VllmConfig()):
                         num_queries=extra[0], embed_dim=extra[1], num_heads=extra[1] // 128, kv_dim=vision.hidden_size
                     ),
                 ])
+            elif kind == "qwen2_5_omni":  # fields: the vision config; extra: the audio config
+                module = torch.nn.ModuleList([
+                    Qwen2_5_VisionTransformer(Qwen2_5OmniVisionEncoderConfig(**fields)),
+                    Qwen2_5OmniAudioEncoder(Qwen2_5OmniAudioEncoderConfig(**extra)),
+                ])
             elif kind == "kimi_vl":  # the MoonViT and the projector; extra = the text hidden size
                 vision = MoonViTConfig(**fields)
                 module = torch.nn.ModuleList([
@@ -128,8 +138,8 @@ def vllm_parameter_counts(cases: list[tuple[str, dict[str, Any], Any]]) -> list[
     ``clip`` (CLIPVisionModel as llava.py builds it, extra = layers), ``glm4v`` (Glm4vVisionTransformer),
     ``idefics3`` (Idefics3VisionTransformer), ``idefics3_connector`` (extra = (scale_factor, text hidden size)),
     ``qwen3_vl`` (Qwen3_VisionTransformer, extra = ``qwen3_vl`` or ``qwen3_5``: whose vision config class) and ``llama4``
-    (Llama4VisionModel with Llama4MultiModalProjector, extra = text hidden size), ``minicpmv``
-    (Idefics2VisionTransformer with Resampler2_5, extra = (query_num, text hidden size, drop_vision_last_layer)), ``kimi_vl`` (MoonVitPretrainedModel
+    (Llama4VisionModel with Llama4MultiModalProjector, extra = text hidden size), ``qwen2_5_omni`` (Qwen2_5_VisionTransformer and
+    transformers' Qwen2_5OmniAudioEncoder, extra = the audio config), ``minicpmv`` (Idefics2VisionTransformer with Resampler2_5, extra = (query_num, text hidden size, drop_vision_last_layer)), ``kimi_vl`` (MoonVitPretrainedModel
     with KimiVLMultiModalProjector, extra = text hidden size) and ``moonvit_3d`` (MoonViT3dPretrainedModel with
     KimiK25MultiModalProjector, extra = (``kimi_k25`` or ``kimi_k3``: whose vision config class, text hidden size))."""
     done = subprocess.run(
