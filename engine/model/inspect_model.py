@@ -32,7 +32,7 @@ from engine.model.param_count import active_params, decoder_layer_shapes, model_
 from engine.model.remote_config import remote_config_class
 from engine.model.safetensors_headers import read_safetensors_headers, weight_files
 from engine.model.shared_kv_layers import kv_shared_weight_prefixes
-from engine.model.vision_params import vision_read
+from engine.model.vision_params import has_towers, vision_read
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +55,8 @@ class ModelInfo(ModelShape):
             from the headers without MTP tensors or KV-sharing layers' K/V; config-only: estimated).
         weight_layout: how the checkpoint stores its weights, e.g. "MXFP4 experts", "FP8 block 128×128".
         vision_params: parameters of vision/audio towers and projectors (in ``params``).
-        vision_guessed: a vision_config of a model type quant-tui has not read in vLLM: the towers are a
-            generic-ViT estimate (off by a few %), or 0 where the config has no width to estimate from.
+        vision_guessed: towers of a model type quant-tui has not read in vLLM: a generic-ViT estimate (off by a
+            few %), or 0 where the config has no vision width to estimate from.
         remote_config: the checkpoint's own config class ("module.Class") when vLLM can read the config
             only by running it (``--trust-remote-code``); None when transformers or vLLM has a class.
         mtp_params: multi-token-prediction parameters, not loaded for plain serving (not in ``params``).
@@ -221,9 +221,7 @@ def inspect_model(folder: Path) -> ModelInfo:
         loaded_weight_bytes=loaded_bytes,
         weight_layout=layout.name,
         vision_params=counts.vision,
-        vision_guessed=source == "estimate"
-        and isinstance(arch.config.get("vision_config"), dict)
-        and not vision_read(arch.config),
+        vision_guessed=source == "estimate" and has_towers(arch.config) and not vision_read(arch.config),
         remote_config=remote_config_class(arch.config),
         mtp_params=counts.mtp,
         active_params=active_params(arch) if source == "estimate" else counts.total - counts.vision,

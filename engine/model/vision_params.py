@@ -201,6 +201,16 @@ def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> Shapes:
     return _generic_vit_shapes(config, vision, text_hidden) if isinstance(vision, dict) else ([], 0)
 
 
+def has_towers(config: dict[str, Any]) -> bool:
+    """Whether the config describes a vision or audio tower, at its top or in an Omni model's thinker_config."""
+    thinker = config.get("thinker_config")
+    return any(
+        isinstance(section.get(key), dict)
+        for section in (config, thinker if isinstance(thinker, dict) else {})
+        for key in ("vision_config", "audio_config")
+    )
+
+
 def vision_read(config: dict[str, Any]) -> bool:
     """Whether quant-tui sizes this model's towers as vLLM's model file builds them (not as a generic ViT)."""
     return _read_shapes(config, 0) is not None

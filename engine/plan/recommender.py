@@ -196,10 +196,10 @@ def _candidate(
             f"the vision tower ({human_params(model.vision_params)}) is estimated as a generic ViT: quant-tui "
             "has not read this model type in vLLM; its weights may be a few % off"
         )
-    elif model.vision_guessed:  # a vision_config without the sizes a generic ViT is read from
+    elif model.vision_guessed:  # no top-level vision_config with the width a generic ViT is read from
         warnings.append(
-            "the vision tower is left out of the weights: quant-tui has not read this model type in vLLM and its "
-            "vision_config has no hidden_size to estimate it from"
+            "the vision/audio towers are left out of the weights: quant-tui has not read this model type in vLLM "
+            "and finds no vision width in its config to estimate them from"
         )
     if model.remote_config is not None:
         warnings.append(remote_config_warning(model.path, model.remote_config))

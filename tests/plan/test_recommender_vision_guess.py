@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engine.hardware.detect import target_from_spec
+from engine.model.inspect_model import inspect_model
 from engine.plan.recommender import PlanRequest, recommend
 from tests.plan.model_configs import model_from_config
 
@@ -44,7 +46,20 @@ def test_a_vision_config_without_a_width_is_said_to_be_left_out(tmp_path: Path) 
     )
     assert (model.vision_guessed, model.vision_params) == (True, 0)
     best = recommend(model, target_from_spec("H100"), PlanRequest(max_model_len=4096)).best
-    assert [w for w in best.warnings if "vision tower" in w] == [
-        "the vision tower is left out of the weights: quant-tui has not read this model type in vLLM and its "
-        "vision_config has no hidden_size to estimate it from"
+    assert [w for w in best.warnings if "towers" in w] == [
+        "the vision/audio towers are left out of the weights: quant-tui has not read this model type in vLLM "
+        "and finds no vision width in its config to estimate them from"
     ]
+
+
+def test_an_unread_omni_models_towers_under_its_thinker_config_are_warned_about(tmp_path: Path) -> None:
+    text = {"model_type": "qwen3_omni_moe_text", "hidden_size": 64, "intermediate_size": 128}
+    text |= {"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256}
+    thinker = {"text_config": text, "vision_config": {"depth": 2}, "audio_config": {"d_model": 8}}
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "qwen3_omni_moe", "thinker_config": thinker})
+    )
+    model = inspect_model(tmp_path)
+    assert (model.vision_guessed, model.vision_params) == (True, 0)
+    best = recommend(model, target_from_spec("H100"), PlanRequest(max_model_len=4096)).best
+    assert sum("towers are left out" in w for w in best.warnings) == 1
