@@ -32,8 +32,13 @@ _QKV_BIAS_MODEL_TYPES = frozenset(
     {"qwen2", "qwen2_moe", "qwen2_vl", "qwen2_vl_text", "qwen2_5_vl", "qwen2_5_vl_text"}
 )
 # Language models vLLM builds as another family's (glm4_1v.py: GLM-4.1V's text is Glm4ForCausalLM, GLM-4.5V's
-# Glm4MoeForCausalLM; qwen2_5_omni_thinker.py: Qwen2ForCausalLM): the family's rules apply.
-BUILT_AS_MODEL_TYPE = {"glm4v_text": "glm4", "glm4v_moe_text": "glm4_moe", "qwen2_5_omni_text": "qwen2"}
+# Glm4MoeForCausalLM; the Omni thinkers' Qwen2ForCausalLM and Qwen3MoeLLMForCausalLM): the family's rules apply.
+BUILT_AS_MODEL_TYPE = {
+    "glm4v_text": "glm4",
+    "glm4v_moe_text": "glm4_moe",
+    "qwen2_5_omni_text": "qwen2",
+    "qwen3_omni_moe_text": "qwen3_moe",
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Qwen2.5-Omni's thinker towers (``qwen2_5_omni``) as vLLM's qwen2_5_omni_thinker.py builds them: vision and audio."""
+"""The Omni models' thinker towers, vision and audio, as vLLM builds them (qwen2_5_omni_thinker.py, qwen3_omni_moe_thinker.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from engine.model.config_json import int_fields, with_defaults
 from engine.model.linear_shape import LinearShape
-from engine.model.vision_towers import qwen_vl_shapes
+from engine.model.vision_towers import qwen3_vl_shapes, qwen_vl_shapes
 
 # transformers' Qwen2_5OmniVisionEncoderConfig and Qwen2_5OmniAudioEncoderConfig defaults, for keys a config.json
 # leaves out (the vision class's hidden_size is 3584, not the 1280 of Qwen2.5-Omni's own configs).
@@ -24,6 +24,11 @@ _VISION_DEFAULTS |= {
 }
 _AUDIO_DEFAULTS = {"num_mel_bins": 128, "encoder_layers": 32, "encoder_ffn_dim": 5120, "d_model": 1280}
 _AUDIO_DEFAULTS |= {"output_dim": 3584}
+# Qwen3OmniMoeVisionEncoderConfig's and Qwen3OmniMoeAudioEncoderConfig's.
+_QWEN3_VISION_DEFAULTS: dict[str, Any] = {"depth": 27, "hidden_size": 1152, "intermediate_size": 4304}
+_QWEN3_VISION_DEFAULTS |= {"patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2}
+_QWEN3_VISION_DEFAULTS |= {"out_hidden_size": 3584, "deepstack_visual_indexes": [8, 16, 24], "in_channels": 3}
+_QWEN3_AUDIO_DEFAULTS = _AUDIO_DEFAULTS | {"downsample_hidden_size": 480}
 
 
 def _audio_shapes(audio_config: dict[str, Any]) -> tuple[list[LinearShape], int]:
@@ -49,6 +54,50 @@ def _audio_shapes(audio_config: dict[str, Any]) -> tuple[list[LinearShape], int]
     convs = audio["num_mel_bins"] * 3 * d + d + d * 3 * d + d
     block = 3 * d + ffn + d + 2 * 2 * d  # q, v, out biases; fc1 and fc2 biases; two LayerNorms
     return shapes, convs + 2 * out + layers * block + 2 * d + out
+
+
+def _qwen3_audio_shapes(audio_config: dict[str, Any]) -> tuple[list[LinearShape], int]:
+    """vLLM's Qwen3OmniMoeAudioEncoder, built without the quant config.
+
+    Three biased 3×3 Conv2d of ``downsample_hidden_size`` channels, each halving the mel axis, a bias-free conv_out
+    from channels × the mel bins left, blocks of a biased fused qkv / out_proj and fc1 / fc2 with two LayerNorms,
+    ln_post, and proj1 (d_model²) and proj2 (into the text width), both biased.
+    """
+    audio = int_fields(audio_config, _QWEN3_AUDIO_DEFAULTS)
+    d, layers, ffn, out = (
+        audio["d_model"],
+        audio["encoder_layers"],
+        audio["encoder_ffn_dim"],
+        audio["output_dim"],
+    )
+    channels = audio["downsample_hidden_size"]
+    mel_left = (((audio["num_mel_bins"] + 1) // 2 + 1) // 2 + 1) // 2
+    shapes = [
+        LinearShape("audio.conv_out", "vision", channels * mel_left, d, 1),
+        LinearShape("audio.attn.qkvo", "vision", d, d, 4 * layers),
+        LinearShape("audio.mlp.fc1", "vision", d, ffn, layers),
+        LinearShape("audio.mlp.fc2", "vision", ffn, d, layers),
+        LinearShape("audio.proj1", "vision", d, d, 1),
+        LinearShape("audio.proj2", "vision", d, out, 1),
+    ]
+    convs = 9 * channels + channels + 2 * (9 * channels * channels + channels)
+    block = 4 * d + ffn + d + 2 * 2 * d  # qkv and out biases, fc1 and fc2 biases, two LayerNorms
+    return shapes, convs + layers * block + 2 * d + d + out
+
+
+def qwen3_omni_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], int]:
+    """Qwen3-Omni's thinker: Qwen3Omni_VisionTransformer (``visual``, with the quant config: qwen3_vl.py's blocks
+    and mergers, a learned position per patch of ``image_size``) and the audio tower, from the config classes'
+    defaults where the thinker_config leaves a key out."""
+    del text_hidden  # the mergers project into the vision config's out_hidden_size
+    thinker = config.get("thinker_config")
+    thinker = thinker if isinstance(thinker, dict) else config
+    vision = with_defaults(thinker.get("vision_config") or {}, _QWEN3_VISION_DEFAULTS)
+    if vision.get("image_size"):  # vLLM sizes the position table from it, not num_position_embeddings
+        vision["num_position_embeddings"] = (int(vision["image_size"]) // int(vision["patch_size"])) ** 2
+    shapes, vectors = qwen3_vl_shapes({"model_type": "qwen3_omni_moe", "vision_config": vision})
+    audio, audio_vectors = _qwen3_audio_shapes(thinker.get("audio_config") or {})
+    return shapes + audio, vectors + audio_vectors
 
 
 def qwen2_5_omni_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], int]:

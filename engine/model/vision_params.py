@@ -15,7 +15,7 @@ from engine.model.llama4_vision import llama4_vision_shapes
 from engine.model.llava_family import llava_projector_shapes, vision_model_type
 from engine.model.minicpmv import minicpmv_shapes
 from engine.model.moonvit_towers import kimi_vl_shapes, moonvit_3d_shapes
-from engine.model.qwen_omni_towers import qwen2_5_omni_shapes
+from engine.model.qwen_omni_towers import qwen2_5_omni_shapes, qwen3_omni_shapes
 from engine.model.vision_towers import (
     mistral3_projector_shapes,
     pixtral_tower_shapes,
@@ -167,8 +167,10 @@ _TOWERS_READ: dict[str, TowersRead] = {
     "glm4v_moe": _GLM4V,
     "qwen2_vl": _QWEN_VL,
     "qwen2_5_vl": _QWEN_VL,
-    # qwen2_5_omni_thinker.py: the Qwen2.5-VL tower with quant_config, the audio tower (transformers') without.
+    # qwen2_5_omni_thinker.py: the Qwen2.5-VL tower with quant_config, the audio tower (transformers') without;
+    # qwen3_omni_moe_thinker.py the same way round.
     "qwen2_5_omni": TowersRead(qwen2_5_omni_shapes, "visual", "visual", needs_vision_config=False),
+    "qwen3_omni_moe": TowersRead(qwen3_omni_shapes, "visual", "visual", needs_vision_config=False),
     "qwen3_vl": _QWEN3_VL,
     "qwen3_vl_moe": _QWEN3_VL,
     "qwen3_5": _QWEN3_VL,

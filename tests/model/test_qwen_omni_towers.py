@@ -91,3 +91,83 @@ def test_qwen2_5_omni_7b_is_its_thinker(tmp_path: Path) -> None:
     # Qwen2-7B's layers with q/k/v biases, untied (7,615,616,512: tests/model/test_inspect_model_real_configs.py)
     # + the towers 1,316,197,376 = 8,931,813,888; the talker and token2wav vLLM does not load.
     assert (model.model_type, model.params, model.vision_params) == ("qwen2", 8_931_813_888, 1_316_197_376)
+
+
+# Qwen/Qwen3-Omni-30B-A3B-Instruct's thinker vision_config and audio_config, trimmed to the sizes.
+_Q3_VISION = {
+    "depth": 27,
+    "hidden_size": 1152,
+    "intermediate_size": 4304,
+    "out_hidden_size": 2048,
+    "num_heads": 16,
+}
+_Q3_VISION |= {"patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3}
+_Q3_VISION |= {"deepstack_visual_indexes": [8, 16, 24], "image_size": 768, "apply_vit_abs_pos_embed": True}
+_Q3_AUDIO = {"d_model": 1280, "encoder_layers": 32, "encoder_attention_heads": 20, "encoder_ffn_dim": 5120}
+_Q3_AUDIO |= {"num_mel_bins": 128, "output_dim": 2048, "downsample_hidden_size": 480}
+_Q3_TINY_VISION = {
+    "depth": 2,
+    "hidden_size": 16,
+    "intermediate_size": 24,
+    "out_hidden_size": 32,
+    "num_heads": 2,
+}
+_Q3_TINY_VISION |= {
+    "patch_size": 2,
+    "deepstack_visual_indexes": [0],
+    "image_size": 8,
+    "apply_vit_abs_pos_embed": True,
+}
+_Q3_TINY_AUDIO = {"d_model": 8, "encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 12}
+_Q3_TINY_AUDIO |= {"num_mel_bins": 16, "output_dim": 32, "downsample_hidden_size": 4}
+
+QWEN3_CASES: list[tuple[dict[str, Any], dict[str, Any], int]] = [
+    # Vision: Conv3d 3·2·2² = 24 → 16 with a bias 400; positions (8/2)² × 16 = 256; 2 blocks of 1,960 (qkv + proj
+    # 4 × 16² + 64, fc1 16×24 + 24, fc2 24×16 + 16, two LayerNorms 64); merger LayerNorm 32 + 64² + 64 + 64×32 +
+    # 32 = 6,272; one deepstack merger, its LayerNorm over 64: 6,368. 17,216. Audio: Conv2d 1→4 40, 4→4 twice
+    # 2 × 148, conv_out from 4 × 2 mel bins left (16 → 8 → 4 → 2) 8×8 = 64; 2 blocks of 532 (qkv 3 × 64 + 24,
+    # out 64 + 8, fc1 96 + 12, fc2 96 + 8, two LayerNorms 32); ln_post 16, proj1 64 + 8, proj2 8×32 + 32. 1,840.
+    # 19,056.
+    (_Q3_TINY_VISION, _Q3_TINY_AUDIO, 19_056),
+    # Qwen3-Omni-30B-A3B: the vision tower as Qwen3-VL-30B-A3B's (538,631,408: test_inspect_model_real_configs.py;
+    # positions (768/16)² = 2,304). Audio: convs 4,800 + 2 × (9·480² + 480) = 4,152,960, conv_out 480·16 → 1280
+    # 9,830,400, 32 blocks of 19,677,440 (qkv 3 × 1280² + 3,840, out 1280² + 1,280, fc1 and fc2 2 × 1280×5120 +
+    # 6,400, two LayerNorms 5,120) = 629,678,080, ln_post 2,560, proj1 1280² + 1,280, proj2 1280×2048 + 2,048:
+    # 647,927,168. 1,186,558,576.
+    (_Q3_VISION, _Q3_AUDIO, 1_186_558_576),
+]
+
+
+@pytest.mark.parametrize(("vision", "audio", "expected"), QWEN3_CASES)
+def test_qwen3_omni_thinker_towers_as_vllm_builds_them(
+    vision: dict[str, Any], audio: dict[str, Any], expected: int
+) -> None:
+    config = {
+        "model_type": "qwen3_omni_moe",
+        "thinker_config": {"vision_config": vision, "audio_config": audio},
+    }
+    shapes, vectors = vision_tower_shapes(config, 2048)
+    assert sum(shape.numel for shape in shapes) + vectors == expected
+
+
+def test_vllm_builds_the_same_qwen3_omni_towers() -> None:
+    counts = vllm_parameter_counts([("qwen3_omni", vision, audio) for vision, audio, _ in QWEN3_CASES])
+    assert counts == [expected for *_, expected in QWEN3_CASES]
+
+
+def test_qwen3_omnis_thinker_is_planned_as_qwen3_moe_with_its_towers(tmp_path: Path) -> None:
+    text = {
+        "model_type": "qwen3_omni_moe_text",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "vocab_size": 256,
+    }
+    text |= {"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "num_experts": 4}
+    text |= {"num_experts_per_tok": 2, "moe_intermediate_size": 32}
+    thinker = {"text_config": text, "vision_config": _Q3_TINY_VISION, "audio_config": _Q3_TINY_AUDIO}
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "qwen3_omni_moe", "thinker_config": thinker})
+    )
+    model = inspect_model(tmp_path)
+    assert (model.model_type, model.vision_params, model.vision_guessed) == ("qwen3_moe", 19_056, False)
+    assert model.moe is not None and model.moe.num_experts == 4

@@ -45,6 +45,9 @@ from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import (
     Qwen2_5OmniAudioEncoderConfig, Qwen2_5OmniVisionEncoderConfig,
 )
 from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniAudioEncoder
+from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import (
+    Qwen3OmniMoeAudioEncoderConfig, Qwen3OmniMoeVisionEncoderConfig,
+)
 from transformers.models.kimi_k25.configuration_kimi_k25 import Kimi_K25VisionConfig
 from vllm.config import VllmConfig, set_current_vllm_config
 from vllm.transformers_utils.configs.kimi_k3 import KimiK3VisionConfig
@@ -107,6 +110,14 @@ with set_current_vllm_config(VllmConfig()):
                     Qwen2_5_VisionTransformer(Qwen2_5OmniVisionEncoderConfig(**fields)),
                     Qwen2_5OmniAudioEncoder(Qwen2_5OmniAudioEncoderConfig(**extra)),
                 ])
+            elif kind == "qwen3_omni":  # fields: the vision config; extra: the audio config
+                from vllm.model_executor.models.qwen3_omni_moe_thinker import (
+                    Qwen3Omni_VisionTransformer, Qwen3OmniMoeAudioEncoder,
+                )
+                module = torch.nn.ModuleList([
+                    Qwen3Omni_VisionTransformer(Qwen3OmniMoeVisionEncoderConfig(**fields)),
+                    Qwen3OmniMoeAudioEncoder(Qwen3OmniMoeAudioEncoderConfig(**extra)),
+                ])
             elif kind == "kimi_vl":  # the MoonViT and the projector; extra = the text hidden size
                 vision = MoonViTConfig(**fields)
                 module = torch.nn.ModuleList([
@@ -139,7 +150,8 @@ def vllm_parameter_counts(cases: list[tuple[str, dict[str, Any], Any]]) -> list[
     ``idefics3`` (Idefics3VisionTransformer), ``idefics3_connector`` (extra = (scale_factor, text hidden size)),
     ``qwen3_vl`` (Qwen3_VisionTransformer, extra = ``qwen3_vl`` or ``qwen3_5``: whose vision config class) and ``llama4``
     (Llama4VisionModel with Llama4MultiModalProjector, extra = text hidden size), ``qwen2_5_omni`` (Qwen2_5_VisionTransformer and
-    transformers' Qwen2_5OmniAudioEncoder, extra = the audio config), ``minicpmv`` (Idefics2VisionTransformer with Resampler2_5, extra = (query_num, text hidden size, drop_vision_last_layer)), ``kimi_vl`` (MoonVitPretrainedModel
+    transformers' Qwen2_5OmniAudioEncoder, extra = the audio config), ``qwen3_omni`` (Qwen3Omni_VisionTransformer and
+    Qwen3OmniMoeAudioEncoder, extra = the audio config), ``minicpmv`` (Idefics2VisionTransformer with Resampler2_5, extra = (query_num, text hidden size, drop_vision_last_layer)), ``kimi_vl`` (MoonVitPretrainedModel
     with KimiVLMultiModalProjector, extra = text hidden size) and ``moonvit_3d`` (MoonViT3dPretrainedModel with
     KimiK25MultiModalProjector, extra = (``kimi_k25`` or ``kimi_k3``: whose vision config class, text hidden size))."""
     done = subprocess.run(

@@ -53,12 +53,11 @@ def test_a_vision_config_without_a_width_is_said_to_be_left_out(tmp_path: Path) 
 
 
 def test_an_unread_omni_models_towers_under_its_thinker_config_are_warned_about(tmp_path: Path) -> None:
-    text = {"model_type": "qwen3_omni_moe_text", "hidden_size": 64, "intermediate_size": 128}
+    # A thinker_config laid out as Qwen3-Omni's, under a model type quant-tui has not read.
+    text = {"model_type": "qwen3_moe", "hidden_size": 64, "intermediate_size": 128}
     text |= {"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256}
     thinker = {"text_config": text, "vision_config": {"depth": 2}, "audio_config": {"d_model": 8}}
-    (tmp_path / "config.json").write_text(
-        json.dumps({"model_type": "qwen3_omni_moe", "thinker_config": thinker})
-    )
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "some_omni", "thinker_config": thinker}))
     model = inspect_model(tmp_path)
     assert (model.vision_guessed, model.vision_params) == (True, 0)
     best = recommend(model, target_from_spec("H100"), PlanRequest(max_model_len=4096)).best
