@@ -31,6 +31,22 @@ _QWEN3_VISION_DEFAULTS |= {"out_hidden_size": 3584, "deepstack_visual_indexes": 
 _QWEN3_AUDIO_DEFAULTS = _AUDIO_DEFAULTS | {"downsample_hidden_size": 480}
 
 
+def _thinker(config: dict[str, Any]) -> dict[str, Any]:
+    """The thinker's part of an Omni config (a thinker-only checkpoint is its own)."""
+    thinker = config.get("thinker_config")
+    return thinker if isinstance(thinker, dict) else config
+
+
+def _encoder_blocks(audio: dict[str, int]) -> list[LinearShape]:
+    """The Whisper-style blocks both audio towers have: q/k/v/out and fc1/fc2, ``d_model`` wide."""
+    d, layers, ffn = audio["d_model"], audio["encoder_layers"], audio["encoder_ffn_dim"]
+    return [
+        LinearShape("audio.attn.qkvo", "vision", d, d, 4 * layers),
+        LinearShape("audio.mlp.fc1", "vision", d, ffn, layers),
+        LinearShape("audio.mlp.fc2", "vision", ffn, d, layers),
+    ]
+
+
 def _audio_shapes(audio_config: dict[str, Any]) -> tuple[list[LinearShape], int]:
     """transformers' Qwen2_5OmniAudioEncoder, which vLLM builds as is (nn.Linear: never quantized).
 
@@ -45,12 +61,7 @@ def _audio_shapes(audio_config: dict[str, Any]) -> tuple[list[LinearShape], int]
         audio["encoder_ffn_dim"],
         audio["output_dim"],
     )
-    shapes = [
-        LinearShape("audio.attn.qkvo", "vision", d, d, 4 * layers),
-        LinearShape("audio.mlp.fc1", "vision", d, ffn, layers),
-        LinearShape("audio.mlp.fc2", "vision", ffn, d, layers),
-        LinearShape("audio.proj", "vision", d, out, 1),
-    ]
+    shapes = [*_encoder_blocks(audio), LinearShape("audio.proj", "vision", d, out, 1)]
     convs = audio["num_mel_bins"] * 3 * d + d + d * 3 * d + d
     block = 3 * d + ffn + d + 2 * 2 * d  # q, v, out biases; fc1 and fc2 biases; two LayerNorms
     return shapes, convs + 2 * out + layers * block + 2 * d + out
@@ -74,9 +85,7 @@ def _qwen3_audio_shapes(audio_config: dict[str, Any]) -> tuple[list[LinearShape]
     mel_left = (((audio["num_mel_bins"] + 1) // 2 + 1) // 2 + 1) // 2
     shapes = [
         LinearShape("audio.conv_out", "vision", channels * mel_left, d, 1),
-        LinearShape("audio.attn.qkvo", "vision", d, d, 4 * layers),
-        LinearShape("audio.mlp.fc1", "vision", d, ffn, layers),
-        LinearShape("audio.mlp.fc2", "vision", ffn, d, layers),
+        *_encoder_blocks(audio),
         LinearShape("audio.proj1", "vision", d, d, 1),
         LinearShape("audio.proj2", "vision", d, out, 1),
     ]
@@ -90,8 +99,7 @@ def qwen3_omni_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[Li
     and mergers, a learned position per patch of ``image_size``) and the audio tower, from the config classes'
     defaults where the thinker_config leaves a key out."""
     del text_hidden  # the mergers project into the vision config's out_hidden_size
-    thinker = config.get("thinker_config")
-    thinker = thinker if isinstance(thinker, dict) else config
+    thinker = _thinker(config)
     vision = with_defaults(thinker.get("vision_config") or {}, _QWEN3_VISION_DEFAULTS)
     if vision.get("image_size"):  # vLLM sizes the position table from it, not num_position_embeddings
         vision["num_position_embeddings"] = (int(vision["image_size"]) // int(vision["patch_size"])) ** 2
@@ -103,8 +111,7 @@ def qwen3_omni_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[Li
 def qwen2_5_omni_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], int]:
     """The thinker's Qwen2_5_VisionTransformer (``visual``, with the quant config) and audio tower, each built from
     its config class's defaults where the thinker_config leaves it out; the talker and token2wav are not loaded."""
-    thinker = config.get("thinker_config")
-    thinker = thinker if isinstance(thinker, dict) else config
+    thinker = _thinker(config)
     vision = with_defaults(thinker.get("vision_config") or {}, _VISION_DEFAULTS)
     shapes, vectors = qwen_vl_shapes(
         {"model_type": "qwen2_5_vl", "vision_config": vision, "hidden_size": text_hidden}
