@@ -1,4 +1,4 @@
-"""The Omni models' thinker towers, vision and audio, as vLLM builds them (qwen2_5_omni_thinker.py, qwen3_omni_moe_thinker.py)."""
+"""The Omni models' thinker towers, vision and audio, as vLLM's qwen2_5_omni / qwen3_omni_moe thinkers build them."""
 
 from __future__ import annotations
 

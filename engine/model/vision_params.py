@@ -148,7 +148,8 @@ _QWEN3_VL = TowersRead(_tower_only(qwen3_vl_shapes), "visual", "visual")
 # tower (the projectors are nn.Linear and a Parameter); mllama4.py both quant_config=None; idefics3.py (and
 # smolvlm.py) both, its projector being connector.modality_projection; the Qwen-VL towers (qwen3_5.py's too) and
 # GLM-4V's ("visual") hold their merger, which quant-tui sizes as the projector; kimi_vl.py builds its MoonViT and
-# projector without quant_config; minicpmv.py its vpm and resampler with it. The Kimi configs build a tower from their class's defaults without a vision_config.
+# projector without quant_config; minicpmv.py its vpm and resampler with it. The Kimi and Omni models build their
+# towers from their config classes' defaults where the config has no sub-config for them.
 _TOWERS_READ: dict[str, TowersRead] = {
     "llava": _LLAVA_FAMILY,
     "llava_next": _LLAVA_FAMILY,

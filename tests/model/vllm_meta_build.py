@@ -38,7 +38,8 @@ class _ProcessorStandIns(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 if importlib.util.find_spec("torchvision") is None:
     sys.meta_path.insert(0, _ProcessorStandIns())
 from transformers import (
-    CLIPVisionConfig, SiglipVisionConfig, Glm4vTextConfig, Glm4vVisionConfig, Idefics3VisionConfig, Llama4VisionConfig, Qwen3VLVisionConfig,
+    CLIPVisionConfig, Glm4vTextConfig, Glm4vVisionConfig, Idefics3VisionConfig, Llama4VisionConfig, Qwen3VLVisionConfig,
+    SiglipVisionConfig,
     Qwen3_5VisionConfig,
 )
 from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import (
@@ -94,7 +95,7 @@ with set_current_vllm_config(VllmConfig()):
                         SimpleNamespace(vision_config=vision, text_config=SimpleNamespace(hidden_size=extra))
                     ),
                 ])
-            elif kind == "minicpmv":  # the vpm and resampler; extra: (query_num, text hidden, drop_vision_last_layer)
+            elif kind == "minicpmv":  # vpm and resampler; extra: (query_num, text hidden, drop_vision_last_layer)
                 vision = SiglipVisionConfig(**fields)
                 vpm = Idefics2VisionTransformer(vision, apply_encoder_attention_mask=True)
                 if extra[2]:
@@ -145,15 +146,19 @@ print(json.dumps(counts))
 
 
 def vllm_parameter_counts(cases: list[tuple[str, dict[str, Any], Any]]) -> list[int]:
-    """Parameters of each (kind, config fields, extra) vLLM builds: ``intern`` (InternVisionModel, extra = layers),
-    ``clip`` (CLIPVisionModel as llava.py builds it, extra = layers), ``glm4v`` (Glm4vVisionTransformer),
-    ``idefics3`` (Idefics3VisionTransformer), ``idefics3_connector`` (extra = (scale_factor, text hidden size)),
-    ``qwen3_vl`` (Qwen3_VisionTransformer, extra = ``qwen3_vl`` or ``qwen3_5``: whose vision config class) and ``llama4``
-    (Llama4VisionModel with Llama4MultiModalProjector, extra = text hidden size), ``qwen2_5_omni`` (Qwen2_5_VisionTransformer and
-    transformers' Qwen2_5OmniAudioEncoder, extra = the audio config), ``qwen3_omni`` (Qwen3Omni_VisionTransformer and
-    Qwen3OmniMoeAudioEncoder, extra = the audio config), ``minicpmv`` (Idefics2VisionTransformer with Resampler2_5, extra = (query_num, text hidden size, drop_vision_last_layer)), ``kimi_vl`` (MoonVitPretrainedModel
-    with KimiVLMultiModalProjector, extra = text hidden size) and ``moonvit_3d`` (MoonViT3dPretrainedModel with
-    KimiK25MultiModalProjector, extra = (``kimi_k25`` or ``kimi_k3``: whose vision config class, text hidden size))."""
+    """Parameters of each (kind, config fields, extra) vLLM builds.
+
+    ``intern``: InternVisionModel, extra = layers. ``clip``: CLIPVisionModel as llava.py builds it, extra = layers.
+    ``glm4v``: Glm4vVisionTransformer. ``idefics3``: Idefics3VisionTransformer. ``idefics3_connector``: extra =
+    (scale_factor, text hidden size). ``qwen3_vl``: Qwen3_VisionTransformer, extra = ``qwen3_vl`` or ``qwen3_5``
+    (whose vision config class). ``llama4``: Llama4VisionModel with Llama4MultiModalProjector, extra = text hidden
+    size. ``qwen2_5_omni``: Qwen2_5_VisionTransformer and transformers' Qwen2_5OmniAudioEncoder, extra = the audio
+    config. ``qwen3_omni``: Qwen3Omni_VisionTransformer and Qwen3OmniMoeAudioEncoder, extra = the audio config.
+    ``minicpmv``: Idefics2VisionTransformer with Resampler2_5, extra = (query_num, text hidden size,
+    drop_vision_last_layer). ``kimi_vl``: MoonVitPretrainedModel with KimiVLMultiModalProjector, extra = text
+    hidden size. ``moonvit_3d``: MoonViT3dPretrainedModel with KimiK25MultiModalProjector, extra = (``kimi_k25``
+    or ``kimi_k3``: whose vision config class, text hidden size).
+    """
     done = subprocess.run(
         [sys.executable, "-c", _BUILD, json.dumps(cases), str(pick_free_port())],
         capture_output=True,
