@@ -119,6 +119,13 @@ with set_current_vllm_config(VllmConfig()):
                     Qwen3Omni_VisionTransformer(Qwen3OmniMoeVisionEncoderConfig(**fields)),
                     Qwen3OmniMoeAudioEncoder(Qwen3OmniMoeAudioEncoderConfig(**extra)),
                 ])
+            elif kind == "paligemma":  # the SigLIP tower and the projector; extra: projection_dim
+                from vllm.model_executor.models.paligemma import PaliGemmaMultiModalProjector
+                from vllm.model_executor.models.siglip import SiglipVisionModel
+                vision = SiglipVisionConfig(**fields)
+                module = torch.nn.ModuleList([
+                    SiglipVisionModel(vision), PaliGemmaMultiModalProjector(vision.hidden_size, extra)
+                ])
             elif kind == "kimi_vl":  # the MoonViT and the projector; extra = the text hidden size
                 vision = MoonViTConfig(**fields)
                 module = torch.nn.ModuleList([
@@ -154,6 +161,7 @@ def vllm_parameter_counts(cases: list[tuple[str, dict[str, Any], Any]]) -> list[
     (whose vision config class). ``llama4``: Llama4VisionModel with Llama4MultiModalProjector, extra = text hidden
     size. ``qwen2_5_omni``: Qwen2_5_VisionTransformer and transformers' Qwen2_5OmniAudioEncoder, extra = the audio
     config. ``qwen3_omni``: Qwen3Omni_VisionTransformer and Qwen3OmniMoeAudioEncoder, extra = the audio config.
+    ``paligemma``: SiglipVisionModel and PaliGemmaMultiModalProjector, extra = projection_dim.
     ``minicpmv``: Idefics2VisionTransformer with Resampler2_5, extra = (query_num, text hidden size,
     drop_vision_last_layer). ``kimi_vl``: MoonVitPretrainedModel with KimiVLMultiModalProjector, extra = text
     hidden size. ``moonvit_3d``: MoonViT3dPretrainedModel with KimiK25MultiModalProjector, extra = (``kimi_k25``
