@@ -21,10 +21,12 @@ class LlavaDefaults:
     projector_quantizable: bool = True
 
 
-# LlavaConfig, LlavaNextConfig, LlavaOnevisionConfig and Mistral3Config (transformers 4.5x).
+# LlavaConfig, LlavaNextConfig, LlavaNextVideoConfig, LlavaOnevisionConfig and Mistral3Config (transformers 4.5x).
+# llava_next_video.py builds no image_newline (it skips the checkpoint's) and a projector of nn.Linear.
 LLAVA_FAMILY: dict[str, LlavaDefaults] = {
     "llava": LlavaDefaults("clip_vision_model", -2, True),
     "llava_next": LlavaDefaults("clip_vision_model", -2, True, image_newline=True),
+    "llava_next_video": LlavaDefaults("clip_vision_model", -2, True, projector_quantizable=False),
     "llava_onevision": LlavaDefaults(
         "siglip_vision_model", -1, True, image_newline=True, projector_quantizable=False
     ),

@@ -52,8 +52,8 @@ def _tower_only(shapes: Callable[[dict[str, Any]], Shapes]) -> Callable[[dict[st
 
 
 def _llava_family_shapes(config: dict[str, Any], text_hidden: int) -> Shapes | None:
-    """A CLIP, SigLIP or Pixtral tower (llava.py, llava_next.py, llava_onevision.py, mistral3.py, gemma3_mm.py,
-    paligemma.py) and the family's projector; None for another tower type."""
+    """A CLIP, SigLIP or Pixtral tower (llava.py, llava_next.py, llava_next_video.py, llava_onevision.py,
+    mistral3.py, gemma3_mm.py, paligemma.py) and the family's projector; None for another tower type."""
     model_type = str(config.get("model_type"))
     vision = config["vision_config"]
     siglip_only = model_type in {"gemma3", "paligemma"}
@@ -150,8 +150,8 @@ _GLM4V = TowersRead(_tower_only(glm4v_shapes), "visual", "visual")
 _QWEN_VL = TowersRead(_tower_only(qwen_vl_shapes), "visual", "visual")
 _QWEN3_VL = TowersRead(_tower_only(qwen3_vl_shapes), "visual", "visual")
 # The model types whose vLLM 0.32 file quant-tui has read. llava.py, llava_next.py and mistral3.py give both
-# vision_tower and multi_modal_projector quant_config; llava_onevision.py, internvl.py, gemma3_mm.py and paligemma.py
-# their vision tower (the projectors are nn.Linear and a Parameter); mllama4.py both quant_config=None; idefics3.py (and
+# vision_tower and multi_modal_projector quant_config; llava_next_video.py, llava_onevision.py, internvl.py,
+# gemma3_mm.py and paligemma.py their vision tower (the projectors are nn.Linear and a Parameter); mllama4.py both quant_config=None; idefics3.py (and
 # smolvlm.py) both, its projector being connector.modality_projection; the Qwen-VL towers (qwen3_5.py's too) and
 # GLM-4V's ("visual") hold their merger, which quant-tui sizes as the projector; kimi_vl.py builds its MoonViT and
 # projector without quant_config; minicpmv.py its vpm and resampler with it. The Kimi and Omni models build their
@@ -159,6 +159,7 @@ _QWEN3_VL = TowersRead(_tower_only(qwen3_vl_shapes), "visual", "visual")
 _TOWERS_READ: dict[str, TowersRead] = {
     "llava": _LLAVA_FAMILY,
     "llava_next": _LLAVA_FAMILY,
+    "llava_next_video": TowersRead(_llava_family_shapes, "vision_tower"),
     "llava_onevision": TowersRead(_llava_family_shapes, "vision_tower"),
     "mistral3": _LLAVA_FAMILY,
     "gemma3": TowersRead(_llava_family_shapes, "vision_tower"),
