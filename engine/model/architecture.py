@@ -23,6 +23,7 @@ from engine.model.config_json import first_key, text_config
 from engine.model.minicpmv import minicpmv_language_model_type
 from engine.model.moe_layout import MoeLayout, read_moe_layout
 from engine.model.recurrent_state import RecurrentState, linear_attention_state, linear_layer_names
+from engine.model.vision_params import has_towers
 
 # "linear": a Gated DeltaNet or Mamba layer (a fixed-size state, no per-token KV); "none": no mixer, no cache.
 LayerAttention = Literal["full", "sliding", "chunked", "linear", "none"]
@@ -368,5 +369,5 @@ def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:
         qk_norm=model_type in QK_NORM_MODEL_TYPES
         or model_type in GEMMA4_TEXT_MODEL_TYPES  # Gemma4Attention: q_norm, k_norm (v_norm has no weight)
         or (model_type == "glm4_moe" and bool(text.get("use_qk_norm"))),
-        is_multimodal=isinstance(config.get("vision_config"), dict) or text_config(config) is not config,
+        is_multimodal=has_towers(config) or text_config(config) is not config,
     )

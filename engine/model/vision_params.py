@@ -15,6 +15,7 @@ from engine.model.llama4_vision import llama4_vision_shapes
 from engine.model.llava_family import llava_projector_shapes, vision_model_type
 from engine.model.minicpmv import minicpmv_shapes
 from engine.model.moonvit_towers import kimi_vl_shapes, moonvit_3d_shapes
+from engine.model.phi3v_tower import phi3v_shapes
 from engine.model.qwen_omni_towers import qwen2_5_omni_shapes, qwen3_omni_shapes
 from engine.model.vision_towers import (
     mistral3_projector_shapes,
@@ -169,6 +170,8 @@ _TOWERS_READ: dict[str, TowersRead] = {
     "smolvlm": _IDEFICS3,
     "llama4": TowersRead(llama4_vision_shapes),
     "minicpmv": TowersRead(minicpmv_shapes, "vpm", "resampler"),
+    # phi3v.py: a fixed CLIP from img_processor, with quant_config; the projection is nn.Linear.
+    "phi3_v": TowersRead(phi3v_shapes, "vision_embed_tokens.img_processor", needs_vision_config=False),
     "kimi_vl": TowersRead(kimi_vl_shapes, needs_vision_config=False),
     "kimi_k25": _KIMI_3D,
     "kimi_k3": _KIMI_3D,
@@ -213,12 +216,13 @@ def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> Shapes:
 
 
 def has_towers(config: dict[str, Any]) -> bool:
-    """Whether the config describes a vision or audio tower, at its top or in an Omni model's thinker_config."""
+    """Whether the config describes a vision or audio tower: at its top (Phi-3-Vision's ``img_processor``) or in
+    an Omni model's thinker_config."""
     thinker = config.get("thinker_config")
     return any(
         isinstance(section.get(key), dict)
         for section in (config, thinker if isinstance(thinker, dict) else {})
-        for key in ("vision_config", "audio_config")
+        for key in ("vision_config", "audio_config", "img_processor")
     )
 
 

@@ -20,14 +20,17 @@ _CONFIG_DEFAULTS = {
 VIT_MODEL_TYPES = frozenset({CLIP_MODEL_TYPE, SIGLIP_MODEL_TYPE})
 
 
-def vit_tower_shapes(config: dict[str, Any], vision_type: str) -> tuple[list[LinearShape], int, int]:
+def vit_tower_shapes(
+    config: dict[str, Any], vision_type: str, feature_layer: int | None = None
+) -> tuple[list[LinearShape], int, int]:
     """(shapes, vectors, tower width) of a CLIP or SigLIP tower as vLLM builds it for ``config``.
 
     Both: ``layers`` blocks of biased q/k/v/out and fc1/fc2 with two LayerNorms, a Conv2d patch embedding and
     a learned position per patch. CLIP adds a class embedding (and its position), ``pre_layrnorm``, and a
     patch embedding without bias; SigLIP's patch embedding has one. The LLaVA family builds the tower only up
     to its feature layer and with ``require_post_norm=False``; Gemma 3 builds it whole, so ``post_layernorm``
-    is there (vLLM drops it only for a truncated tower).
+    is there (vLLM drops it only for a truncated tower). ``feature_layer`` is the layer another family's file
+    builds the tower to (Phi-3-Vision's ``layer_idx``), counted as ``get_layer_index`` counts it.
     """
     vision = config["vision_config"]
     hidden, inner, layers, image, patch = _CONFIG_DEFAULTS[vision_type]
@@ -37,7 +40,10 @@ def vit_tower_shapes(config: dict[str, Any], vision_type: str) -> tuple[list[Lin
     image = int(first_key(vision, "image_size", default=image))
     patch = int(first_key(vision, "patch_size", default=patch))
     channels = int(first_key(vision, "num_channels", default=3))
-    built = layers_built(config, total_layers)
+    if feature_layer is None:
+        built = layers_built(config, total_layers)
+    else:
+        built = total_layers + feature_layer + 1 if feature_layer < 0 else feature_layer + 1
     shapes = [
         LinearShape("vision.attn.qkvo", "vision", h, h, 4 * built),
         LinearShape("vision.mlp.fc1", "vision", h, inner, built),

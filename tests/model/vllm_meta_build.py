@@ -126,6 +126,12 @@ with set_current_vllm_config(VllmConfig()):
                 module = torch.nn.ModuleList([
                     SiglipVisionModel(vision), PaliGemmaMultiModalProjector(vision.hidden_size, extra)
                 ])
+            elif kind == "phi3v":  # Phi3HDImageEmbedding; fields: img_processor; extra: the text hidden size
+                from vllm.model_executor.models.phi3v import Phi3HDImageEmbedding
+                embd_layer = {"use_hd_transform": True, "with_learnable_separator": True}
+                module = Phi3HDImageEmbedding(
+                    SimpleNamespace(hidden_size=extra, img_processor=fields, embd_layer=embd_layer), None
+                )
             elif kind == "kimi_vl":  # the MoonViT and the projector; extra = the text hidden size
                 vision = MoonViTConfig(**fields)
                 module = torch.nn.ModuleList([
@@ -162,6 +168,7 @@ def vllm_parameter_counts(cases: list[tuple[str, dict[str, Any], Any]]) -> list[
     size. ``qwen2_5_omni``: Qwen2_5_VisionTransformer and transformers' Qwen2_5OmniAudioEncoder, extra = the audio
     config. ``qwen3_omni``: Qwen3Omni_VisionTransformer and Qwen3OmniMoeAudioEncoder, extra = the audio config.
     ``paligemma``: SiglipVisionModel and PaliGemmaMultiModalProjector, extra = projection_dim.
+    ``phi3v``: Phi3HDImageEmbedding, fields = img_processor, extra = text hidden size.
     ``minicpmv``: Idefics2VisionTransformer with Resampler2_5, extra = (query_num, text hidden size,
     drop_vision_last_layer). ``kimi_vl``: MoonVitPretrainedModel with KimiVLMultiModalProjector, extra = text
     hidden size. ``moonvit_3d``: MoonViT3dPretrainedModel with KimiK25MultiModalProjector, extra = (``kimi_k25``
