@@ -16,7 +16,7 @@ from engine.model.llava_family import llava_projector_shapes, vision_model_type
 from engine.model.minicpmv import minicpmv_shapes
 from engine.model.moonvit_towers import kimi_vl_shapes, moonvit_3d_shapes
 from engine.model.phi3v_tower import phi3v_shapes
-from engine.model.qwen_omni_towers import qwen2_5_omni_shapes, qwen3_omni_shapes
+from engine.model.qwen_audio_towers import qwen2_5_omni_shapes, qwen2_audio_shapes, qwen3_omni_shapes
 from engine.model.vision_towers import (
     mistral3_projector_shapes,
     pixtral_tower_shapes,
@@ -183,6 +183,7 @@ _TOWERS_READ: dict[str, TowersRead] = {
     # qwen3_omni_moe_thinker.py the same way round.
     "qwen2_5_omni": TowersRead(qwen2_5_omni_shapes, "visual", "visual", needs_vision_config=False),
     "qwen3_omni_moe": TowersRead(qwen3_omni_shapes, "visual", "visual", needs_vision_config=False),
+    "qwen2_audio": TowersRead(qwen2_audio_shapes, needs_vision_config=False),  # no quant_config for either
     "qwen3_vl": _QWEN3_VL,
     "qwen3_vl_moe": _QWEN3_VL,
     "qwen3_5": _QWEN3_VL,

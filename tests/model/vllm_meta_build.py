@@ -132,6 +132,14 @@ with set_current_vllm_config(VllmConfig()):
                 module = Phi3HDImageEmbedding(
                     SimpleNamespace(hidden_size=extra, img_processor=fields, embd_layer=embd_layer), None
                 )
+            elif kind == "qwen2_audio":  # the encoder and the projector; extra: the text hidden size
+                from transformers.models.qwen2_audio.configuration_qwen2_audio import Qwen2AudioEncoderConfig
+                from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder
+                from vllm.model_executor.models.qwen2_audio import Qwen2AudioMultiModalProjector
+                audio = Qwen2AudioEncoderConfig(**fields)
+                module = torch.nn.ModuleList([
+                    Qwen2AudioEncoder(audio), Qwen2AudioMultiModalProjector(audio.d_model, extra)
+                ])
             elif kind == "kimi_vl":  # the MoonViT and the projector; extra = the text hidden size
                 vision = MoonViTConfig(**fields)
                 module = torch.nn.ModuleList([
@@ -167,6 +175,7 @@ def vllm_parameter_counts(cases: list[tuple[str, dict[str, Any], Any]]) -> list[
     (whose vision config class). ``llama4``: Llama4VisionModel with Llama4MultiModalProjector, extra = text hidden
     size. ``qwen2_5_omni``: Qwen2_5_VisionTransformer and transformers' Qwen2_5OmniAudioEncoder, extra = the audio
     config. ``qwen3_omni``: Qwen3Omni_VisionTransformer and Qwen3OmniMoeAudioEncoder, extra = the audio config.
+    ``qwen2_audio``: transformers' Qwen2AudioEncoder and Qwen2AudioMultiModalProjector, extra = text hidden size.
     ``paligemma``: SiglipVisionModel and PaliGemmaMultiModalProjector, extra = projection_dim.
     ``phi3v``: Phi3HDImageEmbedding, fields = img_processor, extra = text hidden size.
     ``minicpmv``: Idefics2VisionTransformer with Resampler2_5, extra = (query_num, text hidden size,

@@ -1,4 +1,4 @@
-"""Qwen2.5-Omni's thinker towers counted as vLLM 0.32 builds them, and built by vLLM (and transformers) itself."""
+"""Qwen's Omni thinkers' and Qwen2-Audio's towers counted as vLLM 0.32 builds them, and built by vLLM itself."""
 
 from __future__ import annotations
 
@@ -171,3 +171,27 @@ def test_qwen3_omnis_thinker_is_planned_as_qwen3_moe_with_its_towers(tmp_path: P
     model = inspect_model(tmp_path)
     assert (model.model_type, model.vision_params, model.vision_guessed) == ("qwen3_moe", 19_056, False)
     assert model.moe is not None and model.moe.num_experts == 4
+
+
+QWEN2_AUDIO_CASES: list[tuple[dict[str, Any], int, int]] = [
+    # Convs 4·3·8 + 8 + 8·3·8 + 8 = 304; positions 6 × 8 = 48; 2 blocks of 524 (as above) = 1,048; layer_norm
+    # 16; projector 8×32 + 32 = 288. 1,704.
+    (_TINY_AUDIO | {"max_source_positions": 6}, 32, 1_704),
+    # Qwen2-Audio-7B (Qwen2AudioEncoderConfig's defaults are its sizes): convs 492,800 + 4,916,480, positions
+    # 1,500 × 1,280 = 1,920,000, 32 blocks of 19,676,160 = 629,637,120, layer_norm 2,560: 636,968,960; projector
+    # 1280×4096 + 4,096 = 5,246,976. 642,215,936.
+    ({}, 4096, 642_215_936),
+]
+
+
+@pytest.mark.parametrize(("audio", "text_hidden", "expected"), QWEN2_AUDIO_CASES)
+def test_qwen2_audio_as_vllm_builds_it(audio: dict[str, Any], text_hidden: int, expected: int) -> None:
+    shapes, vectors = vision_tower_shapes({"model_type": "qwen2_audio", "audio_config": audio}, text_hidden)
+    assert sum(shape.numel for shape in shapes) + vectors == expected
+    # qwen2_audio.py builds neither with the quantization config.
+    assert quantizable_vision("qwen2_audio") == ()
+
+
+def test_vllm_builds_the_same_qwen2_audio() -> None:
+    counts = vllm_parameter_counts([("qwen2_audio", audio, hidden) for audio, hidden, _ in QWEN2_AUDIO_CASES])
+    assert counts == [expected for *_, expected in QWEN2_AUDIO_CASES]

@@ -1,4 +1,4 @@
-"""The Omni models' thinker towers, vision and audio, as vLLM's qwen2_5_omni / qwen3_omni_moe thinkers build them."""
+"""Qwen's audio-reading models' towers as vLLM builds them: the Omni thinkers' vision and audio, Qwen2-Audio's."""
 
 from __future__ import annotations
 
@@ -47,24 +47,34 @@ def _encoder_blocks(audio: dict[str, int]) -> list[LinearShape]:
     ]
 
 
-def _audio_shapes(audio_config: dict[str, Any]) -> tuple[list[LinearShape], int]:
-    """transformers' Qwen2_5OmniAudioEncoder, which vLLM builds as is (nn.Linear: never quantized).
-
-    Two Conv1d of kernel 3 (mel bins → d_model, d_model → d_model), a sinusoidal position buffer (not a
-    parameter), a two-row bos/eos embedding of the output width, Whisper-style blocks (q, v, out biased, k not;
-    fc1 / fc2 biased; two LayerNorms), ln_post and the biased proj into the text width.
-    """
-    audio = int_fields(audio_config, _AUDIO_DEFAULTS)
-    d, layers, ffn, out = (
-        audio["d_model"],
-        audio["encoder_layers"],
-        audio["encoder_ffn_dim"],
-        audio["output_dim"],
-    )
-    shapes = [*_encoder_blocks(audio), LinearShape("audio.proj", "vision", d, out, 1)]
+def _whisper_encoder(audio: dict[str, int]) -> tuple[list[LinearShape], int]:
+    """What Qwen2.5-Omni's and Qwen2-Audio's encoders share: two Conv1d of kernel 3 (mel bins → d_model,
+    d_model → d_model) and Whisper's blocks (q, v, out biased, k not; fc1 / fc2 biased; two LayerNorms)."""
+    d, layers, ffn = audio["d_model"], audio["encoder_layers"], audio["encoder_ffn_dim"]
     convs = audio["num_mel_bins"] * 3 * d + d + d * 3 * d + d
-    block = 3 * d + ffn + d + 2 * 2 * d  # q, v, out biases; fc1 and fc2 biases; two LayerNorms
-    return shapes, convs + 2 * out + layers * block + 2 * d + out
+    block = 3 * d + ffn + d + 2 * 2 * d
+    return _encoder_blocks(audio), convs + layers * block
+
+
+def _audio_shapes(audio_config: dict[str, Any]) -> tuple[list[LinearShape], int]:
+    """transformers' Qwen2_5OmniAudioEncoder, which vLLM builds as is (nn.Linear: never quantized): the Whisper
+    encoder, a sinusoidal position buffer (not a parameter), a two-row bos/eos embedding of the output width,
+    ln_post and the biased proj into the text width."""
+    audio = int_fields(audio_config, _AUDIO_DEFAULTS)
+    d, out = audio["d_model"], audio["output_dim"]
+    shapes, vectors = _whisper_encoder(audio)
+    return [*shapes, LinearShape("audio.proj", "vision", d, out, 1)], vectors + 2 * out + 2 * d + out
+
+
+def qwen2_audio_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], int]:
+    """Qwen2-Audio (``qwen2_audio``, qwen2_audio.py): transformers' Qwen2AudioEncoder and an nn.Linear projector,
+    neither with the quant config: the Whisper encoder, a learned position per ``max_source_positions``, a final
+    LayerNorm, and the projector from ``d_model`` into the text width with a bias."""
+    audio = int_fields(config.get("audio_config") or {}, _AUDIO_DEFAULTS | {"max_source_positions": 1500})
+    d = audio["d_model"]
+    shapes, vectors = _whisper_encoder(audio)
+    vectors += audio["max_source_positions"] * d + 2 * d + text_hidden
+    return [*shapes, LinearShape("audio.projector", "vision", d, text_hidden, 1)], vectors
 
 
 def _qwen3_audio_shapes(audio_config: dict[str, Any]) -> tuple[list[LinearShape], int]:
