@@ -41,6 +41,12 @@ def text_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def thinker_section(config: dict[str, Any]) -> dict[str, Any]:
+    """An Omni model's ``thinker_config`` (what vLLM loads of it); a config without one is its own thinker."""
+    thinker = config.get("thinker_config")
+    return thinker if isinstance(thinker, dict) else config
+
+
 def with_defaults(section: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """``section`` over its config class's ``defaults``: a key it leaves out or sets to None takes the default."""
     return defaults | {key: value for key, value in section.items() if value is not None}

@@ -18,7 +18,13 @@ def phi3v_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearS
     nn.Linear (4 × image_dim_out → text width → text width), never quantized."""
     processor = config.get("img_processor") or {}
     layer = int(processor.get("layer_idx", -2))
-    tower, vectors, _ = vit_tower_shapes({"vision_config": _CLIP_L_336}, CLIP_MODEL_TYPE, feature_layer=layer)
+    # _init_img_processor: a negative layer_idx counts from the end; a non-negative one builds layer_idx + 1 blocks
+    # (one more than llava.py's get_layer_index).
+    total = _CLIP_L_336["num_hidden_layers"]
+    built = total + layer + 1 if layer < 0 else layer + 1
+    tower, vectors, _ = vit_tower_shapes(
+        {"vision_config": _CLIP_L_336}, CLIP_MODEL_TYPE, layers_override=built
+    )
     merged = 4 * int(processor.get("image_dim_out") or 1024)
     separators = 2 * merged
     projection = merged * text_hidden + text_hidden + text_hidden * text_hidden + text_hidden

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.model.config_json import int_fields, with_defaults
+from engine.model.config_json import int_fields, thinker_section, with_defaults
 from engine.model.linear_shape import LinearShape
 from engine.model.vision_towers import qwen3_vl_shapes, qwen_vl_shapes
 
@@ -29,12 +29,6 @@ _QWEN3_VISION_DEFAULTS: dict[str, Any] = {"depth": 27, "hidden_size": 1152, "int
 _QWEN3_VISION_DEFAULTS |= {"patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2}
 _QWEN3_VISION_DEFAULTS |= {"out_hidden_size": 3584, "deepstack_visual_indexes": [8, 16, 24], "in_channels": 3}
 _QWEN3_AUDIO_DEFAULTS = _AUDIO_DEFAULTS | {"downsample_hidden_size": 480}
-
-
-def _thinker(config: dict[str, Any]) -> dict[str, Any]:
-    """The thinker's part of an Omni config (a thinker-only checkpoint is its own)."""
-    thinker = config.get("thinker_config")
-    return thinker if isinstance(thinker, dict) else config
 
 
 def _encoder_blocks(audio: dict[str, int]) -> list[LinearShape]:
@@ -109,7 +103,7 @@ def qwen3_omni_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[Li
     and mergers, a learned position per patch of ``image_size``) and the audio tower, from the config classes'
     defaults where the thinker_config leaves a key out."""
     del text_hidden  # the mergers project into the vision config's out_hidden_size
-    thinker = _thinker(config)
+    thinker = thinker_section(config)
     vision = with_defaults(thinker.get("vision_config") or {}, _QWEN3_VISION_DEFAULTS)
     if vision.get("image_size"):  # vLLM sizes the position table from it, not num_position_embeddings
         vision["num_position_embeddings"] = (int(vision["image_size"]) // int(vision["patch_size"])) ** 2
@@ -121,7 +115,7 @@ def qwen3_omni_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[Li
 def qwen2_5_omni_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], int]:
     """The thinker's Qwen2_5_VisionTransformer (``visual``, with the quant config) and audio tower, each built from
     its config class's defaults where the thinker_config leaves it out; the talker and token2wav are not loaded."""
-    thinker = _thinker(config)
+    thinker = thinker_section(config)
     vision = with_defaults(thinker.get("vision_config") or {}, _VISION_DEFAULTS)
     shapes, vectors = qwen_vl_shapes(
         {"model_type": "qwen2_5_vl", "vision_config": vision, "hidden_size": text_hidden}

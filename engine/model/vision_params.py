@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.model.config_json import first_key
+from engine.model.config_json import first_key, thinker_section
 from engine.model.gemma4_towers import gemma4_tower_shapes
 from engine.model.glm4v_tower import glm4v_shapes
 from engine.model.intern_vit import intern_vit_shapes
@@ -68,9 +68,8 @@ def _llava_family_shapes(config: dict[str, Any], text_hidden: int) -> Shapes | N
         return None
     if model_type == "mistral3":
         projector, projector_vectors = mistral3_projector_shapes(config, text_hidden)
-    elif (
-        model_type == "paligemma"
-    ):  # an nn.Linear with a bias into projection_dim (PaliGemmaConfig's default 2048)
+    elif model_type == "paligemma":
+        # an nn.Linear with a bias into projection_dim (PaliGemmaConfig's default 2048)
         projection = int(config.get("projection_dim") or 2048)
         projector, projector_vectors = [], h * projection + projection
     elif model_type == "gemma3":  # one projection Parameter after a soft-embedding RMSNorm
@@ -152,11 +151,12 @@ _QWEN_VL = TowersRead(_tower_only(qwen_vl_shapes), "visual", "visual")
 _QWEN3_VL = TowersRead(_tower_only(qwen3_vl_shapes), "visual", "visual")
 # The model types whose vLLM 0.32 file quant-tui has read. llava.py, llava_next.py and mistral3.py give both
 # vision_tower and multi_modal_projector quant_config; llava_next_video.py, llava_onevision.py, internvl.py,
-# gemma3_mm.py and paligemma.py their vision tower (the projectors are nn.Linear and a Parameter); mllama4.py both quant_config=None; idefics3.py (and
-# smolvlm.py) both, its projector being connector.modality_projection; the Qwen-VL towers (qwen3_5.py's too) and
-# GLM-4V's ("visual") hold their merger, which quant-tui sizes as the projector; kimi_vl.py builds its MoonViT and
-# projector without quant_config; minicpmv.py its vpm and resampler with it. The Kimi and Omni models build their
-# towers from their config classes' defaults where the config has no sub-config for them.
+# gemma3_mm.py and paligemma.py their vision tower (the projectors are nn.Linear and a Parameter); mllama4.py both
+# quant_config=None; idefics3.py (and smolvlm.py) both, its projector being connector.modality_projection; the Qwen-VL
+# towers (qwen3_5.py's too) and GLM-4V's ("visual") hold their merger, which quant-tui sizes as the projector;
+# kimi_vl.py builds its MoonViT and projector without quant_config; minicpmv.py its vpm and resampler with it. The
+# Kimi and Omni models build their towers from their config classes' defaults where the config has no sub-config for
+# them.
 _TOWERS_READ: dict[str, TowersRead] = {
     "llava": _LLAVA_FAMILY,
     "llava_next": _LLAVA_FAMILY,
@@ -219,10 +219,9 @@ def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> Shapes:
 def has_towers(config: dict[str, Any]) -> bool:
     """Whether the config describes a vision or audio tower: at its top (Phi-3-Vision's ``img_processor``) or in
     an Omni model's thinker_config."""
-    thinker = config.get("thinker_config")
     return any(
         isinstance(section.get(key), dict)
-        for section in (config, thinker if isinstance(thinker, dict) else {})
+        for section in (config, thinker_section(config))
         for key in ("vision_config", "audio_config", "img_processor")
     )
 

@@ -21,7 +21,7 @@ VIT_MODEL_TYPES = frozenset({CLIP_MODEL_TYPE, SIGLIP_MODEL_TYPE})
 
 
 def vit_tower_shapes(
-    config: dict[str, Any], vision_type: str, feature_layer: int | None = None
+    config: dict[str, Any], vision_type: str, layers_override: int | None = None
 ) -> tuple[list[LinearShape], int, int]:
     """(shapes, vectors, tower width) of a CLIP or SigLIP tower as vLLM builds it for ``config``.
 
@@ -29,8 +29,8 @@ def vit_tower_shapes(
     a learned position per patch. CLIP adds a class embedding (and its position), ``pre_layrnorm``, and a
     patch embedding without bias; SigLIP's patch embedding has one. The LLaVA family builds the tower only up
     to its feature layer and with ``require_post_norm=False``; Gemma 3 builds it whole, so ``post_layernorm``
-    is there (vLLM drops it only for a truncated tower). ``feature_layer`` is the layer another family's file
-    builds the tower to (Phi-3-Vision's ``layer_idx``), counted as ``get_layer_index`` counts it.
+    is there (vLLM drops it only for a truncated tower). ``layers_override``: the blocks another family's file
+    builds, by its own rule (phi3v.py's from ``layer_idx``).
     """
     vision = config["vision_config"]
     hidden, inner, layers, image, patch = _CONFIG_DEFAULTS[vision_type]
@@ -40,10 +40,7 @@ def vit_tower_shapes(
     image = int(first_key(vision, "image_size", default=image))
     patch = int(first_key(vision, "patch_size", default=patch))
     channels = int(first_key(vision, "num_channels", default=3))
-    if feature_layer is None:
-        built = layers_built(config, total_layers)
-    else:
-        built = total_layers + feature_layer + 1 if feature_layer < 0 else feature_layer + 1
+    built = layers_built(config, total_layers) if layers_override is None else layers_override
     shapes = [
         LinearShape("vision.attn.qkvo", "vision", h, h, 4 * built),
         LinearShape("vision.mlp.fc1", "vision", h, inner, built),

@@ -30,6 +30,9 @@ CASES: list[tuple[dict[str, Any], int, int]] = [
     # layer_idx -1 (all 24 blocks and post_layernorm 2,048) into 64: 302,309,376 + 1,196,032 + 2,048 =
     # 303,507,456; separators 8,192; projection 4096×64 + 64 + 64² + 64 = 266,368. 303,782,016.
     (PROCESSOR | {"layer_idx": -1}, 64, 303_782_016),
+    # layer_idx 1: phi3v.py builds layer_idx + 1 = 2 blocks (llava.py's rule would build 1): 25,192,448 +
+    # 1,196,032 = 26,388,480; separators 8,192; projection 266,368. 26,663,040.
+    (PROCESSOR | {"layer_idx": 1}, 64, 26_663_040),
 ]
 
 
