@@ -10,7 +10,7 @@ import pytest
 
 from engine.model.inspect_model import inspect_model
 from engine.model.vision_params import quantizable_vision, vision_tower_shapes
-from tests.model.vllm_meta_build import vllm_parameter_counts
+from tests.model.vllm_meta_build import VllmMetaBuild
 from tests.plan.model_configs import published_config
 
 _VISION = {"hidden_size": 8, "depth": 2, "intermediate_size": 24, "out_hidden_size": 16, "num_heads": 2}
@@ -56,8 +56,11 @@ def test_the_tower_and_its_merger_are_built_with_the_quantization_config() -> No
     assert [shape.module for shape in shapes if "downsample" in shape.module] == []
 
 
-def test_vllm_builds_the_same_tower() -> None:
-    assert vllm_parameter_counts([("glm4v", _VISION, None), ("glm4v", {}, None)]) == [TINY, DEFAULTS]
+def test_vllm_builds_the_same_tower(vllm_meta_build: VllmMetaBuild) -> None:
+    assert vllm_meta_build.parameter_counts([("glm4v", _VISION, None), ("glm4v", {}, None)]) == [
+        TINY,
+        DEFAULTS,
+    ]
 
 
 # GLM-4.1V's text model (glm4v_text) is built as Glm4ForCausalLM: q/k/v biased (attention_bias), o_proj not, four

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from engine.model.vision_params import quantizable_vision, vision_tower_shapes
-from tests.model.vllm_meta_build import vllm_parameter_counts
+from tests.model.vllm_meta_build import VllmMetaBuild
 
 TEXT_HIDDEN = 32
 # InternViT-300M style (InternVL 2.5 / 3): biased qkv, LayerNorms, no q/k norms.
@@ -69,8 +69,8 @@ BUILT = [
 ]
 
 
-def test_vllm_builds_the_same_towers() -> None:
-    built = vllm_parameter_counts([case for case, _, _ in BUILT])
+def test_vllm_builds_the_same_towers(vllm_meta_build: VllmMetaBuild) -> None:
+    built = vllm_meta_build.parameter_counts([case for case, _, _ in BUILT])
     for count, (_, config, projector) in zip(built, BUILT, strict=True):
         shapes, vectors = vision_tower_shapes(config, TEXT_HIDDEN)
         assert sum(shape.numel for shape in shapes) + vectors == count + projector

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from engine.model.vision_params import quantizable_vision, vision_read, vision_tower_shapes
-from tests.model.vllm_meta_build import vllm_parameter_counts
+from tests.model.vllm_meta_build import VllmMetaBuild
 
 TEXT_HIDDEN = 32
 # The adapter's fc1 reads intermediate_size (12), not hidden / ratio² (32): vLLM builds it from the former.
@@ -46,9 +46,9 @@ def test_llama4_towers_are_read_and_built_unquantized() -> None:
     assert quantizable_vision("llama4") == ()
 
 
-def test_vllm_builds_the_same_llama4_vision() -> None:
+def test_vllm_builds_the_same_llama4_vision(vllm_meta_build: VllmMetaBuild) -> None:
     fields = [{k: v for k, v in vision.items() if k != "model_type"} for vision, _, _ in CASES]
-    counts = vllm_parameter_counts(
+    counts = vllm_meta_build.parameter_counts(
         [("llama4", f, hidden) for f, (_, hidden, _) in zip(fields, CASES, strict=True)]
     )
     assert counts == [expected for _, _, expected in CASES]

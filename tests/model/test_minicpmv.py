@@ -11,7 +11,7 @@ import pytest
 from engine.model.inspect_model import inspect_model
 from engine.model.minicpmv import minicpmv_language_model_type, minicpmv_version
 from engine.model.vision_params import quantizable_vision, vision_read, vision_tower_shapes
-from tests.model.vllm_meta_build import vllm_parameter_counts
+from tests.model.vllm_meta_build import VllmMetaBuild
 
 # openbmb/MiniCPM-V-2_6's config.json, trimmed to the sizes (its published values): SigLIP-400M at 980 px, Qwen2-7B.
 SIGLIP_400M = {"hidden_size": 1152, "image_size": 980, "intermediate_size": 4304, "model_type": "siglip"}
@@ -86,7 +86,7 @@ def test_tower_and_resampler_as_vllm_builds_them(
     assert vision_read({**config, "model_type": "minicpmv"})
 
 
-def test_vllm_builds_the_same_tower_and_resampler() -> None:
+def test_vllm_builds_the_same_tower_and_resampler(vllm_meta_build: VllmMetaBuild) -> None:
     cases = [
         (
             "minicpmv",
@@ -95,7 +95,7 @@ def test_vllm_builds_the_same_tower_and_resampler() -> None:
         )
         for config, hidden, _ in CASES
     ]
-    assert vllm_parameter_counts(cases) == [expected for *_, expected in CASES]
+    assert vllm_meta_build.parameter_counts(cases) == [expected for *_, expected in CASES]
 
 
 def test_minicpmv_2_0s_timm_tower_is_a_guess_and_the_others_are_built_quantized() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from engine.model.vision_params import quantizable_vision, vision_read, vision_tower_shapes
-from tests.model.vllm_meta_build import vllm_parameter_counts
+from tests.model.vllm_meta_build import VllmMetaBuild
 
 K25 = json.loads((Path(__file__).parents[1] / "fixtures/configs/kimi-k2.5.json").read_text())
 # Kimi K3's published vision_config (its sizes under vt_*, KimiK3VisionConfig's defaults spelled out).
@@ -111,14 +111,14 @@ def test_kimi_towers_take_the_quantization_config_except_compressed_tensors() ->
     assert quantizable_vision("kimi_k3", {}, "fp8") == built
 
 
-def test_vllm_builds_the_same_moonvit() -> None:
+def test_vllm_builds_the_same_moonvit(vllm_meta_build: VllmMetaBuild) -> None:
     def case(model_type: str, vision: dict[str, Any], text_hidden: int) -> tuple[str, dict[str, Any], Any]:
         fields = {key: value for key, value in vision.items() if key != "model_type"}
         if model_type == "kimi_vl":
             return ("kimi_vl", fields, text_hidden)
         return ("moonvit_3d", fields, [model_type, text_hidden])
 
-    counts = vllm_parameter_counts(
+    counts = vllm_meta_build.parameter_counts(
         [case(model_type, vision, hidden) for model_type, vision, hidden, _ in CASES]
     )
     assert counts == [expected for *_, expected in CASES]

@@ -10,7 +10,7 @@ import pytest
 
 from engine.model.inspect_model import inspect_model
 from engine.model.vision_params import quantizable_vision, vision_tower_shapes
-from tests.model.vllm_meta_build import vllm_parameter_counts
+from tests.model.vllm_meta_build import VllmMetaBuild
 
 # microsoft/Phi-3.5-vision-instruct's config.json, trimmed to the sizes (its published values).
 PROCESSOR = {"image_dim_out": 1024, "model_name": "openai/clip-vit-large-patch14-336", "num_img_tokens": 144}
@@ -44,8 +44,10 @@ def test_phi3v_image_embedding_as_vllm_builds_it(
     assert sum(shape.numel for shape in shapes) + vectors == expected
 
 
-def test_vllm_builds_the_same_image_embedding() -> None:
-    counts = vllm_parameter_counts([("phi3v", processor, hidden) for processor, hidden, _ in CASES])
+def test_vllm_builds_the_same_image_embedding(vllm_meta_build: VllmMetaBuild) -> None:
+    counts = vllm_meta_build.parameter_counts(
+        [("phi3v", processor, hidden) for processor, hidden, _ in CASES]
+    )
     assert counts == [expected for *_, expected in CASES]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from engine.model.inspect_model import inspect_model
 from engine.model.vision_params import quantizable_vision, vision_tower_shapes
-from tests.model.vllm_meta_build import vllm_parameter_counts
+from tests.model.vllm_meta_build import VllmMetaBuild
 
 # Qwen/Qwen2.5-Omni-7B's config.json, trimmed to the sizes (its published values).
 _VISION_7B = {"depth": 32, "embed_dim": 1280, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16}
@@ -63,17 +63,19 @@ def test_thinker_towers_as_vllm_builds_them(
     assert sum(shape.numel for shape in shapes) + vectors == expected
 
 
-def test_vllm_builds_the_same_towers() -> None:
-    counts = vllm_parameter_counts([("qwen2_5_omni", vision, audio) for vision, audio, _, _ in CASES])
+def test_vllm_builds_the_same_towers(vllm_meta_build: VllmMetaBuild) -> None:
+    counts = vllm_meta_build.parameter_counts(
+        [("qwen2_5_omni", vision, audio) for vision, audio, _, _ in CASES]
+    )
     assert counts == [expected for *_, expected in CASES]
 
 
-def test_without_sub_configs_the_classes_defaults_are_built() -> None:
+def test_without_sub_configs_the_classes_defaults_are_built(vllm_meta_build: VllmMetaBuild) -> None:
     # Qwen2_5OmniVisionEncoderConfig's hidden_size default is 3584 (not the 7B's 1280): vLLM builds a tower of
     # 3,083,025,152 and the 7B's audio tower, 639,647,232 (above). 3,722,672,384, as vLLM's own build counts it.
     shapes, vectors = vision_tower_shapes({"model_type": "qwen2_5_omni"}, 3584)
     assert sum(shape.numel for shape in shapes) + vectors == 3_722_672_384
-    assert vllm_parameter_counts([("qwen2_5_omni", {}, {})]) == [3_722_672_384]
+    assert vllm_meta_build.parameter_counts([("qwen2_5_omni", {}, {})]) == [3_722_672_384]
 
 
 def test_only_the_vision_tower_takes_the_quantization_config() -> None:
@@ -150,8 +152,10 @@ def test_qwen3_omni_thinker_towers_as_vllm_builds_them(
     assert sum(shape.numel for shape in shapes) + vectors == expected
 
 
-def test_vllm_builds_the_same_qwen3_omni_towers() -> None:
-    counts = vllm_parameter_counts([("qwen3_omni", vision, audio) for vision, audio, _ in QWEN3_CASES])
+def test_vllm_builds_the_same_qwen3_omni_towers(vllm_meta_build: VllmMetaBuild) -> None:
+    counts = vllm_meta_build.parameter_counts(
+        [("qwen3_omni", vision, audio) for vision, audio, _ in QWEN3_CASES]
+    )
     assert counts == [expected for *_, expected in QWEN3_CASES]
 
 
@@ -192,6 +196,8 @@ def test_qwen2_audio_as_vllm_builds_it(audio: dict[str, Any], text_hidden: int, 
     assert quantizable_vision("qwen2_audio") == ()
 
 
-def test_vllm_builds_the_same_qwen2_audio() -> None:
-    counts = vllm_parameter_counts([("qwen2_audio", audio, hidden) for audio, hidden, _ in QWEN2_AUDIO_CASES])
+def test_vllm_builds_the_same_qwen2_audio(vllm_meta_build: VllmMetaBuild) -> None:
+    counts = vllm_meta_build.parameter_counts(
+        [("qwen2_audio", audio, hidden) for audio, hidden, _ in QWEN2_AUDIO_CASES]
+    )
     assert counts == [expected for *_, expected in QWEN2_AUDIO_CASES]

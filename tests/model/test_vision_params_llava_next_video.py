@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from engine.model.vision_params import quantizable_vision, vision_read, vision_tower_shapes
-from tests.model.vllm_meta_build import vllm_parameter_counts
+from tests.model.vllm_meta_build import VllmMetaBuild
 
 # llava-hf/LLaVA-NeXT-Video-7B-hf's vision_config, trimmed to the sizes: CLIP ViT-L/14 at 336 px; Vicuna-7B's 4096.
 CLIP_L_336 = {
@@ -30,6 +30,6 @@ def test_llava_next_video_as_vllm_builds_it() -> None:
     assert quantizable_vision("llava_next_video") == (("vision.", "vision_tower"),)
 
 
-def test_vllm_builds_the_same_tower() -> None:
+def test_vllm_builds_the_same_tower(vllm_meta_build: VllmMetaBuild) -> None:
     fields = {key: value for key, value in CLIP_L_336.items() if key != "projection_dim"}
-    assert vllm_parameter_counts([("clip", fields, 23)]) == [TOWER]
+    assert vllm_meta_build.parameter_counts([("clip", fields, 23)]) == [TOWER]

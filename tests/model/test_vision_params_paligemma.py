@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from engine.model.vision_params import quantizable_vision, vision_read, vision_tower_shapes
-from tests.model.vllm_meta_build import vllm_parameter_counts
+from tests.model.vllm_meta_build import VllmMetaBuild
 
 # google/paligemma2-3b-pt-224's vision_config, trimmed to the sizes: SigLIP-So400m at 224 px.
 SO400M_224 = {
@@ -40,8 +40,10 @@ def test_paligemma_as_vllm_builds_it(vision: dict[str, Any], projection_dim: int
     assert vision_read(config)
 
 
-def test_vllm_builds_the_same_paligemma_towers() -> None:
-    counts = vllm_parameter_counts([("paligemma", vision, projection) for vision, projection, _ in CASES])
+def test_vllm_builds_the_same_paligemma_towers(vllm_meta_build: VllmMetaBuild) -> None:
+    counts = vllm_meta_build.parameter_counts(
+        [("paligemma", vision, projection) for vision, projection, _ in CASES]
+    )
     assert counts == [expected for *_, expected in CASES]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from engine.model.vision_params import quantizable_vision, vision_tower_shapes
-from tests.model.vllm_meta_build import vllm_parameter_counts
+from tests.model.vllm_meta_build import VllmMetaBuild
 
 TEXT_HIDDEN = 32
 _QWEN2_VL = {"embed_dim": 8, "hidden_size": 16, "mlp_ratio": 2, "depth": 2, "patch_size": 2}
@@ -163,7 +163,7 @@ def test_qwen3_5_tower_is_built_quantized_with_its_merger() -> None:
 _CONFIGS = Path(__file__).parents[1] / "fixtures/configs"
 
 
-def test_vllm_builds_the_same_qwen3_vl_towers() -> None:
+def test_vllm_builds_the_same_qwen3_vl_towers(vllm_meta_build: VllmMetaBuild) -> None:
     """vLLM's own Qwen3_VisionTransformer on meta: the tiny towers above, and Qwen3.5-9B's and Qwen3-VL-8B's
     (their hand sums are in test_inspect_model_real_configs)."""
     tiny = _QWEN3_VL | {"num_heads": 2}  # heads do not change the count; vLLM wants them to divide the width
@@ -175,4 +175,4 @@ def test_vllm_builds_the_same_qwen3_vl_towers() -> None:
         ("qwen3_vl", json.loads((_CONFIGS / "qwen3-vl-8b-instruct.json").read_text())["vision_config"]),
     ]
     cases = [("qwen3_vl", {k: v for k, v in c.items() if k != "model_type"}, kind) for kind, c in configs]
-    assert vllm_parameter_counts(cases) == [2_896, 7_840, 4_544, 456_010_480, 576_388_336]
+    assert vllm_meta_build.parameter_counts(cases) == [2_896, 7_840, 4_544, 456_010_480, 576_388_336]

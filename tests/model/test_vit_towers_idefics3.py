@@ -10,7 +10,7 @@ import pytest
 
 from engine.model.inspect_model import inspect_model
 from engine.model.vision_params import quantizable_vision, vision_read, vision_tower_shapes
-from tests.model.vllm_meta_build import vllm_parameter_counts
+from tests.model.vllm_meta_build import VllmMetaBuild
 
 TEXT_HIDDEN = 32
 _VISION = {"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2}
@@ -51,8 +51,8 @@ def test_tower_and_connector_are_built_with_the_quantization_config(model_type: 
     assert [(shape.in_features, shape.out_features) for shape in projection] == [(32, 32)]
 
 
-def test_vllm_builds_the_same_tower_and_connector() -> None:
-    tower, connector, wide = vllm_parameter_counts(
+def test_vllm_builds_the_same_tower_and_connector(vllm_meta_build: VllmMetaBuild) -> None:
+    tower, connector, wide = vllm_meta_build.parameter_counts(
         [
             ("idefics3", _VISION, None),
             ("idefics3_connector", _VISION, (2, TEXT_HIDDEN)),

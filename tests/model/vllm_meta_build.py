@@ -7,14 +7,23 @@ what vLLM's weight loader fills.
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from typing import Any
 
 from engine.serve.ports import pick_free_port
 
+# Marks the child's answers among vLLM's own log lines on stdout.
+_REPLY = "meta-build reply: "
+# The first call waits for vLLM's import too.
+_REPLY_TIMEOUT_S = 300
+
 _BUILD = """
-import importlib.abc, importlib.machinery, importlib.util, json, re, sys, types, torch
+import importlib.abc, importlib.machinery, importlib.util, json, re, sys, traceback, types, torch
 from types import SimpleNamespace
 # glm4_1v.py (through qwen2_vl.py too) and mllama4.py import transformers' image and video processors, which import torchvision
 # (removed from this venv: the CPU wheel pulls a CUDA build). Building a tower uses none of them, so without
@@ -54,9 +63,98 @@ from vllm.config import VllmConfig, set_current_vllm_config
 from vllm.transformers_utils.configs.kimi_k3 import KimiK3VisionConfig
 from vllm.transformers_utils.configs.moonvit import MoonViTConfig
 from vllm.distributed import parallel_state
-cases = json.loads(sys.argv[1])
+def build(kind, fields, extra):
+    if kind == "intern":
+        config = SimpleNamespace(**fields, layer_norm_eps=1e-6, initializer_factor=0.1, hidden_act="gelu")
+        module = InternVisionModel(config, num_hidden_layers_override=extra)
+    elif kind == "clip":
+        module = CLIPVisionModel(
+            CLIPVisionConfig(**fields), num_hidden_layers_override=extra, require_post_norm=False
+        )
+    elif kind == "glm4v":
+        module = Glm4vVisionTransformer(Glm4vTextConfig(), Glm4vVisionConfig(**fields))
+    elif kind == "idefics3":
+        module = Idefics3VisionTransformer(Idefics3VisionConfig(**fields))
+    elif kind == "qwen3_vl":  # extra: the vision config class's model type, qwen3_vl or qwen3_5
+        vision_class = Qwen3_5VisionConfig if extra == "qwen3_5" else Qwen3VLVisionConfig
+        module = Qwen3_VisionTransformer(vision_class(**fields))
+    elif kind == "llama4":  # the vision model and the projector; extra = the text hidden size
+        vision = Llama4VisionConfig(**fields)
+        module = torch.nn.ModuleList([
+            Llama4VisionModel(vision),
+            Llama4MultiModalProjector(
+                SimpleNamespace(vision_config=vision, text_config=SimpleNamespace(hidden_size=extra))
+            ),
+        ])
+    elif kind == "minicpmv":  # vpm and resampler; extra: (query_num, text hidden, drop_vision_last_layer)
+        vision = SiglipVisionConfig(**fields)
+        vpm = Idefics2VisionTransformer(vision, apply_encoder_attention_mask=True)
+        if extra[2]:
+            vpm.encoder.layers = vpm.encoder.layers[:-1]
+        module = torch.nn.ModuleList([
+            vpm,
+            Resampler2_5(
+                num_queries=extra[0], embed_dim=extra[1], num_heads=extra[1] // 128, kv_dim=vision.hidden_size
+            ),
+        ])
+    elif kind == "qwen2_5_omni":  # fields: the vision config; extra: the audio config
+        module = torch.nn.ModuleList([
+            Qwen2_5_VisionTransformer(Qwen2_5OmniVisionEncoderConfig(**fields)),
+            Qwen2_5OmniAudioEncoder(Qwen2_5OmniAudioEncoderConfig(**extra)),
+        ])
+    elif kind == "qwen3_omni":  # fields: the vision config; extra: the audio config
+        from vllm.model_executor.models.qwen3_omni_moe_thinker import (
+            Qwen3Omni_VisionTransformer, Qwen3OmniMoeAudioEncoder,
+        )
+        module = torch.nn.ModuleList([
+            Qwen3Omni_VisionTransformer(Qwen3OmniMoeVisionEncoderConfig(**fields)),
+            Qwen3OmniMoeAudioEncoder(Qwen3OmniMoeAudioEncoderConfig(**extra)),
+        ])
+    elif kind == "paligemma":  # the SigLIP tower and the projector; extra: projection_dim
+        from vllm.model_executor.models.paligemma import PaliGemmaMultiModalProjector
+        from vllm.model_executor.models.siglip import SiglipVisionModel
+        vision = SiglipVisionConfig(**fields)
+        module = torch.nn.ModuleList([
+            SiglipVisionModel(vision), PaliGemmaMultiModalProjector(vision.hidden_size, extra)
+        ])
+    elif kind == "phi3v":  # Phi3HDImageEmbedding; fields: img_processor; extra: the text hidden size
+        from vllm.model_executor.models.phi3v import Phi3HDImageEmbedding
+        embd_layer = {"use_hd_transform": True, "with_learnable_separator": True}
+        module = Phi3HDImageEmbedding(
+            SimpleNamespace(hidden_size=extra, img_processor=fields, embd_layer=embd_layer), None
+        )
+    elif kind == "qwen2_audio":  # the encoder and the projector; extra: the text hidden size
+        from transformers.models.qwen2_audio.configuration_qwen2_audio import Qwen2AudioEncoderConfig
+        from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder
+        from vllm.model_executor.models.qwen2_audio import Qwen2AudioMultiModalProjector
+        audio = Qwen2AudioEncoderConfig(**fields)
+        module = torch.nn.ModuleList([
+            Qwen2AudioEncoder(audio), Qwen2AudioMultiModalProjector(audio.d_model, extra)
+        ])
+    elif kind == "kimi_vl":  # the MoonViT and the projector; extra = the text hidden size
+        vision = MoonViTConfig(**fields)
+        module = torch.nn.ModuleList([
+            MoonVitPretrainedModel(vision),
+            KimiVLMultiModalProjector(
+                SimpleNamespace(vision_config=vision, text_config=SimpleNamespace(hidden_size=extra))
+            ),
+        ])
+    elif kind == "moonvit_3d":  # extra: (the vision config class, kimi_k25 or kimi_k3; the text hidden size)
+        vision = (KimiK3VisionConfig if extra[0] == "kimi_k3" else Kimi_K25VisionConfig)(**fields)
+        module = torch.nn.ModuleList([
+            MoonViT3dPretrainedModel(vision),
+            KimiK25MultiModalProjector(vision, out_hidden_size=extra[1]),
+        ])
+    else:  # the connector: fields are the vision config, extra (scale_factor, text hidden)
+        config = SimpleNamespace(
+            vision_config=SimpleNamespace(**fields),
+            scale_factor=extra[0],
+            text_config=SimpleNamespace(hidden_size=extra[1]),
+        )
+        module = Idefics3Connector(config)
+    return module
 with set_current_vllm_config(VllmConfig()):
-    parallel_state.init_distributed_environment(1, 0, "tcp://127.0.0.1:" + sys.argv[2], 0, "gloo")
+    parallel_state.init_distributed_environment(1, 0, "tcp://127.0.0.1:" + sys.argv[1], 0, "gloo")
     parallel_state.initialize_model_parallel(1, 1)
     from vllm.model_executor.models.clip import CLIPVisionModel
     from vllm.model_executor.models.glm4_1v import Glm4vVisionTransformer
@@ -70,126 +168,92 @@ with set_current_vllm_config(VllmConfig()):
     from vllm.model_executor.models.mllama4 import Llama4MultiModalProjector, Llama4VisionModel
     from vllm.model_executor.models.qwen3_vl import Qwen3_VisionTransformer
     from vllm.model_executor.models.qwen2_5_vl import Qwen2_5_VisionTransformer
-    counts = []
-    with torch.device("meta"):
-        for kind, fields, extra in cases:
-            if kind == "intern":
-                config = SimpleNamespace(**fields, layer_norm_eps=1e-6, initializer_factor=0.1, hidden_act="gelu")
-                module = InternVisionModel(config, num_hidden_layers_override=extra)
-            elif kind == "clip":
-                module = CLIPVisionModel(
-                    CLIPVisionConfig(**fields), num_hidden_layers_override=extra, require_post_norm=False
-                )
-            elif kind == "glm4v":
-                module = Glm4vVisionTransformer(Glm4vTextConfig(), Glm4vVisionConfig(**fields))
-            elif kind == "idefics3":
-                module = Idefics3VisionTransformer(Idefics3VisionConfig(**fields))
-            elif kind == "qwen3_vl":  # extra: the vision config class's model type, qwen3_vl or qwen3_5
-                vision_class = Qwen3_5VisionConfig if extra == "qwen3_5" else Qwen3VLVisionConfig
-                module = Qwen3_VisionTransformer(vision_class(**fields))
-            elif kind == "llama4":  # the vision model and the projector; extra = the text hidden size
-                vision = Llama4VisionConfig(**fields)
-                module = torch.nn.ModuleList([
-                    Llama4VisionModel(vision),
-                    Llama4MultiModalProjector(
-                        SimpleNamespace(vision_config=vision, text_config=SimpleNamespace(hidden_size=extra))
-                    ),
-                ])
-            elif kind == "minicpmv":  # vpm and resampler; extra: (query_num, text hidden, drop_vision_last_layer)
-                vision = SiglipVisionConfig(**fields)
-                vpm = Idefics2VisionTransformer(vision, apply_encoder_attention_mask=True)
-                if extra[2]:
-                    vpm.encoder.layers = vpm.encoder.layers[:-1]
-                module = torch.nn.ModuleList([
-                    vpm,
-                    Resampler2_5(
-                        num_queries=extra[0], embed_dim=extra[1], num_heads=extra[1] // 128, kv_dim=vision.hidden_size
-                    ),
-                ])
-            elif kind == "qwen2_5_omni":  # fields: the vision config; extra: the audio config
-                module = torch.nn.ModuleList([
-                    Qwen2_5_VisionTransformer(Qwen2_5OmniVisionEncoderConfig(**fields)),
-                    Qwen2_5OmniAudioEncoder(Qwen2_5OmniAudioEncoderConfig(**extra)),
-                ])
-            elif kind == "qwen3_omni":  # fields: the vision config; extra: the audio config
-                from vllm.model_executor.models.qwen3_omni_moe_thinker import (
-                    Qwen3Omni_VisionTransformer, Qwen3OmniMoeAudioEncoder,
-                )
-                module = torch.nn.ModuleList([
-                    Qwen3Omni_VisionTransformer(Qwen3OmniMoeVisionEncoderConfig(**fields)),
-                    Qwen3OmniMoeAudioEncoder(Qwen3OmniMoeAudioEncoderConfig(**extra)),
-                ])
-            elif kind == "paligemma":  # the SigLIP tower and the projector; extra: projection_dim
-                from vllm.model_executor.models.paligemma import PaliGemmaMultiModalProjector
-                from vllm.model_executor.models.siglip import SiglipVisionModel
-                vision = SiglipVisionConfig(**fields)
-                module = torch.nn.ModuleList([
-                    SiglipVisionModel(vision), PaliGemmaMultiModalProjector(vision.hidden_size, extra)
-                ])
-            elif kind == "phi3v":  # Phi3HDImageEmbedding; fields: img_processor; extra: the text hidden size
-                from vllm.model_executor.models.phi3v import Phi3HDImageEmbedding
-                embd_layer = {"use_hd_transform": True, "with_learnable_separator": True}
-                module = Phi3HDImageEmbedding(
-                    SimpleNamespace(hidden_size=extra, img_processor=fields, embd_layer=embd_layer), None
-                )
-            elif kind == "qwen2_audio":  # the encoder and the projector; extra: the text hidden size
-                from transformers.models.qwen2_audio.configuration_qwen2_audio import Qwen2AudioEncoderConfig
-                from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder
-                from vllm.model_executor.models.qwen2_audio import Qwen2AudioMultiModalProjector
-                audio = Qwen2AudioEncoderConfig(**fields)
-                module = torch.nn.ModuleList([
-                    Qwen2AudioEncoder(audio), Qwen2AudioMultiModalProjector(audio.d_model, extra)
-                ])
-            elif kind == "kimi_vl":  # the MoonViT and the projector; extra = the text hidden size
-                vision = MoonViTConfig(**fields)
-                module = torch.nn.ModuleList([
-                    MoonVitPretrainedModel(vision),
-                    KimiVLMultiModalProjector(
-                        SimpleNamespace(vision_config=vision, text_config=SimpleNamespace(hidden_size=extra))
-                    ),
-                ])
-            elif kind == "moonvit_3d":  # extra: (the vision config class, kimi_k25 or kimi_k3; the text hidden size)
-                vision = (KimiK3VisionConfig if extra[0] == "kimi_k3" else Kimi_K25VisionConfig)(**fields)
-                module = torch.nn.ModuleList([
-                    MoonViT3dPretrainedModel(vision),
-                    KimiK25MultiModalProjector(vision, out_hidden_size=extra[1]),
-                ])
-            else:  # the connector: fields are the vision config, extra (scale_factor, text hidden)
-                config = SimpleNamespace(
-                    vision_config=SimpleNamespace(**fields),
-                    scale_factor=extra[0],
-                    text_config=SimpleNamespace(hidden_size=extra[1]),
-                )
-                module = Idefics3Connector(config)
-            counts.append(sum(t.numel() for t in module.state_dict().values()))
-print(json.dumps(counts))
+    for line in sys.stdin:
+        try:
+            with torch.device("meta"):
+                counts = [sum(t.numel() for t in build(*case).state_dict().values()) for case in json.loads(line)]
+            reply = {"counts": counts}
+        except Exception:
+            reply = {"error": traceback.format_exc()}
+        print("{REPLY}" + json.dumps(reply), flush=True)
 """
 
 
-def vllm_parameter_counts(cases: list[tuple[str, dict[str, Any], Any]]) -> list[int]:
-    """Parameters of each (kind, config fields, extra) vLLM builds.
+class VllmMetaBuild:
+    """One child Python that imports vLLM once and counts the parameters of the modules each call names.
 
-    ``intern``: InternVisionModel, extra = layers. ``clip``: CLIPVisionModel as llava.py builds it, extra = layers.
-    ``glm4v``: Glm4vVisionTransformer. ``idefics3``: Idefics3VisionTransformer. ``idefics3_connector``: extra =
-    (scale_factor, text hidden size). ``qwen3_vl``: Qwen3_VisionTransformer, extra = ``qwen3_vl`` or ``qwen3_5``
-    (whose vision config class). ``llama4``: Llama4VisionModel with Llama4MultiModalProjector, extra = text hidden
-    size. ``qwen2_5_omni``: Qwen2_5_VisionTransformer and transformers' Qwen2_5OmniAudioEncoder, extra = the audio
-    config. ``qwen3_omni``: Qwen3Omni_VisionTransformer and Qwen3OmniMoeAudioEncoder, extra = the audio config.
-    ``qwen2_audio``: transformers' Qwen2AudioEncoder and Qwen2AudioMultiModalProjector, extra = text hidden size.
-    ``paligemma``: SiglipVisionModel and PaliGemmaMultiModalProjector, extra = projection_dim.
-    ``phi3v``: Phi3HDImageEmbedding, fields = img_processor, extra = text hidden size.
-    ``minicpmv``: Idefics2VisionTransformer with Resampler2_5, extra = (query_num, text hidden size,
-    drop_vision_last_layer). ``kimi_vl``: MoonVitPretrainedModel with KimiVLMultiModalProjector, extra = text
-    hidden size. ``moonvit_3d``: MoonViT3dPretrainedModel with KimiK25MultiModalProjector, extra = (``kimi_k25``
-    or ``kimi_k3``: whose vision config class, text hidden size).
+    Starting vLLM costs about ten seconds a process, so the test session shares one child (the
+    ``vllm_meta_build`` fixture) rather than starting one per test. A build that raises is reported to
+    the call that asked for it; the child goes on serving the next.
     """
-    done = subprocess.run(
-        [sys.executable, "-c", _BUILD, json.dumps(cases), str(pick_free_port())],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    counts: list[int] = json.loads(done.stdout.strip().splitlines()[-1])
-    return counts
+
+    def __init__(self) -> None:
+        # Open as long as the child lives; close() closes it.
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
+        self._child = subprocess.Popen(
+            [sys.executable, "-c", _BUILD.replace("{REPLY}", _REPLY), str(pick_free_port())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+
+    def parameter_counts(self, cases: list[tuple[str, dict[str, Any], Any]]) -> list[int]:
+        """Parameters of each (kind, config fields, extra) vLLM builds.
+
+        ``intern``: InternVisionModel, extra = layers. ``clip``: CLIPVisionModel as llava.py builds it, extra = layers.
+        ``glm4v``: Glm4vVisionTransformer. ``idefics3``: Idefics3VisionTransformer. ``idefics3_connector``: extra =
+        (scale_factor, text hidden size). ``qwen3_vl``: Qwen3_VisionTransformer, extra = ``qwen3_vl`` or ``qwen3_5``
+        (whose vision config class). ``llama4``: Llama4VisionModel with Llama4MultiModalProjector, extra = text hidden
+        size. ``qwen2_5_omni``: Qwen2_5_VisionTransformer and transformers' Qwen2_5OmniAudioEncoder, extra = the audio
+        config. ``qwen3_omni``: Qwen3Omni_VisionTransformer and Qwen3OmniMoeAudioEncoder, extra = the audio config.
+        ``qwen2_audio``: transformers' Qwen2AudioEncoder and Qwen2AudioMultiModalProjector, extra = text hidden size.
+        ``paligemma``: SiglipVisionModel and PaliGemmaMultiModalProjector, extra = projection_dim.
+        ``phi3v``: Phi3HDImageEmbedding, fields = img_processor, extra = text hidden size.
+        ``minicpmv``: Idefics2VisionTransformer with Resampler2_5, extra = (query_num, text hidden size,
+        drop_vision_last_layer). ``kimi_vl``: MoonVitPretrainedModel with KimiVLMultiModalProjector, extra = text
+        hidden size. ``moonvit_3d``: MoonViT3dPretrainedModel with KimiK25MultiModalProjector, extra = (``kimi_k25``
+        or ``kimi_k3``: whose vision config class, text hidden size).
+        """
+        assert self._child.stdin is not None and self._child.stdout is not None
+        self._child.stdin.write(json.dumps(cases) + "\n")
+        self._child.stdin.flush()
+        deadline = time.monotonic() + _REPLY_TIMEOUT_S
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:  # the child's stdout closed: it exited
+                break
+            if line.startswith(_REPLY):  # vLLM logs to stdout as well
+                reply = json.loads(line[len(_REPLY) :])
+                assert "error" not in reply, reply.get("error")
+                counts: list[int] = reply["counts"]
+                return counts
+        raise AssertionError(
+            f"vLLM's meta build gave no counts (exit {self._child.poll()}): {self._stderr_tail()}"
+        )
+
+    def close(self) -> None:
+        """End the child: its stdin closes, and it is killed if it does not exit at once."""
+        if self._child.stdin is not None:
+            self._child.stdin.close()
+        try:
+            self._child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._child.kill()
+            self._child.wait()
+        self._stderr.close()
+
+    def _read_stdout(self) -> None:
+        assert self._child.stdout is not None
+        for line in self._child.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def _stderr_tail(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read()[-2000:]
