@@ -7,6 +7,7 @@ from typing import Any
 # Gemma 4's text model under both its config types: Gemma4UnifiedForConditionalGeneration builds the
 # same Gemma4ForCausalLM from a "gemma4_unified_text" text_config (vLLM 0.32 gemma4_unified.py).
 GEMMA4_TEXT_MODEL_TYPES = frozenset({"gemma4_text", "gemma4_unified_text"})
+GEMMA3N_TEXT_MODEL_TYPES = frozenset({"gemma3n_text"})
 # Draft checkpoints vLLM builds only under --speculative-config (config/speculative.py turns them into
 # Gemma4MTPModel): never a model to serve on its own.
 DRAFT_ONLY_MODEL_TYPES = frozenset({"gemma4_assistant", "gemma4_unified_assistant"})
@@ -62,6 +63,7 @@ QK_NORM_MODEL_TYPES = {
     "olmo2",
     "gemma3_text",
     "gemma3",
+    "gemma3n_text",  # Gemma3nAttention: q_norm, k_norm (v_norm has no weight)
     "qwen3_next",
     "qwen3_5_text",
     "qwen3_5_moe_text",
@@ -73,6 +75,11 @@ QK_NORM_MODEL_TYPES = {
 CONFIG_CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
     "gemma3_text": {"vocab_size": 262_208, "tie_word_embeddings": True},
     "gemma2": {"tie_word_embeddings": True},
+    "gemma3n_text": {
+        "vocab_size": 262_400,
+        "vocab_size_per_layer_input": 262_144,
+        "tie_word_embeddings": True,
+    },
     # NemotronHConfig.head_dim (vLLM's NemotronHAttention reads it before hidden_size // heads); the
     # remote-code configs' attention_head_dim is not read.
     "nemotron_h": {"head_dim": 128},

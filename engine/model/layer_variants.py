@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.model.architecture import Architecture
-from engine.model.config_class_defaults import GEMMA4_TEXT_MODEL_TYPES
+from engine.model.config_class_defaults import GEMMA3N_TEXT_MODEL_TYPES, GEMMA4_TEXT_MODEL_TYPES
 
-# transformers' Gemma4TextConfig: hidden_size_per_layer_input defaults to 256 (per-layer embeddings).
-GEMMA4_PER_LAYER_INPUT = 256
+# transformers' Gemma4TextConfig and Gemma3nTextConfig: hidden_size_per_layer_input defaults to 256 (per-layer
+# embeddings).
+PER_LAYER_INPUT_DEFAULT = 256
+_PER_LAYER_INPUT_MODEL_TYPES = GEMMA4_TEXT_MODEL_TYPES | GEMMA3N_TEXT_MODEL_TYPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +54,8 @@ def mlp_width(arch: Architecture, index: int, default: int) -> int:
 
 
 def per_layer_input_size(text: dict[str, Any], model_type: str) -> int:
-    """Gemma 4's per-layer-embedding width (``hidden_size_per_layer_input``, 0 without)."""
-    if model_type not in GEMMA4_TEXT_MODEL_TYPES:
+    """Gemma 4's and Gemma 3n's per-layer-embedding width (``hidden_size_per_layer_input``, 0 without)."""
+    if model_type not in _PER_LAYER_INPUT_MODEL_TYPES:
         return 0
-    value = text.get("hidden_size_per_layer_input", GEMMA4_PER_LAYER_INPUT)
+    value = text.get("hidden_size_per_layer_input", PER_LAYER_INPUT_DEFAULT)
     return int(value or 0)

@@ -9,8 +9,9 @@ from typing import Literal
 from engine.model import mtp_layers
 from engine.model.architecture import Architecture
 from engine.model.attention_params import attention_shapes, linear_attention_shapes
-from engine.model.config_class_defaults import GEMMA4_TEXT_MODEL_TYPES
+from engine.model.config_class_defaults import GEMMA3N_TEXT_MODEL_TYPES, GEMMA4_TEXT_MODEL_TYPES
 from engine.model.config_json import first_key
+from engine.model.gemma3n_text import altup_laurel_layer_shapes, altup_projection_shapes
 from engine.model.layer_variants import AttentionVariant, attention_variant, mlp_width, per_layer_input_size
 from engine.model.linear_shape import DECODER_LINEAR_PARTS, LinearShape
 from engine.model.vision_params import vision_tower_shapes
@@ -144,19 +145,17 @@ def _mlp(
 def _norms_per_layer(arch: Architecture) -> int:
     if arch.model_type in _ONE_NORM_PER_LAYER:
         return arch.hidden_size
-    if (
-        arch.model_type in GEMMA4_TEXT_MODEL_TYPES
-    ):  # four norms, and post_per_layer_input_norm with per-layer inputs
+    if arch.model_type in GEMMA4_TEXT_MODEL_TYPES | GEMMA3N_TEXT_MODEL_TYPES:
+        # Four norms, post_per_layer_input_norm with per-layer inputs, and with MoE (Gemma 4)
+        # post_feedforward_layernorm_1/_2 and pre_feedforward_layernorm_2.
         extra = (1 if per_layer_input_size(arch.text, arch.model_type) else 0) + (3 if arch.moe else 0)
-        return (
-            4 + extra
-        ) * arch.hidden_size  # MoE: post_feedforward_layernorm_1/_2, pre_feedforward_layernorm_2
+        return (4 + extra) * arch.hidden_size
     # Gemma 2/3; GLM-4-0414's Glm4DecoderLayer adds post_self_attn_layernorm and post_mlp_layernorm (glm4.py).
     return (4 if arch.model_type in {"gemma2", "gemma3", "gemma3_text", "glm4"} else 2) * arch.hidden_size
 
 
 def _per_layer_inputs(arch: Architecture, layers: int) -> list[LinearShape]:
-    """Gemma 4's per-layer-input gate and projection in ``layers`` layers (vLLM's Gemma4DecoderLayer)."""
+    """Gemma 4's and 3n's per-layer-input gate and projection in ``layers`` layers (vLLM's Gemma4DecoderLayer, Gemma3nDecoderLayer)."""
     size, h = per_layer_input_size(arch.text, arch.model_type), arch.hidden_size
     if not size:
         return []
@@ -208,9 +207,11 @@ def model_shapes(arch: Architecture) -> ModelShapes:
     for width, count in widths.items():
         mlp += _mlp(arch, 0, count, width)[0]  # dense MLPs have no vector parameters
     moe, mlp_vectors = _mlp(arch, ffns.count("moe"), 0)
-    linears = attention + gdn + mlp + moe + _per_layer_inputs(arch, layers)
+    altup_laurel, altup_laurel_vectors = altup_laurel_layer_shapes(arch, layers)
+    linears = attention + gdn + mlp + moe + _per_layer_inputs(arch, layers) + altup_laurel
+    linears += altup_projection_shapes(arch)
     embedding = arch.vocab_size * h
-    if size := per_layer_input_size(arch.text, arch.model_type):  # Gemma 4's per-layer embeddings
+    if size := per_layer_input_size(arch.text, arch.model_type):  # Gemma 4's and 3n's per-layer embeddings
         vocab = int(arch.text.get("vocab_size_per_layer_input") or arch.vocab_size)
         embedding += vocab * layers * size
         linears.append(LinearShape("per_layer_model_projection", "mlp", h, layers * size, 1))
@@ -218,7 +219,7 @@ def model_shapes(arch: Architecture) -> ModelShapes:
     if not arch.tie_word_embeddings:
         linears.append(LinearShape("lm_head", "lm_head", h, arch.vocab_size, 1))
     vision, vision_vectors = vision_tower_shapes(arch.config, h)
-    vectors = attention_vectors + linear_layers * gdn_vectors
+    vectors = attention_vectors + linear_layers * gdn_vectors + altup_laurel_vectors
     vectors += layers * _norms_per_layer(arch) + mlp_vectors + h  # final norm
     return ModelShapes(tuple(linears + vision), vectors, embedding, vision_vectors, _mtp_params(arch))
 
@@ -265,7 +266,8 @@ def decoder_layer_shapes(arch: Architecture) -> tuple[ModelShapes, ...]:
     ``model_shapes``; MTP layers are not among them.
     """
     linear = linear_attention_shapes(arch, 1)
-    extra = _per_layer_inputs(arch, 1)
+    altup_laurel, altup_laurel_vectors = altup_laurel_layer_shapes(arch, 1)
+    extra = _per_layer_inputs(arch, 1) + altup_laurel
     by_kind: dict[tuple[Mixer, Ffn, AttentionVariant, int], ModelShapes] = {}
     keys = []
     for index in range(arch.num_layers):
@@ -281,7 +283,7 @@ def decoder_layer_shapes(arch: Architecture) -> tuple[ModelShapes, ...]:
         beside = dense[0] if _has_mlp(arch, "moe") else []
         ffns = {None: ([], 0), "moe": (beside + moe[0], moe[1]), "dense": dense}
         (mixer, mixer_vectors), (mlp, mlp_vectors) = mixers[kind[0]], ffns[kind[1]]
-        vectors = mixer_vectors + _norms_per_layer(arch) + mlp_vectors
+        vectors = mixer_vectors + _norms_per_layer(arch) + mlp_vectors + altup_laurel_vectors
         by_kind[kind] = ModelShapes(tuple(mixer + mlp + extra), vectors, 0, 0, 0)
     return tuple(by_kind[key] for key in keys)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.model.config_class_defaults import GEMMA4_TEXT_MODEL_TYPES
+from engine.model.config_class_defaults import GEMMA3N_TEXT_MODEL_TYPES, GEMMA4_TEXT_MODEL_TYPES
 
 # Families whose last ``num_kv_shared_layers`` layers reuse an earlier layer's KV cache
 # (vLLM's Gemma3nAttention / Gemma4Attention set ``kv_sharing_target_layer_name``).
-KV_SHARING_MODEL_TYPES = {"gemma3n_text", *GEMMA4_TEXT_MODEL_TYPES}
+KV_SHARING_MODEL_TYPES = GEMMA3N_TEXT_MODEL_TYPES | GEMMA4_TEXT_MODEL_TYPES
 # transformers' Gemma4TextConfig.__post_init__: ``global_head_dim`` defaults to 512.
 GEMMA4_GLOBAL_HEAD_DIM = 512
 

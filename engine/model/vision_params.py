@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.model.config_json import first_key, thinker_section
+from engine.model.gemma3n_towers import gemma3n_shapes
 from engine.model.gemma4_towers import gemma4_tower_shapes
 from engine.model.glm4v_tower import glm4v_shapes
 from engine.model.intern_vit import intern_vit_shapes
@@ -188,6 +189,8 @@ _TOWERS_READ: dict[str, TowersRead] = {
     "qwen3_vl_moe": _QWEN3_VL,
     "qwen3_5": _QWEN3_VL,
     "qwen3_5_moe": _QWEN3_VL,
+    # gemma3n_mm.py: transformers' towers (AutoModel) and the embedders, none with quant_config.
+    "gemma3n": TowersRead(gemma3n_shapes, needs_vision_config=False),
     "gemma4": TowersRead(gemma4_tower_shapes, quantized=_gemma4_builds, needs_vision_config=False),
     "gemma4_unified": TowersRead(
         gemma4_tower_shapes,

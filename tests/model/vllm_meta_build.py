@@ -63,6 +63,10 @@ from vllm.config import VllmConfig, set_current_vllm_config
 from vllm.transformers_utils.configs.kimi_k3 import KimiK3VisionConfig
 from vllm.transformers_utils.configs.moonvit import MoonViTConfig
 from vllm.distributed import parallel_state
+# vLLM's Attention keeps its k/v/q/prob scales as state, which no checkpoint of an unquantized model holds.
+ATTENTION_SCALE = re.compile(r"[.]attn[.]_(k|v|q|prob)_scale$")
+def weights(module):
+    return sum(t.numel() for name, t in module.state_dict().items() if not ATTENTION_SCALE.search(name))
 def build(kind, fields, extra):
     if kind == "intern":
         config = SimpleNamespace(**fields, layer_norm_eps=1e-6, initializer_factor=0.1, hidden_act="gelu")
@@ -145,6 +149,30 @@ def build(kind, fields, extra):
             MoonViT3dPretrainedModel(vision),
             KimiK25MultiModalProjector(vision, out_hidden_size=extra[1]),
         ])
+    elif kind == "gemma3n_layers":  # every decoder layer of a Gemma3nTextConfig of fields, in order
+        from transformers.models.gemma3n.configuration_gemma3n import Gemma3nTextConfig
+        from vllm.model_executor.models.gemma3n import Gemma3nDecoderLayer
+        text = Gemma3nTextConfig(**fields)
+        # GeluAndMulSparse reads a statistic off a tensor at build time, which meta tensors cannot give; the
+        # sparsity changes no parameter.
+        text.activation_sparsity_pattern = [0.0] * text.num_hidden_layers
+        # The attention layers ask the model config for a few facts; None (not set) for all but the dtype.
+        model = type("ModelFacts", (SimpleNamespace,), {"__getattr__": lambda self, name: None})(dtype=torch.bfloat16)
+        layers_config = VllmConfig()
+        object.__setattr__(layers_config, "model_config", model)
+        with set_current_vllm_config(layers_config):
+            module = torch.nn.ModuleList([
+                Gemma3nDecoderLayer(text, None, None, prefix=f"model.layers.{i}")
+                for i in range(text.num_hidden_layers)
+            ])
+    elif kind == "gemma3n_embedder":  # Gemma3nMultimodalEmbedder; fields: the tower config; extra: text hidden
+        from vllm.model_executor.models.gemma3n_mm import Gemma3nMultimodalEmbedder
+        tower = SimpleNamespace(**fields, rms_norm_eps=1e-6, vocab_offset=0)
+        module = Gemma3nMultimodalEmbedder(tower, SimpleNamespace(hidden_size=extra))
+    elif kind == "gemma3n_audio":  # transformers' Gemma3nAudioEncoder, which gemma3n_mm.py builds with AutoModel
+        from transformers.models.gemma3n.configuration_gemma3n import Gemma3nAudioConfig
+        from transformers.models.gemma3n.modeling_gemma3n import Gemma3nAudioEncoder
+        module = Gemma3nAudioEncoder(Gemma3nAudioConfig(**fields))
     else:  # the connector: fields are the vision config, extra (scale_factor, text hidden)
         config = SimpleNamespace(
             vision_config=SimpleNamespace(**fields),
@@ -171,7 +199,7 @@ with set_current_vllm_config(VllmConfig()):
     for line in sys.stdin:
         try:
             with torch.device("meta"):
-                counts = [sum(t.numel() for t in build(*case).state_dict().values()) for case in json.loads(line)]
+                counts = [weights(build(*case)) for case in json.loads(line)]
             reply = {"counts": counts}
         except Exception:
             reply = {"error": traceback.format_exc()}
@@ -215,7 +243,9 @@ class VllmMetaBuild:
         ``minicpmv``: Idefics2VisionTransformer with Resampler2_5, extra = (query_num, text hidden size,
         drop_vision_last_layer). ``kimi_vl``: MoonVitPretrainedModel with KimiVLMultiModalProjector, extra = text
         hidden size. ``moonvit_3d``: MoonViT3dPretrainedModel with KimiK25MultiModalProjector, extra = (``kimi_k25``
-        or ``kimi_k3``: whose vision config class, text hidden size).
+        or ``kimi_k3``: whose vision config class, text hidden size). ``gemma3n_layers``: every Gemma3nDecoderLayer
+        of a Gemma3nTextConfig of fields. ``gemma3n_embedder``: Gemma3nMultimodalEmbedder, fields = hidden_size and
+        vocab_size, extra = text hidden size. ``gemma3n_audio``: transformers' Gemma3nAudioEncoder.
         """
         assert self._child.stdin is not None and self._child.stdout is not None
         self._child.stdin.write(json.dumps(cases) + "\n")
