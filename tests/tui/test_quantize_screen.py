@@ -41,3 +41,18 @@ async def test_the_dry_run_cost_is_shown_before_starting_and_matches_the_cli(tmp
         assert printed["time"] in shown
         assert "fits" in printed and "\nfits; " in shown
         assert app.running_work() == [] and not (tmp_path / "tiny-llama-FP8-Dynamic").exists()
+
+
+async def test_a_model_quant_tui_does_not_quantize_is_said_so_and_nothing_can_start(tmp_path: Path) -> None:
+    from tests.plan.model_configs import write_config
+
+    model = write_config(tmp_path / "gemma-3", "gemma-3-27b-it")  # config-only, multimodal
+    app = create_app(model=str(model), gpu="H100", hardware=fixed_hardware(), hf_cache=tmp_path / "no-hub")
+    async with app.run_test(size=SIZE) as pilot:
+        await open_quantize_screen(pilot)
+        screen = app.screen
+        assert isinstance(screen, QuantizeScreen)
+        assert screen.request() is None
+        shown = " ".join(screen_text(app, "#quantize-info").split())
+        assert shown.startswith("quant-tui cannot make this checkpoint (gemma-3 is a multimodal model")
+        assert "make it with llm-compressor, or serve a published one." in shown

@@ -1,4 +1,5 @@
-"""quant-tui recommend: the header and JSON say what the KV cache holds per token, as vLLM caches it."""
+"""quant-tui recommend: the header and JSON say what the KV cache holds per token, as vLLM caches it; the quantize
+line is one quant-tui runs."""
 
 from __future__ import annotations
 
@@ -44,6 +45,26 @@ def test_the_header_and_json_show_the_attention_as_cached(
         assert not_shown not in header
     assert main(["recommend", "--model", str(tmp_path), "--gpu", gpu, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["model"]["attention"] == attention
+
+
+@pytest.mark.parametrize(
+    ("name", "quantize_line"),
+    [
+        ("llama-3.1-8b", "  quantize: quant-tui quantize --model {model} --method fp8"),
+        ("gemma-3-27b-it", None),  # multimodal: `quant-tui quantize` refuses it
+    ],
+)
+def test_the_quantize_line_is_one_quant_tui_runs(
+    name: str, quantize_line: str | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_config(tmp_path, name)
+    assert main(["recommend", "--model", str(tmp_path), "--gpu", "H100"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    quantize = [line for line in lines if line.startswith("  quantize:")]
+    assert quantize == ([quantize_line.format(model=tmp_path)] if quantize_line else [])
+    assert main(["recommend", "--model", str(tmp_path), "--gpu", "H100", "--json"]) == 0
+    refusal = json.loads(capsys.readouterr().out)["candidates"][0]["quantize_refusal"]
+    assert (refusal is None) is (quantize_line is not None)
 
 
 # VLLM_PP_LAYER_PARTITION=30,50 for Llama-3.1-70B bf16, P 2 × T 2 on 4 H100, by hand: one layer

@@ -119,6 +119,7 @@ def candidate_to_json(candidate: Candidate) -> dict[str, Any]:
         },
         "model_dir": candidate.model_dir,
         "needs_quantization": candidate.needs_quantization,
+        "quantize_refusal": candidate.quantize_refusal,
         "vllm_args": list(candidate.vllm_args),
         "env": dict(candidate.env),
         "command": candidate.server.command_line(),
@@ -182,7 +183,6 @@ def concurrency_text(value: float) -> str:
 
 
 def _print_table(recommendation: Recommendation) -> None:
-    import shlex
 
     from rich import box
     from rich.console import Console
@@ -231,10 +231,8 @@ def _print_table(recommendation: Recommendation) -> None:
         console.print(f"  • {reason}")
     for warning in best.warnings:
         console.print(f"  [yellow]![/] {warning}")
-    if best.needs_quantization:
-        console.print(
-            f"  quantize: quant-tui quantize --model {shlex.quote(str(model.path))} --method {best.method}"
-        )
+    if make_command := best.quantize_command(str(model.path)):
+        console.print(f"  quantize: {make_command}", soft_wrap=True, markup=False, highlight=False)
     if best.cluster_steps:
         console.print(
             f"  {recommendation.request.nodes} boxes joined by Ray, as vLLM's multi-node guide starts them:"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import replace
 from typing import ClassVar, TypeVar
 
@@ -49,11 +48,6 @@ def serve_command(candidate: Candidate) -> str:
     Rendered from the candidate's one server plan, the object the Serve screen starts.
     """
     return candidate.server.command_line()
-
-
-def quantize_command(reference: str, candidate: Candidate) -> str:
-    """The quant-tui command that makes the candidate's checkpoint."""
-    return shlex.join(["quant-tui", "quantize", "--model", reference, "--method", candidate.method])
 
 
 def memory_segments(candidate: Candidate) -> tuple[Segment, ...]:
@@ -238,9 +232,9 @@ class PlanScreen(StepScreen):
         lines.extend(Text(f"+ {reason}") for reason in candidate.reasons)
         lines.extend(Text(f"! {warning}", style="bold") for warning in candidate.warnings)
         lines.extend(Text(f"i {note}", style="italic") for note in self.recommendation.notes)
-        if candidate.needs_quantization:
+        if make_command := candidate.quantize_command(self.selection.model_reference):
             lines.append(Text("Make it:", style="bold underline"))
-            lines.append(Text(quantize_command(self.selection.model_reference, candidate)))
+            lines.append(Text(make_command))
         summary = settings_summary(self.request)
         if summary:
             lines.append(Text(f"Options (o): {summary}", style="italic"))
@@ -322,8 +316,8 @@ class PlanScreen(StepScreen):
         if candidate is None:
             return
         commands = [step.command for step in candidate.cluster_steps] or [serve_command(candidate)]
-        if candidate.needs_quantization:
-            commands.insert(0, quantize_command(self.selection.model_reference, candidate))
+        if make_command := candidate.quantize_command(self.selection.model_reference):
+            commands.insert(0, make_command)
         self.app.copy_to_clipboard("\n".join(commands))
         self.notify("Copied the command to the clipboard (OSC 52).", timeout=3)
 

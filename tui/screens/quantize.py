@@ -142,6 +142,8 @@ class QuantizeScreen(StepScreen):
         candidate = selection.candidate
         if selection.model is None or candidate is None or not candidate.needs_quantization:
             return None
+        if candidate.quantize_refusal is not None:  # quant-tui quantize would refuse this model
+            return None
         if candidate.method not in METHODS:
             return None
         return QuantizeRequest(
@@ -168,8 +170,13 @@ class QuantizeScreen(StepScreen):
         if request is None or request.output is None:
             from engine.plan.make_it import make_it_line
 
-            reason = make_it_line(candidate.method, str(self.selection.model.path))
-            info.update(f"quant-tui does not make {candidate.method} checkpoints: {reason}.")
+            path, refusal = str(self.selection.model.path), candidate.quantize_refusal
+            reason = make_it_line(candidate.method, path, refusal=refusal)
+            info.update(
+                f"{reason}."
+                if refusal
+                else f"quant-tui does not make {candidate.method} checkpoints: {reason}."
+            )
             return
         text = Text()
         text.append("Quantize ", style="bold")
