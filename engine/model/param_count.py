@@ -155,7 +155,8 @@ def _norms_per_layer(arch: Architecture) -> int:
 
 
 def _per_layer_inputs(arch: Architecture, layers: int) -> list[LinearShape]:
-    """Gemma 4's and 3n's per-layer-input gate and projection in ``layers`` layers (vLLM's Gemma4DecoderLayer, Gemma3nDecoderLayer)."""
+    """Gemma 4's and 3n's per-layer-input gate and projection in ``layers`` layers (vLLM's Gemma4DecoderLayer,
+    Gemma3nDecoderLayer)."""
     size, h = per_layer_input_size(arch.text, arch.model_type), arch.hidden_size
     if not size:
         return []
