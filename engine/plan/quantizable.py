@@ -38,7 +38,7 @@ def quantize_refusal(name: str, model: QuantizableModel) -> str | None:
             f"architecture {model.architecture} (model_type {model.model_type}) is not supported for "
             f"quantization; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
-    if model.model_type == "nemotron_h" and model.moe is not None:
+    if model.model_type == "nemotron_h" and model.moe is not None and model.moe.moe_layers:  # its "E" layers
         return (
             f"{name} has Nemotron-H MoE layers, which quant-tui does not quantize yet; quantize a dense "
             "Nemotron-H or serve the 16-bit model"
