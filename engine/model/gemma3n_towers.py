@@ -45,17 +45,15 @@ def _subsample_params(audio: dict[str, Any], width: int) -> int:
     return params + channels_in * frequencies * width
 
 
-def _audio_shapes(audio_config: dict[str, Any]) -> Shapes:
+def _audio_shapes(audio_config: dict[str, Any], audio_sizes: dict[str, int]) -> Shapes:
     """transformers' Gemma3nAudioEncoder, which vLLM builds as is (nn.Linear, never quantized).
 
     Each conformer block: two macaron feed-forwards (h → 4h → h, a norm before and after), attention (q, k, v,
     the relative-position projection and post, h × h each; per_dim_scale of a head's size; two norms), the
     light conv (linear_start h → 2h, a depthwise kernel, its norm, linear_end h → h, a norm before) and a
-    last norm. No biases.
+    last norm. No biases. ``audio_sizes``: the config's integer sizes over ``_AUDIO_DEFAULTS``.
     """
-    audio = int_fields(audio_config, _AUDIO_DEFAULTS) | with_defaults(
-        {key: audio_config.get(key) for key in _AUDIO_CONVS}, _AUDIO_CONVS
-    )
+    audio = audio_sizes | with_defaults({key: audio_config.get(key) for key in _AUDIO_CONVS}, _AUDIO_CONVS)
     h, blocks, heads = (
         audio["hidden_size"],
         audio["conf_num_hidden_layers"],
@@ -94,9 +92,8 @@ def gemma3n_shapes(config: dict[str, Any], text_hidden: int) -> Shapes | None:
         return None
     vision = int_fields(vision_config, _VISION_DEFAULTS)
     embed_vision, embed_vision_vectors = _embedder_shapes("embed_vision", vision, text_hidden)
-    audio, audio_vectors = _audio_shapes(audio_config)
-    embed_audio, embed_audio_vectors = _embedder_shapes(
-        "embed_audio", int_fields(audio_config, _AUDIO_DEFAULTS), text_hidden
-    )
+    audio_sizes = int_fields(audio_config, _AUDIO_DEFAULTS)
+    audio, audio_vectors = _audio_shapes(audio_config, audio_sizes)
+    embed_audio, embed_audio_vectors = _embedder_shapes("embed_audio", audio_sizes, text_hidden)
     shapes = embed_vision + audio + embed_audio
     return shapes, tower + embed_vision_vectors + audio_vectors + embed_audio_vectors

@@ -8,6 +8,11 @@ from engine.model.inspect_model import ModelInfo
 from engine.plan.methods import METHODS, MethodName, default_output_dir, method
 
 
+def _kv_scales_option(kv_cache_dtype: str) -> str:
+    """The calibrated commands' option that measures KV scales, where the plan runs an FP8 KV cache."""
+    return " --kv-cache-scheme fp8" if kv_cache_dtype.startswith("fp8") else ""
+
+
 def make_command(name: str, model: str, kv_cache_dtype: str = "auto") -> str | None:
     """The exact ``quant-tui quantize`` command that makes ``name``'s checkpoint from ``model``.
 
@@ -20,8 +25,7 @@ def make_command(name: str, model: str, kv_cache_dtype: str = "auto") -> str | N
     if record.producer == "data-free":
         return f"quant-tui quantize --model {model} --method {name}"
     if record.producer == "llm-compressor":
-        kv = " --kv-cache-scheme fp8" if kv_cache_dtype.startswith("fp8") else ""
-        return f"quant-tui quantize --model {model} --method {name} --calibration FILE{kv}"
+        return f"quant-tui quantize --model {model} --method {name} --calibration FILE{_kv_scales_option(kv_cache_dtype)}"
     return None
 
 
@@ -41,7 +45,7 @@ def make_it_line(name: str, model: str, kv_cache_dtype: str = "auto", refusal: s
     command = make_command(name, model, kv_cache_dtype)
     if command is None:
         return method(name).not_made_here or f"{method(name).label} is not made by quant-tui"
-    kv = " --kv-cache-scheme fp8" if kv_cache_dtype.startswith("fp8") else ""
+    kv = _kv_scales_option(kv_cache_dtype)
     line = f"make the checkpoint with `{command}`"
     alternatives = calibrated_alternatives(name)
     if alternatives:

@@ -183,7 +183,6 @@ def concurrency_text(value: float) -> str:
 
 
 def _print_table(recommendation: Recommendation) -> None:
-
     from rich import box
     from rich.console import Console
     from rich.table import Table
