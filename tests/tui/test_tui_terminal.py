@@ -42,15 +42,18 @@ class Terminal:
             subprocess.run(["tmux", "send-keys", "-t", self.name, key], check=True)
             time.sleep(0.2)
 
-    def wait_for(self, text: str, timeout: float = 30.0) -> str:
-        """Waits until ``text`` is on screen; returns the screen."""
+    def wait_for(self, *texts: str, timeout: float = 30.0) -> str:
+        """Waits until every one of ``texts`` is on one capture of the screen; returns that screen.
+
+        All at once, because a capture can land mid-redraw, half old screen and half new.
+        """
         deadline = time.monotonic() + timeout
         while True:
             screen = self.screen()
-            if text in screen:
+            if all(text in screen for text in texts):
                 return screen
             if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} never appeared; the screen shows:\n{screen}")
+                raise AssertionError(f"{texts!r} never appeared together; the screen shows:\n{screen}")
             time.sleep(0.2)
 
     def close(self) -> None:
@@ -79,24 +82,20 @@ def test_quant_tui_walks_hardware_model_plan_and_quits_in_tmux(
     command = shlex.join([str(QUANT_TUI), "--gpu", "H100x2", "--model", "tiny-llama"])
     terminal = terminal_factory(f"cd {shlex.quote(str(tmp_path))} && {command}; echo EXITED:$?; sleep 30")
 
-    screen = terminal.wait_for("Planning for: 2× H100-SXM")
-    assert "[1 Hardware]" in screen and "Next: model" in screen
+    terminal.wait_for("Planning for: 2× H100-SXM", "[1 Hardware]", "Next: model")
 
     terminal.send("n")
-    screen = terminal.wait_for("Loaded tiny-llama")
-    assert "2 KV heads" in screen and "[2 Model]" in screen
+    terminal.wait_for("Loaded tiny-llama", "2 KV heads", "[2 Model]")
 
     terminal.send("n")
-    screen = terminal.wait_for("FITS")
-    assert "tiny-llama on 2× H100-SXM" in screen and "fp8" in screen
-    assert "--method fp8" in screen  # the quantize command (the plan text may wrap it)
+    # "--method fp8" is the quantize command (the plan text may wrap it)
+    terminal.wait_for("FITS", "[3 Plan]", "tiny-llama on 2× H100-SXM", "--method fp8")
 
     terminal.send("]")
     terminal.wait_for("ctx 8,192")
 
     terminal.send("?")
-    screen = terminal.wait_for("Keys (Esc closes)")
-    assert "Go to Dashboard" in screen
+    terminal.wait_for("Keys (Esc closes)", "Go to Dashboard")
     terminal.send("Escape")
     terminal.wait_for("Ctx×2")
 
@@ -148,13 +147,11 @@ def test_the_whole_flow_on_the_demo_model_then_q_and_the_quit_confirmation_in_tm
     # The engine core and workers retitle themselves, so the tree is recorded while it runs.
     tree = [*servers, *(child for server in servers for child in server.children(recursive=True))]
     terminal.send("n")
-    screen = terminal.wait_for("watching", timeout=60)
-    assert "[6 Dashboard]" in screen
+    terminal.wait_for("watching", "[6 Dashboard]", timeout=60)
 
     # q asks first while the server runs; n keeps it, q then y stops it and quits.
     terminal.send("q")
-    screen = terminal.wait_for("Quit quant-tui?")
-    assert "the vLLM server" in screen
+    terminal.wait_for("Quit quant-tui?", "the vLLM server")
     terminal.send("n")
     terminal.wait_for("watching")
     assert all(process.is_running() for process in servers)
