@@ -20,6 +20,7 @@ from engine.model.config_class_defaults import (
     sparse_indexer_cache,
 )
 from engine.model.config_json import first_key, text_config
+from engine.model.lfm2_layers import lfm2_config
 from engine.model.minicpmv import minicpmv_language_model_type
 from engine.model.moe_layout import MoeLayout, read_moe_layout
 from engine.model.recurrent_state import RecurrentState, linear_attention_state, linear_layer_names
@@ -138,7 +139,8 @@ class AttentionLayout:
         if self.count("chunked"):
             parts.append(f"{self.count('chunked')} chunked ({self.attention_chunk_size})")
         if self.count("linear"):
-            parts.append(f"{self.count('linear')} linear ({self.state.mixer.upper() if self.state else '?'})")
+            mixer = self.state.mixer.upper().replace("_", " ") if self.state else "?"
+            parts.append(f"{self.count('linear')} linear ({mixer})")
         if self.count("none"):
             parts.append(f"{self.count('none')} without cache")
         if parts:
@@ -295,7 +297,7 @@ def read_architecture(config: dict[str, Any], folder: Path) -> Architecture:
     """Pulls the shape numbers out of a config, whatever the model family calls them."""
     text = text_config(config)
     defaults = hybrid_layers.hybrid_defaults(text)  # Nemotron-H's layer count where the file has none
-    text = {**CONFIG_CLASS_DEFAULTS.get(str(text.get("model_type")), {}), **defaults, **text}
+    text = lfm2_config({**CONFIG_CLASS_DEFAULTS.get(str(text.get("model_type")), {}), **defaults, **text})
     architectures = config.get("architectures") or text.get("architectures") or []
     architecture = str(architectures[0]) if architectures else str(text.get("model_type", "unknown"))
     model_type = str(text.get("model_type") or config.get("model_type") or "unknown")

@@ -69,6 +69,8 @@ QK_NORM_MODEL_TYPES = {
     "qwen3_5_moe_text",
     "qwen3_vl_text",  # vLLM's Qwen3-VL language models are built of Qwen3 / Qwen3-MoE decoder layers
     "qwen3_vl_moe_text",
+    "lfm2",  # Lfm2Attention: q_layernorm, k_layernorm
+    "lfm2_moe",
 }
 
 # Defaults of transformers' config classes that real config.json files leave out.

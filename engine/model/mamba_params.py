@@ -1,9 +1,10 @@
-"""Parameters of vLLM's Mamba mixers (Mamba2: Granite-4.0-H, Nemotron-H; Mamba1: Jamba) from config.json."""
+"""Parameters of vLLM's Mamba mixers (Mamba2: Granite-4.0-H, Nemotron-H; Mamba1: Jamba; short conv: LFM2) from config.json."""
 
 from __future__ import annotations
 
 from engine.model.architecture import Architecture
 from engine.model.config_json import first_key
+from engine.model.lfm2_layers import short_conv_shapes
 from engine.model.linear_shape import LinearShape
 
 
@@ -14,13 +15,15 @@ def mamba_mixer_shapes(arch: Architecture, layers: int) -> tuple[list[LinearShap
     head dim; B, C: groups × state; dt: one per head), out_proj; conv1d (conv_dim × kernel) with its
     bias (Granite's ``mamba_conv_bias``, Nemotron-H's ``use_conv_bias``, default True), dt_bias, A,
     D (one per head) and the gated RMSNorm (heads × head dim; Falcon-H1 only with ``mamba_rms_norm``)
-    as vectors. Mamba1 (``_mamba1``).
+    as vectors. Mamba1 (``_mamba1``); LFM2's ShortConv (``lfm2_layers.short_conv_shapes``).
     """
     state = arch.attention.state
     if state is None or not layers:
         return [], 0
     if state.mixer == "mamba1":
         return _mamba1(arch, layers)
+    if state.mixer == "short_conv":
+        return short_conv_shapes(arch.text, layers)
     h = arch.hidden_size
     keys, values = state.key_heads * state.key_dim, state.value_heads * state.value_dim
     shapes = [

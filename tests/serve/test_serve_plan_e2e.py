@@ -235,6 +235,10 @@ FAMILIES = [
     ("nemotron-h", *NEMOTRON_H),
     ("jamba", *JAMBA),
     ("falcon-h1", *(FALCON_H1_FP32_STATE if host_has_avx512_bf16() else FALCON_H1_BF16_STATE)),
+    # LFM2: 3 short-conv layers (state conv 2 · 128 · 2 = 512 B, under one 32,768 B attention page: the
+    # block stays 128) and 1 attention layer; 4 groups of one layer, 32,768 B/block → 32,768 blocks /
+    # (4 full + 3 · 2 state pages) = 3276.80; the state dtype is the model's on every host.
+    ("lfm2", 1_677_721, 3276.80),
 ]
 
 
