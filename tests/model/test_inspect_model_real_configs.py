@@ -62,6 +62,12 @@ PARAMS = [
     # The sum of the tensors of moonshotai/Kimi-K2.5's checkpoint (its packed INT4 experts as 60 × 384 × 3 ×
     # 7168·2048 weights, scales and shapes left out): text 1,026,408,232,448 + vision 471,143,920.
     ("kimi-k2.5", 1_026_879_376_368, 0.0),
+    # LFM2 cards' table: 1,170,340,608 and 742,489,344. By hand (1.2B): tied embedding 65,536·2048 =
+    # 134,217,728; 10 conv layers of 16,783,360 (in_proj 2048×6144, out_proj 2048², conv 2048·3); 6 attention
+    # layers of 10,485,888 (qkv 2048×3072, out_proj 2048², q/k norms 128); 16 MLPs 3·2048·8192 (block_ff_dim
+    # 12,288 auto-adjusted) = 805,306,368; norms 16·4096 + 2048.
+    ("lfm2-1.2b", 1_170_340_608, 0.0),
+    ("lfm2-700m", 742_489_344, 0.0),
 ]
 
 
@@ -96,6 +102,8 @@ WEIGHT_BYTES = [
     # per 32; its dense first-layer MLP, attention, shared experts and the MoonViT bf16 (kimi_k25.py keeps the
     # tower 16-bit under compressed-tensors). quant-tui's count is 138,240 B (0.00002 %) over.
     ("kimi-k2.5", 595_148_192_736, 1e-6),
+    # LiquidAI/LFM2-1.2B's model.safetensors is 2,340,697,936 B: 2 × 1,170,340,608 bf16 + a 16,720 B header.
+    ("lfm2-1.2b", 2_340_681_216, 0.0),
 ]
 
 
@@ -133,6 +141,8 @@ def test_deepseek_v3_mtp_is_counted_apart(tmp_path: Path) -> None:
         ("qwen3-30b-a3b", 8, 24_576),  # 4 KV heads: one per rank beyond TP 4
         ("llama-4-scout-17b-16e", 1, 196_608),  # 2 × 48 × 8 × 128 × 2
         ("phi-4", 1, 204_800),  # 2 × 40 × 10 × 128 × 2
+        ("lfm2-1.2b", 1, 12_288),  # only the 6 attention layers: 2 × 6 × 8 × 64 × 2
+        ("lfm2-1.2b", 8, 1_536),  # one KV head per rank
     ],
 )
 def test_kv_bytes_per_token(name: str, tensor_parallel: int, kv_bytes: int, tmp_path: Path) -> None:
@@ -152,6 +162,7 @@ def test_deepseek_v3_fp8_kv_halves_the_latent(tmp_path: Path) -> None:
         ("gemma-3-27b-it", "GQA 16 KV heads × 128, layers: 52 sliding (1024) + 10 full"),
         ("mistral-7b-v0.1", "GQA 8 KV heads × 128, layers: 32 sliding (4096)"),
         ("qwen3-30b-a3b", "GQA 4 KV heads × 128 × 48 layers"),
+        ("lfm2-1.2b", "GQA 8 KV heads × 64, layers: 10 linear (SHORT CONV) + 6 full"),
     ],
 )
 def test_attention_summary_says_what_is_cached(name: str, summary: str, tmp_path: Path) -> None:

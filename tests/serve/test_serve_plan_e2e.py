@@ -239,6 +239,7 @@ FAMILIES = [
     # block stays 128) and 1 attention layer; 4 groups of one layer, 32,768 B/block → 32,768 blocks /
     # (4 full + 3 · 2 state pages) = 3276.80; the state dtype is the model's on every host.
     ("lfm2", 1_677_721, 3276.80),
+    ("lfm2-moe", 1_677_721, 3276.80),  # the same layers and state (ShortConv 128 wide), MoE FFNs
 ]
 
 
