@@ -27,11 +27,13 @@ _ROUTER_SUFFIXES = (
     ".router.weight",
     ".mlp.router.weight",
     ".mixer.gate.weight",  # Nemotron-H's MoE router (NemotronHMoE.gate)
+    ".feed_forward.gate.weight",  # LFM2-MoE's router (Lfm2MoeSparseMoeBlock.gate)
     # Qwen-MoE's one-row gate of the shared expert: a ReplicatedLinear vLLM builds unquantized.
     ".shared_expert_gate.weight",
 )
-# Gated DeltaNet's and Mamba's causal convolution: vLLM builds it without the quantization config.
-_CONVOLUTION_PARTS = (".conv1d.",)
+# Gated DeltaNet's and Mamba's causal convolution, LFM2's ShortConv one (``conv.conv``, which vLLM loads as
+# ``short_conv.conv``): vLLM builds them without the quantization config.
+_CONVOLUTION_PARTS = (".conv1d.", ".conv.conv.")
 # Multi-token-prediction weights stored apart from the decoder layers (Qwen3-Next, Qwen3.5), which
 # vLLM's WeightsMapper drops ("mtp.": None) for plain serving.
 _MTP_ROOT = "mtp."

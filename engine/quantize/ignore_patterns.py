@@ -8,7 +8,7 @@ import re
 from engine.errors import QuantTuiError
 
 # Checkpoint tensors vLLM loads into one fused Linear: all or none of them may be quantized.
-FUSED_SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+FUSED_SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("w1", "w3"))  # LFM2's w13
 _EXPERT_PATTERN = re.compile(r"^(?P<block>.+\.experts)\.\d+\.[^.]+$")
 
 

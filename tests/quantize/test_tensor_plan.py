@@ -85,11 +85,37 @@ FALCON_H1_QUANTIZED = sorted(
     )
 )
 FALCON_H1_IGNORED = sorted(["lm_head"] + [f"model.layers.{i}.mamba.conv1d" for i in (0, 1)])
+# LFM2 (models/lfm2.py, layers/mamba/short_conv.py): ShortConv's in_proj / out_proj, the attention's q/k/v
+# (qkv_proj) and out_proj and the MLP's w1/w3 (w13) and w2 take quant_config; the conv (``conv.conv``, a
+# 3-D depthwise weight) does not. Conv layers 0, 1, 3; attention layer 2.
+LFM2_CONV_LAYERS = (0, 1, 3)
+LFM2_MIXERS = [
+    f"model.layers.{i}.conv.{p}.weight" for i in LFM2_CONV_LAYERS for p in ("in_proj", "out_proj")
+] + [f"model.layers.2.self_attn.{p}.weight" for p in ("q_proj", "k_proj", "v_proj", "out_proj")]
+LFM2_QUANTIZED = sorted(
+    LFM2_MIXERS + [f"model.layers.{i}.feed_forward.{p}.weight" for i in range(4) for p in ("w1", "w2", "w3")]
+)
+LFM2_IGNORED = sorted(["lm_head"] + [f"model.layers.{i}.conv.conv" for i in LFM2_CONV_LAYERS])
+# LFM2-MoE (models/lfm2_moe.py): the same mixers; layer 0's dense MLP and the experts of layers 1-3 take
+# quant_config. Its router (a GateLinear) takes it too, but is kept 16-bit and ignored as every router is.
+LFM2_MOE_QUANTIZED = sorted(
+    LFM2_MIXERS
+    + [f"model.layers.0.feed_forward.{p}.weight" for p in ("w1", "w2", "w3")]
+    + [
+        f"model.layers.{i}.feed_forward.experts.{e}.{p}.weight"
+        for i in (1, 2, 3)
+        for e in range(4)
+        for p in ("w1", "w2", "w3")
+    ]
+)
+LFM2_MOE_IGNORED = sorted(LFM2_IGNORED + [f"model.layers.{i}.feed_forward.gate" for i in (1, 2, 3)])
 CASES = {
     "jamba": (JAMBA_QUANTIZED, JAMBA_IGNORED),
     "nemotron-h": (NEMOTRON_H_QUANTIZED, NEMOTRON_H_IGNORED),
     "falcon-h1": (FALCON_H1_QUANTIZED, FALCON_H1_IGNORED),
     "qwen2-moe-shared": (QWEN2_MOE_QUANTIZED, QWEN2_MOE_IGNORED),
+    "lfm2": (LFM2_QUANTIZED, LFM2_IGNORED),
+    "lfm2-moe": (LFM2_MOE_QUANTIZED, LFM2_MOE_IGNORED),
 }
 
 
