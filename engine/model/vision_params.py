@@ -11,6 +11,7 @@ from engine.model.gemma3n_towers import gemma3n_shapes
 from engine.model.gemma4_towers import gemma4_tower_shapes
 from engine.model.glm4v_tower import glm4v_shapes
 from engine.model.intern_vit import intern_vit_shapes
+from engine.model.lfm2_vl_towers import lfm2_vl_shapes
 from engine.model.linear_shape import LinearShape
 from engine.model.llama4_vision import llama4_vision_shapes
 from engine.model.llava_family import llava_projector_shapes, vision_model_type
@@ -170,6 +171,10 @@ _TOWERS_READ: dict[str, TowersRead] = {
     "idefics3": _IDEFICS3,
     "smolvlm": _IDEFICS3,
     "llama4": TowersRead(llama4_vision_shapes),
+    # lfm2_vl.py: Siglip2Model with quant_config; the projector's ReplicatedLinears without. "lfm2-vl" is the
+    # model type of the first (remote-code) LFM2-VL configs.
+    "lfm2_vl": TowersRead(lfm2_vl_shapes, "vision_tower"),
+    "lfm2-vl": TowersRead(lfm2_vl_shapes, "vision_tower"),
     "minicpmv": TowersRead(minicpmv_shapes, "vpm", "resampler"),
     # phi3v.py: a fixed CLIP from img_processor, with quant_config; the projection is nn.Linear.
     "phi3_v": TowersRead(phi3v_shapes, "vision_embed_tokens.img_processor", needs_vision_config=False),

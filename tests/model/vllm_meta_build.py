@@ -25,7 +25,7 @@ _REPLY_TIMEOUT_S = 300
 _BUILD = """
 import importlib.abc, importlib.machinery, importlib.util, json, re, sys, traceback, types, torch
 from types import SimpleNamespace
-# glm4_1v.py (through qwen2_vl.py too) and mllama4.py import transformers' image and video processors, which import torchvision
+# glm4_1v.py (through qwen2_vl.py too), mllama4.py and lfm2_vl.py import transformers' image and video processors, which import torchvision
 # (removed from this venv: the CPU wheel pulls a CUDA build). Building a tower uses none of them, so without
 # torchvision those modules are served as stand-ins whose every name is an empty class.
 def _stand_in_class(attribute):
@@ -34,7 +34,7 @@ def _stand_in_class(attribute):
     return type(attribute, (), {})
 class _ProcessorStandIns(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     PATTERN = re.compile(
-        r"transformers[.]models[.](glm4v|qwen2_vl|llama4)[.](image|video)_processing_(glm4v|qwen2_vl|llama4)$"
+        r"transformers[.]models[.](glm4v|qwen2_vl|llama4|lfm2_vl)[.](image|video)_processing_(glm4v|qwen2_vl|llama4|lfm2_vl)$"
     )
     def find_spec(self, name, path=None, target=None):
         return importlib.machinery.ModuleSpec(name, self) if self.PATTERN.match(name) else None
@@ -113,6 +113,15 @@ def build(kind, fields, extra):
         module = torch.nn.ModuleList([
             Qwen3Omni_VisionTransformer(Qwen3OmniMoeVisionEncoderConfig(**fields)),
             Qwen3OmniMoeAudioEncoder(Qwen3OmniMoeAudioEncoderConfig(**extra)),
+        ])
+    elif kind == "lfm2_vl":  # Siglip2Model and the projector; extra: the top-level fields and the text hidden size
+        from transformers import Lfm2VlConfig
+        from vllm.model_executor.models.lfm2_siglip2 import Siglip2Model
+        from vllm.model_executor.models.lfm2_vl import Lfm2VLMultiModalProjector
+        top, text_hidden = extra
+        config = Lfm2VlConfig(vision_config=fields, text_config={"hidden_size": text_hidden}, **top)
+        module = torch.nn.ModuleList([
+            Siglip2Model(config.vision_config), Lfm2VLMultiModalProjector(config)
         ])
     elif kind == "paligemma":  # the SigLIP tower and the projector; extra: projection_dim
         from vllm.model_executor.models.paligemma import PaliGemmaMultiModalProjector
