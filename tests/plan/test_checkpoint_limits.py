@@ -21,7 +21,7 @@ ROUTERS = ["lm_head", "re:.*mlp.gate$"]  # llm-compressor's Qwen3-MoE examples l
 QWEN3_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 
 
-def _quant_config(weight_only: bool, ignore: list[str]) -> dict[str, Any]:
+def fp8_quant_config(weight_only: bool, ignore: list[str]) -> dict[str, Any]:
     """RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8's config; weight-only as llm-compressor's FP8 weight-only channel
     recipe writes it (no input_activations, per-channel weights, float-quantized)."""
     config = copy.deepcopy(published_config("llama-3.1-8b-instruct-fp8")["quantization_config"])
@@ -33,7 +33,7 @@ def _quant_config(weight_only: bool, ignore: list[str]) -> dict[str, Any]:
     return config
 
 
-def _checkpoint(folder: Path, name: str, quant: dict[str, Any], expert_tensors: bool) -> Path:
+def fp8_checkpoint(folder: Path, name: str, quant: dict[str, Any], expert_tensors: bool) -> Path:
     """``name``'s published config with ``quant``; with ``expert_tensors``, a shard holding layer 0's first
     expert under llm-compressor's linearized names (what tells whether the config reaches the experts)."""
     write_config(folder, name, {"quantization_config": quant})
@@ -89,7 +89,7 @@ def test_fp8_weight_only_moe_experts_are_refused(
     from engine.model.inspect_model import inspect_model
 
     model = inspect_model(
-        _checkpoint(tmp_path / name, name, _quant_config(weight_only, ignore), expert_tensors)
+        fp8_checkpoint(tmp_path / name, name, fp8_quant_config(weight_only, ignore), expert_tensors)
     )
     target = _cpu_target() if gpu == "cpu" else target_from_spec(gpu)
     request = PlanRequest(max_model_len=4096)

