@@ -6,6 +6,7 @@ from typing import Any
 
 from engine.model.config_json import first_key, int_fields
 from engine.model.linear_shape import LinearShape
+from engine.model.vit_towers import vit_blocks
 
 # transformers' Siglip2VisionConfig defaults, for keys a config.json leaves out.
 _VISION_DEFAULTS: dict[str, int] = {
@@ -37,16 +38,14 @@ def lfm2_vl_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[Linea
     factor = int(first_key(config, "downsample_factor", default=_DOWNSAMPLE))
     projector_in = h * factor * factor
     projector_hidden = int(first_key(config, "projector_hidden_size", default=_PROJECTOR_HIDDEN))
+    blocks, vectors = vit_blocks(h, inner, layers)
     shapes = [
         LinearShape("vision.patch_embedding", "vision", vision["num_channels"] * patch * patch, h, 1),
-        LinearShape("vision.attn.qkvo", "vision", h, h, 4 * layers),
-        LinearShape("vision.mlp.fc1", "vision", h, inner, layers),
-        LinearShape("vision.mlp.fc2", "vision", inner, h, layers),
+        *blocks,
         LinearShape("multi_modal_projector.linear_1", "vision", projector_in, projector_hidden, 1),
         LinearShape("multi_modal_projector.linear_2", "vision", projector_hidden, text_hidden, 1),
     ]
-    vectors = h + vision["num_patches"] * h + 2 * h  # the patch embedding's bias, positions, post_layernorm
-    vectors += layers * (4 * h + inner + h + 2 * 2 * h)  # qkv, out_proj, fc1, fc2 biases; two LayerNorms
+    vectors += h + vision["num_patches"] * h + 2 * h  # the patch embedding's bias, positions, post_layernorm
     if config.get("projector_use_layernorm", True):
         vectors += 2 * projector_in
     if config.get("projector_bias", True):

@@ -6,6 +6,7 @@ from typing import Any
 
 from engine.model.config_json import int_fields
 from engine.model.linear_shape import LinearShape
+from engine.model.vit_towers import vit_blocks
 
 # Llama4VisionConfig's defaults in transformers, for keys a config.json leaves out.
 _VISION_DEFAULTS: dict[str, int] = {
@@ -34,18 +35,16 @@ def llama4_vision_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list
     h, layers, inner = vision["hidden_size"], vision["num_hidden_layers"], vision["intermediate_size"]
     patch = vision["patch_size"]
     adapter_in, adapter_out = vision["projector_input_dim"], vision["projector_output_dim"]
+    blocks, vectors = vit_blocks(h, inner, layers)
     shapes = [
         LinearShape("vision.patch_embedding", "vision", vision["num_channels"] * patch * patch, h, 1),
-        LinearShape("vision.attn.qkvo", "vision", h, h, 4 * layers),
-        LinearShape("vision.mlp.fc1", "vision", h, inner, layers),
-        LinearShape("vision.mlp.fc2", "vision", inner, h, layers),
+        *blocks,
         LinearShape("vision_adapter.mlp.fc1", "vision", inner, adapter_in, 1),
         LinearShape("vision_adapter.mlp.fc2", "vision", adapter_in, adapter_out, 1),
         LinearShape("multi_modal_projector.linear_1", "vision", vision["vision_output_dim"], text_hidden, 1),
     ]
     positions = (vision["image_size"] // patch) ** 2 + 1
-    vectors = h + positions * h + 2 * 2 * h  # class embedding, positions, layernorm_pre and _post
-    vectors += layers * (4 * h + inner + h + 2 * 2 * h)  # qkv, o_proj, fc1, fc2 biases; two LayerNorms
+    vectors += h + positions * h + 2 * 2 * h  # class embedding, positions, layernorm_pre and _post
     if bool(raw.get("multi_modal_projector_bias", False)):
         vectors += adapter_in + adapter_out
     return shapes, vectors

@@ -25,7 +25,7 @@ from engine.model.vision_towers import (
     qwen3_vl_shapes,
     qwen_vl_shapes,
 )
-from engine.model.vit_towers import VIT_MODEL_TYPES, idefics3_shapes, vit_tower_shapes
+from engine.model.vit_towers import VIT_MODEL_TYPES, idefics3_shapes, vit_blocks, vit_tower_shapes
 
 Shapes = tuple[list[LinearShape], int]
 # (quant-tui's shape prefix, vLLM's module prefix) pairs that vLLM builds with the quantization config.
@@ -94,13 +94,8 @@ def _generic_vit_shapes(
     patch = int(first_key(vision, "patch_size", default=14))
     channels = int(first_key(vision, "num_channels", "in_channels", default=3))
     image = int(first_key(vision, "image_size", default=0))
-    shapes = [
-        LinearShape("vision.attn.qkvo", "vision", h, h, 4 * layers),
-        LinearShape("vision.mlp.fc1", "vision", h, inner, layers),
-        LinearShape("vision.mlp.fc2", "vision", inner, h, layers),
-        LinearShape("vision.patch_embedding", "vision", channels * patch * patch, h, 1),
-    ]
-    vectors = layers * (4 * h + inner + h + 4 * h)  # biases and two LayerNorms per block
+    shapes, vectors = vit_blocks(h, inner, layers)
+    shapes.append(LinearShape("vision.patch_embedding", "vision", channels * patch * patch, h, 1))
     positions = (image // patch) ** 2 + 1 if image else 0
     vectors += positions * h + h + 4 * h  # position and class embeddings, pre/post LayerNorms
     projector, projector_vectors = llava_projector_shapes(config, h, text_hidden)

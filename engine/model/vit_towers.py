@@ -20,6 +20,19 @@ _CONFIG_DEFAULTS = {
 VIT_MODEL_TYPES = frozenset({CLIP_MODEL_TYPE, SIGLIP_MODEL_TYPE})
 
 
+def vit_blocks(h: int, inner: int, layers: int) -> tuple[list[LinearShape], int]:
+    """``layers`` ViT encoder blocks: biased q/k/v/out and fc1/fc2, two LayerNorms (CLIP, SigLIP, SigLIP2, Llama 4's).
+
+    Returns the matrices and the blocks' vector parameters (the biases and LayerNorm weights and biases).
+    """
+    shapes = [
+        LinearShape("vision.attn.qkvo", "vision", h, h, 4 * layers),
+        LinearShape("vision.mlp.fc1", "vision", h, inner, layers),
+        LinearShape("vision.mlp.fc2", "vision", inner, h, layers),
+    ]
+    return shapes, layers * (4 * h + inner + h + 2 * 2 * h)
+
+
 def vit_tower_shapes(
     config: dict[str, Any], vision_type: str, layers_override: int | None = None
 ) -> tuple[list[LinearShape], int, int]:
@@ -41,13 +54,8 @@ def vit_tower_shapes(
     patch = int(first_key(vision, "patch_size", default=patch))
     channels = int(first_key(vision, "num_channels", default=3))
     built = layers_built(config, total_layers) if layers_override is None else layers_override
-    shapes = [
-        LinearShape("vision.attn.qkvo", "vision", h, h, 4 * built),
-        LinearShape("vision.mlp.fc1", "vision", h, inner, built),
-        LinearShape("vision.mlp.fc2", "vision", inner, h, built),
-        LinearShape("vision.patch_embedding", "vision", channels * patch * patch, h, 1),
-    ]
-    vectors = built * (4 * h + inner + h + 2 * 2 * h)  # q/k/v/out, fc1 and fc2 biases; two LayerNorms
+    shapes, vectors = vit_blocks(h, inner, built)
+    shapes.append(LinearShape("vision.patch_embedding", "vision", channels * patch * patch, h, 1))
     patches = (image // patch) ** 2
     if vision_type == CLIP_MODEL_TYPE:
         vectors += h + (patches + 1) * h + 2 * h  # class embedding, positions, pre_layrnorm
