@@ -228,8 +228,7 @@ def linear_layer_names(text: dict[str, Any], num_layers: int) -> list[str]:
 
     Every ``full_attention_interval``-th layer (default 4) is full attention, the others linear;
     Granite's legacy "mamba" / "attention" names are read as transformers remaps them, LFM2's "conv" as
-    linear; Nemotron-H's
-    and Jamba's as ``hybrid_layer_names`` reads them ("mlp" / "moe" layers have no mixer).
+    linear; Nemotron-H's and Jamba's as ``hybrid_layer_names`` reads them ("mlp" / "moe" layers have no mixer).
     """
     names = hybrid_layer_names(text, num_layers) or text.get("layer_types") or text.get("layers_block_type")
     if names:
