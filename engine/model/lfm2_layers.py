@@ -16,9 +16,8 @@ SHORT_CONV_LAYER = "conv"
 def lfm2_config(text: dict[str, Any]) -> dict[str, Any]:
     """An LFM2 text config as transformers' Lfm2Config / Lfm2MoeConfig load it and vLLM builds it.
 
-    ``Lfm2Config.__post_init__`` takes ``block_ff_dim`` for ``intermediate_size`` and ``tie_embedding``
-    for ``tie_word_embeddings``, and fills ``layer_types`` from ``full_attn_idxs`` (every layer
-    attention when neither is set). vLLM ties the head to the embedding whatever the config says
+    ``Lfm2Config.__post_init__`` takes ``block_ff_dim`` for ``intermediate_size`` and fills ``layer_types``
+    from ``full_attn_idxs`` (every layer attention when neither is set). vLLM ties the head to the embedding whatever the config says
     (``self.lm_head.tie_weights(self.model.embed_tokens)``). Other model types pass through unchanged.
     """
     if str(text.get("model_type")) not in LFM2_MODEL_TYPES:
@@ -62,19 +61,18 @@ def short_conv_dim(text: dict[str, Any]) -> int:
     return int(text["hidden_size"])
 
 
-def short_conv_shapes(text: dict[str, Any], layers: int) -> tuple[list[LinearShape], int]:
+def short_conv_shapes(dim: int, kernel: int, bias: bool, layers: int) -> tuple[list[LinearShape], int]:
     """vLLM's ``ShortConv`` (layers/mamba/short_conv.py) over ``layers`` layers, and its vector parameters per layer.
 
     in_proj (dim → B, C, x: 3 · dim) and out_proj (dim → dim) are built with the quantization config;
-    the depthwise conv (dim × ``conv_L_cache``) is a Linear built without it, counted as a vector here.
-    ``conv_bias`` gives all three a bias.
+    the depthwise conv (dim × ``kernel``, the config's ``conv_L_cache``) is a Linear built without it, counted as
+    a vector here. ``bias`` (the config's ``conv_bias``) gives all three a bias.
     """
     if not layers:
         return [], 0
-    dim, kernel = short_conv_dim(text), int(text.get("conv_L_cache") or 3)
     shapes = [
         LinearShape("short_conv.in_proj", "linear_attention", dim, 3 * dim, layers),
         LinearShape("short_conv.out_proj", "linear_attention", dim, dim, layers),
     ]
-    bias = 5 * dim if text.get("conv_bias") else 0  # conv dim, in_proj 3 · dim, out_proj dim
-    return shapes, dim * kernel + bias
+    biases = 5 * dim if bias else 0  # conv dim, in_proj 3 · dim, out_proj dim
+    return shapes, dim * kernel + biases

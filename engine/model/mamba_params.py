@@ -22,8 +22,10 @@ def mamba_mixer_shapes(arch: Architecture, layers: int) -> tuple[list[LinearShap
         return [], 0
     if state.mixer == "mamba1":
         return _mamba1(arch, layers)
-    if state.mixer == "short_conv":
-        return short_conv_shapes(arch.text, layers)
+    if (
+        state.mixer == "short_conv"
+    ):  # the state holds the conv's channels and width (short_conv_dim, conv_L_cache)
+        return short_conv_shapes(state.conv_dim, state.conv_kernel, bool(arch.text.get("conv_bias")), layers)
     h = arch.hidden_size
     keys, values = state.key_heads * state.key_dim, state.value_heads * state.value_dim
     shapes = [

@@ -60,7 +60,7 @@ def read_moe_layout(
         dense = set(text.get("mlp_only_layers") or [])
         layers = [i for i in range(num_layers) if i not in dense and (i + 1) % step == 0]
     else:  # DeepSeek, GLM-4-MoE, LFM2-MoE (num_dense_layers): dense first layers, then every moe_layer_freq-th
-        first_dense = int(first_key(text, "first_k_dense_replace", "num_dense_layers", default=0) or 0)
+        first_dense = int(first_key(text, "first_k_dense_replace", "num_dense_layers", default=0))
         frequency = int(text.get("moe_layer_freq") or 1)
         layers = [i for i in range(num_layers) if i >= first_dense and i % frequency == 0]
     expert_width = int(first_key(text, "moe_intermediate_size", default=intermediate))
