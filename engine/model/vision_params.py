@@ -19,6 +19,7 @@ from engine.model.minicpmv import minicpmv_shapes
 from engine.model.moonvit_towers import kimi_vl_shapes, moonvit_3d_shapes
 from engine.model.phi3v_tower import phi3v_shapes
 from engine.model.qwen_audio_towers import qwen2_5_omni_shapes, qwen2_audio_shapes, qwen3_omni_shapes
+from engine.model.radio_towers import radio_shapes
 from engine.model.vision_towers import (
     mistral3_projector_shapes,
     pixtral_tower_shapes,
@@ -145,6 +146,7 @@ _LLAVA_FAMILY = TowersRead(_llava_family_shapes, "vision_tower", "multi_modal_pr
 _IDEFICS3 = TowersRead(idefics3_shapes, "vision_model", "connector")
 _GLM4V = TowersRead(_tower_only(glm4v_shapes), "visual", "visual")
 _QWEN_VL = TowersRead(_tower_only(qwen_vl_shapes), "visual", "visual")
+_RADIO = TowersRead(radio_shapes)
 _QWEN3_VL = TowersRead(_tower_only(qwen3_vl_shapes), "visual", "visual")
 # The model types whose vLLM 0.32 file quant-tui has read. llava.py, llava_next.py and mistral3.py give both
 # vision_tower and multi_modal_projector quant_config; llava_next_video.py, llava_onevision.py, internvl.py,
@@ -171,6 +173,11 @@ _TOWERS_READ: dict[str, TowersRead] = {
     "lfm2_vl": TowersRead(lfm2_vl_shapes, "vision_tower"),
     "lfm2-vl": TowersRead(lfm2_vl_shapes, "vision_tower"),
     "minicpmv": TowersRead(minicpmv_shapes, "vpm", "resampler"),
+    # nano_nemotron_vl.py: RadioModel and mlp1 without quant_config (the Omni model types build the same class).
+    "NemotronH_Nano_VL_V2": _RADIO,
+    "NemotronH_Nano_Omni_Reasoning_V3": _RADIO,
+    "NemotronH_Super_Omni_Reasoning_V3": _RADIO,
+    "NemotronH_Omni_Reasoning_V3": _RADIO,
     # phi3v.py: a fixed CLIP from img_processor, with quant_config; the projection is nn.Linear.
     "phi3_v": TowersRead(phi3v_shapes, "vision_embed_tokens.img_processor", needs_vision_config=False),
     "kimi_vl": TowersRead(kimi_vl_shapes, needs_vision_config=False),

@@ -123,6 +123,12 @@ def build(kind, fields, extra):
         module = torch.nn.ModuleList([
             Siglip2Model(config.vision_config), Lfm2VLMultiModalProjector(config)
         ])
+    elif kind == "radio":  # RadioModel; fields: vision_config["args"]; extra: vision_config's own patch and T
+        from vllm.model_executor.models.radio import RadioModel
+        from vllm.transformers_utils.configs.radio import RadioConfig
+        module = RadioModel(RadioConfig(model_name=fields["model"], **extra, **fields))
+        # The teachers' summary indices are a buffer the module fills itself, not a checkpoint weight.
+        module._buffers.pop("summary_idxs", None)
     elif kind == "paligemma":  # the SigLIP tower and the projector; extra: projection_dim
         from vllm.model_executor.models.paligemma import PaliGemmaMultiModalProjector
         from vllm.model_executor.models.siglip import SiglipVisionModel

@@ -1,0 +1,75 @@
+"""Nemotron Nano VL v2's C-RADIO tower and ``mlp1`` (``NemotronH_Nano_VL_V2``) as vLLM's nano_nemotron_vl.py and
+radio.py build them."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from engine.model.config_json import first_key, text_config
+from engine.model.linear_shape import LinearShape
+
+# vLLM's RadioConfig reads a tower's (hidden, layers, MLP) from its timm name (VIT_TIMM_DIM_BY_NAME).
+_TIMM_DIMS: dict[str, tuple[int, int, int]] = {
+    "vit_small_patch16_224": (384, 12, 1536),
+    "vit_base_patch16_224": (768, 12, 3072),
+    "vit_large_patch16_224": (1024, 24, 4096),
+    "vit_huge_patch16_224": (1280, 32, 5120),
+}
+# RadioConfig's defaults for the keys that change a parameter count.
+_CPE_MAX_SIZE, _PATCH = 2048, 16
+
+
+def radio_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], int] | None:
+    """RadioModel and mlp1 (neither built with the quantization config); None for a timm name vLLM does not map,
+    or with a ``sound_config`` (the Omni models' Parakeet encoder, not read here).
+
+    A block: a biased fused qkv, a biased proj, biased fc1 / fc2, two LayerNorms (``norm_type`` layer_norm) and
+    the layer scales ls1 / ls2. The patch generator: a bias-free Linear over 3 · T · patch² pixels (an image
+    embedder, and with ``video_temporal_patch_size`` T > 1 a separate video embedder), one position per patch of
+    ``cpe_max_size`` (rounded to the patch), and a class token per teacher (with ``cls_token_per_teacher``) plus
+    ``register_multiple − (class tokens mod register_multiple)`` registers. mlp1: an RMSNorm over the pixel-
+    shuffled width (``vit_hidden_size · round(1 / downsample_ratio)²``) and two bias-free Linears, through
+    ``projector_hidden_size`` into the text width; a LayerNorm over ``vit_hidden_size`` before it when the text
+    model has MTP layers (``vision_final_layernorm``).
+    """
+    if isinstance(config.get("sound_config"), dict):
+        return None
+    vision = config["vision_config"]
+    args = vision.get("args") or {}
+    dims = _TIMM_DIMS.get(str(args.get("model")))
+    if dims is None:
+        return None
+    h, layers, inner = dims
+    patch = int(first_key(vision, "patch_size", default=_PATCH))
+    temporal = int(first_key(vision, "video_temporal_patch_size", default=1))
+    # RadioInternVisionModel rounds cpe_max_size to the patch, ViTPatchGenerator rounds that up to it again.
+    cpe = round(int(first_key(args, "cpe_max_size", default=_CPE_MAX_SIZE)) / patch) * patch
+    grid = math.ceil(cpe / patch) * patch
+    teachers = {teacher["name"] for teacher in args.get("teachers") or []}
+    class_tokens = len(teachers) if args.get("cls_token_per_teacher") else 1
+    multiple = int(args.get("register_multiple") or 0)
+    registers = multiple - class_tokens % multiple if multiple else 0
+    shapes = [
+        LinearShape("vision.attn.qkv", "vision", h, 3 * h, layers),
+        LinearShape("vision.attn.proj", "vision", h, h, layers),
+        LinearShape("vision.mlp.fc1", "vision", h, inner, layers),
+        LinearShape("vision.mlp.fc2", "vision", inner, h, layers),
+        LinearShape("vision.patch_generator.embedder", "vision", 3 * patch * patch, h, 1),
+    ]
+    if temporal > 1:
+        shapes.append(
+            LinearShape("vision.patch_generator.video_embedder", "vision", 3 * temporal * patch**2, h, 1)
+        )
+    qkv_bias = 3 * h if args.get("qkv_bias", True) else 0
+    block = qkv_bias + h + inner + h + 2 * 2 * h + 2 * h  # biases, norm1 / norm2, ls1 / ls2
+    embeddings = (grid // patch) ** 2 * h + (class_tokens + registers) * h
+    vit_hidden = int(first_key(config, "vit_hidden_size", default=h))
+    shuffled = vit_hidden * round(1 / float(first_key(config, "downsample_ratio", default=0.5))) ** 2
+    projector_hidden = int(config["projector_hidden_size"])
+    shapes += [
+        LinearShape("multi_modal_projector.linear_1", "vision", shuffled, projector_hidden, 1),
+        LinearShape("multi_modal_projector.linear_2", "vision", projector_hidden, text_hidden, 1),
+    ]
+    final_norm = 2 * vit_hidden if int(text_config(config).get("num_nextn_predict_layers") or 0) > 0 else 0
+    return shapes, layers * block + embeddings + shuffled + final_norm
