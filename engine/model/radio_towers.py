@@ -24,14 +24,14 @@ def radio_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearS
     """RadioModel and mlp1 (neither built with the quantization config); None for a timm name vLLM does not map,
     or with a ``sound_config`` (the Omni models' Parakeet encoder, not read here).
 
-    A block: a biased fused qkv, a biased proj, biased fc1 / fc2, two LayerNorms (``norm_type`` layer_norm) and
-    the layer scales ls1 / ls2. The patch generator: a bias-free Linear over 3 · T · patch² pixels (an image
-    embedder, and with ``video_temporal_patch_size`` T > 1 a separate video embedder), one position per patch of
-    ``cpe_max_size`` (rounded to the patch), and a class token per teacher (with ``cls_token_per_teacher``) plus
-    ``register_multiple − (class tokens mod register_multiple)`` registers. mlp1: an RMSNorm over the pixel-
-    shuffled width (``vit_hidden_size · round(1 / downsample_ratio)²``) and two bias-free Linears, through
-    ``projector_hidden_size`` into the text width; a LayerNorm over ``vit_hidden_size`` before it when the text
-    model has MTP layers (``vision_final_layernorm``).
+    A block: a fused qkv (biased with ``qkv_bias``, default True), a biased proj, biased fc1 / fc2, two
+    LayerNorms (``norm_type`` layer_norm) and the layer scales ls1 / ls2. The patch generator: a bias-free Linear
+    over 3 · T · patch² pixels (an image embedder, and with ``video_temporal_patch_size`` T > 1 a separate video
+    embedder), one position per patch of ``cpe_max_size`` (rounded to the patch), and a class token per teacher
+    (with ``cls_token_per_teacher``) plus ``register_multiple − (class tokens mod register_multiple)`` registers.
+    mlp1: an RMSNorm over the pixel-shuffled width (``vit_hidden_size · round(1 / downsample_ratio)²``) and two
+    bias-free Linears, through ``projector_hidden_size`` into the text width; a LayerNorm over ``vit_hidden_size``
+    before it when the text model has MTP layers (``vision_final_layernorm``).
     """
     if isinstance(config.get("sound_config"), dict):
         return None
