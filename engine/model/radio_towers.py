@@ -3,10 +3,10 @@ radio.py build them."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from engine.model.config_json import first_key, text_config
+from engine.model.intern_vit import intern_vit_blocks
 from engine.model.linear_shape import LinearShape
 
 # vLLM's RadioConfig reads a tower's (hidden, layers, MLP) from its timm name (VIT_TIMM_DIM_BY_NAME).
@@ -24,14 +24,14 @@ def radio_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearS
     """RadioModel and mlp1 (neither built with the quantization config); None for a timm name vLLM does not map,
     or with a ``sound_config`` (the Omni models' Parakeet encoder, not read here).
 
-    A block: a fused qkv (biased with ``qkv_bias``, default True), a biased proj, biased fc1 / fc2, two
-    LayerNorms (``norm_type`` layer_norm) and the layer scales ls1 / ls2. The patch generator: a bias-free Linear
-    over 3 · T · patch² pixels (an image embedder, and with ``video_temporal_patch_size`` T > 1 a separate video
-    embedder), one position per patch of ``cpe_max_size`` (rounded to the patch), and a class token per teacher
-    (with ``cls_token_per_teacher``) plus ``register_multiple − (class tokens mod register_multiple)`` registers.
-    mlp1: an RMSNorm over the pixel-shuffled width (``vit_hidden_size · round(1 / downsample_ratio)²``) and two
-    bias-free Linears, through ``projector_hidden_size`` into the text width; a LayerNorm over ``vit_hidden_size``
-    before it when the text model has MTP layers (``vision_final_layernorm``).
+    The blocks are InternViT's (``intern_vit_blocks``): qkv biased with ``qkv_bias`` (default True), no q/k
+    norms, LayerNorms. The patch generator: a bias-free Linear over 3 · T · patch² pixels (an image embedder, and
+    with ``video_temporal_patch_size`` T > 1 a separate video embedder), one position per patch of
+    ``cpe_max_size`` (rounded to the patch), and a class token per teacher (with ``cls_token_per_teacher``) plus
+    ``register_multiple − (class tokens mod register_multiple)`` registers. mlp1: an RMSNorm over the pixel-
+    shuffled width (``vit_hidden_size · round(1 / downsample_ratio)²``) and two bias-free Linears, through
+    ``projector_hidden_size`` into the text width; a LayerNorm over ``vit_hidden_size`` before it when the text
+    model has MTP layers (``vision_final_layernorm``).
     """
     if isinstance(config.get("sound_config"), dict):
         return None
@@ -43,27 +43,22 @@ def radio_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearS
     h, layers, inner = dims
     patch = int(first_key(vision, "patch_size", default=_PATCH))
     temporal = int(first_key(vision, "video_temporal_patch_size", default=1))
-    # RadioInternVisionModel rounds cpe_max_size to the patch, ViTPatchGenerator rounds that up to it again.
-    cpe = round(int(first_key(args, "cpe_max_size", default=_CPE_MAX_SIZE)) / patch) * patch
-    grid = math.ceil(cpe / patch) * patch
+    # RadioInternVisionModel rounds cpe_max_size to a whole number of patches (ViTPatchGenerator's ceil then
+    # keeps it); one position per patch of that square.
+    positions = round(int(first_key(args, "cpe_max_size", default=_CPE_MAX_SIZE)) / patch) ** 2
     teachers = {teacher["name"] for teacher in args.get("teachers") or []}
     class_tokens = len(teachers) if args.get("cls_token_per_teacher") else 1
     multiple = int(args.get("register_multiple") or 0)
     registers = multiple - class_tokens % multiple if multiple else 0
-    shapes = [
-        LinearShape("vision.attn.qkv", "vision", h, 3 * h, layers),
-        LinearShape("vision.attn.proj", "vision", h, h, layers),
-        LinearShape("vision.mlp.fc1", "vision", h, inner, layers),
-        LinearShape("vision.mlp.fc2", "vision", inner, h, layers),
-        LinearShape("vision.patch_generator.embedder", "vision", 3 * patch * patch, h, 1),
-    ]
+    shapes, block_vectors = intern_vit_blocks(
+        h, inner, layers, qkv_bias=bool(args.get("qkv_bias", True)), qk_normalization=False, layer_norm=True
+    )
+    shapes.append(LinearShape("vision.patch_generator.embedder", "vision", 3 * patch * patch, h, 1))
     if temporal > 1:
         shapes.append(
             LinearShape("vision.patch_generator.video_embedder", "vision", 3 * temporal * patch**2, h, 1)
         )
-    qkv_bias = 3 * h if args.get("qkv_bias", True) else 0
-    block = qkv_bias + h + inner + h + 2 * 2 * h + 2 * h  # biases, norm1 / norm2, ls1 / ls2
-    embeddings = (grid // patch) ** 2 * h + (class_tokens + registers) * h
+    embeddings = positions * h + (class_tokens + registers) * h
     vit_hidden = int(first_key(config, "vit_hidden_size", default=h))
     shuffled = vit_hidden * round(1 / float(first_key(config, "downsample_ratio", default=0.5))) ** 2
     projector_hidden = int(config["projector_hidden_size"])
@@ -72,4 +67,4 @@ def radio_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearS
         LinearShape("multi_modal_projector.linear_2", "vision", projector_hidden, text_hidden, 1),
     ]
     final_norm = 2 * vit_hidden if int(text_config(config).get("num_nextn_predict_layers") or 0) > 0 else 0
-    return shapes, layers * block + embeddings + shuffled + final_norm
+    return shapes, block_vectors + embeddings + shuffled + final_norm
