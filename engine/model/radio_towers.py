@@ -1,5 +1,5 @@
-"""Nemotron Nano VL v2's C-RADIO tower and ``mlp1`` (``NemotronH_Nano_VL_V2``) as vLLM's nano_nemotron_vl.py and
-radio.py build them."""
+"""Nemotron Nano VL v2's C-RADIO tower and ``mlp1`` (``NemotronH_Nano_VL_V2``), and the Omni models' sound
+encoder, as vLLM's nano_nemotron_vl.py, radio.py and parakeet.py build them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from engine.model.config_json import first_key, text_config
 from engine.model.intern_vit import intern_vit_blocks
 from engine.model.linear_shape import LinearShape
+from engine.model.parakeet_encoder import parakeet_shapes
 
 # vLLM's RadioConfig reads a tower's (hidden, layers, MLP) from its timm name (VIT_TIMM_DIM_BY_NAME).
 _TIMM_DIMS: dict[str, tuple[int, int, int]] = {
@@ -21,8 +22,9 @@ _CPE_MAX_SIZE, _PATCH = 2048, 16
 
 
 def radio_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearShape], int] | None:
-    """RadioModel and mlp1 (neither built with the quantization config); None for a timm name vLLM does not map,
-    or with a ``sound_config`` (the Omni models' Parakeet encoder, not read here).
+    """RadioModel and mlp1, and with a ``sound_config`` the Omni models' ProjectedParakeet (``parakeet_shapes``);
+    none of them is built with the quantization config. None for a timm name vLLM does not map, or a sound
+    config ``parakeet_shapes`` cannot size.
 
     The blocks are InternViT's (``intern_vit_blocks``): qkv biased with ``qkv_bias`` (default True), no q/k
     norms, LayerNorms. The patch generator: a bias-free Linear over 3 · T · patch² pixels (an image embedder, and
@@ -33,8 +35,6 @@ def radio_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearS
     ``projector_hidden_size`` into the text width; a LayerNorm over ``vit_hidden_size`` before it when the text
     model has MTP layers (``vision_final_layernorm``).
     """
-    if isinstance(config.get("sound_config"), dict):
-        return None
     vision = config["vision_config"]
     args = vision.get("args") or {}
     dims = _TIMM_DIMS.get(str(args.get("model")))
@@ -67,4 +67,10 @@ def radio_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearS
         LinearShape("multi_modal_projector.linear_2", "vision", projector_hidden, text_hidden, 1),
     ]
     final_norm = 2 * vit_hidden if int(text_config(config).get("num_nextn_predict_layers") or 0) > 0 else 0
-    return shapes, block_vectors + embeddings + shuffled + final_norm
+    vectors = block_vectors + embeddings + shuffled + final_norm
+    if not isinstance(sound := config.get("sound_config"), dict):
+        return shapes, vectors
+    sound_read = parakeet_shapes(sound, text_hidden)
+    if sound_read is None:
+        return None
+    return shapes + sound_read[0], vectors + sound_read[1]

@@ -129,6 +129,16 @@ def build(kind, fields, extra):
         module = RadioModel(RadioConfig(model_name=fields["model"], **extra, **fields))
         # The teachers' summary indices are a buffer the module fills itself, not a checkpoint weight.
         module._buffers.pop("summary_idxs", None)
+    elif kind == "parakeet":  # ProjectedParakeet; fields: the sound config; extra: the text hidden size
+        from transformers import PretrainedConfig
+        from vllm.model_executor.models.parakeet import ProjectedParakeet
+        module = ProjectedParakeet(
+            PretrainedConfig(**fields), dtype=torch.bfloat16, llm_hidden_size=extra, max_model_len=4096
+        )
+        # A BatchNorm's step counter is state, not a weight (its running mean and variance are).
+        for norm in module.modules():
+            if isinstance(norm, torch.nn.BatchNorm1d):
+                norm._buffers.pop("num_batches_tracked", None)
     elif kind == "paligemma":  # the SigLIP tower and the projector; extra: projection_dim
         from vllm.model_executor.models.paligemma import PaliGemmaMultiModalProjector
         from vllm.model_executor.models.siglip import SiglipVisionModel
@@ -261,6 +271,8 @@ class VllmMetaBuild:
         or ``kimi_k3``: whose vision config class, text hidden size). ``gemma3n_layers``: every Gemma3nDecoderLayer
         of a Gemma3nTextConfig of fields. ``gemma3n_embedder``: Gemma3nMultimodalEmbedder, fields = hidden_size and
         vocab_size, extra = text hidden size. ``gemma3n_audio``: transformers' Gemma3nAudioEncoder.
+        ``radio``: RadioModel, fields = vision_config's args, extra = its patch_size and video_temporal_patch_size.
+        ``parakeet``: ProjectedParakeet, fields = the sound config, extra = text hidden size.
         """
         assert self._child.stdin is not None and self._child.stdout is not None
         self._child.stdin.write(json.dumps(cases) + "\n")
