@@ -26,8 +26,9 @@ def radio_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearS
     none of them is built with the quantization config. None for a timm name vLLM does not map, or a sound
     config ``parakeet_shapes`` cannot size.
 
-    The blocks are InternViT's (``intern_vit_blocks``): qkv biased with ``qkv_bias`` (default True), no q/k
-    norms, LayerNorms. The patch generator: a bias-free Linear over 3 · T · patch² pixels (an image embedder, and
+    The blocks are InternViT's (``intern_vit_blocks``), with RadioConfig's defaults for the ``args`` that set
+    them: qkv biased with ``qkv_bias`` (True), q/k RMSNorms with ``qk_normalization`` (False), LayerNorms unless
+    ``norm_type`` is ``rms_norm``. The patch generator: a bias-free Linear over 3 · T · patch² pixels (an image embedder, and
     with ``video_temporal_patch_size`` T > 1 a separate video embedder), one position per patch of
     ``cpe_max_size`` (rounded to the patch), and a class token per teacher (with ``cls_token_per_teacher``) plus
     ``register_multiple − (class tokens mod register_multiple)`` registers. mlp1: an RMSNorm over the pixel-
@@ -51,7 +52,12 @@ def radio_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearS
     multiple = int(args.get("register_multiple") or 0)
     registers = multiple - class_tokens % multiple if multiple else 0
     shapes, block_vectors = intern_vit_blocks(
-        h, inner, layers, qkv_bias=bool(args.get("qkv_bias", True)), qk_normalization=False, layer_norm=True
+        h,
+        inner,
+        layers,
+        qkv_bias=bool(args.get("qkv_bias", True)),
+        qk_normalization=bool(args.get("qk_normalization", False)),
+        layer_norm=args.get("norm_type", "layer_norm") == "layer_norm",
     )
     shapes.append(LinearShape("vision.patch_generator.embedder", "vision", 3 * patch * patch, h, 1))
     if temporal > 1:

@@ -70,6 +70,24 @@ CASES = [
         22_544_256,
         102_656,
     ),
+    # Tiny with q/k RMSNorms: 12 · 2 · 384 = 9,216 more, 22,553,472.
+    (
+        {**TINY, "args": {**TINY["args"], "qk_normalization": True}},
+        {"vit_hidden_size": 384, "projector_hidden_size": 64},
+        {"num_nextn_predict_layers": 1},
+        32,
+        22_553_472,
+        102_656,
+    ),
+    # Tiny with RMSNorms for norm1 / norm2: their biases, 12 · 2 · 384 = 9,216, fewer: 22,535,040.
+    (
+        {**TINY, "args": {**TINY["args"], "norm_type": "rms_norm"}},
+        {"vit_hidden_size": 384, "projector_hidden_size": 64},
+        {"num_nextn_predict_layers": 1},
+        32,
+        22_535_040,
+        102_656,
+    ),
 ]
 
 
