@@ -40,6 +40,8 @@ BUILT_AS_MODEL_TYPE = {
     "glm4v_moe_text": "glm4_moe",
     "qwen2_5_omni_text": "qwen2",
     "qwen3_omni_moe_text": "qwen3_moe",
+    # ernie45_vl_moe.py: ERNIE-4.5-MoE's layers, with vision experts beside the text ones (ernie_vl.py).
+    "ernie4_5_moe_vl": "ernie4_5_moe",
 }
 
 

@@ -85,6 +85,16 @@ CONFIG_CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
     # NemotronHConfig.head_dim (vLLM's NemotronHAttention reads it before hidden_size // heads); the
     # remote-code configs' attention_head_dim is not read.
     "nemotron_h": {"head_dim": 128},
+    # Ernie4_5_MoeConfig's MoE defaults (its moe_layer_end_index -1 is the last layer).
+    "ernie4_5_moe": {
+        "moe_num_experts": 64,
+        "moe_k": 6,
+        "moe_intermediate_size": 1536,
+        "moe_num_shared_experts": 2,
+        "moe_layer_start_index": 1,
+        "moe_layer_end_index": -1,
+        "moe_layer_interval": 1,
+    },
 }
 
 # DeepseekV32Indexer.quant_block_size: its key cache keeps one float32 scale per 128 fp8 values.

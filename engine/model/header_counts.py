@@ -20,6 +20,7 @@ _VISION_PARTS = (
     "audio",
     "embed_vision",  # Gemma 4's vision projection (gemma4_mm.py)
     "vision_embedder",  # Gemma 4 Unified's patch embedder (gemma4_unified.py)
+    "resampler_model",  # ERNIE-4.5-VL's (ernie45_vl.py)
 )
 _ROUTER_SUFFIXES = (
     ".mlp.gate.weight",
@@ -37,6 +38,8 @@ _CONVOLUTION_PARTS = (".conv1d.", ".conv.conv.")
 # Multi-token-prediction weights stored apart from the decoder layers (Qwen3-Next, Qwen3.5), which
 # vLLM's WeightsMapper drops ("mtp.": None) for plain serving.
 _MTP_ROOT = "mtp."
+# ERNIE-4.5's model.mtp_block.0., mtp_emb_norm.0., ... (ernie45_moe.py's WeightsMapper drops every name with "mtp").
+_ERNIE_MTP_ROOT = "model.mtp_"
 
 
 def classify_tensor(name: str, shape: list[int]) -> TensorRole:
@@ -79,13 +82,14 @@ def mtp_prefixes(arch: Architecture) -> tuple[str, ...]:
     """Name prefixes of the multi-token-prediction weights, which vLLM skips for plain serving.
 
     DeepSeek-style layers past the decoder's (``model.layers.61.``), and Qwen3-Next's, Qwen3.5's and
-    Nemotron-H's ``mtp.`` module (vLLM's WeightsMapper maps ``mtp.`` to None for plain serving).
+    Nemotron-H's ``mtp.`` module (vLLM's WeightsMapper maps ``mtp.`` to None for plain serving), and ERNIE-4.5's
+    ``model.mtp_*`` modules.
     """
     layers = range(arch.num_layers, arch.num_layers + arch.attention.mtp_layers)
     numbered = tuple(
         f"{root}layers.{index}." for index in layers for root in ("model.", "", "model.language_model.")
     )
-    return (*numbered, _MTP_ROOT)
+    return (*numbered, _MTP_ROOT, _ERNIE_MTP_ROOT)
 
 
 def _parameters_of(header: TensorHeader) -> int:

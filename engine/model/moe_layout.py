@@ -28,14 +28,27 @@ class MoeLayout:
     moe_layers: tuple[int, ...]
 
 
+def text_side(value: Any) -> Any:
+    """The text experts' value of an ERNIE-4.5-VL (text, vision) pair; any other value as it is."""
+    return value[0] if isinstance(value, list) else value
+
+
 def read_moe_layout(
     text: dict[str, Any], model_type: str, num_layers: int, intermediate: int
 ) -> MoeLayout | None:
-    """Routed experts and which layers have them, following each vLLM model file's rule."""
+    """Routed experts and which layers have them, following each vLLM model file's rule.
+
+    ERNIE-4.5-VL's text experts (its vision experts: ``ernie_vl.ernie_vl_vision_experts``); its MoE layers are
+    taken to be those of the text experts' range, which in vLLM's Ernie4_5_VLMoeDecoderLayer is the union of both.
+    """
     experts = int(
-        first_key(text, "num_experts", "moe_num_experts", "n_routed_experts", "num_local_experts", default=0)
+        text_side(
+            first_key(
+                text, "num_experts", "moe_num_experts", "n_routed_experts", "num_local_experts", default=0
+            )
+        )
     )
-    if experts <= 1:
+    if experts <= 1 or text.get("use_moe") is False:  # ERNIE-4.5's use_moe
         return None
     per_token = int(
         first_key(
@@ -45,6 +58,7 @@ def read_moe_layout(
             "top_k_experts",
             "moe_topk",
             "moe_top_k",
+            "moe_k",
             default=1,
         )
     )
@@ -55,6 +69,14 @@ def read_moe_layout(
     elif text.get("interleave_moe_layer_step") is not None:  # Llama-4
         step = int(text["interleave_moe_layer_step"])
         layers = list(range(step - 1, num_layers, step))
+    elif (
+        text.get("moe_layer_start_index") is not None
+    ):  # ERNIE-4.5: every moe_layer_interval-th of start..end
+        start = int(text_side(text["moe_layer_start_index"]))
+        end = int(text_side(first_key(text, "moe_layer_end_index", default=-1)))
+        end = num_layers - 1 if end == -1 else end  # Ernie4_5_MoeConfig's -1: the last layer
+        interval = int(text.get("moe_layer_interval") or 1)
+        layers = [i for i in range(start, min(end + 1, num_layers)) if (i + 1) % interval == 0]
     elif text.get("decoder_sparse_step") is not None:  # Qwen2/Qwen3-MoE
         step = int(text["decoder_sparse_step"])
         dense = set(text.get("mlp_only_layers") or [])
@@ -63,13 +85,13 @@ def read_moe_layout(
         first_dense = int(first_key(text, "first_k_dense_replace", "num_dense_layers", default=0))
         frequency = int(text.get("moe_layer_freq") or 1)
         layers = [i for i in range(num_layers) if i >= first_dense and i % frequency == 0]
-    expert_width = int(first_key(text, "moe_intermediate_size", default=intermediate))
+    expert_width = int(text_side(first_key(text, "moe_intermediate_size", default=intermediate)))
     if model_type == "llama4_text":
         expert_width = intermediate  # Llama-4's dense layers use intermediate_size_mlp instead
     shared = int(first_key(text, "shared_expert_intermediate_size", "shared_intermediate_size", default=0))
     shared = hybrid_layers.nemotron_h_shared_width(text) if model_type == "nemotron_h" else shared
-    if not shared and text.get("n_shared_experts"):
-        shared = int(text["n_shared_experts"]) * expert_width
+    if not shared and (shared_experts := first_key(text, "n_shared_experts", "moe_num_shared_experts")):
+        shared = int(shared_experts) * expert_width
     if not shared and model_type == "llama4_text":
         shared = expert_width  # one shared expert as wide as a routed one
     return MoeLayout(experts, per_token, expert_width, shared, tuple(layers))

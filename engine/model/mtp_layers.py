@@ -17,7 +17,9 @@ from engine.model.hybrid_layers import NEMOTRON_H_LETTERS
 #   (qwen3_next_mtp.py::Qwen3NextMultiTokenPredictor, qwen3_5_mtp.py::Qwen3_5MultiTokenPredictor).
 # "nemotron_h": each step one decoder layer per MTP block type, enorm + hnorm + eh_proj on the first,
 #   final_layernorm on the last; embedding shared (nemotron_h_mtp.py::NemotronHMultiTokenPredictor).
-MtpStyle = Literal["deepseek", "qwen", "nemotron_h"]
+# "ernie": per layer mtp_emb_norm, mtp_hidden_norm, mtp_linear_proj (2h → h) and a dense LlamaDecoderLayer
+#   (intermediate_size); embedding and head shared (ernie_mtp.py::ErnieMultiTokenPredictorLayer).
+MtpStyle = Literal["deepseek", "qwen", "nemotron_h", "ernie"]
 MtpBlock = Literal["attention", "moe", "mlp"]
 
 # Where each Qwen family keeps its MTP layer count; vLLM's default is 1 when the config has no such
@@ -52,6 +54,8 @@ def mtp_style(model_type: str) -> MtpStyle:
         return "qwen"
     if model_type == "nemotron_h":
         return "nemotron_h"
+    if model_type == "ernie4_5_moe":
+        return "ernie"
     return "deepseek"
 
 

@@ -11,6 +11,7 @@ from engine.model.architecture import Architecture
 from engine.model.attention_params import attention_shapes, linear_attention_shapes
 from engine.model.config_class_defaults import GEMMA3N_TEXT_MODEL_TYPES, GEMMA4_TEXT_MODEL_TYPES
 from engine.model.config_json import first_key
+from engine.model.ernie_vl import ERNIE_VL_MODEL_TYPE, ernie_vl_vision_experts
 from engine.model.gemma3n_text import altup_laurel_layer_shapes, altup_projection_shapes
 from engine.model.layer_variants import AttentionVariant, attention_variant, mlp_width, per_layer_input_size
 from engine.model.lfm2_layers import LFM2_MODEL_TYPES, lfm2_mlp_width
@@ -21,8 +22,8 @@ from engine.model.vision_params import vision_tower_shapes
 _NON_GATED_MLP = {"nemotron_h"}
 # Nemotron-H's decoder layers hold one mixer (Mamba2, attention, MLP or MoE) after one RMSNorm.
 _ONE_NORM_PER_LAYER = {"nemotron_h"}
-# Routers with an e_score_correction_bias whatever the config says (vLLM's Glm4MoE, NemotronHMoE).
-_SCORE_BIAS_ALWAYS = {"glm4_moe", "nemotron_h"}
+# Routers with an e_score_correction_bias whatever the config says (vLLM's Glm4MoE, NemotronHMoE, Ernie4_5_MoeMoE).
+_SCORE_BIAS_ALWAYS = {"glm4_moe", "nemotron_h", "ernie4_5_moe"}
 # Gemma 4's MoE layers keep their dense MLP beside the experts (Gemma4DecoderLayer's enable_moe_block).
 _MLP_BESIDE_MOE = GEMMA4_TEXT_MODEL_TYPES
 Mixer = Literal["attention", "linear", "both", None]  # both: Falcon-H1's attention + Mamba2 in one layer
@@ -143,6 +144,10 @@ def _mlp(
             vectors += moe_layers * (h + experts)  # Gemma4Router's scale and per_expert_scale
         if arch.model_type == "gpt_oss":
             vectors += moe_layers * (experts + experts * (2 * width + h))  # router and expert biases
+        if arch.config.get("model_type") == ERNIE_VL_MODEL_TYPE:  # its vision experts beside the text ones
+            vision_experts, vision_vectors = ernie_vl_vision_experts(text, h, moe_layers)
+            shapes += vision_experts
+            vectors += vision_vectors
     return shapes, vectors
 
 
@@ -256,6 +261,9 @@ def _mtp_params(arch: Architecture) -> int:
         layers = mtp_layers.nemotron_h_mtp_blocks(arch.text)
         step = sum(_params_of(blocks[block]) + _norms_per_layer(arch) for block in layers)
         return steps * (fusion + h + step)
+    if style == "ernie":  # a dense decoder layer a step, embedding and head shared
+        layer = _params_of(attention_shapes(arch, 1)) + _params_of(_mlp(arch, 0, 1)) + _norms_per_layer(arch)
+        return steps * (fusion + layer)
     # DeepSeek: one MoE decoder layer, shared_head (norm + head) and its own embed_tokens copy.
     layer = _params_of(attention_shapes(arch, 1)) + _params_of(ffn) + _norms_per_layer(arch)
     return steps * (fusion + h + layer + 2 * arch.vocab_size * h)
@@ -306,7 +314,11 @@ def active_params(arch: Architecture) -> int:
     moe = arch.moe
     matrices = 2 if arch.model_type in _NON_GATED_MLP else 3
     routed = matrices * arch.hidden_size * moe.expert_intermediate_size * len(moe.moe_layers)
-    return counts.total - counts.vision - routed * (moe.num_experts - moe.experts_per_token)
+    unused = 0
+    if arch.config.get("model_type") == ERNIE_VL_MODEL_TYPE:  # its vision experts serve image tokens only
+        vision_experts, _ = ernie_vl_vision_experts(arch.text, arch.hidden_size, len(moe.moe_layers))
+        unused = sum(shape.numel for shape in vision_experts if shape.part == "experts")
+    return counts.total - counts.vision - routed * (moe.num_experts - moe.experts_per_token) - unused
 
 
 def ceil_div(value: int, divisor: int) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.model.config_json import first_key, thinker_section
+from engine.model.ernie_vl import ERNIE_VL_MODEL_TYPE, ernie_vl_tower_shapes
 from engine.model.gemma3n_towers import gemma3n_shapes
 from engine.model.gemma4_towers import gemma4_tower_shapes
 from engine.model.glm4v_tower import glm4v_shapes
@@ -192,6 +193,8 @@ _TOWERS_READ: dict[str, TowersRead] = {
     "qwen2_5_omni": TowersRead(qwen2_5_omni_shapes, "visual", "visual", needs_vision_config=False),
     "qwen3_omni_moe": TowersRead(qwen3_omni_shapes, "visual", "visual", needs_vision_config=False),
     "qwen2_audio": TowersRead(qwen2_audio_shapes, needs_vision_config=False),  # no quant_config for either
+    # ernie45_vl.py: the vision tower with quant_config; the resampler with the HF config's (unset) quant_config.
+    ERNIE_VL_MODEL_TYPE: TowersRead(ernie_vl_tower_shapes, "vision_model"),
     "qwen3_vl": _QWEN3_VL,
     "qwen3_vl_moe": _QWEN3_VL,
     "qwen3_5": _QWEN3_VL,

@@ -129,6 +129,17 @@ def build(kind, fields, extra):
         module = RadioModel(RadioConfig(model_name=fields["model"], **extra, **fields))
         # The teachers' summary indices are a buffer the module fills itself, not a checkpoint weight.
         module._buffers.pop("summary_idxs", None)
+    elif kind == "ernie_vl":  # the vision tower and the resampler; extra: the top-level fields the resampler reads
+        from vllm.model_executor.models.ernie45_vl import (
+            Ernie4_5_VisionTransformer, VariableResolutionResamplerModel,
+        )
+        top = SimpleNamespace(**extra)
+        module = torch.nn.ModuleList([
+            Ernie4_5_VisionTransformer(SimpleNamespace(**fields)),
+            VariableResolutionResamplerModel(
+                top.pixel_hidden_size, top.hidden_size, top.spatial_conv_size, top.temporal_conv_size, config=top
+            ),
+        ])
     elif kind == "parakeet":  # ProjectedParakeet; fields: the sound config; extra: the text hidden size
         from transformers import PretrainedConfig
         from vllm.model_executor.models.parakeet import ProjectedParakeet
@@ -273,6 +284,8 @@ class VllmMetaBuild:
         vocab_size, extra = text hidden size. ``gemma3n_audio``: transformers' Gemma3nAudioEncoder.
         ``radio``: RadioModel, fields = vision_config's args, extra = its patch_size and video_temporal_patch_size.
         ``parakeet``: ProjectedParakeet, fields = the sound config, extra = text hidden size.
+        ``ernie_vl``: Ernie4_5_VisionTransformer and VariableResolutionResamplerModel, fields = the vision config,
+        extra = the top-level fields (pixel_hidden_size, hidden_size, spatial/temporal_conv_size, use_temporal_conv).
         """
         assert self._child.stdin is not None and self._child.stdout is not None
         self._child.stdin.write(json.dumps(cases) + "\n")
