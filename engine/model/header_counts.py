@@ -21,7 +21,10 @@ _VISION_PARTS = (
     "embed_vision",  # Gemma 4's vision projection (gemma4_mm.py)
     "vision_embedder",  # Gemma 4 Unified's patch embedder (gemma4_unified.py)
     "resampler_model",  # ERNIE-4.5-VL's (ernie45_vl.py)
+    "embed_tokens_extend",  # Phi-4-multimodal's image and audio embeddings (phi4mm.py)
 )
+# Phi-4-multimodal's LoRA adapters, stored beside their base layers; phi4mm.py's WeightsMapper drops them ("lora").
+_DROPPED_PARTS = (".lora_A.", ".lora_B.")
 _ROUTER_SUFFIXES = (
     ".mlp.gate.weight",
     ".block_sparse_moe.gate.weight",
@@ -172,8 +175,10 @@ def count_from_headers(
     """
     linear = linear_out = embedding = lm_head = other = vision = mtp = 0
     for header in headers:
-        if header.name.endswith(_QUANT_METADATA_SUFFIXES):
-            continue  # quantization metadata, not parameters
+        if header.name.endswith(_QUANT_METADATA_SUFFIXES) or any(
+            part in header.name for part in _DROPPED_PARTS
+        ):
+            continue  # quantization metadata, not parameters; adapters vLLM does not load
         numel = _parameters_of(header)
         if header.name.startswith(skip_prefixes):
             mtp += numel

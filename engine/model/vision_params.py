@@ -19,6 +19,7 @@ from engine.model.llava_family import llava_projector_shapes, vision_model_type
 from engine.model.minicpmv import minicpmv_shapes
 from engine.model.moonvit_towers import kimi_vl_shapes, moonvit_3d_shapes
 from engine.model.phi3v_tower import phi3v_shapes
+from engine.model.phi4mm_towers import phi4mm_shapes
 from engine.model.qwen_audio_towers import qwen2_5_omni_shapes, qwen2_audio_shapes, qwen3_omni_shapes
 from engine.model.radio_towers import radio_shapes
 from engine.model.vision_towers import (
@@ -179,6 +180,8 @@ _TOWERS_READ: dict[str, TowersRead] = {
     "NemotronH_Nano_Omni_Reasoning_V3": _RADIO,
     "NemotronH_Super_Omni_Reasoning_V3": _RADIO,
     "NemotronH_Omni_Reasoning_V3": _RADIO,
+    # phi4mm.py: a fixed NaViT SigLIP and the conformer audio embedding, neither with quant_config.
+    "phi4mm": TowersRead(phi4mm_shapes, needs_vision_config=False),
     # phi3v.py: a fixed CLIP from img_processor, with quant_config; the projection is nn.Linear.
     "phi3_v": TowersRead(phi3v_shapes, "vision_embed_tokens.img_processor", needs_vision_config=False),
     "kimi_vl": TowersRead(kimi_vl_shapes, needs_vision_config=False),
@@ -230,12 +233,12 @@ def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> Shapes:
 
 
 def has_towers(config: dict[str, Any]) -> bool:
-    """Whether the config describes a vision or audio tower: at its top (Phi-3-Vision's ``img_processor``) or in
-    an Omni model's thinker_config."""
+    """Whether the config describes a vision or audio tower: at its top (Phi-3-Vision's ``img_processor``,
+    Phi-4-multimodal's ``audio_processor``) or in an Omni model's thinker_config."""
     return any(
         isinstance(section.get(key), dict)
         for section in (config, thinker_section(config))
-        for key in ("vision_config", "audio_config", "img_processor")
+        for key in ("vision_config", "audio_config", "img_processor", "audio_processor")
     )
 
 

@@ -67,6 +67,11 @@ from vllm.distributed import parallel_state
 ATTENTION_SCALE = re.compile(r"[.]attn[.]_(k|v|q|prob)_scale$")
 def weights(module):
     return sum(t.numel() for name, t in module.state_dict().items() if not ATTENTION_SCALE.search(name))
+def drop_batch_norm_counters(module):
+    # A BatchNorm's step counter is state, not a weight (its running mean and variance are).
+    for norm in module.modules():
+        if isinstance(norm, torch.nn.BatchNorm1d):
+            norm._buffers.pop("num_batches_tracked", None)
 def build(kind, fields, extra):
     if kind == "intern":
         config = SimpleNamespace(**fields, layer_norm_eps=1e-6, initializer_factor=0.1, hidden_act="gelu")
@@ -140,16 +145,21 @@ def build(kind, fields, extra):
                 top.pixel_hidden_size, top.hidden_size, top.spatial_conv_size, top.temporal_conv_size, config=top
             ),
         ])
+    elif kind == "phi4mm":  # Phi4MMImageEncoder and AudioEmbedding; fields: the top-level config keys they read
+        from vllm.model_executor.models.phi4mm import Phi4MMImageEncoder
+        from vllm.model_executor.models.phi4mm_audio import AudioEmbedding
+        config = SimpleNamespace(**fields)
+        module = torch.nn.ModuleList([
+            Phi4MMImageEncoder(config, None), AudioEmbedding(config, **fields["embd_layer"]["audio_embd_layer"])
+        ])
+        drop_batch_norm_counters(module)
     elif kind == "parakeet":  # ProjectedParakeet; fields: the sound config; extra: the text hidden size
         from transformers import PretrainedConfig
         from vllm.model_executor.models.parakeet import ProjectedParakeet
         module = ProjectedParakeet(
             PretrainedConfig(**fields), dtype=torch.bfloat16, llm_hidden_size=extra, max_model_len=4096
         )
-        # A BatchNorm's step counter is state, not a weight (its running mean and variance are).
-        for norm in module.modules():
-            if isinstance(norm, torch.nn.BatchNorm1d):
-                norm._buffers.pop("num_batches_tracked", None)
+        drop_batch_norm_counters(module)
     elif kind == "paligemma":  # the SigLIP tower and the projector; extra: projection_dim
         from vllm.model_executor.models.paligemma import PaliGemmaMultiModalProjector
         from vllm.model_executor.models.siglip import SiglipVisionModel
@@ -284,6 +294,8 @@ class VllmMetaBuild:
         vocab_size, extra = text hidden size. ``gemma3n_audio``: transformers' Gemma3nAudioEncoder.
         ``radio``: RadioModel, fields = vision_config's args, extra = its patch_size and video_temporal_patch_size.
         ``parakeet``: ProjectedParakeet, fields = the sound config, extra = text hidden size.
+        ``phi4mm``: Phi4MMImageEncoder and AudioEmbedding, fields = hidden_size, vocab_size, img_processor,
+        audio_processor and embd_layer.
         ``ernie_vl``: Ernie4_5_VisionTransformer and VariableResolutionResamplerModel, fields = the vision config,
         extra = the top-level fields (pixel_hidden_size, hidden_size, spatial/temporal_conv_size, use_temporal_conv).
         """
