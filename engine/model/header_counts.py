@@ -22,6 +22,8 @@ _VISION_PARTS = (
     "vision_embedder",  # Gemma 4 Unified's patch embedder (gemma4_unified.py)
     "resampler_model",  # ERNIE-4.5-VL's (ernie45_vl.py)
     "embed_tokens_extend",  # Phi-4-multimodal's image and audio embeddings (phi4mm.py)
+    "visual_tokenizer",  # Ovis's ViT and head (ovis2_5.py)
+    "vte.weight",  # Ovis's visual embedding table
 )
 # Phi-4-multimodal's LoRA adapters, stored beside their base layers; phi4mm.py's WeightsMapper drops them ("lora").
 _DROPPED_PARTS = (".lora_A.", ".lora_B.")

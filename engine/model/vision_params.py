@@ -18,6 +18,7 @@ from engine.model.llama4_vision import llama4_vision_shapes
 from engine.model.llava_family import llava_projector_shapes, vision_model_type
 from engine.model.minicpmv import minicpmv_shapes
 from engine.model.moonvit_towers import kimi_vl_shapes, moonvit_3d_shapes
+from engine.model.ovis_towers import ovis2_5_shapes
 from engine.model.phi3v_tower import phi3v_shapes
 from engine.model.phi4mm_towers import phi4mm_shapes
 from engine.model.qwen_audio_towers import qwen2_5_omni_shapes, qwen2_audio_shapes, qwen3_omni_shapes
@@ -149,6 +150,7 @@ _IDEFICS3 = TowersRead(idefics3_shapes, "vision_model", "connector")
 _GLM4V = TowersRead(_tower_only(glm4v_shapes), "visual", "visual")
 _QWEN_VL = TowersRead(_tower_only(qwen_vl_shapes), "visual", "visual")
 _RADIO = TowersRead(radio_shapes)
+_OVIS2_5 = TowersRead(ovis2_5_shapes, "visual_tokenizer.vit", needs_vision_config=False)
 _QWEN3_VL = TowersRead(_tower_only(qwen3_vl_shapes), "visual", "visual")
 # The model types whose vLLM 0.32 file quant-tui has read. llava.py, llava_next.py and mistral3.py give both
 # vision_tower and multi_modal_projector quant_config; llava_next_video.py, llava_onevision.py, internvl.py,
@@ -180,6 +182,8 @@ _TOWERS_READ: dict[str, TowersRead] = {
     "NemotronH_Nano_Omni_Reasoning_V3": _RADIO,
     "NemotronH_Super_Omni_Reasoning_V3": _RADIO,
     "NemotronH_Omni_Reasoning_V3": _RADIO,
+    # ovis2_5.py: Siglip2NavitModel with quant_config, the visual head and the vte without.
+    "ovis2_5": _OVIS2_5,
     # phi4mm.py: a fixed NaViT SigLIP and the conformer audio embedding, neither with quant_config.
     "phi4mm": TowersRead(phi4mm_shapes, needs_vision_config=False),
     # phi3v.py: a fixed CLIP from img_processor, with quant_config; the projection is nn.Linear.
@@ -234,11 +238,11 @@ def vision_tower_shapes(config: dict[str, Any], text_hidden: int) -> Shapes:
 
 def has_towers(config: dict[str, Any]) -> bool:
     """Whether the config describes a vision or audio tower: at its top (Phi-3-Vision's ``img_processor``,
-    Phi-4-multimodal's ``audio_processor``) or in an Omni model's thinker_config."""
+    Phi-4-multimodal's ``audio_processor``, Ovis's ``vit_config``) or in an Omni model's thinker_config."""
     return any(
         isinstance(section.get(key), dict)
         for section in (config, thinker_section(config))
-        for key in ("vision_config", "audio_config", "img_processor", "audio_processor")
+        for key in ("vision_config", "audio_config", "img_processor", "audio_processor", "vit_config")
     )
 
 

@@ -153,6 +153,14 @@ def build(kind, fields, extra):
             Phi4MMImageEncoder(config, None), AudioEmbedding(config, **fields["embd_layer"]["audio_embd_layer"])
         ])
         drop_batch_norm_counters(module)
+    elif kind == "ovis2_5":  # VisualTokenizer and the vte; fields: the vit config; extra: (visual vocab, text hidden)
+        from vllm.model_executor.models.ovis import VisualEmbedding
+        from vllm.model_executor.models.ovis2_5 import VisualTokenizer
+        vit = {"layer_norm_eps": 1e-6, "attention_dropout": 0.0, "window_size": 112, "use_rope": True, **fields}
+        module = torch.nn.ModuleList([
+            VisualTokenizer(SimpleNamespace(**{"fullatt_block_indexes": None, **vit}), extra[0]),
+            VisualEmbedding(*extra),
+        ])
     elif kind == "parakeet":  # ProjectedParakeet; fields: the sound config; extra: the text hidden size
         from transformers import PretrainedConfig
         from vllm.model_executor.models.parakeet import ProjectedParakeet
@@ -294,6 +302,8 @@ class VllmMetaBuild:
         vocab_size, extra = text hidden size. ``gemma3n_audio``: transformers' Gemma3nAudioEncoder.
         ``radio``: RadioModel, fields = vision_config's args, extra = its patch_size and video_temporal_patch_size.
         ``parakeet``: ProjectedParakeet, fields = the sound config, extra = text hidden size.
+        ``ovis2_5``: VisualTokenizer and VisualEmbedding, fields = vit_config, extra = (visual_vocab_size, text
+        hidden size).
         ``phi4mm``: Phi4MMImageEncoder and AudioEmbedding, fields = hidden_size, vocab_size, img_processor,
         audio_processor and embd_layer.
         ``ernie_vl``: Ernie4_5_VisionTransformer and VariableResolutionResamplerModel, fields = the vision config,
