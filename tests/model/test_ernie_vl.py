@@ -18,6 +18,7 @@ from engine.model.architecture import read_architecture
 from engine.model.header_counts import classify_tensor
 from engine.model.param_count import active_params, estimate_params
 from engine.model.vision_params import quantizable_vision, vision_read, vision_tower_shapes
+from tests.model.test_param_count_ernie4_5_moe import ERNIE_21B
 from tests.model.vllm_meta_build import VllmMetaBuild
 
 VISION_28B: dict[str, Any] = {
@@ -36,23 +37,15 @@ RESAMPLER_28B = {
     "temporal_conv_size": 2,
     "use_temporal_conv": True,
 }
+# The text sizes are ERNIE-4.5-21B-A3B's; the expert settings come in (text, vision) pairs.
 ERNIE_VL_28B: dict[str, Any] = {
+    **{key: value for key, value in ERNIE_21B.items() if key != "num_nextn_predict_layers"},
     "architectures": ["Ernie4_5_VLMoeForConditionalGeneration"],
     "model_type": "ernie4_5_moe_vl",
-    "hidden_size": 2560,
-    "intermediate_size": 12288,
-    "num_hidden_layers": 28,
-    "num_attention_heads": 20,
-    "num_key_value_heads": 4,
-    "vocab_size": 103424,
     "moe_num_experts": [64, 64],
-    "moe_k": 6,
     "moe_intermediate_size": [1536, 512],
-    "moe_num_shared_experts": 2,
     "moe_layer_start_index": [1, 1],
     "moe_layer_end_index": [29, 28],
-    "moe_layer_interval": 1,
-    "tie_word_embeddings": True,
     **RESAMPLER_28B,
     "vision_config": VISION_28B,
 }
