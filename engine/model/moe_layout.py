@@ -28,7 +28,7 @@ class MoeLayout:
     moe_layers: tuple[int, ...]
 
 
-def text_side(value: Any) -> Any:
+def _text_side(value: Any) -> Any:
     """The text experts' value of an ERNIE-4.5-VL (text, vision) pair; any other value as it is."""
     return value[0] if isinstance(value, list) else value
 
@@ -42,7 +42,7 @@ def read_moe_layout(
     taken to be those of the text experts' range, which in vLLM's Ernie4_5_VLMoeDecoderLayer is the union of both.
     """
     experts = int(
-        text_side(
+        _text_side(
             first_key(
                 text, "num_experts", "moe_num_experts", "n_routed_experts", "num_local_experts", default=0
             )
@@ -69,11 +69,9 @@ def read_moe_layout(
     elif text.get("interleave_moe_layer_step") is not None:  # Llama-4
         step = int(text["interleave_moe_layer_step"])
         layers = list(range(step - 1, num_layers, step))
-    elif (
-        text.get("moe_layer_start_index") is not None
-    ):  # ERNIE-4.5: every moe_layer_interval-th of start..end
-        start = int(text_side(text["moe_layer_start_index"]))
-        end = int(text_side(first_key(text, "moe_layer_end_index", default=-1)))
+    elif text.get("moe_layer_start_index") is not None:  # ERNIE-4.5: each moe_layer_interval-th of start..end
+        start = int(_text_side(text["moe_layer_start_index"]))
+        end = int(_text_side(first_key(text, "moe_layer_end_index", default=-1)))
         end = num_layers - 1 if end == -1 else end  # Ernie4_5_MoeConfig's -1: the last layer
         interval = int(text.get("moe_layer_interval") or 1)
         layers = [i for i in range(start, min(end + 1, num_layers)) if (i + 1) % interval == 0]
@@ -85,7 +83,7 @@ def read_moe_layout(
         first_dense = int(first_key(text, "first_k_dense_replace", "num_dense_layers", default=0))
         frequency = int(text.get("moe_layer_freq") or 1)
         layers = [i for i in range(num_layers) if i >= first_dense and i % frequency == 0]
-    expert_width = int(text_side(first_key(text, "moe_intermediate_size", default=intermediate)))
+    expert_width = int(_text_side(first_key(text, "moe_intermediate_size", default=intermediate)))
     if model_type == "llama4_text":
         expert_width = intermediate  # Llama-4's dense layers use intermediate_size_mlp instead
     shared = int(first_key(text, "shared_expert_intermediate_size", "shared_intermediate_size", default=0))
