@@ -3,13 +3,17 @@ against vLLM's own VisualTokenizer and VisualEmbedding on meta."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine.model.architecture import read_architecture
 from engine.model.header_counts import classify_tensor
+from engine.model.param_count import estimate_params
 from engine.model.vision_params import has_towers, quantizable_vision, vision_read, vision_tower_shapes
 from tests.model.vllm_meta_build import VllmMetaBuild
+from tests.plan.model_configs import published_config
 
 # The test's own: a Linear patch embedding with its own position table (num_patches 16), and a Conv2d one whose
 # positions follow image_size.
@@ -66,3 +70,12 @@ def test_a_vit_config_is_a_tower() -> None:
     """Ovis's tower sits under vit_config, not vision_config: an Ovis tower quant-tui cannot read (Ovis 1 and 2's
     aimv2) is reported as guessed rather than left out silently."""
     assert has_towers({"model_type": "ovis", "vit_config": {**TINY_VIT, "model_type": "aimv2"}})
+
+
+def test_ovis2_5_9b_is_its_checkpoint() -> None:
+    """AIDC-AI/Ovis2.5-9B: the tower 27 SigLIP2 blocks of 1152 (15,239,504 each, 411,466,608), patch 3 · 16² · 1152 +
+    1152 = 885,888, (512 / 16)² = 1024 positions · 1152 = 1,179,648 and post_layernorm 2304: 413,534,448; the head
+    1152 · 2² · 65,532 = 301,971,456 and its LayerNorm 131,064; the vte 65,536 · 4096 = 268,435,456: 984,072,424.
+    Qwen3-8B's text model (untied) 8,190,735,360. 9,174,807,784: the checkpoint's 18,349,615,568 bf16 bytes / 2."""
+    counts = estimate_params(read_architecture(published_config("ovis2.5-9b"), Path(".")))
+    assert (counts.total, counts.vision) == (9_174_807_784, 984_072_424)
