@@ -12,6 +12,7 @@ from engine.model.gemma3n_towers import gemma3n_shapes
 from engine.model.gemma4_towers import gemma4_tower_shapes
 from engine.model.glm4v_tower import glm4v_shapes
 from engine.model.intern_vit import intern_vit_shapes
+from engine.model.interns1_vision import interns1_shapes
 from engine.model.lfm2_vl_towers import lfm2_vl_shapes
 from engine.model.linear_shape import LinearShape
 from engine.model.llama4_vision import llama4_vision_shapes
@@ -150,6 +151,9 @@ _IDEFICS3 = TowersRead(idefics3_shapes, "vision_model", "connector")
 _GLM4V = TowersRead(_tower_only(glm4v_shapes), "visual", "visual")
 _QWEN_VL = TowersRead(_tower_only(qwen_vl_shapes), "visual", "visual")
 _RADIO = TowersRead(radio_shapes)
+# interns1.py: InternS1VisionModel with quant_config, which only its MLP's parallel Linears take; the projector is
+# nn.Linear.
+_INTERNS1 = TowersRead(interns1_shapes, quantized=lambda _config, _method: (("vision.mlp.", "vision_tower"),))
 _OVIS2_5 = TowersRead(ovis2_5_shapes, "visual_tokenizer.vit", needs_vision_config=False)
 _QWEN3_VL = TowersRead(_tower_only(qwen3_vl_shapes), "visual", "visual")
 # The model types whose vLLM 0.32 file quant-tui has read. llava.py, llava_next.py and mistral3.py give both
@@ -169,6 +173,8 @@ _TOWERS_READ: dict[str, TowersRead] = {
     "gemma3": TowersRead(_llava_family_shapes, "vision_tower"),
     "paligemma": TowersRead(_llava_family_shapes, "vision_tower"),
     "internvl_chat": TowersRead(intern_vit_shapes, "vision_model"),
+    "internvl": _INTERNS1,  # InternVLForConditionalGeneration: transformers' format, built by interns1.py
+    "interns1": _INTERNS1,
     "idefics3": _IDEFICS3,
     "smolvlm": _IDEFICS3,
     "llama4": TowersRead(llama4_vision_shapes),

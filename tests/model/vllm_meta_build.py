@@ -161,6 +161,10 @@ def build(kind, fields, extra):
             VisualTokenizer(SimpleNamespace(**{"fullatt_block_indexes": None, **vit}), extra[0]),
             VisualEmbedding(*extra),
         ])
+    elif kind == "interns1":  # InternS1VisionModel (interns1.py itself imports torchvision); fields: the vision config
+        from transformers import InternVLVisionConfig
+        from vllm.model_executor.models.interns1_vit import InternS1VisionModel
+        module = InternS1VisionModel(InternVLVisionConfig(**fields))
     elif kind == "parakeet":  # ProjectedParakeet; fields: the sound config; extra: the text hidden size
         from transformers import PretrainedConfig
         from vllm.model_executor.models.parakeet import ProjectedParakeet
@@ -302,6 +306,7 @@ class VllmMetaBuild:
         vocab_size, extra = text hidden size. ``gemma3n_audio``: transformers' Gemma3nAudioEncoder.
         ``radio``: RadioModel, fields = vision_config's args, extra = its patch_size and video_temporal_patch_size.
         ``parakeet``: ProjectedParakeet, fields = the sound config, extra = text hidden size.
+        ``interns1``: InternS1VisionModel, fields = the vision config.
         ``ovis2_5``: VisualTokenizer and VisualEmbedding, fields = vit_config, extra = (visual_vocab_size, text
         hidden size).
         ``phi4mm``: Phi4MMImageEncoder and AudioEmbedding, fields = hidden_size, vocab_size, img_processor,
