@@ -28,8 +28,8 @@ def radio_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[LinearS
 
     The blocks are InternViT's (``intern_vit_blocks``), with RadioConfig's defaults for the ``args`` that set
     them: qkv biased with ``qkv_bias`` (True), q/k RMSNorms with ``qk_normalization`` (False), LayerNorms unless
-    ``norm_type`` is ``rms_norm``. The patch generator: a bias-free Linear over 3 · T · patch² pixels (an image embedder, and
-    with ``video_temporal_patch_size`` T > 1 a separate video embedder), one position per patch of
+    ``norm_type`` is ``rms_norm``. The patch generator: a bias-free Linear over 3 · T · patch² pixels (an image
+    embedder, and with ``video_temporal_patch_size`` T > 1 a separate video embedder), one position per patch of
     ``cpe_max_size`` (rounded to the patch), and a class token per teacher (with ``cls_token_per_teacher``) plus
     ``register_multiple − (class tokens mod register_multiple)`` registers. mlp1: an RMSNorm over the pixel-
     shuffled width (``vit_hidden_size · round(1 / downsample_ratio)²``) and two bias-free Linears, through
