@@ -26,7 +26,7 @@ _VISION_PARTS = (
     "vte.weight",  # Ovis's visual embedding table
 )
 # Phi-4-multimodal's LoRA adapters, stored beside their base layers; phi4mm.py's WeightsMapper drops them ("lora").
-_DROPPED_PARTS = (".lora_A.", ".lora_B.")
+DROPPED_PARTS = (".lora_A.", ".lora_B.")
 _ROUTER_SUFFIXES = (
     ".mlp.gate.weight",
     ".block_sparse_moe.gate.weight",
@@ -178,7 +178,7 @@ def count_from_headers(
     linear = linear_out = embedding = lm_head = other = vision = mtp = 0
     for header in headers:
         if header.name.endswith(_QUANT_METADATA_SUFFIXES) or any(
-            part in header.name for part in _DROPPED_PARTS
+            part in header.name for part in DROPPED_PARTS
         ):
             continue  # quantization metadata, not parameters; adapters vLLM does not load
         numel = _parameters_of(header)

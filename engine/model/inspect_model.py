@@ -21,6 +21,7 @@ from engine.model.gguf_file import (
     read_gguf,
 )
 from engine.model.header_counts import (
+    DROPPED_PARTS,
     count_from_headers,
     layer_sizes_from_headers,
     mtp_prefixes,
@@ -161,9 +162,13 @@ def inspect_model(folder: Path) -> ModelInfo:
     config = config_from_gguf(gguf_files) if gguf_files and not has_config else load_config(folder)
     arch = read_architecture(config, folder)
     stored = read_safetensors_headers(safetensors)
-    # KV-sharing layers' K/V tensors are on disk (weight_bytes, dtypes) but never loaded.
+    # KV-sharing layers' K/V tensors and Phi-4-MM's LoRA adapters are on disk (weight_bytes, dtypes) but never loaded.
     dropped = kv_shared_weight_prefixes(arch.attention.kv_shared_layers)
-    headers = [header for header in stored if not header.name.startswith(dropped)]
+    headers = [
+        header
+        for header in stored
+        if not header.name.startswith(dropped) and not any(part in header.name for part in DROPPED_PARTS)
+    ]
     quantization = detect_quantization(config, folder, stored, gguf)
     shapes = model_shapes(arch)
     layout = weight_layout(config, folder)
