@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.model.config_json import with_defaults
+from engine.model.intern_vit import intern_vit_blocks
 from engine.model.linear_shape import LinearShape
 
 # transformers' InternVLVisionConfig defaults, for keys a vision_config leaves out.
@@ -48,15 +49,17 @@ def interns1_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[Line
     )
     (image_h, image_w), (patch_h, patch_w) = _pair(vision["image_size"]), _pair(vision["patch_size"])
     channels = int(vision["num_channels"])
-    shapes = [
-        LinearShape("vision.attention.qkv_and_projection", "vision", h, h, 4 * layers),
-        LinearShape("vision.mlp.fc1", "vision", h, inner, layers),
-        LinearShape("vision.mlp.fc2", "vision", inner, h, layers),
-        LinearShape("vision.patch_embedding", "vision", channels * patch_h * patch_w, h, 1),
-    ]
-    norm = 2 * h if vision["norm_type"] == "layer_norm" else h
-    layer = (3 * h if vision["attention_bias"] else 0) + (2 * h if vision["use_qk_norm"] else 0)
-    layer += h + inner + h + 2 * norm + 2 * h  # projection_layer, fc1, fc2 biases; norms; lambda_1 / lambda_2
+    # InternVisionEncoderLayer's weights (q/k/v are three Linears here, the same size as its fused qkv); only the
+    # vision.mlp.* shapes are quantized.
+    shapes, layer_vectors = intern_vit_blocks(
+        h,
+        inner,
+        layers,
+        qkv_bias=bool(vision["attention_bias"]),
+        qk_normalization=bool(vision["use_qk_norm"]),
+        layer_norm=vision["norm_type"] == "layer_norm",
+    )
+    shapes.append(LinearShape("vision.patch_embedding", "vision", channels * patch_h * patch_w, h, 1))
     patches = (image_h // patch_h) * (image_w // patch_w)
     embeddings = h + (h if vision["use_mask_token"] else 0) + h  # class token, mask token, patch bias
     embeddings += (patches + 1) * h if vision["use_absolute_position_embeddings"] else 0
@@ -67,4 +70,4 @@ def interns1_shapes(config: dict[str, Any], text_hidden: int) -> tuple[list[Line
         LinearShape("multi_modal_projector.linear_2", "vision", text_hidden, text_hidden, 1),
     ]
     projector = 2 * shuffled + text_hidden + text_hidden
-    return shapes, layers * layer + embeddings + final_norm + projector
+    return shapes, layer_vectors + embeddings + final_norm + projector
